@@ -1,0 +1,129 @@
+//! The closed set of tensor operations of the IR, with their attribute structs.
+//!
+//! Every node has one result and an ordered list of operands. The operand convention of each op
+//! is part of its definition and is documented on the variant; `Op::arity` states it in code so
+//! the verifier, the interpreter and (later) autodiff agree. Attributes are plain data so that the
+//! text form, the egg language and the code generators can mirror them one to one.
+
+/// Geometry of a 3D convolution (or transposed convolution) over `[N, C, D, H, W]` tensors.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvAttrs {
+    /// Kernel extent along (D, H, W); must equal the weight's trailing three dimensions.
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+    /// Zero padding on both sides of each axis.
+    pub padding: [usize; 3],
+}
+
+/// Restricted depth shift (E2ENet): channel groups of `ceil(C / groups)` channels; group `g` moves
+/// by `s = g - groups/2` voxels along depth (`out[d] = in[d - s]`), zero fill, no wrap-around. When
+/// `C` is small there are fewer than `groups` blocks and the trailing shifts go unused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ShiftAttrs {
+    pub groups: usize,
+}
+
+/// Max pooling over (D, H, W) without padding.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolAttrs {
+    pub kernel: [usize; 3],
+    pub stride: [usize; 3],
+}
+
+/// Operations. Operands are listed as `(a, b, ...)` in the docs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A graph input fed at run time, by name. No operands.
+    Input { name: String },
+    /// A reference to a named tensor of the weight store (never inlined). No operands.
+    Weight { name: String },
+    /// `(x, w[, b])`: cross-correlation, `w` is `[O, I, kd, kh, kw]`, `b` is `[O]`.
+    Conv3d(ConvAttrs),
+    /// `(x, w[, b])`: transposed convolution, `w` is `[I, O, kd, kh, kw]` (PyTorch layout).
+    ConvTranspose3d(ConvAttrs),
+    /// `(x)`: the restricted depth shift.
+    DepthShift(ShiftAttrs),
+    /// `(x, gamma, beta)`: per-sample, per-channel normalisation over (D, H, W) with biased
+    /// variance, then the affine `gamma * x̂ + beta` (both `[C]`).
+    InstanceNorm { eps: f32 },
+    /// `(x)`: `x` if `x >= 0` else `slope * x`.
+    LeakyRelu { slope: f32 },
+    /// `(x)`
+    MaxPool3d(PoolAttrs),
+    /// `(x0, x1, ...)`: concatenation along the channel axis (axis 1); at least one operand.
+    Concat,
+    /// `(a, b)`: elementwise sum of two tensors of the same type.
+    Add,
+    /// `(x)`: softmax over the channel axis (axis 1).
+    Softmax,
+    /// `(x)`: index of the largest channel (axis 1), first one on ties; `i32[N, D, H, W]`.
+    Argmax,
+}
+
+/// How many operands an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    Range(usize, usize),
+    AtLeast(usize),
+}
+
+impl Arity {
+    pub fn accepts(self, n: usize) -> bool {
+        match self {
+            Arity::Exactly(k) => n == k,
+            Arity::Range(lo, hi) => (lo..=hi).contains(&n),
+            Arity::AtLeast(k) => n >= k,
+        }
+    }
+}
+
+impl std::fmt::Display for Arity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arity::Exactly(k) => write!(f, "{k}"),
+            Arity::Range(lo, hi) => write!(f, "{lo} to {hi}"),
+            Arity::AtLeast(k) => write!(f, "at least {k}"),
+        }
+    }
+}
+
+impl Op {
+    /// The op's mnemonic in the text form.
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Weight { .. } => "weight",
+            Op::Conv3d(_) => "conv3d",
+            Op::ConvTranspose3d(_) => "conv_transpose3d",
+            Op::DepthShift(_) => "depth_shift",
+            Op::InstanceNorm { .. } => "instance_norm",
+            Op::LeakyRelu { .. } => "leaky_relu",
+            Op::MaxPool3d(_) => "max_pool3d",
+            Op::Concat => "concat",
+            Op::Add => "add",
+            Op::Softmax => "softmax",
+            Op::Argmax => "argmax",
+        }
+    }
+
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input { .. } | Op::Weight { .. } => Arity::Exactly(0),
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) => Arity::Range(2, 3),
+            Op::InstanceNorm { .. } => Arity::Exactly(3),
+            Op::Add => Arity::Exactly(2),
+            Op::Concat => Arity::AtLeast(1),
+            Op::DepthShift(_)
+            | Op::LeakyRelu { .. }
+            | Op::MaxPool3d(_)
+            | Op::Softmax
+            | Op::Argmax => Arity::Exactly(1),
+        }
+    }
+
+    /// True for ops whose value is known before run time (weights).
+    pub fn is_const(&self) -> bool {
+        matches!(self, Op::Weight { .. })
+    }
+}

@@ -1,0 +1,57 @@
+//! `e2enc-runtime`: loads something runnable and runs it on named input tensors.
+//!
+//! Today the only executable is a model.json run by the reference interpreter; compiled bundles
+//! (a folder with `manifest.json`) are recognised and refused with a clear message until the
+//! codegen issue lands. The API (`Session::load`, `Session::run`) is the one bundles will keep.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use e2enc_ir::e2enet::{BuildOptions, Model};
+use e2enc_ir::{interp, IrError, Tensor};
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Ir(#[from] IrError),
+    #[error("{}: {msg}", path.display())]
+    Unsupported { path: PathBuf, msg: String },
+}
+
+/// A loaded model ready to run.
+pub struct Session {
+    pub model: Model,
+}
+
+impl Session {
+    /// Loads `path`: a model.json (or a folder holding one). `opts` fixes batch and patch.
+    pub fn load(path: &Path, opts: &BuildOptions) -> Result<Session, RuntimeError> {
+        let file = if path.is_dir() {
+            if path.join("manifest.json").exists() {
+                return Err(RuntimeError::Unsupported {
+                    path: path.to_path_buf(),
+                    msg: "this is a compiled bundle; running bundles arrives with the C backend \
+                          (for now pass the model.json it was compiled from)"
+                        .into(),
+                });
+            }
+            path.join("model.json")
+        } else {
+            path.to_path_buf()
+        };
+        let model = Model::load(&file, opts)?;
+        model.require_weights()?;
+        Ok(Session { model })
+    }
+
+    /// Runs the network on `inputs` and returns the requested outputs (all when empty).
+    pub fn run(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        let w = self.model.require_weights()?;
+        Ok(interp::run(&self.model.net.graph, w, inputs, outputs)?)
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod demo;
+pub mod init;
+pub mod inspect;
+pub mod run;

@@ -1,0 +1,110 @@
+//! `e2enc run`: runs a model on a tensor file (reference interpreter for now) and writes the
+//! outputs; optionally compares them with reference outputs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use e2enc_ir::e2enet::{output_name, BuildOptions};
+use e2enc_ir::tensor::relative_error;
+use e2enc_runtime::Session;
+
+use crate::util::{read_tensors, write_tensors};
+
+/// Run a model on one input tensor file and write its outputs.
+///
+/// The input file is safetensors with a tensor `input` of shape [N, C, D, H, W]; the network is
+/// built for that batch and patch. The output file holds `logits` (and `ds1`..`ds3`, the
+/// deep-supervision outputs at 1/2, 1/4, 1/8 resolution, with --deep-supervision).
+///
+/// --reference FILE compares the outputs with tensors of the same names in FILE (`ds0` is
+/// accepted for `logits`) and fails if the relative error exceeds --tolerance.
+///
+/// Example: e2enc run model.json --input x.safetensors --output y.safetensors
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// model.json (or a folder holding one).
+    model: PathBuf,
+    /// safetensors file holding `input` [N, C, D, H, W].
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the outputs (safetensors; written atomically).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Also write the deep-supervision outputs ds1..ds3.
+    #[arg(long)]
+    deep_supervision: bool,
+    /// Compare with reference outputs in this safetensors file.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Largest accepted relative error (max |diff| / max |reference|) for --reference.
+    #[arg(long, default_value_t = 1e-4)]
+    tolerance: f64,
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    if a.output.is_none() && a.reference.is_none() {
+        bail!("nothing to do: pass --output FILE and/or --reference FILE");
+    }
+    let inputs = read_tensors(&a.input)?;
+    let Some(x) = inputs.get("input") else {
+        let names: Vec<&String> = inputs.keys().collect();
+        bail!("{} has no tensor named `input` (it has: {names:?})", a.input.display());
+    };
+    let s = x.shape();
+    if s.len() != 5 {
+        bail!("`input` must be [N, C, D, H, W], got {s:?}");
+    }
+    let opts = BuildOptions {
+        batch: s[0],
+        patch: Some([s[2], s[3], s[4]]),
+    };
+    let session = Session::load(&a.model, &opts)?;
+    let cfg = &session.model.config;
+    if s[1] != cfg.in_channels {
+        bail!("`input` has {} channels, the model expects {}", s[1], cfg.in_channels);
+    }
+    let mut want = vec![output_name(0)];
+    if a.deep_supervision || a.reference.is_some() {
+        want.extend((1..=cfg.deep_supervision_heads).map(output_name));
+    }
+    let feed: BTreeMap<_, _> = [("input".to_string(), x.clone())].into();
+    let t0 = Instant::now();
+    let refs: Vec<&str> = want.iter().map(String::as_str).collect();
+    let mut outs = session.run(&feed, &refs)?;
+    eprintln!("ran {} in {:.2} s (reference interpreter)", a.model.display(), t0.elapsed().as_secs_f64());
+
+    let mut ok = true;
+    if let Some(rp) = &a.reference {
+        let reference = read_tensors(rp)?;
+        for (name, got) in &outs {
+            let alt = if name == "logits" { "ds0" } else { name.as_str() };
+            let Some(r) = reference.get(name.as_str()).or_else(|| reference.get(alt)) else {
+                eprintln!("  {name:<7} no reference tensor");
+                continue;
+            };
+            match relative_error(got, r) {
+                Some(e) => {
+                    let pass = e <= a.tolerance;
+                    ok &= pass;
+                    eprintln!("  {name:<7} relative error {e:.2e} {}", if pass { "ok" } else { "TOO LARGE" });
+                }
+                None => {
+                    ok = false;
+                    eprintln!("  {name:<7} shape {:?} differs from the reference {:?}", got.shape(), r.shape());
+                }
+            }
+        }
+    }
+    if let Some(op) = &a.output {
+        if !a.deep_supervision {
+            outs.retain(|k, _| k == "logits");
+        }
+        write_tensors(op, &outs).with_context(|| "writing the outputs")?;
+        eprintln!("wrote {} ({})", op.display(), outs.keys().cloned().collect::<Vec<_>>().join(", "));
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}

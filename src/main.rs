@@ -1,0 +1,49 @@
+//! The `e2enc` command line: one file per subcommand under `cmd/`, anyhow only here.
+
+mod cmd;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+/// e2enc: compile, inspect and run E2ENet 3D segmentation networks.
+///
+/// A model is a `model.json` (see docs/model-json.md) naming a safetensors weights file whose
+/// tensors carry the official checkpoint's names, so weights converted from the authors'
+/// released PyTorch checkpoints run unchanged.
+///
+/// Start here:
+///   e2enc demo                          run the embedded released-network check
+///   e2enc init -o my-model --density 0.2
+///   e2enc inspect my-model/model.json
+///   e2enc run my-model/model.json --input x.safetensors --output y.safetensors
+#[derive(Parser)]
+#[command(name = "e2enc", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(cmd::init::Args),
+    Inspect(cmd::inspect::Args),
+    Run(cmd::run::Args),
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Command::Init(a) => cmd::init::main(a),
+        Command::Inspect(a) => cmd::inspect::main(a),
+        Command::Run(a) => cmd::run::main(a),
+        Command::Demo(a) => cmd::demo::main(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
