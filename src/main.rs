@@ -1,6 +1,7 @@
 //! The `e2enc` command line: one file per subcommand under `cmd/`, anyhow only here.
 
 mod cmd;
+mod report;
 mod util;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // Die quietly on a closed pipe (`e2enc inspect ... | head`) like other command-line tools,
+    // instead of panicking inside println!.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Init(a) => cmd::init::main(a),

@@ -11,7 +11,10 @@ pub fn parse_patch(s: &str) -> Result<[usize; 3], String> {
     let parts: Vec<&str> = s.split([',', 'x']).map(str::trim).collect();
     let nums: Vec<usize> = parts
         .iter()
-        .map(|p| p.parse::<usize>().map_err(|_| format!("`{p}` is not a whole number")))
+        .map(|p| {
+            p.parse::<usize>()
+                .map_err(|_| format!("`{p}` is not a whole number"))
+        })
         .collect::<Result<_, _>>()?;
     match nums.as_slice() {
         [n] => Ok([*n; 3]),
@@ -25,7 +28,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -55,7 +58,8 @@ pub fn write_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<
     for (k, v) in tensors {
         w.insert(k.clone(), v.clone());
     }
-    w.save(path).with_context(|| format!("writing {}", path.display()))
+    w.save(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Refuses to clobber `path` unless `force`.

@@ -10,7 +10,10 @@ use crate::op::Op;
 pub fn to_dot(g: &Graph) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "digraph \"{}\" {{", esc(&g.name));
-    let _ = writeln!(s, "  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];");
+    let _ = writeln!(
+        s,
+        "  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];"
+    );
     let order = g.topo_order().unwrap_or_else(|_| g.node_ids().collect());
     for &id in &order {
         let n = g.node(id);
@@ -22,8 +25,19 @@ pub fn to_dot(g: &Graph) -> String {
             (_, Some(l)) => format!("{}\\n{}", n.op.mnemonic(), esc(l)),
             (_, None) => n.op.mnemonic().to_string(),
         };
-        let shape = if matches!(n.op, Op::Input { .. }) { ", shape=ellipse" } else { "" };
-        let _ = writeln!(s, "  n{} [label=\"{}\\n{}\"{}];", id.index(), title, n.ty, shape);
+        let shape = if matches!(n.op, Op::Input { .. }) {
+            ", shape=ellipse"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "  n{} [label=\"{}\\n{}\"{}];",
+            id.index(),
+            title,
+            n.ty,
+            shape
+        );
         for o in g.operands(id) {
             if !matches!(g.node(o).op, Op::Weight { .. }) {
                 let _ = writeln!(s, "  n{} -> n{};", o.index(), id.index());
@@ -31,7 +45,11 @@ pub fn to_dot(g: &Graph) -> String {
         }
     }
     for (name, id) in g.outputs() {
-        let _ = writeln!(s, "  \"out:{0}\" [label=\"{0}\", shape=doubleoctagon];", esc(name));
+        let _ = writeln!(
+            s,
+            "  \"out:{0}\" [label=\"{0}\", shape=doubleoctagon];",
+            esc(name)
+        );
         let _ = writeln!(s, "  n{} -> \"out:{}\";", id.index(), esc(name));
     }
     s.push_str("}\n");

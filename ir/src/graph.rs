@@ -141,7 +141,10 @@ impl Graph {
     }
 
     pub fn output(&self, name: &str) -> Option<NodeId> {
-        self.outputs.iter().find(|(n, _)| n == name).map(|&(_, id)| id)
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, id)| id)
     }
 
     pub fn contains(&self, id: NodeId) -> bool {

@@ -36,7 +36,10 @@ pub fn init_weights(params: &[ParamSpec], seed: u64) -> Weights {
             ParamRole::ConvBias | ParamRole::NormBias => vec![0.0; n],
             ParamRole::NormWeight => vec![1.0; n],
         };
-        w.insert(&p.name, Tensor::from_f32(p.shape.clone(), data).expect("shape matches"));
+        w.insert(
+            &p.name,
+            Tensor::from_f32(p.shape.clone(), data).expect("shape matches"),
+        );
     }
     w
 }
@@ -62,7 +65,10 @@ pub fn init_masks(params: &[ParamSpec], d: &DsffConfig, seed: u64) -> Weights {
         for i in sample(&mut rng, kernels, keep) {
             data[i] = 1.0;
         }
-        m.insert(&p.name, Tensor::from_f32(vec![p.shape[0], p.shape[1]], data).expect("shape"));
+        m.insert(
+            &p.name,
+            Tensor::from_f32(vec![p.shape[0], p.shape[1]], data).expect("shape"),
+        );
     }
     m
 }

@@ -21,9 +21,10 @@ pub fn infer(op: &Op, xs: &[&TensorType]) -> R {
         ));
     }
     match op {
-        Op::Input { .. } | Op::Weight { .. } => {
-            Err(format!("the type of {} is declared, not inferred", op.mnemonic()))
-        }
+        Op::Input { .. } | Op::Weight { .. } => Err(format!(
+            "the type of {} is declared, not inferred",
+            op.mnemonic()
+        )),
         Op::Conv3d(a) => conv3d(a, xs),
         Op::ConvTranspose3d(a) => conv_transpose3d(a, xs),
         Op::DepthShift(a) => depth_shift(a, xs[0]),
@@ -103,10 +104,7 @@ fn conv_weights(a: &ConvAttrs, xs: &[&TensorType], in_axis: usize) -> Result<usi
         return Err(format!("weight must have rank 5, got {w}"));
     }
     if w.shape[2..] != a.kernel {
-        return Err(format!(
-            "weight {w} does not match kernel {:?}",
-            a.kernel
-        ));
+        return Err(format!("weight {w} does not match kernel {:?}", a.kernel));
     }
     let cin = x.shape[1];
     if w.shape[in_axis] != cin {

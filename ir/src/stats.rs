@@ -4,7 +4,9 @@
 //! work that dominates; norms, activations, pools and shifts are not counted). A conv computes
 //! `out_voxels * out_ch * in_ch * kernel_volume` MACs dense; a transposed conv
 //! `in_voxels * in_ch * out_ch * kernel_volume`. Skipping pruned kernels multiplies by the fraction
-//! of live kernels. Live kernels are read from the weights when they are known.
+//! of live kernels. Live kernels are read from the weights when they are known; the parameter
+//! count with pruned kernels removed (`live_params`) is what the paper reports as the sparse
+//! model's size (biases that happen to be zero still count: they are not pruned).
 
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
@@ -34,8 +36,9 @@ pub struct LayerStats {
 pub struct GraphStats {
     pub layers: Vec<LayerStats>,
     pub params: u64,
-    /// Non-zero parameters (`None` when weights are unknown).
-    pub nonzero_params: Option<u64>,
+    /// Parameters left when pruned (all-zero) [d0, d1] kernels are removed: what a sparse
+    /// format stores (`None` when weights are unknown).
+    pub live_params: Option<u64>,
     pub dense_macs: u64,
     pub sparse_macs: u64,
     pub weight_tensors: usize,
@@ -49,7 +52,10 @@ pub fn live_kernels(t: &Tensor) -> usize {
     }
     let kvol: usize = s[2..].iter().product();
     match t.as_f32() {
-        Some(v) if kvol > 0 => v.chunks(kvol).filter(|k| k.iter().any(|x| *x != 0.0)).count(),
+        Some(v) if kvol > 0 => v
+            .chunks(kvol)
+            .filter(|k| k.iter().any(|x| *x != 0.0))
+            .count(),
         _ => 0,
     }
 }
@@ -57,15 +63,19 @@ pub fn live_kernels(t: &Tensor) -> usize {
 /// Counts for `g`; `weights` (if any) give non-zero counts and live kernels.
 pub fn graph_stats(g: &Graph, weights: Option<&Weights>) -> GraphStats {
     let mut st = GraphStats::default();
-    let mut nonzero = 0u64;
+    let mut live = 0u64;
     for (name, id) in g.weights() {
+        let ty = &g.node(id).ty;
         st.weight_tensors += 1;
-        st.params += g.node(id).ty.numel() as u64;
-        if let Some(t) = weights.and_then(|w| w.get(&name)) {
-            nonzero += t.count_nonzero() as u64;
-        }
+        st.params += ty.numel() as u64;
+        live += match weights.and_then(|w| w.get(&name)) {
+            Some(t) if ty.rank() == 5 => {
+                (live_kernels(t) * ty.shape[2..].iter().product::<usize>()) as u64
+            }
+            _ => ty.numel() as u64,
+        };
     }
-    st.nonzero_params = weights.map(|_| nonzero);
+    st.live_params = weights.map(|_| live);
     let order = g.topo_order().unwrap_or_else(|_| g.node_ids().collect());
     for id in order {
         let node = g.node(id);
@@ -75,7 +85,9 @@ pub fn graph_stats(g: &Graph, weights: Option<&Weights>) -> GraphStats {
             _ => continue,
         };
         let ops = g.operands(id);
-        let (Some(&x), Some(&wid)) = (ops.first(), ops.get(1)) else { continue };
+        let (Some(&x), Some(&wid)) = (ops.first(), ops.get(1)) else {
+            continue;
+        };
         let wty = &g.node(wid).ty;
         if wty.rank() != 5 {
             continue;

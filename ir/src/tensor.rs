@@ -118,15 +118,57 @@ pub fn relative_error(got: &Tensor, want: &Tensor) -> Option<f64> {
         return None;
     }
     let (num, den) = match (got.data(), want.data()) {
-        (TensorData::F32(a), TensorData::F32(b)) => a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
-            let d = (*x as f64 - *y as f64).abs();
-            let d = if d.is_nan() { f64::INFINITY } else { d };
-            (acc.0.max(d), acc.1.max((*y as f64).abs()))
-        }),
-        (TensorData::I32(a), TensorData::I32(b)) => a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
-            (acc.0.max((*x as f64 - *y as f64).abs()), acc.1.max((*y as f64).abs()))
-        }),
+        (TensorData::F32(a), TensorData::F32(b)) => {
+            a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
+                let d = (*x as f64 - *y as f64).abs();
+                let d = if d.is_nan() { f64::INFINITY } else { d };
+                (acc.0.max(d), acc.1.max((*y as f64).abs()))
+            })
+        }
+        (TensorData::I32(a), TensorData::I32(b)) => {
+            a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
+                (
+                    acc.0.max((*x as f64 - *y as f64).abs()),
+                    acc.1.max((*y as f64).abs()),
+                )
+            })
+        }
         _ => return None,
     };
-    Some(if num == 0.0 { 0.0 } else { num / den.max(f64::MIN_POSITIVE) })
+    Some(if num == 0.0 {
+        0.0
+    } else {
+        num / den.max(f64::MIN_POSITIVE)
+    })
+}
+
+/// `||got - want||_2 / ||want||_2` (0 when both are all zero; infinite on NaN). `None` if shapes
+/// or dtypes differ. Less sensitive than [`relative_error`] to a few ill-conditioned elements.
+pub fn relative_error_l2(got: &Tensor, want: &Tensor) -> Option<f64> {
+    if got.shape() != want.shape() {
+        return None;
+    }
+    let (num, den) = match (got.data(), want.data()) {
+        (TensorData::F32(a), TensorData::F32(b)) => {
+            a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
+                let d = *x as f64 - *y as f64;
+                (acc.0 + d * d, acc.1 + (*y as f64) * (*y as f64))
+            })
+        }
+        (TensorData::I32(a), TensorData::I32(b)) => {
+            a.iter().zip(b).fold((0f64, 0f64), |acc, (x, y)| {
+                let d = *x as f64 - *y as f64;
+                (acc.0 + d * d, acc.1 + (*y as f64) * (*y as f64))
+            })
+        }
+        _ => return None,
+    };
+    if num.is_nan() {
+        return Some(f64::INFINITY);
+    }
+    Some(if num == 0.0 {
+        0.0
+    } else {
+        (num / den.max(f64::MIN_POSITIVE)).sqrt()
+    })
 }

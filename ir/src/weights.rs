@@ -81,8 +81,14 @@ impl Weights {
             .iter()
             .map(|(n, t)| {
                 let (dt, b) = match t.data() {
-                    TensorData::F32(v) => (StDtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-                    TensorData::I32(v) => (StDtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                    TensorData::F32(v) => (
+                        StDtype::F32,
+                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    ),
+                    TensorData::I32(v) => (
+                        StDtype::I32,
+                        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    ),
                 };
                 (n.clone(), t.shape().to_vec(), dt, b)
             })
@@ -112,26 +118,40 @@ impl Weights {
 fn decode(v: &TensorView<'_>) -> Result<Tensor, String> {
     let shape = v.shape().to_vec();
     let b = v.data();
-    let f32s = |n: usize, f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> { b.chunks_exact(n).map(f).collect() };
+    let f32s =
+        |n: usize, f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> { b.chunks_exact(n).map(f).collect() };
     let t = match v.dtype() {
-        StDtype::F32 => Tensor::from_f32(shape, f32s(4, &|c| f32::from_le_bytes(c.try_into().unwrap()))),
+        StDtype::F32 => Tensor::from_f32(
+            shape,
+            f32s(4, &|c| f32::from_le_bytes(c.try_into().unwrap())),
+        ),
         StDtype::F64 => Tensor::from_f32(
             shape,
             f32s(8, &|c| f64::from_le_bytes(c.try_into().unwrap()) as f32),
         ),
         StDtype::F16 => Tensor::from_f32(
             shape,
-            f32s(2, &|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+            f32s(2, &|c| {
+                half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()
+            }),
         ),
         StDtype::BF16 => Tensor::from_f32(
             shape,
-            f32s(2, &|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+            f32s(2, &|c| {
+                half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32()
+            }),
         ),
         StDtype::I32 => Tensor::from_i32(
             shape,
-            b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
         ),
-        other => return Err(format!("unsupported dtype {other:?} (use f32, f64, f16, bf16 or i32)")),
+        other => {
+            return Err(format!(
+                "unsupported dtype {other:?} (use f32, f64, f16, bf16 or i32)"
+            ))
+        }
     };
     t.map_err(|e| e.to_string())
 }

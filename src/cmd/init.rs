@@ -101,7 +101,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         });
         cfg.masks = Some("masks.safetensors".into());
     }
-    cfg.validate().map_err(|m| anyhow::anyhow!("invalid configuration: {m}"))?;
+    cfg.validate()
+        .map_err(|m| anyhow::anyhow!("invalid configuration: {m}"))?;
     let net = build(&cfg, &BuildOptions::default())?;
 
     let model_path = a.out.join("model.json");
@@ -121,14 +122,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
     weights.save(&weights_path)?;
     // model.json last: a folder with a model.json is complete.
     write_atomic(&model_path, cfg.to_json().as_bytes())?;
-    let params: usize = net.params.iter().map(|p| p.numel()).sum();
-    let nonzero: usize = weights.iter().map(|(_, t)| t.count_nonzero()).sum();
+    let st = e2enc_ir::stats::graph_stats(&net.graph, Some(&weights));
     println!(
-        "wrote {} ({} tensors, {} parameters, {} non-zero)",
+        "wrote {} ({} tensors, {} parameters, {} with pruned kernels removed)",
         model_path.display(),
-        net.params.len(),
-        thousands(params as u64),
-        thousands(nonzero as u64)
+        st.weight_tensors,
+        thousands(st.params),
+        thousands(st.live_params.unwrap_or(st.params))
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use e2enc_ir::e2enet::{output_name, BuildOptions};
-use e2enc_ir::tensor::relative_error;
+use e2enc_ir::tensor::{relative_error, relative_error_l2};
 use e2enc_runtime::Session;
 
 use crate::util::{read_tensors, write_tensors};
@@ -52,7 +52,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let inputs = read_tensors(&a.input)?;
     let Some(x) = inputs.get("input") else {
         let names: Vec<&String> = inputs.keys().collect();
-        bail!("{} has no tensor named `input` (it has: {names:?})", a.input.display());
+        bail!(
+            "{} has no tensor named `input` (it has: {names:?})",
+            a.input.display()
+        );
     };
     let s = x.shape();
     if s.len() != 5 {
@@ -65,7 +68,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let session = Session::load(&a.model, &opts)?;
     let cfg = &session.model.config;
     if s[1] != cfg.in_channels {
-        bail!("`input` has {} channels, the model expects {}", s[1], cfg.in_channels);
+        bail!(
+            "`input` has {} channels, the model expects {}",
+            s[1],
+            cfg.in_channels
+        );
     }
     let mut want = vec![output_name(0)];
     if a.deep_supervision || a.reference.is_some() {
@@ -75,26 +82,41 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
     let refs: Vec<&str> = want.iter().map(String::as_str).collect();
     let mut outs = session.run(&feed, &refs)?;
-    eprintln!("ran {} in {:.2} s (reference interpreter)", a.model.display(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "ran {} in {:.2} s (reference interpreter)",
+        a.model.display(),
+        t0.elapsed().as_secs_f64()
+    );
 
     let mut ok = true;
     if let Some(rp) = &a.reference {
         let reference = read_tensors(rp)?;
         for (name, got) in &outs {
-            let alt = if name == "logits" { "ds0" } else { name.as_str() };
+            let alt = if name == "logits" {
+                "ds0"
+            } else {
+                name.as_str()
+            };
             let Some(r) = reference.get(name.as_str()).or_else(|| reference.get(alt)) else {
                 eprintln!("  {name:<7} no reference tensor");
                 continue;
             };
-            match relative_error(got, r) {
-                Some(e) => {
+            match (relative_error(got, r), relative_error_l2(got, r)) {
+                (Some(e), Some(l2)) => {
                     let pass = e <= a.tolerance;
                     ok &= pass;
-                    eprintln!("  {name:<7} relative error {e:.2e} {}", if pass { "ok" } else { "TOO LARGE" });
+                    eprintln!(
+                        "  {name:<7} relative error {e:.2e} (L2-relative {l2:.2e}) {}",
+                        if pass { "ok" } else { "TOO LARGE" }
+                    );
                 }
-                None => {
+                _ => {
                     ok = false;
-                    eprintln!("  {name:<7} shape {:?} differs from the reference {:?}", got.shape(), r.shape());
+                    eprintln!(
+                        "  {name:<7} shape {:?} differs from the reference {:?}",
+                        got.shape(),
+                        r.shape()
+                    );
                 }
             }
         }
@@ -104,7 +126,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
             outs.retain(|k, _| k == "logits");
         }
         write_tensors(op, &outs).with_context(|| "writing the outputs")?;
-        eprintln!("wrote {} ({})", op.display(), outs.keys().cloned().collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "wrote {} ({})",
+            op.display(),
+            outs.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

@@ -106,14 +106,19 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
     }
     let mut b = Builder {
         cfg: &cfg,
-        g: Graph::new(if cfg.name.is_empty() { "e2enet" } else { &cfg.name }),
+        g: Graph::new(if cfg.name.is_empty() {
+            "e2enet"
+        } else {
+            &cfg.name
+        }),
         params: Vec::new(),
     };
     let l = cfg.num_levels();
     let [d, h, w] = cfg.patch_size;
-    let x = b
-        .g
-        .input("input", TensorType::f32([opts.batch, cfg.in_channels, d, h, w]));
+    let x = b.g.input(
+        "input",
+        TensorType::f32([opts.batch, cfg.in_channels, d, h, w]),
+    );
 
     // x[i][j]: node of level i, column j.
     let mut xs: Vec<Vec<NodeId>> = vec![Vec::new(); l];
@@ -153,7 +158,14 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
             let ci = cfg.width(i);
             let pk = cfg.pool_kernels[i];
             let up_name = format!("up{z}.{k}.weight");
-            let up_w = b.param(&up_name, vec![cfg.width(i + 1), ci, pk[0], pk[1], pk[2]], ParamRole::UpWeight, Part::Fusion, i, true);
+            let up_w = b.param(
+                &up_name,
+                vec![cfg.width(i + 1), ci, pk[0], pk[1], pk[2]],
+                ParamRole::UpWeight,
+                Part::Fusion,
+                i,
+                true,
+            );
             let up = b.g.add(
                 Op::ConvTranspose3d(ConvAttrs {
                     kernel: pk,
@@ -194,7 +206,14 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
     // Heads on the last diagonal: seg_outputs.s on x(s, L-1-s).
     for s in 0..=cfg.deep_supervision_heads {
         let name = format!("seg_outputs.{s}.weight");
-        let wt = b.param(&name, vec![cfg.num_classes, cfg.width(s), 1, 1, 1], ParamRole::HeadWeight, Part::Head, s, false);
+        let wt = b.param(
+            &name,
+            vec![cfg.num_classes, cfg.width(s), 1, 1, 1],
+            ParamRole::HeadWeight,
+            Part::Head,
+            s,
+            false,
+        );
         let head = b.g.add(
             Op::Conv3d(ConvAttrs {
                 kernel: [1; 3],
@@ -255,10 +274,38 @@ impl Builder<'_> {
         let cfg = self.cfg;
         let k = cfg.conv_kernel;
         let dsff = part == Part::Fusion;
-        let w = self.param(&format!("{prefix}.conv.weight"), vec![cout, cin, k[0], k[1], k[2]], ParamRole::ConvWeight, part, level, dsff);
-        let b = self.param(&format!("{prefix}.conv.bias"), vec![cout], ParamRole::ConvBias, part, level, false);
-        let gamma = self.param(&format!("{prefix}.instnorm.weight"), vec![cout], ParamRole::NormWeight, part, level, false);
-        let beta = self.param(&format!("{prefix}.instnorm.bias"), vec![cout], ParamRole::NormBias, part, level, false);
+        let w = self.param(
+            &format!("{prefix}.conv.weight"),
+            vec![cout, cin, k[0], k[1], k[2]],
+            ParamRole::ConvWeight,
+            part,
+            level,
+            dsff,
+        );
+        let b = self.param(
+            &format!("{prefix}.conv.bias"),
+            vec![cout],
+            ParamRole::ConvBias,
+            part,
+            level,
+            false,
+        );
+        let gamma = self.param(
+            &format!("{prefix}.instnorm.weight"),
+            vec![cout],
+            ParamRole::NormWeight,
+            part,
+            level,
+            false,
+        );
+        let beta = self.param(
+            &format!("{prefix}.instnorm.bias"),
+            vec![cout],
+            ParamRole::NormBias,
+            part,
+            level,
+            false,
+        );
         let mut x = x;
         if cfg.shift_groups > 1 {
             x = self.g.add(

@@ -177,7 +177,9 @@ impl ModelConfig {
 
     /// Channels of level `i`: `min(base_width * 2^i, max_width)`.
     pub fn width(&self, level: usize) -> usize {
-        let w = self.base_width.saturating_mul(1usize.checked_shl(level as u32).unwrap_or(usize::MAX));
+        let w = self
+            .base_width
+            .saturating_mul(1usize.checked_shl(level as u32).unwrap_or(usize::MAX));
         w.min(self.max_width)
     }
 
@@ -195,7 +197,10 @@ impl ModelConfig {
     /// Checks every rule of the schema; the message names the field at fault.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != FORMAT {
-            return Err(format!("`format` must be \"{FORMAT}\", got \"{}\"", self.format));
+            return Err(format!(
+                "`format` must be \"{FORMAT}\", got \"{}\"",
+                self.format
+            ));
         }
         if self.version != VERSION {
             return Err(format!(
@@ -263,7 +268,7 @@ impl ModelConfig {
         for ax in 0..3 {
             let f: usize = self.pool_kernels.iter().map(|pk| pk[ax]).product();
             let p = self.patch_size[ax];
-            if p == 0 || p % f != 0 {
+            if p == 0 || !p.is_multiple_of(f) {
                 return Err(format!(
                     "`patch_size` {:?}: axis {ax} ({p}) must be a positive multiple of {f}, the product of the pool kernels on that axis",
                     self.patch_size
@@ -277,7 +282,10 @@ impl ModelConfig {
             return Err("`negative_slope` must be finite".into());
         }
         if let Some(d) = &self.dsff {
-            for (what, v) in [("dsff.density", d.density), ("dsff.level0_density", d.level0_density)] {
+            for (what, v) in [
+                ("dsff.density", d.density),
+                ("dsff.level0_density", d.level0_density),
+            ] {
                 if !(v > 0.0 && v <= 1.0) {
                     return Err(format!("`{what}` {v} must be in (0, 1]"));
                 }

@@ -67,7 +67,8 @@ impl Model {
     pub fn require_weights(&self) -> Result<&Weights, IrError> {
         self.weights.as_ref().ok_or_else(|| IrError::Config {
             path: self.path.display().to_string(),
-            msg: "this model names no `weights` file; add one (e.g. run `e2enc init`) to run it".into(),
+            msg: "this model names no `weights` file; add one (e.g. run `e2enc init`) to run it"
+                .into(),
         })
     }
 }
@@ -116,7 +117,9 @@ pub fn check_masks(params: &[ParamSpec], m: &Weights) -> Result<(), String> {
             .find(|p| &p.name == name)
             .ok_or_else(|| format!("mask `{name}` names no tensor of this model"))?;
         if !p.dsff {
-            return Err(format!("mask `{name}`: only DSFF fusion convs and transposed convs are masked"));
+            return Err(format!(
+                "mask `{name}`: only DSFF fusion convs and transposed convs are masked"
+            ));
         }
         if t.shape() != &p.shape[..2] {
             return Err(format!(

@@ -1,0 +1,256 @@
+//! End to end through the `e2enc` binary: init → inspect → run, the embedded demo, and the errors
+//! a user gets for bad input (clear message, non-zero exit, no output file left behind).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use e2enc_ir::{Tensor, Weights};
+
+fn e2enc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args)
+        .output()
+        .expect("the e2enc binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write_input(path: &Path, shape: [usize; 5]) {
+    let n: usize = shape.iter().product();
+    let data = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut w = Weights::new();
+    w.insert("input", Tensor::from_f32(shape.to_vec(), data).unwrap());
+    w.save(path).unwrap();
+}
+
+fn init_tiny(dir: &Path, extra: &[&str]) {
+    let d = dir.to_str().unwrap();
+    let mut args = vec![
+        "init",
+        "-o",
+        d,
+        "--preset",
+        "tiny",
+        "--patch",
+        "32,32,32",
+        "--max-width",
+        "16",
+    ];
+    args.extend_from_slice(extra);
+    let o = e2enc(&args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn help_teaches_the_subcommands() {
+    let o = e2enc(&["--help"]);
+    assert!(o.status.success());
+    let t = text(&o);
+    for cmd in ["init", "inspect", "run", "demo"] {
+        assert!(t.contains(cmd), "{t}");
+    }
+    let o = e2enc(&["run", "--help"]);
+    assert!(text(&o).contains("--deep-supervision"));
+}
+
+#[test]
+fn init_inspect_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &["--density", "0.2", "--in-channels", "2"]);
+    for f in ["model.json", "weights.safetensors", "masks.safetensors"] {
+        assert!(m.join(f).exists(), "{f}");
+    }
+
+    let o = e2enc(&["inspect", m.to_str().unwrap(), "--layers"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("with pruned kernels removed"), "{t}");
+    assert!(t.contains("x0_1.u0.conv"), "{t}");
+
+    let input = tmp.path().join("x.safetensors");
+    write_input(&input, [1, 2, 32, 32, 32]);
+    let out = tmp.path().join("y.safetensors");
+    let model = m.join("model.json");
+    let o = e2enc(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--deep-supervision",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let y = Weights::load(&out).unwrap();
+    let names: Vec<&String> = y.names().collect();
+    assert_eq!(names, ["ds1", "ds2", "ds3", "logits"]);
+    assert_eq!(y.get("logits").unwrap().shape(), [1, 2, 32, 32, 32]);
+    assert_eq!(y.get("ds3").unwrap().shape(), [1, 2, 4, 4, 4]);
+
+    // The outputs are their own reference; logits alone without --deep-supervision.
+    let out2 = tmp.path().join("y2.safetensors");
+    let o = e2enc(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out2.to_str().unwrap(),
+        "--reference",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("relative error 0.00e0"), "{}", text(&o));
+    assert_eq!(
+        Weights::load(&out2).unwrap().names().collect::<Vec<_>>(),
+        ["logits"]
+    );
+}
+
+#[test]
+fn inspect_writes_dot_and_text_that_parses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &[]);
+    let dot = tmp.path().join("g.dot");
+    let o = e2enc(&[
+        "inspect",
+        m.to_str().unwrap(),
+        "--dot",
+        dot.to_str().unwrap(),
+        "--print-ir",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(std::fs::read_to_string(&dot)
+        .unwrap()
+        .starts_with("digraph"));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let start = stdout.find("graph \"").unwrap();
+    let end = stdout.find("\n}\n").unwrap() + 3;
+    let g = e2enc_ir::text::parse(&stdout[start..end]).unwrap();
+    e2enc_ir::verify::verify(&g).unwrap();
+    assert_eq!(g.outputs().len(), 4);
+}
+
+#[test]
+fn init_refuses_to_overwrite_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &[]);
+    let before = std::fs::read(m.join("weights.safetensors")).unwrap();
+    let o = e2enc(&[
+        "init",
+        "-o",
+        m.to_str().unwrap(),
+        "--preset",
+        "tiny",
+        "--seed",
+        "5",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(m.join("weights.safetensors")).unwrap(),
+        before
+    );
+    init_tiny(&m, &["--seed", "5", "--force"]);
+    assert_ne!(
+        std::fs::read(m.join("weights.safetensors")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_no_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &[]);
+    let model = m.join("model.json");
+    let out = tmp.path().join("y.safetensors");
+    let run = |input: &Path| {
+        e2enc(&[
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+
+    let wrong_channels = tmp.path().join("c3.safetensors");
+    write_input(&wrong_channels, [1, 3, 32, 32, 32]);
+    let o = run(&wrong_channels);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("`input` has 3 channels, the model expects 1"),
+        "{}",
+        text(&o)
+    );
+
+    let indivisible = tmp.path().join("odd.safetensors");
+    write_input(&indivisible, [1, 1, 32, 30, 32]);
+    let o = run(&indivisible);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("patch_size"), "{}", text(&o));
+
+    let o = run(&tmp.path().join("missing.safetensors"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("missing.safetensors"), "{}", text(&o));
+
+    let garbage = tmp.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a tensor file at all").unwrap();
+    let o = run(&garbage);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not a valid safetensors file"),
+        "{}",
+        text(&o)
+    );
+
+    // A checkpoint that does not fit the config names the tensor.
+    let mut w = Weights::load(&m.join("weights.safetensors")).unwrap();
+    w.insert(
+        "up0.4.weight",
+        Tensor::from_f32([8, 5, 2, 2, 2], vec![0.0; 320]).unwrap(),
+    );
+    w.save(&m.join("weights.safetensors")).unwrap();
+    let good = tmp.path().join("x.safetensors");
+    write_input(&good, [1, 1, 32, 32, 32]);
+    let o = run(&good);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("`up0.4.weight` has shape [8, 5, 2, 2, 2]"),
+        "{}",
+        text(&o)
+    );
+
+    assert!(!out.exists(), "no output file after a failure");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn demo_reproduces_the_released_network() {
+    let o = e2enc(&["demo", "--skip-amos"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("ok: e2enc reproduces the released network"),
+        "{t}"
+    );
+}
