@@ -102,7 +102,11 @@ class Config:
         self.convs_per_stage = int(d.get("convs_per_stage", 2))
         self.deep_supervision_heads = int(d.get("deep_supervision_heads", 3))
         self.patch_size = [int(v) for v in d["patch_size"]] if "patch_size" in d else None
+        self.norm_eps = float(d.get("norm_eps", 1e-5))
+        self.negative_slope = float(d.get("negative_slope", 0.01))
         self.L = len(self.pool_kernels) + 1  # number of levels
+        if "levels" in d and int(d["levels"]) != self.L:
+            raise ValueError("levels != len(pool_kernels) + 1")
 
     def width(self, i):
         return min(self.base_width * 2 ** i, self.max_width)
@@ -271,8 +275,8 @@ class Net:
             x = torch_shift(x, self.cfg.shift_groups)
         x = conv3d(x, w, self.W[prefix + ".conv.bias"], stride)
         x = instance_norm(x, self.W[prefix + ".instnorm.weight"], self.W[prefix + ".instnorm.bias"],
-                          stats=self.norm_stats)
-        return leaky_relu(x)
+                          eps=self.cfg.norm_eps, stats=self.norm_stats)
+        return leaky_relu(x, self.cfg.negative_slope)
 
     def forward_one(self, x):
         cfg = self.cfg
