@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand};
 /// Start here:
 ///   e2enc demo                          run the embedded released-network check
 ///   e2enc init -o my-model --density 0.2
-///   e2enc inspect my-model/model.json
+///   e2enc inspect my-model/model.json [--optimized]
+///   e2enc optimize my-model/model.json --report
 ///   e2enc run my-model/model.json --input x.safetensors --output y.safetensors
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
@@ -28,6 +29,7 @@ struct Cli {
 enum Command {
     Init(cmd::init::Args),
     Inspect(cmd::inspect::Args),
+    Optimize(cmd::optimize::Args),
     Run(cmd::run::Args),
     Demo(cmd::demo::Args),
 }
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Command::Init(a) => cmd::init::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
+        Command::Optimize(a) => cmd::optimize::main(a),
         Command::Run(a) => cmd::run::main(a),
         Command::Demo(a) => cmd::demo::main(a),
     };

@@ -120,3 +120,61 @@ pub fn print_summary(
     }
     Ok(st)
 }
+
+/// Prints what optimization removed: parameters stored, MACs executed, DSFF edges and concat
+/// channels, and nodes by op.
+pub fn print_removed(before: &Graph, before_w: &Weights, after: &Graph, after_w: &Weights) {
+    let b = graph_stats(before, Some(before_w));
+    let a = graph_stats(after, Some(after_w));
+    let concat = |g: &Graph| -> (usize, usize) {
+        g.node_ids()
+            .filter(|&id| g.node(id).op == e2enc_ir::Op::Concat)
+            .fold((0, 0), |(e, c), id| {
+                (e + g.operands(id).len(), c + g.node(id).ty.shape[1])
+            })
+    };
+    let count = |g: &Graph, m: &str| {
+        g.node_ids()
+            .filter(|&id| g.node(id).op.mnemonic() == m)
+            .count()
+    };
+    let (eb, cb) = concat(before);
+    let (ea, ca) = concat(after);
+    println!("optimized (what the compiled model stores and executes):");
+    println!(
+        "  parameters stored   {} -> {} ({} removed)",
+        thousands(b.params),
+        thousands(a.params),
+        thousands(b.params.saturating_sub(a.params))
+    );
+    println!(
+        "  MACs executed       {} -> {} ({:.1}% of dense)",
+        giga(b.dense_macs),
+        giga(a.sparse_macs),
+        100.0 * a.sparse_macs as f64 / b.dense_macs.max(1) as f64
+    );
+    println!(
+        "  DSFF concat edges   {eb} -> {ea} ({} dead edges dropped)",
+        eb.saturating_sub(ea)
+    );
+    println!(
+        "  concat channels     {cb} -> {ca} ({} channels no live kernel reads removed)",
+        cb.saturating_sub(ca)
+    );
+    let mut line = Vec::new();
+    for m in [
+        "depth_shift",
+        "conv3d",
+        "conv_transpose3d",
+        "instance_norm",
+        "leaky_relu",
+        "max_pool3d",
+        "fused_conv3d",
+    ] {
+        let (x, y) = (count(before, m), count(after, m));
+        if x != y {
+            line.push(format!("{m} {x} -> {y}"));
+        }
+    }
+    println!("  nodes               {}", line.join(", "));
+}

@@ -26,7 +26,7 @@ pub mod weights;
 
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId};
-pub use op::{Arity, ConvAttrs, Op, PoolAttrs, ShiftAttrs};
+pub use op::{shift_runs, Arity, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Shape, TensorType};
 pub use weights::Weights;

@@ -30,6 +30,97 @@ pub struct PoolAttrs {
     pub stride: [usize; 3],
 }
 
+/// A convolution with everything the optimizer fuses into it (see [`Op::FusedConv3d`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedConvAttrs {
+    pub conv: ConvAttrs,
+    /// A transposed convolution (dense weight `[I, O, k..]`) instead of a cross-correlation.
+    pub transposed: bool,
+    /// Depth offset of every input channel, run-length encoded as `(shift, count)` runs covering
+    /// all input channels in order: input channel `c` is read as the restricted depth shift
+    /// would have left it, `x[c, d - shift(c)]`, zero outside the volume. Empty: no shift.
+    /// This is the depth shift fused into the convolution that follows it (no shifted copy).
+    pub shifts: Vec<(i64, usize)>,
+    /// `Some(out_channels)`: kernel-sparse weights. The weight operand is then packed as
+    /// `[n, kd, kh, kw]` (only the live kernels) and followed by an `i32 [n, 2]` index operand
+    /// whose rows are `(out, in)` channel pairs, for both directions.
+    pub sparse_out: Option<usize>,
+    /// A bias operand `[O]` follows the weights.
+    pub bias: bool,
+    /// Instance norm epilogue with this eps: `gamma`, `beta` operands `[O]` follow.
+    pub norm_eps: Option<f32>,
+    /// Leaky-ReLU epilogue (after the norm, if any) with this slope.
+    pub slope: Option<f32>,
+}
+
+impl FusedConvAttrs {
+    /// A plain (unfused, dense, unshifted) convolution's attributes.
+    pub fn plain(conv: ConvAttrs, transposed: bool, bias: bool) -> Self {
+        FusedConvAttrs {
+            conv,
+            transposed,
+            shifts: Vec::new(),
+            sparse_out: None,
+            bias,
+            norm_eps: None,
+            slope: None,
+        }
+    }
+
+    /// Number of operands: x, w, [kidx], [bias], [gamma, beta].
+    pub fn num_operands(&self) -> usize {
+        2 + usize::from(self.sparse_out.is_some())
+            + usize::from(self.bias)
+            + 2 * usize::from(self.norm_eps.is_some())
+    }
+
+    /// Positions of the optional operands: (kidx, bias, gamma) slots.
+    pub fn operand_slots(&self) -> (Option<usize>, Option<usize>, Option<usize>) {
+        let mut next = 2;
+        let mut take = |present: bool, n: usize| {
+            present.then(|| {
+                let at = next;
+                next += n;
+                at
+            })
+        };
+        let kidx = take(self.sparse_out.is_some(), 1);
+        let bias = take(self.bias, 1);
+        let gamma = take(self.norm_eps.is_some(), 2);
+        (kidx, bias, gamma)
+    }
+
+    /// The depth offset of every input channel (expands `shifts`), or `None` when unshifted.
+    pub fn channel_shifts(&self) -> Option<Vec<i64>> {
+        if self.shifts.is_empty() {
+            return None;
+        }
+        Some(
+            self.shifts
+                .iter()
+                .flat_map(|&(s, n)| std::iter::repeat_n(s, n))
+                .collect(),
+        )
+    }
+}
+
+/// The `(shift, count)` runs that `DepthShift { groups }` applies to `channels` channels
+/// (blocks of `ceil(C / groups)`, block `g` shifted by `g - groups / 2`).
+pub fn shift_runs(groups: usize, channels: usize) -> Vec<(i64, usize)> {
+    let groups = groups.max(1);
+    let block = channels.div_ceil(groups).max(1);
+    let mut runs = Vec::new();
+    let mut c = 0;
+    let mut g = 0;
+    while c < channels {
+        let n = block.min(channels - c);
+        runs.push((g as i64 - (groups / 2) as i64, n));
+        c += n;
+        g += 1;
+    }
+    runs
+}
+
 /// Operations. Operands are listed as `(a, b, ...)` in the docs.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -58,6 +149,16 @@ pub enum Op {
     Softmax,
     /// `(x)`: index of the largest channel (axis 1), first one on ties; `i32[N, D, H, W]`.
     Argmax,
+    /// `(x)`: the elements of the half-open index `ranges` along `axis`, in order (ranges are
+    /// non-empty, increasing and disjoint). Used to drop channels and DSFF edges.
+    SelectChannels {
+        axis: usize,
+        ranges: Vec<(usize, usize)>,
+    },
+    /// `(x, w, [kidx], [b], [gamma, beta])`: a convolution with the fusions of the optimizer:
+    /// input depth shift, kernel sparsity, bias, instance norm and leaky ReLU (see
+    /// [`FusedConvAttrs`]). Equals shift → conv/transposed conv (+ bias) → norm → activation.
+    FusedConv3d(FusedConvAttrs),
 }
 
 /// How many operands an op takes.
@@ -104,6 +205,8 @@ impl Op {
             Op::Add => "add",
             Op::Softmax => "softmax",
             Op::Argmax => "argmax",
+            Op::SelectChannels { .. } => "select",
+            Op::FusedConv3d(_) => "fused_conv3d",
         }
     }
 
@@ -118,7 +221,9 @@ impl Op {
             | Op::LeakyRelu { .. }
             | Op::MaxPool3d(_)
             | Op::Softmax
-            | Op::Argmax => Arity::Exactly(1),
+            | Op::Argmax
+            | Op::SelectChannels { .. } => Arity::Exactly(1),
+            Op::FusedConv3d(a) => Arity::Exactly(a.num_operands()),
         }
     }
 

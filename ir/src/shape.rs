@@ -5,7 +5,7 @@
 //! message saying what is wrong. The graph builder, the parser-facing verifier and the passes all
 //! call it, so a rule lives in exactly one place.
 
-use crate::op::{ConvAttrs, Op, PoolAttrs, ShiftAttrs};
+use crate::op::{ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
 use crate::types::{DType, TensorType};
 
 type R = Result<TensorType, String>;
@@ -56,7 +56,108 @@ pub fn infer(op: &Op, xs: &[&TensorType]) -> R {
             s.remove(1);
             Ok(TensorType::new(DType::I32, s))
         }
+        Op::SelectChannels { axis, ranges } => select(*axis, ranges, xs[0]),
+        Op::FusedConv3d(a) => fused_conv3d(a, xs),
     }
+}
+
+fn select(axis: usize, ranges: &[(usize, usize)], x: &TensorType) -> R {
+    if axis >= x.rank() {
+        return Err(format!("axis {axis} is out of range for {x}"));
+    }
+    if ranges.is_empty() {
+        return Err("select needs at least one range".into());
+    }
+    let mut prev_end = 0;
+    let mut n = 0usize;
+    for (i, &(start, end)) in ranges.iter().enumerate() {
+        if start >= end {
+            return Err(format!("range {i} [{start}, {end}) is empty"));
+        }
+        if i > 0 && start < prev_end {
+            return Err(format!(
+                "range {i} [{start}, {end}) overlaps or precedes the previous one"
+            ));
+        }
+        if end > x.shape[axis] {
+            return Err(format!(
+                "range {i} [{start}, {end}) exceeds axis {axis} of {x}"
+            ));
+        }
+        prev_end = end;
+        n += end - start;
+    }
+    let mut s = x.shape.clone();
+    s[axis] = n;
+    Ok(TensorType::new(x.dtype, s))
+}
+
+fn fused_conv3d(a: &FusedConvAttrs, xs: &[&TensorType]) -> R {
+    let (x, w) = (xs[0], xs[1]);
+    volume("input", x)?;
+    float("weight", w)?;
+    let cin = x.shape[1];
+    let (kidx_at, bias_at, gamma_at) = a.operand_slots();
+    // The equivalent dense weight type, so the plain conv rules apply unchanged.
+    let dense_w = match a.sparse_out {
+        None => w.clone(),
+        Some(cout) => {
+            if w.rank() != 4 || w.shape[1..] != a.conv.kernel {
+                return Err(format!(
+                    "packed weight {w} must be [n, {}, {}, {}]",
+                    a.conv.kernel[0], a.conv.kernel[1], a.conv.kernel[2]
+                ));
+            }
+            let k = xs[kidx_at.expect("sparse has an index operand")];
+            if k.dtype != DType::I32 || k.shape != [w.shape[0], 2] {
+                return Err(format!("kernel index {k} must be i32[{}, 2]", w.shape[0]));
+            }
+            if cout == 0 {
+                return Err("sparse_out must be at least 1".into());
+            }
+            let (d0, d1) = if a.transposed {
+                (cin, cout)
+            } else {
+                (cout, cin)
+            };
+            let mut s = vec![d0, d1];
+            s.extend_from_slice(&a.conv.kernel);
+            TensorType::f32(s)
+        }
+    };
+    let mut plain = vec![x, &dense_w];
+    if let Some(b) = bias_at {
+        plain.push(xs[b]);
+    }
+    let out = if a.transposed {
+        if !a.shifts.is_empty() {
+            return Err("a transposed convolution takes no input shifts".into());
+        }
+        conv_transpose3d(&a.conv, &plain)?
+    } else {
+        conv3d(&a.conv, &plain)?
+    };
+    if !a.shifts.is_empty() {
+        let covered = a
+            .shifts
+            .iter()
+            .try_fold(0usize, |acc, r| acc.checked_add(r.1));
+        if covered != Some(cin) || a.shifts.iter().any(|r| r.1 == 0) {
+            return Err(format!(
+                "shift runs cover {covered:?} channels with no empty run; the input has {cin}"
+            ));
+        }
+    }
+    if let Some(eps) = a.norm_eps {
+        let g = gamma_at.expect("norm has gamma and beta");
+        instance_norm(eps, &[&out, xs[g], xs[g + 1]])?;
+    }
+    if let Some(s) = a.slope {
+        if !s.is_finite() {
+            return Err(format!("slope {s} is not finite"));
+        }
+    }
+    Ok(out)
 }
 
 fn float(what: &str, t: &TensorType) -> Result<(), String> {

@@ -67,6 +67,9 @@ pub fn graph_stats(g: &Graph, weights: Option<&Weights>) -> GraphStats {
     for (name, id) in g.weights() {
         let ty = &g.node(id).ty;
         st.weight_tensors += 1;
+        if ty.dtype == crate::types::DType::I32 {
+            continue; // kernel indices of sparse convs are bookkeeping, not parameters
+        }
         st.params += ty.numel() as u64;
         live += match weights.and_then(|w| w.get(&name)) {
             Some(t) if ty.rank() == 5 => {
@@ -79,9 +82,10 @@ pub fn graph_stats(g: &Graph, weights: Option<&Weights>) -> GraphStats {
     let order = g.topo_order().unwrap_or_else(|_| g.node_ids().collect());
     for id in order {
         let node = g.node(id);
-        let transposed = match node.op {
-            Op::Conv3d(_) => false,
-            Op::ConvTranspose3d(_) => true,
+        let (transposed, sparse_out) = match &node.op {
+            Op::Conv3d(_) => (false, None),
+            Op::ConvTranspose3d(_) => (true, None),
+            Op::FusedConv3d(a) => (a.transposed, a.sparse_out),
             _ => continue,
         };
         let ops = g.operands(id);
@@ -89,25 +93,37 @@ pub fn graph_stats(g: &Graph, weights: Option<&Weights>) -> GraphStats {
             continue;
         };
         let wty = &g.node(wid).ty;
-        if wty.rank() != 5 {
+        let xty = &g.node(x).ty;
+        if xty.rank() != 5 || wty.rank() != 5 - usize::from(sparse_out.is_some()) {
             continue;
         }
         let wname = match &g.node(wid).op {
             Op::Weight { name } => name.clone(),
             _ => String::new(),
         };
-        let kernels = wty.shape[0] * wty.shape[1];
-        let kvol: u64 = wty.shape[2..].iter().product::<usize>() as u64;
+        // Dense-equivalent kernels, live kernels and kernel volume.
+        let (kernels, kvol, live) = match sparse_out {
+            Some(o) => (
+                o * xty.shape[1],
+                wty.shape[1..].iter().product::<usize>(),
+                wty.shape[0],
+            ),
+            None => {
+                let k = wty.shape[0] * wty.shape[1];
+                let live = weights
+                    .and_then(|w| w.get(&wname))
+                    .map(|t| live_kernels(t))
+                    .unwrap_or(k);
+                (k, wty.shape[2..].iter().product::<usize>(), live)
+            }
+        };
+        let kvol = kvol as u64;
         let voxels = |s: &[usize]| -> u64 { (s[0] * s[2..].iter().product::<usize>()) as u64 };
         let vox = if transposed {
-            voxels(&g.node(x).ty.shape)
+            voxels(&xty.shape)
         } else {
             voxels(&node.ty.shape)
         };
-        let live = weights
-            .and_then(|w| w.get(&wname))
-            .map(|t| live_kernels(t))
-            .unwrap_or(kernels);
         let dense = vox * kernels as u64 * kvol;
         let sparse = vox * live as u64 * kvol;
         st.dense_macs += dense;

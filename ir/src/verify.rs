@@ -16,8 +16,12 @@
 //!    this also makes inputs and weights leaves.
 //! 4. `type`: a non-leaf node's stored type equals `shape::infer(op, operand types)`; the message
 //!    carries the inference error, or the inferred and the stored type. Checked only where
-//!    `operand-slots` and `arity` hold, so that one fault is reported once.
-//! 5. `leaf-type`: weights are `f32`; input and weight shapes have no zero extent.
+//!    `operand-slots` and `arity` hold, so that one fault is reported once (and so that
+//!    inference, which indexes operands by position, e.g. `FusedConvAttrs::operand_slots`,
+//!    only ever sees as many operands as the op's attributes call for).
+//! 5. `leaf-type`: input and weight shapes have no zero extent. Weights may be `f32` or `i32`
+//!    (the kernel indices of kernel-sparse `fused_conv3d` nodes); whether a use accepts the
+//!    dtype is the `type` rule's business (shape inference wants f32 data and i32 indices).
 //! 6. `size`: every node's type holds at most `isize::MAX` bytes, so element counts and buffer
 //!    sizes computed downstream (interpreter, memory plan) never overflow.
 //! 7. `name`: input, weight and output names are non-empty.
@@ -43,7 +47,6 @@ use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
 use crate::op::Op;
 use crate::shape;
-use crate::types::DType;
 use crate::weights::Weights;
 
 /// One broken invariant, located at a node when it concerns one.
@@ -258,14 +261,6 @@ fn leaf_types(g: &Graph, out: &mut Vec<Violation>) {
             _ => continue,
         };
         let ty = &node.ty;
-        if kind == "weight" && ty.dtype != DType::F32 {
-            out.push(at(
-                g,
-                id,
-                "leaf-type",
-                format!("weight type {ty} is not f32"),
-            ));
-        }
         if ty.shape.contains(&0) {
             out.push(at(
                 g,

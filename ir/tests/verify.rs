@@ -3,7 +3,7 @@
 //! store rules; and random malformed graphs never make the verifier panic.
 
 use e2enc_ir::graph::{Graph, NodeId};
-use e2enc_ir::op::{ConvAttrs, Op, PoolAttrs, ShiftAttrs};
+use e2enc_ir::op::{shift_runs, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
 use e2enc_ir::types::{DType, TensorType};
 use e2enc_ir::verify::{
     verify, verify_with_weights, violations, violations_with_weights, Violation,
@@ -238,11 +238,155 @@ fn stale_type_after_an_operand_changes() {
 }
 
 #[test]
-fn weights_are_f32() {
+fn i32_weights_are_legal_leaves() {
+    // Kernel indices of sparse convolutions are i32 weights: no `leaf-type` violation.
     let (mut g, _) = valid();
-    let bad = g.weight("extra", TensorType::new(DType::I32, [3]));
-    let v = only(violations(&g), "leaf-type", at(&g, bad));
-    assert!(v.msg.contains("not f32"), "{v}");
+    g.weight("extra.kidx", TensorType::new(DType::I32, [3, 2]));
+    assert_eq!(violations(&g), vec![]);
+    verify_with_weights(&g, &store(&g)).unwrap();
+}
+
+#[test]
+fn i32_weight_where_data_is_wanted_is_a_type_violation() {
+    let (mut g, ids) = valid();
+    let w = g.weight("int.weight", TensorType::new(DType::I32, [8, 8, 1, 1, 1]));
+    let ty = g.node(ids.act).ty.clone();
+    let bad = g.add_typed(Op::Conv3d(geom(1, 1, 0)), &[ids.act, w], ty, None);
+    let v = only(violations(&g), "type", at(&g, bad));
+    assert!(v.msg.contains("weight must be f32"), "{v}");
+}
+
+/// `x [1,4,8,8,8]` → fused(shift, dense conv, bias, norm, act) → `[1,8,8,8,8]` → fused sparse
+/// transposed conv → `[1,4,16,16,16]` → select of channels 0 and 2..4; returns the graph and
+/// the two fused nodes.
+fn fused_graph() -> (Graph, NodeId, NodeId) {
+    let mut g = Graph::new("fused");
+    let x = g.input("x", TensorType::f32([1, 4, 8, 8, 8]));
+    let a = FusedConvAttrs {
+        shifts: shift_runs(3, 4),
+        norm_eps: Some(1e-5),
+        slope: Some(0.01),
+        ..FusedConvAttrs::plain(geom(3, 1, 1), false, true)
+    };
+    let w = g.weight("c.weight", TensorType::f32([8, 4, 3, 3, 3]));
+    let b = g.weight("c.bias", TensorType::f32([8]));
+    let gamma = g.weight("n.weight", TensorType::f32([8]));
+    let beta = g.weight("n.bias", TensorType::f32([8]));
+    let f1 = g
+        .add(Op::FusedConv3d(a), &[x, w, b, gamma, beta], None)
+        .unwrap();
+    let t = FusedConvAttrs {
+        sparse_out: Some(4),
+        ..FusedConvAttrs::plain(geom(2, 2, 0), true, false)
+    };
+    let packed = g.weight("up.packed", TensorType::f32([5, 2, 2, 2]));
+    let kidx = g.weight("up.kidx", TensorType::new(DType::I32, [5, 2]));
+    let f2 = g
+        .add(Op::FusedConv3d(t), &[f1, packed, kidx], None)
+        .unwrap();
+    let sel = Op::SelectChannels {
+        axis: 1,
+        ranges: vec![(0, 1), (2, 4)],
+    };
+    let s = g.add(sel, &[f2], None).unwrap();
+    assert_eq!(g.node(s).ty, TensorType::f32([1, 3, 16, 16, 16]));
+    g.set_output("y", s);
+    (g, f1, f2)
+}
+
+#[test]
+fn fused_and_select_graph_passes() {
+    let (g, _, _) = fused_graph();
+    assert_eq!(violations(&g), vec![]);
+    verify_with_weights(&g, &store(&g)).unwrap();
+}
+
+#[test]
+fn fused_conv_with_broken_operand_lists_is_reported_never_panics() {
+    // Too few operands for the attributes (the bias, norm and index slots are missing).
+    let (mut g, f1, f2) = fused_graph();
+    let x = g.operands(f1)[0];
+    let ty = g.node(f1).ty.clone();
+    let bad = g.add_typed(g.node(f1).op.clone(), &[x, x], ty.clone(), None);
+    let v = only(violations(&g), "arity", at(&g, bad));
+    assert!(
+        v.msg.contains("fused_conv3d takes 5 operand(s), has 2"),
+        "{v}"
+    );
+    let ty2 = g.node(f2).ty.clone();
+    let bad2 = g.add_typed(g.node(f2).op.clone(), &[f1], ty2, None);
+    let bad3 = g.add_typed(g.node(f1).op.clone(), &[], ty.clone(), None);
+    let got: Vec<_> = violations(&g)
+        .into_iter()
+        .map(|v| (v.rule, v.node))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("arity", at(&g, bad)),
+            ("arity", at(&g, bad2)),
+            ("arity", at(&g, bad3))
+        ]
+    );
+
+    // A missing operand leaves a gap; an extra slot is too many.
+    let (mut g, f1, f2) = fused_graph();
+    let gamma = g.operands(f1)[3];
+    g.remove_node(gamma);
+    assert!(g.add_operand_edge(f1, f2, 3));
+    let got: Vec<_> = violations(&g)
+        .into_iter()
+        .map(|v| (v.rule, v.node))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("operand-slots", at(&g, f1)),
+            ("arity", at(&g, f1)),
+            ("arity", at(&g, f2))
+        ]
+    );
+
+    // Right count, wrong kinds: the index where the packed weight goes and vice versa.
+    let (mut g, _, f2) = fused_graph();
+    let ops = g.operands(f2);
+    let op = g.node(f2).op.clone();
+    let ty = g.node(f2).ty.clone();
+    let swapped = g.add_typed(op, &[ops[0], ops[2], ops[1]], ty, None);
+    let v = only(violations(&g), "type", at(&g, swapped));
+    assert!(v.msg.contains("weight must be f32"), "{v}");
+}
+
+#[test]
+fn fused_conv_attribute_faults_are_type_violations() {
+    let (g0, f1, f2) = fused_graph();
+    type Edit = fn(&mut FusedConvAttrs);
+    let cases: Vec<(NodeId, Edit, &str)> = vec![
+        (f1, |a| a.shifts = vec![(0, 3)], "shift runs cover Some(3)"),
+        (f1, |a| a.shifts = vec![(0, 4), (1, 0)], "no empty run"),
+        (
+            f1,
+            |a| a.shifts = vec![(0, usize::MAX), (1, 2)],
+            "cover None",
+        ),
+        (f1, |a| a.slope = Some(f32::NAN), "slope NaN is not finite"),
+        (f1, |a| a.norm_eps = Some(0.0), "eps 0 must be positive"),
+        (f2, |a| a.sparse_out = Some(5), "stored type"),
+        (f2, |a| a.conv.kernel = [1, 2, 2], "packed weight"),
+        (
+            f2,
+            |a| a.shifts = vec![(1, 8)],
+            "transposed convolution takes no input shifts",
+        ),
+    ];
+    for (id, edit, needle) in cases {
+        let mut g = g0.clone();
+        if let Op::FusedConv3d(a) = &mut g.node_mut(id).op {
+            edit(a);
+        }
+        let v = only(violations(&g), "type", at(&g, id));
+        assert!(v.msg.contains(needle), "{needle:?}: {v}");
+    }
 }
 
 #[test]
@@ -333,7 +477,7 @@ fn several_problems_are_all_reported_in_rule_order() {
     let ty = g.node(ids.act).ty.clone();
     let arity = g.add_typed(Op::Add, &[ids.act], ty, None);
     let wrong = g.add_typed(Op::Softmax, &[ids.up], TensorType::f32([1]), None);
-    let leaf = g.weight("extra", TensorType::new(DType::I32, [3]));
+    let leaf = g.weight("extra", TensorType::f32([3, 0]));
     g.push_output_unchecked("labels", wrong);
     g.remove_node(arity);
     g.set_output("stale", arity);
@@ -402,7 +546,7 @@ fn weight_type_shape_and_dtype() {
 #[test]
 fn weight_rules_come_after_the_structural_ones() {
     let (mut g, _) = valid();
-    let extra = g.weight("extra", TensorType::new(DType::I32, [3]));
+    let extra = g.weight("extra", TensorType::f32([3, 0]));
     let v = violations_with_weights(&g, &store(&g));
     let rules: Vec<_> = v.iter().map(|v| v.rule).collect();
     assert_eq!(
@@ -428,10 +572,10 @@ struct RandNode {
 
 fn rand_node() -> impl Strategy<Value = RandNode> {
     (
-        0u8..12,
+        0u8..18,
         prop::collection::vec(0usize..5, 0..6),
         any::<bool>(),
-        prop::collection::vec(any::<usize>(), 0..4),
+        prop::collection::vec(any::<usize>(), 0..7),
         prop::option::of((any::<usize>(), 0u32..5)),
     )
         .prop_map(|(op, shape, int, operands, raw)| RandNode {
@@ -466,7 +610,33 @@ fn rand_op(k: u8) -> Op {
         8 => Op::Concat,
         9 => Op::Add,
         10 => Op::Softmax,
-        _ => Op::Argmax,
+        11 => Op::Argmax,
+        12 => Op::SelectChannels {
+            axis: 1,
+            ranges: vec![(0, 1), (2, 4)],
+        },
+        13 => Op::SelectChannels {
+            axis: 9,
+            ranges: vec![(3, 1)],
+        },
+        // Fused convolutions of every operand count from 2 to 6, with odd attributes too.
+        14 => Op::FusedConv3d(FusedConvAttrs::plain(c, false, false)),
+        15 => Op::FusedConv3d(FusedConvAttrs {
+            sparse_out: Some(2),
+            shifts: vec![(i64::MIN, 1), (i64::MAX, usize::MAX)],
+            ..FusedConvAttrs::plain(c, true, true)
+        }),
+        16 => Op::FusedConv3d(FusedConvAttrs {
+            sparse_out: Some(0),
+            norm_eps: Some(1e-5),
+            slope: Some(f32::INFINITY),
+            ..FusedConvAttrs::plain(c, false, true)
+        }),
+        _ => Op::FusedConv3d(FusedConvAttrs {
+            shifts: shift_runs(5, 4),
+            norm_eps: Some(-1.0),
+            ..FusedConvAttrs::plain(c, false, false)
+        }),
     }
 }
 

@@ -1,11 +1,15 @@
 //! `e2enc-passes`: graph-to-graph transformations.
 //!
 //! A [`Pass`] rewrites a graph in place and says whether it changed anything; a pipeline is a
-//! plain list of passes ([`pipeline`]). This issue ships the plain passes every later stage needs
-//! (keeping only requested outputs, dead-code elimination); the equality-saturation rewrites of
-//! DSFF pruning and shift fusion (egg) arrive with the passes issue and plug in as more `Pass`es.
+//! plain list of passes ([`pipeline`]). Plain passes do what needs no rewriting (keeping only the
+//! requested outputs, dead-code elimination); [`egraph`] does the rest by equality saturation
+//! (egg): dead DSFF edges and channels, kernel-sparse convs, the depth shift fused into the
+//! convolution after it, conv + norm + activation fused. [`optimize`] runs the whole pipeline.
 
 pub mod dce;
+pub mod egraph;
+
+pub use egraph::{optimize, OptimizeOptions, Optimized, Report};
 
 use e2enc_ir::{Graph, IrError};
 

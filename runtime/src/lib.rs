@@ -1,14 +1,16 @@
 //! `e2enc-runtime`: loads something runnable and runs it on named input tensors.
 //!
-//! Today the only executable is a model.json run by the reference interpreter; compiled bundles
-//! (a folder with `manifest.json`) are recognised and refused with a clear message until the
-//! codegen issue lands. The API (`Session::load`, `Session::run`) is the one bundles will keep.
+//! Today the executable is a model.json run by the reference interpreter, either as built or
+//! after the optimizer (`Session::optimize`); compiled bundles (a folder with `manifest.json`)
+//! are recognised and refused with a clear message until the C backend lands. The API
+//! (`Session::load`, `Session::run`) is the one bundles will keep.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use e2enc_ir::e2enet::{BuildOptions, Model};
-use e2enc_ir::{interp, IrError, Tensor};
+use e2enc_ir::{interp, Graph, IrError, Tensor, Weights};
+use e2enc_passes::{optimize, OptimizeOptions, Report};
 
 /// Errors of the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,9 @@ pub enum RuntimeError {
 /// A loaded model ready to run.
 pub struct Session {
     pub model: Model,
+    /// The graph that runs (the model's, or its optimized form).
+    pub graph: Graph,
+    pub weights: Weights,
 }
 
 impl Session {
@@ -41,8 +46,26 @@ impl Session {
             path.to_path_buf()
         };
         let model = Model::load(&file, opts)?;
-        model.require_weights()?;
-        Ok(Session { model })
+        let weights = model.require_weights()?.clone();
+        let graph = model.net.graph.clone();
+        Ok(Session {
+            model,
+            graph,
+            weights,
+        })
+    }
+
+    /// Replaces the graph by its optimized form (keeping `outputs`, all when empty).
+    pub fn optimize(&mut self, outputs: &[&str]) -> Result<Report, RuntimeError> {
+        let opts = OptimizeOptions {
+            keep_outputs: (!outputs.is_empty())
+                .then(|| outputs.iter().map(|s| s.to_string()).collect()),
+            ..OptimizeOptions::default()
+        };
+        let o = optimize(&self.graph, &self.weights, &opts)?;
+        self.graph = o.graph;
+        self.weights = o.weights;
+        Ok(o.report)
     }
 
     /// Runs the network on `inputs` and returns the requested outputs (all when empty).
@@ -51,7 +74,6 @@ impl Session {
         inputs: &BTreeMap<String, Tensor>,
         outputs: &[&str],
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        let w = self.model.require_weights()?;
-        Ok(interp::run(&self.model.net.graph, w, inputs, outputs)?)
+        Ok(interp::run(&self.graph, &self.weights, inputs, outputs)?)
     }
 }

@@ -8,7 +8,9 @@ use anyhow::Result;
 use e2enc_ir::e2enet::{BuildOptions, Model};
 use e2enc_ir::weights::write_atomic;
 
-use crate::report::print_summary;
+use e2enc_passes::{optimize, OptimizeOptions};
+
+use crate::report::{costed_graph, print_removed, print_summary};
 use crate::util::{giga, parse_patch};
 
 /// Show what a model costs: parameters (dense and non-zero), MACs per layer and in total at a
@@ -37,6 +39,10 @@ pub struct Args {
     /// Count MACs of the training graph (all deep-supervision heads) instead of inference.
     #[arg(long)]
     deep_supervision: bool,
+    /// Also optimize the graph and show what was removed (parameters, MACs, edges, channels);
+    /// --layers, --dot and --print-ir then show the optimized graph.
+    #[arg(long)]
+    optimized: bool,
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
@@ -52,12 +58,14 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let m = Model::load(&path, &opts)?;
     let g = &m.net.graph;
 
-    if a.print_ir {
-        print!("{}", e2enc_ir::text::print(g));
-    }
-    if let Some(dot) = &a.dot {
-        write_atomic(dot, e2enc_ir::dot::to_dot(g).as_bytes())?;
-        eprintln!("wrote {}", dot.display());
+    if !a.optimized {
+        if a.print_ir {
+            print!("{}", e2enc_ir::text::print(g));
+        }
+        if let Some(dot) = &a.dot {
+            write_atomic(dot, e2enc_ir::dot::to_dot(g).as_bytes())?;
+            eprintln!("wrote {}", dot.display());
+        }
     }
 
     println!(
@@ -69,7 +77,25 @@ pub fn main(a: Args) -> Result<ExitCode> {
             &m.config.name
         }
     );
-    let st = print_summary(&m.config, &m.net, m.weights.as_ref(), a.deep_supervision)?;
+    let mut st = print_summary(&m.config, &m.net, m.weights.as_ref(), a.deep_supervision)?;
+    if a.optimized {
+        let w = m.require_weights()?;
+        let before = costed_graph(&m.net, a.deep_supervision)?;
+        let opts = OptimizeOptions {
+            keep_outputs: None,
+            ..OptimizeOptions::default()
+        };
+        let o = optimize(&before, w, &opts)?;
+        print_removed(&before, w, &o.graph, &o.weights);
+        st = e2enc_ir::stats::graph_stats(&o.graph, Some(&o.weights));
+        if a.print_ir {
+            print!("{}", e2enc_ir::text::print(&o.graph));
+        }
+        if let Some(dot) = &a.dot {
+            write_atomic(dot, e2enc_ir::dot::to_dot(&o.graph).as_bytes())?;
+            eprintln!("wrote {}", dot.display());
+        }
+    }
     if a.layers {
         println!();
         println!(

@@ -3,4 +3,5 @@
 pub mod demo;
 pub mod init;
 pub mod inspect;
+pub mod optimize;
 pub mod run;

@@ -40,6 +40,10 @@ pub struct Args {
     /// Compare with reference outputs in this safetensors file.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Run the optimized graph (dead DSFF edges dropped, sparse and fused convolutions) instead
+    /// of the graph as built.
+    #[arg(long)]
+    optimized: bool,
     /// Largest accepted relative error (max |diff| / max |reference|) for --reference.
     #[arg(long, default_value_t = 1e-4)]
     tolerance: f64,
@@ -65,7 +69,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         batch: s[0],
         patch: Some([s[2], s[3], s[4]]),
     };
-    let session = Session::load(&a.model, &opts)?;
+    let mut session = Session::load(&a.model, &opts)?;
     let cfg = &session.model.config;
     if s[1] != cfg.in_channels {
         bail!(
@@ -79,8 +83,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
         want.extend((1..=cfg.deep_supervision_heads).map(output_name));
     }
     let feed: BTreeMap<_, _> = [("input".to_string(), x.clone())].into();
-    let t0 = Instant::now();
     let refs: Vec<&str> = want.iter().map(String::as_str).collect();
+    if a.optimized {
+        let r = session.optimize(&refs)?;
+        eprintln!(
+            "optimized: {} -> {} nodes in {:.2} s",
+            r.nodes_before, r.nodes_after, r.seconds
+        );
+    }
+    let t0 = Instant::now();
     let mut outs = session.run(&feed, &refs)?;
     eprintln!(
         "ran {} in {:.2} s (reference interpreter)",

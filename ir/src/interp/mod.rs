@@ -16,6 +16,7 @@
 //! - each computed value must have the type its node declares.
 
 mod conv;
+mod fused;
 pub mod ops;
 
 use std::borrow::Cow;

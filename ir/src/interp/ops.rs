@@ -10,15 +10,18 @@
 //! propagates NaN (a window holding a NaN yields NaN, like PyTorch); `argmax` takes the first
 //! index on ties and treats NaN as larger than everything (the first NaN wins, like
 //! `torch.argmax`/`numpy.argmax`); `softmax` subtracts the channel maximum and is otherwise plain
-//! (NaN in, NaN out).
+//! (NaN in, NaN out). `select` gathers f32 and i32 tensors alike; `fused_conv3d` (in
+//! `fused.rs`) is the composition of the unfused kernels, sharing the per-channel depth shift
+//! with `depth_shift`.
 
 use crate::error::IrError;
-use crate::op::{Op, PoolAttrs, ShiftAttrs};
+use crate::op::{shift_runs, Op, PoolAttrs, ShiftAttrs};
 use crate::shape;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorData};
 use crate::types::TensorType;
 
 pub use super::conv::{conv3d, conv_transpose3d};
+pub use super::fused::fused_conv3d;
 
 /// An interpreter error located at the op (the driver replaces this with the node's name).
 pub(crate) fn err(op: &Op, msg: impl Into<String>) -> IrError {
@@ -81,28 +84,59 @@ pub fn eval(op: &Op, args: &[&Tensor]) -> Result<Tensor, IrError> {
         Op::Add => add(args[0], args[1]),
         Op::Softmax => softmax(args[0]),
         Op::Argmax => argmax(args[0]),
+        Op::SelectChannels { axis, ranges } => select(args[0], *axis, ranges),
+        Op::FusedConv3d(a) => fused_conv3d(args, a),
     }
 }
 
-/// `(x)`: channels split into consecutive blocks of `ceil(C / groups)` (torch.chunk: the last
-/// block may be smaller, and small `C` gives fewer blocks); block `g` shifts by
-/// `s = g - groups/2`: `out[:, c, d] = in[:, c, d - s]` when `0 <= d - s < D`, else 0.
-pub fn depth_shift(x: &Tensor, a: &ShiftAttrs) -> Result<Tensor, IrError> {
-    let op = Op::DepthShift(a.clone());
+/// `(x)`: the elements of the half-open index `ranges` along `axis`, in order (a gather along
+/// any axis of an f32 or i32 tensor of any rank >= 1).
+pub fn select(x: &Tensor, axis: usize, ranges: &[(usize, usize)]) -> Result<Tensor, IrError> {
+    let op = Op::SelectChannels {
+        axis,
+        ranges: ranges.to_vec(),
+    };
     let ty = checked(&op, &[x])?;
-    let xs = f32s(&op, x)?;
-    let [n, c, d, h, w] = dims5(&op, x.shape())?;
+    // Shape inference guarantees `axis < rank` and `start < end <= shape[axis]` for every range.
+    let s = x.shape();
+    let outer: usize = s[..axis].iter().product();
+    let inner: usize = s[axis + 1..].iter().product();
+    let n = s[axis];
+    fn gather<T: Copy>(
+        v: &[T],
+        outer: usize,
+        n: usize,
+        inner: usize,
+        r: &[(usize, usize)],
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for o in 0..outer {
+            for &(start, end) in r {
+                out.extend_from_slice(&v[(o * n + start) * inner..(o * n + end) * inner]);
+            }
+        }
+        out
+    }
+    match x.data() {
+        TensorData::F32(v) => Tensor::from_f32(ty.shape, gather(v, outer, n, inner, ranges)),
+        TensorData::I32(v) => Tensor::from_i32(ty.shape, gather(v, outer, n, inner, ranges)),
+    }
+}
+
+/// Per-channel depth shift of a `[N, C, D, H, W]` buffer: `out[n, c, d] = xs[n, c, d - shifts[c]]`
+/// when `0 <= d - shifts[c] < D`, else 0 (whole `H·W` slices move). `shifts.len()` must be `C`
+/// (callers check it through shape inference). Shared by `depth_shift` and `fused_conv3d`.
+pub(crate) fn shift_channels(xs: &[f32], dims: [usize; 5], shifts: &[i64]) -> Vec<f32> {
+    let [n, c, d, h, w] = dims;
     let plane = h * w;
-    let block = c.div_ceil(a.groups);
-    let half = (a.groups / 2) as isize;
     let mut out = vec![0f32; xs.len()];
     for ni in 0..n {
-        for ci in 0..c {
-            let s = (ci / block) as isize - half;
+        for (ci, &s) in shifts.iter().enumerate().take(c) {
             let base = (ni * c + ci) * d;
             for di in 0..d {
-                let src = di as isize - s;
-                if src < 0 || src >= d as isize {
+                // i128: no shift, however large, can overflow the subtraction.
+                let src = di as i128 - i128::from(s);
+                if src < 0 || src >= d as i128 {
                     continue; // zero fill
                 }
                 let to = (base + di) * plane;
@@ -111,7 +145,23 @@ pub fn depth_shift(x: &Tensor, a: &ShiftAttrs) -> Result<Tensor, IrError> {
             }
         }
     }
-    Tensor::from_f32(ty.shape, out)
+    out
+}
+
+/// `(x)`: channels split into consecutive blocks of `ceil(C / groups)` (torch.chunk: the last
+/// block may be smaller, and small `C` gives fewer blocks); block `g` shifts by
+/// `s = g - groups/2`: `out[:, c, d] = in[:, c, d - s]` when `0 <= d - s < D`, else 0. This is
+/// the per-channel shift of [`shift_runs`]`(groups, C)`, the one `fused_conv3d` applies too.
+pub fn depth_shift(x: &Tensor, a: &ShiftAttrs) -> Result<Tensor, IrError> {
+    let op = Op::DepthShift(a.clone());
+    let ty = checked(&op, &[x])?;
+    let xs = f32s(&op, x)?;
+    let dims = dims5(&op, x.shape())?;
+    let shifts: Vec<i64> = shift_runs(a.groups, dims[1])
+        .into_iter()
+        .flat_map(|(s, n)| std::iter::repeat_n(s, n))
+        .collect();
+    Tensor::from_f32(ty.shape, shift_channels(xs, dims, &shifts))
 }
 
 /// `(x, gamma, beta)`: for each `(n, c)`, mean and biased variance over `D·H·W` (two passes in

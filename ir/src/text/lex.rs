@@ -3,7 +3,8 @@
 //!
 //! Numbers are left as words so that the parser decides, per attribute, whether it wants an
 //! integer or a float; this keeps `1e-5`, `-0.0`, `inf` and `NaN` (Rust's `f32` spellings) in
-//! one token. Comments (`;` to the end of the line) and whitespace are skipped here.
+//! one token, and likewise a channel range `0..96`, a shift run `-2x48`, `true` and `none`.
+//! Comments (`;` to the end of the line) and whitespace are skipped here.
 
 use std::fmt;
 

@@ -10,7 +10,11 @@
 //! rhs     := ('input' | 'weight') STRING args? | MNEMONIC attrs? args
 //! args    := '(' (VALUE (',' VALUE)*)? ')'            ; leaves print no args
 //! attrs   := '{' (IDENT '=' attr (',' IDENT '=' attr)*)? '}'
-//! attr    := INT | FLOAT | '[' INT ',' INT ',' INT ']'
+//! attr    := INT | FLOAT | BOOL | 'none' | '[' INT ',' INT ',' INT ']'
+//!          | '[' (RANGE (',' RANGE)*)? ']' | '[' (RUN (',' RUN)*)? ']'
+//! BOOL    := 'true' | 'false'
+//! RANGE   := INT '..' INT                             ; one word: 0..96 is [0, 96)
+//! RUN     := '-'? INT 'x' INT                         ; one word: -2x48 is 48 channels shifted -2
 //! type    := DTYPE '[' (INT (',' INT)*)? ']'           ; f32[1,4,32,32,64], i32[], ...
 //! label   := '@' STRING | '@' 'none'
 //! output  := 'output' STRING '=' VALUE
@@ -25,8 +29,20 @@
 //!   %2 = depth_shift{groups=5}(%0) : f32[1,1,8,8,8] @"x0_0.u0.shift"
 //!   %3 = conv3d{kernel=[1,3,3], stride=[1,1,1], padding=[0,1,1]}(%2, %1) : f32[1,4,8,8,8]
 //!   %4 = leaky_relu{slope=0.01}(%3) : f32[1,4,8,8,8]
-//!   output "logits" = %4
+//!   %5 = select{axis=1, ranges=[0..1, 3..4]}(%4) : f32[1,2,8,8,8]
+//!   output "logits" = %5
 //! }
+//! ```
+//!
+//! Which attributes an op takes and of which kind is one table (`attrs.rs`). An optional value
+//! (`sparse_out`, and `eps` and `slope` of `fused_conv3d`) is written `none` when absent; an empty
+//! `shifts=[]` means no input shift. A sparse `fused_conv3d` reads its kernel index from an `i32`
+//! weight, declared like any other: `%7 = weight "conv.kidx" : i32[320,2]`:
+//!
+//! ```text
+//! fused_conv3d{kernel=[1,3,3], stride=[1,1,1], padding=[0,1,1], transposed=false,
+//!              shifts=[-2x48, -1x48, 0x48, 1x48, 2x48], sparse_out=none, bias=true, eps=1e-5,
+//!              slope=0.01}(%2, %3, %4, %5, %6)    ; x, w, bias, gamma, beta
 //! ```
 //!
 //! The printer numbers nodes `%0..%n-1` in `Graph::topo_order` (index order, with a warning
@@ -40,6 +56,7 @@
 //! operand counts are not checked, so an ill-typed graph still parses and the verifier reports
 //! it. Parse errors carry `line:col`; the parser never panics.
 
+mod attrs;
 mod lex;
 mod parse;
 mod print;
@@ -109,11 +126,22 @@ pub fn structurally_equal(a: &Graph, b: &Graph) -> bool {
             .all(|((na, ia), (nb, ib))| na == nb && pa.contains_key(ia) && pa.get(ia) == pb.get(ib))
 }
 
-/// `Op` equality with float attributes compared by bits (so a NaN equals itself).
+/// `Op` equality with float attributes compared by bits (so a NaN equals itself and `-0.0`
+/// differs from `0.0`).
 fn op_equal(a: &Op, b: &Op) -> bool {
     match (a, b) {
         (Op::InstanceNorm { eps: x }, Op::InstanceNorm { eps: y }) => x.to_bits() == y.to_bits(),
         (Op::LeakyRelu { slope: x }, Op::LeakyRelu { slope: y }) => x.to_bits() == y.to_bits(),
+        (Op::FusedConv3d(x), Op::FusedConv3d(y)) => {
+            let bits = |v: Option<f32>| v.map(f32::to_bits);
+            x.conv == y.conv
+                && x.transposed == y.transposed
+                && x.shifts == y.shifts
+                && x.sparse_out == y.sparse_out
+                && x.bias == y.bias
+                && bits(x.norm_eps) == bits(y.norm_eps)
+                && bits(x.slope) == bits(y.slope)
+        }
         _ => a == b,
     }
 }

@@ -9,10 +9,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::attrs::{self, build_op, spec, Kind, Val};
 use super::lex::{lex, Located, Tok, Token};
 use crate::error::IrError;
 use crate::graph::{Graph, NodeId};
-use crate::op::{ConvAttrs, Op, PoolAttrs, ShiftAttrs};
+use crate::op::Op;
 use crate::types::{DType, TensorType};
 
 /// Parses the text form; errors name `path`.
@@ -45,78 +46,6 @@ fn defined_ids(toks: &[Token]) -> HashSet<usize> {
             _ => None,
         })
         .collect()
-}
-
-/// The kind of value an attribute takes.
-#[derive(Clone, Copy)]
-enum Kind {
-    Int,
-    Float,
-    Triple,
-}
-
-#[derive(Clone, Copy)]
-enum Val {
-    Int(usize),
-    Float(f32),
-    Triple([usize; 3]),
-}
-
-/// The attributes of each op mnemonic, in printing order; `None` for an unknown op.
-fn spec(mnemonic: &str) -> Option<&'static [(&'static str, Kind)]> {
-    const CONV: &[(&str, Kind)] = &[
-        ("kernel", Kind::Triple),
-        ("stride", Kind::Triple),
-        ("padding", Kind::Triple),
-    ];
-    Some(match mnemonic {
-        "conv3d" | "conv_transpose3d" => CONV,
-        "max_pool3d" => &[("kernel", Kind::Triple), ("stride", Kind::Triple)],
-        "depth_shift" => &[("groups", Kind::Int)],
-        "instance_norm" => &[("eps", Kind::Float)],
-        "leaky_relu" => &[("slope", Kind::Float)],
-        "concat" | "add" | "softmax" | "argmax" => &[],
-        _ => return None,
-    })
-}
-
-/// Builds the op from its mnemonic and its complete attribute list (in `spec` order).
-fn build_op(mnemonic: &str, vals: &[Val]) -> Option<Op> {
-    let int = |i: usize| match vals.get(i) {
-        Some(Val::Int(v)) => Some(*v),
-        _ => None,
-    };
-    let float = |i: usize| match vals.get(i) {
-        Some(Val::Float(v)) => Some(*v),
-        _ => None,
-    };
-    let triple = |i: usize| match vals.get(i) {
-        Some(Val::Triple(v)) => Some(*v),
-        _ => None,
-    };
-    let conv = || {
-        Some(ConvAttrs {
-            kernel: triple(0)?,
-            stride: triple(1)?,
-            padding: triple(2)?,
-        })
-    };
-    Some(match mnemonic {
-        "conv3d" => Op::Conv3d(conv()?),
-        "conv_transpose3d" => Op::ConvTranspose3d(conv()?),
-        "max_pool3d" => Op::MaxPool3d(PoolAttrs {
-            kernel: triple(0)?,
-            stride: triple(1)?,
-        }),
-        "depth_shift" => Op::DepthShift(ShiftAttrs { groups: int(0)? }),
-        "instance_norm" => Op::InstanceNorm { eps: float(0)? },
-        "leaky_relu" => Op::LeakyRelu { slope: float(0)? },
-        "concat" => Op::Concat,
-        "add" => Op::Add,
-        "softmax" => Op::Softmax,
-        "argmax" => Op::Argmax,
-        _ => return None,
-    })
 }
 
 struct Parser {
@@ -196,13 +125,68 @@ impl Parser {
     /// A non-negative decimal integer.
     fn int(&mut self, what: &str) -> R<(usize, Token)> {
         let (w, t) = self.word(what)?;
-        if w.is_empty() || !w.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Self::expected(&t, what));
+        match attrs::digits(&w) {
+            None => Err(Self::expected(&t, what)),
+            Some(v) => Ok((v.map_err(|m| Self::at(&t, m))?, t)),
         }
-        let v = w
-            .parse::<usize>()
-            .map_err(|_| Self::at(&t, format!("integer `{w}` is too large")))?;
-        Ok((v, t))
+    }
+
+    /// True when the next token is the word `w`.
+    fn is_word(&self, w: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Word(x) if x == w)
+    }
+
+    /// `true` or `false`.
+    fn boolean(&mut self) -> R<bool> {
+        let (w, t) = self.word(Kind::Bool.expected())?;
+        match w.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(Self::expected(&t, Kind::Bool.expected())),
+        }
+    }
+
+    /// `[w, w, ...]` (possibly empty), each word read by `item`.
+    fn word_list<T>(&mut self, what: &str, item: fn(&str) -> Result<T, String>) -> R<Vec<T>> {
+        self.punct('[')?;
+        let mut v = Vec::new();
+        if self.is_punct(']') {
+            self.next();
+            return Ok(v);
+        }
+        loop {
+            let (w, t) = self.word(what)?;
+            v.push(item(&w).map_err(|m| Self::at(&t, m))?);
+            let t = self.next();
+            match t.tok {
+                Tok::Punct(',') => {}
+                Tok::Punct(']') => return Ok(v),
+                _ => return Err(Self::expected(&t, "`,` or `]`")),
+            }
+        }
+    }
+
+    /// One attribute value of kind `k`.
+    fn attr_value(&mut self, k: Kind) -> R<Val> {
+        let none = |p: &mut Self| {
+            let yes = p.is_word("none");
+            if yes {
+                p.next();
+            }
+            yes
+        };
+        Ok(match k {
+            Kind::Int => Val::Int(self.int(k.expected())?.0),
+            Kind::Float => Val::Float(self.float(k.expected())?),
+            Kind::Triple => Val::Triple(self.triple()?),
+            Kind::Bool => Val::Bool(self.boolean()?),
+            Kind::OptInt if none(self) => Val::OptInt(None),
+            Kind::OptInt => Val::OptInt(Some(self.int(k.expected())?.0)),
+            Kind::OptFloat if none(self) => Val::OptFloat(None),
+            Kind::OptFloat => Val::OptFloat(Some(self.float(k.expected())?)),
+            Kind::Ranges => Val::Ranges(self.word_list(k.expected(), attrs::range)?),
+            Kind::Runs => Val::Runs(self.word_list(k.expected(), attrs::run)?),
+        })
     }
 
     fn float(&mut self, what: &str) -> R<f32> {
@@ -390,11 +374,7 @@ impl Parser {
                         return Err(Self::at(&t, format!("duplicate attribute `{name}`")));
                     }
                     self.punct('=')?;
-                    got[i] = Some(match spec[i].1 {
-                        Kind::Int => Val::Int(self.int("a non-negative integer")?.0),
-                        Kind::Float => Val::Float(self.float("a number")?),
-                        Kind::Triple => Val::Triple(self.triple()?),
-                    });
+                    got[i] = Some(self.attr_value(spec[i].1)?);
                     let t = self.next();
                     match t.tok {
                         Tok::Punct(',') => {}

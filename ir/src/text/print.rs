@@ -84,8 +84,28 @@ pub(super) fn attrs_text(op: &Op) -> Vec<String> {
             format!("stride={}", triple(&a.stride)),
         ]
     };
+    let opt_float = |v: Option<f32>| v.map_or_else(|| "none".to_string(), float_text);
     match op {
         Op::Conv3d(a) | Op::ConvTranspose3d(a) => conv(a),
+        Op::FusedConv3d(a) => {
+            let mut v = conv(&a.conv);
+            let runs: Vec<String> = a.shifts.iter().map(|(s, n)| format!("{s}x{n}")).collect();
+            v.push(format!("transposed={}", a.transposed));
+            v.push(format!("shifts=[{}]", runs.join(", ")));
+            v.push(format!(
+                "sparse_out={}",
+                a.sparse_out
+                    .map_or_else(|| "none".to_string(), |n| n.to_string())
+            ));
+            v.push(format!("bias={}", a.bias));
+            v.push(format!("eps={}", opt_float(a.norm_eps)));
+            v.push(format!("slope={}", opt_float(a.slope)));
+            v
+        }
+        Op::SelectChannels { axis, ranges } => {
+            let r: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}..{b}")).collect();
+            vec![format!("axis={axis}"), format!("ranges=[{}]", r.join(", "))]
+        }
         Op::MaxPool3d(a) => pool(a),
         Op::DepthShift(a) => vec![format!("groups={}", a.groups)],
         Op::InstanceNorm { eps } => vec![format!("eps={}", float_text(*eps))],

@@ -6,11 +6,11 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::op::{ConvAttrs, PoolAttrs, ShiftAttrs};
-use crate::types::TensorType;
+use crate::op::{shift_runs, ConvAttrs, FusedConvAttrs, PoolAttrs, ShiftAttrs};
+use crate::types::{DType, TensorType};
 
 /// One construction step: an op kind, small integer parameters, a float, operand picks, a label.
-type Step = (u8, [u8; 10], f32, [usize; 3], Option<String>);
+type Step = (u8, [u8; 16], f32, [usize; 3], Option<String>);
 
 fn float_attr() -> impl Strategy<Value = f32> {
     use proptest::num::f32 as f;
@@ -31,8 +31,8 @@ fn label() -> impl Strategy<Value = Option<String>> {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        0u8..10,
-        any::<[u8; 10]>(),
+        0u8..12,
+        any::<[u8; 16]>(),
         float_attr(),
         any::<[usize; 3]>(),
         label(),
@@ -136,7 +136,84 @@ fn build(name: &str, input: [u8; 4], steps: &[Step], outs: &[(String, usize)]) -
             ),
             7 => (Op::Add, vec![a, pick(1)]),
             8 => (Op::Softmax, vec![a]),
-            _ => (Op::Argmax, vec![a]),
+            9 => (Op::Argmax, vec![a]),
+            10 => {
+                // Any node (rank 4 i32 argmax results included), any axis, up to three ranges.
+                let x = all[picks[1] % all.len()];
+                let shape = g.node(x).ty.shape.clone();
+                let axis = usize::from(p[0]) % shape.len().max(1);
+                let n = shape.get(axis).copied().unwrap_or(1).max(1);
+                let mut ranges = Vec::new();
+                let mut at = usize::from(p[1]) % n;
+                for k in 0..3 {
+                    if at >= n {
+                        break;
+                    }
+                    let end = at + 1 + usize::from(p[2 + k]) % (n - at);
+                    ranges.push((at, end));
+                    at = end + usize::from(p[5 + k] % 3);
+                }
+                (Op::SelectChannels { axis, ranges }, vec![x])
+            }
+            _ => {
+                let mut attrs = FusedConvAttrs::plain(conv(), p[10] & 1 != 0, p[9] & 0x80 != 0);
+                let (d0, d1) = if attrs.transposed {
+                    (cin, cout)
+                } else {
+                    (cout, cin)
+                };
+                let k = attrs.conv.kernel;
+                if !attrs.transposed && p[10] & 2 != 0 {
+                    attrs.shifts = if p[11] & 1 == 0 {
+                        shift_runs(1 + usize::from(p[11] % 7), cin)
+                    } else {
+                        // Hand-made runs, extreme shifts included.
+                        let mut runs = Vec::new();
+                        let mut left = cin;
+                        let mut j = 0;
+                        while left > 0 {
+                            let n = (1 + usize::from(p[12 + j % 2] % 3)).min(left);
+                            let s = match p[14].wrapping_add(j as u8) % 8 {
+                                0 => i64::MIN,
+                                1 => i64::MAX,
+                                r => i64::from(r) - 4,
+                            };
+                            runs.push((s, n));
+                            left -= n;
+                            j += 1;
+                        }
+                        runs
+                    };
+                }
+                let mut ops = vec![a];
+                if p[10] & 4 != 0 {
+                    // Kernel-sparse: n live kernels packed as [n, k..] with an i32 [n, 2] index.
+                    attrs.sparse_out = Some(cout);
+                    let n = 1 + usize::from(p[13]) % (d0 * d1);
+                    let wt = TensorType::f32([n, k[0], k[1], k[2]]);
+                    ops.push(weight(&mut g, format!("{wname}.packed"), wt, p[8], label));
+                    let kt = TensorType::new(DType::I32, [n, 2]);
+                    ops.push(weight(&mut g, format!("{wname}.kidx"), kt, p[7], label));
+                } else {
+                    let wt = TensorType::f32([d0, d1, k[0], k[1], k[2]]);
+                    ops.push(weight(&mut g, format!("{wname}.weight"), wt, p[8], label));
+                }
+                if attrs.bias {
+                    let bt = TensorType::f32([cout]);
+                    ops.push(weight(&mut g, format!("{wname}.bias"), bt, p[7], label));
+                }
+                if p[15] & 1 != 0 {
+                    attrs.norm_eps = Some(f.abs());
+                    for (what, how) in [("gamma", p[0]), ("beta", p[1])] {
+                        let t = TensorType::f32([cout]);
+                        ops.push(weight(&mut g, format!("{wname}.{what}"), t, how, label));
+                    }
+                }
+                if p[15] & 2 != 0 {
+                    attrs.slope = Some(if p[15] & 4 != 0 { -*f } else { *f });
+                }
+                (Op::FusedConv3d(attrs), ops)
+            }
         };
         let Ok(id) = g.add(op, &operands, label.clone()) else {
             continue;
@@ -208,6 +285,19 @@ const VOCAB: &[&str] = &[
     "99999999999999999999999",
     "\"\\u{",
     "kernel=[1,1,1]",
+    "fused_conv3d",
+    "select",
+    "none",
+    "true",
+    "false",
+    "0..3",
+    "-2x4",
+    "x",
+    "..",
+    "shifts=[]",
+    "ranges=[0..1]",
+    "sparse_out=",
+    "i32[3,2]",
 ];
 
 fn edit() -> impl Strategy<Value = Edit> {
@@ -315,4 +405,38 @@ proptest! {
         }
         check_stable(&s)?;
     }
+}
+
+/// The generator really produces every flavour of the newer ops (they are easy to lose to shape
+/// inference rejecting every attempt).
+#[test]
+fn text_random_graphs_cover_fused_and_select() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen = [0usize; 7];
+    for _ in 0..300 {
+        let g = graph().new_tree(&mut runner).unwrap().current();
+        for id in g.node_ids() {
+            match &g.node(id).op {
+                Op::SelectChannels { .. } => {
+                    seen[0] += 1;
+                    let x = g.operands(id)[0];
+                    seen[1] += usize::from(g.node(x).ty.dtype == DType::I32);
+                }
+                Op::FusedConv3d(a) => {
+                    seen[2] += 1;
+                    seen[3] += usize::from(a.sparse_out.is_some());
+                    seen[4] += usize::from(!a.shifts.is_empty());
+                    seen[5] += usize::from(a.transposed);
+                    seen[6] += usize::from(a.norm_eps.is_some() && a.slope.is_some());
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "select, on i32, fused, sparse, shifted, transposed, normed: {seen:?}"
+    );
 }

@@ -2,8 +2,8 @@
 //! kind of parse error (with its line), and printing of graphs the parser cannot express.
 
 use super::*;
-use crate::op::{ConvAttrs, ShiftAttrs};
-use crate::types::TensorType;
+use crate::op::{ConvAttrs, FusedConvAttrs, ShiftAttrs};
+use crate::types::{DType, TensorType};
 
 /// Every op, escapes, a weight with its implied label, one with another label and one with none.
 pub(super) const GOLDEN: &str = r#"graph "tiny \"net\"" {
@@ -23,6 +23,12 @@ pub(super) const GOLDEN: &str = r#"graph "tiny \"net\"" {
   %13 = add(%9, %9) : f32[1,4,4,8,8]
   %14 = softmax(%12) : f32[1,6,4,8,8]
   %15 = argmax(%14) : i32[1,4,8,8] @"\u{1}ctl"
+  %16 = fused_conv3d{kernel=[1,3,3], stride=[1,1,1], padding=[0,1,1], transposed=false, shifts=[-1x1, 1x1], sparse_out=none, bias=true, eps=1e-5, slope=0.01}(%0, %1, %2, %3, %4) : f32[1,4,4,8,8] @"fused"
+  %17 = weight "up.packed" : f32[3,2,2,2]
+  %18 = weight "up.kidx" : i32[3,2]
+  %19 = fused_conv3d{kernel=[2,2,2], stride=[2,2,2], padding=[0,0,0], transposed=true, shifts=[], sparse_out=2, bias=false, eps=none, slope=none}(%10, %17, %18) : f32[1,2,4,8,8]
+  %20 = select{axis=1, ranges=[0..1, 3..6]}(%12) : f32[1,4,4,8,8]
+  %21 = select{axis=0, ranges=[0..1]}(%15) : i32[1,4,8,8]
   output "probs" = %14
   output "labels" = %15
   output "feat" = %13
@@ -49,7 +55,7 @@ fn golden_text_round_trips_byte_identically() {
     let g = parse(GOLDEN).expect("golden parses");
     assert_eq!(print(&g), GOLDEN);
     assert_eq!(g.name, "tiny \"net\"");
-    assert_eq!(g.len(), 16);
+    assert_eq!(g.len(), 22);
     assert_eq!(g.outputs().len(), 3);
     assert!(structurally_equal(&g, &parse(&print(&g)).unwrap()));
 }
@@ -72,6 +78,75 @@ fn golden_text_is_well_typed() {
             g.describe(id)
         );
     }
+}
+
+#[test]
+fn golden_fused_and_select_attributes_are_read() {
+    let g = parse(GOLDEN).unwrap();
+    let op = |i: usize| g.node(g.node_ids().nth(i).unwrap()).op.clone();
+    let conv = |k: usize, s: usize, p: [usize; 3]| ConvAttrs {
+        kernel: if k == 1 { [1, 3, 3] } else { [k; 3] },
+        stride: [s; 3],
+        padding: p,
+    };
+    assert_eq!(
+        op(16),
+        Op::FusedConv3d(FusedConvAttrs {
+            conv: conv(1, 1, [0, 1, 1]),
+            transposed: false,
+            shifts: vec![(-1, 1), (1, 1)],
+            sparse_out: None,
+            bias: true,
+            norm_eps: Some(1e-5),
+            slope: Some(0.01),
+        })
+    );
+    assert_eq!(
+        op(19),
+        Op::FusedConv3d(FusedConvAttrs {
+            sparse_out: Some(2),
+            ..FusedConvAttrs::plain(conv(2, 2, [0; 3]), true, false)
+        })
+    );
+    assert_eq!(
+        op(20),
+        Op::SelectChannels {
+            axis: 1,
+            ranges: vec![(0, 1), (3, 6)]
+        }
+    );
+    let kidx = g.node(g.node_ids().nth(18).unwrap());
+    assert_eq!(kidx.ty, TensorType::new(DType::I32, [3, 2]));
+    assert_eq!(kidx.label.as_deref(), Some("up.kidx"));
+}
+
+#[test]
+fn text_fused_attributes_in_any_order_and_extreme_values_round_trip() {
+    let src = "graph \"g\" {\n  %0 = input \"x\" : f32[1,2,3,3,3]\n  \
+               %1 = weight \"w\" : f32[1,1,1,1]\n  \
+               %2 = fused_conv3d{slope=-0.0, eps=NaN, bias=false, sparse_out=99999, \
+               shifts=[-9223372036854775808x1, 9223372036854775807x1], transposed=false, \
+               padding=[0,0,0], stride=[1,1,1], kernel=[1,1,1]}(%0, %1) : f32[1]\n  \
+               %3 = select{ranges=[], axis=7}(%0) : f32[1]\n}\n";
+    let g = parse(src).unwrap();
+    let text = print(&g);
+    assert!(
+        text.contains(
+            "fused_conv3d{kernel=[1,1,1], stride=[1,1,1], padding=[0,0,0], transposed=false, \
+             shifts=[-9223372036854775808x1, 9223372036854775807x1], sparse_out=99999, \
+             bias=false, eps=NaN, slope=-0.0}(%0, %1)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("select{axis=7, ranges=[]}(%0)"), "{text}");
+    let back = parse(&text).unwrap();
+    assert!(structurally_equal(&g, &back));
+    assert_eq!(print(&back), text);
+    // -0.0 and 0.0 differ bit for bit, so the graphs differ.
+    let other = parse(&text.replace("slope=-0.0", "slope=0.0")).unwrap();
+    assert!(!structurally_equal(&g, &other));
+    // The wrong arity (a sparse conv needs its index operand) is left to the verifier.
+    assert_eq!(g.operands(g.node_ids().nth(2).unwrap()).len(), 2);
 }
 
 #[test]
@@ -185,8 +260,8 @@ fn text_structural_equality_sees_differences() {
     h.name = "other".into();
     assert!(!structurally_equal(&g, &h));
     let mut h = g.clone();
-    let last = h.node_ids().last().unwrap();
-    h.node_mut(last).label = None;
+    let labelled = h.node_ids().nth(15).unwrap();
+    h.node_mut(labelled).label = None;
     assert!(!structurally_equal(&g, &h));
     let mut h = g.clone();
     h.retain_outputs(&["probs", "labels"]);
@@ -194,6 +269,27 @@ fn text_structural_equality_sees_differences() {
     let mut h = g.clone();
     let shift = h.node_ids().nth(6).unwrap();
     h.node_mut(shift).op = Op::DepthShift(ShiftAttrs { groups: 5 });
+    assert!(!structurally_equal(&g, &h));
+    let edits: [fn(&mut FusedConvAttrs); 4] = [
+        |a| a.shifts[0].0 = 0,
+        |a| a.sparse_out = Some(4),
+        |a| a.norm_eps = Some(1e-6),
+        |a| a.slope = None,
+    ];
+    for edit in edits {
+        let mut h = g.clone();
+        let fused = h.node_ids().nth(16).unwrap();
+        if let Op::FusedConv3d(a) = &mut h.node_mut(fused).op {
+            edit(a);
+        }
+        assert!(!structurally_equal(&g, &h));
+    }
+    let mut h = g.clone();
+    let select = h.node_ids().nth(20).unwrap();
+    h.node_mut(select).op = Op::SelectChannels {
+        axis: 1,
+        ranges: vec![(0, 1), (3, 5)],
+    };
     assert!(!structurally_equal(&g, &h));
 }
 
@@ -360,6 +456,89 @@ fn text_parse_errors_point_at_the_line() {
         ),
         ("}\ngraph \"again\" {}", 4, "after the graph"),
         ("  junk\n}", 3, "expected `%N = ...`"),
+        (
+            "  %1 = select{axis=1, ranges=[0..2 3..4]}(%0) : f32[1]\n}",
+            3,
+            "expected `,` or `]`",
+        ),
+        (
+            "  %1 = select{axis=1, ranges=[0..2, 3.4]}(%0) : f32[1]\n}",
+            3,
+            "expected a range such as 0..96, found `3.4`",
+        ),
+        (
+            "  %1 = select{axis=1, ranges=[0 .. 2]}(%0) : f32[1]\n}",
+            3,
+            "expected a range",
+        ),
+        (
+            "  %1 = select{axis=1, ranges=0..2}(%0) : f32[1]\n}",
+            3,
+            "expected `[`",
+        ),
+        (
+            "  %1 = select{axis=-1, ranges=[]}(%0) : f32[1]\n}",
+            3,
+            "expected a non-negative integer",
+        ),
+        (
+            "  %1 = select{axis=1, ranges=[0..99999999999999999999999]}(%0) : f32[1]\n}",
+            3,
+            "too large",
+        ),
+        (
+            "  %1 = select{axis=1}(%0) : f32[1]\n}",
+            3,
+            "missing its attribute `ranges`",
+        ),
+        (
+            "  %1 = fused_conv3d{kernel=[1,1,1], stride=[1,1,1], padding=[0,0,0], \
+             transposed=maybe}(%0) : f32[1]\n}",
+            3,
+            "expected `true` or `false`, found `maybe`",
+        ),
+        (
+            "  %1 = fused_conv3d{shifts=[+1x2]}(%0) : f32[1]\n}",
+            3,
+            "expected a shift run such as -2x48",
+        ),
+        (
+            "  %1 = fused_conv3d{shifts=[1x-2]}(%0) : f32[1]\n}",
+            3,
+            "expected a shift run",
+        ),
+        (
+            "  %1 = fused_conv3d{shifts=[9223372036854775808x2]}(%0) : f32[1]\n}",
+            3,
+            "does not fit an i64",
+        ),
+        (
+            "  %1 = fused_conv3d{sparse_out=nothing}(%0) : f32[1]\n}",
+            3,
+            "a non-negative integer or `none`",
+        ),
+        (
+            "  %1 = fused_conv3d{eps=None}(%0) : f32[1]\n}",
+            3,
+            "a number or `none`",
+        ),
+        (
+            "  %1 = fused_conv3d{eps=none, eps=none}(%0) : f32[1]\n}",
+            3,
+            "duplicate attribute `eps`",
+        ),
+        (
+            "  %1 = fused_conv3d{kernel=[1,1,1], stride=[1,1,1], padding=[0,0,0], \
+             transposed=false, shifts=[], sparse_out=none, bias=true, eps=none}(%0) : f32[1]\n}",
+            3,
+            "missing its attribute `slope`",
+        ),
+        (
+            "  %1 = fused_conv3d{norm_eps=1e-5}(%0) : f32[1]\n}",
+            3,
+            "unknown attribute `norm_eps` of `fused_conv3d` (it takes: kernel, stride, padding, \
+             transposed, shifts, sparse_out, bias, eps, slope)",
+        ),
     ];
     for &(tail, line, needle) in cases {
         let src = format!("{head}{tail}");
