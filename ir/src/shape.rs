@@ -138,13 +138,17 @@ fn fused_conv3d(a: &FusedConvAttrs, xs: &[&TensorType]) -> R {
         conv3d(&a.conv, &plain)?
     };
     if !a.shifts.is_empty() {
+        if a.shifts.iter().any(|r| r.1 == 0) {
+            return Err("shift runs must not be empty".into());
+        }
         let covered = a
             .shifts
             .iter()
             .try_fold(0usize, |acc, r| acc.checked_add(r.1));
-        if covered != Some(cin) || a.shifts.iter().any(|r| r.1 == 0) {
+        if covered != Some(cin) {
+            let n = covered.map_or("too many".to_string(), |c| c.to_string());
             return Err(format!(
-                "shift runs cover {covered:?} channels with no empty run; the input has {cin}"
+                "shift runs cover {n} channels; the input has {cin}"
             ));
         }
     }

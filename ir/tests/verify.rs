@@ -362,12 +362,16 @@ fn fused_conv_attribute_faults_are_type_violations() {
     let (g0, f1, f2) = fused_graph();
     type Edit = fn(&mut FusedConvAttrs);
     let cases: Vec<(NodeId, Edit, &str)> = vec![
-        (f1, |a| a.shifts = vec![(0, 3)], "shift runs cover Some(3)"),
-        (f1, |a| a.shifts = vec![(0, 4), (1, 0)], "no empty run"),
+        (
+            f1,
+            |a| a.shifts = vec![(0, 3)],
+            "shift runs cover 3 channels; the input has 4",
+        ),
+        (f1, |a| a.shifts = vec![(0, 4), (1, 0)], "must not be empty"),
         (
             f1,
             |a| a.shifts = vec![(0, usize::MAX), (1, 2)],
-            "cover None",
+            "cover too many channels",
         ),
         (f1, |a| a.slope = Some(f32::NAN), "slope NaN is not finite"),
         (f1, |a| a.norm_eps = Some(0.0), "eps 0 must be positive"),
