@@ -17,7 +17,9 @@ use clap::{Parser, Subcommand};
 ///   e2enc init -o my-model --density 0.2
 ///   e2enc inspect my-model/model.json [--optimized]
 ///   e2enc optimize my-model/model.json --report
-///   e2enc run my-model/model.json --input x.safetensors --output y.safetensors
+///   e2enc compile my-model/model.json -o my-bundle
+///   e2enc bench my-bundle --profile
+///   e2enc run my-bundle --input x.safetensors --output y.safetensors
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
 struct Cli {
@@ -28,6 +30,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Init(cmd::init::Args),
+    Compile(cmd::compile::Args),
+    Bench(cmd::bench::Args),
     Inspect(cmd::inspect::Args),
     Optimize(cmd::optimize::Args),
     Run(cmd::run::Args),
@@ -44,6 +48,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Command::Init(a) => cmd::init::main(a),
+        Command::Compile(a) => cmd::compile::main(a),
+        Command::Bench(a) => cmd::bench::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Optimize(a) => cmd::optimize::main(a),
         Command::Run(a) => cmd::run::main(a),

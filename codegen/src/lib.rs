@@ -1,5 +1,14 @@
-//! `e2enc-codegen`: code generation from optimized graphs to kernel bundles.
+//! `e2enc-codegen`: from an optimized graph to a kernel bundle.
 //!
-//! Empty on purpose for now: the C SIMD backend, memory planning and the bundle format are the
-//! subject of the codegen issue. The crate exists so the dependency order
-//! `ir ← passes ← codegen ← runtime ← e2enc` is fixed from the start.
+//! [`memplan`] orders the work and places every activation in one arena (concats as slices of
+//! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] emits a
+//! shape-specialized C function per kernel (AVX2/FMA), and [`compile`] writes the bundle:
+//! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
+//! the `kernels.so` the system C compiler makes from it.
+
+pub mod artifact;
+pub mod c;
+pub mod compile;
+pub mod emit;
+pub mod layout;
+pub mod memplan;

@@ -1,9 +1,13 @@
 //! `e2enc-runtime`: loads something runnable and runs it on named input tensors.
 //!
-//! Today the executable is a model.json run by the reference interpreter, either as built or
-//! after the optimizer (`Session::optimize`); compiled bundles (a folder with `manifest.json`)
-//! are recognised and refused with a clear message until the C backend lands. The API
-//! (`Session::load`, `Session::run`) is the one bundles will keep.
+//! Two engines sit behind one API ([`Session`]): a compiled kernel bundle ([`bundle`] verifies and
+//! loads it, [`exec`] runs it on the thread pool of [`pool`]), or a model.json run by the
+//! reference interpreter, as built or optimized. [`capi`] exposes bundles to C and C++.
+
+pub mod bundle;
+pub mod capi;
+pub mod exec;
+pub mod pool;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,10 @@ pub enum RuntimeError {
     Ir(#[from] IrError),
     #[error("{}: {msg}", path.display())]
     Unsupported { path: PathBuf, msg: String },
+    #[error("bundle {}: {msg}", path.display())]
+    Bundle { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Input(String),
 }
 
 /// A loaded model ready to run.
@@ -29,6 +37,45 @@ pub struct Session {
     pub weights: Weights,
 }
 
+/// A compiled bundle or an interpreted model behind one interface.
+pub enum Runnable {
+    Bundle(exec::Engine),
+    Model(Session),
+}
+
+impl Runnable {
+    /// Loads a bundle folder (one holding manifest.json) or a model.json (or a folder holding
+    /// one, built with `opts`).
+    pub fn load(path: &Path, opts: &BuildOptions, threads: usize, rebuild: bool) -> Result<Runnable, RuntimeError> {
+        if path.is_dir() && path.join("manifest.json").exists() {
+            let b = bundle::Bundle::load(path, &bundle::LoadOptions { rebuild })?;
+            return Ok(Runnable::Bundle(exec::Engine::new(b, threads)));
+        }
+        Ok(Runnable::Model(Session::load(path, opts)?))
+    }
+
+    /// Runs and returns the requested outputs (all when empty).
+    pub fn run(&mut self, inputs: &BTreeMap<String, Tensor>, outputs: &[&str]) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        match self {
+            Runnable::Model(s) => s.run(inputs, outputs),
+            Runnable::Bundle(e) => {
+                let mut all = e.run(inputs)?;
+                if outputs.is_empty() {
+                    return Ok(all);
+                }
+                outputs
+                    .iter()
+                    .map(|&n| {
+                        all.remove(n)
+                            .map(|t| (n.to_string(), t))
+                            .ok_or_else(|| RuntimeError::Input(format!("the bundle has no output `{n}` (compile with --deep-supervision for ds1..ds3)")))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 impl Session {
     /// Loads `path`: a model.json (or a folder holding one). `opts` fixes batch and patch.
     pub fn load(path: &Path, opts: &BuildOptions) -> Result<Session, RuntimeError> {
@@ -36,9 +83,7 @@ impl Session {
             if path.join("manifest.json").exists() {
                 return Err(RuntimeError::Unsupported {
                     path: path.to_path_buf(),
-                    msg: "this is a compiled bundle; running bundles arrives with the C backend \
-                          (for now pass the model.json it was compiled from)"
-                        .into(),
+                    msg: "this is a compiled bundle, not a model.json (load it with Runnable::load)".into(),
                 });
             }
             path.join("model.json")

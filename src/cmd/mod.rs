@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod bench;
+pub mod compile;
 pub mod demo;
 pub mod init;
 pub mod inspect;

@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use e2enc_ir::e2enet::{output_name, BuildOptions};
 use e2enc_ir::tensor::{relative_error, relative_error_l2};
-use e2enc_runtime::Session;
+use e2enc_runtime::Runnable;
 
 use crate::util::{read_tensors, write_tensors};
 
-/// Run a model on one input tensor file and write its outputs.
+/// Run a model (model.json, interpreted) or a compiled bundle on one input tensor file and write
+/// its outputs.
 ///
 /// The input file is safetensors with a tensor `input` of shape [N, C, D, H, W]; the network is
 /// built for that batch and patch. The output file holds `logits` (and `ds1`..`ds3`, the
@@ -40,6 +41,12 @@ pub struct Args {
     /// Compare with reference outputs in this safetensors file.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// Threads for a compiled bundle (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// For a bundle: recompile kernels.c on this host instead of loading kernels.so.
+    #[arg(long)]
+    rebuild: bool,
     /// Run the optimized graph (dead DSFF edges dropped, sparse and fused convolutions) instead
     /// of the graph as built.
     #[arg(long)]
@@ -69,22 +76,35 @@ pub fn main(a: Args) -> Result<ExitCode> {
         batch: s[0],
         patch: Some([s[2], s[3], s[4]]),
     };
-    let mut session = Session::load(&a.model, &opts)?;
-    let cfg = &session.model.config;
-    if s[1] != cfg.in_channels {
-        bail!(
-            "`input` has {} channels, the model expects {}",
-            s[1],
-            cfg.in_channels
-        );
+    let mut runnable = Runnable::load(&a.model, &opts, a.threads, a.rebuild)?;
+    let (in_channels, ds_heads, engine) = match &runnable {
+        Runnable::Model(sess) => (
+            sess.model.config.in_channels,
+            sess.model.config.deep_supervision_heads,
+            "reference interpreter",
+        ),
+        Runnable::Bundle(e) => {
+            let m = &e.bundle.manifest;
+            (
+                m.inputs.first().map_or(0, |p| p.shape[1]),
+                m.outputs.len().saturating_sub(1),
+                "compiled bundle",
+            )
+        }
+    };
+    if s[1] != in_channels {
+        bail!("`input` has {} channels, the model expects {in_channels}", s[1]);
     }
     let mut want = vec![output_name(0)];
     if a.deep_supervision || a.reference.is_some() {
-        want.extend((1..=cfg.deep_supervision_heads).map(output_name));
+        want.extend((1..=ds_heads).map(output_name));
     }
     let feed: BTreeMap<_, _> = [("input".to_string(), x.clone())].into();
     let refs: Vec<&str> = want.iter().map(String::as_str).collect();
     if a.optimized {
+        let Runnable::Model(session) = &mut runnable else {
+            bail!("--optimized applies to a model.json; a bundle is already optimized");
+        };
         let r = session.optimize(&refs)?;
         eprintln!(
             "optimized: {} -> {} nodes in {:.2} s",
@@ -92,9 +112,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         );
     }
     let t0 = Instant::now();
-    let mut outs = session.run(&feed, &refs)?;
+    let mut outs = runnable.run(&feed, &refs)?;
     eprintln!(
-        "ran {} in {:.2} s (reference interpreter)",
+        "ran {} in {:.2} s ({engine})",
         a.model.display(),
         t0.elapsed().as_secs_f64()
     );

@@ -157,7 +157,16 @@ pub fn from_choice(
                 continue;
             }
             _ if konst => {
-                let (nm, t) = materialize(eg, n, &consts, weights, &mut derived)?;
+                let (mut nm, t) = materialize(eg, n, &consts, weights, &mut derived)?;
+                // Two different constants can derive the same name (one weight packed for a
+                // conv and for a transposed conv): the later one gets a fresh name.
+                if out_w.get(&nm).is_some_and(|old| **old != *t) {
+                    let base = nm.clone();
+                    nm = (2..)
+                        .map(|k| format!("{base}{k}"))
+                        .find(|c| out_w.get(c).is_none())
+                        .expect("a free name");
+                }
                 let id = match g.weights().iter().find(|(w, _)| *w == nm) {
                     Some((_, id)) => *id,
                     None => g.weight(nm.clone(), t.ty()),

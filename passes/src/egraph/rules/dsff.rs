@@ -4,10 +4,11 @@
 //! - `dead-inputs`: `(fconv a x w ...)` whose dense constant weight has input channels no live
 //!   kernel reads. When `x` is a concat, a part whose channels are all dead is dropped from the
 //!   concat; a part with some dead channels is narrowed with `select` if it is a transposed conv,
-//!   a max pool or a select (single-purpose DSFF producers); the weight (and the fused shifts)
-//!   lose the same input channels.
-//! - `narrow-conv`: `(select c (fconv a x w none b g be))` → the conv computes only the selected
-//!   output channels (weight rows, bias, norm parameters selected).
+//!   a max pool or a select (single-purpose DSFF producers), in a second variant (extraction
+//!   picks); the weight (and the fused shifts) lose the same input channels.
+//! - `narrow-conv`: `(select c (fconv a x w none b g be))` with a transposed conv → the conv
+//!   computes only the selected output channels (weight rows, bias, norm parameters selected);
+//!   other convs are not narrowed, since their full output is usually needed elsewhere too.
 //! - `narrow-maxpool`: `(select c (maxpool p x))` → `(maxpool p (select c x))`.
 //! - `select-select`: nested selects on one axis compose into one.
 //! - `concat-one`: a concat of one operand is that operand.
@@ -53,7 +54,7 @@ fn dead_inputs() -> Rewrite<Lang, Ctx> {
     rule(
         "dead-inputs",
         "(fconv ?a ?x ?w none ?b ?g ?be)",
-        move |eg, _, s| {
+        move |eg, matched, s| {
             let at = fused(eg, s[a])?;
             if at.sparse_out.is_some() {
                 return None;
@@ -72,44 +73,48 @@ fn dead_inputs() -> Rewrite<Lang, Ctx> {
                     _ => None,
                 })
                 .unwrap_or_else(|| vec![s[x]]);
-            let mut new_parts = Vec::new();
-            let mut keep_abs: Vec<(usize, usize)> = Vec::new();
-            let mut offset = 0;
-            for p in parts {
-                let c = channels(eg, p)?;
-                let keep = ranges_where(c, |i| !mask.dead_along(in_axis, offset + i));
-                if keep.is_empty() {
-                    // A dead edge: nothing reads this part.
-                } else if keep == [(0, c)] || !narrowable(eg, p) {
-                    new_parts.push(p);
-                    keep_abs.push((offset, offset + c));
-                } else {
-                    new_parts.push(add_select(eg, 1, &keep, c, p));
-                    keep_abs.extend(keep.iter().map(|&(s0, e0)| (offset + s0, offset + e0)));
+            // Two variants: dead edges dropped only, and also partly dead parts narrowed;
+            // extraction picks (narrowing may need a copy that costs more than it saves).
+            let mut made = Vec::new();
+            for narrow in [false, true] {
+                let mut new_parts = Vec::new();
+                let mut keep_abs: Vec<(usize, usize)> = Vec::new();
+                let mut offset = 0;
+                for &p in &parts {
+                    let c = channels(eg, p)?;
+                    let keep = ranges_where(c, |i| !mask.dead_along(in_axis, offset + i));
+                    if keep.is_empty() {
+                        // A dead edge: nothing reads this part.
+                    } else if keep == [(0, c)] || !narrow || !narrowable(eg, p) {
+                        new_parts.push(p);
+                        keep_abs.push((offset, offset + c));
+                    } else {
+                        new_parts.push(add_select(eg, 1, &keep, c, p));
+                        keep_abs.extend(keep.iter().map(|&(s0, e0)| (offset + s0, offset + e0)));
+                    }
+                    offset += c;
                 }
-                offset += c;
+                let keep_abs = merge_ranges(keep_abs);
+                if keep_abs == [(0, cin)] || keep_abs.is_empty() {
+                    continue;
+                }
+                let mut at2 = at.clone();
+                if let Some(per_channel) = at.channel_shifts() {
+                    let kept: Vec<i64> = keep_abs.iter().flat_map(|&(s0, e0)| per_channel[s0..e0].to_vec()).collect();
+                    at2.shifts = runs(&kept);
+                }
+                let new_x = if new_parts.len() == 1 { new_parts[0] } else { eg.add(Lang::Concat(new_parts.into())) };
+                let wd = eg[s[w]].data.ty.as_ref()?.shape[in_axis];
+                let new_w = add_select(eg, in_axis, &keep_abs, wd, s[w]);
+                let k = super::none(eg);
+                made.push(add_fconv(eg, &at2, [new_x, new_w, k, s[b], s[g], s[be]]));
             }
-            let keep_abs = merge_ranges(keep_abs);
-            if keep_abs == [(0, cin)] || keep_abs.is_empty() {
-                return None;
+            made.dedup();
+            let last = made.pop()?;
+            for other in made {
+                eg.union(matched, other);
             }
-            let mut at2 = at.clone();
-            if let Some(per_channel) = at.channel_shifts() {
-                let kept: Vec<i64> = keep_abs
-                    .iter()
-                    .flat_map(|&(s0, e0)| per_channel[s0..e0].to_vec())
-                    .collect();
-                at2.shifts = runs(&kept);
-            }
-            let new_x = if new_parts.len() == 1 {
-                new_parts[0]
-            } else {
-                eg.add(Lang::Concat(new_parts.into()))
-            };
-            let wd = eg[s[w]].data.ty.as_ref()?.shape[in_axis];
-            let new_w = add_select(eg, in_axis, &keep_abs, wd, s[w]);
-            let k = super::none(eg);
-            Some(add_fconv(eg, &at2, [new_x, new_w, k, s[b], s[g], s[be]]))
+            Some(last)
         },
     )
 }
@@ -153,7 +158,10 @@ fn narrow_conv() -> Rewrite<Lang, Ctx> {
         move |eg, _, s| {
             let (axis, ranges) = dec_select(sym_str(eg, s[sp])?)?;
             let at: FusedConvAttrs = fused(eg, s[a])?;
-            if axis != 1 || at.sparse_out.is_some() {
+            // Only transposed convs (the single-use DSFF upsampling) are narrowed: narrowing any
+            // other conv would compute a value twice when its full output is needed elsewhere
+            // too (extraction cannot see that the full conv runs anyway).
+            if axis != 1 || at.sparse_out.is_some() || !at.transposed {
                 return None;
             }
             let out_axis = usize::from(at.transposed);

@@ -1,0 +1,215 @@
+//! Throughput of the generated 1x3x3 convolution kernels (`cargo bench -p e2enc-codegen --bench
+//! conv`): a 96 -> 48 conv on `1x96x32x128x128`, dense and at 20% kernel density, stride 1 and 2,
+//! on 1 and 2 threads, next to this machine's measured peak (independent 256-bit FMA chains).
+//! Reports GFLOP/s (2 per live MAC). The machine is shared: compare ratios, rerun when in doubt.
+//!
+//! Environment: `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_CFLAGS` (default
+//! `-O3 -march=native`), `E2ENC_BENCH_ONLY` (substring filter of the case names).
+
+#[path = "../tests/harness/mod.rs"]
+mod harness;
+
+use std::time::Instant;
+
+use e2enc_codegen::c;
+use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
+use e2enc_codegen::layout::View;
+use e2enc_ir::{shape, ConvAttrs, FusedConvAttrs, Op, Tensor, TensorType};
+use harness::{compile, noise, Arena};
+
+const PEAK_C: &str = r#"
+#include <immintrin.h>
+#include <stdint.h>
+double e2_peak(int64_t iters) {
+    __m256 a[12];
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(0.001f * i);
+    const __m256 x = _mm256_set1_ps(0.9999f), y = _mm256_set1_ps(0.0001f);
+    for (int64_t k = 0; k < iters; k++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
+    }
+    __m256 s = a[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
+    float o[8];
+    _mm256_storeu_ps(o, s);
+    return o[0];
+}
+"#;
+
+struct Bench {
+    name: String,
+    kernels: Vec<Kernel>,
+    arena: usize,
+    input: View,
+}
+
+fn conv_case(name: &str, d: usize, density: Option<f64>, stride: usize, consts: &mut Consts) -> Bench {
+    let (cin, cout, h, w) = (96, 48, 128, 128);
+    let xs = [1, cin, d, h, w];
+    let attrs = FusedConvAttrs {
+        conv: ConvAttrs {
+            kernel: [1, 3, 3],
+            stride: [1, stride, stride],
+            padding: [0, 1, 1],
+        },
+        transposed: false,
+        shifts: Vec::new(),
+        sparse_out: density.map(|_| cout),
+        bias: true,
+        norm_eps: None,
+        slope: Some(0.01),
+    };
+    let dense = noise(&[cout, cin, 1, 3, 3], 7);
+    let mut ts: Vec<Tensor> = Vec::new();
+    match density {
+        None => ts.push(dense),
+        Some(p) => {
+            let dv = dense.as_f32().unwrap();
+            let (mut rows, mut packed) = (Vec::new(), Vec::new());
+            let mut s = 12345u64;
+            for o in 0..cout {
+                for i in 0..cin {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    if ((s >> 33) as f64 / (1u64 << 31) as f64) < p {
+                        rows.extend([o as i32, i as i32]);
+                        packed.extend_from_slice(&dv[(o * cin + i) * 9..][..9]);
+                    }
+                }
+            }
+            let n = rows.len() / 2;
+            ts.push(Tensor::from_f32(vec![n, 1, 3, 3], packed).unwrap());
+            ts.push(Tensor::from_i32(vec![n, 2], rows).unwrap());
+        }
+    }
+    ts.push(noise(&[cout], 8));
+    let op = Op::FusedConv3d(attrs);
+    let mut tys = vec![TensorType::f32(xs.to_vec())];
+    tys.extend(ts.iter().map(|t| t.ty()));
+    let refs: Vec<&TensorType> = tys.iter().collect();
+    let out_ty = shape::infer(&op, &refs).unwrap();
+    let ys: [usize; 5] = out_ty.shape.clone().try_into().unwrap();
+    let input = View::padded(0, xs);
+    let output = View::padded(input.end().div_ceil(16) * 16, ys);
+    let scratch = output.end().div_ceil(16) * 16;
+    let arena = scratch + c::scratch_elems(&op, &tys, &out_ty);
+    let ctx = NodeCtx {
+        node: e2enc_ir::NodeId(Default::default()),
+        prefix: name.to_string(),
+        op: &op,
+        label: name.to_string(),
+        inputs: vec![input.clone()],
+        consts: ts.iter().collect(),
+        output,
+        scratch,
+    };
+    let kernels = c::emit(&ctx, consts).unwrap();
+    Bench {
+        name: name.to_string(),
+        kernels,
+        arena,
+        input,
+    }
+}
+
+/// Runs every kernel of `b` over all tiles on `threads` threads (interleaved chunks of tiles).
+fn time_once(lib: &harness::Lib, b: &Bench, a: &mut Arena, consts: &Consts, threads: usize) -> f64 {
+    let t = Instant::now();
+    for k in &b.kernels {
+        let f = lib.get(&k.name);
+        let ptr = a.ptr() as usize;
+        let tiles = k.tiles as i64;
+        let chunk = 4i64;
+        std::thread::scope(|s| {
+            for th in 0..threads as i64 {
+                s.spawn(move || {
+                    let mut t0 = th * chunk;
+                    while t0 < tiles {
+                        let t1 = (t0 + chunk).min(tiles);
+                        unsafe { f(ptr as *mut f32, consts.f32.as_ptr(), consts.i32.as_ptr(), t0, t1) };
+                        t0 += chunk * threads as i64;
+                    }
+                });
+            }
+        });
+    }
+    t.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let d: usize = std::env::var("E2ENC_BENCH_D").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or_else(|_| "-O3 -march=native".into());
+    let flags: Vec<&str> = flags_s.split_whitespace().collect();
+    let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
+
+    // Machine peak: 12 independent FMA chains per core.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.c"), PEAK_C).unwrap();
+    let so = dir.path().join("p.so");
+    let ok = std::process::Command::new("cc")
+        .args(&flags)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(dir.path().join("p.c"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let peak_lib = unsafe { libloading::Library::new(&so) }.unwrap();
+    let peak: libloading::Symbol<unsafe extern "C" fn(i64) -> f64> = unsafe { peak_lib.get(b"e2_peak") }.unwrap();
+    let iters = 100_000_000i64;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        unsafe { peak(iters) };
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let peak1 = (iters * 12 * 16) as f64 / best / 1e9;
+    println!("machine peak (256-bit FMA, 1 core): {peak1:.1} GFLOP/s  [flags: {flags_s}]");
+
+    let mut consts = Consts::default();
+    let mut benches = Vec::new();
+    for (name, density, stride) in [
+        ("dense_s1", None, 1),
+        ("sparse20_s1", Some(0.2), 1),
+        ("dense_s2", None, 2),
+        ("sparse20_s2", Some(0.2), 2),
+    ] {
+        if name.contains(&only) {
+            benches.push(conv_case(name, d, density, stride, &mut consts));
+        }
+    }
+    let ks: Vec<&Kernel> = benches.iter().flat_map(|b| &b.kernels).collect();
+    let lib = compile(&ks, &flags).unwrap();
+    for b in &benches {
+        let mut a = Arena::new(b.arena, 0.0);
+        // Input values (padding stays zero).
+        let x = noise(&[b.input.shape[1] * b.input.shape[2]], 3);
+        let xv = x.as_f32().unwrap();
+        {
+            let s = a.as_mut_slice();
+            let [_, cin, dd, h, w] = b.input.shape;
+            for c in 0..cin {
+                for z in 0..dd {
+                    for y in 0..h {
+                        let r = b.input.at(0, c, z, y as isize, 0);
+                        s[r..r + w].fill(xv[c * dd + z]);
+                    }
+                }
+            }
+        }
+        let flops: u64 = b.kernels.iter().map(|k| k.flops).sum();
+        for threads in [1, 2] {
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                best = best.min(time_once(&lib, b, &mut a, &consts, threads));
+            }
+            let g = flops as f64 / best / 1e9;
+            println!(
+                "{:<12} {threads} thread(s): {:8.1} ms  {:6.1} GFLOP/s  ({:.0}% of {threads}x peak)",
+                b.name,
+                best * 1e3,
+                g,
+                100.0 * g / (peak1 * threads as f64)
+            );
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Convolutions: `Conv3d`, `ConvTranspose3d` and `FusedConv3d` are normalized to one
+//! [`ConvSpec`] (geometry, per-input-channel depth shifts, per-output-channel lists of live
+//! kernels, bias, norm and activation epilogues) and handed to one of three code paths:
+//!
+//! - [`ConvPath::Fast`]: a cross-correlation with `kh = kw` in {1, 3}, `ph = pw = (k - 1) / 2`,
+//!   `sh = sw` in {1, 2}, any depth kernel, stride and padding (the E2ENet 1x3x3 convs, the 1x1x1
+//!   heads, 3x3x3 ablations): register-blocked AVX2, see `conv_fast.rs`;
+//! - [`ConvPath::Up`]: a transposed conv with a `(kd, 2, 2)` kernel equal to its stride and no
+//!   padding (the upsampling convs), see `conv_up.rs`;
+//! - [`ConvPath::Generic`]: anything else, simple loops with bounds checks (`conv_generic.rs`).
+//!
+//! The path, the tiling and therefore the scratch size depend only on the op's attributes and
+//! the shapes, never on weight values, so [`scratch_elems`] and [`emit`] always agree. With an
+//! instance norm, the conv kernel writes per-(tile, channel) partial sums into scratch and
+//! `norm.rs` adds the reduction and the in-place normalize + activation kernels.
+
+use e2enc_ir::{FusedConvAttrs, Op, Tensor, TensorType};
+
+use super::{conv_fast, conv_generic, conv_up, err, norm};
+use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+
+/// Which code path a convolution takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvPath {
+    Fast,
+    Up,
+    Generic,
+}
+
+/// Geometry of a convolution node: input and output `[N, C, D, H, W]`, kernel, stride, padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub x: [usize; 5],
+    pub y: [usize; 5],
+    pub k: [usize; 3],
+    pub s: [usize; 3],
+    pub p: [usize; 3],
+    pub transposed: bool,
+    pub sparse: bool,
+}
+
+impl Geom {
+    pub fn kvol(&self) -> usize {
+        self.k.iter().product()
+    }
+}
+
+/// A normalized convolution.
+pub struct ConvSpec<'a> {
+    pub g: Geom,
+    /// Depth shift of each input channel (all zero when unshifted).
+    pub shifts: Vec<i64>,
+    /// Per output channel: its live kernels as (input channel, offset of the `kvol` weights in
+    /// `wdata`), sorted by input channel.
+    pub rows: Vec<Vec<(usize, usize)>>,
+    pub wdata: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    /// (eps, gamma, beta).
+    pub norm: Option<(f32, &'a [f32], &'a [f32])>,
+    pub slope: Option<f32>,
+}
+
+/// The fused attributes equivalent to a plain or fused conv op.
+fn attrs(op: &Op, n_consts: usize) -> Option<FusedConvAttrs> {
+    match op {
+        Op::Conv3d(a) => Some(FusedConvAttrs::plain(a.clone(), false, n_consts > 1)),
+        Op::ConvTranspose3d(a) => Some(FusedConvAttrs::plain(a.clone(), true, n_consts > 1)),
+        Op::FusedConv3d(a) => Some(a.clone()),
+        _ => None,
+    }
+}
+
+fn dims5(s: &[usize]) -> Option<[usize; 5]> {
+    s.try_into().ok()
+}
+
+/// The path a geometry takes.
+pub fn path(g: &Geom) -> ConvPath {
+    let [kd, kh, kw] = g.k;
+    let [sd, sh, sw] = g.s;
+    let [pd, ph, pw] = g.p;
+    if g.transposed {
+        if kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && kd == sd && pd == 0
+        {
+            return ConvPath::Up;
+        }
+        return ConvPath::Generic;
+    }
+    if kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == (kh - 1) / 2 && sh == sw && sh <= 2
+    {
+        return ConvPath::Fast;
+    }
+    ConvPath::Generic
+}
+
+/// Partial statistics per (n, c) the conv kernel of this geometry writes (its tiles per n).
+fn partials(g: &Geom) -> usize {
+    match path(g) {
+        ConvPath::Fast => conv_fast::tiles_per_sample(g),
+        ConvPath::Up => conv_up::tiles_per_sample(g),
+        ConvPath::Generic => g.y[2],
+    }
+}
+
+/// Scratch of a conv node (only an instance-norm epilogue needs any).
+pub fn scratch_elems(op: &Op, inputs: &[TensorType], output: &TensorType) -> usize {
+    let n_consts = inputs.len().saturating_sub(1);
+    let Some(a) = attrs(op, n_consts) else {
+        return 0;
+    };
+    if a.norm_eps.is_none() {
+        return 0;
+    }
+    let (Some(x), Some(y)) = (
+        inputs.first().and_then(|t| dims5(&t.shape)),
+        dims5(&output.shape),
+    ) else {
+        return 0;
+    };
+    let g = Geom {
+        x,
+        y,
+        k: a.conv.kernel,
+        s: a.conv.stride,
+        p: a.conv.padding,
+        transposed: a.transposed,
+        sparse: a.sparse_out.is_some(),
+    };
+    norm::scratch_for(y[0] * y[1], partials(&g))
+}
+
+fn f32s<'a>(ctx: &NodeCtx, t: &'a Tensor, what: &str) -> Result<&'a [f32], EmitError> {
+    t.as_f32()
+        .ok_or_else(|| err(ctx, format!("{what} must be f32, got {}", t.ty())))
+}
+
+/// Builds the [`ConvSpec`] of a conv node, checking the constants against the geometry.
+pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
+    let a = attrs(ctx.op, ctx.consts.len()).ok_or_else(|| err(ctx, "not a convolution"))?;
+    if ctx.inputs.len() != 1 || ctx.consts.len() + 1 != a.num_operands() {
+        return Err(err(
+            ctx,
+            format!(
+                "expected 1 activation and {} constant operand(s), got {} and {}",
+                a.num_operands() - 1,
+                ctx.inputs.len(),
+                ctx.consts.len()
+            ),
+        ));
+    }
+    let x = ctx.inputs[0].shape;
+    let y = ctx.output.shape;
+    let g = Geom {
+        x,
+        y,
+        k: a.conv.kernel,
+        s: a.conv.stride,
+        p: a.conv.padding,
+        transposed: a.transposed,
+        sparse: a.sparse_out.is_some(),
+    };
+    let (cin, cout, kvol) = (x[1], y[1], g.kvol());
+    // Constant operand i of the op is ctx.consts[i - 1].
+    let c = |slot: usize| ctx.consts[slot - 1];
+    let (kidx_at, bias_at, gamma_at) = a.operand_slots();
+    let w = c(1);
+    let wdata = f32s(ctx, w, "the weight")?;
+    let mut rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); cout];
+    match (a.sparse_out, kidx_at) {
+        (Some(co), Some(k)) => {
+            if co != cout || w.shape().len() != 4 || w.shape()[1..] != a.conv.kernel {
+                return Err(err(ctx, format!("packed weight {} does not fit", w.ty())));
+            }
+            let idx = c(k)
+                .as_i32()
+                .ok_or_else(|| err(ctx, "the kernel index must be i32"))?;
+            let n = w.shape()[0];
+            if idx.len() != 2 * n {
+                return Err(err(ctx, format!("kernel index has {} rows, not {n}", idx.len() / 2)));
+            }
+            for r in 0..n {
+                let (o, i) = (idx[2 * r], idx[2 * r + 1]);
+                let ok = o >= 0 && (o as usize) < cout && i >= 0 && (i as usize) < cin;
+                if !ok {
+                    return Err(err(ctx, format!("kernel index row {r} ({o}, {i}) is out of range")));
+                }
+                rows[o as usize].push((i as usize, r * kvol));
+            }
+            for (o, row) in rows.iter_mut().enumerate() {
+                row.sort_by_key(|e| e.0);
+                if row.windows(2).any(|p| p[0].0 == p[1].0) {
+                    return Err(err(ctx, format!("output channel {o} lists an input channel twice")));
+                }
+            }
+        }
+        _ => {
+            let want: Vec<usize> = if a.transposed {
+                [cin, cout].iter().chain(&a.conv.kernel).copied().collect()
+            } else {
+                [cout, cin].iter().chain(&a.conv.kernel).copied().collect()
+            };
+            if w.shape() != want.as_slice() {
+                return Err(err(ctx, format!("weight {} is not {want:?}", w.ty())));
+            }
+            for (o, row) in rows.iter_mut().enumerate() {
+                for i in 0..cin {
+                    let k = if a.transposed { i * cout + o } else { o * cin + i };
+                    row.push((i, k * kvol));
+                }
+            }
+        }
+    }
+    let vec_of = |slot: usize, what: &str| -> Result<&'a [f32], EmitError> {
+        let t = c(slot);
+        let v = f32s(ctx, t, what)?;
+        if v.len() != cout {
+            return Err(err(ctx, format!("{what} {} must have {cout} values", t.ty())));
+        }
+        Ok(v)
+    };
+    let bias = bias_at.map(|b| vec_of(b, "bias")).transpose()?;
+    let norm = match (a.norm_eps, gamma_at) {
+        (Some(eps), Some(gi)) => Some((eps, vec_of(gi, "gamma")?, vec_of(gi + 1, "beta")?)),
+        _ => None,
+    };
+    let shifts = a.channel_shifts().unwrap_or_else(|| vec![0; cin]);
+    if shifts.len() != cin {
+        return Err(err(ctx, format!("shift runs cover {} of {cin} channels", shifts.len())));
+    }
+    if a.transposed && shifts.iter().any(|&s| s != 0) {
+        return Err(err(ctx, "a transposed convolution takes no input shifts"));
+    }
+    if ctx.output.shape[0] != x[0] {
+        return Err(err(ctx, "input and output batch sizes differ"));
+    }
+    Ok(ConvSpec {
+        g,
+        shifts,
+        rows,
+        wdata,
+        bias,
+        norm,
+        slope: a.slope,
+    })
+}
+
+/// The kernels of a conv node.
+pub fn emit(ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {
+    let sp = spec(ctx)?;
+    let path = path(&sp.g);
+    let conv = match path {
+        ConvPath::Fast => conv_fast::emit(ctx, &sp, consts)?,
+        ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
+        ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
+    };
+    let mut ks = vec![conv];
+    if let Some((eps, gamma, beta)) = sp.norm {
+        let [n, c, d, h, w] = sp.g.y;
+        let p = partials(&sp.g);
+        ks.push(norm::reduce(
+            ctx,
+            consts,
+            norm::Stats {
+                nc: n * c,
+                c,
+                partials: p,
+                count: d * h * w,
+            },
+            eps,
+            gamma,
+        ));
+        ks.push(norm::apply(
+            ctx,
+            consts,
+            &ctx.output,
+            &ctx.output,
+            n * c * p,
+            beta,
+            sp.slope,
+        ));
+    }
+    Ok(ks)
+}
+
+/// Whether the epilogue of the conv kernel itself applies the leaky ReLU (no norm in between).
+pub fn slope_in_conv(sp: &ConvSpec) -> Option<f32> {
+    if sp.norm.is_some() {
+        None
+    } else {
+        sp.slope
+    }
+}
+
+/// Live MACs of a conv per output voxel row... counted exactly: for each output depth, the kernels
+/// whose input plane exists, times the taps in H and W and the output plane size.
+pub fn live_flops(sp: &ConvSpec) -> u64 {
+    let g = &sp.g;
+    let [n, _, od, oh, ow] = g.y;
+    let [kd, kh, kw] = g.k;
+    let d = g.x[2] as i64;
+    let mut macs: u64 = 0;
+    if g.transposed {
+        let live: usize = sp.rows.iter().map(|r| r.len()).sum();
+        let [_, _, xd, xh, xw] = g.x;
+        return 2 * (n * live * xd * xh * xw * g.kvol()) as u64;
+    }
+    for z in 0..od {
+        for row in &sp.rows {
+            for &(c, _) in row {
+                for a in 0..kd {
+                    let iz = (z * g.s[0]) as i64 - g.p[0] as i64 + a as i64;
+                    let jz = iz - sp.shifts[c];
+                    if (0..d).contains(&iz) && (0..d).contains(&jz) {
+                        macs += (kh * kw * oh * ow) as u64;
+                    }
+                }
+            }
+        }
+    }
+    2 * macs * n as u64
+}

@@ -1,0 +1,246 @@
+//! Transposed convolutions with a `(kd, 2, 2)` kernel equal to their stride and no padding (the
+//! E2ENet upsampling convs), dense or kernel-sparse.
+//!
+//! Every output voxel gets exactly one tap: output plane `oz` reads input plane `oz / kd` with
+//! depth tap `oz % kd`, output row `2y + b` input row `y`, output column `2x + c` input column
+//! `x`. Tiles are `(n, oz, band of IB input rows)`, computing every output channel. The micro
+//! kernel holds, for one output channel and one input row, the four (b, c) tap planes of `VI`
+//! input vectors (12 accumulators), walks the output channel's list of live input channels
+//! (`[c]`, weights `[c][kd][2][2]`), and interleaves the c = 0 / c = 1 accumulators into the
+//! output columns at the store (unpack + lane permute).
+
+use std::fmt::Write;
+
+use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::norm::{indent, partial_ptr};
+use super::text::{cf, kernel, nvec, zero_row, zero_row_pads};
+use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::layout::{PAD_LEFT, PAD_ROWS};
+
+/// Input rows per tile.
+const IB: usize = 4;
+/// Input vectors per micro tile.
+const VI: usize = 3;
+
+pub fn tiles_per_sample(g: &Geom) -> usize {
+    g.y[2] * g.x[3].div_ceil(IB)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn micro(
+    name: &str,
+    vi: usize,
+    tail_at: Option<usize>,
+    ctx: &NodeCtx,
+    kv: usize,
+    bias: Option<usize>,
+    slope: Option<f32>,
+    norm: bool,
+) -> String {
+    let (x, y) = (&ctx.inputs[0], &ctx.output);
+    let ow = y.shape[4];
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st) {{
+    (void)W; (void)o; (void)st;"
+    );
+    for bc in 0..4 {
+        for v in 0..vi {
+            let _ = writeln!(c, "    __m256 a{bc}_{v} = _mm256_setzero_ps();");
+        }
+    }
+    let _ = writeln!(
+        c,
+        "    for (int e = 0; e < ne; e++, w += {kv}) {{
+        const float *p = A + pb + (int64_t)ent[e] * {cs};",
+        cs = x.c_stride
+    );
+    for bc in 0..4 {
+        let _ = writeln!(c, "        const __m256 w{bc} = _mm256_broadcast_ss(w + {bc});");
+    }
+    for v in 0..vi {
+        let _ = writeln!(c, "        {{ const __m256 x = _mm256_loadu_ps(p + {});", 8 * v);
+        for bc in 0..4 {
+            let _ = writeln!(c, "          a{bc}_{v} = _mm256_fmadd_ps(w{bc}, x, a{bc}_{v});");
+        }
+        let _ = writeln!(c, "        }}");
+    }
+    let _ = writeln!(c, "    }}");
+    if let Some(sl) = slope {
+        let _ = writeln!(c, "    const __m256 vsl = _mm256_set1_ps({});", cf(sl));
+    }
+    if let Some(boff) = bias {
+        let _ = writeln!(c, "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o);");
+    }
+    if norm {
+        let _ = writeln!(c, "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();");
+    }
+    for b in 0..2 {
+        for v in 0..vi {
+            let (c0, c1) = (2 * b, 2 * b + 1);
+            let _ = writeln!(
+                c,
+                "    {{ const __m256 lo = _mm256_unpacklo_ps(a{c0}_{v}, a{c1}_{v}), hi = _mm256_unpackhi_ps(a{c0}_{v}, a{c1}_{v});"
+            );
+            for h in 0..2 {
+                let sel = if h == 0 { "0x20" } else { "0x31" };
+                let _ = writeln!(c, "      {{ __m256 v = _mm256_permute2f128_ps(lo, hi, {sel});");
+                if bias.is_some() {
+                    let _ = writeln!(c, "        v = _mm256_add_ps(v, vb);");
+                }
+                if slope.is_some() {
+                    let _ = writeln!(c, "        v = e2_lrelu(v, vsl);");
+                }
+                if let Some(xv) = tail_at {
+                    let start = 16 * (xv + v) + 8 * h;
+                    let valid = ow.saturating_sub(start).min(8);
+                    if valid < 8 {
+                        let _ = writeln!(c, "        v = _mm256_and_ps(v, e2_mask({valid}));");
+                    }
+                }
+                let _ = writeln!(
+                    c,
+                    "        _mm256_storeu_ps(A + po + {}, v);",
+                    b * y.row + 16 * v + 8 * h
+                );
+                if norm {
+                    let _ = writeln!(c, "        e2_stats(&vs, &vq, v);");
+                }
+                let _ = writeln!(c, "      }}");
+            }
+            let _ = writeln!(c, "    }}");
+        }
+    }
+    if norm {
+        let _ = writeln!(c, "    st[0] += e2_hsum_pd(vs); st[1] += e2_hsum_pd(vq);");
+    }
+    c.push_str("}\n");
+    c
+}
+
+pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
+    let g = &sp.g;
+    let (x, y) = (&ctx.inputs[0], &ctx.output);
+    let [n, cin, _, h, w] = g.x;
+    let [_, co, od, oh, _] = g.y;
+    let kd = g.k[0];
+    let kv = kd * 4;
+    let nvi = nvec(w);
+    let nb = h.div_ceil(IB);
+    // Per-output CSR of input channels; weights [entry][kd][2][2].
+    let mut rp = vec![0i32];
+    let mut ents = Vec::new();
+    let mut wv = Vec::new();
+    for row in &sp.rows {
+        for &(c, off) in row {
+            ents.push(c as i32);
+            wv.extend_from_slice(&sp.wdata[off..off + kv]);
+        }
+        rp.push(ents.len() as i32);
+    }
+    let ent_off = consts.push_i32(&ents);
+    let rp_off = consts.push_i32(&rp);
+    let w_off = consts.push_f32(&wv);
+    let bias = sp.bias.map(|b| consts.push_f32(b));
+    let norm = sp.norm.is_some();
+    let slope = slope_in_conv(sp);
+
+    let nxb = (nvi - 1) / VI;
+    let vt = nvi - nxb * VI;
+    let body_name = format!("{}_u{VI}", ctx.prefix);
+    let tail_name = format!("{}_u{vt}t", ctx.prefix);
+    let mut helpers = String::new();
+    if nxb > 0 {
+        helpers.push_str(&micro(&body_name, VI, None, ctx, kv, bias, slope, norm));
+    }
+    helpers.push_str(&micro(&tail_name, vt, Some(nxb * VI), ctx, kv, bias, slope, norm));
+
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "const int band = (int)(t % {nb}); const int64_t nz = t / {nb};
+const int oz = (int)(nz % {od}), n = (int)(nz / {od});
+const int z = oz / {kd}, a = oz % {kd};
+const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
+    );
+    if norm {
+        let _ = writeln!(b, "double st[{}]; memset(st, 0, sizeof st);", 2 * co);
+    } else {
+        let _ = writeln!(b, "double *st = 0;");
+    }
+    let call = |name: &str| {
+        format!(
+            "{name}(A, W, I + {ent_off} + e0, W + {w_off} + (int64_t)e0 * {kv} + a * 4, e1 - e0, pb, po, o, st + 2 * o);"
+        )
+    };
+    let _ = write!(
+        b,
+        "for (int o = 0; o < {co}; o++) {{
+    const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];
+    for (int yi = y0; yi < y1; yi++) {{
+        int64_t pb = {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT};
+        int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+        for (int xv = 0; xv < {nxbv}; xv += {VI}) {{ {body} pb += {xstep}; po += {ystep}; }}
+        {tail}
+    }}
+}}
+",
+        xo = x.offset,
+        xns = x.n_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+        yo = y.offset,
+        yns = y.n_stride,
+        ycs = y.c_stride,
+        yds = y.d_stride,
+        yrow = y.row,
+        nxbv = nxb * VI,
+        body = if nxb > 0 { call(&body_name) } else { String::new() },
+        tail = call(&tail_name),
+        xstep = 8 * VI,
+        ystep = 16 * VI,
+    );
+    let _ = writeln!(
+        b,
+        "for (int o = 0; o < {co}; o++) {{
+    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds};
+    for (int y = 2 * y0; y < 2 * y1; y++) {{
+        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+{pads}    }}
+    if (band == 0) {{ {top}}}
+    if (band == {last}) {{ {bot}}}",
+        yo = y.offset,
+        yns = y.n_stride,
+        ycs = y.c_stride,
+        yds = y.d_stride,
+        yrow = y.row,
+        pads = indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
+        top = zero_row(y, "pl"),
+        bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
+        last = nb - 1,
+    );
+    if norm {
+        let _ = writeln!(
+            b,
+            "    double *pp = {};\n    pp[0] = st[2 * o]; pp[1] = st[2 * o + 1];",
+            partial_ptr(
+                ctx.scratch,
+                od * nb,
+                &format!("n * {co} + o"),
+                &format!("oz * {nb} + band")
+            )
+        );
+    }
+    b.push_str("}\n");
+    let what = format!(
+        "{} up{} {}x2x2 {}->{}",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        kd,
+        cin,
+        co
+    );
+    Ok(kernel(&ctx.prefix, &helpers, &b, n * od * nb, live_flops(sp), what))
+}

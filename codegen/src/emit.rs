@@ -1,0 +1,92 @@
+//! The contract between the planner and the C kernel emitters.
+//!
+//! Every generated kernel is a C function with one signature,
+//!
+//! ```c
+//! void NAME(float *restrict A, const float *restrict W, const int32_t *restrict I,
+//!           int64_t t0, int64_t t1);
+//! ```
+//!
+//! where `A` is the activation arena, `W` and `I` the constant blobs (f32 weights and i32
+//! indices, re-laid-out by the emitters), and `[t0, t1)` a range of the kernel's independent
+//! tiles. The runtime owns the threads: it splits `[0, tiles)` among them, so tiles must write
+//! disjoint memory. Every offset (arena views, constants) is baked into the C text as a
+//! constant; shapes are too, so each kernel is specialized to its layer. A node may need several
+//! kernels run in sequence (a convolution with an instance norm: the convolution writing partial
+//! statistics, a reduction, then the normalize + activation pass).
+
+use e2enc_ir::{NodeId, Op, Tensor};
+
+use crate::layout::View;
+
+/// Constants the kernels read: appended by the emitters, stored in the bundle's weights file.
+#[derive(Clone, Debug, Default)]
+pub struct Consts {
+    pub f32: Vec<f32>,
+    pub i32: Vec<i32>,
+}
+
+impl Consts {
+    /// Appends `v` (64-byte aligned) and returns its offset in `W`.
+    pub fn push_f32(&mut self, v: &[f32]) -> usize {
+        while self.f32.len() % 16 != 0 {
+            self.f32.push(0.0);
+        }
+        let at = self.f32.len();
+        self.f32.extend_from_slice(v);
+        at
+    }
+
+    /// Appends `v` (64-byte aligned) and returns its offset in `I`.
+    pub fn push_i32(&mut self, v: &[i32]) -> usize {
+        while self.i32.len() % 16 != 0 {
+            self.i32.push(0);
+        }
+        let at = self.i32.len();
+        self.i32.extend_from_slice(v);
+        at
+    }
+}
+
+/// One generated C function.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    /// The C function name (a valid identifier, unique in the bundle).
+    pub name: String,
+    /// The function's C definition (helpers it needs are `static inline` in its own text or in
+    /// the shared prelude).
+    pub source: String,
+    /// Number of independent tiles.
+    pub tiles: usize,
+    /// Floating-point operations it performs (2 per MAC), for profiles.
+    pub flops: u64,
+    /// What it does, for profiles (e.g. `x0_1.u0 conv sparse`).
+    pub what: String,
+}
+
+/// Everything an emitter needs to know about one node.
+pub struct NodeCtx<'a> {
+    pub node: NodeId,
+    /// A prefix for kernel names, unique per node (e.g. `k12`).
+    pub prefix: String,
+    pub op: &'a Op,
+    /// The label of the node, for profiles.
+    pub label: String,
+    /// Views of the activation operands, in operand order (weights excluded).
+    pub inputs: Vec<View>,
+    /// Constant operands (weights, packed weights, kernel indices, bias, norm parameters), in
+    /// operand order.
+    pub consts: Vec<&'a Tensor>,
+    pub output: View,
+    /// Arena offset (f32 elements, 64-byte aligned) of this node's scratch, of the size
+    /// `scratch_elems` asked for.
+    pub scratch: usize,
+}
+
+/// Error of an emitter.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot generate code for {what}: {msg}")]
+pub struct EmitError {
+    pub what: String,
+    pub msg: String,
+}

@@ -1,0 +1,374 @@
+//! Test harness for the C kernel emitters: single-node graphs are emitted, compiled with the
+//! system C compiler into one shared object per batch, loaded with libloading, run on a private
+//! arena and compared with the reference interpreter.
+//!
+//! Each case's arena holds its input views (`View::padded`, zero padding), its output buffer
+//! (optionally a channel slice of a wider buffer, the other channels holding a sentinel), its
+//! scratch, and sentinel guard gaps between them. Output and scratch start as NaN garbage, so a
+//! kernel that reads before writing, or forgets padding, shows. Every case runs twice: all tiles
+//! in order, then split into uneven chunks run in reverse order; the outputs must be identical.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use e2enc_codegen::c;
+use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
+use e2enc_codegen::layout::View;
+use e2enc_ir::{DType, Graph, Op, Tensor, TensorType, Weights};
+
+pub const SENTINEL: f32 = 3.25e7;
+
+/// One single-node test case: activations first, then constants, in operand order.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub op: Op,
+    pub acts: Vec<Tensor>,
+    pub consts: Vec<Tensor>,
+    /// Place the output as channels `[c0, c0 + C)` of a buffer with `extra` more channels.
+    pub out_slice: Option<(usize, usize)>,
+}
+
+/// A 64-byte aligned f32 buffer.
+pub struct Arena {
+    buf: Vec<[f32; 16]>,
+    len: usize,
+}
+
+impl Arena {
+    pub fn new(len: usize, fill: f32) -> Arena {
+        Arena {
+            buf: vec![[fill; 16]; len.div_ceil(16)],
+            len,
+        }
+    }
+    pub fn as_slice(&self) -> &[f32] {
+        &self.buf.as_flattened()[..self.len]
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf.as_flattened_mut()[..self.len]
+    }
+    pub fn ptr(&mut self) -> *mut f32 {
+        self.buf.as_mut_ptr() as *mut f32
+    }
+}
+
+/// A case laid out in an arena, with its kernels emitted.
+pub struct Prepared {
+    pub case: Case,
+    pub inputs: Vec<View>,
+    pub output: View,
+    /// The whole output buffer (wider than `output` for slices).
+    pub out_buf: View,
+    pub scratch: (usize, usize),
+    pub arena_len: usize,
+    pub kernels: Vec<Kernel>,
+    pub want: Tensor,
+    pub out_ty: TensorType,
+}
+
+fn align16(x: usize) -> usize {
+    x.div_ceil(16) * 16
+}
+
+fn dims5(t: &[usize]) -> [usize; 5] {
+    t.try_into().expect("rank-5 activation")
+}
+
+/// Runs the interpreter on the single-node graph of `case`.
+pub fn reference(case: &Case) -> (Tensor, TensorType) {
+    let mut g = Graph::new("case");
+    let mut w = Weights::new();
+    let mut inputs = BTreeMap::new();
+    let mut ids = Vec::new();
+    for (i, t) in case.acts.iter().enumerate() {
+        let name = format!("x{i}");
+        ids.push(g.input(&name, t.ty()));
+        inputs.insert(name, t.clone());
+    }
+    for (i, t) in case.consts.iter().enumerate() {
+        let name = format!("w{i}");
+        ids.push(g.weight(&name, t.ty()));
+        w.insert(name, t.clone());
+    }
+    let node = g.add(case.op.clone(), &ids, Some("node".into())).expect("valid case");
+    g.set_output("y", node);
+    let ty = g.node(node).ty.clone();
+    let mut out = e2enc_ir::interp::run(&g, &w, &inputs, &[]).expect("interpreter runs");
+    (out.remove("y").expect("output"), ty)
+}
+
+/// Lays out `case` and emits its kernels (names prefixed `prefix`).
+pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
+    let (want, out_ty) = reference(case);
+    let mut at = 64;
+    let mut inputs = Vec::new();
+    for t in &case.acts {
+        let s = dims5(t.shape());
+        let v = View::padded(at, s);
+        at = align16(v.end()) + 64;
+        inputs.push(v);
+    }
+    let out_shape: [usize; 5] = if matches!(case.op, Op::Argmax) {
+        let s = &out_ty.shape;
+        [s[0], 1, s[1], s[2], s[3]]
+    } else {
+        dims5(&out_ty.shape)
+    };
+    let (out_buf, output) = match case.out_slice {
+        Some((c0, extra)) => {
+            let mut s = out_shape;
+            s[1] += extra;
+            let b = View::padded(at, s);
+            let o = b.channels(c0, out_shape[1]);
+            (b, o)
+        }
+        None => {
+            let b = View::padded(at, out_shape);
+            (b.clone(), b)
+        }
+    };
+    at = align16(out_buf.end()) + 64;
+    let in_tys: Vec<TensorType> = case
+        .acts
+        .iter()
+        .chain(&case.consts)
+        .map(|t| t.ty())
+        .collect();
+    let scratch_n = c::scratch_elems(&case.op, &in_tys, &out_ty);
+    let scratch = (at, scratch_n);
+    at = align16(at + scratch_n) + 64;
+    let const_refs: Vec<&Tensor> = case.consts.iter().collect();
+    let ctx = NodeCtx {
+        node: e2enc_ir::NodeId(Default::default()),
+        prefix: prefix.to_string(),
+        op: &case.op,
+        label: prefix.to_string(),
+        inputs: inputs.clone(),
+        consts: const_refs,
+        output: output.clone(),
+        scratch: scratch.0,
+    };
+    let kernels = c::emit(&ctx, consts).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
+    Prepared {
+        case: case.clone(),
+        inputs,
+        output,
+        out_buf,
+        scratch,
+        arena_len: at,
+        kernels,
+        want,
+        out_ty,
+    }
+}
+
+impl Prepared {
+    /// A fresh arena: inputs placed, output/scratch NaN, everything else the sentinel.
+    pub fn arena(&self) -> Arena {
+        let mut a = Arena::new(self.arena_len, SENTINEL);
+        let s = a.as_mut_slice();
+        for (v, t) in self.inputs.iter().zip(&self.case.acts) {
+            s[v.offset..v.end()].fill(0.0);
+            let [n, c, d, h, w] = v.shape;
+            let data = t.as_f32().unwrap();
+            let mut i = 0;
+            for nn in 0..n {
+                for cc in 0..c {
+                    for z in 0..d {
+                        for y in 0..h {
+                            let r = v.at(nn, cc, z, y as isize, 0);
+                            s[r..r + w].copy_from_slice(&data[i..i + w]);
+                            i += w;
+                        }
+                    }
+                }
+            }
+        }
+        s[self.output.offset..self.output.end()].fill(f32::NAN);
+        if let Some((c0, _)) = self.case.out_slice {
+            // Only the sliced channels may be written: keep the others at the sentinel.
+            let b = &self.out_buf;
+            for n in 0..b.shape[0] {
+                for c in 0..b.shape[1] {
+                    let inside = c >= c0 && c < c0 + self.output.shape[1];
+                    let start = b.offset + n * b.n_stride + c * b.c_stride;
+                    let fill = if inside { f32::NAN } else { SENTINEL };
+                    s[start..start + b.c_stride].fill(fill);
+                }
+            }
+        }
+        s[self.scratch.0..self.scratch.0 + self.scratch.1].fill(f32::NAN);
+        a
+    }
+
+    /// Checks padding, untouched memory and the values; returns the output values (bits).
+    pub fn check(&self, a: &Arena, what: &str) -> Result<Vec<u32>, String> {
+        let s = a.as_slice();
+        let o = &self.output;
+        let [n, c, d, h, w] = o.shape;
+        let mut vals = Vec::with_capacity(n * c * d * h * w);
+        for nn in 0..n {
+            for cc in 0..c {
+                for z in 0..d {
+                    let start = o.at(nn, cc, z, -1, -8);
+                    for (i, v) in s[start..start + o.d_stride].iter().enumerate() {
+                        let (row, col) = (i / o.row, i % o.row);
+                        let interior = row >= 1 && row <= h && col >= 8 && col < 8 + w;
+                        if interior {
+                            vals.push(v.to_bits());
+                        } else if v.to_bits() != 0 && *v != 0.0 {
+                            return Err(format!(
+                                "{what}: padding of plane ({nn},{cc},{z}) at row {} col {} is {v}",
+                                row as isize - 1,
+                                col as isize - 8
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        // Nothing outside the output planes and the scratch changed.
+        let mut owned = vec![false; s.len()];
+        for nn in 0..n {
+            for cc in 0..c {
+                let st = o.offset + nn * o.n_stride + cc * o.c_stride;
+                owned[st..st + o.c_stride].iter_mut().for_each(|x| *x = true);
+            }
+        }
+        owned[self.scratch.0..self.scratch.0 + self.scratch.1]
+            .iter_mut()
+            .for_each(|x| *x = true);
+        for v in &self.inputs {
+            owned[v.offset..v.end()].iter_mut().for_each(|x| *x = true);
+        }
+        for (i, v) in s.iter().enumerate() {
+            if !owned[i] && v.to_bits() != SENTINEL.to_bits() {
+                return Err(format!("{what}: wrote outside its output at arena index {i}"));
+            }
+        }
+        // Inputs unchanged (no kernel writes its inputs).
+        let fresh = self.arena();
+        for v in &self.inputs {
+            if s[v.offset..v.end()] != fresh.as_slice()[v.offset..v.end()] {
+                return Err(format!("{what}: an input view changed"));
+            }
+        }
+        let got = if self.out_ty.dtype == DType::I32 {
+            Tensor::from_i32(self.out_ty.shape.clone(), vals.iter().map(|&b| b as i32).collect())
+        } else {
+            Tensor::from_f32(self.out_ty.shape.clone(), vals.iter().map(|&b| f32::from_bits(b)).collect())
+        }
+        .unwrap();
+        let err = e2enc_ir::tensor::relative_error(&got, &self.want).unwrap();
+        if err.is_nan() || err >= 1e-4 {
+            return Err(format!("{what}: relative error {err:e} against the interpreter"));
+        }
+        Ok(vals)
+    }
+}
+
+/// A compiled batch of kernels.
+pub struct Lib {
+    pub lib: libloading::Library,
+    _dir: tempfile::TempDir,
+}
+
+pub type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, *const i32, i64, i64);
+
+/// Writes the prelude and `kernels` to a C file and compiles it into a shared object.
+pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut src = c::prelude();
+    for k in kernels {
+        src.push_str(&k.source);
+        src.push('\n');
+    }
+    let cpath = dir.path().join("k.c");
+    std::fs::write(&cpath, &src).map_err(|e| e.to_string())?;
+    if let Ok(keep) = std::env::var("E2ENC_KEEP_C") {
+        let _ = std::fs::write(Path::new(&keep), &src);
+    }
+    let so = dir.path().join("k.so");
+    let out = Command::new("cc")
+        .args(flags)
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&cpath)
+        .output()
+        .map_err(|e| format!("cannot run cc: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cc failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let lib = unsafe { libloading::Library::new(&so) }.map_err(|e| e.to_string())?;
+    Ok(Lib { lib, _dir: dir })
+}
+
+impl Lib {
+    pub fn get(&self, name: &str) -> KernelFn {
+        unsafe { *self.lib.get::<KernelFn>(name.as_bytes()).expect("kernel symbol") }
+    }
+}
+
+/// Runs the kernels of `p` on `a`, each over its tiles split at the given fractions (in
+/// reverse chunk order when `reverse`).
+pub fn run(lib: &Lib, p: &Prepared, a: &mut Arena, consts: &Consts, cuts: &[f64], reverse: bool) {
+    for k in &p.kernels {
+        let f = lib.get(&k.name);
+        let t = k.tiles as i64;
+        let mut bounds: Vec<i64> = cuts.iter().map(|c| (c * t as f64) as i64).collect();
+        bounds.push(0);
+        bounds.push(t);
+        bounds.sort();
+        bounds.dedup();
+        let mut chunks: Vec<(i64, i64)> = bounds.windows(2).map(|w| (w[0], w[1])).collect();
+        if reverse {
+            chunks.reverse();
+        }
+        for (t0, t1) in chunks {
+            unsafe { f(a.ptr(), consts.f32.as_ptr(), consts.i32.as_ptr(), t0, t1) };
+        }
+    }
+}
+
+/// Emits, compiles and checks a batch of cases.
+pub fn check_batch(cases: &[Case]) -> Result<(), String> {
+    let mut consts = Consts::default();
+    let prepared: Vec<Prepared> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| prepare(c, &format!("c{i}"), &mut consts))
+        .collect();
+    let ks: Vec<&Kernel> = prepared.iter().flat_map(|p| &p.kernels).collect();
+    let lib = compile(&ks, &["-O2", "-march=native"])?;
+    for (i, p) in prepared.iter().enumerate() {
+        let what = format!("case {i} ({:?})", p.case.op);
+        let mut a = p.arena();
+        run(&lib, p, &mut a, &consts, &[], false);
+        let first = p.check(&a, &what)?;
+        let mut b = p.arena();
+        run(&lib, p, &mut b, &consts, &[0.13, 0.5, 0.61, 0.9], true);
+        let second = p.check(&b, &format!("{what}, split tiles"))?;
+        if first != second {
+            return Err(format!("{what}: results depend on the tile split"));
+        }
+    }
+    Ok(())
+}
+
+/// Deterministic pseudo-random f32 values in [-1, 1).
+pub fn noise(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x2545_F491_4F6C_DD1D);
+    let v = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_f32(shape.to_vec(), v).unwrap()
+}

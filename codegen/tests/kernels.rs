@@ -1,0 +1,438 @@
+//! The C kernels against the reference interpreter: every op, every fused-conv variant (dense /
+//! sparse, shifted or not, stride 1 / 2, bias / norm / slope), the upsampling transposed convs,
+//! the generic fallbacks and the edge cases (depth 1, odd sizes, few rows, channel counts that
+//! are not multiples of 8, sparse outputs with no live kernel, batch 2, outputs that are channel
+//! slices of a wider buffer). Random cases are batched into one compiled file per proptest case.
+
+mod harness;
+
+use e2enc_ir::{shift_runs, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs, Tensor};
+use harness::{check_batch, noise, Case};
+use proptest::prelude::*;
+
+/// A convolution test configuration.
+#[derive(Clone, Debug)]
+struct ConvCfg {
+    n: usize,
+    cin: usize,
+    cout: usize,
+    dhw: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    padding: [usize; 3],
+    transposed: bool,
+    /// Kernel density of a sparse conv (`None`: dense weights).
+    density: Option<f64>,
+    shift_groups: usize,
+    bias: bool,
+    norm: bool,
+    slope: bool,
+    slice: bool,
+    seed: u64,
+}
+
+impl ConvCfg {
+    fn plain(n: usize, cin: usize, cout: usize, dhw: [usize; 3], k: usize, s: usize) -> Self {
+        ConvCfg {
+            n,
+            cin,
+            cout,
+            dhw,
+            kernel: [1, k, k],
+            stride: [1, s, s],
+            padding: [0, (k - 1) / 2, (k - 1) / 2],
+            transposed: false,
+            density: None,
+            shift_groups: 1,
+            bias: false,
+            norm: false,
+            slope: false,
+            slice: false,
+            seed: 1,
+        }
+    }
+
+    fn case(&self) -> Case {
+        let [d, h, w] = self.dhw;
+        let x = noise(&[self.n, self.cin, d, h, w], self.seed);
+        let kvol: usize = self.kernel.iter().product();
+        let [kd, kh, kw] = self.kernel;
+        let mut consts = Vec::new();
+        let wshape = if self.transposed {
+            vec![self.cin, self.cout, kd, kh, kw]
+        } else {
+            vec![self.cout, self.cin, kd, kh, kw]
+        };
+        let dense = noise(&wshape, self.seed + 1);
+        match self.density {
+            None => consts.push(dense),
+            Some(p) => {
+                let dv = dense.as_f32().unwrap();
+                let mut rows = Vec::new();
+                let mut packed = Vec::new();
+                let mut state = self.seed.wrapping_mul(31) + 7;
+                for o in 0..self.cout {
+                    for i in 0..self.cin {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let u = (state >> 33) as f64 / (1u64 << 31) as f64;
+                        // Output channel 0 has no live kernel (when there are others).
+                        if u >= p || (o == 0 && self.cout > 1) {
+                            continue;
+                        }
+                        rows.extend([o as i32, i as i32]);
+                        let k = if self.transposed { i * self.cout + o } else { o * self.cin + i };
+                        packed.extend_from_slice(&dv[k * kvol..(k + 1) * kvol]);
+                    }
+                }
+                let nr = rows.len() / 2;
+                consts.push(Tensor::from_f32(vec![nr, kd, kh, kw], packed).unwrap());
+                consts.push(Tensor::from_i32(vec![nr, 2], rows).unwrap());
+            }
+        }
+        if self.bias {
+            consts.push(noise(&[self.cout], self.seed + 2));
+        }
+        if self.norm {
+            consts.push(noise(&[self.cout], self.seed + 3));
+            consts.push(noise(&[self.cout], self.seed + 4));
+        }
+        let shifts = if self.shift_groups > 1 { shift_runs(self.shift_groups, self.cin) } else { Vec::new() };
+        let op = Op::FusedConv3d(FusedConvAttrs {
+            conv: ConvAttrs {
+                kernel: self.kernel,
+                stride: self.stride,
+                padding: self.padding,
+            },
+            transposed: self.transposed,
+            shifts,
+            sparse_out: self.density.map(|_| self.cout),
+            bias: self.bias,
+            norm_eps: self.norm.then_some(1e-5),
+            slope: self.slope.then_some(0.01),
+        });
+        Case {
+            op,
+            acts: vec![x],
+            consts,
+            out_slice: self.slice.then_some((1, 2)),
+        }
+    }
+}
+
+fn check(cases: Vec<Case>) {
+    if let Err(e) = check_batch(&cases) {
+        panic!("{e}");
+    }
+}
+
+fn fused_strategy() -> impl Strategy<Value = ConvCfg> {
+    (
+        (1usize..=2, 1usize..=19, 1usize..=13),
+        (1usize..=4, 1usize..=11, 1usize..=21),
+        (prop::bool::ANY, 1usize..=2, prop::bool::ANY),
+        (prop::option::of(0.1f64..0.7), 1usize..=5),
+        (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+        (0u64..1_000_000, 0usize..4),
+    )
+        .prop_map(|((n, cin, cout), (d, h, w), (k3, s, sd2), (density, groups), (bias, norm, slope, slice), (seed, depth))| {
+            let k = if k3 { 3 } else { 1 };
+            // Depth geometry: 1 (E2ENet), stride 2, or a 3-deep kernel with padding 1.
+            let (kd, sd, pd) = match depth {
+                1 if sd2 => (1, 2, 0),
+                2 => (3, 1, 1),
+                3 if d >= 2 => (2, 2, 0),
+                _ => (1, 1, 0),
+            };
+            ConvCfg {
+                n: if n == 2 && seed % 3 == 0 { 2 } else { 1 },
+                cin,
+                cout,
+                dhw: [d, h, w],
+                kernel: [kd, k, k],
+                stride: [sd, s, s],
+                padding: [pd, (k - 1) / 2, (k - 1) / 2],
+                transposed: false,
+                density,
+                shift_groups: groups,
+                bias,
+                norm,
+                slope,
+                slice,
+                seed,
+            }
+        })
+}
+
+fn up_strategy() -> impl Strategy<Value = ConvCfg> {
+    (
+        (1usize..=2, 1usize..=17, 1usize..=11),
+        (1usize..=3, 1usize..=9, 1usize..=29),
+        (prop::option::of(0.1f64..0.7), 1usize..=2),
+        (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+        0u64..1_000_000,
+    )
+        .prop_map(|((n, cin, cout), (d, h, w), (density, kd), (bias, norm, slope), seed)| ConvCfg {
+            n,
+            cin,
+            cout,
+            dhw: [d, h, w],
+            kernel: [kd, 2, 2],
+            stride: [kd, 2, 2],
+            padding: [0; 3],
+            transposed: true,
+            density,
+            shift_groups: 1,
+            bias,
+            norm,
+            slope,
+            slice: seed % 4 == 0,
+            seed,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fused_convs_match_the_interpreter(cfgs in prop::collection::vec(fused_strategy(), 6)) {
+        let cases: Vec<Case> = cfgs.iter().map(|c| c.case()).collect();
+        let res = check_batch(&cases);
+        prop_assert!(res.is_ok(), "{}\n{:#?}", res.unwrap_err(), cfgs);
+    }
+
+    #[test]
+    fn upsampling_convs_match_the_interpreter(cfgs in prop::collection::vec(up_strategy(), 5)) {
+        let cases: Vec<Case> = cfgs.iter().map(|c| c.case()).collect();
+        let res = check_batch(&cases);
+        prop_assert!(res.is_ok(), "{}\n{:#?}", res.unwrap_err(), cfgs);
+    }
+}
+
+#[test]
+fn fused_conv_edge_cases() {
+    let mut v = Vec::new();
+    // Depth 1, one row, W not a multiple of 8, channels not multiples of 8.
+    for (i, (dhw, k, s)) in [
+        ([1, 1, 5], 3, 1),
+        ([1, 2, 9], 3, 2),
+        ([2, 3, 17], 3, 2),
+        ([1, 3, 24], 3, 2),
+        ([3, 7, 33], 3, 1),
+        ([2, 5, 8], 1, 1),
+        ([2, 5, 19], 1, 2),
+        ([1, 9, 16], 3, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ConvCfg::plain(1 + i % 2, 3 + i, 5 + 2 * i, dhw, k, s);
+        c.seed = 100 + i as u64;
+        c.bias = i % 2 == 0;
+        c.norm = i % 3 == 0;
+        c.slope = i % 3 != 1;
+        c.shift_groups = 1 + i % 4;
+        c.density = (i % 2 == 1).then_some(0.3);
+        v.push(c.case());
+    }
+    check(v);
+}
+
+#[test]
+fn e2enet_shaped_convs() {
+    let mut v = Vec::new();
+    // Backbone conv (dense, shift, norm, slope), its stride-2 form, a sparse fusion conv, a head.
+    let mut c = ConvCfg::plain(1, 16, 16, [4, 16, 16], 3, 1);
+    c.bias = true;
+    c.norm = true;
+    c.slope = true;
+    c.shift_groups = 5;
+    v.push(c.case());
+    let mut c = ConvCfg::plain(1, 16, 24, [4, 16, 16], 3, 2);
+    c.stride = [2, 2, 2];
+    c.bias = true;
+    c.norm = true;
+    c.slope = true;
+    c.shift_groups = 5;
+    v.push(c.case());
+    let mut c = ConvCfg::plain(2, 40, 16, [3, 8, 12], 3, 1);
+    c.density = Some(0.2);
+    c.bias = true;
+    c.norm = true;
+    c.slope = true;
+    c.shift_groups = 5;
+    c.slice = true;
+    v.push(c.case());
+    let mut c = ConvCfg::plain(1, 24, 7, [2, 6, 20], 1, 1);
+    c.bias = false;
+    v.push(c.case());
+    check(v);
+}
+
+#[test]
+fn plain_and_generic_convs() {
+    let x = noise(&[1, 3, 5, 6, 7], 1);
+    let x2 = noise(&[2, 2, 3, 4, 9], 2);
+    let conv = |k: [usize; 3], s: [usize; 3], p: [usize; 3]| ConvAttrs {
+        kernel: k,
+        stride: s,
+        padding: p,
+    };
+    let cases = vec![
+        // Conv3d with and without bias (fast path and generic path).
+        Case {
+            op: Op::Conv3d(conv([3, 3, 3], [1, 1, 1], [1, 1, 1])),
+            acts: vec![x.clone()],
+            consts: vec![noise(&[4, 3, 3, 3, 3], 3), noise(&[4], 4)],
+            out_slice: None,
+        },
+        Case {
+            op: Op::Conv3d(conv([2, 3, 2], [2, 2, 3], [1, 0, 2])),
+            acts: vec![x.clone()],
+            consts: vec![noise(&[2, 3, 2, 3, 2], 5)],
+            out_slice: None,
+        },
+        Case {
+            op: Op::Conv3d(conv([1, 5, 5], [1, 1, 1], [0, 2, 2])),
+            acts: vec![x2.clone()],
+            consts: vec![noise(&[3, 2, 1, 5, 5], 6), noise(&[3], 7)],
+            out_slice: Some((0, 1)),
+        },
+        // ConvTranspose3d: the upsampling path and generic ones.
+        Case {
+            op: Op::ConvTranspose3d(conv([2, 2, 2], [2, 2, 2], [0, 0, 0])),
+            acts: vec![x.clone()],
+            consts: vec![noise(&[3, 5, 2, 2, 2], 8), noise(&[5], 9)],
+            out_slice: None,
+        },
+        Case {
+            op: Op::ConvTranspose3d(conv([3, 3, 2], [2, 1, 2], [1, 1, 0])),
+            acts: vec![x2.clone()],
+            consts: vec![noise(&[2, 3, 3, 3, 2], 10)],
+            out_slice: None,
+        },
+        Case {
+            op: Op::ConvTranspose3d(conv([1, 2, 2], [1, 2, 2], [0, 0, 0])),
+            acts: vec![x2],
+            consts: vec![noise(&[2, 4, 1, 2, 2], 11)],
+            out_slice: None,
+        },
+    ];
+    check(cases);
+}
+
+#[test]
+fn generic_fused_variants() {
+    // Sparse + shift + norm on the generic path (5x5 kernel), and a generic sparse transposed conv.
+    let mut c = ConvCfg::plain(2, 6, 5, [3, 6, 10], 3, 1);
+    c.kernel = [1, 5, 5];
+    c.padding = [0, 2, 2];
+    c.density = Some(0.4);
+    c.shift_groups = 3;
+    c.bias = true;
+    c.norm = true;
+    c.slope = true;
+    let mut t = ConvCfg::plain(1, 4, 3, [2, 3, 5], 3, 1);
+    t.transposed = true;
+    t.kernel = [2, 3, 3];
+    t.stride = [1, 2, 2];
+    t.padding = [0, 1, 1];
+    t.density = Some(0.5);
+    t.norm = true;
+    check(vec![c.case(), t.case()]);
+}
+
+#[test]
+fn elementwise_and_copy_ops() {
+    let a = noise(&[2, 3, 4, 5, 11], 20);
+    let b = noise(&[2, 3, 4, 5, 11], 21);
+    let c = noise(&[2, 2, 4, 5, 11], 22);
+    let pool_in = noise(&[1, 3, 6, 9, 17], 23);
+    let cases = vec![
+        Case { op: Op::LeakyRelu { slope: 0.01 }, acts: vec![a.clone()], consts: vec![], out_slice: None },
+        Case { op: Op::Add, acts: vec![a.clone(), b.clone()], consts: vec![], out_slice: Some((2, 3)) },
+        Case { op: Op::DepthShift(ShiftAttrs { groups: 3 }), acts: vec![a.clone()], consts: vec![], out_slice: None },
+        Case { op: Op::DepthShift(ShiftAttrs { groups: 5 }), acts: vec![c.clone()], consts: vec![], out_slice: None },
+        Case {
+            op: Op::SelectChannels { axis: 1, ranges: vec![(0, 1), (2, 3)] },
+            acts: vec![a.clone()],
+            consts: vec![],
+            out_slice: None,
+        },
+        Case { op: Op::Concat, acts: vec![a.clone(), c.clone(), b.clone()], consts: vec![], out_slice: Some((1, 1)) },
+        Case {
+            op: Op::MaxPool3d(PoolAttrs { kernel: [2, 2, 2], stride: [2, 2, 2] }),
+            acts: vec![pool_in.clone()],
+            consts: vec![],
+            out_slice: None,
+        },
+        Case {
+            op: Op::MaxPool3d(PoolAttrs { kernel: [1, 3, 2], stride: [1, 2, 3] }),
+            acts: vec![pool_in],
+            consts: vec![],
+            out_slice: None,
+        },
+        Case {
+            op: Op::InstanceNorm { eps: 1e-5 },
+            acts: vec![a.clone()],
+            consts: vec![noise(&[3], 24), noise(&[3], 25)],
+            out_slice: Some((0, 2)),
+        },
+        Case { op: Op::Softmax, acts: vec![noise(&[2, 5, 3, 4, 13], 26)], consts: vec![], out_slice: None },
+        Case { op: Op::Argmax, acts: vec![noise(&[2, 7, 3, 4, 13], 27)], consts: vec![], out_slice: None },
+        Case { op: Op::Softmax, acts: vec![noise(&[1, 16, 1, 1, 3], 28)], consts: vec![], out_slice: None },
+    ];
+    check(cases);
+}
+
+#[test]
+fn argmax_ties_take_the_first_channel() {
+    let mut v = noise(&[1, 4, 1, 2, 9], 30).as_f32().unwrap().to_vec();
+    // Channels 1 and 3 tie at the maximum on the first row.
+    for x in 0..9 {
+        v[18 + x] = 2.0;
+        v[3 * 18 + x] = 2.0;
+    }
+    let t = Tensor::from_f32(vec![1, 4, 1, 2, 9], v).unwrap();
+    check(vec![Case { op: Op::Argmax, acts: vec![t], consts: vec![], out_slice: None }]);
+}
+
+#[test]
+fn kernels_compile_for_plain_avx2() {
+    // The target machines have AVX2 + FMA and no AVX-512: the generated text must not need more.
+    let mut consts = e2enc_codegen::emit::Consts::default();
+    let mut c = ConvCfg::plain(1, 5, 6, [2, 5, 13], 3, 2);
+    c.norm = true;
+    c.density = Some(0.5);
+    let mut u = ConvCfg::plain(1, 4, 3, [2, 3, 5], 2, 2);
+    u.transposed = true;
+    u.kernel = [2, 2, 2];
+    u.stride = [2, 2, 2];
+    u.padding = [0; 3];
+    let ps = vec![
+        harness::prepare(&c.case(), "a", &mut consts),
+        harness::prepare(&u.case(), "b", &mut consts),
+        harness::prepare(
+            &Case { op: Op::Softmax, acts: vec![noise(&[1, 3, 1, 2, 9], 1)], consts: vec![], out_slice: None },
+            "c",
+            &mut consts,
+        ),
+    ];
+    let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
+    harness::compile(&ks, &["-O2", "-mavx2", "-mfma", "-mno-avx512f"]).unwrap();
+}
+
+#[test]
+fn generated_text_is_deterministic() {
+    let mut c = ConvCfg::plain(1, 7, 5, [2, 6, 10], 3, 1);
+    c.density = Some(0.4);
+    c.norm = true;
+    c.shift_groups = 3;
+    let case = c.case();
+    let mut k1 = e2enc_codegen::emit::Consts::default();
+    let mut k2 = e2enc_codegen::emit::Consts::default();
+    let a = harness::prepare(&case, "k", &mut k1);
+    let b = harness::prepare(&case, "k", &mut k2);
+    assert_eq!(a.kernels, b.kernels);
+    assert_eq!(k1.f32, k2.f32);
+    assert_eq!(k1.i32, k2.i32);
+}

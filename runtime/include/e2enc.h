@@ -1,0 +1,47 @@
+/* e2enc.h: run compiled E2ENet kernel bundles from C and C++.
+ *
+ * Link with libe2enc_runtime.so (cargo build --release -p e2enc-runtime). A bundle is the folder
+ * `e2enc compile model.json -o bundle/` writes; loading verifies every file's checksum and the
+ * CPU's features before any code is loaded.
+ *
+ *   char err[512];
+ *   e2enc_model *m = e2enc_load("bundle", 0, err, sizeof err);   // 0 threads: all cores
+ *   if (!m) { fprintf(stderr, "%s\n", err); return 1; }
+ *   int64_t in[5], out[5];
+ *   e2enc_shape(m, 0, 0, in);                                    // input  [N, C, D, H, W]
+ *   e2enc_shape(m, 1, 0, out);                                   // logits [N, K, D, H, W]
+ *   if (e2enc_run(m, x, nx, y, ny, err, sizeof err)) { ... }
+ *   e2enc_free(m);
+ */
+#ifndef E2ENC_H
+#define E2ENC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct E2encModel e2enc_model;
+
+/* Loads and verifies a bundle. NULL on error, with a NUL-terminated message in err. */
+e2enc_model *e2enc_load(const char *bundle_dir, int threads, char *err, size_t err_len);
+
+/* Shape of input (output = 0) or output (output = 1) number `index` into shape[5].
+ * Returns the rank, or -1 if there is no such port. */
+int e2enc_shape(const e2enc_model *m, int output, int index, int64_t shape[5]);
+
+/* Runs one batch: input holds input_len floats (row-major NCDHW), output receives the first
+ * output (logits), output_len floats. Returns 0 on success, non-zero with a message in err. */
+int e2enc_run(e2enc_model *m, const float *input, size_t input_len, float *output, size_t output_len,
+              char *err, size_t err_len);
+
+/* Frees a model (NULL is ignored). */
+void e2enc_free(e2enc_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* E2ENC_H */

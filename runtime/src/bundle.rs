@@ -1,0 +1,174 @@
+//! Loading a kernel bundle: verify first, load code last.
+//!
+//! Order of checks: the manifest parses, has the right format and version and names exactly the
+//! bundle's files by plain names (nothing outside the folder); every file's sha256 matches; the
+//! host has the CPU features the kernels need; the constant blobs have the sizes the manifest
+//! says. Only then is `kernels.so` loaded, and from a private copy of the very bytes that were
+//! hashed, so the library cannot change between verification and loading. `rebuild` recompiles
+//! the (verified) `kernels.c` with the manifest's flags instead of loading the shipped library.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use e2enc_codegen::artifact::{is_plain_file_name, sha256_hex, Manifest, FILES, FORMAT, VERSION};
+use e2enc_ir::{Tensor, Weights};
+
+use crate::pool::KernelFn;
+use crate::RuntimeError;
+
+/// How to load a bundle.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Recompile kernels.c on this host instead of loading the shipped kernels.so.
+    pub rebuild: bool,
+}
+
+/// A verified, loaded bundle.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub w: Vec<f32>,
+    pub i: Vec<i32>,
+    pub kernels: Vec<KernelFn>,
+    _lib: libloading::Library,
+}
+
+fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::Bundle { path: dir.to_path_buf(), msg: msg.into() }
+}
+
+/// Whether this host has a CPU feature, by its `std::arch` name.
+pub fn host_has(feature: &str) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(match feature {
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            _ => return None,
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = feature;
+        Some(false)
+    }
+}
+
+/// Reads and checks the manifest and every file it names; returns the files' bytes.
+pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), RuntimeError> {
+    let mpath = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&mpath).map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
+    let manifest: Manifest =
+        serde_json::from_str(&text).map_err(|e| bad(dir, format!("manifest.json is not a valid manifest: {e}")))?;
+    if manifest.format != FORMAT {
+        return Err(bad(dir, format!("manifest format is `{}`, expected `{FORMAT}`", manifest.format)));
+    }
+    if manifest.version != VERSION {
+        return Err(bad(
+            dir,
+            format!("bundle format version {} is not supported (this build reads {VERSION}); recompile the model", manifest.version),
+        ));
+    }
+    for name in manifest.files.keys() {
+        if !is_plain_file_name(name) {
+            return Err(bad(dir, format!("manifest names `{name}`, which is not a file inside the bundle")));
+        }
+        if !FILES.iter().any(|f| *f == name.as_str()) {
+            return Err(bad(dir, format!("manifest names an unexpected file `{name}`")));
+        }
+    }
+    let mut bytes = BTreeMap::new();
+    for f in FILES {
+        let want = manifest.files.get(f).ok_or_else(|| bad(dir, format!("manifest has no checksum for {f}")))?;
+        let b = std::fs::read(dir.join(f)).map_err(|e| bad(dir, format!("cannot read {f}: {e}")))?;
+        let got = sha256_hex(&b);
+        if &got != want {
+            return Err(bad(dir, format!("{f} does not match its checksum (modified or corrupted); refusing to load the bundle")));
+        }
+        bytes.insert(f.to_string(), b);
+    }
+    for feat in &manifest.cpu_features {
+        match host_has(feat) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the bundle's kernels need; compile the model on a host that has it")))
+            }
+            None => return Err(bad(dir, format!("the bundle needs an unknown CPU feature `{feat}`"))),
+        }
+    }
+    Ok((manifest, bytes))
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn private_dir() -> Result<PathBuf, std::io::Error> {
+    let d = std::env::temp_dir().join(format!(
+        "e2enc-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(d)
+}
+
+impl Bundle {
+    /// Verifies and loads the bundle in `dir`.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Bundle, RuntimeError> {
+        let (manifest, files) = verify(dir)?;
+        let blobs = Weights::from_bytes(&files["weights.safetensors"]).map_err(|m| bad(dir, format!("weights.safetensors: {m}")))?;
+        let w = blob(dir, &blobs, "W", manifest.consts_f32, Tensor::as_f32)?;
+        let i = blob(dir, &blobs, "I", manifest.consts_i32, Tensor::as_i32)?;
+
+        let tmp = private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
+        let so = tmp.join("kernels.so");
+        let loaded = (|| {
+            if opts.rebuild {
+                let c = tmp.join("kernels.c");
+                std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
+                e2enc_codegen::compile::run_cc(&manifest.compiler.command, &c, &so)
+                    .or_else(|_| e2enc_codegen::compile::run_cc("cc", &c, &so))
+                    .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
+            } else {
+                std::fs::write(&so, &files["kernels.so"]).map_err(|e| bad(dir, e.to_string()))?;
+            }
+            // SAFETY: the library's bytes were verified against the manifest's checksum (or
+            // compiled here from verified C), and its initializers are the C compiler's own.
+            unsafe { libloading::Library::new(&so) }.map_err(|e| bad(dir, format!("cannot load kernels.so: {e}")))
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        let lib = loaded?;
+        let mut kernels = Vec::with_capacity(manifest.steps.len());
+        for s in &manifest.steps {
+            let sym = format!("{}\0", s.kernel);
+            // SAFETY: every kernel of a bundle has the `KernelFn` signature (see codegen::emit).
+            let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
+                .map_err(|_| bad(dir, format!("kernels.so lacks the kernel `{}`", s.kernel)))?;
+            kernels.push(*f);
+        }
+        Ok(Bundle { dir: dir.to_path_buf(), manifest, w, i, kernels, _lib: lib })
+    }
+}
+
+fn blob<T: Copy>(
+    dir: &Path,
+    blobs: &Weights,
+    name: &str,
+    len: usize,
+    get: impl Fn(&Tensor) -> Option<&[T]>,
+) -> Result<Vec<T>, RuntimeError> {
+    let t = blobs.get(name).ok_or_else(|| bad(dir, format!("weights.safetensors lacks `{name}`")))?;
+    let v = get(t).ok_or_else(|| bad(dir, format!("`{name}` has the wrong dtype")))?;
+    if v.len() != len {
+        return Err(bad(dir, format!("`{name}` holds {} values, the manifest says {len}", v.len())));
+    }
+    Ok(v.to_vec())
+}

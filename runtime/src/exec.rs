@@ -1,0 +1,192 @@
+//! Running a loaded bundle: one zeroed, 64-byte aligned arena reused across calls, inputs copied
+//! into their padded views (whole planes, so the zero-padding invariant holds), every step run on
+//! the pool over all its tiles, outputs copied out of their views.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use e2enc_codegen::artifact::Port;
+use e2enc_codegen::layout::View;
+use e2enc_ir::Tensor;
+
+use crate::bundle::Bundle;
+use crate::pool::Pool;
+use crate::RuntimeError;
+
+/// A 64-byte aligned, zero-initialized buffer of `T`.
+pub struct Aligned<T: Copy + Default> {
+    buf: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Aligned<T> {
+    pub fn zeroed(len: usize) -> Aligned<T> {
+        let extra = 64 / std::mem::size_of::<T>().max(1);
+        let buf = vec![T::default(); len + extra];
+        let addr = buf.as_ptr() as usize;
+        let start = (addr.next_multiple_of(64) - addr) / std::mem::size_of::<T>().max(1);
+        Aligned { buf, start, len }
+    }
+
+    pub fn from_slice(v: &[T]) -> Aligned<T> {
+        let mut a = Self::zeroed(v.len());
+        a.as_mut_slice().copy_from_slice(v);
+        a
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        &self.buf[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.buf[self.start..self.start + self.len]
+    }
+}
+
+/// Time spent in one step of a profiled run.
+#[derive(Clone, Debug)]
+pub struct StepTime {
+    pub kernel: String,
+    pub what: String,
+    pub flops: u64,
+    pub seconds: f64,
+}
+
+/// A bundle ready to run, with its arena and threads.
+pub struct Engine {
+    pub bundle: Bundle,
+    arena: Aligned<f32>,
+    w: Aligned<f32>,
+    i: Aligned<i32>,
+    pool: Pool,
+}
+
+fn shape5(s: &[usize]) -> [usize; 5] {
+    match s.len() {
+        5 => [s[0], s[1], s[2], s[3], s[4]],
+        4 => [s[0], 1, s[1], s[2], s[3]],
+        _ => [1, 1, 1, 1, 1],
+    }
+}
+
+impl Engine {
+    /// Prepares `bundle` to run on `threads` threads (0: all available cores).
+    pub fn new(bundle: Bundle, threads: usize) -> Engine {
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        Engine {
+            arena: Aligned::zeroed(bundle.manifest.arena_elems.max(1)),
+            w: Aligned::from_slice(&bundle.w),
+            i: Aligned::from_slice(&bundle.i),
+            pool: Pool::new(threads),
+            bundle,
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Bytes of the activation arena.
+    pub fn arena_bytes(&self) -> usize {
+        self.bundle.manifest.arena_elems * 4
+    }
+
+    /// Runs the bundle on `inputs` (by port name) and returns every output.
+    pub fn run(&mut self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Engine::run`], also timing every step.
+    pub fn run_profiled(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<(BTreeMap<String, Tensor>, Vec<StepTime>), RuntimeError> {
+        let mut times = Vec::new();
+        let out = self.run_inner(inputs, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_inner(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        mut times: Option<&mut Vec<StepTime>>,
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        let m = &self.bundle.manifest;
+        for name in inputs.keys() {
+            if !m.inputs.iter().any(|p| &p.name == name) {
+                return Err(RuntimeError::Input(format!("the bundle has no input `{name}`")));
+            }
+        }
+        for p in &m.inputs {
+            let t = inputs.get(&p.name).ok_or_else(|| RuntimeError::Input(format!("input `{}` is missing", p.name)))?;
+            if t.shape() != p.shape.as_slice() {
+                return Err(RuntimeError::Input(format!(
+                    "input `{}` has shape {:?}, the bundle was compiled for {:?}",
+                    p.name,
+                    t.shape(),
+                    p.shape
+                )));
+            }
+            let v = t.as_f32().ok_or_else(|| RuntimeError::Input(format!("input `{}` must be f32", p.name)))?;
+            write_view(self.arena.as_mut_slice(), &p.view, v);
+        }
+        let a = self.arena.as_mut_slice().as_mut_ptr();
+        let (w, i) = (self.w.as_slice().as_ptr(), self.i.as_slice().as_ptr());
+        for (s, f) in m.steps.iter().zip(&self.bundle.kernels) {
+            let t0 = Instant::now();
+            // SAFETY: the kernels were verified and compiled for exactly this arena size and these
+            // blobs (checked at load); tiles write disjoint memory.
+            unsafe { self.pool.run(*f, a, w, i, s.tiles) };
+            if let Some(ts) = times.as_deref_mut() {
+                ts.push(StepTime { kernel: s.kernel.clone(), what: s.what.clone(), flops: s.flops, seconds: t0.elapsed().as_secs_f64() });
+            }
+        }
+        let mut out = BTreeMap::new();
+        for p in &m.outputs {
+            out.insert(p.name.clone(), read_port(self.arena.as_slice(), p)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `v` (dense `[n, c, d, h, w]`) into `view`, whole planes with zero padding.
+fn write_view(arena: &mut [f32], view: &View, v: &[f32]) {
+    let [n, c, d, h, w] = view.shape;
+    for ni in 0..n {
+        for ci in 0..c {
+            for z in 0..d {
+                let start = view.at(ni, ci, z, -1, -(e2enc_codegen::layout::PAD_LEFT as isize));
+                let plane = &mut arena[start..start + view.d_stride];
+                plane.fill(0.0);
+                for y in 0..h {
+                    let src = &v[(((ni * c + ci) * d + z) * h + y) * w..][..w];
+                    let row = (y + 1) * view.row + e2enc_codegen::layout::PAD_LEFT;
+                    plane[row..row + w].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
+fn read_port(arena: &[f32], p: &Port) -> Result<Tensor, RuntimeError> {
+    let view = &p.view;
+    let [n, c, d, h, w] = shape5(&p.shape);
+    let mut v = Vec::with_capacity(n * c * d * h * w);
+    for ni in 0..n {
+        for ci in 0..c {
+            for z in 0..d {
+                for y in 0..h {
+                    let at = view.at(ni, ci, z, y as isize, 0);
+                    v.extend_from_slice(&arena[at..at + w]);
+                }
+            }
+        }
+    }
+    let t = if p.dtype == "i32" {
+        Tensor::from_i32(p.shape.clone(), v.iter().map(|x| x.to_bits() as i32).collect())
+    } else {
+        Tensor::from_f32(p.shape.clone(), v)
+    };
+    t.map_err(RuntimeError::Ir)
+}

@@ -1,0 +1,130 @@
+//! `e2enc bench`: times a bundle (warm-up, median of N), with a per-kernel profile and
+//! effective GFLOP/s against dense and executed MAC counts.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use e2enc_ir::Tensor;
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::exec::Engine;
+
+use crate::util::giga;
+
+/// Time a compiled bundle on a random input of its shape.
+///
+/// Prints the median time of --runs runs after --warmup runs, the effective GFLOP/s counted on
+/// the dense network's MACs and on the MACs actually executed, peak memory, and (--profile) the
+/// time, GFLOP/s and share of every kernel. Machines are noisy: compare numbers from one run.
+///
+/// Example: e2enc bench amos-bundle --runs 3 --profile
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The bundle folder (from `e2enc compile`).
+    bundle: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the per-kernel profile (of one extra run).
+    #[arg(long)]
+    profile: bool,
+    /// Recompile kernels.c on this host instead of loading kernels.so.
+    #[arg(long)]
+    rebuild: bool,
+}
+
+/// Peak resident memory of this process in bytes (Linux), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    if a.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let b = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
+    let mut e = Engine::new(b, a.threads);
+    let m = e.bundle.manifest.clone();
+    let port = m.inputs.first().ok_or_else(|| anyhow::anyhow!("the bundle has no input"))?;
+    let n: usize = port.shape.iter().product();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let feed = BTreeMap::from([(port.name.clone(), Tensor::from_f32(port.shape.clone(), data)?)]);
+    eprintln!(
+        "bundle {}: input {:?}, {} kernels, {} threads, arena {:.0} MiB",
+        a.bundle.display(),
+        port.shape,
+        m.steps.len(),
+        e.threads(),
+        e.arena_bytes() as f64 / 1048576.0
+    );
+    for _ in 0..a.warmup {
+        e.run(&feed)?;
+    }
+    let mut times = Vec::new();
+    for i in 0..a.runs {
+        let t0 = Instant::now();
+        e.run(&feed)?;
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!("  run {}: {s:.3} s", i + 1);
+        times.push(s);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let gf = |macs: u64| 2.0 * macs as f64 / median / 1e9;
+    println!("median        {median:.3} s per batch ({} runs)", a.runs);
+    println!("dense MACs    {} -> {:.1} effective GFLOP/s", giga(m.dense_macs), gf(m.dense_macs));
+    println!("executed MACs {} -> {:.1} GFLOP/s", giga(m.executed_macs), gf(m.executed_macs));
+    if let Some(rss) = peak_rss_bytes() {
+        println!("peak memory   {:.0} MiB (process, including the constants)", rss as f64 / 1048576.0);
+    }
+    if a.profile {
+        let (_, steps) = e.run_profiled(&feed)?;
+        let total: f64 = steps.iter().map(|s| s.seconds).sum();
+        let mut by_what: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
+        for s in &steps {
+            let kind = s.what.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+            let e = by_what.entry(kind).or_default();
+            e.0 += s.seconds;
+            e.1 += s.flops;
+            e.2 += 1;
+        }
+        println!("\nprofile by kernel kind ({total:.3} s in kernels):");
+        println!("{:<34} {:>6} {:>9} {:>9} {:>7}", "kind", "calls", "seconds", "GFLOP/s", "share");
+        let mut rows: Vec<_> = by_what.into_iter().collect();
+        rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
+        for (k, (s, f, c)) in rows {
+            println!("{k:<34} {c:>6} {s:>9.3} {:>9.1} {:>6.1}%", f as f64 / s.max(1e-12) / 1e9, 100.0 * s / total.max(1e-12));
+        }
+        println!("\nslowest kernels:");
+        let mut st = steps.clone();
+        st.sort_by(|x, y| y.seconds.total_cmp(&x.seconds));
+        for s in st.iter().take(12) {
+            println!(
+                "  {:<10} {:<40} {:>8.3} s {:>7.1} GFLOP/s",
+                s.kernel,
+                s.what,
+                s.seconds,
+                s.flops as f64 / s.seconds.max(1e-12) / 1e9
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,65 @@
+//! `e2enc compile`: model.json → kernel bundle (optimized graph, C kernels, shared library).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_ir::e2enet::{BuildOptions, Model};
+
+use crate::util::{giga, parse_patch};
+
+/// Compile a model into a kernel bundle for the CPU runtime.
+///
+/// The model is optimized (dead DSFF edges and channels dropped, kernel-sparse and fused
+/// convolutions), then every kernel is generated as shape-specialized C (AVX2/FMA) and compiled
+/// with the system C compiler ($CC, default cc) into the bundle folder:
+/// manifest.json, weights.safetensors, kernels.c, kernels.so. The bundle is built for one batch
+/// size and patch; it is written to a temporary folder and renamed into place at the end.
+///
+/// Example: e2enc compile amos/model.json -o amos-bundle && e2enc bench amos-bundle
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// model.json (or a folder holding one); it must name a weights file.
+    model: PathBuf,
+    /// The bundle folder to write.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Patch size D,H,W (or N); default: the model's patch_size.
+    #[arg(long, value_parser = parse_patch)]
+    patch: Option<[usize; 3]>,
+    /// Batch size the bundle runs.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Keep the deep-supervision outputs ds1..ds3 (default: logits only).
+    #[arg(long)]
+    deep_supervision: bool,
+    /// Replace an existing bundle folder.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    let path = if a.model.is_dir() { a.model.join("model.json") } else { a.model.clone() };
+    let m = Model::load(&path, &BuildOptions { batch: a.batch, patch: a.patch })?;
+    let opts = CompileOptions { deep_supervision: a.deep_supervision, force: a.force, ..CompileOptions::default() };
+    let r = compile(&m, &a.out, &opts)?;
+    let man = &r.manifest;
+    eprintln!(
+        "wrote {}: {} kernels, arena {:.1} MiB, constants {:.1} MiB, {} executed MACs ({} dense)",
+        a.out.display(),
+        r.kernels,
+        man.arena_elems as f64 * 4.0 / 1048576.0,
+        (man.consts_f32 + man.consts_i32) as f64 * 4.0 / 1048576.0,
+        giga(man.executed_macs),
+        giga(man.dense_macs)
+    );
+    eprintln!(
+        "optimize {:.2} s, codegen {:.2} s, C compiler {:.2} s",
+        r.optimize.seconds,
+        r.codegen_seconds - r.optimize.seconds,
+        r.cc_seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
