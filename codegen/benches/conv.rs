@@ -169,7 +169,7 @@ fn main() {
     let mut benches = Vec::new();
     for (name, density, stride) in [
         ("dense_s1", None, 1),
-        ("sparse20_s1", Some(0.2), 1),
+        ("sparse20_s1", Some(std::env::var("E2ENC_BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(0.2)), 1),
         ("dense_s2", None, 2),
         ("sparse20_s2", Some(0.2), 2),
     ] {
@@ -199,7 +199,8 @@ fn main() {
         let flops: u64 = b.kernels.iter().map(|k| k.flops).sum();
         for threads in [1, 2] {
             let mut best = f64::MAX;
-            for _ in 0..3 {
+            let reps: usize = std::env::var("E2ENC_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+            for _ in 0..reps {
                 best = best.min(time_once(&lib, b, &mut a, &consts, threads));
             }
             let g = flops as f64 / best / 1e9;

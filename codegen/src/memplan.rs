@@ -1,6 +1,6 @@
 //! Schedule and memory plan: the order kernels run in, and where every activation lives.
 //!
-//! The schedule is the graph's stable topological order (inputs and weights excluded). Concat
+//! The schedule ([`schedule`]) is the stable topological order with max pools hoisted. Concat
 //! operands are placed *in* the concat's buffer, as channel slices, when that is safe (the operand
 //! is produced by a kernel, is a graph output of no one, and is an operand of no other concat), so
 //! producers write their slice directly and the concat costs nothing; otherwise the concat copies.
@@ -25,6 +25,29 @@ pub struct Buffer {
     /// First and last step (inclusive) it is alive in; step `usize::MAX` means the end.
     pub first: usize,
     pub last: usize,
+    /// Sub-regions with their own lifetimes (the channel slices of a concat written in place,
+    /// each alive from its producer on), relative to `offset`; empty means the whole buffer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// A part of a buffer alive for fewer steps than the whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub offset: usize,
+    pub elems: usize,
+    pub first: usize,
+    pub last: usize,
+}
+
+impl Buffer {
+    /// The pieces of this buffer in absolute arena offsets.
+    pub fn abs_pieces(&self) -> Vec<Piece> {
+        if self.pieces.is_empty() {
+            return vec![Piece { offset: self.offset, elems: self.elems, first: self.first, last: self.last }];
+        }
+        self.pieces.iter().map(|p| Piece { offset: self.offset + p.offset, ..p.clone() }).collect()
+    }
 }
 
 /// The plan of one graph.
@@ -60,14 +83,38 @@ fn shape5(g: &Graph, id: NodeId) -> [usize; 5] {
 
 const ALIGN: usize = 16;
 
+/// The order kernels run in: the graph's stable topological order (the E2ENet builder creates
+/// nodes in UNet++ order: each backbone level, then the fusion diagonal it completes), except
+/// that a max pool runs as soon as its input exists. The pools are cheap and their outputs small,
+/// so each full-resolution value dies as soon as the grid allows.
+pub fn schedule(g: &Graph) -> Result<Vec<NodeId>, String> {
+    g.topo_order().map_err(|e| e.to_string())?; // rejects cycles
+    let is_leaf = |id: NodeId| matches!(g.node(id).op, Op::Input { .. } | Op::Weight { .. });
+    let mut missing: HashMap<NodeId, usize> = HashMap::new();
+    for id in g.node_ids().filter(|&id| !is_leaf(id)) {
+        missing.insert(id, g.operands(id).into_iter().filter(|&o| !is_leaf(o)).count());
+    }
+    let key = |id: NodeId| (!matches!(g.node(id).op, Op::MaxPool3d(_)), id);
+    let mut ready: std::collections::BTreeSet<(bool, NodeId)> =
+        missing.iter().filter(|(_, &m)| m == 0).map(|(&id, _)| key(id)).collect();
+    let mut order = Vec::with_capacity(missing.len());
+    while let Some((_, id)) = ready.pop_first() {
+        order.push(id);
+        for (user, _) in g.users(id) {
+            if let Some(m) = missing.get_mut(&user) {
+                *m -= 1;
+                if *m == 0 {
+                    ready.insert(key(user));
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
 /// Plans `g`. `scratch_elems(node)` says how much scratch each op node needs.
 pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, String> {
-    let order = g.topo_order().map_err(|e| e.to_string())?;
-    let steps: Vec<NodeId> = order
-        .iter()
-        .copied()
-        .filter(|&id| !matches!(g.node(id).op, Op::Input { .. } | Op::Weight { .. }))
-        .collect();
+    let steps = schedule(g)?;
     let step_of: HashMap<NodeId, usize> = steps.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let outputs: Vec<NodeId> = g.outputs().iter().map(|o| o.1).collect();
 
@@ -134,11 +181,33 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
 
     let mut roots: Vec<NodeId> = first.keys().copied().collect();
     roots.sort();
+    // Concat parts written in place (batch 1: each part is one contiguous slice) become pieces
+    // alive from their own producer on, so a part produced late does not reserve its slice early.
+    let mut parts_of: HashMap<NodeId, Vec<(NodeId, usize)>> = HashMap::new();
+    for (&v, &(c, c0)) in &host {
+        parts_of.entry(c).or_default().push((v, c0));
+    }
     let mut buffers: Vec<(NodeId, Buffer)> = roots
         .iter()
         .map(|&r| {
             let what = g.node(r).label.clone().unwrap_or_else(|| g.describe(r));
-            (r, Buffer { what, offset: 0, elems: View::elems(shape5(g, r)), first: first[&r], last: last[&r] })
+            let shape = shape5(g, r);
+            let mut b = Buffer { what, offset: 0, elems: View::elems(shape), first: first[&r], last: last[&r], pieces: vec![] };
+            if let (Some(parts), 1) = (parts_of.get(&r), shape[0]) {
+                let cs = View::padded(0, shape).c_stride;
+                let mut ps: Vec<Piece> = parts
+                    .iter()
+                    .map(|&(v, c0)| Piece {
+                        offset: c0 * cs,
+                        elems: g.node(v).ty.shape[1] * cs,
+                        first: step_of[&v],
+                        last: b.last,
+                    })
+                    .collect();
+                ps.sort_by_key(|p| p.offset);
+                b.pieces = ps;
+            }
+            (r, b)
         })
         .collect();
     let mut scratch_buf: Vec<(NodeId, Buffer)> = Vec::new();
@@ -146,7 +215,7 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         let n = scratch_elems(id);
         if n > 0 {
             let s = step_of[&id];
-            scratch_buf.push((id, Buffer { what: format!("scratch of {}", g.describe(id)), offset: 0, elems: n, first: s, last: s }));
+            scratch_buf.push((id, Buffer { what: format!("scratch of {}", g.describe(id)), offset: 0, elems: n, first: s, last: s, pieces: vec![] }));
         }
     }
     let mut all: Vec<(Option<NodeId>, Option<NodeId>, Buffer)> = buffers
@@ -154,28 +223,33 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         .map(|(r, b)| (Some(r), None, b))
         .chain(scratch_buf.into_iter().map(|(id, b)| (None, Some(id), b)))
         .collect();
-    // Largest first; ties by first use for determinism.
+    // Largest first; ties by first use for determinism. Each buffer goes to the lowest aligned
+    // offset where none of its pieces meets a placed piece alive at the same time.
     let mut idx: Vec<usize> = (0..all.len()).collect();
     idx.sort_by_key(|&i| (std::cmp::Reverse(all[i].2.elems), all[i].2.first, all[i].2.what.clone()));
-    let mut placed: Vec<usize> = Vec::new();
+    let mut placed: Vec<Piece> = Vec::new();
     for i in idx {
-        let (f, l, n) = (all[i].2.first, all[i].2.last, all[i].2.elems);
-        let mut busy: Vec<(usize, usize)> = placed
-            .iter()
-            .map(|&j| &all[j].2)
-            .filter(|b| b.first <= l && f <= b.last)
-            .map(|b| (b.offset, b.offset + b.elems))
-            .collect();
-        busy.sort();
-        let mut at = 0;
-        for (s, e) in busy {
-            if at + n <= s {
-                break;
+        let mine = all[i].2.abs_pieces(); // offsets relative to 0 before placement
+        let clash = |at: usize| {
+            mine.iter().any(|q| {
+                let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
+                placed.iter().any(|p| p.first <= q.last && q.first <= p.last && qs < p.offset + p.elems && p.offset < qe)
+            })
+        };
+        let mut candidates: Vec<usize> = vec![0];
+        for p in &placed {
+            for q in &mine {
+                let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
+                if end >= q.offset {
+                    candidates.push((end - q.offset).div_ceil(ALIGN) * ALIGN);
+                }
             }
-            at = at.max(e.div_ceil(ALIGN) * ALIGN);
         }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let at = candidates.into_iter().find(|&c| !clash(c)).expect("past every placed piece nothing clashes");
         all[i].2.offset = at;
-        placed.push(i);
+        placed.extend(all[i].2.abs_pieces());
     }
     let arena_elems = all.iter().map(|(_, _, b)| b.offset + b.elems).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
 
@@ -221,8 +295,13 @@ mod tests {
         assert_eq!(p2.in_place, vec![c]);
         assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
         assert_eq!(p2.views[&p].offset, p2.views[&c].offset + 3 * p2.views[&c].c_stride);
-        for (i, b1) in p2.buffers.iter().enumerate() {
-            for b2 in &p2.buffers[i + 1..] {
+        let pieces: Vec<(usize, Piece)> =
+            p2.buffers.iter().enumerate().flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p))).collect();
+        for (k, (i1, b1)) in pieces.iter().enumerate() {
+            for (i2, b2) in &pieces[k + 1..] {
+                if i1 == i2 {
+                    continue;
+                }
                 let time = b1.first <= b2.last && b2.first <= b1.last;
                 let space = b1.offset < b2.offset + b2.elems && b2.offset < b1.offset + b1.elems;
                 assert!(!(time && space), "{b1:?} {b2:?}");

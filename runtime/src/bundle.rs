@@ -28,6 +28,7 @@ pub struct LoadOptions {
 pub struct Bundle {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// The constant blobs (moved into the engine's aligned storage by `Engine::new`).
     pub w: Vec<f32>,
     pub i: Vec<i32>,
     pub kernels: Vec<KernelFn>,

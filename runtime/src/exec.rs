@@ -72,12 +72,15 @@ fn shape5(s: &[usize]) -> [usize; 5] {
 
 impl Engine {
     /// Prepares `bundle` to run on `threads` threads (0: all available cores).
-    pub fn new(bundle: Bundle, threads: usize) -> Engine {
+    pub fn new(mut bundle: Bundle, threads: usize) -> Engine {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        // The blobs move into aligned storage (the bundle keeps empty vectors): one copy only.
+        let w = Aligned::from_slice(&std::mem::take(&mut bundle.w));
+        let i = Aligned::from_slice(&std::mem::take(&mut bundle.i));
         Engine {
             arena: Aligned::zeroed(bundle.manifest.arena_elems.max(1)),
-            w: Aligned::from_slice(&bundle.w),
-            i: Aligned::from_slice(&bundle.i),
+            w,
+            i,
             pool: Pool::new(threads),
             bundle,
         }

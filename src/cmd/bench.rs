@@ -38,6 +38,45 @@ pub struct Args {
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    /// Also time another engine on the same dense network in the same run: `onnxruntime`
+    /// (needs python3 with `pip install onnx onnxruntime numpy`; see tools/README.md).
+    #[arg(long, value_parser = ["onnxruntime"], requires = "model")]
+    against: Option<String>,
+    /// The model.json the bundle was compiled from (for --against).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+const ORT_BENCH: &str = include_str!("../../tools/ort_bench.py");
+const NUMPY_REF: &str = include_str!("../../tools/numpy_ref/e2enet_ref.py");
+
+/// Runs tools/ort_bench.py (embedded) and returns its JSON report.
+fn time_onnxruntime(model: &std::path::Path, patch: &[usize], runs: usize, warmup: usize, threads: usize) -> Result<serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("e2enc-ort-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("numpy_ref"))?;
+    std::fs::write(dir.join("ort_bench.py"), ORT_BENCH)?;
+    std::fs::write(dir.join("numpy_ref/e2enet_ref.py"), NUMPY_REF)?;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(dir.join("ort_bench.py"))
+        .arg(model)
+        .arg("--patch")
+        .arg(format!("{},{},{}", patch[0], patch[1], patch[2]))
+        .arg("--runs")
+        .arg(runs.to_string())
+        .arg("--warmup")
+        .arg(warmup.max(1).to_string());
+    if threads > 0 {
+        cmd.arg("--threads").arg(threads.to_string());
+    }
+    let out = cmd.stderr(std::process::Stdio::inherit()).output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out.map_err(|e| anyhow::anyhow!("cannot run python3 ({e}); --against onnxruntime needs python3 with onnx and onnxruntime"))?;
+    if !out.status.success() {
+        bail!("the ONNX Runtime benchmark failed (pip install onnx onnxruntime numpy?)");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| anyhow::anyhow!("no report from the ONNX Runtime benchmark"))?;
+    Ok(serde_json::from_str(line)?)
 }
 
 /// Peak resident memory of this process in bytes (Linux), if known.
@@ -94,6 +133,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
     println!("executed MACs {} -> {:.1} GFLOP/s", giga(m.executed_macs), gf(m.executed_macs));
     if let Some(rss) = peak_rss_bytes() {
         println!("peak memory   {:.0} MiB (process, including the constants)", rss as f64 / 1048576.0);
+    }
+    if let (Some(engine), Some(model)) = (&a.against, &a.model) {
+        let patch = &port.shape[2..];
+        eprintln!("timing {engine} on the dense network ({} runs after warm-up) ...", a.runs);
+        let r = time_onnxruntime(model, patch, a.runs, a.warmup, a.threads)?;
+        let ort = r["median_s"].as_f64().ok_or_else(|| anyhow::anyhow!("bad report: {r}"))?;
+        println!(
+            "{engine} {}  {ort:.3} s per batch (dense, {} threads, peak {:.0} MiB) -> e2enc is {:.2}x faster",
+            r["version"].as_str().unwrap_or("?"),
+            r["threads"],
+            r["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+            ort / median
+        );
     }
     if a.profile {
         let (_, steps) = e.run_profiled(&feed)?;

@@ -55,6 +55,13 @@ pub fn blocking(g: &Geom) -> Blocking {
         (true, _, 1) => (1, 1, 8),
         (true, _, _) => (1, 1, 4),
     };
+    let (ob, rb, vo) = match std::env::var("E2ENC_BLOCK") {
+        Ok(v) => {
+            let p: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect();
+            if g.sparse { (p[3], p[4], p[5]) } else { (p[0], p[1], p[2]) }
+        }
+        Err(_) => (ob, rb, vo),
+    };
     Blocking {
         ob: ob.min(g.y[1]),
         rb: rb.min(g.y[3]),
@@ -81,6 +88,10 @@ struct Micro<'a> {
     bias: Option<usize>,
     slope: Option<f32>,
     norm: bool,
+    /// `Some(0)`: the first vector's column x starts a 64-byte line, `Some(1)`: it is mid-line;
+    /// the x +- 1 vector that would straddle a line is then built from aligned loads with
+    /// shuffles. `None`: plain unaligned loads.
+    parity: Option<usize>,
 }
 
 impl Micro<'_> {
@@ -136,10 +147,37 @@ impl Micro<'_> {
             for rr in 0..rows_in {
                 for f in 0..vf {
                     let off = rr * x.row + 8 * f + cc;
-                    let load = if overrun && cc == k - 1 && f == vf - 1 {
-                        format!("_mm256_maskload_ps(p + {off}, _mm256_castps_si256(e2_mask(7)))")
-                    } else {
-                        format!("_mm256_loadu_ps(p + {off})")
+                    // Column x + 8 (q - 1) relative to p (which points at x - 1).
+                    let at = |q: usize| (rr * x.row + 8 * q) as isize - 7;
+                    let last_over = overrun && f == vf - 1;
+                    let load = match self.parity {
+                        // Only the vector that would straddle a cache line is shuffled: x - 1
+                        // when x starts a 64-byte line, x + 1 when x is mid-line.
+                        Some(bp) if k == 3 && cc != 1 && (cc == 0) == ((bp + f) % 2 == 0) => {
+                            let cur = format!("_mm256_loadu_ps(p + {})", at(f + 1));
+                            // The one float from the neighbouring line, broadcast.
+                            let edge = |col: usize| format!("_mm256_broadcast_ss(p + {})", rr * x.row + 8 * f + col);
+                            let blend = std::env::var("E2ENC_EDGE").is_ok_and(|v| v == "b");
+                            if !blend {
+                                if cc == 0 {
+                                    format!("e2_xm1(_mm256_loadu_ps(p + {}), {cur})", at(f))
+                                } else if last_over {
+                                    format!("e2_xp1({cur}, _mm256_setzero_ps())")
+                                } else {
+                                    format!("e2_xp1({cur}, _mm256_loadu_ps(p + {}))", at(f + 2))
+                                }
+                            } else if cc == 0 {
+                                format!("e2_xm1b({cur}, {})", edge(0))
+                            } else if last_over {
+                                format!("e2_xp1b({cur}, _mm256_setzero_ps())")
+                            } else {
+                                format!("e2_xp1b({cur}, {})", edge(9))
+                            }
+                        }
+                        _ if last_over && cc == k - 1 => {
+                            format!("_mm256_maskload_ps(p + {off}, _mm256_castps_si256(e2_mask(7)))")
+                        }
+                        _ => format!("_mm256_loadu_ps(p + {off})"),
                     };
                     let _ = writeln!(c, "            {{ const __m256 x = {load};");
                     for b in 0..k {
@@ -310,8 +348,20 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let vt = nv - nxb * bl.vo; // vectors of the tail block
     let rrem = oh - (nb - 1) * bl.rb; // rows of the last band
     let mut helpers = String::new();
-    let mut mname = |rb: usize, vo: usize, tail: bool| -> String {
-        let name = format!("{}_mk{}x{}{}", ctx.prefix, rb, vo, if tail { "t" } else { "" });
+    let use_parity = k == 3
+        && match std::env::var("E2ENC_SHUF") {
+            Ok(v) => v == "1" || (v == "s" && g.sparse),
+            Err(_) => g.sparse,
+        };
+    let mut mname = |rb: usize, vo: usize, tail: bool, parity: Option<usize>| -> String {
+        let name = format!(
+            "{}_mk{}x{}{}{}",
+            ctx.prefix,
+            rb,
+            vo,
+            if tail { "t" } else { "" },
+            parity.map_or(String::new(), |p| format!("p{p}"))
+        );
         let m = Micro {
             name: name.clone(),
             rb,
@@ -325,60 +375,78 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             bias,
             slope: slope_in_conv(sp),
             norm: sp.norm.is_some(),
+            parity,
         };
         if !helpers.contains(&format!("static void {name}(")) {
             helpers.push_str(&m.source());
         }
         name
     };
-    let mut calls = |vo: usize, tail: bool| -> String {
-        let full = mname(bl.rb, vo, tail);
-        let rem = if rrem != bl.rb { mname(rrem, vo, tail) } else { full.clone() };
-        // One micro call for output block `ob`/channel `o` at (y0, xv).
-        let args_dense = format!(
-            "A, W, I + {ent_off}, W + {w_off} + (int64_t)ob * {}, {ne_dense}, pb, zb, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
-            ne_dense * kk * bl.ob,
-            bl.ob * y.c_stride,
-            bl.ob,
-            bl.ob
-        );
-        let args_sparse = format!(
-            "A, W, I + {ent_off} + 3 * e0, W + {w_off} + (int64_t)e0 * {kk}, e1 - e0, pb, zb, po + (int64_t)o * {}, o, st + 2 * o",
-            y.c_stride
-        );
-        let (head, args) = if g.sparse {
-            (
-                format!("for (int o = 0; o < {co}; o++) {{\n    const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];"),
-                args_sparse,
+    // One micro call for output block `ob` (dense) or channel `o` (sparse) at (y0, xv).
+    let mut call = |vo: usize, tail: bool| -> String {
+        let args = if g.sparse {
+            format!(
+                "A, W, I + {ent_off} + 3 * e0, W + {w_off} + (int64_t)e0 * {kk}, e1 - e0, pb, zb, po + (int64_t)o * {}, o, st + 2 * o",
+                y.c_stride
             )
         } else {
-            (format!("for (int ob = 0; ob < {}; ob++) {{", co.div_ceil(bl.ob)), args_dense)
+            format!(
+                "A, W, I + {ent_off}, W + {w_off} + (int64_t)ob * {}, {ne_dense}, pb, zb, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+                ne_dense * kk * bl.ob,
+                bl.ob * y.c_stride,
+                bl.ob,
+                bl.ob
+            )
         };
-        let call = if rem == full {
-            format!("    {full}({args});")
+        let mut by_rows = |parity: Option<usize>| {
+            let full = mname(bl.rb, vo, tail, parity);
+            if rrem != bl.rb {
+                let rem = mname(rrem, vo, tail, parity);
+                format!("if (y1 - y0 == {}) {full}({args}); else {rem}({args});", bl.rb)
+            } else {
+                format!("{full}({args});")
+            }
+        };
+        if use_parity {
+            // Column x of the micro tile: at a 64-byte line start or mid-line?
+            let p0 = by_rows(Some(0));
+            let p1 = by_rows(Some(1));
+            format!(
+                "if ((((uintptr_t)(A + pb + {pw})) & 32) == 0) {{ {p0} }} else {{ {p1} }}",
+                pw = g.p[2]
+            )
         } else {
-            format!("    if (y1 - y0 == {}) {full}({args}); else {rem}({args});", bl.rb)
-        };
-        format!(
-            "{{ const int64_t pb = {xo} + (int64_t)n * {xns} + (int64_t)({PAD_ROWS} + y0 * {s} - {ph}) * {xrow} + {PAD_LEFT} + xv * {xs} - {ph};
-  const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({PAD_ROWS} + y0) * {yrow} + {PAD_LEFT} + xv * 8;
-  {head}
-  {call}
-  }}
-}}
-",
-            xo = x.offset,
-            xns = x.n_stride,
-            xrow = x.row,
-            xs = 8 * s,
-            yo = y.offset,
-            yns = y.n_stride,
-            yds = y.d_stride,
-            yrow = y.row,
-        )
+            by_rows(None)
+        }
     };
-    let body_calls = calls(bl.vo, false);
-    let tail_calls = calls(vt, true);
+    let body_call = call(bl.vo, false);
+    let tail_call = call(vt, true);
+    // Input and output positions of the micro tile at column vector `xv`.
+    let pos = format!(
+        "const int64_t pb = {xo} + (int64_t)n * {xns} + (int64_t)({PAD_ROWS} + y0 * {s} - {ph}) * {xrow} + {PAD_LEFT} + xv * {xs} - {ph};
+const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({PAD_ROWS} + y0) * {yrow} + {PAD_LEFT} + xv * 8;",
+        xo = x.offset,
+        xns = x.n_stride,
+        xrow = x.row,
+        xs = 8 * s,
+        yo = y.offset,
+        yns = y.n_stride,
+        yds = y.d_stride,
+        yrow = y.row,
+    );
+    let ohead = if g.sparse {
+        format!("for (int o = 0; o < {co}; o++) {{ const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];\n")
+    } else {
+        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
+    };
+    let xhead = format!("for (int xv = 0; xv < {}; xv += {}) {{\n{pos}\n", nxb * bl.vo, bl.vo);
+    let xtail = format!("{{ const int xv = {};\n{pos}\n", nxb * bl.vo);
+    let x_outer = std::env::var("E2ENC_ORDER").map_or(true, |v| v != "o");
+    let loops = if x_outer {
+        format!("{xhead}{ohead}{body_call}\n}}\n}}\n{xtail}{ohead}{tail_call}\n}}\n}}\n")
+    } else {
+        format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+    };
     let norm = sp.norm.is_some();
     let mut b = String::new();
     let _ = writeln!(
@@ -395,11 +463,7 @@ const int zb = z * {sd} - {pd};
     } else {
         let _ = writeln!(b, "double *st = 0;");
     }
-    let _ = write!(b, "for (int xv = 0; xv < {}; xv += {}) ", nxb * bl.vo, bl.vo);
-    b.push_str(&body_calls);
-    let _ = write!(b, "{{ const int xv = {};\n", nxb * bl.vo);
-    b.push_str(&tail_calls);
-    b.push_str("}\n");
+    b.push_str(&loops);
     // Padding of the rows and planes of this band.
     let _ = writeln!(
         b,

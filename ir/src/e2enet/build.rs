@@ -4,7 +4,8 @@
 //! Topology (see shared/e2enet.md §1): L levels; backbone nodes x(i,0) with `convs_per_stage` conv
 //! units each (the first strided by the previous pool kernel); fusion nodes x(i,j) for j ≥ 1 and
 //! i + j ≤ L-1, each the concat [forward x(i,j-1), up ConvT(x(i+1,j-1)), down MaxPool(x(i-1,j-1))]
-//! followed by one conv unit (`convs_per_stage` units on the last diagonal); 1x1x1 heads on the
+//! followed by one conv unit (`convs_per_stage` units on the last diagonal), built in UNet++
+//! order (each backbone level, then the diagonal it completes); 1x1x1 heads on the
 //! last diagonal. A conv unit is depth shift → conv (bias) → instance norm → leaky ReLU. Alongside
 //! the graph the builder returns a [`ParamSpec`] per tensor (role, part, level, DSFF-maskable), so
 //! initialisation, masks and statistics never re-derive the naming scheme.
@@ -124,7 +125,10 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
     let mut xs: Vec<Vec<NodeId>> = vec![Vec::new(); l];
     let mut cur = x;
     let mut cin = cfg.in_channels;
-    for (i, col) in xs.iter_mut().enumerate() {
+    // UNet++ order: backbone level i, then the diagonal of fusion nodes that level completes
+    // (x(i-1,1), x(i-2,2), ..., x(0,i)). The graph's node order is its default schedule, and this
+    // one keeps few full-resolution values alive at once.
+    for i in 0..l {
         let cout = cfg.width(i);
         let n = cfg.convs_per_stage;
         // nnU-Net's bottleneck is two stacks: max(n-1, 1) convs, then one conv.
@@ -146,12 +150,9 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
             cur = b.conv_unit(cur, cin, cout, stride, &prefix, &tag, Part::Backbone, i)?;
             cin = cout;
         }
-        col.push(cur);
-    }
-
-    // Fusion grid, column by column.
-    for j in 1..l {
-        for i in 0..l - j {
+        xs[i].push(cur);
+        for j in 1..=i {
+            let i = i - j;
             let z = l - 1 - (i + j);
             let k = l - 2 - i - z;
             let tag = format!("x{i}_{j}");

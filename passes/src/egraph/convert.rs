@@ -22,6 +22,8 @@ pub struct Built {
     pub outputs: Vec<String>,
     /// The label of the IR node each class came from.
     pub labels: HashMap<Id, String>,
+    /// The position in the input graph's topological order of the node each class came from.
+    pub positions: HashMap<Id, usize>,
 }
 
 fn err(msg: impl Into<String>) -> IrError {
@@ -41,7 +43,8 @@ pub fn to_egraph(g: &Graph, w: Arc<Weights>) -> Result<Built, IrError> {
     let mut eg = EG::new(Ctx { weights: w, inputs });
     let mut ids: HashMap<NodeId, Id> = HashMap::new();
     let mut labels = HashMap::new();
-    for id in g.topo_order()? {
+    let mut positions = HashMap::new();
+    for (pos, id) in g.topo_order()?.into_iter().enumerate() {
         let node = g.node(id);
         let args: Vec<Id> = g.operands(id).iter().map(|o| ids[o]).collect();
         let none = eg.add(Lang::None);
@@ -97,6 +100,7 @@ pub fn to_egraph(g: &Graph, w: Arc<Weights>) -> Result<Built, IrError> {
         if let Some(l) = &node.label {
             labels.entry(cid).or_insert_with(|| l.clone());
         }
+        positions.entry(cid).or_insert(pos);
         ids.insert(id, cid);
     }
     let outs: Vec<Id> = g.outputs().iter().map(|(_, id)| ids[id]).collect();
@@ -107,6 +111,7 @@ pub fn to_egraph(g: &Graph, w: Arc<Weights>) -> Result<Built, IrError> {
         root,
         outputs: g.outputs().iter().map(|(n, _)| n.clone()).collect(),
         labels,
+        positions,
     })
 }
 
@@ -141,7 +146,7 @@ pub fn from_choice(
         }
         Some(l)
     };
-    for &cid in &c.order {
+    for cid in creation_order(b, eg, c) {
         let n = &c.best[&cid];
         let konst = eg[cid].data.konst;
         match n {
@@ -203,6 +208,47 @@ pub fn from_choice(
         g.set_output(name.clone(), *id);
     }
     Ok((g, out_w))
+}
+
+/// The chosen classes in dependency order, following the input graph's order where they came
+/// from it (a rewritten class takes its original node's place; a new class goes right after its
+/// latest operand), so the output graph's node order (its default schedule) stays the builder's.
+fn creation_order(b: &Built, eg: &EG, c: &Choice) -> Vec<Id> {
+    use egg::Language;
+    let mut pos: HashMap<Id, usize> = HashMap::new();
+    for (k, p) in &b.positions {
+        let e = pos.entry(eg.find(*k)).or_insert(*p);
+        *e = (*e).min(*p);
+    }
+    let mut key: HashMap<Id, (usize, Id)> = HashMap::new();
+    let mut missing: HashMap<Id, usize> = HashMap::new();
+    let mut users: HashMap<Id, Vec<Id>> = HashMap::new();
+    for &cid in &c.order {
+        let kids: Vec<Id> = c.best[&cid].children().iter().map(|&k| eg.find(k)).collect();
+        let latest = kids.iter().filter_map(|k| key.get(k)).map(|k| k.0).max().unwrap_or(0);
+        key.insert(cid, (pos.get(&cid).copied().unwrap_or(latest), cid));
+        let mut uniq = kids.clone();
+        uniq.sort();
+        uniq.dedup();
+        missing.insert(cid, uniq.len());
+        for k in uniq {
+            users.entry(k).or_default().push(cid);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<(usize, Id)> =
+        c.order.iter().filter(|id| missing[id] == 0).map(|id| key[id]).collect();
+    let mut out = Vec::with_capacity(c.order.len());
+    while let Some((_, id)) = ready.pop_first() {
+        out.push(id);
+        for u in users.get(&id).into_iter().flatten() {
+            let m = missing.get_mut(u).expect("chosen");
+            *m -= 1;
+            if *m == 0 {
+                ready.insert(key[u]);
+            }
+        }
+    }
+    out
 }
 
 type Const = (String, Arc<Tensor>);
