@@ -43,23 +43,40 @@ struct Bench {
     input: View,
 }
 
-fn conv_case(name: &str, d: usize, density: Option<f64>, stride: usize, consts: &mut Consts) -> Bench {
-    let (cin, cout, h, w) = (96, 48, 128, 128);
+/// The geometry of a bench case: (cin, cout, input [d, h, w], kernel, stride, padding, transposed).
+type Geo = (
+    usize,
+    usize,
+    [usize; 3],
+    [usize; 3],
+    [usize; 3],
+    [usize; 3],
+    bool,
+);
+
+fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts) -> Bench {
+    let (cin, cout, [d, h, w], kernel, stride, padding, transposed) = geo;
     let xs = [1, cin, d, h, w];
+    let kv: usize = kernel.iter().product();
     let attrs = FusedConvAttrs {
         conv: ConvAttrs {
-            kernel: [1, 3, 3],
-            stride: [1, stride, stride],
-            padding: [0, 1, 1],
+            kernel,
+            stride,
+            padding,
         },
-        transposed: false,
+        transposed,
         shifts: Vec::new(),
         sparse_out: density.map(|_| cout),
         bias: true,
         norm_eps: None,
         slope: Some(0.01),
     };
-    let dense = noise(&[cout, cin, 1, 3, 3], 7);
+    let wshape = if transposed {
+        [cin, cout, kernel[0], kernel[1], kernel[2]]
+    } else {
+        [cout, cin, kernel[0], kernel[1], kernel[2]]
+    };
+    let dense = noise(&wshape, 7);
     let mut ts: Vec<Tensor> = Vec::new();
     match density {
         None => ts.push(dense),
@@ -69,15 +86,22 @@ fn conv_case(name: &str, d: usize, density: Option<f64>, stride: usize, consts: 
             let mut s = 12345u64;
             for o in 0..cout {
                 for i in 0..cin {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    s = s
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     if ((s >> 33) as f64 / (1u64 << 31) as f64) < p {
                         rows.extend([o as i32, i as i32]);
-                        packed.extend_from_slice(&dv[(o * cin + i) * 9..][..9]);
+                        let k = if transposed {
+                            i * cout + o
+                        } else {
+                            o * cin + i
+                        };
+                        packed.extend_from_slice(&dv[k * kv..][..kv]);
                     }
                 }
             }
             let n = rows.len() / 2;
-            ts.push(Tensor::from_f32(vec![n, 1, 3, 3], packed).unwrap());
+            ts.push(Tensor::from_f32(vec![n, kernel[0], kernel[1], kernel[2]], packed).unwrap());
             ts.push(Tensor::from_i32(vec![n, 2], rows).unwrap());
         }
     }
@@ -125,7 +149,15 @@ fn time_once(lib: &harness::Lib, b: &Bench, a: &mut Arena, consts: &Consts, thre
                     let mut t0 = th * chunk;
                     while t0 < tiles {
                         let t1 = (t0 + chunk).min(tiles);
-                        unsafe { f(ptr as *mut f32, consts.f32.as_ptr(), consts.i32.as_ptr(), t0, t1) };
+                        unsafe {
+                            f(
+                                ptr as *mut f32,
+                                consts.f32.as_ptr(),
+                                consts.i32.as_ptr(),
+                                t0,
+                                t1,
+                            )
+                        };
                         t0 += chunk * threads as i64;
                     }
                 });
@@ -136,8 +168,12 @@ fn time_once(lib: &harness::Lib, b: &Bench, a: &mut Arena, consts: &Consts, thre
 }
 
 fn main() {
-    let d: usize = std::env::var("E2ENC_BENCH_D").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
-    let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or_else(|_| "-O3 -march=native".into());
+    let d: usize = std::env::var("E2ENC_BENCH_D")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let flags_s =
+        std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or_else(|_| "-O3 -march=native".into());
     let flags: Vec<&str> = flags_s.split_whitespace().collect();
     let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
 
@@ -154,7 +190,8 @@ fn main() {
         .unwrap();
     assert!(ok.success());
     let peak_lib = unsafe { libloading::Library::new(&so) }.unwrap();
-    let peak: libloading::Symbol<unsafe extern "C" fn(i64) -> f64> = unsafe { peak_lib.get(b"e2_peak") }.unwrap();
+    let peak: libloading::Symbol<unsafe extern "C" fn(i64) -> f64> =
+        unsafe { peak_lib.get(b"e2_peak") }.unwrap();
     let iters = 100_000_000i64;
     let mut best = f64::MAX;
     for _ in 0..3 {
@@ -167,14 +204,51 @@ fn main() {
 
     let mut consts = Consts::default();
     let mut benches = Vec::new();
-    for (name, density, stride) in [
-        ("dense_s1", None, 1),
-        ("sparse20_s1", Some(std::env::var("E2ENC_BENCH_DENSITY").ok().and_then(|v| v.parse().ok()).unwrap_or(0.2)), 1),
-        ("dense_s2", None, 2),
-        ("sparse20_s2", Some(0.2), 2),
-    ] {
+    let dens: f64 = std::env::var("E2ENC_BENCH_DENSITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.2);
+    let c33 = |s: usize| {
+        (
+            96,
+            48,
+            [d, 128, 128],
+            [1, 3, 3],
+            [1, s, s],
+            [0, 1, 1],
+            false,
+        )
+    };
+    let head = (
+        48,
+        16,
+        [d, 128, 128],
+        [1, 1, 1],
+        [1, 1, 1],
+        [0, 0, 0],
+        false,
+    );
+    let up = (
+        96,
+        48,
+        [d / 2, 64, 64],
+        [2, 2, 2],
+        [2, 2, 2],
+        [0, 0, 0],
+        true,
+    );
+    let all: [(&str, Geo, Option<f64>); 7] = [
+        ("dense_s1", c33(1), None),
+        ("sparse20_s1", c33(1), Some(dens)),
+        ("dense_s2", c33(2), None),
+        ("sparse20_s2", c33(2), Some(dens)),
+        ("head_1x1", head, None),
+        ("up_dense", up, None),
+        ("up_sparse20", up, Some(dens)),
+    ];
+    for (name, geo, density) in all {
         if name.contains(&only) {
-            benches.push(conv_case(name, d, density, stride, &mut consts));
+            benches.push(conv_case(name, geo, density, &mut consts));
         }
     }
     let ks: Vec<&Kernel> = benches.iter().flat_map(|b| &b.kernels).collect();
@@ -199,7 +273,10 @@ fn main() {
         let flops: u64 = b.kernels.iter().map(|k| k.flops).sum();
         for threads in [1, 2] {
             let mut best = f64::MAX;
-            let reps: usize = std::env::var("E2ENC_BENCH_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+            let reps: usize = std::env::var("E2ENC_BENCH_REPS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3);
             for _ in 0..reps {
                 best = best.min(time_once(&lib, b, &mut a, &consts, threads));
             }

@@ -93,3 +93,18 @@ pub fn is_plain_file_name(name: &str) -> bool {
         && !name.contains(['/', '\\', '\0'])
         && !name.starts_with('.')
 }
+
+/// The digest of everything in a manifest the runtime trusts when it runs the kernels (arena
+/// size, kernel names and tile counts, port views, blob sizes, CPU features). `kernels.c` ends
+/// with `/* e2enc-plan: DIGEST */`, so a manifest edited apart from its kernels is refused.
+pub fn plan_digest(m: &Manifest) -> String {
+    let plan = serde_json::json!({
+        "arena_elems": m.arena_elems,
+        "steps": m.steps.iter().map(|s| (&s.kernel, s.tiles)).collect::<Vec<_>>(),
+        "inputs": m.inputs,
+        "outputs": m.outputs,
+        "consts": [m.consts_f32, m.consts_i32],
+        "cpu_features": m.cpu_features,
+    });
+    sha256_hex(plan.to_string().as_bytes())
+}

@@ -29,7 +29,7 @@ pub struct Consts {
 impl Consts {
     /// Appends `v` (64-byte aligned) and returns its offset in `W`.
     pub fn push_f32(&mut self, v: &[f32]) -> usize {
-        while self.f32.len() % 16 != 0 {
+        while !self.f32.len().is_multiple_of(16) {
             self.f32.push(0.0);
         }
         let at = self.f32.len();
@@ -39,7 +39,7 @@ impl Consts {
 
     /// Appends `v` (64-byte aligned) and returns its offset in `I`.
     pub fn push_i32(&mut self, v: &[i32]) -> usize {
-        while self.i32.len() % 16 != 0 {
+        while !self.i32.len().is_multiple_of(16) {
             self.i32.push(0);
         }
         let at = self.i32.len();

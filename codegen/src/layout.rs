@@ -60,7 +60,8 @@ impl View {
     /// Index of value (n, c, z, y, x) (y and x may be -1 / w for the padding).
     pub fn at(&self, n: usize, c: usize, z: usize, y: isize, x: isize) -> usize {
         let base = self.offset + n * self.n_stride + c * self.c_stride + z * self.d_stride;
-        (base as isize + (y + PAD_ROWS as isize) * self.row as isize + PAD_LEFT as isize + x) as usize
+        (base as isize + (y + PAD_ROWS as isize) * self.row as isize + PAD_LEFT as isize + x)
+            as usize
     }
 
     /// Index of the first value (y = 0, x = 0) of plane (n, c, z).

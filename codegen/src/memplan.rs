@@ -44,9 +44,20 @@ impl Buffer {
     /// The pieces of this buffer in absolute arena offsets.
     pub fn abs_pieces(&self) -> Vec<Piece> {
         if self.pieces.is_empty() {
-            return vec![Piece { offset: self.offset, elems: self.elems, first: self.first, last: self.last }];
+            return vec![Piece {
+                offset: self.offset,
+                elems: self.elems,
+                first: self.first,
+                last: self.last,
+            }];
         }
-        self.pieces.iter().map(|p| Piece { offset: self.offset + p.offset, ..p.clone() }).collect()
+        self.pieces
+            .iter()
+            .map(|p| Piece {
+                offset: self.offset + p.offset,
+                ..p.clone()
+            })
+            .collect()
     }
 }
 
@@ -83,6 +94,9 @@ fn shape5(g: &Graph, id: NodeId) -> [usize; 5] {
 
 const ALIGN: usize = 16;
 
+/// A sort key for the order buffers are placed in.
+type OrderKey = fn(&Buffer) -> (i64, i64);
+
 /// The order kernels run in: the graph's stable topological order (the E2ENet builder creates
 /// nodes in UNet++ order: each backbone level, then the fusion diagonal it completes), except
 /// that a max pool runs as soon as its input exists. The pools are cheap and their outputs small,
@@ -92,11 +106,17 @@ pub fn schedule(g: &Graph) -> Result<Vec<NodeId>, String> {
     let is_leaf = |id: NodeId| matches!(g.node(id).op, Op::Input { .. } | Op::Weight { .. });
     let mut missing: HashMap<NodeId, usize> = HashMap::new();
     for id in g.node_ids().filter(|&id| !is_leaf(id)) {
-        missing.insert(id, g.operands(id).into_iter().filter(|&o| !is_leaf(o)).count());
+        missing.insert(
+            id,
+            g.operands(id).into_iter().filter(|&o| !is_leaf(o)).count(),
+        );
     }
     let key = |id: NodeId| (!matches!(g.node(id).op, Op::MaxPool3d(_)), id);
-    let mut ready: std::collections::BTreeSet<(bool, NodeId)> =
-        missing.iter().filter(|(_, &m)| m == 0).map(|(&id, _)| key(id)).collect();
+    let mut ready: std::collections::BTreeSet<(bool, NodeId)> = missing
+        .iter()
+        .filter(|(_, &m)| m == 0)
+        .map(|(&id, _)| key(id))
+        .collect();
     let mut order = Vec::with_capacity(missing.len());
     while let Some((_, id)) = ready.pop_first() {
         order.push(id);
@@ -112,10 +132,51 @@ pub fn schedule(g: &Graph) -> Result<Vec<NodeId>, String> {
     Ok(order)
 }
 
+/// Offsets for `bufs` placed in the order `idx` (first fit over pieces).
+fn place(bufs: &[Buffer], idx: &[usize]) -> Vec<usize> {
+    let mut offsets = vec![0; bufs.len()];
+    let mut placed: Vec<Piece> = Vec::new();
+    for &i in idx {
+        let mine = bufs[i].abs_pieces(); // relative to 0 before placement
+        let clash = |at: usize| {
+            mine.iter().any(|q| {
+                let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
+                placed.iter().any(|p| {
+                    p.first <= q.last
+                        && q.first <= p.last
+                        && qs < p.offset + p.elems
+                        && p.offset < qe
+                })
+            })
+        };
+        let mut candidates: Vec<usize> = vec![0];
+        for p in &placed {
+            for q in &mine {
+                let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
+                if end >= q.offset {
+                    candidates.push((end - q.offset).div_ceil(ALIGN) * ALIGN);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let at = candidates
+            .into_iter()
+            .find(|&c| !clash(c))
+            .expect("past every placed piece nothing clashes");
+        offsets[i] = at;
+        let mut b = bufs[i].clone();
+        b.offset = at;
+        placed.extend(b.abs_pieces());
+    }
+    offsets
+}
+
 /// Plans `g`. `scratch_elems(node)` says how much scratch each op node needs.
 pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, String> {
     let steps = schedule(g)?;
-    let step_of: HashMap<NodeId, usize> = steps.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let step_of: HashMap<NodeId, usize> =
+        steps.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let outputs: Vec<NodeId> = g.outputs().iter().map(|o| o.1).collect();
 
     // Which concat (and channel offset) each value lives in.
@@ -192,7 +253,14 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         .map(|&r| {
             let what = g.node(r).label.clone().unwrap_or_else(|| g.describe(r));
             let shape = shape5(g, r);
-            let mut b = Buffer { what, offset: 0, elems: View::elems(shape), first: first[&r], last: last[&r], pieces: vec![] };
+            let mut b = Buffer {
+                what,
+                offset: 0,
+                elems: View::elems(shape),
+                first: first[&r],
+                last: last[&r],
+                pieces: vec![],
+            };
             if let (Some(parts), 1) = (parts_of.get(&r), shape[0]) {
                 let cs = View::padded(0, shape).c_stride;
                 let mut ps: Vec<Piece> = parts
@@ -215,7 +283,17 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         let n = scratch_elems(id);
         if n > 0 {
             let s = step_of[&id];
-            scratch_buf.push((id, Buffer { what: format!("scratch of {}", g.describe(id)), offset: 0, elems: n, first: s, last: s, pieces: vec![] }));
+            scratch_buf.push((
+                id,
+                Buffer {
+                    what: format!("scratch of {}", g.describe(id)),
+                    offset: 0,
+                    elems: n,
+                    first: s,
+                    last: s,
+                    pieces: vec![],
+                },
+            ));
         }
     }
     let mut all: Vec<(Option<NodeId>, Option<NodeId>, Buffer)> = buffers
@@ -223,35 +301,51 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         .map(|(r, b)| (Some(r), None, b))
         .chain(scratch_buf.into_iter().map(|(id, b)| (None, Some(id), b)))
         .collect();
-    // Largest first; ties by first use for determinism. Each buffer goes to the lowest aligned
-    // offset where none of its pieces meets a placed piece alive at the same time.
-    let mut idx: Vec<usize> = (0..all.len()).collect();
-    idx.sort_by_key(|&i| (std::cmp::Reverse(all[i].2.elems), all[i].2.first, all[i].2.what.clone()));
-    let mut placed: Vec<Piece> = Vec::new();
-    for i in idx {
-        let mine = all[i].2.abs_pieces(); // offsets relative to 0 before placement
-        let clash = |at: usize| {
-            mine.iter().any(|q| {
-                let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
-                placed.iter().any(|p| p.first <= q.last && q.first <= p.last && qs < p.offset + p.elems && p.offset < qe)
-            })
-        };
-        let mut candidates: Vec<usize> = vec![0];
-        for p in &placed {
-            for q in &mine {
-                let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
-                if end >= q.offset {
-                    candidates.push((end - q.offset).div_ceil(ALIGN) * ALIGN);
-                }
-            }
+    // Each buffer goes to the lowest aligned offset where none of its pieces meets a placed piece
+    // alive at the same time. The order buffers are placed in matters (fragmentation), so a few
+    // orders are tried and the smallest arena kept; ties keep the first (deterministic).
+    let orders: [OrderKey; 4] = [
+        |b| (-(b.elems as i64), b.first as i64),
+        |b| (b.first as i64, -(b.elems as i64)),
+        |b| {
+            (
+                -((b.elems as f64) * (b.last.min(1 << 20) - b.first + 1) as f64) as i64,
+                b.first as i64,
+            )
+        },
+        |b| (-((b.last.min(1 << 20) - b.first) as i64), -(b.elems as i64)),
+    ];
+    let mut best: Option<(usize, Vec<usize>)> = None;
+    for key in orders {
+        let mut idx: Vec<usize> = (0..all.len()).collect();
+        idx.sort_by(|&x, &y| {
+            key(&all[x].2)
+                .cmp(&key(&all[y].2))
+                .then_with(|| all[x].2.what.cmp(&all[y].2.what))
+        });
+        let offsets = place(&all.iter().map(|t| t.2.clone()).collect::<Vec<_>>(), &idx);
+        let size = all
+            .iter()
+            .zip(&offsets)
+            .map(|(t, o)| o + t.2.elems)
+            .max()
+            .unwrap_or(0);
+        if best.as_ref().is_none_or(|(s, _)| size < *s) {
+            best = Some((size, offsets));
         }
-        candidates.sort_unstable();
-        candidates.dedup();
-        let at = candidates.into_iter().find(|&c| !clash(c)).expect("past every placed piece nothing clashes");
-        all[i].2.offset = at;
-        placed.extend(all[i].2.abs_pieces());
     }
-    let arena_elems = all.iter().map(|(_, _, b)| b.offset + b.elems).max().unwrap_or(0).div_ceil(ALIGN) * ALIGN;
+    if let Some((_, offsets)) = best {
+        for (t, o) in all.iter_mut().zip(offsets) {
+            t.2.offset = o;
+        }
+    }
+    let arena_elems = all
+        .iter()
+        .map(|(_, _, b)| b.offset + b.elems)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(ALIGN)
+        * ALIGN;
 
     let mut views: HashMap<NodeId, View> = HashMap::new();
     let mut scratch = HashMap::new();
@@ -269,7 +363,14 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
     }
     let mut buffers: Vec<Buffer> = all.into_iter().map(|(_, _, b)| b).collect();
     buffers.sort_by_key(|b| (b.offset, b.first));
-    Ok(Plan { steps, views, in_place, scratch, buffers, arena_elems })
+    Ok(Plan {
+        steps,
+        views,
+        in_place,
+        scratch,
+        buffers,
+        arena_elems,
+    })
 }
 
 #[cfg(test)]
@@ -283,20 +384,55 @@ mod tests {
         let x = g.input("input", TensorType::f32([1, 2, 4, 4, 4]));
         let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
         let conv = |g: &mut Graph, x| {
-            g.add(Op::Conv3d(ConvAttrs { kernel: [1, 3, 3], stride: [1; 3], padding: [0, 1, 1] }), &[x, w], None).unwrap()
+            g.add(
+                Op::Conv3d(ConvAttrs {
+                    kernel: [1, 3, 3],
+                    stride: [1; 3],
+                    padding: [0, 1, 1],
+                }),
+                &[x, w],
+                None,
+            )
+            .unwrap()
         };
         let a = conv(&mut g, x);
-        let p = g.add(Op::MaxPool3d(PoolAttrs { kernel: [1, 1, 1], stride: [1, 1, 1] }), &[x], None).unwrap();
+        let p = g
+            .add(
+                Op::MaxPool3d(PoolAttrs {
+                    kernel: [1, 1, 1],
+                    stride: [1, 1, 1],
+                }),
+                &[x],
+                None,
+            )
+            .unwrap();
         let c = g.add(Op::Concat, &[a, p], None).unwrap();
         let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
-        let y = g.add(Op::Conv3d(ConvAttrs { kernel: [1, 3, 3], stride: [1; 3], padding: [0, 1, 1] }), &[c, w2], None).unwrap();
+        let y = g
+            .add(
+                Op::Conv3d(ConvAttrs {
+                    kernel: [1, 3, 3],
+                    stride: [1; 3],
+                    padding: [0, 1, 1],
+                }),
+                &[c, w2],
+                None,
+            )
+            .unwrap();
         g.set_output("logits", y);
         let p2 = plan(&g, |_| 0).unwrap();
         assert_eq!(p2.in_place, vec![c]);
         assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
-        assert_eq!(p2.views[&p].offset, p2.views[&c].offset + 3 * p2.views[&c].c_stride);
-        let pieces: Vec<(usize, Piece)> =
-            p2.buffers.iter().enumerate().flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p))).collect();
+        assert_eq!(
+            p2.views[&p].offset,
+            p2.views[&c].offset + 3 * p2.views[&c].c_stride
+        );
+        let pieces: Vec<(usize, Piece)> = p2
+            .buffers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p)))
+            .collect();
         for (k, (i1, b1)) in pieces.iter().enumerate() {
             for (i2, b2) in &pieces[k + 1..] {
                 if i1 == i2 {

@@ -73,14 +73,20 @@ impl ConvCfg {
                 let mut state = self.seed.wrapping_mul(31) + 7;
                 for o in 0..self.cout {
                     for i in 0..self.cin {
-                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        state = state
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
                         let u = (state >> 33) as f64 / (1u64 << 31) as f64;
                         // Output channel 0 has no live kernel (when there are others).
                         if u >= p || (o == 0 && self.cout > 1) {
                             continue;
                         }
                         rows.extend([o as i32, i as i32]);
-                        let k = if self.transposed { i * self.cout + o } else { o * self.cin + i };
+                        let k = if self.transposed {
+                            i * self.cout + o
+                        } else {
+                            o * self.cin + i
+                        };
                         packed.extend_from_slice(&dv[k * kvol..(k + 1) * kvol]);
                     }
                 }
@@ -96,7 +102,11 @@ impl ConvCfg {
             consts.push(noise(&[self.cout], self.seed + 3));
             consts.push(noise(&[self.cout], self.seed + 4));
         }
-        let shifts = if self.shift_groups > 1 { shift_runs(self.shift_groups, self.cin) } else { Vec::new() };
+        let shifts = if self.shift_groups > 1 {
+            shift_runs(self.shift_groups, self.cin)
+        } else {
+            Vec::new()
+        };
         let op = Op::FusedConv3d(FusedConvAttrs {
             conv: ConvAttrs {
                 kernel: self.kernel,
@@ -115,6 +125,7 @@ impl ConvCfg {
             acts: vec![x],
             consts,
             out_slice: self.slice.then_some((1, 2)),
+            in_slice: (self.seed % 3 == 1).then_some((2, 3)),
         }
     }
 }
@@ -131,36 +142,50 @@ fn fused_strategy() -> impl Strategy<Value = ConvCfg> {
         (1usize..=4, 1usize..=11, 1usize..=21),
         (prop::bool::ANY, 1usize..=2, prop::bool::ANY),
         (prop::option::of(0.1f64..0.7), 1usize..=5),
-        (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
+        (
+            prop::bool::ANY,
+            prop::bool::ANY,
+            prop::bool::ANY,
+            prop::bool::ANY,
+        ),
         (0u64..1_000_000, 0usize..4),
     )
-        .prop_map(|((n, cin, cout), (d, h, w), (k3, s, sd2), (density, groups), (bias, norm, slope, slice), (seed, depth))| {
-            let k = if k3 { 3 } else { 1 };
-            // Depth geometry: 1 (E2ENet), stride 2, or a 3-deep kernel with padding 1.
-            let (kd, sd, pd) = match depth {
-                1 if sd2 => (1, 2, 0),
-                2 => (3, 1, 1),
-                3 if d >= 2 => (2, 2, 0),
-                _ => (1, 1, 0),
-            };
-            ConvCfg {
-                n: if n == 2 && seed % 3 == 0 { 2 } else { 1 },
-                cin,
-                cout,
-                dhw: [d, h, w],
-                kernel: [kd, k, k],
-                stride: [sd, s, s],
-                padding: [pd, (k - 1) / 2, (k - 1) / 2],
-                transposed: false,
-                density,
-                shift_groups: groups,
-                bias,
-                norm,
-                slope,
-                slice,
-                seed,
-            }
-        })
+        .prop_map(
+            |(
+                (n, cin, cout),
+                (d, h, w),
+                (k3, s, sd2),
+                (density, groups),
+                (bias, norm, slope, slice),
+                (seed, depth),
+            )| {
+                let k = if k3 { 3 } else { 1 };
+                // Depth geometry: 1 (E2ENet), stride 2, or a 3-deep kernel with padding 1.
+                let (kd, sd, pd) = match depth {
+                    1 if sd2 => (1, 2, 0),
+                    2 => (3, 1, 1),
+                    3 if d >= 2 => (2, 2, 0),
+                    _ => (1, 1, 0),
+                };
+                ConvCfg {
+                    n: if n == 2 && seed % 3 == 0 { 2 } else { 1 },
+                    cin,
+                    cout,
+                    dhw: [d, h, w],
+                    kernel: [kd, k, k],
+                    stride: [sd, s, s],
+                    padding: [pd, (k - 1) / 2, (k - 1) / 2],
+                    transposed: false,
+                    density,
+                    shift_groups: groups,
+                    bias,
+                    norm,
+                    slope,
+                    slice,
+                    seed,
+                }
+            },
+        )
 }
 
 fn up_strategy() -> impl Strategy<Value = ConvCfg> {
@@ -171,23 +196,25 @@ fn up_strategy() -> impl Strategy<Value = ConvCfg> {
         (prop::bool::ANY, prop::bool::ANY, prop::bool::ANY),
         0u64..1_000_000,
     )
-        .prop_map(|((n, cin, cout), (d, h, w), (density, kd), (bias, norm, slope), seed)| ConvCfg {
-            n,
-            cin,
-            cout,
-            dhw: [d, h, w],
-            kernel: [kd, 2, 2],
-            stride: [kd, 2, 2],
-            padding: [0; 3],
-            transposed: true,
-            density,
-            shift_groups: 1,
-            bias,
-            norm,
-            slope,
-            slice: seed % 4 == 0,
-            seed,
-        })
+        .prop_map(
+            |((n, cin, cout), (d, h, w), (density, kd), (bias, norm, slope), seed)| ConvCfg {
+                n,
+                cin,
+                cout,
+                dhw: [d, h, w],
+                kernel: [kd, 2, 2],
+                stride: [kd, 2, 2],
+                padding: [0; 3],
+                transposed: true,
+                density,
+                shift_groups: 1,
+                bias,
+                norm,
+                slope,
+                slice: seed % 4 == 0,
+                seed,
+            },
+        )
 }
 
 proptest! {
@@ -262,6 +289,12 @@ fn e2enet_shaped_convs() {
     c.shift_groups = 5;
     c.slice = true;
     v.push(c.case());
+    // Wide sparse planes: the column-strip loop order (several strips and a tail).
+    let mut c = ConvCfg::plain(1, 120, 4, [2, 7, 113], 3, 1);
+    c.density = Some(0.3);
+    c.norm = true;
+    c.shift_groups = 3;
+    v.push(c.case());
     let mut c = ConvCfg::plain(1, 24, 7, [2, 6, 20], 1, 1);
     c.bias = false;
     v.push(c.case());
@@ -284,18 +317,21 @@ fn plain_and_generic_convs() {
             acts: vec![x.clone()],
             consts: vec![noise(&[4, 3, 3, 3, 3], 3), noise(&[4], 4)],
             out_slice: None,
+            in_slice: None,
         },
         Case {
             op: Op::Conv3d(conv([2, 3, 2], [2, 2, 3], [1, 0, 2])),
             acts: vec![x.clone()],
             consts: vec![noise(&[2, 3, 2, 3, 2], 5)],
             out_slice: None,
+            in_slice: Some((1, 2)),
         },
         Case {
             op: Op::Conv3d(conv([1, 5, 5], [1, 1, 1], [0, 2, 2])),
             acts: vec![x2.clone()],
             consts: vec![noise(&[3, 2, 1, 5, 5], 6), noise(&[3], 7)],
             out_slice: Some((0, 1)),
+            in_slice: None,
         },
         // ConvTranspose3d: the upsampling path and generic ones.
         Case {
@@ -303,18 +339,21 @@ fn plain_and_generic_convs() {
             acts: vec![x.clone()],
             consts: vec![noise(&[3, 5, 2, 2, 2], 8), noise(&[5], 9)],
             out_slice: None,
+            in_slice: Some((1, 2)),
         },
         Case {
             op: Op::ConvTranspose3d(conv([3, 3, 2], [2, 1, 2], [1, 1, 0])),
             acts: vec![x2.clone()],
             consts: vec![noise(&[2, 3, 3, 3, 2], 10)],
             out_slice: None,
+            in_slice: None,
         },
         Case {
             op: Op::ConvTranspose3d(conv([1, 2, 2], [1, 2, 2], [0, 0, 0])),
             acts: vec![x2],
             consts: vec![noise(&[2, 4, 1, 2, 2], 11)],
             out_slice: None,
+            in_slice: None,
         },
     ];
     check(cases);
@@ -348,38 +387,99 @@ fn elementwise_and_copy_ops() {
     let c = noise(&[2, 2, 4, 5, 11], 22);
     let pool_in = noise(&[1, 3, 6, 9, 17], 23);
     let cases = vec![
-        Case { op: Op::LeakyRelu { slope: 0.01 }, acts: vec![a.clone()], consts: vec![], out_slice: None },
-        Case { op: Op::Add, acts: vec![a.clone(), b.clone()], consts: vec![], out_slice: Some((2, 3)) },
-        Case { op: Op::DepthShift(ShiftAttrs { groups: 3 }), acts: vec![a.clone()], consts: vec![], out_slice: None },
-        Case { op: Op::DepthShift(ShiftAttrs { groups: 5 }), acts: vec![c.clone()], consts: vec![], out_slice: None },
         Case {
-            op: Op::SelectChannels { axis: 1, ranges: vec![(0, 1), (2, 3)] },
+            op: Op::LeakyRelu { slope: 0.01 },
             acts: vec![a.clone()],
             consts: vec![],
             out_slice: None,
+            in_slice: Some((1, 2)),
         },
-        Case { op: Op::Concat, acts: vec![a.clone(), c.clone(), b.clone()], consts: vec![], out_slice: Some((1, 1)) },
         Case {
-            op: Op::MaxPool3d(PoolAttrs { kernel: [2, 2, 2], stride: [2, 2, 2] }),
+            op: Op::Add,
+            acts: vec![a.clone(), b.clone()],
+            consts: vec![],
+            out_slice: Some((2, 3)),
+            in_slice: None,
+        },
+        Case {
+            op: Op::DepthShift(ShiftAttrs { groups: 3 }),
+            acts: vec![a.clone()],
+            consts: vec![],
+            out_slice: None,
+            in_slice: Some((1, 2)),
+        },
+        Case {
+            op: Op::DepthShift(ShiftAttrs { groups: 5 }),
+            acts: vec![c.clone()],
+            consts: vec![],
+            out_slice: None,
+            in_slice: None,
+        },
+        Case {
+            op: Op::SelectChannels {
+                axis: 1,
+                ranges: vec![(0, 1), (2, 3)],
+            },
+            acts: vec![a.clone()],
+            consts: vec![],
+            out_slice: None,
+            in_slice: Some((1, 2)),
+        },
+        Case {
+            op: Op::Concat,
+            acts: vec![a.clone(), c.clone(), b.clone()],
+            consts: vec![],
+            out_slice: Some((1, 1)),
+            in_slice: None,
+        },
+        Case {
+            op: Op::MaxPool3d(PoolAttrs {
+                kernel: [2, 2, 2],
+                stride: [2, 2, 2],
+            }),
             acts: vec![pool_in.clone()],
             consts: vec![],
             out_slice: None,
+            in_slice: Some((1, 2)),
         },
         Case {
-            op: Op::MaxPool3d(PoolAttrs { kernel: [1, 3, 2], stride: [1, 2, 3] }),
+            op: Op::MaxPool3d(PoolAttrs {
+                kernel: [1, 3, 2],
+                stride: [1, 2, 3],
+            }),
             acts: vec![pool_in],
             consts: vec![],
             out_slice: None,
+            in_slice: None,
         },
         Case {
             op: Op::InstanceNorm { eps: 1e-5 },
             acts: vec![a.clone()],
             consts: vec![noise(&[3], 24), noise(&[3], 25)],
             out_slice: Some((0, 2)),
+            in_slice: Some((1, 2)),
         },
-        Case { op: Op::Softmax, acts: vec![noise(&[2, 5, 3, 4, 13], 26)], consts: vec![], out_slice: None },
-        Case { op: Op::Argmax, acts: vec![noise(&[2, 7, 3, 4, 13], 27)], consts: vec![], out_slice: None },
-        Case { op: Op::Softmax, acts: vec![noise(&[1, 16, 1, 1, 3], 28)], consts: vec![], out_slice: None },
+        Case {
+            op: Op::Softmax,
+            acts: vec![noise(&[2, 5, 3, 4, 13], 26)],
+            consts: vec![],
+            out_slice: None,
+            in_slice: None,
+        },
+        Case {
+            op: Op::Argmax,
+            acts: vec![noise(&[2, 7, 3, 4, 13], 27)],
+            consts: vec![],
+            out_slice: None,
+            in_slice: Some((1, 2)),
+        },
+        Case {
+            op: Op::Softmax,
+            acts: vec![noise(&[1, 16, 1, 1, 3], 28)],
+            consts: vec![],
+            out_slice: None,
+            in_slice: None,
+        },
     ];
     check(cases);
 }
@@ -393,32 +493,75 @@ fn argmax_ties_take_the_first_channel() {
         v[3 * 18 + x] = 2.0;
     }
     let t = Tensor::from_f32(vec![1, 4, 1, 2, 9], v).unwrap();
-    check(vec![Case { op: Op::Argmax, acts: vec![t], consts: vec![], out_slice: None }]);
+    check(vec![Case {
+        op: Op::Argmax,
+        acts: vec![t],
+        consts: vec![],
+        out_slice: None,
+        in_slice: None,
+    }]);
 }
 
 #[test]
 fn kernels_compile_for_plain_avx2() {
     // The target machines have AVX2 + FMA and no AVX-512: the generated text must not need more.
     let mut consts = e2enc_codegen::emit::Consts::default();
+    let mut cfgs = Vec::new();
     let mut c = ConvCfg::plain(1, 5, 6, [2, 5, 13], 3, 2);
     c.norm = true;
     c.density = Some(0.5);
+    cfgs.push(c);
+    let mut c = ConvCfg::plain(1, 5, 7, [2, 9, 60], 3, 1);
+    c.density = Some(0.5);
+    c.shift_groups = 3;
+    c.slope = true;
+    cfgs.push(c);
+    let mut c = ConvCfg::plain(1, 5, 7, [2, 9, 40], 3, 2);
+    c.bias = true;
+    cfgs.push(c);
+    cfgs.push(ConvCfg::plain(1, 5, 7, [2, 9, 40], 1, 1));
     let mut u = ConvCfg::plain(1, 4, 3, [2, 3, 5], 2, 2);
     u.transposed = true;
     u.kernel = [2, 2, 2];
     u.stride = [2, 2, 2];
     u.padding = [0; 3];
-    let ps = vec![
-        harness::prepare(&c.case(), "a", &mut consts),
-        harness::prepare(&u.case(), "b", &mut consts),
-        harness::prepare(
-            &Case { op: Op::Softmax, acts: vec![noise(&[1, 3, 1, 2, 9], 1)], consts: vec![], out_slice: None },
-            "c",
-            &mut consts,
-        ),
-    ];
+    u.norm = true;
+    cfgs.push(u);
+    let mut cases: Vec<Case> = cfgs.iter().map(|c| c.case()).collect();
+    cases.push(Case::new(
+        Op::Softmax,
+        vec![noise(&[1, 3, 1, 2, 9], 1)],
+        vec![],
+    ));
+    cases.push(Case::new(
+        Op::Argmax,
+        vec![noise(&[1, 3, 1, 2, 9], 1)],
+        vec![],
+    ));
+    cases.push(Case::new(
+        Op::MaxPool3d(PoolAttrs {
+            kernel: [2, 2, 2],
+            stride: [2, 2, 2],
+        }),
+        vec![noise(&[1, 3, 2, 4, 9], 1)],
+        vec![],
+    ));
+    cases.push(Case::new(
+        Op::InstanceNorm { eps: 1e-5 },
+        vec![noise(&[1, 3, 2, 4, 9], 1)],
+        vec![noise(&[3], 2), noise(&[3], 3)],
+    ));
+    let ps: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| harness::prepare(c, &format!("p{i}"), &mut consts))
+        .collect();
     let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
-    harness::compile(&ks, &["-O2", "-mavx2", "-mfma", "-mno-avx512f"]).unwrap();
+    harness::compile(
+        &ks,
+        &["-O2", "-mavx2", "-mfma", "-mno-avx512f", "-Wall", "-Werror"],
+    )
+    .unwrap();
 }
 
 #[test]

@@ -5,13 +5,16 @@
 //! host has the CPU features the kernels need; the constant blobs have the sizes the manifest
 //! says. Only then is `kernels.so` loaded, and from a private copy of the very bytes that were
 //! hashed, so the library cannot change between verification and loading. `rebuild` recompiles
-//! the (verified) `kernels.c` with the manifest's flags instead of loading the shipped library.
+//! the (verified) `kernels.c` with this host's compiler (`$CC` or `cc`, never a program the
+//! manifest names) and the bundle flags instead of loading the shipped library.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use e2enc_codegen::artifact::{is_plain_file_name, sha256_hex, Manifest, FILES, FORMAT, VERSION};
+use e2enc_codegen::artifact::{
+    is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION,
+};
 use e2enc_ir::{Tensor, Weights};
 
 use crate::pool::KernelFn;
@@ -36,7 +39,10 @@ pub struct Bundle {
 }
 
 fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
-    RuntimeError::Bundle { path: dir.to_path_buf(), msg: msg.into() }
+    RuntimeError::Bundle {
+        path: dir.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 /// Whether this host has a CPU feature, by its `std::arch` name.
@@ -62,11 +68,18 @@ pub fn host_has(feature: &str) -> Option<bool> {
 /// Reads and checks the manifest and every file it names; returns the files' bytes.
 pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), RuntimeError> {
     let mpath = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath).map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| bad(dir, format!("manifest.json is not a valid manifest: {e}")))?;
+    let text = std::fs::read_to_string(&mpath)
+        .map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| bad(dir, format!("manifest.json is not a valid manifest: {e}")))?;
     if manifest.format != FORMAT {
-        return Err(bad(dir, format!("manifest format is `{}`, expected `{FORMAT}`", manifest.format)));
+        return Err(bad(
+            dir,
+            format!(
+                "manifest format is `{}`, expected `{FORMAT}`",
+                manifest.format
+            ),
+        ));
     }
     if manifest.version != VERSION {
         return Err(bad(
@@ -76,21 +89,51 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
     }
     for name in manifest.files.keys() {
         if !is_plain_file_name(name) {
-            return Err(bad(dir, format!("manifest names `{name}`, which is not a file inside the bundle")));
+            return Err(bad(
+                dir,
+                format!("manifest names `{name}`, which is not a file inside the bundle"),
+            ));
         }
-        if !FILES.iter().any(|f| *f == name.as_str()) {
-            return Err(bad(dir, format!("manifest names an unexpected file `{name}`")));
+        if !FILES.contains(&name.as_str()) {
+            return Err(bad(
+                dir,
+                format!("manifest names an unexpected file `{name}`"),
+            ));
         }
     }
     let mut bytes = BTreeMap::new();
     for f in FILES {
-        let want = manifest.files.get(f).ok_or_else(|| bad(dir, format!("manifest has no checksum for {f}")))?;
-        let b = std::fs::read(dir.join(f)).map_err(|e| bad(dir, format!("cannot read {f}: {e}")))?;
+        let want = manifest
+            .files
+            .get(f)
+            .ok_or_else(|| bad(dir, format!("manifest has no checksum for {f}")))?;
+        let path = dir.join(f);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Err(bad(dir, format!("{f} is not a regular file"))),
+            Err(e) => return Err(bad(dir, format!("cannot read {f}: {e}"))),
+        }
+        let b = std::fs::read(&path).map_err(|e| bad(dir, format!("cannot read {f}: {e}")))?;
         let got = sha256_hex(&b);
         if &got != want {
             return Err(bad(dir, format!("{f} does not match its checksum (modified or corrupted); refusing to load the bundle")));
         }
         bytes.insert(f.to_string(), b);
+    }
+    // The manifest's plan (arena size, kernels and tiles, port views, blob sizes) must be the one
+    // the (checksummed) kernels were generated for: kernels.c carries its digest.
+    let digest = plan_digest(&manifest);
+    let marker = format!("/* e2enc-plan: {digest} */");
+    if !String::from_utf8_lossy(&bytes["kernels.c"]).contains(&marker) {
+        return Err(bad(dir, "manifest.json does not match kernels.c (its plan was modified); refusing to load the bundle"));
+    }
+    for p in manifest.inputs.iter().chain(&manifest.outputs) {
+        if p.view.end() > manifest.arena_elems || p.shape.iter().product::<usize>() == 0 {
+            return Err(bad(
+                dir,
+                format!("the view of `{}` lies outside the arena", p.name),
+            ));
+        }
     }
     for feat in &manifest.cpu_features {
         match host_has(feat) {
@@ -106,44 +149,61 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// A new folder only this process created (never one that already existed), mode 0700.
 fn private_dir() -> Result<PathBuf, std::io::Error> {
-    let d = std::env::temp_dir().join(format!(
-        "e2enc-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&d)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for _ in 0..64 {
+        let d = std::env::temp_dir().join(format!(
+            "e2enc-{}-{}-{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed),
+            nanos
+        ));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(0o700);
+        }
+        match b.create(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
     }
-    Ok(d)
+    Err(std::io::Error::other("could not create a private folder"))
 }
 
 impl Bundle {
     /// Verifies and loads the bundle in `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Bundle, RuntimeError> {
         let (manifest, files) = verify(dir)?;
-        let blobs = Weights::from_bytes(&files["weights.safetensors"]).map_err(|m| bad(dir, format!("weights.safetensors: {m}")))?;
+        let blobs = Weights::from_bytes(&files["weights.safetensors"])
+            .map_err(|m| bad(dir, format!("weights.safetensors: {m}")))?;
         let w = blob(dir, &blobs, "W", manifest.consts_f32, Tensor::as_f32)?;
         let i = blob(dir, &blobs, "I", manifest.consts_i32, Tensor::as_i32)?;
 
-        let tmp = private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
+        let tmp =
+            private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
         let so = tmp.join("kernels.so");
         let loaded = (|| {
             if opts.rebuild {
                 let c = tmp.join("kernels.c");
                 std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
-                e2enc_codegen::compile::run_cc(&manifest.compiler.command, &c, &so)
-                    .or_else(|_| e2enc_codegen::compile::run_cc("cc", &c, &so))
+                // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
+                // checksum covers the manifest, so running a program it names would run anything.
+                let cc = e2enc_codegen::compile::CompileOptions::default().cc;
+                e2enc_codegen::compile::run_cc(&cc, &c, &so)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
             } else {
                 std::fs::write(&so, &files["kernels.so"]).map_err(|e| bad(dir, e.to_string()))?;
             }
             // SAFETY: the library's bytes were verified against the manifest's checksum (or
             // compiled here from verified C), and its initializers are the C compiler's own.
-            unsafe { libloading::Library::new(&so) }.map_err(|e| bad(dir, format!("cannot load kernels.so: {e}")))
+            unsafe { libloading::Library::new(&so) }
+                .map_err(|e| bad(dir, format!("cannot load kernels.so: {e}")))
         })();
         let _ = std::fs::remove_dir_all(&tmp);
         let lib = loaded?;
@@ -155,7 +215,14 @@ impl Bundle {
                 .map_err(|_| bad(dir, format!("kernels.so lacks the kernel `{}`", s.kernel)))?;
             kernels.push(*f);
         }
-        Ok(Bundle { dir: dir.to_path_buf(), manifest, w, i, kernels, _lib: lib })
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+            w,
+            i,
+            kernels,
+            _lib: lib,
+        })
     }
 }
 
@@ -166,10 +233,15 @@ fn blob<T: Copy>(
     len: usize,
     get: impl Fn(&Tensor) -> Option<&[T]>,
 ) -> Result<Vec<T>, RuntimeError> {
-    let t = blobs.get(name).ok_or_else(|| bad(dir, format!("weights.safetensors lacks `{name}`")))?;
+    let t = blobs
+        .get(name)
+        .ok_or_else(|| bad(dir, format!("weights.safetensors lacks `{name}`")))?;
     let v = get(t).ok_or_else(|| bad(dir, format!("`{name}` has the wrong dtype")))?;
     if v.len() != len {
-        return Err(bad(dir, format!("`{name}` holds {} values, the manifest says {len}", v.len())));
+        return Err(bad(
+            dir,
+            format!("`{name}` holds {} values, the manifest says {len}", v.len()),
+        ));
     }
     Ok(v.to_vec())
 }

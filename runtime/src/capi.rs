@@ -35,13 +35,20 @@ fn write_err(err: *mut c_char, len: usize, msg: &str) {
 /// # Safety
 /// `dir` must be a NUL-terminated string; `err` must point to `err_len` writable bytes or be NULL.
 #[no_mangle]
-pub unsafe extern "C" fn e2enc_load(dir: *const c_char, threads: c_int, err: *mut c_char, err_len: usize) -> *mut E2encModel {
+pub unsafe extern "C" fn e2enc_load(
+    dir: *const c_char,
+    threads: c_int,
+    err: *mut c_char,
+    err_len: usize,
+) -> *mut E2encModel {
     let r = catch_unwind(AssertUnwindSafe(|| {
         if dir.is_null() {
             return Err("the bundle path is NULL".to_string());
         }
         // SAFETY: the caller passes a NUL-terminated string.
-        let dir = unsafe { CStr::from_ptr(dir) }.to_str().map_err(|_| "the bundle path is not UTF-8".to_string())?;
+        let dir = unsafe { CStr::from_ptr(dir) }
+            .to_str()
+            .map_err(|_| "the bundle path is not UTF-8".to_string())?;
         let b = Bundle::load(Path::new(dir), &LoadOptions::default()).map_err(|e| e.to_string())?;
         Ok(Engine::new(b, threads.max(0) as usize))
     }));
@@ -64,14 +71,25 @@ pub unsafe extern "C" fn e2enc_load(dir: *const c_char, threads: c_int, err: *mu
 /// # Safety
 /// `m` must come from `e2enc_load`; `shape` must point to 5 writable `int64_t`.
 #[no_mangle]
-pub unsafe extern "C" fn e2enc_shape(m: *const E2encModel, output: c_int, index: c_int, shape: *mut i64) -> c_int {
+pub unsafe extern "C" fn e2enc_shape(
+    m: *const E2encModel,
+    output: c_int,
+    index: c_int,
+    shape: *mut i64,
+) -> c_int {
     if m.is_null() || shape.is_null() {
         return -1;
     }
     // SAFETY: checked non-null; the caller passes a live model.
     let man = &unsafe { &*m }.engine.bundle.manifest;
-    let ports = if output != 0 { &man.outputs } else { &man.inputs };
-    let Some(p) = usize::try_from(index).ok().and_then(|i| ports.get(i)) else { return -1 };
+    let ports = if output != 0 {
+        &man.outputs
+    } else {
+        &man.inputs
+    };
+    let Some(p) = usize::try_from(index).ok().and_then(|i| ports.get(i)) else {
+        return -1;
+    };
     for (k, d) in p.shape.iter().take(5).enumerate() {
         // SAFETY: the caller provides 5 slots.
         unsafe { *shape.add(k) = *d as i64 };
@@ -107,16 +125,25 @@ pub unsafe extern "C" fn e2enc_run(
         let n_in: usize = ip.shape.iter().product();
         let n_out: usize = op.shape.iter().product();
         if input_len != n_in {
-            return Err(format!("input has {input_len} values, the bundle expects {n_in} ({:?})", ip.shape));
+            return Err(format!(
+                "input has {input_len} values, the bundle expects {n_in} ({:?})",
+                ip.shape
+            ));
         }
         if output_len != n_out {
-            return Err(format!("output buffer has {output_len} values, the bundle writes {n_out} ({:?})", op.shape));
+            return Err(format!(
+                "output buffer has {output_len} values, the bundle writes {n_out} ({:?})",
+                op.shape
+            ));
         }
         // SAFETY: the caller provides `input_len` readable floats.
         let data = unsafe { std::slice::from_raw_parts(input, input_len) }.to_vec();
         let (iname, oname) = (ip.name.clone(), op.name.clone());
         let t = Tensor::from_f32(ip.shape.clone(), data).map_err(|e| e.to_string())?;
-        let mut outs = model.engine.run(&BTreeMap::from([(iname, t)])).map_err(|e| e.to_string())?;
+        let mut outs = model
+            .engine
+            .run(&BTreeMap::from([(iname, t)]))
+            .map_err(|e| e.to_string())?;
         let y = outs.remove(&oname).ok_or("missing output")?;
         let v = y.as_f32().ok_or("the first output is not f32")?;
         // SAFETY: the caller provides `output_len` writable floats.

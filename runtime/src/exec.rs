@@ -73,7 +73,11 @@ fn shape5(s: &[usize]) -> [usize; 5] {
 impl Engine {
     /// Prepares `bundle` to run on `threads` threads (0: all available cores).
     pub fn new(mut bundle: Bundle, threads: usize) -> Engine {
-        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
         // The blobs move into aligned storage (the bundle keeps empty vectors): one copy only.
         let w = Aligned::from_slice(&std::mem::take(&mut bundle.w));
         let i = Aligned::from_slice(&std::mem::take(&mut bundle.i));
@@ -96,7 +100,10 @@ impl Engine {
     }
 
     /// Runs the bundle on `inputs` (by port name) and returns every output.
-    pub fn run(&mut self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    pub fn run(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         self.run_inner(inputs, None)
     }
 
@@ -118,11 +125,15 @@ impl Engine {
         let m = &self.bundle.manifest;
         for name in inputs.keys() {
             if !m.inputs.iter().any(|p| &p.name == name) {
-                return Err(RuntimeError::Input(format!("the bundle has no input `{name}`")));
+                return Err(RuntimeError::Input(format!(
+                    "the bundle has no input `{name}`"
+                )));
             }
         }
         for p in &m.inputs {
-            let t = inputs.get(&p.name).ok_or_else(|| RuntimeError::Input(format!("input `{}` is missing", p.name)))?;
+            let t = inputs
+                .get(&p.name)
+                .ok_or_else(|| RuntimeError::Input(format!("input `{}` is missing", p.name)))?;
             if t.shape() != p.shape.as_slice() {
                 return Err(RuntimeError::Input(format!(
                     "input `{}` has shape {:?}, the bundle was compiled for {:?}",
@@ -131,7 +142,9 @@ impl Engine {
                     p.shape
                 )));
             }
-            let v = t.as_f32().ok_or_else(|| RuntimeError::Input(format!("input `{}` must be f32", p.name)))?;
+            let v = t
+                .as_f32()
+                .ok_or_else(|| RuntimeError::Input(format!("input `{}` must be f32", p.name)))?;
             write_view(self.arena.as_mut_slice(), &p.view, v);
         }
         let a = self.arena.as_mut_slice().as_mut_ptr();
@@ -142,7 +155,12 @@ impl Engine {
             // blobs (checked at load); tiles write disjoint memory.
             unsafe { self.pool.run(*f, a, w, i, s.tiles) };
             if let Some(ts) = times.as_deref_mut() {
-                ts.push(StepTime { kernel: s.kernel.clone(), what: s.what.clone(), flops: s.flops, seconds: t0.elapsed().as_secs_f64() });
+                ts.push(StepTime {
+                    kernel: s.kernel.clone(),
+                    what: s.what.clone(),
+                    flops: s.flops,
+                    seconds: t0.elapsed().as_secs_f64(),
+                });
             }
         }
         let mut out = BTreeMap::new();
@@ -187,7 +205,10 @@ fn read_port(arena: &[f32], p: &Port) -> Result<Tensor, RuntimeError> {
         }
     }
     let t = if p.dtype == "i32" {
-        Tensor::from_i32(p.shape.clone(), v.iter().map(|x| x.to_bits() as i32).collect())
+        Tensor::from_i32(
+            p.shape.clone(),
+            v.iter().map(|x| x.to_bits() as i32).collect(),
+        )
     } else {
         Tensor::from_f32(p.shape.clone(), v)
     };

@@ -46,7 +46,12 @@ pub enum Runnable {
 impl Runnable {
     /// Loads a bundle folder (one holding manifest.json) or a model.json (or a folder holding
     /// one, built with `opts`).
-    pub fn load(path: &Path, opts: &BuildOptions, threads: usize, rebuild: bool) -> Result<Runnable, RuntimeError> {
+    pub fn load(
+        path: &Path,
+        opts: &BuildOptions,
+        threads: usize,
+        rebuild: bool,
+    ) -> Result<Runnable, RuntimeError> {
         if path.is_dir() && path.join("manifest.json").exists() {
             let b = bundle::Bundle::load(path, &bundle::LoadOptions { rebuild })?;
             return Ok(Runnable::Bundle(exec::Engine::new(b, threads)));
@@ -55,7 +60,11 @@ impl Runnable {
     }
 
     /// Runs and returns the requested outputs (all when empty).
-    pub fn run(&mut self, inputs: &BTreeMap<String, Tensor>, outputs: &[&str]) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    pub fn run(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        outputs: &[&str],
+    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
         match self {
             Runnable::Model(s) => s.run(inputs, outputs),
             Runnable::Bundle(e) => {
@@ -83,7 +92,9 @@ impl Session {
             if path.join("manifest.json").exists() {
                 return Err(RuntimeError::Unsupported {
                     path: path.to_path_buf(),
-                    msg: "this is a compiled bundle, not a model.json (load it with Runnable::load)".into(),
+                    msg:
+                        "this is a compiled bundle, not a model.json (load it with Runnable::load)"
+                            .into(),
                 });
             }
             path.join("model.json")

@@ -45,7 +45,13 @@ impl Pool {
     pub fn new(threads: usize) -> Pool {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            job: UnsafeCell::new(Job { f: None, a: std::ptr::null_mut(), w: std::ptr::null(), i: std::ptr::null(), tiles: 0 }),
+            job: UnsafeCell::new(Job {
+                f: None,
+                a: std::ptr::null_mut(),
+                w: std::ptr::null(),
+                i: std::ptr::null(),
+                tiles: 0,
+            }),
             next: AtomicI64::new(0),
             quit: AtomicBool::new(false),
             start: Barrier::new(threads),
@@ -78,8 +84,21 @@ impl Pool {
     /// # Safety
     /// `f` must be a kernel that is safe to call on disjoint tile ranges concurrently with these
     /// pointers (the generated kernels are, for the arena and blobs they were compiled for).
-    pub unsafe fn run(&mut self, f: KernelFn, a: *mut f32, w: *const f32, i: *const i32, tiles: usize) {
-        let job = Job { f: Some(f), a, w, i, tiles: tiles as i64 };
+    pub unsafe fn run(
+        &mut self,
+        f: KernelFn,
+        a: *mut f32,
+        w: *const f32,
+        i: *const i32,
+        tiles: usize,
+    ) {
+        let job = Job {
+            f: Some(f),
+            a,
+            w,
+            i,
+            tiles: tiles as i64,
+        };
         // SAFETY: no worker reads `job` until the `start` barrier below.
         unsafe { *self.shared.job.get() = job };
         self.shared.next.store(0, Ordering::Relaxed);

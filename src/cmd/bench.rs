@@ -51,7 +51,13 @@ const ORT_BENCH: &str = include_str!("../../tools/ort_bench.py");
 const NUMPY_REF: &str = include_str!("../../tools/numpy_ref/e2enet_ref.py");
 
 /// Runs tools/ort_bench.py (embedded) and returns its JSON report.
-fn time_onnxruntime(model: &std::path::Path, patch: &[usize], runs: usize, warmup: usize, threads: usize) -> Result<serde_json::Value> {
+fn time_onnxruntime(
+    model: &std::path::Path,
+    patch: &[usize],
+    runs: usize,
+    warmup: usize,
+    threads: usize,
+) -> Result<serde_json::Value> {
     let dir = std::env::temp_dir().join(format!("e2enc-ort-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("numpy_ref"))?;
     std::fs::write(dir.join("ort_bench.py"), ORT_BENCH)?;
@@ -75,7 +81,11 @@ fn time_onnxruntime(model: &std::path::Path, patch: &[usize], runs: usize, warmu
         bail!("the ONNX Runtime benchmark failed (pip install onnx onnxruntime numpy?)");
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.trim_start().starts_with('{')).ok_or_else(|| anyhow::anyhow!("no report from the ONNX Runtime benchmark"))?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| anyhow::anyhow!("no report from the ONNX Runtime benchmark"))?;
     Ok(serde_json::from_str(line)?)
 }
 
@@ -94,7 +104,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let b = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
     let mut e = Engine::new(b, a.threads);
     let m = e.bundle.manifest.clone();
-    let port = m.inputs.first().ok_or_else(|| anyhow::anyhow!("the bundle has no input"))?;
+    let port = m
+        .inputs
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the bundle has no input"))?;
     let n: usize = port.shape.iter().product();
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let data: Vec<f32> = (0..n)
@@ -105,7 +118,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
             (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         })
         .collect();
-    let feed = BTreeMap::from([(port.name.clone(), Tensor::from_f32(port.shape.clone(), data)?)]);
+    let feed = BTreeMap::from([(
+        port.name.clone(),
+        Tensor::from_f32(port.shape.clone(), data)?,
+    )]);
     eprintln!(
         "bundle {}: input {:?}, {} kernels, {} threads, arena {:.0} MiB",
         a.bundle.display(),
@@ -129,16 +145,32 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let median = times[times.len() / 2];
     let gf = |macs: u64| 2.0 * macs as f64 / median / 1e9;
     println!("median        {median:.3} s per batch ({} runs)", a.runs);
-    println!("dense MACs    {} -> {:.1} effective GFLOP/s", giga(m.dense_macs), gf(m.dense_macs));
-    println!("executed MACs {} -> {:.1} GFLOP/s", giga(m.executed_macs), gf(m.executed_macs));
+    println!(
+        "dense MACs    {} -> {:.1} effective GFLOP/s",
+        giga(m.dense_macs),
+        gf(m.dense_macs)
+    );
+    println!(
+        "executed MACs {} -> {:.1} GFLOP/s",
+        giga(m.executed_macs),
+        gf(m.executed_macs)
+    );
     if let Some(rss) = peak_rss_bytes() {
-        println!("peak memory   {:.0} MiB (process, including the constants)", rss as f64 / 1048576.0);
+        println!(
+            "peak memory   {:.0} MiB (process, including the constants)",
+            rss as f64 / 1048576.0
+        );
     }
     if let (Some(engine), Some(model)) = (&a.against, &a.model) {
         let patch = &port.shape[2..];
-        eprintln!("timing {engine} on the dense network ({} runs after warm-up) ...", a.runs);
+        eprintln!(
+            "timing {engine} on the dense network ({} runs after warm-up) ...",
+            a.runs
+        );
         let r = time_onnxruntime(model, patch, a.runs, a.warmup, a.threads)?;
-        let ort = r["median_s"].as_f64().ok_or_else(|| anyhow::anyhow!("bad report: {r}"))?;
+        let ort = r["median_s"]
+            .as_f64()
+            .ok_or_else(|| anyhow::anyhow!("bad report: {r}"))?;
         println!(
             "{engine} {}  {ort:.3} s per batch (dense, {} threads, peak {:.0} MiB) -> e2enc is {:.2}x faster",
             r["version"].as_str().unwrap_or("?"),
@@ -152,18 +184,30 @@ pub fn main(a: Args) -> Result<ExitCode> {
         let total: f64 = steps.iter().map(|s| s.seconds).sum();
         let mut by_what: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
         for s in &steps {
-            let kind = s.what.split_whitespace().skip(1).collect::<Vec<_>>().join(" ");
+            let kind = s
+                .what
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ");
             let e = by_what.entry(kind).or_default();
             e.0 += s.seconds;
             e.1 += s.flops;
             e.2 += 1;
         }
         println!("\nprofile by kernel kind ({total:.3} s in kernels):");
-        println!("{:<34} {:>6} {:>9} {:>9} {:>7}", "kind", "calls", "seconds", "GFLOP/s", "share");
+        println!(
+            "{:<34} {:>6} {:>9} {:>9} {:>7}",
+            "kind", "calls", "seconds", "GFLOP/s", "share"
+        );
         let mut rows: Vec<_> = by_what.into_iter().collect();
         rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
         for (k, (s, f, c)) in rows {
-            println!("{k:<34} {c:>6} {s:>9.3} {:>9.1} {:>6.1}%", f as f64 / s.max(1e-12) / 1e9, 100.0 * s / total.max(1e-12));
+            println!(
+                "{k:<34} {c:>6} {s:>9.3} {:>9.1} {:>6.1}%",
+                f as f64 / s.max(1e-12) / 1e9,
+                100.0 * s / total.max(1e-12)
+            );
         }
         println!("\nslowest kernels:");
         let mut st = steps.clone();

@@ -41,9 +41,23 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
-    let path = if a.model.is_dir() { a.model.join("model.json") } else { a.model.clone() };
-    let m = Model::load(&path, &BuildOptions { batch: a.batch, patch: a.patch })?;
-    let opts = CompileOptions { deep_supervision: a.deep_supervision, force: a.force, ..CompileOptions::default() };
+    let path = if a.model.is_dir() {
+        a.model.join("model.json")
+    } else {
+        a.model.clone()
+    };
+    let m = Model::load(
+        &path,
+        &BuildOptions {
+            batch: a.batch,
+            patch: a.patch,
+        },
+    )?;
+    let opts = CompileOptions {
+        deep_supervision: a.deep_supervision,
+        force: a.force,
+        ..CompileOptions::default()
+    };
     let r = compile(&m, &a.out, &opts)?;
     let man = &r.manifest;
     eprintln!(

@@ -93,7 +93,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
     };
     if s[1] != in_channels {
-        bail!("`input` has {} channels, the model expects {in_channels}", s[1]);
+        bail!(
+            "`input` has {} channels, the model expects {in_channels}",
+            s[1]
+        );
     }
     let mut want = vec![output_name(0)];
     if a.deep_supervision || a.reference.is_some() {

@@ -76,7 +76,14 @@ for (int y = 0; y < {h}; y++) {{
         ),
     );
     let flops = (n * c * d * h * w * 20) as u64;
-    Ok(vec![kernel(&ctx.prefix, "", &body, n * d, flops, format!("{} softmax", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        n * d,
+        flops,
+        format!("{} softmax", ctx.label),
+    )])
 }
 
 pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
@@ -86,7 +93,11 @@ pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
     if y.shape != [n, 1, d, h, w] || x.row != y.row {
         return Err(err(
             ctx,
-            format!("the output view must be [N, 1, D, H, W] = {:?}, got {:?}", [n, 1, d, h, w], y.shape),
+            format!(
+                "the output view must be [N, 1, D, H, W] = {:?}, got {:?}",
+                [n, 1, d, h, w],
+                y.shape
+            ),
         ));
     }
     let nv = nvec(w);
@@ -126,5 +137,12 @@ pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
         ),
     );
     let flops = (n * c * d * h * w) as u64;
-    Ok(vec![kernel(&ctx.prefix, "", &body, n * d, flops, format!("{} argmax", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        n * d,
+        flops,
+        format!("{} argmax", ctx.label),
+    )])
 }

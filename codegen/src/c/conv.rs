@@ -80,14 +80,12 @@ pub fn path(g: &Geom) -> ConvPath {
     let [sd, sh, sw] = g.s;
     let [pd, ph, pw] = g.p;
     if g.transposed {
-        if kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && kd == sd && pd == 0
-        {
+        if kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && kd == sd && pd == 0 {
             return ConvPath::Up;
         }
         return ConvPath::Generic;
     }
-    if kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == (kh - 1) / 2 && sh == sw && sh <= 2
-    {
+    if kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == (kh - 1) / 2 && sh == sw && sh <= 2 {
         return ConvPath::Fast;
     }
     ConvPath::Generic
@@ -176,20 +174,29 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
                 .ok_or_else(|| err(ctx, "the kernel index must be i32"))?;
             let n = w.shape()[0];
             if idx.len() != 2 * n {
-                return Err(err(ctx, format!("kernel index has {} rows, not {n}", idx.len() / 2)));
+                return Err(err(
+                    ctx,
+                    format!("kernel index has {} rows, not {n}", idx.len() / 2),
+                ));
             }
             for r in 0..n {
                 let (o, i) = (idx[2 * r], idx[2 * r + 1]);
                 let ok = o >= 0 && (o as usize) < cout && i >= 0 && (i as usize) < cin;
                 if !ok {
-                    return Err(err(ctx, format!("kernel index row {r} ({o}, {i}) is out of range")));
+                    return Err(err(
+                        ctx,
+                        format!("kernel index row {r} ({o}, {i}) is out of range"),
+                    ));
                 }
                 rows[o as usize].push((i as usize, r * kvol));
             }
             for (o, row) in rows.iter_mut().enumerate() {
                 row.sort_by_key(|e| e.0);
                 if row.windows(2).any(|p| p[0].0 == p[1].0) {
-                    return Err(err(ctx, format!("output channel {o} lists an input channel twice")));
+                    return Err(err(
+                        ctx,
+                        format!("output channel {o} lists an input channel twice"),
+                    ));
                 }
             }
         }
@@ -204,7 +211,11 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
             }
             for (o, row) in rows.iter_mut().enumerate() {
                 for i in 0..cin {
-                    let k = if a.transposed { i * cout + o } else { o * cin + i };
+                    let k = if a.transposed {
+                        i * cout + o
+                    } else {
+                        o * cin + i
+                    };
                     row.push((i, k * kvol));
                 }
             }
@@ -214,7 +225,10 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
         let t = c(slot);
         let v = f32s(ctx, t, what)?;
         if v.len() != cout {
-            return Err(err(ctx, format!("{what} {} must have {cout} values", t.ty())));
+            return Err(err(
+                ctx,
+                format!("{what} {} must have {cout} values", t.ty()),
+            ));
         }
         Ok(v)
     };
@@ -225,7 +239,10 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
     };
     let shifts = a.channel_shifts().unwrap_or_else(|| vec![0; cin]);
     if shifts.len() != cin {
-        return Err(err(ctx, format!("shift runs cover {} of {cin} channels", shifts.len())));
+        return Err(err(
+            ctx,
+            format!("shift runs cover {} of {cin} channels", shifts.len()),
+        ));
     }
     if a.transposed && shifts.iter().any(|&s| s != 0) {
         return Err(err(ctx, "a transposed convolution takes no input shifts"));

@@ -4,8 +4,8 @@
 //!
 //! Tiles are `(n, z, band)`: one output plane depth and a band of `RB` output rows, computing
 //! every output channel of the band, so the band's input rows (all input channels) stay in cache
-//! while all output channels reuse them. Inside a tile, for each `x` block (outer) and each output
-//! block, a register-blocked micro kernel keeps `OB` output channels x `RB` rows x `VF` vectors
+//! while all output channels reuse them. Inside a tile, for each output block and each `x` block,
+//! a register-blocked micro kernel keeps `OB` output channels x `RB` rows x `VF` vectors
 //! of 8 columns in accumulators. It walks a list of *entries* `(c, a)` (input channel, depth
 //! tap): for each column tap it broadcasts the `k * OB` weights of that tap column once, then
 //! loads each input row once (`_mm256_loadu_ps` at `x - 1`, `x`, `x + 1`: the zero padding makes
@@ -16,17 +16,22 @@
 //! `[block][entry][tap column][tap row][OB]` (the last block zero-filled). Sparse weights
 //! (`OB = 1`): a per-output CSR of entries, weights `[entry][tap column][tap row]`.
 //!
-//! Stride 2 computes the even output rows directly (rows are addressed by pointer) and every
-//! input column (full resolution), keeping the even columns at the store (`e2_even`): twice the
-//! arithmetic along W but the same inner loop. The epilogue adds the bias, applies the leaky
-//! ReLU when no norm follows, zeroes lanes past the row end, stores, and accumulates the
-//! instance-norm partial sums of the tile (in double, in a fixed order).
+//! Stride 2: output rows are addressed directly (input rows `2y - 1 .. 2y + 1`), and each tap
+//! vector is deinterleaved as it is loaded (the even lanes of two loads, `e2_even`), so the
+//! accumulators hold only real outputs. Sparse convs (`OB = 1`, only 3 FMAs per load) build the
+//! one x +- 1 vector in three that would straddle a 64-byte line from aligned loads with two
+//! shuffles (a variant per line parity, picked from the address at run time), prefetch the
+//! next x block's rows, and walk column strips so a tile's working set fits L2. The epilogue
+//! adds the bias, applies the leaky ReLU when no norm follows, zeroes lanes past the row end,
+//! stores, and accumulates the instance-norm partial sums of the tile (in double, in a fixed
+//! order).
 
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::conv_micro::Micro;
 use super::norm::partial_ptr;
-use super::text::{cf, kernel, nvec, zero_row, zero_row_pads};
+use super::text::{kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 use crate::layout::{PAD_LEFT, PAD_ROWS};
 
@@ -45,22 +50,27 @@ pub struct Blocking {
 pub fn blocking(g: &Geom) -> Blocking {
     let k = g.k[1];
     let s = g.s[1];
+    // 12 accumulators (FMA latency x throughput), as many output channels per load as fit.
+    // Measured on 1x96x32x128x128, 96 -> 48 (see benches/conv.rs).
     let (ob, rb, vo) = match (g.sparse, k, s) {
-        (false, 3, 1) => (2, 4, 1),
-        (false, 3, _) => (2, 2, 1),
-        (true, 3, 1) => (1, 8, 1),
-        (true, 3, _) => (1, 4, 1),
-        (false, _, 1) => (4, 1, 3),
-        (false, _, _) => (4, 1, 1),
-        (true, _, 1) => (1, 1, 8),
-        (true, _, _) => (1, 1, 4),
+        (false, 3, 1) => (3, 4, 1),
+        (false, 3, _) => (6, 2, 1),
+        (true, 3, _) => (1, 6, 2),
+        (false, _, _) => (4, 1, 3),
+        (true, _, _) => (1, 1, 8),
     };
-    let (ob, rb, vo) = match std::env::var("E2ENC_BLOCK") {
-        Ok(v) => {
+    let (ob, rb, vo) = match std::env::var(if g.sparse {
+        "E2ENC_BLOCK_S"
+    } else if s == 2 {
+        "E2ENC_BLOCK_2"
+    } else {
+        "E2ENC_BLOCK_D"
+    }) {
+        Ok(v) if k == 3 => {
             let p: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect();
-            if g.sparse { (p[3], p[4], p[5]) } else { (p[0], p[1], p[2]) }
+            (p[0], p[1], p[2])
         }
-        Err(_) => (ob, rb, vo),
+        _ => (ob, rb, vo),
     };
     Blocking {
         ob: ob.min(g.y[1]),
@@ -74,193 +84,24 @@ pub fn tiles_per_sample(g: &Geom) -> usize {
     g.y[2] * g.y[3].div_ceil(blocking(g).rb)
 }
 
-/// Constants of one micro-kernel variant.
-struct Micro<'a> {
-    name: String,
-    rb: usize,
-    vo: usize,
-    tail: bool,
-    g: &'a Geom,
-    bl: Blocking,
-    ctx: &'a NodeCtx<'a>,
-    check_iz: bool,
-    check_jz: bool,
-    bias: Option<usize>,
-    slope: Option<f32>,
-    norm: bool,
-    /// `Some(0)`: the first vector's column x starts a 64-byte line, `Some(1)`: it is mid-line;
-    /// the x +- 1 vector that would straddle a line is then built from aligned loads with
-    /// shuffles. `None`: plain unaligned loads.
-    parity: Option<usize>,
-}
+/// Bytes of a tile's input band a sparse tile may touch before it walks column strips (the
+/// target's L2 is 512 KiB per core).
+const BAND_BUDGET: usize = 448 * 1024;
 
-impl Micro<'_> {
-    fn source(&self) -> String {
-        let (g, x, y) = (self.g, &self.ctx.inputs[0], &self.ctx.output);
-        let (k, s, ob) = (g.k[1], g.s[1], self.bl.ob);
-        let vf = self.vo * s;
-        let kk = k * k;
-        let rows_in = s * (self.rb - 1) + k;
-        let ow = g.y[4];
-        let nv = nvec(ow);
-        let mut c = String::new();
-        let _ = writeln!(
-            c,
-            "static void {}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {{
-    (void)W; (void)zb; (void)o0; (void)st;",
-            self.name
-        );
-        for o in 0..ob {
-            for r in 0..self.rb {
-                for f in 0..vf {
-                    let _ = writeln!(c, "    __m256 a{o}_{r}_{f} = _mm256_setzero_ps();");
-                }
-            }
-        }
-        let _ = writeln!(c, "    for (int e = 0; e < ne; e++, ent += 3, w += {}) {{", kk * ob);
-        let d = g.x[2];
-        if self.check_iz {
-            let _ = writeln!(c, "        if ((unsigned)(zb + ent[1]) >= {d}u) continue;");
-        }
-        if self.check_jz {
-            let _ = writeln!(c, "        if ((unsigned)(zb + ent[2]) >= {d}u) continue;");
-        }
-        let _ = writeln!(
-            c,
-            "        const float *p = A + pb + (int64_t)ent[0] * {} + (int64_t)(zb + ent[2]) * {};",
-            x.c_stride, x.d_stride
-        );
-        // Does the last full-resolution vector's last column tap read one float past the row?
-        let overrun = self.tail && s == 2 && k == 3 && 16 * nv >= x.row - PAD_LEFT;
-        for cc in 0..k {
-            let _ = writeln!(c, "        {{");
-            for o in 0..ob {
-                for b in 0..k {
-                    let _ = writeln!(
-                        c,
-                        "            const __m256 w{o}_{b} = _mm256_broadcast_ss(w + {});",
-                        (cc * k + b) * ob + o
-                    );
-                }
-            }
-            for rr in 0..rows_in {
-                for f in 0..vf {
-                    let off = rr * x.row + 8 * f + cc;
-                    // Column x + 8 (q - 1) relative to p (which points at x - 1).
-                    let at = |q: usize| (rr * x.row + 8 * q) as isize - 7;
-                    let last_over = overrun && f == vf - 1;
-                    let load = match self.parity {
-                        // Only the vector that would straddle a cache line is shuffled: x - 1
-                        // when x starts a 64-byte line, x + 1 when x is mid-line.
-                        Some(bp) if k == 3 && cc != 1 && (cc == 0) == ((bp + f) % 2 == 0) => {
-                            let cur = format!("_mm256_loadu_ps(p + {})", at(f + 1));
-                            // The one float from the neighbouring line, broadcast.
-                            let edge = |col: usize| format!("_mm256_broadcast_ss(p + {})", rr * x.row + 8 * f + col);
-                            let blend = std::env::var("E2ENC_EDGE").is_ok_and(|v| v == "b");
-                            if !blend {
-                                if cc == 0 {
-                                    format!("e2_xm1(_mm256_loadu_ps(p + {}), {cur})", at(f))
-                                } else if last_over {
-                                    format!("e2_xp1({cur}, _mm256_setzero_ps())")
-                                } else {
-                                    format!("e2_xp1({cur}, _mm256_loadu_ps(p + {}))", at(f + 2))
-                                }
-                            } else if cc == 0 {
-                                format!("e2_xm1b({cur}, {})", edge(0))
-                            } else if last_over {
-                                format!("e2_xp1b({cur}, _mm256_setzero_ps())")
-                            } else {
-                                format!("e2_xp1b({cur}, {})", edge(9))
-                            }
-                        }
-                        _ if last_over && cc == k - 1 => {
-                            format!("_mm256_maskload_ps(p + {off}, _mm256_castps_si256(e2_mask(7)))")
-                        }
-                        _ => format!("_mm256_loadu_ps(p + {off})"),
-                    };
-                    let _ = writeln!(c, "            {{ const __m256 x = {load};");
-                    for b in 0..k {
-                        if rr < b || (rr - b) % s != 0 || (rr - b) / s >= self.rb {
-                            continue;
-                        }
-                        let r = (rr - b) / s;
-                        for o in 0..ob {
-                            let _ = writeln!(
-                                c,
-                                "              a{o}_{r}_{f} = _mm256_fmadd_ps(w{o}_{b}, x, a{o}_{r}_{f});"
-                            );
-                        }
-                    }
-                    let _ = writeln!(c, "            }}");
-                }
-            }
-            let _ = writeln!(c, "        }}");
-        }
-        let _ = writeln!(c, "    }}");
-        // Epilogue.
-        if let Some(sl) = self.slope {
-            let _ = writeln!(c, "    const __m256 vsl = _mm256_set1_ps({});", cf(sl));
-        }
-        let guard = g.y[1] % ob != 0;
-        for o in 0..ob {
-            let _ = writeln!(c, "    {{");
-            if guard {
-                let _ = writeln!(c, "    if (o0 + {o} < {}) {{", g.y[1]);
-            }
-            if let Some(boff) = self.bias {
-                let _ = writeln!(c, "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o0 + {o});");
-            }
-            if self.norm {
-                let _ = writeln!(
-                    c,
-                    "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();"
-                );
-            }
-            for r in 0..self.rb {
-                for j in 0..self.vo {
-                    let v = if s == 1 {
-                        format!("a{o}_{r}_{j}")
-                    } else {
-                        format!("e2_even(a{o}_{r}_{}, a{o}_{r}_{})", 2 * j, 2 * j + 1)
-                    };
-                    let _ = writeln!(c, "    {{ __m256 v = {v};");
-                    if self.bias.is_some() {
-                        let _ = writeln!(c, "      v = _mm256_add_ps(v, vb);");
-                    }
-                    if self.slope.is_some() {
-                        let _ = writeln!(c, "      v = e2_lrelu(v, vsl);");
-                    }
-                    if self.tail && j == self.vo - 1 && ow % 8 != 0 {
-                        let _ = writeln!(c, "      v = _mm256_and_ps(v, e2_mask({}));", ow % 8);
-                    }
-                    let _ = writeln!(
-                        c,
-                        "      _mm256_storeu_ps(A + po + {}, v);",
-                        o * y.c_stride + r * y.row + 8 * j
-                    );
-                    if self.norm {
-                        let _ = writeln!(c, "      e2_stats(&vs, &vq, v);");
-                    }
-                    let _ = writeln!(c, "    }}");
-                }
-            }
-            if self.norm {
-                let _ = writeln!(
-                    c,
-                    "    st[{}] += e2_hsum_pd(vs); st[{}] += e2_hsum_pd(vq);",
-                    2 * o,
-                    2 * o + 1
-                );
-            }
-            if guard {
-                let _ = writeln!(c, "    }}");
-            }
-            let _ = writeln!(c, "    }}");
-        }
-        c.push_str("}\n");
-        c
+/// Output vectors per column strip of a sparse tile (`None`: the whole band fits the budget).
+fn strip_vectors(g: &Geom, bl: Blocking) -> Option<usize> {
+    let (s, k) = (g.s[1], g.k[1]);
+    let rows_in = s * (bl.rb - 1) + k;
+    let band = |cols: usize| g.x[1] * g.k[0] * rows_in * (cols + 16) * 4;
+    let nv = nvec(g.y[4]);
+    if !g.sparse || band(8 * s * nv) <= BAND_BUDGET {
+        return None;
     }
+    let mut v = nv.next_power_of_two() / 2;
+    while v > bl.vo && band(8 * s * v) > BAND_BUDGET {
+        v /= 2;
+    }
+    Some(v.max(bl.vo).div_ceil(bl.vo) * bl.vo)
 }
 
 /// Emits the conv kernel of the fast path.
@@ -290,7 +131,9 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let entry = |c: usize, a: usize| [c as i32, a as i32, (a as i64 - sp.shifts[c]) as i32];
     let (ent_off, w_off, rp_off, ne_dense);
     if !g.sparse {
-        let ents: Vec<i32> = (0..cin).flat_map(|c| (0..kd).flat_map(move |a| entry(c, a))).collect();
+        let ents: Vec<i32> = (0..cin)
+            .flat_map(|c| (0..kd).flat_map(move |a| entry(c, a)))
+            .collect();
         ne_dense = cin * kd;
         let nob = co.div_ceil(bl.ob);
         let mut w = Vec::with_capacity(nob * ne_dense * kk * bl.ob);
@@ -348,11 +191,9 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let vt = nv - nxb * bl.vo; // vectors of the tail block
     let rrem = oh - (nb - 1) * bl.rb; // rows of the last band
     let mut helpers = String::new();
-    let use_parity = k == 3
-        && match std::env::var("E2ENC_SHUF") {
-            Ok(v) => v == "1" || (v == "s" && g.sparse),
-            Err(_) => g.sparse,
-        };
+    // Sparse (one output channel per micro tile): each load feeds only 3 FMAs, and the one
+    // x +- 1 load in 3 that straddles a cache line costs twice; build it with shuffles.
+    let use_parity = k == 3 && s == 1 && g.sparse && std::env::var("E2ENC_NOPAR").is_err();
     let mut mname = |rb: usize, vo: usize, tail: bool, parity: Option<usize>| -> String {
         let name = format!(
             "{}_mk{}x{}{}{}",
@@ -402,7 +243,10 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             let full = mname(bl.rb, vo, tail, parity);
             if rrem != bl.rb {
                 let rem = mname(rrem, vo, tail, parity);
-                format!("if (y1 - y0 == {}) {full}({args}); else {rem}({args});", bl.rb)
+                format!(
+                    "if (y1 - y0 == {}) {full}({args}); else {rem}({args});",
+                    bl.rb
+                )
             } else {
                 format!("{full}({args});")
             }
@@ -439,12 +283,35 @@ const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({P
     } else {
         format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
     };
-    let xhead = format!("for (int xv = 0; xv < {}; xv += {}) {{\n{pos}\n", nxb * bl.vo, bl.vo);
     let xtail = format!("{{ const int xv = {};\n{pos}\n", nxb * bl.vo);
-    let x_outer = std::env::var("E2ENC_ORDER").map_or(true, |v| v != "o");
-    let loops = if x_outer {
-        format!("{xhead}{ohead}{body_call}\n}}\n}}\n{xtail}{ohead}{tail_call}\n}}\n}}\n")
+    let strip = strip_vectors(g, bl).filter(|&v| nxb * bl.vo > v);
+    let loops = if let Some(strip) = strip {
+        // Column strips outer, then output channels, then x blocks: the working set is the
+        // strip of the band (all input channels), which fits L2 even where the whole band
+        // would not, and one output's channel rows of the strip stay in L1.
+        format!(
+            "for (int xs = 0; xs < {nb}; xs += {strip}) {{
+const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
+{ohead}for (int xv = xs; xv < xe; xv += {vo}) {{
+{pos}
+{body_call}
+}}
+}}
+}}
+{ohead}{xtail}{tail_call}
+}}
+}}
+",
+            nb = nxb * bl.vo,
+            vo = bl.vo,
+        )
     } else {
+        // Output blocks outer, x inner: the band stays in L2 across output blocks.
+        let xhead = format!(
+            "for (int xv = 0; xv < {}; xv += {}) {{\n{pos}\n",
+            nxb * bl.vo,
+            bl.vo
+        );
         format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
     };
     let norm = sp.norm.is_some();
@@ -459,7 +326,11 @@ const int zb = z * {sd} - {pd};
         rb = bl.rb
     );
     if norm {
-        let _ = writeln!(b, "double st[{}]; memset(st, 0, sizeof st);", 2 * co.div_ceil(bl.ob) * bl.ob);
+        let _ = writeln!(
+            b,
+            "double st[{}]; memset(st, 0, sizeof st);",
+            2 * co.div_ceil(bl.ob) * bl.ob
+        );
     } else {
         let _ = writeln!(b, "double *st = 0;");
     }
@@ -488,8 +359,13 @@ const int zb = z * {sd} - {pd};
         let _ = writeln!(
             b,
             "    double *pp = {};\n    pp[0] = st[2 * o]; pp[1] = st[2 * o + 1];",
-            partial_ptr(ctx.scratch, od * nb, &format!("n * {co} + o"), "z * NB + band")
-                .replace("NB", &nb.to_string())
+            partial_ptr(
+                ctx.scratch,
+                od * nb,
+                &format!("n * {co} + o"),
+                "z * NB + band"
+            )
+            .replace("NB", &nb.to_string())
         );
     }
     b.push_str("}\n");
@@ -504,5 +380,12 @@ const int zb = z * {sd} - {pd};
         cin,
         co
     );
-    Ok(kernel(&ctx.prefix, &helpers, &b, n * od * nb, live_flops(sp), what))
+    Ok(kernel(
+        &ctx.prefix,
+        &helpers,
+        &b,
+        n * od * nb,
+        live_flops(sp),
+        what,
+    ))
 }

@@ -99,10 +99,17 @@ double ss = 0.0, sq = 0.0; (void)ss; (void)sq;
                     (0..w as i64).contains(&ix)
                 })
                 .collect();
-            (ok.first().copied().unwrap_or(0), ok.last().map_or(0, |l| l + 1))
+            (
+                ok.first().copied().unwrap_or(0),
+                ok.last().map_or(0, |l| l + 1),
+            )
         };
-        let (lo, hi): (Vec<String>, Vec<String>) =
-            (0..kw).map(|cc| { let (l, h) = range(cc); (l.to_string(), h.to_string()) }).unzip();
+        let (lo, hi): (Vec<String>, Vec<String>) = (0..kw)
+            .map(|cc| {
+                let (l, h) = range(cc);
+                (l.to_string(), h.to_string())
+            })
+            .unzip();
         let _ = write!(
             b,
             "            static const int XLO[{kw}] = {{{lo}}}, XHI[{kw}] = {{{hi}}};
@@ -127,9 +134,17 @@ double ss = 0.0, sq = 0.0; (void)ss; (void)sq;
         );
     }
     let _ = writeln!(b, "        }}\n    }}");
-    let _ = writeln!(b, "    float *rowp = pl + (y + {PAD_ROWS}) * {} + {PAD_LEFT};", y.row);
+    let _ = writeln!(
+        b,
+        "    float *rowp = pl + (y + {PAD_ROWS}) * {} + {PAD_LEFT};",
+        y.row
+    );
     let _ = writeln!(b, "    for (int q = 0; q < {ow}; q++) {{");
-    let _ = writeln!(b, "        float v = acc[q]{};", bias.map_or(String::new(), |bo| format!(" + W[{bo} + o]")));
+    let _ = writeln!(
+        b,
+        "        float v = acc[q]{};",
+        bias.map_or(String::new(), |bo| format!(" + W[{bo} + o]"))
+    );
     if let Some(sl) = slope_in_conv(sp) {
         let _ = writeln!(b, "        v = e2_lrelu1(v, {});", cf(sl));
     }
@@ -137,7 +152,11 @@ double ss = 0.0, sq = 0.0; (void)ss; (void)sq;
         let _ = writeln!(b, "        ss += (double)v; sq += (double)v * (double)v;");
     }
     let _ = writeln!(b, "        rowp[q] = v;\n    }}");
-    let _ = writeln!(b, "    for (int q = {ow}; q < {}; q++) rowp[q] = 0.0f;", 8 * nv);
+    let _ = writeln!(
+        b,
+        "    for (int q = {ow}; q < {}; q++) rowp[q] = 0.0f;",
+        8 * nv
+    );
     for l in zero_row_pads(y, "rowp", 8 * nv).lines() {
         let _ = writeln!(b, "    {l}");
     }
@@ -150,5 +169,12 @@ double ss = 0.0, sq = 0.0; (void)ss; (void)sq;
         );
     }
     let what = format!("{} conv generic {:?}", ctx.label, g.k);
-    Ok(kernel(&ctx.prefix, "", &b, n * co * od, live_flops(sp), what))
+    Ok(kernel(
+        &ctx.prefix,
+        "",
+        &b,
+        n * co * od,
+        live_flops(sp),
+        what,
+    ))
 }

@@ -58,12 +58,22 @@ fn micro(
         cs = x.c_stride
     );
     for bc in 0..4 {
-        let _ = writeln!(c, "        const __m256 w{bc} = _mm256_broadcast_ss(w + {bc});");
+        let _ = writeln!(
+            c,
+            "        const __m256 w{bc} = _mm256_broadcast_ss(w + {bc});"
+        );
     }
     for v in 0..vi {
-        let _ = writeln!(c, "        {{ const __m256 x = _mm256_loadu_ps(p + {});", 8 * v);
+        let _ = writeln!(
+            c,
+            "        {{ const __m256 x = _mm256_loadu_ps(p + {});",
+            8 * v
+        );
         for bc in 0..4 {
-            let _ = writeln!(c, "          a{bc}_{v} = _mm256_fmadd_ps(w{bc}, x, a{bc}_{v});");
+            let _ = writeln!(
+                c,
+                "          a{bc}_{v} = _mm256_fmadd_ps(w{bc}, x, a{bc}_{v});"
+            );
         }
         let _ = writeln!(c, "        }}");
     }
@@ -72,10 +82,16 @@ fn micro(
         let _ = writeln!(c, "    const __m256 vsl = _mm256_set1_ps({});", cf(sl));
     }
     if let Some(boff) = bias {
-        let _ = writeln!(c, "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o);");
+        let _ = writeln!(
+            c,
+            "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o);"
+        );
     }
     if norm {
-        let _ = writeln!(c, "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();");
+        let _ = writeln!(
+            c,
+            "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();"
+        );
     }
     for b in 0..2 {
         for v in 0..vi {
@@ -86,7 +102,10 @@ fn micro(
             );
             for h in 0..2 {
                 let sel = if h == 0 { "0x20" } else { "0x31" };
-                let _ = writeln!(c, "      {{ __m256 v = _mm256_permute2f128_ps(lo, hi, {sel});");
+                let _ = writeln!(
+                    c,
+                    "      {{ __m256 v = _mm256_permute2f128_ps(lo, hi, {sel});"
+                );
                 if bias.is_some() {
                     let _ = writeln!(c, "        v = _mm256_add_ps(v, vb);");
                 }
@@ -155,7 +174,16 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     if nxb > 0 {
         helpers.push_str(&micro(&body_name, VI, None, ctx, kv, bias, slope, norm));
     }
-    helpers.push_str(&micro(&tail_name, vt, Some(nxb * VI), ctx, kv, bias, slope, norm));
+    helpers.push_str(&micro(
+        &tail_name,
+        vt,
+        Some(nxb * VI),
+        ctx,
+        kv,
+        bias,
+        slope,
+        norm,
+    ));
 
     let mut b = String::new();
     let _ = writeln!(
@@ -242,5 +270,12 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         cin,
         co
     );
-    Ok(kernel(&ctx.prefix, &helpers, &b, n * od * nb, live_flops(sp), what))
+    Ok(kernel(
+        &ctx.prefix,
+        &helpers,
+        &b,
+        n * od * nb,
+        live_flops(sp),
+        what,
+    ))
 }

@@ -14,11 +14,12 @@
 //!   tile of the same kernel writes, and every cross-tile reduction (instance-norm statistics)
 //!   is a later kernel that sums per-tile partials in tile order.
 //!
-//! Files: [`conv`] normalizes `Conv3d` / `ConvTranspose3d` / `FusedConv3d` and picks a path:
-//! [`conv_fast`] (kh = kw in {1, 3}, stride 1 or 2 in H/W, any depth geometry: the hot path),
-//! [`conv_up`] (2x2 transposed, stride 2, the upsampling convs), [`conv_generic`] (everything
-//! else, scalar loops); [`norm`] the instance-norm statistics and apply kernels; [`simple`] the
-//! elementwise and copy ops and max pooling; [`channel`] softmax and argmax.
+//! Files: `conv.rs` normalizes `Conv3d` / `ConvTranspose3d` / `FusedConv3d` and picks a path:
+//! `conv_fast.rs` (kh = kw in {1, 3}, stride 1 or 2 in H/W, any depth geometry: the hot path,
+//! its micro kernels in `conv_micro.rs`),
+//! `conv_up.rs` (2x2 transposed, stride 2, the upsampling convs), `conv_generic.rs` (everything
+//! else, scalar loops); `norm.rs` the instance-norm statistics and apply kernels; `simple.rs` the
+//! elementwise and copy ops and max pooling; `channel.rs` softmax and argmax.
 //!
 //! `Argmax` writes int32 bit patterns into an f32 arena view of shape `[N, 1, D, H, W]` (the i32
 //! result `[N, D, H, W]` with a unit channel axis); the padding stays all-zero bits.
@@ -27,6 +28,7 @@ mod channel;
 mod conv;
 mod conv_fast;
 mod conv_generic;
+mod conv_micro;
 mod conv_up;
 mod norm;
 mod simple;
@@ -154,17 +156,6 @@ static inline __m256 e2_xm1(__m256 prev, __m256 cur) {
 static inline __m256 e2_xp1(__m256 cur, __m256 next) {
     __m256 t = _mm256_permute2f128_ps(cur, next, 0x21);
     return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(t), _mm256_castps_si256(cur), 4));
-}
-
-/* The same from cur and a broadcast of the neighbouring float: one lane rotation and a blend. */
-static inline __m256 e2_xm1b(__m256 cur, __m256 prev7) {
-    const __m256i r = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
-    return _mm256_blend_ps(_mm256_permutevar8x32_ps(cur, r), prev7, 0x01);
-}
-
-static inline __m256 e2_xp1b(__m256 cur, __m256 next0) {
-    const __m256i r = _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0);
-    return _mm256_blend_ps(_mm256_permutevar8x32_ps(cur, r), next0, 0x80);
 }
 
 /* Max that propagates NaN from either operand. */

@@ -44,19 +44,11 @@ pub struct Stats {
 
 /// The C expression (a `double *`) of the partial pair `(i, p)`, `i` and `p` C expressions.
 pub fn partial_ptr(scratch: usize, partials: usize, i: &str, p: &str) -> String {
-    format!(
-        "((double *)(A + {scratch}) + ((int64_t)({i}) * {partials} + ({p})) * 2)"
-    )
+    format!("((double *)(A + {scratch}) + ((int64_t)({i}) * {partials} + ({p})) * 2)")
 }
 
 /// Kernel 2: reduces the partials of each (n, c) to (mean, scale).
-pub fn reduce(
-    ctx: &NodeCtx,
-    consts: &mut Consts,
-    st: Stats,
-    eps: f32,
-    gamma: &[f32],
-) -> Kernel {
+pub fn reduce(ctx: &NodeCtx, consts: &mut Consts, st: Stats, eps: f32, gamma: &[f32]) -> Kernel {
     let goff = consts.push_f32(gamma);
     let out = ctx.scratch + st.nc * st.partials * 4;
     let src = partial_ptr(ctx.scratch, st.partials, "t", "0");
@@ -116,7 +108,11 @@ float *o = A + {dp};",
     if let Some(sl) = slope {
         let _ = writeln!(b, "const __m256 vsl = _mm256_set1_ps({});", cf(sl));
     }
-    let act = if slope.is_some() { "v = e2_lrelu(v, vsl);\n        " } else { "" };
+    let act = if slope.is_some() {
+        "v = e2_lrelu(v, vsl);\n        "
+    } else {
+        ""
+    };
     let _ = write!(
         b,
         "{top}for (int y = 0; y < {h}; y++) {{

@@ -30,8 +30,18 @@ fn planes(v: &View) -> usize {
 
 fn same_geometry(ctx: &NodeCtx, a: &View) -> Result<(), EmitError> {
     let o = &ctx.output;
-    if a.shape[0] != o.shape[0] || a.shape[2..] != o.shape[2..] || a.row != o.row || a.d_stride != o.d_stride {
-        return Err(err(ctx, format!("input view {:?} does not match the output {:?}", a.shape, o.shape)));
+    if a.shape[0] != o.shape[0]
+        || a.shape[2..] != o.shape[2..]
+        || a.row != o.row
+        || a.d_stride != o.d_stride
+    {
+        return Err(err(
+            ctx,
+            format!(
+                "input view {:?} does not match the output {:?}",
+                a.shape, o.shape
+            ),
+        ));
     }
     Ok(())
 }
@@ -54,7 +64,14 @@ for (int i = 0; i < {len}; i += 8) _mm256_storeu_ps(o + i, e2_lrelu(_mm256_loadu
         len = y.d_stride,
     );
     let vol = (planes(y) * y.shape[3] * y.shape[4]) as u64;
-    Ok(vec![kernel(&ctx.prefix, "", &body, planes(y), vol, format!("{} leaky_relu", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        planes(y),
+        vol,
+        format!("{} leaky_relu", ctx.label),
+    )])
 }
 
 pub fn add(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
@@ -76,7 +93,14 @@ for (int i = 0; i < {len}; i += 8) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_
         len = y.d_stride,
     );
     let vol = (planes(y) * y.shape[3] * y.shape[4]) as u64;
-    Ok(vec![kernel(&ctx.prefix, "", &body, planes(y), vol, format!("{} add", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        planes(y),
+        vol,
+        format!("{} add", ctx.label),
+    )])
 }
 
 /// Copies plane `(n, src_c, src_z)` of `x` to the tile's output plane, or zeroes it when `ok`
@@ -111,18 +135,36 @@ const int sz = z - S[c];
         list = shifts.join(", "),
         copy = copy_plane(x, y, "c", "sz", &format!("sz >= 0 && sz < {d}")),
     );
-    Ok(vec![kernel(&ctx.prefix, "", &body, planes(y), 0, format!("{} depth_shift", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        planes(y),
+        0,
+        format!("{} depth_shift", ctx.label),
+    )])
 }
 
-pub fn select(ctx: &NodeCtx, axis: usize, ranges: &[(usize, usize)]) -> Result<Vec<Kernel>, EmitError> {
+pub fn select(
+    ctx: &NodeCtx,
+    axis: usize,
+    ranges: &[(usize, usize)],
+) -> Result<Vec<Kernel>, EmitError> {
     expect_operands(ctx, 1, 0)?;
     if axis != 1 {
-        return Err(err(ctx, format!("only channel selection (axis 1) has a kernel, not axis {axis}")));
+        return Err(err(
+            ctx,
+            format!("only channel selection (axis 1) has a kernel, not axis {axis}"),
+        ));
     }
     let x = &ctx.inputs[0];
     same_geometry(ctx, x)?;
     let y = &ctx.output;
-    let map: Vec<String> = ranges.iter().flat_map(|&(a, b)| a..b).map(|c| c.to_string()).collect();
+    let map: Vec<String> = ranges
+        .iter()
+        .flat_map(|&(a, b)| a..b)
+        .map(|c| c.to_string())
+        .collect();
     if map.len() != y.shape[1] || ranges.iter().any(|r| r.1 > x.shape[1]) {
         return Err(err(ctx, "the ranges do not fit the views"));
     }
@@ -134,7 +176,14 @@ pub fn select(ctx: &NodeCtx, axis: usize, ranges: &[(usize, usize)]) -> Result<V
         list = map.join(", "),
         copy = copy_plane(x, y, "M[c]", "z", "1"),
     );
-    Ok(vec![kernel(&ctx.prefix, "", &body, planes(y), 0, format!("{} select", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        planes(y),
+        0,
+        format!("{} select", ctx.label),
+    )])
 }
 
 pub fn concat(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
@@ -143,7 +192,10 @@ pub fn concat(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
     }
     let y = &ctx.output;
     let mut body = decode(y);
-    body.push_str(&format!("float *o = A + {};\n", plane_expr(y, "n", "c", "z")));
+    body.push_str(&format!(
+        "float *o = A + {};\n",
+        plane_expr(y, "n", "c", "z")
+    ));
     let mut c0 = 0;
     for (i, x) in ctx.inputs.iter().enumerate() {
         same_geometry(ctx, x)?;
@@ -158,9 +210,19 @@ pub fn concat(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
         c0 = c1;
     }
     if c0 != y.shape[1] {
-        return Err(err(ctx, format!("inputs hold {c0} channels, the output {}", y.shape[1])));
+        return Err(err(
+            ctx,
+            format!("inputs hold {c0} channels, the output {}", y.shape[1]),
+        ));
     }
-    Ok(vec![kernel(&ctx.prefix, "", &body, planes(y), 0, format!("{} concat", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &body,
+        planes(y),
+        0,
+        format!("{} concat", ctx.label),
+    )])
 }
 
 pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> {
@@ -232,5 +294,12 @@ pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> 
     }
     b.push_str("}\n");
     let work = (planes(y) * oh * ow * kd * kh * kw) as u64;
-    Ok(vec![kernel(&ctx.prefix, "", &b, planes(y), work, format!("{} max_pool", ctx.label))])
+    Ok(vec![kernel(
+        &ctx.prefix,
+        "",
+        &b,
+        planes(y),
+        work,
+        format!("{} max_pool", ctx.label),
+    )])
 }

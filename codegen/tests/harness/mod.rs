@@ -29,6 +29,20 @@ pub struct Case {
     pub consts: Vec<Tensor>,
     /// Place the output as channels `[c0, c0 + C)` of a buffer with `extra` more channels.
     pub out_slice: Option<(usize, usize)>,
+    /// Place input 0 the same way (the other channels hold NaN garbage the kernel must not use).
+    pub in_slice: Option<(usize, usize)>,
+}
+
+impl Case {
+    pub fn new(op: Op, acts: Vec<Tensor>, consts: Vec<Tensor>) -> Case {
+        Case {
+            op,
+            acts,
+            consts,
+            out_slice: None,
+            in_slice: None,
+        }
+    }
 }
 
 /// A 64-byte aligned f32 buffer.
@@ -59,6 +73,8 @@ impl Arena {
 pub struct Prepared {
     pub case: Case,
     pub inputs: Vec<View>,
+    /// The whole buffers of the inputs (wider than the views for slices).
+    pub in_bufs: Vec<View>,
     pub output: View,
     /// The whole output buffer (wider than `output` for slices).
     pub out_buf: View,
@@ -93,7 +109,9 @@ pub fn reference(case: &Case) -> (Tensor, TensorType) {
         ids.push(g.weight(&name, t.ty()));
         w.insert(name, t.clone());
     }
-    let node = g.add(case.op.clone(), &ids, Some("node".into())).expect("valid case");
+    let node = g
+        .add(case.op.clone(), &ids, Some("node".into()))
+        .expect("valid case");
     g.set_output("y", node);
     let ty = g.node(node).ty.clone();
     let mut out = e2enc_ir::interp::run(&g, &w, &inputs, &[]).expect("interpreter runs");
@@ -105,11 +123,18 @@ pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
     let (want, out_ty) = reference(case);
     let mut at = 64;
     let mut inputs = Vec::new();
-    for t in &case.acts {
-        let s = dims5(t.shape());
-        let v = View::padded(at, s);
-        at = align16(v.end()) + 64;
-        inputs.push(v);
+    let mut in_bufs = Vec::new();
+    for (i, t) in case.acts.iter().enumerate() {
+        let mut s = dims5(t.shape());
+        let c = s[1];
+        let slice = case.in_slice.filter(|_| i == 0);
+        if let Some((_, extra)) = slice {
+            s[1] += extra;
+        }
+        let b = View::padded(at, s);
+        at = align16(b.end()) + 64;
+        inputs.push(b.channels(slice.map_or(0, |x| x.0), c));
+        in_bufs.push(b);
     }
     let out_shape: [usize; 5] = if matches!(case.op, Op::Argmax) {
         let s = &out_ty.shape;
@@ -155,6 +180,7 @@ pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
     Prepared {
         case: case.clone(),
         inputs,
+        in_bufs,
         output,
         out_buf,
         scratch,
@@ -170,8 +196,12 @@ impl Prepared {
     pub fn arena(&self) -> Arena {
         let mut a = Arena::new(self.arena_len, SENTINEL);
         let s = a.as_mut_slice();
-        for (v, t) in self.inputs.iter().zip(&self.case.acts) {
-            s[v.offset..v.end()].fill(0.0);
+        for ((v, b), t) in self.inputs.iter().zip(&self.in_bufs).zip(&self.case.acts) {
+            s[b.offset..b.end()].fill(f32::NAN);
+            for nn in 0..v.shape[0] {
+                let st = v.offset + nn * v.n_stride;
+                s[st..st + v.shape[1] * v.c_stride].fill(0.0);
+            }
             let [n, c, d, h, w] = v.shape;
             let data = t.as_f32().unwrap();
             let mut i = 0;
@@ -235,36 +265,49 @@ impl Prepared {
         for nn in 0..n {
             for cc in 0..c {
                 let st = o.offset + nn * o.n_stride + cc * o.c_stride;
-                owned[st..st + o.c_stride].iter_mut().for_each(|x| *x = true);
+                owned[st..st + o.c_stride]
+                    .iter_mut()
+                    .for_each(|x| *x = true);
             }
         }
         owned[self.scratch.0..self.scratch.0 + self.scratch.1]
             .iter_mut()
             .for_each(|x| *x = true);
-        for v in &self.inputs {
+        for v in &self.in_bufs {
             owned[v.offset..v.end()].iter_mut().for_each(|x| *x = true);
         }
         for (i, v) in s.iter().enumerate() {
             if !owned[i] && v.to_bits() != SENTINEL.to_bits() {
-                return Err(format!("{what}: wrote outside its output at arena index {i}"));
+                return Err(format!(
+                    "{what}: wrote outside its output at arena index {i}"
+                ));
             }
         }
         // Inputs unchanged (no kernel writes its inputs).
         let fresh = self.arena();
-        for v in &self.inputs {
-            if s[v.offset..v.end()] != fresh.as_slice()[v.offset..v.end()] {
+        for v in &self.in_bufs {
+            let (a, b) = (&s[v.offset..v.end()], &fresh.as_slice()[v.offset..v.end()]);
+            if a.iter().zip(b).any(|(x, y)| x.to_bits() != y.to_bits()) {
                 return Err(format!("{what}: an input view changed"));
             }
         }
         let got = if self.out_ty.dtype == DType::I32 {
-            Tensor::from_i32(self.out_ty.shape.clone(), vals.iter().map(|&b| b as i32).collect())
+            Tensor::from_i32(
+                self.out_ty.shape.clone(),
+                vals.iter().map(|&b| b as i32).collect(),
+            )
         } else {
-            Tensor::from_f32(self.out_ty.shape.clone(), vals.iter().map(|&b| f32::from_bits(b)).collect())
+            Tensor::from_f32(
+                self.out_ty.shape.clone(),
+                vals.iter().map(|&b| f32::from_bits(b)).collect(),
+            )
         }
         .unwrap();
         let err = e2enc_ir::tensor::relative_error(&got, &self.want).unwrap();
         if err.is_nan() || err >= 1e-4 {
-            return Err(format!("{what}: relative error {err:e} against the interpreter"));
+            return Err(format!(
+                "{what}: relative error {err:e} against the interpreter"
+            ));
         }
         Ok(vals)
     }
@@ -300,7 +343,10 @@ pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
         .output()
         .map_err(|e| format!("cannot run cc: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cc failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "cc failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let lib = unsafe { libloading::Library::new(&so) }.map_err(|e| e.to_string())?;
     Ok(Lib { lib, _dir: dir })
@@ -308,7 +354,12 @@ pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
 
 impl Lib {
     pub fn get(&self, name: &str) -> KernelFn {
-        unsafe { *self.lib.get::<KernelFn>(name.as_bytes()).expect("kernel symbol") }
+        unsafe {
+            *self
+                .lib
+                .get::<KernelFn>(name.as_bytes())
+                .expect("kernel symbol")
+        }
     }
 }
 
@@ -361,7 +412,9 @@ pub fn check_batch(cases: &[Case]) -> Result<(), String> {
 /// Deterministic pseudo-random f32 values in [-1, 1).
 pub fn noise(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x2545_F491_4F6C_DD1D);
+    let mut s = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(0x2545_F491_4F6C_DD1D);
     let v = (0..n)
         .map(|_| {
             s ^= s << 13;

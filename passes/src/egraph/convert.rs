@@ -224,8 +224,17 @@ fn creation_order(b: &Built, eg: &EG, c: &Choice) -> Vec<Id> {
     let mut missing: HashMap<Id, usize> = HashMap::new();
     let mut users: HashMap<Id, Vec<Id>> = HashMap::new();
     for &cid in &c.order {
-        let kids: Vec<Id> = c.best[&cid].children().iter().map(|&k| eg.find(k)).collect();
-        let latest = kids.iter().filter_map(|k| key.get(k)).map(|k| k.0).max().unwrap_or(0);
+        let kids: Vec<Id> = c.best[&cid]
+            .children()
+            .iter()
+            .map(|&k| eg.find(k))
+            .collect();
+        let latest = kids
+            .iter()
+            .filter_map(|k| key.get(k))
+            .map(|k| k.0)
+            .max()
+            .unwrap_or(0);
         key.insert(cid, (pos.get(&cid).copied().unwrap_or(latest), cid));
         let mut uniq = kids.clone();
         uniq.sort();
@@ -235,8 +244,12 @@ fn creation_order(b: &Built, eg: &EG, c: &Choice) -> Vec<Id> {
             users.entry(k).or_default().push(cid);
         }
     }
-    let mut ready: std::collections::BTreeSet<(usize, Id)> =
-        c.order.iter().filter(|id| missing[id] == 0).map(|id| key[id]).collect();
+    let mut ready: std::collections::BTreeSet<(usize, Id)> = c
+        .order
+        .iter()
+        .filter(|id| missing[id] == 0)
+        .map(|id| key[id])
+        .collect();
     let mut out = Vec::with_capacity(c.order.len());
     while let Some((_, id)) = ready.pop_first() {
         out.push(id);

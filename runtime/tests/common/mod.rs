@@ -19,7 +19,10 @@ use e2enc_ir::{Tensor, Weights};
 
 /// The workspace root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("runtime/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("runtime/ has a parent")
+        .to_path_buf()
 }
 
 /// The numpy-reference fixture with one input channel and five shift groups.
@@ -66,7 +69,13 @@ pub fn scratch() -> &'static Path {
         let stem = exe
             .as_deref()
             .and_then(|p| p.file_stem())
-            .map(|s| s.to_string_lossy().split('-').next().unwrap_or("test").to_string())
+            .map(|s| {
+                s.to_string_lossy()
+                    .split('-')
+                    .next()
+                    .unwrap_or("test")
+                    .to_string()
+            })
             .unwrap_or_else(|| "test".into());
         let dir = root.join(format!("{stem}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the scratch folder");
@@ -76,12 +85,19 @@ pub fn scratch() -> &'static Path {
 
 /// A fresh temporary folder inside [`scratch`], removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("t").tempdir_in(scratch()).expect("create a temporary folder")
+    tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(scratch())
+        .expect("create a temporary folder")
 }
 
 /// Compiles the ch1 fixture with deep supervision into `out` (replacing it).
 pub fn compile_ch1(out: &Path) -> CompileReport {
-    let opts = CompileOptions { deep_supervision: true, force: true, ..CompileOptions::default() };
+    let opts = CompileOptions {
+        deep_supervision: true,
+        force: true,
+        ..CompileOptions::default()
+    };
     compile(&ch1_model(), out, &opts).unwrap_or_else(|e| panic!("compiling ch1 failed: {e}"))
 }
 
@@ -108,8 +124,13 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 
 /// [`relative_error`] (max |diff| / max |want|), panicking on a shape or dtype mismatch.
 pub fn rel(got: &Tensor, want: &Tensor, what: &str) -> f64 {
-    relative_error(got, want)
-        .unwrap_or_else(|| panic!("{what}: shape {:?} vs expected {:?}", got.shape(), want.shape()))
+    relative_error(got, want).unwrap_or_else(|| {
+        panic!(
+            "{what}: shape {:?} vs expected {:?}",
+            got.shape(),
+            want.shape()
+        )
+    })
 }
 
 /// Whether two tensors are equal bit for bit (same shape, dtype and every value's bits).
@@ -124,7 +145,11 @@ pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
 
 /// Asserts that two output maps hold the same names and bit-identical tensors.
 pub fn assert_same_outputs(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>, what: &str) {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{what}: output names");
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: output names"
+    );
     for (k, t) in a {
         assert!(same_bits(t, &b[k]), "{what}: output `{k}` differs");
     }
@@ -133,7 +158,9 @@ pub fn assert_same_outputs(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Te
 /// The deterministic input the C example feeds: `((i * 37) % 101) / 50 - 1`, in f32.
 pub fn demo_input(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    let v = (0..n).map(|i| ((i * 37) % 101) as f32 / 50.0f32 - 1.0f32).collect();
+    let v = (0..n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0f32 - 1.0f32)
+        .collect();
     Tensor::from_f32(shape.to_vec(), v).expect("shape matches")
 }
 

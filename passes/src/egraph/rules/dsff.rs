@@ -100,10 +100,17 @@ fn dead_inputs() -> Rewrite<Lang, Ctx> {
                 }
                 let mut at2 = at.clone();
                 if let Some(per_channel) = at.channel_shifts() {
-                    let kept: Vec<i64> = keep_abs.iter().flat_map(|&(s0, e0)| per_channel[s0..e0].to_vec()).collect();
+                    let kept: Vec<i64> = keep_abs
+                        .iter()
+                        .flat_map(|&(s0, e0)| per_channel[s0..e0].to_vec())
+                        .collect();
                     at2.shifts = runs(&kept);
                 }
-                let new_x = if new_parts.len() == 1 { new_parts[0] } else { eg.add(Lang::Concat(new_parts.into())) };
+                let new_x = if new_parts.len() == 1 {
+                    new_parts[0]
+                } else {
+                    eg.add(Lang::Concat(new_parts.into()))
+                };
                 let wd = eg[s[w]].data.ty.as_ref()?.shape[in_axis];
                 let new_w = add_select(eg, in_axis, &keep_abs, wd, s[w]);
                 let k = super::none(eg);
