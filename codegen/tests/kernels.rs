@@ -218,7 +218,7 @@ fn up_strategy() -> impl Strategy<Value = ConvCfg> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
     fn fused_convs_match_the_interpreter(cfgs in prop::collection::vec(fused_strategy(), 6)) {

@@ -17,14 +17,11 @@
 //! (`OB = 1`): a per-output CSR of entries, weights `[entry][tap column][tap row]`.
 //!
 //! Stride 2: output rows are addressed directly (input rows `2y - 1 .. 2y + 1`), and each tap
-//! vector is deinterleaved as it is loaded (the even lanes of two loads, `e2_even`), so the
-//! accumulators hold only real outputs. Sparse convs (`OB = 1`, only 3 FMAs per load) build the
-//! one x +- 1 vector in three that would straddle a 64-byte line from aligned loads with two
-//! shuffles (a variant per line parity, picked from the address at run time), prefetch the
-//! next x block's rows, and walk column strips so a tile's working set fits L2. The epilogue
-//! adds the bias, applies the leaky ReLU when no norm follows, zeroes lanes past the row end,
-//! stores, and accumulates the instance-norm partial sums of the tile (in double, in a fixed
-//! order).
+//! vector is deinterleaved as it is loaded, so the accumulators hold only real outputs. A sparse
+//! tile whose band (all input channels) would not fit L2 walks column strips. The micro kernels
+//! (`conv_micro.rs`) add the bias, apply the leaky ReLU when no norm follows, zero the lanes past
+//! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
+//! a fixed order).
 
 use std::fmt::Write;
 
@@ -50,27 +47,15 @@ pub struct Blocking {
 pub fn blocking(g: &Geom) -> Blocking {
     let k = g.k[1];
     let s = g.s[1];
-    // 12 accumulators (FMA latency x throughput), as many output channels per load as fit.
-    // Measured on 1x96x32x128x128, 96 -> 48 (see benches/conv.rs).
+    // Tuned for AVX2 code generation (16 ymm registers: accumulators + the broadcast weights
+    // of one tap column + the loaded input must fit) on 1x96x32x128x128, 96 -> 48 (see
+    // benches/conv.rs): (2, 4, 1) keeps 8 accumulators and 6 weights live.
     let (ob, rb, vo) = match (g.sparse, k, s) {
-        (false, 3, 1) => (3, 4, 1),
-        (false, 3, _) => (6, 2, 1),
-        (true, 3, _) => (1, 6, 2),
-        (false, _, _) => (4, 1, 3),
+        (false, 3, 1) => (2, 4, 1),
+        (false, 3, _) => (3, 2, 1),
+        (true, 3, _) => (1, 10, 1),
+        (false, _, _) => (3, 1, 4),
         (true, _, _) => (1, 1, 8),
-    };
-    let (ob, rb, vo) = match std::env::var(if g.sparse {
-        "E2ENC_BLOCK_S"
-    } else if s == 2 {
-        "E2ENC_BLOCK_2"
-    } else {
-        "E2ENC_BLOCK_D"
-    }) {
-        Ok(v) if k == 3 => {
-            let p: Vec<usize> = v.split(',').map(|x| x.parse().unwrap()).collect();
-            (p[0], p[1], p[2])
-        }
-        _ => (ob, rb, vo),
     };
     Blocking {
         ob: ob.min(g.y[1]),
@@ -191,17 +176,13 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let vt = nv - nxb * bl.vo; // vectors of the tail block
     let rrem = oh - (nb - 1) * bl.rb; // rows of the last band
     let mut helpers = String::new();
-    // Sparse (one output channel per micro tile): each load feeds only 3 FMAs, and the one
-    // x +- 1 load in 3 that straddles a cache line costs twice; build it with shuffles.
-    let use_parity = k == 3 && s == 1 && g.sparse && std::env::var("E2ENC_NOPAR").is_err();
-    let mut mname = |rb: usize, vo: usize, tail: bool, parity: Option<usize>| -> String {
+    let mut mname = |rb: usize, vo: usize, tail: bool| -> String {
         let name = format!(
-            "{}_mk{}x{}{}{}",
+            "{}_mk{}x{}{}",
             ctx.prefix,
             rb,
             vo,
-            if tail { "t" } else { "" },
-            parity.map_or(String::new(), |p| format!("p{p}"))
+            if tail { "t" } else { "" }
         );
         let m = Micro {
             name: name.clone(),
@@ -216,7 +197,6 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             bias,
             slope: slope_in_conv(sp),
             norm: sp.norm.is_some(),
-            parity,
         };
         if !helpers.contains(&format!("static void {name}(")) {
             helpers.push_str(&m.source());
@@ -239,28 +219,15 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
                 bl.ob
             )
         };
-        let mut by_rows = |parity: Option<usize>| {
-            let full = mname(bl.rb, vo, tail, parity);
-            if rrem != bl.rb {
-                let rem = mname(rrem, vo, tail, parity);
-                format!(
-                    "if (y1 - y0 == {}) {full}({args}); else {rem}({args});",
-                    bl.rb
-                )
-            } else {
-                format!("{full}({args});")
-            }
-        };
-        if use_parity {
-            // Column x of the micro tile: at a 64-byte line start or mid-line?
-            let p0 = by_rows(Some(0));
-            let p1 = by_rows(Some(1));
+        let full = mname(bl.rb, vo, tail);
+        if rrem != bl.rb {
+            let rem = mname(rrem, vo, tail);
             format!(
-                "if ((((uintptr_t)(A + pb + {pw})) & 32) == 0) {{ {p0} }} else {{ {p1} }}",
-                pw = g.p[2]
+                "if (y1 - y0 == {}) {full}({args}); else {rem}({args});",
+                bl.rb
             )
         } else {
-            by_rows(None)
+            format!("{full}({args});")
         }
     };
     let body_call = call(bl.vo, false);

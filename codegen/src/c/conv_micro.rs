@@ -1,10 +1,13 @@
 //! The micro kernel of the fast conv path (`conv_fast.rs`): one register-blocked C function
-//! per variant (rows, vectors, right-edge tail, cache-line parity), straight-line code with named
+//! per variant (rows, vectors, right-edge tail), straight-line code with named
 //! accumulators so the C compiler keeps them in registers.
 //!
 //! For each entry `(c, a)` it walks the tap columns; per tap column it broadcasts the `k * OB`
 //! weights, then loads each input row once and adds it into every (output channel, output row)
-//! that uses it (rows are shared by up to `k` output rows). The epilogue adds the bias, applies
+//! that uses it (rows are shared by up to `k` output rows); at stride 2 a tap vector is the even
+//! lanes of two loads (`e2_even`). A sparse micro kernel (one output channel: only `k` FMAs per
+//! load) also prefetches the rows of the next x block, which the hardware prefetchers miss
+//! because consecutive entries are scattered channels. The epilogue adds the bias, applies
 //! the leaky ReLU (when no norm follows), masks lanes past the row end, stores, and adds the
 //! instance-norm partial sums of its values to the tile's (double) statistics.
 
@@ -30,20 +33,15 @@ pub struct Micro<'a> {
     pub bias: Option<usize>,
     pub slope: Option<f32>,
     pub norm: bool,
-    /// `Some(0)`: the first vector's column x starts a 64-byte line, `Some(1)`: it is mid-line;
-    /// the x +- 1 vector that would straddle a line is then built from aligned loads with
-    /// shuffles. `None`: plain unaligned loads.
-    pub parity: Option<usize>,
 }
 
 impl Micro<'_> {
     pub fn source(&self) -> String {
         let (g, x, y) = (self.g, &self.ctx.inputs[0], &self.ctx.output);
         let (k, s, ob) = (g.k[1], g.s[1], self.bl.ob);
-        // Stride 2: each accumulator holds 8 real outputs; the tap vectors are deinterleaved
-        // (even lanes of two loads) as they are loaded.
-        let deint = s == 2;
-        let vf = if deint { self.vo } else { self.vo * s };
+        // One accumulator per (output channel, row, output vector): at stride 2 too, since the
+        // tap vectors are deinterleaved as they are loaded.
+        let vf = self.vo;
         let kk = k * k;
         let rows_in = s * (self.rb - 1) + k;
         let ow = g.y[4];
@@ -82,7 +80,7 @@ impl Micro<'_> {
         );
         // Does the last full-resolution vector's last column tap read one float past the row?
         let overrun = self.tail && s == 2 && k == 3 && 16 * nv >= x.row - PAD_LEFT;
-        if self.g.sparse && std::env::var("E2ENC_NOPF").is_err() {
+        if self.g.sparse {
             // The next micro tile (same entries, 8 columns right) needs the following lines:
             // the scattered channel rows of a sparse conv defeat the hardware prefetchers.
             let dist = 8 * s * self.vo + 8;
@@ -107,41 +105,22 @@ impl Micro<'_> {
             }
             for rr in 0..rows_in {
                 for f in 0..vf {
-                    let off = rr * x.row + 8 * f + cc;
-                    // Column x + 8 (q - 1) relative to p (which points at x - 1).
-                    let at = |q: usize| (rr * x.row + 8 * q) as isize - 7;
-                    let last_over = overrun && f == vf - 1;
-                    let load = match self.parity {
-                        // Only the vector that would straddle a cache line is shuffled: x - 1
-                        // when x starts a 64-byte line, x + 1 when x is mid-line.
-                        Some(bp) if k == 3 && cc != 1 && (cc == 0) == ((bp + f) % 2 == 0) => {
-                            let cur = format!("_mm256_loadu_ps(p + {})", at(f + 1));
-                            if cc == 0 {
-                                format!("e2_xm1(_mm256_loadu_ps(p + {}), {cur})", at(f))
-                            } else if last_over {
-                                format!("e2_xp1({cur}, _mm256_setzero_ps())")
-                            } else {
-                                format!("e2_xp1({cur}, _mm256_loadu_ps(p + {}))", at(f + 2))
-                            }
-                        }
-                        _ if deint => {
-                            let off = rr * x.row + 16 * f + cc;
-                            let hi = if last_over && cc == k - 1 {
-                                format!(
-                                    "_mm256_maskload_ps(p + {}, _mm256_castps_si256(e2_mask(7)))",
-                                    off + 8
-                                )
-                            } else {
-                                format!("_mm256_loadu_ps(p + {})", off + 8)
-                            };
-                            format!("e2_even(_mm256_loadu_ps(p + {off}), {hi})")
-                        }
-                        _ if last_over && cc == k - 1 => {
+                    let load = if s == 2 {
+                        // Tap cc of output lane i is input column 2 (x + 8f + i) - 1 + cc: the
+                        // even lanes of the 16 columns from 2 (x + 8f) - 1 + cc.
+                        let off = rr * x.row + 16 * f + cc;
+                        let hi = if overrun && f == vf - 1 && cc == k - 1 {
+                            // Its last lane (an odd column, dropped) is one past the row.
                             format!(
-                                "_mm256_maskload_ps(p + {off}, _mm256_castps_si256(e2_mask(7)))"
+                                "_mm256_maskload_ps(p + {}, _mm256_castps_si256(e2_mask(7)))",
+                                off + 8
                             )
-                        }
-                        _ => format!("_mm256_loadu_ps(p + {off})"),
+                        } else {
+                            format!("_mm256_loadu_ps(p + {})", off + 8)
+                        };
+                        format!("e2_even(_mm256_loadu_ps(p + {off}), {hi})")
+                    } else {
+                        format!("_mm256_loadu_ps(p + {})", rr * x.row + 8 * f + cc)
                     };
                     let _ = writeln!(c, "            {{ const __m256 x = {load};");
                     for b in 0..k {
@@ -186,12 +165,7 @@ impl Micro<'_> {
             }
             for r in 0..self.rb {
                 for j in 0..self.vo {
-                    let v = if s == 1 || deint {
-                        format!("a{o}_{r}_{j}")
-                    } else {
-                        format!("e2_even(a{o}_{r}_{}, a{o}_{r}_{})", 2 * j, 2 * j + 1)
-                    };
-                    let _ = writeln!(c, "    {{ __m256 v = {v};");
+                    let _ = writeln!(c, "    {{ __m256 v = a{o}_{r}_{j};");
                     if self.bias.is_some() {
                         let _ = writeln!(c, "      v = _mm256_add_ps(v, vb);");
                     }

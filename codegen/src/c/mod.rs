@@ -146,18 +146,6 @@ static inline __m256 e2_odd(__m256 a, __m256 b) {
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
-/* [prev7 cur0 .. cur6]: the vector one column left of cur. */
-static inline __m256 e2_xm1(__m256 prev, __m256 cur) {
-    __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21);
-    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
-}
-
-/* [cur1 .. cur7 next0]: the vector one column right of cur. */
-static inline __m256 e2_xp1(__m256 cur, __m256 next) {
-    __m256 t = _mm256_permute2f128_ps(cur, next, 0x21);
-    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(t), _mm256_castps_si256(cur), 4));
-}
-
 /* Max that propagates NaN from either operand. */
 static inline __m256 e2_nanmax(__m256 a, __m256 b) {
     __m256 m = _mm256_max_ps(a, b); /* b when either is NaN */
