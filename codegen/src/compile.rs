@@ -73,7 +73,7 @@ impl Default for CompileOptions {
 
 /// The C compiler flags of every bundle.
 pub const CFLAGS: [&str; 7] = [
-    "-O3",
+    "-O2",
     "-mavx2",
     "-mfma",
     "-std=c11",
