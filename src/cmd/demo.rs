@@ -1,7 +1,8 @@
 //! `e2enc demo`: the embedded default job. It runs the authors' released E2ENet (small width,
 //! DSFF masks at density 0.2; weights, input and outputs shipped in tests/data/golden and compiled
-//! into the binary) through e2enc and checks all four outputs, then sizes the full AMOS-CT model
-//! dense and at DSFF density 0.2.
+//! into the binary) through e2enc, first with the reference interpreter, then optimized and
+//! compiled to a C kernel bundle, and checks all four outputs each time; then it sizes the full
+//! AMOS-CT model dense and at DSFF density 0.2.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -14,7 +15,11 @@ use e2enc_ir::e2enet::{
 };
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::tensor::{relative_error, relative_error_l2};
+use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_ir::e2enet::Model;
 use e2enc_ir::{interp, Weights};
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::exec::Engine;
 
 use crate::report::print_summary;
 
@@ -54,27 +59,59 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let t0 = Instant::now();
     let outs = interp::run(&net.graph, &w, &feed, &[])?;
     let secs = t0.elapsed().as_secs_f64();
-    let mut ok = true;
-    for s in 0..=cfg.deep_supervision_heads {
-        let name = output_name(s);
-        let want = io
-            .get(&format!("ds{s}"))
-            .ok_or_else(|| anyhow::anyhow!("embedded io lacks ds{s}"))?;
-        let l2 = relative_error_l2(&outs[&name], want).unwrap_or(f64::INFINITY);
-        let max = relative_error(&outs[&name], want).unwrap_or(f64::INFINITY);
-        let pass = l2 < a.tolerance && max < 2.0 * a.tolerance;
-        ok &= pass;
-        println!(
-            "   {name:<7} {:<18} vs PyTorch: L2-relative {l2:.1e}, max-relative {max:.1e}  {}",
-            format!("{:?}", want.shape()),
-            if pass { "ok" } else { "MISMATCH" }
-        );
-    }
+    let check = |outs: &BTreeMap<String, e2enc_ir::Tensor>| -> Result<bool> {
+        let mut ok = true;
+        for s in 0..=cfg.deep_supervision_heads {
+            let name = output_name(s);
+            let want = io
+                .get(&format!("ds{s}"))
+                .ok_or_else(|| anyhow::anyhow!("embedded io lacks ds{s}"))?;
+            let got = outs.get(&name).ok_or_else(|| anyhow::anyhow!("no output {name}"))?;
+            let l2 = relative_error_l2(got, want).unwrap_or(f64::INFINITY);
+            let max = relative_error(got, want).unwrap_or(f64::INFINITY);
+            let pass = l2 < a.tolerance && max < 2.0 * a.tolerance;
+            ok &= pass;
+            println!(
+                "   {name:<7} {:<18} vs PyTorch: L2-relative {l2:.1e}, max-relative {max:.1e}  {}",
+                format!("{:?}", want.shape()),
+                if pass { "ok" } else { "MISMATCH" }
+            );
+        }
+        Ok(ok)
+    };
+    let mut ok = check(&outs)?;
     println!("   ({secs:.2} s)");
+
+    println!();
+    println!("2. The same network optimized and compiled to C kernels (a bundle), run by the runtime:");
+    let dir = std::env::temp_dir().join(format!("e2enc-demo-{}", std::process::id()));
+    let model = Model {
+        path: "<embedded golden model.json>".into(),
+        config: cfg.clone(),
+        net: net.clone(),
+        weights: Some(w.clone()),
+        masks: None,
+    };
+    let opts = CompileOptions { deep_supervision: true, force: true, ..CompileOptions::default() };
+    let compiled = (|| -> Result<(f64, BTreeMap<String, e2enc_ir::Tensor>, f64, usize)> {
+        let t0 = Instant::now();
+        let r = compile(&model, &dir.join("bundle"), &opts)?;
+        let csecs = t0.elapsed().as_secs_f64();
+        let b = Bundle::load(&dir.join("bundle"), &LoadOptions::default())?;
+        let mut e = Engine::new(b, 0);
+        e.run(&feed)?; // warm-up
+        let t1 = Instant::now();
+        let outs = e.run(&feed)?;
+        Ok((csecs, outs, t1.elapsed().as_secs_f64(), r.kernels))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (csecs, bouts, rsecs, kernels) = compiled?;
+    ok &= check(&bouts)?;
+    println!("   (compiled {kernels} kernels in {csecs:.2} s; one run {:.1} ms)", rsecs * 1e3);
 
     if !a.skip_amos {
         println!();
-        println!("2. The AMOS-CT model (1 channel, 16 classes, widths 48..320, 128^3 patch):");
+        println!("3. The AMOS-CT model (1 channel, 16 classes, widths 48..320, 128^3 patch):");
         let amos = ModelConfig::amos_ct();
         let net = build(&amos, &BuildOptions::default())?;
         let mut w = init_weights(&net.params, 0);
