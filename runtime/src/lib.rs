@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod capi;
 pub mod exec;
 pub mod pool;
+pub mod segment;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,14 +9,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_ir::e2enet::Model;
 use e2enc_ir::e2enet::{
     build, model::apply_masks, model::check_weights, output_name, BuildOptions, DsffConfig,
     ModelConfig,
 };
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::tensor::{relative_error, relative_error_l2};
-use e2enc_codegen::compile::{compile, CompileOptions};
-use e2enc_ir::e2enet::Model;
 use e2enc_ir::{interp, Weights};
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
@@ -66,7 +66,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
             let want = io
                 .get(&format!("ds{s}"))
                 .ok_or_else(|| anyhow::anyhow!("embedded io lacks ds{s}"))?;
-            let got = outs.get(&name).ok_or_else(|| anyhow::anyhow!("no output {name}"))?;
+            let got = outs
+                .get(&name)
+                .ok_or_else(|| anyhow::anyhow!("no output {name}"))?;
             let l2 = relative_error_l2(got, want).unwrap_or(f64::INFINITY);
             let max = relative_error(got, want).unwrap_or(f64::INFINITY);
             let pass = l2 < a.tolerance && max < 2.0 * a.tolerance;
@@ -83,7 +85,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
     println!("   ({secs:.2} s)");
 
     println!();
-    println!("2. The same network optimized and compiled to C kernels (a bundle), run by the runtime:");
+    println!(
+        "2. The same network optimized and compiled to C kernels (a bundle), run by the runtime:"
+    );
     let dir = std::env::temp_dir().join(format!("e2enc-demo-{}", std::process::id()));
     let model = Model {
         path: "<embedded golden model.json>".into(),
@@ -92,7 +96,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
         weights: Some(w.clone()),
         masks: None,
     };
-    let opts = CompileOptions { deep_supervision: true, force: true, ..CompileOptions::default() };
+    let opts = CompileOptions {
+        deep_supervision: true,
+        force: true,
+        ..CompileOptions::default()
+    };
     let compiled = (|| -> Result<(f64, BTreeMap<String, e2enc_ir::Tensor>, f64, usize)> {
         let t0 = Instant::now();
         let r = compile(&model, &dir.join("bundle"), &opts)?;
@@ -107,7 +115,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     let (csecs, bouts, rsecs, kernels) = compiled?;
     ok &= check(&bouts)?;
-    println!("   (compiled {kernels} kernels in {csecs:.2} s; one run {:.1} ms)", rsecs * 1e3);
+    println!(
+        "   (compiled {kernels} kernels in {csecs:.2} s; one run {:.1} ms)",
+        rsecs * 1e3
+    );
 
     if !a.skip_amos {
         println!();

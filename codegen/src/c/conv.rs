@@ -60,6 +60,37 @@ pub struct ConvSpec<'a> {
     pub slope: Option<f32>,
 }
 
+/// Offsets in `W`/`I` of a per-output-channel CSR of the live kernels.
+pub struct Csr {
+    /// Input channel of each entry.
+    pub ents: usize,
+    /// Row pointers: entries of output channel `o` are `rp[o]..rp[o + 1]`.
+    pub rp: usize,
+    /// `kvol` weights per entry, in entry order.
+    pub w: usize,
+}
+
+impl ConvSpec<'_> {
+    /// Pushes the CSR of the live kernels (each kernel's first `kvol` weights) into `consts`.
+    pub fn push_csr(&self, kvol: usize, consts: &mut crate::emit::Consts) -> Csr {
+        let mut rp = vec![0i32];
+        let mut ents = Vec::new();
+        let mut wv = Vec::new();
+        for row in &self.rows {
+            for &(c, off) in row {
+                ents.push(c as i32);
+                wv.extend_from_slice(&self.wdata[off..off + kvol]);
+            }
+            rp.push(ents.len() as i32);
+        }
+        Csr {
+            ents: consts.push_i32(&ents),
+            rp: consts.push_i32(&rp),
+            w: consts.push_f32(&wv),
+        }
+    }
+}
+
 /// The fused attributes equivalent to a plain or fused conv op.
 fn attrs(op: &Op, n_consts: usize) -> Option<FusedConvAttrs> {
     match op {

@@ -22,20 +22,9 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let [pd, ph, pw] = g.p;
     let kvol = g.kvol();
     let nv = nvec(ow);
-    let mut rp = vec![0i32];
-    let mut ents = Vec::new();
-    let mut wv = Vec::new();
-    for row in &sp.rows {
-        for &(c, off) in row {
-            ents.push(c as i32);
-            wv.extend_from_slice(&sp.wdata[off..off + kvol]);
-        }
-        rp.push(ents.len() as i32);
-    }
-    let ent_off = consts.push_i32(&ents);
-    let rp_off = consts.push_i32(&rp);
+    let csr = sp.push_csr(kvol, consts);
+    let (ent_off, rp_off, w_off) = (csr.ents, csr.rp, csr.w);
     let sh_off = consts.push_i32(&sp.shifts.iter().map(|&s| s as i32).collect::<Vec<_>>());
-    let w_off = consts.push_f32(&wv);
     let bias = sp.bias.map(|b| consts.push_f32(b));
     let norm = sp.norm.is_some();
 

@@ -149,19 +149,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let nvi = nvec(w);
     let nb = h.div_ceil(IB);
     // Per-output CSR of input channels; weights [entry][kd][2][2].
-    let mut rp = vec![0i32];
-    let mut ents = Vec::new();
-    let mut wv = Vec::new();
-    for row in &sp.rows {
-        for &(c, off) in row {
-            ents.push(c as i32);
-            wv.extend_from_slice(&sp.wdata[off..off + kv]);
-        }
-        rp.push(ents.len() as i32);
-    }
-    let ent_off = consts.push_i32(&ents);
-    let rp_off = consts.push_i32(&rp);
-    let w_off = consts.push_f32(&wv);
+    let csr = sp.push_csr(kv, consts);
+    let (ent_off, rp_off, w_off) = (csr.ents, csr.rp, csr.w);
     let bias = sp.bias.map(|b| consts.push_f32(b));
     let norm = sp.norm.is_some();
     let slope = slope_in_conv(sp);

@@ -75,6 +75,11 @@ pub struct ModelConfig {
     /// Dynamic sparse feature fusion settings (used by `init` and training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsff: Option<DsffConfig>,
+    /// nnU-Net preprocessing for `e2enc segment` (axis order, target spacing, normalization);
+    /// its schema belongs to the runtime (`e2enc_runtime::segment::preprocess`), which validates
+    /// it; the IR carries it opaquely into bundles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<serde_json::Value>,
 }
 
 /// DSFF densities: the fraction of [out, in] kernels kept in each fusion conv and transposed conv.
@@ -141,6 +146,7 @@ impl ModelConfig {
             weights: None,
             masks: None,
             dsff: None,
+            preprocessing: None,
         }
     }
 

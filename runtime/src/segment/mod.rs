@@ -1,0 +1,4 @@
+//! Segmenting whole volumes the nnU-Net way: preprocessing ([`preprocess`], [`resample`]) and
+//! sliding-window inference ([`window`]).
+
+pub mod window;

@@ -1,0 +1,375 @@
+//! Sliding-window inference as nnU-Net v1 does it (`predict_3D` with `use_sliding_window`):
+//! tiles of the patch size at step 0.5, positions from `_compute_steps_for_sliding_window`
+//! (evenly spread, rounded half to even like `np.round`), the image padded to at least one patch
+//! (evenly on both sides), softmax of every tile weighted by a Gaussian importance map
+//! (sigma = patch / 8, normalised to max 1, zeros replaced by the smallest non-zero value),
+//! optional mirroring test-time augmentation over all 8 flip combinations, and the weighted sum
+//! divided by the summed weights. Accumulators are f32 `[classes, D, H, W]` (bounded by the
+//! image, not by the number of tiles).
+
+/// Tile start positions along one axis (`image >= patch`).
+pub fn axis_steps(image: usize, patch: usize, step: f64) -> Vec<usize> {
+    let target = patch as f64 * step;
+    let n = ((image - patch) as f64 / target).ceil() as usize + 1;
+    let max_step = (image - patch) as f64;
+    let actual = if n > 1 {
+        max_step / (n - 1) as f64
+    } else {
+        0.0
+    };
+    (0..n)
+        .map(|i| round_half_even(actual * i as f64) as usize)
+        .collect()
+}
+
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// Every tile's start `[d, h, w]`, in raster order.
+pub fn tiles(image: [usize; 3], patch: [usize; 3], step: f64) -> Vec<[usize; 3]> {
+    let s: Vec<Vec<usize>> = (0..3)
+        .map(|a| axis_steps(image[a], patch[a], step))
+        .collect();
+    let mut out = Vec::new();
+    for &z in &s[0] {
+        for &y in &s[1] {
+            for &x in &s[2] {
+                out.push([z, y, x]);
+            }
+        }
+    }
+    out
+}
+
+/// nnU-Net v1's Gaussian importance map for a patch (scipy `gaussian_filter` of a centred delta,
+/// truncate 4.0, normalised to max 1, zeros replaced by the smallest non-zero value).
+pub fn gaussian(patch: [usize; 3], sigma_scale: f64) -> Vec<f32> {
+    let axis = |n: usize| -> Vec<f64> {
+        let c = (n / 2) as f64;
+        let sigma = n as f64 * sigma_scale;
+        let radius = (4.0 * sigma + 0.5).floor();
+        (0..n)
+            .map(|i| {
+                let t = i as f64 - c;
+                if t.abs() <= radius && sigma > 0.0 {
+                    (-t * t / (2.0 * sigma * sigma)).exp()
+                } else if sigma == 0.0 && t == 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    };
+    let (a, b, c) = (axis(patch[0]), axis(patch[1]), axis(patch[2]));
+    let mut g: Vec<f32> = Vec::with_capacity(patch.iter().product());
+    for &x in &a {
+        for &y in &b {
+            for &z in &c {
+                g.push((x * y * z) as f32);
+            }
+        }
+    }
+    let max = g.iter().cloned().fold(0.0f32, f32::max);
+    if max > 0.0 {
+        g.iter_mut().for_each(|v| *v /= max);
+    }
+    let min_nz = g
+        .iter()
+        .cloned()
+        .filter(|v| *v > 0.0)
+        .fold(f32::INFINITY, f32::min);
+    if min_nz.is_finite() {
+        g.iter_mut()
+            .filter(|v| **v == 0.0)
+            .for_each(|v| *v = min_nz);
+    }
+    g
+}
+
+/// How a volume was padded to fit at least one patch: `(before, after)` per axis.
+pub fn padding(shape: [usize; 3], patch: [usize; 3]) -> [(usize, usize); 3] {
+    let mut p = [(0, 0); 3];
+    for a in 0..3 {
+        let diff = patch[a].saturating_sub(shape[a]);
+        p[a] = (diff / 2, diff / 2 + diff % 2);
+    }
+    p
+}
+
+/// Options of one sliding-window prediction.
+#[derive(Clone, Debug)]
+pub struct WindowOptions {
+    pub step: f64,
+    pub tta: bool,
+    /// Tiles per call of the predictor (the bundle's batch size).
+    pub batch: usize,
+}
+
+/// Predicts class probabilities `[classes, D, H, W]` of a `[channels, D, H, W]` volume.
+///
+/// `predict(batch)` receives `batch.len()` tiles of `[channels, patch]` values (row-major,
+/// concatenated) and returns their logits `[classes, patch]` (concatenated in the same order).
+/// `progress(done, total)` is called after every predictor call.
+#[allow(clippy::too_many_arguments)]
+pub fn sliding_window<E>(
+    volume: &[f32],
+    channels: usize,
+    shape: [usize; 3],
+    patch: [usize; 3],
+    classes: usize,
+    opts: &WindowOptions,
+    mut predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<f32>, E> {
+    let pad = padding(shape, patch);
+    let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
+    let pvox: usize = ps.iter().product();
+    // The padded input.
+    let mut vol = vec![0f32; channels * pvox];
+    for c in 0..channels {
+        for z in 0..shape[0] {
+            for y in 0..shape[1] {
+                let src = &volume[((c * shape[0] + z) * shape[1] + y) * shape[2]..][..shape[2]];
+                let at = ((c * ps[0] + z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + pad[2].0;
+                vol[at..at + shape[2]].copy_from_slice(src);
+            }
+        }
+    }
+    let g = gaussian(patch, 1.0 / 8.0);
+    let tvox: usize = patch.iter().product();
+    let starts = tiles(ps, patch, opts.step);
+    let flips: Vec<[bool; 3]> = if opts.tta {
+        (0..8)
+            .map(|m| [m & 1 != 0, m & 2 != 0, m & 4 != 0])
+            .collect()
+    } else {
+        vec![[false; 3]]
+    };
+    let mut acc = vec![0f32; classes * pvox];
+    let mut weight = vec![0f32; pvox];
+    let batch = opts.batch.max(1);
+    let jobs: Vec<([usize; 3], [bool; 3])> = starts
+        .iter()
+        .flat_map(|&s| flips.iter().map(move |&f| (s, f)))
+        .collect();
+    let total = jobs.len().div_ceil(batch);
+    let mut tile_in = vec![0f32; batch * channels * tvox];
+    for (k, chunk) in jobs.chunks(batch).enumerate() {
+        for (b, (s, f)) in chunk.iter().enumerate() {
+            let dst = &mut tile_in[b * channels * tvox..(b + 1) * channels * tvox];
+            extract(&vol, channels, ps, *s, patch, *f, dst);
+        }
+        // Pad a short last batch by repeating its first tile (results discarded).
+        for b in chunk.len()..batch {
+            let (head, tail) = tile_in.split_at_mut(b * channels * tvox);
+            tail[..channels * tvox].copy_from_slice(&head[..channels * tvox]);
+        }
+        let logits = predict(&tile_in, batch)?;
+        for (b, (s, f)) in chunk.iter().enumerate() {
+            let l = &logits[b * classes * tvox..(b + 1) * classes * tvox];
+            accumulate(
+                l,
+                classes,
+                patch,
+                *s,
+                *f,
+                &g,
+                ps,
+                &mut acc,
+                &mut weight,
+                1.0 / flips.len() as f32,
+            );
+        }
+        progress(k + 1, total);
+    }
+    // Normalise and crop the padding away.
+    let vox: usize = shape.iter().product();
+    let mut out = vec![0f32; classes * vox];
+    for c in 0..classes {
+        for z in 0..shape[0] {
+            for y in 0..shape[1] {
+                for x in 0..shape[2] {
+                    let p = ((z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + x + pad[2].0;
+                    out[((c * shape[0] + z) * shape[1] + y) * shape[2] + x] =
+                        acc[c * pvox + p] / weight[p];
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies one tile (optionally mirrored) out of the padded volume.
+fn extract(
+    vol: &[f32],
+    channels: usize,
+    ps: [usize; 3],
+    s: [usize; 3],
+    patch: [usize; 3],
+    f: [bool; 3],
+    dst: &mut [f32],
+) {
+    let pvox: usize = ps.iter().product();
+    for c in 0..channels {
+        for z in 0..patch[0] {
+            let sz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
+            for y in 0..patch[1] {
+                let sy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+                let row = c * pvox + (sz * ps[1] + sy) * ps[2] + s[2];
+                let d = &mut dst[((c * patch[0] + z) * patch[1] + y) * patch[2]..][..patch[2]];
+                if f[2] {
+                    for (x, v) in d.iter_mut().enumerate() {
+                        *v = vol[row + patch[2] - 1 - x];
+                    }
+                } else {
+                    d.copy_from_slice(&vol[row..row + patch[2]]);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators.
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    logits: &[f32],
+    classes: usize,
+    patch: [usize; 3],
+    s: [usize; 3],
+    f: [bool; 3],
+    g: &[f32],
+    ps: [usize; 3],
+    acc: &mut [f32],
+    weight: &mut [f32],
+    scale: f32,
+) {
+    let tvox: usize = patch.iter().product();
+    let pvox: usize = ps.iter().product();
+    let mut prob = vec![0f32; classes];
+    for z in 0..patch[0] {
+        for y in 0..patch[1] {
+            for x in 0..patch[2] {
+                let t = (z * patch[1] + y) * patch[2] + x;
+                let m = (0..classes)
+                    .map(|c| logits[c * tvox + t])
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for (c, p) in prob.iter_mut().enumerate() {
+                    *p = (logits[c * tvox + t] - m).exp();
+                    sum += *p;
+                }
+                // The voxel this tile position maps back to (the tile was mirrored on input).
+                let oz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
+                let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+                let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
+                let o = (oz * ps[1] + oy) * ps[2] + ox;
+                let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
+                    + if f[1] { patch[1] - 1 - y } else { y })
+                    * patch[2]
+                    + if f[2] { patch[2] - 1 - x } else { x }];
+                for (c, p) in prob.iter().enumerate() {
+                    acc[c * pvox + o] += scale * w * p / sum;
+                }
+                weight[o] += scale * w;
+            }
+        }
+    }
+}
+
+/// Index of the largest value per voxel of `[classes, vox]` (first on ties).
+pub fn argmax(probs: &[f32], classes: usize) -> Vec<u16> {
+    let vox = probs.len() / classes.max(1);
+    (0..vox)
+        .map(|v| {
+            let mut best = 0;
+            for c in 1..classes {
+                if probs[c * vox + v] > probs[best * vox + v] {
+                    best = c;
+                }
+            }
+            best as u16
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_positions_follow_nnunet() {
+        // nnU-Net: image 197, patch 128, step 0.5 -> ceil(69/64)+1 = 3 steps of 34.5 -> 0, 34 (round
+        // half to even of 34.5), 69.
+        assert_eq!(axis_steps(197, 128, 0.5), vec![0, 34, 69]);
+        assert_eq!(axis_steps(128, 128, 0.5), vec![0]);
+        assert_eq!(axis_steps(233, 128, 0.5), vec![0, 52, 105]);
+        assert_eq!(axis_steps(189, 128, 0.5), vec![0, 61]);
+        assert_eq!(tiles([197, 233, 189], [128; 3], 0.5).len(), 18);
+        assert_eq!(
+            padding([100, 128, 131], [128; 3]),
+            [(14, 14), (0, 0), (0, 0)]
+        );
+        assert_eq!(padding([5, 1, 2], [8, 4, 4]), [(1, 2), (1, 2), (1, 1)]);
+    }
+
+    #[test]
+    fn gaussian_is_normalised_and_positive() {
+        let g = gaussian([8, 8, 8], 1.0 / 8.0);
+        // Centre (4,4,4) is the maximum 1; sigma 1: one step away exp(-1/2).
+        assert_eq!(g[(4 * 8 + 4) * 8 + 4], 1.0);
+        assert!((g[(4 * 8 + 4) * 8 + 5] - (-0.5f32).exp()).abs() < 1e-6);
+        // Radius int(4*1+0.5) = 4: offset -4 (index 0) is still inside.
+        assert!((g[(4 * 8 + 4) * 8] - (-8.0f32).exp()).abs() < 1e-9);
+        assert!(g.iter().all(|v| *v > 0.0));
+    }
+
+    #[test]
+    fn an_identity_like_model_reproduces_its_input() {
+        // Two classes whose logits are (0, v): softmax(class 1) = sigmoid(v), the same for every
+        // tile, so any weighting and any flip must give sigmoid(v) back exactly (up to rounding).
+        let shape = [6, 9, 7];
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 / 5.0 - 2.0).collect();
+        for tta in [false, true] {
+            let opts = WindowOptions {
+                step: 0.5,
+                tta,
+                batch: 3,
+            };
+            let mut calls = 0;
+            let probs = sliding_window::<()>(
+                &v,
+                1,
+                shape,
+                [4, 4, 4],
+                2,
+                &opts,
+                |x, b| {
+                    calls += 1;
+                    let t = x.len() / b;
+                    let mut out = vec![0f32; 2 * x.len()];
+                    for k in 0..b {
+                        out[(2 * k + 1) * t..(2 * k + 2) * t]
+                            .copy_from_slice(&x[k * t..(k + 1) * t]);
+                    }
+                    Ok(out)
+                },
+                |_, _| {},
+            )
+            .unwrap();
+            assert!(calls > 0);
+            for (i, x) in v.iter().enumerate() {
+                let want = 1.0 / (1.0 + (-x).exp());
+                assert!((probs[n + i] - want).abs() < 1e-5, "tta {tta} voxel {i}");
+                assert!((probs[i] + probs[n + i] - 1.0).abs() < 1e-5);
+            }
+        }
+    }
+}
