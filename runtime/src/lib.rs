@@ -7,7 +7,9 @@
 pub mod bundle;
 pub mod capi;
 pub mod exec;
+pub mod metrics;
 pub mod pool;
+pub mod preview;
 pub mod segment;
 
 use std::collections::BTreeMap;
