@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod capi;
 pub mod exec;
 pub mod metrics;
+pub mod nifti;
 pub mod pool;
 pub mod preview;
 pub mod segment;

@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod testdata;
+#[allow(unused_imports)]
+pub use testdata::testdata;
+
 use e2enc_codegen::compile::{compile, CompileOptions, CompileReport};
 use e2enc_ir::e2enet::{BuildOptions, Model};
 use e2enc_ir::tensor::relative_error;
