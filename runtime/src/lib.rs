@@ -12,6 +12,7 @@ pub mod nifti;
 pub mod pool;
 pub mod preview;
 pub mod segment;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
