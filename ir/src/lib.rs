@@ -7,8 +7,10 @@
 //! - [`e2enet`]: model.json (schema, validation) and the E2ENet graph builder;
 //! - [`weights`], [`init`]: safetensors weight stores under the official names, He init, DSFF masks;
 //! - [`stats`]: parameter and MAC counts (dense and with pruned kernels skipped);
-//! - [`interp`]: the reference interpreter, the oracle for every later stage.
+//! - [`interp`]: the reference interpreter, the oracle for every later stage;
+//! - [`autodiff`]: the training graph (forward plus backward) of a forward graph.
 
+pub mod autodiff;
 pub mod dot;
 pub mod e2enet;
 pub mod error;
@@ -26,7 +28,9 @@ pub mod weights;
 
 pub use error::{IrError, Result};
 pub use graph::{Graph, Node, NodeId};
-pub use op::{shift_runs, Arity, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
+pub use op::{
+    shift_runs, Arity, ConvAttrs, ConvGradAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs,
+};
 pub use tensor::{Tensor, TensorData};
 pub use types::{DType, Shape, TensorType};
 pub use weights::Weights;

@@ -30,6 +30,19 @@ pub struct PoolAttrs {
     pub stride: [usize; 3],
 }
 
+/// Geometry of a convolution gradient (training): the forward op it differentiates and the
+/// forward input's spatial extent, which a strided forward conv does not determine.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGradAttrs {
+    /// The forward convolution's geometry.
+    pub conv: ConvAttrs,
+    /// The forward op is a `ConvTranspose3d` (weight `[I, O, k..]`) rather than a `Conv3d`
+    /// (weight `[O, I, k..]`).
+    pub transposed: bool,
+    /// Spatial extent (D, H, W) of the forward op's input `x`.
+    pub input: [usize; 3],
+}
+
 /// A convolution with everything the optimizer fuses into it (see [`Op::FusedConv3d`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FusedConvAttrs {
@@ -159,6 +172,33 @@ pub enum Op {
     /// input depth shift, kernel sparsity, bias, instance norm and leaky ReLU (see
     /// [`FusedConvAttrs`]). Equals shift → conv/transposed conv (+ bias) → norm → activation.
     FusedConv3d(FusedConvAttrs),
+
+    // Training ops: the building blocks of backward graphs (see `crate::autodiff`). Each
+    // differentiates one forward op; "x" is always the forward op's INPUT, "dy" the gradient of
+    // its result.
+    /// `(dy, w)`: the gradient of the forward conv's input, `[N, I, input..]` (`I = w.shape[1]`
+    /// for a conv, `w.shape[0]` for a transposed conv).
+    ConvBackwardData(ConvGradAttrs),
+    /// `(x, dy)`: the gradient of the forward conv's weight, in the forward weight's layout
+    /// (`[O, I, k..]` for a conv, `[I, O, k..]` for a transposed conv).
+    ConvBackwardWeight(ConvGradAttrs),
+    /// `(dy)`: `[C]`, the sum over N, D, H, W (bias and beta gradients).
+    ChannelSum,
+    /// `(dy)`: the adjoint of `DepthShift`, the opposite shift: channel `c` of shift `s` gets
+    /// `dx[c, d] = dy[c, d + s]` when `0 <= d + s < D`, else 0.
+    DepthShiftBackward(ShiftAttrs),
+    /// `(x, gamma, dy)`: the gradient of `InstanceNorm`'s input (per sample and channel, biased
+    /// variance, `rstd = 1/sqrt(var + eps)`):
+    /// `dx = rstd · (g - mean(g) - x̂ · mean(g · x̂))` with `g = gamma · dy`.
+    InstanceNormBackward { eps: f32 },
+    /// `(x, dy)`: `[C]`, the sum over N, D, H, W of `dy · x̂` (the gamma gradient).
+    InstanceNormGammaGrad { eps: f32 },
+    /// `(x, dy)`: `dy` where `x >= 0`, else `slope · dy`.
+    LeakyReluBackward { slope: f32 },
+    /// `(x, dy)`: each window's `dy` goes to the window's first maximum of `x` (row-major scan
+    /// order within the window; a NaN counts as the maximum, the first one wins), every other
+    /// position gets 0; overlapping windows add.
+    MaxPoolBackward(PoolAttrs),
 }
 
 /// How many operands an op takes.
@@ -207,6 +247,14 @@ impl Op {
             Op::Argmax => "argmax",
             Op::SelectChannels { .. } => "select",
             Op::FusedConv3d(_) => "fused_conv3d",
+            Op::ConvBackwardData(_) => "conv_backward_data",
+            Op::ConvBackwardWeight(_) => "conv_backward_weight",
+            Op::ChannelSum => "channel_sum",
+            Op::DepthShiftBackward(_) => "depth_shift_backward",
+            Op::InstanceNormBackward { .. } => "instance_norm_backward",
+            Op::InstanceNormGammaGrad { .. } => "instance_norm_gamma_grad",
+            Op::LeakyReluBackward { .. } => "leaky_relu_backward",
+            Op::MaxPoolBackward(_) => "max_pool_backward",
         }
     }
 
@@ -224,7 +272,29 @@ impl Op {
             | Op::Argmax
             | Op::SelectChannels { .. } => Arity::Exactly(1),
             Op::FusedConv3d(a) => Arity::Exactly(a.num_operands()),
+            Op::InstanceNormBackward { .. } => Arity::Exactly(3),
+            Op::ConvBackwardData(_)
+            | Op::ConvBackwardWeight(_)
+            | Op::InstanceNormGammaGrad { .. }
+            | Op::LeakyReluBackward { .. }
+            | Op::MaxPoolBackward(_) => Arity::Exactly(2),
+            Op::ChannelSum | Op::DepthShiftBackward(_) => Arity::Exactly(1),
         }
+    }
+
+    /// True for the training (gradient) ops, which only the interpreter evaluates so far.
+    pub fn is_training(&self) -> bool {
+        matches!(
+            self,
+            Op::ConvBackwardData(_)
+                | Op::ConvBackwardWeight(_)
+                | Op::ChannelSum
+                | Op::DepthShiftBackward(_)
+                | Op::InstanceNormBackward { .. }
+                | Op::InstanceNormGammaGrad { .. }
+                | Op::LeakyReluBackward { .. }
+                | Op::MaxPoolBackward(_)
+        )
     }
 
     /// True for ops whose value is known before run time (weights).

@@ -5,7 +5,7 @@
 //! message saying what is wrong. The graph builder, the parser-facing verifier and the passes all
 //! call it, so a rule lives in exactly one place.
 
-use crate::op::{ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
+use crate::op::{ConvAttrs, ConvGradAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
 use crate::types::{DType, TensorType};
 
 type R = Result<TensorType, String>;
@@ -58,7 +58,95 @@ pub fn infer(op: &Op, xs: &[&TensorType]) -> R {
         }
         Op::SelectChannels { axis, ranges } => select(*axis, ranges, xs[0]),
         Op::FusedConv3d(a) => fused_conv3d(a, xs),
+        Op::ConvBackwardData(a) => conv_backward_data(a, xs[0], xs[1]),
+        Op::ConvBackwardWeight(a) => conv_backward_weight(a, xs[0], xs[1]),
+        Op::ChannelSum => {
+            volume("dy", xs[0])?;
+            Ok(TensorType::f32([xs[0].shape[1]]))
+        }
+        Op::DepthShiftBackward(a) => depth_shift(a, xs[0]),
+        Op::InstanceNormBackward { eps } => {
+            instance_norm(*eps, &[xs[0], xs[1], xs[1]])?;
+            same("dy", xs[2], "x", xs[0])?;
+            Ok(xs[0].clone())
+        }
+        Op::InstanceNormGammaGrad { eps } => {
+            let c = xs[0].shape.get(1).copied().unwrap_or(0);
+            let gamma = TensorType::f32([c]);
+            instance_norm(*eps, &[xs[0], &gamma, &gamma])?;
+            same("dy", xs[1], "x", xs[0])?;
+            Ok(gamma)
+        }
+        Op::LeakyReluBackward { slope } => {
+            if !slope.is_finite() {
+                return Err(format!("slope {slope} is not finite"));
+            }
+            float("x", xs[0])?;
+            same("dy", xs[1], "x", xs[0])?;
+            Ok(xs[0].clone())
+        }
+        Op::MaxPoolBackward(a) => {
+            let y = max_pool3d(a, xs[0])?;
+            same("dy", xs[1], "the pooled x", &y)?;
+            Ok(xs[0].clone())
+        }
     }
+}
+
+/// `t` (called `what`) must equal `want` (called `of`).
+fn same(what: &str, t: &TensorType, of: &str, want: &TensorType) -> Result<(), String> {
+    if t != want {
+        return Err(format!("{what} {t} must have the type of {of}, {want}"));
+    }
+    Ok(())
+}
+
+/// The forward conv of `a` applied to `x` and `w`, and its result type.
+fn forward_conv(a: &ConvGradAttrs, x: &TensorType, w: &TensorType) -> R {
+    if a.transposed {
+        conv_transpose3d(&a.conv, &[x, w])
+    } else {
+        conv3d(&a.conv, &[x, w])
+    }
+}
+
+/// `(dy, w)`: the forward input's type `[N, I, input..]`, after checking that the forward conv
+/// maps it to `dy`'s type.
+fn conv_backward_data(a: &ConvGradAttrs, dy: &TensorType, w: &TensorType) -> R {
+    volume("dy", dy)?;
+    float("weight", w)?;
+    positive("input", &a.input)?;
+    if w.rank() != 5 {
+        return Err(format!("weight must have rank 5, got {w}"));
+    }
+    let cin = if a.transposed { w.shape[0] } else { w.shape[1] };
+    let mut x = vec![dy.shape[0], cin];
+    x.extend_from_slice(&a.input);
+    let x = TensorType::f32(x);
+    let y = forward_conv(a, &x, w)?;
+    same("dy", dy, "the forward result", &y)?;
+    Ok(x)
+}
+
+/// `(x, dy)`: the forward weight's type, after checking that `input` is `x`'s extent and that the
+/// forward conv maps `x` to `dy`'s type.
+fn conv_backward_weight(a: &ConvGradAttrs, x: &TensorType, dy: &TensorType) -> R {
+    volume("input", x)?;
+    volume("dy", dy)?;
+    if x.shape[2..] != a.input {
+        return Err(format!("input extent {:?} does not match x {x}", a.input));
+    }
+    let (cin, cout) = (x.shape[1], dy.shape[1]);
+    let mut w = if a.transposed {
+        vec![cin, cout]
+    } else {
+        vec![cout, cin]
+    };
+    w.extend_from_slice(&a.conv.kernel);
+    let w = TensorType::f32(w);
+    let y = forward_conv(a, x, &w)?;
+    same("dy", dy, "the forward result", &y)?;
+    Ok(w)
 }
 
 fn select(axis: usize, ranges: &[(usize, usize)], x: &TensorType) -> R {

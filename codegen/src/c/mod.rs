@@ -70,6 +70,17 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError
         Op::Softmax => channel::softmax(ctx),
         Op::Argmax => channel::argmax(ctx),
         Op::Input { .. } | Op::Weight { .. } => Err(err(ctx, "inputs and weights have no kernel")),
+        Op::ConvBackwardData(_)
+        | Op::ConvBackwardWeight(_)
+        | Op::ChannelSum
+        | Op::DepthShiftBackward(_)
+        | Op::InstanceNormBackward { .. }
+        | Op::InstanceNormGammaGrad { .. }
+        | Op::LeakyReluBackward { .. }
+        | Op::MaxPoolBackward(_) => Err(err(
+            ctx,
+            "not supported by the C code generator: training op",
+        )),
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod conv;
 mod fused;
+mod grad;
 pub mod ops;
 
 use std::borrow::Cow;

@@ -12,7 +12,7 @@
 //! `torch.argmax`/`numpy.argmax`); `softmax` subtracts the channel maximum and is otherwise plain
 //! (NaN in, NaN out). `select` gathers f32 and i32 tensors alike; `fused_conv3d` (in
 //! `fused.rs`) is the composition of the unfused kernels, sharing the per-channel depth shift
-//! with `depth_shift`.
+//! with `depth_shift`. The training ops (gradients) live in `grad.rs`.
 
 use crate::error::IrError;
 use crate::op::{shift_runs, Op, PoolAttrs, ShiftAttrs};
@@ -22,6 +22,12 @@ use crate::types::TensorType;
 
 pub use super::conv::{conv3d, conv_transpose3d};
 pub use super::fused::fused_conv3d;
+pub use super::grad::{
+    channel_sum, conv_backward_data, conv_backward_weight, depth_shift_backward,
+    instance_norm_backward, instance_norm_gamma_grad, leaky_relu_backward, max_pool_backward,
+};
+
+use super::grad;
 
 /// An interpreter error located at the op (the driver replaces this with the node's name).
 pub(crate) fn err(op: &Op, msg: impl Into<String>) -> IrError {
@@ -86,6 +92,16 @@ pub fn eval(op: &Op, args: &[&Tensor]) -> Result<Tensor, IrError> {
         Op::Argmax => argmax(args[0]),
         Op::SelectChannels { axis, ranges } => select(args[0], *axis, ranges),
         Op::FusedConv3d(a) => fused_conv3d(args, a),
+        Op::ConvBackwardData(a) => grad::conv_backward_data(args[0], args[1], a),
+        Op::ConvBackwardWeight(a) => grad::conv_backward_weight(args[0], args[1], a),
+        Op::ChannelSum => grad::channel_sum(args[0]),
+        Op::DepthShiftBackward(a) => grad::depth_shift_backward(args[0], a),
+        Op::InstanceNormBackward { eps } => {
+            grad::instance_norm_backward(args[0], args[1], args[2], *eps)
+        }
+        Op::InstanceNormGammaGrad { eps } => grad::instance_norm_gamma_grad(args[0], args[1], *eps),
+        Op::LeakyReluBackward { slope } => grad::leaky_relu_backward(args[0], args[1], *slope),
+        Op::MaxPoolBackward(a) => grad::max_pool_backward(args[0], args[1], a),
     }
 }
 

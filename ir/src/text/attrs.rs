@@ -5,7 +5,7 @@
 //! Kept apart from the token-level parser so that adding an op means editing one table here and
 //! one arm of the printer, and the parser proper only knows value *kinds*.
 
-use crate::op::{ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
+use crate::op::{ConvAttrs, ConvGradAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs};
 
 /// The kind of value an attribute takes.
 #[derive(Clone, Copy)]
@@ -75,10 +75,24 @@ pub(super) fn spec(mnemonic: &str) -> Option<&'static [(&'static str, Kind)]> {
         ("eps", Kind::OptFloat),
         ("slope", Kind::OptFloat),
     ];
+    const CONV_GRAD: &[(&str, Kind)] = &[
+        ("kernel", Kind::Triple),
+        ("stride", Kind::Triple),
+        ("padding", Kind::Triple),
+        ("transposed", Kind::Bool),
+        ("input", Kind::Triple),
+    ];
+    const POOL: &[(&str, Kind)] = &[("kernel", Kind::Triple), ("stride", Kind::Triple)];
     Some(match mnemonic {
         "conv3d" | "conv_transpose3d" => CONV,
+        "conv_backward_data" | "conv_backward_weight" => CONV_GRAD,
+        "channel_sum" => &[],
+        "depth_shift_backward" => &[("groups", Kind::Int)],
+        "instance_norm_backward" | "instance_norm_gamma_grad" => &[("eps", Kind::Float)],
+        "leaky_relu_backward" => &[("slope", Kind::Float)],
+        "max_pool_backward" => POOL,
         "fused_conv3d" => FUSED,
-        "max_pool3d" => &[("kernel", Kind::Triple), ("stride", Kind::Triple)],
+        "max_pool3d" => POOL,
         "depth_shift" => &[("groups", Kind::Int)],
         "instance_norm" => &[("eps", Kind::Float)],
         "leaky_relu" => &[("slope", Kind::Float)],
@@ -121,8 +135,29 @@ pub(super) fn build_op(mnemonic: &str, vals: &[Val]) -> Option<Op> {
             padding: triple(2)?,
         })
     };
+    let conv_grad = || {
+        Some(ConvGradAttrs {
+            conv: conv()?,
+            transposed: boolean(3)?,
+            input: triple(4)?,
+        })
+    };
+    let pool = || {
+        Some(PoolAttrs {
+            kernel: triple(0)?,
+            stride: triple(1)?,
+        })
+    };
     Some(match mnemonic {
         "conv3d" => Op::Conv3d(conv()?),
+        "conv_backward_data" => Op::ConvBackwardData(conv_grad()?),
+        "conv_backward_weight" => Op::ConvBackwardWeight(conv_grad()?),
+        "channel_sum" => Op::ChannelSum,
+        "depth_shift_backward" => Op::DepthShiftBackward(ShiftAttrs { groups: int(0)? }),
+        "instance_norm_backward" => Op::InstanceNormBackward { eps: float(0)? },
+        "instance_norm_gamma_grad" => Op::InstanceNormGammaGrad { eps: float(0)? },
+        "leaky_relu_backward" => Op::LeakyReluBackward { slope: float(0)? },
+        "max_pool_backward" => Op::MaxPoolBackward(pool()?),
         "conv_transpose3d" => Op::ConvTranspose3d(conv()?),
         "fused_conv3d" => Op::FusedConv3d(FusedConvAttrs {
             conv: conv()?,
@@ -136,10 +171,7 @@ pub(super) fn build_op(mnemonic: &str, vals: &[Val]) -> Option<Op> {
             norm_eps: opt_float(7)?,
             slope: opt_float(8)?,
         }),
-        "max_pool3d" => Op::MaxPool3d(PoolAttrs {
-            kernel: triple(0)?,
-            stride: triple(1)?,
-        }),
+        "max_pool3d" => Op::MaxPool3d(pool()?),
         "depth_shift" => Op::DepthShift(ShiftAttrs { groups: int(0)? }),
         "instance_norm" => Op::InstanceNorm { eps: float(0)? },
         "leaky_relu" => Op::LeakyRelu { slope: float(0)? },

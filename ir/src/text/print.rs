@@ -106,13 +106,27 @@ pub(super) fn attrs_text(op: &Op) -> Vec<String> {
             let r: Vec<String> = ranges.iter().map(|(a, b)| format!("{a}..{b}")).collect();
             vec![format!("axis={axis}"), format!("ranges=[{}]", r.join(", "))]
         }
-        Op::MaxPool3d(a) => pool(a),
-        Op::DepthShift(a) => vec![format!("groups={}", a.groups)],
-        Op::InstanceNorm { eps } => vec![format!("eps={}", float_text(*eps))],
-        Op::LeakyRelu { slope } => vec![format!("slope={}", float_text(*slope))],
-        Op::Input { .. } | Op::Weight { .. } | Op::Concat | Op::Add | Op::Softmax | Op::Argmax => {
-            Vec::new()
+        Op::ConvBackwardData(a) | Op::ConvBackwardWeight(a) => {
+            let mut v = conv(&a.conv);
+            v.push(format!("transposed={}", a.transposed));
+            v.push(format!("input={}", triple(&a.input)));
+            v
         }
+        Op::MaxPool3d(a) | Op::MaxPoolBackward(a) => pool(a),
+        Op::DepthShift(a) | Op::DepthShiftBackward(a) => vec![format!("groups={}", a.groups)],
+        Op::InstanceNorm { eps }
+        | Op::InstanceNormBackward { eps }
+        | Op::InstanceNormGammaGrad { eps } => vec![format!("eps={}", float_text(*eps))],
+        Op::LeakyRelu { slope } | Op::LeakyReluBackward { slope } => {
+            vec![format!("slope={}", float_text(*slope))]
+        }
+        Op::Input { .. }
+        | Op::Weight { .. }
+        | Op::Concat
+        | Op::Add
+        | Op::Softmax
+        | Op::Argmax
+        | Op::ChannelSum => Vec::new(),
     }
 }
 

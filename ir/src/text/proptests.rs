@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::op::{shift_runs, ConvAttrs, FusedConvAttrs, PoolAttrs, ShiftAttrs};
+use crate::op::{shift_runs, ConvAttrs, ConvGradAttrs, FusedConvAttrs, PoolAttrs, ShiftAttrs};
 use crate::types::{DType, TensorType};
 
 /// One construction step: an op kind, small integer parameters, a float, operand picks, a label.
@@ -31,7 +31,7 @@ fn label() -> impl Strategy<Value = Option<String>> {
 
 fn step() -> impl Strategy<Value = Step> {
     (
-        0u8..12,
+        0u8..20,
         any::<[u8; 16]>(),
         float_attr(),
         any::<[usize; 3]>(),
@@ -154,6 +154,58 @@ fn build(name: &str, input: [u8; 4], steps: &[Step], outs: &[(String, usize)]) -
                     at = end + usize::from(p[5 + k] % 3);
                 }
                 (Op::SelectChannels { axis, ranges }, vec![x])
+            }
+            12 | 13 => {
+                // A forward conv first, then its data or weight gradient.
+                let c = conv();
+                let transposed = p[10] & 1 != 0;
+                let k = c.kernel;
+                let wshape = if transposed { [cin, cout] } else { [cout, cin] };
+                let wt = TensorType::f32([wshape[0], wshape[1], k[0], k[1], k[2]]);
+                let w = weight(&mut g, format!("{wname}.weight"), wt, p[8], label);
+                let fwd = if transposed {
+                    Op::ConvTranspose3d(c.clone())
+                } else {
+                    Op::Conv3d(c.clone())
+                };
+                let Ok(y) = g.add(fwd, &[a, w], None) else {
+                    continue;
+                };
+                let xs = &g.node(a).ty.shape;
+                let ga = ConvGradAttrs {
+                    conv: c,
+                    transposed,
+                    input: [xs[2], xs[3], xs[4]],
+                };
+                if *kind == 12 {
+                    (Op::ConvBackwardData(ga), vec![y, w])
+                } else {
+                    (Op::ConvBackwardWeight(ga), vec![a, y])
+                }
+            }
+            14 => (Op::ChannelSum, vec![a]),
+            15 => (
+                Op::DepthShiftBackward(ShiftAttrs {
+                    groups: 1 + usize::from(p[0] % 7),
+                }),
+                vec![a],
+            ),
+            16 => {
+                let t = TensorType::f32([cin]);
+                let gamma = weight(&mut g, format!("{wname}.weight"), t, p[0], label);
+                (Op::InstanceNormBackward { eps: f.abs() }, vec![a, gamma, a])
+            }
+            17 => (Op::InstanceNormGammaGrad { eps: f.abs() }, vec![a, a]),
+            18 => (Op::LeakyReluBackward { slope: *f }, vec![a, a]),
+            19 => {
+                let pool = PoolAttrs {
+                    kernel: triple(0, 2, 1),
+                    stride: triple(3, 2, 1),
+                };
+                let Ok(y) = g.add(Op::MaxPool3d(pool.clone()), &[a], None) else {
+                    continue;
+                };
+                (Op::MaxPoolBackward(pool), vec![a, y])
             }
             _ => {
                 let mut attrs = FusedConvAttrs::plain(conv(), p[10] & 1 != 0, p[9] & 0x80 != 0);
@@ -410,11 +462,11 @@ proptest! {
 /// The generator really produces every flavour of the newer ops (they are easy to lose to shape
 /// inference rejecting every attempt).
 #[test]
-fn text_random_graphs_cover_fused_and_select() {
+fn text_random_graphs_cover_fused_select_and_training_ops() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
-    let mut seen = [0usize; 7];
+    let mut seen = [0usize; 15];
     for _ in 0..300 {
         let g = graph().new_tree(&mut runner).unwrap().current();
         for id in g.node_ids() {
@@ -423,6 +475,19 @@ fn text_random_graphs_cover_fused_and_select() {
                     seen[0] += 1;
                     let x = g.operands(id)[0];
                     seen[1] += usize::from(g.node(x).ty.dtype == DType::I32);
+                }
+                op if op.is_training() => {
+                    let k = match op {
+                        Op::ConvBackwardData(_) => 7,
+                        Op::ConvBackwardWeight(_) => 8,
+                        Op::ChannelSum => 9,
+                        Op::DepthShiftBackward(_) => 10,
+                        Op::InstanceNormBackward { .. } => 11,
+                        Op::InstanceNormGammaGrad { .. } => 12,
+                        Op::LeakyReluBackward { .. } => 13,
+                        _ => 14,
+                    };
+                    seen[k] += 1;
                 }
                 Op::FusedConv3d(a) => {
                     seen[2] += 1;
@@ -437,6 +502,7 @@ fn text_random_graphs_cover_fused_and_select() {
     }
     assert!(
         seen.iter().all(|&n| n > 0),
-        "select, on i32, fused, sparse, shifted, transposed, normed: {seen:?}"
+        "select, on i32, fused, sparse, shifted, transposed, normed, then the eight training \
+         ops: {seen:?}"
     );
 }

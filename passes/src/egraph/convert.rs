@@ -89,6 +89,20 @@ pub fn to_egraph(g: &Graph, w: Arc<Weights>) -> Result<Built, IrError> {
                     pick(gm, 1),
                 ])
             }
+            op @ (Op::ConvBackwardData(_)
+            | Op::ConvBackwardWeight(_)
+            | Op::ChannelSum
+            | Op::DepthShiftBackward(_)
+            | Op::InstanceNormBackward { .. }
+            | Op::InstanceNormGammaGrad { .. }
+            | Op::LeakyReluBackward { .. }
+            | Op::MaxPoolBackward(_)) => {
+                return Err(err(format!(
+                    "{}: not supported by the optimizer: training op `{}`",
+                    g.describe(id),
+                    op.mnemonic()
+                )))
+            }
         };
         let cid = eg.add(e);
         if eg[cid].data.ty.as_ref() != Some(&node.ty) {
