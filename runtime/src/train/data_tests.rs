@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::nifti::{write_f32, write_labels, Header};
+use crate::segment::preprocess::Normalization;
 
 fn write_img(path: &Path, dims: [usize; 3], spacing: [f64; 3], data: &[f32]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
