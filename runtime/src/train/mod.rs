@@ -1,5 +1,6 @@
-//! Training: loss, optimizer, dynamic sparse DSFF masks, data loading and augmentation, and the
-//! f32 kernels that run a training step's forward and backward ops on the CPU.
+//! Training: loss, optimizer, dynamic sparse DSFF masks, data loading and augmentation, the MNI
+//! demo dataset, and the f32 kernels that run a training step's forward and backward ops on the
+//! CPU.
 //!
 //! Each part is a plain module with its own tests; `e2enc train` (src/cmd/train.rs) ties them
 //! together. Gradients are derived on the IR (`e2enc_ir::autodiff`) and checked there against
@@ -9,6 +10,7 @@ pub mod augment;
 pub mod data;
 pub mod kernels;
 pub mod loss;
+pub mod mni;
 pub mod optim;
 pub mod sampler;
 pub mod sparse;
