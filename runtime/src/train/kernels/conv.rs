@@ -19,7 +19,7 @@
 
 use e2enc_ir::ConvAttrs;
 
-use super::direct::{gather, phase_pad, scatter, wgrad, Geom};
+use super::direct::{gather, scatter, wgrad, Geom};
 use super::simd::use_fma;
 use super::{check_len, kerr, numel, Shape5};
 use crate::RuntimeError;
@@ -213,8 +213,7 @@ pub fn conv3d(
         s: a.stride,
         p: a.padding,
     };
-    let xp = phase_pad(x, xs[4], a.padding[2], a.stride[2]);
-    gather(&g, &xp, w, b, live, y, threads, use_fma());
+    gather(&g, x, w, b, live, y, threads, use_fma());
     Ok(())
 }
 
@@ -300,8 +299,7 @@ pub fn conv_backward_data(
             s: a.stride,
             p: a.padding,
         };
-        let xp = phase_pad(dy, dys[4], a.padding[2], a.stride[2]);
-        gather(&g, &xp, w, None, live, dx, threads, use_fma());
+        gather(&g, dy, w, None, live, dx, threads, use_fma());
         return Ok(());
     }
     let (o, i) = (ws[0], ws[1]);
@@ -334,8 +332,7 @@ pub fn conv_backward_data(
             s: [1, 1, 1],
             p: pf,
         };
-        let xp = phase_pad(dy, dys[4], pf[2], 1);
-        gather(&g, &xp, &wf, None, lf.as_deref(), dx, threads, use_fma());
+        gather(&g, dy, &wf, None, lf.as_deref(), dx, threads, use_fma());
     } else {
         let g = Geom {
             n: dys[0],
@@ -395,8 +392,7 @@ pub fn conv_backward_weight(
             s: a.stride,
             p: a.padding,
         };
-        let xp = phase_pad(dy, dys[4], a.padding[2], a.stride[2]);
-        wgrad(&g, x, &xp, live, dw, threads, use_fma());
+        wgrad(&g, x, dy, live, dw, threads, use_fma());
     } else {
         let g = Geom {
             n: xs[0],
@@ -408,8 +404,7 @@ pub fn conv_backward_weight(
             s: a.stride,
             p: a.padding,
         };
-        let xp = phase_pad(x, xs[4], a.padding[2], a.stride[2]);
-        wgrad(&g, dy, &xp, live, dw, threads, use_fma());
+        wgrad(&g, dy, x, live, dw, threads, use_fma());
     }
     Ok(())
 }

@@ -30,10 +30,10 @@ pub(super) struct Geom {
 }
 
 impl Geom {
-    fn ksz(&self) -> usize {
+    pub(super) fn ksz(&self) -> usize {
         self.k[0] * self.k[1] * self.k[2]
     }
-    fn live(&self, live: Option<&[bool]>, a: usize, b: usize) -> bool {
+    pub(super) fn live(&self, live: Option<&[bool]>, a: usize, b: usize) -> bool {
         live.is_none_or(|l| l[a * self.b + b])
     }
     /// Offsets of kernel column `c` in a phased row.
@@ -86,12 +86,12 @@ fn live_rows(g: &Geom, live: Option<&[bool]>) -> Vec<usize> {
         .collect()
 }
 
-/// `Y = conv(X, w) (+ bias)`, overwriting `y` (`[N, A, OD, OH, OW]`). `fma`: run the AVX2 +
-/// FMA instantiation (only pass `true` when [`super::simd::use_fma`] says so), as in all three.
+/// `Y = conv(X, w) (+ bias)`, overwriting `y` (`[N, A, OD, OH, OW]`). Stride 1 along H and W goes
+/// to [`super::framed`]. `fma`: run the AVX2 + FMA instantiation (only pass `true` when [`super::simd::use_fma`] says so), as in all three.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn gather(
     g: &Geom,
-    xp: &Phased,
+    x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     live: Option<&[bool]>,
@@ -99,6 +99,10 @@ pub(super) fn gather(
     threads: usize,
     fma: bool,
 ) {
+    if g.s[1] == 1 && g.s[2] == 1 {
+        return super::framed::gather(g, x, w, bias, live, y, threads, fma);
+    }
+    let xp = &phase_pad(x, g.xd[2], g.p[2], g.s[2]);
     let plane = g.yd.iter().product();
     let cost = live_rows(g, live);
     par_planes(
@@ -309,12 +313,13 @@ fn scatter_plane<M: Madd>(
 pub(super) fn wgrad(
     g: &Geom,
     yv: &[f32],
-    xp: &Phased,
+    x: &[f32],
     live: Option<&[bool]>,
     dw: &mut [f32],
     threads: usize,
     fma: bool,
 ) {
+    let xp = &phase_pad(x, g.xd[2], g.p[2], g.s[2]);
     let plane = g.b * g.ksz();
     let cost = live_rows(g, live);
     par_planes(
@@ -470,14 +475,13 @@ mod tests {
             let yv = noise(g.n * g.a * yd.iter().product::<usize>(), 2);
             let w = noise(g.a * g.b * g.ksz(), 3);
             let live: Vec<bool> = (0..g.a * g.b).map(|i| i % 4 != 1).collect();
-            let xp = phase_pad(&x, xd[2], p[2], s[2]);
             let run = |fma: bool| {
                 let mut y = vec![0f32; yv.len()];
-                gather(&g, &xp, &w, None, Some(&live), &mut y, 1, fma);
+                gather(&g, &x, &w, None, Some(&live), &mut y, 1, fma);
                 let mut xo = vec![0f32; x.len()];
                 scatter(&g, &yv, &w, Some(&live), &mut xo, 1, fma);
                 let mut dw = vec![0f32; w.len()];
-                wgrad(&g, &yv, &xp, Some(&live), &mut dw, 1, fma);
+                wgrad(&g, &yv, &x, Some(&live), &mut dw, 1, fma);
                 (y, xo, dw)
             };
             let (a, b) = (run(false), run(use_fma()));

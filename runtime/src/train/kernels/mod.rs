@@ -12,11 +12,12 @@
 //!
 //! Layout: [`conv`] holds the public convolution API (forward, transposed, backward data and
 //! weight, each with an optional kernel-liveness mask for dynamic sparse training), built on the
-//! three direct primitives of [`direct`]; [`norm`] the instance norm and channel sums; [`pointwise`]
+//! three direct primitives of [`direct`] (with [`framed`] for the stride-1 gather); [`norm`] the instance norm and channel sums; [`pointwise`]
 //! leaky ReLU, add, concat, channel selection and the depth shift; [`pool`] max pooling.
 
 mod conv;
 mod direct;
+mod framed;
 mod norm;
 mod pointwise;
 mod pool;
