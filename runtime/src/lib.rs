@@ -32,6 +32,9 @@ pub enum RuntimeError {
     Bundle { path: PathBuf, msg: String },
     #[error("{0}")]
     Input(String),
+    /// A training kernel was called with inconsistent shapes or attributes.
+    #[error("kernel {op}: {msg}")]
+    Kernel { op: &'static str, msg: String },
 }
 
 /// A loaded model ready to run.
