@@ -261,6 +261,61 @@ mod tests {
         }
     }
 
+    /// Zero border (cropped away) and 2 mm slices resampled to 1 mm: a predictor that always
+    /// says class 1 labels exactly the crop box, and outside it background is certain.
+    #[test]
+    fn the_crop_box_and_resampling_are_undone() {
+        let shape = [6, 8, 10];
+        let inside = |z: usize, y: usize, x: usize| {
+            (1..5).contains(&z) && (1..7).contains(&y) && (1..9).contains(&x)
+        };
+        let mut v = vec![0f32; 480];
+        for z in 0..6 {
+            for y in 0..8 {
+                for x in 0..10 {
+                    if inside(z, y, x) {
+                        v[(z * 8 + y) * 10 + x] = 1.0 + ((z + y + x) % 3) as f32;
+                    }
+                }
+            }
+        }
+        let opts = CaseOptions {
+            patch: [4, 4, 4],
+            classes: 2,
+            window: WindowOptions {
+                step: 0.5,
+                tta: false,
+                batch: 1,
+            },
+            probabilities: true,
+        };
+        let seg = segment_case::<RuntimeError>(
+            &[v],
+            shape,
+            [2.0, 1.0, 1.0],
+            &cfg(),
+            &opts,
+            |_, n| Ok([vec![0.0; 64], vec![3.0; 64]].concat().repeat(n)),
+            |_, _| {},
+            |_, _| {},
+        )
+        .unwrap();
+        // The 4x6x8 crop at 2 mm in z becomes 8x6x8 at 1 mm.
+        assert_eq!(seg.network_shape, [8, 6, 8]);
+        let p = seg.probabilities.unwrap();
+        for z in 0..6 {
+            for y in 0..8 {
+                for x in 0..10 {
+                    let i = (z * 8 + y) * 10 + x;
+                    let want = inside(z, y, x);
+                    assert_eq!(seg.labels[i], u16::from(want), "{z} {y} {x}");
+                    assert_eq!(p[i] == 1.0, !want, "{z} {y} {x}");
+                    assert!((p[i] + p[480 + i] - 1.0).abs() < 1e-5);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_wrong_sized_predictor_output_is_an_error_not_a_panic() {
         let opts = CaseOptions {
