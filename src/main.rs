@@ -20,6 +20,9 @@ use clap::{Parser, Subcommand};
 ///   e2enc compile my-model/model.json -o my-bundle
 ///   e2enc bench my-bundle --profile
 ///   e2enc run my-bundle --input x.safetensors --output y.safetensors
+///   e2enc segment my-bundle ct.nii.gz -o labels.nii.gz [--tta] [--preview labels.png]
+///   e2enc segment my-bundle -i imagesTs -o predTs   (nnU-Net naming: CASE_0000.nii.gz)
+///   e2enc evaluate labels.nii.gz truth.nii.gz [--json scores.json]
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
 struct Cli {
@@ -36,6 +39,8 @@ enum Command {
     Optimize(cmd::optimize::Args),
     Run(cmd::run::Args),
     Demo(cmd::demo::Args),
+    Segment(cmd::segment::Args),
+    Evaluate(cmd::evaluate::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +59,8 @@ fn main() -> std::process::ExitCode {
         Command::Optimize(a) => cmd::optimize::main(a),
         Command::Run(a) => cmd::run::main(a),
         Command::Demo(a) => cmd::demo::main(a),
+        Command::Segment(a) => cmd::segment::main(a),
+        Command::Evaluate(a) => cmd::evaluate::main(a),
     };
     match res {
         Ok(code) => code,

@@ -28,7 +28,7 @@ mod write;
 use std::path::PathBuf;
 
 pub use read::{read, read_frame};
-pub use write::{write_f32, write_labels};
+pub use write::{write_f32, write_f32_frames, write_labels};
 
 /// Most voxels one volume may hold (2^31), so that indices fit an `i32` and absurd headers fail
 /// fast.

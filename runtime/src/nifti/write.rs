@@ -38,7 +38,15 @@ pub fn write_labels(
             labels.iter().flat_map(|l| l.to_le_bytes()).collect(),
         )
     };
-    let hdr = header_bytes(like, dims, datatype, bitpix, INTENT_LABEL, "e2enc labels");
+    let hdr = header_bytes(
+        like,
+        dims,
+        1,
+        datatype,
+        bitpix,
+        INTENT_LABEL,
+        "e2enc labels",
+    );
     write_atomic(path, &hdr, &data)
 }
 
@@ -51,7 +59,35 @@ pub fn write_f32(
 ) -> Result<(), NiftiError> {
     check_len(path, dims, data.len())?;
     let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let hdr = header_bytes(like, dims, 16, 32, 0, "e2enc");
+    let hdr = header_bytes(like, dims, 1, 16, 32, 0, "e2enc");
+    write_atomic(path, &hdr, &bytes)
+}
+
+/// Writes `frames` `f32` volumes (one per class of a probability map) as one 4-D file
+/// (`dim[4] = frames`, frame-major: all of frame 0, then frame 1, ...) with the geometry of
+/// `like`. One frame gives a plain 3-D file, as [`write_f32`].
+pub fn write_f32_frames(
+    path: &Path,
+    like: &Header,
+    dims: [usize; 3],
+    frames: usize,
+    data: &[f32],
+) -> Result<(), NiftiError> {
+    if frames == 0 || frames > i16::MAX as usize {
+        return Err(bad(
+            path,
+            format!("{frames} frames: must be in 1..=32767 for NIfTI-1"),
+        ));
+    }
+    if !data.len().is_multiple_of(frames) {
+        return Err(bad(
+            path,
+            format!("{} values do not split into {frames} frames", data.len()),
+        ));
+    }
+    check_len(path, dims, data.len() / frames)?;
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let hdr = header_bytes(like, dims, frames, 16, 32, 0, "e2enc probabilities");
     write_atomic(path, &hdr, &bytes)
 }
 
@@ -83,6 +119,7 @@ fn check_len(path: &Path, dims: [usize; 3], len: usize) -> Result<(), NiftiError
 fn header_bytes(
     like: &Header,
     dims: [usize; 3],
+    frames: usize,
     datatype: i16,
     bitpix: i16,
     intent_code: i32,
@@ -97,10 +134,11 @@ fn header_bytes(
     put(&mut b, 38, b"r"); // regular
     put(&mut b, 39, &[like.dim_info]);
     let mut dim = [1i16; 8];
-    dim[0] = 3;
+    dim[0] = if frames > 1 { 4 } else { 3 };
     for i in 0..3 {
         dim[i + 1] = dims[i] as i16; // checked <= i16::MAX by check_len
     }
+    dim[4] = frames as i16; // checked <= i16::MAX by the caller
     for (i, d) in dim.iter().enumerate() {
         put(&mut b, 40 + 2 * i, &d.to_le_bytes());
     }

@@ -1,0 +1,505 @@
+//! `e2enc segment`: CT/MRI volumes in, label maps out, through a compiled bundle. This file owns
+//! the command line, file handling (one case or an nnU-Net-named folder), geometry checks and
+//! progress; the per-case work (preprocess, sliding window, restore) is
+//! `e2enc_runtime::segment::pipeline::segment_case`, shared with the training demo.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use e2enc_ir::Tensor;
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::exec::Engine;
+use e2enc_runtime::nifti::{self, Volume};
+use e2enc_runtime::segment::pipeline::{segment_case, CaseOptions};
+use e2enc_runtime::segment::preprocess::{Normalization, PreprocessingConfig};
+use e2enc_runtime::segment::window::WindowOptions;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::util::thousands;
+
+/// Segment CT or MRI volumes with a compiled bundle and write label maps.
+///
+/// One case: give the bundle, one NIfTI file per input channel (in the model's channel order)
+/// and -o OUT.nii.gz. A folder: -i IN_DIR -o OUT_DIR, with nnU-Net naming: channel k of case
+/// `abc` is IN_DIR/abc_000k.nii.gz and its labels go to OUT_DIR/abc.nii.gz; cases whose output
+/// exists are skipped unless --overwrite.
+///
+/// Each case is preprocessed as nnU-Net v1 does, following the `preprocessing` section of the
+/// model.json the bundle was compiled from (transpose, crop to non-zero, resample to the target
+/// spacing, normalise), predicted tile by tile (step 0.5 of the patch, Gaussian weighting,
+/// --tta: all 8 mirrorings), and taken back to the input's grid. The labels are written as
+/// uint8 (uint16 past 255 classes) with the first channel's affine, qform and sform. All
+/// channels must share one grid (shape and affine).
+///
+/// Examples:
+///   e2enc segment amos-bundle ct.nii.gz -o ct_labels.nii.gz
+///   e2enc segment brats-bundle t1.nii.gz t1ce.nii.gz t2.nii.gz flair.nii.gz -o seg.nii.gz --tta
+///   e2enc segment amos-bundle -i imagesTs -o predTs --preview previews
+///   e2enc segment bundle mr.nii.gz -o seg.nii.gz --probabilities probs.nii.gz --preview seg.png
+///
+/// A bundle compiled from a model.json without `preprocessing` needs --preprocessing FILE.json
+/// (the same object, see docs/model-json.md) or --spacing-as-is.
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// The compiled bundle folder (from `e2enc compile`).
+    bundle: PathBuf,
+    /// One NIfTI file (.nii or .nii.gz) per input channel, in the model's order.
+    images: Vec<PathBuf>,
+    /// Output label file (.nii or .nii.gz); with -i, the output folder (created if missing).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Input folder of nnU-Net-named images (CASE_0000.nii.gz, CASE_0001.nii.gz, ...).
+    #[arg(short, long, conflicts_with = "images")]
+    input_dir: Option<PathBuf>,
+    /// Replace existing outputs (default: a single case refuses, a folder skips them).
+    #[arg(long)]
+    overwrite: bool,
+    /// Test-time augmentation: average over all 8 mirrorings (8x the tiles).
+    #[arg(long)]
+    tta: bool,
+    /// Tile step as a fraction of the patch (nnU-Net: 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    step: f64,
+    /// Also write the class probabilities: one 4-D float32 NIfTI, frame k = class k, on the
+    /// input's grid. With -i, a folder (CASE.nii.gz in it).
+    #[arg(long)]
+    probabilities: Option<PathBuf>,
+    /// Write a PNG of three orthogonal slices with the labels over the first channel. With -i,
+    /// a folder (CASE.png in it).
+    #[arg(long)]
+    preview: Option<PathBuf>,
+    /// Preprocessing JSON (the model.json `preprocessing` object), replacing the bundle's.
+    #[arg(long)]
+    preprocessing: Option<PathBuf>,
+    /// Without a preprocessing config: keep each image's own spacing (no resampling) and
+    /// z-score every channel over the whole image.
+    #[arg(long)]
+    spacing_as_is: bool,
+    /// Threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Recompile kernels.c on this host instead of loading kernels.so.
+    #[arg(long)]
+    rebuild: bool,
+}
+
+/// Where the preprocessing comes from.
+enum Prep {
+    Fixed(PreprocessingConfig),
+    /// No resampling, whole-image z-score: the config depends on each case's spacing.
+    AsIs,
+}
+
+/// The network's fixed shapes, read from the bundle's manifest.
+struct Net {
+    input: String,
+    output: String,
+    batch: usize,
+    channels: usize,
+    classes: usize,
+    patch: [usize; 3],
+}
+
+/// One case: channel files and outputs.
+struct Case {
+    name: String,
+    images: Vec<PathBuf>,
+    labels: PathBuf,
+    probabilities: Option<PathBuf>,
+    preview: Option<PathBuf>,
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    if !(a.step > 0.0 && a.step <= 1.0) {
+        bail!("--step {} must be in (0, 1]", a.step);
+    }
+    let bundle = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
+    let net = net_of(&bundle)?;
+    let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
+    let (cases, skipped) = cases(&a, net.channels)?;
+    let mut engine = Engine::new(bundle, a.threads);
+    let window = WindowOptions {
+        step: a.step,
+        tta: a.tta,
+        batch: net.batch,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let t0 = Instant::now();
+    let (mut tiles, mut voxels, mut net_secs, mut failed) = (0usize, 0usize, 0.0, Vec::new());
+    for (k, case) in cases.iter().enumerate() {
+        let label = format!("[{}/{}] {}", k + 1, cases.len(), case.name);
+        match run_case(&mut engine, &net, &prep, &window, case, &label, tty) {
+            Ok((t, v, n)) => {
+                tiles += t;
+                voxels += v;
+                net_secs += n;
+                eprintln!("{label}: wrote {}", case.labels.display());
+            }
+            Err(e) if a.input_dir.is_some() => {
+                eprintln!("{label}: error: {e:#}");
+                failed.push(case.name.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "segmented {} case(s){} in {secs:.1} s: {} tiles ({} threads, batch {}{}; network \
+         {net_secs:.1} s, {:.2} s per tile), {} voxels/s",
+        cases.len() - failed.len(),
+        if skipped > 0 {
+            format!(" ({skipped} already done, skipped)")
+        } else {
+            String::new()
+        },
+        thousands(tiles as u64),
+        engine.threads(),
+        net.batch,
+        if a.tta { ", TTA x8" } else { "" },
+        net_secs / tiles.max(1) as f64,
+        thousands((voxels as f64 / secs.max(1e-9)) as u64)
+    );
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cases failed: {}",
+            failed.len(),
+            cases.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn net_of(b: &Bundle) -> Result<Net> {
+    let m = &b.manifest;
+    let (Some(i), Some(o)) = (m.inputs.first(), m.outputs.first()) else {
+        bail!("bundle {}: no input or output port", b.dir.display());
+    };
+    let out = m.outputs.iter().find(|p| p.name == "logits").unwrap_or(o);
+    if i.shape.len() != 5 || out.shape.len() != 5 || i.shape[2..] != out.shape[2..] {
+        bail!(
+            "bundle {}: input {:?} and output {:?} are not [N, C, D, H, W] of one patch",
+            b.dir.display(),
+            i.shape,
+            out.shape
+        );
+    }
+    Ok(Net {
+        input: i.name.clone(),
+        output: out.name.clone(),
+        batch: i.shape[0],
+        channels: i.shape[1],
+        classes: out.shape[1],
+        patch: [i.shape[2], i.shape[3], i.shape[4]],
+    })
+}
+
+const PREP_EXAMPLE: &str = r#""preprocessing": {"axis_order": [2, 1, 0], "target_spacing": [1.0, 1.0, 1.0], "normalization": [{"scheme": "z_score", "use_nonzero_mask": false}]}"#;
+
+fn preprocessing(a: &Args, model: &serde_json::Value, channels: usize) -> Result<Prep> {
+    let (value, from) = if let Some(p) = &a.preprocessing {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        // Accept the object itself or a model.json-like object holding it.
+        let v = v.get("preprocessing").cloned().unwrap_or(v);
+        (v, p.display().to_string())
+    } else {
+        match model.get("preprocessing") {
+            Some(v) if !v.is_null() => (v.clone(), format!("bundle {}", a.bundle.display())),
+            _ if a.spacing_as_is => {
+                eprintln!(
+                    "note: no preprocessing config; --spacing-as-is: no resampling, each \
+                     channel z-scored over the whole image"
+                );
+                return Ok(Prep::AsIs);
+            }
+            _ => bail!(
+                "bundle {} carries no preprocessing config. Add one to model.json and \
+                 recompile, e.g.\n  {PREP_EXAMPLE}\n(one normalization entry per channel; \
+                 schemes `ct` with lower/upper/mean/std, or `z_score`), or pass \
+                 --preprocessing FILE.json, or --spacing-as-is to segment on each image's own \
+                 grid with per-image z-score",
+                a.bundle.display()
+            ),
+        }
+    };
+    let cfg: PreprocessingConfig = serde_json::from_value(value)
+        .with_context(|| format!("{from}: bad preprocessing config (expected {PREP_EXAMPLE})"))?;
+    cfg.validate().with_context(|| from.clone())?;
+    if cfg.normalization.len() != channels {
+        bail!(
+            "{from}: the preprocessing normalises {} channels but the network takes {channels}",
+            cfg.normalization.len()
+        );
+    }
+    Ok(Prep::Fixed(cfg))
+}
+
+fn nifti_name(p: &Path) -> bool {
+    let n = p.to_string_lossy().to_ascii_lowercase();
+    n.ends_with(".nii") || n.ends_with(".nii.gz")
+}
+
+/// The cases to run and how many were skipped as done.
+fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
+    let Some(dir) = &a.input_dir else {
+        if a.images.len() != channels {
+            bail!(
+                "the network takes {channels} channel(s) but {} image(s) were given",
+                a.images.len()
+            );
+        }
+        if !nifti_name(&a.output) {
+            bail!(
+                "{}: the output must end in .nii or .nii.gz",
+                a.output.display()
+            );
+        }
+        if a.output.exists() && !a.overwrite {
+            bail!(
+                "{} exists; pass --overwrite to replace it",
+                a.output.display()
+            );
+        }
+        for p in [
+            Some(&a.output),
+            a.probabilities.as_ref(),
+            a.preview.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            check_parent(p)?;
+        }
+        return Ok((
+            vec![Case {
+                name: a.images[0].display().to_string(),
+                images: a.images.clone(),
+                labels: a.output.clone(),
+                probabilities: a.probabilities.clone(),
+                preview: a.preview.clone(),
+            }],
+            0,
+        ));
+    };
+    let mut found: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    for e in entries {
+        let p = e
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let stem = name
+            .strip_suffix(".nii.gz")
+            .or_else(|| name.strip_suffix(".nii"));
+        let Some((case, ch)) = stem.and_then(|s| s.rsplit_once('_')) else {
+            continue;
+        };
+        if ch.len() != 4 || !ch.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let ch: usize = ch.parse()?;
+        if let Some(old) = found.entry(case.to_string()).or_default().insert(ch, p) {
+            bail!(
+                "case {case}: channel {ch} appears twice ({})",
+                old.display()
+            );
+        }
+    }
+    if found.is_empty() {
+        bail!(
+            "{}: no images named CASE_0000.nii.gz (nnU-Net naming: channel k is CASE_000k)",
+            dir.display()
+        );
+    }
+    for d in [
+        Some(&a.output),
+        a.probabilities.as_ref(),
+        a.preview.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let (mut out, mut skipped) = (Vec::new(), 0);
+    for (name, chans) in found {
+        let want: Vec<usize> = (0..channels).collect();
+        if chans.keys().copied().collect::<Vec<_>>() != want {
+            bail!(
+                "case {name}: found channels {:?}, the network takes {channels} (_0000 to _{:04})",
+                chans.keys().collect::<Vec<_>>(),
+                channels - 1
+            );
+        }
+        let labels = a.output.join(format!("{name}.nii.gz"));
+        if labels.exists() && !a.overwrite {
+            skipped += 1;
+            continue;
+        }
+        out.push(Case {
+            probabilities: a
+                .probabilities
+                .as_ref()
+                .map(|d| d.join(format!("{name}.nii.gz"))),
+            preview: a.preview.as_ref().map(|d| d.join(format!("{name}.png"))),
+            name,
+            images: chans.into_values().collect(),
+            labels,
+        });
+    }
+    Ok((out, skipped))
+}
+
+fn check_parent(p: &Path) -> Result<()> {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+            bail!("{}: the folder {} does not exist", p.display(), d.display())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether two headers put their grids at the same place: same dims and affines equal within
+/// 1e-4 relative (float32 header rounding).
+pub fn same_grid(a: &Volume, b: &Volume) -> Result<(), String> {
+    if a.dims != b.dims {
+        return Err(format!("shapes differ: {:?} vs {:?}", a.dims, b.dims));
+    }
+    let (fa, fb) = (a.header.affine(), b.header.affine());
+    for r in 0..3 {
+        for c in 0..4 {
+            let (x, y) = (fa[r][c], fb[r][c]);
+            if (x - y).abs() > 1e-4 * (1.0 + x.abs().max(y.abs())) {
+                return Err(format!(
+                    "affines differ (row {r}: {:?} vs {:?})",
+                    fa[r], fb[r]
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one case and writes its outputs; returns (tiles, input voxels, seconds in the network).
+fn run_case(
+    engine: &mut Engine,
+    net: &Net,
+    prep: &Prep,
+    window: &WindowOptions,
+    case: &Case,
+    label: &str,
+    tty: bool,
+) -> Result<(usize, usize, f64)> {
+    let vols: Vec<Volume> = case
+        .images
+        .iter()
+        .map(|p| nifti::read(p).map_err(|e| anyhow!(e)))
+        .collect::<Result<_>>()?;
+    for (v, p) in vols.iter().zip(&case.images).skip(1) {
+        same_grid(&vols[0], v).map_err(|m| {
+            anyhow!(
+                "{} and {} are not on one grid: {m}",
+                case.images[0].display(),
+                p.display()
+            )
+        })?;
+    }
+    let first = &vols[0];
+    let [nx, ny, nz] = first.dims;
+    let shape = [nz, ny, nx];
+    let [sx, sy, sz] = first.header.spacing();
+    let spacing = [sz, sy, sx];
+    let cfg = match prep {
+        Prep::Fixed(c) => c.clone(),
+        Prep::AsIs => PreprocessingConfig {
+            axis_order: [2, 1, 0],
+            target_spacing: spacing,
+            normalization: vec![
+                Normalization::ZScore {
+                    use_nonzero_mask: false
+                };
+                net.channels
+            ],
+            anisotropy_threshold: 3.0,
+        },
+    };
+    let opts = CaseOptions {
+        patch: net.patch,
+        classes: net.classes,
+        window: window.clone(),
+        probabilities: case.probabilities.is_some(),
+    };
+    let bar = if tty {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{label}: preprocessing"));
+    let channels: Vec<Vec<f32>> = vols.iter().map(|v| v.data.clone()).collect();
+    let tile_vox: usize = net.patch.iter().product();
+    let mut net_secs = 0.0;
+    let in_shape = vec![
+        net.batch,
+        net.channels,
+        net.patch[0],
+        net.patch[1],
+        net.patch[2],
+    ];
+    let seg = segment_case(
+        &channels,
+        shape,
+        spacing,
+        &cfg,
+        &opts,
+        |tiles: &[f32], n: usize| -> Result<Vec<f32>> {
+            debug_assert_eq!(tiles.len(), n * net.channels * tile_vox);
+            let x = Tensor::from_f32(in_shape.clone(), tiles.to_vec())?;
+            let t0 = Instant::now();
+            let mut out = engine.run(&BTreeMap::from([(net.input.clone(), x)]))?;
+            net_secs += t0.elapsed().as_secs_f64();
+            let y = out
+                .remove(&net.output)
+                .ok_or_else(|| anyhow!("the bundle gave no `{}`", net.output))?;
+            y.as_f32()
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| anyhow!("`{}` is not f32", net.output))
+        },
+        |s, n| {
+            bar.set_length(n as u64);
+            bar.set_message(format!("{label}: {}x{}x{}", s[0], s[1], s[2]));
+        },
+        |done, _| bar.set_position(((done * net.batch) as u64).min(bar.length().unwrap_or(0))),
+    );
+    bar.finish_and_clear();
+    let seg = seg?;
+    let g = seg.network_shape;
+    eprintln!(
+        "{label}: network grid {}x{}x{} (after crop and resampling), {} tiles",
+        g[0], g[1], g[2], seg.tiles
+    );
+    if let (Some(p), Some(probs)) = (&case.probabilities, &seg.probabilities) {
+        nifti::write_f32_frames(p, &first.header, first.dims, net.classes, probs)?;
+    }
+    if let Some(p) = &case.preview {
+        e2enc_runtime::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
+    }
+    // The labels last: in folder mode their presence marks the case done.
+    nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;
+    Ok((seg.tiles, first.data.len(), net_secs))
+}

@@ -1,0 +1,397 @@
+//! End to end through the `e2enc` binary: `segment` (one case, a folder, bad input) and
+//! `evaluate`, on a tiny two-channel bundle compiled once and small synthetic NIfTI volumes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use e2enc_runtime::nifti::{self, Header, NiftiError};
+
+fn e2enc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args)
+        .output()
+        .expect("the e2enc binary runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tiny 2-channel, 2-class model with a preprocessing section (target 1.5 mm), compiled once
+/// for all tests of this file.
+fn bundle() -> &'static Path {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let m = dir.join("m");
+        let o = e2enc(&[
+            "init",
+            "-o",
+            s(&m),
+            "--preset",
+            "tiny",
+            "--patch",
+            "32",
+            "--max-width",
+            "16",
+            "--in-channels",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let path = m.join("model.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["preprocessing"] = serde_json::json!({
+            "axis_order": [2, 1, 0],
+            "target_spacing": [1.5, 1.5, 1.5],
+            "normalization": [
+                {"scheme": "z_score", "use_nonzero_mask": false},
+                {"scheme": "ct", "lower": -100.0, "upper": 300.0, "mean": 50.0, "std": 80.0}
+            ]
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let b = dir.join("bundle");
+        let o = e2enc(&["compile", s(&m), "-o", s(&b)]);
+        assert!(o.status.success(), "{}", text(&o));
+        b
+    })
+}
+
+/// A header with a rotated, shifted geometry (sform and qform both set).
+fn header(dims: [usize; 3]) -> Header {
+    let mut h = Header::new(dims, [1.2, 1.2, 1.2]);
+    h.srow_x = [0.0, -1.2, 0.0, 30.0];
+    h.srow_y = [1.2, 0.0, 0.0, -12.5];
+    h.srow_z = [0.0, 0.0, 1.2, 7.0];
+    h.qform_code = 1;
+    h.quatern_d = std::f64::consts::FRAC_1_SQRT_2;
+    h.qoffset_x = 30.0;
+    h.qoffset_y = -12.5;
+    h.qoffset_z = 7.0;
+    h
+}
+
+const DIMS: [usize; 3] = [40, 36, 24];
+
+/// Writes a synthetic image (a bright ball in a noisy background) with `header(dims)`.
+fn image(path: &Path, dims: [usize; 3], h: &Header, seed: usize) {
+    let [nx, ny, nz] = dims;
+    let mut v = Vec::with_capacity(nx * ny * nz);
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                let r2 = (x as f64 - 20.0).powi(2)
+                    + (y as f64 - 18.0).powi(2)
+                    + (z as f64 - 12.0).powi(2);
+                let noise = ((x * 31 + y * 17 + z * 7 + seed * 13) % 23) as f32;
+                v.push(if r2 < 64.0 { 200.0 } else { 20.0 } + noise);
+            }
+        }
+    }
+    nifti::write_f32(path, h, dims, &v).unwrap();
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn segment_writes_labels_probabilities_and_a_preview_on_the_input_grid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header(DIMS);
+    let (a, b) = (tmp.path().join("t1.nii.gz"), tmp.path().join("ct.nii"));
+    image(&a, DIMS, &h, 0);
+    image(&b, DIMS, &h, 1);
+    let (out, probs, png) = (
+        tmp.path().join("seg.nii.gz"),
+        tmp.path().join("probs.nii.gz"),
+        tmp.path().join("seg.png"),
+    );
+    let o = e2enc(&[
+        "segment",
+        s(bundle()),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&out),
+        "--tta",
+        "--probabilities",
+        s(&probs),
+        "--preview",
+        s(&png),
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    // Network grid 32x29x19 (1.2 -> 1.5 mm) padded to one 32^3 patch; TTA: 8 tiles.
+    assert!(
+        t.contains("segmented 1 case(s)") && t.contains(" 8 tiles"),
+        "{t}"
+    );
+
+    let seg = nifti::read(&out).unwrap();
+    assert_eq!(seg.dims, DIMS);
+    assert_eq!(seg.header.datatype, 2, "uint8 labels");
+    let input = nifti::read(&a).unwrap().header;
+    assert_eq!(seg.header.affine(), input.affine());
+    assert_eq!(seg.header.qform_affine(), input.qform_affine());
+    assert_eq!((seg.header.sform_code, seg.header.qform_code), (2, 1));
+    assert!(seg.data.iter().all(|&l| l == 0.0 || l == 1.0));
+
+    // A 4-D file, one frame per class, summing to 1 and agreeing with the labels.
+    assert!(matches!(
+        nifti::read(&probs),
+        Err(NiftiError::MultiVolume { volumes: 2, .. })
+    ));
+    let p0 = nifti::read_frame(&probs, 0).unwrap();
+    let p1 = nifti::read_frame(&probs, 1).unwrap();
+    assert_eq!(p1.dims, DIMS);
+    for i in 0..seg.data.len() {
+        assert!((p0.data[i] + p1.data[i] - 1.0).abs() < 1e-3, "voxel {i}");
+        if seg.data[i] == 1.0 {
+            assert!(p1.data[i] >= p0.data[i], "voxel {i}");
+        }
+    }
+
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+
+    // A second run refuses to overwrite; --overwrite replaces.
+    let o = e2enc(&["segment", s(bundle()), s(&a), s(&b), "-o", s(&out)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--overwrite"), "{}", text(&o));
+}
+
+#[test]
+fn folder_mode_skips_finished_cases_and_overwrite_redoes_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inp, out) = (tmp.path().join("imagesTs"), tmp.path().join("predTs"));
+    std::fs::create_dir(&inp).unwrap();
+    let h = header(DIMS);
+    for case in ["a", "b"] {
+        for ch in 0..2 {
+            image(&inp.join(format!("{case}_000{ch}.nii.gz")), DIMS, &h, ch);
+        }
+    }
+    std::fs::write(inp.join("notes.txt"), "not an image").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["segment", s(bundle()), "-i", s(&inp), "-o", s(&out)];
+        args.extend_from_slice(extra);
+        let o = e2enc(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let t = run(&[]);
+    assert!(t.contains("segmented 2 case(s)"), "{t}");
+    assert_eq!(files_in(&out), ["a.nii.gz", "b.nii.gz"]);
+
+    // Mark a's output so we can tell whether it was redone.
+    let marker = b"not redone";
+    std::fs::write(out.join("a.nii.gz"), marker).unwrap();
+    let t = run(&[]);
+    assert!(t.contains("2 already done, skipped"), "{t}");
+    assert_eq!(std::fs::read(out.join("a.nii.gz")).unwrap(), marker);
+
+    let t = run(&["--overwrite"]);
+    assert!(t.contains("segmented 2 case(s)"), "{t}");
+    assert_eq!(nifti::read(&out.join("a.nii.gz")).unwrap().dims, DIMS);
+    assert_eq!(files_in(&out), ["a.nii.gz", "b.nii.gz"]);
+}
+
+/// Runs a segment that must fail: non-zero exit, a message holding every `needles`, and an
+/// output folder left empty.
+fn fails(images: &[&Path], needles: &[&str]) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("seg.nii.gz");
+    let mut args = vec!["segment", s(bundle())];
+    args.extend(images.iter().map(|p| s(p)));
+    args.extend(["-o", s(&out)]);
+    let o = e2enc(&args);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.starts_with("error: ") || t.contains("\nerror: "), "{t}");
+    for n in needles {
+        assert!(t.contains(n), "`{n}` missing from: {t}");
+    }
+    assert!(!t.contains("panicked"), "{t}");
+    assert!(files_in(out_dir.path()).is_empty(), "{t}");
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header(DIMS);
+    let good = tmp.path().join("good.nii.gz");
+    image(&good, DIMS, &h, 0);
+
+    // Same shape, shifted origin.
+    let mut moved = h.clone();
+    moved.srow_x[3] += 5.0;
+    let shifted = tmp.path().join("shifted.nii.gz");
+    image(&shifted, DIMS, &moved, 1);
+    fails(
+        &[&good, &shifted],
+        &["good.nii.gz", "shifted.nii.gz", "not on one grid"],
+    );
+
+    // Different shape.
+    let small = tmp.path().join("small.nii.gz");
+    image(&small, [40, 36, 20], &header([40, 36, 20]), 1);
+    fails(
+        &[&good, &small],
+        &["good.nii.gz", "small.nii.gz", "shapes differ"],
+    );
+
+    // Missing file.
+    let missing = tmp.path().join("missing.nii.gz");
+    fails(&[&good, &missing], &["missing.nii.gz"]);
+
+    // Truncated file.
+    let full = tmp.path().join("full.nii");
+    image(&full, DIMS, &h, 1);
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = tmp.path().join("cut.nii");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails(&[&good, &cut], &["cut.nii", "truncated"]);
+
+    // Wrong number of channels.
+    fails(&[&good], &["2 channel(s)", "1 image(s)"]);
+}
+
+#[test]
+fn evaluate_scores_identical_labels_perfectly_and_refuses_other_grids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dims = [12, 10, 8];
+    let h = header(dims);
+    let labels: Vec<u16> = (0..12 * 10 * 8)
+        .map(|i| {
+            let (x, y) = (i % 12, (i / 12) % 10);
+            u16::from(x > 3 && x < 9 && y > 2) + u16::from(y > 7)
+        })
+        .collect();
+    let (pred, gt) = (tmp.path().join("p"), tmp.path().join("g"));
+    std::fs::create_dir(&pred).unwrap();
+    std::fs::create_dir(&gt).unwrap();
+    for d in [&pred, &gt] {
+        for c in ["c1.nii.gz", "c2.nii.gz"] {
+            nifti::write_labels(&d.join(c), &h, dims, &labels).unwrap();
+        }
+    }
+    let json = tmp.path().join("scores.json");
+    let (p1, g1) = (pred.join("c1.nii.gz"), gt.join("c1.nii.gz"));
+    let o = e2enc(&["evaluate", s(&p1), s(&g1), "--json", s(&json)]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("1.0000") && t.contains("0.00"), "{t}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["mean_dice"], 1.0, "{r}");
+    assert_eq!(r["mean_hd95"], 0.0, "{r}");
+    assert_eq!(r["classes"].as_array().unwrap().len(), 2, "{r}");
+
+    // Folders, matched by name.
+    let o = e2enc(&["evaluate", s(&pred), s(&gt), "--json", s(&json)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["mean"]["mean_dice"], 1.0, "{r}");
+    assert!(r["cases"]["c2.nii.gz"].is_object(), "{r}");
+
+    // Another grid: a clear error naming both files.
+    let mut moved = h.clone();
+    moved.srow_z[3] = 99.0;
+    let other = tmp.path().join("other.nii.gz");
+    nifti::write_labels(&other, &moved, dims, &labels).unwrap();
+    let o = e2enc(&["evaluate", s(&p1), s(&other)]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("c1.nii.gz") && t.contains("other.nii.gz") && t.contains("affines differ"),
+        "{t}"
+    );
+
+    // A prediction without ground truth.
+    std::fs::copy(&p1, pred.join("c3.nii.gz")).unwrap();
+    let o = e2enc(&["evaluate", s(&pred), s(&gt)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("no ground truth for: c3.nii.gz"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_bundle_without_preprocessing_is_refused_with_the_ways_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The bundle's files are checksummed, its manifest is not: strip its preprocessing.
+    let b = tmp.path().join("bundle");
+    std::fs::create_dir(&b).unwrap();
+    for f in std::fs::read_dir(bundle()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, b.join(f.file_name().unwrap())).unwrap();
+    }
+    let man = b.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&man).unwrap()).unwrap();
+    let prep = m["model"]["preprocessing"].take();
+    assert!(prep.is_object());
+    std::fs::write(&man, m.to_string()).unwrap();
+
+    let h = header(DIMS);
+    let (a, c) = (tmp.path().join("a.nii.gz"), tmp.path().join("c.nii.gz"));
+    image(&a, DIMS, &h, 0);
+    image(&c, DIMS, &h, 1);
+    let out = tmp.path().join("seg.nii.gz");
+    let seg = |extra: &[&str]| {
+        let mut args = vec!["segment", s(&b), s(&a), s(&c), "-o", s(&out), "--overwrite"];
+        args.extend_from_slice(extra);
+        e2enc(&args)
+    };
+    let o = seg(&[]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("carries no preprocessing config") && t.contains("\"preprocessing\": {"),
+        "{t}"
+    );
+    assert!(!out.exists());
+
+    // No resampling: the (z, y, x) grid 24x36x40 pads to 32x36x40, 1x2x2 tiles of 32^3.
+    let o = seg(&["--spacing-as-is"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("--spacing-as-is: no resampling"), "{t}");
+    assert!(t.contains(" 4 tiles"), "{t}");
+
+    let pf = tmp.path().join("prep.json");
+    std::fs::write(&pf, prep.to_string()).unwrap();
+    let o = seg(&["--preprocessing", s(&pf)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains(" 1 tiles"), "{}", text(&o));
+
+    // A config for the wrong number of channels is refused by name.
+    let mut one = prep.clone();
+    one["normalization"].as_array_mut().unwrap().pop();
+    std::fs::write(&pf, one.to_string()).unwrap();
+    let o = seg(&["--preprocessing", s(&pf)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("normalises 1 channels but the network takes 2"),
+        "{}",
+        text(&o)
+    );
+}
