@@ -6,11 +6,16 @@
 #   - nilearn (BSD): nilearn/datasets/data/mni_icbm152_*_09a_*.nii.gz (MNI ICBM152 2009a, 197x233x189)
 # Versions are pinned: the tests hold values derived from these files with nibabel 5.4.2.
 # Idempotent: returns at once when the files are already there (a stamp file records completion).
-# Needs python3 with pip; set PYTHON to pick an interpreter.
+# Needs python3 with pip; set PYTHON to pick an interpreter. `e2enc demo` runs this script (it is
+# embedded in the binary) with E2ENC_DATA_DIR set to its own cache folder.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
-dest="target/testdata"
+if [[ -n "${E2ENC_DATA_DIR:-}" ]]; then
+    dest="$E2ENC_DATA_DIR"
+else
+    cd "$(dirname "$0")/.."
+    dest="target/testdata"
+fi
 stamp="$dest/.fetched-nibabel-5.4.2-nilearn-0.14.1"
 if [[ -f "$stamp" ]]; then
     echo "fetch-test-data: $dest already present"

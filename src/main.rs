@@ -13,7 +13,8 @@ use clap::{Parser, Subcommand};
 /// released PyTorch checkpoints run unchanged.
 ///
 /// Start here:
-///   e2enc demo                          run the embedded released-network check
+///   e2enc demo                          train, compile and run E2ENet on a brain MRI (~12 min)
+///   e2enc check                         reproduce the authors' released network (seconds)
 ///   e2enc init -o my-model --density 0.2
 ///   e2enc inspect my-model/model.json [--optimized]
 ///   e2enc optimize my-model/model.json --report
@@ -23,6 +24,7 @@ use clap::{Parser, Subcommand};
 ///   e2enc segment my-bundle ct.nii.gz -o labels.nii.gz [--tta] [--preview labels.png]
 ///   e2enc segment my-bundle -i imagesTs -o predTs   (nnU-Net naming: CASE_0000.nii.gz)
 ///   e2enc evaluate labels.nii.gz truth.nii.gz [--json scores.json]
+///   e2enc train my-dataset -o my-run          (nnU-Net raw folder; dynamic sparse DSFF)
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
 struct Cli {
@@ -41,6 +43,8 @@ enum Command {
     Demo(cmd::demo::Args),
     Segment(cmd::segment::Args),
     Evaluate(cmd::evaluate::Args),
+    Check(cmd::check::Args),
+    Train(cmd::train::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +65,8 @@ fn main() -> std::process::ExitCode {
         Command::Demo(a) => cmd::demo::main(a),
         Command::Segment(a) => cmd::segment::main(a),
         Command::Evaluate(a) => cmd::evaluate::main(a),
+        Command::Check(a) => cmd::check::main(a),
+        Command::Train(a) => cmd::train::main(a),
     };
     match res {
         Ok(code) => code,

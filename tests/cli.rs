@@ -54,7 +54,7 @@ fn help_teaches_the_subcommands() {
     let o = e2enc(&["--help"]);
     assert!(o.status.success());
     let t = text(&o);
-    for cmd in ["init", "inspect", "run", "demo"] {
+    for cmd in ["init", "inspect", "run", "check", "demo", "train"] {
         assert!(t.contains(cmd), "{t}");
     }
     let o = e2enc(&["run", "--help"]);
@@ -246,7 +246,7 @@ fn bad_input_gets_a_clear_error_and_no_output() {
 
 #[test]
 fn demo_reproduces_the_released_network() {
-    let o = e2enc(&["demo", "--skip-amos"]);
+    let o = e2enc(&["check", "--skip-amos"]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     assert!(

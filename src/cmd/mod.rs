@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod check;
 pub mod compile;
 pub mod demo;
 pub mod evaluate;
@@ -9,3 +10,9 @@ pub mod inspect;
 pub mod optimize;
 pub mod run;
 pub mod segment;
+pub mod train;
+
+/// Worker threads when the user names none: every core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

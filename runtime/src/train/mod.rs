@@ -7,10 +7,15 @@
 //! finite differences with the reference interpreter.
 
 pub mod augment;
+pub mod checkpoint;
 pub mod data;
+pub mod dispatch;
+pub mod exec;
 pub mod kernels;
 pub mod loss;
 pub mod mni;
 pub mod optim;
+pub mod plot;
 pub mod sampler;
 pub mod sparse;
+pub mod trainer;

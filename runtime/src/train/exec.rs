@@ -1,0 +1,248 @@
+//! Runs a training graph (`e2enc_ir::autodiff::training_graph`): the forward pass, a loss callback
+//! that turns the forward outputs into their gradients, then the backward pass, on the fast f32
+//! kernels of [`super::kernels`].
+//!
+//! The graph is split once, at construction: the forward part is every ancestor of a forward
+//! output (it cannot depend on the `grad.*` inputs), the backward part is the rest, both in the
+//! graph's stable topological order. Forward values stay alive until the backward pass is done
+//! (the backward ops read them); backward values are dropped after their last use. Convolutions
+//! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
+//! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
+//! is exactly zero.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use e2enc_ir::autodiff::TrainGraph;
+use e2enc_ir::{Graph, NodeId, Op, Tensor, Weights};
+
+use super::dispatch;
+use crate::RuntimeError;
+
+/// Live-kernel masks by weight name: `[d0 * d1]` flags over the weight's first two dimensions.
+pub type LiveMasks = HashMap<String, Vec<bool>>;
+
+/// A training graph prepared for repeated steps.
+pub struct Executor {
+    g: Graph,
+    forward: Vec<NodeId>,
+    backward: Vec<NodeId>,
+    /// Position in `backward` after which a backward value is no longer read.
+    last_use: HashMap<NodeId, usize>,
+    /// (forward output name, its node, the `grad.*` input that receives its gradient).
+    outputs: Vec<(String, NodeId, String)>,
+    /// (weight name, the node computing its gradient).
+    weight_grads: Vec<(String, NodeId)>,
+    /// Conv-like node → the weight name whose live mask applies to it.
+    masked: HashMap<NodeId, String>,
+    threads: usize,
+    /// Seconds spent per op mnemonic (forward and backward), summed over all steps.
+    pub profile: BTreeMap<&'static str, f64>,
+}
+
+/// What one step returns.
+pub struct StepResult {
+    pub loss: f64,
+    /// The forward outputs by name (logits, ds1, ...).
+    pub outputs: BTreeMap<String, Arc<Tensor>>,
+    /// The gradient of every weight, by weight name.
+    pub grads: Weights,
+}
+
+impl Executor {
+    pub fn new(tg: &TrainGraph, threads: usize) -> Result<Executor, RuntimeError> {
+        let g = tg.graph.clone();
+        let order = g.topo_order()?;
+        let grad_of: HashMap<&str, &str> = tg
+            .grad_inputs
+            .iter()
+            .map(|(o, i)| (o.as_str(), i.as_str()))
+            .collect();
+        let mut outputs = Vec::new();
+        for (name, id) in g.outputs() {
+            if let Some(gi) = grad_of.get(name.as_str()) {
+                outputs.push((name.clone(), *id, gi.to_string()));
+            }
+        }
+        let roots: Vec<NodeId> = outputs.iter().map(|o| o.1).collect();
+        let fwd_set: HashSet<NodeId> = g.ancestors(&roots);
+        let forward: Vec<NodeId> = order
+            .iter()
+            .copied()
+            .filter(|n| fwd_set.contains(n))
+            .collect();
+        let backward: Vec<NodeId> = order
+            .iter()
+            .copied()
+            .filter(|n| !fwd_set.contains(n))
+            .collect();
+        let mut last_use = HashMap::new();
+        for (pos, &n) in backward.iter().enumerate() {
+            for op in g.operands(n) {
+                last_use.insert(op, pos);
+            }
+        }
+        let mut weight_grads = Vec::new();
+        for (w, out) in &tg.weight_grads {
+            let id = g.output(out).ok_or_else(|| {
+                RuntimeError::Input(format!("training graph: no output `{out}` for `{w}`"))
+            })?;
+            weight_grads.push((w.clone(), id));
+        }
+        // Which weight each conv-like node's live mask comes from.
+        let weight_name = |id: NodeId| match &g.node(id).op {
+            Op::Weight { name } => Some(name.clone()),
+            _ => None,
+        };
+        let mut masked = HashMap::new();
+        for id in g.node_ids() {
+            let ops = g.operands(id);
+            match &g.node(id).op {
+                Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => {
+                    if let Some(w) = ops.get(1).and_then(|&w| weight_name(w)) {
+                        masked.insert(id, w);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (w, id) in &weight_grads {
+            if matches!(g.node(*id).op, Op::ConvBackwardWeight(_)) {
+                masked.insert(*id, w.clone());
+            }
+        }
+        Ok(Executor {
+            g,
+            forward,
+            backward,
+            last_use,
+            outputs,
+            weight_grads,
+            masked,
+            threads: threads.max(1),
+            profile: BTreeMap::new(),
+        })
+    }
+
+    /// Forward outputs only (validation): `inputs` holds the graph's forward inputs.
+    pub fn forward(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Arc<Tensor>>, RuntimeError> {
+        let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
+        let order = std::mem::take(&mut self.forward);
+        let r = self.eval_list(&order, weights, live, inputs, &mut vals, None);
+        self.forward = order;
+        r?;
+        Ok(self
+            .outputs
+            .iter()
+            .map(|(name, id, _)| (name.clone(), vals[id].clone()))
+            .collect())
+    }
+
+    /// One training step: forward, `loss(outputs) -> (loss, gradient per output name)`, backward.
+    pub fn step(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        loss: impl FnOnce(
+            &BTreeMap<String, Arc<Tensor>>,
+        ) -> Result<(f64, BTreeMap<String, Tensor>), RuntimeError>,
+    ) -> Result<StepResult, RuntimeError> {
+        let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
+        let order = std::mem::take(&mut self.forward);
+        let r = self.eval_list(&order, weights, live, inputs, &mut vals, None);
+        self.forward = order;
+        r?;
+        let outputs: BTreeMap<String, Arc<Tensor>> = self
+            .outputs
+            .iter()
+            .map(|(name, id, _)| (name.clone(), vals[id].clone()))
+            .collect();
+        let (value, mut dout) = loss(&outputs)?;
+        let mut grad_inputs = BTreeMap::new();
+        for (name, _, gi) in &self.outputs {
+            let t = dout.remove(name).ok_or_else(|| {
+                RuntimeError::Input(format!("the loss gave no gradient for output `{name}`"))
+            })?;
+            grad_inputs.insert(gi.clone(), t);
+        }
+        let order = std::mem::take(&mut self.backward);
+        let r = self.eval_list(&order, weights, live, &grad_inputs, &mut vals, Some(()));
+        self.backward = order;
+        r?;
+        let mut grads = Weights::new();
+        for (w, id) in &self.weight_grads {
+            let t = vals.get(id).ok_or_else(|| {
+                RuntimeError::Input(format!("gradient of `{w}` was not computed"))
+            })?;
+            grads.insert(w.clone(), (**t).clone());
+        }
+        Ok(StepResult {
+            loss: value,
+            outputs,
+            grads,
+        })
+    }
+
+    fn eval_list(
+        &mut self,
+        order: &[NodeId],
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        vals: &mut HashMap<NodeId, Arc<Tensor>>,
+        free: Option<()>,
+    ) -> Result<(), RuntimeError> {
+        let keep: HashSet<NodeId> = self.weight_grads.iter().map(|w| w.1).collect();
+        for (pos, &id) in order.iter().enumerate() {
+            let node = self.g.node(id);
+            let val: Arc<Tensor> = match &node.op {
+                Op::Input { name } => Arc::new(
+                    inputs
+                        .get(name)
+                        .ok_or_else(|| RuntimeError::Input(format!("input `{name}` not given")))?
+                        .clone(),
+                ),
+                Op::Weight { name } => weights
+                    .get(name)
+                    .ok_or_else(|| RuntimeError::Input(format!("weight `{name}` missing")))?
+                    .clone(),
+                op => {
+                    let args: Vec<Arc<Tensor>> = self
+                        .g
+                        .operands(id)
+                        .iter()
+                        .map(|o| vals[o].clone())
+                        .collect();
+                    let mask = self
+                        .masked
+                        .get(&id)
+                        .and_then(|w| live.get(w))
+                        .map(|m| m.as_slice());
+                    let t0 = Instant::now();
+                    let out =
+                        dispatch::eval(op, &args, &node.ty, mask, self.threads).map_err(|e| {
+                            RuntimeError::Input(format!("{}: {e}", self.g.describe(id)))
+                        })?;
+                    *self.profile.entry(op.mnemonic()).or_default() += t0.elapsed().as_secs_f64();
+                    Arc::new(out)
+                }
+            };
+            vals.insert(id, val);
+            if free.is_some() {
+                for o in self.g.operands(id) {
+                    if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
+                        vals.remove(&o);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

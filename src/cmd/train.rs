@@ -1,0 +1,239 @@
+//! `e2enc train`: trains an E2ENet on an nnU-Net raw dataset folder with dynamic sparse DSFF.
+//!
+//! Argument handling, the progress bar and Ctrl-C live here; the training itself is
+//! `e2enc_runtime::train::trainer`. Ctrl-C sets a flag that the trainer polls between
+//! iterations: it then writes a checkpoint and the command exits with status 130, so
+//! `--resume` continues where it stopped.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use e2enc_runtime::train::trainer::{Outcome, TrainOptions, Trainer};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::util::parse_patch;
+
+/// Train an E2ENet with dynamic sparse DSFF on an nnU-Net raw dataset.
+///
+/// DATASET is an nnU-Net raw folder: dataset.json, imagesTr/CASE_0000.nii.gz (one file per
+/// channel: _0000, _0001, ...), labelsTr/CASE.nii.gz. The command plans the preprocessing (target
+/// spacing, normalisation), preprocesses every case, and trains with the E2ENet recipe: Dice + CE
+/// with deep supervision, SGD Nesterov (momentum 0.99, weight decay 3e-5, poly lr), gradient
+/// clipping at 12, nnU-Net augmentation, and DSFF masks pruned and regrown every
+/// --update-frequency iterations at constant density.
+///
+/// Every epoch OUT/checkpoint/ is replaced atomically (model.json, weights, masks, optimizer and
+/// RNG state) and OUT/training.png / training.json are updated. OUT/checkpoint/model.json is a
+/// model: compile it with `e2enc compile OUT/checkpoint/model.json -o bundle` and segment with
+/// `e2enc segment bundle image.nii.gz -o labels.nii.gz`.
+///
+/// Examples:
+///   e2enc train data/Task04_Hippocampus -o runs/hippo --epochs 100
+///   e2enc train data/mine -o runs/mine --model my.json --density 0.1 --batch 2
+///   e2enc train data/mine -o runs/mine --resume        (after Ctrl-C or a crash)
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// nnU-Net raw dataset folder.
+    pub dataset: PathBuf,
+    /// Output folder (checkpoint/, training.png, training.json).
+    #[arg(short, long)]
+    pub out: PathBuf,
+    /// A model.json to start from (its widths, pools, patch; its weights and masks when it names
+    /// them). Default: a small E2ENet sized for the dataset (width 8, 4 pools, patch from --patch).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Continue the run in OUT from its checkpoint (same options are taken from the checkpoint).
+    #[arg(long)]
+    pub resume: bool,
+    /// Epochs (the poly learning-rate schedule spans them).
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    /// Training iterations (batches) per epoch.
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Validation batches per epoch (pseudo-Dice over patches, as nnU-Net reports it).
+    #[arg(long, default_value_t = 5)]
+    pub val_iters: usize,
+    /// Patches per batch.
+    #[arg(long, default_value_t = 2)]
+    pub batch: usize,
+    /// Patch size D,H,W (network axes) when no --model gives one.
+    #[arg(long, value_parser = parse_patch)]
+    pub patch: Option<[usize; 3]>,
+    /// DSFF density of the fusion convs and transposed convs.
+    #[arg(long, default_value_t = 0.2)]
+    pub density: f64,
+    /// Prune and regrow DSFF kernels every this many iterations (0: static masks).
+    #[arg(long, default_value_t = 100)]
+    pub update_frequency: usize,
+    /// Initial learning rate.
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    /// Seed of every random choice (init, masks, sampling, augmentation, regrowth).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Turn data augmentation off.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Stop (with a checkpoint) after this many minutes, whatever the epoch.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs the Ctrl-C handler (a second Ctrl-C kills the process as usual).
+pub fn install_sigint() {
+    extern "C" fn second(_: libc::c_int) {
+        // SAFETY: async-signal-safe calls only.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
+    extern "C" fn first(s: libc::c_int) {
+        on_sigint(s);
+        // SAFETY: re-registering a handler is async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, second as *const () as libc::sighandler_t);
+        }
+    }
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, first as *const () as libc::sighandler_t);
+    }
+}
+
+/// Whether Ctrl-C was pressed.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+pub fn options(a: &Args) -> Result<TrainOptions> {
+    if a.batch == 0 || a.iters == 0 || a.epochs == 0 {
+        bail!("--batch, --iters and --epochs must be at least 1");
+    }
+    if !(a.density > 0.0 && a.density <= 1.0) {
+        bail!("--density must be in (0, 1], got {}", a.density);
+    }
+    Ok(TrainOptions {
+        epochs: a.epochs,
+        iters_per_epoch: a.iters,
+        val_iters: a.val_iters,
+        batch: a.batch,
+        patch: a.patch,
+        density: a.density,
+        update_frequency: a.update_frequency,
+        lr: a.lr,
+        seed: a.seed,
+        augment: !a.no_augment,
+    })
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+pub fn bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+pub fn main(a: Args) -> Result<ExitCode> {
+    let threads = a.threads.unwrap_or_else(crate::cmd::default_threads);
+    install_sigint();
+    let mut trainer = if a.resume {
+        Trainer::resume(&a.out, threads)
+            .with_context(|| format!("resuming from {}", a.out.display()))?
+    } else {
+        let opts = options(&a)?;
+        Trainer::create(
+            &a.dataset,
+            a.model.as_deref(),
+            &a.out,
+            opts,
+            threads,
+            |msg| eprintln!("{msg}"),
+        )?
+    };
+    run(
+        &mut trainer,
+        a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),
+    )
+}
+
+/// Runs `trainer` to the end (or the time limit, or Ctrl-C) with a progress bar per epoch.
+pub fn run(trainer: &mut Trainer, limit: Option<Duration>) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let mut pb: Option<(usize, ProgressBar)> = None;
+    let outcome = trainer.train(
+        &mut |ev| {
+            use e2enc_runtime::train::trainer::Event;
+            match ev {
+                Event::Iter {
+                    epoch,
+                    iter,
+                    iters,
+                    loss,
+                    lr,
+                } => {
+                    if pb.as_ref().map(|p| p.0) != Some(epoch) {
+                        if let Some((_, old)) = pb.take() {
+                            old.finish_and_clear();
+                        }
+                        let b = bar(iters as u64);
+                        b.set_prefix(format!("epoch {epoch}"));
+                        pb = Some((epoch, b));
+                    }
+                    if let Some((_, b)) = &pb {
+                        b.set_position(iter as u64 + 1);
+                        b.set_message(format!("loss {loss:.4} lr {lr:.5}"));
+                    }
+                }
+                Event::Epoch(line) => {
+                    if let Some((_, b)) = pb.take() {
+                        b.finish_and_clear();
+                    }
+                    eprintln!("{line}");
+                }
+                Event::Note(line) => eprintln!("{line}"),
+            }
+        },
+        &mut || stop_requested() || limit.is_some_and(|l| started.elapsed() >= l),
+    )?;
+    if let Some((_, b)) = pb.take() {
+        b.finish_and_clear();
+    }
+    match outcome {
+        Outcome::Finished => Ok(ExitCode::SUCCESS),
+        Outcome::Stopped if stop_requested() => {
+            eprintln!(
+                "interrupted: checkpoint saved in {}; continue with --resume",
+                trainer.out().display()
+            );
+            Ok(ExitCode::from(130))
+        }
+        Outcome::Stopped => {
+            eprintln!(
+                "time limit reached: checkpoint saved in {}; continue with --resume",
+                trainer.out().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
