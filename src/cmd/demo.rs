@@ -35,7 +35,7 @@ const WM: &str = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz";
 /// Fetches the template through PyPI (the nilearn wheel; needs python3 with pip the first time),
 /// builds grey/white-matter labels, trains a small E2ENet with dynamic sparse DSFF on the left
 /// hemisphere, compiles it to C kernels, segments the right hemisphere and prints its Dice per
-/// class. The default run takes about 12 minutes on 2 cores; everything lands in OUT.
+/// class. The default run takes about 10 minutes on 2 cores; everything lands in OUT.
 ///
 /// Rerunning continues an interrupted training (Ctrl-C saves a checkpoint) and reuses a
 /// finished one; --fresh starts over. `e2enc check` is the quick correctness check against the
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Training epochs.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 30)]
     epochs: usize,
     /// Iterations (batches of 2 patches) per epoch.
     #[arg(long, default_value_t = 25)]
@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.2)]
     density: f64,
     /// Stop training after this many minutes (with a checkpoint), whatever the epoch.
-    #[arg(long, default_value_t = 12.0)]
+    #[arg(long, default_value_t = 11.0)]
     time_limit: f64,
     /// Worker threads (default: all cores).
     #[arg(long)]

@@ -123,6 +123,7 @@ impl Trainer {
         threads: usize,
         note: impl Fn(&str),
     ) -> Result<Trainer, RuntimeError> {
+        let ds = RawDataset::open(dataset)?;
         if checkpoint::find(out).is_some() {
             return Err(RuntimeError::Input(format!(
                 "{} already holds a training checkpoint: continue it with --resume or choose \
@@ -130,7 +131,6 @@ impl Trainer {
                 out.display()
             )));
         }
-        let ds = RawDataset::open(dataset)?;
         let (mut config, weights, masks) = match model {
             Some(p) => {
                 let m = Model::load(p, &BuildOptions::default())?;

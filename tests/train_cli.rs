@@ -1,0 +1,155 @@
+//! `e2enc demo` and `e2enc train` through the binary, on the real MNI templates at 4 mm and a
+//! tiny budget: the demo's five steps all run and leave their files; `train` refuses to clobber a
+//! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130) and
+//! explains bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn e2enc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args)
+        .output()
+        .expect("run e2enc")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The MNI templates, fetched through PyPI by scripts/fetch-test-data.sh when missing.
+fn templates() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/testdata");
+    let t1 = dir.join("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz");
+    if !t1.is_file() {
+        let _ = Command::new("bash")
+            .arg(root.join("scripts/fetch-test-data.sh"))
+            .status();
+    }
+    assert!(t1.is_file(), "scripts/fetch-test-data.sh could not fetch the MNI templates");
+    dir
+}
+
+#[test]
+fn demo_and_train_end_to_end_on_a_tiny_budget() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("demo");
+    let data = templates();
+    let o = e2enc(&[
+        "demo",
+        "-o",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--factor",
+        "4",
+        "--epochs",
+        "1",
+        "--iters",
+        "3",
+    ]);
+    let s = text(&o);
+    // A 3-iteration model is not expected to reach the targets: exit 0 or 2, never a failure.
+    assert!(matches!(o.status.code(), Some(0) | Some(2)), "{s}");
+    assert!(s.contains("held-out right hemisphere: grey matter Dice"), "{s}");
+    for f in [
+        "dataset/dataset.json",
+        "run/checkpoint/model.json",
+        "run/training.png",
+        "bundle/manifest.json",
+        "mni_right_pred.nii.gz",
+        "preview.png",
+        "scores.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing; {s}");
+    }
+
+    // e2enc train on the dataset the demo built (default small model, a small patch).
+    let ds = out.join("dataset");
+    let run = t.path().join("run");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["train", ds.to_str().unwrap(), "-o", run.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let small = ["--patch", "16,32,16", "--epochs", "2", "--iters", "2", "--val-iters", "1"];
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args(&small))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("epoch   1"), "{}", text(&o));
+    assert!(run.join("checkpoint/state.json").is_file());
+
+    // Again without --resume: refused, nothing changed.
+    let before = std::fs::read(run.join("checkpoint/weights.safetensors")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args(&small))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    // --resume of a finished run ends at once and leaves the weights as they were.
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(args(&["--resume"]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        before,
+        std::fs::read(run.join("checkpoint/weights.safetensors")).unwrap()
+    );
+
+    // Ctrl-C: a checkpoint and exit status 130.
+    let run2 = t.path().join("run2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args([
+            "train",
+            ds.to_str().unwrap(),
+            "-o",
+            run2.to_str().unwrap(),
+            "--patch",
+            "16,32,16",
+            "--epochs",
+            "1000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let t0 = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    assert!(run2.join("checkpoint/state.json").is_file());
+
+    // Bad input.
+    let o = e2enc(&["train", "/nonexistent/ds", "-o", t.path().join("y").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/nonexistent/ds"), "{}", text(&o));
+    let o = e2enc(&[
+        "train",
+        ds.to_str().unwrap(),
+        "-o",
+        t.path().join("x").to_str().unwrap(),
+        "--density",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--density"), "{}", text(&o));
+}
