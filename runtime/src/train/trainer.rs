@@ -394,15 +394,14 @@ impl Trainer {
 
     /// One optimisation step; returns the batch loss.
     fn step(&mut self, lr: f64) -> Result<f64, RuntimeError> {
-        let (input, labels) = self.batch(true)?;
+        let (input, labels) = self.train_batch()?;
         let live = self.live_masks();
         let inputs: BTreeMap<String, Tensor> = [("input".to_string(), input)].into();
         let heads = self.head_factors.clone();
         let patch = self.config.patch_size;
         let batch = self.opts.batch;
-        let classes = self.config.num_classes;
         let res = self.exec.step(&self.weights, &live, &inputs, |outs| {
-            deep_supervision_loss(outs, &labels, batch, patch, classes, &heads, true)
+            deep_supervision_loss(outs, &labels, batch, patch, &heads, true)
         })?;
         let mut grads = res.grads;
         let norm = optim::clip_grad_norm(&mut grads, optim::MAX_GRAD_NORM);
@@ -449,7 +448,6 @@ impl Trainer {
                 &labels,
                 self.opts.batch,
                 self.config.patch_size,
-                classes,
                 &self.head_factors,
                 false,
             )?;
@@ -489,10 +487,9 @@ impl Trainer {
         Ok((loss_sum / n as f64, dice))
     }
 
-    fn batch(&mut self, train: bool) -> Result<(Tensor, Vec<u16>), RuntimeError> {
-        let cases = if train { &self.train } else { &self.val };
+    fn train_batch(&mut self) -> Result<(Tensor, Vec<u16>), RuntimeError> {
         sample_batch(
-            cases,
+            &self.train,
             self.opts.batch,
             self.config.patch_size,
             &self.augment,
@@ -598,7 +595,6 @@ fn deep_supervision_loss(
     labels: &[u16],
     batch: usize,
     patch: [usize; 3],
-    classes: usize,
     heads: &[[usize; 3]],
     want_grad: bool,
 ) -> Result<(f64, BTreeMap<String, Tensor>), RuntimeError> {
@@ -631,7 +627,6 @@ fn deep_supervision_loss(
             grads.insert(name, Tensor::from_f32(sh.to_vec(), g)?);
         }
     }
-    let _ = classes;
     Ok((total, grads))
 }
 
