@@ -282,7 +282,8 @@ impl Op {
         }
     }
 
-    /// True for the training (gradient) ops, which only the interpreter evaluates so far.
+    /// True for the training (gradient) ops: the interpreter and the runtime's training kernels
+    /// evaluate them; the optimizer and the C code generator do not take them yet.
     pub fn is_training(&self) -> bool {
         matches!(
             self,

@@ -95,20 +95,22 @@ pub fn fmt_score(v: f64, decimals: usize) -> String {
 /// Mean Dice and mean HD95 over the classes, leaving out NaN (undefined) entries; an infinite
 /// HD95 makes the HD95 mean infinite. NaN when no class has a defined score.
 pub fn mean(scores: &[ClassScore]) -> (f64, f64) {
-    fn avg(v: impl Iterator<Item = f64>) -> f64 {
-        let (s, n) = v
-            .filter(|x| !x.is_nan())
-            .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-        if n == 0 {
-            f64::NAN
-        } else {
-            s / n as f64
-        }
-    }
     (
-        avg(scores.iter().map(|s| s.dice)),
-        avg(scores.iter().map(|s| s.hd95)),
+        nan_mean(scores.iter().map(|s| s.dice)),
+        nan_mean(scores.iter().map(|s| s.hd95)),
     )
+}
+
+/// The mean of the values that are not NaN (an infinity keeps the mean infinite); NaN when none.
+pub fn nan_mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v
+        .filter(|x| !x.is_nan())
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
 }
 
 /// Scores `pred` against `gt` for every class in `1..num_classes` (by default one more than the

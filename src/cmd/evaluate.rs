@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use e2enc_runtime::metrics::{evaluate, fmt_score, ClassScore, Report};
+use e2enc_runtime::metrics::{evaluate, fmt_score, nan_mean, ClassScore, Report};
 use e2enc_runtime::nifti::{self, Volume};
 
 use super::segment::same_grid;
@@ -178,23 +178,13 @@ fn mean_over_cases(reports: &BTreeMap<String, Report>) -> Report {
             by_class.entry(c.class).or_default().push(c);
         }
     }
-    let avg = |v: &mut dyn Iterator<Item = f64>| {
-        let (s, n) = v
-            .filter(|x| !x.is_nan())
-            .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-        if n == 0 {
-            f64::NAN
-        } else {
-            s / n as f64
-        }
-    };
     Report::new(
         by_class
             .into_iter()
             .map(|(class, v)| ClassScore {
                 class,
-                dice: avg(&mut v.iter().map(|c| c.dice)),
-                hd95: avg(&mut v.iter().map(|c| c.hd95)),
+                dice: nan_mean(v.iter().map(|c| c.dice)),
+                hd95: nan_mean(v.iter().map(|c| c.hd95)),
                 pred_voxels: v.iter().map(|c| c.pred_voxels).sum(),
                 gt_voxels: v.iter().map(|c| c.gt_voxels).sum(),
             })
