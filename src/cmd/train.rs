@@ -85,6 +85,9 @@ pub struct Args {
     /// Stop (with a checkpoint) after this many minutes, whatever the epoch.
     #[arg(long)]
     pub time_limit: Option<f64>,
+    /// Print the time spent per op kind (forward and backward kernels) at the end.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -171,10 +174,26 @@ pub fn main(a: Args) -> Result<ExitCode> {
             |msg| eprintln!("{msg}"),
         )?
     };
-    run(
+    let code = run(
         &mut trainer,
         a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),
-    )
+    )?;
+    if a.profile {
+        print_profile(trainer.profile());
+    }
+    Ok(code)
+}
+
+/// The per-op time table of `--profile`, largest first.
+pub fn print_profile(p: &std::collections::BTreeMap<&'static str, f64>) {
+    let total: f64 = p.values().sum();
+    let mut rows: Vec<_> = p.iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(a.1));
+    eprintln!("{:<26} {:>9} {:>7}", "op", "seconds", "share");
+    for (op, s) in rows {
+        eprintln!("{op:<26} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
+    }
+    eprintln!("{:<26} {total:>9.2}", "total");
 }
 
 /// Runs `trainer` to the end (or the time limit, or Ctrl-C) with a progress bar per epoch.

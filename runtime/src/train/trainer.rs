@@ -307,6 +307,12 @@ impl Trainer {
         &self.history
     }
 
+    /// Seconds spent in each op kind (forward and backward, training and validation) so far in
+    /// this process.
+    pub fn profile(&self) -> &BTreeMap<&'static str, f64> {
+        &self.exec.profile
+    }
+
     /// Trains until the last epoch, or until `stop()` says so (then checkpoints).
     pub fn train(
         &mut self,
