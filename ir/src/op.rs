@@ -193,7 +193,7 @@ pub enum Op {
     InstanceNormBackward { eps: f32 },
     /// `(x, dy)`: `[C]`, the sum over N, D, H, W of `dy · x̂` (the gamma gradient).
     InstanceNormGammaGrad { eps: f32 },
-    /// `(x, dy)`: `dy` where `x >= 0`, else `slope · dy`.
+    /// `(x, dy)`: `dy` where `x > 0`, else `slope · dy` (at `x = 0` the slope, as PyTorch does).
     LeakyReluBackward { slope: f32 },
     /// `(x, dy)`: each window's `dy` goes to the window's first maximum of `x` (row-major scan
     /// order within the window; a NaN counts as the maximum, the first one wins), every other

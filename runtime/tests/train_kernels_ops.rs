@@ -186,7 +186,7 @@ fn leaky_relu_and_sums_by_hand() {
     assert_eq!(y, [-0.2, 0.0, 0.0, 3.0]);
     let mut dx = [0f32; 4];
     k::leaky_relu_backward(&x, &[1.0, 2.0, 3.0, 4.0], 0.1, &mut dx).unwrap();
-    assert_eq!(dx, [0.1, 2.0, 3.0, 4.0]);
+    assert_eq!(dx, [0.1, 0.2, 0.3, 4.0]); // at x = ±0 the slope, as in PyTorch
     let mut s = [0f32; 4];
     k::add(&x, &[1.0; 4], &mut s).unwrap();
     assert_eq!(s, [-1.0, 1.0, 1.0, 4.0]);

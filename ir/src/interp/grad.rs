@@ -269,7 +269,8 @@ pub fn instance_norm_gamma_grad(x: &Tensor, dy: &Tensor, eps: f32) -> Result<Ten
     Tensor::from_f32(ty.shape, to_f32(acc))
 }
 
-/// `(x, dy)`: `dy` where `x >= 0`, else `slope · dy` (a NaN `x` takes the slope).
+/// `(x, dy)`: `dy` where `x > 0`, else `slope · dy` (PyTorch's convention: at `x = 0` the slope; a NaN `x`
+/// takes the slope too).
 pub fn leaky_relu_backward(x: &Tensor, dy: &Tensor, slope: f32) -> Result<Tensor, IrError> {
     let op = Op::LeakyReluBackward { slope };
     let ty = checked(&op, &[x, dy])?;
@@ -277,7 +278,7 @@ pub fn leaky_relu_backward(x: &Tensor, dy: &Tensor, slope: f32) -> Result<Tensor
     let out = xs
         .iter()
         .zip(dys)
-        .map(|(&v, &g)| if v >= 0.0 { g } else { slope * g })
+        .map(|(&v, &g)| if v > 0.0 { g } else { slope * g })
         .collect();
     Tensor::from_f32(ty.shape, out)
 }

@@ -25,7 +25,7 @@ pub fn leaky_relu(x: &[f32], slope: f32, y: &mut [f32]) -> Result<(), RuntimeErr
     Ok(())
 }
 
-/// `LeakyReluBackward{slope} (x, dy)`: `dy` where `x >= 0`, else `slope·dy`.
+/// `LeakyReluBackward{slope} (x, dy)`: `dy` where `x > 0`, else `slope·dy` (PyTorch: the slope at 0).
 pub fn leaky_relu_backward(
     x: &[f32],
     dy: &[f32],
@@ -35,7 +35,7 @@ pub fn leaky_relu_backward(
     check_pair("leaky_relu_backward", x.len(), dy.len())?;
     check_pair("leaky_relu_backward", x.len(), dx.len())?;
     for ((o, &v), &d) in dx.iter_mut().zip(x).zip(dy) {
-        *o = if v >= 0.0 { d } else { slope * d };
+        *o = if v > 0.0 { d } else { slope * d };
     }
     Ok(())
 }
