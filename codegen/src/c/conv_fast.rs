@@ -60,10 +60,15 @@ pub fn blocking_for(g: &Geom, lanes: usize) -> Blocking {
         return blocking(g);
     }
     let k = g.k[1];
-    // AVX-512: 32 zmm registers. Dense 3x3: 4 x 4 accumulators + 12 weights + the load.
+    // AVX-512: 32 zmm registers. Dense 3x3: 4 x 4 accumulators + 12 weights + the load (86%
+    // to 100% of the 512-bit FMA peak on 96 -> 48, 128^2). Sparse 3x3 is bound by moving input
+    // rows from L2 (scattered channels, 3 FMAs per loaded vector): the widest block measured
+    // fastest (vo 1 / 2 / 4 / 8: 88 / 105 / 113 / 122 GFLOP/s at density 0.2), even though
+    // gcc keeps most of its 80 accumulators on the stack, since each row line is fetched once
+    // per entry instead of once per 16 columns.
     let (ob, rb, vo) = match (g.sparse, k) {
         (false, 3) => (4, 4, 1),
-        (true, 3) => (1, 10, 1),
+        (true, 3) => (1, 10, 8),
         (false, _) => (6, 1, 4),
         (true, _) => (1, 1, 8),
     };

@@ -67,7 +67,26 @@ pub fn source(m: &Micro) -> String {
         "        const float *p = A + pb + (int64_t)ent[0] * {} + (int64_t)(zb + ent[2]) * {};",
         x.c_stride, x.d_stride
     );
-    if g.sparse {
+    let aligned = g.sparse && k == 3 && ob == 1;
+    if aligned {
+        // Prefetch the next entry's lines (scattered channel rows defeat the hardware
+        // prefetchers; the next x block is too far ahead to stay in L1).
+        let _ = writeln!(
+            c,
+            "        if (e + 1 < ne) {{\n            const float *q = A + pb + (int64_t)ent[3] * {} + (int64_t)(zb + ent[5]) * {};",
+            x.c_stride, x.d_stride
+        );
+        for rr in 0..rows_in {
+            for j in 0..=vf {
+                let _ = writeln!(
+                    c,
+                    "            _mm_prefetch((const char *)(q + {}), _MM_HINT_T0);",
+                    rr as isize * x.row as isize + 16 * j as isize - 7
+                );
+            }
+        }
+        let _ = writeln!(c, "        }}");
+    } else if g.sparse {
         // Prefetch the next micro tile's lines (scattered channel rows defeat the prefetchers).
         let dist = 16 * vf + 16;
         for rr in 0..rows_in {
@@ -78,42 +97,46 @@ pub fn source(m: &Micro) -> String {
             );
         }
     }
-    for cc in 0..k {
-        let _ = writeln!(c, "        {{");
-        for o in 0..ob {
-            for b in 0..k {
-                let _ = writeln!(
-                    c,
-                    "            const __m512 w{o}_{b} = _mm512_set1_ps(w[{}]);",
-                    (cc * k + b) * ob + o
-                );
-            }
-        }
-        for rr in 0..rows_in {
-            for f in 0..vf {
-                let off = rr * x.row + 16 * f + cc;
-                let load = if masked(f) {
-                    format!("_mm512_maskz_loadu_ps({}, p + {off})", mask(last_vals))
-                } else {
-                    format!("_mm512_loadu_ps(p + {off})")
-                };
-                let _ = writeln!(c, "            {{ const __m512 x = {load};");
+    if aligned {
+        aligned_body(&mut c, m, rows_in, x.row);
+    } else {
+        for cc in 0..k {
+            let _ = writeln!(c, "        {{");
+            for o in 0..ob {
                 for b in 0..k {
-                    if rr < b || rr - b >= m.rb {
-                        continue;
-                    }
-                    let r = rr - b;
-                    for o in 0..ob {
-                        let _ = writeln!(
-                            c,
-                            "              a{o}_{r}_{f} = _mm512_fmadd_ps(w{o}_{b}, x, a{o}_{r}_{f});"
-                        );
-                    }
+                    let _ = writeln!(
+                        c,
+                        "            const __m512 w{o}_{b} = _mm512_set1_ps(w[{}]);",
+                        (cc * k + b) * ob + o
+                    );
                 }
-                let _ = writeln!(c, "            }}");
             }
+            for rr in 0..rows_in {
+                for f in 0..vf {
+                    let off = rr * x.row + 16 * f + cc;
+                    let load = if masked(f) {
+                        format!("_mm512_maskz_loadu_ps({}, p + {off})", mask(last_vals))
+                    } else {
+                        format!("_mm512_loadu_ps(p + {off})")
+                    };
+                    let _ = writeln!(c, "            {{ const __m512 x = {load};");
+                    for b in 0..k {
+                        if rr < b || rr - b >= m.rb {
+                            continue;
+                        }
+                        let r = rr - b;
+                        for o in 0..ob {
+                            let _ = writeln!(
+                                c,
+                                "              a{o}_{r}_{f} = _mm512_fmadd_ps(w{o}_{b}, x, a{o}_{r}_{f});"
+                            );
+                        }
+                    }
+                    let _ = writeln!(c, "            }}");
+                }
+            }
+            let _ = writeln!(c, "        }}");
         }
-        let _ = writeln!(c, "        }}");
     }
     let _ = writeln!(c, "    }}");
     // Epilogue.
@@ -179,4 +202,68 @@ pub fn source(m: &Micro) -> String {
     }
     c.push_str("}\n");
     c
+}
+
+/// The entry body of a sparse 3x3 variant (one output channel: only 3 FMAs per tap load, so
+/// loads bound it): each input row is read as 64-byte aligned vectors starting 8 columns left of
+/// each 16-column block (rows of 16k floats start 32 bytes into a line, `PAD_LEFT` = 8), and the
+/// three tap vectors are cut from two neighbours with `valignd`, instead of three unaligned
+/// loads that each split a cache line. All 9 weights stay in registers. In a tail variant the
+/// vector past the last block is loaded masked to the row's own storage (past it lies the next
+/// row or the end of the buffer).
+fn aligned_body(c: &mut String, m: &Micro, rows_in: usize, xrow: usize) {
+    let vf = m.vo;
+    let ow = m.g.y[4];
+    let nv = ow.div_ceil(16);
+    // Values (and right padding) of an input row, from value 0.
+    let row_vals = xrow - crate::layout::PAD_LEFT;
+    for t in 0..9 {
+        let _ = writeln!(c, "        const __m512 w{t} = _mm512_set1_ps(w[{t}]);");
+    }
+    for rr in 0..rows_in {
+        let _ = writeln!(c, "        {{");
+        for j in 0..=vf {
+            // p is column x0 - 1; vector j starts at column x0 + 16 j - 8 = p + 16 j - 7.
+            let off = rr as isize * xrow as isize + 16 * j as isize - 7;
+            let over = m.tail && j == vf && 16 * nv + 8 > row_vals;
+            let load = if over {
+                format!(
+                    "_mm512_maskz_loadu_ps({}, p + {off})",
+                    mask(row_vals + 8 - 16 * nv)
+                )
+            } else {
+                format!("_mm512_loadu_ps(p + {off})")
+            };
+            let _ = writeln!(
+                c,
+                "            const __m512i v{j} = _mm512_castps_si512({load});"
+            );
+        }
+        for f in 0..vf {
+            let _ = writeln!(c, "            {{");
+            for cc in 0..3 {
+                let _ = writeln!(
+                    c,
+                    "            const __m512 x{cc} = _mm512_castsi512_ps(_mm512_alignr_epi32(v{}, v{f}, {}));",
+                    f + 1,
+                    7 + cc
+                );
+            }
+            for b in 0..3 {
+                if rr < b || rr - b >= m.rb {
+                    continue;
+                }
+                let r = rr - b;
+                for cc in 0..3 {
+                    let _ = writeln!(
+                        c,
+                        "            a0_{r}_{f} = _mm512_fmadd_ps(w{}, x{cc}, a0_{r}_{f});",
+                        cc * 3 + b
+                    );
+                }
+            }
+            let _ = writeln!(c, "            }}");
+        }
+        let _ = writeln!(c, "        }}");
+    }
 }
