@@ -32,10 +32,7 @@ fn templates() -> PathBuf {
             .arg(root.join("scripts/fetch-test-data.sh"))
             .status();
     }
-    assert!(
-        t1.is_file(),
-        "scripts/fetch-test-data.sh could not fetch the MNI templates"
-    );
+    assert!(t1.is_file(), "scripts/fetch-test-data.sh could not fetch the MNI templates");
     dir
 }
 
@@ -60,10 +57,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     let s = text(&o);
     // A 3-iteration model is not expected to reach the targets: exit 0 or 2, never a failure.
     assert!(matches!(o.status.code(), Some(0) | Some(2)), "{s}");
-    assert!(
-        s.contains("held-out right hemisphere: grey matter Dice"),
-        "{s}"
-    );
+    assert!(s.contains("held-out right hemisphere: grey matter Dice"), "{s}");
     for f in [
         "dataset/dataset.json",
         "run/checkpoint/model.json",
@@ -87,16 +81,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
-    let small = [
-        "--patch",
-        "16,32,16",
-        "--epochs",
-        "2",
-        "--iters",
-        "2",
-        "--val-iters",
-        "1",
-    ];
+    let small = ["--patch", "16,32,16", "--epochs", "2", "--iters", "2", "--val-iters", "1"];
     let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
         .args(args(&small))
         .output()
@@ -154,12 +139,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     assert!(run2.join("checkpoint/state.json").is_file());
 
     // Bad input.
-    let o = e2enc(&[
-        "train",
-        "/nonexistent/ds",
-        "-o",
-        t.path().join("y").to_str().unwrap(),
-    ]);
+    let o = e2enc(&["train", "/nonexistent/ds", "-o", t.path().join("y").to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(text(&o).contains("/nonexistent/ds"), "{}", text(&o));
     let o = e2enc(&[
