@@ -272,7 +272,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     };
     // (AVX-512 skips the body variant when no full x block exists: its whole-row sparse blocks
     // are large, and an unused variant is C compiler time for nothing.)
-    let body_call = if lanes == 16 && nxb == 0 {
+    let skip_body = lanes == 16 && nxb == 0;
+    let body_call = if skip_body {
         String::new()
     } else {
         call(bl.vo, false)
@@ -325,7 +326,11 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
             nxb * bl.vo,
             bl.vo
         );
-        format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+        if skip_body {
+            format!("{ohead}{xtail}{tail_call}\n}}\n}}\n")
+        } else {
+            format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+        }
     };
     let norm = sp.norm.is_some();
     let mut b = String::new();
