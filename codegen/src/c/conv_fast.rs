@@ -22,6 +22,10 @@
 //! (`conv_micro.rs`) add the bias, apply the leaky ReLU when no norm follows, zero the lanes past
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
+//!
+//! For `Isa::Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
+//! in `conv_micro512.rs`); the rows per band, hence the tiles and the norm scratch, are the same
+//! as for AVX2, so the memory plan does not depend on the ISA. Stride 2 stays on 8 lanes.
 
 use std::fmt::Write;
 
