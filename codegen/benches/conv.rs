@@ -3,11 +3,13 @@
 //! on 1 and 2 threads, next to this machine's measured peak (independent 256-bit FMA chains).
 //! Reports GFLOP/s (2 per live MAC). The machine is shared: compare ratios, rerun when in doubt.
 //!
-//! The default C flags are `-O2 -mavx2 -mfma`, the target's instruction set: on a development
-//! machine with AVX-512, `-march=native` lets gcc use 32 vector registers and embedded-broadcast
-//! FMAs, which the target lacks, and gives misleading numbers (the blocking is tuned for 16).
+//! Each ISA (`E2ENC_BENCH_ISA`, default `avx2,avx512`, AVX-512 only where the host has it) is
+//! generated and compiled with its own bundle flags (`-O2 -mavx2 -mfma`, plus `-mavx512f`), not
+//! `-march=native` (which would let gcc use AVX-512 registers in the AVX2 kernels), and is
+//! reported next to the peak of its own vector width.
 //!
-//! Environment: `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_CFLAGS`, `E2ENC_BENCH_ONLY`
+//! Environment: `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_CFLAGS` (overrides the ISA's
+//! flags), `E2ENC_BENCH_ISA`, `E2ENC_BENCH_ONLY`
 //! (substring filter of the case names), `E2ENC_BENCH_REPS` (default 3, the best is kept),
 //! `E2ENC_BENCH_DENSITY` (default 0.2).
 
@@ -18,28 +20,39 @@ use std::time::Instant;
 
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
+use e2enc_codegen::isa::Isa;
 use e2enc_codegen::layout::View;
 use e2enc_ir::{shape, ConvAttrs, FusedConvAttrs, Op, Tensor, TensorType};
-use harness::{compile, noise, Arena};
+use harness::{compile_for, noise, Arena};
 
-const PEAK_C: &str = r#"
+/// Peak kernel: 12 independent FMA chains of `V` (`__m256` / `__m512`, prefix `P`).
+fn peak_c(lanes: usize) -> String {
+    let (v, p) = if lanes == 16 {
+        ("__m512", "_mm512")
+    } else {
+        ("__m256", "_mm256")
+    };
+    format!(
+        r#"
 #include <immintrin.h>
 #include <stdint.h>
-double e2_peak(int64_t iters) {
-    __m256 a[12];
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps(0.001f * i);
-    const __m256 x = _mm256_set1_ps(0.9999f), y = _mm256_set1_ps(0.0001f);
-    for (int64_t k = 0; k < iters; k++) {
+double e2_peak(int64_t iters) {{
+    {v} a[12];
+    for (int i = 0; i < 12; i++) a[i] = {p}_set1_ps(0.001f * i);
+    const {v} x = {p}_set1_ps(0.9999f), y = {p}_set1_ps(0.0001f);
+    for (int64_t k = 0; k < iters; k++) {{
 #pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
-    }
-    __m256 s = a[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, a[i]);
-    float o[8];
-    _mm256_storeu_ps(o, s);
+        for (int i = 0; i < 12; i++) a[i] = {p}_fmadd_ps(a[i], x, y);
+    }}
+    {v} s = a[0];
+    for (int i = 1; i < 12; i++) s = {p}_add_ps(s, a[i]);
+    float o[16];
+    {p}_storeu_ps(o, s);
     return o[0];
+}}
+"#
+    )
 }
-"#;
 
 struct Bench {
     name: String,
@@ -59,7 +72,7 @@ type Geo = (
     bool,
 );
 
-fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts) -> Bench {
+fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts, isa: Isa) -> Bench {
     let (cin, cout, [d, h, w], kernel, stride, padding, transposed) = geo;
     let xs = [1, cin, d, h, w];
     let kv: usize = kernel.iter().product();
@@ -130,6 +143,7 @@ fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts) ->
         consts: ts.iter().collect(),
         output,
         scratch,
+        isa,
     };
     let kernels = c::emit(&ctx, consts).unwrap();
     Bench {
@@ -182,13 +196,26 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
-    let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or_else(|_| "-O2 -mavx2 -mfma".into());
-    let flags: Vec<&str> = flags_s.split_whitespace().collect();
     let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
+    let isas = std::env::var("E2ENC_BENCH_ISA").unwrap_or_else(|_| "avx2,avx512".into());
+    for name in isas.split(',') {
+        let isa: Isa = name.trim().parse().unwrap();
+        if !isa.host_supports() {
+            println!("skipping {isa}: this host lacks it");
+            continue;
+        }
+        run_isa(isa, d, &only);
+    }
+}
 
-    // Machine peak: 12 independent FMA chains per core.
+fn run_isa(isa: Isa, d: usize, only: &str) {
+    let default_flags = format!("-O2 {}", isa.machine_flags().join(" "));
+    let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or(default_flags);
+    let flags: Vec<&str> = flags_s.split_whitespace().collect();
+
+    // Machine peak: 12 independent FMA chains per core, at the ISA's vector width.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.c"), PEAK_C).unwrap();
+    std::fs::write(dir.path().join("p.c"), peak_c(isa.lanes())).unwrap();
     let so = dir.path().join("p.so");
     let ok = std::process::Command::new("cc")
         .args(&flags)
@@ -208,8 +235,11 @@ fn main() {
         unsafe { peak(iters) };
         best = best.min(t.elapsed().as_secs_f64());
     }
-    let peak1 = (iters * 12 * 16) as f64 / best / 1e9;
-    println!("machine peak (256-bit FMA, 1 core): {peak1:.1} GFLOP/s  [flags: {flags_s}]");
+    let peak1 = (iters * 12 * 2 * isa.lanes() as i64) as f64 / best / 1e9;
+    println!(
+        "[{isa}] machine peak ({}-bit FMA, 1 core): {peak1:.1} GFLOP/s  [flags: {flags_s}]",
+        32 * isa.lanes()
+    );
 
     let mut consts = Consts::default();
     let mut benches = Vec::new();
@@ -256,12 +286,12 @@ fn main() {
         ("up_sparse20", up, Some(dens)),
     ];
     for (name, geo, density) in all {
-        if name.contains(&only) {
-            benches.push(conv_case(name, geo, density, &mut consts));
+        if name.contains(only) {
+            benches.push(conv_case(name, geo, density, &mut consts, isa));
         }
     }
     let ks: Vec<&Kernel> = benches.iter().flat_map(|b| &b.kernels).collect();
-    let lib = compile(&ks, &flags).unwrap();
+    let lib = compile_for(&ks, &flags, isa).unwrap();
     for b in &benches {
         let mut a = Arena::new(b.arena, 0.0);
         // Input values (padding stays zero).
@@ -291,7 +321,7 @@ fn main() {
             }
             let g = flops as f64 / best / 1e9;
             println!(
-                "{:<12} {threads} thread(s): {:8.1} ms  {:6.1} GFLOP/s  ({:.0}% of {threads}x peak)",
+                "[{isa}] {:<12} {threads} thread(s): {:8.1} ms  {:6.1} GFLOP/s  ({:.0}% of {threads}x peak)",
                 b.name,
                 best * 1e3,
                 g,

@@ -81,6 +81,8 @@ pub struct NodeCtx<'a> {
     /// Arena offset (f32 elements, 64-byte aligned) of this node's scratch, of the size
     /// `scratch_elems` asked for.
     pub scratch: usize,
+    /// Instruction set to generate for.
+    pub isa: crate::isa::Isa,
 }
 
 /// Error of an emitter.

@@ -2,7 +2,8 @@
 //!
 //! [`memplan`] orders the work and places every activation in one arena (concats as slices of
 //! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] emits a
-//! shape-specialized C function per kernel (AVX2/FMA), and [`compile`] writes the bundle:
+//! shape-specialized C function per kernel (AVX2/FMA, or AVX-512 for the hot convs: [`isa`]),
+//! and [`compile`] writes the bundle:
 //! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
 //! the `kernels.so` the system C compiler makes from it.
 
@@ -10,5 +11,6 @@ pub mod artifact;
 pub mod c;
 pub mod compile;
 pub mod emit;
+pub mod isa;
 pub mod layout;
 pub mod memplan;

@@ -6,6 +6,7 @@
 
 mod harness;
 
+use e2enc_codegen::isa::Isa;
 use e2enc_ir::{shift_runs, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs, Tensor};
 use harness::{check_batch, noise, Case};
 use proptest::prelude::*;
@@ -562,6 +563,87 @@ fn kernels_compile_for_plain_avx2() {
         &["-O2", "-mavx2", "-mfma", "-mno-avx512f", "-Wall", "-Werror"],
     )
     .unwrap();
+}
+
+#[test]
+fn kernels_compile_for_avx512_without_warnings() {
+    // Compile-only (any host): the AVX-512 text of stride-1 fast convs (dense and sparse, k 1
+    // and 3, masked tails, norm, slope, bias) builds with the bundle's flags and -Werror.
+    let mut consts = e2enc_codegen::emit::Consts::default();
+    let mut cfgs = Vec::new();
+    let mut c = ConvCfg::plain(1, 5, 7, [2, 9, 37], 3, 1);
+    c.norm = true;
+    c.density = Some(0.5);
+    c.shift_groups = 3;
+    cfgs.push(c);
+    let mut c = ConvCfg::plain(1, 5, 6, [2, 5, 40], 3, 1);
+    c.slope = true;
+    c.bias = true;
+    cfgs.push(c);
+    cfgs.push(ConvCfg::plain(1, 5, 7, [2, 9, 40], 1, 1));
+    cfgs.push(ConvCfg::plain(1, 5, 7, [2, 9, 40], 3, 2));
+    let ps: Vec<_> = cfgs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| harness::prepare_for(&c.case(), &format!("q{i}"), &mut consts, Isa::Avx512))
+        .collect();
+    let src: String = ps
+        .iter()
+        .flat_map(|p| &p.kernels)
+        .map(|k| k.source.as_str())
+        .collect();
+    assert!(src.contains("_mm512_fmadd_ps"), "no 16-lane FMAs emitted");
+    assert!(
+        src.contains("_mm512_mask_storeu_ps"),
+        "no masked tail store emitted"
+    );
+    let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
+    let mut flags = vec!["-O2", "-Wall", "-Werror"];
+    flags.extend_from_slice(Isa::Avx512.machine_flags());
+    harness::compile_for(&ks, &flags, Isa::Avx512).unwrap();
+}
+
+#[test]
+fn avx512_runs_odd_widths_and_tails() {
+    // Widths around the 16-lane boundaries (1, 8, 15, 16, 17, 24, 31, 33) and channel counts
+    // that are not multiples of the output block, both ISAs (AVX-512 where the host has it).
+    let mut cases = Vec::new();
+    for (i, w) in [1, 8, 15, 16, 17, 24, 31, 33].into_iter().enumerate() {
+        let mut c = ConvCfg::plain(
+            1,
+            3,
+            5 + i % 3,
+            [2, 5, w],
+            if i % 4 == 3 { 1 } else { 3 },
+            1,
+        );
+        c.seed = 40 + i as u64;
+        c.norm = i % 2 == 0;
+        c.slope = true;
+        c.bias = i % 3 == 0;
+        if i % 2 == 1 {
+            c.density = Some(0.6);
+        }
+        c.slice = i == 5;
+        cases.push(c.case());
+    }
+    check(cases);
+}
+
+#[test]
+fn generated_text_is_deterministic_for_avx512() {
+    let mut c = ConvCfg::plain(1, 7, 5, [2, 6, 21], 3, 1);
+    c.density = Some(0.4);
+    c.norm = true;
+    let case = c.case();
+    let mut k1 = e2enc_codegen::emit::Consts::default();
+    let mut k2 = e2enc_codegen::emit::Consts::default();
+    let a = harness::prepare_for(&case, "k", &mut k1, Isa::Avx512);
+    let b = harness::prepare_for(&case, "k", &mut k2, Isa::Avx512);
+    assert_eq!(a.kernels, b.kernels);
+    assert_eq!(k1.f32, k2.f32);
+    let c2 = harness::prepare(&case, "k", &mut e2enc_codegen::emit::Consts::default());
+    assert_ne!(a.kernels, c2.kernels, "the ISAs emit the same text");
 }
 
 #[test]

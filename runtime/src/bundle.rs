@@ -139,7 +139,7 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
         match host_has(feat) {
             Some(true) => {}
             Some(false) => {
-                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the bundle's kernels need; compile the model on a host that has it")))
+                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the bundle's kernels need (--rebuild cannot help: the kernel code itself uses it); recompile the model here with `e2enc compile --isa native` (or `--isa avx2` for any AVX2 host)")))
             }
             None => return Err(bad(dir, format!("the bundle needs an unknown CPU feature `{feat}`"))),
         }
@@ -195,7 +195,8 @@ impl Bundle {
                 // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
                 // checksum covers the manifest, so running a program it names would run anything.
                 let cc = e2enc_codegen::compile::CompileOptions::default().cc;
-                e2enc_codegen::compile::run_cc(&cc, &c, &so)
+                let isa = e2enc_codegen::isa::Isa::from_features(&manifest.cpu_features);
+                e2enc_codegen::compile::run_cc(&cc, &c, &so, isa)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
             } else {
                 std::fs::write(&so, &files["kernels.so"]).map_err(|e| bad(dir, e.to_string()))?;

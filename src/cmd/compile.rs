@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::compile::{compile, CompileOptions, Isa};
 use e2enc_ir::e2enet::{BuildOptions, Model};
 
 use crate::util::{giga, parse_patch};
@@ -38,6 +38,14 @@ pub struct Args {
     /// Replace an existing bundle folder.
     #[arg(long)]
     force: bool,
+    /// Instruction set: avx2, avx512 (needs avx512f where the bundle runs), or native (avx512
+    /// when this host has it, else avx2). The bundle's manifest lists the CPU features it needs.
+    #[arg(long, default_value = "native", value_parser = parse_isa)]
+    isa: Isa,
+}
+
+fn parse_isa(s: &str) -> Result<Isa, String> {
+    s.parse()
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
@@ -56,13 +64,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let opts = CompileOptions {
         deep_supervision: a.deep_supervision,
         force: a.force,
+        isa: a.isa,
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;
     let man = &r.manifest;
     eprintln!(
-        "wrote {}: {} kernels, arena {:.1} MiB, constants {:.1} MiB, {} executed MACs ({} dense)",
+        "wrote {} ({}): {} kernels, arena {:.1} MiB, constants {:.1} MiB, {} executed MACs ({} dense)",
         a.out.display(),
+        a.isa,
         r.kernels,
         man.arena_elems as f64 * 4.0 / 1048576.0,
         (man.consts_f32 + man.consts_i32) as f64 * 4.0 / 1048576.0,

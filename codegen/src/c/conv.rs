@@ -4,7 +4,7 @@
 //!
 //! - [`ConvPath::Fast`]: a cross-correlation with `kh = kw` in {1, 3}, `ph = pw = (k - 1) / 2`,
 //!   `sh = sw` in {1, 2}, any depth kernel, stride and padding (the E2ENet 1x3x3 convs, the 1x1x1
-//!   heads, 3x3x3 ablations): register-blocked AVX2, see `conv_fast.rs`;
+//!   heads, 3x3x3 ablations): register-blocked AVX2 (AVX-512 at stride 1), see `conv_fast.rs`;
 //! - [`ConvPath::Up`]: a transposed conv with a `(kd, 2, 2)` kernel equal to its stride and no
 //!   padding (the upsampling convs), see `conv_up.rs`;
 //! - [`ConvPath::Generic`]: anything else, simple loops with bounds checks (`conv_generic.rs`).

@@ -22,6 +22,10 @@
 //! (`conv_micro.rs`) add the bias, apply the leaky ReLU when no norm follows, zero the lanes past
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
+//!
+//! For `Isa::Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
+//! in `conv_micro512.rs`); the rows per band, hence the tiles and the norm scratch, are the same
+//! as for AVX2, so the memory plan does not depend on the ISA. Stride 2 stays on 8 lanes.
 
 use std::fmt::Write;
 
@@ -30,6 +34,7 @@ use super::conv_micro::Micro;
 use super::norm::partial_ptr;
 use super::text::{kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::isa::Isa;
 use crate::layout::{PAD_LEFT, PAD_ROWS};
 
 /// Register blocking of one geometry.
@@ -43,7 +48,42 @@ pub struct Blocking {
     pub vo: usize,
 }
 
-/// The blocking used for a geometry (a function of the geometry only).
+/// Vector lanes of the fast-path kernel of `g` for `isa`: 16 for AVX-512 at stride 1, else 8.
+pub fn lanes(g: &Geom, isa: Isa) -> usize {
+    if g.s[1] == 1 {
+        isa.lanes()
+    } else {
+        8
+    }
+}
+
+/// The blocking used for a geometry with vectors of `lanes` floats. The rows per tile (and so
+/// the tiles and the instance-norm scratch) do not depend on the lanes.
+pub fn blocking_for(g: &Geom, lanes: usize) -> Blocking {
+    if lanes == 8 {
+        return blocking(g);
+    }
+    let k = g.k[1];
+    // AVX-512: 32 zmm registers. Dense 3x3: 4 x 4 accumulators + 12 weights + the load (86%
+    // to 100% of the 512-bit FMA peak on 96 -> 48, 128^2). Sparse 3x3 is bound by moving input
+    // rows from L2 (scattered channels, 3 FMAs per loaded vector): the widest block measured
+    // fastest (vo 1 / 2 / 4 / 8: 88 / 105 / 113 / 122 GFLOP/s at density 0.2), even though
+    // gcc keeps most of its 80 accumulators on the stack, since each row line is fetched once
+    // per entry instead of once per 16 columns.
+    let (ob, rb, vo) = match (g.sparse, k) {
+        (false, 3) => (4, 4, 1),
+        (true, 3) => (1, 10, 8),
+        (false, _) => (6, 1, 4),
+        (true, _) => (1, 1, 8),
+    };
+    Blocking {
+        ob: ob.min(g.y[1]),
+        rb: rb.min(g.y[3]),
+        vo: vo.min(g.y[4].div_ceil(lanes)),
+    }
+}
+
+/// The AVX2 blocking of a geometry (a function of the geometry only).
 pub fn blocking(g: &Geom) -> Blocking {
     let k = g.k[1];
     let s = g.s[1];
@@ -73,17 +113,18 @@ pub fn tiles_per_sample(g: &Geom) -> usize {
 /// target's L2 is 512 KiB per core).
 const BAND_BUDGET: usize = 448 * 1024;
 
-/// Output vectors per column strip of a sparse tile (`None`: the whole band fits the budget).
-fn strip_vectors(g: &Geom, bl: Blocking) -> Option<usize> {
+/// Output vectors (of `lanes` floats) per column strip of a sparse tile (`None`: the whole
+/// band fits the budget).
+fn strip_vectors(g: &Geom, bl: Blocking, lanes: usize) -> Option<usize> {
     let (s, k) = (g.s[1], g.k[1]);
     let rows_in = s * (bl.rb - 1) + k;
     let band = |cols: usize| g.x[1] * g.k[0] * rows_in * (cols + 16) * 4;
-    let nv = nvec(g.y[4]);
-    if !g.sparse || band(8 * s * nv) <= BAND_BUDGET {
+    let nv = g.y[4].div_ceil(lanes);
+    if !g.sparse || band(lanes * s * nv) <= BAND_BUDGET {
         return None;
     }
     let mut v = nv.next_power_of_two() / 2;
-    while v > bl.vo && band(8 * s * v) > BAND_BUDGET {
+    while v > bl.vo && band(lanes * s * v) > BAND_BUDGET {
         v /= 2;
     }
     Some(v.max(bl.vo).div_ceil(bl.vo) * bl.vo)
@@ -92,14 +133,16 @@ fn strip_vectors(g: &Geom, bl: Blocking) -> Option<usize> {
 /// Emits the conv kernel of the fast path.
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
     let g = &sp.g;
-    let bl = blocking(g);
+    let lanes = lanes(g, ctx.isa);
+    let bl = blocking_for(g, lanes);
+    debug_assert_eq!(bl.rb, blocking(g).rb, "tiles must not depend on the ISA");
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let [n, cin, d, _, _] = g.x;
     let [_, co, od, oh, ow] = g.y;
     let [kd, k, _] = g.k;
     let (sd, s, pd, ph) = (g.s[0], g.s[1], g.p[0], g.p[1]);
     let kk = k * k;
-    let nv = nvec(ow);
+    let nv = ow.div_ceil(lanes);
     let nb = oh.div_ceil(bl.rb);
     let kernel_w = |off: usize, a: usize, b: usize, cc: usize| sp.wdata[off + (a * k + b) * k + cc];
 
@@ -197,6 +240,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             bias,
             slope: slope_in_conv(sp),
             norm: sp.norm.is_some(),
+            lanes,
         };
         if !helpers.contains(&format!("static void {name}(")) {
             helpers.push_str(&m.source());
@@ -230,16 +274,23 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             format!("{full}({args});")
         }
     };
-    let body_call = call(bl.vo, false);
+    // (AVX-512 skips the body variant when no full x block exists: its whole-row sparse blocks
+    // are large, and an unused variant is C compiler time for nothing.)
+    let skip_body = lanes == 16 && nxb == 0;
+    let body_call = if skip_body {
+        String::new()
+    } else {
+        call(bl.vo, false)
+    };
     let tail_call = call(vt, true);
     // Input and output positions of the micro tile at column vector `xv`.
     let pos = format!(
         "const int64_t pb = {xo} + (int64_t)n * {xns} + (int64_t)({PAD_ROWS} + y0 * {s} - {ph}) * {xrow} + {PAD_LEFT} + xv * {xs} - {ph};
-const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({PAD_ROWS} + y0) * {yrow} + {PAD_LEFT} + xv * 8;",
+const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({PAD_ROWS} + y0) * {yrow} + {PAD_LEFT} + xv * {lanes};",
         xo = x.offset,
         xns = x.n_stride,
         xrow = x.row,
-        xs = 8 * s,
+        xs = lanes * s,
         yo = y.offset,
         yns = y.n_stride,
         yds = y.d_stride,
@@ -251,7 +302,7 @@ const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({P
         format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
     };
     let xtail = format!("{{ const int xv = {};\n{pos}\n", nxb * bl.vo);
-    let strip = strip_vectors(g, bl).filter(|&v| nxb * bl.vo > v);
+    let strip = strip_vectors(g, bl, lanes).filter(|&v| nxb * bl.vo > v);
     let loops = if let Some(strip) = strip {
         // Column strips outer, then output channels, then x blocks: the working set is the
         // strip of the band (all input channels), which fits L2 even where the whole band
@@ -279,7 +330,11 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
             nxb * bl.vo,
             bl.vo
         );
-        format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+        if skip_body {
+            format!("{ohead}{xtail}{tail_call}\n}}\n}}\n")
+        } else {
+            format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+        }
     };
     let norm = sp.norm.is_some();
     let mut b = String::new();
@@ -317,7 +372,11 @@ const int zb = z * {sd} - {pd};
         ycs = y.c_stride,
         yds = y.d_stride,
         yrow = y.row,
-        pads = super::norm::indent(&super::norm::indent(&zero_row_pads(y, "rowp", 8 * nv))),
+        pads = super::norm::indent(&super::norm::indent(&zero_row_pads(
+            y,
+            "rowp",
+            8 * nvec(ow)
+        ))),
         top = zero_row(y, "pl"),
         bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
         last = nb - 1,

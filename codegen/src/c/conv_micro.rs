@@ -33,10 +33,15 @@ pub struct Micro<'a> {
     pub bias: Option<usize>,
     pub slope: Option<f32>,
     pub norm: bool,
+    /// Vector lanes: 8 (AVX2, this file) or 16 (AVX-512, stride 1: `conv_micro512.rs`).
+    pub lanes: usize,
 }
 
 impl Micro<'_> {
     pub fn source(&self) -> String {
+        if self.lanes == 16 {
+            return super::conv_micro512::source(self);
+        }
         let (g, x, y) = (self.g, &self.ctx.inputs[0], &self.ctx.output);
         let (k, s, ob) = (g.k[1], g.s[1], self.bl.ob);
         // One accumulator per (output channel, row, output vector): at stride 2 too, since the

@@ -1,4 +1,4 @@
-//! The C (AVX2 + FMA) kernel emitters: one node in, a short list of specialized C functions out.
+//! The C (AVX2 + FMA; AVX-512 for the stride-1 fast convs) kernel emitters: one node in, a short list of specialized C functions out.
 //!
 //! Every kernel follows the ABI of [`crate::emit`]: `void NAME(float *A, const float *W,
 //! const int32_t *I, int64_t t0, int64_t t1)` over tiles `[t0, t1)`. Shapes, strides and arena
@@ -16,7 +16,7 @@
 //!
 //! Files: `conv.rs` normalizes `Conv3d` / `ConvTranspose3d` / `FusedConv3d` and picks a path:
 //! `conv_fast.rs` (kh = kw in {1, 3}, stride 1 or 2 in H/W, any depth geometry: the hot path,
-//! its micro kernels in `conv_micro.rs`),
+//! its micro kernels in `conv_micro.rs`, 16-lane AVX-512 ones in `conv_micro512.rs`),
 //! `conv_up.rs` (2x2 transposed, stride 2, the upsampling convs), `conv_generic.rs` (everything
 //! else, scalar loops); `norm.rs` the instance-norm statistics and apply kernels; `simple.rs` the
 //! elementwise and copy ops and max pooling; `channel.rs` softmax and argmax.
@@ -29,6 +29,7 @@ mod conv;
 mod conv_fast;
 mod conv_generic;
 mod conv_micro;
+mod conv_micro512;
 mod conv_up;
 mod norm;
 mod simple;
@@ -40,9 +41,17 @@ use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 
 pub use conv::ConvPath;
 
-/// The C prelude every bundle starts with: includes and the shared `static inline` helpers.
+/// The C prelude every AVX2 bundle starts with: includes and the shared `static inline` helpers.
 pub fn prelude() -> String {
     PRELUDE.to_string()
+}
+
+/// The prelude of a bundle for `isa` (AVX-512 adds its 16-lane helpers).
+pub fn prelude_for(isa: crate::isa::Isa) -> String {
+    match isa {
+        crate::isa::Isa::Avx2 => prelude(),
+        crate::isa::Isa::Avx512 => format!("{PRELUDE}{PRELUDE512}"),
+    }
 }
 
 /// Arena scratch (in f32 elements) that the kernels of a node with this op and these types use.
@@ -184,5 +193,19 @@ static inline __m256 e2_exp(__m256 x) {
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
     y = _mm256_andnot_ps(under, y);
     return _mm256_blendv_ps(y, x, nan);
+}
+"#;
+
+const PRELUDE512: &str = r#"
+/* AVX-512F helpers. Leaky ReLU on 16 lanes (same results as e2_lrelu, NaN stays NaN). */
+static inline __m512 e2_lrelu16(__m512 v, __m512 slope) {
+    __mmask16 neg = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_mask_mul_ps(v, neg, v, slope);
+}
+
+/* e2_stats over 16 lanes: the low 8, then the high 8. */
+static inline void e2_stats16(__m256d *s, __m256d *q, __m512 v) {
+    e2_stats(s, q, _mm512_castps512_ps256(v));
+    e2_stats(s, q, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 "#;

@@ -7,6 +7,10 @@
 //! scratch, and sentinel guard gaps between them. Output and scratch start as NaN garbage, so a
 //! kernel that reads before writing, or forgets padding, shows. Every case runs twice: all tiles
 //! in order, then split into uneven chunks run in reverse order; the outputs must be identical.
+//!
+//! [`check_batch`] checks every batch for each ISA: AVX2 always, AVX-512 when the host has it;
+//! otherwise it says so once on stderr (uncaptured), and fails instead when
+//! `E2ENC_REQUIRE_AVX512` is set.
 
 #![allow(dead_code)]
 
@@ -16,6 +20,7 @@ use std::process::Command;
 
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
+use e2enc_codegen::isa::Isa;
 use e2enc_codegen::layout::View;
 use e2enc_ir::{DType, Graph, Op, Tensor, TensorType, Weights};
 
@@ -118,8 +123,13 @@ pub fn reference(case: &Case) -> (Tensor, TensorType) {
     (out.remove("y").expect("output"), ty)
 }
 
-/// Lays out `case` and emits its kernels (names prefixed `prefix`).
+/// Lays out `case` and emits its AVX2 kernels (names prefixed `prefix`).
 pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
+    prepare_for(case, prefix, consts, Isa::Avx2)
+}
+
+/// Lays out `case` and emits its kernels for `isa` (names prefixed `prefix`).
+pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Isa) -> Prepared {
     let (want, out_ty) = reference(case);
     let mut at = 64;
     let mut inputs = Vec::new();
@@ -175,6 +185,7 @@ pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
         consts: const_refs,
         output: output.clone(),
         scratch: scratch.0,
+        isa,
     };
     let kernels = c::emit(&ctx, consts).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {
@@ -321,10 +332,15 @@ pub struct Lib {
 
 pub type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, *const i32, i64, i64);
 
-/// Writes the prelude and `kernels` to a C file and compiles it into a shared object.
+/// Writes the AVX2 prelude and `kernels` to a C file and compiles it into a shared object.
 pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
+    compile_for(kernels, flags, Isa::Avx2)
+}
+
+/// [`compile`] with the prelude of `isa`.
+pub fn compile_for(kernels: &[&Kernel], flags: &[&str], isa: Isa) -> Result<Lib, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut src = c::prelude();
+    let mut src = c::prelude_for(isa);
     for k in kernels {
         src.push_str(&k.source);
         src.push('\n');
@@ -384,18 +400,50 @@ pub fn run(lib: &Lib, p: &Prepared, a: &mut Arena, consts: &Consts, cuts: &[f64]
     }
 }
 
-/// Emits, compiles and checks a batch of cases.
+/// The ISAs this host can run kernels of: AVX2, and AVX-512 when present. Without AVX-512 it
+/// says so (once, on the uncaptured stderr, so `cargo test` shows it), or panics when
+/// `E2ENC_REQUIRE_AVX512` is set.
+pub fn test_isas() -> Vec<Isa> {
+    static NOTE: std::sync::Once = std::sync::Once::new();
+    if Isa::Avx512.host_supports() {
+        return vec![Isa::Avx2, Isa::Avx512];
+    }
+    if std::env::var_os("E2ENC_REQUIRE_AVX512").is_some() {
+        panic!("E2ENC_REQUIRE_AVX512 is set but this host lacks avx512f");
+    }
+    NOTE.call_once(|| {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: this host lacks avx512f: the AVX-512 kernels are compiled but NOT run; \
+             only the AVX2 kernels are checked against the interpreter"
+        );
+    });
+    vec![Isa::Avx2]
+}
+
+/// Emits, compiles and checks a batch of cases for every ISA of [`test_isas`].
 pub fn check_batch(cases: &[Case]) -> Result<(), String> {
+    for isa in test_isas() {
+        check_batch_for(cases, isa)?;
+    }
+    Ok(())
+}
+
+/// Emits, compiles (with the ISA's `-m` flags) and checks a batch of cases for `isa`.
+pub fn check_batch_for(cases: &[Case], isa: Isa) -> Result<(), String> {
     let mut consts = Consts::default();
     let prepared: Vec<Prepared> = cases
         .iter()
         .enumerate()
-        .map(|(i, c)| prepare(c, &format!("c{i}"), &mut consts))
+        .map(|(i, c)| prepare_for(c, &format!("c{i}"), &mut consts, isa))
         .collect();
     let ks: Vec<&Kernel> = prepared.iter().flat_map(|p| &p.kernels).collect();
-    let lib = compile(&ks, &["-O2", "-march=native"])?;
+    let mut flags = vec!["-O2"];
+    flags.extend_from_slice(isa.machine_flags());
+    let lib = compile_for(&ks, &flags, isa)?;
     for (i, p) in prepared.iter().enumerate() {
-        let what = format!("case {i} ({:?})", p.case.op);
+        let what = format!("[{isa}] case {i} ({:?})", p.case.op);
         let mut a = p.arena();
         run(&lib, p, &mut a, &consts, &[], false);
         let first = p.check(&a, &what)?;
