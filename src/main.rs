@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 /// released PyTorch checkpoints run unchanged.
 ///
 /// Start here:
-///   e2enc demo                          train, compile and run E2ENet on a brain MRI (~12 min)
+///   e2enc demo                          train, compile and run E2ENet on a brain MRI (~7 min)
 ///   e2enc check                         reproduce the authors' released network (seconds)
 ///   e2enc init -o my-model --density 0.2
 ///   e2enc inspect my-model/model.json [--optimized]
