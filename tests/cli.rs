@@ -1,25 +1,12 @@
-//! End to end through the `e2enc` binary: init → inspect → run, the embedded demo, and the errors
+//! End to end through the `e2enc` binary: init → inspect → run, the embedded check, and the errors
 //! a user gets for bad input (clear message, non-zero exit, no output file left behind).
 
+mod common;
+use common::{e2enc, text};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use e2enc_ir::{Tensor, Weights};
-
-fn e2enc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(args)
-        .output()
-        .expect("the e2enc binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn write_input(path: &Path, shape: [usize; 5]) {
     let n: usize = shape.iter().product();

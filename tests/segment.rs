@@ -1,26 +1,13 @@
 //! End to end through the `e2enc` binary: `segment` (one case, a folder, bad input) and
 //! `evaluate`, on a tiny two-channel bundle compiled once and small synthetic NIfTI volumes.
 
+mod common;
+use common::{e2enc, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use e2enc_runtime::nifti::{self, Header, NiftiError};
-
-fn e2enc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(args)
-        .output()
-        .expect("the e2enc binary runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -3,24 +3,12 @@
 //! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130) and
 //! explains bad input.
 
+mod common;
+use common::{e2enc, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn e2enc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(args)
-        .output()
-        .expect("run e2enc")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// The MNI templates, fetched through PyPI by scripts/fetch-test-data.sh when missing.
 fn templates() -> PathBuf {
