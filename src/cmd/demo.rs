@@ -235,7 +235,6 @@ pub fn main(a: Args) -> Result<ExitCode> {
 }
 
 #[derive(Parser)]
-#[command(no_binary_name = false)]
 struct SegmentCli {
     #[command(flatten)]
     a: segment::Args,

@@ -134,7 +134,7 @@ impl Executor {
     ) -> Result<BTreeMap<String, Arc<Tensor>>, RuntimeError> {
         let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
         let order = std::mem::take(&mut self.forward);
-        let r = self.eval_list(&order, weights, live, inputs, &mut vals, None);
+        let r = self.eval_list(&order, weights, live, inputs, &mut vals, false);
         self.forward = order;
         r?;
         Ok(self
@@ -156,7 +156,7 @@ impl Executor {
     ) -> Result<StepResult, RuntimeError> {
         let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
         let order = std::mem::take(&mut self.forward);
-        let r = self.eval_list(&order, weights, live, inputs, &mut vals, None);
+        let r = self.eval_list(&order, weights, live, inputs, &mut vals, false);
         self.forward = order;
         r?;
         let outputs: BTreeMap<String, Arc<Tensor>> = self
@@ -173,7 +173,7 @@ impl Executor {
             grad_inputs.insert(gi.clone(), t);
         }
         let order = std::mem::take(&mut self.backward);
-        let r = self.eval_list(&order, weights, live, &grad_inputs, &mut vals, Some(()));
+        let r = self.eval_list(&order, weights, live, &grad_inputs, &mut vals, true);
         self.backward = order;
         r?;
         let mut grads = Weights::new();
@@ -197,7 +197,7 @@ impl Executor {
         live: &LiveMasks,
         inputs: &BTreeMap<String, Tensor>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
-        free: Option<()>,
+        free_after_last_use: bool,
     ) -> Result<(), RuntimeError> {
         let keep: HashSet<NodeId> = self.weight_grads.iter().map(|w| w.1).collect();
         for (pos, &id) in order.iter().enumerate() {
@@ -235,7 +235,7 @@ impl Executor {
                 }
             };
             vals.insert(id, val);
-            if free.is_some() {
+            if free_after_last_use {
                 for o in self.g.operands(id) {
                     if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
                         vals.remove(&o);

@@ -32,6 +32,7 @@ use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
 use crate::segment::preprocess::PreprocessingConfig;
+use crate::segment::window::argmax;
 use crate::RuntimeError;
 
 /// What the user chose (stored in the checkpoint; `--resume` reuses it).
@@ -461,15 +462,9 @@ impl Trainer {
             let logits = outs["logits"].as_f32().expect("f32 logits");
             let vox: usize = self.config.patch_size.iter().product();
             for b in 0..self.opts.batch {
-                for v in 0..vox {
-                    let mut best = 0;
-                    for c in 1..classes {
-                        if logits[(b * classes + c) * vox + v]
-                            > logits[(b * classes + best) * vox + v]
-                        {
-                            best = c;
-                        }
-                    }
+                let pred = argmax(&logits[b * classes * vox..(b + 1) * classes * vox], classes);
+                for (v, &best) in pred.iter().enumerate() {
+                    let best = best as usize;
                     let t = labels[b * vox + v] as usize;
                     if best == t {
                         tp[t] += 1;
