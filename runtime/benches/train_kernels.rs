@@ -8,17 +8,7 @@ use std::time::Instant;
 use e2enc_ir::ConvAttrs;
 use e2enc_runtime::train::kernels as k;
 
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+use k::noise;
 
 /// Best wall time of `reps` runs of `f`, in seconds.
 fn best(reps: usize, mut f: impl FnMut()) -> f64 {

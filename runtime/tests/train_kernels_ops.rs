@@ -6,17 +6,7 @@ use e2enc_ir::{PoolAttrs, ShiftAttrs, Tensor};
 use e2enc_runtime::train::kernels as k;
 use proptest::prelude::*;
 
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use k::noise;
 
 fn tensor(shape: [usize; 5], v: &[f32]) -> Tensor {
     Tensor::from_f32(shape.to_vec(), v.to_vec()).unwrap()

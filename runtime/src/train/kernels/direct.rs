@@ -432,17 +432,7 @@ mod tests {
     use super::super::simd::use_fma;
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use super::super::noise;
 
     fn close(a: &[f32], b: &[f32]) {
         assert_eq!(a.len(), b.len());
