@@ -143,6 +143,7 @@ fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts, is
         consts: ts.iter().collect(),
         output,
         scratch,
+        channel_map: None,
         isa,
     };
     let kernels = c::emit(&ctx, consts).unwrap();

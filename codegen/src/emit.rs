@@ -81,6 +81,9 @@ pub struct NodeCtx<'a> {
     /// Arena offset (f32 elements, 64-byte aligned) of this node's scratch, of the size
     /// `scratch_elems` asked for.
     pub scratch: usize,
+    /// Where each logical channel of the activation input is stored, when the memory plan keeps
+    /// it in another order (only conv kernels of the fast path get one: `conv_reads_channel_map`).
+    pub channel_map: Option<Vec<usize>>,
     /// Instruction set to generate for.
     pub isa: crate::isa::Isa,
 }

@@ -5,8 +5,12 @@
 //! is produced by a kernel, is a graph output of no one, and is an operand of no other concat), so
 //! producers write their slice directly and the concat costs nothing; otherwise the concat copies.
 //! Buffers get lifetimes (first write to last read, in steps; inputs from the start, outputs to
-//! the end) and are packed into one arena, largest first, each at the lowest 64-byte aligned
-//! offset that no buffer alive at the same time overlaps. Scratch is a buffer alive for one step.
+//! the end) and are packed into one arena, each at the lowest 64-byte aligned offset that no
+//! buffer alive at the same time overlaps, in a few greedy orders and then a seeded local search
+//! over the order (same graph, same plan). A concat whose readers all address input channels
+//! through a table (the fast conv path) may store its parts in any order, which the placement
+//! picks: UNet++'s full-resolution chain then rotates through three buffer slots instead of
+//! drifting through four. Scratch is a buffer alive for one step.
 
 use std::collections::HashMap;
 
@@ -70,6 +74,9 @@ pub struct Plan {
     pub views: HashMap<NodeId, View>,
     /// Concats whose operands were written in place (they run no kernel).
     pub in_place: Vec<NodeId>,
+    /// In-place concats stored in another channel order: logical channel -> stored channel. Their
+    /// readers (see `reads_channel_map` of [`plan`]) address input channels through it.
+    pub channel_maps: HashMap<NodeId, Vec<usize>>,
     /// Scratch offset of each step's node (0 when it needs none).
     pub scratch: HashMap<NodeId, usize>,
     pub buffers: Vec<Buffer>,
@@ -93,6 +100,51 @@ fn shape5(g: &Graph, id: NodeId) -> [usize; 5] {
 }
 
 const ALIGN: usize = 16;
+
+/// Another storage order of an in-place concat's parts.
+struct Reordered {
+    /// The pieces in that order (relative to the buffer, sorted by offset).
+    pieces: Vec<Piece>,
+    /// Each part and the channel it starts at in storage.
+    stored: Vec<(NodeId, usize)>,
+}
+
+/// The most elements alive at once (whatever the layout): no placement needs less.
+fn live_bound(layouts: &[Vec<Vec<Piece>>]) -> usize {
+    let mut events: Vec<(usize, bool, usize)> = Vec::new();
+    for p in layouts.iter().flat_map(|l| &l[0]) {
+        events.push((p.first, true, p.elems));
+        events.push((p.last.saturating_add(1), false, p.elems));
+    }
+    // Ends sort before starts at the same step: `last` is inclusive, so end+1 frees first.
+    events.sort_by_key(|e| (e.0, e.1));
+    let (mut now, mut most) = (0usize, 0usize);
+    for (_, start, elems) in events {
+        if start {
+            now += elems;
+            most = most.max(now);
+        } else {
+            now -= elems;
+        }
+    }
+    most
+}
+
+/// Every order of `0..n`, the identity first (lexicographic).
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for first in 0..n {
+        for rest in permutations(n - 1) {
+            let mut p = vec![first];
+            p.extend(rest.into_iter().map(|k| if k >= first { k + 1 } else { k }));
+            out.push(p);
+        }
+    }
+    out
+}
 
 /// A sort key for the order buffers are placed in.
 type OrderKey = fn(&Buffer) -> (i64, i64);
@@ -132,48 +184,63 @@ pub fn schedule(g: &Graph) -> Result<Vec<NodeId>, String> {
     Ok(order)
 }
 
-/// Offsets for `bufs` placed in the order `idx` (first fit over pieces).
-fn place(bufs: &[Buffer], idx: &[usize]) -> Vec<usize> {
-    let mut offsets = vec![0; bufs.len()];
+/// Offsets for buffers placed in the order `idx` (first fit over pieces). `layouts[i]` lists
+/// the piece layouts buffer `i` may take (relative to its start); each buffer gets the lowest
+/// offset any of its layouts fits at, the earlier layout on a tie. Returns (offset, layout).
+fn place(layouts: &[Vec<Vec<Piece>>], idx: &[usize]) -> Vec<(usize, usize)> {
+    let mut chosen = vec![(0, 0); layouts.len()];
     let mut placed: Vec<Piece> = Vec::new();
     for &i in idx {
-        let mine = bufs[i].abs_pieces(); // relative to 0 before placement
-        let clash = |at: usize| {
-            mine.iter().any(|q| {
-                let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
-                placed.iter().any(|p| {
-                    p.first <= q.last
-                        && q.first <= p.last
-                        && qs < p.offset + p.elems
-                        && p.offset < qe
+        let mut best: Option<(usize, usize)> = None;
+        for (li, mine) in layouts[i].iter().enumerate() {
+            let clash = |at: usize| {
+                mine.iter().any(|q| {
+                    let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
+                    placed.iter().any(|p| {
+                        p.first <= q.last
+                            && q.first <= p.last
+                            && qs < p.offset + p.elems
+                            && p.offset < qe
+                    })
                 })
-            })
-        };
-        let mut candidates: Vec<usize> = vec![0];
-        for p in &placed {
-            for q in &mine {
-                let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
-                if end >= q.offset {
-                    candidates.push((end - q.offset).div_ceil(ALIGN) * ALIGN);
+            };
+            let mut candidates: Vec<usize> = vec![0];
+            for p in &placed {
+                for q in mine {
+                    let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
+                    if end >= q.offset {
+                        candidates.push((end - q.offset).div_ceil(ALIGN) * ALIGN);
+                    }
                 }
             }
+            candidates.sort_unstable();
+            candidates.dedup();
+            let at = candidates
+                .into_iter()
+                .find(|&c| !clash(c))
+                .expect("past every placed piece nothing clashes");
+            if best.is_none_or(|(b, _)| at < b) {
+                best = Some((at, li));
+            }
         }
-        candidates.sort_unstable();
-        candidates.dedup();
-        let at = candidates
-            .into_iter()
-            .find(|&c| !clash(c))
-            .expect("past every placed piece nothing clashes");
-        offsets[i] = at;
-        let mut b = bufs[i].clone();
-        b.offset = at;
-        placed.extend(b.abs_pieces());
+        let (at, li) = best.expect("every buffer has a layout");
+        chosen[i] = (at, li);
+        placed.extend(layouts[i][li].iter().map(|q| Piece {
+            offset: at + q.offset,
+            ..q.clone()
+        }));
     }
-    offsets
+    chosen
 }
 
-/// Plans `g`. `scratch_elems(node)` says how much scratch each op node needs.
-pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, String> {
+/// Plans `g`. `scratch_elems(node)` says how much scratch each op node needs;
+/// `reads_channel_map(node)` says whether `node`'s kernel can read its activation input through a
+/// channel map (so the parts of a concat feeding only such nodes may be stored in another order).
+pub fn plan(
+    g: &Graph,
+    scratch_elems: impl Fn(NodeId) -> usize,
+    reads_channel_map: impl Fn(NodeId) -> bool,
+) -> Result<Plan, String> {
     let steps = schedule(g)?;
     let step_of: HashMap<NodeId, usize> =
         steps.iter().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -278,6 +345,45 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
             (r, b)
         })
         .collect();
+    // A concat whose every reader takes a channel map may store its parts in any order: in
+    // UNet++'s full-resolution chain each concat is [previous node, upsampled], and storing every
+    // other one as [upsampled, previous node] lets three buffer slots rotate instead of the chain
+    // drifting through four. The placement below picks the order (up to 4 parts: 24 orders).
+    let mut reorders: HashMap<NodeId, Vec<Reordered>> = HashMap::new();
+    for (r, b) in &buffers {
+        let Some(parts) = parts_of.get(r) else {
+            continue;
+        };
+        let readers: Vec<NodeId> = g.users(*r).into_iter().map(|u| u.0).collect();
+        if !(2..=4).contains(&b.pieces.len())
+            || readers.is_empty()
+            || !readers.iter().all(|&u| reads_channel_map(u))
+        {
+            continue;
+        }
+        let cs = View::padded(0, shape5(g, *r)).c_stride;
+        let mut by_c0 = parts.clone();
+        by_c0.sort_by_key(|p| p.1);
+        let mut alts = Vec::new();
+        for order in permutations(by_c0.len()).into_iter().skip(1) {
+            let (mut pieces, mut stored, mut at) = (Vec::new(), Vec::new(), 0);
+            for &k in &order {
+                let v = by_c0[k].0;
+                let c = g.node(v).ty.shape[1];
+                pieces.push(Piece {
+                    offset: at * cs,
+                    elems: c * cs,
+                    first: step_of[&v],
+                    last: b.last,
+                });
+                stored.push((v, at));
+                at += c;
+            }
+            pieces.sort_by_key(|p| p.offset);
+            alts.push(Reordered { pieces, stored });
+        }
+        reorders.insert(*r, alts);
+    }
     let mut scratch_buf: Vec<(NodeId, Buffer)> = Vec::new();
     for &id in &steps {
         let n = scratch_elems(id);
@@ -315,7 +421,26 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
         },
         |b| (-((b.last.min(1 << 20) - b.first) as i64), -(b.elems as i64)),
     ];
-    let mut best: Option<(usize, Vec<usize>)> = None;
+    let layouts: Vec<Vec<Vec<Piece>>> = all
+        .iter()
+        .map(|(r, _, b)| {
+            let mut ls = vec![b.abs_pieces()];
+            if let Some(alts) = r.and_then(|r| reorders.get(&r)) {
+                ls.extend(alts.iter().map(|a| a.pieces.clone()));
+            }
+            ls
+        })
+        .collect();
+    let size_of = |offsets: &[(usize, usize)]| {
+        all.iter()
+            .zip(offsets)
+            .map(|(t, o)| o.0 + t.2.elems)
+            .max()
+            .unwrap_or(0)
+    };
+    // (arena size, placement order, (offset, layout) per buffer)
+    type Placed = (usize, Vec<usize>, Vec<(usize, usize)>);
+    let mut best: Option<Placed> = None;
     for key in orders {
         let mut idx: Vec<usize> = (0..all.len()).collect();
         idx.sort_by(|&x, &y| {
@@ -323,20 +448,61 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
                 .cmp(&key(&all[y].2))
                 .then_with(|| all[x].2.what.cmp(&all[y].2.what))
         });
-        let offsets = place(&all.iter().map(|t| t.2.clone()).collect::<Vec<_>>(), &idx);
-        let size = all
-            .iter()
-            .zip(&offsets)
-            .map(|(t, o)| o + t.2.elems)
-            .max()
-            .unwrap_or(0);
-        if best.as_ref().is_none_or(|(s, _)| size < *s) {
-            best = Some((size, offsets));
+        let offsets = place(&layouts, &idx);
+        let size = size_of(&offsets);
+        if best.as_ref().is_none_or(|(s, _, _)| size < *s) {
+            best = Some((size, idx, offsets));
         }
     }
+    // Local search from the best greedy order: move one buffer elsewhere in the placement order
+    // and keep the change when the arena does not grow; stop at the live-size bound or after
+    // `STALL` moves without a gain. A fixed-seed generator: same graph, same plan.
+    const STALL: usize = 1500;
+    const ROUNDS: usize = 6000;
+    let bound = live_bound(&layouts);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    if let Some((mut bsize, mut bidx, mut boff)) = best.take() {
+        let (mut round, mut stall) = (0, 0);
+        while bidx.len() > 1 && bsize > bound && round < ROUNDS && stall < STALL {
+            round += 1;
+            let mut idx = bidx.clone();
+            let b = idx.remove(next(idx.len()));
+            idx.insert(next(idx.len() + 1), b);
+            let offsets = place(&layouts, &idx);
+            let size = size_of(&offsets);
+            stall = if size < bsize { 0 } else { stall + 1 };
+            if size <= bsize {
+                (bsize, bidx, boff) = (size, idx, offsets);
+            }
+        }
+        best = Some((bsize, bidx, boff));
+    }
+    let best = best.map(|(s, _, o)| (s, o));
+    let mut channel_maps: HashMap<NodeId, Vec<usize>> = HashMap::new();
     if let Some((_, offsets)) = best {
-        for (t, o) in all.iter_mut().zip(offsets) {
+        for (t, (o, layout)) in all.iter_mut().zip(offsets) {
             t.2.offset = o;
+            if layout == 0 {
+                continue;
+            }
+            let r = t.0.expect("only concat buffers have other layouts");
+            let alt = &reorders[&r][layout - 1];
+            t.2.pieces = alt.pieces.clone();
+            let mut map = vec![0; g.node(r).ty.shape[1]];
+            for &(v, phys) in &alt.stored {
+                let logical = host[&v].1;
+                for j in 0..g.node(v).ty.shape[1] {
+                    map[logical + j] = phys + j;
+                }
+                host.insert(v, (r, phys));
+            }
+            channel_maps.insert(r, map);
         }
     }
     let arena_elems = all
@@ -366,6 +532,7 @@ pub fn plan(g: &Graph, scratch_elems: impl Fn(NodeId) -> usize) -> Result<Plan, 
     Ok(Plan {
         steps,
         views,
+        channel_maps,
         in_place,
         scratch,
         buffers,
@@ -420,7 +587,7 @@ mod tests {
             )
             .unwrap();
         g.set_output("logits", y);
-        let p2 = plan(&g, |_| 0).unwrap();
+        let p2 = plan(&g, |_| 0, |_| false).unwrap();
         assert_eq!(p2.in_place, vec![c]);
         assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
         assert_eq!(

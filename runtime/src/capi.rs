@@ -140,15 +140,14 @@ pub unsafe extern "C" fn e2enc_run(
         let data = unsafe { std::slice::from_raw_parts(input, input_len) }.to_vec();
         let (iname, oname) = (ip.name.clone(), op.name.clone());
         let t = Tensor::from_f32(ip.shape.clone(), data).map_err(|e| e.to_string())?;
-        let mut outs = model
+        model
             .engine
-            .run(&BTreeMap::from([(iname, t)]))
+            .execute(&BTreeMap::from([(iname, t)]))
             .map_err(|e| e.to_string())?;
-        let y = outs.remove(&oname).ok_or("missing output")?;
-        let v = y.as_f32().ok_or("the first output is not f32")?;
         // SAFETY: the caller provides `output_len` writable floats.
-        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), output, output_len) };
-        Ok(())
+        let dst = unsafe { std::slice::from_raw_parts_mut(output, output_len) };
+        let y = model.engine.output(&oname).map_err(|e| e.to_string())?;
+        y.copy_to(dst).map_err(|e| e.to_string())
     }));
     match r {
         Ok(Ok(())) => 0,

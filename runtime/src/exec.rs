@@ -99,12 +99,14 @@ impl Engine {
         self.bundle.manifest.arena_elems * 4
     }
 
-    /// Runs the bundle on `inputs` (by port name) and returns every output.
+    /// Runs the bundle on `inputs` (by port name) and returns every output (copied out of the
+    /// arena; [`Engine::execute`] + [`Engine::output`] read them in place instead).
     pub fn run(
         &mut self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.run_inner(inputs, None)
+        self.run_inner(inputs, None)?;
+        self.read_outputs()
     }
 
     /// [`Engine::run`], also timing every step.
@@ -113,15 +115,44 @@ impl Engine {
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<(BTreeMap<String, Tensor>, Vec<StepTime>), RuntimeError> {
         let mut times = Vec::new();
-        let out = self.run_inner(inputs, Some(&mut times))?;
-        Ok((out, times))
+        self.run_inner(inputs, Some(&mut times))?;
+        Ok((self.read_outputs()?, times))
+    }
+
+    /// Runs the bundle on `inputs` and leaves the outputs in the arena, where
+    /// [`Engine::output`] reads them without a copy (until the next run).
+    pub fn execute(&mut self, inputs: &BTreeMap<String, Tensor>) -> Result<(), RuntimeError> {
+        self.run_inner(inputs, None)
+    }
+
+    /// The output `name` of the last run, in place in the arena.
+    pub fn output(&self, name: &str) -> Result<OutputRef<'_>, RuntimeError> {
+        let port = self
+            .bundle
+            .manifest
+            .outputs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| RuntimeError::Input(format!("the bundle has no output `{name}`")))?;
+        Ok(OutputRef {
+            arena: self.arena.as_slice(),
+            port,
+        })
+    }
+
+    fn read_outputs(&self) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+        let mut out = BTreeMap::new();
+        for p in &self.bundle.manifest.outputs {
+            out.insert(p.name.clone(), read_port(self.arena.as_slice(), p)?);
+        }
+        Ok(out)
     }
 
     fn run_inner(
         &mut self,
         inputs: &BTreeMap<String, Tensor>,
         mut times: Option<&mut Vec<StepTime>>,
-    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
+    ) -> Result<(), RuntimeError> {
         let m = &self.bundle.manifest;
         for name in inputs.keys() {
             if !m.inputs.iter().any(|p| &p.name == name) {
@@ -163,11 +194,70 @@ impl Engine {
                 });
             }
         }
-        let mut out = BTreeMap::new();
-        for p in &m.outputs {
-            out.insert(p.name.clone(), read_port(self.arena.as_slice(), p)?);
+        Ok(())
+    }
+}
+
+/// One output of the last run, read in place from the engine's arena (the arena's padded
+/// layout: one row of `W` values at a time).
+pub struct OutputRef<'a> {
+    arena: &'a [f32],
+    port: &'a Port,
+}
+
+impl OutputRef<'_> {
+    /// The output's shape (`[N, C, D, H, W]`, or `[N, D, H, W]` for labels).
+    pub fn shape(&self) -> &[usize] {
+        &self.port.shape
+    }
+
+    /// Row `(n, c, z, y)` of an f32 output: its `W` values.
+    pub fn row(&self, n: usize, c: usize, z: usize, y: usize) -> Result<&[f32], RuntimeError> {
+        if self.port.dtype != "f32" {
+            return Err(RuntimeError::Input(format!(
+                "output `{}` holds {}, not f32",
+                self.port.name, self.port.dtype
+            )));
         }
-        Ok(out)
+        let [pn, pc, pd, ph, pw] = shape5(&self.port.shape);
+        if n >= pn || c >= pc || z >= pd || y >= ph {
+            return Err(RuntimeError::Input(format!(
+                "row ({n}, {c}, {z}, {y}) is outside output `{}` of shape {:?}",
+                self.port.name, self.port.shape
+            )));
+        }
+        let at = self.port.view.at(n, c, z, y as isize, 0);
+        Ok(&self.arena[at..at + pw])
+    }
+
+    /// Copies an f32 output, dense `[N, C, D, H, W]`, into `dst` (exactly its element count).
+    pub fn copy_to(&self, dst: &mut [f32]) -> Result<(), RuntimeError> {
+        let [n, c, d, h, w] = shape5(&self.port.shape);
+        if dst.len() != n * c * d * h * w {
+            return Err(RuntimeError::Input(format!(
+                "output `{}` has {} values, the destination {}",
+                self.port.name,
+                n * c * d * h * w,
+                dst.len()
+            )));
+        }
+        let mut rows = dst.chunks_exact_mut(w.max(1));
+        for ni in 0..n {
+            for ci in 0..c {
+                for z in 0..d {
+                    for y in 0..h {
+                        let src = self.row(ni, ci, z, y)?;
+                        rows.next().expect("sized above").copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The output as a dense tensor (a copy).
+    pub fn to_tensor(&self) -> Result<Tensor, RuntimeError> {
+        read_port(self.arena, self.port)
     }
 }
 

@@ -493,6 +493,37 @@ fn wrong_inputs_are_refused_with_clear_errors() {
 }
 
 #[test]
+fn outputs_read_in_place_equal_the_copied_ones() {
+    let dir = common::shared_ch1();
+    let _g = lock();
+    let x = common::ch1_io().get("input").unwrap().as_ref().clone();
+    let mut e = load(dir, 2);
+    let copied = e.run(&feed(&x)).expect("run");
+    e.execute(&feed(&x)).expect("execute");
+    for (name, want) in &copied {
+        let o = e.output(name).expect("output by name");
+        assert_eq!(o.shape(), want.shape());
+        assert!(
+            same_bits(&o.to_tensor().expect("to_tensor"), want),
+            "{name}"
+        );
+        let s = want.shape();
+        let (c, z, y) = (s[1] - 1, s[2] / 2, s[3] - 1);
+        let w = s[4];
+        let at = ((c * s[2] + z) * s[3] + y) * w;
+        let row = o.row(0, c, z, y).expect("a row inside the output");
+        assert_eq!(row, &want.as_f32().unwrap()[at..at + w], "{name} row");
+        let msg = o
+            .row(0, s[1], 0, 0)
+            .expect_err("row past the channels")
+            .to_string();
+        assert!(msg.contains("is outside output"), "{msg}");
+    }
+    let msg = e.output("ds9").err().expect("unknown output").to_string();
+    assert!(msg.contains("the bundle has no output `ds9`"), "{msg}");
+}
+
+#[test]
 fn runnable_runs_a_bundle_and_selects_outputs() {
     let dir = common::shared_ch1();
     let _g = lock();

@@ -48,6 +48,9 @@ impl Geom {
 /// A normalized convolution.
 pub struct ConvSpec<'a> {
     pub g: Geom,
+    /// Where each input channel is stored in the input view (the identity unless the memory
+    /// plan reordered a concat; only the fast path reads it).
+    pub channels: Vec<usize>,
     /// Depth shift of each input channel (all zero when unshifted).
     pub shifts: Vec<i64>,
     /// Per output channel: its live kernels as (input channel, offset of the `kvol` weights in
@@ -156,6 +159,28 @@ pub fn scratch_elems(op: &Op, inputs: &[TensorType], output: &TensorType) -> usi
         sparse: a.sparse_out.is_some(),
     };
     norm::scratch_for(y[0] * y[1], partials(&g))
+}
+
+/// Whether the kernel of a conv-like `op` reading `input` into `output` addresses its input
+/// channels through a table (the fast path's entry lists), so the memory plan may store a concat
+/// feeding it in another channel order.
+pub fn reads_channel_map(op: &Op, input: &TensorType, output: &TensorType) -> bool {
+    let Some(a) = attrs(op, 1) else {
+        return false;
+    };
+    let (Some(x), Some(y)) = (dims5(&input.shape), dims5(&output.shape)) else {
+        return false;
+    };
+    let g = Geom {
+        x,
+        y,
+        k: a.conv.kernel,
+        s: a.conv.stride,
+        p: a.conv.padding,
+        transposed: a.transposed,
+        sparse: a.sparse_out.is_some(),
+    };
+    path(&g) == ConvPath::Fast
 }
 
 fn f32s<'a>(ctx: &NodeCtx, t: &'a Tensor, what: &str) -> Result<&'a [f32], EmitError> {
@@ -268,6 +293,22 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
         (Some(eps), Some(gi)) => Some((eps, vec_of(gi, "gamma")?, vec_of(gi + 1, "beta")?)),
         _ => None,
     };
+    let channels = match &ctx.channel_map {
+        None => (0..cin).collect(),
+        Some(m) => {
+            let mut seen = vec![false; cin];
+            let ok = m.len() == cin
+                && m.iter()
+                    .all(|&c| c < cin && !std::mem::replace(&mut seen[c], true));
+            if !ok || path(&g) != ConvPath::Fast {
+                return Err(err(
+                    ctx,
+                    "the input's channel map is not a permutation this path reads",
+                ));
+            }
+            m.clone()
+        }
+    };
     let shifts = a.channel_shifts().unwrap_or_else(|| vec![0; cin]);
     if shifts.len() != cin {
         return Err(err(
@@ -283,6 +324,7 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
     }
     Ok(ConvSpec {
         g,
+        channels,
         shifts,
         rows,
         wdata,

@@ -156,7 +156,14 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let check_jz = sp.shifts.iter().any(|&v| v != 0);
 
     // Entries and weights.
-    let entry = |c: usize, a: usize| [c as i32, a as i32, (a as i64 - sp.shifts[c]) as i32];
+    // Entries address the channel where the plan stored it; shifts and weights stay logical.
+    let entry = |c: usize, a: usize| {
+        [
+            sp.channels[c] as i32,
+            a as i32,
+            (a as i64 - sp.shifts[c]) as i32,
+        ]
+    };
     let (ent_off, w_off, rp_off, ne_dense);
     if !g.sparse {
         let ents: Vec<i32> = (0..cin)

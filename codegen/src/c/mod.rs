@@ -39,7 +39,7 @@ use e2enc_ir::{Op, TensorType};
 
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 
-pub use conv::ConvPath;
+pub use conv::{reads_channel_map as conv_reads_channel_map, ConvPath};
 
 /// The C prelude every AVX2 bundle starts with: includes and the shared `static inline` helpers.
 pub fn prelude() -> String {

@@ -185,6 +185,7 @@ pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Isa) -> 
         consts: const_refs,
         output: output.clone(),
         scratch: scratch.0,
+        channel_map: None,
         isa,
     };
     let kernels = c::emit(&ctx, consts).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
