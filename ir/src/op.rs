@@ -41,6 +41,32 @@ pub struct ConvGradAttrs {
     pub transposed: bool,
     /// Spatial extent (D, H, W) of the forward op's input `x`.
     pub input: [usize; 3],
+    /// The depth shift fused in (training graphs after `e2enc_passes::training`), as
+    /// [`FusedConvAttrs::shifts`] runs over the forward input's channels; empty: none. The forward
+    /// conv read channel `c` of `x` as `x[c, d - shift(c)]`, so `conv_backward_weight` reads its
+    /// `x` operand through that shift, and `conv_backward_data` returns the gradient of the
+    /// *unshifted* input, `dx[c, d] = dxs[c, d + shift(c)]` (the depth shift's backward fused in).
+    /// Not for transposed convolutions.
+    pub shifts: Vec<(i64, usize)>,
+}
+
+impl ConvGradAttrs {
+    /// The per-channel shifts of [`ConvGradAttrs::shifts`] expanded, or `None` when empty.
+    pub fn channel_shifts(&self) -> Option<Vec<i64>> {
+        expand_runs(&self.shifts)
+    }
+}
+
+/// `(shift, count)` runs expanded to one shift per channel; `None` for no runs.
+fn expand_runs(runs: &[(i64, usize)]) -> Option<Vec<i64>> {
+    if runs.is_empty() {
+        return None;
+    }
+    Some(
+        runs.iter()
+            .flat_map(|&(s, n)| std::iter::repeat_n(s, n))
+            .collect(),
+    )
 }
 
 /// A convolution with everything the optimizer fuses into it (see [`Op::FusedConv3d`]).
@@ -105,15 +131,7 @@ impl FusedConvAttrs {
 
     /// The depth offset of every input channel (expands `shifts`), or `None` when unshifted.
     pub fn channel_shifts(&self) -> Option<Vec<i64>> {
-        if self.shifts.is_empty() {
-            return None;
-        }
-        Some(
-            self.shifts
-                .iter()
-                .flat_map(|&(s, n)| std::iter::repeat_n(s, n))
-                .collect(),
-        )
+        expand_runs(&self.shifts)
     }
 }
 

@@ -101,8 +101,32 @@ fn same(what: &str, t: &TensorType, of: &str, want: &TensorType) -> Result<(), S
     Ok(())
 }
 
+/// Checks that non-empty shift runs cover exactly `cin` channels with no empty run.
+fn check_runs(runs: &[(i64, usize)], cin: usize) -> Result<(), String> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    if runs.iter().any(|r| r.1 == 0) {
+        return Err("shift runs must not be empty".into());
+    }
+    let covered = runs.iter().try_fold(0usize, |acc, r| acc.checked_add(r.1));
+    if covered != Some(cin) {
+        let n = covered.map_or("too many".to_string(), |c| c.to_string());
+        return Err(format!(
+            "shift runs cover {n} channels; the input has {cin}"
+        ));
+    }
+    Ok(())
+}
+
 /// The forward conv of `a` applied to `x` and `w`, and its result type.
 fn forward_conv(a: &ConvGradAttrs, x: &TensorType, w: &TensorType) -> R {
+    if !a.shifts.is_empty() {
+        if a.transposed {
+            return Err("a transposed convolution takes no input shifts".into());
+        }
+        check_runs(&a.shifts, x.shape[1])?;
+    }
     if a.transposed {
         conv_transpose3d(&a.conv, &[x, w])
     } else {
@@ -225,21 +249,7 @@ fn fused_conv3d(a: &FusedConvAttrs, xs: &[&TensorType]) -> R {
     } else {
         conv3d(&a.conv, &plain)?
     };
-    if !a.shifts.is_empty() {
-        if a.shifts.iter().any(|r| r.1 == 0) {
-            return Err("shift runs must not be empty".into());
-        }
-        let covered = a
-            .shifts
-            .iter()
-            .try_fold(0usize, |acc, r| acc.checked_add(r.1));
-        if covered != Some(cin) {
-            let n = covered.map_or("too many".to_string(), |c| c.to_string());
-            return Err(format!(
-                "shift runs cover {n} channels; the input has {cin}"
-            ));
-        }
-    }
+    check_runs(&a.shifts, cin)?;
     if let Some(eps) = a.norm_eps {
         let g = gamma_at.expect("norm has gamma and beta");
         instance_norm(eps, &[&out, xs[g], xs[g + 1]])?;

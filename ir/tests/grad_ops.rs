@@ -41,6 +41,7 @@ fn grad_strided_conv_backward_data_odd_extent() {
         conv: geom_w(),
         transposed: false,
         input: [1, 1, 5],
+        shifts: Vec::new(),
     };
     let dx = ops::conv_backward_data(&dy, &w, &a).unwrap();
     close(&dx, &[1, 1, 1, 1, 5], &[2.0, 13.0, 20.0, 130.0, 200.0]);
@@ -63,6 +64,7 @@ fn grad_strided_conv_backward_data_odd_extent() {
         },
         transposed: false,
         input: [1, 1, 4],
+        shifts: Vec::new(),
     };
     let dx = ops::conv_backward_data(&dy, &w2, &a2).unwrap();
     close(&dx, &[1, 1, 1, 1, 4], &[2.0, 10.0, 20.0, 100.0]);
@@ -84,11 +86,13 @@ fn grad_strided_conv_backward_weight_odd_extent() {
         conv: geom_w(),
         transposed: false,
         input: [1, 1, 5],
+        shifts: Vec::new(),
     };
     let dw = ops::conv_backward_weight(&x, &dy, &a).unwrap();
     close(&dw, &[1, 1, 1, 1, 3], &[420.0, 531.0, 42.0]);
     let bad = ConvGradAttrs {
         input: [1, 1, 6],
+        shifts: Vec::new(),
         ..a
     };
     assert!(ops::conv_backward_weight(&x, &dy, &bad).is_err());
@@ -105,6 +109,7 @@ fn grad_transposed_conv_backward_data_and_weight() {
         conv: geom_w(),
         transposed: true,
         input: [1, 1, 3],
+        shifts: Vec::new(),
     };
     let dx = ops::conv_backward_data(&dy, &w, &a).unwrap();
     close(&dx, &[1, 1, 1, 1, 3], &[8.0, 20.0, 14.0]);
@@ -129,6 +134,7 @@ fn grad_transposed_weight_layout_is_in_out() {
         },
         transposed: true,
         input: [1, 1, 2],
+        shifts: Vec::new(),
     };
     let dw = ops::conv_backward_weight(&x, &dy, &a).unwrap();
     close(&dw, &[2, 1, 1, 1, 1], &[210.0, 430.0]);
@@ -283,7 +289,7 @@ proptest! {
     ) {
         let kernel = [[1, 3, 3], [3, 3, 3], [2, 2, 2]][kind];
         let conv = ConvAttrs { kernel, stride, padding: pad };
-        let a = ConvGradAttrs { conv: conv.clone(), transposed, input: ext };
+        let a = ConvGradAttrs { conv: conv.clone(), transposed, input: ext, shifts: Vec::new() };
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = rand_tensor(&mut rng, &[n, ci, ext[0], ext[1], ext[2]]);
         let wshape = if transposed { [ci, co] } else { [co, ci] };

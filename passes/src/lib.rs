@@ -5,9 +5,11 @@
 //! requested outputs, dead-code elimination); [`egraph`] does the rest by equality saturation
 //! (egg): dead DSFF edges and channels, kernel-sparse convs, the depth shift fused into the
 //! convolution after it, conv + norm + activation fused. [`optimize`] runs the whole pipeline.
+//! [`training`] holds what of it stays sound on training graphs (the depth-shift fusion).
 
 pub mod dce;
 pub mod egraph;
+pub mod training;
 
 pub use egraph::{optimize, OptimizeOptions, Optimized, Report};
 
@@ -31,6 +33,12 @@ pub mod pipeline {
             Box::new(dce::KeepOutputs(vec!["logits".into()])),
             Box::new(dce::DeadCode),
         ]
+    }
+
+    /// What training graphs go through before the training code generator: the depth-shift
+    /// fusion of both directions (see [`crate::training`]).
+    pub fn training() -> Vec<Box<dyn Pass>> {
+        vec![Box::new(crate::training::FuseShiftTraining)]
     }
 
     /// Runs `passes` in order, verifying the graph after each one; returns the names of the

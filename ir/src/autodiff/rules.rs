@@ -42,6 +42,7 @@ pub(super) fn backward(
                 conv: c.clone(),
                 transposed: matches!(op, Op::ConvTranspose3d(_)),
                 input: [xs[2], xs[3], xs[4]],
+                shifts: Vec::new(),
             };
             if wants[0] {
                 push(

@@ -99,7 +99,8 @@ fn to_f32(acc: Vec<f64>) -> Vec<f32> {
     acc.into_iter().map(|v| v as f32).collect()
 }
 
-/// `(dy, w)`: the gradient of the forward conv's input `x` (`[N, I, input..]`). For a conv,
+/// `(dy, w)`: the gradient of the forward conv's input `x` (`[N, I, input..]`); with fused
+/// shifts (see [`ConvGradAttrs::shifts`]) the gradient of the unshifted input. For a conv,
 /// `dx[n,i,t] = Σ_{o,q,k: t(q,k)=t} dy[n,o,q] · w[o,i,k]`; for a transposed conv,
 /// `dx[n,i,q] = Σ_{o,k} dy[n,o,t(q,k)] · w[i,o,k]`.
 pub fn conv_backward_data(dy: &Tensor, w: &Tensor, a: &ConvGradAttrs) -> Result<Tensor, IrError> {
@@ -141,10 +142,22 @@ pub fn conv_backward_data(dy: &Tensor, w: &Tensor, a: &ConvGradAttrs) -> Result<
             }
         }
     }
-    Tensor::from_f32(ty.shape, to_f32(acc))
+    let dx = to_f32(acc);
+    match a.channel_shifts() {
+        // The fused depth-shift backward: dx[c, d] = dxs[c, d + shift(c)].
+        Some(s) => {
+            let neg: Vec<i64> = s
+                .iter()
+                .map(|v| v.checked_neg().unwrap_or(i64::MAX))
+                .collect();
+            Tensor::from_f32(ty.shape, shift_channels(&dx, xd, &neg))
+        }
+        None => Tensor::from_f32(ty.shape, dx),
+    }
 }
 
-/// `(x, dy)`: the gradient of the forward conv's weight, in its layout:
+/// `(x, dy)`: the gradient of the forward conv's weight (with fused shifts, of the conv that read
+/// `x` through them), in its layout:
 /// `dw[cs,cb,k] = Σ_{n,q} small[n,cs,q] · big[n,cb,t(q,k)]` where (small, big) is (dy, x) for a
 /// conv (`dw[o,i,k]`) and (x, dy) for a transposed conv (`dw[i,o,k]`).
 pub fn conv_backward_weight(x: &Tensor, dy: &Tensor, a: &ConvGradAttrs) -> Result<Tensor, IrError> {
@@ -153,6 +166,9 @@ pub fn conv_backward_weight(x: &Tensor, dy: &Tensor, a: &ConvGradAttrs) -> Resul
     let (xs, dys) = (f32s(&op, x)?, f32s(&op, dy)?);
     let xd = dims5(&op, x.shape())?;
     let dyd = dims5(&op, dy.shape())?;
+    // The fused shift: x is read as the forward conv read it.
+    let shifted = a.channel_shifts().map(|s| shift_channels(xs, xd, &s));
+    let xs = shifted.as_deref().unwrap_or(xs);
     let ((small, sd), (big, bd)) = if a.transposed {
         ((xs, xd), (dys, dyd))
     } else {

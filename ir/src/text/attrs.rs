@@ -81,6 +81,7 @@ pub(super) fn spec(mnemonic: &str) -> Option<&'static [(&'static str, Kind)]> {
         ("padding", Kind::Triple),
         ("transposed", Kind::Bool),
         ("input", Kind::Triple),
+        ("shifts", Kind::Runs),
     ];
     const POOL: &[(&str, Kind)] = &[("kernel", Kind::Triple), ("stride", Kind::Triple)];
     Some(match mnemonic {
@@ -140,6 +141,10 @@ pub(super) fn build_op(mnemonic: &str, vals: &[Val]) -> Option<Op> {
             conv: conv()?,
             transposed: boolean(3)?,
             input: triple(4)?,
+            shifts: match vals.get(5) {
+                Some(Val::Runs(v)) => v.clone(),
+                _ => return None,
+            },
         })
     };
     let pool = || {

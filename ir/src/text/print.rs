@@ -68,6 +68,12 @@ fn write_rhs(out: &mut String, op: &Op, operands: &[String]) {
     let _ = write!(out, "({})", operands.join(", "));
 }
 
+/// `shifts=[s1xn1, s2xn2, ...]`.
+fn runs_text(runs: &[(i64, usize)]) -> String {
+    let r: Vec<String> = runs.iter().map(|(s, n)| format!("{s}x{n}")).collect();
+    format!("shifts=[{}]", r.join(", "))
+}
+
 /// `name=value` for every attribute of `op`, in declaration order.
 pub(super) fn attrs_text(op: &Op) -> Vec<String> {
     let triple = |v: &[usize; 3]| format!("[{},{},{}]", v[0], v[1], v[2]);
@@ -89,9 +95,8 @@ pub(super) fn attrs_text(op: &Op) -> Vec<String> {
         Op::Conv3d(a) | Op::ConvTranspose3d(a) => conv(a),
         Op::FusedConv3d(a) => {
             let mut v = conv(&a.conv);
-            let runs: Vec<String> = a.shifts.iter().map(|(s, n)| format!("{s}x{n}")).collect();
             v.push(format!("transposed={}", a.transposed));
-            v.push(format!("shifts=[{}]", runs.join(", ")));
+            v.push(runs_text(&a.shifts));
             v.push(format!(
                 "sparse_out={}",
                 a.sparse_out
@@ -110,6 +115,7 @@ pub(super) fn attrs_text(op: &Op) -> Vec<String> {
             let mut v = conv(&a.conv);
             v.push(format!("transposed={}", a.transposed));
             v.push(format!("input={}", triple(&a.input)));
+            v.push(runs_text(&a.shifts));
             v
         }
         Op::MaxPool3d(a) | Op::MaxPoolBackward(a) => pool(a),

@@ -176,6 +176,11 @@ fn build(name: &str, input: [u8; 4], steps: &[Step], outs: &[(String, usize)]) -
                     conv: c,
                     transposed,
                     input: [xs[2], xs[3], xs[4]],
+                    shifts: if !transposed && p[10] & 2 != 0 {
+                        shift_runs(1 + usize::from(p[11] % 7), cin)
+                    } else {
+                        Vec::new()
+                    },
                 };
                 if *kind == 12 {
                     (Op::ConvBackwardData(ga), vec![y, w])

@@ -27,7 +27,12 @@ pub fn eval(
     let f = |i: usize| args[i].as_f32();
     let all_f32 = args.iter().all(|a| a.as_f32().is_some()) && ty.dtype == e2enc_ir::DType::F32;
     let s = |i: usize| shape5(&args[i]);
+    // Fused depth shifts (training graphs after `e2enc_passes::training`) are the generated-C
+    // backend's business; these kernels take the graph as autodiff made it.
+    let shifted =
+        matches!(op, Op::ConvBackwardData(g) | Op::ConvBackwardWeight(g) if !g.shifts.is_empty());
     let fast = all_f32
+        && !shifted
         && args
             .iter()
             .all(|a| a.shape().len() == 5 || a.shape().len() == 1);
