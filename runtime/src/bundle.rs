@@ -150,7 +150,7 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A new folder only this process created (never one that already existed), mode 0700.
-fn private_dir() -> Result<PathBuf, std::io::Error> {
+pub(crate) fn private_dir() -> Result<PathBuf, std::io::Error> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

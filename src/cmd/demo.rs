@@ -148,6 +148,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             lr: 0.01,
             seed: a.seed,
             augment: true,
+            kernels: Default::default(),
         };
         Trainer::create(&ds_dir, None, &run, opts, threads, |m| println!("   {m}"))?
     };

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use e2enc_runtime::train::exec::KernelBackend;
 use e2enc_runtime::train::trainer::{Outcome, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -88,6 +89,10 @@ pub struct Args {
     /// Print the time spent per op kind (forward and backward kernels) at the end.
     #[arg(long)]
     pub profile: bool,
+    /// Kernels of the training steps: `c` (generated from the training graph and compiled with
+    /// $CC, default cc) or `rust` (built in, no C compiler needed).
+    #[arg(long, default_value = "c")]
+    pub kernels: KernelBackend,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -141,6 +146,7 @@ pub fn options(a: &Args) -> Result<TrainOptions> {
         lr: a.lr,
         seed: a.seed,
         augment: !a.no_augment,
+        kernels: a.kernels,
     })
 }
 
@@ -161,7 +167,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let threads = a.threads.unwrap_or_else(crate::cmd::default_threads);
     install_sigint();
     let mut trainer = if a.resume {
-        Trainer::resume(&a.out, threads)
+        Trainer::resume_with(&a.out, threads, a.kernels)
             .with_context(|| format!("resuming from {}", a.out.display()))?
     } else {
         let opts = options(&a)?;

@@ -1,6 +1,9 @@
 //! Runs a training graph (`e2enc_ir::autodiff::training_graph`): the forward pass, a loss callback
-//! that turns the forward outputs into their gradients, then the backward pass, on the fast f32
-//! kernels of [`super::kernels`].
+//! that turns the forward outputs into their gradients, then the backward pass, on one of two
+//! kernel backends ([`KernelBackend`]): the generated, compiled C kernels of [`super::cgen`]
+//! (the default of `e2enc train`), or the hand-written Rust kernels of [`super::kernels`]. Both
+//! give bit-identical results for any thread count; they agree with each other to float
+//! rounding.
 //!
 //! The graph is split once, at construction: the forward part is every ancestor of a forward
 //! output (it cannot depend on the `grad.*` inputs), the backward part is the rest, both in the
@@ -8,7 +11,9 @@
 //! (the backward ops read them); backward values are dropped after their last use. Convolutions
 //! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
 //! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
-//! is exactly zero.
+//! is exactly zero. With the C backend, depth shifts that feed only convolutions are never
+//! materialized (the kernels read through them), so the split and the last uses follow the
+//! operands the kernels actually read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -17,8 +22,40 @@ use std::time::Instant;
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{Graph, NodeId, Op, Tensor, Weights};
 
+use super::cgen::CKernels;
 use super::dispatch;
 use crate::RuntimeError;
+
+/// Which kernels run a training graph's ops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelBackend {
+    /// Shape-specialized C generated from the training graph, compiled with `$CC` at start.
+    #[default]
+    C,
+    /// The built-in Rust SIMD kernels (no C compiler needed).
+    Rust,
+}
+
+impl std::str::FromStr for KernelBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<KernelBackend, String> {
+        match s {
+            "c" => Ok(KernelBackend::C),
+            "rust" => Ok(KernelBackend::Rust),
+            _ => Err(format!("unknown kernel backend `{s}`: expected c or rust")),
+        }
+    }
+}
+
+impl std::fmt::Display for KernelBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KernelBackend::C => "c",
+            KernelBackend::Rust => "rust",
+        })
+    }
+}
 
 /// Live-kernel masks by weight name: `[d0 * d1]` flags over the weight's first two dimensions.
 pub type LiveMasks = HashMap<String, Vec<bool>>;
@@ -37,6 +74,8 @@ pub struct Executor {
     /// Conv-like node → the weight name whose live mask applies to it.
     masked: HashMap<NodeId, String>,
     threads: usize,
+    /// The compiled kernels (C backend), or `None` for the Rust kernels.
+    c: Option<CKernels>,
     /// Seconds spent per op mnemonic (forward and backward), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
 }
@@ -51,7 +90,22 @@ pub struct StepResult {
 }
 
 impl Executor {
+    /// An executor on the Rust kernels (see [`Executor::with_backend`]).
     pub fn new(tg: &TrainGraph, threads: usize) -> Result<Executor, RuntimeError> {
+        Executor::with_backend(tg, threads, KernelBackend::Rust)
+    }
+
+    /// An executor on `backend`'s kernels; the C backend generates and compiles its kernels
+    /// here (an error names the compiler when that fails).
+    pub fn with_backend(
+        tg: &TrainGraph,
+        threads: usize,
+        backend: KernelBackend,
+    ) -> Result<Executor, RuntimeError> {
+        let c = match backend {
+            KernelBackend::C => Some(CKernels::build(tg, threads.max(1))?),
+            KernelBackend::Rust => None,
+        };
         let g = tg.graph.clone();
         let order = g.topo_order()?;
         let grad_of: HashMap<&str, &str> = tg
@@ -79,7 +133,11 @@ impl Executor {
             .collect();
         let mut last_use = HashMap::new();
         for (pos, &n) in backward.iter().enumerate() {
-            for op in g.operands(n) {
+            let reads = match &c {
+                Some(c) => c.operands(n),
+                None => g.operands(n),
+            };
+            for op in reads {
                 last_use.insert(op, pos);
             }
         }
@@ -121,6 +179,7 @@ impl Executor {
             weight_grads,
             masked,
             threads: threads.max(1),
+            c,
             profile: BTreeMap::new(),
         })
     }
@@ -190,6 +249,15 @@ impl Executor {
         })
     }
 
+    /// The backend in use.
+    pub fn backend(&self) -> KernelBackend {
+        if self.c.is_some() {
+            KernelBackend::C
+        } else {
+            KernelBackend::Rust
+        }
+    }
+
     fn eval_list(
         &mut self,
         order: &[NodeId],
@@ -203,16 +271,34 @@ impl Executor {
         for (pos, &id) in order.iter().enumerate() {
             let node = self.g.node(id);
             let val: Arc<Tensor> = match &node.op {
-                Op::Input { name } => Arc::new(
-                    inputs
+                Op::Input { name } => {
+                    let t = inputs
                         .get(name)
-                        .ok_or_else(|| RuntimeError::Input(format!("input `{name}` not given")))?
-                        .clone(),
-                ),
-                Op::Weight { name } => weights
-                    .get(name)
-                    .ok_or_else(|| RuntimeError::Input(format!("weight `{name}` missing")))?
-                    .clone(),
+                        .ok_or_else(|| RuntimeError::Input(format!("input `{name}` not given")))?;
+                    check_type(t, node, "input", name)?;
+                    Arc::new(t.clone())
+                }
+                Op::Weight { name } => {
+                    let t = weights
+                        .get(name)
+                        .ok_or_else(|| RuntimeError::Input(format!("weight `{name}` missing")))?;
+                    check_type(t, node, "weight", name)?;
+                    t.clone()
+                }
+                _ if self.c.as_ref().is_some_and(|c| c.skips(id)) => continue,
+                _ if self.c.is_some() => {
+                    let c = self.c.as_mut().expect("checked");
+                    let g = &self.g;
+                    let t0 = Instant::now();
+                    let out = c
+                        .run(id, &node.ty.shape, vals, live, |o| {
+                            g.node(o).ty.shape.clone()
+                        })
+                        .map_err(|e| RuntimeError::Input(format!("{}: {e}", g.describe(id))))?;
+                    let name = c.mnemonic(id).unwrap_or("?");
+                    *self.profile.entry(name).or_default() += t0.elapsed().as_secs_f64();
+                    Arc::new(out)
+                }
                 op => {
                     let args: Vec<Arc<Tensor>> = self
                         .g
@@ -236,7 +322,11 @@ impl Executor {
             };
             vals.insert(id, val);
             if free_after_last_use {
-                for o in self.g.operands(id) {
+                let reads = match &self.c {
+                    Some(c) => c.operands(id),
+                    None => self.g.operands(id),
+                };
+                for o in reads {
                     if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
                         vals.remove(&o);
                     }
@@ -245,4 +335,22 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// Checks that a fed tensor has its node's declared type (the C kernels are specialized to it).
+fn check_type(
+    t: &Tensor,
+    node: &e2enc_ir::Node,
+    what: &str,
+    name: &str,
+) -> Result<(), RuntimeError> {
+    if t.shape() != node.ty.shape.as_slice() || t.dtype() != node.ty.dtype {
+        return Err(RuntimeError::Input(format!(
+            "{what} `{name}` is {:?} {:?}, the training graph needs {}",
+            t.dtype(),
+            t.shape(),
+            node.ty
+        )));
+    }
+    Ok(())
 }

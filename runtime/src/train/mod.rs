@@ -7,6 +7,7 @@
 //! finite differences with the reference interpreter.
 
 pub mod augment;
+pub mod cgen;
 pub mod checkpoint;
 pub mod data;
 pub mod dispatch;

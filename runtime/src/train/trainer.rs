@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
-use super::exec::{Executor, LiveMasks};
+use super::exec::{Executor, KernelBackend, LiveMasks};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
@@ -50,6 +50,10 @@ pub struct TrainOptions {
     pub lr: f64,
     pub seed: u64,
     pub augment: bool,
+    /// Which kernels run the steps (not checkpointed: a resumed run picks its own, like its
+    /// thread count; the two backends agree to float rounding, not bit for bit).
+    #[serde(skip)]
+    pub kernels: KernelBackend,
 }
 
 /// Progress reports for the command line.
@@ -183,8 +187,17 @@ impl Trainer {
         )
     }
 
-    /// Reopens the run in `out` from its checkpoint.
+    /// Reopens the run in `out` from its checkpoint, on the generated C kernels.
     pub fn resume(out: &Path, threads: usize) -> Result<Trainer, RuntimeError> {
+        Trainer::resume_with(out, threads, KernelBackend::C)
+    }
+
+    /// [`Trainer::resume`] on the `kernels` backend.
+    pub fn resume_with(
+        out: &Path,
+        threads: usize,
+        kernels: KernelBackend,
+    ) -> Result<Trainer, RuntimeError> {
         let dir = checkpoint::find(out).ok_or_else(|| {
             RuntimeError::Input(format!("{} holds no training checkpoint", out.display()))
         })?;
@@ -215,10 +228,12 @@ impl Trainer {
                 dir.join("optimizer.safetensors").display()
             ))
         })?;
+        let mut options = state.options;
+        options.kernels = kernels;
         let mut t = Trainer::assemble(
             out,
             &state.dataset,
-            state.options,
+            options,
             config,
             weights,
             masks,
@@ -260,7 +275,7 @@ impl Trainer {
             .collect();
         let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
         let tg = training_graph(&net.graph, &names)?;
-        let exec = Executor::new(&tg, threads)?;
+        let exec = Executor::with_backend(&tg, threads, opts.kernels)?;
         let mut head_factors = vec![[1usize; 3]];
         for s in 1..=config.deep_supervision_heads {
             let prev = head_factors[s - 1];

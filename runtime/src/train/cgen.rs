@@ -1,0 +1,164 @@
+//! The generated-C backend of the training executor: at construction the training graph's
+//! kernels are generated (`e2enc_codegen::train`), compiled with the bundles' driver and flags
+//! into a private temporary folder, and loaded; each call then runs one node's kernel over its
+//! tiles on the persistent thread pool of [`crate::pool`].
+//!
+//! Operands are passed as an array of pointers to the values' dense f32 buffers, the live-kernel
+//! CSR of a DSFF conv is rebuilt from the step's masks at every call (a few microseconds), and
+//! every buffer is checked against the node's static shape before the call, so a kernel never
+//! reads or writes out of bounds. The pool hands out tiles dynamically, but a tile's result
+//! does not depend on which thread runs it, so steps are bit-identical for any thread count.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use e2enc_codegen::compile::{run_cc, CodegenError};
+use e2enc_codegen::isa::Isa;
+use e2enc_codegen::train::{generate_train, live_csr, Live, TrainKernel};
+use e2enc_ir::autodiff::TrainGraph;
+use e2enc_ir::{NodeId, Op, Tensor};
+
+use crate::pool::{KernelFn, Pool};
+use crate::RuntimeError;
+
+/// The compiled kernels of one training graph.
+pub struct CKernels {
+    // Field order: the pool and the function pointers go before the library is unloaded.
+    pool: Pool,
+    kernels: HashMap<NodeId, (TrainKernel, KernelFn, &'static str)>,
+    skipped: HashSet<NodeId>,
+    _lib: libloading::Library,
+}
+
+/// The C compiler the backend uses: `$CC`, else `cc`.
+pub fn c_compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+impl CKernels {
+    /// Generates, compiles and loads the kernels of `tg`; `threads` sizes the pool.
+    pub fn build(tg: &TrainGraph, threads: usize) -> Result<CKernels, RuntimeError> {
+        let isa = Isa::native();
+        let gen = generate_train(tg, isa).map_err(|e| RuntimeError::Input(e.to_string()))?;
+        let cc = c_compiler();
+        let dir = crate::bundle::private_dir()
+            .map_err(|e| RuntimeError::Input(format!("cannot create a private folder: {e}")))?;
+        let loaded = (|| {
+            let (c, so) = (dir.join("train.c"), dir.join("train.so"));
+            std::fs::write(&c, &gen.c_source)
+                .map_err(|e| RuntimeError::Input(format!("{}: {e}", c.display())))?;
+            run_cc(&cc, &c, &so, isa).map_err(|e| match e {
+                CodegenError::Cc { command, stderr } => RuntimeError::Input(format!(
+                    "cannot compile the generated training kernels with the C compiler `{cc}` \
+                     ($CC, default cc): {command}: {stderr}\n(install a C compiler, set $CC, or \
+                     pass --kernels rust for the built-in Rust kernels)"
+                )),
+                e => RuntimeError::Input(e.to_string()),
+            })?;
+            // SAFETY: the library was just compiled here from generated C; its initializers
+            // are the C compiler's own.
+            unsafe { libloading::Library::new(&so) }
+                .map_err(|e| RuntimeError::Input(format!("cannot load {}: {e}", so.display())))
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        let lib = loaded?;
+        let g = &tg.graph;
+        let mut kernels = HashMap::new();
+        for k in gen.kernels {
+            let sym = format!("{}\0", k.name);
+            // SAFETY: every training kernel has the `KernelFn` signature (codegen::train).
+            let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
+                .map_err(|_| RuntimeError::Input(format!("train.so lacks `{}`", k.name)))?;
+            let f = *f;
+            // The profile names the op the kernel computes (a fused data gradient's).
+            let op = match &g.node(k.node).op {
+                Op::DepthShiftBackward(_) if k.operands.len() == 2 => "conv_backward_data",
+                op => op.mnemonic(),
+            };
+            kernels.insert(k.node, (k, f, op));
+        }
+        Ok(CKernels {
+            pool: Pool::new(threads),
+            kernels,
+            skipped: gen.skipped.into_iter().collect(),
+            _lib: lib,
+        })
+    }
+
+    /// True for nodes no kernel computes (fused depth shifts, absorbed data gradients).
+    pub fn skips(&self, id: NodeId) -> bool {
+        self.skipped.contains(&id)
+    }
+
+    /// The operands node `id`'s kernel reads (empty for a skipped node).
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        self.kernels
+            .get(&id)
+            .map(|k| k.0.operands.clone())
+            .unwrap_or_default()
+    }
+
+    /// The mnemonic the profile books node `id`'s time under.
+    pub fn mnemonic(&self, id: NodeId) -> Option<&'static str> {
+        self.kernels.get(&id).map(|k| k.2)
+    }
+
+    /// Runs node `id`'s kernel on `vals` (which hold its operands), giving a tensor of `shape`.
+    pub fn run(
+        &mut self,
+        id: NodeId,
+        shape: &[usize],
+        vals: &HashMap<NodeId, Arc<Tensor>>,
+        masks: &super::exec::LiveMasks,
+        operand_shape: impl Fn(NodeId) -> Vec<usize>,
+    ) -> Result<Tensor, RuntimeError> {
+        let (k, f, _) = self
+            .kernels
+            .get(&id)
+            .ok_or_else(|| RuntimeError::Input("no generated kernel".into()))?;
+        let mut ptrs: Vec<*const f32> = Vec::with_capacity(k.operands.len());
+        for &o in &k.operands {
+            let t = vals
+                .get(&o)
+                .ok_or_else(|| RuntimeError::Input("an operand was not computed".into()))?;
+            let want = operand_shape(o);
+            if t.shape() != want.as_slice() {
+                return Err(RuntimeError::Input(format!(
+                    "operand has shape {:?}, the kernel was generated for {want:?}",
+                    t.shape()
+                )));
+            }
+            let data = t
+                .as_f32()
+                .ok_or_else(|| RuntimeError::Input("operand is not f32".into()))?;
+            ptrs.push(data.as_ptr());
+        }
+        let live = match k.live {
+            Live::None => vec![0i32],
+            Live::Csr { d0, d1, transposed } => {
+                let mask = k.mask.as_ref().and_then(|w| masks.get(w));
+                live_csr(mask.map(Vec::as_slice), d0, d1, transposed).ok_or_else(|| {
+                    RuntimeError::Input(format!(
+                        "live mask of `{}` has the wrong length for [{d0}, {d1}]",
+                        k.mask.as_deref().unwrap_or("?")
+                    ))
+                })?
+            }
+        };
+        let numel: usize = shape.iter().product();
+        let mut out = vec![0f32; numel];
+        // SAFETY: the operand buffers have exactly the shapes the kernel was generated for
+        // (checked above), `out` has the node's element count, `live` is a CSR of the right
+        // size, and tiles write disjoint parts of `out`.
+        unsafe {
+            self.pool.run(
+                *f,
+                out.as_mut_ptr(),
+                ptrs.as_ptr() as *const f32,
+                live.as_ptr(),
+                k.tiles,
+            )
+        };
+        Tensor::from_f32(shape.to_vec(), out).map_err(RuntimeError::from)
+    }
+}
