@@ -98,6 +98,77 @@ fn shift_table(name: &str, v: &Option<Vec<i64>>) -> String {
     }
 }
 
+/// One kernel column's inner loop: `acc[r + j] += w[c] · src[j · m + d]` for `j` in `lo..hi`.
+struct Tap {
+    c: usize,
+    r: i64,
+    lo: i64,
+    hi: i64,
+    m: usize,
+    d: i64,
+}
+
+/// The inner loops of the taps of one kernel row: taps that update the same accumulator row
+/// (`r`) share one loop over their common range, which keeps the running value in a register,
+/// and the edges of each tap get their own loops. Every element still adds its taps in
+/// ascending `c`, with `fmaf` (fused, whatever the compiler's contraction), so the result is the
+/// same for any emission of the loops.
+fn tap_loops(taps: &[Tap], w: &str, src: &str, indent: &str) -> String {
+    let mut s = String::new();
+    let mut groups: Vec<Vec<&Tap>> = Vec::new();
+    for t in taps.iter().filter(|t| t.lo < t.hi) {
+        match groups.iter_mut().find(|g| g[0].r == t.r) {
+            Some(g) => g.push(t),
+            None => groups.push(vec![t]),
+        }
+    }
+    let one = |s: &mut String, t: &Tap, lo: i64, hi: i64| {
+        if lo < hi {
+            let _ = writeln!(
+                s,
+                "{indent}for (int64_t j = {lo}; j < {hi}; j++) acc[{r} + j] = fmaf({w}[{c}], \
+                 {src}[j * {m} + ({d})], acc[{r} + j]);",
+                r = t.r,
+                c = t.c,
+                m = t.m,
+                d = t.d
+            );
+        }
+    };
+    for g in groups {
+        let clo = g.iter().map(|t| t.lo).max().unwrap_or(0);
+        let chi = g.iter().map(|t| t.hi).min().unwrap_or(0);
+        if g.len() == 1 || clo >= chi {
+            for t in &g {
+                one(&mut s, t, t.lo, t.hi);
+            }
+            continue;
+        }
+        for t in &g {
+            one(&mut s, t, t.lo, t.hi.min(clo));
+        }
+        let r = g[0].r;
+        let _ = write!(
+            s,
+            "{indent}for (int64_t j = {clo}; j < {chi}; j++) {{\n{indent}  float v = acc[{r} + j];\n"
+        );
+        for t in &g {
+            let _ = writeln!(
+                s,
+                "{indent}  v = fmaf({w}[{c}], {src}[j * {m} + ({d})], v);",
+                c = t.c,
+                m = t.m,
+                d = t.d
+            );
+        }
+        let _ = writeln!(s, "{indent}  acc[{r} + j] = v;\n{indent}}}");
+        for t in &g {
+            one(&mut s, t, t.lo.max(chi), t.hi);
+        }
+    }
+    s
+}
+
 /// Emits a forward conv / transposed conv or a data gradient.
 pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let out = d5(ctx, &ctx.out)?;
@@ -198,18 +269,20 @@ fn gather_src(ctx: &Ctx, g: &Geo, bias: bool) -> Emitted {
             ""
         },
     );
-    for c in 0..kw {
-        let (lo, hi, off) = g.span(c);
-        if lo >= hi {
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            "              {{ const float wv = wr[{c}]; for (int64_t x = {lo}; x < {hi}; x++) \
-             acc[x] += wv * xr[x * {st} + ({off})]; }}",
-            st = g.stride[2]
-        );
-    }
+    let taps: Vec<Tap> = (0..kw)
+        .map(|c| {
+            let (lo, hi, off) = g.span(c);
+            Tap {
+                c,
+                r: 0,
+                lo: lo as i64,
+                hi: hi as i64,
+                m: g.stride[2],
+                d: off,
+            }
+        })
+        .collect();
+    s.push_str(&tap_loops(&taps, "wr", "xr", "              "));
     let _ = write!(
         s,
         "            }}\n          }}\n        }}\n\
@@ -300,21 +373,23 @@ fn scatter_src(ctx: &Ctx, g: &Geo, bias: bool) -> Emitted {
         cz = cond(g.stride[0], "uz"),
         cy = cond(g.stride[1], "uy"),
     );
-    for c in 0..kw {
-        let (lo, hi, off) = g.span(c);
-        if lo >= hi {
-            continue;
-        }
-        // Tap t = q·st + off = (q + j0)·st + r with phase r.
-        let r = off.rem_euclid(st as i64);
-        let j0 = (off - r) / st as i64;
-        let base = r * jw as i64 + j0;
-        let _ = writeln!(
-            s,
-            "                {{ const float wv = wr[{c}]; for (int64_t x = {lo}; x < {hi}; x++) \
-             acc[x + ({base})] += wv * sr[x]; }}"
-        );
-    }
+    let taps: Vec<Tap> = (0..kw)
+        .map(|c| {
+            let (lo, hi, off) = g.span(c);
+            // Tap t = q·st + off = (q + j0)·st + r with phase r: accumulator row r, index q + j0.
+            let r = off.rem_euclid(st as i64);
+            let j0 = (off - r) / st as i64;
+            Tap {
+                c,
+                r: r * jw as i64,
+                lo: lo as i64 + j0,
+                hi: hi as i64 + j0,
+                m: 1,
+                d: -j0,
+            }
+        })
+        .collect();
+    s.push_str(&tap_loops(&taps, "wr", "sr", "                "));
     let store = if st == 1 {
         format!("for (int64_t x = 0; x < {bw}; x++) orow[x] = acc[x];")
     } else {
@@ -420,8 +495,8 @@ pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
         }
         let _ = writeln!(
             s,
-            "              for (int64_t x = {lo}; x < {hi}; x++) ak[{c} * {sw} + x] += sr[x] * \
-             br[x * {st} + ({off})];",
+            "              for (int64_t x = {lo}; x < {hi}; x++) ak[{c} * {sw} + x] = fmaf(sr[x], \
+             br[x * {st} + ({off})], ak[{c} * {sw} + x]);",
             st = g.stride[2]
         );
     }
