@@ -82,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (b, ex) in [&mut c, &mut r].into_iter().enumerate() {
             if i == 1 {
                 ex.profile.clear();
+                ex.node_profile.clear();
             }
             let t = Instant::now();
             let res = ex.step(&weights, &live, &inputs, |o| {
@@ -122,6 +123,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 s / steps as f64,
                 100.0 * s / total
             );
+        }
+    }
+    for (name, ex) in [("C", &c), ("Rust", &r)] {
+        println!("{name} slowest nodes (s/step):");
+        for (what, s) in ex.hot_nodes(12) {
+            println!("  {:>7.4} {what}", s / steps as f64);
         }
     }
     Ok(())

@@ -78,6 +78,8 @@ pub struct Executor {
     c: Option<CKernels>,
     /// Seconds spent per op mnemonic (forward and backward), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
+    /// Seconds spent per node, summed over all steps (see [`Executor::hot_nodes`]).
+    pub node_profile: HashMap<NodeId, f64>,
 }
 
 /// What one step returns.
@@ -181,6 +183,7 @@ impl Executor {
             threads: threads.max(1),
             c,
             profile: BTreeMap::new(),
+            node_profile: HashMap::new(),
         })
     }
 
@@ -249,6 +252,16 @@ impl Executor {
         })
     }
 
+    /// The `n` nodes that took longest (description, seconds), slowest first.
+    pub fn hot_nodes(&self, n: usize) -> Vec<(String, f64)> {
+        let mut v: Vec<(NodeId, f64)> = self.node_profile.iter().map(|(k, t)| (*k, *t)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.index().cmp(&b.0.index())));
+        v.into_iter()
+            .take(n)
+            .map(|(id, t)| (self.g.describe(id), t))
+            .collect()
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> KernelBackend {
         if self.c.is_some() {
@@ -296,7 +309,9 @@ impl Executor {
                         })
                         .map_err(|e| RuntimeError::Input(format!("{}: {e}", g.describe(id))))?;
                     let name = c.mnemonic(id).unwrap_or("?");
-                    *self.profile.entry(name).or_default() += t0.elapsed().as_secs_f64();
+                    let dt = t0.elapsed().as_secs_f64();
+                    *self.profile.entry(name).or_default() += dt;
+                    *self.node_profile.entry(id).or_default() += dt;
                     Arc::new(out)
                 }
                 op => {
@@ -316,7 +331,9 @@ impl Executor {
                         dispatch::eval(op, &args, &node.ty, mask, self.threads).map_err(|e| {
                             RuntimeError::Input(format!("{}: {e}", self.g.describe(id)))
                         })?;
-                    *self.profile.entry(op.mnemonic()).or_default() += t0.elapsed().as_secs_f64();
+                    let dt = t0.elapsed().as_secs_f64();
+                    *self.profile.entry(op.mnemonic()).or_default() += dt;
+                    *self.node_profile.entry(id).or_default() += dt;
                     Arc::new(out)
                 }
             };
