@@ -25,19 +25,19 @@ use super::{c_list, d5, err, Ctx, Emitted, Live};
 use crate::compile::CodegenError;
 
 /// The shapes of one convolution in the small / big picture.
-struct Geo {
-    n: usize,
-    cs: usize,
-    cb: usize,
-    small: [usize; 3],
-    big: [usize; 3],
-    k: [usize; 3],
-    stride: [usize; 3],
-    pad: [usize; 3],
+pub(crate) struct Geo {
+    pub n: usize,
+    pub cs: usize,
+    pub cb: usize,
+    pub small: [usize; 3],
+    pub big: [usize; 3],
+    pub k: [usize; 3],
+    pub stride: [usize; 3],
+    pub pad: [usize; 3],
 }
 
 impl Geo {
-    fn kl(&self) -> usize {
+    pub fn kl(&self) -> usize {
         self.k.iter().product()
     }
     fn spl(&self) -> usize {
@@ -184,10 +184,16 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     if gather {
         let g = geo(out, in0, c.kernel, c.stride, c.padding);
         check_weight(ctx, &g)?;
+        if super::conv_flat::applies(&g, false) {
+            return Ok(super::conv_flat::flat_src(ctx, &g, bias, false));
+        }
         Ok(gather_src(ctx, &g, bias))
     } else {
         let g = geo(in0, out, c.kernel, c.stride, c.padding);
         check_weight(ctx, &g)?;
+        if super::conv_flat::applies(&g, true) {
+            return Ok(super::conv_flat::flat_src(ctx, &g, bias, true));
+        }
         Ok(scatter_src(ctx, &g, bias))
     }
 }

@@ -17,10 +17,11 @@
 //! list at run time (`live`, built by [`live_csr`] from the weight's mask each step), so dead
 //! kernels cost nothing and get exactly zero weight gradient. Shapes are; a training run has
 //! fixed batch and patch sizes. Files: `conv.rs` (the three convolution families: gather,
-//! scatter, weight gradient), `simple.rs` (norms, pooling, pointwise and copy ops), `fuse.rs`
+//! scatter, weight gradient), `conv_flat.rs` (their stride-1 fast path over whole planes), `simple.rs` (norms, pooling, pointwise and copy ops), `fuse.rs`
 //! (the depth-shift fusion rewrite).
 
 mod conv;
+mod conv_flat;
 mod fuse;
 mod simple;
 
