@@ -23,6 +23,7 @@ use e2enc_ir::{ConvGradAttrs, Op};
 
 use super::{c_list, d5, err, Ctx, Emitted, Live};
 use crate::compile::CodegenError;
+use crate::isa::Isa;
 
 /// The shapes of one convolution in the small / big picture.
 pub(crate) struct Geo {
@@ -40,10 +41,10 @@ impl Geo {
     pub fn kl(&self) -> usize {
         self.k.iter().product()
     }
-    fn spl(&self) -> usize {
+    pub fn spl(&self) -> usize {
         self.small.iter().product()
     }
-    fn bpl(&self) -> usize {
+    pub fn bpl(&self) -> usize {
         self.big.iter().product()
     }
     /// For kernel column `c`: the small columns `[lo, hi)` whose tap `q·s + c - p` is in the big
@@ -450,6 +451,9 @@ pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let shift = if bi == 0 { ctx.shift0.clone() } else { None };
     if ctx.shift0.is_some() && shift.is_none() {
         return Err(err(ctx.g, ctx.id, "a fused shift on the small side"));
+    }
+    if ctx.isa == Isa::Avx512 && !a.transposed && super::wgrad512::applies(&g) {
+        return Ok(super::wgrad512::wgrad_src(ctx, &g, &shift));
     }
     let (kl, spl, bpl) = (g.kl(), g.spl(), g.bpl());
     let [sd, sh, sw] = g.small;
