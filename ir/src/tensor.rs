@@ -76,6 +76,11 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// The element storage, by value (lets a caller reuse the buffer).
+    pub fn into_data(self) -> TensorData {
+        self.data
+    }
+
     pub fn data(&self) -> &TensorData {
         &self.data
     }

@@ -27,6 +27,9 @@ pub struct CKernels {
     pool: Pool,
     kernels: HashMap<NodeId, (TrainKernel, KernelFn, &'static str)>,
     skipped: HashSet<NodeId>,
+    /// Buffers of values dropped in earlier steps, by length: reused for outputs of the same
+    /// length, so a step does not page-fault fresh memory for every value.
+    spare: HashMap<usize, Vec<Vec<f32>>>,
     _lib: libloading::Library,
 }
 
@@ -81,8 +84,18 @@ impl CKernels {
             pool: Pool::new(threads),
             kernels,
             skipped: gen.skipped.into_iter().collect(),
+            spare: HashMap::new(),
             _lib: lib,
         })
+    }
+
+    /// Keeps `t`'s buffer for reuse when this was its last reference.
+    pub fn recycle(&mut self, t: Arc<Tensor>) {
+        if let Ok(t) = Arc::try_unwrap(t) {
+            if let e2enc_ir::TensorData::F32(v) = t.into_data() {
+                self.spare.entry(v.len()).or_default().push(v);
+            }
+        }
     }
 
     /// True for nodes no kernel computes (fused depth shifts, absorbed data gradients).
@@ -146,7 +159,11 @@ impl CKernels {
             }
         };
         let numel: usize = shape.iter().product();
-        let mut out = vec![0f32; numel];
+        // Every kernel writes its whole output, so a spare buffer's old values never show.
+        let mut out = match self.spare.get_mut(&numel).and_then(Vec::pop) {
+            Some(v) => v,
+            None => vec![0f32; numel],
+        };
         // SAFETY: the operand buffers have exactly the shapes the kernel was generated for
         // (checked above), `out` has the node's element count, `live` is a CSR of the right
         // size, and tiles write disjoint parts of `out`.

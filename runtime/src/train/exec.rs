@@ -199,11 +199,22 @@ impl Executor {
         let r = self.eval_list(&order, weights, live, inputs, &mut vals, false);
         self.forward = order;
         r?;
-        Ok(self
+        let out = self
             .outputs
             .iter()
             .map(|(name, id, _)| (name.clone(), vals[id].clone()))
-            .collect())
+            .collect();
+        self.recycle(vals);
+        Ok(out)
+    }
+
+    /// Hands the buffers of a finished step's values to the C backend for reuse.
+    fn recycle(&mut self, vals: HashMap<NodeId, Arc<Tensor>>) {
+        if let Some(c) = &mut self.c {
+            for (_, v) in vals {
+                c.recycle(v);
+            }
+        }
     }
 
     /// One training step: forward, `loss(outputs) -> (loss, gradient per output name)`, backward.
@@ -245,6 +256,7 @@ impl Executor {
             })?;
             grads.insert(w.clone(), (**t).clone());
         }
+        self.recycle(vals);
         Ok(StepResult {
             loss: value,
             outputs,
@@ -345,7 +357,9 @@ impl Executor {
                 };
                 for o in reads {
                     if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
-                        vals.remove(&o);
+                        if let (Some(v), Some(c)) = (vals.remove(&o), self.c.as_mut()) {
+                            c.recycle(v);
+                        }
                     }
                 }
             }
