@@ -1,7 +1,7 @@
 //! `e2enc demo` and `e2enc train` through the binary, on the real MNI templates at 4 mm and a
 //! tiny budget: the demo's five steps all run and leave their files; `train` refuses to clobber a
-//! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130) and
-//! explains bad input.
+//! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130),
+//! explains bad input (a missing C compiler included) and runs on the Rust kernels on request.
 
 mod common;
 use common::{e2enc, text};
@@ -160,4 +160,40 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     ]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--density"), "{}", text(&o));
+
+    // The C kernels need a C compiler: a missing one is named, with the way out.
+    let tiny = [
+        "--patch",
+        "16,32,16",
+        "--epochs",
+        "1",
+        "--iters",
+        "1",
+        "--val-iters",
+        "1",
+    ];
+    let run3 = t.path().join("run3");
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .env("CC", "/nonexistent/cc")
+        .args(["train", ds.to_str().unwrap(), "-o", run3.to_str().unwrap()])
+        .args(tiny)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let s = text(&o);
+    assert!(
+        s.contains("/nonexistent/cc") && s.contains("--kernels rust"),
+        "{s}"
+    );
+    // ... and the Rust kernels need none; --profile prints the per-op table.
+    let run4 = t.path().join("run4");
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .env("CC", "/nonexistent/cc")
+        .args(["train", ds.to_str().unwrap(), "-o", run4.to_str().unwrap()])
+        .args(tiny)
+        .args(["--kernels", "rust", "--profile"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("conv3d"), "{}", text(&o));
 }
