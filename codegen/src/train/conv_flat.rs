@@ -135,27 +135,56 @@ pub(crate) fn flat_src(ctx: &Ctx, g: &Geo, bias: bool, scatter: bool) -> Emitted
         opl = dout * pl,
         ipl = din * pl,
     );
-    for bb in 0..kh {
-        let ro = row_off(bb);
-        let ylo = (-ro).max(0) as usize;
-        let yhi = (h as i64 - ro).min(h as i64).max(0) as usize;
-        let (i0, i1) = (ylo * w + elo, (yhi * w).saturating_sub(ehi));
-        if ylo >= yhi || i0 >= i1 {
-            continue;
-        }
-        let _ = write!(
+    // Each row tap's flat range; the range all of them share runs in one loop over every tap
+    // (one load and store of the running sum per element), the rest per row tap.
+    let ranges: Vec<(usize, i64, usize, usize)> = (0..kh)
+        .filter_map(|bb| {
+            let ro = row_off(bb);
+            let ylo = (-ro).max(0) as usize;
+            let yhi = (h as i64 - ro).min(h as i64).max(0) as usize;
+            let (i0, i1) = (ylo * w + elo, (yhi * w).saturating_sub(ehi));
+            (ylo < yhi && i0 < i1).then_some((bb, ro, i0, i1))
+        })
+        .collect();
+    for &(bb, _, _, _) in &ranges {
+        let _ = writeln!(
             s,
-            "          {{\n            const float *restrict wr = wk + (a * {kh} + {bb}) * {kw};\n\
-             \x20           for (int64_t i = {i0}; i < {i1}; i++) {{\n              float v = acc[i];\n"
+            "          const float *restrict wr{bb} = wk + (a * {kh} + {bb}) * {kw};"
         );
-        for (c, off) in offs.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "              v = fmaf(wr[{c}], xz[i + ({d})], v);",
-                d = ro * w as i64 + off
-            );
+    }
+    let c0 = ranges.iter().map(|r| r.2).max().unwrap_or(0);
+    let c1 = ranges.iter().map(|r| r.3).min().unwrap_or(0);
+    let body = |s: &mut String, taps: &[(usize, i64, usize, usize)], lo: usize, hi: usize| {
+        if lo >= hi {
+            return;
         }
-        s.push_str("              acc[i] = v;\n            }\n          }\n");
+        let _ = writeln!(
+            s,
+            "          for (int64_t i = {lo}; i < {hi}; i++) {{\n            float v = acc[i];"
+        );
+        for &(bb, ro, _, _) in taps {
+            for (c, off) in offs.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "            v = fmaf(wr{bb}[{c}], xz[i + ({d})], v);",
+                    d = ro * w as i64 + off
+                );
+            }
+        }
+        s.push_str("            acc[i] = v;\n          }\n");
+    };
+    if c0 < c1 && ranges.len() > 1 {
+        for r in &ranges {
+            body(&mut s, std::slice::from_ref(r), r.2, r.3.min(c0));
+        }
+        body(&mut s, &ranges, c0, c1);
+        for r in &ranges {
+            body(&mut s, std::slice::from_ref(r), r.2.max(c1), r.3);
+        }
+    } else {
+        for r in &ranges {
+            body(&mut s, std::slice::from_ref(r), r.2, r.3);
+        }
     }
     s.push_str("        }\n      }\n");
     if !edge.is_empty() {
