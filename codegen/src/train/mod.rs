@@ -18,12 +18,13 @@
 //! kernels cost nothing and get exactly zero weight gradient. Shapes are; a training run has
 //! fixed batch and patch sizes. Files: `conv.rs` (the three convolution families: gather,
 //! scatter, weight gradient), `conv_flat.rs` (their stride-1 fast path over whole planes),
-//! `wgrad512.rs` (the AVX-512 weight gradient of stride-1 convs), `simple.rs` (norms, pooling, pointwise and copy ops), `fuse.rs`
+//! `wgrad512.rs` (the AVX-512 weight gradient of stride-1 convs), `simple.rs` (norms, pointwise and copy ops), `pool.rs` (max pooling), `fuse.rs`
 //! (the depth-shift fusion rewrite).
 
 mod conv;
 mod conv_flat;
 mod fuse;
+mod pool;
 mod simple;
 mod wgrad512;
 

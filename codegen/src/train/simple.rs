@@ -1,6 +1,8 @@
 //! The non-convolution kernels of a training graph: instance norm and its two gradients, channel
-//! sums, max pooling and its gradient, leaky ReLU and its gradient, add, concat, channel
+//! sums, leaky ReLU and its gradient, add, concat, channel
 //! selection and the depth shift in both directions.
+//!
+//! Max pooling lives in `pool.rs`.
 //!
 //! Statistics and channel sums accumulate in f64 through the prelude's lane-blocked sums (fixed
 //! order, vectorizable without reassociation); a reduction over the batch (channel sums, the
@@ -17,7 +19,7 @@ use crate::compile::CodegenError;
 /// Elements per tile of the pointwise kernels.
 pub const BLOCK: usize = 16384;
 
-fn head(ctx: &Ctx) -> String {
+pub(crate) fn head(ctx: &Ctx) -> String {
     format!(
         "void {}(float *restrict out, const void *inv, const int32_t *restrict live, int64_t lo, \
          int64_t hi) {{\n  const float *const *in = (const float *const *)inv;\n  (void)live;\n",
@@ -25,7 +27,7 @@ fn head(ctx: &Ctx) -> String {
     )
 }
 
-fn done(source: String, tiles: usize, work: usize) -> Emitted {
+pub(crate) fn done(source: String, tiles: usize, work: usize) -> Emitted {
     Emitted {
         source,
         tiles,
@@ -139,7 +141,7 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
         Op::InstanceNormBackward { eps } => norm(ctx, *eps, true),
         Op::InstanceNormGammaGrad { eps } => channel_reduce(ctx, Some(*eps)),
         Op::ChannelSum => channel_reduce(ctx, None),
-        Op::MaxPool3d(_) | Op::MaxPoolBackward(_) => pool(ctx),
+        Op::MaxPool3d(_) | Op::MaxPoolBackward(_) => super::pool::emit(ctx),
         other => Err(err(
             ctx.g,
             ctx.id,
@@ -213,59 +215,4 @@ fn channel_reduce(ctx: &Ctx, gamma_eps: Option<f32>) -> Result<Emitted, CodegenE
     }
     s.push_str("    }\n    out[c] = (float)acc;\n  }\n}\n");
     Ok(done(s, c, n * c * len))
-}
-
-/// `MaxPool3d (x)` or `MaxPoolBackward (x, dy)`: tile = plane; the first maximum in row-major
-/// window order wins (a NaN counts as the maximum, the first one wins).
-fn pool(ctx: &Ctx) -> Result<Emitted, CodegenError> {
-    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
-        return Err(err(ctx.g, ctx.id, "not a pooling op"));
-    };
-    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
-    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
-    let ys = if backward {
-        d5(ctx, &ctx.ins[1])?
-    } else {
-        d5(ctx, &ctx.out)?
-    };
-    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
-    let ([kd, kh, kw], [sd, sh, sw]) = (a.kernel, a.stride);
-    let plane = d * h * w;
-    let opl = od * oh * ow;
-    let mut s = head(ctx);
-    let _ = write!(
-        s,
-        "  for (int64_t t = lo; t < hi; t++) {{\n\
-         \x20   const float *restrict x = in[0] + t * {plane};\n"
-    );
-    if backward {
-        let _ = write!(
-            s,
-            "    const float *restrict dy = in[1] + t * {opl};\n\
-             \x20   float *restrict o = out + t * {plane};\n\
-             \x20   memset(o, 0, sizeof(float) * {plane});\n"
-        );
-    } else {
-        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
-    }
-    let _ = write!(
-        s,
-        "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) \
-         for (int64_t v = 0; v < {ow}; v++) {{\n\
-         \x20     int64_t at = -1; float m = 0.0f;\n\
-         \x20     for (int64_t a = 0; a < {kd}; a++) for (int64_t b = 0; b < {kh}; b++) \
-         for (int64_t e = 0; e < {kw}; e++) {{\n\
-         \x20       const int64_t i = ((z * {sd} + a) * {h} + y * {sh} + b) * {w} + v * {sw} + e;\n\
-         \x20       const float xv = x[i];\n\
-         \x20       if (at < 0 || (m == m && (xv > m || xv != xv))) {{ at = i; m = xv; }}\n\
-         \x20     }}\n"
-    );
-    if backward {
-        s.push_str("      o[at] += dy[(z * ");
-        let _ = writeln!(s, "{oh} + y) * {ow} + v];");
-    } else {
-        let _ = writeln!(s, "      o[(z * {oh} + y) * {ow} + v] = m;");
-    }
-    s.push_str("    }\n  }\n}\n");
-    Ok(done(s, n * c, n * c * opl * kd * kh * kw))
 }

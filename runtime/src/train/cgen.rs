@@ -6,7 +6,8 @@
 //! Operands are passed as an array of pointers to the values' dense f32 buffers, the live-kernel
 //! CSR of a DSFF conv is rebuilt from the step's masks at every call (a few microseconds), and
 //! every buffer is checked against the node's static shape before the call, so a kernel never
-//! reads or writes out of bounds. The pool hands out tiles dynamically, but a tile's result
+//! reads or writes out of bounds. Setting `E2ENC_KEEP_TRAIN_C=<file>` keeps the generated C
+//! source for inspection. The pool hands out tiles dynamically, but a tile's result
 //! does not depend on which thread runs it, so steps are bit-identical for any thread count.
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,15 @@ impl CKernels {
     pub fn build(tg: &TrainGraph, threads: usize) -> Result<CKernels, RuntimeError> {
         let isa = Isa::native();
         let gen = generate_train(tg, isa).map_err(|e| RuntimeError::Input(e.to_string()))?;
+        if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
+            // For inspection: the generated source, kept where the variable says.
+            std::fs::write(&keep, &gen.c_source).map_err(|e| {
+                RuntimeError::Input(format!(
+                    "E2ENC_KEEP_TRAIN_C={}: {e}",
+                    keep.to_string_lossy()
+                ))
+            })?;
+        }
         let cc = c_compiler();
         let dir = crate::bundle::private_dir()
             .map_err(|e| RuntimeError::Input(format!("cannot create a private folder: {e}")))?;

@@ -1,0 +1,168 @@
+//! Max pooling and its gradient. Windows that tile the volume (kernel = stride, E2ENet's
+//! down-sampling) get a branch-free kernel: the window is unrolled at generation time, the
+//! running maximum is a select (`take` when the maximum so far is not NaN and the value is
+//! larger or NaN: the first maximum in row-major window order wins, a NaN counts as the maximum),
+//! and the gradient writes every window element once (`dy` at the winner, 0 elsewhere), so the
+//! loops over output columns vectorize. Overlapping windows take the generic kernel, which adds
+//! each window's `dy` at its winner. Tile = one `(n, c)` plane.
+
+use std::fmt::Write as _;
+
+use e2enc_ir::Op;
+
+use super::simple::{done, head};
+use super::{d5, err, Ctx, Emitted};
+use crate::compile::CodegenError;
+
+pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
+        return Err(err(ctx.g, ctx.id, "not a pooling op"));
+    };
+    if a.kernel == a.stride {
+        tiled(ctx)
+    } else {
+        generic(ctx)
+    }
+}
+
+/// Non-overlapping windows.
+fn tiled(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
+        return Err(err(ctx.g, ctx.id, "not a pooling op"));
+    };
+    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
+    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
+    let ys = if backward {
+        d5(ctx, &ctx.ins[1])?
+    } else {
+        d5(ctx, &ctx.out)?
+    };
+    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    let [kd, kh, kw] = a.kernel;
+    let plane = d * h * w;
+    let opl = od * oh * ow;
+    // Window elements in row-major order: (row pointer index, column offset).
+    let mut elems = Vec::new();
+    for ka in 0..kd {
+        for kb in 0..kh {
+            for e in 0..kw {
+                elems.push((ka * kh + kb, e));
+            }
+        }
+    }
+    let mut s = head(ctx);
+    let _ = write!(
+        s,
+        "  for (int64_t t = lo; t < hi; t++) {{\n\
+         \x20   const float *restrict x = in[0] + t * {plane};\n"
+    );
+    if backward {
+        let _ = write!(
+            s,
+            "    const float *restrict dy = in[1] + t * {opl};\n\
+             \x20   float *restrict o = out + t * {plane};\n\
+             \x20   memset(o, 0, sizeof(float) * {plane});\n"
+        );
+    } else {
+        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
+    }
+    let _ = writeln!(
+        s,
+        "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) {{"
+    );
+    for ka in 0..kd {
+        for kb in 0..kh {
+            let r = ka * kh + kb;
+            let _ = writeln!(
+                s,
+                "      const float *restrict r{r} = x + ((z * {kd} + {ka}) * {h} + y * {kh} + {kb}) * {w};"
+            );
+            if backward {
+                let _ = writeln!(
+                    s,
+                    "      float *restrict q{r} = o + ((z * {kd} + {ka}) * {h} + y * {kh} + {kb}) * {w};"
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "      for (int64_t v = 0; v < {ow}; v++) {{");
+    let (r0, e0) = elems[0];
+    let _ = writeln!(
+        s,
+        "        float m = r{r0}[v * {kw} + {e0}];\n        int at = 0;"
+    );
+    for (p, &(r, e)) in elems.iter().enumerate().skip(1) {
+        let _ = writeln!(
+            s,
+            "        {{ const float xv = r{r}[v * {kw} + {e}]; const int take = m == m && (xv > m || xv != xv); \
+             m = take ? xv : m; at = take ? {p} : at; }}"
+        );
+    }
+    if backward {
+        s.push_str(&format!(
+            "        const float g = dy[(z * {oh} + y) * {ow} + v];\n"
+        ));
+        for (p, &(r, e)) in elems.iter().enumerate() {
+            let _ = writeln!(s, "        q{r}[v * {kw} + {e}] = at == {p} ? g : 0.0f;");
+        }
+    } else {
+        let _ = writeln!(s, "        o[(z * {oh} + y) * {ow} + v] = m;");
+    }
+    s.push_str("      }\n    }\n  }\n}\n");
+    Ok(done(s, n * c, n * c * opl * kd * kh * kw))
+}
+
+/// `MaxPool3d (x)` or `MaxPoolBackward (x, dy)`: tile = plane; the first maximum in row-major
+/// window order wins (a NaN counts as the maximum, the first one wins).
+fn generic(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
+        return Err(err(ctx.g, ctx.id, "not a pooling op"));
+    };
+    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
+    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
+    let ys = if backward {
+        d5(ctx, &ctx.ins[1])?
+    } else {
+        d5(ctx, &ctx.out)?
+    };
+    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    let ([kd, kh, kw], [sd, sh, sw]) = (a.kernel, a.stride);
+    let plane = d * h * w;
+    let opl = od * oh * ow;
+    let mut s = head(ctx);
+    let _ = write!(
+        s,
+        "  for (int64_t t = lo; t < hi; t++) {{\n\
+         \x20   const float *restrict x = in[0] + t * {plane};\n"
+    );
+    if backward {
+        let _ = write!(
+            s,
+            "    const float *restrict dy = in[1] + t * {opl};\n\
+             \x20   float *restrict o = out + t * {plane};\n\
+             \x20   memset(o, 0, sizeof(float) * {plane});\n"
+        );
+    } else {
+        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
+    }
+    let _ = write!(
+        s,
+        "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) \
+         for (int64_t v = 0; v < {ow}; v++) {{\n\
+         \x20     int64_t at = -1; float m = 0.0f;\n\
+         \x20     for (int64_t a = 0; a < {kd}; a++) for (int64_t b = 0; b < {kh}; b++) \
+         for (int64_t e = 0; e < {kw}; e++) {{\n\
+         \x20       const int64_t i = ((z * {sd} + a) * {h} + y * {sh} + b) * {w} + v * {sw} + e;\n\
+         \x20       const float xv = x[i];\n\
+         \x20       if (at < 0 || (m == m && (xv > m || xv != xv))) {{ at = i; m = xv; }}\n\
+         \x20     }}\n"
+    );
+    if backward {
+        s.push_str("      o[at] += dy[(z * ");
+        let _ = writeln!(s, "{oh} + y) * {ow} + v];");
+    } else {
+        let _ = writeln!(s, "      o[(z * {oh} + y) * {ow} + v] = m;");
+    }
+    s.push_str("    }\n  }\n}\n");
+    Ok(done(s, n * c, n * c * opl * kd * kh * kw))
+}
