@@ -14,7 +14,8 @@
 //! ```text
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
-//! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T]
+//!                       [--kernels c|rust]
+//! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--kernels c|rust]
 //! ```
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
@@ -23,7 +24,8 @@
 //! `--interp 1` the same step also runs on the IR reference interpreter (f64 accumulation, no
 //! dead-kernel skipping) and its gradients are added as `igrad.<weight>`, to tell a training-kernel
 //! precision problem from a graph problem; `--dense-kernels 1` runs the fast kernels without the
-//! live-kernel masks (dead kernels computed as zeros instead of skipped).
+//! live-kernel masks (dead kernels computed as zeros instead of skipped). `--kernels` picks the
+//! training backend (default `c`, the generated kernels, as `e2enc train`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -35,7 +37,7 @@ use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, Model, ModelConfig};
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::{Tensor, Weights};
-use e2enc_runtime::train::exec::{Executor, LiveMasks};
+use e2enc_runtime::train::exec::{Executor, KernelBackend, LiveMasks};
 use e2enc_runtime::train::{loss, optim, sparse};
 
 fn main() -> ExitCode {
@@ -129,7 +131,7 @@ struct Setup {
     heads: Vec<[usize; 3]>,
 }
 
-fn setup(model: &str, data: &str, threads: usize) -> Result<Setup, String> {
+fn setup(model: &str, data: &str, threads: usize, kernels: KernelBackend) -> Result<Setup, String> {
     let data = Weights::load(Path::new(data)).map_err(|e| e.to_string())?;
     let input = data.get("input").ok_or("DATA has no `input`")?;
     let lab = data.get("labels").ok_or("DATA has no `labels`")?;
@@ -170,7 +172,7 @@ fn setup(model: &str, data: &str, threads: usize) -> Result<Setup, String> {
     let outs: Vec<String> = (0..=c.deep_supervision_heads).map(output_name).collect();
     let names: Vec<&str> = outs.iter().map(String::as_str).collect();
     let tg = training_graph(&m.net.graph, &names).map_err(|e| e.to_string())?;
-    let exec = Executor::new(&tg, threads).map_err(|e| e.to_string())?;
+    let exec = Executor::with_backend(&tg, threads, kernels).map_err(|e| e.to_string())?;
     let mut heads = vec![[1usize; 3]];
     for s in 1..=c.deep_supervision_heads {
         let (p, k) = (heads[s - 1], c.pool_kernels[s - 1]);
@@ -232,7 +234,8 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
             "step MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]".into(),
         );
     };
-    let mut s = setup(model, data, flag(&f, "threads", 2)?)?;
+    let kernels = flag(&f, "kernels", KernelBackend::C)?;
+    let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels)?;
     if flag(&f, "dense-kernels", 0u8)? != 0 {
         // Masked weights stay zero, but the kernels no longer skip dead kernels.
         s.live.clear();
@@ -321,7 +324,8 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     };
     let steps: usize = flag(&f, "steps", 5)?;
     let threads: usize = flag(&f, "threads", 2)?;
-    let mut s = setup(model, data, threads)?;
+    let kernels = flag(&f, "kernels", KernelBackend::C)?;
+    let mut s = setup(model, data, threads, kernels)?;
     let masks = match &s.masks {
         Some(m) => Some(sparse::Masks::from_weights(m, &s.weights).map_err(|e| e.to_string())?),
         None => None,
