@@ -8,7 +8,7 @@
 //! cargo run --release -p e2enc-runtime --example train_backends_bench -- [STEPS] [THREADS]
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use e2enc_ir::autodiff::training_graph;
@@ -70,7 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inputs: BTreeMap<String, Tensor> = [(x.0, Tensor::from_f32(shape, noise(n, 3))?)].into();
 
     let t0 = Instant::now();
-    let mut c = Executor::with_backend(&tg, threads, KernelBackend::C)?;
+    let maskable: HashSet<String> = live.keys().cloned().collect();
+    let mut c = Executor::with_maskable(&tg, threads, KernelBackend::C, &maskable)?;
     println!(
         "C backend: generated and compiled in {:.2} s",
         t0.elapsed().as_secs_f64()

@@ -172,7 +172,9 @@ fn setup(model: &str, data: &str, threads: usize, kernels: KernelBackend) -> Res
     let outs: Vec<String> = (0..=c.deep_supervision_heads).map(output_name).collect();
     let names: Vec<&str> = outs.iter().map(String::as_str).collect();
     let tg = training_graph(&m.net.graph, &names).map_err(|e| e.to_string())?;
-    let exec = Executor::with_backend(&tg, threads, kernels).map_err(|e| e.to_string())?;
+    let maskable = live.keys().cloned().collect();
+    let exec =
+        Executor::with_maskable(&tg, threads, kernels, &maskable).map_err(|e| e.to_string())?;
     let mut heads = vec![[1usize; 3]];
     for s in 1..=c.deep_supervision_heads {
         let (p, k) = (heads[s - 1], c.pool_kernels[s - 1]);

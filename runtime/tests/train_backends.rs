@@ -75,7 +75,8 @@ fn step(
         let n = shape.iter().product();
         inputs.insert(name, Tensor::from_f32(shape, noise(n, 5)).unwrap());
     }
-    let mut exec = Executor::with_backend(&tg, threads, backend).unwrap();
+    let maskable = live.keys().cloned().collect();
+    let mut exec = Executor::with_maskable(&tg, threads, backend, &maskable).unwrap();
     assert_eq!(exec.backend(), backend);
     let r = exec
         .step(&weights, &live, &inputs, |outs| {

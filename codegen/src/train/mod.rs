@@ -28,7 +28,7 @@ mod pool;
 mod simple;
 mod wgrad512;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use e2enc_ir::autodiff::TrainGraph;
@@ -67,6 +67,8 @@ pub struct TrainKernel {
     pub live: Live,
     /// The weight (by name) whose live-kernel mask builds `live`; `None` for a dense kernel.
     pub mask: Option<String>,
+    /// The convolution's weight (by name), masked or not.
+    pub weight: Option<String>,
     /// Operand nodes, in the order of the `in` array (a fused depth shift is replaced by its
     /// operand).
     pub operands: Vec<NodeId>,
@@ -96,6 +98,8 @@ pub(crate) struct Ctx<'a> {
     /// the output (`out[c, d] = value[c, d + s]`).
     pub out_unshift: Option<Vec<i64>>,
     pub isa: Isa,
+    /// A live-kernel mask may apply (a DSFF weight): the kernel must follow `live`.
+    pub masked: bool,
 }
 
 /// What an emitter returns.
@@ -194,8 +198,20 @@ pub fn live_csr(mask: Option<&[bool]>, d0: usize, d1: usize, transposed: bool) -
     Some(out)
 }
 
-/// Generates the C kernels of `tg` (after [`fuse_depth_shifts`]) for `isa`.
+/// Generates the C kernels of `tg` (after [`fuse_depth_shifts`]) for `isa`, every weight
+/// possibly kernel-sparse.
 pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, CodegenError> {
+    generate_train_masked(tg, isa, None)
+}
+
+/// [`generate_train`] where only the weights in `maskable` (all when `None`) can have a
+/// live-kernel mask: the convolutions of the others are dense and may compute several output
+/// channels per tile.
+pub fn generate_train_masked(
+    tg: &TrainGraph,
+    isa: Isa,
+    maskable: Option<&HashSet<String>>,
+) -> Result<TrainGenerated, CodegenError> {
     let g = &tg.graph;
     let fused = fuse_depth_shifts(g);
     let order = g.topo_order()?;
@@ -230,6 +246,16 @@ pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, Codeg
         }
         let out_unshift = fused.unshift_out.get(&id).cloned();
         let name = format!("e2t_{}", kernels.len());
+        let weight = match op {
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => {
+                operands.get(1).and_then(|&w| weight_of(w))
+            }
+            Op::ConvBackwardWeight(_) => grad_of.get(&id).cloned(),
+            _ => None,
+        };
+        let mask = weight
+            .clone()
+            .filter(|w| maskable.is_none_or(|m| m.contains(w)));
         let ctx = Ctx {
             g,
             id,
@@ -243,18 +269,12 @@ pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, Codeg
             shift0,
             out_unshift,
             isa,
+            masked: mask.is_some(),
         };
         let e = match op {
             Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => conv::emit(&ctx)?,
             Op::ConvBackwardWeight(_) => conv::emit_weight_grad(&ctx)?,
             _ => simple::emit(&ctx)?,
-        };
-        let mask = match op {
-            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => {
-                operands.get(1).and_then(|&w| weight_of(w))
-            }
-            Op::ConvBackwardWeight(_) => grad_of.get(&id).cloned(),
-            _ => None,
         };
         let label = node
             .label
@@ -275,6 +295,7 @@ pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, Codeg
             work: e.work,
             live: e.live,
             mask,
+            weight,
             operands,
         });
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use e2enc_codegen::compile::{run_cc, CodegenError};
 use e2enc_codegen::isa::Isa;
-use e2enc_codegen::train::{generate_train, live_csr, Live, TrainKernel};
+use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Op, Tensor};
 
@@ -40,10 +40,16 @@ pub fn c_compiler() -> String {
 }
 
 impl CKernels {
-    /// Generates, compiles and loads the kernels of `tg`; `threads` sizes the pool.
-    pub fn build(tg: &TrainGraph, threads: usize) -> Result<CKernels, RuntimeError> {
+    /// Generates, compiles and loads the kernels of `tg`; `threads` sizes the pool. Only the
+    /// weights in `maskable` (all when `None`) may get live-kernel masks at run time.
+    pub fn build(
+        tg: &TrainGraph,
+        threads: usize,
+        maskable: Option<&HashSet<String>>,
+    ) -> Result<CKernels, RuntimeError> {
         let isa = Isa::native();
-        let gen = generate_train(tg, isa).map_err(|e| RuntimeError::Input(e.to_string()))?;
+        let gen = generate_train_masked(tg, isa, maskable)
+            .map_err(|e| RuntimeError::Input(e.to_string()))?;
         if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
             // For inspection: the generated source, kept where the variable says.
             std::fs::write(&keep, &gen.c_source).map_err(|e| {
@@ -155,6 +161,14 @@ impl CKernels {
                 .as_f32()
                 .ok_or_else(|| RuntimeError::Input("operand is not f32".into()))?;
             ptrs.push(data.as_ptr());
+        }
+        if let (None, Some(w)) = (&k.mask, &k.weight) {
+            if masks.contains_key(w) {
+                return Err(RuntimeError::Input(format!(
+                    "weight `{w}` has a live-kernel mask, but its kernels were generated dense \
+                     (it was not declared maskable)"
+                )));
+            }
         }
         let live = match k.live {
             Live::None => vec![0i32],

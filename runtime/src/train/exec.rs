@@ -98,14 +98,35 @@ impl Executor {
     }
 
     /// An executor on `backend`'s kernels; the C backend generates and compiles its kernels
-    /// here (an error names the compiler when that fails).
+    /// here (an error names the compiler when that fails). Any weight may get a live mask.
     pub fn with_backend(
         tg: &TrainGraph,
         threads: usize,
         backend: KernelBackend,
     ) -> Result<Executor, RuntimeError> {
+        Executor::build(tg, threads, backend, None)
+    }
+
+    /// [`Executor::with_backend`] where only the weights in `maskable` get live masks (the DSFF
+    /// weights): the C backend's kernels of the others are dense and faster. A step whose
+    /// `LiveMasks` names another weight is an error.
+    pub fn with_maskable(
+        tg: &TrainGraph,
+        threads: usize,
+        backend: KernelBackend,
+        maskable: &HashSet<String>,
+    ) -> Result<Executor, RuntimeError> {
+        Executor::build(tg, threads, backend, Some(maskable))
+    }
+
+    fn build(
+        tg: &TrainGraph,
+        threads: usize,
+        backend: KernelBackend,
+        maskable: Option<&HashSet<String>>,
+    ) -> Result<Executor, RuntimeError> {
         let c = match backend {
-            KernelBackend::C => Some(CKernels::build(tg, threads.max(1))?),
+            KernelBackend::C => Some(CKernels::build(tg, threads.max(1), maskable)?),
             KernelBackend::Rust => None,
         };
         let g = tg.graph.clone();

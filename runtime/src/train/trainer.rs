@@ -275,7 +275,8 @@ impl Trainer {
             .collect();
         let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
         let tg = training_graph(&net.graph, &names)?;
-        let exec = Executor::with_backend(&tg, threads, opts.kernels)?;
+        let maskable: std::collections::HashSet<String> = masks.names().cloned().collect();
+        let exec = Executor::with_maskable(&tg, threads, opts.kernels, &maskable)?;
         let mut head_factors = vec![[1usize; 3]];
         for s in 1..=config.deep_supervision_heads {
             let prev = head_factors[s - 1];
