@@ -223,7 +223,7 @@ fn conv_case(
     g.set_output("out", r);
     let tg = training_graph(&g, &["out"]).ok()?;
     // A third of the cases dense (no mask).
-    let masked: &[&str] = if seed % 3 == 0 { &[] } else { &["w"] };
+    let masked: &[&str] = if seed.is_multiple_of(3) { &[] } else { &["w"] };
     Some(case(tg, masked, seed))
 }
 
