@@ -13,16 +13,130 @@ use e2enc_ir::Op;
 use super::simple::{done, head};
 use super::{d5, err, Ctx, Emitted};
 use crate::compile::CodegenError;
+use crate::isa::Isa;
 
 pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
         return Err(err(ctx.g, ctx.id, "not a pooling op"));
     };
-    if a.kernel == a.stride {
+    if a.kernel == a.stride && a.kernel[2] == 2 && ctx.isa == Isa::Avx512 {
+        tiled512(ctx)
+    } else if a.kernel == a.stride {
         tiled(ctx)
     } else {
         generic(ctx)
     }
+}
+
+/// Non-overlapping windows two columns wide, sixteen output columns at a time in AVX-512
+/// registers: each window row's 32 input columns are split into even and odd columns, the
+/// window is scanned in row-major order with mask selects (the same `take` rule), and the
+/// gradient is merged back into 32 columns per window row.
+fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
+        return Err(err(ctx.g, ctx.id, "not a pooling op"));
+    };
+    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
+    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
+    let ys = if backward {
+        d5(ctx, &ctx.ins[1])?
+    } else {
+        d5(ctx, &ctx.out)?
+    };
+    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    let [kd, kh, _] = a.kernel;
+    let plane = d * h * w;
+    let opl = od * oh * ow;
+    let rows = kd * kh;
+    let mut s = head(ctx);
+    let _ = write!(
+        s,
+        "  const __m512i EV = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);\n\
+         \x20 const __m512i OD = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);\n\
+         \x20 const __m512i LO = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);\n\
+         \x20 const __m512i HI = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);\n\
+         \x20 for (int64_t t = lo; t < hi; t++) {{\n\
+         \x20   const float *restrict x = in[0] + t * {plane};\n"
+    );
+    if backward {
+        let _ = write!(
+            s,
+            "    const float *restrict dy = in[1] + t * {opl};\n\
+             \x20   float *restrict o = out + t * {plane};\n\
+             \x20   memset(o, 0, sizeof(float) * {plane});\n"
+        );
+    } else {
+        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
+    }
+    let _ = write!(
+        s,
+        "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) \
+         for (int64_t v = 0; v < {ow}; v += 16) {{\n\
+         \x20     const int64_t left = {ow} - v < 16 ? {ow} - v : 16;\n\
+         \x20     const __mmask16 mo = (__mmask16)((1u << left) - 1u);\n\
+         \x20     const __mmask16 m0 = (__mmask16)((1u << (2 * left < 16 ? 2 * left : 16)) - 1u);\n\
+         \x20     const __mmask16 m1 = (__mmask16)(2 * left > 16 ? (1u << (2 * left - 16)) - 1u : 0u);\n\
+         \x20     __m512 m = _mm512_setzero_ps();\n\
+         \x20     __m512i at = _mm512_setzero_si512();\n"
+    );
+    for ka in 0..kd {
+        for kb in 0..kh {
+            let r = ka * kh + kb;
+            let _ = write!(
+                s,
+                "      {{\n\
+                 \x20       const float *p = x + ((z * {kd} + {ka}) * {h} + y * {kh} + {kb}) * {w} + 2 * v;\n\
+                 \x20       const __m512 u0 = _mm512_maskz_loadu_ps(m0, p), u1 = _mm512_maskz_loadu_ps(m1, p + 16);\n\
+                 \x20       const __m512 e0 = _mm512_permutex2var_ps(u0, EV, u1), e1 = _mm512_permutex2var_ps(u0, OD, u1);\n"
+            );
+            for (e, name) in ["e0", "e1"].iter().enumerate() {
+                let pos = 2 * r + e;
+                if pos == 0 {
+                    let _ = writeln!(s, "        m = e0;");
+                    continue;
+                }
+                let _ = write!(
+                    s,
+                    "        {{ const __mmask16 take = _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q) & \
+                     (_mm512_cmp_ps_mask({name}, m, _CMP_GT_OQ) | _mm512_cmp_ps_mask({name}, {name}, _CMP_UNORD_Q));\n\
+                     \x20         m = _mm512_mask_blend_ps(take, m, {name}); \
+                     at = _mm512_mask_blend_epi32(take, at, _mm512_set1_epi32({pos})); }}\n"
+                );
+            }
+            s.push_str("      }\n");
+        }
+    }
+    if backward {
+        let _ = writeln!(
+            s,
+            "      const __m512 g = _mm512_maskz_loadu_ps(mo, dy + (z * {oh} + y) * {ow} + v);"
+        );
+        for ka in 0..kd {
+            for kb in 0..kh {
+                let r = ka * kh + kb;
+                let _ = write!(
+                    s,
+                    "      {{\n\
+                     \x20       float *q = o + ((z * {kd} + {ka}) * {h} + y * {kh} + {kb}) * {w} + 2 * v;\n\
+                     \x20       const __m512 g0 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32({p0})), g);\n\
+                     \x20       const __m512 g1 = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(at, _mm512_set1_epi32({p1})), g);\n\
+                     \x20       _mm512_mask_storeu_ps(q, m0, _mm512_permutex2var_ps(g0, LO, g1));\n\
+                     \x20       _mm512_mask_storeu_ps(q + 16, m1, _mm512_permutex2var_ps(g0, HI, g1));\n\
+                     \x20     }}\n",
+                    p0 = 2 * r,
+                    p1 = 2 * r + 1
+                );
+            }
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "      _mm512_mask_storeu_ps(o + (z * {oh} + y) * {ow} + v, mo, m);"
+        );
+    }
+    let _ = rows;
+    s.push_str("    }\n  }\n}\n");
+    Ok(done(s, n * c, n * c * opl * kd * kh * 2))
 }
 
 /// Non-overlapping windows.

@@ -259,7 +259,7 @@ proptest! {
 
     #[test]
     fn norm_pool_and_copy_kernels_match_the_interpreter(
-        n in 1usize..3, c in 1usize..7, d in 2usize..5, h in 2usize..7, w in 2usize..9,
+        n in 1usize..3, c in 1usize..7, d in 2usize..5, h in 2usize..7, w in 2usize..21,
         groups in 1usize..5, seed in any::<u64>(),
     ) {
         let (d, h, w) = (2 * d, 2 * h, 2 * w);
@@ -374,4 +374,33 @@ fn live_lists_are_csr_rows() {
     );
     assert_eq!(live_csr(None, 1, 2, false).unwrap(), [2, 4, 0, 1]);
     assert!(live_csr(Some(&m), 2, 2, false).is_none());
+}
+
+#[test]
+fn max_pool_ties_go_to_the_first_maximum_in_window_order() {
+    for (k, w) in [([2, 2, 2], 38), ([1, 2, 2], 6), ([1, 3, 3], 9)] {
+        let mut g = Graph::new("ties");
+        let x = g.weight("x", f32t(&[2, 3, 4, 6, w]));
+        let a = PoolAttrs {
+            kernel: k,
+            stride: k,
+        };
+        let p = g.add(Op::MaxPool3d(a), &[x], None).unwrap();
+        g.set_output("out", p);
+        let tg = training_graph(&g, &["out"]).unwrap();
+        let mut c = case(tg, &[], 9);
+        // Values in {-1, -0.5, 0, 0.5}: most windows hold ties.
+        let t = c.weights.get("x").unwrap();
+        let v: Vec<f32> = t
+            .as_f32()
+            .unwrap()
+            .iter()
+            .map(|v| (v * 2.0).floor() / 2.0)
+            .collect();
+        c.weights
+            .insert("x", Tensor::from_f32(t.shape().to_vec(), v).unwrap());
+        for isa in [Isa::Avx2, Isa::native()] {
+            check_isa(&c, isa).unwrap_or_else(|e| panic!("{k:?} {isa}: {e}"));
+        }
+    }
 }
