@@ -11,15 +11,21 @@
 //! copies), a channel (channel sums) or a fixed block of elements (pointwise ops); no reduction is
 //! split across tiles and the order of the work inside a tile is fixed, so results are
 //! bit-identical for any thread count. Kernels allocate nothing and touch no globals; their
-//! scratch lives on the stack (one row or one weight's taps).
+//! scratch lives on the stack (a row, a padded plane or one weight's taps, at most ~0.5 MiB).
 //!
-//! Kernel sparsity (DSFF) is not baked into the code: every convolution kernel reads a live-kernel
-//! list at run time (`live`, built by [`live_csr`] from the weight's mask each step), so dead
-//! kernels cost nothing and get exactly zero weight gradient. Shapes are; a training run has
-//! fixed batch and patch sizes. Files: `conv.rs` (the three convolution families: gather,
-//! scatter, weight gradient), `conv_flat.rs` (their stride-1 fast path over whole planes),
-//! `wgrad512.rs` (the AVX-512 weight gradient of stride-1 convs), `simple.rs` (norms, pointwise and copy ops), `pool.rs` (max pooling), `fuse.rs`
-//! (the depth-shift fusion rewrite).
+//! Kernel sparsity (DSFF) is not baked into the code: every convolution kernel of a maskable
+//! weight reads a live-kernel list at run time (`live`, built by [`live_csr`] from the weight's
+//! mask each step), so dead kernels cost nothing and get exactly zero weight gradient; weights
+//! declared dense ([`generate_train_masked`]) get kernels that compute several output channels
+//! per tile. Shapes are baked in: a training run has fixed batch and patch sizes. The ISA only
+//! adds AVX-512 intrinsic kernels (weight gradients, pooling) where it is `Avx512`; everything
+//! else is portable C that gcc vectorizes (`fmaf` for the convolutions' multiply-adds, so
+//! contraction never depends on the compiler's choices).
+//!
+//! Files: `conv.rs` (the three convolution families: gather, scatter, weight gradient),
+//! `conv_flat.rs` (their stride-1 fast path over whole planes), `wgrad512.rs` (the AVX-512
+//! weight gradient of stride-1 convs), `pool.rs` (max pooling), `simple.rs` (norms, pointwise and
+//! copy ops), `fuse.rs` (the depth-shift fusion plan), `tests.rs` (against the interpreter).
 
 mod conv;
 mod conv_flat;
