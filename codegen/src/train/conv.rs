@@ -180,8 +180,38 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
         Op::ConvBackwardData(ConvGradAttrs {
             conv, transposed, ..
         }) => (conv, false, *transposed),
-        _ => return Err(err(ctx.g, ctx.id, "not a convolution")),
+        // The passes' depth-shift fusion: a plain conv reading its input through the shift.
+        Op::FusedConv3d(f)
+            if f.sparse_out.is_none()
+                && f.norm_eps.is_none()
+                && f.slope.is_none()
+                && !(f.transposed && !f.shifts.is_empty()) =>
+        {
+            (&f.conv, f.bias, !f.transposed)
+        }
+        _ => {
+            return Err(err(
+                ctx.g,
+                ctx.id,
+                "no training kernel for this convolution (sparse-packed, norm or activation \
+                 epilogue, or a shifted transposed conv)",
+            ))
+        }
     };
+    if ctx.shift0.is_some() && !gather {
+        return Err(err(
+            ctx.g,
+            ctx.id,
+            "a depth shift on a transposed conv's input",
+        ));
+    }
+    if ctx.out_unshift.is_some() && gather {
+        return Err(err(
+            ctx.g,
+            ctx.id,
+            "a fused depth shift on a transposed data gradient",
+        ));
+    }
     if gather {
         let g = geo(out, in0, c.kernel, c.stride, c.padding);
         check_weight(ctx, &g)?;

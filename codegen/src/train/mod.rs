@@ -250,12 +250,20 @@ pub fn generate_train_masked(
             operands[0] = src;
             shift0 = Some(shifts.clone());
         }
-        let out_unshift = fused.unshift_out.get(&id).cloned();
+        let mut out_unshift = fused.unshift_out.get(&id).cloned();
+        // Shifts the passes (`e2enc_passes::training`) already fused into the graph.
+        match op {
+            Op::FusedConv3d(f) if !f.shifts.is_empty() => shift0 = f.channel_shifts(),
+            Op::ConvBackwardWeight(a) if !a.shifts.is_empty() => shift0 = a.channel_shifts(),
+            Op::ConvBackwardData(a) if !a.shifts.is_empty() => out_unshift = a.channel_shifts(),
+            _ => {}
+        }
         let name = format!("e2t_{}", kernels.len());
         let weight = match op {
-            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => {
-                operands.get(1).and_then(|&w| weight_of(w))
-            }
+            Op::Conv3d(_)
+            | Op::ConvTranspose3d(_)
+            | Op::ConvBackwardData(_)
+            | Op::FusedConv3d(_) => operands.get(1).and_then(|&w| weight_of(w)),
             Op::ConvBackwardWeight(_) => grad_of.get(&id).cloned(),
             _ => None,
         };
@@ -278,7 +286,10 @@ pub fn generate_train_masked(
             masked: mask.is_some(),
         };
         let e = match op {
-            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => conv::emit(&ctx)?,
+            Op::Conv3d(_)
+            | Op::ConvTranspose3d(_)
+            | Op::ConvBackwardData(_)
+            | Op::FusedConv3d(_) => conv::emit(&ctx)?,
             Op::ConvBackwardWeight(_) => conv::emit_weight_grad(&ctx)?,
             _ => simple::emit(&ctx)?,
         };

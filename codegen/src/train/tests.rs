@@ -343,6 +343,23 @@ fn every_op_of_small_e2enets_has_a_kernel_that_matches() {
 }
 
 #[test]
+fn graphs_after_the_training_passes_have_kernels_that_match() {
+    // The passes fuse the shifts into the graph (fused_conv3d, conv gradients with shifts);
+    // the emitters read those attributes instead of planning the fusion themselves.
+    for (levels, width, groups, iso) in [(3, 4, 3, false), (3, 5, 5, true)] {
+        let cfg = small_config(levels, width, groups, iso);
+        let mut c = network(&cfg, 77 + levels as u64);
+        e2enc_passes::pipeline::run(&mut c.tg.graph, &e2enc_passes::pipeline::training()).unwrap();
+        let g = &c.tg.graph;
+        assert!(g
+            .node_ids()
+            .any(|id| matches!(&g.node(id).op, Op::FusedConv3d(f) if !f.shifts.is_empty())));
+        assert!(fuse_depth_shifts(g).skipped.is_empty());
+        check(&c).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+    }
+}
+
+#[test]
 fn depth_shifts_before_convs_are_fused() {
     let c = conv_case(2, 4, 3, [4, 5, 6], [1, 3, 3], [1, 1, 1], false, true, 5).unwrap();
     let g = &c.tg.graph;
