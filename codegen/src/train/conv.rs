@@ -185,7 +185,7 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
             if f.sparse_out.is_none()
                 && f.norm_eps.is_none()
                 && f.slope.is_none()
-                && !(f.transposed && !f.shifts.is_empty()) =>
+                && (!f.transposed || f.shifts.is_empty()) =>
         {
             (&f.conv, f.bias, !f.transposed)
         }
