@@ -25,11 +25,16 @@
 //! Files: `conv.rs` (the three convolution families: gather, scatter, weight gradient),
 //! `conv_flat.rs` (their stride-1 fast path over whole planes), `wgrad512.rs` (the AVX-512
 //! weight gradient of stride-1 convs), `pool.rs` (max pooling), `simple.rs` (norms, pointwise and
-//! copy ops), `fuse.rs` (the depth-shift fusion plan), `tests.rs` (against the interpreter).
+//! copy ops), `tests.rs` (against the interpreter).
+//!
+//! The graph goes through the passes first ([`prepare`]: `e2enc_passes::pipeline::training`),
+//! which fuse the depth shift into the convolutions that read it (`fused_conv3d` with shifts, a
+//! weight gradient reading its input through the shift) and the shift's backward into the data
+//! gradient before it (`conv_backward_data` with shifts); the emitters read those attributes, so
+//! no shifted copy is made in either direction.
 
 mod conv;
 mod conv_flat;
-mod fuse;
 mod pool;
 mod simple;
 mod wgrad512;
@@ -42,8 +47,6 @@ use e2enc_ir::{Graph, NodeId, Op};
 
 use crate::compile::CodegenError;
 use crate::isa::Isa;
-
-pub use fuse::{fuse_depth_shifts, FusedShifts};
 
 /// How a kernel reads its `live` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +78,7 @@ pub struct TrainKernel {
     pub mask: Option<String>,
     /// The convolution's weight (by name), masked or not.
     pub weight: Option<String>,
-    /// Operand nodes, in the order of the `in` array (a fused depth shift is replaced by its
-    /// operand).
+    /// Operand nodes, in the order of the `in` array.
     pub operands: Vec<NodeId>,
 }
 
@@ -85,8 +87,6 @@ pub struct TrainKernel {
 pub struct TrainGenerated {
     pub c_source: String,
     pub kernels: Vec<TrainKernel>,
-    /// Depth shifts that no kernel computes (every user reads through them).
-    pub skipped: Vec<NodeId>,
 }
 
 /// Everything an emitter needs about one node.
@@ -95,13 +95,14 @@ pub(crate) struct Ctx<'a> {
     pub id: NodeId,
     pub name: String,
     pub op: &'a Op,
-    /// Operand shapes (after fusion: the shift's operand's shape, which is the same).
+    /// Operand shapes.
     pub ins: Vec<Vec<usize>>,
     pub out: Vec<usize>,
-    /// Per-channel depth offset of operand 0 when a shift was fused into it.
+    /// Per-channel depth offset operand 0 is read through (a `fused_conv3d`'s or a weight
+    /// gradient's shifts).
     pub shift0: Option<Vec<i64>>,
-    /// `DepthShiftBackward` fused after this `ConvBackwardData`: per-channel offsets applied to
-    /// the output (`out[c, d] = value[c, d + s]`).
+    /// A `conv_backward_data`'s shifts: per-channel offsets applied to the output
+    /// (`out[c, d] = value[c, d + s]`, the depth shift's backward).
     pub out_unshift: Option<Vec<i64>>,
     pub isa: Isa,
     /// A live-kernel mask may apply (a DSFF weight): the kernel must follow `live`.
@@ -204,8 +205,17 @@ pub fn live_csr(mask: Option<&[bool]>, d0: usize, d1: usize, transposed: bool) -
     Some(out)
 }
 
-/// Generates the C kernels of `tg` (after [`fuse_depth_shifts`]) for `isa`, every weight
-/// possibly kernel-sparse.
+/// The training graph as the generated kernels compute it: `tg` after the training passes
+/// (`e2enc_passes::pipeline::training`, verified). Node ids differ from `tg`'s; output names and
+/// the gradient bookkeeping stay.
+pub fn prepare(tg: &TrainGraph) -> Result<TrainGraph, CodegenError> {
+    let mut out = tg.clone();
+    e2enc_passes::pipeline::run(&mut out.graph, &e2enc_passes::pipeline::training())?;
+    Ok(out)
+}
+
+/// Generates the C kernels of `tg` (prepared by [`prepare`]; an unprepared graph works too, its
+/// depth shifts then run as copies) for `isa`, every weight possibly kernel-sparse.
 pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, CodegenError> {
     generate_train_masked(tg, isa, None)
 }
@@ -219,7 +229,6 @@ pub fn generate_train_masked(
     maskable: Option<&HashSet<String>>,
 ) -> Result<TrainGenerated, CodegenError> {
     let g = &tg.graph;
-    let fused = fuse_depth_shifts(g);
     let order = g.topo_order()?;
     // Which weight's mask applies to each conv-like node.
     let weight_of = |id: NodeId| match &g.node(id).op {
@@ -238,26 +247,18 @@ pub fn generate_train_masked(
     let mut kernels = Vec::new();
     for id in order {
         let node = g.node(id);
-        if matches!(node.op, Op::Input { .. } | Op::Weight { .. }) || fused.skipped.contains(&id) {
+        if matches!(node.op, Op::Input { .. } | Op::Weight { .. }) {
             continue;
         }
-        // A `DepthShiftBackward` that absorbed its data gradient computes that node's op.
-        let src = fused.absorbed.get(&id).copied().unwrap_or(id);
-        let op = &g.node(src).op;
-        let mut operands = g.operands(src);
-        let mut shift0 = None;
-        if let Some(&(src, ref shifts)) = fused.read_through.get(&id) {
-            operands[0] = src;
-            shift0 = Some(shifts.clone());
-        }
-        let mut out_unshift = fused.unshift_out.get(&id).cloned();
-        // Shifts the passes (`e2enc_passes::training`) already fused into the graph.
-        match op {
-            Op::FusedConv3d(f) if !f.shifts.is_empty() => shift0 = f.channel_shifts(),
-            Op::ConvBackwardWeight(a) if !a.shifts.is_empty() => shift0 = a.channel_shifts(),
-            Op::ConvBackwardData(a) if !a.shifts.is_empty() => out_unshift = a.channel_shifts(),
-            _ => {}
-        }
+        let op = &node.op;
+        let operands = g.operands(id);
+        // Shifts the passes (`e2enc_passes::training`) fused into the graph.
+        let (shift0, out_unshift) = match op {
+            Op::FusedConv3d(f) => (f.channel_shifts(), None),
+            Op::ConvBackwardWeight(a) => (a.channel_shifts(), None),
+            Op::ConvBackwardData(a) => (None, a.channel_shifts()),
+            _ => (None, None),
+        };
         let name = format!("e2t_{}", kernels.len());
         let weight = match op {
             Op::Conv3d(_)
@@ -319,7 +320,6 @@ pub fn generate_train_masked(
     Ok(TrainGenerated {
         c_source: source,
         kernels,
-        skipped: fused.skipped.iter().copied().collect(),
     })
 }
 

@@ -38,7 +38,13 @@ struct Case {
     masks: HashMap<String, Vec<bool>>,
 }
 
+/// A case on `tg` after the training passes ([`prepare`]), as the runtime runs it.
 fn case(tg: TrainGraph, masked: &[&str], seed: u64) -> Case {
+    case_unprepared(prepare(&tg).expect("training passes"), masked, seed)
+}
+
+/// A case on `tg` as given (depth shifts not fused: they run as copies).
+fn case_unprepared(tg: TrainGraph, masked: &[&str], seed: u64) -> Case {
     let g = &tg.graph;
     let mut weights = Weights::new();
     let mut masks = HashMap::new();
@@ -336,44 +342,51 @@ fn every_op_of_small_e2enets_has_a_kernel_that_matches() {
             .node_ids()
             .filter(|&id| !matches!(g.node(id).op, Op::Input { .. } | Op::Weight { .. }))
             .count();
-        let fused = fuse_depth_shifts(g);
-        assert_eq!(n + fused.skipped.len(), compute);
+        assert_eq!(n, compute);
         assert!(g.node_ids().all(|id| g.node(id).ty.dtype == DType::F32));
     }
 }
 
 #[test]
-fn graphs_after_the_training_passes_have_kernels_that_match() {
-    // The passes fuse the shifts into the graph (fused_conv3d, conv gradients with shifts);
-    // the emitters read those attributes instead of planning the fusion themselves.
-    for (levels, width, groups, iso) in [(3, 4, 3, false), (3, 5, 5, true)] {
-        let cfg = small_config(levels, width, groups, iso);
-        let mut c = network(&cfg, 77 + levels as u64);
-        e2enc_passes::pipeline::run(&mut c.tg.graph, &e2enc_passes::pipeline::training()).unwrap();
-        let g = &c.tg.graph;
-        assert!(g
-            .node_ids()
-            .any(|id| matches!(&g.node(id).op, Op::FusedConv3d(f) if !f.shifts.is_empty())));
-        assert!(fuse_depth_shifts(g).skipped.is_empty());
-        check(&c).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
-    }
+fn unprepared_graphs_have_kernels_that_match_too() {
+    // Without the training passes the depth shifts and their backward run as copies.
+    let cfg = small_config(3, 4, 3, false);
+    let net = build(&cfg, &BuildOptions::default()).unwrap();
+    let outs: Vec<String> = net.graph.outputs().iter().map(|o| o.0.clone()).collect();
+    let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let tg = training_graph(&net.graph, &outs).unwrap();
+    let c = case_unprepared(tg, &[], 91);
+    let g = &c.tg.graph;
+    assert!(g
+        .node_ids()
+        .any(|id| matches!(g.node(id).op, Op::DepthShift(_))));
+    check(&c).unwrap();
 }
 
 #[test]
 fn depth_shifts_before_convs_are_fused() {
     let c = conv_case(2, 4, 3, [4, 5, 6], [1, 3, 3], [1, 1, 1], false, true, 5).unwrap();
     let g = &c.tg.graph;
-    let f = fuse_depth_shifts(g);
-    // The forward shift is read through by the conv and its weight gradient, and the data
-    // gradient is written in the opposite shift by one kernel.
-    assert_eq!(f.read_through.len(), 2);
-    assert_eq!(f.absorbed.len(), 1);
-    assert_eq!(f.skipped.len(), 2);
+    // After the passes no shift is left: the conv and its weight gradient read the input
+    // through it, and the data gradient is written in the opposite shift.
+    let has = |f: &dyn Fn(&Op) -> bool| g.node_ids().filter(|&id| f(&g.node(id).op)).count();
+    assert_eq!(
+        has(&|op| matches!(op, Op::DepthShift(_) | Op::DepthShiftBackward(_))),
+        0
+    );
+    assert_eq!(
+        has(&|op| matches!(op, Op::FusedConv3d(a) if !a.shifts.is_empty())),
+        1
+    );
+    assert_eq!(
+        has(&|op| matches!(op, Op::ConvBackwardWeight(a) if !a.shifts.is_empty())),
+        1
+    );
+    assert_eq!(
+        has(&|op| matches!(op, Op::ConvBackwardData(a) if !a.shifts.is_empty())),
+        1
+    );
     let gen = generate_train(&c.tg, Isa::Avx2).unwrap();
-    assert!(gen
-        .kernels
-        .iter()
-        .all(|k| !matches!(g.node(k.node).op, Op::DepthShift(_))));
     assert_eq!(
         gen.c_source,
         generate_train(&c.tg, Isa::Avx2).unwrap().c_source

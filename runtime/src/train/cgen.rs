@@ -17,7 +17,7 @@ use e2enc_codegen::compile::{run_cc, CodegenError};
 use e2enc_codegen::isa::Isa;
 use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
-use e2enc_ir::{NodeId, Op, Tensor};
+use e2enc_ir::{NodeId, Tensor};
 
 use crate::pool::{KernelFn, Pool};
 use crate::RuntimeError;
@@ -27,7 +27,6 @@ pub struct CKernels {
     // Field order: the pool and the function pointers go before the library is unloaded.
     pool: Pool,
     kernels: HashMap<NodeId, (TrainKernel, KernelFn, &'static str)>,
-    skipped: HashSet<NodeId>,
     /// Buffers of values dropped in earlier steps, by length: reused for outputs of the same
     /// length, so a step does not page-fault fresh memory for every value.
     spare: HashMap<usize, Vec<Vec<f32>>>,
@@ -40,7 +39,8 @@ pub fn c_compiler() -> String {
 }
 
 impl CKernels {
-    /// Generates, compiles and loads the kernels of `tg`; `threads` sizes the pool. Only the
+    /// Generates, compiles and loads the kernels of `tg` (prepared by
+    /// `e2enc_codegen::train::prepare`); `threads` sizes the pool. Only the
     /// weights in `maskable` (all when `None`) may get live-kernel masks at run time.
     pub fn build(
         tg: &TrainGraph,
@@ -89,17 +89,12 @@ impl CKernels {
             let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
                 .map_err(|_| RuntimeError::Input(format!("train.so lacks `{}`", k.name)))?;
             let f = *f;
-            // The profile names the op the kernel computes (a fused data gradient's).
-            let op = match &g.node(k.node).op {
-                Op::DepthShiftBackward(_) if k.operands.len() == 2 => "conv_backward_data",
-                op => op.mnemonic(),
-            };
+            let op = g.node(k.node).op.mnemonic();
             kernels.insert(k.node, (k, f, op));
         }
         Ok(CKernels {
             pool: Pool::new(threads),
             kernels,
-            skipped: gen.skipped.into_iter().collect(),
             spare: HashMap::new(),
             _lib: lib,
         })
@@ -112,19 +107,6 @@ impl CKernels {
                 self.spare.entry(v.len()).or_default().push(v);
             }
         }
-    }
-
-    /// True for nodes no kernel computes (fused depth shifts, absorbed data gradients).
-    pub fn skips(&self, id: NodeId) -> bool {
-        self.skipped.contains(&id)
-    }
-
-    /// The operands node `id`'s kernel reads (empty for a skipped node).
-    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
-        self.kernels
-            .get(&id)
-            .map(|k| k.0.operands.clone())
-            .unwrap_or_default()
     }
 
     /// The mnemonic the profile books node `id`'s time under.

@@ -125,9 +125,17 @@ impl Executor {
         backend: KernelBackend,
         maskable: Option<&HashSet<String>>,
     ) -> Result<Executor, RuntimeError> {
-        let c = match backend {
-            KernelBackend::C => Some(CKernels::build(tg, threads.max(1), maskable)?),
-            KernelBackend::Rust => None,
+        // The C kernels compute the graph after the training passes (depth shifts fused into
+        // the convolutions); the Rust kernels take it as autodiff made it.
+        let prepared;
+        let (tg, c) = match backend {
+            KernelBackend::C => {
+                prepared = e2enc_codegen::train::prepare(tg)
+                    .map_err(|e| RuntimeError::Input(e.to_string()))?;
+                let c = CKernels::build(&prepared, threads.max(1), maskable)?;
+                (&prepared, Some(c))
+            }
+            KernelBackend::Rust => (tg, None),
         };
         let g = tg.graph.clone();
         let order = g.topo_order()?;
@@ -156,11 +164,7 @@ impl Executor {
             .collect();
         let mut last_use = HashMap::new();
         for (pos, &n) in backward.iter().enumerate() {
-            let reads = match &c {
-                Some(c) => c.operands(n),
-                None => g.operands(n),
-            };
-            for op in reads {
+            for op in g.operands(n) {
                 last_use.insert(op, pos);
             }
         }
@@ -180,7 +184,10 @@ impl Executor {
         for id in g.node_ids() {
             let ops = g.operands(id);
             match &g.node(id).op {
-                Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) => {
+                Op::Conv3d(_)
+                | Op::ConvTranspose3d(_)
+                | Op::ConvBackwardData(_)
+                | Op::FusedConv3d(_) => {
                     if let Some(w) = ops.get(1).and_then(|&w| weight_name(w)) {
                         masked.insert(id, w);
                     }
@@ -331,7 +338,6 @@ impl Executor {
                     check_type(t, node, "weight", name)?;
                     t.clone()
                 }
-                _ if self.c.as_ref().is_some_and(|c| c.skips(id)) => continue,
                 _ if self.c.is_some() => {
                     let c = self.c.as_mut().expect("checked");
                     let g = &self.g;
@@ -372,11 +378,7 @@ impl Executor {
             };
             vals.insert(id, val);
             if free_after_last_use {
-                let reads = match &self.c {
-                    Some(c) => c.operands(id),
-                    None => self.g.operands(id),
-                };
-                for o in reads {
+                for o in self.g.operands(id) {
                     if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
                         if let (Some(v), Some(c)) = (vals.remove(&o), self.c.as_mut()) {
                             c.recycle(v);
