@@ -40,6 +40,19 @@ pub struct Geom {
 }
 
 impl Geom {
+    /// The geometry of a conv with attributes `a` from `x` to `y`.
+    pub fn of(a: &FusedConvAttrs, x: [usize; 5], y: [usize; 5]) -> Geom {
+        Geom {
+            x,
+            y,
+            k: a.conv.kernel,
+            s: a.conv.stride,
+            p: a.conv.padding,
+            transposed: a.transposed,
+            sparse: a.sparse_out.is_some(),
+        }
+    }
+
     pub fn kvol(&self) -> usize {
         self.k.iter().product()
     }
@@ -149,15 +162,7 @@ pub fn scratch_elems(op: &Op, inputs: &[TensorType], output: &TensorType) -> usi
     ) else {
         return 0;
     };
-    let g = Geom {
-        x,
-        y,
-        k: a.conv.kernel,
-        s: a.conv.stride,
-        p: a.conv.padding,
-        transposed: a.transposed,
-        sparse: a.sparse_out.is_some(),
-    };
+    let g = Geom::of(&a, x, y);
     norm::scratch_for(y[0] * y[1], partials(&g))
 }
 
@@ -171,15 +176,7 @@ pub fn reads_channel_map(op: &Op, input: &TensorType, output: &TensorType) -> bo
     let (Some(x), Some(y)) = (dims5(&input.shape), dims5(&output.shape)) else {
         return false;
     };
-    let g = Geom {
-        x,
-        y,
-        k: a.conv.kernel,
-        s: a.conv.stride,
-        p: a.conv.padding,
-        transposed: a.transposed,
-        sparse: a.sparse_out.is_some(),
-    };
+    let g = Geom::of(&a, x, y);
     path(&g) == ConvPath::Fast
 }
 
@@ -204,15 +201,7 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
     }
     let x = ctx.inputs[0].shape;
     let y = ctx.output.shape;
-    let g = Geom {
-        x,
-        y,
-        k: a.conv.kernel,
-        s: a.conv.stride,
-        p: a.conv.padding,
-        transposed: a.transposed,
-        sparse: a.sparse_out.is_some(),
-    };
+    let g = Geom::of(&a, x, y);
     let (cin, cout, kvol) = (x[1], y[1], g.kvol());
     // Constant operand i of the op is ctx.consts[i - 1].
     let c = |slot: usize| ctx.consts[slot - 1];

@@ -139,6 +139,29 @@ fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     Ok(done(s, n * c, n * c * opl * kd * kh * 2))
 }
 
+/// The kernel's head and the opening of its loop over `(n, c)` planes: `x` (the input plane,
+/// `plane` values), `o` (the output plane) and, `backward`, `dy` (`opl` values; `o` is then the
+/// input gradient, zeroed).
+fn tile_head(ctx: &Ctx, plane: usize, opl: usize, backward: bool) -> String {
+    let mut s = head(ctx);
+    let _ = write!(
+        s,
+        "  for (int64_t t = lo; t < hi; t++) {{\n\
+         \x20   const float *restrict x = in[0] + t * {plane};\n"
+    );
+    if backward {
+        let _ = write!(
+            s,
+            "    const float *restrict dy = in[1] + t * {opl};\n\
+             \x20   float *restrict o = out + t * {plane};\n\
+             \x20   memset(o, 0, sizeof(float) * {plane});\n"
+        );
+    } else {
+        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
+    }
+    s
+}
+
 /// Non-overlapping windows.
 fn tiled(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
@@ -164,22 +187,7 @@ fn tiled(ctx: &Ctx) -> Result<Emitted, CodegenError> {
             }
         }
     }
-    let mut s = head(ctx);
-    let _ = write!(
-        s,
-        "  for (int64_t t = lo; t < hi; t++) {{\n\
-         \x20   const float *restrict x = in[0] + t * {plane};\n"
-    );
-    if backward {
-        let _ = write!(
-            s,
-            "    const float *restrict dy = in[1] + t * {opl};\n\
-             \x20   float *restrict o = out + t * {plane};\n\
-             \x20   memset(o, 0, sizeof(float) * {plane});\n"
-        );
-    } else {
-        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
-    }
+    let mut s = tile_head(ctx, plane, opl, backward);
     let _ = writeln!(
         s,
         "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) {{"
@@ -243,22 +251,7 @@ fn generic(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let ([kd, kh, kw], [sd, sh, sw]) = (a.kernel, a.stride);
     let plane = d * h * w;
     let opl = od * oh * ow;
-    let mut s = head(ctx);
-    let _ = write!(
-        s,
-        "  for (int64_t t = lo; t < hi; t++) {{\n\
-         \x20   const float *restrict x = in[0] + t * {plane};\n"
-    );
-    if backward {
-        let _ = write!(
-            s,
-            "    const float *restrict dy = in[1] + t * {opl};\n\
-             \x20   float *restrict o = out + t * {plane};\n\
-             \x20   memset(o, 0, sizeof(float) * {plane});\n"
-        );
-    } else {
-        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
-    }
+    let mut s = tile_head(ctx, plane, opl, backward);
     let _ = write!(
         s,
         "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) \
