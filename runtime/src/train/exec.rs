@@ -11,9 +11,9 @@
 //! (the backward ops read them); backward values are dropped after their last use. Convolutions
 //! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
 //! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
-//! is exactly zero. With the C backend, depth shifts that feed only convolutions are never
-//! materialized (the kernels read through them), so the split and the last uses follow the
-//! operands the kernels actually read.
+//! is exactly zero. The C backend runs the graph after the training passes
+//! (`e2enc_codegen::train::prepare`: depth shifts fused into the convolutions that read them and
+//! into the data gradients before their backward), so no shifted copy is ever made.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
