@@ -78,8 +78,8 @@ fn step(
     let maskable = live.keys().cloned().collect();
     let mut exec = Executor::with_maskable(&tg, threads, backend, &maskable).unwrap();
     assert_eq!(exec.backend(), backend);
-    let r = exec
-        .step(&weights, &live, &inputs, |outs| {
+    let run = |exec: &mut Executor| {
+        exec.step(&weights, &live, &inputs, |outs| {
             // L = Σ_out <out, r_out> with fixed random r.
             let mut loss = 0.0;
             let mut grads = BTreeMap::new();
@@ -98,7 +98,23 @@ fn step(
             }
             Ok((loss, grads))
         })
-        .unwrap();
+        .unwrap()
+    };
+    // Repeated steps give the same bits (reused buffers leak no old values), and the pool of
+    // reused buffers stops growing after the first step (inputs and loss gradients are recycled
+    // too, but only up to what the kernels use).
+    let r = run(&mut exec);
+    let pooled = exec.spare_bytes();
+    for _ in 0..3 {
+        let again = run(&mut exec);
+        assert_eq!(again.loss.to_bits(), r.loss.to_bits());
+        assert!(same_bits(&again.grads, &r.grads));
+    }
+    assert_eq!(
+        exec.spare_bytes(),
+        pooled,
+        "the buffer pool grows from step to step"
+    );
     assert!(exec.profile.values().sum::<f64>() > 0.0);
     (r, live, dsff)
 }

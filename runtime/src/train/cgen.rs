@@ -30,6 +30,10 @@ pub struct CKernels {
     /// Buffers of values dropped in earlier steps, by length: reused for outputs of the same
     /// length, so a step does not page-fault fresh memory for every value.
     spare: HashMap<usize, Vec<Vec<f32>>>,
+    /// How many kernel outputs have each length: the most spare buffers of that length a step
+    /// can use. Buffers the kernels did not allocate (the step's inputs, the loss gradients)
+    /// are recycled too, so without this bound the pool would grow every step.
+    spare_cap: HashMap<usize, usize>,
     _lib: libloading::Library,
 }
 
@@ -83,7 +87,9 @@ impl CKernels {
         let lib = loaded?;
         let g = &tg.graph;
         let mut kernels = HashMap::new();
+        let mut spare_cap: HashMap<usize, usize> = HashMap::new();
         for k in gen.kernels {
+            *spare_cap.entry(g.node(k.node).ty.numel()).or_default() += 1;
             let sym = format!("{}\0", k.name);
             // SAFETY: every training kernel has the `KernelFn` signature (codegen::train).
             let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
@@ -96,17 +102,28 @@ impl CKernels {
             pool: Pool::new(threads),
             kernels,
             spare: HashMap::new(),
+            spare_cap,
             _lib: lib,
         })
     }
 
-    /// Keeps `t`'s buffer for reuse when this was its last reference.
+    /// Keeps `t`'s buffer for reuse when this was its last reference and the pool of its length
+    /// is not full (else it is freed).
     pub fn recycle(&mut self, t: Arc<Tensor>) {
         if let Ok(t) = Arc::try_unwrap(t) {
             if let e2enc_ir::TensorData::F32(v) = t.into_data() {
-                self.spare.entry(v.len()).or_default().push(v);
+                let cap = self.spare_cap.get(&v.len()).copied().unwrap_or(0);
+                let pool = self.spare.entry(v.len()).or_default();
+                if pool.len() < cap {
+                    pool.push(v);
+                }
             }
         }
+    }
+
+    /// Bytes held in the pool of spare buffers.
+    pub fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(|(len, v)| len * v.len() * 4).sum()
     }
 
     /// The mnemonic the profile books node `id`'s time under.

@@ -303,6 +303,11 @@ impl Executor {
     }
 
     /// The backend in use.
+    /// Bytes of output buffers the C backend keeps for reuse between steps (0 for Rust).
+    pub fn spare_bytes(&self) -> usize {
+        self.c.as_ref().map_or(0, CKernels::spare_bytes)
+    }
+
     pub fn backend(&self) -> KernelBackend {
         if self.c.is_some() {
             KernelBackend::C
