@@ -35,7 +35,7 @@ const WM: &str = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz";
 /// Fetches the template through PyPI (the nilearn wheel; needs python3 with pip the first time),
 /// builds grey/white-matter labels, trains a small E2ENet with dynamic sparse DSFF on the left
 /// hemisphere, compiles it to C kernels, segments the right hemisphere and prints its Dice per
-/// class. The default run takes about 7 minutes on 2 cores; everything lands in OUT.
+/// class. The default run takes about 3 minutes on 2 cores; everything lands in OUT.
 ///
 /// Rerunning continues an interrupted training (Ctrl-C saves a checkpoint) and reuses a
 /// finished one; --fresh starts over. `e2enc check` is the quick correctness check against the
