@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use e2enc_ir::Op;
+use e2enc_ir::{Op, PoolAttrs};
 
 use super::simple::{done, head};
 use super::{d5, err, Ctx, Emitted};
@@ -28,22 +28,45 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     }
 }
 
-/// Non-overlapping windows two columns wide, sixteen output columns at a time in AVX-512
-/// registers: each window row's 32 input columns are split into even and odd columns, the
-/// window is scanned in row-major order with mask selects (the same `take` rule), and the
-/// gradient is merged back into 32 columns per window row.
-fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+/// What every pooling kernel starts from: the attributes, the direction, the input `x` and the
+/// pooled extent.
+struct PoolGeom<'a> {
+    a: &'a PoolAttrs,
+    backward: bool,
+    x: [usize; 5],
+    out: [usize; 3],
+}
+
+fn pool_geom<'a>(ctx: &Ctx<'a>) -> Result<PoolGeom<'a>, CodegenError> {
     let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
         return Err(err(ctx.g, ctx.id, "not a pooling op"));
     };
     let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
-    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
+    let x = d5(ctx, &ctx.ins[0])?;
     let ys = if backward {
         d5(ctx, &ctx.ins[1])?
     } else {
         d5(ctx, &ctx.out)?
     };
-    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    Ok(PoolGeom {
+        a,
+        backward,
+        x,
+        out: [ys[2], ys[3], ys[4]],
+    })
+}
+
+/// Non-overlapping windows two columns wide, sixteen output columns at a time in AVX-512
+/// registers: each window row's 32 input columns are split into even and odd columns, the
+/// window is scanned in row-major order with mask selects (the same `take` rule), and the
+/// gradient is merged back into 32 columns per window row.
+fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let PoolGeom {
+        a,
+        backward,
+        x: [n, c, d, h, w],
+        out: [od, oh, ow],
+    } = pool_geom(ctx)?;
     let [kd, kh, _] = a.kernel;
     let plane = d * h * w;
     let opl = od * oh * ow;
@@ -164,17 +187,12 @@ fn tile_head(ctx: &Ctx, plane: usize, opl: usize, backward: bool) -> String {
 
 /// Non-overlapping windows.
 fn tiled(ctx: &Ctx) -> Result<Emitted, CodegenError> {
-    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
-        return Err(err(ctx.g, ctx.id, "not a pooling op"));
-    };
-    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
-    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
-    let ys = if backward {
-        d5(ctx, &ctx.ins[1])?
-    } else {
-        d5(ctx, &ctx.out)?
-    };
-    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    let PoolGeom {
+        a,
+        backward,
+        x: [n, c, d, h, w],
+        out: [od, oh, ow],
+    } = pool_geom(ctx)?;
     let [kd, kh, kw] = a.kernel;
     let plane = d * h * w;
     let opl = od * oh * ow;
@@ -237,17 +255,12 @@ fn tiled(ctx: &Ctx) -> Result<Emitted, CodegenError> {
 /// `MaxPool3d (x)` or `MaxPoolBackward (x, dy)`: tile = plane; the first maximum in row-major
 /// window order wins (a NaN counts as the maximum, the first one wins).
 fn generic(ctx: &Ctx) -> Result<Emitted, CodegenError> {
-    let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
-        return Err(err(ctx.g, ctx.id, "not a pooling op"));
-    };
-    let backward = matches!(ctx.op, Op::MaxPoolBackward(_));
-    let [n, c, d, h, w] = d5(ctx, &ctx.ins[0])?;
-    let ys = if backward {
-        d5(ctx, &ctx.ins[1])?
-    } else {
-        d5(ctx, &ctx.out)?
-    };
-    let [od, oh, ow] = [ys[2], ys[3], ys[4]];
+    let PoolGeom {
+        a,
+        backward,
+        x: [n, c, d, h, w],
+        out: [od, oh, ow],
+    } = pool_geom(ctx)?;
     let ([kd, kh, kw], [sd, sh, sw]) = (a.kernel, a.stride);
     let plane = d * h * w;
     let opl = od * oh * ow;
