@@ -1,0 +1,107 @@
+//! The memory plan on small graphs: concat parts placed in their concat, no two buffers alive
+//! at once overlapping.
+use super::*;
+use e2enc_ir::{ConvAttrs, PoolAttrs, TensorType};
+
+#[test]
+fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
+    let mut g = Graph::new("t");
+    let x = g.input("input", TensorType::f32([1, 2, 4, 4, 4]));
+    let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
+    let conv = |g: &mut Graph, x| {
+        g.add(
+            Op::Conv3d(ConvAttrs {
+                kernel: [1, 3, 3],
+                stride: [1; 3],
+                padding: [0, 1, 1],
+            }),
+            &[x, w],
+            None,
+        )
+        .unwrap()
+    };
+    let a = conv(&mut g, x);
+    let p = g
+        .add(
+            Op::MaxPool3d(PoolAttrs {
+                kernel: [1, 1, 1],
+                stride: [1, 1, 1],
+            }),
+            &[x],
+            None,
+        )
+        .unwrap();
+    let c = g.add(Op::Concat, &[a, p], None).unwrap();
+    let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
+    let y = g
+        .add(
+            Op::Conv3d(ConvAttrs {
+                kernel: [1, 3, 3],
+                stride: [1; 3],
+                padding: [0, 1, 1],
+            }),
+            &[c, w2],
+            None,
+        )
+        .unwrap();
+    g.set_output("logits", y);
+    let p2 = plan(&g, |_| 0, |_| false).unwrap();
+    assert_eq!(p2.in_place, vec![c]);
+    assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
+    assert_eq!(
+        p2.views[&p].offset,
+        p2.views[&c].offset + 3 * p2.views[&c].c_stride
+    );
+    let pieces: Vec<(usize, Piece)> = p2
+        .buffers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p)))
+        .collect();
+    for (k, (i1, b1)) in pieces.iter().enumerate() {
+        for (i2, b2) in &pieces[k + 1..] {
+            if i1 == i2 {
+                continue;
+            }
+            let time = b1.first <= b2.last && b2.first <= b1.last;
+            let space = b1.offset < b2.offset + b2.elems && b2.offset < b1.offset + b1.elems;
+            assert!(!(time && space), "{b1:?} {b2:?}");
+        }
+    }
+    // The input is dead once the concat is written; the output buffer may reuse its space.
+    assert!(p2.arena_elems < p2.buffers.iter().map(|b| b.elems).sum::<usize>());
+}
+
+/// UNet++'s full-resolution chain of [previous node, upsampled] concats: with the parts free to
+/// be stored in either order the plan needs less arena, every concat part still lies inside its
+/// concat, and a reordered concat's map is a permutation.
+#[test]
+fn reordered_concats_shrink_the_unetpp_chain() {
+    use e2enc_ir::e2enet::{build, BuildOptions, ModelConfig};
+    let mut c = ModelConfig::amos_ct();
+    c.base_width = 8;
+    c.max_width = 32;
+    c.pool_kernels = vec![[2, 2, 2]; 4];
+    c.patch_size = [32, 32, 32];
+    let g = build(&c, &BuildOptions::default()).unwrap().graph;
+    let fixed = plan(&g, |_| 0, |_| false).unwrap();
+    let free = plan(&g, |_| 0, |_| true).unwrap();
+    assert!(fixed.channel_maps.is_empty());
+    assert!(!free.channel_maps.is_empty());
+    assert!(
+        free.arena_elems < fixed.arena_elems,
+        "{} vs {}",
+        free.arena_elems,
+        fixed.arena_elems
+    );
+    for (cat, map) in &free.channel_maps {
+        let mut sorted = map.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..map.len()).collect::<Vec<_>>());
+        let host = &free.views[cat];
+        for part in g.operands(*cat) {
+            let v = &free.views[&part];
+            assert!(v.offset >= host.offset && v.end() <= host.end());
+        }
+    }
+}
