@@ -298,15 +298,8 @@ proptest! {
 
 /// A small E2ENet config: `levels` levels of (1,2,2) or (2,2,2) pools, 4x8x8 patches.
 fn small_config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
-    let mut cfg = ModelConfig::amos_ct();
-    cfg.name = "tiny".into();
-    cfg.in_channels = 1;
+    let mut cfg = ModelConfig::small(levels, width, groups, iso);
     cfg.num_classes = 2;
-    cfg.base_width = width;
-    cfg.max_width = 2 * width;
-    cfg.pool_kernels = vec![if iso { [2, 2, 2] } else { [1, 2, 2] }; levels - 1];
-    cfg.shift_groups = groups;
-    cfg.deep_supervision_heads = cfg.deep_supervision_heads.min(levels.saturating_sub(2));
     cfg.patch_size = [4, 8, 8];
     // Slope 0.5, not the released 0.01: with 0.01 the negative half is squashed next to 0, so
     // leaky-ReLU kinks and max-pool near-ties crowd the point (central differences alone failed

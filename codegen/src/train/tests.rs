@@ -296,15 +296,7 @@ proptest! {
 }
 
 fn small_config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
-    let mut cfg = ModelConfig::amos_ct();
-    cfg.name = "tiny".into();
-    cfg.in_channels = 1;
-    cfg.num_classes = 3;
-    cfg.base_width = width;
-    cfg.max_width = 2 * width;
-    cfg.pool_kernels = vec![if iso { [2, 2, 2] } else { [1, 2, 2] }; levels - 1];
-    cfg.shift_groups = groups;
-    cfg.deep_supervision_heads = cfg.deep_supervision_heads.min(levels.saturating_sub(2));
+    let mut cfg = ModelConfig::small(levels, width, groups, iso);
     let f = 1 << (levels - 1);
     cfg.patch_size = [if iso { f } else { 3 }, f * 3, f * 2];
     cfg

@@ -124,6 +124,25 @@ mod defaults {
 }
 
 impl ModelConfig {
+    /// A small E2ENet for tests, examples and benchmarks: one input channel, three classes,
+    /// widths `width` doubling up to `2 * width`, `levels - 1` pools of (2,2,2) (`iso`) or
+    /// (1,2,2), `groups` shift groups, as many deep-supervision heads as the levels allow, and
+    /// the smallest patch the pools divide (set `patch_size` for another).
+    pub fn small(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
+        let mut c = ModelConfig::amos_ct();
+        c.name = "small".into();
+        c.in_channels = 1;
+        c.num_classes = 3;
+        c.base_width = width;
+        c.max_width = 2 * width;
+        c.pool_kernels = vec![if iso { [2, 2, 2] } else { [1, 2, 2] }; levels.max(2) - 1];
+        c.shift_groups = groups;
+        c.deep_supervision_heads = c.deep_supervision_heads.min(levels.saturating_sub(2));
+        let f = 1 << (levels.max(2) - 1);
+        c.patch_size = [if iso { f } else { 1 }, f, f];
+        c
+    }
+
     /// The released AMOS-CT configuration: 1 channel, 16 classes, five (2,2,2) pools, 128^3.
     pub fn amos_ct() -> ModelConfig {
         ModelConfig {

@@ -30,14 +30,7 @@ fn noise(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
-    let mut c = ModelConfig::amos_ct();
-    c.name = "train-shift".into();
-    c.num_classes = 3;
-    c.base_width = width;
-    c.max_width = 2 * width;
-    c.pool_kernels = vec![if iso { [2, 2, 2] } else { [1, 2, 2] }; levels - 1];
-    c.shift_groups = groups;
-    c.deep_supervision_heads = c.deep_supervision_heads.min(levels.saturating_sub(2));
+    let mut c = ModelConfig::small(levels, width, groups, iso);
     c.patch_size = [4, 8, 8];
     c
 }
