@@ -72,3 +72,17 @@ pub fn init_masks(params: &[ParamSpec], d: &DsffConfig, seed: u64) -> Weights {
     }
     m
 }
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift64 seeded by `seed`): reproducible
+/// data for tests and benchmarks across the crates, with no RNG dependency.
+pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}

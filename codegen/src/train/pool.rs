@@ -77,20 +77,9 @@ fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
         "  const __m512i EV = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);\n\
          \x20 const __m512i OD = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);\n\
          \x20 const __m512i LO = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);\n\
-         \x20 const __m512i HI = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);\n\
-         \x20 for (int64_t t = lo; t < hi; t++) {{\n\
-         \x20   const float *restrict x = in[0] + t * {plane};\n"
+         \x20 const __m512i HI = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);\n"
     );
-    if backward {
-        let _ = write!(
-            s,
-            "    const float *restrict dy = in[1] + t * {opl};\n\
-             \x20   float *restrict o = out + t * {plane};\n\
-             \x20   memset(o, 0, sizeof(float) * {plane});\n"
-        );
-    } else {
-        let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
-    }
+    tile_open(&mut s, plane, opl, backward);
     let _ = write!(
         s,
         "    for (int64_t z = 0; z < {od}; z++) for (int64_t y = 0; y < {oh}; y++) \
@@ -167,6 +156,12 @@ fn tiled512(ctx: &Ctx) -> Result<Emitted, CodegenError> {
 /// input gradient, zeroed).
 fn tile_head(ctx: &Ctx, plane: usize, opl: usize, backward: bool) -> String {
     let mut s = head(ctx);
+    tile_open(&mut s, plane, opl, backward);
+    s
+}
+
+/// Opens the loop over `(n, c)` planes (see [`tile_head`]).
+fn tile_open(s: &mut String, plane: usize, opl: usize, backward: bool) {
     let _ = write!(
         s,
         "  for (int64_t t = lo; t < hi; t++) {{\n\
@@ -182,7 +177,6 @@ fn tile_head(ctx: &Ctx, plane: usize, opl: usize, backward: bool) -> String {
     } else {
         let _ = writeln!(s, "    float *restrict o = out + t * {opl};");
     }
-    s
 }
 
 /// Non-overlapping windows.

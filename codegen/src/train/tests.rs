@@ -18,17 +18,7 @@ use super::*;
 
 type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, *const i32, i64, i64);
 
-fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use e2enc_ir::init::noise;
 
 /// A random case: weights (dead kernels zeroed by `masks`), inputs and `grad.*` inputs.
 struct Case {
