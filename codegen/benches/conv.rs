@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
-use e2enc_codegen::isa::Isa;
 use e2enc_codegen::layout::View;
+use e2enc_codegen::target::Target;
 use e2enc_ir::{shape, ConvAttrs, FusedConvAttrs, Op, Tensor, TensorType};
 use harness::{compile_for, noise, Arena};
 
@@ -72,7 +72,13 @@ type Geo = (
     bool,
 );
 
-fn conv_case(name: &str, geo: Geo, density: Option<f64>, consts: &mut Consts, isa: Isa) -> Bench {
+fn conv_case(
+    name: &str,
+    geo: Geo,
+    density: Option<f64>,
+    consts: &mut Consts,
+    isa: Target,
+) -> Bench {
     let (cin, cout, [d, h, w], kernel, stride, padding, transposed) = geo;
     let xs = [1, cin, d, h, w];
     let kv: usize = kernel.iter().product();
@@ -200,7 +206,7 @@ fn main() {
     let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
     let isas = std::env::var("E2ENC_BENCH_ISA").unwrap_or_else(|_| "avx2,avx512".into());
     for name in isas.split(',') {
-        let isa: Isa = name.trim().parse().unwrap();
+        let isa: Target = name.trim().parse().unwrap();
         if !isa.host_supports() {
             println!("skipping {isa}: this host lacks it");
             continue;
@@ -209,7 +215,7 @@ fn main() {
     }
 }
 
-fn run_isa(isa: Isa, d: usize, only: &str) {
+fn run_isa(isa: Target, d: usize, only: &str) {
     let default_flags = format!("-O2 {}", isa.machine_flags().join(" "));
     let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or(default_flags);
     let flags: Vec<&str> = flags_s.split_whitespace().collect();

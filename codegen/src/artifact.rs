@@ -65,6 +65,10 @@ pub struct Manifest {
     pub consts_f32: usize,
     pub consts_i32: usize,
     pub compiler: Compiler,
+    /// The target the kernels were generated for (`x86-avx2`, `x86-avx512`, `aarch64-neon`,
+    /// `portable`; absent in bundles from before targets, which were x86).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// CPU features the kernels need (`std::arch` names, e.g. `avx2`, `fma`).
     pub cpu_features: Vec<String>,
     /// Dense and executed MACs of the compiled graph, for reports.
@@ -106,5 +110,14 @@ pub fn plan_digest(m: &Manifest) -> String {
         "consts": [m.consts_f32, m.consts_i32],
         "cpu_features": m.cpu_features,
     });
+    // Bundles from before targets hash exactly as they did.
+    let plan = match &m.target {
+        Some(t) => {
+            let mut p = plan;
+            p["target"] = serde_json::json!(t);
+            p
+        }
+        None => plan,
+    };
     sha256_hex(plan.to_string().as_bytes())
 }

@@ -3,7 +3,7 @@
 //! The bundle is assembled in a staging folder next to the destination and renamed into place
 //! at the end, so a failed compile never leaves a half-written bundle. `kernels.c` is a pure
 //! function of the model and options (same inputs, same bytes); the C compiler is called with
-//! explicit flags of the chosen [`Isa`] (`-O2 -mavx2 -mfma`, plus `-mavx512f` for AVX-512), not
+//! explicit flags of the chosen [`Target`] (`-O2 -mavx2 -mfma`, plus `-mavx512f` for AVX-512), not
 //! `-march=native`, so a bundle runs on any host with the CPU features its manifest lists.
 
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ use e2enc_passes::{optimize, OptimizeOptions, Report};
 
 use crate::artifact::{plan_digest, sha256_hex, Compiler, Manifest, Port, Step, FORMAT, VERSION};
 use crate::emit::{Consts, Kernel, NodeCtx};
-pub use crate::isa::Isa;
 use crate::memplan::{plan, Plan};
+pub use crate::target::Target;
 
 /// Errors of compilation.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,8 @@ pub struct CompileOptions {
     /// Replace an existing bundle folder.
     pub force: bool,
     pub optimize: OptimizeOptions,
-    /// Instruction set of the kernels (default: [`Isa::native`], the compiling host's widest).
-    pub isa: Isa,
+    /// Instruction set of the kernels (default: [`Target::native`], the compiling host's widest).
+    pub isa: Target,
 }
 
 impl Default for CompileOptions {
@@ -70,12 +70,12 @@ impl Default for CompileOptions {
             cc: std::env::var("CC").unwrap_or_else(|_| "cc".into()),
             force: false,
             optimize: OptimizeOptions::default(),
-            isa: Isa::native(),
+            isa: Target::native(),
         }
     }
 }
 
-/// The C compiler flags of an AVX2 bundle (see [`Isa::cflags`] for the others).
+/// The C compiler flags of an AVX2 bundle (see [`Target::cflags`] for the others).
 pub const CFLAGS: [&str; 7] = [
     "-O2",
     "-mavx2",
@@ -85,7 +85,7 @@ pub const CFLAGS: [&str; 7] = [
     "-shared",
     "-fno-math-errno",
 ];
-/// The CPU features an AVX2 bundle requires (see [`Isa::cpu_features`]).
+/// The CPU features an AVX2 bundle requires (see [`Target::cpu_features`]).
 pub const CPU_FEATURES: [&str; 2] = ["avx2", "fma"];
 
 /// What a compilation did.
@@ -110,7 +110,7 @@ pub struct Generated {
 }
 
 /// Plans and emits the kernels of an (optimized) graph for `isa`.
-pub fn generate(g: &Graph, w: &Weights, isa: Isa) -> Result<Generated, CodegenError> {
+pub fn generate(g: &Graph, w: &Weights, isa: Target) -> Result<Generated, CodegenError> {
     let scratch = |id| {
         let tys: Vec<_> = g
             .operands(id)
@@ -196,8 +196,8 @@ fn cc_version(cc: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Isa::cflags`]).
-pub fn run_cc(cc: &str, c_file: &Path, so_file: &Path, isa: Isa) -> Result<(), CodegenError> {
+/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Target::cflags`]).
+pub fn run_cc(cc: &str, c_file: &Path, so_file: &Path, isa: Target) -> Result<(), CodegenError> {
     let flags = isa.cflags();
     let mut cmd = Command::new(cc);
     cmd.args(&flags)
@@ -305,6 +305,7 @@ pub fn compile(
             version: cc_version(&opts.cc),
             flags: opts.isa.cflags().iter().map(|s| s.to_string()).collect(),
         },
+        target: Some(opts.isa.name().to_string()),
         cpu_features: opts
             .isa
             .cpu_features()

@@ -85,7 +85,7 @@ pub struct NodeCtx<'a> {
     /// it in another order (only conv kernels of the fast path get one: `conv_reads_channel_map`).
     pub channel_map: Option<Vec<usize>>,
     /// Instruction set to generate for.
-    pub isa: crate::isa::Isa,
+    pub isa: crate::target::Target,
 }
 
 /// Error of an emitter.

@@ -12,7 +12,7 @@ pub mod artifact;
 pub mod c;
 pub mod compile;
 pub mod emit;
-pub mod isa;
 pub mod layout;
 pub mod memplan;
+pub mod target;
 pub mod train;

@@ -6,7 +6,7 @@
 
 mod harness;
 
-use e2enc_codegen::isa::Isa;
+use e2enc_codegen::target::Target;
 use e2enc_ir::{shift_runs, ConvAttrs, FusedConvAttrs, Op, PoolAttrs, ShiftAttrs, Tensor};
 use harness::{check_batch, noise, Case};
 use proptest::prelude::*;
@@ -585,7 +585,9 @@ fn kernels_compile_for_avx512_without_warnings() {
     let ps: Vec<_> = cfgs
         .iter()
         .enumerate()
-        .map(|(i, c)| harness::prepare_for(&c.case(), &format!("q{i}"), &mut consts, Isa::Avx512))
+        .map(|(i, c)| {
+            harness::prepare_for(&c.case(), &format!("q{i}"), &mut consts, Target::X86Avx512)
+        })
         .collect();
     let src: String = ps
         .iter()
@@ -599,8 +601,8 @@ fn kernels_compile_for_avx512_without_warnings() {
     );
     let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
     let mut flags = vec!["-O2", "-Wall", "-Werror"];
-    flags.extend_from_slice(Isa::Avx512.machine_flags());
-    harness::compile_for(&ks, &flags, Isa::Avx512).unwrap();
+    flags.extend_from_slice(Target::X86Avx512.machine_flags());
+    harness::compile_for(&ks, &flags, Target::X86Avx512).unwrap();
 }
 
 #[test]
@@ -638,8 +640,8 @@ fn generated_text_is_deterministic_for_avx512() {
     let case = c.case();
     let mut k1 = e2enc_codegen::emit::Consts::default();
     let mut k2 = e2enc_codegen::emit::Consts::default();
-    let a = harness::prepare_for(&case, "k", &mut k1, Isa::Avx512);
-    let b = harness::prepare_for(&case, "k", &mut k2, Isa::Avx512);
+    let a = harness::prepare_for(&case, "k", &mut k1, Target::X86Avx512);
+    let b = harness::prepare_for(&case, "k", &mut k2, Target::X86Avx512);
     assert_eq!(a.kernels, b.kernels);
     assert_eq!(k1.f32, k2.f32);
     let c2 = harness::prepare(&case, "k", &mut e2enc_codegen::emit::Consts::default());

@@ -17,6 +17,8 @@ use e2enc_codegen::artifact::{
 };
 use e2enc_ir::{Tensor, Weights};
 
+use e2enc_codegen::target::Target;
+
 use crate::pool::KernelFn;
 use crate::RuntimeError;
 
@@ -45,25 +47,7 @@ fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
     }
 }
 
-/// Whether this host has a CPU feature, by its `std::arch` name.
-pub fn host_has(feature: &str) -> Option<bool> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        Some(match feature {
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
-            "avx" => std::arch::is_x86_feature_detected!("avx"),
-            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
-            _ => return None,
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = feature;
-        Some(false)
-    }
-}
+pub use e2enc_codegen::target::host_has;
 
 /// Reads and checks the manifest and every file it names; returns the files' bytes.
 pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), RuntimeError> {
@@ -135,16 +119,37 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
             ));
         }
     }
+    let target = Target::from_manifest(manifest.target.as_deref(), &manifest.cpu_features)
+        .map_err(|e| bad(dir, format!("manifest.json: {e}")))?;
+    let recompile = format!(
+        "recompile the model for this host with `e2enc compile --target native` (or `--target portable`, which runs anywhere); --rebuild cannot help, the kernel code itself is written for {target}"
+    );
+    if let Some(arch) = target.arch() {
+        if arch != std::env::consts::ARCH {
+            return Err(bad(
+                dir,
+                format!(
+                    "the bundle was compiled for `--target {target}` ({arch}), this host is {}; {recompile}",
+                    std::env::consts::ARCH
+                ),
+            ));
+        }
+    }
     for feat in &manifest.cpu_features {
         match host_has(feat) {
             Some(true) => {}
             Some(false) => {
-                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the bundle's kernels need (--rebuild cannot help: the kernel code itself uses it); recompile the model here with `e2enc compile --isa native` (or `--isa avx2` for any AVX2 host)")))
+                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the kernels of `--target {target}` need; {recompile}")))
             }
             None => return Err(bad(dir, format!("the bundle needs an unknown CPU feature `{feat}`"))),
         }
     }
     Ok((manifest, bytes))
+}
+
+/// The target a verified manifest names.
+fn target_of(m: &Manifest) -> Result<Target, String> {
+    Target::from_manifest(m.target.as_deref(), &m.cpu_features)
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -195,7 +200,7 @@ impl Bundle {
                 // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
                 // checksum covers the manifest, so running a program it names would run anything.
                 let cc = e2enc_codegen::compile::CompileOptions::default().cc;
-                let isa = e2enc_codegen::isa::Isa::from_features(&manifest.cpu_features);
+                let isa = target_of(&manifest).map_err(|e| bad(dir, e))?;
                 e2enc_codegen::compile::run_cc(&cc, &c, &so, isa)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
             } else {

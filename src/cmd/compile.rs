@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use e2enc_codegen::compile::{compile, CompileOptions, Isa};
+use e2enc_codegen::compile::{compile, CompileOptions, Target};
 use e2enc_ir::e2enet::{BuildOptions, Model};
 
 use crate::util::{giga, parse_patch};
@@ -38,13 +38,15 @@ pub struct Args {
     /// Replace an existing bundle folder.
     #[arg(long)]
     force: bool,
-    /// Instruction set: avx2, avx512 (needs avx512f where the bundle runs), or native (avx512
-    /// when this host has it, else avx2). The bundle's manifest lists the CPU features it needs.
-    #[arg(long, default_value = "native", value_parser = parse_isa)]
-    isa: Isa,
+    /// What the kernels are generated for: native (this host's widest: x86-avx512, x86-avx2 or
+    /// aarch64-neon), x86-avx2 (any AVX2 + FMA host), x86-avx512 (needs avx512f where the bundle
+    /// runs), aarch64-neon (64-bit Arm), or portable (plain C99, no intrinsics: any host). The
+    /// manifest names the target and its CPU features; a host without them refuses the bundle.
+    #[arg(long, visible_alias = "isa", default_value = "native", value_parser = parse_target)]
+    target: Target,
 }
 
-fn parse_isa(s: &str) -> Result<Isa, String> {
+fn parse_target(s: &str) -> Result<Target, String> {
     s.parse()
 }
 
@@ -64,7 +66,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let opts = CompileOptions {
         deep_supervision: a.deep_supervision,
         force: a.force,
-        isa: a.isa,
+        isa: a.target,
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;
@@ -72,7 +74,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     eprintln!(
         "wrote {} ({}): {} kernels, arena {:.1} MiB, constants {:.1} MiB, {} executed MACs ({} dense)",
         a.out.display(),
-        a.isa,
+        a.target,
         r.kernels,
         man.arena_elems as f64 * 4.0 / 1048576.0,
         (man.consts_f32 + man.consts_i32) as f64 * 4.0 / 1048576.0,

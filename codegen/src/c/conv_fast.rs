@@ -23,7 +23,7 @@
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
 //!
-//! For `Isa::Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
+//! For `Target::X86Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
 //! in `conv_micro512.rs`); the rows per band, hence the tiles and the norm scratch, are the same
 //! as for AVX2, so the memory plan does not depend on the ISA. Stride 2 stays on 8 lanes.
 
@@ -34,8 +34,8 @@ use super::conv_micro::Micro;
 use super::norm::partial_ptr;
 use super::text::{kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
-use crate::isa::Isa;
 use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::target::Target;
 
 /// Register blocking of one geometry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct Blocking {
 }
 
 /// Vector lanes of the fast-path kernel of `g` for `isa`: 16 for AVX-512 at stride 1, else 8.
-pub fn lanes(g: &Geom, isa: Isa) -> usize {
+pub fn lanes(g: &Geom, isa: Target) -> usize {
     if g.s[1] == 1 {
         isa.lanes()
     } else {

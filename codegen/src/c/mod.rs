@@ -47,10 +47,10 @@ pub fn prelude() -> String {
 }
 
 /// The prelude of a bundle for `isa` (AVX-512 adds its 16-lane helpers).
-pub fn prelude_for(isa: crate::isa::Isa) -> String {
+pub fn prelude_for(isa: crate::target::Target) -> String {
     match isa {
-        crate::isa::Isa::Avx2 => prelude(),
-        crate::isa::Isa::Avx512 => format!("{PRELUDE}{PRELUDE512}"),
+        crate::target::Target::X86Avx512 => format!("{PRELUDE}{PRELUDE512}"),
+        _ => prelude(),
     }
 }
 

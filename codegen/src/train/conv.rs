@@ -23,7 +23,7 @@ use e2enc_ir::{ConvGradAttrs, Op};
 
 use super::{c_list, d5, err, Ctx, Emitted, Live};
 use crate::compile::CodegenError;
-use crate::isa::Isa;
+use crate::target::Target;
 
 /// The shapes of one convolution in the small / big picture.
 pub(crate) struct Geo {
@@ -482,7 +482,7 @@ pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     if ctx.shift0.is_some() && shift.is_none() {
         return Err(err(ctx.g, ctx.id, "a fused shift on the small side"));
     }
-    if ctx.isa == Isa::Avx512 && !a.transposed && super::wgrad512::applies(&g) {
+    if ctx.isa == Target::X86Avx512 && !a.transposed && super::wgrad512::applies(&g) {
         return Ok(super::wgrad512::wgrad_src(ctx, &g, &shift));
     }
     let (kl, spl, bpl) = (g.kl(), g.spl(), g.bpl());

@@ -46,7 +46,7 @@ use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{Graph, NodeId, Op};
 
 use crate::compile::CodegenError;
-use crate::isa::Isa;
+use crate::target::Target;
 
 /// How a kernel reads its `live` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub(crate) struct Ctx<'a> {
     /// A `conv_backward_data`'s shifts: per-channel offsets applied to the output
     /// (`out[c, d] = value[c, d + s]`, the depth shift's backward).
     pub out_unshift: Option<Vec<i64>>,
-    pub isa: Isa,
+    pub isa: Target,
     /// A live-kernel mask may apply (a DSFF weight): the kernel must follow `live`.
     pub masked: bool,
 }
@@ -216,7 +216,7 @@ pub fn prepare(tg: &TrainGraph) -> Result<TrainGraph, CodegenError> {
 
 /// Generates the C kernels of `tg` (prepared by [`prepare`]; an unprepared graph works too, its
 /// depth shifts then run as copies) for `isa`, every weight possibly kernel-sparse.
-pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, CodegenError> {
+pub fn generate_train(tg: &TrainGraph, isa: Target) -> Result<TrainGenerated, CodegenError> {
     generate_train_masked(tg, isa, None)
 }
 
@@ -225,7 +225,7 @@ pub fn generate_train(tg: &TrainGraph, isa: Isa) -> Result<TrainGenerated, Codeg
 /// channels per tile.
 pub fn generate_train_masked(
     tg: &TrainGraph,
-    isa: Isa,
+    isa: Target,
     maskable: Option<&HashSet<String>>,
 ) -> Result<TrainGenerated, CodegenError> {
     let g = &tg.graph;

@@ -13,13 +13,13 @@ use e2enc_ir::{Op, PoolAttrs};
 use super::simple::{done, head};
 use super::{d5, err, Ctx, Emitted};
 use crate::compile::CodegenError;
-use crate::isa::Isa;
+use crate::target::Target;
 
 pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     let (Op::MaxPool3d(a) | Op::MaxPoolBackward(a)) = ctx.op else {
         return Err(err(ctx.g, ctx.id, "not a pooling op"));
     };
-    if a.kernel == a.stride && a.kernel[2] == 2 && ctx.isa == Isa::Avx512 {
+    if a.kernel == a.stride && a.kernel[2] == 2 && ctx.isa == Target::X86Avx512 {
         tiled512(ctx)
     } else if a.kernel == a.stride {
         tiled(ctx)

@@ -91,11 +91,11 @@ fn all_values(c: &Case) -> HashMap<NodeId, Tensor> {
 /// Compiles the case's kernels, runs each on the oracle's operand values and compares; returns
 /// the number of kernels checked.
 fn check(c: &Case) -> Result<usize, String> {
-    check_isa(c, Isa::native())
+    check_isa(c, Target::native())
 }
 
 /// [`check`] with kernels generated for `isa`.
-fn check_isa(c: &Case, isa: Isa) -> Result<usize, String> {
+fn check_isa(c: &Case, isa: Target) -> Result<usize, String> {
     // Only the masked weights are maskable: the others get the dense, grouped kernels.
     let maskable: std::collections::HashSet<String> = c.masks.keys().cloned().collect();
     let gen = generate_train_masked(&c.tg, isa, Some(&maskable)).map_err(|e| e.to_string())?;
@@ -247,7 +247,7 @@ proptest! {
         let shift = shift && !transposed;
         if let Some(c) = conv_case(n, ci, co, [d, h, w], kind_k, stride, transposed, shift, seed) {
             // Half the cases on the AVX2 kernels (the generic weight gradient).
-            let isa = if seed % 2 == 0 { Isa::Avx2 } else { Isa::native() };
+            let isa = if seed % 2 == 0 { Target::X86Avx2 } else { Target::native() };
             let checked = check_isa(&c, isa).map_err(TestCaseError::fail)?;
             prop_assert!(checked >= 4);
         }
@@ -368,10 +368,10 @@ fn depth_shifts_before_convs_are_fused() {
         has(&|op| matches!(op, Op::ConvBackwardData(a) if !a.shifts.is_empty())),
         1
     );
-    let gen = generate_train(&c.tg, Isa::Avx2).unwrap();
+    let gen = generate_train(&c.tg, Target::X86Avx2).unwrap();
     assert_eq!(
         gen.c_source,
-        generate_train(&c.tg, Isa::Avx2).unwrap().c_source
+        generate_train(&c.tg, Target::X86Avx2).unwrap().c_source
     );
     check(&c).unwrap();
 }
@@ -411,7 +411,7 @@ fn max_pool_ties_go_to_the_first_maximum_in_window_order() {
             .collect();
         c.weights
             .insert("x", Tensor::from_f32(t.shape().to_vec(), v).unwrap());
-        for isa in [Isa::Avx2, Isa::native()] {
+        for isa in [Target::X86Avx2, Target::native()] {
             check_isa(&c, isa).unwrap_or_else(|e| panic!("{k:?} {isa}: {e}"));
         }
     }

@@ -20,8 +20,8 @@ use std::process::Command;
 
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
-use e2enc_codegen::isa::Isa;
 use e2enc_codegen::layout::View;
+use e2enc_codegen::target::Target;
 use e2enc_ir::{DType, Graph, Op, Tensor, TensorType, Weights};
 
 pub const SENTINEL: f32 = 3.25e7;
@@ -125,11 +125,11 @@ pub fn reference(case: &Case) -> (Tensor, TensorType) {
 
 /// Lays out `case` and emits its AVX2 kernels (names prefixed `prefix`).
 pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
-    prepare_for(case, prefix, consts, Isa::Avx2)
+    prepare_for(case, prefix, consts, Target::X86Avx2)
 }
 
 /// Lays out `case` and emits its kernels for `isa` (names prefixed `prefix`).
-pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Isa) -> Prepared {
+pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Target) -> Prepared {
     let (want, out_ty) = reference(case);
     let mut at = 64;
     let mut inputs = Vec::new();
@@ -335,11 +335,11 @@ pub type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, *const i32, i64, 
 
 /// Writes the AVX2 prelude and `kernels` to a C file and compiles it into a shared object.
 pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
-    compile_for(kernels, flags, Isa::Avx2)
+    compile_for(kernels, flags, Target::X86Avx2)
 }
 
 /// [`compile`] with the prelude of `isa`.
-pub fn compile_for(kernels: &[&Kernel], flags: &[&str], isa: Isa) -> Result<Lib, String> {
+pub fn compile_for(kernels: &[&Kernel], flags: &[&str], isa: Target) -> Result<Lib, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut src = c::prelude_for(isa);
     for k in kernels {
@@ -404,10 +404,10 @@ pub fn run(lib: &Lib, p: &Prepared, a: &mut Arena, consts: &Consts, cuts: &[f64]
 /// The ISAs this host can run kernels of: AVX2, and AVX-512 when present. Without AVX-512 it
 /// says so (once, on the uncaptured stderr, so `cargo test` shows it), or panics when
 /// `E2ENC_REQUIRE_AVX512` is set.
-pub fn test_isas() -> Vec<Isa> {
+pub fn test_isas() -> Vec<Target> {
     static NOTE: std::sync::Once = std::sync::Once::new();
-    if Isa::Avx512.host_supports() {
-        return vec![Isa::Avx2, Isa::Avx512];
+    if Target::X86Avx512.host_supports() {
+        return vec![Target::X86Avx2, Target::X86Avx512];
     }
     if std::env::var_os("E2ENC_REQUIRE_AVX512").is_some() {
         panic!("E2ENC_REQUIRE_AVX512 is set but this host lacks avx512f");
@@ -420,7 +420,7 @@ pub fn test_isas() -> Vec<Isa> {
              only the AVX2 kernels are checked against the interpreter"
         );
     });
-    vec![Isa::Avx2]
+    vec![Target::X86Avx2]
 }
 
 /// Emits, compiles and checks a batch of cases for every ISA of [`test_isas`].
@@ -432,7 +432,7 @@ pub fn check_batch(cases: &[Case]) -> Result<(), String> {
 }
 
 /// Emits, compiles (with the ISA's `-m` flags) and checks a batch of cases for `isa`.
-pub fn check_batch_for(cases: &[Case], isa: Isa) -> Result<(), String> {
+pub fn check_batch_for(cases: &[Case], isa: Target) -> Result<(), String> {
     let mut consts = Consts::default();
     let prepared: Vec<Prepared> = cases
         .iter()

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use e2enc_codegen::compile::{run_cc, CodegenError};
-use e2enc_codegen::isa::Isa;
+use e2enc_codegen::target::Target;
 use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Tensor};
@@ -51,7 +51,7 @@ impl CKernels {
         threads: usize,
         maskable: Option<&HashSet<String>>,
     ) -> Result<CKernels, RuntimeError> {
-        let isa = Isa::native();
+        let isa = Target::native();
         let gen = generate_train_masked(tg, isa, maskable)
             .map_err(|e| RuntimeError::Input(e.to_string()))?;
         if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
