@@ -44,6 +44,10 @@ pub struct Args {
     /// manifest names the target and its CPU features; a host without them refuses the bundle.
     #[arg(long, visible_alias = "isa", default_value = "native", value_parser = parse_target)]
     target: Target,
+    /// The C compiler that builds kernels.so (default: $CC or cc for this host's architecture;
+    /// aarch64-linux-gnu-gcc for `--target aarch64-neon` on another host).
+    #[arg(long, value_name = "CMD")]
+    cc: Option<String>,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -67,6 +71,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         deep_supervision: a.deep_supervision,
         force: a.force,
         isa: a.target,
+        cc: a.cc.clone(),
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;

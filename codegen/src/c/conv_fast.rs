@@ -23,14 +23,15 @@
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
 //!
-//! For `Target::X86Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
-//! in `conv_micro512.rs`); the rows per band, hence the tiles and the norm scratch, are the same
-//! as for AVX2, so the memory plan does not depend on the ISA. Stride 2 stays on 8 lanes.
+//! Where the dialect has 16-lane vectors (x86-avx512), stride-1 kernels use them (`lanes`,
+//! `blocking_for`); the rows per band, hence the tiles and the norm scratch, are the same for
+//! every width, so the memory plan does not depend on the target. Stride 2 stays on 8 lanes.
 
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
 use super::conv_micro::Micro;
+use super::dialect::Dialect;
 use super::norm::partial_ptr;
 use super::text::{kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
@@ -48,10 +49,11 @@ pub struct Blocking {
     pub vo: usize,
 }
 
-/// Vector lanes of the fast-path kernel of `g` for `isa`: 16 for AVX-512 at stride 1, else 8.
-pub fn lanes(g: &Geom, isa: Target) -> usize {
+/// Vector lanes of the fast-path kernel of `g` for `target`: the dialect's widest at stride 1
+/// (16 for AVX-512), else 8.
+pub fn lanes(g: &Geom, target: Target) -> usize {
     if g.s[1] == 1 {
-        isa.lanes()
+        Dialect::of(target).wide
     } else {
         8
     }
@@ -144,6 +146,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let kk = k * k;
     let nv = ow.div_ceil(lanes);
     let nb = oh.div_ceil(bl.rb);
+    // Sparse 3x3 on 16 lanes cuts its tap vectors from aligned loads where the dialect can.
+    let aligned = lanes == 16 && Dialect::of(ctx.isa).alignr && g.sparse && k == 3 && bl.ob == 1;
     let kernel_w = |off: usize, a: usize, b: usize, cc: usize| sp.wdata[off + (a * k + b) * k + cc];
 
     // Depth checks needed at all?
@@ -248,6 +252,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
             slope: slope_in_conv(sp),
             norm: sp.norm.is_some(),
             lanes,
+            aligned,
         };
         if !helpers.contains(&format!("static void {name}(")) {
             helpers.push_str(&m.source());
