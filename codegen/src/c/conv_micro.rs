@@ -21,40 +21,28 @@
 
 use std::fmt::Write;
 
-use super::conv::Geom;
-use super::conv_fast::Blocking;
+use super::conv_fast::FastConv;
 use super::dialect::Vf;
 use super::text::cf;
-use crate::emit::NodeCtx;
 use crate::layout::PAD_LEFT;
 
-/// Constants of one micro-kernel variant.
+/// One micro-kernel variant of a fast-path conv: `rb` rows x `vo` vectors, at the right edge
+/// or not.
 pub struct Micro<'a> {
     pub name: String,
     pub rb: usize,
     pub vo: usize,
     pub tail: bool,
-    pub g: &'a Geom,
-    pub bl: Blocking,
-    pub ctx: &'a NodeCtx<'a>,
-    pub check_iz: bool,
-    pub check_jz: bool,
-    pub bias: Option<usize>,
-    pub slope: Option<f32>,
-    pub norm: bool,
-    /// Vector lanes: 8, or 16 (stride 1, dialects with 16-lane vectors).
-    pub lanes: usize,
-    /// Sparse 3x3 with one output channel on a dialect with `e2f16_alignr`: tap vectors cut from
-    /// aligned loads ([`aligned_body`]).
-    pub aligned: bool,
+    pub fc: &'a FastConv,
 }
 
 impl Micro<'_> {
     pub fn source(&self) -> String {
-        let (g, x, y) = (self.g, &self.ctx.inputs[0], &self.ctx.output);
-        let (k, s, ob) = (g.k[1], g.s[1], self.bl.ob);
-        let v = Vf { lanes: self.lanes };
-        let (ty, lanes) = (v.ty(), self.lanes);
+        let fc = self.fc;
+        let (g, x, y) = (&fc.g, &fc.x, &fc.y);
+        let (k, s, ob) = (g.k[1], g.s[1], fc.bl.ob);
+        let v = Vf { lanes: fc.lanes };
+        let (ty, lanes) = (v.ty(), fc.lanes);
         debug_assert!(
             lanes == 8 || s == 1,
             "16-lane micro kernels are stride 1 only"
@@ -94,10 +82,10 @@ impl Micro<'_> {
             kk * ob
         );
         let d = g.x[2];
-        if self.check_iz {
+        if fc.check_iz {
             let _ = writeln!(c, "        if ((unsigned)(zb + ent[1]) >= {d}u) continue;");
         }
-        if self.check_jz {
+        if fc.check_jz {
             let _ = writeln!(c, "        if ((unsigned)(zb + ent[2]) >= {d}u) continue;");
         }
         let _ = writeln!(
@@ -105,7 +93,7 @@ impl Micro<'_> {
             "        const float *p = A + pb + (int64_t)ent[0] * {} + (int64_t)(zb + ent[2]) * {};",
             x.c_stride, x.d_stride
         );
-        if self.aligned {
+        if fc.aligned {
             // Prefetch the next entry's lines (scattered channel rows defeat the hardware
             // prefetchers; the next x block is too far ahead to stay in L1).
             let _ = writeln!(
@@ -191,7 +179,7 @@ impl Micro<'_> {
         }
         let _ = writeln!(c, "    }}");
         // Epilogue.
-        if let Some(sl) = self.slope {
+        if let Some(sl) = fc.slope {
             let _ = writeln!(c, "    const {ty} vsl = {}({});", v.op("set1"), cf(sl));
         }
         let guard = g.y[1] % ob != 0;
@@ -200,23 +188,23 @@ impl Micro<'_> {
             if guard {
                 let _ = writeln!(c, "    if (o0 + {o} < {}) {{", g.y[1]);
             }
-            if let Some(boff) = self.bias {
+            if let Some(boff) = fc.bias {
                 let _ = writeln!(
                     c,
                     "    const {ty} vb = {}(W + {boff} + o0 + {o});",
                     v.op("bcast")
                 );
             }
-            if self.norm {
+            if fc.norm_scratch.is_some() {
                 let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
             }
             for r in 0..self.rb {
                 for j in 0..self.vo {
                     let _ = writeln!(c, "    {{ {ty} v = a{o}_{r}_{j};");
-                    if self.bias.is_some() {
+                    if fc.bias.is_some() {
                         let _ = writeln!(c, "      v = {}(v, vb);", v.op("add"));
                     }
-                    if self.slope.is_some() {
+                    if fc.slope.is_some() {
                         let _ = writeln!(c, "      v = {}(v, vsl);", v.op("lrelu"));
                     }
                     let at = o * y.c_stride + r * y.row + lanes * j;
@@ -233,13 +221,13 @@ impl Micro<'_> {
                     } else {
                         let _ = writeln!(c, "      {}(A + po + {at}, v);", v.op("store"));
                     }
-                    if self.norm {
+                    if fc.norm_scratch.is_some() {
                         let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));
                     }
                     let _ = writeln!(c, "    }}");
                 }
             }
-            if self.norm {
+            if fc.norm_scratch.is_some() {
                 let _ = writeln!(
                     c,
                     "    st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
@@ -265,9 +253,9 @@ impl Micro<'_> {
 /// stay in registers. In a tail variant the vector past the last block is loaded masked to the
 /// row's own storage (past it lies the next row or the end of the buffer).
 fn aligned_body(c: &mut String, m: &Micro, rows_in: usize, xrow: usize) {
-    debug_assert_eq!(m.lanes, 16);
+    debug_assert_eq!(m.fc.lanes, 16);
     let vf = m.vo;
-    let ow = m.g.y[4];
+    let ow = m.fc.g.y[4];
     let nv = ow.div_ceil(16);
     // Values (and right padding) of an input row, from value 0.
     let row_vals = xrow - PAD_LEFT;

@@ -20,11 +20,13 @@
 //! as a GCC/Clang generic vector (`vector_size(32)`: no intrinsics, lowered to whatever SIMD the
 //! host has), or as `float v[8]` with loops for any other C99 compiler.
 //!
-//! A CUDA renderer (next) plugs in beside this one, not inside it: it takes the same
-//! `KernelSpec`s the planner chooses (geometry, views, constant offsets, shifts, live lists,
-//! epilogue), maps tiles to thread blocks instead of `[t0, t1)` loops and writes its own text;
-//! what it can share from here is the vocabulary idea (a CUDA `e2f8` would be a per-thread
-//! register row) and `text.rs`'s exact float literals.
+//! A CUDA renderer (next) plugs in beside this one, not inside it: it takes the same kernel
+//! descriptions the planner chooses (today `conv_fast::FastConv` for the hot convolutions:
+//! geometry, views, constant offsets, shifted entries, live lists, epilogue; the other kernels
+//! still lower and render in one function, `conv::ConvSpec` being their normalized input), maps
+//! tiles to thread blocks instead of `[t0, t1)` loops and writes its own text; what it can share
+//! from here is the vocabulary idea (a CUDA `e2f8` would be a per-thread register row) and
+//! `text.rs`'s exact float literals.
 
 use crate::target::Target;
 
