@@ -155,7 +155,7 @@ fn target_of(m: &Manifest) -> Result<Target, String> {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A new folder only this process created (never one that already existed), mode 0700.
-pub(crate) fn private_dir() -> Result<PathBuf, std::io::Error> {
+pub fn private_dir() -> Result<PathBuf, std::io::Error> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());

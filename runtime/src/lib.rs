@@ -7,12 +7,7 @@
 pub mod bundle;
 pub mod capi;
 pub mod exec;
-pub mod metrics;
-pub mod nifti;
 pub mod pool;
-pub mod preview;
-pub mod segment;
-pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

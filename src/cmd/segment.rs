@@ -1,7 +1,7 @@
 //! `e2enc segment`: CT/MRI volumes in, label maps out, through a compiled bundle. This file owns
 //! the command line, file handling (one case or an nnU-Net-named folder), geometry checks and
 //! progress; the per-case work (preprocess, sliding window, restore) is
-//! `e2enc_runtime::segment::pipeline::segment_case`, shared with the training demo.
+//! `e2enc_segment::pipeline::segment_case`, shared with the training demo.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -13,10 +13,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
-use e2enc_runtime::nifti::{self, Volume};
-use e2enc_runtime::segment::pipeline::{segment_case, CaseOptions};
-use e2enc_runtime::segment::preprocess::{Normalization, PreprocessingConfig};
-use e2enc_runtime::segment::window::WindowOptions;
+use e2enc_segment::nifti::{self, Volume};
+use e2enc_segment::pipeline::{segment_case, CaseOptions};
+use e2enc_segment::preprocess::{Normalization, PreprocessingConfig};
+use e2enc_segment::window::WindowOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::util::thousands;
@@ -496,7 +496,7 @@ fn run_case(
         nifti::write_f32_frames(p, &first.header, first.dims, net.classes, probs)?;
     }
     if let Some(p) = &case.preview {
-        e2enc_runtime::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
+        e2enc_segment::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
     }
     // The labels last: in folder mode their presence marks the case done.
     nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;
