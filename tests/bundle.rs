@@ -22,7 +22,7 @@ use e2enc_ir::e2enet::BuildOptions;
 use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{verify, Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
-use e2enc_runtime::{Runnable, Session};
+use e2enc::{Runnable, Session, TensorEngine, TensorOutput};
 use serde_json::Value;
 
 static LOCK: Mutex<()> = Mutex::new(());
@@ -500,7 +500,7 @@ fn outputs_read_in_place_equal_the_copied_ones() {
     let x = common::ch1_io().get("input").unwrap().as_ref().clone();
     let mut e = load(dir, 2);
     let copied = e.run(&feed(&x)).expect("run");
-    e.execute(&feed(&x)).expect("execute");
+    e.execute_tensors(&feed(&x)).expect("execute");
     for (name, want) in &copied {
         let o = e.output(name).expect("output by name");
         assert_eq!(o.shape(), want.shape());

@@ -11,6 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc::TensorEngine;
 use e2enc_runtime::exec::Engine;
 
 /// The folder holding the cdylib built with this test: `target/<profile>/deps` (next to this

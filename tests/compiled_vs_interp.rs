@@ -21,6 +21,7 @@ use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::tensor::relative_error_l2;
 use e2enc_ir::{interp, Tensor};
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc::TensorEngine;
 use e2enc_runtime::exec::Engine;
 use proptest::prelude::*;
 

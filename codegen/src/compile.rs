@@ -67,7 +67,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             deep_supervision: false,
-            cc: std::env::var("CC").unwrap_or_else(|_| "cc".into()),
+            cc: e2enc_runtime::cc::compiler(),
             force: false,
             optimize: OptimizeOptions::default(),
             isa: Target::native(),
@@ -196,34 +196,13 @@ fn cc_version(cc: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Target::cflags`]).
+/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Target::cflags`]; the runtime's
+/// [`e2enc_runtime::cc::compile`], which `--rebuild` uses too).
 pub fn run_cc(cc: &str, c_file: &Path, so_file: &Path, isa: Target) -> Result<(), CodegenError> {
-    let flags = isa.cflags();
-    let mut cmd = Command::new(cc);
-    cmd.args(&flags)
-        .arg("-o")
-        .arg(so_file)
-        .arg(c_file)
-        .arg("-lm");
-    let shown = format!(
-        "{cc} {} -o {} {}",
-        flags.join(" "),
-        so_file.display(),
-        c_file.display()
-    );
-    let out = cmd.output().map_err(|e| CodegenError::Cc {
-        command: shown.clone(),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().take(40).collect();
-        return Err(CodegenError::Cc {
-            command: shown,
-            stderr: tail.join("\n"),
-        });
-    }
-    Ok(())
+    e2enc_runtime::cc::compile(cc, c_file, so_file, isa).map_err(|e| CodegenError::Cc {
+        command: e.command,
+        stderr: e.stderr,
+    })
 }
 
 fn port(g: &Graph, plan: &Plan, name: &str, id: e2enc_ir::NodeId) -> Port {

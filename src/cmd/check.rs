@@ -20,6 +20,7 @@ use e2enc_ir::tensor::{relative_error, relative_error_l2};
 use e2enc_ir::{interp, Weights};
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
+use e2enc::TensorEngine;
 
 use crate::report::print_summary;
 

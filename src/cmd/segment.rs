@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
 use e2enc_segment::nifti::{self, Volume};
@@ -454,13 +453,6 @@ fn run_case(
     let channels: Vec<Vec<f32>> = vols.iter().map(|v| v.data.clone()).collect();
     let tile_vox: usize = net.patch.iter().product();
     let mut net_secs = 0.0;
-    let in_shape = vec![
-        net.batch,
-        net.channels,
-        net.patch[0],
-        net.patch[1],
-        net.patch[2],
-    ];
     let seg = segment_case(
         &channels,
         shape,
@@ -469,9 +461,9 @@ fn run_case(
         &opts,
         |tiles: &[f32], n: usize| -> Result<Vec<f32>> {
             debug_assert_eq!(tiles.len(), n * net.channels * tile_vox);
-            let x = Tensor::from_f32(in_shape.clone(), tiles.to_vec())?;
             let t0 = Instant::now();
-            engine.execute(&BTreeMap::from([(net.input.clone(), x)]))?;
+            engine.set_input(&net.input, tiles)?;
+            engine.execute()?;
             net_secs += t0.elapsed().as_secs_f64();
             // One copy of the logits, straight from the arena.
             let y = engine.output(&net.output)?;

@@ -64,7 +64,7 @@ impl CKernels {
             })?;
         }
         let cc = c_compiler();
-        let dir = e2enc_runtime::bundle::private_dir()
+        let dir = e2enc_runtime::cc::private_dir()
             .map_err(|e| TrainError::CKernels(format!("cannot create a private folder: {e}")))?;
         let loaded = (|| {
             let (c, so) = (dir.join("train.c"), dir.join("train.so"));

@@ -5,6 +5,10 @@
 //! the format version, the model config, the optimized graph (IR text), input and output shapes
 //! and views, the arena plan, the kernel steps, the compiler and flags, the CPU features the code
 //! needs, and the sha256 of every file. Loaders verify every checksum before loading any code.
+//!
+//! The format is defined here, on the side that reads it ([`crate::bundle`]); codegen writes it
+//! (`e2enc_codegen::artifact` re-exports this module, and its memory plan's [`Buffer`]s are the
+//! manifest's).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::layout::View;
-use crate::memplan::Buffer;
 
 pub const FORMAT: &str = "e2enc-bundle";
 pub const VERSION: u32 = 1;
@@ -76,6 +79,52 @@ pub struct Manifest {
     pub executed_macs: u64,
     /// sha256 (hex) of every file of the bundle but the manifest.
     pub files: BTreeMap<String, String>,
+}
+
+/// One region of the arena.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buffer {
+    /// What it holds (a node's label, `scratch`, ...).
+    pub what: String,
+    pub offset: usize,
+    pub elems: usize,
+    /// First and last step (inclusive) it is alive in; step `usize::MAX` means the end.
+    pub first: usize,
+    pub last: usize,
+    /// Sub-regions with their own lifetimes (the channel slices of a concat written in place,
+    /// each alive from its producer on), relative to `offset`; empty means the whole buffer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// A part of a buffer alive for fewer steps than the whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub offset: usize,
+    pub elems: usize,
+    pub first: usize,
+    pub last: usize,
+}
+
+impl Buffer {
+    /// The pieces of this buffer in absolute arena offsets.
+    pub fn abs_pieces(&self) -> Vec<Piece> {
+        if self.pieces.is_empty() {
+            return vec![Piece {
+                offset: self.offset,
+                elems: self.elems,
+                first: self.first,
+                last: self.last,
+            }];
+        }
+        self.pieces
+            .iter()
+            .map(|p| Piece {
+                offset: self.offset + p.offset,
+                ..p.clone()
+            })
+            .collect()
+    }
 }
 
 /// sha256 of a byte string, as lowercase hex.

@@ -11,8 +11,9 @@
 //!
 //! The target decides the C compiler flags and the CPU features the manifest lists, so a bundle
 //! built for AVX-512 is refused on a host without it. [`Target::native`] picks the widest target
-//! the compiling host supports. How the kernel text differs per target lives in the C renderer's
-//! dialect tables (`c::dialect`), not here: this file is only the facts a loader also needs.
+//! the compiling host supports. How the kernel text differs per target lives in codegen's C
+//! renderer (`e2enc_codegen::c`), not here: this file, in the runtime and re-exported by codegen as
+//! `e2enc_codegen::target`, is only the facts a loader also needs.
 
 use std::fmt;
 use std::str::FromStr;
