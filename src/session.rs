@@ -163,9 +163,11 @@ fn set_inputs(e: &mut Engine, inputs: &BTreeMap<String, Tensor>) -> Result<(), S
         }
     }
     for p in e.bundle.manifest.inputs.clone() {
-        let t = inputs.get(&p.name).ok_or_else(|| RuntimeError::MissingInput {
-            name: p.name.clone(),
-        })?;
+        let t = inputs
+            .get(&p.name)
+            .ok_or_else(|| RuntimeError::MissingInput {
+                name: p.name.clone(),
+            })?;
         if t.shape() != p.shape.as_slice() {
             return Err(RuntimeError::ShapeMismatch {
                 name: p.name.clone(),

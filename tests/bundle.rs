@@ -18,11 +18,11 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use common::{assert_same_outputs, feed, rel, same_bits};
+use e2enc::{Runnable, Session, TensorEngine, TensorOutput};
 use e2enc_ir::e2enet::BuildOptions;
 use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{verify, Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
-use e2enc::{Runnable, Session, TensorEngine, TensorOutput};
 use serde_json::Value;
 
 static LOCK: Mutex<()> = Mutex::new(());

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc::TensorEngine;
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
 
 /// The folder holding the cdylib built with this test: `target/<profile>/deps` (next to this

@@ -14,6 +14,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use e2enc::TensorEngine;
 use e2enc_codegen::compile::{compile, CompileOptions};
 use e2enc_ir::e2enet::model::apply_masks;
 use e2enc_ir::e2enet::{build, BuildOptions, DsffConfig, Model, ModelConfig, ParamRole};
@@ -21,7 +22,6 @@ use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::tensor::relative_error_l2;
 use e2enc_ir::{interp, Tensor};
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
-use e2enc::TensorEngine;
 use e2enc_runtime::exec::Engine;
 use proptest::prelude::*;
 

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::cc::private_dir;
-use crate::format::{is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION};
+use crate::format::{
+    is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION,
+};
 use crate::pool::KernelFn;
 use crate::target::Target;
 use crate::RuntimeError;
@@ -159,8 +161,22 @@ impl Bundle {
                 format!("weights.safetensors: not a valid safetensors file: {e}"),
             )
         })?;
-        let w = blob(dir, &blobs, "W", manifest.consts_f32, Dtype::F32, f32::from_le_bytes)?;
-        let i = blob(dir, &blobs, "I", manifest.consts_i32, Dtype::I32, i32::from_le_bytes)?;
+        let w = blob(
+            dir,
+            &blobs,
+            "W",
+            manifest.consts_f32,
+            Dtype::F32,
+            f32::from_le_bytes,
+        )?;
+        let i = blob(
+            dir,
+            &blobs,
+            "I",
+            manifest.consts_i32,
+            Dtype::I32,
+            i32::from_le_bytes,
+        )?;
 
         let tmp =
             private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;

@@ -676,7 +676,7 @@ mod tests {
     }
 
     /// Not a timed test: prints how long one brain-sized evaluation takes
-    /// (`cargo test -p e2enc-runtime --release metrics -- --ignored --nocapture`).
+    /// (`cargo test -p e2enc-segment --release metrics -- --ignored --nocapture`).
     #[test]
     #[ignore]
     fn brain_sized_volume() {

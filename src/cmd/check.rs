@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use e2enc::TensorEngine;
 use e2enc_codegen::compile::{compile, CompileOptions};
 use e2enc_ir::e2enet::Model;
 use e2enc_ir::e2enet::{
@@ -20,7 +21,6 @@ use e2enc_ir::tensor::{relative_error, relative_error_l2};
 use e2enc_ir::{interp, Weights};
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
-use e2enc::TensorEngine;
 
 use crate::report::print_summary;
 

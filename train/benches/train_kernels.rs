@@ -1,5 +1,5 @@
 //! Throughput of the training convolution kernels on E2ENet's hot shapes (`cargo bench -p
-//! e2enc-runtime --bench train_kernels`): GFLOP/s (2 flops per multiply-add) of the forward,
+//! e2enc-train --bench train_kernels`): GFLOP/s (2 flops per multiply-add) of the forward,
 //! backward-data and backward-weight kernels at 1 and 2 threads, dense and at density 0.2.
 //! A plain `Instant` loop (best of several runs); nothing here asserts a time.
 

@@ -5,7 +5,7 @@
 //! of each backend and their per-op profiles. A tool, not a test.
 //!
 //! ```text
-//! cargo run --release -p e2enc-runtime --example train_backends_bench -- [STEPS] [THREADS]
+//! cargo run --release -p e2enc-train --example train_backends_bench -- [STEPS] [THREADS]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};

@@ -216,9 +216,9 @@ fn ds_loss(
             .ok_or_else(|| e2enc_train::TrainError::Loss(format!("no output `{name}`")))?;
         let (lbl, _) = loss::downsample_labels(labels, [batch, patch[0], patch[1], patch[2]], *f)?;
         let sh = t.shape();
-        let logits = t.as_f32().ok_or_else(|| {
-            e2enc_train::TrainError::Loss(format!("output `{name}` is not f32"))
-        })?;
+        let logits = t
+            .as_f32()
+            .ok_or_else(|| e2enc_train::TrainError::Loss(format!("output `{name}` is not f32")))?;
         let l = loss::dc_and_ce(logits, [sh[0], sh[1], sh[2], sh[3], sh[4]], &lbl)?;
         let w = raw[s] / norm;
         total += w * l.total;

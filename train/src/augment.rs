@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use super::data::TrainCase;
 use super::sampler::{crop_patch, Patch};
-use e2enc_segment::resample::{resample, Order};
 use crate::TrainError;
+use e2enc_segment::resample::{resample, Order};
 
 /// Probabilities and ranges of every transform; [`Default`] is nnU-Net v1 moreDA with the V2
 /// settings.

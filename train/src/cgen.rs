@@ -1,7 +1,7 @@
 //! The generated-C backend of the training executor: at construction the training graph's
 //! kernels are generated (`e2enc_codegen::train`), compiled with the bundles' driver and flags
 //! into a private temporary folder, and loaded; each call then runs one node's kernel over its
-//! tiles on the persistent thread pool of [`crate::pool`].
+//! tiles on the persistent thread pool of [`e2enc_runtime::pool`].
 //!
 //! Operands are passed as an array of pointers to the values' dense f32 buffers, the live-kernel
 //! CSR of a DSFF conv is rebuilt from the step's masks at every call (a few microseconds), and
@@ -19,8 +19,8 @@ use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Tensor};
 
-use e2enc_runtime::pool::{KernelFn, Pool};
 use crate::TrainError;
+use e2enc_runtime::pool::{KernelFn, Pool};
 
 /// The compiled kernels of one training graph.
 pub struct CKernels {

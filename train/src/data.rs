@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use crate::TrainError;
 use e2enc_segment::nifti::{self, Header};
 use e2enc_segment::preprocess::{crop, preprocess, transpose, PreprocessingConfig};
 use e2enc_segment::resample::{resample, Order, Shape};
-use crate::TrainError;
 
 /// NIfTI `(x, y, z)` to the network's `(z, y, x)`.
 pub const AXIS_ORDER: [usize; 3] = [2, 1, 0];
@@ -237,9 +237,8 @@ impl RawDataset {
                 first = Some(v);
             }
         }
-        let mut first = first.ok_or_else(|| {
-            TrainError::Data(format!("case `{}` lists no channel file", case.id))
-        })?;
+        let mut first = first
+            .ok_or_else(|| TrainError::Data(format!("case `{}` lists no channel file", case.id)))?;
         channels[0] = to_input_axes(&std::mem::take(&mut first.data), first.dims);
         let label = match &case.label {
             None => None,

@@ -5,10 +5,10 @@
 //! choices are listed in `data.rs`'s module doc.
 
 use super::{RawCase, RawDataset, AXIS_ORDER};
+use crate::TrainError;
 use e2enc_segment::preprocess::{
     crop, mask_bbox, nonzero_mask, transpose, Normalization, PreprocessingConfig,
 };
-use crate::TrainError;
 
 /// nnU-Net's anisotropy threshold (`RESAMPLING_SEPARATE_Z_ANISO_THRESHOLD`).
 const ANISOTROPY_THRESHOLD: f64 = 3.0;

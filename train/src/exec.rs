@@ -279,9 +279,9 @@ impl Executor {
         r?;
         let mut grads = Weights::new();
         for (w, id) in &self.weight_grads {
-            let t = vals.get(id).ok_or_else(|| {
-                TrainError::Graph(format!("gradient of `{w}` was not computed"))
-            })?;
+            let t = vals
+                .get(id)
+                .ok_or_else(|| TrainError::Graph(format!("gradient of `{w}` was not computed")))?;
             grads.insert(w.clone(), (**t).clone());
         }
         self.recycle(vals);
@@ -371,10 +371,8 @@ impl Executor {
                         .and_then(|w| live.get(w))
                         .map(|m| m.as_slice());
                     let t0 = Instant::now();
-                    let out =
-                        dispatch::eval(op, &args, &node.ty, mask, self.threads).map_err(|e| {
-                            TrainError::Graph(format!("{}: {e}", self.g.describe(id)))
-                        })?;
+                    let out = dispatch::eval(op, &args, &node.ty, mask, self.threads)
+                        .map_err(|e| TrainError::Graph(format!("{}: {e}", self.g.describe(id))))?;
                     let dt = t0.elapsed().as_secs_f64();
                     *self.profile.entry(op.mnemonic()).or_default() += dt;
                     *self.node_profile.entry(id).or_default() += dt;
@@ -397,12 +395,7 @@ impl Executor {
 }
 
 /// Checks that a fed tensor has its node's declared type (the C kernels are specialized to it).
-fn check_type(
-    t: &Tensor,
-    node: &e2enc_ir::Node,
-    what: &str,
-    name: &str,
-) -> Result<(), TrainError> {
+fn check_type(t: &Tensor, node: &e2enc_ir::Node, what: &str, name: &str) -> Result<(), TrainError> {
     if t.shape() != node.ty.shape.as_slice() || t.dtype() != node.ty.dtype {
         return Err(TrainError::Graph(format!(
             "{what} `{name}` is {:?} {:?}, the training graph needs {}",

@@ -232,9 +232,7 @@ pub fn downsample_labels(
     for a in 0..3 {
         let (size, f) = (shape[a + 1], factor[a]);
         if f == 0 {
-            return Err(TrainError::Loss(
-                "downsample_labels: a factor of 0".into(),
-            ));
+            return Err(TrainError::Loss("downsample_labels: a factor of 0".into()));
         }
         let out = (size as f64 / f as f64).round_ties_even() as usize;
         if out == 0 {

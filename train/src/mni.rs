@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use e2enc_segment::nifti::{self, Header};
 use crate::TrainError;
+use e2enc_segment::nifti::{self, Header};
 
 /// What [`build_mni_dataset`] wrote.
 #[derive(Clone, Debug, PartialEq)]

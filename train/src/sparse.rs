@@ -217,9 +217,7 @@ impl Masks {
         }
         for n in self.layers.keys() {
             if weights.get(n).is_none() {
-                return Err(TrainError::Mask(format!(
-                    "masked weight `{n}` is missing"
-                )));
+                return Err(TrainError::Mask(format!("masked weight `{n}` is missing")));
             }
         }
         self.check_fits(weights)?;

@@ -31,9 +31,9 @@ use super::exec::{Executor, KernelBackend, LiveMasks};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
+use crate::TrainError;
 use e2enc_segment::preprocess::PreprocessingConfig;
 use e2enc_segment::window::argmax;
-use crate::TrainError;
 
 /// What the user chose (stored in the checkpoint; `--resume` reuses it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -528,7 +528,10 @@ impl Trainer {
             mask_updates: self.mask_updates,
         };
         let json = |v: &dyn erased::Json| v.bytes();
-        let weights = self.weights.to_bytes(None).map_err(TrainError::Checkpoint)?;
+        let weights = self
+            .weights
+            .to_bytes(None)
+            .map_err(TrainError::Checkpoint)?;
         let masks = self
             .masks
             .to_weights()

@@ -192,12 +192,7 @@ fn shift(
 
 /// `DepthShift{groups} (x)`: blocks of `ceil(C / groups)` channels, block `g` shifted by
 /// `s = g - groups/2`: `y[c, d] = x[c, d - s]`, zero fill.
-pub fn depth_shift(
-    x: &[f32],
-    xs: Shape5,
-    groups: usize,
-    y: &mut [f32],
-) -> Result<(), TrainError> {
+pub fn depth_shift(x: &[f32], xs: Shape5, groups: usize, y: &mut [f32]) -> Result<(), TrainError> {
     shift("depth_shift", x, xs, groups, 1, y)
 }
 
