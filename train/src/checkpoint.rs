@@ -20,8 +20,11 @@ use crate::TrainError;
 /// Name of the checkpoint folder inside the output folder.
 pub const DIR: &str = "checkpoint";
 
-fn io_err(path: &Path, e: std::io::Error) -> TrainError {
-    TrainError::Checkpoint(format!("{}: {e}", path.display()))
+fn io_err(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `files` (name, bytes) as the checkpoint of `out`, replacing the previous one.

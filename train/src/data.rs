@@ -93,11 +93,14 @@ pub struct TrainCase {
 }
 
 fn input_err(path: &Path, msg: impl std::fmt::Display) -> TrainError {
-    TrainError::Data(format!("{}: {msg}", path.display()))
+    TrainError::DataFile {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 fn nifti_err(e: nifti::NiftiError) -> TrainError {
-    TrainError::Data(e.to_string())
+    TrainError::Nifti(e)
 }
 
 impl RawDataset {

@@ -59,6 +59,19 @@ pub enum TrainError {
     /// The dataset: its listing, cases, plan and sampling ([`data`], [`sampler`], [`mni`]).
     #[error("{0}")]
     Data(String),
+    /// A dataset file (its listing, a case's volume, the MNI demo's output) is not as expected.
+    #[error("{}: {msg}", path.display())]
+    DataFile {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    /// Reading or writing a file of a run (checkpoint files, the resumed state).
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Writing or resuming a checkpoint ([`checkpoint`]).
     #[error("{0}")]
     Checkpoint(String),

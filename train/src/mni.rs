@@ -33,7 +33,10 @@ pub struct MniDataset {
 }
 
 fn err(path: &Path, msg: impl std::fmt::Display) -> TrainError {
-    TrainError::Data(format!("{}: {msg}", path.display()))
+    TrainError::DataFile {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 /// Average-pools an x-fastest volume by `f` (remainders dropped).
@@ -99,7 +102,7 @@ pub fn build_mni_dataset(
             "build_mni_dataset: factor must be at least 1".into(),
         ));
     }
-    let read = |p: &Path| nifti::read(p).map_err(|e| TrainError::Data(e.to_string()));
+    let read = |p: &Path| nifti::read(p).map_err(TrainError::Nifti);
     let (t, g, w) = (read(t1)?, read(gm)?, read(wm)?);
     for (v, p) in [(&g, gm), (&w, wm)] {
         if v.dims != t.dims {
@@ -202,10 +205,9 @@ pub fn build_mni_dataset(
         let d = [x1 - x0, dims[1], dims[2]];
         let lab = slab(&labels, dims, x0, x1);
         let ip = out_dir.join(img_dir).join(format!("{id}_0000.nii.gz"));
-        nifti::write_f32(&ip, &h, d, &slab(&img, dims, x0, x1))
-            .map_err(|e| TrainError::Data(e.to_string()))?;
+        nifti::write_f32(&ip, &h, d, &slab(&img, dims, x0, x1)).map_err(TrainError::Nifti)?;
         let lp = out_dir.join(lab_dir).join(format!("{id}.nii.gz"));
-        nifti::write_labels(&lp, &h, d, &lab).map_err(|e| TrainError::Data(e.to_string()))?;
+        nifti::write_labels(&lp, &h, d, &lab).map_err(TrainError::Nifti)?;
         written.push(counts(&lab));
     }
     let json = serde_json::json!({

@@ -202,8 +202,10 @@ impl Trainer {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
         })?;
         let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", dir.join(name).display())))
+            std::fs::read(dir.join(name)).map_err(|source| TrainError::Io {
+                path: dir.join(name),
+                source,
+            })
         };
         let state: State = serde_json::from_slice(&read("state.json")?).map_err(|e| {
             TrainError::Checkpoint(format!("{}: {e}", dir.join("state.json").display()))
