@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use e2enc::Runnable;
 use e2enc_ir::e2enet::BuildOptions;
 use e2enc_ir::{Tensor, Weights};
-use e2enc_runtime::Runnable;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden");

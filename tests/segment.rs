@@ -7,7 +7,7 @@ use common::{e2enc, text};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use e2enc_runtime::nifti::{self, Header, NiftiError};
+use e2enc_segment::nifti::{self, Header, NiftiError};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -77,9 +77,7 @@ impl Default for CompileOptions {
 }
 
 /// This host's C compiler: `$CC`, else `cc`.
-pub fn host_cc() -> String {
-    std::env::var("CC").unwrap_or_else(|_| "cc".into())
-}
+pub use e2enc_runtime::cc::compiler as host_cc;
 
 impl CompileOptions {
     /// The C compiler that builds `kernels.so`: the one given, else [`host_cc`] for targets this
@@ -215,44 +213,13 @@ fn cc_version(cc: &str) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Target::cflags`]).
+/// Compiles `c_file` into `so_file` with the flags of `isa` ([`Target::cflags`]; the runtime's
+/// [`e2enc_runtime::cc::compile`], which `--rebuild` uses too).
 pub fn run_cc(cc: &str, c_file: &Path, so_file: &Path, isa: Target) -> Result<(), CodegenError> {
-    let flags = isa.cflags();
-    let mut cmd = Command::new(cc);
-    cmd.args(&flags)
-        .arg("-o")
-        .arg(so_file)
-        .arg(c_file)
-        .arg("-lm");
-    let shown = format!(
-        "{cc} {} -o {} {}",
-        flags.join(" "),
-        so_file.display(),
-        c_file.display()
-    );
-    let out = cmd.output().map_err(|e| CodegenError::Cc {
-        command: shown.clone(),
-        stderr: if e.kind() == std::io::ErrorKind::NotFound {
-            match isa.cross_compiler() {
-                Some(x) if x == cc => format!(
-                    "`{cc}` is not installed: building kernels for {isa} on this host needs a C cross compiler (Debian: apt-get install gcc-{}-linux-gnu), or name one with --cc",
-                    isa.arch().unwrap_or("?")
-                ),
-                _ => format!("`{cc}` was not found: install a C compiler, or set $CC or --cc"),
-            }
-        } else {
-            e.to_string()
-        },
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().take(40).collect();
-        return Err(CodegenError::Cc {
-            command: shown,
-            stderr: tail.join("\n"),
-        });
-    }
-    Ok(())
+    e2enc_runtime::cc::compile(cc, c_file, so_file, isa).map_err(|e| CodegenError::Cc {
+        command: e.command,
+        stderr: e.stderr,
+    })
 }
 
 fn port(g: &Graph, plan: &Plan, name: &str, id: e2enc_ir::NodeId) -> Port {

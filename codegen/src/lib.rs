@@ -2,17 +2,21 @@
 //!
 //! [`memplan`] orders the work and places every activation in one arena (concats as slices of
 //! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] emits a
-//! shape-specialized C function per kernel (AVX2/FMA, or AVX-512 for the hot convs: [`isa`]),
+//! shape-specialized C function per kernel (AVX2/FMA, or AVX-512 for the hot convs: [`target`]),
 //! and [`compile`] writes the bundle:
 //! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
-//! the `kernels.so` the system C compiler makes from it. [`train`] emits the kernels of a
-//! training graph (forward and backward) for the runtime's generated-C training backend.
+//! the `kernels.so` the system C compiler makes from it. The bundle format ([`artifact`]), the
+//! layout ([`layout`]) and the target table ([`target`]) are the runtime's (`e2enc-runtime`),
+//! re-exported here: the runtime reads what codegen writes. [`train`] emits the kernels of a
+//! training graph (forward and backward) for the generated-C backend of `e2enc-train`.
 
-pub mod artifact;
 pub mod c;
 pub mod compile;
 pub mod emit;
-pub mod layout;
 pub mod memplan;
-pub mod target;
 pub mod train;
+
+/// The bundle format, defined by the runtime that reads it.
+pub use e2enc_runtime::format as artifact;
+pub use e2enc_runtime::layout;
+pub use e2enc_runtime::target;

@@ -15,55 +15,9 @@
 use std::collections::HashMap;
 
 use e2enc_ir::{Graph, NodeId, Op};
-use serde::{Deserialize, Serialize};
 
 use crate::layout::View;
-
-/// One region of the arena.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Buffer {
-    /// What it holds (a node's label, `scratch`, ...).
-    pub what: String,
-    pub offset: usize,
-    pub elems: usize,
-    /// First and last step (inclusive) it is alive in; step `usize::MAX` means the end.
-    pub first: usize,
-    pub last: usize,
-    /// Sub-regions with their own lifetimes (the channel slices of a concat written in place,
-    /// each alive from its producer on), relative to `offset`; empty means the whole buffer.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pieces: Vec<Piece>,
-}
-
-/// A part of a buffer alive for fewer steps than the whole.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Piece {
-    pub offset: usize,
-    pub elems: usize,
-    pub first: usize,
-    pub last: usize,
-}
-
-impl Buffer {
-    /// The pieces of this buffer in absolute arena offsets.
-    pub fn abs_pieces(&self) -> Vec<Piece> {
-        if self.pieces.is_empty() {
-            return vec![Piece {
-                offset: self.offset,
-                elems: self.elems,
-                first: self.first,
-                last: self.last,
-            }];
-        }
-        self.pieces
-            .iter()
-            .map(|p| Piece {
-                offset: self.offset + p.offset,
-                ..p.clone()
-            })
-            .collect()
-    }
-}
+pub use e2enc_runtime::format::{Buffer, Piece};
 
 /// The plan of one graph.
 #[derive(Clone, Debug)]

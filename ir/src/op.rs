@@ -300,7 +300,7 @@ impl Op {
         }
     }
 
-    /// True for the training (gradient) ops: the interpreter and the runtime's training kernels
+    /// True for the training (gradient) ops: the interpreter and `e2enc-train`'s kernels
     /// evaluate them; the optimizer and the C code generator do not take them yet.
     pub fn is_training(&self) -> bool {
         matches!(

@@ -10,16 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use e2enc_codegen::artifact::{
+use safetensors::{Dtype, SafeTensors};
+
+use crate::cc::private_dir;
+use crate::format::{
     is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION,
 };
-use e2enc_ir::{Tensor, Weights};
-
-use e2enc_codegen::target::Target;
-
 use crate::pool::KernelFn;
+use crate::target::Target;
 use crate::RuntimeError;
 
 /// How to load a bundle.
@@ -47,7 +46,7 @@ fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
     }
 }
 
-pub use e2enc_codegen::target::host_has;
+pub use crate::target::host_has;
 
 /// Reads and checks the manifest and every file it names; returns the files' bytes.
 pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), RuntimeError> {
@@ -152,43 +151,32 @@ fn target_of(m: &Manifest) -> Result<Target, String> {
     Target::from_manifest(m.target.as_deref(), &m.cpu_features)
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A new folder only this process created (never one that already existed), mode 0700.
-pub(crate) fn private_dir() -> Result<PathBuf, std::io::Error> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    for _ in 0..64 {
-        let d = std::env::temp_dir().join(format!(
-            "e2enc-{}-{}-{:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos
-        ));
-        let mut b = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            b.mode(0o700);
-        }
-        match b.create(&d) {
-            Ok(()) => return Ok(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::other("could not create a private folder"))
-}
-
 impl Bundle {
     /// Verifies and loads the bundle in `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Bundle, RuntimeError> {
         let (manifest, files) = verify(dir)?;
-        let blobs = Weights::from_bytes(&files["weights.safetensors"])
-            .map_err(|m| bad(dir, format!("weights.safetensors: {m}")))?;
-        let w = blob(dir, &blobs, "W", manifest.consts_f32, Tensor::as_f32)?;
-        let i = blob(dir, &blobs, "I", manifest.consts_i32, Tensor::as_i32)?;
+        let blobs = SafeTensors::deserialize(&files["weights.safetensors"]).map_err(|e| {
+            bad(
+                dir,
+                format!("weights.safetensors: not a valid safetensors file: {e}"),
+            )
+        })?;
+        let w = blob(
+            dir,
+            &blobs,
+            "W",
+            manifest.consts_f32,
+            Dtype::F32,
+            f32::from_le_bytes,
+        )?;
+        let i = blob(
+            dir,
+            &blobs,
+            "I",
+            manifest.consts_i32,
+            Dtype::I32,
+            i32::from_le_bytes,
+        )?;
 
         let tmp =
             private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
@@ -199,9 +187,8 @@ impl Bundle {
                 std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
                 // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
                 // checksum covers the manifest, so running a program it names would run anything.
-                let cc = e2enc_codegen::compile::host_cc();
                 let isa = target_of(&manifest).map_err(|e| bad(dir, e))?;
-                e2enc_codegen::compile::run_cc(&cc, &c, &so, isa)
+                crate::cc::compile(&crate::cc::compiler(), &c, &so, isa)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
             } else {
                 std::fs::write(&so, &files["kernels.so"]).map_err(|e| bad(dir, e.to_string()))?;
@@ -232,22 +219,32 @@ impl Bundle {
     }
 }
 
-fn blob<T: Copy>(
+fn blob<T>(
     dir: &Path,
-    blobs: &Weights,
+    blobs: &SafeTensors<'_>,
     name: &str,
     len: usize,
-    get: impl Fn(&Tensor) -> Option<&[T]>,
+    dtype: Dtype,
+    decode: fn([u8; 4]) -> T,
 ) -> Result<Vec<T>, RuntimeError> {
     let t = blobs
-        .get(name)
-        .ok_or_else(|| bad(dir, format!("weights.safetensors lacks `{name}`")))?;
-    let v = get(t).ok_or_else(|| bad(dir, format!("`{name}` has the wrong dtype")))?;
-    if v.len() != len {
+        .tensor(name)
+        .map_err(|_| bad(dir, format!("weights.safetensors lacks `{name}`")))?;
+    if t.dtype() != dtype {
+        return Err(bad(dir, format!("`{name}` has the wrong dtype")));
+    }
+    let bytes = t.data();
+    if bytes.len() != len * 4 {
         return Err(bad(
             dir,
-            format!("`{name}` holds {} values, the manifest says {len}", v.len()),
+            format!(
+                "`{name}` holds {} values, the manifest says {len}",
+                bytes.len() / 4
+            ),
         ));
     }
-    Ok(v.to_vec())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| decode([b[0], b[1], b[2], b[3]]))
+        .collect())
 }

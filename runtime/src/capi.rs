@@ -2,12 +2,9 @@
 //! returned as non-zero codes with a message copied into the caller's buffer; no Rust panic
 //! crosses the boundary.
 
-use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-
-use e2enc_ir::Tensor;
 
 use crate::bundle::{Bundle, LoadOptions};
 use crate::exec::Engine;
@@ -137,13 +134,13 @@ pub unsafe extern "C" fn e2enc_run(
             ));
         }
         // SAFETY: the caller provides `input_len` readable floats.
-        let data = unsafe { std::slice::from_raw_parts(input, input_len) }.to_vec();
+        let data = unsafe { std::slice::from_raw_parts(input, input_len) };
         let (iname, oname) = (ip.name.clone(), op.name.clone());
-        let t = Tensor::from_f32(ip.shape.clone(), data).map_err(|e| e.to_string())?;
         model
             .engine
-            .execute(&BTreeMap::from([(iname, t)]))
+            .set_input(&iname, data)
             .map_err(|e| e.to_string())?;
+        model.engine.execute().map_err(|e| e.to_string())?;
         // SAFETY: the caller provides `output_len` writable floats.
         let dst = unsafe { std::slice::from_raw_parts_mut(output, output_len) };
         let y = model.engine.output(&oname).map_err(|e| e.to_string())?;

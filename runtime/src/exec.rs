@@ -1,16 +1,17 @@
 //! Running a loaded bundle: one zeroed, 64-byte aligned arena reused across calls, inputs copied
 //! into their padded views (whole planes, so the zero-padding invariant holds), every step run on
-//! the pool over all its tiles, outputs copied out of their views.
+//! the [`Device`] over all its tiles, outputs read in place from their views.
+//!
+//! The API is on slices: [`Engine::set_input`] for every input, [`Engine::execute`], then
+//! [`Engine::output`] (row by row, or copied out). The memory plan reuses an input's memory once
+//! it has been read, so inputs are set again before every `execute`.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use e2enc_codegen::artifact::Port;
-use e2enc_codegen::layout::View;
-use e2enc_ir::Tensor;
-
 use crate::bundle::Bundle;
-use crate::pool::Pool;
+use crate::device::Device;
+use crate::format::Port;
+use crate::layout::{View, PAD_LEFT};
 use crate::RuntimeError;
 
 /// A 64-byte aligned, zero-initialized buffer of `T`.
@@ -53,13 +54,15 @@ pub struct StepTime {
     pub seconds: f64,
 }
 
-/// A bundle ready to run, with its arena and threads.
+/// A bundle ready to run, with its arena and device.
 pub struct Engine {
     pub bundle: Bundle,
     arena: Aligned<f32>,
     w: Aligned<f32>,
     i: Aligned<i32>,
-    pool: Pool,
+    device: Device,
+    /// Which inputs were set since the last run.
+    set: Vec<bool>,
 }
 
 fn shape5(s: &[usize]) -> [usize; 5] {
@@ -71,13 +74,13 @@ fn shape5(s: &[usize]) -> [usize; 5] {
 }
 
 impl Engine {
-    /// Prepares `bundle` to run on `threads` threads (0: all available cores).
-    pub fn new(mut bundle: Bundle, threads: usize) -> Engine {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+    /// Prepares `bundle` to run on the CPU with `threads` threads (0: all available cores).
+    pub fn new(bundle: Bundle, threads: usize) -> Engine {
+        Engine::with_device(bundle, Device::cpu(threads))
+    }
+
+    /// Prepares `bundle` to run on `device`.
+    pub fn with_device(mut bundle: Bundle, device: Device) -> Engine {
         // The blobs move into aligned storage (the bundle keeps empty vectors): one copy only.
         let w = Aligned::from_slice(&std::mem::take(&mut bundle.w));
         let i = Aligned::from_slice(&std::mem::take(&mut bundle.i));
@@ -85,13 +88,18 @@ impl Engine {
             arena: Aligned::zeroed(bundle.manifest.arena_elems.max(1)),
             w,
             i,
-            pool: Pool::new(threads),
+            device,
+            set: vec![false; bundle.manifest.inputs.len()],
             bundle,
         }
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        self.device.threads()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Bytes of the activation arena.
@@ -99,30 +107,52 @@ impl Engine {
         self.bundle.manifest.arena_elems * 4
     }
 
-    /// Runs the bundle on `inputs` (by port name) and returns every output (copied out of the
-    /// arena; [`Engine::execute`] + [`Engine::output`] read them in place instead).
-    pub fn run(
-        &mut self,
-        inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        self.run_inner(inputs, None)?;
-        self.read_outputs()
+    /// The bundle's inputs (name, shape, dtype), in manifest order.
+    pub fn inputs(&self) -> &[Port] {
+        &self.bundle.manifest.inputs
     }
 
-    /// [`Engine::run`], also timing every step.
-    pub fn run_profiled(
-        &mut self,
-        inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<(BTreeMap<String, Tensor>, Vec<StepTime>), RuntimeError> {
+    /// The bundle's outputs, in manifest order.
+    pub fn outputs(&self) -> &[Port] {
+        &self.bundle.manifest.outputs
+    }
+
+    /// Copies input `name` (dense `[N, C, D, H, W]` f32, exactly its element count) into the
+    /// arena for the next [`Engine::execute`].
+    pub fn set_input(&mut self, name: &str, values: &[f32]) -> Result<(), RuntimeError> {
+        let k = self
+            .bundle
+            .manifest
+            .inputs
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| RuntimeError::UnknownInput { name: name.into() })?;
+        let p = &self.bundle.manifest.inputs[k];
+        let want: usize = p.shape.iter().product();
+        if values.len() != want {
+            return Err(RuntimeError::LengthMismatch {
+                name: name.into(),
+                got: values.len(),
+                want,
+                shape: p.shape.clone(),
+            });
+        }
+        write_view(self.arena.as_mut_slice(), &p.view, values);
+        self.set[k] = true;
+        Ok(())
+    }
+
+    /// Runs the bundle on the inputs set since the last run (all of them) and leaves the outputs
+    /// in the arena, where [`Engine::output`] reads them (until the next run).
+    pub fn execute(&mut self) -> Result<(), RuntimeError> {
+        self.run_inner(None)
+    }
+
+    /// [`Engine::execute`], also timing every step.
+    pub fn execute_profiled(&mut self) -> Result<Vec<StepTime>, RuntimeError> {
         let mut times = Vec::new();
-        self.run_inner(inputs, Some(&mut times))?;
-        Ok((self.read_outputs()?, times))
-    }
-
-    /// Runs the bundle on `inputs` and leaves the outputs in the arena, where
-    /// [`Engine::output`] reads them without a copy (until the next run).
-    pub fn execute(&mut self, inputs: &BTreeMap<String, Tensor>) -> Result<(), RuntimeError> {
-        self.run_inner(inputs, None)
+        self.run_inner(Some(&mut times))?;
+        Ok(times)
     }
 
     /// The output `name` of the last run, in place in the arena.
@@ -133,58 +163,29 @@ impl Engine {
             .outputs
             .iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| RuntimeError::Input(format!("the bundle has no output `{name}`")))?;
+            .ok_or_else(|| RuntimeError::UnknownOutput { name: name.into() })?;
         Ok(OutputRef {
             arena: self.arena.as_slice(),
             port,
         })
     }
 
-    fn read_outputs(&self) -> Result<BTreeMap<String, Tensor>, RuntimeError> {
-        let mut out = BTreeMap::new();
-        for p in &self.bundle.manifest.outputs {
-            out.insert(p.name.clone(), read_port(self.arena.as_slice(), p)?);
-        }
-        Ok(out)
-    }
-
-    fn run_inner(
-        &mut self,
-        inputs: &BTreeMap<String, Tensor>,
-        mut times: Option<&mut Vec<StepTime>>,
-    ) -> Result<(), RuntimeError> {
+    fn run_inner(&mut self, mut times: Option<&mut Vec<StepTime>>) -> Result<(), RuntimeError> {
         let m = &self.bundle.manifest;
-        for name in inputs.keys() {
-            if !m.inputs.iter().any(|p| &p.name == name) {
-                return Err(RuntimeError::Input(format!(
-                    "the bundle has no input `{name}`"
-                )));
-            }
+        if let Some(k) = self.set.iter().position(|s| !s) {
+            return Err(RuntimeError::MissingInput {
+                name: m.inputs[k].name.clone(),
+            });
         }
-        for p in &m.inputs {
-            let t = inputs
-                .get(&p.name)
-                .ok_or_else(|| RuntimeError::Input(format!("input `{}` is missing", p.name)))?;
-            if t.shape() != p.shape.as_slice() {
-                return Err(RuntimeError::Input(format!(
-                    "input `{}` has shape {:?}, the bundle was compiled for {:?}",
-                    p.name,
-                    t.shape(),
-                    p.shape
-                )));
-            }
-            let v = t
-                .as_f32()
-                .ok_or_else(|| RuntimeError::Input(format!("input `{}` must be f32", p.name)))?;
-            write_view(self.arena.as_mut_slice(), &p.view, v);
-        }
+        // The plan may reuse input memory once read: every run needs its inputs set anew.
+        self.set.fill(false);
         let a = self.arena.as_mut_slice().as_mut_ptr();
         let (w, i) = (self.w.as_slice().as_ptr(), self.i.as_slice().as_ptr());
         for (s, f) in m.steps.iter().zip(&self.bundle.kernels) {
             let t0 = Instant::now();
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.
-            unsafe { self.pool.run(*f, a, w, i, s.tiles) };
+            unsafe { self.device.launch(*f, a, w, i, s.tiles) };
             if let Some(ts) = times.as_deref_mut() {
                 ts.push(StepTime {
                     kernel: s.kernel.clone(),
@@ -206,25 +207,36 @@ pub struct OutputRef<'a> {
 }
 
 impl OutputRef<'_> {
+    /// The output's name.
+    pub fn name(&self) -> &str {
+        &self.port.name
+    }
+
     /// The output's shape (`[N, C, D, H, W]`, or `[N, D, H, W]` for labels).
     pub fn shape(&self) -> &[usize] {
         &self.port.shape
     }
 
+    /// `f32`, or `i32` for labels (stored as the bits of the arena's floats).
+    pub fn dtype(&self) -> &str {
+        &self.port.dtype
+    }
+
     /// Row `(n, c, z, y)` of an f32 output: its `W` values.
     pub fn row(&self, n: usize, c: usize, z: usize, y: usize) -> Result<&[f32], RuntimeError> {
         if self.port.dtype != "f32" {
-            return Err(RuntimeError::Input(format!(
-                "output `{}` holds {}, not f32",
-                self.port.name, self.port.dtype
-            )));
+            return Err(RuntimeError::NotF32 {
+                name: self.port.name.clone(),
+                dtype: self.port.dtype.clone(),
+            });
         }
         let [pn, pc, pd, ph, pw] = shape5(&self.port.shape);
         if n >= pn || c >= pc || z >= pd || y >= ph {
-            return Err(RuntimeError::Input(format!(
-                "row ({n}, {c}, {z}, {y}) is outside output `{}` of shape {:?}",
-                self.port.name, self.port.shape
-            )));
+            return Err(RuntimeError::RowOutside {
+                name: self.port.name.clone(),
+                row: [n, c, z, y],
+                shape: self.port.shape.clone(),
+            });
         }
         let at = self.port.view.at(n, c, z, y as isize, 0);
         Ok(&self.arena[at..at + pw])
@@ -234,12 +246,11 @@ impl OutputRef<'_> {
     pub fn copy_to(&self, dst: &mut [f32]) -> Result<(), RuntimeError> {
         let [n, c, d, h, w] = shape5(&self.port.shape);
         if dst.len() != n * c * d * h * w {
-            return Err(RuntimeError::Input(format!(
-                "output `{}` has {} values, the destination {}",
-                self.port.name,
-                n * c * d * h * w,
-                dst.len()
-            )));
+            return Err(RuntimeError::DestinationLength {
+                name: self.port.name.clone(),
+                want: n * c * d * h * w,
+                got: dst.len(),
+            });
         }
         let mut rows = dst.chunks_exact_mut(w.max(1));
         for ni in 0..n {
@@ -255,9 +266,23 @@ impl OutputRef<'_> {
         Ok(())
     }
 
-    /// The output as a dense tensor (a copy).
-    pub fn to_tensor(&self) -> Result<Tensor, RuntimeError> {
-        read_port(self.arena, self.port)
+    /// The output's values, dense (a copy; an `i32` output's values are the bits of these
+    /// floats: `x.to_bits() as i32`).
+    pub fn to_vec(&self) -> Vec<f32> {
+        let view = &self.port.view;
+        let [n, c, d, h, w] = shape5(&self.port.shape);
+        let mut v = Vec::with_capacity(n * c * d * h * w);
+        for ni in 0..n {
+            for ci in 0..c {
+                for z in 0..d {
+                    for y in 0..h {
+                        let at = view.at(ni, ci, z, y as isize, 0);
+                        v.extend_from_slice(&self.arena[at..at + w]);
+                    }
+                }
+            }
+        }
+        v
     }
 }
 
@@ -267,40 +292,15 @@ fn write_view(arena: &mut [f32], view: &View, v: &[f32]) {
     for ni in 0..n {
         for ci in 0..c {
             for z in 0..d {
-                let start = view.at(ni, ci, z, -1, -(e2enc_codegen::layout::PAD_LEFT as isize));
+                let start = view.at(ni, ci, z, -1, -(PAD_LEFT as isize));
                 let plane = &mut arena[start..start + view.d_stride];
                 plane.fill(0.0);
                 for y in 0..h {
                     let src = &v[(((ni * c + ci) * d + z) * h + y) * w..][..w];
-                    let row = (y + 1) * view.row + e2enc_codegen::layout::PAD_LEFT;
+                    let row = (y + 1) * view.row + PAD_LEFT;
                     plane[row..row + w].copy_from_slice(src);
                 }
             }
         }
     }
-}
-
-fn read_port(arena: &[f32], p: &Port) -> Result<Tensor, RuntimeError> {
-    let view = &p.view;
-    let [n, c, d, h, w] = shape5(&p.shape);
-    let mut v = Vec::with_capacity(n * c * d * h * w);
-    for ni in 0..n {
-        for ci in 0..c {
-            for z in 0..d {
-                for y in 0..h {
-                    let at = view.at(ni, ci, z, y as isize, 0);
-                    v.extend_from_slice(&arena[at..at + w]);
-                }
-            }
-        }
-    }
-    let t = if p.dtype == "i32" {
-        Tensor::from_i32(
-            p.shape.clone(),
-            v.iter().map(|x| x.to_bits() as i32).collect(),
-        )
-    } else {
-        Tensor::from_f32(p.shape.clone(), v)
-    };
-    t.map_err(RuntimeError::Ir)
 }

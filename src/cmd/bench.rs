@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
 
@@ -118,10 +117,6 @@ pub fn main(a: Args) -> Result<ExitCode> {
             (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         })
         .collect();
-    let feed = BTreeMap::from([(
-        port.name.clone(),
-        Tensor::from_f32(port.shape.clone(), data)?,
-    )]);
     eprintln!(
         "bundle {}: input {:?}, {} kernels, {} threads, arena {:.0} MiB",
         a.bundle.display(),
@@ -133,12 +128,14 @@ pub fn main(a: Args) -> Result<ExitCode> {
     // `execute` leaves the outputs in the arena (readable in place with `Engine::output`), so the
     // timing and the peak memory hold the network alone, not a copy of its logits.
     for _ in 0..a.warmup {
-        e.execute(&feed)?;
+        e.set_input(&port.name, &data)?;
+        e.execute()?;
     }
     let mut times = Vec::new();
     for i in 0..a.runs {
         let t0 = Instant::now();
-        e.execute(&feed)?;
+        e.set_input(&port.name, &data)?;
+        e.execute()?;
         let s = t0.elapsed().as_secs_f64();
         eprintln!("  run {}: {s:.3} s", i + 1);
         times.push(s);
@@ -182,7 +179,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         );
     }
     if a.profile {
-        let (_, steps) = e.run_profiled(&feed)?;
+        e.set_input(&port.name, &data)?;
+        let steps = e.execute_profiled()?;
         let total: f64 = steps.iter().map(|s| s.seconds).sum();
         let mut by_what: BTreeMap<String, (f64, u64, usize)> = BTreeMap::new();
         for s in &steps {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
+use e2enc::TensorEngine;
 use e2enc_codegen::compile::{compile, CompileOptions};
 use e2enc_codegen::target::Target;
 use e2enc_ir::e2enet::Model;

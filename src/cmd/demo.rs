@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 use e2enc_codegen::compile::{compile, CompileOptions};
 use e2enc_ir::e2enet::{BuildOptions, Model};
-use e2enc_runtime::train::mni::build_mni_dataset;
-use e2enc_runtime::train::trainer::{TrainOptions, Trainer};
+use e2enc_train::mni::build_mni_dataset;
+use e2enc_train::trainer::{TrainOptions, Trainer};
 
 use super::{evaluate, segment, train};
 
@@ -133,7 +133,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         a.density
     );
     let run = a.out.join("run");
-    let mut trainer = if e2enc_runtime::train::checkpoint::find(&run).is_some() {
+    let mut trainer = if e2enc_train::checkpoint::find(&run).is_some() {
         println!("   continuing the run in {}", run.display());
         Trainer::resume(&run, threads)?
     } else {

@@ -1,5 +1,5 @@
 //! `e2enc evaluate`: Dice and HD95 of predicted label maps against ground truth, for two files or
-//! two folders matched by file name. The scoring is `e2enc_runtime::metrics`; this file reads
+//! two folders matched by file name. The scoring is `e2enc_segment::metrics`; this file reads
 //! the volumes, checks that they share a grid, and prints or writes the report.
 
 use std::collections::BTreeMap;
@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use e2enc_runtime::metrics::{evaluate, fmt_score, nan_mean, ClassScore, Report};
-use e2enc_runtime::nifti::{self, Volume};
+use e2enc_segment::metrics::{evaluate, fmt_score, nan_mean, ClassScore, Report};
+use e2enc_segment::nifti::{self, Volume};
 
 use super::segment::same_grid;
 
@@ -18,7 +18,7 @@ use super::segment::same_grid;
 /// name (every prediction needs its ground truth; extra ground-truth files are listed and
 /// ignored). Each pair must share one grid (shape and affine). Class 0 is background and is not
 /// scored. Dice of a class absent from both is n/a; HD95 is n/a when both lack the class and inf
-/// when only one has it (see e2enc_runtime::metrics). For folders, the per-class numbers are the
+/// when only one has it (see e2enc_segment::metrics). For folders, the per-class numbers are the
 /// means over cases (n/a left out), after one table per case.
 ///
 /// Examples:

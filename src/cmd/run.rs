@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use e2enc::Runnable;
 use e2enc_ir::e2enet::{output_name, BuildOptions};
 use e2enc_ir::tensor::{relative_error, relative_error_l2};
-use e2enc_runtime::Runnable;
 
 use crate::util::{read_tensors, write_tensors};
 

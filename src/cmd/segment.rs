@@ -1,7 +1,7 @@
 //! `e2enc segment`: CT/MRI volumes in, label maps out, through a compiled bundle. This file owns
 //! the command line, file handling (one case or an nnU-Net-named folder), geometry checks and
 //! progress; the per-case work (preprocess, sliding window, restore) is
-//! `e2enc_runtime::segment::pipeline::segment_case`, shared with the training demo.
+//! `e2enc_segment::pipeline::segment_case`, shared with the training demo.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -10,13 +10,12 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use e2enc_ir::Tensor;
 use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
-use e2enc_runtime::nifti::{self, Volume};
-use e2enc_runtime::segment::pipeline::{segment_case, CaseOptions};
-use e2enc_runtime::segment::preprocess::{Normalization, PreprocessingConfig};
-use e2enc_runtime::segment::window::WindowOptions;
+use e2enc_segment::nifti::{self, Volume};
+use e2enc_segment::pipeline::{segment_case, CaseOptions};
+use e2enc_segment::preprocess::{Normalization, PreprocessingConfig};
+use e2enc_segment::window::WindowOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::util::thousands;
@@ -454,13 +453,6 @@ fn run_case(
     let channels: Vec<Vec<f32>> = vols.iter().map(|v| v.data.clone()).collect();
     let tile_vox: usize = net.patch.iter().product();
     let mut net_secs = 0.0;
-    let in_shape = vec![
-        net.batch,
-        net.channels,
-        net.patch[0],
-        net.patch[1],
-        net.patch[2],
-    ];
     let seg = segment_case(
         &channels,
         shape,
@@ -469,9 +461,9 @@ fn run_case(
         &opts,
         |tiles: &[f32], n: usize| -> Result<Vec<f32>> {
             debug_assert_eq!(tiles.len(), n * net.channels * tile_vox);
-            let x = Tensor::from_f32(in_shape.clone(), tiles.to_vec())?;
             let t0 = Instant::now();
-            engine.execute(&BTreeMap::from([(net.input.clone(), x)]))?;
+            engine.set_input(&net.input, tiles)?;
+            engine.execute()?;
             net_secs += t0.elapsed().as_secs_f64();
             // One copy of the logits, straight from the arena.
             let y = engine.output(&net.output)?;
@@ -496,7 +488,7 @@ fn run_case(
         nifti::write_f32_frames(p, &first.header, first.dims, net.classes, probs)?;
     }
     if let Some(p) = &case.preview {
-        e2enc_runtime::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
+        e2enc_segment::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
     }
     // The labels last: in folder mode their presence marks the case done.
     nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;

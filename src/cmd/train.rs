@@ -1,7 +1,7 @@
 //! `e2enc train`: trains an E2ENet on an nnU-Net raw dataset folder with dynamic sparse DSFF.
 //!
 //! Argument handling, the progress bar and Ctrl-C live here; the training itself is
-//! `e2enc_runtime::train::trainer`. Ctrl-C sets a flag that the trainer polls between
+//! `e2enc_train::trainer`. Ctrl-C sets a flag that the trainer polls between
 //! iterations: it then writes a checkpoint and the command exits with status 130, so
 //! `--resume` continues where it stopped.
 
@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use e2enc_runtime::train::exec::KernelBackend;
-use e2enc_runtime::train::trainer::{Outcome, TrainOptions, Trainer};
+use e2enc_train::exec::KernelBackend;
+use e2enc_train::trainer::{Outcome, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::util::parse_patch;
@@ -208,7 +208,7 @@ pub fn run(trainer: &mut Trainer, limit: Option<Duration>) -> Result<ExitCode> {
     let mut pb: Option<(usize, ProgressBar)> = None;
     let outcome = trainer.train(
         &mut |ev| {
-            use e2enc_runtime::train::trainer::Event;
+            use e2enc_train::trainer::Event;
             match ev {
                 Event::Iter {
                     epoch,

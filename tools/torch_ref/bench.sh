@@ -19,7 +19,7 @@ E2ENC=$ROOT/target/release/e2enc
 EXAMPLE=$ROOT/target/release/examples/train_step_dump
 load() { echo "[load average: $(cut -d' ' -f1-3 /proc/loadavg)]"; }
 
-(cd "$ROOT" && cargo build --release -q && cargo build --release -q -p e2enc-runtime --example train_step_dump)
+(cd "$ROOT" && cargo build --release -q && cargo build --release -q -p e2enc-train --example train_step_dump)
 mkdir -p "$WORK"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -u)"
 "$PYTHON" -c "import torch; print('torch', torch.__version__)"

@@ -2,13 +2,13 @@
 """One E2ENet training step, e2enc vs PyTorch autograd: loss and every weight gradient.
 
 This script owns the Python half of the gradient cross-check (the Rust half is
-runtime/examples/train_step_dump.rs). For each case it writes a model.json, lets the example
+train/examples/train_step_dump.rs). For each case it writes a model.json, lets the example
 He-initialise weights and DSFF masks, writes a random input and integer labels, runs the example's
 `step` (e2enc's forward, deep-supervision Dice + CE loss, backward), then recomputes the same step
 with the PyTorch network of e2enet_torch.py in float64 (the reference) and float32 (its own f32
 noise floor) and compares: the loss, every head's output, and every weight gradient (relative L2
 error per tensor; the maximum is reported). The loss here is written from nnU-Net v1's
-definition, independently of runtime/src/train/loss.rs:
+definition, independently of train/src/loss.rs:
 
   p = softmax(logits), y = one-hot(labels); sums over the batch and all voxels (batch Dice)
   tp_c = sum p y, fp_c = sum p (1 - y), fn_c = sum (1 - p) y

@@ -76,7 +76,7 @@ pub struct ModelConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsff: Option<DsffConfig>,
     /// nnU-Net preprocessing for `e2enc segment` (axis order, target spacing, normalization);
-    /// its schema belongs to the runtime (`e2enc_runtime::segment::preprocess`), which validates
+    /// its schema belongs to `e2enc-segment` (`e2enc_segment::preprocess`), which validates
     /// it; the IR carries it opaquely into bundles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<serde_json::Value>,

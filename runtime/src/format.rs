@@ -1,0 +1,172 @@
+//! The bundle format: `manifest.json` and the files it names, with checksums.
+//!
+//! A bundle is a folder holding `manifest.json`, `weights.safetensors` (the constant blobs the
+//! kernels read: tensors `W` f32 and `I` i32), `kernels.c` and `kernels.so`. The manifest records
+//! the format version, the model config, the optimized graph (IR text), input and output shapes
+//! and views, the arena plan, the kernel steps, the compiler and flags, the CPU features the code
+//! needs, and the sha256 of every file. Loaders verify every checksum before loading any code.
+//!
+//! The format is defined here, on the side that reads it ([`crate::bundle`]); codegen writes it
+//! (`e2enc_codegen::artifact` re-exports this module, and its memory plan's [`Buffer`]s are the
+//! manifest's).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::layout::View;
+
+pub const FORMAT: &str = "e2enc-bundle";
+pub const VERSION: u32 = 1;
+/// The files every bundle has besides the manifest.
+pub const FILES: [&str; 3] = ["kernels.c", "kernels.so", "weights.safetensors"];
+
+/// A named tensor at the bundle's interface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// `f32` or `i32`.
+    pub dtype: String,
+    pub view: View,
+}
+
+/// One kernel call over all its tiles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub kernel: String,
+    pub tiles: usize,
+    pub flops: u64,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Compiler {
+    pub command: String,
+    pub version: String,
+    pub flags: Vec<String>,
+}
+
+/// `manifest.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// The model.json configuration the bundle was compiled from.
+    pub model: serde_json::Value,
+    /// The optimized graph in the IR text form.
+    pub graph: String,
+    pub inputs: Vec<Port>,
+    pub outputs: Vec<Port>,
+    pub arena_elems: usize,
+    pub buffers: Vec<Buffer>,
+    pub steps: Vec<Step>,
+    /// Lengths of the constant blobs (`W` f32, `I` i32).
+    pub consts_f32: usize,
+    pub consts_i32: usize,
+    pub compiler: Compiler,
+    /// The target the kernels were generated for (`x86-avx2`, `x86-avx512`, `aarch64-neon`,
+    /// `portable`; absent in bundles from before targets, which were x86).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// CPU features the kernels need (`std::arch` names, e.g. `avx2`, `fma`).
+    pub cpu_features: Vec<String>,
+    /// Dense and executed MACs of the compiled graph, for reports.
+    pub dense_macs: u64,
+    pub executed_macs: u64,
+    /// sha256 (hex) of every file of the bundle but the manifest.
+    pub files: BTreeMap<String, String>,
+}
+
+/// One region of the arena.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buffer {
+    /// What it holds (a node's label, `scratch`, ...).
+    pub what: String,
+    pub offset: usize,
+    pub elems: usize,
+    /// First and last step (inclusive) it is alive in; step `usize::MAX` means the end.
+    pub first: usize,
+    pub last: usize,
+    /// Sub-regions with their own lifetimes (the channel slices of a concat written in place,
+    /// each alive from its producer on), relative to `offset`; empty means the whole buffer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Piece>,
+}
+
+/// A part of a buffer alive for fewer steps than the whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub offset: usize,
+    pub elems: usize,
+    pub first: usize,
+    pub last: usize,
+}
+
+impl Buffer {
+    /// The pieces of this buffer in absolute arena offsets.
+    pub fn abs_pieces(&self) -> Vec<Piece> {
+        if self.pieces.is_empty() {
+            return vec![Piece {
+                offset: self.offset,
+                elems: self.elems,
+                first: self.first,
+                last: self.last,
+            }];
+        }
+        self.pieces
+            .iter()
+            .map(|p| Piece {
+                offset: self.offset + p.offset,
+                ..p.clone()
+            })
+            .collect()
+    }
+}
+
+/// sha256 of a byte string, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of a file.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    Ok(sha256_hex(&std::fs::read(path)?))
+}
+
+/// A manifest file name must be a plain name inside the bundle.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with('.')
+}
+
+/// The digest of everything in a manifest the runtime trusts when it runs the kernels (arena
+/// size, kernel names and tile counts, port views, blob sizes, CPU features). `kernels.c` ends
+/// with `/* e2enc-plan: DIGEST */`, so a manifest edited apart from its kernels is refused.
+pub fn plan_digest(m: &Manifest) -> String {
+    let plan = serde_json::json!({
+        "arena_elems": m.arena_elems,
+        "steps": m.steps.iter().map(|s| (&s.kernel, s.tiles)).collect::<Vec<_>>(),
+        "inputs": m.inputs,
+        "outputs": m.outputs,
+        "consts": [m.consts_f32, m.consts_i32],
+        "cpu_features": m.cpu_features,
+    });
+    // Bundles from before targets hash exactly as they did.
+    let plan = match &m.target {
+        Some(t) => {
+            let mut p = plan;
+            p["target"] = serde_json::json!(t);
+            p
+        }
+        None => plan,
+    };
+    sha256_hex(plan.to_string().as_bytes())
+}

@@ -1,0 +1,511 @@
+//! Resampling of dense 3-D volumes the way nnU-Net v1 does it (`resample_data_or_seg`), in our own
+//! code so that no image library sits between the network and the numbers it was trained on.
+//!
+//! Volumes are `Vec<f32>` in C order (last axis fastest) with a shape `[d0, d1, d2]`. The
+//! semantics are those of `skimage.transform.resize(x, new_shape, order, mode="edge",
+//! anti_aliasing=False)` (which is `scipy.ndimage.zoom(..., mode="nearest", grid_mode=True)`
+//! followed by clipping to the input's range):
+//!
+//! - output sample `o` reads the input at `x = (o + 0.5) * n_in / n_out - 0.5` (pixel centres);
+//! - [`Order::Nearest`] takes index `floor(x + 0.5)` clamped to the axis; [`Order::Linear`]
+//!   interpolates between the two neighbours of `x` clamped to `[0, n - 1]`;
+//! - [`Order::CubicBSpline`] pads every line with 12 copies of its edge values (scipy's
+//!   `_prepad_for_spline_filter`), prefilters it with the cubic B-spline pole `sqrt(3) - 2` and
+//!   scipy's half-sample-symmetric initialisation, and evaluates the cubic B-spline at `x`;
+//!   the result is clipped to the input's `[min, max]` as skimage does (`clip=True`).
+//!
+//! The tensor-product spline is separable, so each axis is resampled on its own (exactly the same
+//! numbers as the n-D evaluation, up to rounding), with the inner axes processed in tiles of
+//! columns so that memory stays near the size of the volume. Axes whose length does not change
+//! are skipped (resampling at the same size is the identity), and a volume whose shape does not
+//! change is returned as is, as nnU-Net does.
+//!
+//! The anisotropic rule (`do_separate_z`): with `anisotropic_axis = Some(a)`, the two other axes
+//! are resampled with the requested order slice by slice (each slice clipped to its own range, as
+//! nnU-Net calls `resize` per 2-D slice) and axis `a` with order 0 (`map_coordinates(order=0,
+//! mode="nearest")` on the same pixel-centre grid). [`separate_z_axis`] decides it like
+//! nnU-Net's `resample_patient`.
+//!
+//! Probability maps come back to the original grid with [`resample_channels`] and
+//! [`Order::Linear`], as nnU-Net v1's `save_segmentation_nifti_from_softmax` does (order 1, order
+//! 0 along the anisotropic axis), before the argmax.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SegmentError;
+
+/// A volume's shape, `[d0, d1, d2]`, last axis fastest.
+pub type Shape = [usize; 3];
+
+/// Interpolation order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Order 0: the nearest input sample (round half up, clamped to the axis).
+    Nearest,
+    /// Order 1: linear between the two neighbours (edge values beyond the ends).
+    Linear,
+    /// Order 3: interpolating cubic B-spline with edge padding, clipped to the input range.
+    CubicBSpline,
+}
+
+/// The cubic B-spline's pole, `sqrt(3) - 2`.
+const POLE: f64 = -0.267_949_192_431_122_7;
+/// Edge values added on each side of a line before the prefilter (scipy's prepadding).
+const PAD: usize = 12;
+/// Columns of the inner axes processed together.
+const TILE: usize = 64;
+
+/// Number of voxels of `shape`; an error names `what` if an axis is empty or the count overflows.
+pub fn numel(what: &str, shape: Shape) -> Result<usize, SegmentError> {
+    if shape.contains(&0) {
+        return Err(SegmentError::EmptyAxis {
+            what: what.into(),
+            shape,
+        });
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| SegmentError::TooLarge {
+            what: what.into(),
+            shape,
+        })
+}
+
+/// Checks that `data` holds `shape` and returns the voxel count.
+fn check_data(what: &str, data: &[f32], shape: Shape) -> Result<usize, SegmentError> {
+    let n = numel(what, shape)?;
+    if data.len() != n {
+        return Err(SegmentError::Length {
+            what: what.into(),
+            got: data.len(),
+            shape,
+            want: n,
+        });
+    }
+    Ok(n)
+}
+
+/// The shape after resampling from `spacing` to `target_spacing`: `round(spacing / target *
+/// shape)` per axis (round half to even, like `np.round` in nnU-Net's `resample_patient`), at
+/// least 1.
+pub fn target_shape(
+    shape: Shape,
+    spacing: [f64; 3],
+    target_spacing: [f64; 3],
+) -> Result<Shape, SegmentError> {
+    numel("target_shape", shape)?;
+    check_spacing("spacing", spacing)?;
+    check_spacing("target spacing", target_spacing)?;
+    let mut out = [0; 3];
+    for a in 0..3 {
+        let v = (spacing[a] / target_spacing[a] * shape[a] as f64).round_ties_even();
+        if !v.is_finite() || v >= usize::MAX as f64 / 2.0 {
+            return Err(SegmentError::TargetShape {
+                axis: a,
+                voxels: v,
+                spacing,
+                target: target_spacing,
+            });
+        }
+        out[a] = (v as usize).max(1);
+    }
+    Ok(out)
+}
+
+/// Errors unless all three spacings are finite and positive.
+pub fn check_spacing(what: &str, spacing: [f64; 3]) -> Result<(), SegmentError> {
+    if spacing.iter().all(|s| s.is_finite() && *s > 0.0) {
+        Ok(())
+    } else {
+        Err(SegmentError::Spacing {
+            what: what.into(),
+            spacing,
+        })
+    }
+}
+
+/// nnU-Net v1's choice of the axis resampled separately with order 0: if the original spacing's
+/// max/min ratio exceeds `threshold` (3 in nnU-Net), its coarsest axis; otherwise if the target
+/// spacing's does, the target's coarsest axis; `None` when neither is anisotropic or when the
+/// coarsest spacing is shared by several axes (`get_do_separate_z` / `get_lowres_axis`).
+pub fn separate_z_axis(
+    spacing: [f64; 3],
+    target_spacing: [f64; 3],
+    threshold: f64,
+) -> Option<usize> {
+    let anisotropic = |s: &[f64; 3]| {
+        let max = s.iter().cloned().fold(f64::MIN, f64::max);
+        let min = s.iter().cloned().fold(f64::MAX, f64::min);
+        max / min > threshold
+    };
+    let lowres = |s: &[f64; 3]| {
+        let max = s.iter().cloned().fold(f64::MIN, f64::max);
+        let axes: Vec<usize> = (0..3).filter(|&a| s[a] == max).collect();
+        (axes.len() == 1).then(|| axes[0])
+    };
+    if anisotropic(&spacing) {
+        lowres(&spacing)
+    } else if anisotropic(&target_spacing) {
+        lowres(&target_spacing)
+    } else {
+        None
+    }
+}
+
+/// Resamples `data` of `shape` to `new_shape` (see the module doc for the exact semantics).
+/// With `anisotropic_axis = Some(a)`, axis `a` uses order 0 and the others `order`, slice by slice.
+pub fn resample(
+    data: &[f32],
+    shape: Shape,
+    new_shape: Shape,
+    order: Order,
+    anisotropic_axis: Option<usize>,
+) -> Result<Vec<f32>, SegmentError> {
+    check_data("resample input", data, shape)?;
+    numel("resample output", new_shape)?;
+    if let Some(a) = anisotropic_axis {
+        if a > 2 {
+            return Err(SegmentError::AnisotropicAxis(a));
+        }
+    }
+    if shape == new_shape {
+        return Ok(data.to_vec());
+    }
+    let Some(z) = anisotropic_axis else {
+        let mut cur = data.to_vec();
+        let mut cur_shape = shape;
+        for axis in 0..3 {
+            if cur_shape[axis] != new_shape[axis] {
+                cur = resample_axis(&cur, cur_shape, axis, new_shape[axis], order);
+                cur_shape[axis] = new_shape[axis];
+            }
+        }
+        if order == Order::CubicBSpline {
+            let (lo, hi) = range(data);
+            cur.iter_mut().for_each(|v| *v = clip(*v, lo, hi));
+        }
+        return Ok(cur);
+    };
+    // Order 0 along `z` only selects slices, so it commutes with the in-plane work: do it first
+    // when it shrinks the volume, last otherwise.
+    let z_first = new_shape[z] < shape[z];
+    let (mut cur, mut cur_shape) = if z_first && shape[z] != new_shape[z] {
+        let mut s = shape;
+        s[z] = new_shape[z];
+        (
+            resample_axis(data, shape, z, new_shape[z], Order::Nearest),
+            s,
+        )
+    } else {
+        (data.to_vec(), shape)
+    };
+    let ranges = (order == Order::CubicBSpline).then(|| slice_ranges(&cur, cur_shape, z));
+    for axis in (0..3).filter(|&a| a != z) {
+        if cur_shape[axis] != new_shape[axis] {
+            cur = resample_axis(&cur, cur_shape, axis, new_shape[axis], order);
+            cur_shape[axis] = new_shape[axis];
+        }
+    }
+    if let Some(ranges) = ranges {
+        clip_slices(&mut cur, cur_shape, z, &ranges);
+    }
+    if cur_shape[z] != new_shape[z] {
+        cur = resample_axis(&cur, cur_shape, z, new_shape[z], Order::Nearest);
+    }
+    Ok(cur)
+}
+
+/// Resamples each of the `channels` volumes stored one after the other in `data` (channel-major,
+/// `[C, d0, d1, d2]`), in parallel over channels. nnU-Net brings softmax probabilities back to the
+/// original grid this way with [`Order::Linear`] (order 0 along the anisotropic axis).
+pub fn resample_channels(
+    data: &[f32],
+    channels: usize,
+    shape: Shape,
+    new_shape: Shape,
+    order: Order,
+    anisotropic_axis: Option<usize>,
+) -> Result<Vec<f32>, SegmentError> {
+    let n = numel("resample_channels input", shape)?;
+    if channels == 0 || data.len() != channels.saturating_mul(n) {
+        return Err(SegmentError::ChannelsLength {
+            got: data.len(),
+            channels,
+            shape,
+        });
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(channels);
+    let per = channels.div_ceil(threads);
+    let parts: Vec<Result<Vec<f32>, SegmentError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = data
+            .chunks(per * n)
+            .map(|chunk| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for c in chunk.chunks(n) {
+                        out.extend(resample(c, shape, new_shape, order, anisotropic_axis)?);
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("resampling thread panicked"))
+            .collect()
+    });
+    let mut out = Vec::with_capacity(channels * numel("resample_channels output", new_shape)?);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Source coordinate of output sample `o` on the pixel-centre grid.
+fn source_coord(o: usize, scale: f64) -> f64 {
+    (o as f64 + 0.5) * scale - 0.5
+}
+
+/// Order-0 source index (`floor(x + 0.5)`, clamped).
+fn nearest_index(x: f64, n: usize) -> usize {
+    ((x + 0.5).floor().max(0.0) as usize).min(n - 1)
+}
+
+/// `(min, max)` ignoring NaN.
+fn range(data: &[f32]) -> (f32, f32) {
+    data.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// Clamps to `[lo, hi]`, keeping NaN (like `np.clip`).
+fn clip(v: f32, lo: f32, hi: f32) -> f32 {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
+}
+
+/// `(outer, n, inner)` of `shape` around `axis`.
+fn split(shape: Shape, axis: usize) -> (usize, usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
+}
+
+/// Range of every slice along `axis`.
+fn slice_ranges(data: &[f32], shape: Shape, axis: usize) -> Vec<(f32, f32)> {
+    let (outer, n, inner) = split(shape, axis);
+    let mut r = vec![(f32::INFINITY, f32::NEG_INFINITY); n];
+    for b in 0..outer {
+        for (i, ri) in r.iter_mut().enumerate() {
+            let (lo, hi) = range(&data[(b * n + i) * inner..][..inner]);
+            *ri = (ri.0.min(lo), ri.1.max(hi));
+        }
+    }
+    r
+}
+
+/// Clips every slice along `axis` to its own range.
+fn clip_slices(data: &mut [f32], shape: Shape, axis: usize, ranges: &[(f32, f32)]) {
+    let (outer, n, inner) = split(shape, axis);
+    for b in 0..outer {
+        for (i, &(lo, hi)) in ranges.iter().enumerate() {
+            data[(b * n + i) * inner..][..inner]
+                .iter_mut()
+                .for_each(|v| *v = clip(*v, lo, hi));
+        }
+    }
+}
+
+/// Resamples one axis of a validated volume to `new_len` samples.
+pub(crate) fn resample_axis(
+    data: &[f32],
+    shape: Shape,
+    axis: usize,
+    new_len: usize,
+    order: Order,
+) -> Vec<f32> {
+    let (outer, n, inner) = split(shape, axis);
+    let scale = n as f64 / new_len as f64;
+    let mut out = vec![0f32; outer * new_len * inner];
+    match order {
+        Order::Nearest => {
+            let idx: Vec<usize> = (0..new_len)
+                .map(|o| nearest_index(source_coord(o, scale), n))
+                .collect();
+            for b in 0..outer {
+                for (o, &i) in idx.iter().enumerate() {
+                    out[(b * new_len + o) * inner..][..inner]
+                        .copy_from_slice(&data[(b * n + i) * inner..][..inner]);
+                }
+            }
+        }
+        Order::Linear => {
+            let taps: Vec<(usize, usize, f64)> = (0..new_len)
+                .map(|o| {
+                    let x = source_coord(o, scale).clamp(0.0, (n - 1) as f64);
+                    let i0 = (x.floor() as usize).min(n - 1);
+                    (i0, (i0 + 1).min(n - 1), x - i0 as f64)
+                })
+                .collect();
+            for b in 0..outer {
+                for (o, &(i0, i1, t)) in taps.iter().enumerate() {
+                    let a = &data[(b * n + i0) * inner..][..inner];
+                    let c = &data[(b * n + i1) * inner..][..inner];
+                    let dst = &mut out[(b * new_len + o) * inner..][..inner];
+                    for ((d, &a), &c) in dst.iter_mut().zip(a).zip(c) {
+                        *d = ((1.0 - t) * a as f64 + t * c as f64) as f32;
+                    }
+                }
+            }
+        }
+        Order::CubicBSpline => cubic_axis(data, (outer, n, inner), new_len, scale, &mut out),
+    }
+    out
+}
+
+/// Order-3 B-spline resampling of one axis (see the module doc).
+fn cubic_axis(
+    data: &[f32],
+    (outer, n, inner): (usize, usize, usize),
+    new_len: usize,
+    scale: f64,
+    out: &mut [f32],
+) {
+    let plen = n + 2 * PAD;
+    let taps: Vec<([usize; 4], [f64; 4])> = (0..new_len)
+        .map(|o| {
+            let x = source_coord(o, scale) + PAD as f64;
+            let s = x.floor();
+            let t = x - s;
+            let start = s as isize - 1;
+            let idx =
+                std::array::from_fn(|k| (start + k as isize).clamp(0, plen as isize - 1) as usize);
+            let u = 1.0 - t;
+            let w = [
+                u * u * u / 6.0,
+                (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0,
+                (1.0 + 3.0 * t + 3.0 * t * t - 3.0 * t * t * t) / 6.0,
+                t * t * t / 6.0,
+            ];
+            (idx, w)
+        })
+        .collect();
+    let gain = (1.0 - POLE) * (1.0 - 1.0 / POLE);
+    let mut tile = vec![0f64; plen * TILE.min(inner)];
+    let mut acc = vec![0f64; TILE.min(inner)];
+    for b in 0..outer {
+        for j0 in (0..inner).step_by(TILE) {
+            let cw = TILE.min(inner - j0);
+            let tile = &mut tile[..plen * cw];
+            for r in 0..plen {
+                let sr = r.saturating_sub(PAD).min(n - 1);
+                let src = &data[(b * n + sr) * inner + j0..][..cw];
+                for (d, &s) in tile[r * cw..][..cw].iter_mut().zip(src) {
+                    *d = s as f64 * gain;
+                }
+            }
+            prefilter(tile, plen, cw);
+            for (o, (idx, w)) in taps.iter().enumerate() {
+                let acc = &mut acc[..cw];
+                acc.fill(0.0);
+                for k in 0..4 {
+                    let row = &tile[idx[k] * cw..][..cw];
+                    for (a, &c) in acc.iter_mut().zip(row) {
+                        *a += w[k] * c;
+                    }
+                }
+                for (d, &a) in out[(b * new_len + o) * inner + j0..][..cw]
+                    .iter_mut()
+                    .zip(acc.iter())
+                {
+                    *d = a as f32;
+                }
+            }
+        }
+    }
+}
+
+/// The cubic B-spline prefilter along the rows of a `[len, cw]` tile (already multiplied by the
+/// gain), with scipy's half-sample-symmetric ("reflect") initial conditions.
+fn prefilter(c: &mut [f64], len: usize, cw: usize) {
+    let z = POLE;
+    let z_n = z.powi(len as i32);
+    for j in 0..cw {
+        let c0 = c[j];
+        let mut acc = c[j] + z_n * c[(len - 1) * cw + j];
+        let mut z_i = z;
+        for i in 1..len {
+            acc += z_i * (c[i * cw + j] + z_n * c[(len - 1 - i) * cw + j]);
+            z_i *= z;
+        }
+        c[j] = acc * z / (1.0 - z_n * z_n) + c0;
+    }
+    for i in 1..len {
+        let (prev, cur) = c[(i - 1) * cw..(i + 1) * cw].split_at_mut(cw);
+        for (x, &p) in cur.iter_mut().zip(prev.iter()) {
+            *x += z * p;
+        }
+    }
+    for x in &mut c[(len - 1) * cw..] {
+        *x *= z / (z - 1.0);
+    }
+    for i in (0..len - 1).rev() {
+        let (cur, next) = c[i * cw..(i + 2) * cw].split_at_mut(cw);
+        for (x, &nx) in cur.iter_mut().zip(next.iter()) {
+            *x = z * (nx - *x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_and_linear_use_pixel_centres() {
+        // 4 -> 2: x = (o + 0.5) * 2 - 0.5 = 0.5, 2.5.
+        let d = [0.0, 1.0, 2.0, 3.0];
+        let lin = resample(&d, [1, 1, 4], [1, 1, 2], Order::Linear, None).unwrap();
+        assert_eq!(lin, vec![0.5, 2.5]);
+        let near = resample(&d, [1, 1, 4], [1, 1, 2], Order::Nearest, None).unwrap();
+        assert_eq!(near, vec![1.0, 3.0]); // floor(x + 0.5): half rounds up
+                                          // 2 -> 4: x = -0.25, 0.25, 0.75, 1.25 (clamped at the ends).
+        let d = [0.0, 4.0];
+        let lin = resample(&d, [2, 1, 1], [4, 1, 1], Order::Linear, None).unwrap();
+        assert_eq!(lin, vec![0.0, 1.0, 3.0, 4.0]);
+        let near = resample(&d, [2, 1, 1], [4, 1, 1], Order::Nearest, None).unwrap();
+        assert_eq!(near, vec![0.0, 0.0, 4.0, 4.0]);
+    }
+
+    #[test]
+    fn prefilter_then_evaluation_interpolates() {
+        // The spline through the coefficients reproduces the samples at the knots.
+        let d: Vec<f32> = (0..9).map(|i| ((i * 7) % 5) as f32).collect();
+        let mut out = vec![0f32; 9];
+        cubic_axis(&d, (1, 9, 1), 9, 1.0, &mut out);
+        for (a, b) in out.iter().zip(&d) {
+            assert!((a - b).abs() < 1e-5, "{out:?} vs {d:?}");
+        }
+    }
+
+    #[test]
+    fn separate_z_follows_nnunet() {
+        assert_eq!(separate_z_axis([5.0, 0.7, 0.7], [1.0; 3], 3.0), Some(0));
+        assert_eq!(separate_z_axis([1.0; 3], [0.7, 0.7, 3.0], 3.0), Some(2));
+        assert_eq!(separate_z_axis([5.0, 5.0, 0.7], [1.0; 3], 3.0), None);
+        assert_eq!(separate_z_axis([2.0, 0.7, 0.7], [2.0, 0.7, 0.7], 3.0), None);
+    }
+}

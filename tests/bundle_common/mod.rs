@@ -1,0 +1,177 @@
+//! Helpers shared by the bundle tests (bundles compiled by codegen, run by the runtime): fixture
+//! paths, scratch folders under cargo's `CARGO_TARGET_TMPDIR`, compiling the ch1-shift5 fixture,
+//! and tensor comparisons.
+//!
+//! Compiling runs the C compiler (seconds), so each test binary compiles the fixture once
+//! ([`shared_ch1`]) and tests that alter a bundle work on copies. The shared bundle lives as long
+//! as the process (statics are never dropped), so its folder is named after the process id and
+//! folders of processes that are gone are removed when the next run starts.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use e2enc_codegen::compile::{compile, CompileOptions, CompileReport};
+use e2enc_ir::e2enet::{BuildOptions, Model};
+use e2enc_ir::tensor::relative_error;
+use e2enc_ir::{Tensor, Weights};
+
+/// The workspace root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The numpy-reference fixture with one input channel and five shift groups.
+pub fn ch1_dir() -> PathBuf {
+    repo().join("tests/data/numpy-ref/ch1-shift5")
+}
+
+/// The fixture's `io.safetensors`: `input` and the expected `ds0..ds3`.
+pub fn ch1_io() -> Weights {
+    Weights::load(&ch1_dir().join("io.safetensors")).expect("io.safetensors loads")
+}
+
+/// The fixture's model (batch 1, its own 32^3 patch).
+pub fn ch1_model() -> Model {
+    Model::load(&ch1_dir().join("model.json"), &BuildOptions::default()).expect("ch1 model loads")
+}
+
+/// `{"input": t}`.
+pub fn feed(t: &Tensor) -> BTreeMap<String, Tensor> {
+    BTreeMap::from([("input".to_string(), t.clone())])
+}
+
+fn pid_alive(pid: &str) -> bool {
+    Path::new("/proc").join(pid).exists()
+}
+
+/// This binary's scratch folder (created on first use; stale ones of dead processes removed).
+pub fn scratch() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2enc-runtime-tests");
+        std::fs::create_dir_all(&root).expect("create the scratch root");
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.rsplit('-').next() {
+                    if pid.chars().all(|c| c.is_ascii_digit()) && !pid_alive(pid) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+        let exe = std::env::current_exe().ok();
+        let stem = exe
+            .as_deref()
+            .and_then(|p| p.file_stem())
+            .map(|s| {
+                s.to_string_lossy()
+                    .split('-')
+                    .next()
+                    .unwrap_or("test")
+                    .to_string()
+            })
+            .unwrap_or_else(|| "test".into());
+        let dir = root.join(format!("{stem}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the scratch folder");
+        dir
+    })
+}
+
+/// A fresh temporary folder inside [`scratch`], removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("t")
+        .tempdir_in(scratch())
+        .expect("create a temporary folder")
+}
+
+/// Compiles the ch1 fixture with deep supervision into `out` (replacing it).
+pub fn compile_ch1(out: &Path) -> CompileReport {
+    let opts = CompileOptions {
+        deep_supervision: true,
+        force: true,
+        ..CompileOptions::default()
+    };
+    compile(&ch1_model(), out, &opts).unwrap_or_else(|e| panic!("compiling ch1 failed: {e}"))
+}
+
+/// The ch1 fixture compiled once per test binary, with deep supervision. Do not modify it.
+pub fn shared_ch1() -> &'static Path {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let out = scratch().join("ch1");
+        compile_ch1(&out);
+        out
+    })
+}
+
+/// Copies the regular files of `src` into a new folder `dst`.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("create the copy");
+    for e in std::fs::read_dir(src).expect("read the bundle") {
+        let e = e.expect("entry");
+        if e.file_type().expect("file type").is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy a file");
+        }
+    }
+}
+
+/// [`relative_error`] (max |diff| / max |want|), panicking on a shape or dtype mismatch.
+pub fn rel(got: &Tensor, want: &Tensor, what: &str) -> f64 {
+    relative_error(got, want).unwrap_or_else(|| {
+        panic!(
+            "{what}: shape {:?} vs expected {:?}",
+            got.shape(),
+            want.shape()
+        )
+    })
+}
+
+/// Whether two tensors are equal bit for bit (same shape, dtype and every value's bits).
+pub fn same_bits(a: &Tensor, b: &Tensor) -> bool {
+    a.shape() == b.shape()
+        && match (a.as_f32(), b.as_f32()) {
+            (Some(x), Some(y)) => x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            (None, None) => a.as_i32() == b.as_i32(),
+            _ => false,
+        }
+}
+
+/// Asserts that two output maps hold the same names and bit-identical tensors.
+pub fn assert_same_outputs(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>, what: &str) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "{what}: output names"
+    );
+    for (k, t) in a {
+        assert!(same_bits(t, &b[k]), "{what}: output `{k}` differs");
+    }
+}
+
+/// The deterministic input the C example feeds: `((i * 37) % 101) / 50 - 1`, in f32.
+pub fn demo_input(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0f32 - 1.0f32)
+        .collect();
+    Tensor::from_f32(shape.to_vec(), v).expect("shape matches")
+}
+
+/// The checksums the C example prints for an output: the sum in f64 (in order) and the
+/// FNV-1a 64 hash of the values' little-endian bytes.
+pub fn demo_checksum(v: &[f32]) -> (f64, u64) {
+    let sum = v.iter().fold(0.0f64, |s, x| s + *x as f64);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in v {
+        for b in x.to_bits().to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    (sum, h)
+}

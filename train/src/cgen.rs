@@ -1,0 +1,204 @@
+//! The generated-C backend of the training executor: at construction the training graph's
+//! kernels are generated (`e2enc_codegen::train`), compiled with the bundles' driver and flags
+//! into a private temporary folder, and loaded; each call then runs one node's kernel over its
+//! tiles on the persistent thread pool of [`e2enc_runtime::pool`].
+//!
+//! Operands are passed as an array of pointers to the values' dense f32 buffers, the live-kernel
+//! CSR of a DSFF conv is rebuilt from the step's masks at every call (a few microseconds), and
+//! every buffer is checked against the node's static shape before the call, so a kernel never
+//! reads or writes out of bounds. Setting `E2ENC_KEEP_TRAIN_C=<file>` keeps the generated C
+//! source for inspection. The pool hands out tiles dynamically, but a tile's result
+//! does not depend on which thread runs it, so steps are bit-identical for any thread count.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use e2enc_codegen::compile::{run_cc, CodegenError};
+use e2enc_codegen::target::Target;
+use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
+use e2enc_ir::autodiff::TrainGraph;
+use e2enc_ir::{NodeId, Tensor};
+
+use crate::TrainError;
+use e2enc_runtime::pool::{KernelFn, Pool};
+
+/// The compiled kernels of one training graph.
+pub struct CKernels {
+    // Field order: the pool and the function pointers go before the library is unloaded.
+    pool: Pool,
+    kernels: HashMap<NodeId, (TrainKernel, KernelFn, &'static str)>,
+    /// Buffers of values dropped in earlier steps, by length: reused for outputs of the same
+    /// length, so a step does not page-fault fresh memory for every value.
+    spare: HashMap<usize, Vec<Vec<f32>>>,
+    /// How many kernel outputs have each length: the most spare buffers of that length a step
+    /// can use. Buffers the kernels did not allocate (the step's inputs, the loss gradients)
+    /// are recycled too, so without this bound the pool would grow every step.
+    spare_cap: HashMap<usize, usize>,
+    _lib: libloading::Library,
+}
+
+/// The C compiler the backend uses: `$CC`, else `cc`.
+pub fn c_compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+impl CKernels {
+    /// Generates, compiles and loads the kernels of `tg` (prepared by
+    /// `e2enc_codegen::train::prepare`); `threads` sizes the pool. Only the
+    /// weights in `maskable` (all when `None`) may get live-kernel masks at run time.
+    pub fn build(
+        tg: &TrainGraph,
+        threads: usize,
+        maskable: Option<&HashSet<String>>,
+    ) -> Result<CKernels, TrainError> {
+        let isa = Target::native();
+        let gen = generate_train_masked(tg, isa, maskable)
+            .map_err(|e| TrainError::CKernels(e.to_string()))?;
+        if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
+            // For inspection: the generated source, kept where the variable says.
+            std::fs::write(&keep, &gen.c_source).map_err(|e| {
+                TrainError::CKernels(format!(
+                    "E2ENC_KEEP_TRAIN_C={}: {e}",
+                    keep.to_string_lossy()
+                ))
+            })?;
+        }
+        let cc = c_compiler();
+        let dir = e2enc_runtime::cc::private_dir()
+            .map_err(|e| TrainError::CKernels(format!("cannot create a private folder: {e}")))?;
+        let loaded = (|| {
+            let (c, so) = (dir.join("train.c"), dir.join("train.so"));
+            std::fs::write(&c, &gen.c_source)
+                .map_err(|e| TrainError::CKernels(format!("{}: {e}", c.display())))?;
+            run_cc(&cc, &c, &so, isa).map_err(|e| match e {
+                CodegenError::Cc { command, stderr } => TrainError::CKernels(format!(
+                    "cannot compile the generated training kernels with the C compiler `{cc}` \
+                     ($CC, default cc): {command}: {stderr}\n(install a C compiler, set $CC, or \
+                     pass --kernels rust for the built-in Rust kernels)"
+                )),
+                e => TrainError::CKernels(e.to_string()),
+            })?;
+            // SAFETY: the library was just compiled here from generated C; its initializers
+            // are the C compiler's own.
+            unsafe { libloading::Library::new(&so) }
+                .map_err(|e| TrainError::CKernels(format!("cannot load {}: {e}", so.display())))
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        let lib = loaded?;
+        let g = &tg.graph;
+        let mut kernels = HashMap::new();
+        let mut spare_cap: HashMap<usize, usize> = HashMap::new();
+        for k in gen.kernels {
+            *spare_cap.entry(g.node(k.node).ty.numel()).or_default() += 1;
+            let sym = format!("{}\0", k.name);
+            // SAFETY: every training kernel has the `KernelFn` signature (codegen::train).
+            let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
+                .map_err(|_| TrainError::CKernels(format!("train.so lacks `{}`", k.name)))?;
+            let f = *f;
+            let op = g.node(k.node).op.mnemonic();
+            kernels.insert(k.node, (k, f, op));
+        }
+        Ok(CKernels {
+            pool: Pool::new(threads),
+            kernels,
+            spare: HashMap::new(),
+            spare_cap,
+            _lib: lib,
+        })
+    }
+
+    /// Keeps `t`'s buffer for reuse when this was its last reference and the pool of its length
+    /// is not full (else it is freed).
+    pub fn recycle(&mut self, t: Arc<Tensor>) {
+        if let Ok(t) = Arc::try_unwrap(t) {
+            if let e2enc_ir::TensorData::F32(v) = t.into_data() {
+                let cap = self.spare_cap.get(&v.len()).copied().unwrap_or(0);
+                let pool = self.spare.entry(v.len()).or_default();
+                if pool.len() < cap {
+                    pool.push(v);
+                }
+            }
+        }
+    }
+
+    /// Bytes held in the pool of spare buffers.
+    pub fn spare_bytes(&self) -> usize {
+        self.spare.iter().map(|(len, v)| len * v.len() * 4).sum()
+    }
+
+    /// The mnemonic the profile books node `id`'s time under.
+    pub fn mnemonic(&self, id: NodeId) -> Option<&'static str> {
+        self.kernels.get(&id).map(|k| k.2)
+    }
+
+    /// Runs node `id`'s kernel on `vals` (which hold its operands), giving a tensor of `shape`.
+    pub fn run(
+        &mut self,
+        id: NodeId,
+        shape: &[usize],
+        vals: &HashMap<NodeId, Arc<Tensor>>,
+        masks: &super::exec::LiveMasks,
+        operand_shape: impl Fn(NodeId) -> Vec<usize>,
+    ) -> Result<Tensor, TrainError> {
+        let (k, f, _) = self
+            .kernels
+            .get(&id)
+            .ok_or_else(|| TrainError::CKernels("no generated kernel".into()))?;
+        let mut ptrs: Vec<*const f32> = Vec::with_capacity(k.operands.len());
+        for &o in &k.operands {
+            let t = vals
+                .get(&o)
+                .ok_or_else(|| TrainError::CKernels("an operand was not computed".into()))?;
+            let want = operand_shape(o);
+            if t.shape() != want.as_slice() {
+                return Err(TrainError::CKernels(format!(
+                    "operand has shape {:?}, the kernel was generated for {want:?}",
+                    t.shape()
+                )));
+            }
+            let data = t
+                .as_f32()
+                .ok_or_else(|| TrainError::CKernels("operand is not f32".into()))?;
+            ptrs.push(data.as_ptr());
+        }
+        if let (None, Some(w)) = (&k.mask, &k.weight) {
+            if masks.contains_key(w) {
+                return Err(TrainError::CKernels(format!(
+                    "weight `{w}` has a live-kernel mask, but its kernels were generated dense \
+                     (it was not declared maskable)"
+                )));
+            }
+        }
+        let live = match k.live {
+            Live::None => vec![0i32],
+            Live::Csr { d0, d1, transposed } => {
+                let mask = k.mask.as_ref().and_then(|w| masks.get(w));
+                live_csr(mask.map(Vec::as_slice), d0, d1, transposed).ok_or_else(|| {
+                    TrainError::CKernels(format!(
+                        "live mask of `{}` has the wrong length for [{d0}, {d1}]",
+                        k.mask.as_deref().unwrap_or("?")
+                    ))
+                })?
+            }
+        };
+        let numel: usize = shape.iter().product();
+        // Every kernel writes its whole output, so a spare buffer's old values never show.
+        let mut out = match self.spare.get_mut(&numel).and_then(Vec::pop) {
+            Some(v) => v,
+            None => vec![0f32; numel],
+        };
+        // SAFETY: the operand buffers have exactly the shapes the kernel was generated for
+        // (checked above), `out` has the node's element count, `live` is a CSR of the right
+        // size, and tiles write disjoint parts of `out`.
+        unsafe {
+            self.pool.run(
+                *f,
+                out.as_mut_ptr(),
+                ptrs.as_ptr() as *const f32,
+                live.as_ptr(),
+                k.tiles,
+            )
+        };
+        Tensor::from_f32(shape.to_vec(), out).map_err(TrainError::from)
+    }
+}

@@ -1,0 +1,84 @@
+//! `e2enc-train`: training E2ENet. Loss, optimizer, dynamic sparse DSFF masks, data loading and
+//! augmentation, the MNI demo dataset, and the kernels that run a training step's forward and
+//! backward ops on the CPU (f32 Rust kernels, or generated C: [`cgen`]).
+//!
+//! Each part is a plain module with its own tests; `e2enc train` (src/cmd/train.rs) ties them
+//! together. Gradients are derived on the IR (`e2enc_ir::autodiff`) and checked there against
+//! finite differences with the reference interpreter.
+
+pub mod augment;
+pub mod cgen;
+pub mod checkpoint;
+pub mod data;
+pub mod dispatch;
+pub mod exec;
+pub mod kernels;
+pub mod loss;
+pub mod mni;
+pub mod optim;
+pub mod plot;
+pub mod sampler;
+pub mod sparse;
+pub mod trainer;
+
+/// Errors of training; each variant names the part that failed (its message says how).
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Ir(#[from] e2enc_ir::IrError),
+    #[error(transparent)]
+    Segment(#[from] e2enc_segment::SegmentError),
+    #[error(transparent)]
+    Nifti(#[from] e2enc_segment::nifti::NiftiError),
+    /// Writing the training curve (`training.png`).
+    #[error(transparent)]
+    Plot(#[from] e2enc_segment::preview::PreviewError),
+    /// A training kernel was called with inconsistent shapes or attributes.
+    #[error("kernel {op}: {msg}")]
+    Kernel { op: &'static str, msg: String },
+    /// The op has no fast kernel (the dispatcher then falls back to the interpreter).
+    #[error("no fast kernel")]
+    NoFastKernel,
+    #[error("expected a 5-D [N, C, D, H, W] tensor")]
+    Rank,
+    /// The training graph or the executor running it ([`exec`]).
+    #[error("{0}")]
+    Graph(String),
+    /// Generating, compiling or calling the generated-C training kernels ([`cgen`]).
+    #[error("{0}")]
+    CKernels(String),
+    /// The loss and the network heads it reads ([`loss`]).
+    #[error("{0}")]
+    Loss(String),
+    /// The optimizer and its state ([`optim`]).
+    #[error("{0}")]
+    Optimizer(String),
+    /// The dynamic sparse masks ([`sparse`]).
+    #[error("{0}")]
+    Mask(String),
+    /// The dataset: its listing, cases, plan and sampling ([`data`], [`sampler`], [`mni`]).
+    #[error("{0}")]
+    Data(String),
+    /// A dataset file (its listing, a case's volume, the MNI demo's output) is not as expected.
+    #[error("{}: {msg}", path.display())]
+    DataFile {
+        path: std::path::PathBuf,
+        msg: String,
+    },
+    /// Reading or writing a file of a run (checkpoint files, the resumed state).
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing or resuming a checkpoint ([`checkpoint`]).
+    #[error("{0}")]
+    Checkpoint(String),
+    /// Setting up a run: the model, its preprocessing plan and the dataset it must fit.
+    #[error("{0}")]
+    Setup(String),
+    /// The gradient stopped being finite.
+    #[error("{0}")]
+    Diverged(String),
+}
