@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use e2enc::TensorEngine;
 use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::target::Target;
 use e2enc_ir::e2enet::model::apply_masks;
 use e2enc_ir::e2enet::{build, BuildOptions, DsffConfig, Model, ModelConfig, ParamRole};
 use e2enc_ir::init::{init_masks, init_weights};
@@ -183,11 +184,17 @@ fn case(pool: impl Strategy<Value = [usize; 3]>) -> impl Strategy<Value = Case> 
 
 /// Returns how many concats the plan stored reordered.
 fn check(c: &Case) -> Result<usize, TestCaseError> {
+    check_for(c, Target::native())
+}
+
+/// [`check`] with a bundle for `target`.
+fn check_for(c: &Case, target: Target) -> Result<usize, TestCaseError> {
     let model = c.model();
     let t = common::tempdir();
     let dir = t.path().join("bundle");
     let opts = CompileOptions {
         deep_supervision: c.deep_supervision,
+        isa: target,
         ..CompileOptions::default()
     };
     let report = compile(&model, &dir, &opts)
@@ -215,9 +222,10 @@ fn check(c: &Case) -> Result<usize, TestCaseError> {
         let e = common::rel(g, r, name);
         let l2 = relative_error_l2(g, r).unwrap_or(f64::NAN);
         prop_assert!(
-            e < 1e-4,
-            "{}: relative error {:.2e} (L2 {:.2e}) for {:?}",
+            e < 1e-4 && l2 < 1e-5,
+            "{} [{}]: relative error {:.2e} (L2 {:.2e}) for {:?}",
             name,
+            target,
             e,
             l2,
             model.config
@@ -267,5 +275,11 @@ proptest! {
             .prop_filter("at least one (1,2,2) pool", |c| c.pools.contains(&[1, 2, 2]))
     ) {
         check(&c)?;
+    }
+
+    /// The portable target (plain C, no intrinsics) through the same runtime.
+    #[test]
+    fn compiled_nets_match_the_interpreter_in_portable_c(c in case(prop::sample::select(vec![[1usize, 2, 2], [2, 2, 2]]))) {
+        check_for(&c, Target::Portable)?;
     }
 }
