@@ -190,7 +190,10 @@ fn c_string(bytes: &[u8]) -> String {
 
 impl Ctx<'_> {
     fn model_name(&self) -> String {
-        self.m.model["name"].as_str().unwrap_or("e2enet").to_string()
+        self.m.model["name"]
+            .as_str()
+            .unwrap_or("e2enet")
+            .to_string()
     }
 
     fn header(&self) -> String {
