@@ -54,8 +54,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CodegenError + '_ {
 pub struct CompileOptions {
     /// Keep the deep-supervision outputs (default: `logits` only).
     pub deep_supervision: bool,
-    /// The C compiler command (`$CC` or `cc`).
-    pub cc: String,
+    /// The C compiler command; `None`: [`CompileOptions::compiler`] picks `$CC` or `cc` for a
+    /// target of this host's architecture, the target's cross compiler for another.
+    pub cc: Option<String>,
     /// Replace an existing bundle folder.
     pub force: bool,
     pub optimize: OptimizeOptions,
@@ -69,12 +70,30 @@ impl Default for CompileOptions {
     fn default() -> Self {
         CompileOptions {
             deep_supervision: false,
-            cc: std::env::var("CC").unwrap_or_else(|_| "cc".into()),
+            cc: None,
             force: false,
             optimize: OptimizeOptions::default(),
             isa: Target::native(),
             standalone: false,
         }
+    }
+}
+
+/// This host's C compiler: `$CC`, else `cc`.
+pub fn host_cc() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".into())
+}
+
+impl CompileOptions {
+    /// The C compiler that builds `kernels.so`: the one given, else [`host_cc`] for targets this
+    /// host's architecture runs, else the target's cross compiler (`aarch64-linux-gnu-gcc`).
+    pub fn compiler(&self) -> String {
+        if let Some(cc) = &self.cc {
+            return cc.clone();
+        }
+        self.isa
+            .cross_compiler()
+            .map_or_else(host_cc, str::to_string)
     }
 }
 
@@ -216,7 +235,17 @@ pub fn run_cc(cc: &str, c_file: &Path, so_file: &Path, isa: Target) -> Result<()
     );
     let out = cmd.output().map_err(|e| CodegenError::Cc {
         command: shown.clone(),
-        stderr: e.to_string(),
+        stderr: if e.kind() == std::io::ErrorKind::NotFound {
+            match isa.cross_compiler() {
+                Some(x) if x == cc => format!(
+                    "`{cc}` is not installed: building kernels for {isa} on this host needs a C cross compiler (Debian: apt-get install gcc-{}-linux-gnu), or name one with --cc",
+                    isa.arch().unwrap_or("?")
+                ),
+                _ => format!("`{cc}` was not found: install a C compiler, or set $CC or --cc"),
+            }
+        } else {
+            e.to_string()
+        },
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -273,6 +302,7 @@ pub fn compile(
     std::fs::create_dir_all(&stage).map_err(io(&stage))?;
     let g = &gen.graph;
     let st = graph_stats(g, Some(&o.weights));
+    let cc = opts.compiler();
     let mut manifest = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -304,8 +334,8 @@ pub fn compile(
         consts_f32: gen.consts.f32.len(),
         consts_i32: gen.consts.i32.len(),
         compiler: Compiler {
-            command: opts.cc.clone(),
-            version: cc_version(&opts.cc),
+            command: cc.clone(),
+            version: cc_version(&cc),
             flags: opts.isa.cflags().iter().map(|s| s.to_string()).collect(),
         },
         target: Some(opts.isa.name().to_string()),
@@ -329,7 +359,7 @@ pub fn compile(
         std::fs::write(&c_file, &source).map_err(io(&c_file))?;
         let t1 = Instant::now();
         let so_file = stage.join("kernels.so");
-        run_cc(&opts.cc, &c_file, &so_file, opts.isa)?;
+        run_cc(&cc, &c_file, &so_file, opts.isa)?;
         let cc_seconds = t1.elapsed().as_secs_f64();
         let mut blobs = Weights::new();
         blobs.insert(

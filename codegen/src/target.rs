@@ -6,8 +6,9 @@
 //!   16-lane vectors, the other kernels stay 8-lane (which AVX-512 hosts run too);
 //! - [`Target::Aarch64Neon`] (`aarch64-neon`): Arm64 Advanced SIMD (every aarch64 CPU has it),
 //!   8-lane vectors as pairs of `float32x4_t`;
-//! - [`Target::Portable`] (`portable`): C99 with no intrinsics, 8-lane vectors as arrays of 8
-//!   floats that any optimizing C compiler vectorizes for whatever host it runs on.
+//! - [`Target::Portable`] (`portable`): C with no intrinsics: 8-lane generic vectors (GCC/Clang
+//!   `vector_size`) lowered to whatever SIMD the host has, or arrays of 8 floats for any other
+//!   C99 compiler.
 //!
 //! The target decides the C compiler flags and the CPU features the manifest lists, so a bundle
 //! built for AVX-512 is refused on a host without it. [`Target::native`] picks the widest target
@@ -82,14 +83,25 @@ impl Target {
     pub fn cflags(self) -> Vec<&'static str> {
         let mut f = vec![BASE_FLAGS[0]];
         if self == Target::Portable {
-            // Portable C relies on the compiler's auto-vectorizer (gcc enables it at -O3 only
-            // before gcc 12); contraction into FMAs is left off so results do not depend on it.
-            f[0] = "-O3";
+            // Portable multiply-adds are written unfused; contraction stays off so the results
+            // do not depend on whether the host compiler finds an FMA.
             f.push("-ffp-contract=off");
         }
         f.extend_from_slice(self.machine_flags());
         f.extend_from_slice(&BASE_FLAGS[1..]);
         f
+    }
+
+    /// The C cross compiler that builds this target's code on this host (Debian's package
+    /// names), `None` when the host's own compiler does (same architecture, or portable C).
+    pub fn cross_compiler(self) -> Option<&'static str> {
+        match self.arch() {
+            Some(a) if a != std::env::consts::ARCH => Some(match a {
+                "aarch64" => "aarch64-linux-gnu-gcc",
+                _ => "x86_64-linux-gnu-gcc",
+            }),
+            _ => None,
+        }
     }
 
     /// Float lanes of the widest vectors the conv micro kernels use.

@@ -199,7 +199,7 @@ impl Bundle {
                 std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
                 // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
                 // checksum covers the manifest, so running a program it names would run anything.
-                let cc = e2enc_codegen::compile::CompileOptions::default().cc;
+                let cc = e2enc_codegen::compile::host_cc();
                 let isa = target_of(&manifest).map_err(|e| bad(dir, e))?;
                 e2enc_codegen::compile::run_cc(&cc, &c, &so, isa)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;

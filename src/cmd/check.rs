@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::target::Target;
 use e2enc_ir::e2enet::Model;
 use e2enc_ir::e2enet::{
     build, model::apply_masks, model::check_weights, output_name, BuildOptions, DsffConfig,
@@ -38,6 +39,14 @@ pub struct Args {
     /// Skip the AMOS-CT sizing (it initializes 23.9M random weights).
     #[arg(long)]
     skip_amos: bool,
+    /// Compile the bundle of step 2 for this target (repeat to check several: x86-avx2,
+    /// x86-avx512, portable, or native, the default; the host must be able to run it).
+    #[arg(long = "target", value_parser = parse_target)]
+    targets: Vec<Target>,
+}
+
+fn parse_target(s: &str) -> Result<Target, String> {
+    s.parse()
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
@@ -84,11 +93,6 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let mut ok = check(&outs)?;
     println!("   ({secs:.2} s)");
 
-    println!();
-    println!(
-        "2. The same network optimized and compiled to C kernels (a bundle), run by the runtime:"
-    );
-    let dir = std::env::temp_dir().join(format!("e2enc-check-{}", std::process::id()));
     let model = Model {
         path: "<embedded golden model.json>".into(),
         config: cfg.clone(),
@@ -96,29 +100,17 @@ pub fn main(a: Args) -> Result<ExitCode> {
         weights: Some(w.clone()),
         masks: None,
     };
-    let opts = CompileOptions {
-        deep_supervision: true,
-        force: true,
-        ..CompileOptions::default()
+    let targets = if a.targets.is_empty() {
+        vec![Target::native()]
+    } else {
+        a.targets.clone()
     };
-    let compiled = (|| -> Result<(f64, BTreeMap<String, e2enc_ir::Tensor>, f64, usize)> {
-        let t0 = Instant::now();
-        let r = compile(&model, &dir.join("bundle"), &opts)?;
-        let csecs = t0.elapsed().as_secs_f64();
-        let b = Bundle::load(&dir.join("bundle"), &LoadOptions::default())?;
-        let mut e = Engine::new(b, 0);
-        e.run(&feed)?; // warm-up
-        let t1 = Instant::now();
-        let outs = e.run(&feed)?;
-        Ok((csecs, outs, t1.elapsed().as_secs_f64(), r.kernels))
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    let (csecs, bouts, rsecs, kernels) = compiled?;
-    ok &= check(&bouts)?;
-    println!(
-        "   (compiled {kernels} kernels in {csecs:.2} s; one run {:.1} ms)",
-        rsecs * 1e3
-    );
+    for target in targets {
+        if !target.host_supports() {
+            anyhow::bail!("this host cannot run `--target {target}` bundles (check runs the bundle here); pick one it can: x86-avx2, x86-avx512, portable or native");
+        }
+        ok &= check_compiled(&model, &feed, target, &check)?;
+    }
 
     if !a.skip_amos {
         println!();
@@ -140,4 +132,45 @@ pub fn main(a: Args) -> Result<ExitCode> {
     }
     println!("\nok: e2enc reproduces the released network");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Step 2 for one target: the network optimized, compiled for `target`, run by the runtime.
+fn check_compiled(
+    model: &Model,
+    feed: &BTreeMap<String, e2enc_ir::Tensor>,
+    target: Target,
+    check: &dyn Fn(&BTreeMap<String, e2enc_ir::Tensor>) -> Result<bool>,
+) -> Result<bool> {
+    println!();
+    println!(
+        "2. The same network optimized and compiled to C kernels for {target} (a bundle), run by the runtime:"
+    );
+    let dir = std::env::temp_dir().join(format!("e2enc-check-{}-{target}", std::process::id()));
+    let opts = CompileOptions {
+        deep_supervision: true,
+        force: true,
+        isa: target,
+        ..CompileOptions::default()
+    };
+
+    let compiled = (|| -> Result<(f64, BTreeMap<String, e2enc_ir::Tensor>, f64, usize)> {
+        let t0 = Instant::now();
+        let r = compile(model, &dir.join("bundle"), &opts)?;
+        let csecs = t0.elapsed().as_secs_f64();
+        let b = Bundle::load(&dir.join("bundle"), &LoadOptions::default())?;
+        let mut e = Engine::new(b, 0);
+        e.run(feed)?; // warm-up
+        let t1 = Instant::now();
+        let outs = e.run(feed)?;
+        Ok((csecs, outs, t1.elapsed().as_secs_f64(), r.kernels))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (csecs, bouts, rsecs, kernels) = compiled?;
+    let ok = check(&bouts)?;
+    println!(
+        "   (compiled {kernels} kernels in {csecs:.2} s; one run {:.1} ms)",
+        rsecs * 1e3
+    );
+
+    Ok(ok)
 }

@@ -54,6 +54,10 @@ pub struct Args {
     /// and header.
     #[arg(long)]
     standalone: bool,
+    /// The C compiler that builds kernels.so (default: $CC or cc for this host's architecture;
+    /// aarch64-linux-gnu-gcc for `--target aarch64-neon` on another host).
+    #[arg(long, value_name = "CMD")]
+    cc: Option<String>,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -78,6 +82,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         force: a.force,
         isa: a.target,
         standalone: a.standalone,
+        cc: a.cc.clone(),
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;

@@ -6,7 +6,7 @@
 //! ties and treats NaN as larger than everything (the first NaN wins), like the interpreter; it
 //! writes int32 bit patterns into an f32 arena view of shape `[N, 1, D, H, W]`.
 
-use super::text::{kernel, mask_expr, nvec, plane_expr, row_expr, zero_row, zero_row_pads};
+use super::text::{kernel, nvec, plane_expr, row_expr, zero_row, zero_row_pads};
 use super::{err, expect_operands};
 use crate::emit::{EmitError, Kernel, NodeCtx};
 use crate::layout::View;
@@ -45,19 +45,19 @@ for (int y = 0; y < {h}; y++) {{
     const float *xr = xp + {xr};
     float *yr = yp + {yr};
     for (int xv = 0; xv < {nv}; xv++) {{
-        __m256 m = _mm256_loadu_ps(xr + 8 * xv);
-        for (int c = 1; c < {c}; c++) m = _mm256_max_ps(m, _mm256_loadu_ps(xr + (int64_t)c * {xcs} + 8 * xv));
-        __m256 s = _mm256_setzero_ps();
+        e2f8 m = e2f8_load(xr + 8 * xv);
+        for (int c = 1; c < {c}; c++) m = e2f8_max(m, e2f8_load(xr + (int64_t)c * {xcs} + 8 * xv));
+        e2f8 s = e2f8_zero();
         for (int c = 0; c < {c}; c++) {{
-            const __m256 e = e2_exp(_mm256_sub_ps(_mm256_loadu_ps(xr + (int64_t)c * {xcs} + 8 * xv), m));
-            s = _mm256_add_ps(s, e);
-            _mm256_storeu_ps(yr + (int64_t)c * {ycs} + 8 * xv, e);
+            const e2f8 e = e2f8_exp(e2f8_sub(e2f8_load(xr + (int64_t)c * {xcs} + 8 * xv), m));
+            s = e2f8_add(s, e);
+            e2f8_store(yr + (int64_t)c * {ycs} + 8 * xv, e);
         }}
-        __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), s);
-        if (xv == {last}) inv = _mm256_and_ps(inv, {mask});
+        e2f8 inv = e2f8_div(e2f8_set1(1.0f), s);
+        if (xv == {last}) inv = e2f8_keep(inv, {valid});
         for (int c = 0; c < {c}; c++) {{
             float *o = yr + (int64_t)c * {ycs} + 8 * xv;
-            _mm256_storeu_ps(o, _mm256_mul_ps(_mm256_loadu_ps(o), inv));
+            e2f8_store(o, e2f8_mul(e2f8_load(o), inv));
         }}
     }}
     for (int c = 0; c < {c}; c++) {{
@@ -66,13 +66,16 @@ for (int y = 0; y < {h}; y++) {{
 }}
 ",
             top = zero_row(y, &format!("(yp + (int64_t)c * {})", y.c_stride)),
-            bot = zero_row(y, &format!("(yp + (int64_t)c * {} + {})", y.c_stride, (h + 1) * y.row)),
+            bot = zero_row(
+                y,
+                &format!("(yp + (int64_t)c * {} + {})", y.c_stride, (h + 1) * y.row)
+            ),
             xr = row_expr(x, "y"),
             yr = row_expr(y, "y"),
             xcs = x.c_stride,
             ycs = y.c_stride,
             last = nv - 1,
-            mask = mask_expr(w - 8 * (nv - 1)),
+            valid = w - 8 * (nv - 1),
         ),
     );
     let flops = (n * c * d * h * w * 20) as u64;
@@ -113,17 +116,14 @@ pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
     const float *xr = xp + {xr};
     float *yr = yp + {yr};
     for (int xv = 0; xv < {nv}; xv++) {{
-        __m256 bv = _mm256_loadu_ps(xr + 8 * xv);
-        __m256 bi = _mm256_setzero_ps();
+        e2f8 bv = e2f8_load(xr + 8 * xv);
+        e2f8 bi = e2f8_zero();
         for (int c = 1; c < {c}; c++) {{
-            const __m256 v = _mm256_loadu_ps(xr + (int64_t)c * {xcs} + 8 * xv);
-            const __m256 up = _mm256_andnot_ps(_mm256_cmp_ps(bv, bv, _CMP_UNORD_Q),
-                _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(v, bv, _CMP_GT_OQ)));
-            bv = _mm256_blendv_ps(bv, v, up);
-            bi = _mm256_blendv_ps(bi, _mm256_castsi256_ps(_mm256_set1_epi32(c)), up);
+            const e2f8 v = e2f8_load(xr + (int64_t)c * {xcs} + 8 * xv);
+            e2f8_argmax_step(&bv, &bi, v, c);
         }}
-        if (xv == {last}) bi = _mm256_and_ps(bi, {mask});
-        _mm256_storeu_ps(yr + 8 * xv, bi);
+        if (xv == {last}) bi = e2f8_keep(bi, {valid});
+        e2f8_store(yr + 8 * xv, bi);
     }}
 {pads}}}
 ",
@@ -133,7 +133,7 @@ pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
             yr = row_expr(y, "y"),
             xcs = x.c_stride,
             last = nv - 1,
-            mask = mask_expr(w - 8 * (nv - 1)),
+            valid = w - 8 * (nv - 1),
         ),
     );
     let flops = (n * c * d * h * w) as u64;

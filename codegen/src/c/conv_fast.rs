@@ -23,18 +23,23 @@
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
 //!
-//! For `Target::X86Avx512` at stride 1, vectors are 16 lanes (`lanes`, `blocking_for`; micro kernels
-//! in `conv_micro512.rs`); the rows per band, hence the tiles and the norm scratch, are the same
-//! as for AVX2, so the memory plan does not depend on the ISA. Stride 2 stays on 8 lanes.
+//! Where the dialect has 16-lane vectors (x86-avx512), stride-1 kernels use them (`lanes`,
+//! `blocking_for`); the rows per band, hence the tiles and the norm scratch, are the same for
+//! every width, so the memory plan does not depend on the target. Stride 2 stays on 8 lanes.
+
+//! [`lower`] makes the kernel's description, [`FastConv`] (blocking, width, strips, entry and
+//! weight layouts, depth checks, epilogue), once; [`render`] only writes it out. The golden
+//! kernel texts (`tests/filetests`) pin the rendering per target.
 
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
 use super::conv_micro::Micro;
+use super::dialect::Dialect;
 use super::norm::partial_ptr;
 use super::text::{kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
-use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::layout::{View, PAD_LEFT, PAD_ROWS};
 use crate::target::Target;
 
 /// Register blocking of one geometry.
@@ -48,10 +53,11 @@ pub struct Blocking {
     pub vo: usize,
 }
 
-/// Vector lanes of the fast-path kernel of `g` for `isa`: 16 for AVX-512 at stride 1, else 8.
-pub fn lanes(g: &Geom, isa: Target) -> usize {
+/// Vector lanes of the fast-path kernel of `g` for `target`: the dialect's widest at stride 1
+/// (16 for AVX-512), else 8.
+pub fn lanes(g: &Geom, target: Target) -> usize {
     if g.s[1] == 1 {
-        isa.lanes()
+        Dialect::of(target).wide
     } else {
         8
     }
@@ -104,7 +110,7 @@ pub fn blocking(g: &Geom) -> Blocking {
     }
 }
 
-/// Tiles per sample: output depth x row bands.
+/// Tiles per sample: output depth x row bands (the same for every target).
 pub fn tiles_per_sample(g: &Geom) -> usize {
     g.y[2] * g.y[3].div_ceil(blocking(g).rb)
 }
@@ -130,20 +136,67 @@ fn strip_vectors(g: &Geom, bl: Blocking, lanes: usize) -> Option<usize> {
     Some(v.max(bl.vo).div_ceil(bl.vo) * bl.vo)
 }
 
+/// The description of one fast-path conv kernel, chosen and laid out before any text is written:
+/// the geometry and arena views, the register blocking, vector width and column strips, the
+/// constants it reads (entry lists, re-laid-out weights, bias) by offset, the depth checks it
+/// needs and its epilogue. Only the width and `aligned` come from the target's table (what its
+/// registers hold); everything else is the same for every target, tiles included.
+#[derive(Clone, Debug)]
+pub struct FastConv {
+    /// C function name (the node's prefix; micro kernels add suffixes).
+    pub name: String,
+    /// What it does, for profiles.
+    pub what: String,
+    pub g: Geom,
+    pub x: View,
+    pub y: View,
+    pub bl: Blocking,
+    /// Vector lanes (8, or 16 at stride 1 where the dialect has them).
+    pub lanes: usize,
+    /// Sparse 3x3 taps cut from aligned loads (`e2f16_alignr`).
+    pub aligned: bool,
+    /// Output vectors per column strip of a sparse tile whose whole band would not fit L2.
+    pub strip: Option<usize>,
+    /// Some output depth reads taps outside the volume (depth padding).
+    pub check_iz: bool,
+    /// Some channel is depth-shifted (its taps may leave the volume).
+    pub check_jz: bool,
+    /// Offset in `I` of the entries `(stored channel, depth tap, shifted tap)`.
+    pub ents: usize,
+    /// Offset in `W` of the re-laid-out weights.
+    pub w: usize,
+    /// Sparse: offset in `I` of the per-output row pointers into the entries.
+    pub rp: Option<usize>,
+    /// Dense: entries per output block.
+    pub ne_dense: usize,
+    /// Offset in `W` of the bias (padded to whole output blocks).
+    pub bias: Option<usize>,
+    /// Leaky ReLU slope applied by this kernel (none when a norm follows).
+    pub slope: Option<f32>,
+    /// Scratch offset of the instance-norm partial sums this kernel writes, one per tile.
+    pub norm_scratch: Option<usize>,
+    pub tiles: usize,
+    pub flops: u64,
+}
+
 /// Emits the conv kernel of the fast path.
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
+    Ok(render(&lower(ctx, sp, consts)))
+}
+
+/// Chooses the kernel of a fast-path conv and lays out its constants.
+pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
     let g = &sp.g;
     let lanes = lanes(g, ctx.isa);
     let bl = blocking_for(g, lanes);
     debug_assert_eq!(bl.rb, blocking(g).rb, "tiles must not depend on the ISA");
-    let (x, y) = (&ctx.inputs[0], &ctx.output);
     let [n, cin, d, _, _] = g.x;
     let [_, co, od, oh, ow] = g.y;
     let [kd, k, _] = g.k;
-    let (sd, s, pd, ph) = (g.s[0], g.s[1], g.p[0], g.p[1]);
+    let (sd, s, pd) = (g.s[0], g.s[1], g.p[0]);
     let kk = k * k;
-    let nv = ow.div_ceil(lanes);
-    let nb = oh.div_ceil(bl.rb);
+    // Sparse 3x3 on 16 lanes cuts its tap vectors from aligned loads where the dialect can.
+    let aligned = lanes == 16 && Dialect::of(ctx.isa).alignr && g.sparse && k == 3 && bl.ob == 1;
     let kernel_w = |off: usize, a: usize, b: usize, cc: usize| sp.wdata[off + (a * k + b) * k + cc];
 
     // Depth checks needed at all?
@@ -220,6 +273,57 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
         v.resize(co.div_ceil(bl.ob) * bl.ob, 0.0);
         consts.push_f32(&v)
     });
+    // Full x blocks before the right-edge block: strips only pay where there are several.
+    let nxb = (ow.div_ceil(lanes) - 1) / bl.vo;
+    let strip = strip_vectors(g, bl, lanes).filter(|&v| nxb * bl.vo > v);
+    let what = format!(
+        "{} conv{} {}x{}x{} s{} {}->{}",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        kd,
+        k,
+        k,
+        s,
+        cin,
+        co
+    );
+    FastConv {
+        name: ctx.prefix.clone(),
+        what,
+        g: g.clone(),
+        x: ctx.inputs[0].clone(),
+        y: ctx.output.clone(),
+        bl,
+        lanes,
+        aligned,
+        strip,
+        check_iz,
+        check_jz,
+        ents: ent_off,
+        w: w_off,
+        rp: g.sparse.then_some(rp_off),
+        ne_dense,
+        bias,
+        slope: slope_in_conv(sp),
+        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
+        tiles: n * od * oh.div_ceil(bl.rb),
+        flops: live_flops(sp),
+    }
+}
+
+/// Writes the C text of a fast-path conv kernel (and its micro kernels) in the dialects'
+/// shared vocabulary.
+pub fn render(fc: &FastConv) -> Kernel {
+    let (g, bl, lanes) = (&fc.g, fc.bl, fc.lanes);
+    let (x, y) = (&fc.x, &fc.y);
+    let [n, _, _, _, _] = g.x;
+    let [_, co, od, oh, ow] = g.y;
+    let [_, k, _] = g.k;
+    let (sd, s, pd, ph) = (g.s[0], g.s[1], g.p[0], g.p[1]);
+    let kk = k * k;
+    let nv = ow.div_ceil(lanes);
+    let nb = oh.div_ceil(bl.rb);
+    let (ent_off, w_off, rp_off, ne_dense) = (fc.ents, fc.w, fc.rp.unwrap_or(0), fc.ne_dense);
 
     // Micro-kernel variants: (rows, vectors, tail).
     let nxb = (nv - 1) / bl.vo; // full body x blocks
@@ -227,27 +331,13 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let rrem = oh - (nb - 1) * bl.rb; // rows of the last band
     let mut helpers = String::new();
     let mut mname = |rb: usize, vo: usize, tail: bool| -> String {
-        let name = format!(
-            "{}_mk{}x{}{}",
-            ctx.prefix,
-            rb,
-            vo,
-            if tail { "t" } else { "" }
-        );
+        let name = format!("{}_mk{}x{}{}", fc.name, rb, vo, if tail { "t" } else { "" });
         let m = Micro {
             name: name.clone(),
             rb,
             vo,
             tail,
-            g,
-            bl,
-            ctx,
-            check_iz,
-            check_jz,
-            bias,
-            slope: slope_in_conv(sp),
-            norm: sp.norm.is_some(),
-            lanes,
+            fc,
         };
         if !helpers.contains(&format!("static void {name}(")) {
             helpers.push_str(&m.source());
@@ -309,8 +399,7 @@ const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({P
         format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
     };
     let xtail = format!("{{ const int xv = {};\n{pos}\n", nxb * bl.vo);
-    let strip = strip_vectors(g, bl, lanes).filter(|&v| nxb * bl.vo > v);
-    let loops = if let Some(strip) = strip {
+    let loops = if let Some(strip) = fc.strip {
         // Column strips outer, then output channels, then x blocks: the working set is the
         // strip of the band (all input channels), which fits L2 even where the whole band
         // would not, and one output's channel rows of the strip stay in L1.
@@ -343,7 +432,7 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
             format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
         }
     };
-    let norm = sp.norm.is_some();
+    let norm = fc.norm_scratch.is_some();
     let mut b = String::new();
     let _ = writeln!(
         b,
@@ -388,37 +477,15 @@ const int zb = z * {sd} - {pd};
         bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
         last = nb - 1,
     );
-    if norm {
+    if let Some(scratch) = fc.norm_scratch {
         let _ = writeln!(
             b,
             "    double *pp = {};\n    pp[0] = st[2 * o]; pp[1] = st[2 * o + 1];",
-            partial_ptr(
-                ctx.scratch,
-                od * nb,
-                &format!("n * {co} + o"),
-                "z * NB + band"
-            )
-            .replace("NB", &nb.to_string())
+            partial_ptr(scratch, od * nb, &format!("n * {co} + o"), "z * NB + band")
+                .replace("NB", &nb.to_string())
         );
     }
     b.push_str("}\n");
-    let what = format!(
-        "{} conv{} {}x{}x{} s{} {}->{}",
-        ctx.label,
-        if g.sparse { " sparse" } else { "" },
-        kd,
-        k,
-        k,
-        s,
-        cin,
-        co
-    );
-    Ok(kernel(
-        &ctx.prefix,
-        &helpers,
-        &b,
-        n * od * nb,
-        live_flops(sp),
-        what,
-    ))
+    debug_assert_eq!(fc.tiles, n * od * nb);
+    kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
 }

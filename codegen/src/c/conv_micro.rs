@@ -1,56 +1,66 @@
 //! The micro kernel of the fast conv path (`conv_fast.rs`): one register-blocked C function
-//! per variant (rows, vectors, right-edge tail), straight-line code with named
-//! accumulators so the C compiler keeps them in registers.
+//! per variant (rows, vectors, right-edge tail), straight-line code with named accumulators so
+//! the C compiler keeps them in registers. One text for every dialect and both vector widths
+//! (`Vf`: 8 lanes everywhere, 16 where the dialect has them, at stride 1).
 //!
 //! For each entry `(c, a)` it walks the tap columns; per tap column it broadcasts the `k * OB`
 //! weights, then loads each input row once and adds it into every (output channel, output row)
 //! that uses it (rows are shared by up to `k` output rows); at stride 2 a tap vector is the even
-//! lanes of two loads (`e2_even`). A sparse micro kernel (one output channel: only `k` FMAs per
-//! load) also prefetches the rows of the next x block, which the hardware prefetchers miss
-//! because consecutive entries are scattered channels. The epilogue adds the bias, applies
-//! the leaky ReLU (when no norm follows), masks lanes past the row end, stores, and adds the
+//! lanes of two loads (`e2f8_even`). A sparse micro kernel (one output channel: only `k` FMAs
+//! per load) also prefetches the rows of the next x block, which the hardware prefetchers miss
+//! because consecutive entries are scattered channels. The epilogue adds the bias, applies the
+//! leaky ReLU (when no norm follows), zeroes lanes past the row end, stores, and adds the
 //! instance-norm partial sums of its values to the tile's (double) statistics.
+//!
+//! Row ends: the planar layout pads rows to a multiple of 8 values plus 8 zero columns, so an
+//! 8-lane vector never leaves its row, but a 16-lane vector at the last column block may. The
+//! last vector of a right-edge (tail) variant then loads with a lane mask (`e2f16_loadn`: lanes
+//! past the last value read nothing and hold zero; only lane `i` of a tap load feeds output lane
+//! `i`) and stores with one: values for the real lanes, zeros up to the 8-column boundary the
+//! 8-lane kernels also write (the padding pass of `conv_fast.rs` zeroes the rest), nothing beyond.
 
 use std::fmt::Write;
 
-use super::conv::Geom;
-use super::conv_fast::Blocking;
-use super::text::{cf, nvec};
-use crate::emit::NodeCtx;
+use super::conv_fast::FastConv;
+use super::dialect::Vf;
+use super::text::cf;
 use crate::layout::PAD_LEFT;
 
-/// Constants of one micro-kernel variant.
+/// One micro-kernel variant of a fast-path conv: `rb` rows x `vo` vectors, at the right edge
+/// or not.
 pub struct Micro<'a> {
     pub name: String,
     pub rb: usize,
     pub vo: usize,
     pub tail: bool,
-    pub g: &'a Geom,
-    pub bl: Blocking,
-    pub ctx: &'a NodeCtx<'a>,
-    pub check_iz: bool,
-    pub check_jz: bool,
-    pub bias: Option<usize>,
-    pub slope: Option<f32>,
-    pub norm: bool,
-    /// Vector lanes: 8 (AVX2, this file) or 16 (AVX-512, stride 1: `conv_micro512.rs`).
-    pub lanes: usize,
+    pub fc: &'a FastConv,
 }
 
 impl Micro<'_> {
     pub fn source(&self) -> String {
-        if self.lanes == 16 {
-            return super::conv_micro512::source(self);
-        }
-        let (g, x, y) = (self.g, &self.ctx.inputs[0], &self.ctx.output);
-        let (k, s, ob) = (g.k[1], g.s[1], self.bl.ob);
+        let fc = self.fc;
+        let (g, x, y) = (&fc.g, &fc.x, &fc.y);
+        let (k, s, ob) = (g.k[1], g.s[1], fc.bl.ob);
+        let v = Vf { lanes: fc.lanes };
+        let (ty, lanes) = (v.ty(), fc.lanes);
+        debug_assert!(
+            lanes == 8 || s == 1,
+            "16-lane micro kernels are stride 1 only"
+        );
         // One accumulator per (output channel, row, output vector): at stride 2 too, since the
         // tap vectors are deinterleaved as they are loaded.
         let vf = self.vo;
         let kk = k * k;
         let rows_in = s * (self.rb - 1) + k;
         let ow = g.y[4];
-        let nv = nvec(ow);
+        let nv = ow.div_ceil(lanes);
+        // Lanes of the last vector that are values, and that may be stored (values + zero
+        // padding up to the 8-column boundary).
+        let last_vals = ow - lanes * (nv - 1);
+        let last_store = (ow.div_ceil(8) * 8 - lanes * (nv - 1)).min(lanes);
+        // Loads of the last vector mask lanes past the row's values (16 lanes only: 8-lane
+        // loads stay inside the row's zero padding).
+        let masked = |f: usize| self.tail && f == vf - 1 && last_vals < lanes && lanes > 8;
         let mut c = String::new();
         let _ = writeln!(
             c,
@@ -62,7 +72,7 @@ impl Micro<'_> {
         for o in 0..ob {
             for r in 0..self.rb {
                 for f in 0..vf {
-                    let _ = writeln!(c, "    __m256 a{o}_{r}_{f} = _mm256_setzero_ps();");
+                    let _ = writeln!(c, "    {ty} a{o}_{r}_{f} = {}();", v.op("zero"));
                 }
             }
         }
@@ -72,10 +82,10 @@ impl Micro<'_> {
             kk * ob
         );
         let d = g.x[2];
-        if self.check_iz {
+        if fc.check_iz {
             let _ = writeln!(c, "        if ((unsigned)(zb + ent[1]) >= {d}u) continue;");
         }
-        if self.check_jz {
+        if fc.check_jz {
             let _ = writeln!(c, "        if ((unsigned)(zb + ent[2]) >= {d}u) continue;");
         }
         let _ = writeln!(
@@ -83,72 +93,94 @@ impl Micro<'_> {
             "        const float *p = A + pb + (int64_t)ent[0] * {} + (int64_t)(zb + ent[2]) * {};",
             x.c_stride, x.d_stride
         );
-        // Does the last full-resolution vector's last column tap read one float past the row?
-        let overrun = self.tail && s == 2 && k == 3 && 16 * nv >= x.row - PAD_LEFT;
-        if self.g.sparse {
-            // The next micro tile (same entries, 8 columns right) needs the following lines:
-            // the scattered channel rows of a sparse conv defeat the hardware prefetchers.
-            let dist = 8 * s * self.vo + 8;
+        if fc.aligned {
+            // Prefetch the next entry's lines (scattered channel rows defeat the hardware
+            // prefetchers; the next x block is too far ahead to stay in L1).
+            let _ = writeln!(
+                c,
+                "        if (e + 1 < ne) {{\n            const float *q = A + pb + (int64_t)ent[3] * {} + (int64_t)(zb + ent[5]) * {};",
+                x.c_stride, x.d_stride
+            );
             for rr in 0..rows_in {
-                let _ = writeln!(
-                    c,
-                    "        _mm_prefetch((const char *)(p + {}), _MM_HINT_T0);",
-                    rr * x.row + dist
-                );
-            }
-        }
-        for cc in 0..k {
-            let _ = writeln!(c, "        {{");
-            for o in 0..ob {
-                for b in 0..k {
+                for j in 0..=vf {
                     let _ = writeln!(
                         c,
-                        "            const __m256 w{o}_{b} = _mm256_broadcast_ss(w + {});",
-                        (cc * k + b) * ob + o
+                        "            e2_prefetch(q + {});",
+                        rr as isize * x.row as isize + (lanes * j) as isize - 7
                     );
                 }
             }
-            for rr in 0..rows_in {
-                for f in 0..vf {
-                    let load = if s == 2 {
-                        // Tap cc of output lane i is input column 2 (x + 8f + i) - 1 + cc: the
-                        // even lanes of the 16 columns from 2 (x + 8f) - 1 + cc.
-                        let off = rr * x.row + 16 * f + cc;
-                        let hi = if overrun && f == vf - 1 && cc == k - 1 {
-                            // Its last lane (an odd column, dropped) is one past the row.
-                            format!(
-                                "_mm256_maskload_ps(p + {}, _mm256_castps_si256(e2_mask(7)))",
-                                off + 8
-                            )
-                        } else {
-                            format!("_mm256_loadu_ps(p + {})", off + 8)
-                        };
-                        format!("e2_even(_mm256_loadu_ps(p + {off}), {hi})")
-                    } else {
-                        format!("_mm256_loadu_ps(p + {})", rr * x.row + 8 * f + cc)
-                    };
-                    let _ = writeln!(c, "            {{ const __m256 x = {load};");
-                    for b in 0..k {
-                        if rr < b || (rr - b) % s != 0 || (rr - b) / s >= self.rb {
-                            continue;
-                        }
-                        let r = (rr - b) / s;
-                        for o in 0..ob {
-                            let _ = writeln!(
-                                c,
-                                "              a{o}_{r}_{f} = _mm256_fmadd_ps(w{o}_{b}, x, a{o}_{r}_{f});"
-                            );
-                        }
-                    }
-                    let _ = writeln!(c, "            }}");
+            let _ = writeln!(c, "        }}");
+            aligned_body(&mut c, self, rows_in, x.row);
+        } else {
+            if g.sparse {
+                // The next micro tile (same entries, one block right) needs the following lines:
+                // the scattered channel rows of a sparse conv defeat the hardware prefetchers.
+                let dist = lanes * s * self.vo + lanes;
+                for rr in 0..rows_in {
+                    let _ = writeln!(c, "        e2_prefetch(p + {});", rr * x.row + dist);
                 }
             }
-            let _ = writeln!(c, "        }}");
+            // Does the last full-resolution vector's last column tap read one float past the
+            // row (stride 2)?
+            let overrun = self.tail && s == 2 && k == 3 && 16 * nv >= x.row - PAD_LEFT;
+            for cc in 0..k {
+                let _ = writeln!(c, "        {{");
+                for o in 0..ob {
+                    for b in 0..k {
+                        let _ = writeln!(
+                            c,
+                            "            const {ty} w{o}_{b} = {}(w + {});",
+                            v.op("bcast"),
+                            (cc * k + b) * ob + o
+                        );
+                    }
+                }
+                for rr in 0..rows_in {
+                    for f in 0..vf {
+                        let load = if s == 2 {
+                            // Tap cc of output lane i is input column 2 (x + 8f + i) - 1 + cc:
+                            // the even lanes of the 16 columns from 2 (x + 8f) - 1 + cc.
+                            let off = rr * x.row + 16 * f + cc;
+                            let hi = if overrun && f == vf - 1 && cc == k - 1 {
+                                // Its last lane (an odd column, dropped) is one past the row.
+                                format!("e2f8_loadn(p + {}, 7)", off + 8)
+                            } else {
+                                format!("e2f8_load(p + {})", off + 8)
+                            };
+                            format!("e2f8_even(e2f8_load(p + {off}), {hi})")
+                        } else {
+                            let off = rr * x.row + lanes * f + cc;
+                            if masked(f) {
+                                format!("{}(p + {off}, {last_vals})", v.op("loadn"))
+                            } else {
+                                format!("{}(p + {off})", v.op("load"))
+                            }
+                        };
+                        let _ = writeln!(c, "            {{ const {ty} x = {load};");
+                        for b in 0..k {
+                            if rr < b || (rr - b) % s != 0 || (rr - b) / s >= self.rb {
+                                continue;
+                            }
+                            let r = (rr - b) / s;
+                            for o in 0..ob {
+                                let _ = writeln!(
+                                    c,
+                                    "              a{o}_{r}_{f} = {}(w{o}_{b}, x, a{o}_{r}_{f});",
+                                    v.op("fma")
+                                );
+                            }
+                        }
+                        let _ = writeln!(c, "            }}");
+                    }
+                }
+                let _ = writeln!(c, "        }}");
+            }
         }
         let _ = writeln!(c, "    }}");
         // Epilogue.
-        if let Some(sl) = self.slope {
-            let _ = writeln!(c, "    const __m256 vsl = _mm256_set1_ps({});", cf(sl));
+        if let Some(sl) = fc.slope {
+            let _ = writeln!(c, "    const {ty} vsl = {}({});", v.op("set1"), cf(sl));
         }
         let guard = g.y[1] % ob != 0;
         for o in 0..ob {
@@ -156,45 +188,49 @@ impl Micro<'_> {
             if guard {
                 let _ = writeln!(c, "    if (o0 + {o} < {}) {{", g.y[1]);
             }
-            if let Some(boff) = self.bias {
+            if let Some(boff) = fc.bias {
                 let _ = writeln!(
                     c,
-                    "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o0 + {o});"
+                    "    const {ty} vb = {}(W + {boff} + o0 + {o});",
+                    v.op("bcast")
                 );
             }
-            if self.norm {
-                let _ = writeln!(
-                    c,
-                    "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();"
-                );
+            if fc.norm_scratch.is_some() {
+                let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
             }
             for r in 0..self.rb {
                 for j in 0..self.vo {
-                    let _ = writeln!(c, "    {{ __m256 v = a{o}_{r}_{j};");
-                    if self.bias.is_some() {
-                        let _ = writeln!(c, "      v = _mm256_add_ps(v, vb);");
+                    let _ = writeln!(c, "    {{ {ty} v = a{o}_{r}_{j};");
+                    if fc.bias.is_some() {
+                        let _ = writeln!(c, "      v = {}(v, vb);", v.op("add"));
                     }
-                    if self.slope.is_some() {
-                        let _ = writeln!(c, "      v = e2_lrelu(v, vsl);");
+                    if fc.slope.is_some() {
+                        let _ = writeln!(c, "      v = {}(v, vsl);", v.op("lrelu"));
                     }
-                    if self.tail && j == self.vo - 1 && ow % 8 != 0 {
-                        let _ = writeln!(c, "      v = _mm256_and_ps(v, e2_mask({}));", ow % 8);
+                    let at = o * y.c_stride + r * y.row + lanes * j;
+                    let last = self.tail && j == self.vo - 1;
+                    if last && last_vals < lanes {
+                        let _ = writeln!(c, "      v = {}(v, {last_vals});", v.op("keep"));
                     }
-                    let _ = writeln!(
-                        c,
-                        "      _mm256_storeu_ps(A + po + {}, v);",
-                        o * y.c_stride + r * y.row + 8 * j
-                    );
-                    if self.norm {
-                        let _ = writeln!(c, "      e2_stats(&vs, &vq, v);");
+                    if last && last_store < lanes {
+                        let _ = writeln!(
+                            c,
+                            "      {}(A + po + {at}, v, {last_store});",
+                            v.op("storen")
+                        );
+                    } else {
+                        let _ = writeln!(c, "      {}(A + po + {at}, v);", v.op("store"));
+                    }
+                    if fc.norm_scratch.is_some() {
+                        let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));
                     }
                     let _ = writeln!(c, "    }}");
                 }
             }
-            if self.norm {
+            if fc.norm_scratch.is_some() {
                 let _ = writeln!(
                     c,
-                    "    st[{}] += e2_hsum_pd(vs); st[{}] += e2_hsum_pd(vq);",
+                    "    st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
                     2 * o,
                     2 * o + 1
                 );
@@ -206,5 +242,64 @@ impl Micro<'_> {
         }
         c.push_str("}\n");
         c
+    }
+}
+
+/// The entry body of a sparse 3x3 variant on 16 lanes with `e2f16_alignr` (one output channel:
+/// only 3 FMAs per tap load, so loads bound it): each input row is read as 64-byte aligned
+/// vectors starting 8 columns left of each 16-column block (rows of 16k floats start 32 bytes
+/// into a line, `PAD_LEFT` = 8), and the three tap vectors are cut from two neighbours with
+/// `e2f16_alignr`, instead of three unaligned loads that each split a cache line. All 9 weights
+/// stay in registers. In a tail variant the vector past the last block is loaded masked to the
+/// row's own storage (past it lies the next row or the end of the buffer).
+fn aligned_body(c: &mut String, m: &Micro, rows_in: usize, xrow: usize) {
+    debug_assert_eq!(m.fc.lanes, 16);
+    let vf = m.vo;
+    let ow = m.fc.g.y[4];
+    let nv = ow.div_ceil(16);
+    // Values (and right padding) of an input row, from value 0.
+    let row_vals = xrow - PAD_LEFT;
+    for t in 0..9 {
+        let _ = writeln!(c, "        const e2f16 w{t} = e2f16_bcast(w + {t});");
+    }
+    for rr in 0..rows_in {
+        let _ = writeln!(c, "        {{");
+        for j in 0..=vf {
+            // p is column x0 - 1; vector j starts at column x0 + 16 j - 8 = p + 16 j - 7.
+            let off = rr as isize * xrow as isize + 16 * j as isize - 7;
+            let over = m.tail && j == vf && 16 * nv + 8 > row_vals;
+            let load = if over {
+                format!("e2f16_loadn(p + {off}, {})", row_vals + 8 - 16 * nv)
+            } else {
+                format!("e2f16_load(p + {off})")
+            };
+            let _ = writeln!(c, "            const e2f16 v{j} = {load};");
+        }
+        for f in 0..vf {
+            let _ = writeln!(c, "            {{");
+            for cc in 0..3 {
+                let _ = writeln!(
+                    c,
+                    "            const e2f16 x{cc} = e2f16_alignr(v{}, v{f}, {});",
+                    f + 1,
+                    7 + cc
+                );
+            }
+            for b in 0..3 {
+                if rr < b || rr - b >= m.rb {
+                    continue;
+                }
+                let r = rr - b;
+                for cc in 0..3 {
+                    let _ = writeln!(
+                        c,
+                        "            a0_{r}_{f} = e2f16_fma(w{}, x{cc}, a0_{r}_{f});",
+                        cc * 3 + b
+                    );
+                }
+            }
+            let _ = writeln!(c, "            }}");
+        }
+        let _ = writeln!(c, "        }}");
     }
 }

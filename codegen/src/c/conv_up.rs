@@ -7,7 +7,7 @@
 //! kernel holds, for one output channel and one input row, the four (b, c) tap planes of `VI`
 //! input vectors (12 accumulators), walks the output channel's list of live input channels
 //! (`[c]`, weights `[c][kd][2][2]`), and interleaves the c = 0 / c = 1 accumulators into the
-//! output columns at the store (unpack + lane permute).
+//! output columns at the store (`e2f8_zip_lo` / `e2f8_zip_hi`).
 
 use std::fmt::Write;
 
@@ -48,7 +48,7 @@ fn micro(
     );
     for bc in 0..4 {
         for v in 0..vi {
-            let _ = writeln!(c, "    __m256 a{bc}_{v} = _mm256_setzero_ps();");
+            let _ = writeln!(c, "    e2f8 a{bc}_{v} = e2f8_zero();");
         }
     }
     let _ = writeln!(
@@ -58,74 +58,52 @@ fn micro(
         cs = x.c_stride
     );
     for bc in 0..4 {
-        let _ = writeln!(
-            c,
-            "        const __m256 w{bc} = _mm256_broadcast_ss(w + {bc});"
-        );
+        let _ = writeln!(c, "        const e2f8 w{bc} = e2f8_bcast(w + {bc});");
     }
     for v in 0..vi {
-        let _ = writeln!(
-            c,
-            "        {{ const __m256 x = _mm256_loadu_ps(p + {});",
-            8 * v
-        );
+        let _ = writeln!(c, "        {{ const e2f8 x = e2f8_load(p + {});", 8 * v);
         for bc in 0..4 {
-            let _ = writeln!(
-                c,
-                "          a{bc}_{v} = _mm256_fmadd_ps(w{bc}, x, a{bc}_{v});"
-            );
+            let _ = writeln!(c, "          a{bc}_{v} = e2f8_fma(w{bc}, x, a{bc}_{v});");
         }
         let _ = writeln!(c, "        }}");
     }
     let _ = writeln!(c, "    }}");
     if let Some(sl) = slope {
-        let _ = writeln!(c, "    const __m256 vsl = _mm256_set1_ps({});", cf(sl));
+        let _ = writeln!(c, "    const e2f8 vsl = e2f8_set1({});", cf(sl));
     }
     if let Some(boff) = bias {
-        let _ = writeln!(
-            c,
-            "    const __m256 vb = _mm256_broadcast_ss(W + {boff} + o);"
-        );
+        let _ = writeln!(c, "    const e2f8 vb = e2f8_bcast(W + {boff} + o);");
     }
     if norm {
-        let _ = writeln!(
-            c,
-            "    __m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();"
-        );
+        let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
     }
     for b in 0..2 {
         for v in 0..vi {
             let (c0, c1) = (2 * b, 2 * b + 1);
-            let _ = writeln!(
-                c,
-                "    {{ const __m256 lo = _mm256_unpacklo_ps(a{c0}_{v}, a{c1}_{v}), hi = _mm256_unpackhi_ps(a{c0}_{v}, a{c1}_{v});"
-            );
+            let _ = writeln!(c, "    {{");
             for h in 0..2 {
-                let sel = if h == 0 { "0x20" } else { "0x31" };
-                let _ = writeln!(
-                    c,
-                    "      {{ __m256 v = _mm256_permute2f128_ps(lo, hi, {sel});"
-                );
+                let zip = if h == 0 { "lo" } else { "hi" };
+                let _ = writeln!(c, "      {{ e2f8 v = e2f8_zip_{zip}(a{c0}_{v}, a{c1}_{v});");
                 if bias.is_some() {
-                    let _ = writeln!(c, "        v = _mm256_add_ps(v, vb);");
+                    let _ = writeln!(c, "        v = e2f8_add(v, vb);");
                 }
                 if slope.is_some() {
-                    let _ = writeln!(c, "        v = e2_lrelu(v, vsl);");
+                    let _ = writeln!(c, "        v = e2f8_lrelu(v, vsl);");
                 }
                 if let Some(xv) = tail_at {
                     let start = 16 * (xv + v) + 8 * h;
                     let valid = ow.saturating_sub(start).min(8);
                     if valid < 8 {
-                        let _ = writeln!(c, "        v = _mm256_and_ps(v, e2_mask({valid}));");
+                        let _ = writeln!(c, "        v = e2f8_keep(v, {valid});");
                     }
                 }
                 let _ = writeln!(
                     c,
-                    "        _mm256_storeu_ps(A + po + {}, v);",
+                    "        e2f8_store(A + po + {}, v);",
                     b * y.row + 16 * v + 8 * h
                 );
                 if norm {
-                    let _ = writeln!(c, "        e2_stats(&vs, &vq, v);");
+                    let _ = writeln!(c, "        e2f8_stats(&vs, &vq, v);");
                 }
                 let _ = writeln!(c, "      }}");
             }
@@ -133,7 +111,7 @@ fn micro(
         }
     }
     if norm {
-        let _ = writeln!(c, "    st[0] += e2_hsum_pd(vs); st[1] += e2_hsum_pd(vq);");
+        let _ = writeln!(c, "    st[0] += e2st_sum(vs); st[1] += e2st_sum(vq);");
     }
     c.push_str("}\n");
     c

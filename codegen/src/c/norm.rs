@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::text::{cf, kernel, mask_expr, nvec, plane_expr, row_expr, zero_row, zero_row_pads};
+use super::text::{cf, kernel, nvec, plane_expr, row_expr, zero_row, zero_row_pads};
 use super::{err, expect_operands};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 use crate::layout::View;
@@ -98,18 +98,18 @@ pub fn apply(
         b,
         "const int64_t i = t / {d}; const int z = (int)(t % {d});
 const int n = (int)(i / {c}), c = (int)(i % {c});
-const __m256 vm = _mm256_set1_ps(A[{st} + 2 * i]), vs = _mm256_set1_ps(A[{st} + 2 * i + 1]);
-const __m256 vb = _mm256_set1_ps(W[{boff} + c]);
+const e2f8 vm = e2f8_set1(A[{st} + 2 * i]), vs = e2f8_set1(A[{st} + 2 * i + 1]);
+const e2f8 vb = e2f8_set1(W[{boff} + c]);
 const float *s = A + {sp};
 float *o = A + {dp};",
         sp = plane_expr(src, "n", "c", "z"),
         dp = plane_expr(dst, "n", "c", "z"),
     );
     if let Some(sl) = slope {
-        let _ = writeln!(b, "const __m256 vsl = _mm256_set1_ps({});", cf(sl));
+        let _ = writeln!(b, "const e2f8 vsl = e2f8_set1({});", cf(sl));
     }
     let act = if slope.is_some() {
-        "v = e2_lrelu(v, vsl);\n        "
+        "v = e2f8_lrelu(v, vsl);\n        "
     } else {
         ""
     };
@@ -119,9 +119,9 @@ float *o = A + {dp};",
     const float *sr = s + {sr};
     float *orow = o + {dr};
     for (int x = 0; x < {nv}; x++) {{
-        __m256 v = _mm256_fmadd_ps(_mm256_sub_ps(_mm256_loadu_ps(sr + 8 * x), vm), vs, vb);
-        {act}if (x == {last}) v = _mm256_and_ps(v, {mask});
-        _mm256_storeu_ps(orow + 8 * x, v);
+        e2f8 v = e2f8_fma(e2f8_sub(e2f8_load(sr + 8 * x), vm), vs, vb);
+        {act}if (x == {last}) v = e2f8_keep(v, {valid});
+        e2f8_store(orow + 8 * x, v);
     }}
 {pads}}}
 {bot}",
@@ -130,7 +130,7 @@ float *o = A + {dp};",
         sr = row_expr(src, "y"),
         dr = row_expr(dst, "y"),
         last = nv - 1,
-        mask = mask_expr(w - 8 * (nv - 1)),
+        valid = w - 8 * (nv - 1),
         pads = indent(&zero_row_pads(dst, "orow", 8 * nv)),
     );
     kernel(
@@ -168,14 +168,14 @@ pub fn emit_standalone(
     let body = format!(
         "const int64_t i = t / {d}; const int z = (int)(t % {d});
 const float *s = A + {sp};
-__m256d vs = _mm256_setzero_pd(), vq = _mm256_setzero_pd();
+e2st vs = e2st_zero(), vq = e2st_zero();
 for (int y = 0; y < {h}; y++) {{
     const float *sr = s + {sr};
-    for (int x = 0; x < {nv}; x++) e2_stats(&vs, &vq, _mm256_loadu_ps(sr + 8 * x));
+    for (int x = 0; x < {nv}; x++) e2f8_stats(&vs, &vq, e2f8_load(sr + 8 * x));
 }}
 double *p = {pp};
-p[0] = e2_hsum_pd(vs);
-p[1] = e2_hsum_pd(vq);
+p[0] = e2st_sum(vs);
+p[1] = e2st_sum(vq);
 ",
         sp = plane_expr(x, &format!("i / {c}"), &format!("i % {c}"), "z"),
         sr = row_expr(x, "y"),

@@ -54,8 +54,8 @@ pub fn leaky_relu(ctx: &NodeCtx, slope: f32) -> Result<Vec<Kernel>, EmitError> {
     let body = format!(
         "{dec}const float *s = A + {sp};
 float *o = A + {dp};
-const __m256 vsl = _mm256_set1_ps({sl});
-for (int i = 0; i < {len}; i += 8) _mm256_storeu_ps(o + i, e2_lrelu(_mm256_loadu_ps(s + i), vsl));
+const e2f8 vsl = e2f8_set1({sl});
+for (int i = 0; i < {len}; i += 8) e2f8_store(o + i, e2f8_lrelu(e2f8_load(s + i), vsl));
 ",
         dec = decode(y),
         sp = plane_expr(x, "n", "c", "z"),
@@ -84,7 +84,7 @@ pub fn add(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
         "{dec}const float *s = A + {ap};
 const float *u = A + {bp};
 float *o = A + {dp};
-for (int i = 0; i < {len}; i += 8) _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_loadu_ps(s + i), _mm256_loadu_ps(u + i)));
+for (int i = 0; i < {len}; i += 8) e2f8_store(o + i, e2f8_add(e2f8_load(s + i), e2f8_load(u + i)));
 ",
         dec = decode(y),
         ap = plane_expr(a, "n", "c", "z"),
@@ -259,15 +259,15 @@ pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> 
         let _ = writeln!(
             b,
             "    for (int xv = 0; xv < {nv}; xv++) {{
-        __m256 m = _mm256_setzero_ps();
+        e2f8 m = e2f8_zero();
         for (int a = 0; a < {kd}; a++) for (int bb = 0; bb < {kh}; bb++) {{
             const float *s = {s} + 16 * xv;
-            __m256 u = _mm256_loadu_ps(s), v = _mm256_loadu_ps(s + 8);
-            __m256 q = e2_nanmax(e2_even(u, v), e2_odd(u, v));
-            m = (a == 0 && bb == 0) ? q : e2_nanmax(m, q);
+            e2f8 u = e2f8_load(s), v = e2f8_load(s + 8);
+            e2f8 q = e2f8_nanmax(e2f8_even(u, v), e2f8_odd(u, v));
+            m = (a == 0 && bb == 0) ? q : e2f8_nanmax(m, q);
         }}
-        if (xv == {last}) m = _mm256_and_ps(m, e2_mask({valid}));
-        _mm256_storeu_ps(rowp + 8 * xv, m);
+        if (xv == {last}) m = e2f8_keep(m, {valid});
+        e2f8_store(rowp + 8 * xv, m);
     }}",
             s = src("a", "bb"),
             last = nv - 1,

@@ -86,11 +86,11 @@ pub fn row_expr(v: &View, y: &str) -> String {
 /// C statements zeroing the padding columns of the row whose value 0 is at `rowp` (a `float *`
 /// expression), given that vector stores covered values `[0, covered)` (a multiple of 8).
 pub fn zero_row_pads(v: &View, rowp: &str, covered: usize) -> String {
-    let mut s = format!("_mm256_storeu_ps({rowp} - {PAD_LEFT}, _mm256_setzero_ps());\n");
+    let mut s = format!("e2f8_store({rowp} - {PAD_LEFT}, e2f8_zero());\n");
     let end = v.row - PAD_LEFT;
     let mut x = covered;
     while x < end {
-        let _ = writeln!(s, "_mm256_storeu_ps({rowp} + {x}, _mm256_setzero_ps());");
+        let _ = writeln!(s, "e2f8_store({rowp} + {x}, e2f8_zero());");
         x += 8;
     }
     s
@@ -100,12 +100,7 @@ pub fn zero_row_pads(v: &View, rowp: &str, covered: usize) -> String {
 /// pointing at the row's first padding column).
 pub fn zero_row(v: &View, rowstart: &str) -> String {
     format!(
-        "for (int q = 0; q < {}; q += 8) _mm256_storeu_ps({rowstart} + q, _mm256_setzero_ps());\n",
+        "for (int q = 0; q < {}; q += 8) e2f8_store({rowstart} + q, e2f8_zero());\n",
         v.row
     )
-}
-
-/// The lane mask for a vector holding `valid` (0..=8) real values, as a C expression.
-pub fn mask_expr(valid: usize) -> String {
-    format!("e2_mask({})", valid.min(8))
 }

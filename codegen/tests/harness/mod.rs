@@ -401,13 +401,13 @@ pub fn run(lib: &Lib, p: &Prepared, a: &mut Arena, consts: &Consts, cuts: &[f64]
     }
 }
 
-/// The ISAs this host can run kernels of: AVX2, and AVX-512 when present. Without AVX-512 it
-/// says so (once, on the uncaptured stderr, so `cargo test` shows it), or panics when
-/// `E2ENC_REQUIRE_AVX512` is set.
+/// The targets this host can run kernels of: portable C, AVX2, and AVX-512 when present.
+/// Without AVX-512 it says so (once, on the uncaptured stderr, so `cargo test` shows it), or
+/// panics when `E2ENC_REQUIRE_AVX512` is set.
 pub fn test_isas() -> Vec<Target> {
     static NOTE: std::sync::Once = std::sync::Once::new();
     if Target::X86Avx512.host_supports() {
-        return vec![Target::X86Avx2, Target::X86Avx512];
+        return vec![Target::X86Avx2, Target::X86Avx512, Target::Portable];
     }
     if std::env::var_os("E2ENC_REQUIRE_AVX512").is_some() {
         panic!("E2ENC_REQUIRE_AVX512 is set but this host lacks avx512f");
@@ -420,7 +420,7 @@ pub fn test_isas() -> Vec<Target> {
              only the AVX2 kernels are checked against the interpreter"
         );
     });
-    vec![Target::X86Avx2]
+    vec![Target::X86Avx2, Target::Portable]
 }
 
 /// Emits, compiles and checks a batch of cases for every ISA of [`test_isas`].
@@ -440,9 +440,7 @@ pub fn check_batch_for(cases: &[Case], isa: Target) -> Result<(), String> {
         .map(|(i, c)| prepare_for(c, &format!("c{i}"), &mut consts, isa))
         .collect();
     let ks: Vec<&Kernel> = prepared.iter().flat_map(|p| &p.kernels).collect();
-    let mut flags = vec!["-O2"];
-    flags.extend_from_slice(isa.machine_flags());
-    let lib = compile_for(&ks, &flags, isa)?;
+    let lib = compile_for(&ks, &isa.cflags(), isa)?;
     for (i, p) in prepared.iter().enumerate() {
         let what = format!("[{isa}] case {i} ({:?})", p.case.op);
         let mut a = p.arena();
