@@ -110,7 +110,9 @@ fn compile_standalone(model: &Model, out: &Path, target: Target, deep_supervisio
         model_c.contains(&kernels),
         "model.c lacks the kernels.c text"
     );
-    assert!(!model_c.contains("omp"), "model.c mentions OpenMP");
+    for omp in ["#pragma omp", "<omp.h>", "omp_get"] {
+        assert!(!model_c.contains(omp), "model.c uses OpenMP ({omp})");
+    }
 }
 
 fn run_checked(cmd: &mut Command, what: &str) -> Output {
