@@ -241,3 +241,49 @@ fn demo_reproduces_the_released_network() {
         "{t}"
     );
 }
+
+/// `compile --standalone` writes standalone/ with the build line of the target; `--help` teaches
+/// it; a compile that fails (here: the C compiler) leaves neither a bundle nor a staging folder.
+#[test]
+fn compile_standalone_writes_the_c_program_or_nothing() {
+    let o = e2enc(&["compile", "--help"]);
+    let t = text(&o);
+    assert!(
+        t.contains("--standalone") && t.contains("weights.safetensors"),
+        "{t}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &["--density", "0.5"]);
+    let b = tmp.path().join("b");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(["compile", &s(&m), "-o", &s(&b), "--standalone"])
+        .env("CC", "false")
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("C compiler"),
+        "{}",
+        text(&o)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["m"], "a failed compile left files behind");
+
+    let o = e2enc(&["compile", &s(&m), "-o", &s(&b), "--standalone"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let target = e2enc_codegen::target::Target::native();
+    let line = target.standalone_build_line();
+    assert!(text(&o).contains(&line), "{}", text(&o));
+    for f in ["model.c", "model.h", "main.c", "README.md"] {
+        assert!(b.join("standalone").join(f).is_file(), "{f}");
+    }
+    let readme = std::fs::read_to_string(b.join("standalone/README.md")).unwrap();
+    assert!(readme.contains(&line), "{readme}");
+    // The bundle itself still loads (the manifest does not list standalone/).
+    let o = e2enc(&["bench", &s(&b), "--runs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

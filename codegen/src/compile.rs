@@ -62,6 +62,8 @@ pub struct CompileOptions {
     pub optimize: OptimizeOptions,
     /// Instruction set of the kernels (default: [`Target::native`], the compiling host's widest).
     pub isa: Target,
+    /// Also write `standalone/`: a C program of the bundle (see [`crate::standalone`]).
+    pub standalone: bool,
 }
 
 impl Default for CompileOptions {
@@ -72,6 +74,7 @@ impl Default for CompileOptions {
             force: false,
             optimize: OptimizeOptions::default(),
             isa: Target::native(),
+            standalone: false,
         }
     }
 }
@@ -337,6 +340,10 @@ pub fn compile(
         let wbytes = blobs.to_bytes(None).map_err(CodegenError::Other)?;
         let w_file = stage.join("weights.safetensors");
         std::fs::write(&w_file, &wbytes).map_err(io(&w_file))?;
+        if opts.standalone {
+            let dir = stage.join(crate::standalone::DIR);
+            crate::standalone::write(&dir, &manifest, &source, &wbytes, opts.isa)?;
+        }
         for f in crate::artifact::FILES {
             let p = stage.join(f);
             manifest.files.insert(

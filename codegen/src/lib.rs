@@ -1,12 +1,14 @@
 //! `e2enc-codegen`: from an optimized graph to a kernel bundle.
 //!
 //! [`memplan`] orders the work and places every activation in one arena (concats as slices of
-//! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] emits a
-//! shape-specialized C function per kernel (AVX2/FMA, or AVX-512 for the hot convs: [`target`]),
+//! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] renders a
+//! shape-specialized C function per kernel for the chosen [`target`] (one kernel text in a
+//! vector vocabulary, a prelude per dialect: x86 AVX2 and AVX-512, aarch64 NEON, portable C),
 //! and [`compile`] writes the bundle:
 //! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
-//! the `kernels.so` the system C compiler makes from it. The bundle format ([`artifact`]), the
-//! layout ([`layout`]) and the target table ([`target`]) are the runtime's (`e2enc-runtime`),
+//! the `kernels.so` the C compiler makes from it, and with `--standalone` a dependency-free C
+//! program of the bundle ([`standalone`]). The bundle format ([`artifact`]), the layout
+//! ([`layout`]) and the target table ([`target`]) are the runtime's (`e2enc-runtime`),
 //! re-exported here: the runtime reads what codegen writes. [`train`] emits the kernels of a
 //! training graph (forward and backward) for the generated-C backend of `e2enc-train`.
 
@@ -14,6 +16,7 @@ pub mod c;
 pub mod compile;
 pub mod emit;
 pub mod memplan;
+pub mod standalone;
 pub mod train;
 
 /// The bundle format, defined by the runtime that reads it.

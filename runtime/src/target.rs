@@ -146,6 +146,29 @@ impl Target {
         }
     }
 
+    /// The C compiler flags of a bundle's standalone program (`compile --standalone`): those of
+    /// [`Target::cflags`] without the shared-library ones.
+    pub fn standalone_cflags(self) -> Vec<&'static str> {
+        self.cflags()
+            .into_iter()
+            .filter(|f| !matches!(*f, "-fPIC" | "-shared"))
+            .collect()
+    }
+
+    /// The one-line command that builds a bundle's standalone program in its `standalone/`
+    /// folder: `cc` with [`Target::standalone_cflags`], or for `aarch64-neon` the Debian cross
+    /// compiler `aarch64-linux-gnu-gcc` with `-static` (so `qemu-aarch64` runs it as is).
+    pub fn standalone_build_line(self) -> String {
+        let cc = match self {
+            Target::Aarch64Neon => "aarch64-linux-gnu-gcc -static",
+            _ => "cc",
+        };
+        format!(
+            "{cc} {} model.c main.c -o model -lm",
+            self.standalone_cflags().join(" ")
+        )
+    }
+
     /// The names `--target` accepts, for messages.
     pub fn choices() -> String {
         let mut v: Vec<&str> = vec!["native"];

@@ -44,6 +44,16 @@ pub struct Args {
     /// manifest names the target and its CPU features; a host without them refuses the bundle.
     #[arg(long, visible_alias = "isa", default_value = "native", value_parser = parse_target)]
     target: Target,
+    /// Also write standalone/ inside the bundle: a C program that runs the model without e2enc.
+    /// model.c (the same kernels as kernels.c plus a single-threaded driver), model.h (its C API:
+    /// workspace size, loading the weights, shapes, running one patch), main.c (./model [WEIGHTS]
+    /// input.bin logits.bin over raw little-endian float32 NCDHW files; WEIGHTS defaults to
+    /// ../weights.safetensors) and README.md with the one-line build command for the target, e.g.
+    /// `cc -O2 -mavx2 -mfma -std=c11 -fno-math-errno model.c main.c -o model -lm`. The weights
+    /// are not compiled in: the program reads the bundle's weights.safetensors, checking its size
+    /// and header.
+    #[arg(long)]
+    standalone: bool,
     /// The C compiler that builds kernels.so (default: $CC or cc for this host's architecture;
     /// aarch64-linux-gnu-gcc for `--target aarch64-neon` on another host).
     #[arg(long, value_name = "CMD")]
@@ -71,6 +81,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         deep_supervision: a.deep_supervision,
         force: a.force,
         isa: a.target,
+        standalone: a.standalone,
         cc: a.cc.clone(),
         ..CompileOptions::default()
     };
@@ -92,5 +103,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
         r.codegen_seconds - r.optimize.seconds,
         r.cc_seconds
     );
+    if a.standalone {
+        eprintln!(
+            "standalone C program in {} (build: {})",
+            a.out.join(e2enc_codegen::standalone::DIR).display(),
+            a.target.standalone_build_line()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
