@@ -401,27 +401,61 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
-fn aarch64_standalone_under_qemu_matches_interpreter() {
-    const CC: &str = "aarch64-linux-gnu-gcc";
-    const QEMU: &str = "qemu-aarch64";
+const CC: &str = "aarch64-linux-gnu-gcc";
+const QEMU: &str = "qemu-aarch64";
+
+/// Whether the aarch64 cross compiler and qemu are here; panics naming the Debian packages when
+/// they are not, unless `E2ENC_SKIP_AARCH64=1` (then false: skip).
+fn aarch64_tools() -> bool {
     let missing: Vec<&str> = [(CC, "gcc-aarch64-linux-gnu"), (QEMU, "qemu-user")]
         .into_iter()
         .filter(|(tool, _)| !have(tool))
         .map(|(_, pkg)| pkg)
         .collect();
-    if !missing.is_empty() {
-        let msg = format!(
-            "the aarch64 standalone test needs `{CC}` and `{QEMU}`: install the Debian packages {} \
-             (apt-get install {}), or set E2ENC_SKIP_AARCH64=1 to skip this test locally",
-            missing.join(" and "),
-            missing.join(" ")
-        );
-        if std::env::var("E2ENC_SKIP_AARCH64").is_ok_and(|v| v == "1") {
-            eprintln!("skipped: {msg}");
-            return;
-        }
-        panic!("{msg}");
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "the aarch64 standalone tests need `{CC}` and `{QEMU}`: install the Debian packages {} \
+         (apt-get install {}), or set E2ENC_SKIP_AARCH64=1 to skip these tests locally",
+        missing.join(" and "),
+        missing.join(" ")
+    );
+    if std::env::var("E2ENC_SKIP_AARCH64").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: {msg}");
+        return false;
+    }
+    panic!("{msg}");
+}
+
+/// The released network compiled for aarch64-neon, built with the standalone README's line and
+/// run under qemu-aarch64, reproduces the released PyTorch outputs.
+#[test]
+fn aarch64_golden_under_qemu_matches_pytorch() {
+    if !aarch64_tools() {
+        return;
+    }
+    let dir = common::repo().join("tests/data/golden");
+    let model =
+        Model::load(&dir.join("model.json"), &BuildOptions::default()).expect("golden loads");
+    let io = Weights::load(&dir.join("io.safetensors")).expect("io.safetensors");
+    let x = (**io.get("input").expect("input")).clone();
+    let want = (**io.get("ds0").expect("ds0")).clone();
+    let out = common::scratch().join("standalone-golden-neon");
+    let target = Target::Aarch64Neon;
+    compile_standalone(&model, &out, target, false);
+    let sa = out.join("standalone");
+    build_standalone(&sa, &target.standalone_build_line());
+    let got = run_standalone(&sa, Some(QEMU), &x, want.shape());
+    let e_torch = l2(&got, &want, "golden");
+    eprintln!("golden ({target}, qemu-aarch64): standalone vs PyTorch L2-relative {e_torch:.2e}");
+    assert!(e_torch < 1e-4, "golden on aarch64 vs PyTorch: {e_torch:e}");
+}
+
+#[test]
+fn aarch64_standalone_under_qemu_matches_interpreter() {
+    if !aarch64_tools() {
+        return;
     }
     let mut cfg = ModelConfig::small(3, 4, 3, false);
     cfg.patch_size = [2, 4, 12];
