@@ -95,19 +95,6 @@ impl CompileOptions {
     }
 }
 
-/// The C compiler flags of an AVX2 bundle (see [`Target::cflags`] for the others).
-pub const CFLAGS: [&str; 7] = [
-    "-O2",
-    "-mavx2",
-    "-mfma",
-    "-std=c11",
-    "-fPIC",
-    "-shared",
-    "-fno-math-errno",
-];
-/// The CPU features an AVX2 bundle requires (see [`Target::cpu_features`]).
-pub const CPU_FEATURES: [&str; 2] = ["avx2", "fma"];
-
 /// What a compilation did.
 pub struct CompileReport {
     pub manifest: Manifest,
