@@ -1,7 +1,8 @@
 //! `e2enc demo` and `e2enc train` through the binary, on the real MNI templates at 4 mm and a
 //! tiny budget: the demo's five steps all run and leave their files; `train` refuses to clobber a
 //! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130),
-//! explains bad input (a missing C compiler included) and runs on the Rust kernels on request.
+//! explains bad input (a missing C compiler included) and trains on the portable target on
+//! request (a foreign target and the retired Rust kernels are refused).
 
 mod common;
 use common::{e2enc, text};
@@ -182,16 +183,42 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     assert!(!o.status.success());
     let s = text(&o);
     assert!(
-        s.contains("/nonexistent/cc") && s.contains("--kernels rust"),
+        s.contains("/nonexistent/cc") && s.contains("install a C compiler"),
         "{s}"
     );
-    // ... and the Rust kernels need none; --profile prints the per-op table.
+    // The retired Rust kernels are refused with the way forward, and so is a target this machine
+    // cannot run.
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(["train", ds.to_str().unwrap(), "-o", run3.to_str().unwrap()])
+        .args(tiny)
+        .args(["--kernels", "rust"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--target"), "{}", text(&o));
+    let foreign = if cfg!(target_arch = "aarch64") {
+        "x86-avx2"
+    } else {
+        "aarch64-neon"
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(["train", ds.to_str().unwrap(), "-o", run3.to_str().unwrap()])
+        .args(tiny)
+        .args(["--target", foreign])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let s = text(&o);
+    assert!(
+        s.contains(foreign) && s.contains("--target portable"),
+        "{s}"
+    );
+    // Portable C trains too; --profile prints the per-op table.
     let run4 = t.path().join("run4");
     let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .env("CC", "/nonexistent/cc")
         .args(["train", ds.to_str().unwrap(), "-o", run4.to_str().unwrap()])
         .args(tiny)
-        .args(["--kernels", "rust", "--profile"])
+        .args(["--target", "portable", "--profile"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));

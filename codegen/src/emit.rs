@@ -1,15 +1,19 @@
 //! The contract between the planner and the C kernel emitters.
 //!
-//! Every generated kernel is a C function with one signature,
+//! Every generated CPU kernel, inference and training alike, is a C function with one signature
+//! ([`kernel_signature`]; the runtime's `e2enc_runtime::pool::KernelFn`, run by one thread pool),
 //!
 //! ```c
 //! void NAME(float *restrict A, const float *restrict W, const int32_t *restrict I,
 //!           int64_t t0, int64_t t1);
 //! ```
 //!
-//! where `A` is the activation arena, `W` and `I` the constant blobs (f32 weights and i32
-//! indices, re-laid-out by the emitters), and `[t0, t1)` a range of the kernel's independent
-//! tiles. The runtime owns the threads: it splits `[0, tiles)` among them, so tiles must write
+//! where `A` is the memory the kernel writes, `W` and `I` what it reads besides (f32 and i32),
+//! and `[t0, t1)` a range of the kernel's independent tiles. In a bundle `A` is the activation
+//! arena and `W`, `I` the constant blobs (weights and indices, re-laid-out by the emitters); in a
+//! training step (`crate::train`) `A` is the node's output tensor, `W` the table of its operands'
+//! buffers (`const float *const *`, cast) and `I` the live-kernel list of a DSFF weight. The
+//! kernel's text binds the names it uses to the arguments in its first lines. The runtime owns the threads: it splits `[0, tiles)` among them, so tiles must write
 //! disjoint memory. Every offset (arena views, constants) is baked into the C text as a
 //! constant; shapes are too, so each kernel is specialized to its layer. A node may need several
 //! kernels run in sequence (a convolution with an instance norm: the convolution writing partial
@@ -18,6 +22,14 @@
 use e2enc_ir::{NodeId, Op, Tensor};
 
 use crate::layout::View;
+
+/// The C signature line (opening brace included) of kernel `name`: the one CPU kernel ABI.
+pub fn kernel_signature(name: &str) -> String {
+    format!(
+        "void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I, \
+         int64_t t0, int64_t t1) {{\n"
+    )
+}
 
 /// Constants the kernels read: appended by the emitters, stored in the bundle's weights file.
 #[derive(Clone, Debug, Default)]

@@ -1,10 +1,11 @@
 //! `e2enc-codegen`: from an optimized graph to a kernel bundle.
 //!
 //! [`memplan`] orders the work and places every activation in one arena (concats as slices of
-//! one buffer), [`layout`] fixes the padded planar layout kernels share, [`c`] renders a
-//! shape-specialized C function per kernel for the chosen [`target`] (one kernel text in a
-//! vector vocabulary, a prelude per dialect: x86 AVX2 and AVX-512, aarch64 NEON, portable C),
-//! and [`compile`] writes the bundle:
+//! one buffer), [`layout`] fixes the padded planar layout kernels share, a [`render::Renderer`]
+//! writes the kernels of the chosen [`target`] (today [`c`]: a shape-specialized C function per
+//! kernel, one kernel text in a vector vocabulary, a prelude per dialect: x86 AVX2 and AVX-512,
+//! aarch64 NEON, portable C; [`render`] says where a CUDA renderer plugs in), and [`compile`]
+//! writes the bundle:
 //! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
 //! the `kernels.so` the C compiler makes from it, and with `--standalone` a dependency-free C
 //! program of the bundle ([`standalone`]). The bundle format ([`artifact`]), the layout
@@ -16,6 +17,7 @@ pub mod c;
 pub mod compile;
 pub mod emit;
 pub mod memplan;
+pub mod render;
 pub mod standalone;
 pub mod train;
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use e2enc_train::exec::KernelBackend;
+use e2enc_codegen::target::Target;
+use e2enc_train::exec::Backend;
 use e2enc_train::trainer::{Outcome, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -89,10 +90,15 @@ pub struct Args {
     /// Print the time spent per op kind (forward and backward kernels) at the end.
     #[arg(long)]
     pub profile: bool,
-    /// Kernels of the training steps: `c` (generated from the training graph and compiled with
-    /// $CC, default cc) or `rust` (built in, no C compiler needed).
-    #[arg(long, default_value = "c")]
-    pub kernels: KernelBackend,
+    /// Target of the training kernels, generated from the training graph and compiled with $CC
+    /// (default cc) at start: `native` (the widest this CPU runs), `x86-avx2`, `x86-avx512`, or
+    /// `portable` (plain C, no intrinsics). Training runs here, so the target must be one this
+    /// machine runs.
+    #[arg(long, default_value = "native", value_name = "T")]
+    pub target: Target,
+    /// Retired: the built-in Rust kernels are gone (`c` is still accepted); see --target.
+    #[arg(long, hide = true, value_name = "c")]
+    pub kernels: Option<String>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -128,6 +134,28 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// The backend of `--target` (and the retired `--kernels`).
+fn backend(a: &Args) -> Result<Backend> {
+    match a.kernels.as_deref() {
+        None | Some("c") => {}
+        Some("rust") => bail!(
+            "--kernels rust: the built-in Rust training kernels were retired; training runs on \
+             kernels generated for --target (`portable` needs no SIMD instructions, only a C \
+             compiler)"
+        ),
+        Some(k) => bail!("--kernels {k}: unknown (the option is retired; see --target)"),
+    }
+    if !a.target.host_supports() {
+        bail!(
+            "--target {}: training runs on this machine, which cannot run that target; pass \
+             --target native (here: {}) or --target portable",
+            a.target,
+            Target::native()
+        );
+    }
+    Ok(Backend::Generated(a.target))
+}
+
 pub fn options(a: &Args) -> Result<TrainOptions> {
     if a.batch == 0 || a.iters == 0 || a.epochs == 0 {
         bail!("--batch, --iters and --epochs must be at least 1");
@@ -146,7 +174,7 @@ pub fn options(a: &Args) -> Result<TrainOptions> {
         lr: a.lr,
         seed: a.seed,
         augment: !a.no_augment,
-        kernels: a.kernels,
+        kernels: backend(a)?,
     })
 }
 
@@ -167,7 +195,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let threads = a.threads.unwrap_or_else(crate::cmd::default_threads);
     install_sigint();
     let mut trainer = if a.resume {
-        Trainer::resume_with(&a.out, threads, a.kernels)
+        Trainer::resume_with(&a.out, threads, backend(&a)?)
             .with_context(|| format!("resuming from {}", a.out.display()))?
     } else {
         let opts = options(&a)?;

@@ -14,8 +14,8 @@
 //! ```text
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
-//!                       [--kernels c|rust]
-//! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--kernels c|rust]
+//!                       [--target T]
+//! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--target T]
 //! ```
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
@@ -24,8 +24,8 @@
 //! `--interp 1` the same step also runs on the IR reference interpreter (f64 accumulation, no
 //! dead-kernel skipping) and its gradients are added as `igrad.<weight>`, to tell a training-kernel
 //! precision problem from a graph problem; `--dense-kernels 1` runs the fast kernels without the
-//! live-kernel masks (dead kernels computed as zeros instead of skipped). `--kernels` picks the
-//! training backend (default `c`, the generated kernels, as `e2enc train`).
+//! live-kernel masks (dead kernels computed as zeros instead of skipped). `--target` picks the
+//! target of the generated kernels (default `native`, as `e2enc train`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -33,11 +33,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use e2enc_codegen::target::Target;
 use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, Model, ModelConfig};
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::{Tensor, Weights};
-use e2enc_train::exec::{Executor, KernelBackend, LiveMasks};
+use e2enc_train::exec::{Backend, Executor, LiveMasks};
 use e2enc_train::{loss, optim, sparse};
 
 fn main() -> ExitCode {
@@ -131,7 +132,7 @@ struct Setup {
     heads: Vec<[usize; 3]>,
 }
 
-fn setup(model: &str, data: &str, threads: usize, kernels: KernelBackend) -> Result<Setup, String> {
+fn setup(model: &str, data: &str, threads: usize, kernels: Backend) -> Result<Setup, String> {
     let data = Weights::load(Path::new(data)).map_err(|e| e.to_string())?;
     let input = data.get("input").ok_or("DATA has no `input`")?;
     let lab = data.get("labels").ok_or("DATA has no `labels`")?;
@@ -236,7 +237,7 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
             "step MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]".into(),
         );
     };
-    let kernels = flag(&f, "kernels", KernelBackend::C)?;
+    let kernels = Backend::Generated(flag(&f, "target", Target::native())?);
     let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels)?;
     if flag(&f, "dense-kernels", 0u8)? != 0 {
         // Masked weights stay zero, but the kernels no longer skip dead kernels.
@@ -326,7 +327,7 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     };
     let steps: usize = flag(&f, "steps", 5)?;
     let threads: usize = flag(&f, "threads", 2)?;
-    let kernels = flag(&f, "kernels", KernelBackend::C)?;
+    let kernels = Backend::Generated(flag(&f, "target", Target::native())?);
     let mut s = setup(model, data, threads, kernels)?;
     let masks = match &s.masks {
         Some(m) => Some(sparse::Masks::from_weights(m, &s.weights).map_err(|e| e.to_string())?),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use e2enc_codegen::compile::{run_cc, CodegenError};
 use e2enc_codegen::target::Target;
-use e2enc_codegen::train::{generate_train_masked, live_csr, Live, TrainKernel};
+use e2enc_codegen::train::{live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Tensor};
 
@@ -26,6 +26,7 @@ use e2enc_runtime::pool::{KernelFn, Pool};
 pub struct CKernels {
     // Field order: the pool and the function pointers go before the library is unloaded.
     pool: Pool,
+    target: Target,
     kernels: HashMap<NodeId, (TrainKernel, KernelFn, &'static str)>,
     /// Buffers of values dropped in earlier steps, by length: reused for outputs of the same
     /// length, so a step does not page-fault fresh memory for every value.
@@ -44,15 +45,26 @@ pub fn c_compiler() -> String {
 
 impl CKernels {
     /// Generates, compiles and loads the kernels of `tg` (prepared by
-    /// `e2enc_codegen::train::prepare`); `threads` sizes the pool. Only the
-    /// weights in `maskable` (all when `None`) may get live-kernel masks at run time.
+    /// `e2enc_codegen::train::prepare`) for `target`, which must run on this host; `threads`
+    /// sizes the pool. Only the weights in `maskable` (all when `None`) may get live-kernel
+    /// masks at run time.
     pub fn build(
         tg: &TrainGraph,
         threads: usize,
         maskable: Option<&HashSet<String>>,
+        target: Target,
     ) -> Result<CKernels, TrainError> {
-        let isa = Target::native();
-        let gen = generate_train_masked(tg, isa, maskable)
+        if !target.host_supports() {
+            return Err(TrainError::CKernels(format!(
+                "training runs its kernels on this machine, which cannot run target `{target}` \
+                 (it needs {} {}); pass --target native or --target portable",
+                target.arch().unwrap_or("any architecture"),
+                target.cpu_features().join("+")
+            )));
+        }
+        let isa = target;
+        let gen = e2enc_codegen::render::for_target(isa)
+            .training(tg, maskable)
             .map_err(|e| TrainError::CKernels(e.to_string()))?;
         if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
             // For inspection: the generated source, kept where the variable says.
@@ -73,8 +85,8 @@ impl CKernels {
             run_cc(&cc, &c, &so, isa).map_err(|e| match e {
                 CodegenError::Cc { command, stderr } => TrainError::CKernels(format!(
                     "cannot compile the generated training kernels with the C compiler `{cc}` \
-                     ($CC, default cc): {command}: {stderr}\n(install a C compiler, set $CC, or \
-                     pass --kernels rust for the built-in Rust kernels)"
+                     ($CC, default cc): {command}: {stderr}\n(training always runs generated kernels: install a C \
+                     compiler, e.g. Debian's gcc, or point $CC at one)"
                 )),
                 e => TrainError::CKernels(e.to_string()),
             })?;
@@ -100,11 +112,17 @@ impl CKernels {
         }
         Ok(CKernels {
             pool: Pool::new(threads),
+            target,
             kernels,
             spare: HashMap::new(),
             spare_cap,
             _lib: lib,
         })
+    }
+
+    /// The target the kernels were generated for.
+    pub fn target(&self) -> Target {
+        self.target
     }
 
     /// Keeps `t`'s buffer for reuse when this was its last reference and the pool of its length

@@ -1,9 +1,9 @@
 //! Runs a training graph (`e2enc_ir::autodiff::training_graph`): the forward pass, a loss callback
-//! that turns the forward outputs into their gradients, then the backward pass, on one of two
-//! kernel backends ([`KernelBackend`]): the generated, compiled C kernels of [`super::cgen`]
-//! (the default of `e2enc train`), or the hand-written Rust kernels of [`super::kernels`]. Both
-//! give bit-identical results for any thread count; they agree with each other to float
-//! rounding.
+//! that turns the forward outputs into their gradients, then the backward pass, on the kernels
+//! generated for a target and compiled at start ([`super::cgen`]; [`Backend::Generated`]), the
+//! only implementation of the training ops besides the reference interpreter, which
+//! [`Backend::Reference`] runs as the oracle for tests. Results are bit-identical for any thread
+//! count.
 //!
 //! The graph is split once, at construction: the forward part is every ancestor of a forward
 //! output (it cannot depend on the `grad.*` inputs), the backward part is the rest, both in the
@@ -11,7 +11,7 @@
 //! (the backward ops read them); backward values are dropped after their last use. Convolutions
 //! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
 //! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
-//! is exactly zero. The C backend runs the graph after the training passes
+//! is exactly zero. Both backends run the graph after the training passes
 //! (`e2enc_codegen::train::prepare`: depth shifts fused into the convolutions that read them and
 //! into the data gradients before their backward), so no shifted copy is ever made.
 
@@ -22,38 +22,36 @@ use std::time::Instant;
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{Graph, NodeId, Op, Tensor, Weights};
 
+use e2enc_codegen::target::Target;
+use e2enc_ir::interp;
+
 use super::cgen::CKernels;
-use super::dispatch;
 use crate::TrainError;
 
 /// Which kernels run a training graph's ops.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelBackend {
-    /// Shape-specialized C generated from the training graph, compiled with `$CC` at start.
-    #[default]
-    C,
-    /// The built-in Rust SIMD kernels (no C compiler needed).
-    Rust,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// C generated from the training graph for this target (one this host runs: `native`, an x86
+    /// target the CPU has, or `portable`), compiled with `$CC` at start.
+    Generated(Target),
+    /// The reference interpreter (`e2enc_ir::interp`) op by op, live masks applied by zeroing the
+    /// dead kernels of the weights and of the weight gradients: the oracle the generated kernels
+    /// are tested against. Orders of magnitude slower; not offered on the command line.
+    Reference,
 }
 
-impl std::str::FromStr for KernelBackend {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<KernelBackend, String> {
-        match s {
-            "c" => Ok(KernelBackend::C),
-            "rust" => Ok(KernelBackend::Rust),
-            _ => Err(format!("unknown kernel backend `{s}`: expected c or rust")),
-        }
+impl Default for Backend {
+    fn default() -> Backend {
+        Backend::Generated(Target::native())
     }
 }
 
-impl std::fmt::Display for KernelBackend {
+impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            KernelBackend::C => "c",
-            KernelBackend::Rust => "rust",
-        })
+        match self {
+            Backend::Generated(t) => write!(f, "generated C for {t}"),
+            Backend::Reference => f.write_str("the reference interpreter"),
+        }
     }
 }
 
@@ -73,8 +71,7 @@ pub struct Executor {
     weight_grads: Vec<(String, NodeId)>,
     /// Conv-like node → the weight name whose live mask applies to it.
     masked: HashMap<NodeId, String>,
-    threads: usize,
-    /// The compiled kernels (C backend), or `None` for the Rust kernels.
+    /// The compiled kernels, or `None` for the reference interpreter.
     c: Option<CKernels>,
     /// Seconds spent per op mnemonic (forward and backward), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
@@ -92,28 +89,28 @@ pub struct StepResult {
 }
 
 impl Executor {
-    /// An executor on the Rust kernels (see [`Executor::with_backend`]).
+    /// An executor on the kernels generated for this machine (`native`).
     pub fn new(tg: &TrainGraph, threads: usize) -> Result<Executor, TrainError> {
-        Executor::with_backend(tg, threads, KernelBackend::Rust)
+        Executor::with_backend(tg, threads, Backend::default())
     }
 
-    /// An executor on `backend`'s kernels; the C backend generates and compiles its kernels
-    /// here (an error names the compiler when that fails). Any weight may get a live mask.
+    /// An executor on `backend`: [`Backend::Generated`] generates and compiles its kernels here
+    /// (an error names the compiler when that fails). Any weight may get a live mask.
     pub fn with_backend(
         tg: &TrainGraph,
         threads: usize,
-        backend: KernelBackend,
+        backend: Backend,
     ) -> Result<Executor, TrainError> {
         Executor::build(tg, threads, backend, None)
     }
 
     /// [`Executor::with_backend`] where only the weights in `maskable` get live masks (the DSFF
-    /// weights): the C backend's kernels of the others are dense and faster. A step whose
+    /// weights): the generated kernels of the others are dense and faster. A step whose
     /// `LiveMasks` names another weight is an error.
     pub fn with_maskable(
         tg: &TrainGraph,
         threads: usize,
-        backend: KernelBackend,
+        backend: Backend,
         maskable: &HashSet<String>,
     ) -> Result<Executor, TrainError> {
         Executor::build(tg, threads, backend, Some(maskable))
@@ -122,20 +119,19 @@ impl Executor {
     fn build(
         tg: &TrainGraph,
         threads: usize,
-        backend: KernelBackend,
+        backend: Backend,
         maskable: Option<&HashSet<String>>,
     ) -> Result<Executor, TrainError> {
-        // The C kernels compute the graph after the training passes (depth shifts fused into
-        // the convolutions); the Rust kernels take it as autodiff made it.
-        let prepared;
-        let (tg, c) = match backend {
-            KernelBackend::C => {
-                prepared = e2enc_codegen::train::prepare(tg)
-                    .map_err(|e| TrainError::Graph(e.to_string()))?;
-                let c = CKernels::build(&prepared, threads.max(1), maskable)?;
-                (&prepared, Some(c))
+        // Both backends compute the graph after the training passes (depth shifts fused into
+        // the convolutions).
+        let prepared =
+            e2enc_codegen::train::prepare(tg).map_err(|e| TrainError::Graph(e.to_string()))?;
+        let tg = &prepared;
+        let c = match backend {
+            Backend::Generated(target) => {
+                Some(CKernels::build(tg, threads.max(1), maskable, target)?)
             }
-            KernelBackend::Rust => (tg, None),
+            Backend::Reference => None,
         };
         let g = tg.graph.clone();
         let order = g.topo_order()?;
@@ -208,7 +204,6 @@ impl Executor {
             outputs,
             weight_grads,
             masked,
-            threads: threads.max(1),
             c,
             profile: BTreeMap::new(),
             node_profile: HashMap::new(),
@@ -302,17 +297,16 @@ impl Executor {
             .collect()
     }
 
-    /// The backend in use.
-    /// Bytes of output buffers the C backend keeps for reuse between steps (0 for Rust).
+    /// Bytes of output buffers the generated backend keeps for reuse between steps.
     pub fn spare_bytes(&self) -> usize {
         self.c.as_ref().map_or(0, CKernels::spare_bytes)
     }
 
-    pub fn backend(&self) -> KernelBackend {
-        if self.c.is_some() {
-            KernelBackend::C
-        } else {
-            KernelBackend::Rust
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        match &self.c {
+            Some(c) => Backend::Generated(c.target()),
+            None => Backend::Reference,
         }
     }
 
@@ -371,7 +365,7 @@ impl Executor {
                         .and_then(|w| live.get(w))
                         .map(|m| m.as_slice());
                     let t0 = Instant::now();
-                    let out = dispatch::eval(op, &args, &node.ty, mask, self.threads)
+                    let out = reference_eval(op, &args, mask)
                         .map_err(|e| TrainError::Graph(format!("{}: {e}", self.g.describe(id))))?;
                     let dt = t0.elapsed().as_secs_f64();
                     *self.profile.entry(op.mnemonic()).or_default() += dt;
@@ -391,6 +385,48 @@ impl Executor {
             }
         }
         Ok(())
+    }
+}
+
+/// The interpreter's value of `op` on `args`, with the live-kernel mask `live` (flags over the
+/// weight's first two dimensions) applied: dead kernels of a convolution's weight (operand 1) are
+/// zeroed before, dead kernels of a weight gradient after, so the oracle computes what the
+/// generated kernels skip.
+fn reference_eval(op: &Op, args: &[Arc<Tensor>], live: Option<&[bool]>) -> Result<Tensor, String> {
+    let dead_zeroed = |t: &Tensor, m: &[bool]| -> Result<Tensor, String> {
+        let v = t.as_f32().ok_or("a masked weight is not f32")?;
+        if m.is_empty() || v.len() % m.len() != 0 {
+            return Err(format!(
+                "live mask of {} flags for a weight of {}",
+                m.len(),
+                v.len()
+            ));
+        }
+        let k = v.len() / m.len();
+        let mut v = v.to_vec();
+        for (kv, &l) in v.chunks_mut(k).zip(m) {
+            if !l {
+                kv.fill(0.0);
+            }
+        }
+        Tensor::from_f32(t.shape().to_vec(), v).map_err(|e| e.to_string())
+    };
+    let mut refs: Vec<&Tensor> = args.iter().map(|a| &**a).collect();
+    let masked_weight;
+    match (op, live) {
+        (
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::ConvBackwardData(_) | Op::FusedConv3d(_),
+            Some(m),
+        ) if refs.len() > 1 => {
+            masked_weight = dead_zeroed(refs[1], m)?;
+            refs[1] = &masked_weight;
+        }
+        _ => {}
+    }
+    let out = interp::ops::eval(op, &refs).map_err(|e| e.to_string())?;
+    match (op, live) {
+        (Op::ConvBackwardWeight(_), Some(m)) => dead_zeroed(&out, m),
+        _ => Ok(out),
     }
 }
 

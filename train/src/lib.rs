@@ -1,6 +1,7 @@
 //! `e2enc-train`: training E2ENet. Loss, optimizer, dynamic sparse DSFF masks, data loading and
-//! augmentation, the MNI demo dataset, and the kernels that run a training step's forward and
-//! backward ops on the CPU (f32 Rust kernels, or generated C: [`cgen`]).
+//! augmentation, the MNI demo dataset, and the executor that runs a training step's forward and
+//! backward ops on kernels generated for the machine's target ([`exec`], [`cgen`]; the reference
+//! interpreter is the oracle they are tested against).
 //!
 //! Each part is a plain module with its own tests; `e2enc train` (src/cmd/train.rs) ties them
 //! together. Gradients are derived on the IR (`e2enc_ir::autodiff`) and checked there against
@@ -10,9 +11,7 @@ pub mod augment;
 pub mod cgen;
 pub mod checkpoint;
 pub mod data;
-pub mod dispatch;
 pub mod exec;
-pub mod kernels;
 pub mod loss;
 pub mod mni;
 pub mod optim;
@@ -33,14 +32,6 @@ pub enum TrainError {
     /// Writing the training curve (`training.png`).
     #[error(transparent)]
     Plot(#[from] e2enc_segment::preview::PreviewError),
-    /// A training kernel was called with inconsistent shapes or attributes.
-    #[error("kernel {op}: {msg}")]
-    Kernel { op: &'static str, msg: String },
-    /// The op has no fast kernel (the dispatcher then falls back to the interpreter).
-    #[error("no fast kernel")]
-    NoFastKernel,
-    #[error("expected a 5-D [N, C, D, H, W] tensor")]
-    Rank,
     /// The training graph or the executor running it ([`exec`]).
     #[error("{0}")]
     Graph(String),

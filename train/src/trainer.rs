@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
-use super::exec::{Executor, KernelBackend, LiveMasks};
+use super::exec::{Backend, Executor, LiveMasks};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
@@ -50,10 +50,10 @@ pub struct TrainOptions {
     pub lr: f64,
     pub seed: u64,
     pub augment: bool,
-    /// Which kernels run the steps (not checkpointed: a resumed run picks its own, like its
-    /// thread count; the two backends agree to float rounding, not bit for bit).
+    /// Which kernels run the steps (not checkpointed: a resumed run picks its own target, like
+    /// its thread count; targets agree to float rounding, not bit for bit).
     #[serde(skip)]
-    pub kernels: KernelBackend,
+    pub kernels: Backend,
 }
 
 /// Progress reports for the command line.
@@ -187,16 +187,16 @@ impl Trainer {
         )
     }
 
-    /// Reopens the run in `out` from its checkpoint, on the generated C kernels.
+    /// Reopens the run in `out` from its checkpoint, on the kernels generated for this machine.
     pub fn resume(out: &Path, threads: usize) -> Result<Trainer, TrainError> {
-        Trainer::resume_with(out, threads, KernelBackend::C)
+        Trainer::resume_with(out, threads, Backend::default())
     }
 
     /// [`Trainer::resume`] on the `kernels` backend.
     pub fn resume_with(
         out: &Path,
         threads: usize,
-        kernels: KernelBackend,
+        kernels: Backend,
     ) -> Result<Trainer, TrainError> {
         let dir = checkpoint::find(out).ok_or_else(|| {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))

@@ -8,7 +8,7 @@ use std::path::Path;
 use e2enc_ir::e2enet::{BuildOptions, Model};
 use e2enc_ir::Weights;
 use e2enc_segment::nifti::{write_f32, write_labels, Header};
-use e2enc_train::exec::KernelBackend;
+use e2enc_train::exec::Backend;
 use e2enc_train::trainer::{Outcome, TrainOptions, Trainer};
 
 const DIMS: [usize; 3] = [20, 20, 12];
@@ -82,7 +82,7 @@ fn options(epochs: usize) -> TrainOptions {
         lr: 0.01,
         seed: 7,
         augment: true,
-        kernels: KernelBackend::C,
+        kernels: Backend::default(),
     }
 }
 

@@ -24,12 +24,9 @@ pub fn cf(v: f32) -> String {
     }
 }
 
-/// The kernel signature line (opening brace included).
+/// The kernel signature line (opening brace included): [`crate::emit::kernel_signature`].
 pub fn signature(name: &str) -> String {
-    format!(
-        "void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I, \
-         int64_t t0, int64_t t1) {{\n"
-    )
+    crate::emit::kernel_signature(name)
 }
 
 /// Assembles a kernel: helpers (static functions) first, then the entry point whose body runs

@@ -246,11 +246,7 @@ fn check_weight(ctx: &Ctx, g: &Geo) -> Result<(), CodegenError> {
 }
 
 fn head(ctx: &Ctx) -> String {
-    format!(
-        "void {}(float *restrict out, const void *inv, const int32_t *restrict live, int64_t lo, \
-         int64_t hi) {{\n  const float *const *in = (const float *const *)inv;\n",
-        ctx.name
-    )
+    super::head(ctx)
 }
 
 /// Output = small side, gathered from the big side (`in[0]`).

@@ -105,12 +105,8 @@ pub(crate) fn flat_src(ctx: &Ctx, g: &Geo, bias: bool, scatter: bool) -> Emitted
             sd = g.stride[0]
         )
     };
-    let mut s = format!(
-        "void {}(float *restrict out, const void *inv, const int32_t *restrict live, int64_t lo, \
-         int64_t hi) {{\n  const float *const *in = (const float *const *)inv;\n\
-         \x20 const float *restrict src = in[0];\n  const float *restrict w = in[1];\n",
-        ctx.name
-    );
+    let mut s = super::head(ctx);
+    s.push_str("  const float *restrict src = in[0];\n  const float *restrict w = in[1];\n");
     if bias {
         s.push_str("  const float *restrict bias = in[2];\n");
     }

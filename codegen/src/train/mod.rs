@@ -3,13 +3,14 @@
 //! row-major `[N, C, D, H, W]` f32 tensors (the layout of `Tensor`, so the runtime passes its
 //! buffers as they are, with no arena and no padding).
 //!
-//! ABI of every kernel (the bundle pool's signature, so the runtime's thread pool runs them):
-//! `void NAME(float *out, const void *in, const int32_t *live, int64_t lo, int64_t hi)`, where
-//! `in` is really a `const float *const *` array of the node's operands in operand order, and the
-//! call computes output tiles `[lo, hi)` ([`TrainKernel::tiles`] in all). A tile is an output
-//! channel (convolutions), a weight row (weight gradients), an `(n, c)` plane (norms, pooling,
-//! copies), a channel (channel sums) or a fixed block of elements (pointwise ops); no reduction is
-//! split across tiles and the order of the work inside a tile is fixed, so results are
+//! ABI of every kernel: the bundle kernels' ([`crate::emit::kernel_signature`]: `void NAME(float
+//! *A, const float *W, const int32_t *I, int64_t t0, int64_t t1)`, so the runtime's thread pool
+//! runs both), written by [`head`], which binds `out = A` (the node's output), `in` = `W` read as
+//! the `const float *const *` table of the node's operands in operand order, `live = I` and
+//! `[lo, hi) = [t0, t1)`, the output tiles to compute ([`TrainKernel::tiles`] in all). A tile is
+//! an output channel (convolutions), a weight row (weight gradients), an `(n, c)` plane (norms,
+//! pooling, copies), a channel (channel sums) or a fixed block of elements (pointwise ops); no
+//! reduction is split across tiles and the order of the work inside a tile is fixed, so results are
 //! bit-identical for any thread count. Kernels allocate nothing and touch no globals; their
 //! scratch lives on the stack (a row, a padded plane or one weight's taps, at most ~0.5 MiB).
 //!
@@ -324,6 +325,19 @@ pub fn generate_train_masked(
         c_source: source,
         kernels,
     })
+}
+
+/// The signature of `ctx`'s kernel and the names the training emitters use for its arguments.
+pub(crate) fn head(ctx: &Ctx) -> String {
+    let mut s = crate::emit::kernel_signature(&ctx.name);
+    s.push_str(
+        "  float *restrict out = A;\n\
+         \x20 const float *const *in = (const float *const *)(const void *)W;\n\
+         \x20 const int32_t *restrict live = I;\n\
+         \x20 int64_t lo = t0, hi = t1;\n\
+         \x20 (void)out; (void)in; (void)live; (void)lo; (void)hi;\n",
+    );
+    s
 }
 
 /// The five dims of a rank-5 shape.

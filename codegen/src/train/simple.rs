@@ -20,11 +20,7 @@ use crate::compile::CodegenError;
 pub const BLOCK: usize = 16384;
 
 pub(crate) fn head(ctx: &Ctx) -> String {
-    format!(
-        "void {}(float *restrict out, const void *inv, const int32_t *restrict live, int64_t lo, \
-         int64_t hi) {{\n  const float *const *in = (const float *const *)inv;\n  (void)live;\n",
-        ctx.name
-    )
+    super::head(ctx)
 }
 
 pub(crate) fn done(source: String, tiles: usize, work: usize) -> Emitted {

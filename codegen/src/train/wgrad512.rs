@@ -40,12 +40,8 @@ pub(crate) fn wgrad_src(ctx: &Ctx, g: &Geo, shift: &Option<Vec<i64>>) -> Emitted
         })
     };
     let tail: Vec<u32> = (0..nv).map(|v| lane_mask(v, &|_| true)).collect();
-    let mut s = format!(
-        "void {}(float *restrict out, const void *inv, const int32_t *restrict live, int64_t lo, \
-         int64_t hi) {{\n  const float *const *in = (const float *const *)inv;\n\
-         \x20 const float *restrict sm = in[1];\n  const float *restrict big = in[0];\n",
-        ctx.name
-    );
+    let mut s = super::head(ctx);
+    s.push_str("  const float *restrict sm = in[1];\n  const float *restrict big = in[0];\n");
     if let Some(v) = shift {
         let _ = writeln!(
             s,

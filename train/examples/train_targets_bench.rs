@@ -1,27 +1,31 @@
 //! Times whole training steps (forward, loss gradient, backward) of the MNI demo network
 //! (`e2enc demo`: width 8, four 2x2x2 pools, patch 48x64x48, batch 2, DSFF density 0.2, 1 input
-//! channel, 3 classes) on the generated-C and the Rust kernel backends in the same process,
-//! alternating steps so both see the same machine load. Prints the median and minimum step time
-//! of each backend and their per-op profiles. A tool, not a test.
+//! channel, 3 classes) on the kernels generated for two targets (default `native` and
+//! `portable`) in the same process, alternating steps so both see the same machine load. Prints
+//! the median and minimum step time of each and their per-op profiles. A tool, not a test.
 //!
 //! ```text
-//! cargo run --release -p e2enc-train --example train_backends_bench -- [STEPS] [THREADS]
+//! cargo run --release -p e2enc-train --example train_targets_bench -- [STEPS] [THREADS] [A] [B]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
+use e2enc_codegen::target::Target;
 use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, ModelConfig};
+use e2enc_ir::init::noise;
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::Tensor;
-use e2enc_train::exec::{Executor, KernelBackend, LiveMasks};
-use e2enc_train::kernels::noise;
+use e2enc_train::exec::{Backend, Executor, LiveMasks};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let steps: usize = args.first().map_or(Ok(7), |s| s.parse())?;
     let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
+    let a: Target = args.get(2).map_or("native", String::as_str).parse()?;
+    let b: Target = args.get(3).map_or("portable", String::as_str).parse()?;
+    let names = [a.to_string(), b.to_string()];
     let mut cfg = ModelConfig::amos_ct();
     cfg.in_channels = 1;
     cfg.num_classes = 3;
@@ -71,12 +75,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let t0 = Instant::now();
     let maskable: HashSet<String> = live.keys().cloned().collect();
-    let mut c = Executor::with_maskable(&tg, threads, KernelBackend::C, &maskable)?;
+    let mut c = Executor::with_maskable(&tg, threads, Backend::Generated(a), &maskable)?;
     println!(
-        "C backend: generated and compiled in {:.2} s",
+        "{a}: generated and compiled in {:.2} s",
         t0.elapsed().as_secs_f64()
     );
-    let mut r = Executor::with_backend(&tg, threads, KernelBackend::Rust)?;
+    let mut r = Executor::with_maskable(&tg, threads, Backend::Generated(b), &maskable)?;
     let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut losses = [0.0; 2];
     for i in 0..=steps {
@@ -103,17 +107,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             losses[b] = res.loss;
         }
     }
-    println!("loss: C {:.6}, Rust {:.6}", losses[0], losses[1]);
-    for (b, name) in ["C", "Rust"].iter().enumerate() {
+    println!("loss: {a} {:.6}, {b} {:.6}", losses[0], losses[1]);
+    for (b, name) in names.iter().enumerate() {
         let mut t = times[b].clone();
         t.sort_by(f64::total_cmp);
         println!(
-            "{name:>4}: median {:.3} s/step, min {:.3} s over {steps} steps ({threads} threads)",
+            "{name:>10}: median {:.3} s/step, min {:.3} s over {steps} steps ({threads} threads)",
             t[t.len() / 2],
             t[0]
         );
     }
-    for (name, ex) in [("C", &c), ("Rust", &r)] {
+    for (name, ex) in [(&names[0], &c), (&names[1], &r)] {
         let total: f64 = ex.profile.values().sum();
         let mut rows: Vec<_> = ex.profile.iter().collect();
         rows.sort_by(|a, b| b.1.total_cmp(a.1));
@@ -126,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
-    for (name, ex) in [("C", &c), ("Rust", &r)] {
+    for (name, ex) in [(&names[0], &c), (&names[1], &r)] {
         println!("{name} slowest nodes (s/step):");
         for (what, s) in ex.hot_nodes(12) {
             println!("  {:>7.4} {what}", s / steps as f64);
