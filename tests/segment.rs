@@ -382,3 +382,73 @@ fn a_bundle_without_preprocessing_is_refused_with_the_ways_out() {
         text(&o)
     );
 }
+
+#[test]
+fn no_output_clobbers_an_input_another_output_or_an_existing_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header(DIMS);
+    let (a, b) = (tmp.path().join("a.nii.gz"), tmp.path().join("b.nii.gz"));
+    image(&a, DIMS, &h, 0);
+    image(&b, DIMS, &h, 1);
+    let before = |p: &Path| std::fs::read(p).unwrap();
+    let (a0, b0) = (before(&a), before(&b));
+    let out = tmp.path().join("seg.nii.gz");
+    let refused = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["segment", s(bundle()), s(&a), s(&b)];
+        args.extend_from_slice(extra);
+        let o = e2enc(&args);
+        let t = text(&o);
+        assert!(!o.status.success(), "{extra:?}: {t}");
+        for n in needles {
+            assert!(t.contains(n), "{extra:?}: `{n}` missing from: {t}");
+        }
+        assert!(!t.contains("panicked"), "{t}");
+    };
+    // An output naming an input, even with --overwrite, also through `..` or a hard link.
+    refused(
+        &["-o", s(&out), "--probabilities", s(&a), "--overwrite"],
+        &["input"],
+    );
+    let dotted = tmp.path().join("x").join("..").join("b.nii.gz");
+    std::fs::create_dir(tmp.path().join("x")).unwrap();
+    refused(&["-o", s(&dotted), "--overwrite"], &["input"]);
+    let link = tmp.path().join("link.nii.gz");
+    std::fs::hard_link(&a, &link).unwrap();
+    refused(&["-o", s(&link), "--overwrite"], &["input"]);
+    // Two outputs naming one file.
+    refused(
+        &["-o", s(&out), "--probabilities", s(&out)],
+        &["-o", "--probabilities", "seg.nii.gz"],
+    );
+    // Existing probabilities or preview files without --overwrite.
+    let probs = tmp.path().join("probs.nii.gz");
+    let png = tmp.path().join("seg.png");
+    std::fs::write(&probs, b"keep me").unwrap();
+    std::fs::write(&png, b"keep me too").unwrap();
+    refused(
+        &["-o", s(&out), "--probabilities", s(&probs)],
+        &["probs.nii.gz", "--overwrite"],
+    );
+    refused(
+        &["-o", s(&out), "--preview", s(&png)],
+        &["seg.png", "--overwrite"],
+    );
+    // Wrong extensions.
+    refused(
+        &["-o", s(&out), "--preview", s(&tmp.path().join("p.nii"))],
+        &[".png"],
+    );
+    assert_eq!(before(&probs), b"keep me");
+    assert_eq!(before(&png), b"keep me too");
+    assert_eq!((before(&a), before(&b)), (a0, b0));
+    assert!(!out.exists());
+    // Folder mode: the output folder may not be the input folder.
+    let inp = tmp.path().join("in");
+    std::fs::create_dir(&inp).unwrap();
+    image(&inp.join("c_0000.nii.gz"), DIMS, &h, 0);
+    image(&inp.join("c_0001.nii.gz"), DIMS, &h, 1);
+    let o = e2enc(&["segment", s(bundle()), "-i", s(&inp), "-o", s(&inp)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("input folder"), "{}", text(&o));
+    assert_eq!(files_in(&inp), ["c_0000.nii.gz", "c_0001.nii.gz"]);
+}

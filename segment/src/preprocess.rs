@@ -17,7 +17,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::resample::{
-    check_spacing, numel, resample, resample_channels, separate_z_axis, target_shape, Order, Shape,
+    check_spacing, numel, resample_channels, resample_mask, separate_z_axis, target_shape, Order,
+    Shape,
 };
 use crate::SegmentError;
 
@@ -430,13 +431,10 @@ pub fn preprocess(
     });
     let resampled_mask = if needs_mask {
         // nnU-Net resamples the crop's {-1 outside, 0 inside} map with order 1 (one-hot,
-        // >= 0.5): the same as thresholding the linearly resampled mask at 0.5.
-        let m: Vec<f32> = crop(&mask, net_shape, &bbox)
-            .into_iter()
-            .map(|b| if b { 1.0 } else { 0.0 })
-            .collect();
-        let r = resample(&m, crop_shape, new_shape, Order::Linear, aniso)?;
-        Some(r.into_iter().map(|v| v >= 0.5).collect::<Vec<bool>>())
+        // >= 0.5, in float64): the same as thresholding the linearly resampled mask at 0.5,
+        // computed in f64 so that values just below 0.5 stay out.
+        let m = crop(&mask, net_shape, &bbox);
+        Some(resample_mask(&m, crop_shape, new_shape, aniso)?)
     } else {
         None
     };

@@ -217,6 +217,74 @@ pub fn resample(
     Ok(cur)
 }
 
+/// Resamples a binary mask like [`resample`] with [`Order::Linear`] (order 0 along
+/// `anisotropic_axis`) and keeps the voxels whose interpolated value is at least 0.5, computing
+/// each output voxel's value in f64 from its (up to) eight source voxels, as nnU-Net does in
+/// float64. Thresholding the f32 result of [`resample`] instead keeps voxels whose f64 value is
+/// just below 0.5.
+pub fn resample_mask(
+    mask: &[bool],
+    shape: Shape,
+    new_shape: Shape,
+    anisotropic_axis: Option<usize>,
+) -> Result<Vec<bool>, SegmentError> {
+    let n = numel("resample_mask input", shape)?;
+    if mask.len() != n {
+        return Err(SegmentError::Length {
+            what: "resample_mask input".into(),
+            got: mask.len(),
+            shape,
+            want: n,
+        });
+    }
+    let total = numel("resample_mask output", new_shape)?;
+    if let Some(a) = anisotropic_axis {
+        if a > 2 {
+            return Err(SegmentError::AnisotropicAxis(a));
+        }
+    }
+    if shape == new_shape {
+        return Ok(mask.to_vec());
+    }
+    // Per axis and output index: the two source indices and the weight of the second.
+    let taps: Vec<Vec<(usize, usize, f64)>> = (0..3)
+        .map(|axis| {
+            let (len, new_len) = (shape[axis], new_shape[axis]);
+            let scale = len as f64 / new_len as f64;
+            (0..new_len)
+                .map(|o| {
+                    if len == new_len {
+                        (o, o, 0.0)
+                    } else if anisotropic_axis == Some(axis) {
+                        let i = nearest_index(source_coord(o, scale), len);
+                        (i, i, 0.0)
+                    } else {
+                        let x = source_coord(o, scale).clamp(0.0, (len - 1) as f64);
+                        let i0 = (x.floor() as usize).min(len - 1);
+                        (i0, (i0 + 1).min(len - 1), x - i0 as f64)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let at = |a: usize, b: usize, c: usize| mask[(a * shape[1] + b) * shape[2] + c] as u8 as f64;
+    let mut out = Vec::with_capacity(total);
+    for &(a0, a1, ta) in &taps[0] {
+        for &(b0, b1, tb) in &taps[1] {
+            for &(c0, c1, tc) in &taps[2] {
+                let row = |a: usize| {
+                    let r0 = (1.0 - tc) * at(a, b0, c0) + tc * at(a, b0, c1);
+                    let r1 = (1.0 - tc) * at(a, b1, c0) + tc * at(a, b1, c1);
+                    (1.0 - tb) * r0 + tb * r1
+                };
+                let v = (1.0 - ta) * row(a0) + ta * row(a1);
+                out.push(v >= 0.5);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Resamples each of the `channels` volumes stored one after the other in `data` (channel-major,
 /// `[C, d0, d1, d2]`), in parallel over channels. nnU-Net brings softmax probabilities back to the
 /// original grid this way with [`Order::Linear`] (order 0 along the anisotropic axis).
@@ -473,6 +541,72 @@ fn prefilter(c: &mut [f64], len: usize, cw: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One linear (or, `nearest`, order-0) pass along `axis` in f64.
+    fn pass_f64(d: &[f64], shape: Shape, axis: usize, new_len: usize, nearest: bool) -> Vec<f64> {
+        let (outer, n, inner) = split(shape, axis);
+        let scale = n as f64 / new_len as f64;
+        let mut out = vec![0f64; outer * new_len * inner];
+        for b in 0..outer {
+            for o in 0..new_len {
+                for j in 0..inner {
+                    let v = if n == new_len {
+                        d[(b * n + o) * inner + j]
+                    } else if nearest {
+                        d[(b * n + nearest_index(source_coord(o, scale), n)) * inner + j]
+                    } else {
+                        let x = source_coord(o, scale).clamp(0.0, (n - 1) as f64);
+                        let i0 = (x.floor() as usize).min(n - 1);
+                        let i1 = (i0 + 1).min(n - 1);
+                        let t = x - i0 as f64;
+                        (1.0 - t) * d[(b * n + i0) * inner + j] + t * d[(b * n + i1) * inner + j]
+                    };
+                    out[(b * new_len + o) * inner + j] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn masks_are_thresholded_in_f64() {
+        // Axis by axis in f64 (last axis first), thresholded at 0.5: the reference.
+        let reference = |m: &[bool], shape: Shape, new: Shape, aniso: Option<usize>| {
+            let mut d: Vec<f64> = m.iter().map(|&b| b as u8 as f64).collect();
+            let mut s = shape;
+            for axis in [2, 1, 0] {
+                d = pass_f64(&d, s, axis, new[axis], aniso == Some(axis));
+                s[axis] = new[axis];
+            }
+            d.into_iter().map(|v| v >= 0.5).collect::<Vec<bool>>()
+        };
+        let mut f32_differs = 0;
+        for n in 2..40 {
+            for new in 2..40 {
+                let m: Vec<bool> = (0..n).map(|i| (i * 7 / 3) % 2 == 0).collect();
+                let (shape, new_shape) = ([1, 1, n], [1, 1, new]);
+                let got = resample_mask(&m, shape, new_shape, None).unwrap();
+                assert_eq!(got, reference(&m, shape, new_shape, None), "{n} -> {new}");
+                let f: Vec<f32> = m.iter().map(|&b| b as u8 as f32).collect();
+                let r = resample(&f, shape, new_shape, Order::Linear, None).unwrap();
+                f32_differs += r
+                    .iter()
+                    .zip(&got)
+                    .filter(|(v, g)| (**v >= 0.5) != **g)
+                    .count();
+            }
+        }
+        // Values within f32 rounding of 0.5 exist, so the f64 threshold matters.
+        assert!(f32_differs > 0);
+        // 3-D, with and without an anisotropic axis.
+        let shape = [5, 7, 6];
+        let m: Vec<bool> = (0..210).map(|i| (i * 37 + i / 11) % 5 < 2).collect();
+        for (new, aniso) in [([9, 4, 11], None), ([3, 10, 8], Some(0)), ([5, 7, 6], None)] {
+            let got = resample_mask(&m, shape, new, aniso).unwrap();
+            assert_eq!(got, reference(&m, shape, new, aniso), "{new:?} {aniso:?}");
+        }
+        assert!(resample_mask(&m[1..], shape, [2, 2, 2], None).is_err());
+    }
 
     #[test]
     fn nearest_and_linear_use_pixel_centres() {

@@ -1030,3 +1030,146 @@ fn real_mni_templates_and_a_label_map_round_trip() {
         .collect::<Vec<_>>();
     assert!(counts.iter().all(|&c| c > 100_000), "{counts:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: geometry, gzip integrity, non-regular files.
+
+/// A valid little-endian NIfTI-1 uint8 3x2x1 image.
+fn small_spec() -> Spec {
+    let mut s = Spec::new(1, false, [3, 2, 1], 2, 8);
+    s.data = vec![1, 2, 3, 4, 5, 6];
+    s
+}
+
+fn bad_header_msg(r: Result<nifti::Volume, NiftiError>) -> String {
+    match r {
+        Err(e @ NiftiError::BadHeader { .. }) => e.to_string(),
+        Err(e) => panic!("expected a bad header, got {e}"),
+        Ok(_) => panic!("expected a bad header, got a volume"),
+    }
+}
+
+#[test]
+fn untrustworthy_geometry_is_refused_naming_the_field() {
+    let dir = tmp();
+    let ok = put_file(dir.path(), "ok.nii", &small_spec().bytes(), false);
+    assert!(nifti::read(&ok).is_ok());
+    for (i, v) in [(1, f64::NAN), (2, 0.0), (3, f64::INFINITY), (1, -1.5)] {
+        let mut s = small_spec();
+        s.pixdim[i] = v;
+        // A valid sform saying otherwise does not make the pixdim usable.
+        let p = put_file(dir.path(), "p.nii.gz", &s.bytes(), true);
+        let m = bad_header_msg(nifti::read(&p));
+        assert!(
+            m.contains(&format!("pixdim[{i}]")) && m.contains("p.nii.gz"),
+            "{m}"
+        );
+    }
+    let mut s = small_spec();
+    s.srow[1][3] = f64::NAN;
+    let m = bad_header_msg(nifti::read(&put_file(
+        dir.path(),
+        "s.nii",
+        &s.bytes(),
+        false,
+    )));
+    assert!(m.contains("srow_y"), "{m}");
+    let mut s = small_spec();
+    s.srow[2] = [0.0, 0.0, 0.0, 1.0];
+    let m = bad_header_msg(nifti::read(&put_file(
+        dir.path(),
+        "z.nii",
+        &s.bytes(),
+        false,
+    )));
+    assert!(m.contains("singular"), "{m}");
+    // The sform says 3 mm along y, pixdim 2 mm: the header contradicts itself.
+    let mut s = small_spec();
+    s.srow[1][1] = 3.0;
+    let m = bad_header_msg(nifti::read(&put_file(
+        dir.path(),
+        "c.nii",
+        &s.bytes(),
+        false,
+    )));
+    assert!(m.contains("pixdim[2]") && m.contains("contradicts"), "{m}");
+    // Ignored forms may hold anything.
+    let mut s = small_spec();
+    s.sform_code = 0;
+    s.srow[0] = [f64::NAN; 4];
+    assert!(nifti::read(&put_file(dir.path(), "i.nii", &s.bytes(), false)).is_ok());
+    let mut s = small_spec();
+    s.qform_code = 1;
+    s.quat[3] = f64::INFINITY;
+    let m = bad_header_msg(nifti::read(&put_file(
+        dir.path(),
+        "q.nii",
+        &s.bytes(),
+        false,
+    )));
+    assert!(m.contains("qoffset_x"), "{m}");
+}
+
+#[test]
+fn same_grid_never_matches_a_nan_and_compares_voxel_sizes() {
+    let dir = tmp();
+    let a = nifti::read(&put_file(dir.path(), "a.nii", &small_spec().bytes(), false)).unwrap();
+    assert!(nifti::same_grid(&a, &a.clone()).is_ok());
+    let mut b = a.clone();
+    b.header.srow_x[3] = f64::NAN;
+    assert!(nifti::same_grid(&a, &b).is_err());
+    assert!(nifti::same_grid(&b, &a).is_err());
+    let mut b = a.clone();
+    b.header.pixdim[3] = 5.0;
+    let m = nifti::same_grid(&a, &b).unwrap_err();
+    assert!(m.contains("voxel sizes"), "{m}");
+}
+
+#[test]
+fn corrupted_gzip_trailers_are_refused() {
+    let dir = tmp();
+    let gz = gzip(&small_spec().bytes());
+    let ok = dir.path().join("ok.nii.gz");
+    fs::write(&ok, &gz).unwrap();
+    assert!(nifti::read(&ok).is_ok());
+    // CRC32 (the trailer's first 4 bytes) and ISIZE (the last 4): the data inflates fine.
+    for at in [gz.len() - 8, gz.len() - 1] {
+        let mut bad = gz.clone();
+        bad[at] ^= 0x10;
+        let p = dir.path().join("bad.nii.gz");
+        fs::write(&p, &bad).unwrap();
+        match nifti::read(&p) {
+            Err(e @ NiftiError::Gzip { .. }) => assert!(e.to_string().contains("bad.nii.gz")),
+            Err(e) => panic!("byte {at}: expected a gzip error, got {e}"),
+            Ok(_) => panic!("byte {at}: a corrupted gzip trailer was accepted"),
+        }
+    }
+    // A truncated trailer too.
+    let p = dir.path().join("cut.nii.gz");
+    fs::write(&p, &gz[..gz.len() - 3]).unwrap();
+    assert!(nifti::read(&p).is_err());
+}
+
+#[test]
+fn fifos_devices_and_folders_are_refused_at_once() {
+    let dir = tmp();
+    let fifo = dir.path().join("pipe.nii");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let mut cases = vec![PathBuf::from("/dev/zero"), dir.path().to_path_buf()];
+    if made {
+        cases.push(fifo);
+    }
+    for p in cases {
+        match nifti::read(&p) {
+            Err(e @ NiftiError::NotAFile { .. }) => {
+                assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}")
+            }
+            Err(e) => panic!("{}: expected NotAFile, got {e}", p.display()),
+            Ok(_) => panic!("{}: read", p.display()),
+        }
+    }
+}

@@ -163,6 +163,7 @@ fn score(pred: &Path, gt: &Path, classes: Option<usize>) -> Result<Report> {
     })?;
     let (pl, gl) = (labels(&p, pred)?, labels(&g, gt)?);
     let [nx, ny, nz] = p.dims;
+    // The grid check compared both voxel sizes; the metric uses the same one.
     let [sx, sy, sz] = g.header.spacing();
     let scores = evaluate(&pl, &gl, [nz, ny, nx], [sz, sy, sx], classes)
         .with_context(|| format!("scoring {} against {}", pred.display(), gt.display()))?;

@@ -132,7 +132,16 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let (mut tiles, mut voxels, mut net_secs, mut failed) = (0usize, 0usize, 0.0, Vec::new());
     for (k, case) in cases.iter().enumerate() {
         let label = format!("[{}/{}] {}", k + 1, cases.len(), case.name);
-        match run_case(&mut engine, &net, &prep, &window, case, &label, tty) {
+        match run_case(
+            &mut engine,
+            &net,
+            &prep,
+            &window,
+            case,
+            &label,
+            tty,
+            a.overwrite,
+        ) {
             Ok((t, v, n)) => {
                 tiles += t;
                 voxels += v;
@@ -261,11 +270,18 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
                 a.output.display()
             );
         }
-        if a.output.exists() && !a.overwrite {
-            bail!(
-                "{} exists; pass --overwrite to replace it",
-                a.output.display()
-            );
+        if let Some(p) = &a.probabilities {
+            if !nifti_name(p) {
+                bail!(
+                    "{}: --probabilities must end in .nii or .nii.gz",
+                    p.display()
+                );
+            }
+        }
+        if let Some(p) = &a.preview {
+            if !p.to_string_lossy().to_ascii_lowercase().ends_with(".png") {
+                bail!("{}: --preview must end in .png", p.display());
+            }
         }
         for p in [
             Some(&a.output),
@@ -277,17 +293,33 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
         {
             check_parent(p)?;
         }
-        return Ok((
-            vec![Case {
-                name: a.images[0].display().to_string(),
-                images: a.images.clone(),
-                labels: a.output.clone(),
-                probabilities: a.probabilities.clone(),
-                preview: a.preview.clone(),
-            }],
-            0,
-        ));
+        let case = Case {
+            name: a.images[0].display().to_string(),
+            images: a.images.clone(),
+            labels: a.output.clone(),
+            probabilities: a.probabilities.clone(),
+            preview: a.preview.clone(),
+        };
+        check_outputs(&case, a.overwrite)?;
+        return Ok((vec![case], 0));
     };
+    for d in [
+        Some(&a.output),
+        a.probabilities.as_ref(),
+        a.preview.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if d.exists() && same_file(&identity(d)?, &identity(dir)?) {
+            bail!(
+                "{}: an output folder must not be the input folder {} (outputs named like \
+                 CASE.nii.gz would read as images of another case next time)",
+                d.display(),
+                dir.display()
+            );
+        }
+    }
     let mut found: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for e in entries {
@@ -370,28 +402,84 @@ fn check_parent(p: &Path) -> Result<()> {
     }
 }
 
-/// Whether two headers put their grids at the same place: same dims and affines equal within
-/// 1e-4 relative (float32 header rounding).
-pub fn same_grid(a: &Volume, b: &Volume) -> Result<(), String> {
-    if a.dims != b.dims {
-        return Err(format!("shapes differ: {:?} vs {:?}", a.dims, b.dims));
+pub use e2enc_segment::nifti::same_grid;
+
+/// Where `p` points: the canonical path of an existing file, else its canonical folder joined
+/// with its name (so `a/../b.nii` and a symlink to an input are seen for what they are).
+fn identity(p: &Path) -> Result<PathBuf> {
+    if p.exists() {
+        return p
+            .canonicalize()
+            .with_context(|| format!("resolving {}", p.display()));
     }
-    let (fa, fb) = (a.header.affine(), b.header.affine());
-    for r in 0..3 {
-        for c in 0..4 {
-            let (x, y) = (fa[r][c], fb[r][c]);
-            if (x - y).abs() > 1e-4 * (1.0 + x.abs().max(y.abs())) {
-                return Err(format!(
-                    "affines differ (row {r}: {:?} vs {:?})",
-                    fa[r], fb[r]
-                ));
+    let name = p
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", p.display()))?;
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent
+        .canonicalize()
+        .with_context(|| format!("resolving {}", parent.display()))?
+        .join(name))
+}
+
+/// Whether two resolved paths are one file: the same path, or (hard links) the same inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses a case whose outputs would clobber something: an existing output without
+/// `--overwrite`, two outputs naming one file, or an output naming one of its inputs (never
+/// allowed).
+fn check_outputs(case: &Case, overwrite: bool) -> Result<()> {
+    let outs: Vec<(&str, &PathBuf)> = [
+        Some(("-o", &case.labels)),
+        case.probabilities.as_ref().map(|p| ("--probabilities", p)),
+        case.preview.as_ref().map(|p| ("--preview", p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let ids: Vec<PathBuf> = outs
+        .iter()
+        .map(|(_, p)| identity(p))
+        .collect::<Result<_>>()?;
+    for (i, (flag, p)) in outs.iter().enumerate() {
+        for img in &case.images {
+            if same_file(&ids[i], &identity(img)?) {
+                bail!(
+                    "{flag} {} is the input image {}: refusing to overwrite an input",
+                    p.display(),
+                    img.display()
+                );
             }
+        }
+        for (j, (flag2, _)) in outs.iter().enumerate().skip(i + 1) {
+            if same_file(&ids[i], &ids[j]) {
+                bail!(
+                    "{flag} and {flag2} both name {}: give each output its own file",
+                    p.display()
+                );
+            }
+        }
+        if p.exists() && !overwrite {
+            bail!("{} exists; pass --overwrite to replace it", p.display());
         }
     }
     Ok(())
 }
 
 /// Runs one case and writes its outputs; returns (tiles, input voxels, seconds in the network).
+#[allow(clippy::too_many_arguments)]
 fn run_case(
     engine: &mut Engine,
     net: &Net,
@@ -400,7 +488,11 @@ fn run_case(
     case: &Case,
     label: &str,
     tty: bool,
+    overwrite: bool,
 ) -> Result<(usize, usize, f64)> {
+    // Again right before the work: in folder mode this is the first check of the case's
+    // probabilities and preview files.
+    check_outputs(case, overwrite)?;
     let vols: Vec<Volume> = case
         .images
         .iter()

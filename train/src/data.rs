@@ -417,34 +417,8 @@ fn check_same_grid(
     pa: &Path,
     pb: &Path,
 ) -> Result<(), TrainError> {
-    if a.dims != b.dims {
-        return Err(input_err(
-            pb,
-            format!(
-                "dims {:?} differ from {:?} of {}",
-                b.dims,
-                a.dims,
-                pa.display()
-            ),
-        ));
-    }
-    let (ma, mb) = (a.header.affine(), b.header.affine());
-    for i in 0..3 {
-        for j in 0..4 {
-            if (ma[i][j] - mb[i][j]).abs() > 1e-3 {
-                return Err(input_err(
-                    pb,
-                    format!(
-                        "affine {:?} differs from {:?} of {}",
-                        &mb[..3],
-                        &ma[..3],
-                        pa.display()
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
+    nifti::same_grid(a, b)
+        .map_err(|m| input_err(pb, format!("not on the grid of {}: {m}", pa.display())))
 }
 
 /// Resamples a label map (network axes) like nnU-Net's `resize_segmentation(order=1)` (see the

@@ -80,6 +80,51 @@ pub enum NiftiError {
     },
     #[error("{}: cannot write: {msg}", path.display())]
     BadOutput { path: PathBuf, msg: String },
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+}
+
+/// Whether two volumes lie on one grid: same dims, affines equal within 1e-4 relative (float32
+/// header rounding), and the same voxel size (the spacing metrics use); a value that is not
+/// finite never matches. Returns the difference found.
+pub fn same_grid(a: &Volume, b: &Volume) -> Result<(), String> {
+    if a.dims != b.dims {
+        return Err(format!("shapes differ: {:?} vs {:?}", a.dims, b.dims));
+    }
+    let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * (1.0 + x.abs().max(y.abs()));
+    let (fa, fb) = (a.header.affine(), b.header.affine());
+    for r in 0..3 {
+        if !(0..4).all(|c| close(fa[r][c], fb[r][c])) {
+            return Err(format!(
+                "affines differ (row {r}: {:?} vs {:?})",
+                fa[r], fb[r]
+            ));
+        }
+    }
+    let (sa, sb) = (a.header.spacing(), b.header.spacing());
+    if !(0..3).all(|i| close(sa[i], sb[i])) {
+        return Err(format!("voxel sizes differ: {sa:?} vs {sb:?} (pixdim)"));
+    }
+    Ok(())
+}
+
+/// What kind of non-regular file `m` describes, for [`NiftiError::NotAFile`].
+pub(crate) fn file_kind(m: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = m.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a folder")
+    } else if t.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if t.is_char_device() || t.is_block_device() {
+        Some("a device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    }
 }
 
 /// The header fields this crate reads and writes (NIfTI-2 widths; NIfTI-1 values widened).
@@ -157,8 +202,11 @@ impl Header {
         }
     }
 
-    /// Voxel size along x, y, z: `|pixdim[1..=3]|`, with 1.0 where the header holds 0 or a value
-    /// that is not finite.
+    /// Voxel size along x, y, z in the header's units: `pixdim[1..=3]`, what nibabel's
+    /// `header.get_zooms()` and SimpleITK's `GetSpacing()` report for a consistent header. A
+    /// header [`read`] returns has passed [`Header::check_geometry`] (finite, positive, and
+    /// agreeing with a valid sform); for any other header, a negative value reads as its
+    /// magnitude and 0 or a value that is not finite as 1.0.
     pub fn spacing(&self) -> [f64; 3] {
         let s = |v: f64| {
             if v.is_finite() && v != 0.0 {
@@ -168,6 +216,86 @@ impl Header {
             }
         };
         [s(self.pixdim[1]), s(self.pixdim[2]), s(self.pixdim[3])]
+    }
+
+    /// Checks that the geometry can be trusted, naming the field that cannot: `pixdim[1..=3]`
+    /// finite and positive (for the axes the image has; a missing axis's 0 reads as 1), the
+    /// sform (when `sform_code > 0`) finite and invertible with column lengths within 1% of
+    /// `pixdim` (else nibabel's zooms and the affine disagree on the voxel size), the qform
+    /// (when `qform_code > 0`) finite. Returns the reason on failure.
+    pub fn check_geometry(&self) -> Result<(), String> {
+        let nd = self.dim[0].clamp(0, 7) as usize;
+        for i in 1..=3 {
+            let v = self.pixdim[i];
+            if i > nd && (v == 0.0 || !v.is_finite()) {
+                continue;
+            }
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "pixdim[{i}] (the voxel size along {}) is {v}: it must be a finite positive \
+                     number",
+                    ["x", "y", "z"][i - 1]
+                ));
+            }
+        }
+        if self.qform_code > 0 {
+            let q = [
+                ("quatern_b", self.quatern_b),
+                ("quatern_c", self.quatern_c),
+                ("quatern_d", self.quatern_d),
+                ("qoffset_x", self.qoffset_x),
+                ("qoffset_y", self.qoffset_y),
+                ("qoffset_z", self.qoffset_z),
+                ("pixdim[0] (qfac)", self.pixdim[0]),
+            ];
+            if let Some((name, v)) = q.iter().find(|(_, v)| !v.is_finite()) {
+                return Err(format!(
+                    "{name} is {v} while qform_code is {}",
+                    self.qform_code
+                ));
+            }
+        }
+        if self.sform_code > 0 {
+            for (name, row) in [
+                ("srow_x", self.srow_x),
+                ("srow_y", self.srow_y),
+                ("srow_z", self.srow_z),
+            ] {
+                if row.iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "{name} is {row:?} while sform_code is {}: not a finite affine",
+                        self.sform_code
+                    ));
+                }
+            }
+            let m = [self.srow_x, self.srow_y, self.srow_z];
+            let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+            if det == 0.0 || !det.is_finite() {
+                return Err(format!(
+                    "the sform (srow_x/y/z) is singular (determinant {det}): voxels have no \
+                     place in space"
+                ));
+            }
+            let sp = self.spacing();
+            for c in 0..3 {
+                let len = (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt();
+                if (c + 1 <= nd || self.pixdim[c + 1] > 0.0)
+                    && (len - sp[c]).abs() > 0.01 * sp[c].max(len)
+                {
+                    return Err(format!(
+                        "the sform says voxels are {len:.6} along {} but pixdim[{}] says {}: \
+                         the header contradicts itself (tools would disagree on the spacing); \
+                         fix the header",
+                        ["x", "y", "z"][c],
+                        c + 1,
+                        sp[c]
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The voxel-to-world affine: the sform when `sform_code > 0`, else the qform when

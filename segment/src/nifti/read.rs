@@ -42,8 +42,23 @@ impl Source {
             path: path.to_path_buf(),
             source,
         };
+        // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+        let meta = std::fs::metadata(path).map_err(io_err)?;
+        if let Some(kind) = super::file_kind(&meta) {
+            return Err(NiftiError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         let file = File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
+        let meta = file.metadata().map_err(io_err)?;
+        if let Some(kind) = super::file_kind(&meta) {
+            return Err(NiftiError::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
+        let len = meta.len();
         let mut buf = BufReader::with_capacity(1 << 16, file);
         let head = buf.fill_buf().map_err(io_err)?;
         let gz = head.len() >= 2 && head[0] == 0x1f && head[1] == 0x8b;
@@ -101,6 +116,32 @@ impl Source {
         self.pos += got;
         if got < n {
             return Err(self.truncated(what, n, got));
+        }
+        Ok(())
+    }
+
+    /// For a gzip stream: reads what is left, at most `expected` bytes plus 1 MiB (so a stream
+    /// with a huge tail costs nothing), which makes the decoder check every member's CRC32 and
+    /// ISIZE: a corrupted `.nii.gz` whose data inflates fine is refused here. A plain file has
+    /// no checksum; nothing is read.
+    fn finish(&mut self, expected: u64) -> Result<(), NiftiError> {
+        if self.plain_len.is_some() {
+            return Ok(());
+        }
+        let limit = expected.saturating_add(1 << 20);
+        let got = io::copy(&mut (&mut self.reader).take(limit + 1), &mut io::sink())
+            .map_err(|e| self.err_io(e))?;
+        if got > limit {
+            return Err(NiftiError::Gzip {
+                path: self.path.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "more than {limit} bytes follow the image data the header describes \
+                         (a gzip bomb or a wrong header)"
+                    ),
+                ),
+            });
         }
         Ok(())
     }
@@ -356,6 +397,12 @@ fn read_impl(path: &Path, frame: Option<u64>) -> Result<Volume, NiftiError> {
             name,
         })?;
     let shape = check_shape(path, &header)?;
+    header
+        .check_geometry()
+        .map_err(|msg| NiftiError::BadHeader {
+            path: path.to_path_buf(),
+            msg,
+        })?;
     let index = match frame {
         None if shape.volumes > 1 => {
             return Err(NiftiError::MultiVolume {
@@ -395,6 +442,8 @@ fn read_impl(path: &Path, frame: Option<u64>) -> Result<Volume, NiftiError> {
         let what = format!("the data of volume {index} (from byte {start})");
         return Err(src.truncated(&what, frame_bytes, got));
     }
+    // The later frames, then the gzip trailers.
+    src.finish((shape.volumes - index - 1).saturating_mul(frame_bytes))?;
     let data = convert(&bytes, dt, header.big_endian, &header);
     Ok(Volume {
         header,
