@@ -281,7 +281,7 @@ impl Header {
             let sp = self.spacing();
             for c in 0..3 {
                 let len = (0..3).map(|r| m[r][c] * m[r][c]).sum::<f64>().sqrt();
-                if (c + 1 <= nd || self.pixdim[c + 1] > 0.0)
+                if (c < nd || self.pixdim[c + 1] > 0.0)
                     && (len - sp[c]).abs() > 0.01 * sp[c].max(len)
                 {
                     return Err(format!(
