@@ -358,3 +358,27 @@ fn he_init_has_the_released_statistics() {
         assert!(p.part != Part::Head || p.role == ParamRole::HeadWeight);
     }
 }
+
+#[test]
+fn shift_groups_that_zero_every_channel_are_refused() {
+    let mut cfg = ModelConfig::amos_ct();
+    cfg.base_width = 4;
+    cfg.max_width = 8;
+    cfg.pool_kernels = vec![[2, 2, 2]; 2];
+    cfg.deep_supervision_heads = 0;
+    cfg.patch_size = [8, 8, 8];
+    let opts = BuildOptions {
+        batch: 1,
+        patch: None,
+    };
+    // More groups than channels: every channel moves by 8 slices or more, out of the volume.
+    cfg.shift_groups = 24;
+    let err = build(&cfg, &opts).err().expect("refused").to_string();
+    assert!(
+        err.contains("shift_groups") && err.contains("only zeros"),
+        "{err}"
+    );
+    // Some channels out, others kept: a legal (if wasteful) network.
+    cfg.shift_groups = 5;
+    assert!(build(&cfg, &opts).is_ok());
+}

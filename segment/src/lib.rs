@@ -55,6 +55,21 @@ pub enum SegmentError {
     ChannelCount { got: usize, want: usize },
     #[error("preprocess: channel {0} holds an infinite value")]
     Infinite(usize),
+    /// Every voxel of a channel is NaN: nothing to segment (NaN reads as 0).
+    #[error("preprocess: every voxel of channel {0} is NaN: the image holds no data")]
+    AllNan(usize),
+    /// Resampling would shrink an axis to almost nothing or grow the case past the limit.
+    #[error(
+        "preprocess: resampling {shape:?} voxels from spacing {spacing:?} to the target spacing \
+         {target:?} gives {new_shape:?}: {why}"
+    )]
+    Resampling {
+        shape: Shape,
+        spacing: [f64; 3],
+        target: [f64; 3],
+        new_shape: Shape,
+        why: String,
+    },
     #[error("{what} {spacing:?} must be finite and positive")]
     Spacing { what: String, spacing: [f64; 3] },
     #[error(
@@ -87,6 +102,9 @@ pub enum SegmentError {
         classes: usize,
         patch: [usize; 3],
     },
+    /// The sliding window's settings do not fit the case ([`window::check_tiles`]).
+    #[error("sliding window: {0}")]
+    Window(String),
     #[error("segment: the sliding window returned {got} values, expected {want}")]
     WindowLength { got: usize, want: usize },
 }

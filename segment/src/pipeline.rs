@@ -14,7 +14,7 @@ use super::preprocess::{
     inverse_permutation, preprocess, restore, transpose, uncrop, Preprocessed, PreprocessingConfig,
 };
 use super::resample::{resample_channels, Order, Shape};
-use super::window::{padding, sliding_window, tiles, WindowOptions};
+use super::window::{check_tiles, padding, sliding_window, WindowOptions};
 use crate::SegmentError;
 
 /// What the predictor is and how to run it.
@@ -51,10 +51,14 @@ pub fn case_axis_order(cfg_order: [usize; 3]) -> [usize; 3] {
 }
 
 /// How many tiles [`segment_case`] will evaluate on a network-axes volume of `shape`.
-pub fn tile_count(shape: Shape, patch: [usize; 3], window: &WindowOptions) -> usize {
+pub fn tile_count(
+    shape: Shape,
+    patch: [usize; 3],
+    window: &WindowOptions,
+) -> Result<usize, SegmentError> {
     let pad = padding(shape, patch);
     let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
-    tiles(ps, patch, window.step).len() * if window.tta { 8 } else { 1 }
+    check_tiles(ps, patch, window.step, window.tta)
 }
 
 /// Segments one case.
@@ -82,7 +86,7 @@ pub fn segment_case<E: From<SegmentError>>(
     let mut cfg = cfg.clone();
     cfg.axis_order = case_axis_order(cfg.axis_order);
     let prep = preprocess(channels, shape, spacing, &cfg)?;
-    let n = tile_count(prep.resampled_shape, opts.patch, &opts.window);
+    let n = tile_count(prep.resampled_shape, opts.patch, &opts.window)?;
     on_preprocessed(prep.resampled_shape, n);
     let volume: Vec<f32> = prep.data.concat();
     let per_tile = opts.classes * opts.patch.iter().product::<usize>();

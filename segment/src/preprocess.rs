@@ -384,6 +384,46 @@ pub fn normalize(data: &mut [f32], scheme: &Normalization, mask: Option<&[bool]>
     }
 }
 
+/// Most voxels a resampled case may have (per channel): 2^31, the NIfTI reader's own limit.
+pub const MAX_RESAMPLED_VOXELS: usize = 1 << 31;
+
+/// Refuses resamplings that cannot be right or cannot fit: an axis of 8 or more voxels shrunk to
+/// 1 (a target spacing far coarser than the image: the network would see a single slice), or a
+/// case past [`MAX_RESAMPLED_VOXELS`] per channel (a target spacing far finer than the image).
+pub fn check_resampling(
+    shape: Shape,
+    spacing: [f64; 3],
+    target: [f64; 3],
+    new_shape: Shape,
+    channels: usize,
+) -> Result<(), SegmentError> {
+    let err = |why: String| SegmentError::Resampling {
+        shape,
+        spacing,
+        target,
+        new_shape,
+        why,
+    };
+    if let Some(a) = (0..3).find(|&a| shape[a] >= 8 && new_shape[a] <= 1) {
+        return Err(err(format!(
+            "axis {a} collapses from {} voxels to {}; the target spacing does not fit this image \
+             (check the model's preprocessing and the image's pixdim)",
+            shape[a], new_shape[a]
+        )));
+    }
+    let voxels = new_shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .unwrap_or(usize::MAX);
+    if voxels > MAX_RESAMPLED_VOXELS {
+        return Err(err(format!(
+            "{voxels} voxels per channel ({channels} channels) is more than the limit of \
+             {MAX_RESAMPLED_VOXELS}; the target spacing is far finer than the image's"
+        )));
+    }
+    Ok(())
+}
+
 /// Preprocesses `channels` (each of `shape`, input axes, voxel `spacing` in mm per input axis)
 /// as nnU-Net v1 does for inference (see the module doc).
 pub fn preprocess(
@@ -407,6 +447,9 @@ pub fn preprocess(
         if ch.iter().any(|v| v.is_infinite()) {
             return Err(SegmentError::Infinite(c));
         }
+        if !ch.is_empty() && ch.iter().all(|v| v.is_nan()) {
+            return Err(SegmentError::AllNan(c));
+        }
         let clean: Vec<f32> = ch
             .iter()
             .map(|&v| if v.is_nan() { 0.0 } else { v })
@@ -420,6 +463,13 @@ pub fn preprocess(
     let bbox = mask_bbox(&mask, net_shape);
     let crop_shape = bbox.shape();
     let new_shape = target_shape(crop_shape, net_spacing, cfg.target_spacing)?;
+    check_resampling(
+        crop_shape,
+        net_spacing,
+        cfg.target_spacing,
+        new_shape,
+        channels.len(),
+    )?;
     let aniso = separate_z_axis(net_spacing, cfg.target_spacing, cfg.anisotropy_threshold);
     let needs_mask = cfg.normalization.iter().any(|n| {
         matches!(

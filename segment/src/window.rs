@@ -9,8 +9,7 @@
 
 /// Tile start positions along one axis (`image >= patch`).
 pub fn axis_steps(image: usize, patch: usize, step: f64) -> Vec<usize> {
-    let target = patch as f64 * step;
-    let n = ((image - patch) as f64 / target).ceil() as usize + 1;
+    let n = axis_step_count(image, patch, step);
     let max_step = (image - patch) as f64;
     let actual = if n > 1 {
         max_step / (n - 1) as f64
@@ -20,6 +19,59 @@ pub fn axis_steps(image: usize, patch: usize, step: f64) -> Vec<usize> {
     (0..n)
         .map(|i| round_half_even(actual * i as f64) as usize)
         .collect()
+}
+
+/// How many tile positions [`axis_steps`] makes: `ceil((image - patch) / (patch * step)) + 1`,
+/// at most one per voxel of room (`image - patch + 1`; a smaller step only repeats positions,
+/// and [`check_tiles`] refuses it).
+pub fn axis_step_count(image: usize, patch: usize, step: f64) -> usize {
+    let room = image.saturating_sub(patch);
+    let n = (room as f64 / (patch as f64 * step)).ceil();
+    if n.is_finite() && n >= 0.0 && n <= room as f64 {
+        n as usize + 1
+    } else {
+        room + 1
+    }
+}
+
+/// Most tiles (mirrorings included) one case may take.
+pub const MAX_TILES: usize = 1_000_000;
+
+/// Checks the window before any work: the step is in (0, 1] and not finer than one voxel where
+/// the image is larger than the patch, and the tiles (times 8 with `tta`) are at most
+/// [`MAX_TILES`]. `image` is the padded shape. Returns the number of tiles.
+pub fn check_tiles(
+    image: [usize; 3],
+    patch: [usize; 3],
+    step: f64,
+    tta: bool,
+) -> Result<usize, crate::SegmentError> {
+    let bad = |msg: String| crate::SegmentError::Window(msg);
+    if !(step > 0.0 && step <= 1.0) {
+        return Err(bad(format!("the step {step} must be in (0, 1]")));
+    }
+    let mut total = if tta { 8usize } else { 1 };
+    for a in 0..3 {
+        let room = image[a].saturating_sub(patch[a]);
+        let n = (room as f64 / (patch[a] as f64 * step)).ceil();
+        if room > 0 && !(n <= room as f64) {
+            return Err(bad(format!(
+                "the step {step} is less than one voxel of the patch ({} along axis {a}): at \
+                 least {} is needed",
+                patch[a],
+                1.0 / patch[a] as f64
+            )));
+        }
+        total = total.saturating_mul(axis_step_count(image[a], patch[a], step));
+    }
+    if total > MAX_TILES {
+        return Err(bad(format!(
+            "{total} tiles (step {step}{}) is more than the limit of {MAX_TILES}; use a larger \
+             step",
+            if tta { ", TTA x8" } else { "" }
+        )));
+    }
+    Ok(total)
 }
 
 fn round_half_even(x: f64) -> f64 {
@@ -301,6 +353,23 @@ pub fn argmax(probs: &[f32], classes: usize) -> Vec<u16> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn absurd_steps_are_refused_before_any_work() {
+        let (img, patch) = ([300, 300, 300], [128, 128, 128]);
+        assert_eq!(check_tiles(img, patch, 0.5, false).unwrap(), 64);
+        assert_eq!(check_tiles(img, patch, 0.5, true).unwrap(), 512);
+        for step in [1e-9, 0.0, -1.0, f64::NAN, 1.5, f64::MIN_POSITIVE] {
+            assert!(check_tiles(img, patch, step, false).is_err(), "{step}");
+        }
+        // One voxel of the patch is the finest step; it still makes far too many tiles here.
+        let e = check_tiles(img, patch, 1.0 / 128.0, false).unwrap_err();
+        assert!(e.to_string().contains("limit"), "{e}");
+        // An image no larger than the patch has one position whatever the step.
+        assert_eq!(check_tiles(patch, patch, 1e-9, false).unwrap(), 1);
+        assert_eq!(axis_step_count(300, 128, 1e-300), 173);
+    }
+
     use super::*;
 
     #[test]

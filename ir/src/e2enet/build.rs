@@ -309,6 +309,26 @@ impl Builder<'_> {
         );
         let mut x = x;
         if cfg.shift_groups > 1 {
+            // A shift that moves every channel by the level's whole depth or more (more groups
+            // than channels does that) leaves the conv's input all zero: a network that computes
+            // nothing, refused here rather than trained or run.
+            let shape = self.g.node(x).ty.shape.clone();
+            if let [_, c, d, _, _] = shape[..] {
+                let runs = crate::op::shift_runs(cfg.shift_groups, c);
+                if runs.iter().all(|&(s, _)| s.unsigned_abs() as usize >= d) {
+                    return Err(IrError::Config {
+                        path: "model config".into(),
+                        msg: format!(
+                            "`shift_groups` {} is too large for `{tag}` ({c} channels, depth \
+                             {d}): every channel is shifted by {} slices or more, out of the \
+                             volume, so the layer sees only zeros; use at most {} groups",
+                            cfg.shift_groups,
+                            runs.iter().map(|r| r.0.unsigned_abs()).min().unwrap_or(0),
+                            c.min(2 * d.saturating_sub(1) + 1).max(1)
+                        ),
+                    });
+                }
+            }
             x = self.g.add(
                 Op::DepthShift(ShiftAttrs {
                     groups: cfg.shift_groups,
