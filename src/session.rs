@@ -58,7 +58,7 @@ impl Runnable {
     ) -> Result<Runnable, SessionError> {
         if path.is_dir() && path.join("manifest.json").exists() {
             let b = Bundle::load(path, &LoadOptions { rebuild })?;
-            return Ok(Runnable::Bundle(Engine::new(b, threads)));
+            return Ok(Runnable::Bundle(Engine::try_new(b, threads)?));
         }
         Ok(Runnable::Model(Session::load(path, opts)?))
     }

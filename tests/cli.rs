@@ -287,3 +287,82 @@ fn compile_standalone_writes_the_c_program_or_nothing() {
     let o = e2enc(&["bench", &s(&b), "--runs", "1"]);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn sizes_from_input_are_bounded_and_non_regular_files_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("m");
+    init_tiny(&m, &[]);
+    let model = m.join("model.json");
+    let out = tmp.path().join("y.safetensors");
+    let fifo = tmp.path().join("fifo.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut inputs = vec![Path::new("/dev/zero").to_path_buf()];
+    if made {
+        inputs.push(fifo.clone());
+    }
+    for input in &inputs {
+        let o = e2enc(&[
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+    }
+    // model.json itself.
+    let o = e2enc(&["inspect", "/dev/zero"]);
+    assert!(!o.status.success());
+    assert!(!text(&o).contains("panicked"), "{}", text(&o));
+    // Absurd sizes: refused at once, naming the value and the limit, nothing written.
+    let big = tmp.path().join("big");
+    let o = e2enc(&[
+        "init",
+        "-o",
+        big.to_str().unwrap(),
+        "--preset",
+        "amos-ct",
+        "--base-width",
+        "2000",
+        "--max-width",
+        "4000",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("parameters") && text(&o).contains("limit"),
+        "{}",
+        text(&o)
+    );
+    assert!(!big.exists());
+    let b = tmp.path().join("b");
+    let o = e2enc(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        b.to_str().unwrap(),
+        "--patch",
+        "4096",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("limit"), "{}", text(&o));
+    assert!(!b.exists());
+    let o = e2enc(&[
+        "run",
+        model.to_str().unwrap(),
+        "--input",
+        "x",
+        "--output",
+        "y",
+        "--threads",
+        "100000",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("limit of 1024"), "{}", text(&o));
+    assert!(!out.exists());
+}

@@ -116,6 +116,10 @@ pub struct Generated {
     pub source: String,
 }
 
+/// Largest activation arena a bundle may have: 256 GiB, beyond any machine e2enc targets; a
+/// larger one is a mistake (an absurd `--patch`), refused before any kernel is written.
+pub const MAX_ARENA_BYTES: u64 = 256 << 30;
+
 /// Plans and emits the kernels of an (optimized) graph for `isa`.
 pub fn generate(g: &Graph, w: &Weights, isa: Target) -> Result<Generated, CodegenError> {
     let renderer = crate::render::for_target(isa);
@@ -138,6 +142,16 @@ pub fn generate(g: &Graph, w: &Weights, isa: Target) -> Result<Generated, Codege
             && renderer.reads_channel_map(&g.node(id).op, &g.node(acts[0]).ty, &g.node(id).ty)
     };
     let plan = plan(g, scratch, reads_map).map_err(CodegenError::Plan)?;
+    let arena_bytes = (plan.arena_elems as u64).saturating_mul(4);
+    if arena_bytes > MAX_ARENA_BYTES {
+        return Err(CodegenError::Plan(format!(
+            "the activation arena would need {:.1} GiB, more than the limit of {} GiB: the patch \
+             or batch is far too large for one run (a 128^3 patch of the AMOS-CT network needs \
+             about 1.8 GB)",
+            arena_bytes as f64 / (1u64 << 30) as f64,
+            MAX_ARENA_BYTES >> 30
+        )));
+    }
     let mut consts = Consts::default();
     let mut kernels = Vec::new();
     for (i, &id) in plan.steps.iter().enumerate() {

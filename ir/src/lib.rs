@@ -14,6 +14,7 @@ pub mod autodiff;
 pub mod dot;
 pub mod e2enet;
 pub mod error;
+pub mod files;
 pub mod graph;
 pub mod init;
 pub mod interp;

@@ -55,7 +55,7 @@ impl Weights {
 
     /// Reads every tensor of a safetensors file.
     pub fn load(path: &Path) -> Result<Weights, IrError> {
-        let bytes = std::fs::read(path).map_err(|e| IrError::io(path, e))?;
+        let bytes = crate::files::read_bounded(path, crate::files::MAX_TENSOR_FILE_BYTES)?;
         Self::from_bytes(&bytes).map_err(|msg| IrError::File {
             path: path.to_path_buf(),
             msg,

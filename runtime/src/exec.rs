@@ -30,6 +30,17 @@ impl<T: Copy + Default> Aligned<T> {
         Aligned { buf, start, len }
     }
 
+    /// [`Aligned::zeroed`], or `None` when the allocation fails (instead of aborting).
+    pub fn try_zeroed(len: usize) -> Option<Aligned<T>> {
+        let extra = 64 / std::mem::size_of::<T>().max(1);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len.checked_add(extra)?).ok()?;
+        buf.resize(len + extra, T::default());
+        let addr = buf.as_ptr() as usize;
+        let start = (addr.next_multiple_of(64) - addr) / std::mem::size_of::<T>().max(1);
+        Some(Aligned { buf, start, len })
+    }
+
     pub fn from_slice(v: &[T]) -> Aligned<T> {
         let mut a = Self::zeroed(v.len());
         a.as_mut_slice().copy_from_slice(v);
@@ -73,19 +84,65 @@ fn shape5(s: &[usize]) -> [usize; 5] {
     }
 }
 
+/// Bytes of memory this machine can still give a process (`MemAvailable` of /proc/meminfo),
+/// when known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 impl Engine {
     /// Prepares `bundle` to run on the CPU with `threads` threads (0: all available cores).
+    /// Aborts when the arena cannot be allocated; [`Engine::try_new`] returns an error instead.
     pub fn new(bundle: Bundle, threads: usize) -> Engine {
         Engine::with_device(bundle, Device::cpu(threads))
     }
 
+    /// [`Engine::new`], refusing (before allocating) an arena larger than the memory this machine
+    /// has available, and an allocation that fails.
+    pub fn try_new(bundle: Bundle, threads: usize) -> Result<Engine, RuntimeError> {
+        let elems = bundle.manifest.arena_elems.max(1);
+        let need = (elems as u64).saturating_mul(4);
+        let what = format!("bundle {}: the activation arena", bundle.dir.display());
+        if let Some(have) = available_memory() {
+            if need > have {
+                return Err(RuntimeError::OutOfMemory {
+                    what,
+                    need,
+                    have: format!(
+                        "this machine has {:.1} GiB available (recompile with a smaller --patch \
+                         or --batch)",
+                        have as f64 / (1u64 << 30) as f64
+                    ),
+                });
+            }
+        }
+        let arena = Aligned::try_zeroed(elems).ok_or_else(|| RuntimeError::OutOfMemory {
+            what,
+            need,
+            have: "the allocation failed".into(),
+        })?;
+        Ok(Engine::with_device_arena(
+            bundle,
+            Device::cpu(threads),
+            arena,
+        ))
+    }
+
     /// Prepares `bundle` to run on `device`.
-    pub fn with_device(mut bundle: Bundle, device: Device) -> Engine {
+    pub fn with_device(bundle: Bundle, device: Device) -> Engine {
+        let arena = Aligned::zeroed(bundle.manifest.arena_elems.max(1));
+        Engine::with_device_arena(bundle, device, arena)
+    }
+
+    fn with_device_arena(mut bundle: Bundle, device: Device, arena: Aligned<f32>) -> Engine {
         // The blobs move into aligned storage (the bundle keeps empty vectors): one copy only.
         let w = Aligned::from_slice(&std::mem::take(&mut bundle.w));
         let i = Aligned::from_slice(&std::mem::take(&mut bundle.i));
         Engine {
-            arena: Aligned::zeroed(bundle.manifest.arena_elems.max(1)),
+            arena,
             w,
             i,
             device,

@@ -59,4 +59,11 @@ pub enum RuntimeError {
         want: usize,
         got: usize,
     },
+    /// The bundle's arena does not fit in this machine's memory.
+    #[error("{what} needs {need} bytes ({:.1} GiB) of memory; {have}", *need as f64 / (1u64 << 30) as f64)]
+    OutOfMemory {
+        what: String,
+        need: u64,
+        have: String,
+    },
 }

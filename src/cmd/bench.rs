@@ -29,7 +29,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     warmup: usize,
     /// Threads (0: all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::cmd::parse_threads, default_value_t = 0)]
     threads: usize,
     /// Print the per-kernel profile (of one extra run).
     #[arg(long)]
@@ -101,7 +101,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         bail!("--runs must be at least 1");
     }
     let b = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
-    let mut e = Engine::new(b, a.threads);
+    let mut e = Engine::try_new(b, a.threads)?;
     let m = e.bundle.manifest.clone();
     let port = m
         .inputs

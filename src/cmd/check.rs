@@ -159,7 +159,7 @@ fn check_compiled(
         let r = compile(model, &dir.join("bundle"), &opts)?;
         let csecs = t0.elapsed().as_secs_f64();
         let b = Bundle::load(&dir.join("bundle"), &LoadOptions::default())?;
-        let mut e = Engine::new(b, 0);
+        let mut e = Engine::try_new(b, 0)?;
         e.run(feed)?; // warm-up
         let t1 = Instant::now();
         let outs = e.run(feed)?;

@@ -103,6 +103,17 @@ pub fn main(a: Args) -> Result<ExitCode> {
         r.codegen_seconds - r.optimize.seconds,
         r.cc_seconds
     );
+    let arena = man.arena_elems as u64 * 4;
+    if let Some(have) = e2enc_runtime::exec::available_memory() {
+        if arena > have {
+            eprintln!(
+                "warning: the arena ({:.1} GiB) is more than this machine's available memory \
+                 ({:.1} GiB): the bundle will not run here",
+                arena as f64 / (1u64 << 30) as f64,
+                have as f64 / (1u64 << 30) as f64
+            );
+        }
+    }
     if a.standalone {
         eprintln!(
             "standalone C program in {} (build: {})",

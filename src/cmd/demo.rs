@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value_t = 11.0)]
     time_limit: f64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::parse_threads)]
     threads: Option<usize>,
     /// Delete OUT's earlier run first.
     #[arg(long)]

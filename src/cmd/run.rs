@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     reference: Option<PathBuf>,
     /// Threads for a compiled bundle (0: all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::cmd::parse_threads, default_value_t = 0)]
     threads: usize,
     /// For a bundle: recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]

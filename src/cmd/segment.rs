@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long)]
     spacing_as_is: bool,
     /// Threads (0: all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_parser = crate::cmd::parse_threads, default_value_t = 0)]
     threads: usize,
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
@@ -121,7 +121,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let net = net_of(&bundle)?;
     let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
     let (cases, skipped) = cases(&a, net.channels)?;
-    let mut engine = Engine::new(bundle, a.threads);
+    let mut engine = Engine::try_new(bundle, a.threads)?;
     let window = WindowOptions {
         step: a.step,
         tta: a.tta,
@@ -211,8 +211,7 @@ const PREP_EXAMPLE: &str = r#""preprocessing": {"axis_order": [2, 1, 0], "target
 
 fn preprocessing(a: &Args, model: &serde_json::Value, channels: usize) -> Result<Prep> {
     let (value, from) = if let Some(p) = &a.preprocessing {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let text = e2enc_ir::files::read_text(p)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         // Accept the object itself or a model.json-like object holding it.

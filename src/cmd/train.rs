@@ -79,7 +79,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::parse_threads)]
     pub threads: Option<usize>,
     /// Turn data augmentation off.
     #[arg(long)]

@@ -217,7 +217,7 @@ impl Sgd {
 
     /// Reads a state written by [`Sgd::save`].
     pub fn load(path: &Path) -> Result<Sgd, TrainError> {
-        let bytes = std::fs::read(path).map_err(|e| IrError::io(path, e))?;
+        let bytes = e2enc_ir::files::read_bounded(path, e2enc_ir::files::MAX_TENSOR_FILE_BYTES)?;
         Sgd::from_bytes(&bytes).map_err(|msg| {
             TrainError::Ir(IrError::File {
                 path: path.to_path_buf(),

@@ -202,10 +202,8 @@ impl Trainer {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
         })?;
         let read = |name: &str| {
-            std::fs::read(dir.join(name)).map_err(|source| TrainError::Io {
-                path: dir.join(name),
-                source,
-            })
+            e2enc_ir::files::read_bounded(&dir.join(name), e2enc_ir::files::MAX_TENSOR_FILE_BYTES)
+                .map_err(TrainError::from)
         };
         let state: State = serde_json::from_slice(&read("state.json")?).map_err(|e| {
             TrainError::Checkpoint(format!("{}: {e}", dir.join("state.json").display()))

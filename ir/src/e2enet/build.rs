@@ -89,6 +89,12 @@ pub fn output_name(s: usize) -> String {
     }
 }
 
+/// Most parameters a built network may have (2^30, 4 GiB as f32; the AMOS-CT preset has 24 M).
+pub const MAX_PARAMS: u64 = 1 << 30;
+
+/// Most values one activation may hold (2^34, 64 GiB as f32).
+pub const MAX_TENSOR_ELEMS: u64 = 1 << 34;
+
 /// Builds the E2ENet graph of `cfg` (validated first).
 pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> {
     let mut cfg = cfg.clone();
@@ -225,6 +231,40 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
             Some(format!("head{s}")),
         )?;
         b.g.set_output(output_name(s), head);
+    }
+    // Sizes derived from the config, checked before anything is allocated for them.
+    let params: u64 = b
+        .params
+        .iter()
+        .map(|p| p.shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum();
+    if params > MAX_PARAMS {
+        return Err(IrError::Config {
+            path: "model config".into(),
+            msg: format!(
+                "the network would have {params} parameters, more than the limit of {MAX_PARAMS} \
+                 (base_width {}, max_width {}): far beyond any E2ENet",
+                cfg.base_width, cfg.max_width
+            ),
+        });
+    }
+    for id in b.g.node_ids() {
+        let n = b.g.node(id);
+        let elems: u64 = n.ty.shape.iter().map(|&d| d as u64).product();
+        if elems > MAX_TENSOR_ELEMS {
+            return Err(IrError::Config {
+                path: "model config".into(),
+                msg: format!(
+                    "{} would hold {elems} values ({:?}), more than the limit of \
+                     {MAX_TENSOR_ELEMS}: the patch {:?} (batch {}) or the widths are far too \
+                     large",
+                    b.g.describe(id),
+                    n.ty.shape,
+                    cfg.patch_size,
+                    opts.batch
+                ),
+            });
+        }
     }
     Ok(E2ENet {
         graph: b.g,

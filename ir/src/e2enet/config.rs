@@ -184,7 +184,7 @@ impl ModelConfig {
 
     /// Reads and validates a model.json file.
     pub fn load(path: &Path) -> Result<ModelConfig, IrError> {
-        let text = std::fs::read_to_string(path).map_err(|e| IrError::io(path, e))?;
+        let text = crate::files::read_text(path)?;
         Self::from_json(&text, &path.display().to_string())
     }
 

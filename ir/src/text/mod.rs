@@ -83,7 +83,7 @@ pub fn parse(src: &str) -> Result<Graph, IrError> {
 
 /// Reads and parses a text-form file; errors name the file.
 pub fn parse_file(path: &Path) -> Result<Graph, IrError> {
-    let src = std::fs::read_to_string(path).map_err(|e| IrError::io(path, e))?;
+    let src = crate::files::read_text(path)?;
     parse_named(&src, &path.display().to_string())
 }
 
