@@ -54,7 +54,7 @@ pub fn check_tiles(
     for a in 0..3 {
         let room = image[a].saturating_sub(patch[a]);
         let n = (room as f64 / (patch[a] as f64 * step)).ceil();
-        if room > 0 && !(n <= room as f64) {
+        if room > 0 && (n.is_nan() || n > room as f64) {
             return Err(bad(format!(
                 "the step {step} is less than one voxel of the patch ({} along axis {a}): at \
                  least {} is needed",
