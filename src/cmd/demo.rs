@@ -149,6 +149,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             seed: a.seed,
             augment: true,
             kernels: Default::default(),
+            target: None,
         };
         Trainer::create(&ds_dir, None, &run, opts, threads, |m| println!("   {m}"))?
     };

@@ -94,8 +94,9 @@ pub struct Args {
     /// (default cc) at start: `native` (the widest this CPU runs), `x86-avx2`, `x86-avx512`, or
     /// `portable` (plain C, no intrinsics). Training runs here, so the target must be one this
     /// machine runs.
-    #[arg(long, default_value = "native", value_name = "T")]
-    pub target: Target,
+    /// A resumed run continues on the target it was trained on unless this is given.
+    #[arg(long, value_name = "T")]
+    pub target: Option<Target>,
     /// Retired: the built-in Rust kernels are gone (`c` is still accepted); see --target.
     #[arg(long, hide = true, value_name = "c")]
     pub kernels: Option<String>,
@@ -134,8 +135,8 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// The backend of `--target` (and the retired `--kernels`).
-fn backend(a: &Args) -> Result<Backend> {
+/// The backend of `--target` (and the retired `--kernels`); `None` when not given.
+fn backend(a: &Args) -> Result<Option<Backend>> {
     match a.kernels.as_deref() {
         None | Some("c") => {}
         Some("rust") => bail!(
@@ -145,15 +146,17 @@ fn backend(a: &Args) -> Result<Backend> {
         ),
         Some(k) => bail!("--kernels {k}: unknown (the option is retired; see --target)"),
     }
-    if !a.target.host_supports() {
+    let Some(t) = a.target else {
+        return Ok(None);
+    };
+    if !t.host_supports() {
         bail!(
-            "--target {}: training runs on this machine, which cannot run that target; pass \
+            "--target {t}: training runs on this machine, which cannot run that target; pass \
              --target native (here: {}) or --target portable",
-            a.target,
             Target::native()
         );
     }
-    Ok(Backend::Generated(a.target))
+    Ok(Some(Backend::Generated(t)))
 }
 
 pub fn options(a: &Args) -> Result<TrainOptions> {
@@ -174,7 +177,8 @@ pub fn options(a: &Args) -> Result<TrainOptions> {
         lr: a.lr,
         seed: a.seed,
         augment: !a.no_augment,
-        kernels: backend(a)?,
+        kernels: backend(a)?.unwrap_or_default(),
+        target: None,
     })
 }
 

@@ -156,6 +156,18 @@ impl RawDataset {
                 .ok_or_else(|| bad("v2 form (channel_names) without `file_ending`".into()))?
                 .to_string();
             let ids = list_ids(&dir.join("labelsTr"), &ending, "")?;
+            // An image without a label is a mistake in the dataset, not a case to drop quietly.
+            for id in list_ids(&dir.join("imagesTr"), &ending, "_0000")? {
+                if ids.binary_search(&id).is_err() {
+                    return Err(input_err(
+                        &dir.join("imagesTr").join(format!("{id}_0000{ending}")),
+                        format!(
+                            "training image of case `{id}` has no label (expected {})",
+                            dir.join("labelsTr").join(format!("{id}{ending}")).display()
+                        ),
+                    ));
+                }
+            }
             let cases = ids
                 .into_iter()
                 .map(|id| {

@@ -132,6 +132,16 @@ fn missing_files_are_named() {
         "{e}"
     );
 
+    // v2: an image without a label is named, not dropped.
+    let t = tempfile::tempdir().unwrap();
+    v2_dataset(t.path());
+    std::fs::remove_file(t.path().join("labelsTr/b.nii.gz")).unwrap();
+    let e = err(RawDataset::open(t.path()));
+    assert!(
+        e.contains("imagesTr/b_0000.nii.gz") && e.contains("no label"),
+        "{e}"
+    );
+
     let t = tempfile::tempdir().unwrap();
     let e = err(RawDataset::open(t.path()));
     assert!(e.contains("dataset.json"), "{e}");

@@ -32,6 +32,7 @@ use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
 use crate::TrainError;
+use e2enc_codegen::target::Target;
 use e2enc_segment::preprocess::PreprocessingConfig;
 use e2enc_segment::window::argmax;
 
@@ -50,10 +51,55 @@ pub struct TrainOptions {
     pub lr: f64,
     pub seed: u64,
     pub augment: bool,
-    /// Which kernels run the steps (not checkpointed: a resumed run picks its own target, like
-    /// its thread count; targets agree to float rounding, not bit for bit).
+    /// Which kernels run the steps. Not serialized itself: [`TrainOptions::target`] records the
+    /// target, so that `--resume` continues on the same one (targets agree to float rounding,
+    /// not bit for bit).
     #[serde(skip)]
     pub kernels: Backend,
+    /// The target the run's kernels were generated for (set by [`Trainer::create`]; `None` in
+    /// checkpoints written before it was recorded).
+    #[serde(default)]
+    pub target: Option<String>,
+}
+
+impl TrainOptions {
+    /// Most iterations of a run (epochs x iterations per epoch): 10^9, years of training.
+    pub const MAX_ITERATIONS: u64 = 1_000_000_000;
+
+    /// Checks the values against their stated limits (so a hand-edited `state.json` cannot ask
+    /// for 2^64 - 1 epochs or a batch of a billion); the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let iters = (self.epochs as u64).checked_mul(self.iters_per_epoch as u64);
+        if self.epochs == 0 || self.iters_per_epoch == 0 {
+            return Err("`epochs` and `iters_per_epoch` must be at least 1".into());
+        }
+        if iters.is_none_or(|n| n > Self::MAX_ITERATIONS) {
+            return Err(format!(
+                "`epochs` {} x `iters_per_epoch` {} is more than the limit of {} iterations",
+                self.epochs,
+                self.iters_per_epoch,
+                Self::MAX_ITERATIONS
+            ));
+        }
+        if self.val_iters as u64 > Self::MAX_ITERATIONS {
+            return Err(format!("`val_iters` {} is past the limit", self.val_iters));
+        }
+        if !(1..=1024).contains(&self.batch) {
+            return Err(format!("`batch` {} must be in 1..=1024", self.batch));
+        }
+        if let Some(p) = self.patch {
+            if p.iter().any(|&d| d == 0 || d > 1024) {
+                return Err(format!("`patch` {p:?}: every axis must be in 1..=1024"));
+            }
+        }
+        if !(self.density > 0.0 && self.density <= 1.0) {
+            return Err(format!("`density` {} must be in (0, 1]", self.density));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
+            return Err(format!("`lr` {} must be in (0, 10]", self.lr));
+        }
+        Ok(())
+    }
 }
 
 /// Progress reports for the command line.
@@ -128,6 +174,12 @@ impl Trainer {
         threads: usize,
         note: impl Fn(&str),
     ) -> Result<Trainer, TrainError> {
+        let mut opts = opts;
+        opts.validate().map_err(TrainError::Setup)?;
+        opts.target = match opts.kernels {
+            Backend::Generated(t) => Some(t.name().to_string()),
+            Backend::Reference => None,
+        };
         let ds = RawDataset::open(dataset)?;
         if checkpoint::find(out).is_some() {
             return Err(TrainError::Checkpoint(format!(
@@ -187,16 +239,18 @@ impl Trainer {
         )
     }
 
-    /// Reopens the run in `out` from its checkpoint, on the kernels generated for this machine.
+    /// Reopens the run in `out` from its checkpoint, on the target it was trained on.
     pub fn resume(out: &Path, threads: usize) -> Result<Trainer, TrainError> {
-        Trainer::resume_with(out, threads, Backend::default())
+        Trainer::resume_with(out, threads, None)
     }
 
-    /// [`Trainer::resume`] on the `kernels` backend.
+    /// [`Trainer::resume`] on `kernels`, or (`None`) on the target the checkpoint records, so
+    /// that the resumed run equals an uninterrupted one bit for bit; a checkpoint from before
+    /// targets were recorded continues on this machine's native target.
     pub fn resume_with(
         out: &Path,
         threads: usize,
-        kernels: Backend,
+        kernels: Option<Backend>,
     ) -> Result<Trainer, TrainError> {
         let dir = checkpoint::find(out).ok_or_else(|| {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
@@ -229,7 +283,30 @@ impl Trainer {
             ))
         })?;
         let mut options = state.options;
-        options.kernels = kernels;
+        options.validate().map_err(|m| {
+            TrainError::Checkpoint(format!("{}: {m}", dir.join("state.json").display()))
+        })?;
+        options.kernels = match (kernels, &options.target) {
+            (Some(k), _) => k,
+            (None, None) => Backend::default(),
+            (None, Some(name)) => {
+                let t: Target = name.parse().map_err(|e: String| {
+                    TrainError::Checkpoint(format!("{}: {e}", dir.join("state.json").display()))
+                })?;
+                if !t.host_supports() {
+                    return Err(TrainError::Checkpoint(format!(
+                        "the run in {} was trained on target `{name}`, which this machine cannot \
+                         run; pass --target (e.g. portable) to continue on another target (the \
+                         result then differs in rounding from an uninterrupted run)",
+                        out.display()
+                    )));
+                }
+                Backend::Generated(t)
+            }
+        };
+        if let Backend::Generated(t) = options.kernels {
+            options.target = Some(t.name().to_string());
+        }
         let mut t = Trainer::assemble(
             out,
             &state.dataset,

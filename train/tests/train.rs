@@ -83,6 +83,7 @@ fn options(epochs: usize) -> TrainOptions {
         seed: 7,
         augment: true,
         kernels: Backend::default(),
+        target: None,
     }
 }
 
@@ -118,6 +119,15 @@ fn stopped_and_resumed_run_equals_an_uninterrupted_one() {
         .unwrap();
     assert_eq!(stopped, Outcome::Stopped);
     drop(b);
+    // The checkpoint records the target the kernels were generated for; resume reuses it.
+    let state = std::fs::read_to_string(
+        e2enc_train::checkpoint::find(&part)
+            .unwrap()
+            .join("state.json"),
+    )
+    .unwrap();
+    let native = e2enc_codegen::target::Target::native().to_string();
+    assert!(state.contains(&format!("\"{native}\"")), "{state}");
     let mut c = Trainer::resume(&part, 2).unwrap();
     assert_eq!(
         c.train(&mut |_| {}, &mut || false).unwrap(),
