@@ -317,7 +317,8 @@ fn tampered_bundles_are_refused_before_any_code_loads() {
                 d.join("manifest.json"),
                 "{ \"format\": \"e2enc-bundle\", garbage",
             )
-            .unwrap()
+            .unwrap();
+            common::resign(d);
         },
         "manifest.json is not a valid manifest",
     );
