@@ -110,8 +110,7 @@ fn write_bundle(dir: &Path, contents: &[(&str, &[u8])]) {
 
 fn refusal(dir: &Path, opts: &LoadOptions) -> String {
     verify_with(dir, opts)
-        .err()
-        .expect("verify accepted a bad bundle")
+        .expect_err("verify accepted a bad bundle")
         .to_string()
 }
 
