@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 ///   e2enc init -o my-model --density 0.2
 ///   e2enc inspect my-model/model.json [--optimized]
 ///   e2enc optimize my-model/model.json --report
-///   e2enc compile my-model/model.json -o my-bundle
+///   e2enc compile my-model/model.json -o my-bundle   (signed with your local key)
+///   e2enc keygen -o team.key                  (a key to sign with: --sign team.key)
 ///   e2enc bench my-bundle --profile
 ///   e2enc run my-bundle --input x.safetensors --output y.safetensors
 ///   e2enc segment my-bundle ct.nii.gz -o labels.nii.gz [--tta] [--preview labels.png]
@@ -36,6 +37,7 @@ struct Cli {
 enum Command {
     Init(cmd::init::Args),
     Compile(cmd::compile::Args),
+    Keygen(cmd::keygen::Args),
     Bench(cmd::bench::Args),
     Inspect(cmd::inspect::Args),
     Optimize(cmd::optimize::Args),
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
     let res = match cli.cmd {
         Command::Init(a) => cmd::init::main(a),
         Command::Compile(a) => cmd::compile::main(a),
+        Command::Keygen(a) => cmd::keygen::main(a),
         Command::Bench(a) => cmd::bench::main(a),
         Command::Inspect(a) => cmd::inspect::main(a),
         Command::Optimize(a) => cmd::optimize::main(a),

@@ -56,8 +56,22 @@ impl Runnable {
         threads: usize,
         rebuild: bool,
     ) -> Result<Runnable, SessionError> {
+        let load = LoadOptions {
+            rebuild,
+            ..LoadOptions::default()
+        };
+        Runnable::load_with(path, opts, threads, &load)
+    }
+
+    /// [`Runnable::load`] with the bundle's load options (rebuild, trusted keys).
+    pub fn load_with(
+        path: &Path,
+        opts: &BuildOptions,
+        threads: usize,
+        load: &LoadOptions,
+    ) -> Result<Runnable, SessionError> {
         if path.is_dir() && path.join("manifest.json").exists() {
-            let b = Bundle::load(path, &LoadOptions { rebuild })?;
+            let b = Bundle::load(path, load)?;
             return Ok(Runnable::Bundle(Engine::try_new(b, threads)?));
         }
         Ok(Runnable::Model(Session::load(path, opts)?))

@@ -150,6 +150,9 @@ fn edit_manifest(dir: &Path, f: impl FnOnce(&mut Value)) {
         serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("parse");
     f(&mut v);
     std::fs::write(&p, serde_json::to_string_pretty(&v).expect("print")).expect("write");
+    // Signed again, as by a trusted maker: these tests are about the checks after the signature
+    // (tests/signing.rs shows an edited manifest is refused).
+    common::resign(dir);
 }
 
 /// Applies `tamper` to a copy of the bundle and checks that verification and loading (shipped
@@ -172,7 +175,14 @@ fn assert_refused(what: &str, tamper: impl FnOnce(&Path), want: &str) {
         "{what}: the message `{msg}` does not name the bundle"
     );
     for rebuild in [false, true] {
-        let e = Bundle::load(&dir, &LoadOptions { rebuild }).err();
+        let e = Bundle::load(
+            &dir,
+            &LoadOptions {
+                rebuild,
+                ..LoadOptions::default()
+            },
+        )
+        .err();
         let msg = e
             .unwrap_or_else(|| panic!("{what}: loaded (rebuild {rebuild})"))
             .to_string();
@@ -307,7 +317,8 @@ fn tampered_bundles_are_refused_before_any_code_loads() {
                 d.join("manifest.json"),
                 "{ \"format\": \"e2enc-bundle\", garbage",
             )
-            .unwrap()
+            .unwrap();
+            common::resign(d);
         },
         "manifest.json is not a valid manifest",
     );
@@ -370,7 +381,7 @@ fn tampered_bundles_are_refused_before_any_code_loads() {
 fn rebuild_gives_identical_outputs_and_runs_no_program_named_by_the_manifest() {
     let dir = common::shared_ch1();
     let (t, copy) = copy();
-    // The manifest is not covered by any checksum, so the compiler it names must not be run.
+    // The signer vouches for the kernels, not for running a program named in the manifest.
     let marker = t.path().join("marker");
     let script = t.path().join("evil-cc");
     std::fs::write(
@@ -389,8 +400,11 @@ fn rebuild_gives_identical_outputs_and_runs_no_program_named_by_the_manifest() {
 
     let x = common::ch1_io().get("input").unwrap().as_ref().clone();
     let _g = lock();
-    let rebuilt = Bundle::load(&copy, &LoadOptions { rebuild: true })
-        .unwrap_or_else(|e| panic!("rebuild failed: {e}"));
+    let rebuild = LoadOptions {
+        rebuild: true,
+        ..LoadOptions::default()
+    };
+    let rebuilt = Bundle::load(&copy, &rebuild).unwrap_or_else(|e| panic!("rebuild failed: {e}"));
     assert!(
         !marker.exists(),
         "rebuild ran the compiler command named in the (unverified) manifest"

@@ -68,11 +68,20 @@ fn demo() -> &'static (PathBuf, PathBuf) {
 }
 
 fn run_demo(bundle: &Path, threads: &str) -> Output {
+    run_demo_env(bundle, threads, &[])
+}
+
+/// The demo with the tests' local key (`E2ENC_HOME`) and the environment `env` added.
+fn run_demo_env(bundle: &Path, threads: &str, env: &[(&str, &Path)]) -> Output {
     let (exe, lib) = demo();
     Command::new(exe)
         .arg(bundle)
         .arg(threads)
         .env("LD_LIBRARY_PATH", lib)
+        .env("E2ENC_HOME", common::home())
+        .env_remove("E2ENC_TRUSTED_KEYS")
+        .env_remove("E2ENC_TRUST_UNSIGNED")
+        .envs(env.iter().copied())
         .output()
         .expect("run the demo")
 }
@@ -157,4 +166,55 @@ fn c_example_reports_load_errors() {
             "the demo printed results for a bad bundle"
         );
     }
+}
+
+/// The C ABI checks signatures as the command line does, from the environment (see e2enc.h): a
+/// bundle signed by a key not trusted there is refused naming the key, until $E2ENC_TRUSTED_KEYS
+/// lists it; an edited manifest is refused even with E2ENC_TRUST_UNSIGNED=1; an unsigned bundle
+/// loads only with it.
+#[test]
+fn c_abi_refuses_bundles_without_a_trusted_signature() {
+    let t = common::tempdir();
+    let good = common::shared_ch1();
+    let (key, _) = e2enc_codegen::keys::local_key().expect("the tests' local key");
+    let fp = key.public().fingerprint();
+    let one = Path::new("1");
+    let expect = |o: &Output, ok: bool, want: &str, what: &str| {
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.success(), ok, "{what}: {stderr}");
+        assert!(stderr.contains(want), "{what}: `{stderr}` lacks `{want}`");
+    };
+    expect(&run_demo_env(good, "1", &[]), true, "", "the signed bundle");
+
+    // Another user's home: no local key, no trusted keys.
+    let other = t.path().join("other-home");
+    let o = run_demo_env(good, "1", &[("E2ENC_HOME", &other)]);
+    expect(&o, false, &fp, "another user");
+    expect(&o, false, "not trusted", "another user");
+    let list = t.path().join("trusted");
+    std::fs::write(&list, format!("# the tests\n{}\n", key.public().line())).unwrap();
+    let o = run_demo_env(
+        good,
+        "1",
+        &[("E2ENC_HOME", &other), ("E2ENC_TRUSTED_KEYS", &list)],
+    );
+    expect(&o, true, "", "another user trusting the key");
+
+    let edited = t.path().join("edited");
+    common::copy_dir(good, &edited);
+    let m = edited.join("manifest.json");
+    let mut bytes = std::fs::read(&m).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&m, bytes).unwrap();
+    let o = run_demo_env(&edited, "1", &[("E2ENC_TRUST_UNSIGNED", one)]);
+    expect(&o, false, "does not verify", "an edited manifest");
+
+    let unsigned = t.path().join("unsigned");
+    common::copy_dir(good, &unsigned);
+    std::fs::remove_file(unsigned.join("manifest.sig")).unwrap();
+    let o = run_demo_env(&unsigned, "1", &[]);
+    expect(&o, false, "E2ENC_TRUST_UNSIGNED=1", "an unsigned bundle");
+    let o = run_demo_env(&unsigned, "1", &[("E2ENC_TRUST_UNSIGNED", one)]);
+    expect(&o, true, "", "an unsigned bundle, trusted explicitly");
 }

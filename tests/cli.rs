@@ -257,8 +257,7 @@ fn compile_standalone_writes_the_c_program_or_nothing() {
     init_tiny(&m, &["--density", "0.5"]);
     let b = tmp.path().join("b");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(["compile", &s(&m), "-o", &s(&b), "--standalone"])
+    let o = common::e2enc_cmd(&["compile", &s(&m), "-o", &s(&b), "--standalone"])
         .env("CC", "false")
         .output()
         .unwrap();

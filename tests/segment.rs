@@ -324,7 +324,7 @@ fn evaluate_scores_identical_labels_perfectly_and_refuses_other_grids() {
 #[test]
 fn a_bundle_without_preprocessing_is_refused_with_the_ways_out() {
     let tmp = tempfile::tempdir().unwrap();
-    // The bundle's files are checksummed, its manifest is not: strip its preprocessing.
+    // A bundle (signed by its maker) whose manifest has no preprocessing.
     let b = tmp.path().join("bundle");
     std::fs::create_dir(&b).unwrap();
     for f in std::fs::read_dir(bundle()).unwrap() {
@@ -337,6 +337,7 @@ fn a_bundle_without_preprocessing_is_refused_with_the_ways_out() {
     let prep = m["model"]["preprocessing"].take();
     assert!(prep.is_object());
     std::fs::write(&man, m.to_string()).unwrap();
+    common::resign(&b);
 
     let h = header(DIMS);
     let (a, c) = (tmp.path().join("a.nii.gz"), tmp.path().join("c.nii.gz"));

@@ -1,7 +1,9 @@
 //! `compile`: model → optimized graph → plan → C kernels → bundle folder.
 //!
 //! The bundle is assembled in a staging folder next to the destination and renamed into place
-//! at the end, so a failed compile never leaves a half-written bundle. `kernels.c` is a pure
+//! at the end, so a failed compile never leaves a half-written bundle. The bundle is signed
+//! (`manifest.sig`, see [`e2enc_runtime::sign`]) with the given key or the user's local key
+//! ([`crate::keys::local_key`]), inside the staging folder, so it appears signed or not at all. `kernels.c` is a pure
 //! function of the model and options (same inputs, same bytes); the C compiler is called with
 //! explicit flags of the chosen [`Target`] (`-O2 -mavx2 -mfma`, plus `-mavx512f` for AVX-512), not
 //! `-march=native`, so a bundle runs on any host with the CPU features its manifest lists.
@@ -18,6 +20,7 @@ use e2enc_passes::{optimize, OptimizeOptions, Report};
 
 use crate::artifact::{plan_digest, sha256_hex, Compiler, Manifest, Port, Step, FORMAT, VERSION};
 use crate::emit::{Consts, Kernel, NodeCtx};
+use crate::keys::{PublicKey, SecretKey};
 use crate::memplan::{plan, Plan};
 pub use crate::target::Target;
 
@@ -64,6 +67,9 @@ pub struct CompileOptions {
     pub isa: Target,
     /// Also write `standalone/`: a C program of the bundle (see [`crate::standalone`]).
     pub standalone: bool,
+    /// The secret key file to sign the bundle with; `None`: the local key
+    /// ([`crate::keys::local_key`], created on first use).
+    pub sign: Option<PathBuf>,
 }
 
 impl Default for CompileOptions {
@@ -75,6 +81,7 @@ impl Default for CompileOptions {
             optimize: OptimizeOptions::default(),
             isa: Target::native(),
             standalone: false,
+            sign: None,
         }
     }
 }
@@ -105,6 +112,9 @@ pub struct CompileReport {
     pub reordered_concats: usize,
     pub codegen_seconds: f64,
     pub cc_seconds: f64,
+    /// The key that signed the bundle, and its secret key file.
+    pub signed_by: PublicKey,
+    pub key_file: PathBuf,
 }
 
 /// Generated code for a graph, before it is written anywhere.
@@ -250,6 +260,10 @@ pub fn compile(
             out.display()
         )));
     }
+    let (key, key_file) = match &opts.sign {
+        Some(p) => (SecretKey::load(p).map_err(CodegenError::Other)?, p.clone()),
+        None => crate::keys::local_key().map_err(CodegenError::Other)?,
+    };
     let t0 = Instant::now();
     let mut oo = opts.optimize.clone();
     oo.keep_outputs = (!opts.deep_supervision).then(|| vec!["logits".to_string()]);
@@ -357,7 +371,9 @@ pub fn compile(
             .map_err(|e| CodegenError::Other(e.to_string()))?;
         text.push('\n');
         let m_file = stage.join("manifest.json");
-        std::fs::write(&m_file, text).map_err(io(&m_file))?;
+        std::fs::write(&m_file, &text).map_err(io(&m_file))?;
+        let s_file = stage.join(e2enc_runtime::sign::SIG_FILE);
+        std::fs::write(&s_file, key.sign_manifest(text.as_bytes())).map_err(io(&s_file))?;
         Ok(cc_seconds)
     })();
     let cc_seconds = match result {
@@ -378,5 +394,7 @@ pub fn compile(
         reordered_concats: gen.plan.channel_maps.len(),
         codegen_seconds,
         cc_seconds,
+        signed_by: key.public(),
+        key_file,
     })
 }

@@ -8,7 +8,7 @@
 //! writes the bundle:
 //! `manifest.json` ([`artifact`]), `weights.safetensors` (re-laid-out constants), `kernels.c` and
 //! the `kernels.so` the C compiler makes from it, and with `--standalone` a dependency-free C
-//! program of the bundle ([`standalone`]). The bundle format ([`artifact`]), the layout
+//! program of the bundle ([`standalone`]), signed with the user's key ([`keys`]). The bundle format ([`artifact`]), the layout
 //! ([`layout`]) and the target table ([`target`]) are the runtime's (`e2enc-runtime`),
 //! re-exported here: the runtime reads what codegen writes. [`train`] emits the kernels of a
 //! training graph (forward and backward) for the generated-C backend of `e2enc-train`.
@@ -16,6 +16,7 @@
 pub mod c;
 pub mod compile;
 pub mod emit;
+pub mod keys;
 pub mod memplan;
 pub mod render;
 pub mod standalone;

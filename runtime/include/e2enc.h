@@ -1,8 +1,19 @@
 /* e2enc.h: run compiled E2ENet kernel bundles from C and C++.
  *
  * Link with libe2enc_runtime.so (cargo build --release -p e2enc-runtime). A bundle is the folder
- * `e2enc compile model.json -o bundle/` writes; loading verifies every file's checksum and the
- * CPU's features before any code is loaded.
+ * `e2enc compile model.json -o bundle/` writes; loading verifies the bundle's signature, every
+ * file's checksum and the CPU's features before any code is loaded.
+ *
+ * Signatures. `e2enc compile` signs manifest.json (which holds every file's sha256) into
+ * manifest.sig with the user's key; e2enc_load refuses a bundle whose signature does not verify,
+ * and, unless E2ENC_TRUST_UNSIGNED=1 is set, one that is unsigned or signed by a key not trusted
+ * here. Trusted keys, from the environment of the process:
+ *   - the local key: signing_key in $E2ENC_HOME, else $XDG_CONFIG_HOME/e2enc, else ~/.config/e2enc
+ *     (the key `e2enc compile` signs with by default, on this machine);
+ *   - the public key lines (`e2enc-ed25519 HEX [comment]`, # comments) of the file named by
+ *     $E2ENC_TRUSTED_KEYS, else of trusted_keys in that same folder, if it exists.
+ * Set them before the first call; the error message names the bundle and the signing key's
+ * fingerprint.
  *
  *   char err[512];
  *   e2enc_model *m = e2enc_load("bundle", 0, err, sizeof err);   // 0 threads: all cores
@@ -25,7 +36,8 @@ extern "C" {
 
 typedef struct E2encModel e2enc_model;
 
-/* Loads and verifies a bundle. NULL on error, with a NUL-terminated message in err. */
+/* Loads and verifies a bundle (signature as above, checksums, CPU features), then loads its code.
+ * NULL on error, with a NUL-terminated message in err. */
 e2enc_model *e2enc_load(const char *bundle_dir, int threads, char *err, size_t err_len);
 
 /* Shape of input (output = 0) or output (output = 1) number `index` into shape[5].

@@ -1,6 +1,9 @@
 //! Loading a kernel bundle: verify first, load code last.
 //!
-//! Order of checks: the manifest parses, has the right format and version and names exactly the
+//! Order of checks: the bundle's signature (`manifest.sig`) verifies over the exact bytes of
+//! `manifest.json` and its key is trusted ([`crate::sign`], which also states the threat model),
+//! unless the caller opts in to unsigned bundles ([`LoadOptions::trust_unsigned`]); the manifest
+//! parses, has the right format and version and names exactly the
 //! bundle's files by plain names (nothing outside the folder); every file's sha256 matches; the
 //! host has the CPU features the kernels need; the constant blobs have the sizes the manifest
 //! says. Only then is `kernels.so` loaded, and from a private copy of the very bytes that were
@@ -18,14 +21,23 @@ use crate::format::{
     is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION,
 };
 use crate::pool::KernelFn;
+use crate::sign::PublicKey;
 use crate::target::Target;
 use crate::RuntimeError;
 
-/// How to load a bundle.
+/// How to load a bundle. The default verifies signatures against the keys the environment
+/// trusts (see [`crate::sign`]).
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Recompile kernels.c on this host instead of loading the shipped kernels.so.
     pub rebuild: bool,
+    /// The trusted-keys file (default: `$E2ENC_TRUSTED_KEYS`, else `trusted_keys` in the
+    /// [`crate::sign::config_dir`]); the local key is trusted besides.
+    pub trusted_keys: Option<PathBuf>,
+    /// Load a bundle without a trusted signature (unsigned, or signed by an unknown key); also set
+    /// by `E2ENC_TRUST_UNSIGNED=1`. Checksums are still verified; a signature that does not verify
+    /// is still refused.
+    pub trust_unsigned: bool,
 }
 
 /// A verified, loaded bundle.
@@ -36,6 +48,8 @@ pub struct Bundle {
     pub w: Vec<f32>,
     pub i: Vec<i32>,
     pub kernels: Vec<KernelFn>,
+    /// The key that signed the bundle (`None`: unsigned, loaded with `trust_unsigned`).
+    pub signed_by: Option<PublicKey>,
     _lib: libloading::Library,
 }
 
@@ -48,12 +62,31 @@ fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
 
 pub use crate::target::host_has;
 
-/// Reads and checks the manifest and every file it names; returns the files' bytes.
+/// [`verify_with`] the default [`LoadOptions`] (the environment's trusted keys).
 pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), RuntimeError> {
+    verify_with(dir, &LoadOptions::default()).map(|(m, f, _)| (m, f))
+}
+
+/// The files of a verified bundle by name.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// Checks the signature, the manifest and every file it names; returns the manifest, the files'
+/// bytes and the signing key.
+pub fn verify_with(
+    dir: &Path,
+    opts: &LoadOptions,
+) -> Result<(Manifest, Files, Option<PublicKey>), RuntimeError> {
     let mpath = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath)
-        .map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let text =
+        std::fs::read(&mpath).map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
+    let signed_by = crate::sign::check(
+        dir,
+        &text,
+        opts.trusted_keys.as_deref(),
+        opts.trust_unsigned || crate::sign::trust_unsigned_from_env(),
+    )
+    .map_err(|e| bad(dir, e))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| bad(dir, format!("manifest.json is not a valid manifest: {e}")))?;
     if manifest.format != FORMAT {
         return Err(bad(
@@ -143,7 +176,7 @@ pub fn verify(dir: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), Runti
             None => return Err(bad(dir, format!("the bundle needs an unknown CPU feature `{feat}`"))),
         }
     }
-    Ok((manifest, bytes))
+    Ok((manifest, bytes, signed_by))
 }
 
 /// The target a verified manifest names.
@@ -154,7 +187,7 @@ fn target_of(m: &Manifest) -> Result<Target, String> {
 impl Bundle {
     /// Verifies and loads the bundle in `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Bundle, RuntimeError> {
-        let (manifest, files) = verify(dir)?;
+        let (manifest, files, signed_by) = verify_with(dir, opts)?;
         let blobs = SafeTensors::deserialize(&files["weights.safetensors"]).map_err(|e| {
             bad(
                 dir,
@@ -185,8 +218,8 @@ impl Bundle {
             if opts.rebuild {
                 let c = tmp.join("kernels.c");
                 std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
-                // This host's compiler ($CC or cc), never the manifest's `compiler.command`: no
-                // checksum covers the manifest, so running a program it names would run anything.
+                // This host's compiler ($CC or cc), never the manifest's `compiler.command`: a
+                // signer vouches for the kernels, not for running a program named on its host.
                 let isa = target_of(&manifest).map_err(|e| bad(dir, e))?;
                 crate::cc::compile(&crate::cc::compiler(), &c, &so, isa)
                     .map_err(|e| bad(dir, format!("rebuilding kernels.c failed: {e}")))?;
@@ -214,6 +247,7 @@ impl Bundle {
             w,
             i,
             kernels,
+            signed_by,
             _lib: lib,
         })
     }

@@ -28,6 +28,10 @@ fn write_err(err: *mut c_char, len: usize, msg: &str) {
 
 /// Loads and verifies the bundle folder `dir` to run on `threads` threads (0: all cores).
 /// Returns NULL on error, with the message in `err` (at most `err_len` bytes, NUL-terminated).
+/// The signature is checked as by the command line with its default options (see
+/// [`crate::sign`]): trusted are the local key of `$E2ENC_HOME` (else `$XDG_CONFIG_HOME/e2enc`,
+/// else `~/.config/e2enc`) and the keys in `$E2ENC_TRUSTED_KEYS` (else that folder's
+/// `trusted_keys`); `E2ENC_TRUST_UNSIGNED=1` accepts bundles without a trusted signature.
 ///
 /// # Safety
 /// `dir` must be a NUL-terminated string; `err` must point to `err_len` writable bytes or be NULL.

@@ -4,7 +4,9 @@
 //! kernels read: tensors `W` f32 and `I` i32), `kernels.c` and `kernels.so`. The manifest records
 //! the format version, the model config, the optimized graph (IR text), input and output shapes
 //! and views, the arena plan, the kernel steps, the compiler and flags, the CPU features the code
-//! needs, and the sha256 of every file. Loaders verify every checksum before loading any code.
+//! needs, and the sha256 of every file. `manifest.sig` signs the exact bytes of the manifest, so
+//! the whole bundle ([`crate::sign`]). Loaders verify the signature and every checksum before
+//! loading any code.
 //!
 //! The format is defined here, on the side that reads it ([`crate::bundle`]); codegen writes it
 //! (`e2enc_codegen::artifact` re-exports this module, and its memory plan's [`Buffer`]s are the

@@ -1,6 +1,7 @@
 //! `e2enc-runtime`: what a deployment links to run a compiled kernel bundle, and nothing more.
 //!
-//! [`bundle`] verifies and loads a bundle folder (the format is defined here: [`format`] for
+//! [`bundle`] verifies and loads a bundle folder (its signature first, see [`sign`] for the
+//! trusted keys and the threat model; the format is defined here: [`format`] for
 //! `manifest.json`, [`layout`] for the padded activation layout, [`target`] for the targets the
 //! kernels are built for; codegen writes what these read), [`exec`] runs it on a [`device`] (the
 //! CPU, whose [`pool`] spreads tiles over threads), and [`capi`] exposes it to C and C++
@@ -16,6 +17,7 @@ pub mod exec;
 pub mod format;
 pub mod layout;
 pub mod pool;
+pub mod sign;
 pub mod target;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::exec::Engine;
 
 use crate::util::giga;
@@ -37,6 +37,8 @@ pub struct Args {
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    #[command(flatten)]
+    trust: super::TrustArgs,
     /// Also time another engine on the same dense network in the same run: `onnxruntime`
     /// (needs python3 with `pip install onnx onnxruntime numpy`; see tools/README.md).
     #[arg(long, value_parser = ["onnxruntime"], requires = "model")]
@@ -100,7 +102,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let b = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
+    let b = Bundle::load(&a.bundle, &a.trust.load_options(a.rebuild))?;
     let mut e = Engine::try_new(b, a.threads)?;
     let m = e.bundle.manifest.clone();
     let port = m

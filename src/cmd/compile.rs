@@ -17,6 +17,14 @@ use crate::util::{giga, parse_patch};
 /// manifest.json, weights.safetensors, kernels.c, kernels.so. The bundle is built for one batch
 /// size and patch; it is written to a temporary folder and renamed into place at the end.
 ///
+/// The bundle is signed: manifest.sig holds an ed25519 signature of manifest.json (which holds
+/// every file's sha256) and the public key. Without --sign, the key is your local key
+/// (~/.config/e2enc/signing_key, or in $E2ENC_HOME; created on first use), which e2enc trusts on
+/// this machine. To run the bundle elsewhere, sign it with a shared key (e2enc keygen -o KEYFILE,
+/// then --sign KEYFILE) and list KEYFILE.pub in the trusted keys there (--trusted-keys FILE,
+/// $E2ENC_TRUSTED_KEYS, or ~/.config/e2enc/trusted_keys). Other bundles are refused before any
+/// of their code is loaded.
+///
 /// Example: e2enc compile amos/model.json -o amos-bundle && e2enc bench amos-bundle
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -58,6 +66,10 @@ pub struct Args {
     /// aarch64-linux-gnu-gcc for `--target aarch64-neon` on another host).
     #[arg(long, value_name = "CMD")]
     cc: Option<String>,
+    /// Sign the bundle with this secret key file (from `e2enc keygen -o KEYFILE`) instead of
+    /// your local key.
+    #[arg(long, value_name = "KEYFILE")]
+    sign: Option<PathBuf>,
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -83,6 +95,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         isa: a.target,
         standalone: a.standalone,
         cc: a.cc.clone(),
+        sign: a.sign.clone(),
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;
@@ -114,6 +127,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
             );
         }
     }
+    eprintln!(
+        "signed with key {} ({})",
+        r.signed_by.fingerprint(),
+        r.key_file.display()
+    );
     if a.standalone {
         eprintln!(
             "standalone C program in {} (build: {})",

@@ -7,10 +7,43 @@ pub mod demo;
 pub mod evaluate;
 pub mod init;
 pub mod inspect;
+pub mod keygen;
 pub mod optimize;
 pub mod run;
 pub mod segment;
 pub mod train;
+
+use std::path::PathBuf;
+
+use e2enc_runtime::bundle::LoadOptions;
+
+/// Which bundles to trust, for the commands that load one (see README, "Bundle signing").
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TrustArgs {
+    /// Also trust bundles signed by the keys in FILE: one public key line per key, as in a
+    /// KEYFILE.pub from `e2enc keygen` (`e2enc-ed25519 HEX [comment]`), `#` comments. Default:
+    /// $E2ENC_TRUSTED_KEYS, else ~/.config/e2enc/trusted_keys ($XDG_CONFIG_HOME, $E2ENC_HOME) if
+    /// it exists. Your own local key (the one `e2enc compile` signs with) is always trusted.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_keys: Option<PathBuf>,
+    /// Load the bundle even without a trusted signature: unsigned (made before bundles were
+    /// signed) or signed by a key not trusted here. Checksums are still verified, but its
+    /// kernels.so is foreign code that runs as you: only for bundles whose maker you trust.
+    /// Same as E2ENC_TRUST_UNSIGNED=1. Better: recompile the model, or trust its key.
+    #[arg(long)]
+    pub trust_unsigned: bool,
+}
+
+impl TrustArgs {
+    /// The load options of these flags.
+    pub fn load_options(&self, rebuild: bool) -> LoadOptions {
+        LoadOptions {
+            rebuild,
+            trusted_keys: self.trusted_keys.clone(),
+            trust_unsigned: self.trust_unsigned,
+        }
+    }
+}
 
 /// Worker threads when the user names none: every core.
 pub fn default_threads() -> usize {

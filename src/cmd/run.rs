@@ -47,6 +47,8 @@ pub struct Args {
     /// For a bundle: recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    #[command(flatten)]
+    trust: super::TrustArgs,
     /// Run the optimized graph (dead DSFF edges dropped, sparse and fused convolutions) instead
     /// of the graph as built.
     #[arg(long)]
@@ -76,7 +78,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         batch: s[0],
         patch: Some([s[2], s[3], s[4]]),
     };
-    let mut runnable = Runnable::load(&a.model, &opts, a.threads, a.rebuild)?;
+    let mut runnable =
+        Runnable::load_with(&a.model, &opts, a.threads, &a.trust.load_options(a.rebuild))?;
     let (in_channels, ds_heads, engine) = match &runnable {
         Runnable::Model(sess) => (
             sess.model.config.in_channels,

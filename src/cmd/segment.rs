@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::exec::Engine;
 use e2enc_segment::nifti::{self, Volume};
 use e2enc_segment::pipeline::{segment_case, CaseOptions};
@@ -85,6 +85,8 @@ pub struct Args {
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    #[command(flatten)]
+    trust: super::TrustArgs,
 }
 
 /// Where the preprocessing comes from.
@@ -117,7 +119,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if !(a.step > 0.0 && a.step <= 1.0) {
         bail!("--step {} must be in (0, 1]", a.step);
     }
-    let bundle = Bundle::load(&a.bundle, &LoadOptions { rebuild: a.rebuild })?;
+    let bundle = Bundle::load(&a.bundle, &a.trust.load_options(a.rebuild))?;
     let net = net_of(&bundle)?;
     let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
     let (cases, skipped) = cases(&a, net.channels)?;

@@ -75,10 +75,27 @@ pub fn scratch() -> &'static Path {
                     .to_string()
             })
             .unwrap_or_else(|| "test".into());
+        // The local signing key of these tests (shared by the test binaries; see `home`).
+        e2enc_runtime::sign::set_config_dir(&home());
         let dir = root.join(format!("{stem}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the scratch folder");
         dir
     })
+}
+
+/// The config folder (local signing key) of the bundle tests, set for this process by
+/// [`scratch`] (as `$E2ENC_HOME` would; child processes get `E2ENC_HOME`): never the real home's.
+pub fn home() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2enc-test-home")
+}
+
+/// Signs the manifest of `dir` again with the tests' local key, as its maker would after
+/// editing it (to test what the runtime checks besides the signature).
+pub fn resign(dir: &Path) {
+    scratch();
+    let (key, _) = e2enc_codegen::keys::local_key().expect("the tests' local key");
+    let m = std::fs::read(dir.join("manifest.json")).expect("read manifest.json");
+    std::fs::write(dir.join("manifest.sig"), key.sign_manifest(&m)).expect("write manifest.sig");
 }
 
 /// A fresh temporary folder inside [`scratch`], removed when dropped.

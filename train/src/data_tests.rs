@@ -205,7 +205,10 @@ fn label_values_outside_the_list_and_grid_mismatches_are_refused() {
     );
     let ds = RawDataset::open(t.path()).unwrap();
     let e = err(ds.read_case(&ds.training[0]));
-    assert!(e.contains("c1_0001.nii.gz") && e.contains("dims"), "{e}");
+    assert!(
+        e.contains("c1_0001.nii.gz") && e.contains("shapes differ"),
+        "{e}"
+    );
 
     let t = tempfile::tempdir().unwrap();
     v1_dataset(t.path());
