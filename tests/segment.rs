@@ -108,6 +108,18 @@ fn segment_writes_labels_probabilities_and_a_preview_on_the_input_grid() {
         tmp.path().join("probs.nii.gz"),
         tmp.path().join("seg.png"),
     );
+    // Temporaries a killed earlier run left (a process that no longer exists) are cleaned.
+    let dead = (400_000u32..4_000_000)
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let stale = [
+        tmp.path().join(format!(".seg.nii.gz.{dead}-0.tmp")),
+        tmp.path().join(format!(".seg.nii.gz.e2enc-{dead}-3.tmp")),
+        tmp.path().join(format!(".seg.png.tmp{dead}")),
+    ];
+    for p in &stale {
+        std::fs::write(p, b"half written").unwrap();
+    }
     let o = e2enc(&[
         "segment",
         s(bundle()),
@@ -155,6 +167,9 @@ fn segment_writes_labels_probabilities_and_a_preview_on_the_input_grid() {
 
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    for p in &stale {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
 
     // A second run refuses to overwrite; --overwrite replaces.
     let o = e2enc(&["segment", s(bundle()), s(&a), s(&b), "-o", s(&out)]);

@@ -254,11 +254,31 @@ pub fn compile(
     opts: &CompileOptions,
 ) -> Result<CompileReport, CodegenError> {
     let weights = model.require_weights()?;
+    // The staging folders of killed or crashed earlier compiles of this output go first.
+    e2enc_ir::files::clean_stale_temps(out);
     if out.exists() && !opts.force {
         return Err(CodegenError::Other(format!(
             "{} exists; pass --force to replace it",
             out.display()
         )));
+    }
+    if let Ok(m) = std::fs::symlink_metadata(out) {
+        // --force replaces a bundle (or an empty folder), never anything else.
+        let replaceable = m.is_dir()
+            && (out.join("manifest.json").is_file()
+                || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_none()));
+        if !replaceable {
+            return Err(CodegenError::Other(format!(
+                "{} is {}: --force replaces only a bundle folder or an empty one; choose another \
+                 -o",
+                out.display(),
+                if m.is_dir() {
+                    "a folder that is not a bundle"
+                } else {
+                    "a file"
+                }
+            )));
+        }
     }
     let (key, key_file) = match &opts.sign {
         Some(p) => (SecretKey::load(p).map_err(CodegenError::Other)?, p.clone()),
@@ -276,12 +296,7 @@ pub fn compile(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bundle".into());
-    let stage = parent.join(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&stage);
+    let stage = e2enc_ir::files::temp_path(out);
     std::fs::create_dir_all(&stage).map_err(io(&stage))?;
     let g = &gen.graph;
     let st = graph_stats(g, Some(&o.weights));
@@ -383,10 +398,27 @@ pub fn compile(
             return Err(e);
         }
     };
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(io(out))?;
+    // The old bundle steps aside (hidden, cleaned by the next compile if this one dies here),
+    // the new one takes its place, then the old one goes: `out` is always a whole bundle or
+    // briefly absent, never a mixture.
+    let aside = e2enc_ir::files::temp_path(out);
+    let had_old = out.exists();
+    if had_old {
+        if let Err(e) = std::fs::rename(out, &aside) {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(io(out)(e));
+        }
     }
-    std::fs::rename(&stage, out).map_err(io(out))?;
+    if let Err(e) = std::fs::rename(&stage, out) {
+        let _ = std::fs::remove_dir_all(&stage);
+        if had_old {
+            let _ = std::fs::rename(&aside, out);
+        }
+        return Err(io(out)(e));
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&aside);
+    }
     Ok(CompileReport {
         manifest,
         optimize: o.report,

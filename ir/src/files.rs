@@ -70,3 +70,130 @@ pub fn read_text(path: &Path) -> Result<String, IrError> {
     let bytes = read_bounded(path, MAX_TEXT_BYTES)?;
     String::from_utf8(bytes).map_err(|e| refuse(path, format!("is not UTF-8 text: {e}")))
 }
+
+static TEMP_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The temporary path an e2enc writer fills before renaming it onto `target`:
+/// `.NAME.e2enc-PID-N.tmp` next to it (hidden, same file system, unique in the process).
+/// [`clean_stale_temps`] recognises the pattern.
+pub fn temp_path(target: &Path) -> std::path::PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let n = TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    target.with_file_name(format!(".{name}.e2enc-{}-{n}.tmp", std::process::id()))
+}
+
+/// The process id a temporary of `name` was made by, if `file` is one: `.NAME.e2enc-PID-N.tmp`,
+/// or the forms of earlier versions, `.NAME.PID-N.tmp` and `.NAME.tmpPID`.
+fn temp_owner(file: &str, name: &str) -> Option<u32> {
+    let rest = file
+        .strip_prefix('.')?
+        .strip_prefix(name)?
+        .strip_prefix('.')?;
+    if let Some(pid) = rest.strip_prefix("tmp") {
+        return pid.parse().ok();
+    }
+    let rest = rest.strip_suffix(".tmp")?;
+    let rest = rest.strip_prefix("e2enc-").unwrap_or(rest);
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes the temporaries of `target` (files or folders, see [`temp_path`]) whose process is no
+/// longer running: what a kill, a crash or a full disk left behind. Those of running processes
+/// (this one included) are kept. Best effort: errors are ignored. Does nothing where processes
+/// cannot be checked (no `/proc`).
+pub fn clean_stale_temps(target: &Path) {
+    let Some(name) = target.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return;
+    };
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&file, &name) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&p);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed_live_ones_kept() {
+        let d = tempfile_dir();
+        let target = d.join("seg.nii.gz");
+        // A pid that is not running: above the kernel's pid_max default range is not
+        // guaranteed, so find a free one.
+        let dead = (400_000u32..4_000_000)
+            .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .unwrap();
+        let me = std::process::id();
+        let names = [
+            format!(".seg.nii.gz.e2enc-{dead}-0.tmp"),
+            format!(".seg.nii.gz.{dead}-3.tmp"),
+            format!(".seg.nii.gz.tmp{dead}"),
+            format!(".seg.nii.gz.e2enc-{me}-1.tmp"),
+            format!(".other.nii.gz.e2enc-{dead}-0.tmp"),
+            "seg.nii.gz".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(d.join(n), b"x").unwrap();
+        }
+        std::fs::create_dir(d.join(format!(".seg.nii.gz.tmp{}", dead))).ok();
+        clean_stale_temps(&target);
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let want: std::collections::BTreeSet<String> = [
+            format!(".seg.nii.gz.e2enc-{me}-1.tmp"),
+            format!(".other.nii.gz.e2enc-{dead}-0.tmp"),
+            "seg.nii.gz".to_string(),
+        ]
+        .into();
+        assert_eq!(left, want);
+        let p = temp_path(&target);
+        assert_eq!(
+            temp_owner(&p.file_name().unwrap().to_string_lossy(), "seg.nii.gz"),
+            Some(me)
+        );
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "e2enc-files-test-{}-{}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}

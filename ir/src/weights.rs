@@ -159,19 +159,14 @@ fn decode(v: &TensorView<'_>) -> Result<Tensor, String> {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IrError> {
     use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| IrError::File {
+    if path.file_name().is_none() {
+        return Err(IrError::File {
             path: path.to_path_buf(),
             msg: "not a file path".into(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
+        });
+    }
+    crate::files::clean_stale_temps(path);
+    let tmp = crate::files::temp_path(path);
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

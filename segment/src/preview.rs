@@ -256,17 +256,14 @@ pub fn write_png(rgb: &Rgb, path: &Path) -> Result<(), PreviewError> {
         path: path.to_path_buf(),
         source,
     };
-    let name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(
+    if path.file_name().is_none() {
+        return Err(io(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a file name",
-        ))
-    })?;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+        )));
+    }
+    e2enc_ir::files::clean_stale_temps(path);
+    let tmp = e2enc_ir::files::temp_path(path);
     let written = (|| {
         let mut buf = BufWriter::new(File::create(&tmp).map_err(io)?);
         let png_err = |source| PreviewError::Png {

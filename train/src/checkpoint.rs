@@ -67,6 +67,21 @@ pub fn write(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, TrainErro
     Ok(cur)
 }
 
+/// Removes what an interrupted [`write`] left in `out`: `checkpoint.new` (never complete until
+/// renamed) and `checkpoint.old` when `checkpoint` is there (the old one was due for removal).
+/// Called when a run starts or resumes.
+pub fn clean_partial(out: &Path) -> Result<(), TrainError> {
+    let new = out.join(format!("{DIR}.new"));
+    if new.exists() {
+        fs::remove_dir_all(&new).map_err(|e| io_err(&new, e))?;
+    }
+    let old = out.join(format!("{DIR}.old"));
+    if old.exists() && out.join(DIR).join("state.json").is_file() {
+        fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+    }
+    Ok(())
+}
+
 /// The folder of the newest complete checkpoint of `out`, if any.
 pub fn find(out: &Path) -> Option<PathBuf> {
     let cur = out.join(DIR);
@@ -77,6 +92,29 @@ pub fn find(out: &Path) -> Option<PathBuf> {
         Some(old)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+
+    #[test]
+    fn partial_checkpoints_are_cleaned_complete_ones_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let out = t.path();
+        write(out, &[("state.json", b"1".to_vec())]).unwrap();
+        fs::create_dir(out.join("checkpoint.new")).unwrap();
+        fs::write(out.join("checkpoint.new/state.json"), b"half").unwrap();
+        fs::create_dir(out.join("checkpoint.old")).unwrap();
+        clean_partial(out).unwrap();
+        assert!(!out.join("checkpoint.new").exists());
+        assert!(!out.join("checkpoint.old").exists());
+        assert_eq!(fs::read(out.join("checkpoint/state.json")).unwrap(), b"1");
+        // Between the two renames only checkpoint.old holds the run: it stays.
+        fs::rename(out.join("checkpoint"), out.join("checkpoint.old")).unwrap();
+        clean_partial(out).unwrap();
+        assert_eq!(find(out).unwrap(), out.join("checkpoint.old"));
     }
 }
 

@@ -220,7 +220,8 @@ pub fn build_mni_dataset(
         "file_ending": ".nii.gz",
     });
     let jp = out_dir.join("dataset.json");
-    let tmp = out_dir.join(".dataset.json.tmp");
+    e2enc_ir::files::clean_stale_temps(&jp);
+    let tmp = e2enc_ir::files::temp_path(&jp);
     let text = serde_json::to_string_pretty(&json).map_err(|e| err(&jp, e))?;
     std::fs::write(&tmp, text + "\n").map_err(|e| err(&tmp, e))?;
     std::fs::rename(&tmp, &jp).map_err(|e| err(&jp, e))?;

@@ -181,6 +181,7 @@ impl Trainer {
             Backend::Reference => None,
         };
         let ds = RawDataset::open(dataset)?;
+        checkpoint::clean_partial(out)?;
         if checkpoint::find(out).is_some() {
             return Err(TrainError::Checkpoint(format!(
                 "{} already holds a training checkpoint: continue it with --resume or choose \
@@ -252,6 +253,7 @@ impl Trainer {
         threads: usize,
         kernels: Option<Backend>,
     ) -> Result<Trainer, TrainError> {
+        checkpoint::clean_partial(out)?;
         let dir = checkpoint::find(out).ok_or_else(|| {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
         })?;

@@ -9,7 +9,6 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -200,7 +199,6 @@ impl Drop for TempGuard {
 }
 
 fn write_atomic(path: &Path, header: &[u8], data: &[u8]) -> Result<(), NiftiError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io_err = |source| NiftiError::Io {
         path: path.to_path_buf(),
         source,
@@ -209,16 +207,10 @@ fn write_atomic(path: &Path, header: &[u8], data: &[u8]) -> Result<(), NiftiErro
         .file_name()
         .ok_or_else(|| bad(path, "the path names no file".into()))?
         .to_string_lossy();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let gz = name.to_ascii_lowercase().ends_with(".gz");
-    let tmp = dir.join(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    // What a killed or crashed earlier run left next to this output goes first.
+    e2enc_ir::files::clean_stale_temps(path);
+    let tmp = e2enc_ir::files::temp_path(path);
     let file = File::create(&tmp).map_err(io_err)?;
     let mut guard = TempGuard(Some(tmp.clone()));
     let write = |file: File| -> io::Result<File> {
