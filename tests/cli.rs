@@ -83,6 +83,27 @@ fn init_inspect_run() {
     assert_eq!(y.get("logits").unwrap().shape(), [1, 2, 32, 32, 32]);
     assert_eq!(y.get("ds3").unwrap().shape(), [1, 2, 4, 4, 4]);
 
+    // An existing output is replaced only with --overwrite, and never an input.
+    let again = |target: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        e2enc(&args)
+    };
+    let o = again(&out, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--overwrite"), "{}", text(&o));
+    let o = again(&input, &["--overwrite"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("is the input"), "{}", text(&o));
+    assert!(Weights::load(&input).unwrap().get("input").is_some());
+
     // The outputs are their own reference; logits alone without --deep-supervision.
     let out2 = tmp.path().join("y2.safetensors");
     let o = e2enc(&[

@@ -304,8 +304,18 @@ fn evaluate_scores_identical_labels_perfectly_and_refuses_other_grids() {
     assert_eq!(r["mean_hd95"], 0.0, "{r}");
     assert_eq!(r["classes"].as_array().unwrap().len(), 2, "{r}");
 
-    // Folders, matched by name.
+    // Folders, matched by name; the existing report is replaced only with --overwrite.
     let o = e2enc(&["evaluate", s(&pred), s(&gt), "--json", s(&json)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--overwrite"), "{}", text(&o));
+    let o = e2enc(&[
+        "evaluate",
+        s(&pred),
+        s(&gt),
+        "--json",
+        s(&json),
+        "--overwrite",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

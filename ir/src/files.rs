@@ -71,6 +71,15 @@ pub fn read_text(path: &Path) -> Result<String, IrError> {
     String::from_utf8(bytes).map_err(|e| refuse(path, format!("is not UTF-8 text: {e}")))
 }
 
+/// Bytes of memory this machine can still give a process (`MemAvailable` of /proc/meminfo),
+/// when known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 static TEMP_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The temporary path an e2enc writer fills before renaming it onto `target`:

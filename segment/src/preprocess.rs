@@ -421,6 +421,18 @@ pub fn check_resampling(
              {MAX_RESAMPLED_VOXELS}; the target spacing is far finer than the image's"
         )));
     }
+    // The resampled channels live next to their source and one working copy.
+    let need = (voxels as u64).saturating_mul(channels.max(1) as u64 * 4 * 3);
+    if let Some(have) = e2enc_ir::files::available_memory() {
+        if need > have {
+            return Err(err(format!(
+                "about {:.1} GiB of memory is needed and {:.1} GiB is available; the target \
+                 spacing is far finer than the image's",
+                need as f64 / (1u64 << 30) as f64,
+                have as f64 / (1u64 << 30) as f64
+            )));
+        }
+    }
     Ok(())
 }
 

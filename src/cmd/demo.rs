@@ -216,6 +216,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         truth.as_os_str(),
         "--json".as_ref(),
         json.as_os_str(),
+        "--overwrite".as_ref(),
     ])?;
     evaluate::main(ev.a)?;
     let dice = read_dice(&json)?;

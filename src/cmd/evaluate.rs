@@ -35,12 +35,19 @@ pub struct Args {
     /// each pair). A label at or past it is an error.
     #[arg(long)]
     classes: Option<usize>,
-    /// Also write the report as JSON (n/a and inf as strings).
+    /// Also write the report as JSON (n/a and inf as strings; an existing file only with
+    /// --overwrite).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Replace an existing --json file.
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
+    if let Some(j) = &a.json {
+        super::check_output("--json", j, a.overwrite, &[&a.pred, &a.gt])?;
+    }
     let pairs = pairs(&a.pred, &a.gt)?;
     let mut reports = BTreeMap::new();
     for (name, p, g) in &pairs {

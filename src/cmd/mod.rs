@@ -13,7 +13,9 @@ pub mod run;
 pub mod segment;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
 
 use e2enc_runtime::bundle::LoadOptions;
 
@@ -66,4 +68,56 @@ pub fn parse_threads(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// Where `p` points: the canonical path of an existing file, else its canonical folder joined
+/// with its name (so `a/../b.nii` and a symlink to an input are seen for what they are).
+pub fn identity(p: &Path) -> Result<PathBuf> {
+    if p.exists() {
+        return p
+            .canonicalize()
+            .with_context(|| format!("resolving {}", p.display()));
+    }
+    let name = p
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: not a file name", p.display()))?;
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(parent
+        .canonicalize()
+        .with_context(|| format!("resolving {}", parent.display()))?
+        .join(name))
+}
+
+/// Whether two resolved paths are one file: the same path, or (hard links) the same inode.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Refuses to write the output `out` (given as `flag`) when it exists and `overwrite` is off, or
+/// when it is one of `inputs` (never allowed).
+pub fn check_output(flag: &str, out: &Path, overwrite: bool, inputs: &[&Path]) -> Result<()> {
+    let id = identity(out)?;
+    for i in inputs {
+        if i.exists() && same_file(&id, &identity(i)?) {
+            bail!(
+                "{flag} {} is the input {}: refusing to overwrite an input",
+                out.display(),
+                i.display()
+            );
+        }
+    }
+    if out.exists() && !overwrite {
+        bail!("{} exists; pass --overwrite to replace it", out.display());
+    }
+    Ok(())
 }

@@ -32,9 +32,13 @@ pub struct Args {
     /// safetensors file holding `input` [N, C, D, H, W].
     #[arg(long)]
     input: PathBuf,
-    /// Where to write the outputs (safetensors; written atomically).
+    /// Where to write the outputs (safetensors; written atomically; an existing file only with
+    /// --overwrite, never one of the inputs).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Replace an existing --output file.
+    #[arg(long)]
+    overwrite: bool,
     /// Also write the deep-supervision outputs ds1..ds3.
     #[arg(long)]
     deep_supervision: bool,
@@ -61,6 +65,11 @@ pub struct Args {
 pub fn main(a: Args) -> Result<ExitCode> {
     if a.output.is_none() && a.reference.is_none() {
         bail!("nothing to do: pass --output FILE and/or --reference FILE");
+    }
+    if let Some(o) = &a.output {
+        let mut inputs = vec![a.input.as_path(), a.model.as_path()];
+        inputs.extend(a.reference.as_deref());
+        super::check_output("--output", o, a.overwrite, &inputs)?;
     }
     let inputs = read_tensors(&a.input)?;
     let Some(x) = inputs.get("input") else {

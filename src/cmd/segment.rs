@@ -20,6 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::util::thousands;
 
+use super::{identity, same_file};
+
 /// Segment CT or MRI volumes with a compiled bundle and write label maps.
 ///
 /// One case: give the bundle, one NIfTI file per input channel (in the model's channel order)
@@ -404,39 +406,6 @@ fn check_parent(p: &Path) -> Result<()> {
 }
 
 pub use e2enc_segment::nifti::same_grid;
-
-/// Where `p` points: the canonical path of an existing file, else its canonical folder joined
-/// with its name (so `a/../b.nii` and a symlink to an input are seen for what they are).
-fn identity(p: &Path) -> Result<PathBuf> {
-    if p.exists() {
-        return p
-            .canonicalize()
-            .with_context(|| format!("resolving {}", p.display()));
-    }
-    let name = p
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", p.display()))?;
-    let parent = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(parent
-        .canonicalize()
-        .with_context(|| format!("resolving {}", parent.display()))?
-        .join(name))
-}
-
-/// Whether two resolved paths are one file: the same path, or (hard links) the same inode.
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if a == b {
-        return true;
-    }
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
 
 /// Refuses a case whose outputs would clobber something: an existing output without
 /// `--overwrite`, two outputs naming one file, or an output naming one of its inputs (never

@@ -102,6 +102,13 @@ impl TrainOptions {
     }
 }
 
+/// Removes the temporaries of `training.json` and `training.png` that a killed run left in `out`.
+fn clean_run_temps(out: &Path) {
+    for f in ["training.json", "training.png"] {
+        e2enc_ir::files::clean_stale_temps(&out.join(f));
+    }
+}
+
 /// Progress reports for the command line.
 pub enum Event {
     Iter {
@@ -182,6 +189,7 @@ impl Trainer {
         };
         let ds = RawDataset::open(dataset)?;
         checkpoint::clean_partial(out)?;
+        clean_run_temps(out);
         if checkpoint::find(out).is_some() {
             return Err(TrainError::Checkpoint(format!(
                 "{} already holds a training checkpoint: continue it with --resume or choose \
@@ -254,6 +262,7 @@ impl Trainer {
         kernels: Option<Backend>,
     ) -> Result<Trainer, TrainError> {
         checkpoint::clean_partial(out)?;
+        clean_run_temps(out);
         let dir = checkpoint::find(out).ok_or_else(|| {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
         })?;
