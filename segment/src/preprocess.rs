@@ -387,9 +387,14 @@ pub fn normalize(data: &mut [f32], scheme: &Normalization, mask: Option<&[bool]>
 /// Most voxels a resampled case may have (per channel): 2^31, the NIfTI reader's own limit.
 pub const MAX_RESAMPLED_VOXELS: usize = 1 << 31;
 
-/// Refuses resamplings that cannot be right or cannot fit: an axis of 8 or more voxels shrunk to
-/// 1 (a target spacing far coarser than the image: the network would see a single slice), or a
-/// case past [`MAX_RESAMPLED_VOXELS`] per channel (a target spacing far finer than the image).
+/// Most a resampling may enlarge the voxel grid along one axis: 20x (thick-slice MRI to a fine
+/// target is about 5-10x).
+pub const MAX_UPSAMPLING: f64 = 20.0;
+
+/// Refuses resamplings that cannot be right or cannot fit: an axis upsampled more than
+/// [`MAX_UPSAMPLING`] times, an axis of 8 or more voxels shrunk to 1 (a target spacing far
+/// coarser than the image: the network would see a single slice), or a case past
+/// [`MAX_RESAMPLED_VOXELS`] per channel or the machine's available memory.
 pub fn check_resampling(
     shape: Shape,
     spacing: [f64; 3],
@@ -409,6 +414,16 @@ pub fn check_resampling(
             "axis {a} collapses from {} voxels to {}; the target spacing does not fit this image \
              (check the model's preprocessing and the image's pixdim)",
             shape[a], new_shape[a]
+        )));
+    }
+    if let Some(a) = (0..3).find(|&a| spacing[a] > MAX_UPSAMPLING * target[a]) {
+        return Err(err(format!(
+            "axis {a}'s voxels ({} mm) are more than {MAX_UPSAMPLING} times the target spacing \
+             ({} mm): a header with a wrong voxel size or unit? (refused rather than \
+             interpolating {}x)",
+            spacing[a],
+            target[a],
+            (spacing[a] / target[a]).round()
         )));
     }
     let voxels = new_shape
