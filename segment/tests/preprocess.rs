@@ -609,3 +609,94 @@ fn all_nan_images_and_absurd_target_spacings_are_refused() {
     let e = preprocess(std::slice::from_ref(&data), shape, [1.0; 3], &fine).unwrap_err();
     assert!(e.to_string().contains("times the target spacing"), "{e}");
 }
+
+mod common;
+
+/// One linear (order 1) or nearest (order 0) pass along `axis` in f64, nnU-Net's pixel-centre
+/// convention, written independently of the crate.
+fn pass_f64(d: &[f64], shape: Shape, axis: usize, new_len: usize, nearest: bool) -> Vec<f64> {
+    let n = shape[axis];
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let scale = n as f64 / new_len as f64;
+    let mut out = vec![0f64; outer * new_len * inner];
+    for b in 0..outer {
+        for o in 0..new_len {
+            let x = (o as f64 + 0.5) * scale - 0.5;
+            let (i0, i1, t) = if n == new_len {
+                (o, o, 0.0)
+            } else if nearest {
+                let i = ((x + 0.5).floor().max(0.0) as usize).min(n - 1);
+                (i, i, 0.0)
+            } else {
+                let x = x.clamp(0.0, (n - 1) as f64);
+                let i0 = (x.floor() as usize).min(n - 1);
+                (i0, (i0 + 1).min(n - 1), x - i0 as f64)
+            };
+            for j in 0..inner {
+                out[(b * new_len + o) * inner + j] =
+                    (1.0 - t) * d[(b * n + i0) * inner + j] + t * d[(b * n + i1) * inner + j];
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_mni_nonzero_mask_resampled_to_anisotropic_spacing_is_thresholded_in_f64() {
+    use e2enc_segment::preprocess::{crop, mask_bbox, nonzero_mask};
+    use e2enc_segment::resample::resample_mask;
+    let v = e2enc_segment::nifti::read(&common::testdata(
+        "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    ))
+    .unwrap();
+    let [nx, ny, nz] = v.dims;
+    // Network axes (z, y, x); the template at 1.5 mm resampled to (5.0, 1.6, 1.6): z is the
+    // anisotropic axis, resampled with order 0.
+    let mut data = vec![0f32; v.data.len()];
+    for z in 0..nz {
+        for y in 0..ny {
+            for x in 0..nx {
+                data[(z * ny + y) * nx + x] = v.data[(z * ny + y) * nx + x];
+            }
+        }
+    }
+    // First to 1.5 mm (the 131x155x126 case of 2.56 M voxels), as a 1.5 mm scan would come.
+    let shape1 = [nz, ny, nx];
+    let shape = target_shape(shape1, [1.0; 3], [1.5; 3]).unwrap();
+    let data = resample(&data, shape1, shape, Order::CubicBSpline, None).unwrap();
+    let mask = nonzero_mask(&[data], shape).unwrap();
+    let bbox = mask_bbox(&mask, shape);
+    let crop_shape = bbox.shape();
+    let m = crop(&mask, shape, &bbox);
+    let (spacing, target) = ([1.5; 3], [5.0, 1.6, 1.6]);
+    let new_shape = target_shape(crop_shape, spacing, target).unwrap();
+    let aniso = separate_z_axis(spacing, target, 3.0);
+    assert_eq!(aniso, Some(0));
+    let got = resample_mask(&m, crop_shape, new_shape, aniso).unwrap();
+    // The reference: axis by axis in f64 (last axis first, z nearest), thresholded at 0.5.
+    let mut d: Vec<f64> = m.iter().map(|&b| b as u8 as f64).collect();
+    let mut s = crop_shape;
+    for axis in [2, 1, 0] {
+        d = pass_f64(&d, s, axis, new_shape[axis], aniso == Some(axis));
+        s[axis] = new_shape[axis];
+    }
+    let want: Vec<bool> = d.iter().map(|&x| x >= 0.5).collect();
+    assert_eq!(got.len(), want.len());
+    let wrong = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(wrong, 0, "{wrong} of {} voxels differ from f64", got.len());
+    // For the record: how many voxels thresholding the f32 resampling would change here (the
+    // unit test `masks_are_thresholded_in_f64` shows cases where it does).
+    let f: Vec<f32> = m.iter().map(|&b| b as u8 as f32).collect();
+    let r = resample(&f, crop_shape, new_shape, Order::Linear, aniso).unwrap();
+    let f32_wrong = r
+        .iter()
+        .zip(&want)
+        .filter(|(x, w)| (**x >= 0.5) != **w)
+        .count();
+    eprintln!(
+        "MNI mask {crop_shape:?} -> {new_shape:?}: the f32 threshold differs on {f32_wrong} of {} \
+         voxels",
+        got.len()
+    );
+}
