@@ -423,16 +423,8 @@ fn check_outputs(case: &Case, overwrite: bool) -> Result<()> {
         .iter()
         .map(|(_, p)| identity(p))
         .collect::<Result<_>>()?;
+    let images: Vec<&Path> = case.images.iter().map(PathBuf::as_path).collect();
     for (i, (flag, p)) in outs.iter().enumerate() {
-        for img in &case.images {
-            if same_file(&ids[i], &identity(img)?) {
-                bail!(
-                    "{flag} {} is the input image {}: refusing to overwrite an input",
-                    p.display(),
-                    img.display()
-                );
-            }
-        }
         for (j, (flag2, _)) in outs.iter().enumerate().skip(i + 1) {
             if same_file(&ids[i], &ids[j]) {
                 bail!(
@@ -441,9 +433,7 @@ fn check_outputs(case: &Case, overwrite: bool) -> Result<()> {
                 );
             }
         }
-        if p.exists() && !overwrite {
-            bail!("{} exists; pass --overwrite to replace it", p.display());
-        }
+        super::check_output(flag, p, overwrite, &images)?;
     }
     Ok(())
 }

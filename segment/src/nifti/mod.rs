@@ -110,21 +110,7 @@ pub fn same_grid(a: &Volume, b: &Volume) -> Result<(), String> {
 
 /// What kind of non-regular file `m` describes, for [`NiftiError::NotAFile`].
 pub(crate) fn file_kind(m: &std::fs::Metadata) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    let t = m.file_type();
-    if t.is_file() {
-        None
-    } else if t.is_dir() {
-        Some("a folder")
-    } else if t.is_fifo() {
-        Some("a FIFO (named pipe)")
-    } else if t.is_char_device() || t.is_block_device() {
-        Some("a device")
-    } else if t.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    }
+    e2enc_ir::files::non_regular_kind(m)
 }
 
 /// The header fields this crate reads and writes (NIfTI-2 widths; NIfTI-1 values widened).
