@@ -146,10 +146,9 @@ pub fn verify_with(
     // Checked arithmetic: these numbers come from the file (found by fuzzing: a shape whose
     // product overflowed panicked here).
     for p in manifest.inputs.iter().chain(&manifest.outputs) {
-        if !p
-            .view
+        if p.view
             .checked_end()
-            .is_some_and(|e| e <= manifest.arena_elems)
+            .is_none_or(|e| e > manifest.arena_elems)
         {
             return Err(bad(
                 dir,
@@ -157,7 +156,7 @@ pub fn verify_with(
             ));
         }
         let elems = p.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if !elems.is_some_and(|n| n > 0) {
+        if elems.is_none_or(|n| n == 0) {
             return Err(bad(
                 dir,
                 format!(

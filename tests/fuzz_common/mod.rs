@@ -145,7 +145,8 @@ pub fn scratch(name: &str) -> PathBuf {
 /// What a case did: `Ok(shape)` or `Err(message)`.
 pub type Outcome = Result<String, String>;
 
-/// The behaviour kind of an outcome: the message with digits, quoted text and paths stripped.
+/// The behaviour kind of an outcome: the message with quoted text and paths stripped, and every
+/// word with a digit in it (numbers, hex digests, key fingerprints) replaced by `#`.
 pub fn kind(o: &Outcome, scratch: &Path) -> String {
     let (tag, s) = match o {
         Ok(s) => ("ok", s.as_str()),
@@ -153,7 +154,16 @@ pub fn kind(o: &Outcome, scratch: &Path) -> String {
     };
     let s = s.replace(&scratch.display().to_string(), "<dir>");
     let mut out = String::new();
+    let mut word = String::new();
     let mut quote: Option<char> = None;
+    let flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
     for c in s.chars() {
         match quote {
             Some(q) if c == q => {
@@ -161,16 +171,19 @@ pub fn kind(o: &Outcome, scratch: &Path) -> String {
                 out.push('Q');
             }
             Some(_) => {}
-            None if c == '`' || c == '"' => quote = Some(c),
-            None if c.is_ascii_digit() => {
-                if !out.ends_with('#') {
-                    out.push('#');
+            None if c.is_alphanumeric() || c == '_' => word.push(c),
+            None => {
+                flush(&mut word, &mut out);
+                if c == '`' || c == '"' {
+                    quote = Some(c);
+                } else {
+                    out.push(c);
                 }
             }
-            None => out.push(c),
         }
     }
-    out.truncate(160);
+    flush(&mut word, &mut out);
+    let out: String = out.chars().take(160).collect();
     format!("{tag}: {out}")
 }
 
@@ -402,8 +415,7 @@ pub fn mutate_bytes(rng: &mut Rng, b: &mut Vec<u8>, others: &[(String, Vec<u8>)]
 /// Writes the low `width` bytes of `v` at `at`, little- or big-endian.
 pub fn put_int(b: &mut [u8], at: usize, width: usize, v: i64, big: bool) {
     let le = v.to_le_bytes();
-    for k in 0..width {
-        let byte = le[k];
+    for (k, &byte) in le.iter().enumerate().take(width) {
         let pos = if big { at + width - 1 - k } else { at + k };
         if pos < b.len() {
             b[pos] = byte;
@@ -489,7 +501,8 @@ pub fn mutate_value(rng: &mut Rng, v: &mut Value) {
     let node = v.pointer_mut(&p).expect("pointer of a walked node");
     match rng.below(8) {
         0 | 1 => {
-            let n: Value = serde_json::from_str(*rng.pick(&INTERESTING_NUMBERS)).expect("number");
+            let tok: &str = INTERESTING_NUMBERS[rng.below(INTERESTING_NUMBERS.len())];
+            let n: Value = serde_json::from_str(tok).expect("number");
             *node = n;
         }
         2 => {
