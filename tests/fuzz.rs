@@ -252,6 +252,33 @@ fn mutate_nifti_field(rng: &mut Rng, b: &mut [u8]) {
     }
 }
 
+/// Rewrites the whole `dim` array of a NIfTI file: a dimension count and extents, mostly small,
+/// sometimes extreme (fields that only matter together, such as `dim[0]` and `dim[4]`).
+fn mutate_nifti_dims(rng: &mut Rng, b: &mut [u8]) {
+    if b.len() < 4 {
+        return;
+    }
+    let head = [b[0], b[1], b[2], b[3]];
+    let (v2, big) = match (i32::from_le_bytes(head), i32::from_be_bytes(head)) {
+        (540, _) => (true, false),
+        (_, 540) => (true, true),
+        (_, 348) => (false, true),
+        _ => (false, false),
+    };
+    let nd = *rng.pick(&[1i64, 2, 3, 3, 4, 4, 5, 7, 8, 0]);
+    for i in 0..8 {
+        let v: i64 = if i == 0 {
+            nd
+        } else if rng.one_in(4) {
+            *rng.pick(&[0, -1, 32767, i32::MAX as i64, 1 << 40, i64::MAX])
+        } else {
+            1 + rng.below(5) as i64
+        };
+        let (off, width) = if v2 { (16 + 8 * i, 8) } else { (40 + 2 * i, 2) };
+        put_int(b, off, width, v, big);
+    }
+}
+
 fn mutate_nifti(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     let (_, seed) = rng.pick(corpus);
     let gz = seed.starts_with(&[0x1f, 0x8b]);
@@ -265,7 +292,9 @@ fn mutate_nifti(rng: &mut Rng, corpus: &[(String, Vec<u8>)]) -> Vec<u8> {
     }
     let mut b = seed.clone();
     for _ in 0..1 + rng.below(4) {
-        if rng.one_in(2) {
+        if rng.one_in(6) {
+            mutate_nifti_dims(rng, &mut b);
+        } else if rng.one_in(2) {
             mutate_nifti_field(rng, &mut b);
         } else {
             mutate_bytes(rng, &mut b, corpus);
@@ -313,6 +342,24 @@ fn sane_volume(v: &nifti::Volume) -> Result<String, String> {
     ))
 }
 
+/// `dim[4] - 1` of a plain NIfTI file's header as its bytes say (0 when there is none): the last
+/// frame, whatever the size.
+fn last_frame(bytes: &[u8]) -> u64 {
+    if bytes.len() < 80 {
+        return 0;
+    }
+    let head: [u8; 4] = bytes[..4].try_into().expect("4 bytes");
+    let big = i32::from_le_bytes(head) != 348 && i32::from_le_bytes(head) != 540;
+    let v2 = i32::from_le_bytes(head) == 540 || i32::from_be_bytes(head) == 540;
+    let (off, width) = if v2 { (48, 8) } else { (48, 2) };
+    let mut raw = bytes[off..off + width].to_vec();
+    if big {
+        raw.reverse();
+    }
+    raw.resize(8, if raw[width - 1] & 0x80 != 0 { 0xff } else { 0 });
+    (i64::from_le_bytes(raw.try_into().expect("8 bytes")) as u64).wrapping_sub(1)
+}
+
 fn check_nifti(bytes: &[u8], dir: &Path) -> Outcome {
     let gz = bytes.starts_with(&[0x1f, 0x8b]);
     let path = dir.join(if gz { "v.nii.gz" } else { "v.nii" });
@@ -320,18 +367,23 @@ fn check_nifti(bytes: &[u8], dir: &Path) -> Outcome {
     let read = nifti::read(&path)
         .map_err(err)
         .and_then(|v| sane_volume(&v));
-    let frame = match fnv(bytes) % 6 {
+    let frame = match fnv(bytes) % 7 {
         0 => 0,
         1 => 1,
         2 => u64::MAX,
         3 => 1 << 62,
         4 => i64::MAX as u64 - 1,
+        5 => last_frame(bytes),
         _ => fnv(bytes) >> 40,
     };
     let framed = nifti::read_frame(&path, frame)
         .map_err(err)
         .and_then(|v| sane_volume(&v));
-    join(&[read, framed])
+    // Always the last frame too, so a regression input does not depend on the hash above.
+    let last = nifti::read_frame(&path, last_frame(bytes))
+        .map_err(err)
+        .and_then(|v| sane_volume(&v));
+    join(&[read, framed, last])
 }
 
 #[test]
@@ -734,6 +786,23 @@ fn regressions() {
         };
         let outcome = fuzz_common::run_one(target, &name, &bytes, check);
         eprintln!("regression {name}: {outcome:?}");
+        // What each input gives now that its bug is fixed.
+        let expected = match name.as_str() {
+            "bundle_manifest--buffer-piece-offset-overflow.json" => "ok plain names true",
+            "bundle_manifest--port-shape-product-overflow.json" => "is empty or too large",
+            "model_json--conv-kernel-param-count-overflow.json" => {
+                "parameters, more than the limit"
+            }
+            "model_json--convs-per-stage-2pow32.json" => "at most 64 are supported",
+            "model_json--pool-kernel-product-overflow.json" => "multiply past",
+            "nifti--v2-frame-offset-overflow.nii" => "would start past byte 2^64",
+            "nifti--frame-offset-overflow-fuzzed.nii" => "would start past byte 2^64",
+            _ => "",
+        };
+        let text = match &outcome {
+            Ok(s) | Err(s) => s,
+        };
+        assert!(text.contains(expected), "{name}: {outcome:?}");
     }
 }
 
