@@ -794,6 +794,8 @@ fn regressions() {
                 "parameters, more than the limit"
             }
             "model_json--convs-per-stage-2pow32.json" => "at most 64 are supported",
+            "model_json--huge-widths.json" => "channels, more than the limit",
+            "model_json--num-classes-2pow64.json" => "channels, more than the limit",
             "model_json--pool-kernel-product-overflow.json" => "multiply past",
             "nifti--v2-frame-offset-overflow.nii" => "would start past byte 2^64",
             "nifti--frame-offset-overflow-fuzzed.nii" => "would start past byte 2^64",

@@ -493,8 +493,27 @@ fn pointers(v: &Value, here: String, out: &mut Vec<String>) {
     out.push(here);
 }
 
+/// Sets two to five numbers of `v` at once to extremes (limits that only matter together, such
+/// as two widths).
+pub fn mutate_numbers(rng: &mut Rng, v: &mut Value) {
+    let mut ps = Vec::new();
+    pointers(v, String::new(), &mut ps);
+    ps.retain(|p| v.pointer(p).is_some_and(Value::is_number));
+    if ps.is_empty() {
+        return;
+    }
+    for _ in 0..2 + rng.below(4) {
+        let p = rng.pick(&ps).clone();
+        let tok: &str = INTERESTING_NUMBERS[rng.below(INTERESTING_NUMBERS.len())];
+        *v.pointer_mut(&p).expect("a walked pointer") = serde_json::from_str(tok).expect("number");
+    }
+}
+
 /// One JSON-aware mutation of the value at a random place in `v`.
 pub fn mutate_value(rng: &mut Rng, v: &mut Value) {
+    if rng.one_in(8) {
+        return mutate_numbers(rng, v);
+    }
     let mut ps = Vec::new();
     pointers(v, String::new(), &mut ps);
     let p = rng.pick(&ps).clone();
