@@ -21,17 +21,21 @@
 //!
 //! Guidance is by *behaviour*, not by edge coverage: stable Rust has no cheap coverage
 //! instrumentation, so the fuzzer cannot see which branches an input reached. What it sees is the
-//! outcome: the kind of error (its message with numbers, quoted text and paths stripped) or the
-//! shape of an `Ok` result. With `E2ENC_FUZZ_GROW=1` (`scripts/fuzz.sh` sets it), an input whose
-//! outcome kind was not seen before is written to the corpus folder as `grown-<hash>.bin`, so the
-//! corpus grows with inputs that reach distinct behaviours, and later runs mutate those too. This
-//! finds new error paths well and deep branch conditions that share an error message poorly.
+//! outcome: the kind of error (its message with quoted text and paths stripped and every word
+//! with a digit in it, numbers, hex digests, fingerprints, replaced by `#`) or the shape of an
+//! `Ok` result. With `E2ENC_FUZZ_GROW=1` (`scripts/fuzz.sh` sets it), an input whose outcome kind
+//! was not seen before is written to the corpus folder as `grown-<hash>.bin`, so the corpus grows
+//! with inputs that reach distinct behaviours, and later runs mutate those too. This finds new
+//! error paths well, and deep branch conditions that share an error message poorly: fields that
+//! only matter together (two widths, `dim[0]` with `dim[4]`) are reached because some mutations
+//! set several of them at once, and combinations no mutation aims at may never be reached (two of
+//! the bugs in `tests/data/fuzz/regressions/` were found by reading the code first).
 //!
 //! Environment: `E2ENC_FUZZ_CASES` (cases per target, default: each target's CI count),
 //! `E2ENC_FUZZ_SEED` (default 0 in CI; `scripts/fuzz.sh` picks a random one and prints it),
 //! `E2ENC_FUZZ_CASE` (replay one case), `E2ENC_FUZZ_GROW`, `E2ENC_FUZZ_GROW_MAX` (new corpus
-//! files per target per run, default 10, each at most 8 KiB), `E2ENC_FUZZ_CASE_SECS` (time bound per case, default
-//! 10).
+//! files per target per run, default 10, each at most 8 KiB), `E2ENC_FUZZ_CASE_SECS` (time bound
+//! per case, default 10).
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
