@@ -77,8 +77,8 @@ pub fn verify_with(
     opts: &LoadOptions,
 ) -> Result<(Manifest, Files, Option<PublicKey>), RuntimeError> {
     let mpath = dir.join("manifest.json");
-    let text =
-        std::fs::read(&mpath).map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
+    let text = crate::format::read_bounded(&mpath, crate::format::MAX_MANIFEST_BYTES)
+        .map_err(|e| bad(dir, format!("cannot read manifest.json: {e}")))?;
     let signed_by = crate::sign::check(
         dir,
         &text,
@@ -143,11 +143,26 @@ pub fn verify_with(
     if !String::from_utf8_lossy(&bytes["kernels.c"]).contains(&marker) {
         return Err(bad(dir, "manifest.json does not match kernels.c (its plan was modified); refusing to load the bundle"));
     }
+    // Checked arithmetic: these numbers come from the file (found by fuzzing: a shape whose
+    // product overflowed panicked here).
     for p in manifest.inputs.iter().chain(&manifest.outputs) {
-        if p.view.end() > manifest.arena_elems || p.shape.iter().product::<usize>() == 0 {
+        if p.view
+            .checked_end()
+            .is_none_or(|e| e > manifest.arena_elems)
+        {
             return Err(bad(
                 dir,
                 format!("the view of `{}` lies outside the arena", p.name),
+            ));
+        }
+        let elems = p.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if elems.is_none_or(|n| n == 0) {
+            return Err(bad(
+                dir,
+                format!(
+                    "the shape {:?} of `{}` is empty or too large",
+                    p.shape, p.name
+                ),
             ));
         }
     }

@@ -109,7 +109,8 @@ pub struct Piece {
 }
 
 impl Buffer {
-    /// The pieces of this buffer in absolute arena offsets.
+    /// The pieces of this buffer in absolute arena offsets (saturating at `usize::MAX`: a
+    /// manifest's numbers can be anything, and fuzzing found the overflow).
     pub fn abs_pieces(&self) -> Vec<Piece> {
         if self.pieces.is_empty() {
             return vec![Piece {
@@ -122,7 +123,7 @@ impl Buffer {
         self.pieces
             .iter()
             .map(|p| Piece {
-                offset: self.offset + p.offset,
+                offset: self.offset.saturating_add(p.offset),
                 ..p.clone()
             })
             .collect()
@@ -133,6 +134,40 @@ impl Buffer {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let d = Sha256::digest(bytes);
     d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Most bytes of `manifest.json` (its graph text is the largest part: well under 1 MiB for the
+/// released network).
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
+/// Most bytes of `manifest.sig` and of key files (a few lines each).
+pub const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// The bytes of the regular file `path`, at most `limit` of them: a FIFO would block and
+/// `/dev/zero` never ends, so anything but a regular file (after symlinks) is refused before it
+/// is opened, and so is a file over `limit`. A missing file is an error of kind `NotFound`.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let file = std::fs::File::open(path)?;
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("more than {limit} bytes, far larger than such a file can be"),
+        )
+    };
+    if file.metadata()?.len() > limit {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    file.take(limit + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(out)
 }
 
 /// sha256 of a file.

@@ -81,6 +81,14 @@ impl View {
     pub fn end(&self) -> usize {
         self.offset + (self.shape[0] - 1) * self.n_stride + self.shape[1] * self.c_stride
     }
+
+    /// [`View::end`] in checked arithmetic, for views read from a manifest: `None` for an empty
+    /// batch or an end past `usize::MAX`.
+    pub fn checked_end(&self) -> Option<usize> {
+        let batches = self.shape[0].checked_sub(1)?.checked_mul(self.n_stride)?;
+        let channels = self.shape[1].checked_mul(self.c_stride)?;
+        self.offset.checked_add(batches)?.checked_add(channels)
+    }
 }
 
 #[cfg(test)]

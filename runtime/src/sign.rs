@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-use crate::format::sha256_hex;
+use crate::format::{read_bounded, sha256_hex, MAX_KEY_FILE_BYTES};
 
 /// The signature file of a bundle.
 pub const SIG_FILE: &str = "manifest.sig";
@@ -129,7 +129,7 @@ impl SecretKey {
 
     /// Reads a secret key file.
     pub fn load(path: &Path) -> Result<SecretKey, String> {
-        let text = std::fs::read_to_string(path)
+        let text = read_key_text(path)
             .map_err(|e| format!("cannot read the key file {}: {e}", path.display()))?;
         SecretKey::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -180,9 +180,16 @@ pub fn trust_unsigned_from_env() -> bool {
     std::env::var("E2ENC_TRUST_UNSIGNED").is_ok_and(|v| v == "1")
 }
 
+/// A key file's text, bounded as [`read_bounded`] (a FIFO or `/dev/zero` named as a key file is
+/// refused, not read forever).
+fn read_key_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path, MAX_KEY_FILE_BYTES)?)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// Reads a trusted-keys file: one public key line per key; blank lines and `#` comments skipped.
 pub fn read_trusted_keys(path: &Path) -> Result<Vec<PublicKey>, String> {
-    let text = std::fs::read_to_string(path)
+    let text = read_key_text(path)
         .map_err(|e| format!("cannot read the trusted-keys file {}: {e}", path.display()))?;
     text.lines()
         .enumerate()
@@ -241,7 +248,7 @@ pub fn check(
     trust_unsigned: bool,
 ) -> Result<Option<PublicKey>, String> {
     let way_out = "pass --trust-unsigned (E2ENC_TRUST_UNSIGNED=1 for the C ABI and scripts) to load it anyway, only if you trust whoever made it";
-    let text = match std::fs::read(dir.join(SIG_FILE)) {
+    let text = match read_bounded(&dir.join(SIG_FILE), MAX_KEY_FILE_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if trust_unsigned {

@@ -95,6 +95,14 @@ pub const MAX_PARAMS: u64 = 1 << 30;
 /// Most values one activation may hold (2^34, 64 GiB as f32).
 pub const MAX_TENSOR_ELEMS: u64 = 1 << 34;
 
+/// Most channels of the input, the output or any level (2^20).
+pub const MAX_CHANNELS: usize = 1 << 20;
+
+/// The product of extents in `u64`, saturating (extents from a file can be anything).
+fn saturating_product(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
+}
+
 /// Builds the E2ENet graph of `cfg` (validated first).
 pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> {
     let mut cfg = cfg.clone();
@@ -111,6 +119,24 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
             msg: "batch must be at least 1".into(),
         });
     }
+    // Channel counts enter sums (a concat's channels) before the sizes are checked: bound them
+    // first. No network under MAX_PARAMS has a conv with this many channels on both sides.
+    let l = cfg.num_levels();
+    for (what, c) in [
+        ("`in_channels`", cfg.in_channels),
+        ("`num_classes`", cfg.num_classes),
+        (
+            "the widest level (`base_width` doubled per level, up to `max_width`)",
+            cfg.width(l - 1),
+        ),
+    ] {
+        if c > MAX_CHANNELS {
+            return Err(IrError::Config {
+                path: "model config".into(),
+                msg: format!("{what} is {c} channels, more than the limit of {MAX_CHANNELS}"),
+            });
+        }
+    }
     let mut b = Builder {
         cfg: &cfg,
         g: Graph::new(if cfg.name.is_empty() {
@@ -120,7 +146,6 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
         }),
         params: Vec::new(),
     };
-    let l = cfg.num_levels();
     let [d, h, w] = cfg.patch_size;
     let x = b.g.input(
         "input",
@@ -233,11 +258,13 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
         b.g.set_output(output_name(s), head);
     }
     // Sizes derived from the config, checked before anything is allocated for them.
+    // Saturating: the extents come from the file (found by fuzzing: a conv kernel of 2^53 + 1
+    // overflowed the sum).
     let params: u64 = b
         .params
         .iter()
-        .map(|p| p.shape.iter().map(|&d| d as u64).product::<u64>())
-        .sum();
+        .map(|p| saturating_product(&p.shape))
+        .fold(0, u64::saturating_add);
     if params > MAX_PARAMS {
         return Err(IrError::Config {
             path: "model config".into(),
@@ -250,7 +277,7 @@ pub fn build(cfg: &ModelConfig, opts: &BuildOptions) -> Result<E2ENet, IrError> 
     }
     for id in b.g.node_ids() {
         let n = b.g.node(id);
-        let elems: u64 = n.ty.shape.iter().map(|&d| d as u64).product();
+        let elems = saturating_product(&n.ty.shape);
         if elems > MAX_TENSOR_ELEMS {
             return Err(IrError::Config {
                 path: "model config".into(),

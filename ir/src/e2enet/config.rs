@@ -16,6 +16,9 @@ pub const FORMAT: &str = "e2enc-model";
 /// The schema version this build reads and writes.
 pub const VERSION: u32 = 1;
 
+/// Most conv units per stage `validate` accepts (the released network has 2).
+pub const MAX_CONVS_PER_STAGE: usize = 64;
+
 /// One E2ENet, as written in model.json.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -282,6 +285,14 @@ impl ModelConfig {
         if self.convs_per_stage == 0 {
             return Err("`convs_per_stage` must be at least 1".into());
         }
+        // Every unit is a handful of graph nodes built before any size check: an absurd count
+        // would build for hours (found by fuzzing: 2^32).
+        if self.convs_per_stage > MAX_CONVS_PER_STAGE {
+            return Err(format!(
+                "`convs_per_stage` is {}; at most {MAX_CONVS_PER_STAGE} are supported (released: 2)",
+                self.convs_per_stage
+            ));
+        }
         let max_heads = self.num_levels() - 2;
         if self.deep_supervision_heads > max_heads {
             return Err(format!(
@@ -291,7 +302,18 @@ impl ModelConfig {
             ));
         }
         for ax in 0..3 {
-            let f: usize = self.pool_kernels.iter().map(|pk| pk[ax]).product();
+            // Checked: the factors come from the file (found by fuzzing: 2 * (2^64 - 1)).
+            let Some(f) = self
+                .pool_kernels
+                .iter()
+                .try_fold(1usize, |a, pk| a.checked_mul(pk[ax]))
+            else {
+                return Err(format!(
+                    "`pool_kernels` {:?}: the factors on axis {ax} multiply past {}",
+                    self.pool_kernels,
+                    usize::MAX
+                ));
+            };
             let p = self.patch_size[ax];
             if p == 0 || !p.is_multiple_of(f) {
                 return Err(format!(

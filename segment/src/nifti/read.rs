@@ -421,10 +421,22 @@ fn read_impl(path: &Path, frame: Option<u64>) -> Result<Volume, NiftiError> {
         }
         Some(t) => t,
     };
-    // voxels <= 2^31 and size <= 8, so these cannot overflow.
+    // voxels <= 2^31 and size <= 8, so frame_bytes cannot overflow; the frame's offset can (a
+    // NIfTI-2 dim[4] up to 2^63, found by fuzzing), and then no file holds it.
     let frame_bytes = shape.voxels * dt.size() as u64;
-    let start = header.vox_offset + index * frame_bytes;
-    let end = start + frame_bytes;
+    let Some((start, end)) = index
+        .checked_mul(frame_bytes)
+        .and_then(|o| o.checked_add(header.vox_offset))
+        .and_then(|start| Some((start, start.checked_add(frame_bytes)?)))
+    else {
+        return Err(NiftiError::BadHeader {
+            path: path.to_path_buf(),
+            msg: format!(
+                "volume {index} of {} would start past byte 2^64 (dim = {:?})",
+                shape.volumes, header.dim
+            ),
+        });
+    };
     if let Some(len) = src.plain_len {
         if len < end {
             let what = format!(
