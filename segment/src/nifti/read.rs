@@ -446,6 +446,26 @@ fn read_impl(path: &Path, frame: Option<u64>) -> Result<Volume, NiftiError> {
             return Err(src.truncated(&what, end, len));
         }
     }
+    // The raw frame and its f32 copy must fit in memory: a small .nii.gz can claim (and inflate
+    // to) 2^31 voxels, so the header's size is checked before anything is read.
+    let need = frame_bytes.saturating_add(shape.voxels.saturating_mul(4));
+    if let Some(have) = e2enc_ir::files::available_memory() {
+        if need > have {
+            return Err(NiftiError::BadHeader {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "{} x {} x {} voxels of datatype {} need {:.1} GiB of memory to read, more \
+                     than the {:.1} GiB available",
+                    shape.dims[0],
+                    shape.dims[1],
+                    shape.dims[2],
+                    header.datatype,
+                    need as f64 / (1u64 << 30) as f64,
+                    have as f64 / (1u64 << 30) as f64
+                ),
+            });
+        }
+    }
     let to_skip = start - src.pos;
     src.skip(to_skip, "the bytes before the data (vox_offset)")?;
     let mut bytes = Vec::new();
