@@ -61,6 +61,39 @@ pub fn tile_count(
     check_tiles(ps, patch, window.step, window.tta)
 }
 
+/// Refuses a case whose sliding window (the padded input, the per-class accumulators and their
+/// weights, then the restored probabilities) would not fit in the machine's available memory.
+fn check_window_memory(
+    shape: Shape,
+    opts: &CaseOptions,
+    channels: usize,
+) -> Result<(), SegmentError> {
+    let pad = padding(shape, opts.patch);
+    let padded: u64 = (0..3)
+        .map(|a| (shape[a] + pad[a].0 + pad[a].1) as u64)
+        .product();
+    let planes = (channels + opts.classes + 1) as u64
+        + if opts.probabilities {
+            opts.classes as u64
+        } else {
+            0
+        };
+    let need = padded.saturating_mul(planes).saturating_mul(4);
+    if let Some(have) = e2enc_ir::files::available_memory() {
+        if need > have {
+            return Err(SegmentError::Window(format!(
+                "the {:?} grid with {} classes needs about {:.1} GiB of memory, more than the \
+                 {:.1} GiB available",
+                shape,
+                opts.classes,
+                need as f64 / (1u64 << 30) as f64,
+                have as f64 / (1u64 << 30) as f64
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Segments one case.
 ///
 /// `channels` are C-ordered `[z, y, x]` volumes of `shape` with voxel `spacing` (mm, same axes);
@@ -87,6 +120,7 @@ pub fn segment_case<E: From<SegmentError>>(
     cfg.axis_order = case_axis_order(cfg.axis_order);
     let prep = preprocess(channels, shape, spacing, &cfg)?;
     let n = tile_count(prep.resampled_shape, opts.patch, &opts.window)?;
+    check_window_memory(prep.resampled_shape, opts, channels.len())?;
     on_preprocessed(prep.resampled_shape, n);
     let volume: Vec<f32> = prep.data.concat();
     let per_tile = opts.classes * opts.patch.iter().product::<usize>();
