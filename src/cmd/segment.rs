@@ -286,14 +286,7 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
                 bail!("{}: --preview must end in .png", p.display());
             }
         }
-        for p in [
-            Some(&a.output),
-            a.probabilities.as_ref(),
-            a.preview.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for p in output_paths(a) {
             check_parent(p)?;
         }
         let case = Case {
@@ -306,14 +299,7 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
         check_outputs(&case, a.overwrite)?;
         return Ok((vec![case], 0));
     };
-    for d in [
-        Some(&a.output),
-        a.probabilities.as_ref(),
-        a.preview.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for d in output_paths(a) {
         if d.exists() && same_file(&identity(d)?, &identity(dir)?) {
             bail!(
                 "{}: an output folder must not be the input folder {} (outputs named like \
@@ -357,14 +343,7 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
             dir.display()
         );
     }
-    for d in [
-        Some(&a.output),
-        a.probabilities.as_ref(),
-        a.preview.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for d in output_paths(a) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let (mut out, mut skipped) = (Vec::new(), 0);
@@ -394,6 +373,18 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
         });
     }
     Ok((out, skipped))
+}
+
+/// The output paths given on the command line: -o, --probabilities, --preview (files for one
+/// case, folders with -i).
+fn output_paths(a: &Args) -> impl Iterator<Item = &PathBuf> {
+    [
+        Some(&a.output),
+        a.probabilities.as_ref(),
+        a.preview.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 fn check_parent(p: &Path) -> Result<()> {
