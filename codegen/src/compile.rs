@@ -327,6 +327,7 @@ pub fn compile(
                 tiles: k.tiles,
                 flops: k.flops,
                 what: k.what.clone(),
+                launch: k.launch.clone(),
             })
             .collect(),
         consts_f32: gen.consts.f32.len(),
@@ -343,6 +344,7 @@ pub fn compile(
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        cuda: None,
         dense_macs: st.dense_macs,
         executed_macs: st.sparse_macs,
         files: BTreeMap::new(),

@@ -1,4 +1,5 @@
-//! The contract between the planner and the C kernel emitters.
+//! The contract between the planner and the kernel renderers (C here; CUDA kernels, `crate::cuda`,
+//! keep the same arena and constants but have their own signature and a [`Launch`]).
 //!
 //! Every generated CPU kernel, inference and training alike, is a C function with one signature
 //! ([`kernel_signature`]; the runtime's `e2enc_runtime::pool::KernelFn`, run by one thread pool),
@@ -22,6 +23,7 @@
 use e2enc_ir::{NodeId, Op, Tensor};
 
 use crate::layout::View;
+pub use e2enc_runtime::format::Launch;
 
 /// The C signature line (opening brace included) of kernel `name`: the one CPU kernel ABI.
 pub fn kernel_signature(name: &str) -> String {
@@ -74,6 +76,9 @@ pub struct Kernel {
     pub flops: u64,
     /// What it does, for profiles (e.g. `x0_1.u0 conv sparse`).
     pub what: String,
+    /// How a CUDA kernel is launched (grid, block, shared memory); `None` for C kernels, whose
+    /// `tiles` the thread pool runs.
+    pub launch: Option<Launch>,
 }
 
 /// Everything an emitter needs to know about one node.

@@ -18,7 +18,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::cc::private_dir;
 use crate::format::{
-    is_plain_file_name, plan_digest, sha256_hex, Manifest, FILES, FORMAT, VERSION,
+    files_of, is_plain_file_name, plan_digest, sha256_hex, source_file, Manifest, FORMAT, VERSION,
 };
 use crate::pool::KernelFn;
 use crate::sign::PublicKey;
@@ -47,10 +47,29 @@ pub struct Bundle {
     /// The constant blobs (moved into the engine's aligned storage by `Engine::new`).
     pub w: Vec<f32>,
     pub i: Vec<i32>,
-    pub kernels: Vec<KernelFn>,
+    /// The kernels: loaded C functions, or the CUDA files a GPU device (or the emulation) loads.
+    pub code: Code,
     /// The key that signed the bundle (`None`: unsigned, loaded with `trust_unsigned`).
     pub signed_by: Option<PublicKey>,
-    _lib: libloading::Library,
+}
+
+/// The verified kernels of a bundle.
+pub enum Code {
+    /// C kernels of `kernels.so`, one per step.
+    Cpu {
+        kernels: Vec<KernelFn>,
+        _lib: libloading::Library,
+    },
+    /// CUDA kernels (verified against the manifest's checksums; nothing is loaded until a
+    /// device takes them).
+    Cuda {
+        /// `kernels.cu`, the source of both and of the host emulation.
+        source: String,
+        /// `kernels.cubin`, for the manifest's `cuda.sm`.
+        cubin: Vec<u8>,
+        /// `kernels.ptx`, which newer GPUs compile at load.
+        ptx: String,
+    },
 }
 
 fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
@@ -103,6 +122,8 @@ pub fn verify_with(
             format!("bundle format version {} is not supported (this build reads {VERSION}); recompile the model", manifest.version),
         ));
     }
+    let cuda = manifest.cuda.is_some();
+    let files = files_of(cuda);
     for name in manifest.files.keys() {
         if !is_plain_file_name(name) {
             return Err(bad(
@@ -110,7 +131,7 @@ pub fn verify_with(
                 format!("manifest names `{name}`, which is not a file inside the bundle"),
             ));
         }
-        if !FILES.contains(&name.as_str()) {
+        if !files.contains(&name.as_str()) {
             return Err(bad(
                 dir,
                 format!("manifest names an unexpected file `{name}`"),
@@ -118,7 +139,7 @@ pub fn verify_with(
         }
     }
     let mut bytes = BTreeMap::new();
-    for f in FILES {
+    for &f in files {
         let want = manifest
             .files
             .get(f)
@@ -137,11 +158,12 @@ pub fn verify_with(
         bytes.insert(f.to_string(), b);
     }
     // The manifest's plan (arena size, kernels and tiles, port views, blob sizes) must be the one
-    // the (checksummed) kernels were generated for: kernels.c carries its digest.
+    // the (checksummed) kernels were generated for: kernels.c (.cu) carries its digest.
     let digest = plan_digest(&manifest);
     let marker = format!("/* e2enc-plan: {digest} */");
-    if !String::from_utf8_lossy(&bytes["kernels.c"]).contains(&marker) {
-        return Err(bad(dir, "manifest.json does not match kernels.c (its plan was modified); refusing to load the bundle"));
+    let src = source_file(cuda);
+    if !String::from_utf8_lossy(&bytes[src]).contains(&marker) {
+        return Err(bad(dir, format!("manifest.json does not match {src} (its plan was modified); refusing to load the bundle")));
     }
     // Checked arithmetic: these numbers come from the file (found by fuzzing: a shape whose
     // product overflowed panicked here).
@@ -168,6 +190,31 @@ pub fn verify_with(
     }
     let target = Target::from_manifest(manifest.target.as_deref(), &manifest.cpu_features)
         .map_err(|e| bad(dir, format!("manifest.json: {e}")))?;
+    if target.is_cuda() != cuda {
+        return Err(bad(
+            dir,
+            format!(
+                "manifest.json: target {target} {} a `cuda` section",
+                if cuda { "has" } else { "lacks" }
+            ),
+        ));
+    }
+    if let Some(c) = &manifest.cuda {
+        if target.sm() != Some(c.sm) {
+            return Err(bad(
+                dir,
+                format!(
+                    "manifest.json: target {target} with kernels for sm_{}",
+                    c.sm
+                ),
+            ));
+        }
+        if manifest.steps.iter().any(|s| s.launch.is_none()) {
+            return Err(bad(dir, "manifest.json: a CUDA kernel step has no launch"));
+        }
+        // The GPU itself (driver, architecture, memory) is checked by the device that loads it.
+        return Ok((manifest, bytes, signed_by));
+    }
     let recompile = format!(
         "recompile the model for this host with `e2enc compile --target native` (or `--target portable`, which runs anywhere); --rebuild cannot help, the kernel code itself is written for {target}"
     );
@@ -202,7 +249,7 @@ fn target_of(m: &Manifest) -> Result<Target, String> {
 impl Bundle {
     /// Verifies and loads the bundle in `dir`.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Bundle, RuntimeError> {
-        let (manifest, files, signed_by) = verify_with(dir, opts)?;
+        let (manifest, mut files, signed_by) = verify_with(dir, opts)?;
         let blobs = SafeTensors::deserialize(&files["weights.safetensors"]).map_err(|e| {
             bad(
                 dir,
@@ -226,6 +273,25 @@ impl Bundle {
             i32::from_le_bytes,
         )?;
 
+        if manifest.cuda.is_some() {
+            let text = |f: &str, b: Vec<u8>| {
+                String::from_utf8(b).map_err(|_| bad(dir, format!("{f} is not UTF-8 text")))
+            };
+            let source = text("kernels.cu", files.remove("kernels.cu").unwrap_or_default())?;
+            let ptx = text(
+                "kernels.ptx",
+                files.remove("kernels.ptx").unwrap_or_default(),
+            )?;
+            let cubin = files.remove("kernels.cubin").unwrap_or_default();
+            return Ok(Bundle {
+                dir: dir.to_path_buf(),
+                manifest,
+                w,
+                i,
+                code: Code::Cuda { source, cubin, ptx },
+                signed_by,
+            });
+        }
         let tmp =
             private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
         let so = tmp.join("kernels.so");
@@ -261,9 +327,8 @@ impl Bundle {
             manifest,
             w,
             i,
-            kernels,
+            code: Code::Cpu { kernels, _lib: lib },
             signed_by,
-            _lib: lib,
         })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, Code};
 use crate::device::Device;
 use crate::format::Port;
 use crate::layout::{View, PAD_LEFT};
@@ -103,6 +103,9 @@ impl Engine {
     /// [`Engine::new`], refusing (before allocating) an arena larger than the memory this machine
     /// has available, and an allocation that fails.
     pub fn try_new(bundle: Bundle, threads: usize) -> Result<Engine, RuntimeError> {
+        if let Code::Cuda { .. } = bundle.code {
+            return Err(cuda_on_cpu(&bundle));
+        }
         let elems = bundle.manifest.arena_elems.max(1);
         let need = (elems as u64).saturating_mul(4);
         let what = format!("bundle {}: the activation arena", bundle.dir.display());
@@ -236,9 +239,13 @@ impl Engine {
         }
         // The plan may reuse input memory once read: every run needs its inputs set anew.
         self.set.fill(false);
+        let kernels = match &self.bundle.code {
+            Code::Cpu { kernels, .. } => kernels,
+            Code::Cuda { .. } => return Err(cuda_on_cpu(&self.bundle)),
+        };
         let a = self.arena.as_mut_slice().as_mut_ptr();
         let (w, i) = (self.w.as_slice().as_ptr(), self.i.as_slice().as_ptr());
-        for (s, f) in m.steps.iter().zip(&self.bundle.kernels) {
+        for (s, f) in m.steps.iter().zip(kernels) {
             let t0 = Instant::now();
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.
@@ -253,6 +260,19 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The refusal of a CUDA bundle by the CPU device.
+fn cuda_on_cpu(b: &Bundle) -> RuntimeError {
+    RuntimeError::Device {
+        msg: format!(
+            "bundle {} holds CUDA kernels (target {}), which the CPU cannot run: run it on a GPU, \
+             or emulate its kernels on this CPU with `--emulate` (slow; for checking), or compile \
+             the model for a CPU target (`--target native`)",
+            b.dir.display(),
+            b.manifest.target.as_deref().unwrap_or("?")
+        ),
     }
 }
 

@@ -1,7 +1,10 @@
 //! The bundle format: `manifest.json` and the files it names, with checksums.
 //!
 //! A bundle is a folder holding `manifest.json`, `weights.safetensors` (the constant blobs the
-//! kernels read: tensors `W` f32 and `I` i32), `kernels.c` and `kernels.so`. The manifest records
+//! kernels read: tensors `W` f32 and `I` i32), and its kernels: `kernels.c` and `kernels.so` for
+//! a CPU target ([`FILES`]), or for a CUDA target `kernels.cu`, the NVRTC-compiled
+//! `kernels.cubin` for the target's SM version and `kernels.ptx`, a fallback for newer GPUs
+//! ([`CUDA_FILES`]; the manifest's [`CudaInfo`] and every step's [`Launch`] describe them). The manifest records
 //! the format version, the model config, the optimized graph (IR text), input and output shapes
 //! and views, the arena plan, the kernel steps, the compiler and flags, the CPU features the code
 //! needs, and the sha256 of every file. `manifest.sig` signs the exact bytes of the manifest, so
@@ -22,8 +25,34 @@ use crate::layout::View;
 
 pub const FORMAT: &str = "e2enc-bundle";
 pub const VERSION: u32 = 1;
-/// The files every bundle has besides the manifest.
+/// The files of a CPU bundle besides the manifest.
 pub const FILES: [&str; 3] = ["kernels.c", "kernels.so", "weights.safetensors"];
+
+/// The files of a CUDA bundle besides the manifest.
+pub const CUDA_FILES: [&str; 4] = [
+    "kernels.cu",
+    "kernels.cubin",
+    "kernels.ptx",
+    "weights.safetensors",
+];
+
+/// The files a bundle with (`cuda`) or without CUDA kernels has besides the manifest.
+pub fn files_of(cuda: bool) -> &'static [&'static str] {
+    if cuda {
+        &CUDA_FILES
+    } else {
+        &FILES
+    }
+}
+
+/// The kernel source file, which carries the plan digest ([`plan_digest`]).
+pub fn source_file(cuda: bool) -> &'static str {
+    if cuda {
+        "kernels.cu"
+    } else {
+        "kernels.c"
+    }
+}
 
 /// A named tensor at the bundle's interface.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,6 +71,48 @@ pub struct Step {
     pub tiles: usize,
     pub flops: u64,
     pub what: String,
+    /// How a CUDA kernel is launched; absent for C kernels (the thread pool runs their tiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+}
+
+/// The launch of one CUDA kernel: `grid` blocks of `block` threads (x, y, z), with
+/// `shared_bytes` of dynamic shared memory. `sync`: the kernel uses `__syncthreads` or
+/// warp-collective operations, so its host emulation must run a block's threads phase by phase
+/// (a kernel without runs each thread to its end in turn).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Launch {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+    pub sync: bool,
+}
+
+impl Launch {
+    /// Threads per block.
+    pub fn threads(&self) -> u64 {
+        self.block.iter().map(|&b| u64::from(b)).product()
+    }
+
+    /// Blocks in the grid.
+    pub fn blocks(&self) -> u64 {
+        self.grid.iter().map(|&b| u64::from(b)).product()
+    }
+}
+
+/// What a CUDA bundle's kernels were built for and with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CudaInfo {
+    /// Streaming-multiprocessor version of `kernels.cubin` (80: `sm_80`).
+    pub sm: u32,
+    /// The NVRTC that compiled the CUBIN and PTX (`12.9`).
+    pub nvrtc: String,
+    /// Oldest CUDA driver API version (`cuDriverGetVersion`, e.g. 12090 for 12.9) that loads the
+    /// CUBIN and PTX.
+    pub min_driver: u32,
+    /// Arithmetic of the kernels (`f32`).
+    pub precision: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +147,9 @@ pub struct Manifest {
     pub target: Option<String>,
     /// CPU features the kernels need (`std::arch` names, e.g. `avx2`, `fma`).
     pub cpu_features: Vec<String>,
+    /// The GPU build of a CUDA bundle (absent for CPU targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda: Option<CudaInfo>,
     /// Dense and executed MACs of the compiled graph, for reports.
     pub dense_macs: u64,
     pub executed_macs: u64,
@@ -185,8 +259,9 @@ pub fn is_plain_file_name(name: &str) -> bool {
 }
 
 /// The digest of everything in a manifest the runtime trusts when it runs the kernels (arena
-/// size, kernel names and tile counts, port views, blob sizes, CPU features). `kernels.c` ends
-/// with `/* e2enc-plan: DIGEST */`, so a manifest edited apart from its kernels is refused.
+/// size, kernel names and tile counts, port views, blob sizes, CPU features; for CUDA bundles
+/// also the launches and the GPU build). The kernel source (`kernels.c`, `kernels.cu`) ends with
+/// `/* e2enc-plan: DIGEST */`, so a manifest edited apart from its kernels is refused.
 pub fn plan_digest(m: &Manifest) -> String {
     let plan = serde_json::json!({
         "arena_elems": m.arena_elems,
@@ -197,7 +272,7 @@ pub fn plan_digest(m: &Manifest) -> String {
         "cpu_features": m.cpu_features,
     });
     // Bundles from before targets hash exactly as they did.
-    let plan = match &m.target {
+    let mut plan = match &m.target {
         Some(t) => {
             let mut p = plan;
             p["target"] = serde_json::json!(t);
@@ -205,5 +280,9 @@ pub fn plan_digest(m: &Manifest) -> String {
         }
         None => plan,
     };
+    if let Some(c) = &m.cuda {
+        plan["cuda"] = serde_json::json!(c);
+        plan["launches"] = serde_json::json!(m.steps.iter().map(|s| &s.launch).collect::<Vec<_>>());
+    }
     sha256_hex(plan.to_string().as_bytes())
 }

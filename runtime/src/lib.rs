@@ -61,6 +61,10 @@ pub enum RuntimeError {
         want: usize,
         got: usize,
     },
+    /// The device cannot run the bundle (a CUDA bundle on the CPU, no GPU or driver, a GPU of
+    /// another architecture, a driver older than the bundle needs, a failed launch).
+    #[error("{msg}")]
+    Device { msg: String },
     /// The bundle's arena does not fit in this machine's memory.
     #[error("{what} needs {need} bytes ({:.1} GiB) of memory; {have}", *need as f64 / (1u64 << 30) as f64)]
     OutOfMemory {

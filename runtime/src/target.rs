@@ -8,7 +8,12 @@
 //!   8-lane vectors as pairs of `float32x4_t`;
 //! - [`Target::Portable`] (`portable`): C with no intrinsics: 8-lane generic vectors (GCC/Clang
 //!   `vector_size`) lowered to whatever SIMD the host has, or arrays of 8 floats for any other
-//!   C99 compiler.
+//!   C99 compiler;
+//! - [`Target::CudaSm80`] / [`Target::CudaSm90`] (`cuda-sm80`, `cuda-sm90`): CUDA C compiled by
+//!   NVRTC to a CUBIN for that streaming-multiprocessor version (Ampere A100, Hopper H100/H200;
+//!   newer GPUs load the PTX fallback). No host architecture or CPU features: a CUDA bundle runs
+//!   on a GPU through the runtime's CUDA device, or on any host through the emulation
+//!   (`run --emulate`).
 //!
 //! The target decides the C compiler flags and the CPU features the manifest lists, so a bundle
 //! built for AVX-512 is refused on a host without it. [`Target::native`] picks the widest target
@@ -26,6 +31,8 @@ pub enum Target {
     X86Avx512,
     Aarch64Neon,
     Portable,
+    CudaSm80,
+    CudaSm90,
 }
 
 /// Flags every bundle's C compilation uses, whatever the target.
@@ -33,12 +40,25 @@ const BASE_FLAGS: [&str; 5] = ["-O2", "-std=c11", "-fPIC", "-shared", "-fno-math
 
 impl Target {
     /// Every target, in `--help` order.
-    pub const ALL: [Target; 4] = [
+    pub const ALL: [Target; 6] = [
+        Target::X86Avx2,
+        Target::X86Avx512,
+        Target::Aarch64Neon,
+        Target::Portable,
+        Target::CudaSm80,
+        Target::CudaSm90,
+    ];
+
+    /// The CPU targets (kernels in C, run by the thread pool).
+    pub const CPU: [Target; 4] = [
         Target::X86Avx2,
         Target::X86Avx512,
         Target::Aarch64Neon,
         Target::Portable,
     ];
+
+    /// The GPU targets (kernels in CUDA C).
+    pub const CUDA: [Target; 2] = [Target::CudaSm80, Target::CudaSm90];
 
     /// The target's name on the command line and in manifests.
     pub fn name(self) -> &'static str {
@@ -47,16 +67,32 @@ impl Target {
             Target::X86Avx512 => "x86-avx512",
             Target::Aarch64Neon => "aarch64-neon",
             Target::Portable => "portable",
+            Target::CudaSm80 => "cuda-sm80",
+            Target::CudaSm90 => "cuda-sm90",
+        }
+    }
+
+    /// Whether the kernels are CUDA (run on a GPU or its host emulation), not C.
+    pub fn is_cuda(self) -> bool {
+        self.sm().is_some()
+    }
+
+    /// The streaming-multiprocessor version of a CUDA target (80, 90), `None` for CPU targets.
+    pub fn sm(self) -> Option<u32> {
+        match self {
+            Target::CudaSm80 => Some(80),
+            Target::CudaSm90 => Some(90),
+            _ => None,
         }
     }
 
     /// The machine architecture its code runs on (`std::env::consts::ARCH` names), `None` for
-    /// portable C, which runs on any.
+    /// portable C, which runs on any, and for CUDA, which runs on no CPU ([`Target::is_cuda`]).
     pub fn arch(self) -> Option<&'static str> {
         match self {
             Target::X86Avx2 | Target::X86Avx512 => Some("x86_64"),
             Target::Aarch64Neon => Some("aarch64"),
-            Target::Portable => None,
+            Target::Portable | Target::CudaSm80 | Target::CudaSm90 => None,
         }
     }
 
@@ -66,7 +102,7 @@ impl Target {
             Target::X86Avx2 => &["avx2", "fma"],
             Target::X86Avx512 => &["avx2", "fma", "avx512f"],
             Target::Aarch64Neon => &["neon"],
-            Target::Portable => &[],
+            Target::Portable | Target::CudaSm80 | Target::CudaSm90 => &[],
         }
     }
 
@@ -76,7 +112,7 @@ impl Target {
         match self {
             Target::X86Avx2 => &["-mavx2", "-mfma"],
             Target::X86Avx512 => &["-mavx2", "-mfma", "-mavx512f"],
-            Target::Aarch64Neon | Target::Portable => &[],
+            Target::Aarch64Neon | Target::Portable | Target::CudaSm80 | Target::CudaSm90 => &[],
         }
     }
 
@@ -113,8 +149,11 @@ impl Target {
         }
     }
 
-    /// Whether the running host can run this target's code.
+    /// Whether the running host's CPU can run this target's code (never for CUDA targets).
     pub fn host_supports(self) -> bool {
+        if self.is_cuda() {
+            return false;
+        }
         if let Some(a) = self.arch() {
             if a != std::env::consts::ARCH {
                 return false;

@@ -56,7 +56,11 @@ impl Dialect {
             Target::X86Avx2 => X86,
             Target::X86Avx512 => return format!("{X86}{X86_512}"),
             Target::Aarch64Neon => return format!("{NEON}{EXP1}{NEON_EXP}"),
-            Target::Portable => return format!("{PORTABLE}{EXP1}{PORTABLE_EXP}"),
+            // CUDA targets have their own renderer (`crate::cuda`); were a C dialect asked of
+            // one, portable C is the one that compiles anywhere.
+            Target::Portable | Target::CudaSm80 | Target::CudaSm90 => {
+                return format!("{PORTABLE}{EXP1}{PORTABLE_EXP}")
+            }
         };
         body.to_string()
     }

@@ -58,6 +58,7 @@ pub fn kernel(
         tiles,
         flops,
         what,
+        launch: None,
     }
 }
 
