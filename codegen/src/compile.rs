@@ -300,6 +300,26 @@ pub fn compile(
     std::fs::create_dir_all(&stage).map_err(io(&stage))?;
     let g = &gen.graph;
     let st = graph_stats(g, Some(&o.weights));
+    let cuda = opts.isa.is_cuda();
+    let toolchain = if cuda {
+        if opts.standalone {
+            let _ = std::fs::remove_dir_all(&stage);
+            return Err(CodegenError::Other(format!(
+                "--standalone writes a C program; {} kernels are CUDA (compile for a CPU target \
+                 for a standalone build)",
+                opts.isa
+            )));
+        }
+        match crate::cuda::Toolchain::load() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&stage);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let cc = opts.compiler();
     let mut manifest = Manifest {
         format: FORMAT.into(),
@@ -332,10 +352,13 @@ pub fn compile(
             .collect(),
         consts_f32: gen.consts.f32.len(),
         consts_i32: gen.consts.i32.len(),
-        compiler: Compiler {
-            command: cc.clone(),
-            version: cc_version(&cc),
-            flags: opts.isa.cflags().iter().map(|s| s.to_string()).collect(),
+        compiler: match &toolchain {
+            Some(t) => t.compiler(opts.isa),
+            None => Compiler {
+                command: cc.clone(),
+                version: cc_version(&cc),
+                flags: opts.isa.cflags().iter().map(|s| s.to_string()).collect(),
+            },
         },
         target: Some(opts.isa.name().to_string()),
         cpu_features: opts
@@ -344,7 +367,7 @@ pub fn compile(
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        cuda: None,
+        cuda: toolchain.as_ref().map(|t| t.info(opts.isa)),
         dense_macs: st.dense_macs,
         executed_macs: st.sparse_macs,
         files: BTreeMap::new(),
@@ -355,11 +378,19 @@ pub fn compile(
         plan_digest(&manifest)
     );
     let result = (|| -> Result<f64, CodegenError> {
-        let c_file = stage.join("kernels.c");
+        let c_file = stage.join(crate::artifact::source_file(cuda));
         std::fs::write(&c_file, &source).map_err(io(&c_file))?;
         let t1 = Instant::now();
-        let so_file = stage.join("kernels.so");
-        run_cc(&cc, &c_file, &so_file, opts.isa)?;
+        match &toolchain {
+            Some(t) => {
+                let dev = t.build(&source, opts.isa, &gen.kernels)?;
+                let cubin = stage.join("kernels.cubin");
+                std::fs::write(&cubin, &dev.cubin).map_err(io(&cubin))?;
+                let ptx = stage.join("kernels.ptx");
+                std::fs::write(&ptx, &dev.ptx).map_err(io(&ptx))?;
+            }
+            None => run_cc(&cc, &c_file, &stage.join("kernels.so"), opts.isa)?,
+        }
         let cc_seconds = t1.elapsed().as_secs_f64();
         let mut blobs = Weights::new();
         blobs.insert(
@@ -377,7 +408,7 @@ pub fn compile(
             let dir = stage.join(crate::standalone::DIR);
             crate::standalone::write(&dir, &manifest, &source, &wbytes, opts.isa)?;
         }
-        for f in crate::artifact::FILES {
+        for &f in crate::artifact::files_of(cuda) {
             let p = stage.join(f);
             manifest.files.insert(
                 f.to_string(),

@@ -15,6 +15,7 @@
 
 pub mod c;
 pub mod compile;
+pub mod cuda;
 pub mod emit;
 pub mod keys;
 pub mod memplan;

@@ -124,7 +124,10 @@ impl Renderer for CRenderer {
     }
 }
 
-/// The renderer of `target`.
+/// The renderer of `target`: [`crate::cuda::CudaRenderer`] for CUDA targets, else C.
 pub fn for_target(target: Target) -> Box<dyn Renderer> {
-    Box::new(CRenderer::new(target))
+    match crate::cuda::CudaRenderer::new(target) {
+        Some(r) => Box::new(r),
+        None => Box::new(CRenderer::new(target)),
+    }
 }

@@ -38,6 +38,8 @@ pub struct LoadOptions {
     /// by `E2ENC_TRUST_UNSIGNED=1`. Checksums are still verified; a signature that does not verify
     /// is still refused.
     pub trust_unsigned: bool,
+    /// Compile a CUDA bundle's kernels for this CPU's host emulation ([`Bundle::emulated`]).
+    pub emulate: bool,
 }
 
 /// A verified, loaded bundle.
@@ -70,6 +72,8 @@ pub enum Code {
         /// `kernels.ptx`, which newer GPUs compile at load.
         ptx: String,
     },
+    /// CUDA kernels compiled for this CPU by the host emulation ([`Bundle::emulated`]).
+    Emulated(crate::emulate::Emulation),
 }
 
 fn bad(dir: &Path, msg: impl Into<String>) -> RuntimeError {
@@ -273,6 +277,16 @@ impl Bundle {
             i32::from_le_bytes,
         )?;
 
+        if manifest.cuda.is_none() && opts.emulate {
+            return Err(bad(
+                dir,
+                format!(
+                    "--emulate runs CUDA bundles; this one is for the CPU target {} (run it \
+                     without --emulate)",
+                    manifest.target.as_deref().unwrap_or("x86-avx2")
+                ),
+            ));
+        }
         if manifest.cuda.is_some() {
             let text = |f: &str, b: Vec<u8>| {
                 String::from_utf8(b).map_err(|_| bad(dir, format!("{f} is not UTF-8 text")))
@@ -283,14 +297,15 @@ impl Bundle {
                 files.remove("kernels.ptx").unwrap_or_default(),
             )?;
             let cubin = files.remove("kernels.cubin").unwrap_or_default();
-            return Ok(Bundle {
+            let b = Bundle {
                 dir: dir.to_path_buf(),
                 manifest,
                 w,
                 i,
                 code: Code::Cuda { source, cubin, ptx },
                 signed_by,
-            });
+            };
+            return if opts.emulate { b.emulated() } else { Ok(b) };
         }
         let tmp =
             private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
@@ -330,6 +345,31 @@ impl Bundle {
             code: Code::Cpu { kernels, _lib: lib },
             signed_by,
         })
+    }
+}
+
+impl Bundle {
+    /// This CUDA bundle with its kernels compiled for the host emulation
+    /// ([`crate::emulate`]): the CPU engine then runs it block by block. A CPU bundle is
+    /// refused.
+    pub fn emulated(mut self) -> Result<Bundle, RuntimeError> {
+        let source = match &self.code {
+            Code::Cuda { source, .. } => source,
+            Code::Emulated(_) => return Ok(self),
+            Code::Cpu { .. } => {
+                return Err(bad(
+                    &self.dir,
+                    format!(
+                        "--emulate runs CUDA bundles; this one is for the CPU target {} (run it \
+                         without --emulate)",
+                        self.manifest.target.as_deref().unwrap_or("x86-avx2")
+                    ),
+                ))
+            }
+        };
+        let emu = crate::emulate::Emulation::build(&self.dir, source, &self.manifest.steps)?;
+        self.code = Code::Emulated(emu);
+        Ok(self)
     }
 }
 

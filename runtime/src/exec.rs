@@ -239,8 +239,9 @@ impl Engine {
         }
         // The plan may reuse input memory once read: every run needs its inputs set anew.
         self.set.fill(false);
-        let kernels = match &self.bundle.code {
-            Code::Cpu { kernels, .. } => kernels,
+        let (kernels, emulation) = match &self.bundle.code {
+            Code::Cpu { kernels, .. } => (kernels, None),
+            Code::Emulated(e) => (&e.kernels, Some(e)),
             Code::Cuda { .. } => return Err(cuda_on_cpu(&self.bundle)),
         };
         let a = self.arena.as_mut_slice().as_mut_ptr();
@@ -250,6 +251,16 @@ impl Engine {
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.
             unsafe { self.device.launch(*f, a, w, i, s.tiles) };
+            if let Some(msg) = emulation.and_then(|e| e.take_error()) {
+                return Err(RuntimeError::Device {
+                    msg: format!(
+                        "bundle {}: the emulated step `{}` ({}) failed: {msg}",
+                        self.bundle.dir.display(),
+                        s.kernel,
+                        s.what
+                    ),
+                });
+            }
             if let Some(ts) = times.as_deref_mut() {
                 ts.push(StepTime {
                     kernel: s.kernel.clone(),

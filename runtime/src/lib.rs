@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod capi;
 pub mod cc;
 pub mod device;
+pub mod emulate;
 pub mod exec;
 pub mod format;
 pub mod layout;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use e2enc_runtime::bundle::Bundle;
+use e2enc_runtime::bundle::LoadOptions;
 use e2enc_runtime::exec::Engine;
 
 use crate::util::giga;
@@ -37,6 +38,11 @@ pub struct Args {
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    /// For a CUDA bundle (`--target cuda-sm80|cuda-sm90`): run its kernels on this CPU through
+    /// the host emulation (kernels.cu compiled as C++ with a CUDA shim; slow, for checking
+    /// results without a GPU).
+    #[arg(long)]
+    emulate: bool,
     #[command(flatten)]
     trust: super::TrustArgs,
     /// Also time another engine on the same dense network in the same run: `onnxruntime`
@@ -102,7 +108,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let b = Bundle::load(&a.bundle, &a.trust.load_options(a.rebuild))?;
+    let b = Bundle::load(
+        &a.bundle,
+        &LoadOptions {
+            emulate: a.emulate,
+            ..a.trust.load_options(a.rebuild)
+        },
+    )?;
     let mut e = Engine::try_new(b, a.threads)?;
     let m = e.bundle.manifest.clone();
     let port = m

@@ -43,6 +43,7 @@ impl TrustArgs {
             rebuild,
             trusted_keys: self.trusted_keys.clone(),
             trust_unsigned: self.trust_unsigned,
+            emulate: false,
         }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use e2enc::Runnable;
 use e2enc_ir::e2enet::{output_name, BuildOptions};
 use e2enc_ir::tensor::{relative_error, relative_error_l2};
+use e2enc_runtime::bundle::LoadOptions;
 
 use crate::util::{read_tensors, write_tensors};
 
@@ -51,6 +52,11 @@ pub struct Args {
     /// For a bundle: recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    /// For a CUDA bundle (`--target cuda-sm80|cuda-sm90`): run its kernels on this CPU through
+    /// the host emulation (kernels.cu compiled as C++ with a CUDA shim; slow, for checking
+    /// results without a GPU).
+    #[arg(long)]
+    emulate: bool,
     #[command(flatten)]
     trust: super::TrustArgs,
     /// Run the optimized graph (dead DSFF edges dropped, sparse and fused convolutions) instead
@@ -87,8 +93,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
         batch: s[0],
         patch: Some([s[2], s[3], s[4]]),
     };
-    let mut runnable =
-        Runnable::load_with(&a.model, &opts, a.threads, &a.trust.load_options(a.rebuild))?;
+    let mut runnable = Runnable::load_with(
+        &a.model,
+        &opts,
+        a.threads,
+        &LoadOptions {
+            emulate: a.emulate,
+            ..a.trust.load_options(a.rebuild)
+        },
+    )?;
     let (in_channels, ds_heads, engine) = match &runnable {
         Runnable::Model(sess) => (
             sess.model.config.in_channels,

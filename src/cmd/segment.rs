@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use e2enc_runtime::bundle::Bundle;
+use e2enc_runtime::bundle::LoadOptions;
 use e2enc_runtime::exec::Engine;
 use e2enc_segment::nifti::{self, Volume};
 use e2enc_segment::pipeline::{segment_case, CaseOptions};
@@ -87,6 +88,11 @@ pub struct Args {
     /// Recompile kernels.c on this host instead of loading kernels.so.
     #[arg(long)]
     rebuild: bool,
+    /// For a CUDA bundle (`--target cuda-sm80|cuda-sm90`): run its kernels on this CPU through
+    /// the host emulation (kernels.cu compiled as C++ with a CUDA shim; slow, for checking
+    /// results without a GPU).
+    #[arg(long)]
+    emulate: bool,
     #[command(flatten)]
     trust: super::TrustArgs,
 }
@@ -121,7 +127,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if !(a.step > 0.0 && a.step <= 1.0) {
         bail!("--step {} must be in (0, 1]", a.step);
     }
-    let bundle = Bundle::load(&a.bundle, &a.trust.load_options(a.rebuild))?;
+    let bundle = Bundle::load(
+        &a.bundle,
+        &LoadOptions {
+            emulate: a.emulate,
+            ..a.trust.load_options(a.rebuild)
+        },
+    )?;
     let net = net_of(&bundle)?;
     let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
     let (cases, skipped) = cases(&a, net.channels)?;

@@ -27,7 +27,7 @@
 //! result `[N, D, H, W]` with a unit channel axis); the padding stays all-zero bits.
 
 mod channel;
-mod conv;
+pub(crate) mod conv;
 mod conv_fast;
 mod conv_generic;
 mod conv_micro;
