@@ -211,8 +211,13 @@ fn check_for(c: &Case, target: Target) -> Result<usize, TestCaseError> {
     };
     let report = compile(&model, &dir, &opts)
         .map_err(|e| TestCaseError::fail(format!("compile failed: {e}")))?;
-    let bundle = Bundle::load(&dir, &LoadOptions::default())
-        .map_err(|e| TestCaseError::fail(format!("load failed: {e}")))?;
+    // CUDA bundles run through the host emulation (kernels.cu compiled as C++ with the shim).
+    let load = LoadOptions {
+        emulate: target.is_cuda(),
+        ..LoadOptions::default()
+    };
+    let bundle =
+        Bundle::load(&dir, &load).map_err(|e| TestCaseError::fail(format!("load failed: {e}")))?;
     let mut engine = Engine::new(bundle, 2);
     let x = c.input(&model.config);
     let feed = BTreeMap::from([("input".to_string(), x)]);
@@ -306,5 +311,13 @@ proptest! {
     #[test]
     fn compiled_nets_match_the_interpreter_in_portable_c(c in case(prop::sample::select(vec![[1usize, 2, 2], [2, 2, 2]]))) {
         check_for(&c, Target::Portable)?;
+    }
+
+    /// CUDA kernels (compiled by NVRTC, run by the host emulation of the runtime).
+    #[test]
+    fn cuda_nets_match_the_interpreter_under_emulation(c in case(prop::sample::select(vec![[1usize, 2, 2], [2, 2, 2]]))) {
+        if common::nvrtc_or_skip("cuda_nets_match_the_interpreter_under_emulation") {
+            check_for(&c, Target::CudaSm90)?;
+        }
     }
 }

@@ -192,3 +192,20 @@ pub fn demo_checksum(v: &[f32]) -> (f64, u64) {
     }
     (sum, h)
 }
+
+/// Whether NVRTC (which CUDA bundles need) can be loaded; without it a test prints SKIP and
+/// returns false, unless `E2ENC_REQUIRE_NVRTC=1` (CI sets it after fetching NVRTC), where it
+/// fails.
+pub fn nvrtc_or_skip(test: &str) -> bool {
+    match e2enc_codegen::cuda::Toolchain::load() {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("E2ENC_REQUIRE_NVRTC").as_deref() != Ok("1"),
+                "{test}: E2ENC_REQUIRE_NVRTC=1 but NVRTC is not available: {e}"
+            );
+            eprintln!("SKIP {test}: {e}");
+            false
+        }
+    }
+}

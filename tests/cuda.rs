@@ -1,0 +1,155 @@
+//! CUDA bundles without a GPU: the numpy-reference fixture compiled for `cuda-sm80` and
+//! `cuda-sm90` (NVRTC builds CUBIN and PTX), run by the host emulation, matches the float64
+//! reference and the interpreter within 1e-5, bit-identically for any thread order seed and
+//! thread count; the CPU engine refuses a CUDA bundle and `--emulate` refuses a CPU bundle,
+//! both naming the fix; tampered device code is refused before anything runs.
+
+#[path = "common/mod.rs"]
+mod cli_common;
+#[path = "bundle_common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{feed, rel};
+use e2enc::{Session, TensorEngine};
+use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::target::Target;
+use e2enc_ir::e2enet::BuildOptions;
+use e2enc_runtime::bundle::{Bundle, Code, LoadOptions};
+use e2enc_runtime::exec::Engine;
+
+fn compile_ch1(target: Target) -> (tempfile::TempDir, PathBuf) {
+    let t = common::tempdir();
+    let dir = t.path().join(target.name());
+    let opts = CompileOptions {
+        deep_supervision: true,
+        isa: target,
+        ..CompileOptions::default()
+    };
+    compile(&common::ch1_model(), &dir, &opts)
+        .unwrap_or_else(|e| panic!("compiling ch1 for {target} failed: {e}"));
+    (t, dir)
+}
+
+fn emulated(dir: &Path, threads: usize) -> Engine {
+    let b = Bundle::load(
+        dir,
+        &LoadOptions {
+            emulate: true,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {} emulated: {e}", dir.display()));
+    Engine::try_new(b, threads).expect("engine")
+}
+
+fn set_seed(e: &Engine, seed: u64) {
+    match &e.bundle.code {
+        Code::Emulated(em) => em.set_seed(seed),
+        _ => panic!("not an emulated bundle"),
+    }
+}
+
+#[test]
+fn fixture_on_cuda_targets_matches_reference_and_interpreter_under_emulation() {
+    if !common::nvrtc_or_skip("fixture_on_cuda_targets") {
+        return;
+    }
+    let io = common::ch1_io();
+    let x = io.get("input").expect("io has `input`");
+    let mut s = Session::load(&common::ch1_dir(), &BuildOptions::default()).expect("session");
+    s.optimize(&[]).expect("optimize");
+    let yi = s.run(&feed(x), &[]).expect("interpreter");
+    for target in Target::CUDA {
+        let (_t, dir) = compile_ch1(target);
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["target"], target.name());
+        assert_eq!(m["cuda"]["sm"], target.sm().unwrap());
+        for f in [
+            "kernels.cu",
+            "kernels.cubin",
+            "kernels.ptx",
+            "weights.safetensors",
+        ] {
+            assert!(m["files"][f].is_string(), "manifest lists {f}");
+        }
+        let mut e1 = emulated(&dir, 1);
+        let y1 = e1.run(&feed(x)).expect("emulated run");
+        for (name, got) in &y1 {
+            let want_name = if name == "logits" { "ds0" } else { name };
+            let e = rel(got, io.get(want_name).expect("reference"), name);
+            assert!(
+                e < 1e-5,
+                "{target} {name}: {e:.2e} against the float64 reference"
+            );
+            let e = rel(got, &yi[name], name);
+            assert!(e < 1e-5, "{target} {name}: {e:.2e} against the interpreter");
+        }
+        // The kernels do not depend on the order of threads or on how blocks are split.
+        let mut e2 = emulated(&dir, 2);
+        set_seed(&e2, 0xdead_beef);
+        let y2 = e2
+            .run(&feed(x))
+            .expect("emulated run, 2 threads, another seed");
+        common::assert_same_outputs(&y1, &y2, "seed and thread count");
+    }
+}
+
+#[test]
+fn cuda_bundles_and_cpu_engines_refuse_each_other_clearly() {
+    if !common::nvrtc_or_skip("cuda_bundles_and_cpu_engines_refuse_each_other_clearly") {
+        return;
+    }
+    let (_t, dir) = compile_ch1(Target::CudaSm90);
+    let b = Bundle::load(&dir, &LoadOptions::default()).expect("a CUDA bundle verifies");
+    let e = Engine::try_new(b, 1)
+        .err()
+        .expect("the CPU engine refuses CUDA kernels");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--emulate") && msg.contains("cuda-sm90"),
+        "{msg}"
+    );
+
+    // The library signed with the test process's key, which the CLI's home does not know.
+    let bench = |d: &Path, more: &[&str]| {
+        let mut a = vec![
+            "bench",
+            d.to_str().unwrap(),
+            "--runs",
+            "1",
+            "--trust-unsigned",
+        ];
+        a.extend(more);
+        cli_common::e2enc(&a)
+    };
+    let o = bench(&dir, &[]);
+    let t = cli_common::text(&o);
+    assert!(!o.status.success() && t.contains("--emulate"), "{t}");
+    let o = bench(&dir, &["--emulate"]);
+    assert!(o.status.success(), "{}", cli_common::text(&o));
+
+    let cpu = common::shared_ch1();
+    let o = bench(cpu, &["--emulate"]);
+    let t = cli_common::text(&o);
+    assert!(
+        !o.status.success() && t.contains("without --emulate"),
+        "{t}"
+    );
+
+    // Tampered device code: refused by its checksum before anything is compiled or run.
+    for f in ["kernels.cubin", "kernels.ptx", "kernels.cu"] {
+        let t2 = common::tempdir();
+        let copy = t2.path().join("b");
+        common::copy_dir(&dir, &copy);
+        let mut bytes = std::fs::read(copy.join(f)).unwrap();
+        bytes.push(b'\n');
+        std::fs::write(copy.join(f), &bytes).unwrap();
+        let e = Bundle::load(&copy, &LoadOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("tampered {f} loaded"));
+        assert!(e.to_string().contains(f), "{e}");
+    }
+}
