@@ -317,7 +317,8 @@ proptest! {
     #[test]
     fn cuda_nets_match_the_interpreter_under_emulation(c in case(prop::sample::select(vec![[1usize, 2, 2], [2, 2, 2]]))) {
         if common::nvrtc_or_skip("cuda_nets_match_the_interpreter_under_emulation") {
-            check_for(&c, Target::CudaSm90)?;
+            // Both GPU targets over the cases (the text is the same; NVRTC and its checks differ).
+            check_for(&c, if c.seed % 2 == 0 { Target::CudaSm80 } else { Target::CudaSm90 })?;
         }
     }
 }

@@ -153,3 +153,87 @@ fn cuda_bundles_and_cpu_engines_refuse_each_other_clearly() {
         assert!(e.to_string().contains(f), "{e}");
     }
 }
+
+/// The kernels of the released network (golden fixture) and of AMOS-CT (128^3, density 0.2 and
+/// dense) compile with NVRTC for sm_80 and sm_90 to CUBIN and PTX, and ptxas reports no spills
+/// and registers and shared memory within the SM's limits (`compile` refuses otherwise; here the
+/// report is checked directly too).
+#[test]
+fn golden_and_amos_ct_kernels_compile_for_both_sms_without_spills() {
+    use e2enc_codegen::compile::generate;
+    use e2enc_codegen::cuda::Toolchain;
+    use e2enc_ir::e2enet::{build, model::apply_masks, DsffConfig, Model, ModelConfig};
+    use e2enc_ir::init::{init_masks, init_weights};
+    use e2enc_passes::{optimize, OptimizeOptions};
+
+    if !common::nvrtc_or_skip("golden_and_amos_ct_kernels_compile_for_both_sms") {
+        return;
+    }
+    let tc = Toolchain::load().expect("NVRTC");
+    let golden = Model::load(
+        &common::repo().join("tests/data/golden/model.json"),
+        &BuildOptions::default(),
+    )
+    .expect("golden model");
+    let amos = |density: f64| {
+        let mut cfg = ModelConfig::amos_ct();
+        cfg.dsff = Some(DsffConfig {
+            density,
+            level0_density: density,
+        });
+        let net = build(&cfg, &BuildOptions::default()).expect("AMOS-CT builds");
+        let mut w = init_weights(&net.params, 7);
+        let masks = init_masks(&net.params, cfg.dsff.as_ref().unwrap(), 7);
+        apply_masks(&mut w, &masks);
+        Model {
+            path: "amos/model.json".into(),
+            config: cfg,
+            net,
+            weights: Some(w),
+            masks: Some(masks),
+        }
+    };
+    for (what, m) in [
+        ("golden", golden),
+        ("AMOS-CT d=0.2", amos(0.2)),
+        ("AMOS-CT dense", amos(1.0)),
+    ] {
+        let o = optimize(
+            &m.net.graph,
+            m.weights.as_ref().unwrap(),
+            &OptimizeOptions {
+                keep_outputs: Some(vec!["logits".into()]),
+                ..OptimizeOptions::default()
+            },
+        )
+        .expect("optimize");
+        for target in Target::CUDA {
+            let gen = generate(&o.graph, &o.weights, target).expect("generate");
+            let dev = tc
+                .build(&gen.source, target, &gen.kernels)
+                .unwrap_or_else(|e| panic!("{what} for {target}: {e}"));
+            assert_eq!(&dev.cubin[..4], b"\x7fELF", "{what} {target}: a CUBIN");
+            assert!(dev
+                .ptx
+                .contains(&format!(".target sm_{}", target.sm().unwrap())));
+            let entries: Vec<_> = dev.resources.iter().filter(|r| r.entry).collect();
+            assert_eq!(
+                entries.len(),
+                gen.kernels.len(),
+                "{what} {target}: every kernel reported"
+            );
+            let spills: Vec<_> = entries
+                .iter()
+                .filter(|r| r.spill_stores + r.spill_loads > 0)
+                .map(|r| r.name.as_str())
+                .collect();
+            assert!(spills.is_empty(), "{what} {target}: spills in {spills:?}");
+            let regs = entries.iter().map(|r| r.registers).max().unwrap_or(0);
+            let smem = entries.iter().map(|r| r.shared_bytes).max().unwrap_or(0);
+            eprintln!(
+                "{what} {target}: {} kernels, at most {regs} registers and {smem} B shared memory per block",
+                entries.len()
+            );
+        }
+    }
+}

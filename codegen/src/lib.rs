@@ -11,7 +11,9 @@
 //! program of the bundle ([`standalone`]), signed with the user's key ([`keys`]). The bundle format ([`artifact`]), the layout
 //! ([`layout`]) and the target table ([`target`]) are the runtime's (`e2enc-runtime`),
 //! re-exported here: the runtime reads what codegen writes. [`train`] emits the kernels of a
-//! training graph (forward and backward) for the generated-C backend of `e2enc-train`.
+//! training graph (forward and backward) for the generated-C backend of `e2enc-train`. [`cuda`]
+//! is the CUDA renderer (header-free CUDA C) and [`cuda::nvrtc`], which compiles it to CUBIN and
+//! PTX with NVRTC and checks the kernels' resources, with no GPU.
 
 pub mod c;
 pub mod compile;

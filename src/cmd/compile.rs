@@ -9,13 +9,18 @@ use e2enc_ir::e2enet::{BuildOptions, Model};
 
 use crate::util::{giga, parse_patch};
 
-/// Compile a model into a kernel bundle for the CPU runtime.
+/// Compile a model into a kernel bundle for the runtime.
 ///
 /// The model is optimized (dead DSFF edges and channels dropped, kernel-sparse and fused
-/// convolutions), then every kernel is generated as shape-specialized C (AVX2/FMA) and compiled
-/// with the system C compiler ($CC, default cc) into the bundle folder:
-/// manifest.json, weights.safetensors, kernels.c, kernels.so. The bundle is built for one batch
-/// size and patch; it is written to a temporary folder and renamed into place at the end.
+/// convolutions), then every kernel is generated as shape-specialized C for a CPU --target and
+/// compiled with the system C compiler ($CC, default cc) into the bundle folder:
+/// manifest.json, weights.safetensors, kernels.c, kernels.so. For --target cuda-sm80 or
+/// cuda-sm90 the kernels are CUDA C, compiled by NVRTC (get it with `bash
+/// scripts/fetch-nvrtc.sh`, or point $E2ENC_NVRTC at libnvrtc.so) into kernels.cu,
+/// kernels.cubin and kernels.ptx (the fallback newer GPUs compile at load), every kernel's
+/// registers and shared memory checked against the GPU's limits, CUBINs cached by sha256. The
+/// bundle is built for one batch size and patch; it is written to a temporary folder and renamed
+/// into place at the end.
 ///
 /// The bundle is signed: manifest.sig holds an ed25519 signature of manifest.json (which holds
 /// every file's sha256) and the public key. Without --sign, the key is your local key
@@ -50,6 +55,9 @@ pub struct Args {
     /// aarch64-neon), x86-avx2 (any AVX2 + FMA host), x86-avx512 (needs avx512f where the bundle
     /// runs), aarch64-neon (64-bit Arm), or portable (plain C99, no intrinsics: any host). The
     /// manifest names the target and its CPU features; a host without them refuses the bundle.
+    /// cuda-sm80 (A100 and newer, Ampere and Ada GPUs) or cuda-sm90 (H100/H200): CUDA kernels
+    /// for a GPU; on a machine without one, `e2enc run|bench|segment --emulate` runs them
+    /// through the host emulation.
     #[arg(long, visible_alias = "isa", default_value = "native", value_parser = parse_target)]
     target: Target,
     /// Also write standalone/ inside the bundle: a C program that runs the model without e2enc.
@@ -111,9 +119,14 @@ pub fn main(a: Args) -> Result<ExitCode> {
         giga(man.dense_macs)
     );
     eprintln!(
-        "optimize {:.2} s, codegen {:.2} s, C compiler {:.2} s",
+        "optimize {:.2} s, codegen {:.2} s, {} {:.2} s",
         r.optimize.seconds,
         r.codegen_seconds - r.optimize.seconds,
+        if a.target.is_cuda() {
+            "NVRTC"
+        } else {
+            "C compiler"
+        },
         r.cc_seconds
     );
     let arena = man.arena_elems as u64 * 4;

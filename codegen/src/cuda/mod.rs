@@ -4,7 +4,8 @@
 //!
 //! Files: `text.rs` the prelude, the kernel signature and index expressions; `conv.rs` the
 //! convolutions (shift read through, sparse CSR, bias, activation; norm kernels after);
-//! `ops.rs` everything else. `compile` turns the text into CUBIN and PTX with NVRTC; the
+//! `ops.rs` everything else; [`nvrtc`] turns the text into CUBIN and PTX and checks the
+//! ptxas report ([`Toolchain`] is what `compile` calls, with a CUBIN cache); the
 //! runtime runs them on a GPU, or the same text on the CPU through its host emulation
 //! (`e2enc_runtime::emulate`), which is how the kernels are checked against the interpreter on
 //! machines without a GPU.
@@ -14,6 +15,7 @@
 //! tiling, fused norm statistics and CUDA graphs build on this seam.
 
 mod conv;
+pub mod nvrtc;
 mod ops;
 pub mod text;
 
@@ -113,56 +115,86 @@ impl Renderer for CudaRenderer {
     }
 }
 
-/// What builds a CUDA bundle's device code: NVRTC, loaded at compile time.
+/// What builds a CUDA bundle's device code: NVRTC ([`nvrtc`]), loaded at compile time.
 pub struct Toolchain {
-    version: (i32, i32),
+    nvrtc: nvrtc::Nvrtc,
 }
 
 /// The device code of a bundle.
 pub struct DeviceCode {
     pub cubin: Vec<u8>,
     pub ptx: String,
+    /// The ptxas report of every kernel.
+    pub resources: Vec<nvrtc::KernelResources>,
+    /// Whether the CUBIN came from the cache (same source, SM and NVRTC).
+    pub from_cache: bool,
 }
 
 impl Toolchain {
-    /// Loads NVRTC.
+    /// Loads NVRTC ([`nvrtc::load`]: `$E2ENC_NVRTC`, the folder of `scripts/fetch-nvrtc.sh`, or
+    /// the system's); the error says how to get it.
     pub fn load() -> Result<Toolchain, CodegenError> {
-        Ok(Toolchain { version: (0, 0) })
+        nvrtc::load()
+            .map(|nvrtc| Toolchain { nvrtc })
+            .map_err(|e| CodegenError::Other(format!("CUDA targets need NVRTC: {e}")))
+    }
+
+    /// NVRTC's version.
+    pub fn version(&self) -> (i32, i32) {
+        self.nvrtc.version()
     }
 
     /// The manifest's description of the GPU build.
     pub fn info(&self, target: Target) -> crate::artifact::CudaInfo {
+        let (a, b) = self.nvrtc.version();
         crate::artifact::CudaInfo {
             sm: target.sm().unwrap_or(0),
-            nvrtc: format!("{}.{}", self.version.0, self.version.1),
-            min_driver: 0,
+            nvrtc: format!("{a}.{b}"),
+            min_driver: self.nvrtc.min_driver(),
             precision: "f32".into(),
         }
     }
 
     /// The manifest's compiler entry.
     pub fn compiler(&self, target: Target) -> crate::artifact::Compiler {
+        let (a, b) = self.nvrtc.version();
         crate::artifact::Compiler {
-            command: "nvrtc".into(),
-            version: format!("{}.{}", self.version.0, self.version.1),
-            flags: vec![format!(
-                "--gpu-architecture=sm_{}",
-                target.sm().unwrap_or(0)
-            )],
+            command: format!("nvrtc ({})", self.nvrtc.path().display()),
+            version: format!("{a}.{b}"),
+            flags: nvrtc::options(target.sm().unwrap_or(0)),
         }
     }
 
-    /// Compiles `source` for `target` and checks the kernels' resources against `kernels`'
-    /// launches.
+    /// Compiles `source` for `target` (through the CUBIN cache) and checks every kernel's
+    /// resources (no spills, registers and shared memory within the SM's limits) against the
+    /// launches of `kernels`.
     pub fn build(
         &self,
-        _source: &str,
-        _target: Target,
-        _kernels: &[Kernel],
+        source: &str,
+        target: Target,
+        kernels: &[Kernel],
     ) -> Result<DeviceCode, CodegenError> {
+        let sm = target
+            .sm()
+            .ok_or_else(|| CodegenError::Other(format!("{target} is not a CUDA target")))?;
+        let c = self
+            .nvrtc
+            .compile_cached(source, sm, None)
+            .map_err(|e| CodegenError::Other(format!("NVRTC: {e}")))?;
+        let launches: Vec<(String, crate::emit::Launch)> = kernels
+            .iter()
+            .filter_map(|k| k.launch.clone().map(|l| (k.name.clone(), l)))
+            .collect();
+        nvrtc::check_resources(&c.resources, &launches, sm).map_err(|e| {
+            CodegenError::Other(format!(
+                "the CUDA kernels for {target} do not fit the GPU's resources:\n{e}"
+            ))
+        })?;
         Ok(DeviceCode {
-            cubin: Vec::new(),
-            ptx: String::new(),
+            cubin: c.cubin,
+            ptx: c.ptx,
+            resources: c.resources,
+            from_cache: c.from_cache,
         })
     }
 }
