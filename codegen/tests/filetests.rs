@@ -2,8 +2,10 @@
 //! `tests/filetests/NAME.e2t` holds a header, directives and an input graph in the IR text form;
 //! beside it, `NAME.c` holds the exact C text of the graph's kernels for the 8-lane targets
 //! (`x86-avx2`, `aarch64-neon`, `portable`: one text by design), `NAME.x86-avx512.c` the text
-//! with its 16-lane micro kernels, and `prelude.TARGET.c` the prelude (the dialect's vocabulary)
-//! every bundle of that target starts with. A renderer change shows as a diff of these files.
+//! with its 16-lane micro kernels, `NAME.cu` the CUDA text (one for `cuda-sm80` and
+//! `cuda-sm90`: NVRTC's architecture differs, not the text), and `prelude.TARGET.c` (`.cu`) the
+//! prelude every bundle of that target starts with. A renderer change shows as a diff of these
+//! files.
 //!
 //! ```text
 //! test kernels
@@ -20,7 +22,8 @@
 //! golden file (a mismatch prints a line diff) and that the whole source (prelude + kernels)
 //! passes the C compiler's syntax check for that target: `cc` for the x86 and portable targets,
 //! `aarch64-linux-gnu-gcc` for NEON (CI installs it; without it the NEON check fails, unless
-//! `E2ENC_SKIP_AARCH64=1`). The numbers these kernels compute are checked elsewhere (kernel
+//! `E2ENC_SKIP_AARCH64=1`), and for CUDA the host C++ compiler over the runtime's emulation shim
+//! (NVRTC itself compiles the same text in the CUDA bundle tests). The numbers these kernels compute are checked elsewhere (kernel
 //! proptests and bundles against the interpreter, the standalone build under qemu-aarch64).
 //!
 //! `BLESS=1 cargo test -p e2enc-codegen --test filetests` rewrites the golden files.
@@ -32,11 +35,15 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2enc_codegen::c::prelude_for;
 use e2enc_codegen::compile::generate;
 use e2enc_codegen::target::Target;
 use e2enc_ir::text::parse_named;
 use e2enc_passes::{optimize, OptimizeOptions};
+
+/// The prelude a bundle of `target` starts with.
+fn prelude_for(target: Target) -> String {
+    e2enc_codegen::render::for_target(target).prelude()
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/filetests")
@@ -171,7 +178,42 @@ fn checker(target: Target) -> Result<(String, Vec<&'static str>), String> {
     Ok((cc, flags))
 }
 
+/// CUDA text through the host C++ compiler with the emulation shim in front.
+fn cuda_syntax_check(source: &str, what: &str) -> Result<(), String> {
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let c = tmp.path().join("k.cpp");
+    std::fs::write(&c, format!("{}\n{source}", e2enc_runtime::emulate::SHIM))
+        .map_err(|e| e.to_string())?;
+    let cxx = e2enc_runtime::emulate::compiler();
+    let flags = [
+        "-fsyntax-only",
+        "-std=c++17",
+        "-Wall",
+        "-Werror",
+        "-Wno-unused-function",
+        "-Wno-unused-parameter",
+    ];
+    let out = Command::new(&cxx)
+        .args(flags)
+        .arg(&c)
+        .output()
+        .map_err(|e| format!("{cxx}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let head: Vec<&str> = err.lines().take(30).collect();
+        return Err(format!(
+            "{what}: `{cxx} {}` failed:\n{}",
+            flags.join(" "),
+            head.join("\n")
+        ));
+    }
+    Ok(())
+}
+
 fn syntax_check(target: Target, source: &str, what: &str) -> Result<(), String> {
+    if target.is_cuda() {
+        return cuda_syntax_check(source, what);
+    }
     let (cc, flags) = match checker(target) {
         Ok(c) => c,
         Err(e)
@@ -207,7 +249,9 @@ fn syntax_check(target: Target, source: &str, what: &str) -> Result<(), String> 
 /// portable) share one kernel text by design, so they share `NAME.c`; a dialect with wider
 /// vectors has its own `NAME.TARGET.c`.
 fn golden_name(stem: &str, target: Target) -> String {
-    if target.lanes() == 8 {
+    if target.is_cuda() {
+        format!("{stem}.cu")
+    } else if target.lanes() == 8 {
         format!("{stem}.c")
     } else {
         format!("{stem}.{target}.c")
@@ -254,7 +298,10 @@ fn prelude_per_target() {
     let mut failures = Vec::new();
     for target in Target::ALL {
         if let Err(e) = golden(
-            &dir().join(format!("prelude.{target}.c")),
+            &dir().join(format!(
+                "prelude.{target}.{}",
+                if target.is_cuda() { "cu" } else { "c" }
+            )),
             &prelude_for(target),
         ) {
             failures.push(e);
@@ -280,7 +327,7 @@ fn goldens_differ_by_dialect_only() {
     for t in [&avx2, &avx512] {
         assert!(!t.contains("_mm256") && !t.contains("_mm512") && !t.contains("vld1q"));
     }
-    for t in Target::ALL {
+    for t in Target::CPU {
         let p = prelude_for(t);
         assert!(
             p.contains("e2f8_fma"),
