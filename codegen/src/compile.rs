@@ -22,6 +22,7 @@ use crate::artifact::{plan_digest, sha256_hex, Compiler, Manifest, Port, Step, F
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::keys::{PublicKey, SecretKey};
 use crate::memplan::{plan, Plan};
+use crate::precision::Precision;
 pub use crate::target::Target;
 
 /// Errors of compilation.
@@ -70,6 +71,9 @@ pub struct CompileOptions {
     /// The secret key file to sign the bundle with; `None`: the local key
     /// ([`crate::keys::local_key`], created on first use).
     pub sign: Option<PathBuf>,
+    /// The kernels' arithmetic; `None`: the target's default
+    /// ([`Precision::default_for`]: tf32 on CUDA, f32 on CPUs).
+    pub precision: Option<Precision>,
 }
 
 impl Default for CompileOptions {
@@ -82,6 +86,7 @@ impl Default for CompileOptions {
             isa: Target::native(),
             standalone: false,
             sign: None,
+            precision: None,
         }
     }
 }
@@ -130,9 +135,20 @@ pub struct Generated {
 /// larger one is a mistake (an absurd `--patch`), refused before any kernel is written.
 pub const MAX_ARENA_BYTES: u64 = 256 << 30;
 
-/// Plans and emits the kernels of an (optimized) graph for `isa`.
+/// Plans and emits the kernels of an (optimized) graph for `isa` in its default precision.
 pub fn generate(g: &Graph, w: &Weights, isa: Target) -> Result<Generated, CodegenError> {
-    let renderer = crate::render::for_target(isa);
+    generate_in(g, w, isa, Precision::default_for(isa))
+}
+
+/// [`generate`] in `precision`.
+pub fn generate_in(
+    g: &Graph,
+    w: &Weights,
+    isa: Target,
+    precision: Precision,
+) -> Result<Generated, CodegenError> {
+    precision.check(isa).map_err(CodegenError::Other)?;
+    let renderer = crate::render::for_target_in(isa, precision);
     let scratch = |id| {
         let tys: Vec<_> = g
             .operands(id)
@@ -288,7 +304,10 @@ pub fn compile(
     let mut oo = opts.optimize.clone();
     oo.keep_outputs = (!opts.deep_supervision).then(|| vec!["logits".to_string()]);
     let o = optimize(&model.net.graph, weights, &oo)?;
-    let gen = generate(&o.graph, &o.weights, opts.isa)?;
+    let precision = opts
+        .precision
+        .unwrap_or_else(|| Precision::default_for(opts.isa));
+    let gen = generate_in(&o.graph, &o.weights, opts.isa, precision)?;
     let codegen_seconds = t0.elapsed().as_secs_f64();
 
     let parent = match out.parent() {
@@ -367,7 +386,7 @@ pub fn compile(
             .iter()
             .map(|s| s.to_string())
             .collect(),
-        cuda: toolchain.as_ref().map(|t| t.info(opts.isa)),
+        cuda: toolchain.as_ref().map(|t| t.info(opts.isa, precision)),
         dense_macs: st.dense_macs,
         executed_macs: st.sparse_macs,
         files: BTreeMap::new(),

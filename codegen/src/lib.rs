@@ -21,6 +21,7 @@ pub mod cuda;
 pub mod emit;
 pub mod keys;
 pub mod memplan;
+pub mod precision;
 pub mod render;
 pub mod standalone;
 pub mod train;

@@ -124,9 +124,17 @@ impl Renderer for CRenderer {
     }
 }
 
-/// The renderer of `target`: [`crate::cuda::CudaRenderer`] for CUDA targets, else C.
+/// The renderer of `target` in its default precision
+/// ([`crate::precision::Precision::default_for`]).
 pub fn for_target(target: Target) -> Box<dyn Renderer> {
-    match crate::cuda::CudaRenderer::new(target) {
+    for_target_in(target, crate::precision::Precision::default_for(target))
+}
+
+/// The renderer of `target` computing in `precision` (checked by the caller,
+/// [`crate::precision::Precision::check`]): [`crate::cuda::CudaRenderer`] for CUDA targets,
+/// else C (f32).
+pub fn for_target_in(target: Target, precision: crate::precision::Precision) -> Box<dyn Renderer> {
+    match crate::cuda::CudaRenderer::new(target, precision) {
         Some(r) => Box::new(r),
         None => Box::new(CRenderer::new(target)),
     }

@@ -17,6 +17,11 @@
 //   lane of its warp has, then reads the source lane's (double-buffered by operation parity);
 // - __shared__ variables are per block (static thread_local: a block runs on one OS thread, and
 //   blocks are independent, so the CPU thread pool runs blocks like tiles).
+// - mma.sync (e2_mma_tf32: m16n8k8, TF32 in, f32 accumulate) is a rendezvous of the 32 lanes
+//   of a warp: each lane deposits its A, B and C fragments, and once all have, each computes
+//   its D fragment from the whole matrices rebuilt with PTX's fragment layout (TF32 operands
+//   keep their top 19 bits; products are exact in f32 and summed in k order);
+//   e2_tf32 is cvt.rna.tf32.f32 (round to nearest, ties away from zero).
 // Errors (a barrier in a launch marked sync = 0, threads that exit while others wait at a
 // barrier, a deadlock) are recorded, reported through e2emu_error(), and stop the launch.
 
@@ -93,6 +98,7 @@ struct Sched {
     void (*body)(void *) = nullptr;
     void *arg = nullptr;
     std::vector<uint64_t> xbuf;
+    std::vector<uint32_t> gbuf;
     ~Sched() {
         for (char *s : stacks) free(s);
     }
@@ -153,6 +159,30 @@ static uint64_t warp_exchange(uint64_t mine, int src) {
     return buf[src];
 }
 
+// Deposits `n` (at most 16) words of this lane and returns, once every lane of the warp has,
+// all 32 lanes' words in `all` (lane-major).
+static bool warp_gather(const uint32_t *mine, int n, uint32_t *all) {
+    Sched *s = t_sched;
+    if (!s) {
+        fail(t_kernel, "a warp-collective operation in a launch marked without synchronization (sync = 0)");
+        return false;
+    }
+    Fiber &f = s->fibers[s->cur];
+    unsigned int lin = linear_tid(), lane = lin % 32, warp = lin / 32;
+    unsigned int nwarps = (s->nthreads + 31) / 32;
+    if (s->nthreads % 32 != 0) {
+        fail(t_kernel, "a warp-collective operation in a block that is not whole warps");
+        return false;
+    }
+    unsigned int par = f.warp_ops & 1;
+    f.warp_ops++;
+    uint32_t *buf = &s->gbuf[(((size_t)par * nwarps + warp) * 32) * 16];
+    memcpy(buf + lane * 16, mine, sizeof(uint32_t) * (size_t)n);
+    yield(AT_WARP);
+    for (int l = 0; l < 32; l++) memcpy(all + l * n, buf + l * 16, sizeof(uint32_t) * (size_t)n);
+    return true;
+}
+
 static void run_sync_block(Sched &s, uint64_t rng) {
     unsigned int n = s.nthreads;
     while (s.fibers.size() < n) {
@@ -178,6 +208,7 @@ static void run_sync_block(Sched &s, uint64_t rng) {
     }
     unsigned int nwarps = (n + 31) / 32;
     s.xbuf.assign((size_t)2 * nwarps * 32, 0);
+    s.gbuf.assign((size_t)2 * nwarps * 32 * 16, 0);
     std::vector<int> order(n);
     for (unsigned int i = 0; i < n; i++) order[i] = (int)i;
     for (;;) {
@@ -335,4 +366,45 @@ template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m, int wid
     int base = lane & ~(width - 1), src = lane ^ m;
     return e2emu::unbits<T>(
         e2emu::warp_exchange(e2emu::bits(v), src >= base && src < base + width ? src : lane));
+}
+
+static inline unsigned __float_as_uint(float v) { return e2emu::bits(v) & 0xffffffffu; }
+
+// cvt.rna.tf32.f32: to nearest, ties away from zero, 10 mantissa bits; NaN and inf unchanged.
+static inline unsigned e2_tf32(float x) {
+    uint32_t b = (uint32_t)e2emu::bits(x);
+    if ((b & 0x7f800000u) == 0x7f800000u) return b;
+    return (b + 0x1000u) & 0xffffe000u;
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, fragments as in the PTX ISA.
+static inline void e2_mma_tf32(float *d, const unsigned *a, const unsigned *b) {
+    uint32_t mine[10], all[32 * 10];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    for (int i = 0; i < 4; i++) mine[6 + i] = (uint32_t)e2emu::bits(d[i]);
+    if (!e2emu::warp_gather(mine, 10, all)) return;
+    float A[16][8], B[8][8], C[16][8];
+    for (int lane = 0; lane < 32; lane++) {
+        const uint32_t *r = all + lane * 10;
+        int g = lane >> 2, t = lane & 3;
+        A[g][t] = e2emu::unbits<float>(r[0] & 0xffffe000u);
+        A[g + 8][t] = e2emu::unbits<float>(r[1] & 0xffffe000u);
+        A[g][t + 4] = e2emu::unbits<float>(r[2] & 0xffffe000u);
+        A[g + 8][t + 4] = e2emu::unbits<float>(r[3] & 0xffffe000u);
+        B[t][g] = e2emu::unbits<float>(r[4] & 0xffffe000u);
+        B[t + 4][g] = e2emu::unbits<float>(r[5] & 0xffffe000u);
+        C[g][2 * t] = e2emu::unbits<float>(r[6]);
+        C[g][2 * t + 1] = e2emu::unbits<float>(r[7]);
+        C[g + 8][2 * t] = e2emu::unbits<float>(r[8]);
+        C[g + 8][2 * t + 1] = e2emu::unbits<float>(r[9]);
+    }
+    int lane = (int)(e2emu::linear_tid() % 32), g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >> 1) * 8, col = 2 * t + (i & 1);
+        float acc = C[row][col];
+        for (int k = 0; k < 8; k++) acc += A[row][k] * B[k][col];
+        d[i] = acc;
+    }
 }

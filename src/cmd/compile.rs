@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use e2enc_codegen::compile::{compile, CompileOptions, Target};
+use e2enc_codegen::precision::Precision;
 use e2enc_ir::e2enet::{BuildOptions, Model};
 
 use crate::util::{giga, parse_patch};
@@ -78,6 +79,16 @@ pub struct Args {
     /// your local key.
     #[arg(long, value_name = "KEYFILE")]
     sign: Option<PathBuf>,
+    /// The convolutions' arithmetic: f32 (every target; the CPU default), or tf32 (CUDA only,
+    /// the CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in
+    /// f32, about 1e-3 relative error per layer; choose f32 for results equal to the CPU's to
+    /// rounding). bf16 and int8 are not built yet.
+    #[arg(long, value_parser = parse_precision)]
+    precision: Option<Precision>,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
 }
 
 fn parse_target(s: &str) -> Result<Target, String> {
@@ -104,6 +115,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         standalone: a.standalone,
         cc: a.cc.clone(),
         sign: a.sign.clone(),
+        precision: a.precision,
         ..CompileOptions::default()
     };
     let r = compile(&m, &a.out, &opts)?;

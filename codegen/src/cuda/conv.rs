@@ -16,9 +16,29 @@ use super::text::{at, cf, grid_yz, kernel, THREADS};
 use crate::c::conv::{live_flops, slope_in_conv, spec};
 use crate::c::err;
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::precision::Precision;
 
-pub fn emit(ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {
+pub fn emit(
+    ctx: &NodeCtx,
+    consts: &mut Consts,
+    precision: Precision,
+) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
+    if precision == Precision::Tf32 && super::mma::takes(&sp) {
+        let mut ks = vec![super::mma::emit(ctx, &sp, consts)?];
+        if let Some((eps, gamma, beta)) = sp.norm {
+            ks.push(norm_stats(ctx, consts, &ctx.output, eps, gamma)?);
+            ks.push(norm_apply(
+                ctx,
+                consts,
+                &ctx.output,
+                &ctx.output,
+                beta,
+                sp.slope,
+            )?);
+        }
+        return Ok(ks);
+    }
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let [n, _, d, h, w] = g.x;

@@ -15,6 +15,7 @@
 //! tiling, fused norm statistics and CUDA graphs build on this seam.
 
 mod conv;
+mod mma;
 pub mod nvrtc;
 mod ops;
 pub mod text;
@@ -27,6 +28,7 @@ use e2enc_ir::{Op, TensorType};
 use crate::c::err;
 use crate::compile::CodegenError;
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::precision::Precision;
 use crate::render::Renderer;
 use crate::target::Target;
 use crate::train::TrainGenerated;
@@ -35,12 +37,15 @@ use crate::train::TrainGenerated;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CudaRenderer {
     target: Target,
+    precision: Precision,
 }
 
 impl CudaRenderer {
-    /// The renderer of a CUDA `target` (`None` for a CPU target).
-    pub fn new(target: Target) -> Option<CudaRenderer> {
-        target.is_cuda().then_some(CudaRenderer { target })
+    /// The renderer of a CUDA `target` computing in `precision` (`None` for a CPU target).
+    pub fn new(target: Target, precision: Precision) -> Option<CudaRenderer> {
+        target
+            .is_cuda()
+            .then_some(CudaRenderer { target, precision })
     }
 }
 
@@ -83,7 +88,9 @@ impl Renderer for CudaRenderer {
             return Err(err(ctx, "CUDA kernels read no channel maps"));
         }
         match ctx.op {
-            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => conv::emit(ctx, consts),
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
+                conv::emit(ctx, consts, self.precision)
+            }
             Op::InstanceNorm { eps } => ops::instance_norm(ctx, consts, *eps),
             Op::LeakyRelu { slope } => ops::leaky_relu(ctx, *slope),
             Op::Add => ops::add(ctx),
@@ -145,13 +152,13 @@ impl Toolchain {
     }
 
     /// The manifest's description of the GPU build.
-    pub fn info(&self, target: Target) -> crate::artifact::CudaInfo {
+    pub fn info(&self, target: Target, precision: Precision) -> crate::artifact::CudaInfo {
         let (a, b) = self.nvrtc.version();
         crate::artifact::CudaInfo {
             sm: target.sm().unwrap_or(0),
             nvrtc: format!("{a}.{b}"),
             min_driver: self.nvrtc.min_driver(),
-            precision: "f32".into(),
+            precision: precision.name().into(),
         }
     }
 

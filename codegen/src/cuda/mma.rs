@@ -1,0 +1,221 @@
+//! Tensor-core convolutions (`--precision tf32`): the stride-1 `1x3x3`/`1x1x1`-style convs
+//! (`kh = kw` in {1, 3}, same padding, any depth kernel, stride and shift) as an implicit GEMM
+//! on `mma.sync.m16n8k8` with TF32 inputs and f32 accumulation.
+//!
+//! - M: 16 output channels per warp (a *group*; the grid's y), N: 32 output positions of one
+//!   plane per warp (four 8-wide MMA tiles), K: the group's (input channel, tap) pairs.
+//! - DSFF sparsity: a group's K lists only the input channels that are live for at least one of
+//!   its 16 outputs (the union), with zero weights for the dead (output, input) pairs in it, so
+//!   fully dead inputs of a group cost nothing. With random 20% masks a group's union is most of
+//!   the inputs (1 - 0.8^16 = 97%), so at density 0.2 this kernel does about dense work on
+//!   tensor cores; grouping outputs that share live inputs is the next step (see the module doc
+//!   of `crate::cuda`).
+//! - Weights are packed per group as `[K][16]` floats, rounded to TF32 when compiled (round to
+//!   nearest, ties away: what `cvt.rna.tf32.f32` does to the activations in the kernel).
+//! - The depth shift is read through: entry `(c, tap)` reads channel `c` at depth
+//!   `z * sd - pd + a - shift(c)`, zero outside; H and W borders are bounds checks.
+//!
+//! Fragment layouts are PTX's for `.m16n8k8` `.tf32` (A row-major: `a0 (g, t)`, `a1 (g + 8, t)`,
+//! `a2 (g, t + 4)`, `a3 (g + 8, t + 4)`; B column: `b0 (t, g)`, `b1 (t + 4, g)`; C/D:
+//! `c0 (g, 2t)`, `c1 (g, 2t + 1)`, `c2 (g + 8, 2t)`, `c3 (g + 8, 2t + 1)`, with `g = lane / 4`,
+//! `t = lane % 4`); the host emulation implements the instruction from the same table.
+
+use super::text::{at, cf, grid_yz, kernel};
+use crate::c::conv::{live_flops, path, slope_in_conv, ConvPath, ConvSpec};
+use crate::c::err;
+use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+
+/// Output positions per warp (four MMA tiles of 8).
+const POS_PER_WARP: usize = 32;
+/// Warps per block.
+const WARPS: usize = 4;
+
+/// Whether the tensor-core kernel takes this conv.
+pub fn takes(sp: &ConvSpec) -> bool {
+    let g = &sp.g;
+    !g.transposed && path(g) == ConvPath::Fast && g.s[1] == 1 && g.s[2] == 1
+}
+
+/// `x` rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as
+/// `cvt.rna.tf32.f32`; NaN and infinities pass unchanged.
+pub fn round_tf32(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    f32::from_bits(x.to_bits().wrapping_add(0x1000) & 0xffff_e000)
+}
+
+pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
+    let g = &sp.g;
+    let (x, y) = (&ctx.inputs[0], &ctx.output);
+    let [n, cin, d, h, w] = g.x;
+    let [_, co, od, oh, ow] = g.y;
+    let [kd, kh, kw] = g.k;
+    let [sd, _, _] = g.s;
+    let [pd, ph, pw] = g.p;
+    let kvol = g.kvol();
+    let groups = co.div_ceil(16);
+    // Per group: the union of live inputs, then the (channel, tap) entries and [K][16] weights.
+    let mut gk = vec![0i32];
+    let (mut kc, mut kt, mut wv) = (Vec::new(), Vec::new(), Vec::new());
+    for grp in 0..groups {
+        let outs = grp * 16..(grp * 16 + 16).min(co);
+        let mut live = vec![None; 16 * cin];
+        for o in outs.clone() {
+            for &(c, off) in &sp.rows[o] {
+                live[(o - grp * 16) * cin + c] = Some(off);
+            }
+        }
+        let used: Vec<usize> = (0..cin)
+            .filter(|&c| (0..16).any(|r| live[r * cin + c].is_some()))
+            .collect();
+        let mut entries = 0;
+        for &c in &used {
+            for tap in 0..kvol {
+                kc.push(c as i32);
+                kt.push(tap as i32);
+                for r in 0..16 {
+                    let v = live[r * cin + c].map_or(0.0, |off| sp.wdata[off + tap]);
+                    wv.push(round_tf32(v));
+                }
+                entries += 1;
+            }
+        }
+        while entries % 8 != 0 {
+            kc.push(-1);
+            kt.push(0);
+            wv.extend_from_slice(&[0.0; 16]);
+            entries += 1;
+        }
+        gk.push(gk.last().copied().unwrap_or(0) + entries as i32);
+    }
+    if gk.last().is_some_and(|&k| k < 0) || kc.len() > i32::MAX as usize {
+        return Err(err(
+            ctx,
+            "too many reduction entries for the tensor-core kernel",
+        ));
+    }
+    let gk_off = consts.push_i32(&gk);
+    let kc_off = consts.push_i32(&kc);
+    let kt_off = consts.push_i32(&kt);
+    let w_off = consts.push_f32(&wv);
+    let sh_off = consts.push_i32(
+        &sp.shifts
+            .iter()
+            .map(|&s| s.clamp(-(1 << 30), 1 << 30) as i32)
+            .collect::<Vec<_>>(),
+    );
+    let bias = sp.bias.map(|b| consts.push_f32(b));
+    let plane = oh * ow;
+    let khw = kh * kw;
+    let xplane = at(x, "n", "c", "jz", "0", "0");
+    let mut epi = String::from("float v = acc[j][i]");
+    if let Some(b) = bias {
+        epi.push_str(&format!(" + W[{b} + o]"));
+    }
+    epi.push(';');
+    if let Some(s) = slope_in_conv(sp) {
+        epi.push_str(&format!(" v = e2_lrelu(v, {});", cf(s)));
+    }
+    let body = format!(
+        "const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+const int g = lane >> 2, t = lane & 3;
+const int G = (int)blockIdx.y, n = (int)blockIdx.z / {od}, oz = (int)blockIdx.z % {od};
+const int p0 = ((int)blockIdx.x * {WARPS} + warp) * {POS_PER_WARP};
+int py[4], px[4];
+#pragma unroll
+for (int j = 0; j < 4; j++) {{
+    const int p = p0 + j * 8 + g;
+    py[j] = p < {plane} ? p / {ow} : -1000000;
+    px[j] = p < {plane} ? p % {ow} : 0;
+}}
+float acc[4][4];
+#pragma unroll
+for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}
+const int k0 = I[{gk_off} + G], k1 = I[{gk_off} + G + 1];
+for (int k = k0; k < k1; k += 8) {{
+    const float *wk = W + {w_off}LL + (i64)k * 16;
+    unsigned a[4];
+    a[0] = (unsigned)__float_as_int(wk[t * 16 + g]);
+    a[1] = (unsigned)__float_as_int(wk[t * 16 + g + 8]);
+    a[2] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g]);
+    a[3] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g + 8]);
+    const float *xr[2];
+    int dy[2], dx[2];
+    #pragma unroll
+    for (int r = 0; r < 2; r++) {{
+        const int c = I[{kc_off} + k + t + 4 * r], tap = I[{kt_off} + k + t + 4 * r];
+        const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};
+        const int jz = c < 0 ? -1 : oz * {sd} - {pd} + a_ - I[{sh_off} + (c < 0 ? 0 : c)];
+        xr[r] = (jz >= 0 && jz < {d}) ? A + {xplane} : (const float *)0;
+        dy[r] = b_ - {ph};
+        dx[r] = q_ - {pw};
+    }}
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {{
+        unsigned b[2];
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {{
+            const int iy = py[j] + dy[r], ix = px[j] + dx[r];
+            const float v = (xr[r] && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? xr[r][(i64)iy * {row} + ix] : 0.0f;
+            b[r] = e2_tf32(v);
+        }}
+        e2_mma_tf32(acc[j], a, b);
+    }}
+}}
+#pragma unroll
+for (int j = 0; j < 4; j++) {{
+    #pragma unroll
+    for (int i = 0; i < 4; i++) {{
+        const int o = G * 16 + g + (i >> 1) * 8, p = p0 + j * 8 + 2 * t + (i & 1);
+        if (o < {co} && p < {plane}) {{
+            const int oy = p / {ow}, ox = p % {ow};
+            {epi}
+            A[{out}] = v;
+        }}
+    }}
+}}
+",
+        row = x.row,
+        out = at(y, "n", "o", "oz", "oy", "ox"),
+    );
+    let _ = (n, cin, kd);
+    let blocks_x = plane.div_ceil(WARPS * POS_PER_WARP);
+    let grid = [
+        grid_yz(ctx, blocks_x, "output plane blocks")?,
+        grid_yz(ctx, groups, "output channel groups")?,
+        grid_yz(ctx, n * od, "batch x output depth")?,
+    ];
+    let what = format!(
+        "{} conv tf32-mma{} {:?}",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        g.k
+    );
+    Ok(kernel(
+        &ctx.prefix,
+        &body,
+        grid,
+        [(WARPS * 32) as u32, 1, 1],
+        true,
+        live_flops(sp),
+        what,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_tf32;
+
+    #[test]
+    fn tf32_rounding_is_to_nearest_ties_away() {
+        assert_eq!(round_tf32(1.0), 1.0);
+        // 1 + 2^-11 is half a TF32 ulp above 1: ties go away from zero.
+        assert_eq!(round_tf32(1.0 + 2f32.powi(-11)), 1.0 + 2f32.powi(-10));
+        assert_eq!(round_tf32(-(1.0 + 2f32.powi(-11))), -(1.0 + 2f32.powi(-10)));
+        assert_eq!(round_tf32(1.0 + 2f32.powi(-12)), 1.0);
+        assert_eq!(round_tf32(f32::INFINITY), f32::INFINITY);
+        assert!(round_tf32(f32::NAN).is_nan());
+        assert_eq!(round_tf32(3.0).to_bits() & 0x1fff, 0);
+    }
+}

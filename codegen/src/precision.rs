@@ -1,0 +1,92 @@
+//! The arithmetic of a bundle's kernels (`--precision`): which number formats the convolutions
+//! multiply in. Accumulation is f32 in every precision; instance-norm statistics stay in f64.
+//!
+//! - `f32`: IEEE single precision everywhere (every target; the CPU targets' only one today);
+//! - `tf32`: CUDA tensor cores (`mma.sync` m16n8k8) multiply TF32 (10-bit mantissa, f32
+//!   range) inputs: activations rounded by `cvt.rna`, weights rounded when compiled; the
+//!   default for CUDA targets, about 1e-3 relative error per conv against f32.
+//!
+//! `bf16` (CUDA and CPU) and `int8` (CPU) belong here when they are built.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::target::Target;
+
+/// The number format of the convolutions' multiplications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    Tf32,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Tf32 => "tf32",
+        }
+    }
+
+    /// The default of `target`: TF32 tensor cores on CUDA (sm_80 and newer have them), f32 on
+    /// CPUs.
+    pub fn default_for(target: Target) -> Precision {
+        if target.is_cuda() {
+            Precision::Tf32
+        } else {
+            Precision::F32
+        }
+    }
+
+    /// Whether kernels of `target` can compute in this precision; the error names what can.
+    pub fn check(self, target: Target) -> Result<(), String> {
+        match self {
+            Precision::F32 => Ok(()),
+            Precision::Tf32 if target.is_cuda() => Ok(()),
+            Precision::Tf32 => Err(format!(
+                "--precision tf32 is tensor-core arithmetic of CUDA targets; {target} computes in \
+                 f32 (use --precision f32, or --target cuda-sm80|cuda-sm90)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "tf32" => Ok(Precision::Tf32),
+            "bf16" | "int8" => Err(format!(
+                "--precision {s} is not built yet: this version computes in f32 (every target) \
+                 or tf32 (CUDA)"
+            )),
+            _ => Err(format!("unknown precision `{s}`: expected f32 or tf32")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_checks() {
+        assert_eq!(Precision::default_for(Target::CudaSm90), Precision::Tf32);
+        assert_eq!(Precision::default_for(Target::X86Avx2), Precision::F32);
+        assert!(Precision::Tf32.check(Target::Portable).is_err());
+        assert!(Precision::Tf32.check(Target::CudaSm80).is_ok());
+        assert_eq!("tf32".parse::<Precision>(), Ok(Precision::Tf32));
+        assert!("bf16"
+            .parse::<Precision>()
+            .unwrap_err()
+            .contains("not built yet"));
+    }
+}
