@@ -20,7 +20,7 @@ pub enum Device {
     Cpu(Pool),
     /// An NVIDIA GPU (cargo feature `cuda`): kernels from `kernels.cubin` / `kernels.ptx`.
     #[cfg(feature = "cuda")]
-    Cuda(crate::cuda::CudaDevice),
+    Cuda(Box<crate::cuda::CudaDevice>),
 }
 
 impl Device {

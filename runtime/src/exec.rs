@@ -139,7 +139,11 @@ impl Engine {
             // The blobs live on the GPU now: the host keeps none.
             bundle.w = Vec::new();
             bundle.i = Vec::new();
-            Ok(Engine::with_device_arena(bundle, Device::Cuda(gpu), arena))
+            Ok(Engine::with_device_arena(
+                bundle,
+                Device::Cuda(Box::new(gpu)),
+                arena,
+            ))
         }
     }
 
@@ -248,6 +252,8 @@ impl Engine {
         }
         // The plan may reuse input memory once read: every run needs its inputs set anew.
         self.set.fill(false);
+        // One arm without the `cuda` feature.
+        #[allow(clippy::infallible_destructuring_match)]
         let pool = match &mut self.device {
             Device::Cpu(pool) => pool,
             #[cfg(feature = "cuda")]

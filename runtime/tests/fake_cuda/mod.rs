@@ -79,7 +79,7 @@ pub fn blobs(m: &Manifest) -> Vec<u8> {
         "I": {"dtype": "I32", "shape": [m.consts_i32], "data_offsets": [w_end, data.len()]},
     })
     .to_string();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
