@@ -66,19 +66,20 @@ pub fn cuda_manifest() -> Manifest {
     }
 }
 
-/// `weights.safetensors` with `W` (f32) and `I` (i32) of the manifest's sizes, written by hand
-/// (the format is an 8-byte header length, a JSON header, the data).
-pub fn blobs(m: &Manifest) -> Vec<u8> {
-    let mut data: Vec<u8> = (0..m.consts_f32)
-        .flat_map(|k| (k as f32).to_le_bytes())
-        .collect();
-    let w_end = data.len();
-    data.extend((0..m.consts_i32).flat_map(|k| (k as i32).to_le_bytes()));
-    let mut header = serde_json::json!({
-        "W": {"dtype": "F32", "shape": [m.consts_f32], "data_offsets": [0, w_end]},
-        "I": {"dtype": "I32", "shape": [m.consts_i32], "data_offsets": [w_end, data.len()]},
-    })
-    .to_string();
+/// A safetensors file of `(name, dtype, shape, little-endian data)`, written by hand (the
+/// format is an 8-byte header length, a JSON header, the data).
+pub fn safetensors_bytes(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let at = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [at, data.len()]}),
+        );
+    }
+    let mut header = serde_json::Value::Object(header).to_string();
     while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
@@ -86,6 +87,32 @@ pub fn blobs(m: &Manifest) -> Vec<u8> {
     out.extend(header.as_bytes());
     out.extend(data);
     out
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// `weights.safetensors` with `W` (f32: 0, 1, 2, ...) and `I` (i32: 0, 1, ...) of the manifest's
+/// sizes, unless given.
+pub fn blobs(m: &Manifest, w: Option<&[f32]>, i: Option<&[i32]>) -> Vec<u8> {
+    let w: Vec<f32> = w.map_or_else(
+        || (0..m.consts_f32).map(|k| k as f32).collect(),
+        <[f32]>::to_vec,
+    );
+    let i: Vec<i32> = i.map_or_else(
+        || (0..m.consts_i32).map(|k| k as i32).collect(),
+        <[i32]>::to_vec,
+    );
+    safetensors_bytes(&[
+        ("W", "F32", vec![w.len()], f32_bytes(&w)),
+        (
+            "I",
+            "I32",
+            vec![i.len()],
+            i.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ),
+    ])
 }
 
 /// Writes the bundle into `dir` (created), unsigned.
@@ -101,7 +128,7 @@ pub fn write_cuda_bundle(dir: &Path) {
         ("kernels.cu", source.into_bytes()),
         ("kernels.cubin", b"\x7fELF not a real cubin".to_vec()),
         ("kernels.ptx", b"// not real PTX\n".to_vec()),
-        ("weights.safetensors", blobs(&m)),
+        ("weights.safetensors", blobs(&m, None, None)),
     ];
     for (name, bytes) in &files {
         std::fs::write(dir.join(name), bytes).unwrap();
@@ -112,4 +139,110 @@ pub fn write_cuda_bundle(dir: &Path) {
         serde_json::to_string_pretty(&m).unwrap(),
     )
     .unwrap();
+}
+
+/// Elements of one padded activation of [`SHAPE`].
+pub fn elems() -> usize {
+    View::elems(SHAPE)
+}
+
+/// The GPU smoke bundle: real CUDA kernels whose CUBIN and PTX are built on the GPU machine
+/// (`scripts/gpu-check.sh` runs nvcc on `kernels.cu` and writes their checksums into the
+/// manifest; here they are placeholders). Input at offset 0, a scratch copy at `E`, the output
+/// at `2E` (`E` = [`elems`]); step 0 (`k0_scale`, 64 threads a block, 256 bytes of dynamic
+/// shared memory, `__syncthreads`) writes `x * W[0]` to the scratch, step 1 (`k1_times`, 32
+/// threads a block) the scratch times `I[0]` to the output: with `W = [2]`, `I = [3]` the output
+/// is `6 x`, padding zero. Returns the manifest.
+pub fn write_smoke_bundle(dir: &Path) -> Manifest {
+    std::fs::create_dir_all(dir).unwrap();
+    let e = elems();
+    let mut m = cuda_manifest();
+    m.inputs[0].view = View::padded(0, SHAPE);
+    m.outputs[0].view = View::padded(2 * e, SHAPE);
+    m.arena_elems = 3 * e;
+    m.consts_f32 = 1;
+    m.consts_i32 = 1;
+    let blocks = |b: usize| e.div_ceil(b) as u32;
+    m.steps = vec![
+        Step {
+            kernel: "k0_scale".into(),
+            tiles: 1,
+            flops: e as u64,
+            what: "0 scale by W[0] through shared memory".into(),
+            launch: Some(Launch {
+                grid: [blocks(64), 1, 1],
+                block: [64, 1, 1],
+                shared_bytes: 64 * 4,
+                sync: true,
+            }),
+        },
+        Step {
+            kernel: "k1_times".into(),
+            tiles: 1,
+            flops: e as u64,
+            what: "1 times I[0]".into(),
+            launch: Some(Launch {
+                grid: [blocks(32), 1, 1],
+                block: [32, 1, 1],
+                shared_bytes: 0,
+                sync: false,
+            }),
+        },
+    ];
+    let source = format!(
+        r#"// The GPU smoke bundle of e2enc's runtime tests (runtime/tests/fake_cuda/mod.rs).
+#define E {e}
+extern "C" __global__ void k0_scale(float *A, const float *W, const int *I) {{
+    extern __shared__ float s[];
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    s[threadIdx.x] = t < E ? A[t] * W[0] : 0.0f;
+    __syncthreads();
+    int r = blockDim.x - 1 - threadIdx.x;
+    int u = blockIdx.x * blockDim.x + r;
+    if (u < E) A[E + u] = s[r];
+}}
+extern "C" __global__ void k1_times(float *A, const float *W, const int *I) {{
+    int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < E) A[2 * E + t] = A[E + t] * (float)I[0];
+}}
+/* e2enc-plan: {} */
+"#,
+        plan_digest(&m)
+    );
+    let files: [(&str, Vec<u8>); 4] = [
+        ("kernels.cu", source.into_bytes()),
+        ("kernels.cubin", b"built on the GPU machine".to_vec()),
+        ("kernels.ptx", b"// built on the GPU machine\n".to_vec()),
+        ("weights.safetensors", blobs(&m, Some(&[2.0]), Some(&[3]))),
+    ];
+    for (name, bytes) in &files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        m.files.insert(name.to_string(), sha256_hex(bytes));
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    m
+}
+
+/// Writes the smoke case for `scripts/gpu-check.sh` into `case`: `cuda/` (the smoke bundle),
+/// `input.safetensors`, `reference.safetensors` (`6 x`) and the markers `build-on-gpu` and
+/// `small`.
+pub fn write_smoke_case(case: &Path) {
+    write_smoke_bundle(&case.join("cuda"));
+    let n: usize = SHAPE.iter().product();
+    let x: Vec<f32> = (0..n).map(|k| k as f32 * 0.25 - 0.5).collect();
+    let y: Vec<f32> = x.iter().map(|v| v * 6.0).collect();
+    let file =
+        |name: &str, v: &[f32]| safetensors_bytes(&[(name, "F32", SHAPE.to_vec(), f32_bytes(v))]);
+    std::fs::write(case.join("input.safetensors"), file("input", &x)).unwrap();
+    std::fs::write(case.join("reference.safetensors"), file("logits", &y)).unwrap();
+    std::fs::write(
+        case.join("build-on-gpu"),
+        "nvcc builds kernels.cubin and kernels.ptx\n",
+    )
+    .unwrap();
+    std::fs::write(case.join("small"), "").unwrap();
 }
