@@ -142,3 +142,11 @@ fn the_gpu_smoke_case() {
         assert_eq!(msg, e2enc_runtime::cuda::NO_DRIVER);
     }
 }
+
+/// An engine moves between threads on either device (the CUDA device makes its context current
+/// on whichever thread runs it).
+#[test]
+fn engines_are_send() {
+    fn send<T: Send>() {}
+    send::<Engine>();
+}
