@@ -207,6 +207,8 @@ fn check_for(c: &Case, target: Target) -> Result<usize, TestCaseError> {
     let opts = CompileOptions {
         deep_supervision: c.deep_supervision,
         isa: target,
+        // f32 on every target (CUDA's default, tf32, has its own tolerance: tests/cuda.rs).
+        precision: Some(e2enc_codegen::precision::Precision::F32),
         ..CompileOptions::default()
     };
     let report = compile(&model, &dir, &opts)

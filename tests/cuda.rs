@@ -1,8 +1,10 @@
 //! CUDA bundles without a GPU: the numpy-reference fixture compiled for `cuda-sm80` and
 //! `cuda-sm90` (NVRTC builds CUBIN and PTX), run by the host emulation, matches the float64
-//! reference and the interpreter within 1e-5, bit-identically for any thread order seed and
-//! thread count; the CPU engine refuses a CUDA bundle and `--emulate` refuses a CPU bundle,
-//! both naming the fix; tampered device code is refused before anything runs.
+//! reference and the interpreter within 1e-5 in f32, bit-identically for any thread order seed
+//! and thread count, and within the TF32 tolerance on tensor cores (`mma.sync` emulated from
+//! PTX's fragment tables); the CPU engine refuses a CUDA bundle and `--emulate` refuses a CPU
+//! bundle, both naming the fix; tampered device code is refused before anything runs; the
+//! kernels of the golden network and AMOS-CT compile for both SMs without spills.
 
 #[path = "common/mod.rs"]
 mod cli_common;
@@ -14,17 +16,19 @@ use std::path::{Path, PathBuf};
 use common::{feed, rel};
 use e2enc::{Session, TensorEngine};
 use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::target::Target;
 use e2enc_ir::e2enet::BuildOptions;
 use e2enc_runtime::bundle::{Bundle, Code, LoadOptions};
 use e2enc_runtime::exec::Engine;
 
-fn compile_ch1(target: Target) -> (tempfile::TempDir, PathBuf) {
+fn compile_ch1(target: Target, precision: Precision) -> (tempfile::TempDir, PathBuf) {
     let t = common::tempdir();
     let dir = t.path().join(target.name());
     let opts = CompileOptions {
         deep_supervision: true,
         isa: target,
+        precision: Some(precision),
         ..CompileOptions::default()
     };
     compile(&common::ch1_model(), &dir, &opts)
@@ -62,11 +66,12 @@ fn fixture_on_cuda_targets_matches_reference_and_interpreter_under_emulation() {
     s.optimize(&[]).expect("optimize");
     let yi = s.run(&feed(x), &[]).expect("interpreter");
     for target in Target::CUDA {
-        let (_t, dir) = compile_ch1(target);
+        let (_t, dir) = compile_ch1(target, Precision::F32);
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
         assert_eq!(m["target"], target.name());
         assert_eq!(m["cuda"]["sm"], target.sm().unwrap());
+        assert_eq!(m["cuda"]["precision"], "f32");
         for f in [
             "kernels.cu",
             "kernels.cubin",
@@ -97,12 +102,63 @@ fn fixture_on_cuda_targets_matches_reference_and_interpreter_under_emulation() {
     }
 }
 
+/// TF32 tensor cores (the CUDA default): the fixture's outputs within rel. L2 1e-2 of the
+/// float64 reference with the same argmax on at least 99.9% of voxels, and bit-identical across
+/// thread-order seeds (each mma is a warp rendezvous in the emulation, so a kernel that let lanes
+/// diverge around it would fail here).
+#[test]
+fn fixture_on_tensor_cores_is_within_the_tf32_tolerance() {
+    use e2enc_ir::tensor::relative_error_l2;
+    if !common::nvrtc_or_skip("fixture_on_tensor_cores") {
+        return;
+    }
+    let io = common::ch1_io();
+    let x = io.get("input").expect("io has `input`");
+    let (_t, dir) = compile_ch1(Target::CudaSm80, Precision::Tf32);
+    let man = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    assert!(
+        man.contains("tf32-mma"),
+        "no tensor-core kernel in the bundle"
+    );
+    assert!(man.contains("\"precision\": \"tf32\""));
+    let mut e = emulated(&dir, 2);
+    let y = e.run(&feed(x)).expect("emulated run");
+    for (name, got) in &y {
+        let want = io
+            .get(if name == "logits" { "ds0" } else { name })
+            .expect("reference");
+        let l2 = relative_error_l2(got, want).unwrap();
+        assert!(l2 < 1e-2, "{name}: rel. L2 {l2:.2e} in TF32");
+        assert!(
+            l2 > 0.0,
+            "{name}: TF32 equal to f32 bit for bit: were tensor cores used?"
+        );
+        let (g, w) = (got.as_f32().unwrap(), want.as_f32().unwrap());
+        let [_, c, d, h, wd] = <[usize; 5]>::try_from(got.shape()).unwrap();
+        let vox = d * h * wd;
+        let argmax = |v: &[f32], i: usize| {
+            (0..c)
+                .max_by(|&a, &b| v[a * vox + i].total_cmp(&v[b * vox + i]))
+                .unwrap()
+        };
+        let same = (0..vox).filter(|&i| argmax(g, i) == argmax(w, i)).count();
+        assert!(
+            same as f64 >= 0.999 * vox as f64,
+            "{name}: argmax agrees on {same} of {vox} voxels"
+        );
+        eprintln!("{name}: TF32 rel. L2 {l2:.2e}, argmax agreement {same}/{vox}");
+    }
+    set_seed(&e, 12345);
+    let y2 = e.run(&feed(x)).expect("another seed");
+    common::assert_same_outputs(&y, &y2, "thread-order seed");
+}
+
 #[test]
 fn cuda_bundles_and_cpu_engines_refuse_each_other_clearly() {
     if !common::nvrtc_or_skip("cuda_bundles_and_cpu_engines_refuse_each_other_clearly") {
         return;
     }
-    let (_t, dir) = compile_ch1(Target::CudaSm90);
+    let (_t, dir) = compile_ch1(Target::CudaSm90, Precision::Tf32);
     let b = Bundle::load(&dir, &LoadOptions::default()).expect("a CUDA bundle verifies");
     let e = Engine::try_new(b, 1)
         .err()

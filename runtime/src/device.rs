@@ -1,20 +1,26 @@
 //! Where a bundle's kernels run: the seam between the [`Engine`](crate::exec::Engine) and the
-//! hardware. Today there is one device, the CPU, whose kernels are the bundle's `kernels.so`
-//! functions run over their tiles by the thread pool of [`crate::pool`].
+//! hardware. Two devices:
 //!
-//! **A CUDA device goes here**, as a second variant of [`Device`]: it would hold a context and
-//! a stream, own the arena and the constant blobs in device memory (the engine's host arena then
-//! only stages inputs and outputs), and launch the bundle's GPU kernels (PTX or cubin named by
-//! the manifest's steps) with one block per tile in [`Device::launch`]. The bundle format,
-//! verification and the C ABI stay as they are; only a target naming the GPU and a loader for
-//! its kernel file are new.
+//! - the CPU ([`Device::Cpu`]), whose kernels are the bundle's `kernels.so` functions run over
+//!   their tiles by the thread pool of [`crate::pool`], on the engine's host arena;
+//! - with the cargo feature `cuda`, an NVIDIA GPU ([`Device::Cuda`], [`crate::cuda`]), which
+//!   holds a context and a stream, owns the arena and the constant blobs in device memory (the
+//!   engine's host arena then only stages inputs and outputs) and launches the bundle's CUDA
+//!   kernels (`kernels.cubin`, or `kernels.ptx` on a newer GPU) with each step's grid and block.
+//!
+//! The bundle format, verification and the C ABI are the same for both; the engine hands the
+//! CPU one kernel call at a time ([`Pool::run`]) and the GPU the whole run
+//! (`CudaDevice::execute`).
 
-use crate::pool::{KernelFn, Pool};
+use crate::pool::Pool;
 
 /// A device that runs a bundle's kernels.
 pub enum Device {
     /// The host CPU: kernels from `kernels.so`, tiles spread over a thread pool.
     Cpu(Pool),
+    /// An NVIDIA GPU (cargo feature `cuda`): kernels from `kernels.cubin` / `kernels.ptx`.
+    #[cfg(feature = "cuda")]
+    Cuda(Box<crate::cuda::CudaDevice>),
 }
 
 impl Device {
@@ -28,37 +34,31 @@ impl Device {
         Device::Cpu(Pool::new(threads))
     }
 
-    /// The device's name in reports (`cpu`).
+    /// The device's name in reports (`cpu`, `cuda`).
     pub fn name(&self) -> &'static str {
         match self {
             Device::Cpu(_) => "cpu",
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => "cuda",
         }
     }
 
-    /// Threads (CPU) that run the tiles of one kernel call.
+    /// One line for reports: `cpu (8 threads)`, `cuda:0 NVIDIA H200 (sm_90, ...)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu(pool) => format!("cpu ({} threads)", pool.threads()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpu) => gpu.describe(),
+        }
+    }
+
+    /// Threads (CPU) that run the tiles of one kernel call; 1 for a GPU (one host thread
+    /// issues its launches).
     pub fn threads(&self) -> usize {
         match self {
             Device::Cpu(pool) => pool.threads(),
-        }
-    }
-
-    /// Runs kernel `f` over tiles `0..tiles` on arena `a` and blobs `w`, `i`, and returns when
-    /// all tiles are done.
-    ///
-    /// # Safety
-    /// `f` must be a kernel compiled for exactly this arena and these blobs (see
-    /// [`Pool::run`]).
-    pub(crate) unsafe fn launch(
-        &mut self,
-        f: KernelFn,
-        a: *mut f32,
-        w: *const f32,
-        i: *const i32,
-        tiles: usize,
-    ) {
-        match self {
-            // SAFETY: forwarded from the caller.
-            Device::Cpu(pool) => unsafe { pool.run(f, a, w, i, tiles) },
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => 1,
         }
     }
 }

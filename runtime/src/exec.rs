@@ -1,6 +1,8 @@
 //! Running a loaded bundle: one zeroed, 64-byte aligned arena reused across calls, inputs copied
 //! into their padded views (whole planes, so the zero-padding invariant holds), every step run on
-//! the [`Device`] over all its tiles, outputs read in place from their views.
+//! the [`Device`] over all its tiles, outputs read in place from their views. On a GPU
+//! ([`Engine::cuda`]) the device holds the arena the kernels use; this host arena stages the
+//! inputs (copied to the GPU before the run) and the outputs (copied back after it).
 //!
 //! The API is on slices: [`Engine::set_input`] for every input, [`Engine::execute`], then
 //! [`Engine::output`] (row by row, or copied out). The memory plan reuses an input's memory once
@@ -106,32 +108,43 @@ impl Engine {
         if let Code::Cuda { .. } = bundle.code {
             return Err(cuda_on_cpu(&bundle));
         }
-        let elems = bundle.manifest.arena_elems.max(1);
-        let need = (elems as u64).saturating_mul(4);
-        let what = format!("bundle {}: the activation arena", bundle.dir.display());
-        if let Some(have) = available_memory() {
-            if need > have {
-                return Err(RuntimeError::OutOfMemory {
-                    what,
-                    need,
-                    have: format!(
-                        "this machine has {:.1} GiB available (recompile with a smaller --patch \
-                         or --batch)",
-                        have as f64 / (1u64 << 30) as f64
-                    ),
-                });
-            }
-        }
-        let arena = Aligned::try_zeroed(elems).ok_or_else(|| RuntimeError::OutOfMemory {
-            what,
-            need,
-            have: "the allocation failed".into(),
-        })?;
+        let arena = host_arena(&bundle)?;
         Ok(Engine::with_device_arena(
             bundle,
             Device::cpu(threads),
             arena,
         ))
+    }
+
+    /// Prepares a CUDA bundle to run on GPU `ordinal` (cargo feature `cuda`; without it, an
+    /// error saying so). The GPU is checked before anything is allocated (driver, device,
+    /// driver version, architecture, free memory; see [`crate::cuda`]), then the bundle's
+    /// kernels are loaded and its constants uploaded once. A CPU bundle is refused.
+    pub fn cuda(bundle: Bundle, ordinal: usize) -> Result<Engine, RuntimeError> {
+        if let Code::Cpu { .. } = bundle.code {
+            return Err(crate::cuda::cpu_bundle_on_gpu(&bundle));
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = ordinal;
+            Err(RuntimeError::Device {
+                msg: crate::cuda::NOT_BUILT.into(),
+            })
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let gpu = crate::cuda::CudaDevice::open(ordinal, &bundle)?;
+            let arena = host_arena(&bundle)?;
+            let mut bundle = bundle;
+            // The blobs live on the GPU now: the host keeps none.
+            bundle.w = Vec::new();
+            bundle.i = Vec::new();
+            Ok(Engine::with_device_arena(
+                bundle,
+                Device::Cuda(Box::new(gpu)),
+                arena,
+            ))
+        }
     }
 
     /// Prepares `bundle` to run on `device`.
@@ -239,6 +252,39 @@ impl Engine {
         }
         // The plan may reuse input memory once read: every run needs its inputs set anew.
         self.set.fill(false);
+        // One arm without the `cuda` feature.
+        #[allow(clippy::infallible_destructuring_match)]
+        let pool = match &mut self.device {
+            Device::Cpu(pool) => pool,
+            #[cfg(feature = "cuda")]
+            Device::Cuda(gpu) => {
+                // The device's kernels were loaded for its own bundle: this one must have its
+                // plan (`with_device` could pair them otherwise).
+                if gpu.arena_elems() != m.arena_elems || gpu.steps() != m.steps.len() {
+                    return Err(RuntimeError::Device {
+                        msg: format!(
+                            "the GPU device was opened for another bundle than {}",
+                            self.bundle.dir.display()
+                        ),
+                    });
+                }
+                let range = |p: &Port| p.view.offset..p.view.end();
+                let ins: Vec<_> = m.inputs.iter().map(range).collect();
+                let outs: Vec<_> = m.outputs.iter().map(range).collect();
+                let mut secs = Vec::new();
+                let profile = times.is_some().then_some(&mut secs);
+                gpu.execute(self.arena.as_mut_slice(), &ins, &outs, profile)?;
+                if let Some(ts) = times {
+                    ts.extend(m.steps.iter().zip(secs).map(|(s, seconds)| StepTime {
+                        kernel: s.kernel.clone(),
+                        what: s.what.clone(),
+                        flops: s.flops,
+                        seconds,
+                    }));
+                }
+                return Ok(());
+            }
+        };
         let (kernels, emulation) = match &self.bundle.code {
             Code::Cpu { kernels, .. } => (kernels, None),
             Code::Emulated(e) => (&e.kernels, Some(e)),
@@ -250,7 +296,7 @@ impl Engine {
             let t0 = Instant::now();
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.
-            unsafe { self.device.launch(*f, a, w, i, s.tiles) };
+            unsafe { pool.run(*f, a, w, i, s.tiles) };
             if let Some(msg) = emulation.and_then(|e| e.take_error()) {
                 return Err(RuntimeError::Device {
                     msg: format!(
@@ -272,6 +318,32 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The zeroed host arena of `bundle`, refused (before allocating) when larger than the memory
+/// this machine has available, and when the allocation fails.
+fn host_arena(bundle: &Bundle) -> Result<Aligned<f32>, RuntimeError> {
+    let elems = bundle.manifest.arena_elems.max(1);
+    let need = (elems as u64).saturating_mul(4);
+    let what = format!("bundle {}: the activation arena", bundle.dir.display());
+    if let Some(have) = available_memory() {
+        if need > have {
+            return Err(RuntimeError::OutOfMemory {
+                what,
+                need,
+                have: format!(
+                    "this machine has {:.1} GiB available (recompile with a smaller --patch \
+                     or --batch)",
+                    have as f64 / (1u64 << 30) as f64
+                ),
+            });
+        }
+    }
+    Aligned::try_zeroed(elems).ok_or_else(|| RuntimeError::OutOfMemory {
+        what,
+        need,
+        have: "the allocation failed".into(),
+    })
 }
 
 /// The refusal of a CUDA bundle by the CPU device.

@@ -4,7 +4,8 @@
 //! trusted keys and the threat model; the format is defined here: [`format`] for
 //! `manifest.json`, [`layout`] for the padded activation layout, [`target`] for the targets the
 //! kernels are built for; codegen writes what these read), [`exec`] runs it on a [`device`] (the
-//! CPU, whose [`pool`] spreads tiles over threads), and [`capi`] exposes it to C and C++
+//! CPU, whose [`pool`] spreads tiles over threads, or with the `cuda` feature an NVIDIA GPU,
+//! [`cuda`]), and [`capi`] exposes it to C and C++
 //! (`include/e2enc.h`). [`cc`] is the host C compiler for `--rebuild`. The API is on slices;
 //! tensors, the interpreter and segmentation live on the application side (`e2enc`,
 //! `e2enc-segment`, `e2enc-train`).
@@ -12,6 +13,7 @@
 pub mod bundle;
 pub mod capi;
 pub mod cc;
+pub mod cuda;
 pub mod device;
 pub mod emulate;
 pub mod exec;

@@ -187,3 +187,60 @@ fn launches_that_cuda_cannot_make_are_refused_before_compiling() {
     let e = e2enc_runtime::emulate::source("", &[s]).unwrap_err();
     assert!(e.contains("not an identifier"), "{e}");
 }
+
+#[test]
+fn mma_tf32_computes_a_matrix_product_with_ptx_fragments() {
+    // One warp: A 16x8 at A[0..128] (row-major), B 8x8 at A[128..192] (row-major, k x n),
+    // C 16x8 at A[192..320]; D written at A[320..448]. Fragments loaded by the PTX table for
+    // mma.m16n8k8 .tf32 (g = lane / 4, t = lane % 4).
+    let src = r#"
+extern "C" __global__ void __launch_bounds__(32) mm(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
+    const int lane = (int)threadIdx.x, g = lane >> 2, t = lane & 3;
+    unsigned a[4], b[2];
+    a[0] = e2_tf32(A[g * 8 + t]);
+    a[1] = e2_tf32(A[(g + 8) * 8 + t]);
+    a[2] = e2_tf32(A[g * 8 + t + 4]);
+    a[3] = e2_tf32(A[(g + 8) * 8 + t + 4]);
+    b[0] = e2_tf32(A[128 + t * 8 + g]);
+    b[1] = e2_tf32(A[128 + (t + 4) * 8 + g]);
+    float d[4];
+    d[0] = A[192 + g * 8 + 2 * t];
+    d[1] = A[192 + g * 8 + 2 * t + 1];
+    d[2] = A[192 + (g + 8) * 8 + 2 * t];
+    d[3] = A[192 + (g + 8) * 8 + 2 * t + 1];
+    e2_mma_tf32(d, a, b);
+    A[320 + g * 8 + 2 * t] = d[0];
+    A[320 + g * 8 + 2 * t + 1] = d[1];
+    A[320 + (g + 8) * 8 + 2 * t] = d[2];
+    A[320 + (g + 8) * 8 + 2 * t + 1] = d[3];
+}
+"#;
+    let steps = [step("mm", 1, 32, true)];
+    let e = Emulation::build(Path::new("test"), src, &steps).expect("builds");
+    let mut a = vec![0f32; 448];
+    // Small integers: exact in TF32 and in every sum, so D must equal A B + C exactly.
+    for (i, v) in a.iter_mut().take(320).enumerate() {
+        *v = ((i * 7 + 3) % 11) as f32 - 5.0;
+    }
+    run(&e, 0, &steps[0], &mut a);
+    assert_eq!(e.take_error(), None);
+    for r in 0..16 {
+        for c in 0..8 {
+            let want: f32 = a[192 + r * 8 + c]
+                + (0..8)
+                    .map(|k| a[r * 8 + k] * a[128 + k * 8 + c])
+                    .sum::<f32>();
+            assert_eq!(a[320 + r * 8 + c], want, "D[{r}][{c}]");
+        }
+    }
+    // A value that TF32 rounds: 1 + 2^-11 rounds up (ties away) to 1 + 2^-10 as an operand.
+    let mut b = vec![0f32; 448];
+    b[0] = 1.0 + 2f32.powi(-11);
+    b[128] = 1.0;
+    run(&e, 0, &steps[0], &mut b);
+    assert_eq!(
+        b[320],
+        1.0 + 2f32.powi(-10),
+        "cvt.rna.tf32 rounds ties away from zero"
+    );
+}

@@ -9,7 +9,6 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::bundle::LoadOptions;
-use e2enc_runtime::exec::Engine;
 
 use crate::util::giga;
 
@@ -43,6 +42,10 @@ pub struct Args {
     /// results without a GPU).
     #[arg(long)]
     emulate: bool,
+    /// Where the bundle runs: cpu, or cuda / cuda:N (NVIDIA GPU N; a bundle compiled for a
+    /// CUDA target, on a build with CUDA support). --profile times GPU kernels with CUDA events.
+    #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
+    device: super::DeviceArg,
     #[command(flatten)]
     trust: super::TrustArgs,
     /// Also time another engine on the same dense network in the same run: `onnxruntime`
@@ -115,7 +118,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             ..a.trust.load_options(a.rebuild)
         },
     )?;
-    let mut e = Engine::try_new(b, a.threads)?;
+    let mut e = super::engine_on(a.device, b, a.threads)?;
     let m = e.bundle.manifest.clone();
     let port = m
         .inputs

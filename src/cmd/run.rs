@@ -57,6 +57,10 @@ pub struct Args {
     /// results without a GPU).
     #[arg(long)]
     emulate: bool,
+    /// Where a compiled bundle runs: cpu, or cuda / cuda:N (NVIDIA GPU N; a bundle compiled
+    /// for a CUDA target, on a build with CUDA support).
+    #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
+    device: super::DeviceArg,
     #[command(flatten)]
     trust: super::TrustArgs,
     /// Run the optimized graph (dead DSFF edges dropped, sparse and fused convolutions) instead
@@ -93,15 +97,24 @@ pub fn main(a: Args) -> Result<ExitCode> {
         batch: s[0],
         patch: Some([s[2], s[3], s[4]]),
     };
-    let mut runnable = Runnable::load_with(
-        &a.model,
-        &opts,
-        a.threads,
-        &LoadOptions {
-            emulate: a.emulate,
-            ..a.trust.load_options(a.rebuild)
-        },
-    )?;
+    let load = LoadOptions {
+        emulate: a.emulate,
+        ..a.trust.load_options(a.rebuild)
+    };
+    let mut runnable = match a.device {
+        super::DeviceArg::Cpu => Runnable::load_with(&a.model, &opts, a.threads, &load)?,
+        gpu => {
+            if !a.model.join("manifest.json").is_file() {
+                bail!(
+                    "--device {gpu} runs compiled bundles; {} is not one (compile the model \
+                     for a CUDA target first: `e2enc compile --target cuda-sm90`)",
+                    a.model.display()
+                );
+            }
+            let b = e2enc_runtime::bundle::Bundle::load(&a.model, &load)?;
+            Runnable::Bundle(super::engine_on(gpu, b, a.threads)?)
+        }
+    };
     let (in_channels, ds_heads, engine) = match &runnable {
         Runnable::Model(sess) => (
             sess.model.config.in_channels,

@@ -69,7 +69,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
         let used: Vec<usize> = (0..cin)
             .filter(|&c| (0..16).any(|r| live[r * cin + c].is_some()))
             .collect();
-        let mut entries = 0;
+        let mut entries = 0usize;
         for &c in &used {
             for tap in 0..kvol {
                 kc.push(c as i32);
@@ -81,7 +81,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
                 entries += 1;
             }
         }
-        while entries % 8 != 0 {
+        while !entries.is_multiple_of(8) {
             kc.push(-1);
             kt.push(0);
             wv.extend_from_slice(&[0.0; 16]);

@@ -126,9 +126,9 @@ pub fn concat(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
             ));
         }
         let c1 = c0 + x.shape[1];
-        let _ = write!(
+        let _ = writeln!(
             body,
-            "{}if (c < {c1}) {{ {}}}\n",
+            "{}if (c < {c1}) {{ {}}}",
             if i > 0 { "else " } else { "" },
             write(y, &read(x, &format!("c - {c0}"), "z")).trim_end()
         );

@@ -1,35 +1,62 @@
-/* c conv [1, 3, 3]: 6 tiles, 21600 flops */
-extern "C" __global__ void __launch_bounds__(256) k0(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
-    const int p = (int)blockIdx.x * 256 + (int)threadIdx.x;
-    if (p >= 100) return;
-    const int o = (int)blockIdx.y, n = (int)blockIdx.z / 2, oz = (int)blockIdx.z % 2;
-    const int oy = p / 20, ox = p % 20;
-    float acc = 0.0f;
-    const int e1 = I[16 + o + 1];
-    for (int e = I[16 + o]; e < e1; e++) {
-        const int c = I[0 + e];
-        const float *wk = W + 0LL + (i64)e * 9;
-        const int s = I[32 + c];
-        for (int a = 0; a < 1; a++) {
-            const int iz = oz * 1 - 0 + a;
-            if (iz < 0 || iz >= 2) continue;
-            const int jz = iz - s;
-            if (jz < 0 || jz >= 2) continue;
-            const float *xp = A + (1728LL + (i64)(n) * 1120LL + (i64)(c) * 560LL + (i64)(jz) * 280LL + (i64)(0) * 40 + (0));
-            for (int b = 0; b < 3; b++) {
-                const int iy = oy * 1 - 1 + b;
-                if (iy < 0 || iy >= 5) continue;
-                for (int q = 0; q < 3; q++) {
-                    const int ix = ox * 1 - 1 + q;
-                    if (ix < 0 || ix >= 20) continue;
-                    acc = fmaf(wk[(a * 3 + b) * 3 + q], xp[(i64)iy * 40 + ix], acc);
-                }
+/* c conv tf32-mma [1, 3, 3]: 2 tiles, 21600 flops */
+extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
+    const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int G = (int)blockIdx.y, n = (int)blockIdx.z / 2, oz = (int)blockIdx.z % 2;
+    const int p0 = ((int)blockIdx.x * 4 + warp) * 32;
+    int py[4], px[4];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int p = p0 + j * 8 + g;
+        py[j] = p < 100 ? p / 20 : -1000000;
+        px[j] = p < 100 ? p % 20 : 0;
+    }
+    float acc[4][4];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) { acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }
+    const int k0 = I[0 + G], k1 = I[0 + G + 1];
+    for (int k = k0; k < k1; k += 8) {
+        const float *wk = W + 0LL + (i64)k * 16;
+        unsigned a[4];
+        a[0] = (unsigned)__float_as_int(wk[t * 16 + g]);
+        a[1] = (unsigned)__float_as_int(wk[t * 16 + g + 8]);
+        a[2] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g]);
+        a[3] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g + 8]);
+        const float *xr[2];
+        int dy[2], dx[2];
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int c = I[16 + k + t + 4 * r], tap = I[48 + k + t + 4 * r];
+            const int a_ = tap / 9, b_ = (tap / 3) % 3, q_ = tap % 3;
+            const int jz = c < 0 ? -1 : oz * 1 - 0 + a_ - I[80 + (c < 0 ? 0 : c)];
+            xr[r] = (jz >= 0 && jz < 2) ? A + (1728LL + (i64)(n) * 1120LL + (i64)(c) * 560LL + (i64)(jz) * 280LL + (i64)(0) * 40 + (0)) : (const float *)0;
+            dy[r] = b_ - 1;
+            dx[r] = q_ - 1;
+        }
+        #pragma unroll
+        for (int j = 0; j < 4; j++) {
+            unsigned b[2];
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int iy = py[j] + dy[r], ix = px[j] + dx[r];
+                const float v = (xr[r] && iy >= 0 && iy < 5 && ix >= 0 && ix < 20) ? xr[r][(i64)iy * 40 + ix] : 0.0f;
+                b[r] = e2_tf32(v);
+            }
+            e2_mma_tf32(acc[j], a, b);
+        }
+    }
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+        #pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int o = G * 16 + g + (i >> 1) * 8, p = p0 + j * 8 + 2 * t + (i & 1);
+            if (o < 3 && p < 100) {
+                const int oy = p / 20, ox = p % 20;
+                float v = acc[j][i] + W[384 + o];
+                A[(48LL + (i64)(n) * 1680LL + (i64)(o) * 560LL + (i64)(oz) * 280LL + (i64)(oy) * 40 + (ox))] = v;
             }
         }
-
     }
-    float v = acc + W[64 + o];
-    A[(48LL + (i64)(n) * 1680LL + (i64)(o) * 560LL + (i64)(oz) * 280LL + (i64)(oy) * 40 + (ox))] = v;
 }
 
 /* c norm stats: 3 tiles, 1800 flops */
@@ -54,7 +81,7 @@ extern "C" __global__ void __launch_bounds__(256) k0_nstat(float *__restrict__ A
         double var = s2[0] / 200.0 - mean * mean;
         if (var < 0.0) var = 0.0;
         A[2800 + 2 * i] = (float)mean;
-        A[2800 + 2 * i + 1] = (float)((double)W[80 + c] / sqrt(var + (double)1e-5f));
+        A[2800 + 2 * i + 1] = (float)((double)W[400 + c] / sqrt(var + (double)1e-5f));
     }
 }
 
@@ -67,6 +94,6 @@ extern "C" __global__ void __launch_bounds__(256) k0_napply(float *__restrict__ 
     const int z = (int)(r % 2); r /= 2;
     const int c = (int)(r % 3); const int n = (int)(r / 3);
     (void)n; (void)c; (void)z; (void)y; (void)x;
-    A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] = e2_lrelu(((A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] - A[2800 + 2 * (n * 3 + c)]) * A[2800 + 2 * (n * 3 + c) + 1] + W[96 + c]), 0.01f);
+    A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] = e2_lrelu(((A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] - A[2800 + 2 * (n * 3 + c)]) * A[2800 + 2 * (n * 3 + c) + 1] + W[416 + c]), 0.01f);
 }
 

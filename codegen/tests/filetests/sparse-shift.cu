@@ -1,34 +1,61 @@
-/* c conv sparse [1, 3, 3]: 6 tiles, 6912 flops */
-extern "C" __global__ void __launch_bounds__(256) k0(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
-    const int p = (int)blockIdx.x * 256 + (int)threadIdx.x;
-    if (p >= 64) return;
-    const int o = (int)blockIdx.y, n = (int)blockIdx.z / 3, oz = (int)blockIdx.z % 3;
-    const int oy = p / 16, ox = p % 16;
-    float acc = 0.0f;
-    const int e1 = I[16 + o + 1];
-    for (int e = I[16 + o]; e < e1; e++) {
-        const int c = I[0 + e];
-        const float *wk = W + 0LL + (i64)e * 9;
-        const int s = I[32 + c];
-        for (int a = 0; a < 1; a++) {
-            const int iz = oz * 1 - 0 + a;
-            if (iz < 0 || iz >= 3) continue;
-            const int jz = iz - s;
-            if (jz < 0 || jz >= 3) continue;
-            const float *xp = A + (40LL + (i64)(n) * 2304LL + (i64)(c) * 576LL + (i64)(jz) * 192LL + (i64)(0) * 32 + (0));
-            for (int b = 0; b < 3; b++) {
-                const int iy = oy * 1 - 1 + b;
-                if (iy < 0 || iy >= 4) continue;
-                for (int q = 0; q < 3; q++) {
-                    const int ix = ox * 1 - 1 + q;
-                    if (ix < 0 || ix >= 16) continue;
-                    acc = fmaf(wk[(a * 3 + b) * 3 + q], xp[(i64)iy * 32 + ix], acc);
-                }
+/* c conv tf32-mma sparse [1, 3, 3]: 3 tiles, 6912 flops */
+extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
+    const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int G = (int)blockIdx.y, n = (int)blockIdx.z / 3, oz = (int)blockIdx.z % 3;
+    const int p0 = ((int)blockIdx.x * 4 + warp) * 32;
+    int py[4], px[4];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+        const int p = p0 + j * 8 + g;
+        py[j] = p < 64 ? p / 16 : -1000000;
+        px[j] = p < 64 ? p % 16 : 0;
+    }
+    float acc[4][4];
+    #pragma unroll
+    for (int j = 0; j < 4; j++) { acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }
+    const int k0 = I[0 + G], k1 = I[0 + G + 1];
+    for (int k = k0; k < k1; k += 8) {
+        const float *wk = W + 0LL + (i64)k * 16;
+        unsigned a[4];
+        a[0] = (unsigned)__float_as_int(wk[t * 16 + g]);
+        a[1] = (unsigned)__float_as_int(wk[t * 16 + g + 8]);
+        a[2] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g]);
+        a[3] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g + 8]);
+        const float *xr[2];
+        int dy[2], dx[2];
+        #pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int c = I[16 + k + t + 4 * r], tap = I[48 + k + t + 4 * r];
+            const int a_ = tap / 9, b_ = (tap / 3) % 3, q_ = tap % 3;
+            const int jz = c < 0 ? -1 : oz * 1 - 0 + a_ - I[80 + (c < 0 ? 0 : c)];
+            xr[r] = (jz >= 0 && jz < 3) ? A + (40LL + (i64)(n) * 2304LL + (i64)(c) * 576LL + (i64)(jz) * 192LL + (i64)(0) * 32 + (0)) : (const float *)0;
+            dy[r] = b_ - 1;
+            dx[r] = q_ - 1;
+        }
+        #pragma unroll
+        for (int j = 0; j < 4; j++) {
+            unsigned b[2];
+            #pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int iy = py[j] + dy[r], ix = px[j] + dx[r];
+                const float v = (xr[r] && iy >= 0 && iy < 4 && ix >= 0 && ix < 16) ? xr[r][(i64)iy * 32 + ix] : 0.0f;
+                b[r] = e2_tf32(v);
+            }
+            e2_mma_tf32(acc[j], a, b);
+        }
+    }
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {
+        #pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int o = G * 16 + g + (i >> 1) * 8, p = p0 + j * 8 + 2 * t + (i & 1);
+            if (o < 2 && p < 64) {
+                const int oy = p / 16, ox = p % 16;
+                float v = acc[j][i];
+                A[(2344LL + (i64)(n) * 1152LL + (i64)(o) * 576LL + (i64)(oz) * 192LL + (i64)(oy) * 32 + (ox))] = v;
             }
         }
-
     }
-    float v = acc;
-    A[(2344LL + (i64)(n) * 1152LL + (i64)(o) * 576LL + (i64)(oz) * 192LL + (i64)(oy) * 32 + (ox))] = v;
 }
 
