@@ -4,9 +4,12 @@
 # time `e2enc bench --device cuda`. UNVERIFIED UNTIL A GPU RUN: written on a machine without a
 # GPU and checked there with bash -n and ShellCheck only; its first GPU run is its first test.
 #
-#   scripts/gpu-check.sh --prepare [DIR]   on the build machine (cargo, no GPU needed): builds
-#                                          target/release/e2enc with --features cuda, and compiles
-#                                          the cases into DIR (default gpu-bundles/)
+#   scripts/gpu-check.sh --prepare [DIR]   on the build machine (cargo, NVRTC, no GPU needed):
+#                                          builds target/release/e2enc with --features cuda, and
+#                                          compiles the golden cases (f32, TF32, bf16) into DIR
+#                                          (default gpu-bundles/); AMOS-CT (density 0.2 and dense,
+#                                          TF32, bf16, f32) is compiled on the GPU machine by the
+#                                          check itself, with its CUDA toolkit's NVRTC
 #   scripts/gpu-check.sh [DIR]             on the GPU machine: runs the checks (about 5 minutes)
 #
 # The GPU machine (H200, driver 580 / CUDA 13.0, compute-sanitizer, no package registry) builds
@@ -29,6 +32,9 @@
 #                              hand-written kernels with a known answer (runtime/tests/fake_cuda),
 #                              which checks the CUDA device even before e2enc generates CUDA code
 #
+# Then, on the GPU machine: PyTorch + cuDNN (tools/torch_ref/gpu_bench.py: fp32, TF32, bf16
+# autocast) on the dense AMOS-CT network, and the ratios to e2enc's medians.
+#
 # Results go to $OUT (else ./gpu-check-out): results.json (one entry per part: case, part,
 # status ok/fail/skipped, seconds, detail), summary.txt, and every command's log. Each part is
 # written as soon as it ends (results.jsonl), so a part that fails or a run cut short still
@@ -49,28 +55,6 @@ DIR=${DIR%/}
 # ---------------------------------------------------------------------------------------------
 # --prepare: on the build machine.
 # ---------------------------------------------------------------------------------------------
-
-# Writes a safetensors file holding `input` [1, C, D, H, W] of deterministic values in [-1, 1).
-write_input() {
-    python3 - "$@" <<'EOF'
-import json, struct, sys
-from array import array
-path, c, d, h, w = sys.argv[1], *map(int, sys.argv[2:6])
-n = c * d * h * w
-state = 0x2545F4914F6CDD1D
-vals = array("f")
-for _ in range(n):
-    state ^= (state << 13) & 0xFFFFFFFFFFFFFFFF
-    state ^= state >> 7
-    state ^= (state << 17) & 0xFFFFFFFFFFFFFFFF
-    vals.append((state >> 40) / float(1 << 24) * 2.0 - 1.0)
-data = vals.tobytes()
-header = json.dumps({"input": {"dtype": "F32", "shape": [1, c, d, h, w], "data_offsets": [0, len(data)]}})
-header += " " * (-len(header) % 8)
-with open(path, "wb") as f:
-    f.write(struct.pack("<Q", len(header)) + header.encode() + data)
-EOF
-}
 
 # prepare_case NAME MODEL_JSON INPUT_FILE [compile args...]: the CUDA bundle, the input and the
 # CPU reference of one case.
@@ -124,16 +108,24 @@ prepare() {
     abs=$(cd "$DIR" && pwd)
     E2ENC_GPU_SMOKE_DIR=$abs/smoke cargo test -p e2enc-runtime --test cuda the_gpu_smoke_case ||
         echo "   the smoke case failed"
-    # golden: the authors' released network (small; a sanitizer case).
-    if prepare_case golden tests/data/golden/model.json tests/data/golden/io.safetensors; then
-        touch "$DIR/golden/small"
+    # golden: the authors' released network (small; sanitizer cases), in f32 (equal to the CPU to
+    # f32 rounding) and on TF32 tensor cores (the CUDA default; about 1e-3 relative error).
+    if prepare_case golden-f32 tests/data/golden/model.json tests/data/golden/io.safetensors \
+        --precision f32; then
+        touch "$DIR/golden-f32/small"
+        echo 2e-5 >"$DIR/golden-f32/tolerance"
     fi
-    # amos-ct: the AMOS-CT network at DSFF density 0.2, 128^3 (the benchmark case).
-    rm -rf "$WORK/amos"
-    if "$BIN" init -o "$WORK/amos" --preset amos-ct --density 0.2 &&
-        write_input "$WORK/amos-input.safetensors" 1 128 128 128; then
-        prepare_case amos-ct "$WORK/amos/model.json" "$WORK/amos-input.safetensors"
+    if prepare_case golden-tf32 tests/data/golden/model.json tests/data/golden/io.safetensors \
+        --precision tf32; then
+        touch "$DIR/golden-tf32/small"
+        echo 2e-2 >"$DIR/golden-tf32/tolerance"
     fi
+    if prepare_case golden-bf16 tests/data/golden/model.json tests/data/golden/io.safetensors \
+        --precision bf16; then
+        echo 1e-1 >"$DIR/golden-bf16/tolerance"
+    fi
+    # AMOS-CT (128^3; 40-100 MB of weights per bundle) is built on the GPU machine itself by the
+    # check (section 0b), with that machine's NVRTC: nothing large travels.
     echo "prepared $DIR:"
     du -sh "$DIR"/* 2>/dev/null
 }
@@ -285,9 +277,41 @@ EOF' build "$NVCC" "${sm:-90}" "$c/cuda" || continue
     fi
 done
 
+# 0b. AMOS-CT at 128^3, batch 1, density 0.2 and dense, TF32, bf16 and f32: `e2enc init` and
+# `e2enc compile --target cuda-sm90` here, with this machine's NVRTC ($E2ENC_NVRTC, else the CUDA
+# toolkit's lib64). Bench-only cases (no CPU reference: the golden cases check the numbers).
+WORK=$OUT/work
+mkdir -p "$WORK"
+export E2ENC_HOME=$WORK/home
+export E2ENC_NVRTC=${E2ENC_NVRTC:-/usr/local/cuda/lib64}
+for density in 0.2 1; do
+    model=$WORK/amos-$density
+    log=$OUT/amos-$density.init.log
+    run_part "amos-$density" init 60 "$log" "$BIN" init -o "$model" --preset amos-ct \
+        --density "$density" --force || continue
+    if ((RC != 0)); then
+        record "amos-$density" init fail "$ELAPSED" "$(tail_of "$log")"
+        continue
+    fi
+    for precision in tf32 bf16 f32; do
+        name=amos-$density-$precision
+        log=$OUT/$name.compile.log
+        run_part "$name" compile 120 "$log" "$BIN" compile "$model/model.json" \
+            -o "$DIR/$name/cuda" --target cuda-sm90 --precision "$precision" --force || continue
+        if ((RC == 0)); then
+            touch "$DIR/$name/bench-only"
+            CASES+=("$DIR/$name")
+            record "$name" compile ok "$ELAPSED" "$(grep -E '^(wrote|optimize)' "$log" | paste -sd ';' -)"
+        else
+            record "$name" compile fail "$ELAPSED" "$(tail_of "$log")"
+        fi
+    done
+done
+
 # 1. Every case on the GPU, compared with the CPU's outputs.
 for c in "${CASES[@]}"; do
     name=$(basename "$c")
+    [[ -f $c/bench-only ]] && continue
     tol=$(cat "$c/tolerance" 2>/dev/null || echo 1e-4)
     log=$OUT/$name.run.log
     trust_of "$c"
@@ -348,7 +372,8 @@ for c in "${CASES[@]}"; do
     name=$(basename "$c")
     log=$OUT/$name.bench.log
     trust_of "$c"
-    run_part "$name" bench 90 "$log" "$BIN" bench "$c/cuda" --device cuda --runs 10 --warmup 3 \
+    [[ -f $c/bench-only ]] && TRUST=()
+    run_part "$name" bench 90 "$log" "$BIN" bench "$c/cuda" --device cuda --runs 20 --warmup 3 \
         --profile "${TRUST[@]}" || continue
     if ((RC == 0)); then
         record "$name" bench ok "$ELAPSED" "$(grep -E '^(median|dense MACs|executed MACs)' "$log" |
@@ -357,5 +382,38 @@ for c in "${CASES[@]}"; do
         record "$name" bench fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
     fi
 done
+
+# 5. PyTorch + cuDNN on the same (dense) AMOS-CT network, same script: fp32, TF32, bf16 autocast,
+# CUDA-event medians of 20 runs; then the ratios to e2enc's medians.
+log=$OUT/torch.log
+if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null &&
+    [[ -f $WORK/amos-1/model.json ]]; then
+    if run_part torch cudnn 180 "$log" python3 "$ROOT/tools/torch_ref/gpu_bench.py" \
+        "$WORK/amos-1/model.json" --runs 20 --warmup 3; then
+        if ((RC == 0)); then
+            record torch cudnn ok "$ELAPSED" "$(grep '^{' "$log" | paste -sd ';' -)"
+        else
+            record torch cudnn fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+        fi
+    fi
+    python3 - "$OUT" <<'EOF' | tee -a "$SUMMARY"
+import glob, json, os, re, sys
+out = sys.argv[1]
+torch = {}
+for line in open(os.path.join(out, "torch.log")):
+    if line.startswith("{"):
+        r = json.loads(line)
+        torch[r["precision"]] = r["median_ms"]
+for log in sorted(glob.glob(os.path.join(out, "amos-*.bench.log"))):
+    m = re.search(r"^median\s+([0-9.]+) s", open(log).read(), re.M)
+    if not m:
+        continue
+    ms = float(m.group(1)) * 1000
+    ratios = ", ".join("%s %.2fx" % (p, t / ms) for p, t in torch.items())
+    print("%s: e2enc %.2f ms; PyTorch/e2enc: %s" % (os.path.basename(log)[:-10], ms, ratios))
+EOF
+else
+    record torch cudnn skipped 0 "no PyTorch with CUDA here, or no AMOS-CT model"
+fi
 
 exit "$FAILED"

@@ -218,3 +218,56 @@ fn c_abi_refuses_bundles_without_a_trusted_signature() {
     let o = run_demo_env(&unsigned, "1", &[("E2ENC_TRUST_UNSIGNED", one)]);
     expect(&o, true, "", "an unsigned bundle, trusted explicitly");
 }
+
+/// A CUDA bundle through the C ABI: `e2enc_load` refuses it naming `--emulate`, and
+/// `e2enc_load_on(dir, "emulate", ...)` runs it on the host emulation with the Rust API's exact
+/// checksums; `"cuda:0"` without a GPU is a clear error, not a crash.
+#[test]
+fn c_abi_loads_cuda_bundles_on_a_device() {
+    if !common::nvrtc_or_skip("c_abi_loads_cuda_bundles_on_a_device") {
+        return;
+    }
+    let t = common::tempdir();
+    let dir = t.path().join("cuda");
+    let opts = e2enc_codegen::compile::CompileOptions {
+        isa: e2enc_codegen::target::Target::CudaSm90,
+        precision: Some(e2enc_codegen::precision::Precision::F32),
+        ..Default::default()
+    };
+    e2enc_codegen::compile::compile(&common::ch1_model(), &dir, &opts).expect("compile");
+    let emulate = LoadOptions {
+        emulate: true,
+        ..LoadOptions::default()
+    };
+    let b = Bundle::load(&dir, &emulate).expect("load emulated");
+    let m = b.manifest.clone();
+    let mut e = Engine::try_new(b, 1).expect("engine");
+    let x = common::demo_input(&m.inputs[0].shape);
+    let y = e.run(&common::feed(&x)).expect("run via the Rust API");
+    let (_, fnv) = common::demo_checksum(y[&m.outputs[0].name].as_f32().expect("f32 logits"));
+
+    let o = run_demo(&dir, "1");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && stderr.contains("--emulate"),
+        "{stderr}"
+    );
+
+    let o = run_demo_env(&dir, "2", &[("E2ENC_DEVICE", Path::new("emulate"))]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains(&format!("fnv1a {fnv:016x}")), "{stdout}");
+
+    let o = run_demo_env(&dir, "1", &[("E2ENC_DEVICE", Path::new("cuda:0"))]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    if !Path::new("/proc/driver/nvidia").exists() {
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("CUDA"), "{stderr}");
+    }
+    let o = run_demo_env(&dir, "1", &[("E2ENC_DEVICE", Path::new("tpu"))]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown device"));
+}

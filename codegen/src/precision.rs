@@ -4,9 +4,13 @@
 //! - `f32`: IEEE single precision everywhere (every target; the CPU targets' only one today);
 //! - `tf32`: CUDA tensor cores (`mma.sync` m16n8k8) multiply TF32 (10-bit mantissa, f32
 //!   range) inputs: activations rounded by `cvt.rna`, weights rounded when compiled; the
-//!   default for CUDA targets, about 1e-3 relative error per conv against f32.
+//!   default for CUDA targets, about 1e-3 relative error per conv against f32;
+//! - `bf16`: CUDA tensor cores (`mma.sync` m16n8k16) multiply bfloat16 (8-bit mantissa)
+//!   inputs (8 significant bits), rounded to nearest even: twice TF32's tensor-core rate, 8x its
+//!   rounding (1-2e-2 relative error on the numpy fixture's outputs);
+//!   activations stay f32 in the arena between layers.
 //!
-//! `bf16` (CUDA and CPU) and `int8` (CPU) belong here when they are built.
+//! bf16 on CPUs and `int8` belong here when they are built.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +22,7 @@ use crate::target::Target;
 pub enum Precision {
     F32,
     Tf32,
+    Bf16,
 }
 
 impl Precision {
@@ -25,6 +30,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Tf32 => "tf32",
+            Precision::Bf16 => "bf16",
         }
     }
 
@@ -42,10 +48,10 @@ impl Precision {
     pub fn check(self, target: Target) -> Result<(), String> {
         match self {
             Precision::F32 => Ok(()),
-            Precision::Tf32 if target.is_cuda() => Ok(()),
-            Precision::Tf32 => Err(format!(
-                "--precision tf32 is tensor-core arithmetic of CUDA targets; {target} computes in \
-                 f32 (use --precision f32, or --target cuda-sm80|cuda-sm90)"
+            Precision::Tf32 | Precision::Bf16 if target.is_cuda() => Ok(()),
+            p => Err(format!(
+                "--precision {p} is tensor-core arithmetic of CUDA targets here; {target} \
+                 computes in f32 (use --precision f32, or --target cuda-sm80|cuda-sm90)"
             )),
         }
     }
@@ -64,11 +70,15 @@ impl FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
-            "bf16" | "int8" => Err(format!(
-                "--precision {s} is not built yet: this version computes in f32 (every target) \
-                 or tf32 (CUDA)"
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Err(
+                "--precision int8 is not built yet: this version computes in f32 (every target), \
+                 tf32 or bf16 (CUDA)"
+                    .into(),
+            ),
+            _ => Err(format!(
+                "unknown precision `{s}`: expected f32, tf32 or bf16"
             )),
-            _ => Err(format!("unknown precision `{s}`: expected f32 or tf32")),
         }
     }
 }
@@ -84,7 +94,9 @@ mod tests {
         assert!(Precision::Tf32.check(Target::Portable).is_err());
         assert!(Precision::Tf32.check(Target::CudaSm80).is_ok());
         assert_eq!("tf32".parse::<Precision>(), Ok(Precision::Tf32));
-        assert!("bf16"
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!(Precision::Bf16.check(Target::X86Avx2).is_err());
+        assert!("int8"
             .parse::<Precision>()
             .unwrap_err()
             .contains("not built yet"));

@@ -44,7 +44,10 @@ int main(int argc, char **argv) {
     int threads = argc == 3 ? atoi(argv[2]) : 0;
     char err[1024];
 
-    e2enc_model *m = e2enc_load(argv[1], threads, err, sizeof err);
+    /* $E2ENC_DEVICE picks the device (cpu, cuda, cuda:N, emulate); unset: e2enc_load, the CPU. */
+    const char *device = getenv("E2ENC_DEVICE");
+    e2enc_model *m = device ? e2enc_load_on(argv[1], device, threads, err, sizeof err)
+                            : e2enc_load(argv[1], threads, err, sizeof err);
     if (!m) {
         fprintf(stderr, "error: %s\n", err);
         return 1;

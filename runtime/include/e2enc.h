@@ -40,6 +40,15 @@ typedef struct E2encModel e2enc_model;
  * NULL on error, with a NUL-terminated message in err. */
 e2enc_model *e2enc_load(const char *bundle_dir, int threads, char *err, size_t err_len);
 
+/* e2enc_load onto a device: "cpu" (as e2enc_load), "cuda" or "cuda:N" (NVIDIA GPU N: a bundle
+ * compiled with --target cuda-sm80|cuda-sm90, a runtime built with its `cuda` feature, which
+ * loads libcuda only here), or "emulate" (a CUDA bundle's kernels on this CPU through the host
+ * emulation: slow, for checking; needs a C++ compiler, $CXX or c++). NULL on error with the
+ * message in err (a CUDA bundle on the CPU, no GPU or driver, a driver older than the bundle
+ * needs, a GPU older than its target, too little GPU memory for its arena). */
+e2enc_model *e2enc_load_on(const char *bundle_dir, const char *device, int threads, char *err,
+                           size_t err_len);
+
 /* Shape of input (output = 0) or output (output = 1) number `index` into shape[5].
  * Returns the rank, or -1 if there is no such port. */
 int e2enc_shape(const e2enc_model *m, int output, int index, int64_t shape[5]);

@@ -51,7 +51,70 @@ pub unsafe extern "C" fn e2enc_load(
             .to_str()
             .map_err(|_| "the bundle path is not UTF-8".to_string())?;
         let b = Bundle::load(Path::new(dir), &LoadOptions::default()).map_err(|e| e.to_string())?;
-        Ok(Engine::new(b, threads.max(0) as usize))
+        Engine::try_new(b, threads.max(0) as usize).map_err(|e| e.to_string())
+    }));
+    match r {
+        Ok(Ok(engine)) => Box::into_raw(Box::new(E2encModel { engine })),
+        Ok(Err(m)) => {
+            write_err(err, err_len, &m);
+            std::ptr::null_mut()
+        }
+        Err(_) => {
+            write_err(err, err_len, "internal error while loading the bundle");
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// [`e2enc_load`] onto `device`: `"cpu"` (as `e2enc_load`), `"cuda"` or `"cuda:N"` (NVIDIA GPU
+/// N, for a bundle compiled for a CUDA target, in a runtime built with the `cuda` feature), or
+/// `"emulate"` (a CUDA bundle's kernels run on this CPU through the host emulation; slow, for
+/// checking). NULL on error with the message in `err`: a CUDA bundle on the CPU, a CPU bundle on
+/// a GPU, no GPU or driver, a driver too old, a GPU of an older architecture, too little memory.
+///
+/// # Safety
+/// As [`e2enc_load`]; `device` must be a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn e2enc_load_on(
+    dir: *const c_char,
+    device: *const c_char,
+    threads: c_int,
+    err: *mut c_char,
+    err_len: usize,
+) -> *mut E2encModel {
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        if dir.is_null() || device.is_null() {
+            return Err("the bundle path or the device is NULL".to_string());
+        }
+        // SAFETY: the caller passes NUL-terminated strings.
+        let (dir, device) = unsafe { (CStr::from_ptr(dir), CStr::from_ptr(device)) };
+        let dir = dir
+            .to_str()
+            .map_err(|_| "the bundle path is not UTF-8".to_string())?;
+        let device = device.to_str().unwrap_or("?");
+        let threads = threads.max(0) as usize;
+        let gpu = match device {
+            "cpu" | "emulate" => None,
+            "cuda" => Some(0),
+            d => match d.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Some(n),
+                _ => {
+                    return Err(format!(
+                        "unknown device `{d}`: expected cpu, cuda, cuda:N or emulate"
+                    ))
+                }
+            },
+        };
+        let opts = LoadOptions {
+            emulate: device == "emulate",
+            ..LoadOptions::default()
+        };
+        let b = Bundle::load(Path::new(dir), &opts).map_err(|e| e.to_string())?;
+        match gpu {
+            Some(n) => Engine::cuda(b, n),
+            None => Engine::try_new(b, threads),
+        }
+        .map_err(|e| e.to_string())
     }));
     match r {
         Ok(Ok(engine)) => Box::into_raw(Box::new(E2encModel { engine })),

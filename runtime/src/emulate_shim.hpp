@@ -21,7 +21,8 @@
 //   of a warp: each lane deposits its A, B and C fragments, and once all have, each computes
 //   its D fragment from the whole matrices rebuilt with PTX's fragment layout (TF32 operands
 //   keep their top 19 bits; products are exact in f32 and summed in k order);
-//   e2_tf32 is cvt.rna.tf32.f32 (round to nearest, ties away from zero).
+//   e2_tf32 is cvt.rna.tf32.f32 (round to nearest, ties away from zero); e2_mma_bf16 is
+//   mma.sync m16n8k16 on bf16 pairs (low half first) and e2_bf16x2 cvt.rn.bf16x2.f32.
 // Errors (a barrier in a launch marked sync = 0, threads that exit while others wait at a
 // barrier, a deadlock) are recorded, reported through e2emu_error(), and stop the launch.
 
@@ -405,6 +406,58 @@ static inline void e2_mma_tf32(float *d, const unsigned *a, const unsigned *b) {
         int row = g + (i >> 1) * 8, col = 2 * t + (i & 1);
         float acc = C[row][col];
         for (int k = 0; k < 8; k++) acc += A[row][k] * B[k][col];
+        d[i] = acc;
+    }
+}
+
+// f32 -> bf16 bits, to nearest even (cvt.rn); NaN stays NaN (quieted).
+static inline uint32_t e2emu_bf16(float x) {
+    uint32_t b = (uint32_t)e2emu::bits(x);
+    if ((b & 0x7f800000u) == 0x7f800000u && (b & 0x7fffffu)) return (b >> 16) | 0x40u;
+    return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+}
+
+// cvt.rn.bf16x2.f32 d, hi, lo: `lo` in the low half.
+static inline unsigned e2_bf16x2(float lo, float hi) {
+    return e2emu_bf16(lo) | (e2emu_bf16(hi) << 16);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, fragments as in the PTX ISA.
+static inline void e2_mma_bf16(float *d, const unsigned *a, const unsigned *b) {
+    uint32_t mine[10], all[32 * 10];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    for (int i = 0; i < 4; i++) mine[6 + i] = (uint32_t)e2emu::bits(d[i]);
+    if (!e2emu::warp_gather(mine, 10, all)) return;
+    float A[16][16], B[16][8], C[16][8];
+    auto lo = [](uint32_t r) { return e2emu::unbits<float>(r << 16); };
+    auto hi = [](uint32_t r) { return e2emu::unbits<float>(r & 0xffff0000u); };
+    for (int lane = 0; lane < 32; lane++) {
+        const uint32_t *r = all + lane * 10;
+        int g = lane >> 2, t = lane & 3;
+        A[g][2 * t] = lo(r[0]);
+        A[g][2 * t + 1] = hi(r[0]);
+        A[g + 8][2 * t] = lo(r[1]);
+        A[g + 8][2 * t + 1] = hi(r[1]);
+        A[g][2 * t + 8] = lo(r[2]);
+        A[g][2 * t + 9] = hi(r[2]);
+        A[g + 8][2 * t + 8] = lo(r[3]);
+        A[g + 8][2 * t + 9] = hi(r[3]);
+        B[2 * t][g] = lo(r[4]);
+        B[2 * t + 1][g] = hi(r[4]);
+        B[2 * t + 8][g] = lo(r[5]);
+        B[2 * t + 9][g] = hi(r[5]);
+        C[g][2 * t] = e2emu::unbits<float>(r[6]);
+        C[g][2 * t + 1] = e2emu::unbits<float>(r[7]);
+        C[g + 8][2 * t] = e2emu::unbits<float>(r[8]);
+        C[g + 8][2 * t + 1] = e2emu::unbits<float>(r[9]);
+    }
+    int lane = (int)(e2emu::linear_tid() % 32), g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; i++) {
+        int row = g + (i >> 1) * 8, col = 2 * t + (i & 1);
+        float acc = C[row][col];
+        for (int k = 0; k < 16; k++) acc += A[row][k] * B[k][col];
         d[i] = acc;
     }
 }

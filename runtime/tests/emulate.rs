@@ -244,3 +244,61 @@ extern "C" __global__ void __launch_bounds__(32) mm(float *__restrict__ A, const
         "cvt.rna.tf32 rounds ties away from zero"
     );
 }
+
+#[test]
+fn mma_bf16_computes_a_matrix_product_with_ptx_fragments() {
+    // One warp: A 16x16 at A[0..256] (row-major), B 16x8 at A[256..384] (k x n), C 16x8 at
+    // A[384..512]; D at A[512..640]. bf16 pairs packed low half first, as in PTX's tables for
+    // mma.m16n8k16 .bf16.
+    let src = r#"
+extern "C" __global__ void __launch_bounds__(32) mm(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
+    const int lane = (int)threadIdx.x, g = lane >> 2, t = lane & 3;
+    unsigned a[4], b[2];
+    a[0] = e2_bf16x2(A[g * 16 + 2 * t], A[g * 16 + 2 * t + 1]);
+    a[1] = e2_bf16x2(A[(g + 8) * 16 + 2 * t], A[(g + 8) * 16 + 2 * t + 1]);
+    a[2] = e2_bf16x2(A[g * 16 + 2 * t + 8], A[g * 16 + 2 * t + 9]);
+    a[3] = e2_bf16x2(A[(g + 8) * 16 + 2 * t + 8], A[(g + 8) * 16 + 2 * t + 9]);
+    b[0] = e2_bf16x2(A[256 + (2 * t) * 8 + g], A[256 + (2 * t + 1) * 8 + g]);
+    b[1] = e2_bf16x2(A[256 + (2 * t + 8) * 8 + g], A[256 + (2 * t + 9) * 8 + g]);
+    float d[4];
+    d[0] = A[384 + g * 8 + 2 * t];
+    d[1] = A[384 + g * 8 + 2 * t + 1];
+    d[2] = A[384 + (g + 8) * 8 + 2 * t];
+    d[3] = A[384 + (g + 8) * 8 + 2 * t + 1];
+    e2_mma_bf16(d, a, b);
+    A[512 + g * 8 + 2 * t] = d[0];
+    A[512 + g * 8 + 2 * t + 1] = d[1];
+    A[512 + (g + 8) * 8 + 2 * t] = d[2];
+    A[512 + (g + 8) * 8 + 2 * t + 1] = d[3];
+}
+"#;
+    let steps = [step("mm", 1, 32, true)];
+    let e = Emulation::build(Path::new("test"), src, &steps).expect("builds");
+    let mut a = vec![0f32; 640];
+    for (i, v) in a.iter_mut().take(512).enumerate() {
+        *v = ((i * 5 + 1) % 13) as f32 - 6.0;
+    }
+    run(&e, 0, &steps[0], &mut a);
+    assert_eq!(e.take_error(), None);
+    for r in 0..16 {
+        for c in 0..8 {
+            let want: f32 = a[384 + r * 8 + c]
+                + (0..16)
+                    .map(|k| a[r * 16 + k] * a[256 + k * 8 + c])
+                    .sum::<f32>();
+            assert_eq!(a[512 + r * 8 + c], want, "D[{r}][{c}]");
+        }
+    }
+    // bf16 stores 7 mantissa bits: 1 + 2^-8 is a tie and rounds to even (1), 1 + 3 * 2^-8 up.
+    let mut b = vec![0f32; 640];
+    b[0] = 1.0 + 2f32.powi(-8);
+    b[1] = 1.0 + 3.0 * 2f32.powi(-8);
+    b[256] = 1.0;
+    b[256 + 8] = 1.0;
+    run(&e, 0, &steps[0], &mut b);
+    assert_eq!(
+        b[512],
+        1.0 + (1.0 + 2f32.powi(-6)),
+        "cvt.rn.bf16x2 rounds ties to even"
+    );
+}

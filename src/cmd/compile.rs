@@ -79,10 +79,11 @@ pub struct Args {
     /// your local key.
     #[arg(long, value_name = "KEYFILE")]
     sign: Option<PathBuf>,
-    /// The convolutions' arithmetic: f32 (every target; the CPU default), or tf32 (CUDA only,
-    /// the CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in
-    /// f32, about 1e-3 relative error per layer; choose f32 for results equal to the CPU's to
-    /// rounding). bf16 and int8 are not built yet.
+    /// The convolutions' arithmetic: f32 (every target; the CPU default); tf32 (CUDA only, the
+    /// CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in f32,
+    /// about 1e-3 relative error on the outputs); bf16 (CUDA only: 8 significant bits to TF32's 11,
+    /// twice TF32's tensor-core rate, about 2e-2). Choose f32 for results equal to the CPU's to
+    /// rounding. int8, and bf16 on CPUs, are not built yet.
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
 }

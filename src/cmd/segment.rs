@@ -93,6 +93,11 @@ pub struct Args {
     /// results without a GPU).
     #[arg(long)]
     emulate: bool,
+    /// Where the bundle runs: cpu, or cuda / cuda:N (NVIDIA GPU N; a bundle compiled for a CUDA
+    /// target). Tiles go to the device a bundle batch at a time: compile with --batch 2..8 to
+    /// keep a GPU busy; the sliding-window accumulation stays on the host.
+    #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
+    device: super::DeviceArg,
     #[command(flatten)]
     trust: super::TrustArgs,
 }
@@ -137,7 +142,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let net = net_of(&bundle)?;
     let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
     let (cases, skipped) = cases(&a, net.channels)?;
-    let mut engine = Engine::try_new(bundle, a.threads)?;
+    let mut engine = super::engine_on(a.device, bundle, a.threads)?;
     let window = WindowOptions {
         step: a.step,
         tta: a.tta,

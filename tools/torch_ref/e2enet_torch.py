@@ -26,7 +26,27 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file
+try:
+    from safetensors.torch import load_file
+except ImportError:  # e.g. the GPU machine, which has PyTorch but no package registry
+    def load_file(path):
+        """Reads a safetensors file (F32/I32/I64/F16/BF16 tensors) without the safetensors
+        package: an 8-byte little-endian header length, the JSON header, the data."""
+        import struct
+        dtypes = {"F32": torch.float32, "I32": torch.int32, "I64": torch.int64,
+                  "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+        with open(path, "rb") as f:
+            raw = f.read()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8:8 + n])
+        data = bytearray(raw[8 + n:])
+        out = {}
+        for name, t in header.items():
+            if name == "__metadata__":
+                continue
+            a, b = t["data_offsets"]
+            out[name] = torch.frombuffer(data[a:b], dtype=dtypes[t["dtype"]]).reshape(t["shape"]).clone()
+        return out
 
 
 class Config:

@@ -24,8 +24,13 @@ pub fn emit(
     precision: Precision,
 ) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
-    if precision == Precision::Tf32 && super::mma::takes(&sp) {
-        let mut ks = vec![super::mma::emit(ctx, &sp, consts)?];
+    let mma = match precision {
+        Precision::Tf32 => Some(super::mma::Mma::Tf32),
+        Precision::Bf16 => Some(super::mma::Mma::Bf16),
+        Precision::F32 => None,
+    };
+    if let Some(mma) = mma.filter(|_| super::mma::takes(&sp)) {
+        let mut ks = vec![super::mma::emit(ctx, &sp, consts, mma)?];
         if let Some((eps, gamma, beta)) = sp.norm {
             ks.push(norm_stats(ctx, consts, &ctx.output, eps, gamma)?);
             ks.push(norm_apply(

@@ -1,6 +1,7 @@
-//! Tensor-core convolutions (`--precision tf32`): the stride-1 `1x3x3`/`1x1x1`-style convs
+//! Tensor-core convolutions (`--precision tf32|bf16`): the stride-1 `1x3x3`/`1x1x1`-style convs
 //! (`kh = kw` in {1, 3}, same padding, any depth kernel, stride and shift) as an implicit GEMM
-//! on `mma.sync.m16n8k8` with TF32 inputs and f32 accumulation.
+//! on `mma.sync.m16n8k8` with TF32 inputs or `mma.sync.m16n8k16` with bfloat16 inputs, f32
+//! accumulation in both.
 //!
 //! - M: 16 output channels per warp (a *group*; the grid's y), N: 32 output positions of one
 //!   plane per warp (four 8-wide MMA tiles), K: the group's (input channel, tap) pairs.
@@ -10,15 +11,18 @@
 //!   the inputs (1 - 0.8^16 = 97%), so at density 0.2 this kernel does about dense work on
 //!   tensor cores; grouping outputs that share live inputs is the next step (see the module doc
 //!   of `crate::cuda`).
-//! - Weights are packed per group as `[K][16]` floats, rounded to TF32 when compiled (round to
-//!   nearest, ties away: what `cvt.rna.tf32.f32` does to the activations in the kernel).
+//! - Weights are packed per group as `[K][16]` floats, rounded when compiled as the kernel rounds
+//!   the activations (TF32: `cvt.rna`, to nearest, ties away; bf16: `cvt.rn`, ties to even).
 //! - The depth shift is read through: entry `(c, tap)` reads channel `c` at depth
 //!   `z * sd - pd + a - shift(c)`, zero outside; H and W borders are bounds checks.
 //!
-//! Fragment layouts are PTX's for `.m16n8k8` `.tf32` (A row-major: `a0 (g, t)`, `a1 (g + 8, t)`,
-//! `a2 (g, t + 4)`, `a3 (g + 8, t + 4)`; B column: `b0 (t, g)`, `b1 (t + 4, g)`; C/D:
-//! `c0 (g, 2t)`, `c1 (g, 2t + 1)`, `c2 (g + 8, 2t)`, `c3 (g + 8, 2t + 1)`, with `g = lane / 4`,
-//! `t = lane % 4`); the host emulation implements the instruction from the same table.
+//! Fragment layouts are PTX's, with `g = lane / 4`, `t = lane % 4`: for `.m16n8k8` `.tf32`, A
+//! row-major `a0 (g, t)`, `a1 (g + 8, t)`, `a2 (g, t + 4)`, `a3 (g + 8, t + 4)`, B `b0 (t, g)`,
+//! `b1 (t + 4, g)`; for `.m16n8k16` `.bf16` (two per 32-bit register, low half first), A
+//! `(g, 2t..2t+1)`, `(g + 8, 2t..2t+1)`, `(g, 2t+8..2t+9)`, `(g + 8, 2t+8..2t+9)`, B
+//! `(2t..2t+1, g)`, `(2t+8..2t+9, g)`; C/D for both `c0 (g, 2t)`, `c1 (g, 2t + 1)`,
+//! `c2 (g + 8, 2t)`, `c3 (g + 8, 2t + 1)`. The host emulation implements the instructions from
+//! the same tables.
 
 use super::text::{at, cf, grid_yz, kernel};
 use crate::c::conv::{live_flops, path, slope_in_conv, ConvPath, ConvSpec};
@@ -45,7 +49,55 @@ pub fn round_tf32(x: f32) -> f32 {
     f32::from_bits(x.to_bits().wrapping_add(0x1000) & 0xffff_e000)
 }
 
-pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
+/// `x` rounded to bfloat16 (8 mantissa bits), to nearest with ties to even, as
+/// `cvt.rn.bf16x2.f32`; NaN and infinities pass unchanged.
+pub fn round_bf16(x: f32) -> f32 {
+    if !x.is_finite() {
+        return x;
+    }
+    let b = x.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
+/// The tensor-core number format of [`emit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mma {
+    /// `mma.sync.m16n8k8` on TF32 operands.
+    Tf32,
+    /// `mma.sync.m16n8k16` on bfloat16 operands.
+    Bf16,
+}
+
+impl Mma {
+    /// K of one instruction.
+    fn k(self) -> usize {
+        match self {
+            Mma::Tf32 => 8,
+            Mma::Bf16 => 16,
+        }
+    }
+
+    fn round(self, x: f32) -> f32 {
+        match self {
+            Mma::Tf32 => round_tf32(x),
+            Mma::Bf16 => round_bf16(x),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mma::Tf32 => "tf32",
+            Mma::Bf16 => "bf16",
+        }
+    }
+}
+
+pub fn emit(
+    ctx: &NodeCtx,
+    sp: &ConvSpec,
+    consts: &mut Consts,
+    mma: Mma,
+) -> Result<Kernel, EmitError> {
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let [n, cin, d, h, w] = g.x;
@@ -76,12 +128,12 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
                 kt.push(tap as i32);
                 for r in 0..16 {
                     let v = live[r * cin + c].map_or(0.0, |off| sp.wdata[off + tap]);
-                    wv.push(round_tf32(v));
+                    wv.push(mma.round(v));
                 }
                 entries += 1;
             }
         }
-        while !entries.is_multiple_of(8) {
+        while !entries.is_multiple_of(mma.k()) {
             kc.push(-1);
             kt.push(0);
             wv.extend_from_slice(&[0.0; 16]);
@@ -117,6 +169,68 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     if let Some(s) = slope_in_conv(sp) {
         epi.push_str(&format!(" v = e2_lrelu(v, {});", cf(s)));
     }
+    // Per instruction: the A fragment (weights, [K][16] floats already rounded), the B rows this
+    // lane loads (PTX's tables: TF32 rows t, t + 4; bf16 rows 2t, 2t + 1, 2t + 8, 2t + 9) and
+    // their packing.
+    let (kstep, rows, a_load, b_pack, call) = match mma {
+        Mma::Tf32 => (
+            8,
+            "t + 4 * r",
+            "a[0] = (unsigned)__float_as_int(wk[t * 16 + g]);
+    a[1] = (unsigned)__float_as_int(wk[t * 16 + g + 8]);
+    a[2] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g]);
+    a[3] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g + 8]);",
+            "unsigned b[2];
+        b[0] = e2_tf32(v[0]);
+        b[1] = e2_tf32(v[1]);",
+            "e2_mma_tf32",
+        ),
+        Mma::Bf16 => (
+            16,
+            "2 * t + (r & 1) + 8 * (r >> 1)",
+            "a[0] = e2_bf16x2(wk[(2 * t) * 16 + g], wk[(2 * t + 1) * 16 + g]);
+    a[1] = e2_bf16x2(wk[(2 * t) * 16 + g + 8], wk[(2 * t + 1) * 16 + g + 8]);
+    a[2] = e2_bf16x2(wk[(2 * t + 8) * 16 + g], wk[(2 * t + 9) * 16 + g]);
+    a[3] = e2_bf16x2(wk[(2 * t + 8) * 16 + g + 8], wk[(2 * t + 9) * 16 + g + 8]);",
+            "unsigned b[2];
+        b[0] = e2_bf16x2(v[0], v[1]);
+        b[1] = e2_bf16x2(v[2], v[3]);",
+            "e2_mma_bf16",
+        ),
+    };
+    let nrows = kstep / 4;
+    let mainloop = format!(
+        "for (int k = k0; k < k1; k += {kstep}) {{
+    const float *wk = W + {w_off}LL + (i64)k * 16;
+    unsigned a[4];
+    {a_load}
+    const float *xr[{nrows}];
+    int dy[{nrows}], dx[{nrows}];
+    #pragma unroll
+    for (int r = 0; r < {nrows}; r++) {{
+        const int kr = k + {rows};
+        const int c = I[{kc_off} + kr], tap = I[{kt_off} + kr];
+        const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};
+        const int jz = c < 0 ? -1 : oz * {sd} - {pd} + a_ - I[{sh_off} + (c < 0 ? 0 : c)];
+        xr[r] = (jz >= 0 && jz < {d}) ? A + {xplane} : (const float *)0;
+        dy[r] = b_ - {ph};
+        dx[r] = q_ - {pw};
+    }}
+    #pragma unroll
+    for (int j = 0; j < 4; j++) {{
+        float v[{nrows}];
+        #pragma unroll
+        for (int r = 0; r < {nrows}; r++) {{
+            const int iy = py[j] + dy[r], ix = px[j] + dx[r];
+            v[r] = (xr[r] && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? xr[r][(i64)iy * {row} + ix] : 0.0f;
+        }}
+        {b_pack}
+        {call}(acc[j], a, b);
+    }}
+}}
+",
+        row = x.row,
+    );
     let body = format!(
         "const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
 const int g = lane >> 2, t = lane & 3;
@@ -133,37 +247,7 @@ float acc[4][4];
 #pragma unroll
 for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}
 const int k0 = I[{gk_off} + G], k1 = I[{gk_off} + G + 1];
-for (int k = k0; k < k1; k += 8) {{
-    const float *wk = W + {w_off}LL + (i64)k * 16;
-    unsigned a[4];
-    a[0] = (unsigned)__float_as_int(wk[t * 16 + g]);
-    a[1] = (unsigned)__float_as_int(wk[t * 16 + g + 8]);
-    a[2] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g]);
-    a[3] = (unsigned)__float_as_int(wk[(t + 4) * 16 + g + 8]);
-    const float *xr[2];
-    int dy[2], dx[2];
-    #pragma unroll
-    for (int r = 0; r < 2; r++) {{
-        const int c = I[{kc_off} + k + t + 4 * r], tap = I[{kt_off} + k + t + 4 * r];
-        const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};
-        const int jz = c < 0 ? -1 : oz * {sd} - {pd} + a_ - I[{sh_off} + (c < 0 ? 0 : c)];
-        xr[r] = (jz >= 0 && jz < {d}) ? A + {xplane} : (const float *)0;
-        dy[r] = b_ - {ph};
-        dx[r] = q_ - {pw};
-    }}
-    #pragma unroll
-    for (int j = 0; j < 4; j++) {{
-        unsigned b[2];
-        #pragma unroll
-        for (int r = 0; r < 2; r++) {{
-            const int iy = py[j] + dy[r], ix = px[j] + dx[r];
-            const float v = (xr[r] && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? xr[r][(i64)iy * {row} + ix] : 0.0f;
-            b[r] = e2_tf32(v);
-        }}
-        e2_mma_tf32(acc[j], a, b);
-    }}
-}}
-#pragma unroll
+{mainloop}#pragma unroll
 for (int j = 0; j < 4; j++) {{
     #pragma unroll
     for (int i = 0; i < 4; i++) {{
@@ -176,7 +260,6 @@ for (int j = 0; j < 4; j++) {{
     }}
 }}
 ",
-        row = x.row,
         out = at(y, "n", "o", "oz", "oy", "ox"),
     );
     let _ = (n, cin, kd);
@@ -187,8 +270,9 @@ for (int j = 0; j < 4; j++) {{
         grid_yz(ctx, n * od, "batch x output depth")?,
     ];
     let what = format!(
-        "{} conv tf32-mma{} {:?}",
+        "{} conv {}-mma{} {:?}",
         ctx.label,
+        mma.name(),
         if g.sparse { " sparse" } else { "" },
         g.k
     );
@@ -206,6 +290,20 @@ for (int j = 0; j < 4; j++) {{
 #[cfg(test)]
 mod tests {
     use super::round_tf32;
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        use super::round_bf16;
+        assert_eq!(round_bf16(1.0), 1.0);
+        // Half a bf16 ulp above 1 (even below): stays; above 1 + ulp (odd below): goes up.
+        assert_eq!(round_bf16(1.0 + 2f32.powi(-8)), 1.0);
+        assert_eq!(round_bf16(1.0 + 3.0 * 2f32.powi(-8)), 1.0 + 2f32.powi(-6));
+        assert_eq!(
+            round_bf16(-1.0 - 2f32.powi(-8) - 2f32.powi(-20)),
+            -1.0 - 2f32.powi(-7)
+        );
+        assert!(round_bf16(f32::NAN).is_nan());
+    }
 
     #[test]
     fn tf32_rounding_is_to_nearest_ties_away() {

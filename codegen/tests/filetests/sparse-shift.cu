@@ -26,7 +26,8 @@ extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, cons
         int dy[2], dx[2];
         #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const int c = I[16 + k + t + 4 * r], tap = I[48 + k + t + 4 * r];
+            const int kr = k + t + 4 * r;
+            const int c = I[16 + kr], tap = I[48 + kr];
             const int a_ = tap / 9, b_ = (tap / 3) % 3, q_ = tap % 3;
             const int jz = c < 0 ? -1 : oz * 1 - 0 + a_ - I[80 + (c < 0 ? 0 : c)];
             xr[r] = (jz >= 0 && jz < 3) ? A + (40LL + (i64)(n) * 2304LL + (i64)(c) * 576LL + (i64)(jz) * 192LL + (i64)(0) * 32 + (0)) : (const float *)0;
@@ -35,13 +36,15 @@ extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, cons
         }
         #pragma unroll
         for (int j = 0; j < 4; j++) {
-            unsigned b[2];
+            float v[2];
             #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int iy = py[j] + dy[r], ix = px[j] + dx[r];
-                const float v = (xr[r] && iy >= 0 && iy < 4 && ix >= 0 && ix < 16) ? xr[r][(i64)iy * 32 + ix] : 0.0f;
-                b[r] = e2_tf32(v);
+                v[r] = (xr[r] && iy >= 0 && iy < 4 && ix >= 0 && ix < 16) ? xr[r][(i64)iy * 32 + ix] : 0.0f;
             }
+            unsigned b[2];
+            b[0] = e2_tf32(v[0]);
+            b[1] = e2_tf32(v[1]);
             e2_mma_tf32(acc[j], a, b);
         }
     }
