@@ -1,5 +1,6 @@
-//! End to end through the `e2enc` binary: `segment` (one case, a folder, bad input) and
-//! `evaluate`, on a tiny two-channel bundle compiled once and small synthetic NIfTI volumes.
+//! End to end through the `e2enc` binary: `segment` (one case, a folder, bad input, a CUDA bundle
+//! through the host emulation) and `evaluate`, on a tiny two-channel bundle compiled once and
+//! small synthetic NIfTI volumes.
 
 mod common;
 use common::{e2enc, text};
@@ -477,4 +478,79 @@ fn no_output_clobbers_an_input_another_output_or_an_existing_file() {
     assert!(!o.status.success());
     assert!(text(&o).contains("input folder"), "{}", text(&o));
     assert_eq!(files_in(&inp), ["c_0000.nii.gz", "c_0001.nii.gz"]);
+}
+
+/// The sliding window on a CUDA bundle (f32, batch 4: tiles go to the device four at a time),
+/// run by the host emulation: labels identical to the CPU bundle's, probabilities equal to
+/// rounding, with TTA.
+#[test]
+fn segment_on_a_cuda_bundle_equals_the_cpu_bundle() {
+    if let Err(e) = e2enc_codegen::cuda::Toolchain::load() {
+        assert!(
+            std::env::var("E2ENC_REQUIRE_NVRTC").as_deref() != Ok("1"),
+            "E2ENC_REQUIRE_NVRTC=1 but NVRTC is not available: {e}"
+        );
+        eprintln!("SKIP segment_on_a_cuda_bundle_equals_the_cpu_bundle: {e}");
+        return;
+    }
+    let model = bundle().parent().unwrap().join("m");
+    let tmp = tempfile::tempdir().unwrap();
+    let gpu = tmp.path().join("gpu");
+    let o = e2enc(&[
+        "compile",
+        s(&model),
+        "-o",
+        s(&gpu),
+        "--target",
+        "cuda-sm90",
+        "--precision",
+        "f32",
+        "--batch",
+        "4",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let h = header(DIMS);
+    let (a, b) = (tmp.path().join("t1.nii.gz"), tmp.path().join("ct.nii"));
+    image(&a, DIMS, &h, 2);
+    image(&b, DIMS, &h, 3);
+    let mut outs = Vec::new();
+    for (name, bundle, more) in [
+        ("cpu", bundle().to_path_buf(), vec![]),
+        ("gpu", gpu.clone(), vec!["--emulate"]),
+    ] {
+        let (seg, probs) = (
+            tmp.path().join(format!("{name}.nii.gz")),
+            tmp.path().join(format!("{name}-p.nii.gz")),
+        );
+        let mut args = vec![
+            "segment",
+            s(&bundle),
+            s(&a),
+            s(&b),
+            "-o",
+            s(&seg),
+            "--tta",
+            "--probabilities",
+            s(&probs),
+        ];
+        args.extend(more);
+        let o = e2enc(&args);
+        assert!(o.status.success(), "{name}: {}", text(&o));
+        outs.push((
+            nifti::read(&seg).unwrap(),
+            nifti::read_frame(&probs, 1).unwrap(),
+        ));
+    }
+    let ((cs, cp), (gs, gp)) = (&outs[0], &outs[1]);
+    assert_eq!(
+        cs.data, gs.data,
+        "labels differ between the CPU and the CUDA bundle"
+    );
+    let worst = cp
+        .data
+        .iter()
+        .zip(&gp.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "probabilities differ by {worst}");
 }
