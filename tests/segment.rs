@@ -4,6 +4,8 @@
 
 mod common;
 use common::{e2enc, text};
+#[path = "bundle_common/mod.rs"]
+mod bundle_common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -485,12 +487,7 @@ fn no_output_clobbers_an_input_another_output_or_an_existing_file() {
 /// rounding, with TTA.
 #[test]
 fn segment_on_a_cuda_bundle_equals_the_cpu_bundle() {
-    if let Err(e) = e2enc_codegen::cuda::Toolchain::load() {
-        assert!(
-            std::env::var("E2ENC_REQUIRE_NVRTC").as_deref() != Ok("1"),
-            "E2ENC_REQUIRE_NVRTC=1 but NVRTC is not available: {e}"
-        );
-        eprintln!("SKIP segment_on_a_cuda_bundle_equals_the_cpu_bundle: {e}");
+    if !bundle_common::nvrtc_or_skip("segment_on_a_cuda_bundle_equals_the_cpu_bundle") {
         return;
     }
     let model = bundle().parent().unwrap().join("m");

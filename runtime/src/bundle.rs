@@ -278,14 +278,7 @@ impl Bundle {
         )?;
 
         if manifest.cuda.is_none() && opts.emulate {
-            return Err(bad(
-                dir,
-                format!(
-                    "--emulate runs CUDA bundles; this one is for the CPU target {} (run it \
-                     without --emulate)",
-                    manifest.target.as_deref().unwrap_or("x86-avx2")
-                ),
-            ));
+            return Err(not_cuda(dir, &manifest));
         }
         if manifest.cuda.is_some() {
             let text = |f: &str, b: Vec<u8>| {
@@ -356,21 +349,24 @@ impl Bundle {
         let source = match &self.code {
             Code::Cuda { source, .. } => source,
             Code::Emulated(_) => return Ok(self),
-            Code::Cpu { .. } => {
-                return Err(bad(
-                    &self.dir,
-                    format!(
-                        "--emulate runs CUDA bundles; this one is for the CPU target {} (run it \
-                         without --emulate)",
-                        self.manifest.target.as_deref().unwrap_or("x86-avx2")
-                    ),
-                ))
-            }
+            Code::Cpu { .. } => return Err(not_cuda(&self.dir, &self.manifest)),
         };
         let emu = crate::emulate::Emulation::build(&self.dir, source, &self.manifest.steps)?;
         self.code = Code::Emulated(emu);
         Ok(self)
     }
+}
+
+/// The refusal of `--emulate` for a CPU bundle.
+fn not_cuda(dir: &Path, m: &Manifest) -> RuntimeError {
+    bad(
+        dir,
+        format!(
+            "--emulate runs CUDA bundles; this one is for the CPU target {} (run it without \
+             --emulate)",
+            m.target.as_deref().unwrap_or("x86-avx2")
+        ),
+    )
 }
 
 fn blob<T>(

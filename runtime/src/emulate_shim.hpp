@@ -98,7 +98,6 @@ struct Sched {
     const char *kernel = "";
     void (*body)(void *) = nullptr;
     void *arg = nullptr;
-    std::vector<uint64_t> xbuf;
     std::vector<uint32_t> gbuf;
     ~Sched() {
         for (char *s : stacks) free(s);
@@ -139,30 +138,11 @@ static unsigned int linear_tid() {
     return t_thread.x + t_bdim.x * (t_thread.y + t_bdim.y * t_thread.z);
 }
 
-// The value `mine` of this lane, exchanged with the other lanes of its warp; returns the value
-// of lane `src` of the warp (own value when `src` is outside it).
-static uint64_t warp_exchange(uint64_t mine, int src) {
-    Sched *s = t_sched;
-    if (!s) {
-        fail(t_kernel, "a warp shuffle in a launch marked without synchronization (sync = 0)");
-        return mine;
-    }
-    Fiber &f = s->fibers[s->cur];
-    unsigned int lin = linear_tid(), lane = lin % 32, warp = lin / 32;
-    unsigned int nwarps = (s->nthreads + 31) / 32;
-    unsigned int par = f.warp_ops & 1;
-    f.warp_ops++;
-    uint64_t *buf = &s->xbuf[((size_t)par * nwarps + warp) * 32];
-    buf[lane] = mine;
-    yield(AT_WARP);
-    if (src < 0 || src >= 32 || warp * 32 + (unsigned)src >= s->nthreads) return mine;
-    (void)lane;
-    return buf[src];
-}
-
 // Deposits `n` (at most 16) words of this lane and returns, once every lane of the warp has,
-// all 32 lanes' words in `all` (lane-major).
-static bool warp_gather(const uint32_t *mine, int n, uint32_t *all) {
+// the words of the warp's lanes in `all` (lane-major; the last warp of a block whose size is
+// not a multiple of 32 has fewer lanes: their slots are zero). `full`: the operation needs all
+// 32 lanes (mma.sync), an error otherwise.
+static bool warp_gather(const uint32_t *mine, int n, uint32_t *all, bool full) {
     Sched *s = t_sched;
     if (!s) {
         fail(t_kernel, "a warp-collective operation in a launch marked without synchronization (sync = 0)");
@@ -171,8 +151,8 @@ static bool warp_gather(const uint32_t *mine, int n, uint32_t *all) {
     Fiber &f = s->fibers[s->cur];
     unsigned int lin = linear_tid(), lane = lin % 32, warp = lin / 32;
     unsigned int nwarps = (s->nthreads + 31) / 32;
-    if (s->nthreads % 32 != 0) {
-        fail(t_kernel, "a warp-collective operation in a block that is not whole warps");
+    if (full && s->nthreads % 32 != 0) {
+        fail(t_kernel, "mma.sync in a block that is not whole warps");
         return false;
     }
     unsigned int par = f.warp_ops & 1;
@@ -180,8 +160,24 @@ static bool warp_gather(const uint32_t *mine, int n, uint32_t *all) {
     uint32_t *buf = &s->gbuf[(((size_t)par * nwarps + warp) * 32) * 16];
     memcpy(buf + lane * 16, mine, sizeof(uint32_t) * (size_t)n);
     yield(AT_WARP);
-    for (int l = 0; l < 32; l++) memcpy(all + l * n, buf + l * 16, sizeof(uint32_t) * (size_t)n);
+    for (unsigned int l = 0; l < 32; l++) {
+        if (warp * 32 + l < s->nthreads) {
+            memcpy(all + l * n, buf + l * 16, sizeof(uint32_t) * (size_t)n);
+        } else {
+            memset(all + l * n, 0, sizeof(uint32_t) * (size_t)n);
+        }
+    }
     return true;
+}
+
+// The value `mine` of this lane, exchanged with the other lanes of its warp; returns the value
+// of lane `src` of the warp (own value when `src` is outside it or the block).
+static uint64_t warp_exchange(uint64_t mine, int src) {
+    uint32_t words[2] = {(uint32_t)mine, (uint32_t)(mine >> 32)}, all[64];
+    if (!warp_gather(words, 2, all, false)) return mine;
+    unsigned int warp = linear_tid() / 32;
+    if (src < 0 || src >= 32 || warp * 32 + (unsigned)src >= t_sched->nthreads) return mine;
+    return (uint64_t)all[2 * src] | ((uint64_t)all[2 * src + 1] << 32);
 }
 
 static void run_sync_block(Sched &s, uint64_t rng) {
@@ -208,7 +204,6 @@ static void run_sync_block(Sched &s, uint64_t rng) {
         makecontext(&f.ctx, entry, 0);
     }
     unsigned int nwarps = (n + 31) / 32;
-    s.xbuf.assign((size_t)2 * nwarps * 32, 0);
     s.gbuf.assign((size_t)2 * nwarps * 32 * 16, 0);
     std::vector<int> order(n);
     for (unsigned int i = 0; i < n; i++) order[i] = (int)i;
@@ -385,7 +380,7 @@ static inline void e2_mma_tf32(float *d, const unsigned *a, const unsigned *b) {
     mine[4] = b[0];
     mine[5] = b[1];
     for (int i = 0; i < 4; i++) mine[6 + i] = (uint32_t)e2emu::bits(d[i]);
-    if (!e2emu::warp_gather(mine, 10, all)) return;
+    if (!e2emu::warp_gather(mine, 10, all, true)) return;
     float A[16][8], B[8][8], C[16][8];
     for (int lane = 0; lane < 32; lane++) {
         const uint32_t *r = all + lane * 10;
@@ -429,7 +424,7 @@ static inline void e2_mma_bf16(float *d, const unsigned *a, const unsigned *b) {
     mine[4] = b[0];
     mine[5] = b[1];
     for (int i = 0; i < 4; i++) mine[6 + i] = (uint32_t)e2emu::bits(d[i]);
-    if (!e2emu::warp_gather(mine, 10, all)) return;
+    if (!e2emu::warp_gather(mine, 10, all, true)) return;
     float A[16][16], B[16][8], C[16][8];
     auto lo = [](uint32_t r) { return e2emu::unbits<float>(r << 16); };
     auto hi = [](uint32_t r) { return e2emu::unbits<float>(r & 0xffff0000u); };
