@@ -18,6 +18,7 @@ mod conv;
 mod mma;
 pub mod nvrtc;
 mod ops;
+pub mod ptxas;
 pub mod text;
 
 use std::collections::HashSet;
