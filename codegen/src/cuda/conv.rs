@@ -1,6 +1,9 @@
 //! CUDA convolutions: every `Conv3d`, `ConvTranspose3d` and `FusedConv3d`, normalized by the C
 //! renderer's [`crate::c::conv::spec`] (geometry, per-channel depth shifts, per-output-channel
-//! lists of live kernels, bias, norm and activation), as one direct kernel: a block of
+//! lists of live kernels, bias, norm and activation). With `--precision tf32|bf16` the convs
+//! `super::mma` takes (stride 1 in H and W, `1x3x3`-style) run on tensor cores, and their
+//! epilogue also writes the norm's partial statistics. Every other conv (and every conv in f32)
+//! is one direct kernel: a block of
 //! [`THREADS`] threads covers [`THREADS`] output positions of one plane `(n, o, z)` (grid x:
 //! positions, y: output channels, z: `n * D`), each thread summing its live kernels.
 //!
@@ -8,8 +11,7 @@
 //! so no shifted copy exists; DSFF sparsity is the CSR of live kernels per output channel
 //! (only live kernels are read or multiplied); bias and a leaky ReLU without norm are applied
 //! before the one store; with an instance norm, the statistics and apply kernels of
-//! [`super::ops`] follow. This is the correct, simple first kernel of the CUDA target: no shared
-//! memory tiling or tensor cores yet.
+//! [`super::ops`] follow. It is the simple, f32-exact kernel: no shared-memory tiling.
 
 use super::ops::{norm_apply, norm_stats};
 use super::text::{at, cf, grid_yz, kernel, THREADS};
@@ -29,20 +31,9 @@ pub fn emit(
         Precision::Bf16 => Some(super::mma::Mma::Bf16),
         Precision::F32 => None,
     };
-    if let Some(mma) = mma.filter(|_| super::mma::takes(&sp)) {
-        let mut ks = vec![super::mma::emit(ctx, &sp, consts, mma)?];
-        if let Some((eps, gamma, beta)) = sp.norm {
-            ks.push(norm_stats(ctx, consts, &ctx.output, eps, gamma)?);
-            ks.push(norm_apply(
-                ctx,
-                consts,
-                &ctx.output,
-                &ctx.output,
-                beta,
-                sp.slope,
-            )?);
-        }
-        return Ok(ks);
+    if let Some(mma) = mma.filter(|_| super::mma::takes(&sp.g)) {
+        // The tensor-core kernel writes the norm's partial statistics itself.
+        return super::mma::emit(ctx, &sp, consts, mma);
     }
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
@@ -159,7 +150,7 @@ for (int e = I[{rp} + o]; e < e1; e++) {{
     )];
     if let Some((eps, gamma, beta)) = sp.norm {
         ks.push(norm_stats(ctx, consts, y, eps, gamma)?);
-        ks.push(norm_apply(ctx, consts, y, y, beta, sp.slope)?);
+        ks.push(norm_apply(ctx, consts, y, y, ctx.scratch, beta, sp.slope)?);
     }
     Ok(ks)
 }

@@ -24,8 +24,9 @@
 //! `c2 (g + 8, 2t)`, `c3 (g + 8, 2t + 1)`. The host emulation implements the instructions from
 //! the same tables.
 
+use super::ops::{norm_apply, norm_reduce, Partials};
 use super::text::{at, cf, grid_yz, kernel};
-use crate::c::conv::{live_flops, path, slope_in_conv, ConvPath, ConvSpec};
+use crate::c::conv::{live_flops, path, slope_in_conv, ConvPath, ConvSpec, Geom};
 use crate::c::err;
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 
@@ -34,10 +35,20 @@ const POS_PER_WARP: usize = 32;
 /// Warps per block.
 const WARPS: usize = 4;
 
-/// Whether the tensor-core kernel takes this conv.
-pub fn takes(sp: &ConvSpec) -> bool {
-    let g = &sp.g;
+/// Whether the tensor-core kernel takes a conv of this geometry.
+pub fn takes(g: &Geom) -> bool {
     !g.transposed && path(g) == ConvPath::Fast && g.s[1] == 1 && g.s[2] == 1
+}
+
+/// Blocks of the kernel along one output plane (its grid's x).
+fn plane_blocks(g: &Geom) -> usize {
+    (g.y[3] * g.y[4]).div_ceil(WARPS * POS_PER_WARP)
+}
+
+/// Partial statistics per `(n, c)` the kernel writes with an instance norm: one per block of
+/// each output plane.
+pub fn partials_per_channel(g: &Geom) -> usize {
+    plane_blocks(g) * g.y[2]
 }
 
 /// `x` rounded to TF32 (10 mantissa bits), to nearest with ties away from zero, as
@@ -92,12 +103,16 @@ impl Mma {
     }
 }
 
+/// The kernels of a conv on tensor cores: the conv (with an instance norm: writing partial
+/// statistics of its block's 16 channels x 128 positions, reduced across the 4 lanes of a group
+/// by warp shuffles and across the block's warps in shared memory, in a fixed order), then the
+/// norm's reduction and apply.
 pub fn emit(
     ctx: &NodeCtx,
     sp: &ConvSpec,
     consts: &mut Consts,
     mma: Mma,
-) -> Result<Kernel, EmitError> {
+) -> Result<Vec<Kernel>, EmitError> {
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let [n, cin, d, h, w] = g.x;
@@ -231,6 +246,38 @@ pub fn emit(
 ",
         row = x.row,
     );
+    let partials = sp.norm.map(|_| Partials {
+        at: ctx.scratch,
+        per_channel: partials_per_channel(g),
+        count: od * plane,
+    });
+    let stats = match &partials {
+        None => String::new(),
+        Some(pt) => format!(
+            "#pragma unroll
+for (int m = 1; m < 4; m <<= 1) {{
+    #pragma unroll
+    for (int r = 0; r < 4; r++) st[r] += __shfl_xor_sync(0xffffffffu, st[r], m);
+}}
+__shared__ double red[{WARPS}][16][2];
+if (t == 0) {{
+    red[warp][g][0] = st[0]; red[warp][g][1] = st[1];
+    red[warp][g + 8][0] = st[2]; red[warp][g + 8][1] = st[3];
+}}
+__syncthreads();
+if (threadIdx.x < 16 && G * 16 + (int)threadIdx.x < {co}) {{
+    double a = 0.0, b = 0.0;
+    #pragma unroll
+    for (int w = 0; w < {WARPS}; w++) {{ a += red[w][threadIdx.x][0]; b += red[w][threadIdx.x][1]; }}
+    double *pp = (double *)(A + {at}) + ((i64)(n * {co} + G * 16 + (int)threadIdx.x) * {pc} + oz * {blocks_x} + (int)blockIdx.x) * 2;
+    pp[0] = a; pp[1] = b;
+}}
+",
+            at = pt.at,
+            pc = pt.per_channel,
+            blocks_x = plane_blocks(g),
+        ),
+    };
     let body = format!(
         "const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;
 const int g = lane >> 2, t = lane & 3;
@@ -247,7 +294,8 @@ float acc[4][4];
 #pragma unroll
 for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}
 const int k0 = I[{gk_off} + G], k1 = I[{gk_off} + G + 1];
-{mainloop}#pragma unroll
+{mainloop}double st[4] = {{0.0, 0.0, 0.0, 0.0}};
+#pragma unroll
 for (int j = 0; j < 4; j++) {{
     #pragma unroll
     for (int i = 0; i < 4; i++) {{
@@ -256,14 +304,17 @@ for (int j = 0; j < 4; j++) {{
             const int oy = p / {ow}, ox = p % {ow};
             {epi}
             A[{out}] = v;
+            st[(i >> 1) * 2] += (double)v;
+            st[(i >> 1) * 2 + 1] += (double)v * (double)v;
         }}
     }}
 }}
-",
+(void)st;
+{stats}",
         out = at(y, "n", "o", "oz", "oy", "ox"),
     );
     let _ = (n, cin, kd);
-    let blocks_x = plane.div_ceil(WARPS * POS_PER_WARP);
+    let blocks_x = plane_blocks(g);
     let grid = [
         grid_yz(ctx, blocks_x, "output plane blocks")?,
         grid_yz(ctx, groups, "output channel groups")?,
@@ -276,7 +327,7 @@ for (int j = 0; j < 4; j++) {{
         if g.sparse { " sparse" } else { "" },
         g.k
     );
-    Ok(kernel(
+    let mut ks = vec![kernel(
         &ctx.prefix,
         &body,
         grid,
@@ -284,7 +335,14 @@ for (int j = 0; j < 4; j++) {{
         true,
         live_flops(sp),
         what,
-    ))
+    )];
+    if let (Some((eps, gamma, beta)), Some(pt)) = (sp.norm, &partials) {
+        let nc = n * co;
+        let stats_at = pt.at + nc * pt.per_channel * 4;
+        ks.push(norm_reduce(ctx, consts, nc, co, pt, stats_at, eps, gamma)?);
+        ks.push(norm_apply(ctx, consts, y, y, stats_at, beta, sp.slope)?);
+    }
+    Ok(ks)
 }
 
 #[cfg(test)]

@@ -59,13 +59,26 @@ impl Renderer for CudaRenderer {
         text::PRELUDE.to_string()
     }
 
-    fn scratch_elems(&self, op: &Op, _inputs: &[TensorType], output: &TensorType) -> usize {
+    fn scratch_elems(&self, op: &Op, inputs: &[TensorType], output: &TensorType) -> usize {
         let nc = match output.shape.as_slice() {
             [n, c, ..] => n * c,
             _ => return 0,
         };
         match op {
-            Op::FusedConv3d(a) if a.norm_eps.is_some() => ops::norm_scratch(nc),
+            Op::FusedConv3d(a) if a.norm_eps.is_some() => {
+                let dims = |t: &TensorType| <[usize; 5]>::try_from(t.shape.as_slice()).ok();
+                let geom = inputs
+                    .first()
+                    .and_then(dims)
+                    .zip(dims(output))
+                    .map(|(x, y)| crate::c::conv::Geom::of(a, x, y));
+                match geom {
+                    Some(g) if self.precision != Precision::F32 && mma::takes(&g) => {
+                        ops::partials_scratch(nc, mma::partials_per_channel(&g))
+                    }
+                    _ => ops::norm_scratch(nc),
+                }
+            }
             Op::InstanceNorm { .. } => ops::norm_scratch(nc),
             _ => 0,
         }

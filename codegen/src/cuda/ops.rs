@@ -325,19 +325,83 @@ if (tid == 0) {{
     ))
 }
 
-/// Kernel 2 of an instance norm: `dst = lrelu((src - mean) * scale + beta)`.
+/// Partial statistics (sum, sum of squares; doubles) written by a producer kernel: `P` per
+/// `(n, c)` at `A + at`, pair `(i, p)` at double index `2 (i P + p)`.
+pub struct Partials {
+    pub at: usize,
+    pub per_channel: usize,
+    /// Values per `(n, c)`.
+    pub count: usize,
+}
+
+/// Scratch (f32 slots) of [`Partials`] of `nc` pairs, then their `(mean, scale)` pairs.
+pub fn partials_scratch(nc: usize, per_channel: usize) -> usize {
+    nc * per_channel * 4 + norm_scratch(nc)
+}
+
+/// Kernel 2 of an instance norm whose producer wrote [`Partials`]: one thread per `(n, c)` sums
+/// them in order and stores `mean` and `scale = gamma / sqrt(var + eps)` at `stats_at + 2 i`.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_reduce(
+    ctx: &NodeCtx,
+    consts: &mut Consts,
+    nc: usize,
+    channels: usize,
+    p: &Partials,
+    stats_at: usize,
+    eps: f32,
+    gamma: &[f32],
+) -> Result<Kernel, EmitError> {
+    if gamma.len() != channels {
+        return Err(err(
+            ctx,
+            format!("gamma has {} values for {channels} channels", gamma.len()),
+        ));
+    }
+    let g = consts.push_f32(gamma);
+    let body = format!(
+        "const i64 i = (i64)blockIdx.x * {THREADS} + threadIdx.x;
+if (i >= {nc}) return;
+const double *pp = (const double *)(A + {at}) + i * {pc} * 2;
+double s = 0.0, q = 0.0;
+for (int k = 0; k < {pc}; k++) {{ s += pp[2 * k]; q += pp[2 * k + 1]; }}
+const double mean = s / {count}.0;
+double var = q / {count}.0 - mean * mean;
+if (var < 0.0) var = 0.0;
+A[{stats_at} + 2 * i] = (float)mean;
+A[{stats_at} + 2 * i + 1] = (float)((double)W[{g} + i % {channels}] / sqrt(var + (double){eps}));
+",
+        at = p.at,
+        pc = p.per_channel,
+        count = p.count,
+        eps = cf(eps),
+    );
+    Ok(kernel(
+        &format!("{}_nred", ctx.prefix),
+        &body,
+        super::text::grid_x(ctx, (nc as u64).div_ceil(u64::from(THREADS)))?,
+        [THREADS, 1, 1],
+        false,
+        (nc * p.per_channel * 2) as u64,
+        format!("{} norm reduce", ctx.label),
+    ))
+}
+
+/// Kernel 2 (3) of an instance norm: `dst = lrelu((src - mean) * scale + beta)` with the
+/// `(mean, scale)` pairs at `stats_at`.
 pub fn norm_apply(
     ctx: &NodeCtx,
     consts: &mut Consts,
     src: &View,
     dst: &View,
+    stats_at: usize,
     beta: &[f32],
     slope: Option<f32>,
 ) -> Result<Kernel, EmitError> {
     same_values(ctx, src, dst)?;
     let ch = dst.shape[1];
     let b = consts.push_f32(beta);
-    let st = ctx.scratch;
+    let st = stats_at;
     let mut v = format!(
         "(({} - A[{st} + 2 * (n * {ch} + c)]) * A[{st} + 2 * (n * {ch} + c) + 1] + W[{b} + c])",
         read(src, "c", "z")
@@ -378,6 +442,6 @@ pub fn instance_norm(
     let (gamma, beta) = (vec_of(0, "gamma")?, vec_of(1, "beta")?);
     Ok(vec![
         norm_stats(ctx, consts, x, eps, gamma)?,
-        norm_apply(ctx, consts, x, y, beta, None)?,
+        norm_apply(ctx, consts, x, y, ctx.scratch, beta, None)?,
     ])
 }

@@ -48,6 +48,7 @@ extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, cons
             e2_mma_tf32(acc[j], a, b);
         }
     }
+    double st[4] = {0.0, 0.0, 0.0, 0.0};
     #pragma unroll
     for (int j = 0; j < 4; j++) {
         #pragma unroll
@@ -57,35 +58,44 @@ extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, cons
                 const int oy = p / 20, ox = p % 20;
                 float v = acc[j][i] + W[384 + o];
                 A[(48LL + (i64)(n) * 1680LL + (i64)(o) * 560LL + (i64)(oz) * 280LL + (i64)(oy) * 40 + (ox))] = v;
+                st[(i >> 1) * 2] += (double)v;
+                st[(i >> 1) * 2 + 1] += (double)v * (double)v;
             }
         }
     }
+    (void)st;
+    #pragma unroll
+    for (int m = 1; m < 4; m <<= 1) {
+        #pragma unroll
+        for (int r = 0; r < 4; r++) st[r] += __shfl_xor_sync(0xffffffffu, st[r], m);
+    }
+    __shared__ double red[4][16][2];
+    if (t == 0) {
+        red[warp][g][0] = st[0]; red[warp][g][1] = st[1];
+        red[warp][g + 8][0] = st[2]; red[warp][g + 8][1] = st[3];
+    }
+    __syncthreads();
+    if (threadIdx.x < 16 && G * 16 + (int)threadIdx.x < 3) {
+        double a = 0.0, b = 0.0;
+        #pragma unroll
+        for (int w = 0; w < 4; w++) { a += red[w][threadIdx.x][0]; b += red[w][threadIdx.x][1]; }
+        double *pp = (double *)(A + 2800) + ((i64)(n * 3 + G * 16 + (int)threadIdx.x) * 2 + oz * 1 + (int)blockIdx.x) * 2;
+        pp[0] = a; pp[1] = b;
+    }
 }
 
-/* c norm stats: 3 tiles, 1800 flops */
-extern "C" __global__ void __launch_bounds__(256) k0_nstat(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
-    __shared__ double s1[256], s2[256];
-    const int i = (int)blockIdx.x, n = i / 3, c = i % 3;
-    const int tid = (int)threadIdx.x;
-    double a = 0.0, b = 0.0;
-    for (i64 t = tid; t < 200LL; t += 256) {
-        const int x = (int)(t % 20), y = (int)((t / 20) % 5), z = (int)(t / 100);
-        const double v = (double)A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))];
-        a += v; b += v * v;
-    }
-    s1[tid] = a; s2[tid] = b;
-    __syncthreads();
-    for (int k = 128; k > 0; k >>= 1) {
-        if (tid < k) { s1[tid] += s1[tid + k]; s2[tid] += s2[tid + k]; }
-        __syncthreads();
-    }
-    if (tid == 0) {
-        const double mean = s1[0] / 200.0;
-        double var = s2[0] / 200.0 - mean * mean;
-        if (var < 0.0) var = 0.0;
-        A[2800 + 2 * i] = (float)mean;
-        A[2800 + 2 * i + 1] = (float)((double)W[400 + c] / sqrt(var + (double)1e-5f));
-    }
+/* c norm reduce: 1 tiles, 12 flops */
+extern "C" __global__ void __launch_bounds__(256) k0_nred(float *__restrict__ A, const float *__restrict__ W, const int *__restrict__ I) {
+    const i64 i = (i64)blockIdx.x * 256 + threadIdx.x;
+    if (i >= 3) return;
+    const double *pp = (const double *)(A + 2800) + i * 2 * 2;
+    double s = 0.0, q = 0.0;
+    for (int k = 0; k < 2; k++) { s += pp[2 * k]; q += pp[2 * k + 1]; }
+    const double mean = s / 200.0;
+    double var = q / 200.0 - mean * mean;
+    if (var < 0.0) var = 0.0;
+    A[2824 + 2 * i] = (float)mean;
+    A[2824 + 2 * i + 1] = (float)((double)W[400 + i % 3] / sqrt(var + (double)1e-5f));
 }
 
 /* c norm apply: 3 tiles, 1800 flops */
@@ -97,6 +107,6 @@ extern "C" __global__ void __launch_bounds__(256) k0_napply(float *__restrict__ 
     const int z = (int)(r % 2); r /= 2;
     const int c = (int)(r % 3); const int n = (int)(r / 3);
     (void)n; (void)c; (void)z; (void)y; (void)x;
-    A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] = e2_lrelu(((A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] - A[2800 + 2 * (n * 3 + c)]) * A[2800 + 2 * (n * 3 + c) + 1] + W[416 + c]), 0.01f);
+    A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] = e2_lrelu(((A[(48LL + (i64)(n) * 1680LL + (i64)(c) * 560LL + (i64)(z) * 280LL + (i64)(y) * 40 + (x))] - A[2824 + 2 * (n * 3 + c)]) * A[2824 + 2 * (n * 3 + c) + 1] + W[416 + c]), 0.01f);
 }
 

@@ -67,6 +67,7 @@ extern "C" __global__ void __launch_bounds__(128) k1(float *__restrict__ A, cons
             e2_mma_tf32(acc[j], a, b);
         }
     }
+    double st[4] = {0.0, 0.0, 0.0, 0.0};
     #pragma unroll
     for (int j = 0; j < 4; j++) {
         #pragma unroll
@@ -76,9 +77,12 @@ extern "C" __global__ void __launch_bounds__(128) k1(float *__restrict__ A, cons
                 const int oy = p / 10, ox = p % 10;
                 float v = acc[j][i] + W[128 + o];
                 A[(40LL + (i64)(n) * 768LL + (i64)(o) * 256LL + (i64)(oz) * 128LL + (i64)(oy) * 32 + (ox))] = v;
+                st[(i >> 1) * 2] += (double)v;
+                st[(i >> 1) * 2 + 1] += (double)v * (double)v;
             }
         }
     }
+    (void)st;
 }
 
 /* labels argmax: 1 tiles, 0 flops */
