@@ -760,6 +760,19 @@ fn bad_part_values_fail_clearly_and_write_nothing() {
         assert!(t.contains("--part"), "{part}: {t}");
         assert!(!t.contains("panicked"), "{part}: {t}");
     }
+    // `--help` teaches it.
+    let o = e2enc(&["segment", "--help"]);
+    let t = text(&o);
+    for n in [
+        "--part <K/N>",
+        "i % N",
+        "SLURM_ARRAY_TASK_ID",
+        "--summary",
+        "\"status\"",
+    ] {
+        assert!(t.contains(n), "`{n}` missing from --help: {t}");
+    }
+
     // Without -i there is no folder to shard.
     let a = inp.join("c_0000.nii.gz");
     let b = inp.join("c_0001.nii.gz");
