@@ -551,3 +551,273 @@ fn segment_on_a_cuda_bundle_equals_the_cpu_bundle() {
         .fold(0f32, f32::max);
     assert!(worst < 1e-5, "probabilities differ by {worst}");
 }
+
+/// Runs `segment` on a folder with `extra` arguments; returns (success, output text).
+fn segment_folder(inp: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["segment", s(bundle()), "-i", s(inp), "-o", s(out)];
+    args.extend_from_slice(extra);
+    let o = e2enc(&args);
+    (o.status.success(), text(&o))
+}
+
+/// Reads a `--summary` file: (case, status) in order, and the whole value.
+fn summary(p: &Path) -> (Vec<(String, String)>, serde_json::Value) {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let cases = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["case"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    (cases, v)
+}
+
+#[test]
+fn parts_cover_a_folder_exactly_once_and_rerun_skips_with_a_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (inp, out) = (tmp.path().join("imagesTs"), tmp.path().join("predTs"));
+    std::fs::create_dir(&inp).unwrap();
+    let h = header(DIMS);
+    let names = ["c1", "c2", "c3", "c4", "c5"];
+    for case in names {
+        for ch in 0..2 {
+            image(&inp.join(format!("{case}_000{ch}.nii.gz")), DIMS, &h, ch);
+        }
+    }
+    let sum = |k: usize| out.join(format!("part-{k}.json"));
+    let pngs = tmp.path().join("png");
+
+    // Part 1 of 2: the cases at even indices of the sorted list.
+    let (ok, t) = segment_folder(
+        &inp,
+        &out,
+        &[
+            "--part",
+            "1/2",
+            "--summary",
+            s(&sum(1)),
+            "--preview",
+            s(&pngs),
+        ],
+    );
+    assert!(ok, "{t}");
+    assert!(
+        t.contains("part 1/2: 3 of the 5 case(s)") && t.contains("segmented 3 case(s)"),
+        "{t}"
+    );
+    assert_eq!(
+        files_in(&out),
+        ["c1.nii.gz", "c3.nii.gz", "c5.nii.gz", "part-1.json"]
+    );
+    assert_eq!(files_in(&pngs), ["c1.png", "c3.png", "c5.png"]);
+    let (cases, v) = summary(&sum(1));
+    let want = |names: &[&str], status: &str| -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), status.to_string()))
+            .collect()
+    };
+    assert_eq!(cases, want(&["c1", "c3", "c5"], "segmented"), "{v}");
+    assert_eq!(v["format"], "e2enc-segment-summary/1", "{v}");
+    assert_eq!(v["part"], serde_json::json!({"k": 1, "n": 2}), "{v}");
+    assert_eq!(v["complete"], true, "{v}");
+    assert_eq!(v["bundle"], s(bundle()), "{v}");
+    assert_eq!(v["totals"]["cases"], 3, "{v}");
+    assert_eq!(v["totals"]["segmented"], 3, "{v}");
+    assert_eq!(v["totals"]["skipped"], 0, "{v}");
+    assert_eq!(v["totals"]["failed"], 0, "{v}");
+    let c3 = &v["cases"][1];
+    assert_eq!(c3["outputs"]["labels"], s(&out.join("c3.nii.gz")), "{v}");
+    assert_eq!(c3["outputs"]["preview"], s(&pngs.join("c3.png")), "{v}");
+    assert!(c3["outputs"]["probabilities"].is_null(), "{v}");
+    assert!(c3["seconds"].as_f64().unwrap() > 0.0, "{v}");
+
+    // Part 2 of 2: the others; the union is every case, once.
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "2/2", "--summary", s(&sum(2))]);
+    assert!(ok, "{t}");
+    assert!(t.contains("segmented 2 case(s)"), "{t}");
+    let (cases, _) = summary(&sum(2));
+    assert_eq!(cases, want(&["c2", "c4"], "segmented"));
+    assert_eq!(
+        files_in(&out),
+        [
+            "c1.nii.gz",
+            "c2.nii.gz",
+            "c3.nii.gz",
+            "c4.nii.gz",
+            "c5.nii.gz",
+            "part-1.json",
+            "part-2.json"
+        ]
+    );
+    for n in names {
+        assert_eq!(
+            nifti::read(&out.join(format!("{n}.nii.gz"))).unwrap().dims,
+            DIMS
+        );
+    }
+
+    // Rerunning part 1 skips its finished cases (left untouched) and says so; its own summary
+    // is replaced without --overwrite.
+    let marker = b"not redone";
+    std::fs::write(out.join("c3.nii.gz"), marker).unwrap();
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "1/2", "--summary", s(&sum(1))]);
+    assert!(ok, "{t}");
+    assert!(
+        t.contains("segmented 0 case(s) (3 already done, skipped)"),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(out.join("c3.nii.gz")).unwrap(), marker);
+    let (cases, v) = summary(&sum(1));
+    assert_eq!(cases, want(&["c1", "c3", "c5"], "skipped"), "{v}");
+    assert_eq!(v["totals"]["skipped"], 3, "{v}");
+    assert_eq!(v["totals"]["segmented"], 0, "{v}");
+
+    // A failed case is reported in the summary with its message; the others go on.
+    std::fs::remove_file(out.join("c3.nii.gz")).unwrap();
+    std::fs::remove_file(out.join("c5.nii.gz")).unwrap();
+    std::fs::write(inp.join("c5_0001.nii.gz"), b"not a volume").unwrap();
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "1/2", "--summary", s(&sum(1))]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("1 of 2 cases failed: c5"), "{t}");
+    let (cases, v) = summary(&sum(1));
+    assert_eq!(
+        cases,
+        [
+            ("c1".to_string(), "skipped".to_string()),
+            ("c3".into(), "segmented".into()),
+            ("c5".into(), "failed".into())
+        ],
+        "{v}"
+    );
+    assert!(
+        v["cases"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("c5_0001.nii.gz"),
+        "{v}"
+    );
+    assert_eq!(v["totals"]["failed"], 1, "{v}");
+    assert!(!out.join("c5.nii.gz").exists());
+
+    // Another part's summary, or any other file, is not replaced without --overwrite.
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "2/2", "--summary", s(&sum(1))]);
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("is the summary of part 1/2, this run is part 2/2"),
+        "{t}"
+    );
+    let notes = tmp.path().join("notes.json");
+    std::fs::write(&notes, b"{}").unwrap();
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "2/2", "--summary", s(&notes)]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("not an e2enc segment summary"), "{t}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"{}");
+
+    // `evaluate` takes the merged folder (the .json summaries are not label maps).
+    image(&inp.join("c5_0001.nii.gz"), DIMS, &h, 1);
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "1/2"]);
+    assert!(ok, "{t}");
+    let o = e2enc(&["evaluate", s(&out), s(&out)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("mean over 5 cases"), "{}", text(&o));
+}
+
+#[test]
+fn bad_part_values_fail_clearly_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let inp = tmp.path().join("in");
+    std::fs::create_dir(&inp).unwrap();
+    let h = header(DIMS);
+    for ch in 0..2 {
+        image(&inp.join(format!("c_000{ch}.nii.gz")), DIMS, &h, ch);
+    }
+    let out = tmp.path().join("out");
+    let sum = tmp.path().join("sum.json");
+    for (part, needle) in [
+        ("3/2", "K must be 1 to 2"),
+        ("0/2", "K must be 1 to 2"),
+        ("1/0", "N must be 1 to 100000"),
+        ("1/100001", "N must be 1 to 100000"),
+        ("x", "is not K/N"),
+        ("1/2/3", "is not K/N"),
+        ("-1/2", "is not K/N"),
+        ("+1/2", "is not K/N"),
+        ("1/", "is not K/N"),
+        ("99999999999999999999999/2", "at most 100000 parts"),
+    ] {
+        let (ok, t) = segment_folder(&inp, &out, &["--part", part, "--summary", s(&sum)]);
+        assert!(!ok, "{part}: {t}");
+        assert!(t.contains(needle), "{part}: `{needle}` missing from: {t}");
+        assert!(t.contains("--part"), "{part}: {t}");
+        assert!(!t.contains("panicked"), "{part}: {t}");
+    }
+    // `--help` teaches it.
+    let o = e2enc(&["segment", "--help"]);
+    let t = text(&o);
+    for n in [
+        "--part <K/N>",
+        "i % N",
+        "SLURM_ARRAY_TASK_ID",
+        "--summary",
+        "\"status\"",
+    ] {
+        assert!(t.contains(n), "`{n}` missing from --help: {t}");
+    }
+
+    // Without -i there is no folder to shard.
+    let a = inp.join("c_0000.nii.gz");
+    let b = inp.join("c_0001.nii.gz");
+    let seg = tmp.path().join("seg.nii.gz");
+    let o = e2enc(&[
+        "segment",
+        s(bundle()),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&seg),
+        "--part",
+        "1/2",
+    ]);
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("shards the cases of a folder") && t.contains("-i"),
+        "{t}"
+    );
+    let o = e2enc(&[
+        "segment",
+        s(bundle()),
+        s(&a),
+        s(&b),
+        "-o",
+        s(&seg),
+        "--summary",
+        s(&sum),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--summary reports a folder run"),
+        "{}",
+        text(&o)
+    );
+    let (ok, t) = segment_folder(&inp, &out, &["--summary", s(&tmp.path().join("sum.txt"))]);
+    assert!(!ok, "{t}");
+    assert!(t.contains("must end in .json"), "{t}");
+    assert_eq!(files_in(tmp.path()), ["in"]);
+    assert_eq!(files_in(&inp), ["c_0000.nii.gz", "c_0001.nii.gz"]);
+
+    // More parts than cases: the empty parts succeed and do nothing.
+    let (ok, t) = segment_folder(&inp, &out, &["--part", "2/3", "--summary", s(&sum)]);
+    assert!(ok, "{t}");
+    assert!(t.contains("part 2/3: 0 of the 1 case(s)"), "{t}");
+    assert_eq!(files_in(&out), Vec::<String>::new());
+    let (cases, v) = summary(&sum);
+    assert!(cases.is_empty(), "{v}");
+    assert_eq!(v["totals"]["cases"], 0, "{v}");
+}

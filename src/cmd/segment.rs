@@ -1,6 +1,6 @@
 //! `e2enc segment`: CT/MRI volumes in, label maps out, through a compiled bundle. This file owns
-//! the command line, file handling (one case or an nnU-Net-named folder), geometry checks and
-//! progress; the per-case work (preprocess, sliding window, restore) is
+//! the command line, file handling (one case or an nnU-Net-named folder, or part K of N of a
+//! folder with a JSON summary), geometry checks and progress; the per-case work (preprocess, sliding window, restore) is
 //! `e2enc_segment::pipeline::segment_case`, shared with the training demo.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,20 @@ use super::{identity, same_file};
 /// `abc` is IN_DIR/abc_000k.nii.gz and its labels go to OUT_DIR/abc.nii.gz; cases whose output
 /// exists are skipped unless --overwrite.
 ///
+/// Many machines, no coordinator: --part K/N (1 <= K <= N) runs a deterministic share of the
+/// folder's cases, round-robin over their sorted names: the case at 0-based index i belongs to
+/// part (i % N) + 1. Every part sees the same list, whatever is already done, so N jobs with
+/// K = 1..N (a Slurm array, a Kubernetes indexed Job, GNU parallel) together cover every case
+/// exactly once; each case's files are its own, and a rerun part skips its finished cases.
+/// --summary FILE.json reports the run (rewritten after each case, atomically):
+///   {"format": "e2enc-segment-summary/1", "bundle", "input_dir", "output_dir",
+///    "part": {"k", "n"} or null, "complete": false until the run ends,
+///    "cases": [{"case", "status": segmented|skipped|failed|pending, "error" (failed only),
+///               "outputs": {"labels", "probabilities", "preview"}, "seconds"}],
+///    "totals": {"cases", "segmented", "skipped", "failed", "pending", "seconds"}}
+/// "skipped" is a case whose labels existed; an existing FILE is replaced when it is this
+/// part's summary from an earlier run, anything else only with --overwrite.
+///
 /// Each case is preprocessed as nnU-Net v1 does, following the `preprocessing` section of the
 /// model.json the bundle was compiled from (transpose, crop to non-zero, resample to the target
 /// spacing, normalise), predicted tile by tile (step 0.5 of the patch, Gaussian weighting,
@@ -42,6 +56,13 @@ use super::{identity, same_file};
 ///   e2enc segment brats-bundle t1.nii.gz t1ce.nii.gz t2.nii.gz flair.nii.gz -o seg.nii.gz --tta
 ///   e2enc segment amos-bundle -i imagesTs -o predTs --preview previews
 ///   e2enc segment bundle mr.nii.gz -o seg.nii.gz --probabilities probs.nii.gz --preview seg.png
+///   e2enc segment amos-bundle -i imagesTs -o predTs --part 3/8 --summary predTs/part-3.json
+///   # Slurm (#SBATCH --array=1-8):
+///   e2enc segment amos-bundle -i imagesTs -o predTs --part ${SLURM_ARRAY_TASK_ID}/8
+///   # Kubernetes indexed Job (0-based index):
+///   e2enc segment amos-bundle -i imagesTs -o predTs --part $((JOB_COMPLETION_INDEX + 1))/8
+///   # then, over the merged folder:
+///   e2enc evaluate predTs labelsTs --json scores.json
 ///
 /// A bundle compiled from a model.json without `preprocessing` needs --preprocessing FILE.json
 /// (the same object, see docs/model-json.md) or --spacing-as-is.
@@ -61,6 +82,14 @@ pub struct Args {
     /// Replace existing outputs (default: a single case refuses, a folder skips them).
     #[arg(long)]
     overwrite: bool,
+    /// With -i: run only part K of N (1 <= K <= N <= 100000) of the folder's cases, those whose
+    /// 0-based index in name order is K-1 modulo N (round-robin).
+    #[arg(long, value_name = "K/N", value_parser = parse_part, allow_hyphen_values = true)]
+    part: Option<Part>,
+    /// With -i: write a JSON report of this run (cases with status, outputs and seconds; see
+    /// above) to this .json file, e.g. one per part.
+    #[arg(long, value_name = "FILE.json")]
+    summary: Option<PathBuf>,
     /// Test-time augmentation: average over all 8 mirrorings (8x the tiles).
     #[arg(long)]
     tta: bool,
@@ -102,6 +131,53 @@ pub struct Args {
     trust: super::TrustArgs,
 }
 
+/// The most parts `--part` accepts.
+pub const MAX_PARTS: usize = 100_000;
+
+/// `--part K/N`: part `k` (1-based) of `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    k: usize,
+    n: usize,
+}
+
+impl Part {
+    /// Whether the case at 0-based index `i` of the sorted folder belongs to this part.
+    fn owns(self, i: usize) -> bool {
+        i % self.n == self.k - 1
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.k, self.n)
+    }
+}
+
+/// Parses `K/N` with 1 <= K <= N <= [`MAX_PARTS`].
+fn parse_part(s: &str) -> Result<Part, String> {
+    let bad = || format!("`{s}` is not K/N (part K of N, 1 <= K <= N, e.g. 1/8)");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let num = |t: &str| -> Result<usize, String> {
+        if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        // Only digits: the one failure left is overflow.
+        t.parse()
+            .map_err(|_| format!("`{s}`: at most {MAX_PARTS} parts"))
+    };
+    let (k, n) = (num(k)?, num(n)?);
+    if n == 0 || n > MAX_PARTS {
+        return Err(format!("`{s}`: N must be 1 to {MAX_PARTS}"));
+    }
+    if k == 0 || k > n {
+        return Err(format!(
+            "`{s}`: K must be 1 to {n} (parts count from 1: --part 1/{n} to --part {n}/{n})"
+        ));
+    }
+    Ok(Part { k, n })
+}
+
 /// Where the preprocessing comes from.
 enum Prep {
     Fixed(PreprocessingConfig),
@@ -126,11 +202,29 @@ struct Case {
     labels: PathBuf,
     probabilities: Option<PathBuf>,
     preview: Option<PathBuf>,
+    /// Folder mode: its labels exist and --overwrite is off, so it is skipped.
+    done: bool,
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
     if !(a.step > 0.0 && a.step <= 1.0) {
         bail!("--step {} must be in (0, 1]", a.step);
+    }
+    if a.input_dir.is_none() {
+        if let Some(p) = a.part {
+            bail!(
+                "--part {p} shards the cases of a folder: give -i IN_DIR -o OUT_DIR (a single \
+                 case runs whole)"
+            );
+        }
+        if a.summary.is_some() {
+            bail!("--summary reports a folder run: give -i IN_DIR -o OUT_DIR");
+        }
+    }
+    if let Some(p) = &a.summary {
+        if !p.to_string_lossy().to_ascii_lowercase().ends_with(".json") {
+            bail!("{}: --summary must end in .json", p.display());
+        }
     }
     let bundle = Bundle::load(
         &a.bundle,
@@ -141,7 +235,32 @@ pub fn main(a: Args) -> Result<ExitCode> {
     )?;
     let net = net_of(&bundle)?;
     let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
-    let (cases, skipped) = cases(&a, net.channels)?;
+    let all = cases(&a, net.channels)?;
+    let found = all.len();
+    // The part's share is taken from the full sorted list, finished cases included, so that
+    // every part (and every rerun) agrees on who owns what.
+    let cases: Vec<Case> = match a.part {
+        Some(p) => all
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| p.owns(*i))
+            .map(|(_, c)| c)
+            .collect(),
+        None => all,
+    };
+    if let Some(p) = a.part {
+        eprintln!(
+            "part {p}: {} of the {found} case(s) in {}",
+            cases.len(),
+            a.input_dir.as_deref().unwrap_or(Path::new("")).display()
+        );
+    }
+    let mut summary = match &a.summary {
+        Some(p) => Some(Summary::start(&a, p, &cases)?),
+        None => None,
+    };
+    let skipped = cases.iter().filter(|c| c.done).count();
+    let todo: Vec<(usize, &Case)> = cases.iter().enumerate().filter(|(_, c)| !c.done).collect();
     let mut engine = super::engine_on(a.device, bundle, a.threads)?;
     let window = WindowOptions {
         step: a.step,
@@ -151,9 +270,10 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let tty = std::io::stderr().is_terminal();
     let t0 = Instant::now();
     let (mut tiles, mut voxels, mut net_secs, mut failed) = (0usize, 0usize, 0.0, Vec::new());
-    for (k, case) in cases.iter().enumerate() {
-        let label = format!("[{}/{}] {}", k + 1, cases.len(), case.name);
-        match run_case(
+    for (k, (index, case)) in todo.iter().enumerate() {
+        let label = format!("[{}/{}] {}", k + 1, todo.len(), case.name);
+        let tc = Instant::now();
+        let res = run_case(
             &mut engine,
             &net,
             &prep,
@@ -162,7 +282,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
             &label,
             tty,
             a.overwrite,
-        ) {
+        );
+        let outcome = match &res {
+            Ok(_) => Status::Segmented,
+            Err(e) => Status::Failed(format!("{e:#}")),
+        };
+        match res {
             Ok((t, v, n)) => {
                 tiles += t;
                 voxels += v;
@@ -175,12 +300,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
             }
             Err(e) => return Err(e),
         }
+        if let Some(s) = &mut summary {
+            s.record(*index, outcome, tc.elapsed().as_secs_f64());
+            s.write(false)?;
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
+    if let Some(s) = &summary {
+        s.write(true)?;
+    }
     eprintln!(
         "segmented {} case(s){} in {secs:.1} s: {} tiles ({} threads, batch {}{}; network \
          {net_secs:.1} s, {:.2} s per tile), {} voxels/s",
-        cases.len() - failed.len(),
+        todo.len() - failed.len(),
         if skipped > 0 {
             format!(" ({skipped} already done, skipped)")
         } else {
@@ -197,11 +329,176 @@ pub fn main(a: Args) -> Result<ExitCode> {
         bail!(
             "{} of {} cases failed: {}",
             failed.len(),
-            cases.len(),
+            todo.len(),
             failed.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The version tag of the `--summary` JSON.
+const SUMMARY_FORMAT: &str = "e2enc-segment-summary/1";
+
+/// What became of one case of the run.
+enum Status {
+    Pending,
+    Skipped,
+    Segmented,
+    Failed(String),
+}
+
+/// The `--summary` report: the part's cases in order, filled in as they finish.
+struct Summary {
+    path: PathBuf,
+    head: serde_json::Map<String, serde_json::Value>,
+    /// (name, outputs, status, seconds) per case of the part.
+    cases: Vec<(String, serde_json::Value, Status, f64)>,
+    t0: Instant,
+}
+
+fn part_json(p: Option<Part>) -> serde_json::Value {
+    p.map_or(
+        serde_json::Value::Null,
+        |p| serde_json::json!({"k": p.k, "n": p.n}),
+    )
+}
+
+impl Summary {
+    /// Checks the summary path (after the output folders exist, since it may lie in one) and
+    /// writes the first version, every case pending or skipped.
+    fn start(a: &Args, path: &Path, cases: &[Case]) -> Result<Summary> {
+        check_parent(path)?;
+        let inputs: Vec<&Path> = a.preprocessing.iter().map(PathBuf::as_path).collect();
+        super::check_output("--summary", path, true, &inputs)?;
+        if let Some(d) = identity(path)?.parent() {
+            if same_file(d, &identity(&a.bundle)?) {
+                bail!(
+                    "{}: --summary must not be written into the bundle {}",
+                    path.display(),
+                    a.bundle.display()
+                );
+            }
+        }
+        if path.exists() {
+            if !path.is_file() {
+                bail!(
+                    "{}: --summary names something that is not a file",
+                    path.display()
+                );
+            }
+            if !a.overwrite {
+                let prior: Option<serde_json::Value> = e2enc_ir::files::read_text(path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok());
+                match prior {
+                    Some(v) if v["format"] == SUMMARY_FORMAT => {
+                        if v["part"] != part_json(a.part) {
+                            let was = match (v["part"]["k"].as_u64(), v["part"]["n"].as_u64()) {
+                                (Some(k), Some(n)) => format!("part {k}/{n}"),
+                                _ => "a run of the whole folder".to_string(),
+                            };
+                            let now = a
+                                .part
+                                .map_or("the whole folder".into(), |p| format!("part {p}"));
+                            bail!(
+                                "{} is the summary of {was}, this run is {now}: give each part \
+                                 its own --summary file (e.g. part-K.json), or pass --overwrite",
+                                path.display()
+                            );
+                        }
+                    }
+                    _ => bail!(
+                        "{} exists and is not an e2enc segment summary; pass --overwrite to \
+                         replace it",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        let text = |p: &Path| serde_json::Value::String(p.display().to_string());
+        let opt = |p: &Option<PathBuf>| p.as_deref().map_or(serde_json::Value::Null, text);
+        let mut head = serde_json::Map::new();
+        head.insert("format".into(), SUMMARY_FORMAT.into());
+        head.insert("bundle".into(), text(&a.bundle));
+        head.insert("input_dir".into(), opt(&a.input_dir));
+        head.insert("output_dir".into(), text(&a.output));
+        head.insert("part".into(), part_json(a.part));
+        let s = Summary {
+            path: path.to_path_buf(),
+            head,
+            cases: cases
+                .iter()
+                .map(|c| {
+                    let outputs = serde_json::json!({
+                        "labels": text(&c.labels),
+                        "probabilities": opt(&c.probabilities),
+                        "preview": opt(&c.preview),
+                    });
+                    let status = if c.done {
+                        Status::Skipped
+                    } else {
+                        Status::Pending
+                    };
+                    (c.name.clone(), outputs, status, 0.0)
+                })
+                .collect(),
+            t0: Instant::now(),
+        };
+        s.write(false)?;
+        Ok(s)
+    }
+
+    fn record(&mut self, index: usize, status: Status, seconds: f64) {
+        if let Some(c) = self.cases.get_mut(index) {
+            c.2 = status;
+            c.3 = seconds;
+        }
+    }
+
+    /// Writes the report atomically; `complete` once the run is over.
+    fn write(&self, complete: bool) -> Result<()> {
+        let mut counts = BTreeMap::from([
+            ("segmented", 0usize),
+            ("skipped", 0),
+            ("failed", 0),
+            ("pending", 0),
+        ]);
+        let cases: Vec<serde_json::Value> = self
+            .cases
+            .iter()
+            .map(|(name, outputs, status, secs)| {
+                let (word, error) = match status {
+                    Status::Pending => ("pending", None),
+                    Status::Skipped => ("skipped", None),
+                    Status::Segmented => ("segmented", None),
+                    Status::Failed(m) => ("failed", Some(m)),
+                };
+                *counts.entry(word).or_default() += 1;
+                let mut c = serde_json::json!({
+                    "case": name,
+                    "status": word,
+                    "outputs": outputs,
+                    "seconds": (secs * 1000.0).round() / 1000.0,
+                });
+                if let Some(m) = error {
+                    c["error"] = m.as_str().into();
+                }
+                c
+            })
+            .collect();
+        let mut v = serde_json::Value::Object(self.head.clone());
+        v["complete"] = complete.into();
+        v["cases"] = cases.into();
+        let mut totals = serde_json::json!({ "cases": self.cases.len() });
+        for (k, n) in counts {
+            totals[k] = n.into();
+        }
+        totals["seconds"] = ((self.t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0).into();
+        v["totals"] = totals;
+        let text = serde_json::to_string_pretty(&v)? + "\n";
+        e2enc_ir::weights::write_atomic(&self.path, text.as_bytes())
+            .with_context(|| format!("writing the summary {}", self.path.display()))
+    }
 }
 
 fn net_of(b: &Bundle) -> Result<Net> {
@@ -275,8 +572,9 @@ fn nifti_name(p: &Path) -> bool {
     n.ends_with(".nii") || n.ends_with(".nii.gz")
 }
 
-/// The cases to run and how many were skipped as done.
-fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
+/// The cases: one, or a folder's in name order (byte order, the same on every machine), those
+/// whose labels exist marked done unless --overwrite.
+fn cases(a: &Args, channels: usize) -> Result<Vec<Case>> {
     let Some(dir) = &a.input_dir else {
         if a.images.len() != channels {
             bail!(
@@ -312,9 +610,10 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
             labels: a.output.clone(),
             probabilities: a.probabilities.clone(),
             preview: a.preview.clone(),
+            done: false,
         };
         check_outputs(&case, a.overwrite)?;
-        return Ok((vec![case], 0));
+        return Ok(vec![case]);
     };
     for d in output_paths(a) {
         if d.exists() && same_file(&identity(d)?, &identity(dir)?) {
@@ -363,7 +662,7 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
     for d in output_paths(a) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let (mut out, mut skipped) = (Vec::new(), 0);
+    let mut out = Vec::new();
     for (name, chans) in found {
         let want: Vec<usize> = (0..channels).collect();
         if chans.keys().copied().collect::<Vec<_>>() != want {
@@ -374,11 +673,8 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
             );
         }
         let labels = a.output.join(format!("{name}.nii.gz"));
-        if labels.exists() && !a.overwrite {
-            skipped += 1;
-            continue;
-        }
         out.push(Case {
+            done: labels.exists() && !a.overwrite,
             probabilities: a
                 .probabilities
                 .as_ref()
@@ -389,7 +685,7 @@ fn cases(a: &Args, channels: usize) -> Result<(Vec<Case>, usize)> {
             labels,
         });
     }
-    Ok((out, skipped))
+    Ok(out)
 }
 
 /// The output paths given on the command line: -o, --probabilities, --preview (files for one
