@@ -8,24 +8,24 @@ use clap::{Parser, Subcommand};
 
 /// e2enc: compile, inspect and run E2ENet 3D segmentation networks.
 ///
-/// A model is a `model.json` (see docs/model-json.md) naming a safetensors weights file whose
-/// tensors carry the official checkpoint's names, so weights converted from the authors'
-/// released PyTorch checkpoints run unchanged.
+/// A model is a `model.json` (see docs/model-json.md) naming a safetensors
+/// weights file whose tensors carry the official checkpoint's names, so weights
+/// converted from the authors' released PyTorch checkpoints run unchanged.
 ///
 /// Start here:
-///   e2enc demo                          train, compile and run E2ENet on a brain MRI (~7 min)
-///   e2enc check                         reproduce the authors' released network (seconds)
+///   e2enc demo        train, compile and run E2ENet on a brain MRI (~2.5 min)
+///   e2enc check       reproduce the authors' released network (seconds)
 ///   e2enc init -o my-model --density 0.2
 ///   e2enc inspect my-model/model.json [--optimized]
 ///   e2enc optimize my-model/model.json --report
-///   e2enc compile my-model/model.json -o my-bundle   (signed with your local key)
-///   e2enc keygen -o team.key                  (a key to sign with: --sign team.key)
+///   e2enc compile my-model/model.json -o my-bundle   (signed with your key)
+///   e2enc keygen -o team.key          (a key to sign with: --sign team.key)
 ///   e2enc bench my-bundle --profile
 ///   e2enc run my-bundle --input x.safetensors --output y.safetensors
-///   e2enc segment my-bundle ct.nii.gz -o labels.nii.gz [--tta] [--preview labels.png]
-///   e2enc segment my-bundle -i imagesTs -o predTs   (nnU-Net naming: CASE_0000.nii.gz)
+///   e2enc segment my-bundle ct.nii.gz -o seg.nii.gz [--tta] [--preview p.png]
+///   e2enc segment my-bundle -i imagesTs -o predTs    (nnU-Net naming)
 ///   e2enc evaluate labels.nii.gz truth.nii.gz [--json scores.json]
-///   e2enc train my-dataset -o my-run          (nnU-Net raw folder; dynamic sparse DSFF)
+///   e2enc train my-dataset -o my-run  (nnU-Net raw folder; sparse DSFF)
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
 struct Cli {
@@ -74,7 +74,7 @@ fn main() -> std::process::ExitCode {
     match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", util::error_text(&e));
             std::process::ExitCode::from(1)
         }
     }

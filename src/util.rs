@@ -1,4 +1,5 @@
-//! Small helpers shared by the subcommands: argument parsers, number formatting, tensor files.
+//! Small helpers shared by the subcommands: argument parsers, number formatting, tensor files,
+//! error messages.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,4 +69,22 @@ pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
         bail!("{} exists; pass --force to overwrite it", path.display());
     }
     Ok(())
+}
+
+/// The error and its causes joined by ": ", as anyhow's `{:#}` does, without repeats: many
+/// errors print their source in their own message (`"{path}: {source}"`) and also return it as
+/// `source()`, which `{:#}` would print twice ("Is a directory (os error 21): Is a directory (os
+/// error 21)"). A cause whose text the one before it already shows is left out, and a context
+/// that its cause's text begins with (`"{path}"` over `"{path}: ..."`) gives way to the cause.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let t = cause.to_string();
+        match parts.last_mut() {
+            Some(prev) if prev.contains(&t) => {}
+            Some(prev) if !prev.is_empty() && t.starts_with(prev.as_str()) => *prev = t,
+            _ => parts.push(t),
+        }
+    }
+    parts.join(": ")
 }

@@ -2,7 +2,7 @@
 //! a user gets for bad input (clear message, non-zero exit, no output file left behind).
 
 mod common;
-use common::{e2enc, text};
+use common::{e2enc, e2enc_cmd, text};
 
 use std::path::Path;
 
@@ -46,6 +46,57 @@ fn help_teaches_the_subcommands() {
     }
     let o = e2enc(&["run", "--help"]);
     assert!(text(&o).contains("--deep-supervision"));
+}
+
+#[test]
+fn help_summaries_fit_one_line_at_80_columns() {
+    let o = e2enc_cmd(&["--help"])
+        .env("COLUMNS", "80")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let t = text(&o);
+    let list = t
+        .split("Commands:\n")
+        .nth(1)
+        .and_then(|r| r.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no command list in: {t}"));
+    // Every line names a command: none is the wrapped rest of a summary.
+    for line in list.lines() {
+        assert!(line.starts_with("  ") && !line.starts_with("   "), "{t}");
+        assert!(line.len() <= 80, "{t}");
+    }
+    assert!(list.lines().count() >= 12, "{t}");
+}
+
+#[test]
+fn errors_show_an_os_error_or_a_cause_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let out = tmp.path().join("x.safetensors");
+    let once = |args: &[&str], needle: &str| {
+        let o = e2enc(args);
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert_eq!(t.matches(needle).count(), 1, "`{needle}` not once in: {t}");
+        assert!(!t.contains("panicked"), "{t}");
+    };
+    let o = out.to_str().unwrap();
+    once(
+        &["run", dir, "--input", dir, "--output", o],
+        "is a folder, not a regular file",
+    );
+    once(&["inspect", dir], "(os error 2)");
+    once(
+        &["compile", dir, "-o", tmp.path().join("b").to_str().unwrap()],
+        "(os error 2)",
+    );
+    // A context naming the path, over a cause that names it too.
+    once(
+        &["train", dir, "-o", tmp.path().join("run").to_str().unwrap()],
+        "dataset.json",
+    );
+    assert!(!out.exists());
 }
 
 #[test]

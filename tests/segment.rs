@@ -74,6 +74,11 @@ const DIMS: [usize; 3] = [40, 36, 24];
 
 /// Writes a synthetic image (a bright ball in a noisy background) with `header(dims)`.
 fn image(path: &Path, dims: [usize; 3], h: &Header, seed: usize) {
+    nifti::write_f32(path, h, dims, &ball(dims, seed)).unwrap();
+}
+
+/// The voxels of [`image`].
+fn ball(dims: [usize; 3], seed: usize) -> Vec<f32> {
     let [nx, ny, nz] = dims;
     let mut v = Vec::with_capacity(nx * ny * nz);
     for z in 0..nz {
@@ -87,7 +92,7 @@ fn image(path: &Path, dims: [usize; 3], h: &Header, seed: usize) {
             }
         }
     }
-    nifti::write_f32(path, h, dims, &v).unwrap();
+    v
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
@@ -274,6 +279,69 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
 
     // Wrong number of channels.
     fails(&[&good], &["2 channel(s)", "1 image(s)"]);
+}
+
+#[test]
+fn a_4d_input_needs_frame_which_picks_that_volume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header(DIMS);
+    let good = tmp.path().join("good.nii.gz");
+    image(&good, DIMS, &h, 1);
+    // Frame 0 is something else entirely; frame 1 is the image `one` holds as a 3-D file.
+    let one = tmp.path().join("one.nii.gz");
+    image(&one, DIMS, &h, 0);
+    let mut frames: Vec<f32> = (0..DIMS.iter().product::<usize>())
+        .map(|i| (i % 97) as f32)
+        .collect();
+    frames.extend(ball(DIMS, 0));
+    let four = tmp.path().join("four.nii.gz");
+    nifti::write_f32_frames(&four, &h, DIMS, 2, &frames).unwrap();
+
+    // Without --frame: the count and both ways out.
+    fails(
+        &[&four, &good],
+        &[
+            "four.nii.gz: this file has 2 volumes",
+            "--frame K (0..1)",
+            "fslsplit",
+        ],
+    );
+
+    let run = |images: &[&Path], out: &Path, probs: &Path, frame: Option<&str>| {
+        let mut args = vec!["segment", s(bundle())];
+        args.extend(images.iter().map(|p| s(p)));
+        args.extend(["-o", s(out), "--probabilities", s(probs), "--threads", "1"]);
+        if let Some(k) = frame {
+            args.extend(["--frame", k]);
+        }
+        e2enc(&args)
+    };
+    // A frame past the last: refused, nothing written.
+    let out = tmp.path().join("past.nii.gz");
+    let o = run(&[&four, &good], &out, &tmp.path().join("pp.nii"), Some("2"));
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("--frame 2 is past the last volume") && t.contains("2 volumes (0..1)"),
+        "{t}"
+    );
+    assert!(!out.exists(), "{t}");
+
+    // --frame 1 of the 4-D channel (the 3-D channel read as it is) gives what the 3-D file does.
+    let (seg4, probs4) = (tmp.path().join("seg4.nii.gz"), tmp.path().join("p4.nii"));
+    let o = run(&[&four, &good], &seg4, &probs4, Some("1"));
+    assert!(o.status.success(), "{}", text(&o));
+    let (seg3, probs3) = (tmp.path().join("seg3.nii.gz"), tmp.path().join("p3.nii"));
+    let o = run(&[&one, &good], &seg3, &probs3, None);
+    assert!(o.status.success(), "{}", text(&o));
+    let (l4, l3) = (nifti::read(&seg4).unwrap(), nifti::read(&seg3).unwrap());
+    assert_eq!(l4.dims, DIMS);
+    assert_eq!(l4.data, l3.data);
+    for k in 0..2 {
+        let a = nifti::read_frame(&probs4, k).unwrap().data;
+        let b = nifti::read_frame(&probs3, k).unwrap().data;
+        assert_eq!(a, b, "class {k}");
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use e2enc_runtime::bundle::LoadOptions;
 
 use crate::util::giga;
 
-/// Time a compiled bundle on a random input of its shape.
+/// Time a compiled bundle on a random input of its shape
 ///
 /// Prints the median time of --runs runs after --warmup runs, the effective GFLOP/s counted on
 /// the dense network's MACs and on the MACs actually executed, peak memory, and (--profile) the
@@ -20,7 +20,6 @@ use crate::util::giga;
 ///
 /// Example: e2enc bench amos-bundle --runs 3 --profile
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// The bundle folder (from `e2enc compile`).
     bundle: PathBuf,

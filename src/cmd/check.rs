@@ -29,7 +29,11 @@ const MODEL_JSON: &str = include_str!("../../tests/data/golden/model.json");
 const WEIGHTS: &[u8] = include_bytes!("../../tests/data/golden/weights.safetensors");
 const IO: &[u8] = include_bytes!("../../tests/data/golden/io.safetensors");
 
-/// Run the embedded check: the released network's outputs reproduced, and AMOS-CT's size.
+/// Check e2enc against the authors' released network (seconds)
+///
+/// Runs the embedded check: the released network's outputs (shipped in the binary) reproduced
+/// by the interpreter and by a compiled C kernel bundle, then AMOS-CT's size (dense and at DSFF
+/// density 0.2).
 #[derive(clap::Args)]
 pub struct Args {
     /// Largest accepted L2-relative error against the released network's outputs (the

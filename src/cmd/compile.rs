@@ -10,7 +10,7 @@ use e2enc_ir::e2enet::{BuildOptions, Model};
 
 use crate::util::{giga, parse_patch};
 
-/// Compile a model into a kernel bundle for the runtime.
+/// Compile a model into a kernel bundle for the runtime
 ///
 /// The model is optimized (dead DSFF edges and channels dropped, kernel-sparse and fused
 /// convolutions), then every kernel is generated as shape-specialized C for a CPU --target and
@@ -33,7 +33,6 @@ use crate::util::{giga, parse_patch};
 ///
 /// Example: e2enc compile amos/model.json -o amos-bundle && e2enc bench amos-bundle
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// model.json (or a folder holding one); it must name a weights file.
     model: PathBuf,

@@ -12,8 +12,9 @@ use e2enc_segment::nifti::{self, Volume};
 
 use super::segment::same_grid;
 
-/// Score predicted label maps against ground truth: per-class Dice and HD95 (mm), and their mean.
+/// Score label maps against ground truth: Dice and HD95 per class
 ///
+/// Prints per-class Dice and HD95 (mm) of predicted label maps, and their mean.
 /// PRED and GT are two NIfTI label files, or two folders whose .nii/.nii.gz files are matched by
 /// name (every prediction needs its ground truth; extra ground-truth files are listed and
 /// ignored). Each pair must share one grid (shape and affine). Class 0 is background and is not

@@ -10,7 +10,7 @@ use e2enc_ir::weights::write_atomic;
 
 use crate::util::{check_overwrite, parse_patch, thousands};
 
-/// Create a new model: model.json + weights.safetensors (+ masks.safetensors).
+/// Create a new model: model.json and weights.safetensors
 ///
 /// The weights are He-initialized as in the released code (kaiming normal, a=0.01; biases 0;
 /// norms 1/0). With --density D every DSFF fusion conv and transposed conv keeps a random D of
@@ -19,7 +19,6 @@ use crate::util::{check_overwrite, parse_patch, thousands};
 ///
 /// Example: e2enc init -o amos --preset amos-ct --density 0.2
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Output folder (created if missing).
     #[arg(short, long)]

@@ -13,14 +13,15 @@ use e2enc_passes::{optimize, OptimizeOptions};
 use crate::report::{costed_graph, print_removed, print_summary};
 use crate::util::{giga, parse_patch};
 
-/// Show what a model costs: parameters (dense and non-zero), MACs per layer and in total at a
-/// patch size, dense and with pruned DSFF kernels skipped.
+/// Show what a model costs: parameters and MACs, per layer and in total
+///
+/// Counts parameters (dense and non-zero) and MACs per layer and in total at a patch size,
+/// dense and with pruned DSFF kernels skipped.
 ///
 /// Without weights (a model.json naming no weights file) only dense counts are shown.
 ///
 /// Example: e2enc inspect amos/model.json --patch 128 --layers --dot amos.dot
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// model.json (or a folder holding one).
     model: PathBuf,

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Result};
 use e2enc_codegen::keys;
 
-/// Make a key pair to sign bundles with: KEYFILE (secret, mode 0600) and KEYFILE.pub.
+/// Make a key pair to sign bundles with: KEYFILE and KEYFILE.pub
 ///
+/// KEYFILE is the secret key (mode 0600), KEYFILE.pub the public one.
 /// `e2enc compile --sign KEYFILE` signs a bundle with it; a machine that should run such bundles
 /// trusts the key by listing KEYFILE.pub's line in its trusted-keys file
 /// (~/.config/e2enc/trusted_keys, or a file named by --trusted-keys or $E2ENC_TRUSTED_KEYS).
@@ -16,7 +17,6 @@ use e2enc_codegen::keys;
 ///
 /// Example: e2enc keygen -o team.key && cat team.key.pub >> ~/.config/e2enc/trusted_keys
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// The secret key file to create (the public key goes to KEYFILE.pub).
     #[arg(short, long, value_name = "KEYFILE")]

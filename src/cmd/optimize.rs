@@ -10,15 +10,16 @@ use e2enc_passes::{optimize, OptimizeOptions};
 
 use crate::util::parse_patch;
 
-/// Optimize a model: drop dead DSFF edges and channels, make kernel-sparse convolutions, fuse the
-/// depth shift into the convolutions after it and norm + activation into the convolutions
-/// before them (equality saturation with egg), then print the optimized graph as IR text.
+/// Optimize a model and print the optimized graph as IR text
+///
+/// Drops dead DSFF edges and channels, makes kernel-sparse convolutions, fuses the depth shift
+/// into the convolutions after it and norm + activation into the convolutions before them
+/// (equality saturation with egg), then prints the optimized graph as IR text.
 ///
 /// The inference graph keeps only `logits`; --deep-supervision keeps every head.
 ///
 /// Example: e2enc optimize amos/model.json --report > amos.opt.e2ir
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// model.json (or a folder holding one); it must name a weights file.
     model: PathBuf,

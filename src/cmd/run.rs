@@ -14,8 +14,10 @@ use e2enc_runtime::bundle::LoadOptions;
 
 use crate::util::{read_tensors, write_tensors};
 
-/// Run a model (model.json, interpreted) or a compiled bundle on one input tensor file and write
-/// its outputs.
+/// Run a model or a compiled bundle on one input tensor file
+///
+/// Runs a model (model.json, interpreted) or a compiled bundle on one input tensor file and
+/// writes its outputs.
 ///
 /// The input file is safetensors with a tensor `input` of shape [N, C, D, H, W]; the network is
 /// built for that batch and patch. The output file holds `logits` (and `ds1`..`ds3`, the
@@ -26,7 +28,6 @@ use crate::util::{read_tensors, write_tensors};
 ///
 /// Example: e2enc run model.json --input x.safetensors --output y.safetensors
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
 pub struct Args {
     /// model.json (or a folder holding one).
     model: PathBuf,

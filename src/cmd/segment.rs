@@ -23,7 +23,7 @@ use crate::util::thousands;
 
 use super::{identity, same_file};
 
-/// Segment CT or MRI volumes with a compiled bundle and write label maps.
+/// Segment CT or MRI volumes with a compiled bundle into label maps
 ///
 /// One case: give the bundle, one NIfTI file per input channel (in the model's channel order)
 /// and -o OUT.nii.gz. A folder: -i IN_DIR -o OUT_DIR, with nnU-Net naming: channel k of case
@@ -111,6 +111,10 @@ pub struct Args {
     /// z-score every channel over the whole image.
     #[arg(long)]
     spacing_as_is: bool,
+    /// For 4-D inputs (several volumes, e.g. time points): segment volume K (0-based) of each;
+    /// 3-D inputs are read as they are.
+    #[arg(long, value_name = "K")]
+    frame: Option<u64>,
     /// Threads (0: all cores).
     #[arg(long, value_parser = crate::cmd::parse_threads, default_value_t = 0)]
     threads: usize,
@@ -282,10 +286,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
             &label,
             tty,
             a.overwrite,
+            a.frame,
         );
         let outcome = match &res {
             Ok(_) => Status::Segmented,
-            Err(e) => Status::Failed(format!("{e:#}")),
+            Err(e) => Status::Failed(crate::util::error_text(e)),
         };
         match res {
             Ok((t, v, n)) => {
@@ -295,7 +300,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
                 eprintln!("{label}: wrote {}", case.labels.display());
             }
             Err(e) if a.input_dir.is_some() => {
-                eprintln!("{label}: error: {e:#}");
+                eprintln!("{label}: error: {}", crate::util::error_text(&e));
                 failed.push(case.name.clone());
             }
             Err(e) => return Err(e),
@@ -743,6 +748,28 @@ fn check_outputs(case: &Case, overwrite: bool) -> Result<()> {
 }
 
 /// Runs one case and writes its outputs; returns (tiles, input voxels, seconds in the network).
+/// One input image: a 3-D file as it is, volume `frame` of a 4-D one (`--frame`); a 4-D file
+/// without `--frame`, or with one past its last volume, is refused with the ways out.
+fn read_image(p: &Path, frame: Option<u64>) -> Result<Volume> {
+    match (nifti::read(p), frame) {
+        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), Some(k)) if k < volumes => {
+            Ok(nifti::read_frame(p, k)?)
+        }
+        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), Some(k)) => bail!(
+            "{}: --frame {k} is past the last volume: this file has {volumes} volumes (0..{})",
+            p.display(),
+            volumes - 1
+        ),
+        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), None) => bail!(
+            "{}: this file has {volumes} volumes; pick one with --frame K (0..{}) or split it \
+             (e.g. fslsplit)",
+            p.display(),
+            volumes - 1
+        ),
+        (r, _) => Ok(r?),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_case(
     engine: &mut Engine,
@@ -753,6 +780,7 @@ fn run_case(
     label: &str,
     tty: bool,
     overwrite: bool,
+    frame: Option<u64>,
 ) -> Result<(usize, usize, f64)> {
     // Again right before the work: in folder mode this is the first check of the case's
     // probabilities and preview files.
@@ -760,7 +788,7 @@ fn run_case(
     let vols: Vec<Volume> = case
         .images
         .iter()
-        .map(|p| nifti::read(p).map_err(|e| anyhow!(e)))
+        .map(|p| read_image(p, frame))
         .collect::<Result<_>>()?;
     for (v, p) in vols.iter().zip(&case.images).skip(1) {
         same_grid(&vols[0], v).map_err(|m| {

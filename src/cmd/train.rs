@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::util::parse_patch;
 
-/// Train an E2ENet with dynamic sparse DSFF on an nnU-Net raw dataset.
+/// Train an E2ENet with dynamic sparse DSFF on an nnU-Net raw dataset
 ///
 /// DATASET is an nnU-Net raw folder: dataset.json, imagesTr/CASE_0000.nii.gz (one file per
 /// channel: _0000, _0001, ...), labelsTr/CASE.nii.gz. The command plans the preprocessing (target

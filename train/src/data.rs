@@ -107,7 +107,7 @@ impl RawDataset {
     /// Reads `dir/dataset.json` (v1 or v2 form) and checks that every case's files exist.
     pub fn open(dir: &Path) -> Result<RawDataset, TrainError> {
         let json_path = dir.join("dataset.json");
-        let text = e2enc_ir::files::read_text(&json_path).map_err(|e| input_err(&json_path, e))?;
+        let text = e2enc_ir::files::read_text(&json_path)?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| input_err(&json_path, format!("not valid JSON: {e}")))?;
         let bad = |m: String| input_err(&json_path, m);

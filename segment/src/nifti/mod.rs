@@ -66,7 +66,7 @@ pub enum NiftiError {
     },
     #[error("{}: bad header: {msg}", path.display())]
     BadHeader { path: PathBuf, msg: String },
-    #[error("{}: holds {volumes} volumes (dim[4..] = {dims:?}); read one with nifti::read_frame", path.display())]
+    #[error("{}: holds {volumes} volumes (dim[4..] = {dims:?}), not one 3-D image: split it (e.g. fslsplit) or read one with nifti::read_frame", path.display())]
     MultiVolume {
         path: PathBuf,
         volumes: u64,
