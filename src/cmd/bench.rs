@@ -118,6 +118,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
         },
     )?;
     let mut e = super::engine_on(a.device, b, a.threads)?;
+    if a.emulate {
+        eprintln!(
+            "note: --emulate runs the CUDA kernels on this CPU, thread by thread: its times say \
+             nothing about a GPU's (use it to check results; time on a GPU with --device cuda)"
+        );
+    }
     let m = e.bundle.manifest.clone();
     let port = m
         .inputs
