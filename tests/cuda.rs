@@ -328,3 +328,19 @@ fn golden_and_amos_ct_kernels_compile_for_both_sms_without_spills() {
         }
     }
 }
+
+/// `e2enc check --target cuda-sm80`: the released network compiled to CUDA (f32) and run by the
+/// host emulation reproduces the PyTorch outputs within the check's tolerance.
+#[test]
+fn check_reproduces_the_released_network_on_a_cuda_target() {
+    if !common::nvrtc_or_skip("check_reproduces_the_released_network_on_a_cuda_target") {
+        return;
+    }
+    let o = cli_common::e2enc(&["check", "--skip-amos", "--target", "cuda-sm80"]);
+    let t = cli_common::text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("host emulation") && !t.contains("MISMATCH"),
+        "{t}"
+    );
+}

@@ -45,7 +45,9 @@ pub struct Args {
     #[arg(long)]
     skip_amos: bool,
     /// Compile the bundle of step 2 for this target (repeat to check several: x86-avx2,
-    /// x86-avx512, portable, or native, the default; the host must be able to run it).
+    /// x86-avx512, portable, or native, the default; the host must be able to run it), or for
+    /// cuda-sm80 / cuda-sm90: CUDA kernels in f32 (NVRTC needed: scripts/fetch-nvrtc.sh), run on
+    /// this CPU by the host emulation.
     #[arg(long = "target", value_parser = parse_target)]
     targets: Vec<Target>,
 }
@@ -111,8 +113,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         a.targets.clone()
     };
     for target in targets {
-        if !target.host_supports() {
-            anyhow::bail!("this host cannot run `--target {target}` bundles (check runs the bundle here); pick one it can: x86-avx2, x86-avx512, portable or native");
+        if !target.host_supports() && !target.is_cuda() {
+            anyhow::bail!("this host cannot run `--target {target}` bundles (check runs the bundle here); pick one it can: x86-avx2, x86-avx512, portable, native, or cuda-sm80/cuda-sm90 (emulated)");
         }
         ok &= check_compiled(&model, &feed, target, &check)?;
     }
@@ -147,14 +149,23 @@ fn check_compiled(
     check: &dyn Fn(&BTreeMap<String, e2enc_ir::Tensor>) -> Result<bool>,
 ) -> Result<bool> {
     println!();
-    println!(
-        "2. The same network optimized and compiled to C kernels for {target} (a bundle), run by the runtime:"
-    );
+    if target.is_cuda() {
+        println!(
+            "2. The same network optimized and compiled to CUDA kernels (f32) for {target} (a \
+             bundle), run by the runtime's host emulation:"
+        );
+    } else {
+        println!(
+            "2. The same network optimized and compiled to C kernels for {target} (a bundle), run by the runtime:"
+        );
+    }
     let dir = std::env::temp_dir().join(format!("e2enc-check-{}-{target}", std::process::id()));
     let opts = CompileOptions {
         deep_supervision: true,
         force: true,
         isa: target,
+        // The released network's tolerance is f32's; TF32/bf16 have theirs (tests/cuda.rs).
+        precision: Some(e2enc_codegen::precision::Precision::F32),
         ..CompileOptions::default()
     };
 
@@ -162,7 +173,11 @@ fn check_compiled(
         let t0 = Instant::now();
         let r = compile(model, &dir.join("bundle"), &opts)?;
         let csecs = t0.elapsed().as_secs_f64();
-        let b = Bundle::load(&dir.join("bundle"), &LoadOptions::default())?;
+        let load = LoadOptions {
+            emulate: target.is_cuda(),
+            ..LoadOptions::default()
+        };
+        let b = Bundle::load(&dir.join("bundle"), &load)?;
         let mut e = Engine::try_new(b, 0)?;
         e.run(feed)?; // warm-up
         let t1 = Instant::now();
