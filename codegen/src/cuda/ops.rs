@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use e2enc_ir::PoolAttrs;
 
-use super::text::{at, cf, decode, kernel, per_value, values, THREADS};
+use super::text::{at, cf, kernel, per_value, values, THREADS};
 use crate::c::{err, expect_operands};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 use crate::layout::View;
@@ -187,13 +187,12 @@ for (int a = 0; a < {kd}; a++)
     Ok(vec![per_value(ctx, "", y, &body, 0, "max_pool")?])
 }
 
-/// The opening of a one-thread-per-voxel kernel over `v` (channels looped inside): binds `n`,
-/// `z`, `y`, `x`.
-fn per_voxel(v: &View) -> (String, u64) {
-    let [n, _, d, h, w] = v.shape;
+/// `v` with one channel: a one-thread-per-value kernel over it ([`per_value`]) is one thread
+/// per voxel, channels looped inside.
+fn voxels_of(v: &View) -> View {
     let mut one = v.clone();
-    one.shape = [n, 1, d, h, w];
-    (decode(&one), values(&one))
+    one.shape[1] = 1;
+    one
 }
 
 /// Softmax over channels, in double like the interpreter.
@@ -202,9 +201,9 @@ pub fn softmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     same_values(ctx, x, y)?;
     let ch = x.shape[1];
-    let (open, voxels) = per_voxel(y);
+    let vox = voxels_of(y);
     let body = format!(
-        "{open}double m = (double){x0};
+        "double m = (double){x0};
 for (int k = 1; k < {ch}; k++) {{ const double v = (double){xk}; if (v > m) m = v; }}
 double s = 0.0;
 for (int k = 0; k < {ch}; k++) s += exp((double){xk} - m);
@@ -214,16 +213,8 @@ for (int k = 0; k < {ch}; k++) A[{yk}] = (float)(exp((double){xk} - m) / s);
         xk = read(x, "k", "z"),
         yk = at(y, "n", "k", "z", "y", "x"),
     );
-    let blocks = voxels.div_ceil(u64::from(THREADS));
-    Ok(vec![kernel(
-        &ctx.prefix,
-        &body,
-        super::text::grid_x(ctx, blocks)?,
-        [THREADS, 1, 1],
-        false,
-        voxels * ch as u64 * 3,
-        format!("{} softmax", ctx.label),
-    )])
+    let flops = values(&vox) * ch as u64 * 3;
+    Ok(vec![per_value(ctx, "", &vox, &body, flops, "softmax")?])
 }
 
 /// Index of the largest channel, first on ties, NaN larger than any number (first NaN wins);
@@ -235,9 +226,9 @@ pub fn argmax(ctx: &NodeCtx) -> Result<Vec<Kernel>, EmitError> {
     if ch == 0 || y.shape[1] != 1 || x.shape[0] != y.shape[0] || x.shape[2..] != y.shape[2..] {
         return Err(err(ctx, "argmax views do not fit"));
     }
-    let (open, voxels) = per_voxel(y);
+    let vox = voxels_of(y);
     let body = format!(
-        "{open}int best = 0; float bv = {x0};
+        "int best = 0; float bv = {x0};
 for (int k = 1; k < {ch}; k++) {{
     const float v = {xk};
     if (bv == bv && (v != v || v > bv)) {{ best = k; bv = v; }}
@@ -248,16 +239,7 @@ for (int k = 1; k < {ch}; k++) {{
         xk = read(x, "k", "z"),
         y0 = at(y, "n", "0", "z", "y", "x"),
     );
-    let blocks = voxels.div_ceil(u64::from(THREADS));
-    Ok(vec![kernel(
-        &ctx.prefix,
-        &body,
-        super::text::grid_x(ctx, blocks)?,
-        [THREADS, 1, 1],
-        false,
-        0,
-        format!("{} argmax", ctx.label),
-    )])
+    Ok(vec![per_value(ctx, "", &vox, &body, 0, "argmax")?])
 }
 
 /// Scratch (f32 slots) of the statistics of `nc` (n, c) pairs: (mean, scale) each.
