@@ -11,10 +11,10 @@
 //! onto the `[z, y, x]` array: `[2, 1, 0]` becomes the identity and costs no transpose.
 
 use super::preprocess::{
-    inverse_permutation, preprocess, restore, transpose, uncrop, Preprocessed, PreprocessingConfig,
+    inverse_permutation, preprocess, transpose, uncrop, Preprocessed, PreprocessingConfig,
 };
-use super::resample::{resample_channels, Order, Shape};
-use super::window::{check_tiles, padding, sliding_window, WindowOptions};
+use super::resample::{resample_channels, Order, PlaneResampler, Shape};
+use super::window::{band_planes, check_tiles, padding, sliding_window_planes, WindowOptions};
 use crate::SegmentError;
 
 /// What the predictor is and how to run it.
@@ -61,30 +61,47 @@ pub fn tile_count(
     check_tiles(ps, patch, window.step, window.tta)
 }
 
-/// Refuses a case whose sliding window (the padded input, the per-class accumulators and their
-/// weights, then the restored probabilities) would not fit in the machine's available memory.
-fn check_window_memory(
-    shape: Shape,
-    opts: &CaseOptions,
-    channels: usize,
-) -> Result<(), SegmentError> {
+/// Bytes [`segment_case_with`] holds beyond the preprocessed input: the window's band of planes
+/// ([`band_planes`] of the padded `H x W`, `classes + 1` floats a voxel), the crop's labels and the
+/// full label map (twice, for the transpose), a few planes of restoring, and with
+/// `whole_probabilities` the class maps of the input's grid (twice, for the transpose).
+pub fn window_memory(prep: &Preprocessed, opts: &CaseOptions, whole_probabilities: bool) -> u64 {
+    let shape = prep.resampled_shape;
     let pad = padding(shape, opts.patch);
-    let padded: u64 = (0..3)
-        .map(|a| (shape[a] + pad[a].0 + pad[a].1) as u64)
-        .product();
-    let planes = (channels + opts.classes + 1) as u64
-        + if opts.probabilities {
-            opts.classes as u64
-        } else {
-            0
-        };
-    let need = padded.saturating_mul(planes).saturating_mul(4);
+    let ps: [u64; 3] = std::array::from_fn(|a| (shape[a] + pad[a].0 + pad[a].1) as u64);
+    let classes = opts.classes as u64;
+    let planes = band_planes(shape, opts.patch, &opts.window) as u64;
+    let band = planes * ps[1] * ps[2] * (classes + 1) * 4;
+    let crop: u64 = prep.crop_shape.iter().map(|&v| v as u64).product();
+    let full: u64 = prep.shape.iter().map(|&v| v as u64).product();
+    let plane_max = [prep.crop_shape, shape, prep.shape]
+        .iter()
+        .map(|s| (s[1] * s[2]) as u64)
+        .max()
+        .unwrap_or(0);
+    let restoring = 4 * classes * plane_max * 4;
+    let probs = if whole_probabilities {
+        2 * 4 * classes * full
+    } else {
+        0
+    };
+    band + 2 * crop + 2 * 2 * full + restoring + probs
+}
+
+/// Refuses a case whose segmentation ([`window_memory`]) would not fit in the machine's
+/// available memory.
+fn check_window_memory(
+    prep: &Preprocessed,
+    opts: &CaseOptions,
+    whole_probabilities: bool,
+) -> Result<(), SegmentError> {
+    let need = window_memory(prep, opts, whole_probabilities);
     if let Some(have) = e2enc_ir::files::available_memory() {
         if need > have {
             return Err(SegmentError::Window(format!(
                 "the {:?} grid with {} classes needs about {:.1} GiB of memory, more than the \
                  {:.1} GiB available",
-                shape,
+                prep.resampled_shape,
                 opts.classes,
                 need as f64 / (1u64 << 30) as f64,
                 have as f64 / (1u64 << 30) as f64
@@ -94,6 +111,79 @@ fn check_window_memory(
     Ok(())
 }
 
+/// Where the class probabilities go when they should not be held whole: plane by plane along
+/// network axis 0 of the full (uncropped) network-axes grid.
+pub trait ProbabilitySink<E> {
+    /// Called once, before the first plane, with the layout the planes come in.
+    fn begin(&mut self, layout: &ProbabilityLayout) -> Result<(), E>;
+    /// Plane `index` (`0..layout.net_shape[0]`, in order) as `[classes, net_shape[1],
+    /// net_shape[2]]`; outside the crop box background is 1 and every other class 0.
+    fn plane(&mut self, index: usize, plane: &[f32]) -> Result<(), E>;
+}
+
+/// How a [`ProbabilitySink`]'s planes map onto the input: network axis `k` is input axis
+/// `axis_order[k]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbabilityLayout {
+    pub classes: usize,
+    /// The input's shape (input axes, C order).
+    pub shape: Shape,
+    /// The transposed input's shape (network axes): the planes' grid.
+    pub net_shape: Shape,
+    pub axis_order: [usize; 3],
+}
+
+impl ProbabilityLayout {
+    /// Voxels of one class map.
+    pub fn voxels(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Collects a sink's planes into [`Segmentation::probabilities`]' layout (class-major, input
+/// axes).
+#[derive(Default)]
+struct Collect {
+    layout: Option<ProbabilityLayout>,
+    data: Vec<f32>,
+}
+
+impl<E> ProbabilitySink<E> for Collect {
+    fn begin(&mut self, layout: &ProbabilityLayout) -> Result<(), E> {
+        self.data = vec![0f32; layout.classes * layout.voxels()];
+        self.layout = Some(layout.clone());
+        Ok(())
+    }
+
+    fn plane(&mut self, index: usize, plane: &[f32]) -> Result<(), E> {
+        if let Some(l) = &self.layout {
+            let (n, p) = (l.voxels(), l.net_shape[1] * l.net_shape[2]);
+            for c in 0..l.classes {
+                self.data[c * n + index * p..][..p].copy_from_slice(&plane[c * p..][..p]);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Collect {
+    fn finish(self) -> Vec<f32> {
+        let Some(l) = self.layout else {
+            return self.data;
+        };
+        let inv = inverse_permutation(l.axis_order);
+        if inv == [0, 1, 2] {
+            return self.data;
+        }
+        let n = l.voxels();
+        let mut out = Vec::with_capacity(self.data.len());
+        for c in 0..l.classes {
+            out.extend(transpose(&self.data[c * n..][..n], l.net_shape, inv).0);
+        }
+        out
+    }
+}
+
 /// Segments one case.
 ///
 /// `channels` are C-ordered `[z, y, x]` volumes of `shape` with voxel `spacing` (mm, same axes);
@@ -101,9 +191,83 @@ fn check_window_memory(
 /// `predict(tiles, n)` gets `n` tiles `[channels, patch]` and returns their logits
 /// `[classes, patch]`, both concatenated; `progress(done, total)` counts predictor calls.
 /// `on_preprocessed` is told the network-input shape and the tile count before prediction
-/// starts (for a progress bar's length).
+/// starts (for a progress bar's length). With [`CaseOptions::probabilities`] the probabilities
+/// come back whole in [`Segmentation::probabilities`]; [`segment_case_with`] streams them instead.
 #[allow(clippy::too_many_arguments)]
 pub fn segment_case<E: From<SegmentError>>(
+    channels: &[Vec<f32>],
+    shape: Shape,
+    spacing: [f64; 3],
+    cfg: &PreprocessingConfig,
+    opts: &CaseOptions,
+    predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
+    on_preprocessed: impl FnOnce(Shape, usize),
+    progress: impl FnMut(usize, usize),
+) -> Result<Segmentation, E> {
+    let mut collect = Collect::default();
+    let sink: Option<&mut dyn ProbabilitySink<E>> = if opts.probabilities {
+        Some(&mut collect)
+    } else {
+        None
+    };
+    let mut seg = streamed(
+        channels,
+        shape,
+        spacing,
+        cfg,
+        opts,
+        predict,
+        on_preprocessed,
+        progress,
+        sink,
+    )?;
+    if opts.probabilities {
+        seg.probabilities = Some(collect.finish());
+    }
+    Ok(seg)
+}
+
+/// [`segment_case`] in bounded memory: the sliding window hands over finished planes of the
+/// network grid ([`sliding_window_planes`]), which are resampled back to the crop plane by plane
+/// ([`PlaneResampler`]), turned into labels at once and, with a `sink`, passed on as restored
+/// probability planes; no whole-volume probability map exists. The labels and probabilities equal
+/// the whole-volume path's ([`sliding_window`], [`restore`](super::preprocess::restore), [`restore_probabilities`]) bit for
+/// bit. [`CaseOptions::probabilities`] is ignored here: the sink decides.
+///
+/// [`sliding_window`]: super::window::sliding_window
+#[allow(clippy::too_many_arguments)]
+pub fn segment_case_with<E: From<SegmentError>>(
+    channels: &[Vec<f32>],
+    shape: Shape,
+    spacing: [f64; 3],
+    cfg: &PreprocessingConfig,
+    opts: &CaseOptions,
+    predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
+    on_preprocessed: impl FnOnce(Shape, usize),
+    progress: impl FnMut(usize, usize),
+    sink: Option<&mut dyn ProbabilitySink<E>>,
+) -> Result<Segmentation, E> {
+    let opts = CaseOptions {
+        probabilities: false,
+        ..opts.clone()
+    };
+    streamed(
+        channels,
+        shape,
+        spacing,
+        cfg,
+        &opts,
+        predict,
+        on_preprocessed,
+        progress,
+        sink,
+    )
+}
+
+/// Both forms of [`segment_case`]; `opts.probabilities` says whether the sink collects the whole
+/// map (for the memory check).
+#[allow(clippy::too_many_arguments)]
+fn streamed<E: From<SegmentError>>(
     channels: &[Vec<f32>],
     shape: Shape,
     spacing: [f64; 3],
@@ -112,18 +276,22 @@ pub fn segment_case<E: From<SegmentError>>(
     mut predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
     on_preprocessed: impl FnOnce(Shape, usize),
     progress: impl FnMut(usize, usize),
+    mut sink: Option<&mut dyn ProbabilitySink<E>>,
 ) -> Result<Segmentation, E> {
-    if opts.classes == 0 {
+    let classes = opts.classes;
+    if classes == 0 {
         return Err(SegmentError::NoClass.into());
+    }
+    if classes > usize::from(u16::MAX) + 1 {
+        return Err(SegmentError::Classes(classes).into());
     }
     let mut cfg = cfg.clone();
     cfg.axis_order = case_axis_order(cfg.axis_order);
     let prep = preprocess(channels, shape, spacing, &cfg)?;
     let n = tile_count(prep.resampled_shape, opts.patch, &opts.window)?;
-    check_window_memory(prep.resampled_shape, opts, channels.len())?;
+    check_window_memory(&prep, opts, opts.probabilities)?;
     on_preprocessed(prep.resampled_shape, n);
-    let volume: Vec<f32> = prep.data.concat();
-    let per_tile = opts.classes * opts.patch.iter().product::<usize>();
+    let per_tile = classes * opts.patch.iter().product::<usize>();
     // The window slices the logits by tile: a predictor returning too few values is an error.
     let checked = |t: &[f32], n: usize| -> Result<Vec<f32>, E> {
         let out = predict(t, n)?;
@@ -132,47 +300,104 @@ pub fn segment_case<E: From<SegmentError>>(
                 got: out.len(),
                 tiles: n,
                 want: n * per_tile,
-                classes: opts.classes,
+                classes,
                 patch: opts.patch,
             }
             .into());
         }
         Ok(out)
     };
-    let probs = sliding_window(
-        &volume,
-        channels.len(),
+    let net_shape: Shape = std::array::from_fn(|k| prep.shape[prep.axis_order[k]]);
+    let bbox = &prep.bbox;
+    let crop = prep.crop_shape;
+    let crop_plane = crop[1] * crop[2];
+    let net_plane = net_shape[1] * net_shape[2];
+    let mut crop_labels = vec![0u16; crop[0] * crop_plane];
+    let mut resampler = PlaneResampler::new(
+        classes,
+        prep.resampled_shape,
+        crop,
+        Order::Linear,
+        prep.anisotropic_axis,
+    )?;
+    // A restored plane outside the crop box (along axis 0): background for certain.
+    let mut full = vec![0f32; classes * net_plane];
+    full[..net_plane].fill(1.0);
+    if let Some(s) = sink.as_deref_mut() {
+        s.begin(&ProbabilityLayout {
+            classes,
+            shape: prep.shape,
+            net_shape,
+            axis_order: prep.axis_order,
+        })?;
+        for i in 0..bbox.start[0] {
+            s.plane(i, &full)?;
+        }
+    }
+    let views: Vec<&[f32]> = prep.data.iter().map(|v| v.as_slice()).collect();
+    sliding_window_planes(
+        &views,
         prep.resampled_shape,
         opts.patch,
-        opts.classes,
+        classes,
         &opts.window,
         checked,
         progress,
+        |_, plane| {
+            resampler.push(plane, |o, back| -> Result<(), E> {
+                let labels = &mut crop_labels[o * crop_plane..][..crop_plane];
+                for (v, l) in labels.iter_mut().enumerate() {
+                    let mut best = 0;
+                    for c in 1..classes {
+                        if back[c * crop_plane + v] > back[best * crop_plane + v] {
+                            best = c;
+                        }
+                    }
+                    *l = best as u16;
+                }
+                if let Some(s) = sink.as_deref_mut() {
+                    for c in 0..classes {
+                        let dst = &mut full[c * net_plane..][..net_plane];
+                        dst.fill(if c == 0 { 1.0 } else { 0.0 });
+                        for y in 0..crop[1] {
+                            let row = (bbox.start[1] + y) * net_shape[2] + bbox.start[2];
+                            dst[row..row + crop[2]]
+                                .copy_from_slice(&back[c * crop_plane + y * crop[2]..][..crop[2]]);
+                        }
+                    }
+                    s.plane(bbox.start[0] + o, &full)?;
+                }
+                Ok(())
+            })
+        },
     )?;
-    drop(volume);
-    let expected = opts.classes * prep.resampled_shape.iter().product::<usize>();
-    if probs.len() != expected {
+    if !resampler.is_done() {
         return Err(SegmentError::WindowLength {
-            got: probs.len(),
-            want: expected,
+            got: 0,
+            want: classes * prep.resampled_shape.iter().product::<usize>(),
         }
         .into());
     }
-    let labels = restore(&probs, opts.classes, &prep)?;
-    let probabilities = if opts.probabilities {
-        Some(restore_probabilities(&probs, opts.classes, &prep)?)
-    } else {
-        None
-    };
+    if let Some(s) = sink.as_deref_mut() {
+        for c in 0..classes {
+            full[c * net_plane..][..net_plane].fill(if c == 0 { 1.0 } else { 0.0 });
+        }
+        for i in bbox.end[0]..net_shape[0] {
+            s.plane(i, &full)?;
+        }
+    }
+    let net_labels = uncrop(&crop_labels, bbox, net_shape)?;
+    drop(crop_labels);
+    let labels = transpose(&net_labels, net_shape, inverse_permutation(prep.axis_order)).0;
     Ok(Segmentation {
         labels,
-        probabilities,
+        probabilities: None,
         network_shape: prep.resampled_shape,
         tiles: n,
     })
 }
 
-/// The class probabilities back on the input's grid, as [`restore`] takes the labels back:
+/// The class probabilities back on the input's grid, as [`restore`](super::preprocess::restore) takes the labels back:
 /// linear resampling to the crop (order 0 along the anisotropic axis), pasted into the crop box
 /// (outside it background is 1, other classes 0), inverse transpose. Class-major.
 pub fn restore_probabilities(
@@ -377,5 +602,142 @@ mod tests {
             |_, _| {},
         );
         assert!(r.is_err());
+    }
+
+    /// The streamed case against the whole-volume path it replaced (window over the whole grid,
+    /// then [`crate::preprocess::restore`] and [`restore_probabilities`]): equal bit for bit with
+    /// cropping, up- and downsampling, the anisotropic rule, a transpose, padding and TTA.
+    #[test]
+    fn streamed_segmentation_equals_the_whole_volume_path_bit_for_bit() {
+        use crate::preprocess::{preprocess, restore};
+        use crate::window::sliding_window;
+        struct Case {
+            shape: Shape,
+            spacing: [f64; 3],
+            target: [f64; 3],
+            order: [usize; 3],
+            patch: [usize; 3],
+            tta: bool,
+        }
+        let cases = [
+            Case {
+                shape: [7, 9, 11],
+                spacing: [2.0, 1.0, 1.0],
+                target: [1.0; 3],
+                order: [2, 1, 0],
+                patch: [4, 4, 4],
+                tta: false,
+            },
+            Case {
+                shape: [12, 8, 10],
+                spacing: [1.0, 0.7, 0.7],
+                target: [1.5, 1.0, 1.0],
+                order: [2, 1, 0],
+                patch: [4, 6, 4],
+                tta: true,
+            },
+            Case {
+                shape: [6, 10, 9],
+                spacing: [4.0, 1.0, 1.0],
+                target: [4.0, 0.8, 1.2],
+                order: [2, 1, 0],
+                patch: [3, 4, 4],
+                tta: false,
+            },
+            Case {
+                shape: [9, 7, 8],
+                spacing: [1.0, 1.2, 0.9],
+                target: [1.1, 1.0, 0.8],
+                order: [0, 2, 1],
+                patch: [4, 4, 5],
+                tta: false,
+            },
+            Case {
+                shape: [3, 5, 4],
+                spacing: [1.0; 3],
+                target: [1.0; 3],
+                order: [1, 2, 0],
+                patch: [8, 8, 8],
+                tta: false,
+            },
+        ];
+        for (k, c) in cases.iter().enumerate() {
+            let n: usize = c.shape.iter().product();
+            // A zero border on two sides, so the crop box is not the whole volume.
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    let (z, y) = (i / (c.shape[1] * c.shape[2]), (i / c.shape[2]) % c.shape[1]);
+                    if z == 0 || y + 1 == c.shape[1] {
+                        0.0
+                    } else {
+                        ((i * 7919) % 89) as f32 / 11.0 + 0.5
+                    }
+                })
+                .collect();
+            let mut cfg = cfg();
+            cfg.target_spacing = c.target;
+            cfg.axis_order = c.order;
+            let opts = CaseOptions {
+                patch: c.patch,
+                classes: 3,
+                window: WindowOptions {
+                    step: 0.5,
+                    tta: c.tta,
+                    batch: 2,
+                },
+                probabilities: true,
+            };
+            let predict = |x: &[f32], b: usize| -> Result<Vec<f32>, SegmentError> {
+                let t = x.len() / b;
+                Ok((0..b)
+                    .flat_map(|j| {
+                        (0..3).flat_map(move |cl| {
+                            x[j * t..(j + 1) * t]
+                                .iter()
+                                .map(move |&v| (v * (cl + 1) as f32).sin() * 2.0)
+                        })
+                    })
+                    .collect())
+            };
+            let seg = segment_case(
+                &[v.clone()],
+                c.shape,
+                c.spacing,
+                &cfg,
+                &opts,
+                predict,
+                |_, _| {},
+                |_, _| {},
+            )
+            .unwrap();
+            // The whole-volume path.
+            let mut pc = cfg.clone();
+            pc.axis_order = case_axis_order(pc.axis_order);
+            let prep = preprocess(&[v], c.shape, c.spacing, &pc).unwrap();
+            let probs = sliding_window(
+                &prep.data.concat(),
+                1,
+                prep.resampled_shape,
+                c.patch,
+                3,
+                &opts.window,
+                predict,
+                |_, _| {},
+            )
+            .unwrap();
+            let labels = restore(&probs, 3, &prep).unwrap();
+            let whole = restore_probabilities(&probs, 3, &prep).unwrap();
+            assert_eq!(seg.labels, labels, "case {k}: labels differ");
+            let p = seg.probabilities.unwrap();
+            let same = p.len() == whole.len()
+                && p.iter()
+                    .zip(&whole)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "case {k}: probabilities differ");
+            assert!(
+                labels.iter().any(|&l| l > 0) && labels.iter().any(|&l| l == 0),
+                "case {k}: trivial labels"
+            );
+        }
     }
 }

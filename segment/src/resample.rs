@@ -334,6 +334,154 @@ pub fn resample_channels(
     Ok(out)
 }
 
+/// [`resample_channels`] along the first axis one plane at a time, for volumes too large to hold
+/// twice: input planes go in with [`PlaneResampler::push`] in order, output planes come out as soon
+/// as the planes they read are in, and only the (at most two) input planes still needed are kept.
+/// Orders 0 and 1 only (order 3 clips to the whole volume's range, so it cannot stream).
+///
+/// The numbers equal [`resample_channels`]'s bit for bit: the first axis is interpolated first,
+/// as [`resample`] does, then the other two in order; order 0 along the anisotropic axis only
+/// selects samples, so where it happens in the sequence does not change any value.
+pub struct PlaneResampler {
+    channels: usize,
+    shape: Shape,
+    new_shape: Shape,
+    order: Order,
+    anisotropic_axis: Option<usize>,
+    /// Per output plane: the input planes it reads and the weight of the second.
+    taps: Vec<(usize, usize, Option<f64>)>,
+    /// Input planes from `held_first` on.
+    held: std::collections::VecDeque<Vec<f32>>,
+    held_first: usize,
+    next_in: usize,
+    next_out: usize,
+}
+
+impl PlaneResampler {
+    pub fn new(
+        channels: usize,
+        shape: Shape,
+        new_shape: Shape,
+        order: Order,
+        anisotropic_axis: Option<usize>,
+    ) -> Result<PlaneResampler, SegmentError> {
+        numel("plane resampler input", shape)?;
+        numel("plane resampler output", new_shape)?;
+        if channels == 0 {
+            return Err(SegmentError::ChannelsLength {
+                got: 0,
+                channels,
+                shape,
+            });
+        }
+        if let Some(a) = anisotropic_axis.filter(|&a| a > 2) {
+            return Err(SegmentError::AnisotropicAxis(a));
+        }
+        if order == Order::CubicBSpline {
+            return Err(SegmentError::Config(
+                "order 3 resampling cannot run plane by plane".into(),
+            ));
+        }
+        let (n, m) = (shape[0], new_shape[0]);
+        let scale = n as f64 / m as f64;
+        let taps = (0..m)
+            .map(|o| {
+                if n == m {
+                    (o, o, None)
+                } else if order == Order::Nearest || anisotropic_axis == Some(0) {
+                    let i = nearest_index(source_coord(o, scale), n);
+                    (i, i, None)
+                } else {
+                    let x = source_coord(o, scale).clamp(0.0, (n - 1) as f64);
+                    let i0 = (x.floor() as usize).min(n - 1);
+                    (i0, (i0 + 1).min(n - 1), Some(x - i0 as f64))
+                }
+            })
+            .collect();
+        Ok(PlaneResampler {
+            channels,
+            shape,
+            new_shape,
+            order,
+            anisotropic_axis,
+            taps,
+            held: Default::default(),
+            held_first: 0,
+            next_in: 0,
+            next_out: 0,
+        })
+    }
+
+    /// Takes input plane `next` (`[channels, shape[1], shape[2]]`) and calls `emit(o, plane)` for
+    /// every output plane `o` (`[channels, new_shape[1], new_shape[2]]`) it completes, in order.
+    pub fn push<E: From<SegmentError>>(
+        &mut self,
+        plane: &[f32],
+        mut emit: impl FnMut(usize, &[f32]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let [_, h, w] = self.shape;
+        let want = self.channels * h * w;
+        if plane.len() != want || self.next_in >= self.shape[0] {
+            return Err(SegmentError::Length {
+                what: format!("plane {} of the plane resampler", self.next_in),
+                got: plane.len(),
+                shape: self.shape,
+                want,
+            }
+            .into());
+        }
+        self.held.push_back(plane.to_vec());
+        self.next_in += 1;
+        while let Some(&(i0, i1, t)) = self.taps.get(self.next_out) {
+            if i1.max(i0) >= self.next_in {
+                break;
+            }
+            let out = self.plane_out(i0, i1, t);
+            emit(self.next_out, &out)?;
+            self.next_out += 1;
+        }
+        // Input planes no later output plane reads.
+        let keep_from = self.taps.get(self.next_out).map_or(self.next_in, |t| t.0);
+        while self.held_first < keep_from && !self.held.is_empty() {
+            self.held.pop_front();
+            self.held_first += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether every input plane went in and every output plane came out.
+    pub fn is_done(&self) -> bool {
+        self.next_in == self.shape[0] && self.next_out == self.new_shape[0]
+    }
+
+    fn plane_out(&self, i0: usize, i1: usize, t: Option<f64>) -> Vec<f32> {
+        let a = &self.held[i0 - self.held_first];
+        let mut cur = match t {
+            None => a.clone(),
+            Some(t) => {
+                let b = &self.held[i1 - self.held_first];
+                a.iter()
+                    .zip(b)
+                    .map(|(&a, &c)| ((1.0 - t) * a as f64 + t * c as f64) as f32)
+                    .collect()
+            }
+        };
+        let mut cur_shape = [self.channels, self.shape[1], self.shape[2]];
+        for axis in 1..3 {
+            if cur_shape[axis] != self.new_shape[axis] {
+                let order = if self.anisotropic_axis == Some(axis) {
+                    Order::Nearest
+                } else {
+                    self.order
+                };
+                cur = resample_axis(&cur, cur_shape, axis, self.new_shape[axis], order);
+                cur_shape[axis] = self.new_shape[axis];
+            }
+        }
+        cur
+    }
+}
+
 /// Source coordinate of output sample `o` on the pixel-centre grid.
 fn source_coord(o: usize, scale: f64) -> f64 {
     (o as f64 + 0.5) * scale - 0.5
@@ -641,5 +789,66 @@ mod tests {
         assert_eq!(separate_z_axis([1.0; 3], [0.7, 0.7, 3.0], 3.0), Some(2));
         assert_eq!(separate_z_axis([5.0, 5.0, 0.7], [1.0; 3], 3.0), None);
         assert_eq!(separate_z_axis([2.0, 0.7, 0.7], [2.0, 0.7, 0.7], 3.0), None);
+    }
+
+    #[test]
+    fn plane_by_plane_resampling_equals_the_whole_volume_bit_for_bit() {
+        let shapes: [(Shape, Shape); 6] = [
+            ([5, 6, 7], [9, 4, 7]),
+            ([8, 5, 5], [3, 5, 9]),
+            ([4, 4, 4], [4, 4, 4]),
+            ([1, 3, 2], [3, 3, 5]),
+            ([7, 2, 6], [7, 5, 3]),
+            ([6, 9, 4], [2, 2, 2]),
+        ];
+        for (shape, new_shape) in shapes {
+            for channels in [1, 3] {
+                for order in [Order::Linear, Order::Nearest] {
+                    for aniso in [None, Some(0), Some(1), Some(2)] {
+                        let n: usize = shape.iter().product();
+                        let data: Vec<f32> = (0..channels * n)
+                            .map(|i| ((i * 7919) % 97) as f32 / 7.0 - 5.0)
+                            .collect();
+                        let want =
+                            resample_channels(&data, channels, shape, new_shape, order, aniso)
+                                .unwrap();
+                        let mut r =
+                            PlaneResampler::new(channels, shape, new_shape, order, aniso).unwrap();
+                        let (pl, npl) = (shape[1] * shape[2], new_shape[1] * new_shape[2]);
+                        let mut got = vec![f32::NAN; want.len()];
+                        let mut next = 0;
+                        for z in 0..shape[0] {
+                            let plane: Vec<f32> = (0..channels)
+                                .flat_map(|c| data[c * n + z * pl..][..pl].to_vec())
+                                .collect();
+                            r.push::<SegmentError>(&plane, |o, p| {
+                                assert_eq!(o, next, "planes out of order");
+                                next += 1;
+                                let m: usize = new_shape.iter().product();
+                                for c in 0..channels {
+                                    got[c * m + o * npl..][..npl]
+                                        .copy_from_slice(&p[c * npl..][..npl]);
+                                }
+                                Ok(())
+                            })
+                            .unwrap();
+                            assert!(r.held.len() <= 2, "held {} planes", r.held.len());
+                        }
+                        assert!(r.is_done());
+                        let same = want
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{shape:?} -> {new_shape:?} {order:?} {aniso:?} x{channels}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(PlaneResampler::new(1, [2; 3], [3; 3], Order::CubicBSpline, None).is_err());
+        let mut r = PlaneResampler::new(1, [2; 3], [3; 3], Order::Linear, None).unwrap();
+        assert!(r.push::<SegmentError>(&[0.0; 3], |_, _| Ok(())).is_err());
     }
 }

@@ -168,7 +168,8 @@ pub struct WindowOptions {
 ///
 /// `predict(batch)` receives `batch.len()` tiles of `[channels, patch]` values (row-major,
 /// concatenated) and returns their logits `[classes, patch]` (concatenated in the same order).
-/// `progress(done, total)` is called after every predictor call.
+/// `progress(done, total)` is called after every predictor call. The whole-volume form of
+/// [`sliding_window_planes`], with the same numbers.
 #[allow(clippy::too_many_arguments)]
 pub fn sliding_window<E>(
     volume: &[f32],
@@ -177,23 +178,58 @@ pub fn sliding_window<E>(
     patch: [usize; 3],
     classes: usize,
     opts: &WindowOptions,
+    predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
+    progress: impl FnMut(usize, usize),
+) -> Result<Vec<f32>, E> {
+    let vox: usize = shape.iter().product();
+    let plane = shape[1] * shape[2];
+    let views: Vec<&[f32]> = volume.chunks(vox.max(1)).take(channels).collect();
+    let mut out = vec![0f32; classes * vox];
+    sliding_window_planes(
+        &views,
+        shape,
+        patch,
+        classes,
+        opts,
+        predict,
+        progress,
+        |z, p| {
+            for c in 0..classes {
+                out[c * vox + z * plane..][..plane].copy_from_slice(&p[c * plane..][..plane]);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Sliding-window prediction that hands over the class probabilities plane by plane along the
+/// first axis, each as soon as no later tile touches it, so memory holds only the planes under
+/// the current tiles: at most `patch[0]` planes plus one step (with a batch spanning two rows of
+/// tiles) of `classes + 1` floats per voxel of a plane, whatever the image's depth.
+///
+/// `volume` holds one `[D, H, W]` slice per input channel. `emit(z, plane)` receives plane `z`
+/// (`0..D`, in order) as `[classes, H, W]`. The numbers equal [`sliding_window`]'s bit for bit:
+/// tiles run in the same order, so every voxel sums the same contributions in the same order.
+#[allow(clippy::too_many_arguments)]
+pub fn sliding_window_planes<E>(
+    volume: &[&[f32]],
+    shape: [usize; 3],
+    patch: [usize; 3],
+    classes: usize,
+    opts: &WindowOptions,
     mut predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
     mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<f32>, E> {
+    mut emit: impl FnMut(usize, &[f32]) -> Result<(), E>,
+) -> Result<(), E> {
+    let channels = volume.len();
     let pad = padding(shape, patch);
     let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
-    let pvox: usize = ps.iter().product();
-    // The padded input.
-    let mut vol = vec![0f32; channels * pvox];
-    for c in 0..channels {
-        for z in 0..shape[0] {
-            for y in 0..shape[1] {
-                let src = &volume[((c * shape[0] + z) * shape[1] + y) * shape[2]..][..shape[2]];
-                let at = ((c * ps[0] + z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + pad[2].0;
-                vol[at..at + shape[2]].copy_from_slice(src);
-            }
-        }
-    }
+    let src = Source {
+        volume,
+        shape,
+        before: [pad[0].0, pad[1].0, pad[2].0],
+    };
     let g = gaussian(patch, 1.0 / 8.0);
     let tvox: usize = patch.iter().product();
     let starts = tiles(ps, patch, opts.step);
@@ -204,19 +240,19 @@ pub fn sliding_window<E>(
     } else {
         vec![[false; 3]]
     };
-    let mut acc = vec![0f32; classes * pvox];
-    let mut weight = vec![0f32; pvox];
     let batch = opts.batch.max(1);
     let jobs: Vec<([usize; 3], [bool; 3])> = starts
         .iter()
         .flat_map(|&s| flips.iter().map(move |&f| (s, f)))
         .collect();
     let total = jobs.len().div_ceil(batch);
+    let mut band = Band::new(classes, ps);
+    let mut out = vec![0f32; classes * shape[1] * shape[2]];
     let mut tile_in = vec![0f32; batch * channels * tvox];
     for (k, chunk) in jobs.chunks(batch).enumerate() {
         for (b, (s, f)) in chunk.iter().enumerate() {
             let dst = &mut tile_in[b * channels * tvox..(b + 1) * channels * tvox];
-            extract(&vol, channels, ps, *s, patch, *f, dst);
+            src.extract(*s, patch, *f, dst);
         }
         // Pad a short last batch by repeating its first tile (results discarded).
         for b in chunk.len()..batch {
@@ -226,115 +262,215 @@ pub fn sliding_window<E>(
         let logits = predict(&tile_in, batch)?;
         for (b, (s, f)) in chunk.iter().enumerate() {
             let l = &logits[b * classes * tvox..(b + 1) * classes * tvox];
-            accumulate(
-                l,
-                classes,
-                patch,
-                *s,
-                *f,
-                &g,
-                ps,
-                &mut acc,
-                &mut weight,
-                1.0 / flips.len() as f32,
-            );
+            band.reach(s[0] + patch[0]);
+            band.accumulate(l, patch, *s, *f, &g, 1.0 / flips.len() as f32);
         }
         progress(k + 1, total);
-    }
-    // Normalise and crop the padding away.
-    let vox: usize = shape.iter().product();
-    let mut out = vec![0f32; classes * vox];
-    for c in 0..classes {
-        for z in 0..shape[0] {
-            for y in 0..shape[1] {
-                for x in 0..shape[2] {
-                    let p = ((z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + x + pad[2].0;
-                    out[((c * shape[0] + z) * shape[1] + y) * shape[2] + x] =
-                        acc[c * pvox + p] / weight[p];
-                }
+        // Tiles run in raster order, so planes above the next tile's first plane are final.
+        let done = jobs.get((k + 1) * batch).map_or(ps[0], |j| j.0[0]);
+        while band.first < done {
+            let z = band.first;
+            let finished = band.pop();
+            if (pad[0].0..pad[0].0 + shape[0]).contains(&z) {
+                normalise(&finished, classes, ps, shape, pad, &mut out);
+                emit(z - pad[0].0, &out)?;
             }
+            band.recycle(finished);
         }
     }
-    Ok(out)
+    // The memory bound the pipeline checks before starting holds (tested on every window).
+    debug_assert_eq!(band.peak, band_planes(shape, patch, opts));
+    Ok(())
 }
 
-/// Copies one tile (optionally mirrored) out of the padded volume.
-fn extract(
-    vol: &[f32],
-    channels: usize,
-    ps: [usize; 3],
-    s: [usize; 3],
-    patch: [usize; 3],
-    f: [bool; 3],
-    dst: &mut [f32],
-) {
-    let pvox: usize = ps.iter().product();
-    for c in 0..channels {
-        for z in 0..patch[0] {
-            let sz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
-            for y in 0..patch[1] {
-                let sy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
-                let row = c * pvox + (sz * ps[1] + sy) * ps[2] + s[2];
-                let d = &mut dst[((c * patch[0] + z) * patch[1] + y) * patch[2]..][..patch[2]];
-                if f[2] {
-                    for (x, v) in d.iter_mut().enumerate() {
-                        *v = vol[row + patch[2] - 1 - x];
+/// The most planes [`sliding_window_planes`] holds at once for a volume of `shape` (the
+/// accumulators are this many planes of the padded `H x W`, `classes + 1` floats per voxel).
+pub fn band_planes(shape: [usize; 3], patch: [usize; 3], opts: &WindowOptions) -> usize {
+    let pad = padding(shape, patch);
+    let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
+    let per_start = if opts.tta { 8 } else { 1 };
+    // Tile rows along depth, each with `row` jobs, in raster order.
+    let depths = axis_steps(ps[0], patch[0], opts.step);
+    let row = per_start
+        * axis_step_count(ps[1], patch[1], opts.step)
+        * axis_step_count(ps[2], patch[2], opts.step);
+    let batch = opts.batch.max(1);
+    let jobs = depths.len() * row;
+    let (mut first, mut end, mut most) = (0usize, 0usize, 0usize);
+    for k in 0..jobs.div_ceil(batch) {
+        let last = ((k + 1) * batch).min(jobs) - 1;
+        end = end.max(depths[last / row] + patch[0]);
+        most = most.max(end - first);
+        let done = if last + 1 < jobs {
+            depths[(last + 1) / row]
+        } else {
+            ps[0]
+        };
+        first = first.max(done);
+    }
+    most
+}
+
+/// The input without a padded copy: voxels outside the image read as 0.
+struct Source<'a> {
+    volume: &'a [&'a [f32]],
+    shape: [usize; 3],
+    /// Padding before the image on each axis.
+    before: [usize; 3],
+}
+
+impl Source<'_> {
+    /// Index along axis `a` of the image for padded coordinate `p`, if inside.
+    fn inside(&self, a: usize, p: usize) -> Option<usize> {
+        p.checked_sub(self.before[a]).filter(|&i| i < self.shape[a])
+    }
+
+    /// Copies one tile (optionally mirrored) starting at padded position `s`.
+    fn extract(&self, s: [usize; 3], patch: [usize; 3], f: [bool; 3], dst: &mut [f32]) {
+        let [_, h, w] = self.shape;
+        for (c, vol) in self.volume.iter().enumerate() {
+            for z in 0..patch[0] {
+                let iz = self.inside(0, s[0] + if f[0] { patch[0] - 1 - z } else { z });
+                for y in 0..patch[1] {
+                    let iy = self.inside(1, s[1] + if f[1] { patch[1] - 1 - y } else { y });
+                    let d = &mut dst[((c * patch[0] + z) * patch[1] + y) * patch[2]..][..patch[2]];
+                    let (Some(iz), Some(iy)) = (iz, iy) else {
+                        d.fill(0.0);
+                        continue;
+                    };
+                    let row = &vol[(iz * h + iy) * w..][..w];
+                    let first = self.inside(2, s[2]);
+                    if !f[2] && first.is_some_and(|x| x + patch[2] <= w) {
+                        let x = first.unwrap_or(0);
+                        d.copy_from_slice(&row[x..x + patch[2]]);
+                        continue;
                     }
-                } else {
-                    d.copy_from_slice(&vol[row..row + patch[2]]);
+                    for (x, v) in d.iter_mut().enumerate() {
+                        let px = s[2] + if f[2] { patch[2] - 1 - x } else { x };
+                        *v = self.inside(2, px).map_or(0.0, |i| row[i]);
+                    }
                 }
             }
         }
     }
 }
 
-/// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators.
-#[allow(clippy::too_many_arguments)]
-fn accumulate(
-    logits: &[f32],
+/// The accumulators of the planes under the current tiles: per padded plane, `classes` maps of
+/// weighted probabilities, then the summed weights.
+struct Band {
     classes: usize,
-    patch: [usize; 3],
-    s: [usize; 3],
-    f: [bool; 3],
-    g: &[f32],
     ps: [usize; 3],
-    acc: &mut [f32],
-    weight: &mut [f32],
-    scale: f32,
-) {
-    let tvox: usize = patch.iter().product();
-    let pvox: usize = ps.iter().product();
-    let mut prob = vec![0f32; classes];
-    for z in 0..patch[0] {
-        for y in 0..patch[1] {
-            for x in 0..patch[2] {
-                let t = (z * patch[1] + y) * patch[2] + x;
-                let m = (0..classes)
-                    .map(|c| logits[c * tvox + t])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0;
-                for (c, p) in prob.iter_mut().enumerate() {
-                    *p = (logits[c * tvox + t] - m).exp();
-                    sum += *p;
+    /// Padded index of `planes[0]`.
+    first: usize,
+    planes: std::collections::VecDeque<Vec<f32>>,
+    spare: Vec<Vec<f32>>,
+    /// The most planes held at once (checked against [`band_planes`] by the tests).
+    peak: usize,
+}
+
+impl Band {
+    fn new(classes: usize, ps: [usize; 3]) -> Band {
+        Band {
+            classes,
+            ps,
+            first: 0,
+            planes: Default::default(),
+            spare: Vec::new(),
+            peak: 0,
+        }
+    }
+
+    /// Makes sure planes up to `end` (exclusive) exist.
+    fn reach(&mut self, end: usize) {
+        while self.first + self.planes.len() < end {
+            let p = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| vec![0f32; (self.classes + 1) * self.ps[1] * self.ps[2]]);
+            self.planes.push_back(p);
+        }
+        self.peak = self.peak.max(self.planes.len());
+    }
+
+    /// Takes the first plane out (a zero plane if none was touched, which tiling never leaves).
+    fn pop(&mut self) -> Vec<f32> {
+        self.reach(self.first + 1);
+        self.first += 1;
+        self.planes.pop_front().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut p: Vec<f32>) {
+        p.fill(0.0);
+        self.spare.push(p);
+    }
+
+    /// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators.
+    fn accumulate(
+        &mut self,
+        logits: &[f32],
+        patch: [usize; 3],
+        s: [usize; 3],
+        f: [bool; 3],
+        g: &[f32],
+        scale: f32,
+    ) {
+        let classes = self.classes;
+        let tvox: usize = patch.iter().product();
+        let pvox = self.ps[1] * self.ps[2];
+        let mut prob = vec![0f32; classes];
+        for z in 0..patch[0] {
+            // The plane this tile position maps back to (the tile was mirrored on input).
+            let oz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
+            let (acc, weight) = self.planes[oz - self.first].split_at_mut(classes * pvox);
+            for y in 0..patch[1] {
+                for x in 0..patch[2] {
+                    let t = (z * patch[1] + y) * patch[2] + x;
+                    let m = (0..classes)
+                        .map(|c| logits[c * tvox + t])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for (c, p) in prob.iter_mut().enumerate() {
+                        *p = (logits[c * tvox + t] - m).exp();
+                        sum += *p;
+                    }
+                    let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+                    let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
+                    let o = oy * self.ps[2] + ox;
+                    let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
+                        + if f[1] { patch[1] - 1 - y } else { y })
+                        * patch[2]
+                        + if f[2] { patch[2] - 1 - x } else { x }];
+                    for (c, p) in prob.iter().enumerate() {
+                        acc[c * pvox + o] += scale * w * p / sum;
+                    }
+                    weight[o] += scale * w;
                 }
-                // The voxel this tile position maps back to (the tile was mirrored on input).
-                let oz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
-                let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
-                let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
-                let o = (oz * ps[1] + oy) * ps[2] + ox;
-                let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
-                    + if f[1] { patch[1] - 1 - y } else { y })
-                    * patch[2]
-                    + if f[2] { patch[2] - 1 - x } else { x }];
-                for (c, p) in prob.iter().enumerate() {
-                    acc[c * pvox + o] += scale * w * p / sum;
-                }
-                weight[o] += scale * w;
             }
         }
     }
 }
 
+/// Divides one finished padded plane by its weights and crops the padding: `out` is
+/// `[classes, H, W]` of the image.
+fn normalise(
+    plane: &[f32],
+    classes: usize,
+    ps: [usize; 3],
+    shape: [usize; 3],
+    pad: [(usize, usize); 3],
+    out: &mut [f32],
+) {
+    let pvox = ps[1] * ps[2];
+    let weight = &plane[classes * pvox..];
+    for c in 0..classes {
+        for y in 0..shape[1] {
+            for x in 0..shape[2] {
+                let p = (y + pad[1].0) * ps[2] + x + pad[2].0;
+                out[(c * shape[1] + y) * shape[2] + x] = plane[c * pvox + p] / weight[p];
+            }
+        }
+    }
+}
 /// Index of the largest value per voxel of `[classes, vox]` (first on ties).
 pub fn argmax(probs: &[f32], classes: usize) -> Vec<u16> {
     let vox = probs.len() / classes.max(1);
@@ -440,5 +576,286 @@ mod tests {
                 assert!((probs[i] + probs[n + i] - 1.0).abs() < 1e-5);
             }
         }
+    }
+
+    // The whole-volume sliding window as it was before planes were streamed: the oracle that
+    // [`sliding_window_planes`] must match bit for bit (same tiles, same order of additions).
+    #[allow(clippy::too_many_arguments)]
+    fn reference<E>(
+        volume: &[f32],
+        channels: usize,
+        shape: [usize; 3],
+        patch: [usize; 3],
+        classes: usize,
+        opts: &WindowOptions,
+        mut predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Vec<f32>, E> {
+        let pad = padding(shape, patch);
+        let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
+        let pvox: usize = ps.iter().product();
+        // The padded input.
+        let mut vol = vec![0f32; channels * pvox];
+        for c in 0..channels {
+            for z in 0..shape[0] {
+                for y in 0..shape[1] {
+                    let src = &volume[((c * shape[0] + z) * shape[1] + y) * shape[2]..][..shape[2]];
+                    let at = ((c * ps[0] + z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + pad[2].0;
+                    vol[at..at + shape[2]].copy_from_slice(src);
+                }
+            }
+        }
+        let g = gaussian(patch, 1.0 / 8.0);
+        let tvox: usize = patch.iter().product();
+        let starts = tiles(ps, patch, opts.step);
+        let flips: Vec<[bool; 3]> = if opts.tta {
+            (0..8)
+                .map(|m| [m & 1 != 0, m & 2 != 0, m & 4 != 0])
+                .collect()
+        } else {
+            vec![[false; 3]]
+        };
+        let mut acc = vec![0f32; classes * pvox];
+        let mut weight = vec![0f32; pvox];
+        let batch = opts.batch.max(1);
+        let jobs: Vec<([usize; 3], [bool; 3])> = starts
+            .iter()
+            .flat_map(|&s| flips.iter().map(move |&f| (s, f)))
+            .collect();
+        let total = jobs.len().div_ceil(batch);
+        let mut tile_in = vec![0f32; batch * channels * tvox];
+        for (k, chunk) in jobs.chunks(batch).enumerate() {
+            for (b, (s, f)) in chunk.iter().enumerate() {
+                let dst = &mut tile_in[b * channels * tvox..(b + 1) * channels * tvox];
+                ref_extract(&vol, channels, ps, *s, patch, *f, dst);
+            }
+            // Pad a short last batch by repeating its first tile (results discarded).
+            for b in chunk.len()..batch {
+                let (head, tail) = tile_in.split_at_mut(b * channels * tvox);
+                tail[..channels * tvox].copy_from_slice(&head[..channels * tvox]);
+            }
+            let logits = predict(&tile_in, batch)?;
+            for (b, (s, f)) in chunk.iter().enumerate() {
+                let l = &logits[b * classes * tvox..(b + 1) * classes * tvox];
+                ref_accumulate(
+                    l,
+                    classes,
+                    patch,
+                    *s,
+                    *f,
+                    &g,
+                    ps,
+                    &mut acc,
+                    &mut weight,
+                    1.0 / flips.len() as f32,
+                );
+            }
+            progress(k + 1, total);
+        }
+        // Normalise and crop the padding away.
+        let vox: usize = shape.iter().product();
+        let mut out = vec![0f32; classes * vox];
+        for c in 0..classes {
+            for z in 0..shape[0] {
+                for y in 0..shape[1] {
+                    for x in 0..shape[2] {
+                        let p = ((z + pad[0].0) * ps[1] + y + pad[1].0) * ps[2] + x + pad[2].0;
+                        out[((c * shape[0] + z) * shape[1] + y) * shape[2] + x] =
+                            acc[c * pvox + p] / weight[p];
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies one tile (optionally mirrored) out of the padded volume.
+    fn ref_extract(
+        vol: &[f32],
+        channels: usize,
+        ps: [usize; 3],
+        s: [usize; 3],
+        patch: [usize; 3],
+        f: [bool; 3],
+        dst: &mut [f32],
+    ) {
+        let pvox: usize = ps.iter().product();
+        for c in 0..channels {
+            for z in 0..patch[0] {
+                let sz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
+                for y in 0..patch[1] {
+                    let sy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+                    let row = c * pvox + (sz * ps[1] + sy) * ps[2] + s[2];
+                    let d = &mut dst[((c * patch[0] + z) * patch[1] + y) * patch[2]..][..patch[2]];
+                    if f[2] {
+                        for (x, v) in d.iter_mut().enumerate() {
+                            *v = vol[row + patch[2] - 1 - x];
+                        }
+                    } else {
+                        d.copy_from_slice(&vol[row..row + patch[2]]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators.
+    #[allow(clippy::too_many_arguments)]
+    fn ref_accumulate(
+        logits: &[f32],
+        classes: usize,
+        patch: [usize; 3],
+        s: [usize; 3],
+        f: [bool; 3],
+        g: &[f32],
+        ps: [usize; 3],
+        acc: &mut [f32],
+        weight: &mut [f32],
+        scale: f32,
+    ) {
+        let tvox: usize = patch.iter().product();
+        let pvox: usize = ps.iter().product();
+        let mut prob = vec![0f32; classes];
+        for z in 0..patch[0] {
+            for y in 0..patch[1] {
+                for x in 0..patch[2] {
+                    let t = (z * patch[1] + y) * patch[2] + x;
+                    let m = (0..classes)
+                        .map(|c| logits[c * tvox + t])
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0;
+                    for (c, p) in prob.iter_mut().enumerate() {
+                        *p = (logits[c * tvox + t] - m).exp();
+                        sum += *p;
+                    }
+                    // The voxel this tile position maps back to (the tile was mirrored on input).
+                    let oz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
+                    let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+                    let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
+                    let o = (oz * ps[1] + oy) * ps[2] + ox;
+                    let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
+                        + if f[1] { patch[1] - 1 - y } else { y })
+                        * patch[2]
+                        + if f[2] { patch[2] - 1 - x } else { x }];
+                    for (c, p) in prob.iter().enumerate() {
+                        acc[c * pvox + o] += scale * w * p / sum;
+                    }
+                    weight[o] += scale * w;
+                }
+            }
+        }
+    }
+
+    /// A predictor whose logits depend on every input value and on the class, so a tile read
+    /// from the wrong place or mirrored the wrong way changes the result.
+    fn wobbly(
+        channels: usize,
+        classes: usize,
+    ) -> impl FnMut(&[f32], usize) -> Result<Vec<f32>, ()> {
+        move |x: &[f32], b: usize| {
+            let t = x.len() / b / channels;
+            let mut out = vec![0f32; b * classes * t];
+            for k in 0..b {
+                for c in 0..classes {
+                    for i in 0..t {
+                        let mut v = c as f32 * 0.3;
+                        for ch in 0..channels {
+                            v += (x[(k * channels + ch) * t + i] * (c + ch + 1) as f32).sin();
+                        }
+                        out[(k * classes + c) * t + i] = v;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn streamed_planes_equal_the_whole_volume_window_bit_for_bit() {
+        let cases: [([usize; 3], [usize; 3], usize, usize, bool, usize, f64); 6] = [
+            ([9, 7, 10], [4, 4, 4], 1, 3, false, 1, 0.5),
+            ([9, 7, 10], [4, 4, 4], 2, 2, true, 3, 0.5),
+            ([3, 5, 2], [4, 4, 4], 1, 4, true, 2, 0.5), // smaller than the patch: padding
+            ([12, 6, 6], [4, 6, 2], 1, 2, false, 4, 0.5),
+            ([11, 8, 9], [5, 4, 4], 2, 3, false, 2, 0.25),
+            ([7, 9, 5], [6, 3, 5], 1, 1, true, 5, 1.0),
+        ];
+        for (shape, patch, channels, classes, tta, batch, step) in cases {
+            let n: usize = shape.iter().product();
+            let vol: Vec<f32> = (0..channels * n)
+                .map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.0)
+                .collect();
+            let opts = WindowOptions { step, tta, batch };
+            let want = reference(
+                &vol,
+                channels,
+                shape,
+                patch,
+                classes,
+                &opts,
+                wobbly(channels, classes),
+                |_, _| {},
+            )
+            .unwrap();
+            let got = sliding_window(
+                &vol,
+                channels,
+                shape,
+                patch,
+                classes,
+                &opts,
+                wobbly(channels, classes),
+                |_, _| {},
+            )
+            .unwrap();
+            assert_eq!(want.len(), got.len());
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{shape:?} {patch:?} tta {tta} batch {batch}: the streamed window differs"
+            );
+        }
+    }
+
+    #[test]
+    fn planes_come_out_in_order_before_the_last_tile() {
+        let shape = [20, 5, 5];
+        let patch = [4, 5, 5];
+        let vol: Vec<f32> = (0..500).map(|i| i as f32 / 100.0).collect();
+        let opts = WindowOptions {
+            step: 0.5,
+            tta: false,
+            batch: 1,
+        };
+        let calls = std::cell::Cell::new(0usize);
+        let mut seen = Vec::new();
+        let mut calls_at_first = None;
+        let mut predict = wobbly(1, 2);
+        sliding_window_planes::<()>(
+            &[&vol[..]],
+            shape,
+            patch,
+            2,
+            &opts,
+            |x, b| {
+                calls.set(calls.get() + 1);
+                predict(x, b)
+            },
+            |_, _| {},
+            |z, p| {
+                assert_eq!(p.len(), 2 * 25);
+                calls_at_first.get_or_insert(calls.get());
+                seen.push(z);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, (0..20).collect::<Vec<_>>());
+        // 9 tiles along depth (starts 0, 2, .., 16); planes 0 and 1 are final after the first.
+        assert_eq!(calls.get(), 9);
+        assert_eq!(calls_at_first, Some(1));
     }
 }

@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::bundle::LoadOptions;
 use e2enc_runtime::exec::Engine;
-use e2enc_segment::nifti::{self, Volume};
-use e2enc_segment::pipeline::{segment_case, CaseOptions};
+use e2enc_segment::nifti::{self, ProbabilityWriter, Volume};
+use e2enc_segment::pipeline::{segment_case_with, CaseOptions, ProbabilitySink};
 use e2enc_segment::preprocess::{Normalization, PreprocessingConfig};
 use e2enc_segment::window::WindowOptions;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -785,7 +785,7 @@ fn run_case(
     // Again right before the work: in folder mode this is the first check of the case's
     // probabilities and preview files.
     check_outputs(case, overwrite)?;
-    let vols: Vec<Volume> = case
+    let mut vols: Vec<Volume> = case
         .images
         .iter()
         .map(|p| read_image(p, frame))
@@ -822,7 +822,17 @@ fn run_case(
         patch: net.patch,
         classes: net.classes,
         window: window.clone(),
-        probabilities: case.probabilities.is_some(),
+        probabilities: false,
+    };
+    // Probabilities go to their file plane by plane as the window finishes them.
+    let mut probabilities = match &case.probabilities {
+        Some(p) => Some(ProbabilityWriter::new(
+            p,
+            &vols[0].header,
+            vols[0].dims,
+            net.classes,
+        )?),
+        None => None,
     };
     let bar = if tty {
         ProgressBar::new(0)
@@ -834,10 +844,15 @@ fn run_case(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("{label}: preprocessing"));
-    let channels: Vec<Vec<f32>> = vols.iter().map(|v| v.data.clone()).collect();
+    // The images' voxels move into the channels (no copy); the first comes back for the preview.
+    let channels: Vec<Vec<f32>> = vols
+        .iter_mut()
+        .map(|v| std::mem::take(&mut v.data))
+        .collect();
+    let first = &vols[0];
     let tile_vox: usize = net.patch.iter().product();
     let mut net_secs = 0.0;
-    let seg = segment_case(
+    let seg = segment_case_with(
         &channels,
         shape,
         spacing,
@@ -860,6 +875,9 @@ fn run_case(
             bar.set_message(format!("{label}: {}x{}x{}", s[0], s[1], s[2]));
         },
         |done, _| bar.set_position(((done * net.batch) as u64).min(bar.length().unwrap_or(0))),
+        probabilities
+            .as_mut()
+            .map(|w| w as &mut dyn ProbabilitySink<anyhow::Error>),
     );
     bar.finish_and_clear();
     let seg = seg?;
@@ -868,13 +886,13 @@ fn run_case(
         "{label}: network grid {}x{}x{} (after crop and resampling), {} tiles",
         g[0], g[1], g[2], seg.tiles
     );
-    if let (Some(p), Some(probs)) = (&case.probabilities, &seg.probabilities) {
-        nifti::write_f32_frames(p, &first.header, first.dims, net.classes, probs)?;
+    if let Some(w) = probabilities {
+        w.finish()?;
     }
     if let Some(p) = &case.preview {
-        e2enc_segment::preview::preview(&first.data, &seg.labels, shape, spacing, p)?;
+        e2enc_segment::preview::preview(&channels[0], &seg.labels, shape, spacing, p)?;
     }
     // The labels last: in folder mode their presence marks the case done.
     nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;
-    Ok((seg.tiles, first.data.len(), net_secs))
+    Ok((seg.tiles, channels[0].len(), net_secs))
 }

@@ -22,11 +22,13 @@
 //!   says; a gzip stream is read only as far as it goes, and a short one is an error.
 //! - `bitpix` is not checked against `datatype` (nibabel does not either); the datatype decides.
 
+mod frames;
 mod read;
 mod write;
 
 use std::path::PathBuf;
 
+pub use frames::ProbabilityWriter;
 pub use read::{read, read_frame};
 pub use write::{write_f32, write_f32_frames, write_labels};
 

@@ -90,14 +90,14 @@ pub fn write_f32_frames(
     write_atomic(path, &hdr, &bytes)
 }
 
-fn bad(path: &Path, msg: String) -> NiftiError {
+pub(super) fn bad(path: &Path, msg: String) -> NiftiError {
     NiftiError::BadOutput {
         path: path.to_path_buf(),
         msg,
     }
 }
 
-fn check_len(path: &Path, dims: [usize; 3], len: usize) -> Result<(), NiftiError> {
+pub(super) fn check_len(path: &Path, dims: [usize; 3], len: usize) -> Result<(), NiftiError> {
     if dims.iter().any(|&d| d == 0 || d > i16::MAX as usize) {
         return Err(bad(
             path,
@@ -115,7 +115,7 @@ fn check_len(path: &Path, dims: [usize; 3], len: usize) -> Result<(), NiftiError
 }
 
 /// The 352 bytes (348 of header and 4 of empty extension flag) of a NIfTI-1 file.
-fn header_bytes(
+pub(super) fn header_bytes(
     like: &Header,
     dims: [usize; 3],
     frames: usize,
