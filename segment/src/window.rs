@@ -404,7 +404,9 @@ impl Band {
         self.spare.push(p);
     }
 
-    /// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators.
+    /// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators,
+    /// the tile's planes spread over the machine's cores (each voxel is touched once per tile,
+    /// so the sums are the same whatever the split).
     fn accumulate(
         &mut self,
         logits: &[f32],
@@ -414,38 +416,74 @@ impl Band {
         g: &[f32],
         scale: f32,
     ) {
-        let classes = self.classes;
-        let tvox: usize = patch.iter().product();
-        let pvox = self.ps[1] * self.ps[2];
-        let mut prob = vec![0f32; classes];
-        for z in 0..patch[0] {
-            // The plane this tile position maps back to (the tile was mirrored on input).
-            let oz = s[0] + if f[0] { patch[0] - 1 - z } else { z };
-            let (acc, weight) = self.planes[oz - self.first].split_at_mut(classes * pvox);
-            for y in 0..patch[1] {
-                for x in 0..patch[2] {
-                    let t = (z * patch[1] + y) * patch[2] + x;
-                    let m = (0..classes)
-                        .map(|c| logits[c * tvox + t])
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for (c, p) in prob.iter_mut().enumerate() {
-                        *p = (logits[c * tvox + t] - m).exp();
-                        sum += *p;
+        let first = s[0] - self.first;
+        let mut planes: Vec<&mut Vec<f32>> =
+            self.planes.range_mut(first..first + patch[0]).collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(patch[0]);
+        let per = patch[0].div_ceil(threads.max(1));
+        let (classes, ps) = (self.classes, self.ps);
+        std::thread::scope(|scope| {
+            for (k, chunk) in planes.chunks_mut(per).enumerate() {
+                let mut work = move || {
+                    for (j, plane) in chunk.iter_mut().enumerate() {
+                        // Plane `oz` of the volume holds tile row `z` (mirrored on input).
+                        let oz = k * per + j;
+                        let z = if f[0] { patch[0] - 1 - oz } else { oz };
+                        tile_row(plane, logits, classes, ps, patch, s, f, g, scale, z);
                     }
-                    let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
-                    let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
-                    let o = oy * self.ps[2] + ox;
-                    let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
-                        + if f[1] { patch[1] - 1 - y } else { y })
-                        * patch[2]
-                        + if f[2] { patch[2] - 1 - x } else { x }];
-                    for (c, p) in prob.iter().enumerate() {
-                        acc[c * pvox + o] += scale * w * p / sum;
-                    }
-                    weight[o] += scale * w;
+                };
+                if k + 1 == threads {
+                    work();
+                } else {
+                    scope.spawn(work);
                 }
             }
+        });
+    }
+}
+
+/// One depth row `z` of a tile added to its plane (see [`Band::accumulate`]).
+#[allow(clippy::too_many_arguments)]
+fn tile_row(
+    plane: &mut [f32],
+    logits: &[f32],
+    classes: usize,
+    ps: [usize; 3],
+    patch: [usize; 3],
+    s: [usize; 3],
+    f: [bool; 3],
+    g: &[f32],
+    scale: f32,
+    z: usize,
+) {
+    let tvox: usize = patch.iter().product();
+    let pvox = ps[1] * ps[2];
+    let (acc, weight) = plane.split_at_mut(classes * pvox);
+    let mut prob = vec![0f32; classes];
+    for y in 0..patch[1] {
+        for x in 0..patch[2] {
+            let t = (z * patch[1] + y) * patch[2] + x;
+            let m = (0..classes)
+                .map(|c| logits[c * tvox + t])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0;
+            for (c, p) in prob.iter_mut().enumerate() {
+                *p = (logits[c * tvox + t] - m).exp();
+                sum += *p;
+            }
+            let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
+            let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
+            let o = oy * ps[2] + ox;
+            let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
+                + if f[1] { patch[1] - 1 - y } else { y })
+                * patch[2]
+                + if f[2] { patch[2] - 1 - x } else { x }];
+            for (c, p) in prob.iter().enumerate() {
+                acc[c * pvox + o] += scale * w * p / sum;
+            }
+            weight[o] += scale * w;
         }
     }
 }

@@ -97,7 +97,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.5)]
     step: f64,
     /// Also write the class probabilities: one 4-D float32 NIfTI, frame k = class k, on the
-    /// input's grid. With -i, a folder (CASE.nii.gz in it).
+    /// input's grid. With -i, a folder (CASE.nii.gz in it). Written while the window runs, not
+    /// held in memory; a .nii.gz (or a model whose axis order is not NIfTI's) goes through a
+    /// scratch file next to it as large as the uncompressed map.
     #[arg(long)]
     probabilities: Option<PathBuf>,
     /// Write a PNG of three orthogonal slices with the labels over the first channel. With -i,
