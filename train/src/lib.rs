@@ -31,7 +31,7 @@ pub enum TrainError {
     Nifti(#[from] e2enc_segment::nifti::NiftiError),
     /// Writing the training curve (`training.png`).
     #[error(transparent)]
-    Plot(#[from] e2enc_segment::preview::PreviewError),
+    Plot(#[from] plot::PlotError),
     /// The training graph or the executor running it ([`exec`]).
     #[error("{0}")]
     Graph(String),
