@@ -1203,7 +1203,10 @@ fn nifti1_pairs_written_by_nibabel_read_from_either_half() {
         let v = nifti::read(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(v.dims, [5, 4, 3], "{name}");
         assert_eq!(v.header.big_endian, name.contains("_be"), "{name}");
-        assert_eq!(v.header.vox_offset, 0, "{name}: a pair's data starts the .img");
+        assert_eq!(
+            v.header.vox_offset, 0,
+            "{name}: a pair's data starts the .img"
+        );
         assert_eq!((v.header.scl_slope, v.header.scl_inter), (2.0, -3.0));
         // The int16 values x + 10y + 100z - 50, scaled by 2 and -3 (nibabel: data[0,0,0] =
         // -103, data[4,3,2] = 365, sum 7860).
@@ -1211,7 +1214,11 @@ fn nifti1_pairs_written_by_nibabel_read_from_either_half() {
             for y in 0..4 {
                 for x in 0..5 {
                     let raw = (x + 10 * y + 100 * z) as f32 - 50.0;
-                    assert_eq!(v.get(x, y, z), Some(2.0 * raw - 3.0), "{name} ({x},{y},{z})");
+                    assert_eq!(
+                        v.get(x, y, z),
+                        Some(2.0 * raw - 3.0),
+                        "{name} ({x},{y},{z})"
+                    );
                 }
             }
         }
@@ -1285,4 +1292,52 @@ fn broken_pairs_are_refused_naming_the_file_at_fault() {
     let e = err_of(dir.path(), "analyze.hdr", &analyze, false);
     assert!(matches!(e, NiftiError::NotNifti { .. }), "{e}");
     assert!(e.to_string().contains("Analyze"), "{e}");
+}
+
+/// The nifti crate guesses the byte order from `dim[0]` (swapping when it reads above 7); here
+/// `sizeof_hdr` decides, so a bad `dim[0]` is reported as the file holds it, in either order.
+#[test]
+fn bad_dim0_is_named_as_stored_in_either_byte_order() {
+    let dir = tmp();
+    for big in [false, true] {
+        for dim0 in [0i64, 8, -3, 256, 3 << 8, i16::MAX as i64] {
+            let mut s = Spec::new(1, big, [3, 2, 1], 2, 8);
+            s.dim[0] = dim0;
+            s.data = vec![1, 2, 3, 4, 5, 6];
+            let e = err_of(dir.path(), "d0.nii", &s.bytes(), false);
+            let m = e.to_string();
+            assert!(matches!(e, NiftiError::BadHeader { .. }), "{m}");
+            assert!(
+                m.contains(&format!("dim[0] is {dim0},")),
+                "big {big}, dim[0] {dim0}: {m}"
+            );
+        }
+        // A valid header in the same byte order still reads: the order is not guessed.
+        let mut s = Spec::new(1, big, [3, 2, 1], 2, 8);
+        s.data = vec![1, 2, 3, 4, 5, 6];
+        let v = nifti::read(&put_file(dir.path(), "ok.nii", &s.bytes(), false)).unwrap();
+        assert_eq!(v.header.big_endian, big);
+        assert_eq!(v.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+}
+
+/// `bitpix` is not checked against the datatype (nibabel does not either): the datatype decides.
+/// (The nifti crate sizes its reads by `bitpix` and panics in `into_ndarray` when they disagree;
+/// it is given a header whose `bitpix` comes from the datatype.)
+#[test]
+fn a_bitpix_that_disagrees_with_the_datatype_is_ignored() {
+    let dir = tmp();
+    for dt in datatypes() {
+        for bitpix in [8i16, 64, 0, -16] {
+            for version in [1u8, 2] {
+                let mut s = Spec::new(version, false, [3, 2, 1], dt.code, bitpix);
+                s.data = encode(&dt, &dt.values, false);
+                let p = put_file(dir.path(), "bp.nii", &s.bytes(), false);
+                let v = nifti::read(&p).unwrap_or_else(|e| panic!("{} {bitpix}: {e}", dt.code));
+                let want: Vec<f32> = dt.values.iter().map(|&x| x as f32).collect();
+                assert_eq!(v.data, want, "datatype {} bitpix {bitpix}", dt.code);
+                assert_eq!(v.header.bitpix, bitpix);
+            }
+        }
+    }
 }
