@@ -3,11 +3,13 @@
 //! ```sh
 //! cargo run --release -p e2enc-segment --example nifti_bench -- gen DIR   # CT-sized test files
 //! cargo run --release -p e2enc-segment --example nifti_bench -- read FILE [RUNS]
+//! cargo run --release -p e2enc-segment --example nifti_bench -- write FILE OUT_DIR
 //! ```
 //!
 //! `gen` writes a 512x512x300 volume (a CT's size) as float32 and int16, plain and gzipped.
 //! `read` reads FILE RUNS times (default 3) and prints each time and the process's peak resident
-//! memory (VmHWM); run it once per file, since the peak is the process's.
+//! memory (VmHWM); run it once per file, since the peak is the process's. `write` reads FILE and
+//! times writing it back with `write_f32` as `.nii` and as `.nii.gz` into OUT_DIR.
 
 use std::path::Path;
 use std::time::Instant;
@@ -69,8 +71,20 @@ fn main() {
                 );
             }
         }
+        Some("write") if args.len() == 3 => {
+            let v = nifti::read(Path::new(&args[1])).unwrap_or_else(|e| panic!("{e}"));
+            for name in ["out.nii", "out.nii.gz"] {
+                let p = Path::new(&args[2]).join(name);
+                let t = Instant::now();
+                nifti::write_f32(&p, &v.header, v.dims, &v.data).unwrap_or_else(|e| panic!("{e}"));
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                println!("{}: written in {ms:.0} ms", p.display());
+            }
+        }
         _ => {
-            eprintln!("usage: nifti_bench gen DIR | nifti_bench read FILE [RUNS]");
+            eprintln!(
+                "usage: nifti_bench gen DIR | nifti_bench read FILE [RUNS] | nifti_bench write FILE OUT_DIR"
+            );
             std::process::exit(2);
         }
     }
