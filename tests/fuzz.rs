@@ -1,5 +1,5 @@
 //! Structure-aware mutation fuzzing of every loader of hostile input files: NIfTI (`.nii`,
-//! `.nii.gz`), model.json (and the network it builds), safetensors, the bundle manifest (parsed
+//! `.nii.gz`, and each plain case again as a `.hdr`/`.img` pair), model.json (and the network it builds), safetensors, the bundle manifest (parsed
 //! directly and through `bundle::verify_with` on a signed folder), the signature and key files,
 //! and the IR text. The engine, its limits and what "behaviour-guided" means are described in
 //! `tests/fuzz_common/mod.rs`; the corpus lives in `tests/data/fuzz/<target>/`, the inputs of
@@ -383,7 +383,42 @@ fn check_nifti(bytes: &[u8], dir: &Path) -> Outcome {
     let last = nifti::read_frame(&path, last_frame(bytes))
         .map_err(err)
         .and_then(|v| sane_volume(&v));
-    join(&[read, framed, last])
+    let mut parts = vec![read, framed, last];
+    if let Some(pair) = as_pair(bytes, dir) {
+        parts.push(
+            nifti::read(&pair)
+                .map_err(err)
+                .and_then(|v| sane_volume(&v)),
+        );
+    }
+    join(&parts)
+}
+
+/// The same bytes as a `.hdr`/`.img` pair (a plain file with a whole header only): the header
+/// with the pair magic (and, one time in two, `vox_offset` 0, where a pair's data usually
+/// starts), everything after it as the image. Returns the half to read (either, by the hash).
+fn as_pair(bytes: &[u8], dir: &Path) -> Option<std::path::PathBuf> {
+    let head: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    let (le, be) = (i32::from_le_bytes(head), i32::from_be_bytes(head));
+    let v2 = le == 540 || be == 540;
+    let size = if v2 { 540 } else { 348 };
+    if bytes.len() < size + 4 || !(v2 || le == 348 || be == 348) {
+        return None;
+    }
+    let mut hdr = bytes[..size].to_vec();
+    if v2 {
+        hdr[4..8].copy_from_slice(b"ni2\0");
+    } else {
+        hdr[344..348].copy_from_slice(b"ni1\0");
+    }
+    let h = fnv(bytes);
+    if h & 1 == 0 {
+        let (off, width) = if v2 { (168, 8) } else { (108, 4) };
+        hdr[off..off + width].fill(0);
+    }
+    std::fs::write(dir.join("p.hdr"), &hdr).expect("write case header");
+    std::fs::write(dir.join("p.img"), &bytes[size + 4..]).expect("write case image");
+    Some(dir.join(if h & 2 == 0 { "p.hdr" } else { "p.img" }))
 }
 
 #[test]
@@ -799,6 +834,8 @@ fn regressions() {
             "model_json--pool-kernel-product-overflow.json" => "multiply past",
             "nifti--v2-frame-offset-overflow.nii" => "would start past byte 2^64",
             "nifti--frame-offset-overflow-fuzzed.nii" => "would start past byte 2^64",
+            "nifti--crate-bitpix-vs-datatype.nii" => "v1 le dt16",
+            "nifti--crate-byte-order-guess.nii" => "not a number of dimensions",
             _ => "",
         };
         let text = match &outcome {

@@ -889,3 +889,43 @@ fn bad_part_values_fail_clearly_and_write_nothing() {
     assert!(cases.is_empty(), "{v}");
     assert_eq!(v["totals"]["cases"], 0, "{v}");
 }
+
+/// A channel given as a NIfTI-1 `.hdr`/`.img` pair (named by either half) segments exactly as
+/// the same image in one `.nii`.
+#[test]
+fn a_hdr_img_pair_segments_as_the_single_file_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header(DIMS);
+    let (a, b) = (tmp.path().join("a.nii"), tmp.path().join("b.nii.gz"));
+    image(&a, DIMS, &h, 2);
+    image(&b, DIMS, &h, 3);
+    // The pair: the header with the pair magic and vox_offset 0, the voxels in the .img.
+    let bytes = std::fs::read(&a).unwrap();
+    let mut hdr = bytes[..348].to_vec();
+    hdr[344..348].copy_from_slice(b"ni1\0");
+    hdr[108..112].copy_from_slice(&0f32.to_le_bytes());
+    std::fs::write(tmp.path().join("a.hdr"), &hdr).unwrap();
+    std::fs::write(tmp.path().join("a.img"), &bytes[352..]).unwrap();
+
+    let seg = |first: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        let o = e2enc(&[
+            "segment",
+            s(bundle()),
+            s(first),
+            s(&b),
+            "-o",
+            s(&out),
+            "--threads",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        nifti::read(&out).unwrap()
+    };
+    let single = seg(&a, "single.nii.gz");
+    for half in ["a.hdr", "a.img"] {
+        let v = seg(&tmp.path().join(half), &format!("from_{half}.nii.gz"));
+        assert_eq!(v.data, single.data, "{half}");
+        assert!(nifti::same_grid(&v, &single).is_ok(), "{half}");
+    }
+}

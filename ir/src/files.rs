@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn stale_temps_of_dead_processes_are_removed_live_ones_kept() {
-        let d = tempfile_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
         let target = d.join("seg.nii.gz");
         // A pid that is not running: above the kernel's pid_max default range is not
         // guaranteed, so find a free one.
@@ -177,7 +178,7 @@ mod tests {
         }
         std::fs::create_dir(d.join(format!(".seg.nii.gz.tmp{}", dead))).ok();
         clean_stale_temps(&target);
-        let left: std::collections::BTreeSet<String> = std::fs::read_dir(&d)
+        let left: std::collections::BTreeSet<String> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -193,16 +194,5 @@ mod tests {
             temp_owner(&p.file_name().unwrap().to_string_lossy(), "seg.nii.gz"),
             Some(me)
         );
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "e2enc-files-test-{}-{}",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
     }
 }

@@ -302,10 +302,10 @@ impl Bundle {
         }
         let tmp =
             private_dir().map_err(|e| bad(dir, format!("cannot create a private folder: {e}")))?;
-        let so = tmp.join("kernels.so");
+        let so = tmp.path().join("kernels.so");
         let loaded = (|| {
             if opts.rebuild {
-                let c = tmp.join("kernels.c");
+                let c = tmp.path().join("kernels.c");
                 std::fs::write(&c, &files["kernels.c"]).map_err(|e| bad(dir, e.to_string()))?;
                 // This host's compiler ($CC or cc), never the manifest's `compiler.command`: a
                 // signer vouches for the kernels, not for running a program named on its host.
@@ -320,7 +320,7 @@ impl Bundle {
             unsafe { libloading::Library::new(&so) }
                 .map_err(|e| bad(dir, format!("cannot load kernels.so: {e}")))
         })();
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(tmp);
         let lib = loaded?;
         let mut kernels = Vec::with_capacity(manifest.steps.len());
         for s in &manifest.steps {

@@ -3,9 +3,8 @@
 //! flags of the bundle's [`Target`] ([`Target::cflags`]). Also the private scratch folders the
 //! compiled libraries are written to before loading.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::target::Target;
 
@@ -62,31 +61,17 @@ pub fn compile(cc: &str, c_file: &Path, so_file: &Path, target: Target) -> Resul
     Ok(())
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A new folder only this process created (never one that already existed), mode 0700.
-pub fn private_dir() -> Result<PathBuf, std::io::Error> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    for _ in 0..64 {
-        let d = std::env::temp_dir().join(format!(
-            "e2enc-{}-{}-{:x}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos
-        ));
-        let mut b = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            b.mode(0o700);
-        }
-        match b.create(&d) {
-            Ok(()) => return Ok(d),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
+/// A new folder only this process created (never one that already existed), mode 0700, named
+/// `e2enc-PID-XXXXXX` in the temporary folder; removed with what it holds when the returned
+/// handle is dropped (also on error paths).
+pub fn private_dir() -> Result<tempfile::TempDir, std::io::Error> {
+    let prefix = format!("e2enc-{}-", std::process::id());
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o700));
     }
-    Err(std::io::Error::other("could not create a private folder"))
+    b.tempdir()
 }

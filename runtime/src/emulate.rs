@@ -124,8 +124,8 @@ impl Emulation {
         let tmp = crate::cc::private_dir()
             .map_err(|e| err(dir, format!("cannot create a private folder: {e}")))?;
         let result = (|| {
-            let cpp = tmp.join("emulate.cpp");
-            let so = tmp.join("emulate.so");
+            let cpp = tmp.path().join("emulate.cpp");
+            let so = tmp.path().join("emulate.so");
             std::fs::write(&cpp, &text).map_err(|e| err(dir, e.to_string()))?;
             let cxx = compiler();
             let out = std::process::Command::new(&cxx)
@@ -162,7 +162,7 @@ impl Emulation {
                 .map_err(|e| err(dir, format!("cannot load the emulation: {e}")))?;
             Ok(lib)
         })();
-        let _ = std::fs::remove_dir_all(&tmp);
+        drop(tmp);
         let lib = result?;
         let sym = |name: &str| -> Result<*const (), RuntimeError> {
             let n = format!("{name}\0");

@@ -1173,3 +1173,171 @@ fn fifos_devices_and_folders_are_refused_at_once() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Header/image pairs (.hdr + .img), written by nibabel 5.4.2: `tests/data/make_pairs.py`.
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// nibabel's `img.affine` of the pair fixtures (the sform, a rotation of 0.3 rad about z).
+const PAIR_AFFINE: [[f64; 4]; 4] = [
+    [0.7642691731452942, -0.44328030943870544, 0.0, -20.0],
+    [0.23641616106033325, 1.4330047369003296, 0.0, 31.5],
+    [0.0, 0.0, 3.0, -7.25],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
+#[test]
+fn nifti1_pairs_written_by_nibabel_read_from_either_half() {
+    let single = nifti::read(&fixture("pair_i16_single.nii")).unwrap();
+    for name in [
+        "pair_i16.hdr",
+        "pair_i16.img",
+        "pair_i16_be.hdr.gz",
+        "pair_i16_be.img.gz",
+    ] {
+        let v = nifti::read(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(v.dims, [5, 4, 3], "{name}");
+        assert_eq!(v.header.big_endian, name.contains("_be"), "{name}");
+        assert_eq!(
+            v.header.vox_offset, 0,
+            "{name}: a pair's data starts the .img"
+        );
+        assert_eq!((v.header.scl_slope, v.header.scl_inter), (2.0, -3.0));
+        // The int16 values x + 10y + 100z - 50, scaled by 2 and -3 (nibabel: data[0,0,0] =
+        // -103, data[4,3,2] = 365, sum 7860).
+        for z in 0..3 {
+            for y in 0..4 {
+                for x in 0..5 {
+                    let raw = (x + 10 * y + 100 * z) as f32 - 50.0;
+                    assert_eq!(
+                        v.get(x, y, z),
+                        Some(2.0 * raw - 3.0),
+                        "{name} ({x},{y},{z})"
+                    );
+                }
+            }
+        }
+        assert_eq!(sum(&v.data), 7860.0);
+        assert_eq!(v.data, single.data, "{name} vs the single file");
+        geometry_eq(&v.header, &single.header);
+        assert_affine_close(v.header.affine(), PAIR_AFFINE, 1e-7, name);
+        assert_eq!(v.header.sform_code, 2);
+        assert_eq!(v.header.qform_code, 1);
+    }
+}
+
+#[test]
+fn broken_pairs_are_refused_naming_the_file_at_fault() {
+    let dir = tmp();
+    let hdr = fs::read(fixture("pair_i16.hdr")).unwrap();
+    let img = fs::read(fixture("pair_i16.img")).unwrap();
+
+    // The image is missing: the error names the header and where the image was looked for.
+    let p = put_file(dir.path(), "lonely.hdr", &hdr, false);
+    let e = nifti::read(&p).unwrap_err();
+    assert!(matches!(e, NiftiError::MissingImage { .. }), "{e}");
+    let m = e.to_string();
+    assert!(m.contains("lonely.hdr") && m.contains("lonely.img"), "{m}");
+
+    // The image is short: truncated, naming the image.
+    put_file(dir.path(), "short.hdr", &hdr, false);
+    let p = put_file(dir.path(), "short.img", &img[..100], false);
+    for q in [dir.path().join("short.hdr"), p] {
+        let e = nifti::read(&q).unwrap_err();
+        assert!(matches!(e, NiftiError::Truncated { .. }), "{e}");
+        assert!(e.to_string().contains("short.img"), "{e}");
+    }
+    // The same, gzipped: the stream ends early.
+    put_file(dir.path(), "shortz.hdr", &hdr, false);
+    put_file(dir.path(), "shortz.img.gz", &img[..100], true);
+    let e = nifti::read(&dir.path().join("shortz.hdr")).unwrap_err();
+    assert!(matches!(e, NiftiError::Truncated { .. }), "{e}");
+
+    // vox_offset is an offset into the image: 8 junk bytes, then the data.
+    let mut moved = hdr.clone();
+    moved[108..112].copy_from_slice(&8f32.to_le_bytes());
+    put_file(dir.path(), "moved.hdr", &moved, false);
+    let mut junk = vec![0x5a; 8];
+    junk.extend_from_slice(&img);
+    put_file(dir.path(), "moved.img", &junk, false);
+    let v = nifti::read(&dir.path().join("moved.hdr")).unwrap();
+    assert_eq!(v.header.vox_offset, 8);
+    assert_eq!(v.data, nifti::read(&fixture("pair_i16.hdr")).unwrap().data);
+
+    // A corrupted gzip trailer on the header file is caught too.
+    let mut z = gzip(&hdr);
+    let at = z.len() - 8;
+    z[at] ^= 0x10;
+    put_file(dir.path(), "crc.hdr.gz", &z, false);
+    put_file(dir.path(), "crc.img", &img, false);
+    let e = nifti::read(&dir.path().join("crc.hdr.gz")).unwrap_err();
+    assert!(matches!(e, NiftiError::Gzip { .. }), "{e}");
+
+    // An .img whose .hdr is a single file (magic n+1) is not a pair.
+    let single = fs::read(fixture("pair_i16_single.nii")).unwrap();
+    put_file(dir.path(), "odd.hdr", &single, false);
+    let p = put_file(dir.path(), "odd.img", &img, false);
+    let e = nifti::read(&p).unwrap_err();
+    assert!(matches!(e, NiftiError::NotNifti { .. }), "{e}");
+
+    // Analyze 7.5 (a pair header with no NIfTI magic) is refused, naming the magic.
+    let mut analyze = hdr.clone();
+    analyze[344..348].fill(0);
+    put_file(dir.path(), "analyze.img", &img, false);
+    let e = err_of(dir.path(), "analyze.hdr", &analyze, false);
+    assert!(matches!(e, NiftiError::NotNifti { .. }), "{e}");
+    assert!(e.to_string().contains("Analyze"), "{e}");
+}
+
+/// The nifti crate guesses the byte order from `dim[0]` (swapping when it reads above 7); here
+/// `sizeof_hdr` decides, so a bad `dim[0]` is reported as the file holds it, in either order.
+#[test]
+fn bad_dim0_is_named_as_stored_in_either_byte_order() {
+    let dir = tmp();
+    for big in [false, true] {
+        for dim0 in [0i64, 8, -3, 256, 3 << 8, i16::MAX as i64] {
+            let mut s = Spec::new(1, big, [3, 2, 1], 2, 8);
+            s.dim[0] = dim0;
+            s.data = vec![1, 2, 3, 4, 5, 6];
+            let e = err_of(dir.path(), "d0.nii", &s.bytes(), false);
+            let m = e.to_string();
+            assert!(matches!(e, NiftiError::BadHeader { .. }), "{m}");
+            assert!(
+                m.contains(&format!("dim[0] is {dim0},")),
+                "big {big}, dim[0] {dim0}: {m}"
+            );
+        }
+        // A valid header in the same byte order still reads: the order is not guessed.
+        let mut s = Spec::new(1, big, [3, 2, 1], 2, 8);
+        s.data = vec![1, 2, 3, 4, 5, 6];
+        let v = nifti::read(&put_file(dir.path(), "ok.nii", &s.bytes(), false)).unwrap();
+        assert_eq!(v.header.big_endian, big);
+        assert_eq!(v.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    }
+}
+
+/// `bitpix` is not checked against the datatype (nibabel does not either): the datatype decides.
+/// (The nifti crate sizes its reads by `bitpix` and panics in `into_ndarray` when they disagree;
+/// it is given a header whose `bitpix` comes from the datatype.)
+#[test]
+fn a_bitpix_that_disagrees_with_the_datatype_is_ignored() {
+    let dir = tmp();
+    for dt in datatypes() {
+        for bitpix in [8i16, 64, 0, -16] {
+            for version in [1u8, 2] {
+                let mut s = Spec::new(version, false, [3, 2, 1], dt.code, bitpix);
+                s.data = encode(&dt, &dt.values, false);
+                let p = put_file(dir.path(), "bp.nii", &s.bytes(), false);
+                let v = nifti::read(&p).unwrap_or_else(|e| panic!("{} {bitpix}: {e}", dt.code));
+                let want: Vec<f32> = dt.values.iter().map(|&x| x as f32).collect();
+                assert_eq!(v.data, want, "datatype {} bitpix {bitpix}", dt.code);
+                assert_eq!(v.header.bitpix, bitpix);
+            }
+        }
+    }
+}

@@ -67,12 +67,13 @@ fn time_onnxruntime(
     warmup: usize,
     threads: usize,
 ) -> Result<serde_json::Value> {
-    let dir = std::env::temp_dir().join(format!("e2enc-ort-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("numpy_ref"))?;
-    std::fs::write(dir.join("ort_bench.py"), ORT_BENCH)?;
-    std::fs::write(dir.join("numpy_ref/e2enet_ref.py"), NUMPY_REF)?;
+    // Removed when `dir` goes, on every path out of here.
+    let dir = tempfile::Builder::new().prefix("e2enc-ort-").tempdir()?;
+    std::fs::create_dir_all(dir.path().join("numpy_ref"))?;
+    std::fs::write(dir.path().join("ort_bench.py"), ORT_BENCH)?;
+    std::fs::write(dir.path().join("numpy_ref/e2enet_ref.py"), NUMPY_REF)?;
     let mut cmd = std::process::Command::new("python3");
-    cmd.arg(dir.join("ort_bench.py"))
+    cmd.arg(dir.path().join("ort_bench.py"))
         .arg(model)
         .arg("--patch")
         .arg(format!("{},{},{}", patch[0], patch[1], patch[2]))
@@ -84,7 +85,7 @@ fn time_onnxruntime(
         cmd.arg("--threads").arg(threads.to_string());
     }
     let out = cmd.stderr(std::process::Stdio::inherit()).output();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let out = out.map_err(|e| anyhow::anyhow!("cannot run python3 ({e}); --against onnxruntime needs python3 with onnx and onnxruntime"))?;
     if !out.status.success() {
         bail!("the ONNX Runtime benchmark failed (pip install onnx onnxruntime numpy?)");

@@ -159,7 +159,10 @@ fn check_compiled(
             "2. The same network optimized and compiled to C kernels for {target} (a bundle), run by the runtime:"
         );
     }
-    let dir = std::env::temp_dir().join(format!("e2enc-check-{}-{target}", std::process::id()));
+    // Removed when `dir` goes, on every path out of here.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("e2enc-check-{target}-"))
+        .tempdir()?;
     let opts = CompileOptions {
         deep_supervision: true,
         force: true,
@@ -171,20 +174,20 @@ fn check_compiled(
 
     let compiled = (|| -> Result<(f64, BTreeMap<String, e2enc_ir::Tensor>, f64, usize)> {
         let t0 = Instant::now();
-        let r = compile(model, &dir.join("bundle"), &opts)?;
+        let r = compile(model, &dir.path().join("bundle"), &opts)?;
         let csecs = t0.elapsed().as_secs_f64();
         let load = LoadOptions {
             emulate: target.is_cuda(),
             ..LoadOptions::default()
         };
-        let b = Bundle::load(&dir.join("bundle"), &load)?;
+        let b = Bundle::load(&dir.path().join("bundle"), &load)?;
         let mut e = Engine::try_new(b, 0)?;
         e.run(feed)?; // warm-up
         let t1 = Instant::now();
         let outs = e.run(feed)?;
         Ok((csecs, outs, t1.elapsed().as_secs_f64(), r.kernels))
     })();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let (csecs, bouts, rsecs, kernels) = compiled?;
     let ok = check(&bouts)?;
     println!(

@@ -71,7 +71,8 @@ use super::{identity, same_file};
 pub struct Args {
     /// The compiled bundle folder (from `e2enc compile`).
     bundle: PathBuf,
-    /// One NIfTI file (.nii or .nii.gz) per input channel, in the model's order.
+    /// One NIfTI image per input channel, in the model's order: .nii, .nii.gz, or a .hdr/.img
+    /// pair named by either half.
     images: Vec<PathBuf>,
     /// Output label file (.nii or .nii.gz); with -i, the output folder (created if missing).
     #[arg(short, long)]

@@ -79,7 +79,7 @@ impl CKernels {
         let dir = e2enc_runtime::cc::private_dir()
             .map_err(|e| TrainError::CKernels(format!("cannot create a private folder: {e}")))?;
         let loaded = (|| {
-            let (c, so) = (dir.join("train.c"), dir.join("train.so"));
+            let (c, so) = (dir.path().join("train.c"), dir.path().join("train.so"));
             std::fs::write(&c, &gen.c_source)
                 .map_err(|e| TrainError::CKernels(format!("{}: {e}", c.display())))?;
             run_cc(&cc, &c, &so, isa).map_err(|e| match e {
@@ -95,7 +95,7 @@ impl CKernels {
             unsafe { libloading::Library::new(&so) }
                 .map_err(|e| TrainError::CKernels(format!("cannot load {}: {e}", so.display())))
         })();
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(dir);
         let lib = loaded?;
         let g = &tg.graph;
         let mut kernels = HashMap::new();

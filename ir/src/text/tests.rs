@@ -313,18 +313,16 @@ fn text_builder_graph_round_trips() {
 
 #[test]
 fn text_parse_file_names_the_file() {
-    let dir = std::env::temp_dir().join(format!("e2enc-text-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("g.e2e");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.e2e");
     std::fs::write(&path, "graph \"g\" {\n  %0 = nope\n}\n").unwrap();
     let err = parse_file(&path).unwrap_err().to_string();
     assert!(
         err.starts_with(&format!("{}:2:8:", path.display())),
         "{err}"
     );
-    let missing = parse_file(&dir.join("missing.e2e")).unwrap_err();
+    let missing = parse_file(&dir.path().join("missing.e2e")).unwrap_err();
     assert!(matches!(missing, IrError::Io { .. }));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

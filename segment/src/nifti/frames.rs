@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::write::{bad, check_len, header_bytes};
+use super::write::{bad, check_len, header_of};
 use super::{Header, NiftiError};
 use crate::pipeline::{ProbabilityLayout, ProbabilitySink};
 use crate::preprocess::{inverse_permutation, transpose};
@@ -70,7 +70,7 @@ impl ProbabilityWriter {
             .to_ascii_lowercase();
         Ok(ProbabilityWriter {
             path: path.to_path_buf(),
-            header: header_bytes(like, dims, classes, 16, 32, 0, "e2enc probabilities"),
+            header: header_bytes(like, dims, classes),
             dims,
             classes,
             gz: name.ends_with(".gz"),
@@ -246,6 +246,80 @@ impl ProbabilityWriter {
         }
         Ok(())
     }
+}
+
+/// The 352 bytes (header and an empty extension flag) of a little-endian NIfTI-1 float32 file
+/// of `frames` volumes of `dims`: the fields [`header_of`] chooses (the same the crate's writer
+/// gets for whole maps), serialised here because the crate writes headers only together with a
+/// whole array.
+fn header_bytes(like: &Header, dims: [usize; 3], frames: usize) -> Vec<u8> {
+    let mut h = header_of(like, 0, "e2enc probabilities");
+    // Dims checked <= i16::MAX by `check_len`, frames by `new`.
+    h.dim = [
+        if frames > 1 { 4 } else { 3 },
+        1,
+        1,
+        1,
+        frames as u16,
+        1,
+        1,
+        1,
+    ];
+    for (d, &n) in h.dim[1..4].iter_mut().zip(&dims) {
+        *d = n as u16;
+    }
+    let mut b = Vec::with_capacity(352);
+    b.extend(h.sizeof_hdr.to_le_bytes());
+    b.extend(h.data_type);
+    b.extend(h.db_name);
+    b.extend(h.extents.to_le_bytes());
+    b.extend(h.session_error.to_le_bytes());
+    b.extend([h.regular, h.dim_info]);
+    h.dim.iter().for_each(|d| b.extend(d.to_le_bytes()));
+    [h.intent_p1, h.intent_p2, h.intent_p3]
+        .iter()
+        .for_each(|v| b.extend(v.to_le_bytes()));
+    // intent_code, datatype float32, bitpix 32, slice_start.
+    [h.intent_code, 16, 32, h.slice_start]
+        .iter()
+        .for_each(|v| b.extend(v.to_le_bytes()));
+    h.pixdim.iter().for_each(|v| b.extend(v.to_le_bytes()));
+    // vox_offset, scl_slope 1, scl_inter 0.
+    [352.0f32, 1.0, 0.0]
+        .iter()
+        .for_each(|v| b.extend(v.to_le_bytes()));
+    b.extend(h.slice_end.to_le_bytes());
+    b.extend([h.slice_code, h.xyzt_units]);
+    [h.cal_max, h.cal_min, h.slice_duration, h.toffset]
+        .iter()
+        .for_each(|v| b.extend(v.to_le_bytes()));
+    b.extend(h.glmax.to_le_bytes());
+    b.extend(h.glmin.to_le_bytes());
+    let mut descrip = [0u8; 80];
+    let n = h.descrip.len().min(80);
+    descrip[..n].copy_from_slice(&h.descrip[..n]);
+    b.extend(descrip);
+    b.extend(h.aux_file);
+    b.extend(h.qform_code.to_le_bytes());
+    b.extend(h.sform_code.to_le_bytes());
+    [
+        h.quatern_b,
+        h.quatern_c,
+        h.quatern_d,
+        h.quatern_x,
+        h.quatern_y,
+        h.quatern_z,
+    ]
+    .iter()
+    .chain(&h.srow_x)
+    .chain(&h.srow_y)
+    .chain(&h.srow_z)
+    .for_each(|v| b.extend(v.to_le_bytes()));
+    b.extend(h.intent_name);
+    b.extend(*b"n+1\0");
+    b.extend([0u8; 4]);
+    debug_assert_eq!(b.len(), 352);
+    b
 }
 
 impl Drop for ProbabilityWriter {

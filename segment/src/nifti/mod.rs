@@ -1,17 +1,31 @@
 //! NIfTI-1 and NIfTI-2 volumes: the header fields that carry geometry, the voxel data as `f32`,
 //! and the errors of reading and writing them.
 //!
-//! Written here rather than taken from the `nifti` crate, which cannot read NIfTI-2. The shape of
-//! this module follows what segmentation needs: [`read`] gives one 3-D volume as scaled `f32`
-//! (x fastest, NIfTI order), and [`write_labels`] / [`write_f32`] write a result on the grid of
-//! the input, copying its geometry. Choices, in one place:
+//! NIfTI-1 goes through the [`nifti`](https://docs.rs/nifti) crate: it parses the headers, reads
+//! the voxel data (single files, `.nii` and `.nii.gz`, and `.hdr`/`.img` pairs) and writes the
+//! results. Our own code is what the crate lacks:
+//!
+//! - **NIfTI-2** (540-byte headers, 64-bit dims), which the crate cannot read: parsed and decoded
+//!   in `read.rs`.
+//! - **Guards**, so that a hostile file is a clear [`NiftiError`], never a panic or a huge
+//!   allocation: the whole header is checked before the crate reads any data (magic, byte order,
+//!   `vox_offset`, datatype, dims and voxel count, geometry, the frame, a plain file's length,
+//!   available memory), and the crate only ever gets a header of one checked 3-D frame. The crate
+//!   guesses the byte order from `dim[0]`; `sizeof_hdr` decides here. Its writer's output is
+//!   checked for length and synced before it is renamed into place.
+//! - **Policy**: which volume to read, nibabel's scaling rule, the affine, which geometry fields
+//!   an output copies; gzip by magic bytes, and each gzip member's CRC32 checked.
+//!
+//! The shape of this module follows what segmentation needs: [`read`] gives one 3-D volume as
+//! scaled `f32` (x fastest, NIfTI order), and [`write_labels`] / [`write_f32`] write a result on
+//! the grid of the input, copying its geometry. Choices, in one place:
 //!
 //! - **NaN**: kept as NaN in [`Volume::data`]; [`Volume::nan_count`] counts them and the caller
 //!   decides what to replace them with (a network input usually wants 0 or the minimum).
 //! - **4-D**: a file whose dimensions 4 and up multiply to 1 is read as 3-D. With several
 //!   volumes (time points), [`read`] refuses with [`NiftiError::MultiVolume`] naming the count, and
-//!   [`read_frame`] reads one of them. Dimensions 5 to 7 above 1 (vector or CIFTI data) are
-//!   refused.
+//!   [`read_frame`] reads one of them (the others are skipped, not kept). Dimensions 5 to 7 above
+//!   1 (vector or CIFTI data) are refused.
 //! - **Scaling**: `scl_slope`/`scl_inter` are applied in `f64` then rounded to `f32`, as nibabel
 //!   does: a slope of 0 or not finite means no scaling; an intercept not finite counts as 0.
 //! - **Affine**: [`Header::affine`] follows nibabel's order (sform when `sform_code > 0`, else
@@ -19,7 +33,12 @@
 //!   scaling with origin 0, where nibabel would centre the grid and flip x.
 //! - **Sizes**: a header whose voxel count is not positive, overflows, or passes 2^31 voxels per
 //!   volume is refused before any data is allocated, and so is a plain file shorter than its header
-//!   says; a gzip stream is read only as far as it goes, and a short one is an error.
+//!   says; a gzip stream is read only as far as it goes, and a short one is an error. The data is
+//!   read a plane (or a row) at a time into the `f32` result, so the peak memory is the result
+//!   plus one plane.
+//! - **Pairs**: a `.hdr` with NIfTI's pair magic (`ni1`, `ni2`) reads its data from the `.img`
+//!   (or `.img.gz`) beside it, from byte `vox_offset`; naming the `.img` reads its `.hdr`. Analyze
+//!   7.5 headers (no NIfTI magic) are refused.
 //! - `bitpix` is not checked against `datatype` (nibabel does not either); the datatype decides.
 
 mod frames;
@@ -84,6 +103,8 @@ pub enum NiftiError {
     BadOutput { path: PathBuf, msg: String },
     #[error("{}: is {kind}, not a regular file", path.display())]
     NotAFile { path: PathBuf, kind: &'static str },
+    #[error("{}: a NIfTI pair header (.hdr) whose image file is missing (looked for {})", path.display(), tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    MissingImage { path: PathBuf, tried: Vec<PathBuf> },
 }
 
 /// Whether two volumes lie on one grid: same dims, affines equal within 1e-4 relative (float32

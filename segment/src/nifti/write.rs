@@ -1,17 +1,23 @@
 //! Writing results (label maps, probability maps) as NIfTI-1 single files on the grid of an input.
 //!
-//! Output is always NIfTI-1, little-endian, `vox_offset` 352, no extensions, gzip when the path
-//! ends in `.gz`: the form every tool reads. The geometry (qform, sform, pixdim, units) comes from
-//! the header of the image the result belongs to. A file appears whole or not at all: bytes go to
-//! a temporary file in the destination folder, which is synced and then renamed over the target;
-//! on any error the temporary file is removed.
+//! Output is always NIfTI-1, little-endian, `vox_offset` 352, no extensions, gzip (level 6) when
+//! the path ends in `.gz`: the form every tool reads. The geometry (qform, sform, pixdim, units)
+//! comes from the header of the image the result belongs to; which fields are copied is decided
+//! here, and the `nifti` crate's writer (`WriterOptions`) writes the header and the voxels.
+//!
+//! A file appears whole or not at all: the crate writes into a private temporary folder in the
+//! destination folder (named like the temporaries of `e2enc_ir::files`, so that one a killed run
+//! left is removed by the next write); the file is then checked for length (the crate drops its
+//! buffered writer without reporting a failed flush), synced and renamed over the target. On any
+//! error the folder and what it holds are removed.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::Path;
 
-use flate2::write::GzEncoder;
 use flate2::Compression;
+use ndarray::{ArrayView, IxDyn, ShapeBuilder};
+use nifti::writer::WriterOptions;
+use nifti::{Endianness, NiftiHeader};
 
 use super::{Header, NiftiError};
 
@@ -28,25 +34,13 @@ pub fn write_labels(
 ) -> Result<(), NiftiError> {
     check_len(path, dims, labels.len())?;
     let max = labels.iter().copied().max().unwrap_or(0);
-    let (datatype, bitpix, data): (i16, i16, Vec<u8>) = if max < 256 {
-        (2, 8, labels.iter().map(|&l| l as u8).collect())
+    let hdr = header_of(like, INTENT_LABEL, "e2enc labels");
+    if max < 256 {
+        let bytes: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
+        write_atomic(path, &hdr, &dims, Data::U8(&bytes))
     } else {
-        (
-            512,
-            16,
-            labels.iter().flat_map(|l| l.to_le_bytes()).collect(),
-        )
-    };
-    let hdr = header_bytes(
-        like,
-        dims,
-        1,
-        datatype,
-        bitpix,
-        INTENT_LABEL,
-        "e2enc labels",
-    );
-    write_atomic(path, &hdr, &data)
+        write_atomic(path, &hdr, &dims, Data::U16(labels))
+    }
 }
 
 /// Writes `f32` voxels (probability maps, logits) with the geometry of `like`.
@@ -57,9 +51,7 @@ pub fn write_f32(
     data: &[f32],
 ) -> Result<(), NiftiError> {
     check_len(path, dims, data.len())?;
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let hdr = header_bytes(like, dims, 1, 16, 32, 0, "e2enc");
-    write_atomic(path, &hdr, &bytes)
+    write_atomic(path, &header_of(like, 0, "e2enc"), &dims, Data::F32(data))
 }
 
 /// Writes `frames` `f32` volumes (one per class of a probability map) as one 4-D file
@@ -85,9 +77,13 @@ pub fn write_f32_frames(
         ));
     }
     check_len(path, dims, data.len() / frames)?;
-    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let hdr = header_bytes(like, dims, frames, 16, 32, 0, "e2enc probabilities");
-    write_atomic(path, &hdr, &bytes)
+    let hdr = header_of(like, 0, "e2enc probabilities");
+    if frames == 1 {
+        write_atomic(path, &hdr, &dims, Data::F32(data))
+    } else {
+        let shape = [dims[0], dims[1], dims[2], frames];
+        write_atomic(path, &hdr, &shape, Data::F32(data))
+    }
 }
 
 pub(super) fn bad(path: &Path, msg: String) -> NiftiError {
@@ -114,91 +110,94 @@ pub(super) fn check_len(path: &Path, dims: [usize; 3], len: usize) -> Result<(),
     Ok(())
 }
 
-/// The 352 bytes (348 of header and 4 of empty extension flag) of a NIfTI-1 file.
-pub(super) fn header_bytes(
-    like: &Header,
-    dims: [usize; 3],
-    frames: usize,
-    datatype: i16,
-    bitpix: i16,
-    intent_code: i32,
-    descrip: &str,
-) -> Vec<u8> {
-    let mut b = vec![0u8; 352];
-    let put = |b: &mut Vec<u8>, off: usize, bytes: &[u8]| {
-        b[off..off + bytes.len()].copy_from_slice(bytes);
-    };
-    let f = |v: f64| (v as f32).to_le_bytes();
-    put(&mut b, 0, &348i32.to_le_bytes());
-    put(&mut b, 38, b"r"); // regular
-    put(&mut b, 39, &[like.dim_info]);
-    let mut dim = [1i16; 8];
-    dim[0] = if frames > 1 { 4 } else { 3 };
-    for i in 0..3 {
-        dim[i + 1] = dims[i] as i16; // checked <= i16::MAX by check_len
-    }
-    dim[4] = frames as i16; // checked <= i16::MAX by the caller
-    for (i, d) in dim.iter().enumerate() {
-        put(&mut b, 40 + 2 * i, &d.to_le_bytes());
-    }
-    put(&mut b, 68, &(intent_code as i16).to_le_bytes());
-    put(&mut b, 70, &datatype.to_le_bytes());
-    put(&mut b, 72, &bitpix.to_le_bytes());
+/// The header fields of an output: the geometry of `like` (`dim_info`, `pixdim` with qfac ±1 and
+/// the checked voxel size, units, qform and sform), the intent and description given, every other
+/// field 0. The crate's writer sets the dims, datatype, `bitpix`, `vox_offset`, scaling (1, 0) and
+/// magic.
+pub(super) fn header_of(like: &Header, intent_code: i32, descrip: &str) -> NiftiHeader {
+    let f = |v: f64| v as f32;
     let mut pixdim = like.pixdim;
     pixdim[0] = if like.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
-    let spacing = like.spacing();
-    pixdim[1..4].copy_from_slice(&spacing);
-    for (i, p) in pixdim.iter().enumerate() {
-        let p = if p.is_finite() { *p } else { 0.0 };
-        put(&mut b, 76 + 4 * i, &f(p));
-    }
-    put(&mut b, 108, &f(352.0)); // vox_offset
-    put(&mut b, 112, &f(1.0)); // scl_slope
-    put(&mut b, 116, &f(0.0)); // scl_inter
-    put(&mut b, 123, &[like.xyzt_units]);
-    let text = |b: &mut Vec<u8>, off: usize, len: usize, s: &str| {
-        let s = s.as_bytes();
-        let n = s.len().min(len - 1);
-        b[off..off + n].copy_from_slice(&s[..n]);
-    };
-    text(&mut b, 148, 80, descrip);
-    put(&mut b, 252, &like.qform_code.to_le_bytes());
-    put(&mut b, 254, &like.sform_code.to_le_bytes());
-    let q = [
-        like.quatern_b,
-        like.quatern_c,
-        like.quatern_d,
-        like.qoffset_x,
-        like.qoffset_y,
-        like.qoffset_z,
-    ];
-    for (i, v) in q.iter().enumerate() {
-        put(&mut b, 256 + 4 * i, &f(*v));
-    }
-    for (r, row) in [like.srow_x, like.srow_y, like.srow_z].iter().enumerate() {
-        for (i, v) in row.iter().enumerate() {
-            put(&mut b, 280 + 16 * r + 4 * i, &f(*v));
-        }
-    }
+    pixdim[1..4].copy_from_slice(&like.spacing());
+    let pixdim = pixdim.map(|p| if p.is_finite() { p as f32 } else { 0.0 });
+    let mut text = vec![0u8; 80];
+    let n = descrip.len().min(79);
+    text[..n].copy_from_slice(&descrip.as_bytes()[..n]);
+    let mut intent_name = [0u8; 16];
     if intent_code == INTENT_LABEL {
-        text(&mut b, 328, 16, "labels");
+        intent_name[..6].copy_from_slice(b"labels");
     }
-    put(&mut b, 344, b"n+1\0");
-    b
+    NiftiHeader {
+        sizeof_hdr: 348,
+        data_type: [0; 10],
+        db_name: [0; 18],
+        extents: 0,
+        session_error: 0,
+        regular: b'r',
+        dim_info: like.dim_info,
+        dim: [0; 8],
+        intent_p1: 0.0,
+        intent_p2: 0.0,
+        intent_p3: 0.0,
+        intent_code: intent_code as i16,
+        datatype: 0,
+        bitpix: 0,
+        slice_start: 0,
+        pixdim,
+        vox_offset: 352.0,
+        scl_slope: 1.0,
+        scl_inter: 0.0,
+        slice_end: 0,
+        slice_code: 0,
+        xyzt_units: like.xyzt_units,
+        cal_max: 0.0,
+        cal_min: 0.0,
+        slice_duration: 0.0,
+        toffset: 0.0,
+        glmax: 0,
+        glmin: 0,
+        descrip: text,
+        aux_file: [0; 24],
+        qform_code: like.qform_code,
+        sform_code: like.sform_code,
+        quatern_b: f(like.quatern_b),
+        quatern_c: f(like.quatern_c),
+        quatern_d: f(like.quatern_d),
+        quatern_x: f(like.qoffset_x),
+        quatern_y: f(like.qoffset_y),
+        quatern_z: f(like.qoffset_z),
+        srow_x: like.srow_x.map(f),
+        srow_y: like.srow_y.map(f),
+        srow_z: like.srow_z.map(f),
+        intent_name,
+        magic: *b"n+1\0",
+        endianness: Endianness::Little,
+    }
 }
 
-/// Removes the temporary file unless the write was committed.
-struct TempGuard(Option<PathBuf>);
+/// The voxels of an output, in one of the types written.
+enum Data<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    F32(&'a [f32]),
+}
 
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
-        }
+impl Data<'_> {
+    fn bytes(&self) -> u64 {
+        (match self {
+            Data::U8(d) => d.len(),
+            Data::U16(d) => d.len() * 2,
+            Data::F32(d) => d.len() * 4,
+        }) as u64
     }
 }
 
-fn write_atomic(path: &Path, header: &[u8], data: &[u8]) -> Result<(), NiftiError> {
+fn write_atomic(
+    path: &Path,
+    header: &NiftiHeader,
+    shape: &[usize],
+    data: Data,
+) -> Result<(), NiftiError> {
     let io_err = |source| NiftiError::Io {
         path: path.to_path_buf(),
         source,
@@ -210,28 +209,53 @@ fn write_atomic(path: &Path, header: &[u8], data: &[u8]) -> Result<(), NiftiErro
     let gz = name.to_ascii_lowercase().ends_with(".gz");
     // What a killed or crashed earlier run left next to this output goes first.
     e2enc_ir::files::clean_stale_temps(path);
-    let tmp = e2enc_ir::files::temp_path(path);
-    let file = File::create(&tmp).map_err(io_err)?;
-    let mut guard = TempGuard(Some(tmp.clone()));
-    let write = |file: File| -> io::Result<File> {
-        let buf = BufWriter::with_capacity(1 << 20, file);
-        let buf = if gz {
-            let mut enc = GzEncoder::new(buf, Compression::new(6));
-            enc.write_all(header)?;
-            enc.write_all(data)?;
-            enc.finish()?
-        } else {
-            let mut buf = buf;
-            buf.write_all(header)?;
-            buf.write_all(data)?;
-            buf
-        };
-        let file = buf.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(file)
+    let temp = e2enc_ir::files::temp_path(path);
+    let folder = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    drop(write(file).map_err(io_err)?);
-    fs::rename(&tmp, path).map_err(io_err)?;
-    guard.0 = None;
-    Ok(())
+    let dir = tempfile::Builder::new()
+        .prefix(temp.file_name().unwrap_or_default())
+        .rand_bytes(0)
+        .tempdir_in(folder)
+        .map_err(io_err)?;
+    // The crate derives the file's name (and whether to gzip) from the path it is given.
+    let file = dir.path().join(if gz { "data.nii.gz" } else { "data.nii" });
+    let options = WriterOptions::new(&file).reference_header(header);
+    let options = if gz {
+        options.compression_level(Compression::new(6))
+    } else {
+        options.compress(false)
+    };
+    let crate_err = |e: nifti::NiftiError| match e {
+        nifti::NiftiError::Io(source) => io_err(source),
+        e => bad(path, format!("the nifti crate could not write it: {e}")),
+    };
+    let want = 352 + data.bytes();
+    let shape = IxDyn(shape).f();
+    let view_err = |e: ndarray::ShapeError| bad(path, format!("shape {shape:?}: {e}"));
+    match data {
+        Data::U8(d) => {
+            options.write_nifti(&ArrayView::from_shape(shape.clone(), d).map_err(view_err)?)
+        }
+        Data::U16(d) => {
+            options.write_nifti(&ArrayView::from_shape(shape.clone(), d).map_err(view_err)?)
+        }
+        Data::F32(d) => {
+            options.write_nifti(&ArrayView::from_shape(shape.clone(), d).map_err(view_err)?)
+        }
+    }
+    .map_err(crate_err)?;
+    let written = File::open(&file).map_err(io_err)?;
+    let len = written.metadata().map_err(io_err)?.len();
+    if !gz && len != want {
+        return Err(bad(
+            path,
+            format!("wrote {len} bytes where {want} were due (a full disk?)"),
+        ));
+    }
+    written.sync_all().map_err(io_err)?;
+    drop(written);
+    std::fs::rename(&file, path).map_err(io_err)?;
+    dir.close().map_err(io_err)
 }
