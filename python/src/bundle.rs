@@ -22,7 +22,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::to_py;
 
@@ -77,8 +77,25 @@ enum Values {
     I32(Vec<i32>),
 }
 
-fn shape_tuple<'py>(py: Python<'py>, s: &[usize]) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
-    pyo3::types::PyTuple::new(py, s)
+/// A numpy array of `shape` (C order) owning `v` (moved in, not copied).
+fn owned_array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    shape: &[usize],
+    v: Vec<T>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let a = ArrayD::from_shape_vec(IxDyn(shape), v)
+        .map_err(|e| crate::Error::new_err(e.to_string()))?;
+    Ok(a.into_pyarray(py).into_any())
+}
+
+/// A port as Python sees it: (name, shape tuple).
+type PortTuple<'py> = (String, Bound<'py, PyTuple>);
+
+fn port_tuples<'py>(py: Python<'py>, ports: &[Port]) -> PyResult<Vec<PortTuple<'py>>> {
+    ports
+        .iter()
+        .map(|p| Ok((p.name.clone(), PyTuple::new(py, &p.shape)?)))
+        .collect()
 }
 
 #[pymethods]
@@ -201,22 +218,11 @@ impl Bundle {
         let outs = outs.map_err(|e| to_py(&e, &[]))?;
         let d = PyDict::new(py);
         for (name, shape, v) in outs {
-            let shape = IxDyn(&shape);
-            let bad = |e: numpy::ndarray::ShapeError| crate::Error::new_err(e.to_string());
-            match v {
-                Values::F32(v) => d.set_item(
-                    name,
-                    ArrayD::from_shape_vec(shape, v)
-                        .map_err(bad)?
-                        .into_pyarray(py),
-                )?,
-                Values::I32(v) => d.set_item(
-                    name,
-                    ArrayD::from_shape_vec(shape, v)
-                        .map_err(bad)?
-                        .into_pyarray(py),
-                )?,
-            }
+            let a = match v {
+                Values::F32(v) => owned_array(py, &shape, v)?,
+                Values::I32(v) => owned_array(py, &shape, v)?,
+            };
+            d.set_item(name, a)?;
         }
         Ok(d)
     }
@@ -229,26 +235,14 @@ impl Bundle {
 
     /// The inputs: a list of (name, shape) with shape a tuple [N, C, D, H, W].
     #[getter]
-    fn inputs<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Vec<(String, Bound<'py, pyo3::types::PyTuple>)>> {
-        self.inputs
-            .iter()
-            .map(|p| Ok((p.name.clone(), shape_tuple(py, &p.shape)?)))
-            .collect()
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<PortTuple<'py>>> {
+        port_tuples(py, &self.inputs)
     }
 
     /// The outputs: a list of (name, shape), `logits` first.
     #[getter]
-    fn outputs<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Vec<(String, Bound<'py, pyo3::types::PyTuple>)>> {
-        self.outputs
-            .iter()
-            .map(|p| Ok((p.name.clone(), shape_tuple(py, &p.shape)?)))
-            .collect()
+    fn outputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<PortTuple<'py>>> {
+        port_tuples(py, &self.outputs)
     }
 
     /// What the kernels were generated for (e.g. "x86-avx512", "cuda-sm90"), if recorded.
