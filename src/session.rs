@@ -31,6 +31,13 @@ pub enum SessionError {
     /// A bundle input given as a tensor of another dtype.
     #[error("input `{name}` must be f32")]
     NotF32 { name: String },
+    #[error(transparent)]
+    Segment(#[from] e2enc_segment::SegmentError),
+    #[error(transparent)]
+    Nifti(#[from] e2enc_segment::nifti::NiftiError),
+    /// Input that the segmentation refuses (the message says why and what would work).
+    #[error("{msg}")]
+    Invalid { msg: String },
 }
 
 /// A loaded model ready to run.

@@ -71,20 +71,8 @@ pub fn check_overwrite(path: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// The error and its causes joined by ": ", as anyhow's `{:#}` does, without repeats: many
-/// errors print their source in their own message (`"{path}: {source}"`) and also return it as
-/// `source()`, which `{:#}` would print twice ("Is a directory (os error 21): Is a directory (os
-/// error 21)"). A cause whose text the one before it already shows is left out, and a context
-/// that its cause's text begins with (`"{path}"` over `"{path}: ..."`) gives way to the cause.
+/// The error and its causes joined by ": " without repeats ([`e2enc::error_text`], shared with
+/// the Python package).
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let t = cause.to_string();
-        match parts.last_mut() {
-            Some(prev) if prev.contains(&t) => {}
-            Some(prev) if !prev.is_empty() && t.starts_with(prev.as_str()) => *prev = t,
-            _ => parts.push(t),
-        }
-    }
-    parts.join(": ")
+    e2enc::error_text(e.as_ref())
 }

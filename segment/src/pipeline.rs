@@ -204,13 +204,7 @@ pub fn segment_case<E: From<SegmentError>>(
     on_preprocessed: impl FnOnce(Shape, usize),
     progress: impl FnMut(usize, usize),
 ) -> Result<Segmentation, E> {
-    let mut collect = Collect::default();
-    let sink: Option<&mut dyn ProbabilitySink<E>> = if opts.probabilities {
-        Some(&mut collect)
-    } else {
-        None
-    };
-    let mut seg = streamed(
+    segment_case_with(
         channels,
         shape,
         spacing,
@@ -219,20 +213,17 @@ pub fn segment_case<E: From<SegmentError>>(
         predict,
         on_preprocessed,
         progress,
-        sink,
-    )?;
-    if opts.probabilities {
-        seg.probabilities = Some(collect.finish());
-    }
-    Ok(seg)
+        None,
+    )
 }
 
-/// [`segment_case`] in bounded memory: the sliding window hands over finished planes of the
-/// network grid ([`sliding_window_planes`]), which are resampled back to the crop plane by plane
-/// ([`PlaneResampler`]), turned into labels at once and, with a `sink`, passed on as restored
-/// probability planes; no whole-volume probability map exists. The labels and probabilities equal
-/// the whole-volume path's ([`sliding_window`], [`restore`](super::preprocess::restore), [`restore_probabilities`]) bit for
-/// bit. [`CaseOptions::probabilities`] is ignored here: the sink decides.
+/// [`segment_case`] with the probabilities streamed: the sliding window hands over finished
+/// planes of the network grid ([`sliding_window_planes`]), which are resampled back to the crop
+/// plane by plane ([`PlaneResampler`]), turned into labels at once and, with a `sink`, passed on
+/// as restored probability planes, so no whole-volume probability map exists (with no sink,
+/// [`CaseOptions::probabilities`] collects them whole, as [`segment_case`]). The labels and
+/// probabilities equal the whole-volume path's ([`sliding_window`],
+/// [`restore`](super::preprocess::restore), [`restore_probabilities`]) bit for bit.
 ///
 /// [`sliding_window`]: super::window::sliding_window
 #[allow(clippy::too_many_arguments)]
@@ -247,21 +238,37 @@ pub fn segment_case_with<E: From<SegmentError>>(
     progress: impl FnMut(usize, usize),
     sink: Option<&mut dyn ProbabilitySink<E>>,
 ) -> Result<Segmentation, E> {
-    let opts = CaseOptions {
-        probabilities: false,
-        ..opts.clone()
-    };
-    streamed(
+    if sink.is_some() || !opts.probabilities {
+        let opts = CaseOptions {
+            probabilities: false,
+            ..opts.clone()
+        };
+        return streamed(
+            channels,
+            shape,
+            spacing,
+            cfg,
+            &opts,
+            predict,
+            on_preprocessed,
+            progress,
+            sink,
+        );
+    }
+    let mut collect = Collect::default();
+    let mut seg = streamed(
         channels,
         shape,
         spacing,
         cfg,
-        &opts,
+        opts,
         predict,
         on_preprocessed,
         progress,
-        sink,
-    )
+        Some(&mut collect),
+    )?;
+    seg.probabilities = Some(collect.finish());
+    Ok(seg)
 }
 
 /// Both forms of [`segment_case`]; `opts.probabilities` says whether the sink collects the whole

@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
+use e2enc::segmenting::{
+    preprocessing, read_case, segment_volumes, CaseResult, CaseVolumes, Net, Prep, Probabilities,
+};
 use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::bundle::LoadOptions;
 use e2enc_runtime::exec::Engine;
-use e2enc_segment::nifti::{self, ProbabilityWriter, Volume};
-use e2enc_segment::pipeline::{segment_case_with, CaseOptions, ProbabilitySink};
-use e2enc_segment::preprocess::{Normalization, PreprocessingConfig};
+use e2enc_segment::nifti::{self, ProbabilityWriter};
 use e2enc_segment::window::WindowOptions;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -71,8 +72,7 @@ use super::{identity, same_file};
 pub struct Args {
     /// The compiled bundle folder (from `e2enc compile`).
     bundle: PathBuf,
-    /// One NIfTI image per input channel, in the model's order: .nii, .nii.gz, or a .hdr/.img
-    /// pair named by either half.
+    /// One NIfTI file (.nii or .nii.gz) per input channel, in the model's order.
     images: Vec<PathBuf>,
     /// Output label file (.nii or .nii.gz); with -i, the output folder (created if missing).
     #[arg(short, long)]
@@ -185,23 +185,6 @@ fn parse_part(s: &str) -> Result<Part, String> {
     Ok(Part { k, n })
 }
 
-/// Where the preprocessing comes from.
-enum Prep {
-    Fixed(PreprocessingConfig),
-    /// No resampling, whole-image z-score: the config depends on each case's spacing.
-    AsIs,
-}
-
-/// The network's fixed shapes, read from the bundle's manifest.
-struct Net {
-    input: String,
-    output: String,
-    batch: usize,
-    channels: usize,
-    classes: usize,
-    patch: [usize; 3],
-}
-
 /// One case: channel files and outputs.
 struct Case {
     name: String,
@@ -240,8 +223,20 @@ pub fn main(a: Args) -> Result<ExitCode> {
             ..a.trust.load_options(a.rebuild)
         },
     )?;
-    let net = net_of(&bundle)?;
-    let prep = preprocessing(&a, &bundle.manifest.model, net.channels)?;
+    let net = Net::of(&bundle)?;
+    let prep = preprocessing(
+        &a.bundle,
+        &bundle.manifest.model,
+        a.preprocessing.as_deref(),
+        a.spacing_as_is,
+        net.channels,
+    )?;
+    if let Prep::AsIs = prep {
+        eprintln!(
+            "note: no preprocessing config; --spacing-as-is: no resampling, each channel \
+             z-scored over the whole image"
+        );
+    }
     let all = cases(&a, net.channels)?;
     let found = all.len();
     // The part's share is taken from the full sorted list, finished cases included, so that
@@ -509,72 +504,6 @@ impl Summary {
     }
 }
 
-fn net_of(b: &Bundle) -> Result<Net> {
-    let m = &b.manifest;
-    let (Some(i), Some(o)) = (m.inputs.first(), m.outputs.first()) else {
-        bail!("bundle {}: no input or output port", b.dir.display());
-    };
-    let out = m.outputs.iter().find(|p| p.name == "logits").unwrap_or(o);
-    if i.shape.len() != 5 || out.shape.len() != 5 || i.shape[2..] != out.shape[2..] {
-        bail!(
-            "bundle {}: input {:?} and output {:?} are not [N, C, D, H, W] of one patch",
-            b.dir.display(),
-            i.shape,
-            out.shape
-        );
-    }
-    Ok(Net {
-        input: i.name.clone(),
-        output: out.name.clone(),
-        batch: i.shape[0],
-        channels: i.shape[1],
-        classes: out.shape[1],
-        patch: [i.shape[2], i.shape[3], i.shape[4]],
-    })
-}
-
-const PREP_EXAMPLE: &str = r#""preprocessing": {"axis_order": [2, 1, 0], "target_spacing": [1.0, 1.0, 1.0], "normalization": [{"scheme": "z_score", "use_nonzero_mask": false}]}"#;
-
-fn preprocessing(a: &Args, model: &serde_json::Value, channels: usize) -> Result<Prep> {
-    let (value, from) = if let Some(p) = &a.preprocessing {
-        let text = e2enc_ir::files::read_text(p)?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
-        // Accept the object itself or a model.json-like object holding it.
-        let v = v.get("preprocessing").cloned().unwrap_or(v);
-        (v, p.display().to_string())
-    } else {
-        match model.get("preprocessing") {
-            Some(v) if !v.is_null() => (v.clone(), format!("bundle {}", a.bundle.display())),
-            _ if a.spacing_as_is => {
-                eprintln!(
-                    "note: no preprocessing config; --spacing-as-is: no resampling, each \
-                     channel z-scored over the whole image"
-                );
-                return Ok(Prep::AsIs);
-            }
-            _ => bail!(
-                "bundle {} carries no preprocessing config. Add one to model.json and \
-                 recompile, e.g.\n  {PREP_EXAMPLE}\n(one normalization entry per channel; \
-                 schemes `ct` with lower/upper/mean/std, or `z_score`), or pass \
-                 --preprocessing FILE.json, or --spacing-as-is to segment on each image's own \
-                 grid with per-image z-score",
-                a.bundle.display()
-            ),
-        }
-    };
-    let cfg: PreprocessingConfig = serde_json::from_value(value)
-        .with_context(|| format!("{from}: bad preprocessing config (expected {PREP_EXAMPLE})"))?;
-    cfg.validate().with_context(|| from.clone())?;
-    if cfg.normalization.len() != channels {
-        bail!(
-            "{from}: the preprocessing normalises {} channels but the network takes {channels}",
-            cfg.normalization.len()
-        );
-    }
-    Ok(Prep::Fixed(cfg))
-}
-
 fn nifti_name(p: &Path) -> bool {
     let n = p.to_string_lossy().to_ascii_lowercase();
     n.ends_with(".nii") || n.ends_with(".nii.gz")
@@ -751,28 +680,6 @@ fn check_outputs(case: &Case, overwrite: bool) -> Result<()> {
 }
 
 /// Runs one case and writes its outputs; returns (tiles, input voxels, seconds in the network).
-/// One input image: a 3-D file as it is, volume `frame` of a 4-D one (`--frame`); a 4-D file
-/// without `--frame`, or with one past its last volume, is refused with the ways out.
-fn read_image(p: &Path, frame: Option<u64>) -> Result<Volume> {
-    match (nifti::read(p), frame) {
-        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), Some(k)) if k < volumes => {
-            Ok(nifti::read_frame(p, k)?)
-        }
-        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), Some(k)) => bail!(
-            "{}: --frame {k} is past the last volume: this file has {volumes} volumes (0..{})",
-            p.display(),
-            volumes - 1
-        ),
-        (Err(nifti::NiftiError::MultiVolume { volumes, .. }), None) => bail!(
-            "{}: this file has {volumes} volumes; pick one with --frame K (0..{}) or split it \
-             (e.g. fslsplit)",
-            p.display(),
-            volumes - 1
-        ),
-        (r, _) => Ok(r?),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_case(
     engine: &mut Engine,
@@ -788,51 +695,16 @@ fn run_case(
     // Again right before the work: in folder mode this is the first check of the case's
     // probabilities and preview files.
     check_outputs(case, overwrite)?;
-    let mut vols: Vec<Volume> = case
-        .images
-        .iter()
-        .map(|p| read_image(p, frame))
-        .collect::<Result<_>>()?;
-    for (v, p) in vols.iter().zip(&case.images).skip(1) {
-        same_grid(&vols[0], v).map_err(|m| {
-            anyhow!(
-                "{} and {} are not on one grid: {m}",
-                case.images[0].display(),
-                p.display()
-            )
-        })?;
-    }
+    let mut vols = read_case(&case.images, frame)?;
+    // The images' voxels move into the pipeline's channels (no copy).
+    let volumes = CaseVolumes::take(&mut vols);
     let first = &vols[0];
-    let [nx, ny, nz] = first.dims;
-    let shape = [nz, ny, nx];
-    let [sx, sy, sz] = first.header.spacing();
-    let spacing = [sz, sy, sx];
-    let cfg = match prep {
-        Prep::Fixed(c) => c.clone(),
-        Prep::AsIs => PreprocessingConfig {
-            axis_order: [2, 1, 0],
-            target_spacing: spacing,
-            normalization: vec![
-                Normalization::ZScore {
-                    use_nonzero_mask: false
-                };
-                net.channels
-            ],
-            anisotropy_threshold: 3.0,
-        },
-    };
-    let opts = CaseOptions {
-        patch: net.patch,
-        classes: net.classes,
-        window: window.clone(),
-        probabilities: false,
-    };
     // Probabilities go to their file plane by plane as the window finishes them.
     let mut probabilities = match &case.probabilities {
         Some(p) => Some(ProbabilityWriter::new(
             p,
-            &vols[0].header,
-            vols[0].dims,
+            &first.header,
+            first.dims,
             net.classes,
         )?),
         None => None,
@@ -847,43 +719,27 @@ fn run_case(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message(format!("{label}: preprocessing"));
-    // The images' voxels move into the channels (no copy); the first comes back for the preview.
-    let channels: Vec<Vec<f32>> = vols
-        .iter_mut()
-        .map(|v| std::mem::take(&mut v.data))
-        .collect();
-    let first = &vols[0];
-    let tile_vox: usize = net.patch.iter().product();
-    let mut net_secs = 0.0;
-    let seg = segment_case_with(
-        &channels,
-        shape,
-        spacing,
-        &cfg,
-        &opts,
-        |tiles: &[f32], n: usize| -> Result<Vec<f32>> {
-            debug_assert_eq!(tiles.len(), n * net.channels * tile_vox);
-            let t0 = Instant::now();
-            engine.set_input(&net.input, tiles)?;
-            engine.execute()?;
-            net_secs += t0.elapsed().as_secs_f64();
-            // One copy of the logits, straight from the arena.
-            let y = engine.output(&net.output)?;
-            let mut v = vec![0f32; y.shape().iter().product()];
-            y.copy_to(&mut v)?;
-            Ok(v)
+    let res = segment_volumes(
+        engine,
+        net,
+        prep,
+        window,
+        &volumes,
+        match probabilities.as_mut() {
+            Some(w) => Probabilities::Stream(w),
+            None => Probabilities::None,
         },
         |s, n| {
             bar.set_length(n as u64);
             bar.set_message(format!("{label}: {}x{}x{}", s[0], s[1], s[2]));
         },
         |done, _| bar.set_position(((done * net.batch) as u64).min(bar.length().unwrap_or(0))),
-        probabilities
-            .as_mut()
-            .map(|w| w as &mut dyn ProbabilitySink<anyhow::Error>),
     );
     bar.finish_and_clear();
-    let seg = seg?;
+    let CaseResult {
+        segmentation: seg,
+        network_seconds: net_secs,
+    } = res?;
     let g = seg.network_shape;
     eprintln!(
         "{label}: network grid {}x{}x{} (after crop and resampling), {} tiles",
@@ -893,9 +749,15 @@ fn run_case(
         w.finish()?;
     }
     if let Some(p) = &case.preview {
-        e2enc_segment::preview::preview(&channels[0], &seg.labels, shape, spacing, p)?;
+        e2enc_segment::preview::preview(
+            &volumes.channels[0],
+            &seg.labels,
+            volumes.shape,
+            volumes.spacing,
+            p,
+        )?;
     }
     // The labels last: in folder mode their presence marks the case done.
     nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;
-    Ok((seg.tiles, channels[0].len(), net_secs))
+    Ok((seg.tiles, volumes.channels[0].len(), net_secs))
 }
