@@ -385,7 +385,7 @@ fn streamed<E: From<SegmentError>>(
         }
         .into());
     }
-    if let Some(s) = sink.as_deref_mut() {
+    if let Some(s) = sink {
         for c in 0..classes {
             full[c * net_plane..][..net_plane].fill(if c == 0 { 1.0 } else { 0.0 });
         }
@@ -707,7 +707,7 @@ mod tests {
                     .collect())
             };
             let seg = segment_case(
-                &[v.clone()],
+                std::slice::from_ref(&v),
                 c.shape,
                 c.spacing,
                 &cfg,
@@ -742,7 +742,7 @@ mod tests {
                     .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "case {k}: probabilities differ");
             assert!(
-                labels.iter().any(|&l| l > 0) && labels.iter().any(|&l| l == 0),
+                labels.iter().any(|&l| l > 0) && labels.contains(&0),
                 "case {k}: trivial labels"
             );
         }

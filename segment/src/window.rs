@@ -810,7 +810,9 @@ mod tests {
 
     #[test]
     fn streamed_planes_equal_the_whole_volume_window_bit_for_bit() {
-        let cases: [([usize; 3], [usize; 3], usize, usize, bool, usize, f64); 6] = [
+        // (shape, patch, channels, classes, tta, batch, step)
+        type Case = ([usize; 3], [usize; 3], usize, usize, bool, usize, f64);
+        let cases: [Case; 6] = [
             ([9, 7, 10], [4, 4, 4], 1, 3, false, 1, 0.5),
             ([9, 7, 10], [4, 4, 4], 2, 2, true, 3, 0.5),
             ([3, 5, 2], [4, 4, 4], 1, 4, true, 2, 0.5), // smaller than the patch: padding
