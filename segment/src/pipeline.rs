@@ -327,10 +327,11 @@ fn streamed<E: From<SegmentError>>(
         Order::Linear,
         prep.anisotropic_axis,
     )?;
-    // A restored plane outside the crop box (along axis 0): background for certain.
-    let mut full = vec![0f32; classes * net_plane];
-    full[..net_plane].fill(1.0);
+    // The sink's plane; outside the crop box (along axis 0) background for certain.
+    let mut full = Vec::new();
     if let Some(s) = sink.as_deref_mut() {
+        full = vec![0f32; classes * net_plane];
+        full[..net_plane].fill(1.0);
         s.begin(&ProbabilityLayout {
             classes,
             shape: prep.shape,
