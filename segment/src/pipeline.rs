@@ -62,7 +62,7 @@ pub fn tile_count(
 }
 
 /// Bytes [`segment_case_with`] holds beyond the preprocessed input: the window's band of planes
-/// ([`band_planes`] of the padded `H x W`, `classes + 1` floats a voxel), the crop's labels and the
+/// ([`band_planes`] of the padded `H x W`, `classes` floats a voxel), the crop's labels and the
 /// full label map (twice, for the transpose), a few planes of restoring, and with
 /// `whole_probabilities` the class maps of the input's grid (twice, for the transpose).
 pub fn window_memory(prep: &Preprocessed, opts: &CaseOptions, whole_probabilities: bool) -> u64 {
@@ -71,7 +71,8 @@ pub fn window_memory(prep: &Preprocessed, opts: &CaseOptions, whole_probabilitie
     let ps: [u64; 3] = std::array::from_fn(|a| (shape[a] + pad[a].0 + pad[a].1) as u64);
     let classes = opts.classes as u64;
     let planes = band_planes(shape, opts.patch, &opts.window) as u64;
-    let band = planes * ps[1] * ps[2] * (classes + 1) * 4;
+    // The band's planes and one plane of summed weights.
+    let band = (planes * classes + 1) * ps[1] * ps[2] * 4;
     let crop: u64 = prep.crop_shape.iter().map(|&v| v as u64).product();
     let full: u64 = prep.shape.iter().map(|&v| v as u64).product();
     let plane_max = [prep.crop_shape, shape, prep.shape]

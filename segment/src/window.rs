@@ -4,8 +4,9 @@
 //! (evenly on both sides), softmax of every tile weighted by a Gaussian importance map
 //! (sigma = patch / 8, normalised to max 1, zeros replaced by the smallest non-zero value),
 //! optional mirroring test-time augmentation over all 8 flip combinations, and the weighted sum
-//! divided by the summed weights. Accumulators are f32 `[classes, D, H, W]` (bounded by the
-//! image, not by the number of tiles).
+//! divided by the summed weights. [`sliding_window_planes`] holds the accumulators of the planes
+//! under the current row of tiles only ([`band_planes`]); [`sliding_window`] gathers its planes
+//! into `[classes, D, H, W]`.
 
 /// Tile start positions along one axis (`image >= patch`).
 pub fn axis_steps(image: usize, patch: usize, step: f64) -> Vec<usize> {
@@ -206,7 +207,9 @@ pub fn sliding_window<E>(
 /// Sliding-window prediction that hands over the class probabilities plane by plane along the
 /// first axis, each as soon as no later tile touches it, so memory holds only the planes under
 /// the current tiles: at most `patch[0]` planes plus one step (with a batch spanning two rows of
-/// tiles) of `classes + 1` floats per voxel of a plane, whatever the image's depth.
+/// tiles) of `classes` floats per voxel of a plane, whatever the image's depth. The summed
+/// Gaussian weights are not stored: each finished plane adds them up again, tile by tile in the
+/// same order, which gives the same floats.
 ///
 /// `volume` holds one `[D, H, W]` slice per input channel. `emit(z, plane)` receives plane `z`
 /// (`0..D`, in order) as `[classes, H, W]`. The numbers equal [`sliding_window`]'s bit for bit:
@@ -248,6 +251,8 @@ pub fn sliding_window_planes<E>(
     let total = jobs.len().div_ceil(batch);
     let mut band = Band::new(classes, ps);
     let mut out = vec![0f32; classes * shape[1] * shape[2]];
+    let mut weight = vec![0f32; ps[1] * ps[2]];
+    let scale = 1.0 / flips.len() as f32;
     let mut tile_in = vec![0f32; batch * channels * tvox];
     for (k, chunk) in jobs.chunks(batch).enumerate() {
         for (b, (s, f)) in chunk.iter().enumerate() {
@@ -263,7 +268,7 @@ pub fn sliding_window_planes<E>(
         for (b, (s, f)) in chunk.iter().enumerate() {
             let l = &logits[b * classes * tvox..(b + 1) * classes * tvox];
             band.reach(s[0] + patch[0]);
-            band.accumulate(l, patch, *s, *f, &g, 1.0 / flips.len() as f32);
+            band.accumulate(l, patch, *s, *f, &g, scale);
         }
         progress(k + 1, total);
         // Tiles run in raster order, so planes above the next tile's first plane are final.
@@ -272,7 +277,8 @@ pub fn sliding_window_planes<E>(
             let z = band.first;
             let finished = band.pop();
             if (pad[0].0..pad[0].0 + shape[0]).contains(&z) {
-                normalise(&finished, classes, ps, shape, pad, &mut out);
+                plane_weights(&jobs, z, patch, ps, &g, scale, &mut weight);
+                normalise(&finished, &weight, classes, ps, shape, pad, &mut out);
                 emit(z - pad[0].0, &out)?;
             }
             band.recycle(finished);
@@ -284,7 +290,7 @@ pub fn sliding_window_planes<E>(
 }
 
 /// The most planes [`sliding_window_planes`] holds at once for a volume of `shape` (the
-/// accumulators are this many planes of the padded `H x W`, `classes + 1` floats per voxel).
+/// accumulators are this many planes of the padded `H x W`, `classes` floats per voxel).
 pub fn band_planes(shape: [usize; 3], patch: [usize; 3], opts: &WindowOptions) -> usize {
     let pad = padding(shape, patch);
     let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
@@ -356,7 +362,7 @@ impl Source<'_> {
 }
 
 /// The accumulators of the planes under the current tiles: per padded plane, `classes` maps of
-/// weighted probabilities, then the summed weights.
+/// weighted probabilities.
 struct Band {
     classes: usize,
     ps: [usize; 3],
@@ -386,7 +392,7 @@ impl Band {
             let p = self
                 .spare
                 .pop()
-                .unwrap_or_else(|| vec![0f32; (self.classes + 1) * self.ps[1] * self.ps[2]]);
+                .unwrap_or_else(|| vec![0f32; self.classes * self.ps[1] * self.ps[2]]);
             self.planes.push_back(p);
         }
         self.peak = self.peak.max(self.planes.len());
@@ -460,7 +466,7 @@ fn tile_row(
 ) {
     let tvox: usize = patch.iter().product();
     let pvox = ps[1] * ps[2];
-    let (acc, weight) = plane.split_at_mut(classes * pvox);
+    let acc = plane;
     let mut prob = vec![0f32; classes];
     for y in 0..patch[1] {
         for x in 0..patch[2] {
@@ -483,15 +489,42 @@ fn tile_row(
             for (c, p) in prob.iter().enumerate() {
                 acc[c * pvox + o] += scale * w * p / sum;
             }
-            weight[o] += scale * w;
         }
     }
 }
 
-/// Divides one finished padded plane by its weights and crops the padding: `out` is
+/// The summed weights of padded plane `z`: `scale * gaussian` of every job covering it, added in
+/// job order as the accumulation went (a mirrored tile's weight at a voxel is the map's value at
+/// the voxel's place in the tile, whatever the flips).
+fn plane_weights(
+    jobs: &[([usize; 3], [bool; 3])],
+    z: usize,
+    patch: [usize; 3],
+    ps: [usize; 3],
+    g: &[f32],
+    scale: f32,
+    weight: &mut [f32],
+) {
+    weight.fill(0.0);
+    for (s, _) in jobs {
+        if !(s[0]..s[0] + patch[0]).contains(&z) {
+            continue;
+        }
+        let gz = &g[(z - s[0]) * patch[1] * patch[2]..][..patch[1] * patch[2]];
+        for y in 0..patch[1] {
+            let row = &mut weight[(s[1] + y) * ps[2] + s[2]..][..patch[2]];
+            for (w, &gv) in row.iter_mut().zip(&gz[y * patch[2]..][..patch[2]]) {
+                *w += scale * gv;
+            }
+        }
+    }
+}
+
+/// Divides one finished padded plane by its `weight` and crops the padding: `out` is
 /// `[classes, H, W]` of the image.
 fn normalise(
     plane: &[f32],
+    weight: &[f32],
     classes: usize,
     ps: [usize; 3],
     shape: [usize; 3],
@@ -499,7 +532,6 @@ fn normalise(
     out: &mut [f32],
 ) {
     let pvox = ps[1] * ps[2];
-    let weight = &plane[classes * pvox..];
     for c in 0..classes {
         for y in 0..shape[1] {
             for x in 0..shape[2] {
