@@ -14,7 +14,9 @@ use super::preprocess::{
     inverse_permutation, preprocess, transpose, uncrop, Preprocessed, PreprocessingConfig,
 };
 use super::resample::{resample_channels, Order, PlaneResampler, Shape};
-use super::window::{band_planes, check_tiles, padding, sliding_window_planes, WindowOptions};
+use super::window::{
+    argmax, band_planes, check_tiles, padding, sliding_window_planes, WindowOptions,
+};
 use crate::SegmentError;
 
 /// What the predictor is and how to run it.
@@ -354,16 +356,7 @@ fn streamed<E: From<SegmentError>>(
         progress,
         |_, plane| {
             resampler.push(plane, |o, back| -> Result<(), E> {
-                let labels = &mut crop_labels[o * crop_plane..][..crop_plane];
-                for (v, l) in labels.iter_mut().enumerate() {
-                    let mut best = 0;
-                    for c in 1..classes {
-                        if back[c * crop_plane + v] > back[best * crop_plane + v] {
-                            best = c;
-                        }
-                    }
-                    *l = best as u16;
-                }
+                crop_labels[o * crop_plane..][..crop_plane].copy_from_slice(&argmax(back, classes));
                 if let Some(s) = sink.as_deref_mut() {
                     for c in 0..classes {
                         let dst = &mut full[c * net_plane..][..net_plane];
