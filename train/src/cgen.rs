@@ -35,6 +35,11 @@ pub struct CKernels {
     /// can use. Buffers the kernels did not allocate (the step's inputs, the loss gradients)
     /// are recycled too, so without this bound the pool would grow every step.
     spare_cap: HashMap<usize, usize>,
+    /// Bytes in `spare`.
+    spare_total: usize,
+    /// The most bytes the spare buffers and the caller's live values may hold together (the
+    /// executor's planned peak; unbounded until set).
+    budget: usize,
     _lib: libloading::Library,
 }
 
@@ -116,6 +121,8 @@ impl CKernels {
             kernels,
             spare: HashMap::new(),
             spare_cap,
+            spare_total: 0,
+            budget: usize::MAX,
             _lib: lib,
         })
     }
@@ -125,23 +132,60 @@ impl CKernels {
         self.target
     }
 
-    /// Keeps `t`'s buffer for reuse when this was its last reference and the pool of its length
-    /// is not full (else it is freed).
-    pub fn recycle(&mut self, t: Arc<Tensor>) {
+    /// Bounds the pool: spare buffers and the `live` bytes the caller passes to
+    /// [`CKernels::recycle`] and [`CKernels::run`] never exceed `bytes` together (the pool
+    /// frees buffers to stay below it).
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+        self.evict(0, 0);
+    }
+
+    /// Keeps `t`'s buffer for reuse when this was its last reference, the pool of its length
+    /// is not full and the buffer fits the budget next to `live` bytes of values (else it is
+    /// freed).
+    pub fn recycle(&mut self, t: Arc<Tensor>, live: usize) {
         if let Ok(t) = Arc::try_unwrap(t) {
             if let e2enc_ir::TensorData::F32(v) = t.into_data() {
+                let bytes = v.len() * 4;
                 let cap = self.spare_cap.get(&v.len()).copied().unwrap_or(0);
+                let fits = live
+                    .saturating_add(self.spare_total)
+                    .saturating_add(bytes)
+                    <= self.budget;
                 let pool = self.spare.entry(v.len()).or_default();
-                if pool.len() < cap {
+                if pool.len() < cap && fits {
                     pool.push(v);
+                    self.spare_total += bytes;
                 }
+            }
+        }
+    }
+
+    /// Frees spare buffers, largest first, until `live + need` more bytes fit the budget.
+    fn evict(&mut self, live: usize, need: usize) {
+        while live
+            .saturating_add(need)
+            .saturating_add(self.spare_total)
+            > self.budget
+        {
+            let Some(len) = self
+                .spare
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(&len, _)| len)
+                .max()
+            else {
+                return;
+            };
+            if let Some(v) = self.spare.get_mut(&len).and_then(Vec::pop) {
+                self.spare_total -= v.len() * 4;
             }
         }
     }
 
     /// Bytes held in the pool of spare buffers.
     pub fn spare_bytes(&self) -> usize {
-        self.spare.iter().map(|(len, v)| len * v.len() * 4).sum()
+        self.spare_total
     }
 
     /// The mnemonic the profile books node `id`'s time under.
@@ -149,15 +193,32 @@ impl CKernels {
         self.kernels.get(&id).map(|k| k.2)
     }
 
-    /// Runs node `id`'s kernel on `vals` (which hold its operands), giving a tensor of `shape`.
+    /// Runs node `id`'s kernel on `vals` (which hold its operands), giving a tensor of `shape`;
+    /// `live_bytes` are the caller's live values (for the pool's budget).
     pub fn run(
         &mut self,
         id: NodeId,
         shape: &[usize],
         vals: &HashMap<NodeId, Arc<Tensor>>,
         masks: &super::exec::LiveMasks,
+        live_bytes: usize,
         operand_shape: impl Fn(NodeId) -> Vec<usize>,
     ) -> Result<Tensor, TrainError> {
+        if !self.kernels.contains_key(&id) {
+            return Err(TrainError::CKernels("no generated kernel".into()));
+        }
+        let numel: usize = shape.iter().product();
+        // Every kernel writes its whole output, so a spare buffer's old values never show.
+        let mut out = match self.spare.get_mut(&numel).and_then(Vec::pop) {
+            Some(v) => {
+                self.spare_total -= numel * 4;
+                v
+            }
+            None => {
+                self.evict(live_bytes, numel * 4);
+                vec![0f32; numel]
+            }
+        };
         let (k, f, _) = self
             .kernels
             .get(&id)
@@ -198,12 +259,6 @@ impl CKernels {
                     ))
                 })?
             }
-        };
-        let numel: usize = shape.iter().product();
-        // Every kernel writes its whole output, so a spare buffer's old values never show.
-        let mut out = match self.spare.get_mut(&numel).and_then(Vec::pop) {
-            Some(v) => v,
-            None => vec![0f32; numel],
         };
         // SAFETY: the operand buffers have exactly the shapes the kernel was generated for
         // (checked above), `out` has the node's element count, `live` is a CSR of the right

@@ -7,8 +7,13 @@
 //!
 //! The graph is split once, at construction: the forward part is every ancestor of a forward
 //! output (it cannot depend on the `grad.*` inputs), the backward part is the rest, both in the
-//! graph's stable topological order. Forward values stay alive until the backward pass is done
-//! (the backward ops read them); backward values are dropped after their last use. Convolutions
+//! graph's stable topological order. What the step keeps is planned there too
+//! ([`super::memplan`], [`Memory`]): by default the backward pass recomputes the cheap forward
+//! ops (instance norm, leaky ReLU, concatenation, max pooling) from the kept convolution outputs
+//! instead of keeping theirs, and every value is dropped after its last use in forward-then-
+//! backward order; [`Executor::memory_plan`] gives the bytes live at each op and the peak, and
+//! the generated backend's pool of reused buffers never holds more than the plan's peak
+//! together with the live values. Convolutions
 //! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
 //! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
 //! is exactly zero. Both backends run the graph after the training passes
@@ -26,6 +31,8 @@ use e2enc_codegen::target::Target;
 use e2enc_ir::interp;
 
 use super::cgen::CKernels;
+pub use super::memplan::{Memory, MemoryPlan};
+use super::memplan::{add_recompute, last_uses, plan, schedule, value_bytes};
 use crate::TrainError;
 
 /// Which kernels run a training graph's ops.
@@ -61,10 +68,23 @@ pub type LiveMasks = HashMap<String, Vec<bool>>;
 /// A training graph prepared for repeated steps.
 pub struct Executor {
     g: Graph,
-    forward: Vec<NodeId>,
-    backward: Vec<NodeId>,
-    /// Position in `backward` after which a backward value is no longer read.
+    /// Forward ops, then backward ops ([`super::memplan::schedule`]).
+    order: Vec<NodeId>,
+    /// How many ops of `order` are the forward part.
+    n_forward: usize,
+    /// Position in `order` of each value's last reader.
     last_use: HashMap<NodeId, usize>,
+    /// The same within the forward part alone (for [`Executor::forward`]).
+    forward_last_use: HashMap<NodeId, usize>,
+    /// The ops of the forward part.
+    forward: HashSet<NodeId>,
+    /// Values a step returns (forward outputs, weight gradients): never dropped early.
+    keep: HashSet<NodeId>,
+    memory: Memory,
+    plan: MemoryPlan,
+    /// Bytes of values (not weights) held now, and the most held at once so far.
+    live_bytes: usize,
+    peak_live_bytes: usize,
     /// (forward output name, its node, the `grad.*` input that receives its gradient).
     outputs: Vec<(String, NodeId, String)>,
     /// (weight name, the node computing its gradient).
@@ -101,7 +121,7 @@ impl Executor {
         threads: usize,
         backend: Backend,
     ) -> Result<Executor, TrainError> {
-        Executor::build(tg, threads, backend, None)
+        Executor::build(tg, threads, backend, None, Memory::default())
     }
 
     /// [`Executor::with_backend`] where only the weights in `maskable` get live masks (the DSFF
@@ -113,7 +133,20 @@ impl Executor {
         backend: Backend,
         maskable: &HashSet<String>,
     ) -> Result<Executor, TrainError> {
-        Executor::build(tg, threads, backend, Some(maskable))
+        Executor::build(tg, threads, backend, Some(maskable), Memory::default())
+    }
+
+    /// [`Executor::with_maskable`] (every weight maskable when `maskable` is `None`) with the
+    /// memory policy `memory` instead of the default [`Memory::Recompute`]; all policies give
+    /// the same bits.
+    pub fn with_memory(
+        tg: &TrainGraph,
+        threads: usize,
+        backend: Backend,
+        maskable: Option<&HashSet<String>>,
+        memory: Memory,
+    ) -> Result<Executor, TrainError> {
+        Executor::build(tg, threads, backend, maskable, memory)
     }
 
     fn build(
@@ -121,11 +154,30 @@ impl Executor {
         threads: usize,
         backend: Backend,
         maskable: Option<&HashSet<String>>,
+        memory: Memory,
     ) -> Result<Executor, TrainError> {
         // Both backends compute the graph after the training passes (depth shifts fused into
         // the convolutions).
-        let prepared =
+        let mut prepared =
             e2enc_codegen::train::prepare(tg).map_err(|e| TrainError::Graph(e.to_string()))?;
+        let grad_of: HashMap<&str, &str> = tg
+            .grad_inputs
+            .iter()
+            .map(|(o, i)| (o.as_str(), i.as_str()))
+            .collect();
+        let roots: Vec<NodeId> = prepared
+            .graph
+            .outputs()
+            .iter()
+            .filter(|(name, _)| grad_of.contains_key(name.as_str()))
+            .map(|o| o.1)
+            .collect();
+        let fwd_set: HashSet<NodeId> = prepared.graph.ancestors(&roots);
+        let late = if memory == Memory::Recompute {
+            add_recompute(&mut prepared.graph, &fwd_set)?
+        } else {
+            HashSet::new()
+        };
         let tg = &prepared;
         let c = match backend {
             Backend::Generated(target) => {
@@ -134,36 +186,15 @@ impl Executor {
             Backend::Reference => None,
         };
         let g = tg.graph.clone();
-        let order = g.topo_order()?;
-        let grad_of: HashMap<&str, &str> = tg
-            .grad_inputs
-            .iter()
-            .map(|(o, i)| (o.as_str(), i.as_str()))
-            .collect();
         let mut outputs = Vec::new();
         for (name, id) in g.outputs() {
             if let Some(gi) = grad_of.get(name.as_str()) {
                 outputs.push((name.clone(), *id, gi.to_string()));
             }
         }
-        let roots: Vec<NodeId> = outputs.iter().map(|o| o.1).collect();
-        let fwd_set: HashSet<NodeId> = g.ancestors(&roots);
-        let forward: Vec<NodeId> = order
-            .iter()
-            .copied()
-            .filter(|n| fwd_set.contains(n))
-            .collect();
-        let backward: Vec<NodeId> = order
-            .iter()
-            .copied()
-            .filter(|n| !fwd_set.contains(n))
-            .collect();
-        let mut last_use = HashMap::new();
-        for (pos, &n) in backward.iter().enumerate() {
-            for op in g.operands(n) {
-                last_use.insert(op, pos);
-            }
-        }
+        let (order, n_forward) = schedule(&g, &fwd_set, &late)?;
+        let last_use = last_uses(&g, &order);
+        let forward_last_use = last_uses(&g, &order[..n_forward]);
         let mut weight_grads = Vec::new();
         for (w, out) in &tg.weight_grads {
             let id = g.output(out).ok_or_else(|| {
@@ -196,11 +227,28 @@ impl Executor {
                 masked.insert(*id, w.clone());
             }
         }
+        let keep: HashSet<NodeId> = weight_grads
+            .iter()
+            .map(|w| w.1)
+            .chain(outputs.iter().map(|o| o.1))
+            .collect();
+        let plan = plan(&g, &order, n_forward, &keep, memory == Memory::KeepForward);
+        let mut c = c;
+        if let Some(c) = &mut c {
+            c.set_budget(plan.peak_bytes);
+        }
         Ok(Executor {
             g,
-            forward,
-            backward,
+            order,
+            forward: fwd_set,
+            n_forward,
             last_use,
+            forward_last_use,
+            keep,
+            memory,
+            plan,
+            live_bytes: 0,
+            peak_live_bytes: 0,
             outputs,
             weight_grads,
             masked,
@@ -210,7 +258,8 @@ impl Executor {
         })
     }
 
-    /// Forward outputs only (validation): `inputs` holds the graph's forward inputs.
+    /// Forward outputs only (validation): `inputs` holds the graph's forward inputs. Values
+    /// are dropped after their last use in the forward part.
     pub fn forward(
         &mut self,
         weights: &Weights,
@@ -218,25 +267,40 @@ impl Executor {
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
         let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
-        let order = std::mem::take(&mut self.forward);
-        let r = self.eval_list(&order, weights, live, inputs, &mut vals, false);
-        self.forward = order;
+        let last = std::mem::take(&mut self.forward_last_use);
+        let r = self.run_ops(
+            0..self.n_forward,
+            &last,
+            weights,
+            live,
+            Feed::Borrowed(inputs),
+            &mut vals,
+        );
+        self.forward_last_use = last;
         r?;
         let out = self
             .outputs
             .iter()
             .map(|(name, id, _)| (name.clone(), vals[id].clone()))
             .collect();
-        self.recycle(vals);
+        self.recycle_all(vals);
         Ok(out)
     }
 
     /// Hands the buffers of a finished step's values to the C backend for reuse.
-    fn recycle(&mut self, vals: HashMap<NodeId, Arc<Tensor>>) {
+    fn recycle_all(&mut self, vals: HashMap<NodeId, Arc<Tensor>>) {
+        let mut vals: Vec<(NodeId, Arc<Tensor>)> = vals.into_iter().collect();
+        vals.sort_by_key(|v| v.0);
+        for (id, v) in vals {
+            self.release(id, v);
+        }
+    }
+
+    /// Drops value `id` (its buffer goes to the C backend's pool when that has room).
+    fn release(&mut self, id: NodeId, v: Arc<Tensor>) {
+        self.live_bytes -= value_bytes(&self.g, id);
         if let Some(c) = &mut self.c {
-            for (_, v) in vals {
-                c.recycle(v);
-            }
+            c.recycle(v, self.live_bytes);
         }
     }
 
@@ -251,40 +315,74 @@ impl Executor {
         ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
     ) -> Result<StepResult, TrainError> {
         let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
-        let order = std::mem::take(&mut self.forward);
-        let r = self.eval_list(&order, weights, live, inputs, &mut vals, false);
-        self.forward = order;
-        r?;
+        let last = std::mem::take(&mut self.last_use);
+        let r = self.run_ops(
+            0..self.n_forward,
+            &last,
+            weights,
+            live,
+            Feed::Borrowed(inputs),
+            &mut vals,
+        );
+        if let Err(e) = r {
+            self.last_use = last;
+            return Err(e);
+        }
         let outputs: BTreeMap<String, Arc<Tensor>> = self
             .outputs
             .iter()
             .map(|(name, id, _)| (name.clone(), vals[id].clone()))
             .collect();
-        let (value, mut dout) = loss(&outputs)?;
-        let mut grad_inputs = BTreeMap::new();
-        for (name, _, gi) in &self.outputs {
-            let t = dout.remove(name).ok_or_else(|| {
-                TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
-            })?;
-            grad_inputs.insert(gi.clone(), t);
-        }
-        let order = std::mem::take(&mut self.backward);
-        let r = self.eval_list(&order, weights, live, &grad_inputs, &mut vals, true);
-        self.backward = order;
-        r?;
+        let grad_inputs: Result<(f64, BTreeMap<String, Tensor>), TrainError> = (|| {
+            let (value, mut dout) = loss(&outputs)?;
+            let mut grad_inputs = BTreeMap::new();
+            for (name, _, gi) in &self.outputs {
+                let t = dout.remove(name).ok_or_else(|| {
+                    TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
+                })?;
+                grad_inputs.insert(gi.clone(), t);
+            }
+            Ok((value, grad_inputs))
+        })();
+        let r = grad_inputs.and_then(|(value, grad_inputs)| {
+            let all = self.n_forward..self.order.len();
+            self.run_ops(all, &last, weights, live, Feed::Owned(grad_inputs), &mut vals)?;
+            Ok(value)
+        });
+        self.last_use = last;
+        let value = r?;
         let mut grads = Weights::new();
         for (w, id) in &self.weight_grads {
             let t = vals
-                .get(id)
+                .remove(id)
                 .ok_or_else(|| TrainError::Graph(format!("gradient of `{w}` was not computed")))?;
-            grads.insert(w.clone(), (**t).clone());
+            self.live_bytes -= value_bytes(&self.g, *id);
+            grads.insert(w.clone(), Arc::unwrap_or_clone(t));
         }
-        self.recycle(vals);
+        self.recycle_all(vals);
         Ok(StepResult {
             loss: value,
             outputs,
             grads,
         })
+    }
+
+    /// The memory plan of a step under this executor's policy: bytes of values live after
+    /// each op, the peak and what is live there. The generated backend's buffer pool holds at
+    /// most the peak minus what is live.
+    pub fn memory_plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
+    /// The memory policy in use.
+    pub fn memory(&self) -> Memory {
+        self.memory
+    }
+
+    /// The most bytes of values (weights excluded) the executor has held at once, over all
+    /// steps so far: the plan's peak once a step has run, when the plan is right.
+    pub fn peak_live_bytes(&self) -> usize {
+        self.peak_live_bytes
     }
 
     /// The `n` nodes that took longest (description, seconds), slowest first.
@@ -310,25 +408,45 @@ impl Executor {
         }
     }
 
-    fn eval_list(
+    /// Runs the ops at `range` of the order, dropping each value after its last reader by
+    /// `last_use` unless the step keeps it (or, with [`Memory::KeepForward`], it is a forward
+    /// value).
+    fn run_ops(
         &mut self,
-        order: &[NodeId],
+        range: std::ops::Range<usize>,
+        last_use: &HashMap<NodeId, usize>,
         weights: &Weights,
         live: &LiveMasks,
-        inputs: &BTreeMap<String, Tensor>,
+        mut inputs: Feed<'_>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
-        free_after_last_use: bool,
     ) -> Result<(), TrainError> {
-        let keep: HashSet<NodeId> = self.weight_grads.iter().map(|w| w.1).collect();
-        for (pos, &id) in order.iter().enumerate() {
+        let order = std::mem::take(&mut self.order);
+        let r = self.run_ops_in(&order, range, last_use, weights, live, &mut inputs, vals);
+        self.order = order;
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_ops_in(
+        &mut self,
+        order: &[NodeId],
+        range: std::ops::Range<usize>,
+        last_use: &HashMap<NodeId, usize>,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &mut Feed<'_>,
+        vals: &mut HashMap<NodeId, Arc<Tensor>>,
+    ) -> Result<(), TrainError> {
+        for pos in range {
+            let id = order[pos];
             let node = self.g.node(id);
             let val: Arc<Tensor> = match &node.op {
                 Op::Input { name } => {
                     let t = inputs
-                        .get(name)
+                        .take(name)
                         .ok_or_else(|| TrainError::Graph(format!("input `{name}` not given")))?;
-                    check_type(t, node, "input", name)?;
-                    Arc::new(t.clone())
+                    check_type(&t, node, "input", name)?;
+                    Arc::new(t)
                 }
                 Op::Weight { name } => {
                     let t = weights
@@ -342,7 +460,7 @@ impl Executor {
                     let g = &self.g;
                     let t0 = Instant::now();
                     let out = c
-                        .run(id, &node.ty.shape, vals, live, |o| {
+                        .run(id, &node.ty.shape, vals, live, self.live_bytes, |o| {
                             g.node(o).ty.shape.clone()
                         })
                         .map_err(|e| TrainError::Graph(format!("{}: {e}", g.describe(id))))?;
@@ -374,17 +492,43 @@ impl Executor {
                 }
             };
             vals.insert(id, val);
-            if free_after_last_use {
-                for o in self.g.operands(id) {
-                    if self.last_use.get(&o) == Some(&pos) && !keep.contains(&o) {
-                        if let (Some(v), Some(c)) = (vals.remove(&o), self.c.as_mut()) {
-                            c.recycle(v);
-                        }
-                    }
+            self.live_bytes += value_bytes(&self.g, id);
+            self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
+            // Drop what is read for the last time here, and this value when nothing reads it.
+            let mut done = self.g.operands(id);
+            done.sort();
+            done.dedup();
+            done.retain(|o| last_use.get(o) == Some(&pos));
+            if !last_use.contains_key(&id) {
+                done.push(id);
+            }
+            for o in done {
+                let forward_kept = self.memory == Memory::KeepForward && self.forward.contains(&o);
+                if self.keep.contains(&o) || forward_kept {
+                    continue;
+                }
+                if let Some(v) = vals.remove(&o) {
+                    self.release(o, v);
                 }
             }
         }
         Ok(())
+    }
+
+}
+
+/// The step's inputs: the caller's (copied as they are read) or the loss gradients (moved).
+enum Feed<'a> {
+    Borrowed(&'a BTreeMap<String, Tensor>),
+    Owned(BTreeMap<String, Tensor>),
+}
+
+impl Feed<'_> {
+    fn take(&mut self, name: &str) -> Option<Tensor> {
+        match self {
+            Feed::Borrowed(m) => m.get(name).cloned(),
+            Feed::Owned(m) => m.remove(name),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod exec;
 pub mod loss;
+pub mod memplan;
 pub mod mni;
 pub mod optim;
 pub mod plot;
