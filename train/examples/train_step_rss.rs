@@ -5,7 +5,7 @@
 //! per process, alone on the machine.
 //!
 //! ```text
-//! cargo run --release -p e2enc-train --example train_step_rss -- WIDTH PATCH BATCH [STEPS] [DENSITY] [THREADS]
+//! cargo run --release -p e2enc-train --example train_step_rss -- WIDTH PATCH BATCH [STEPS] [DENSITY] [THREADS] [keep|free|WINDOW]
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,7 +16,7 @@ use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, ModelConfig
 use e2enc_ir::init::noise;
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::Tensor;
-use e2enc_train::exec::{Executor, LiveMasks};
+use e2enc_train::exec::{Executor, LiveMasks, Memory};
 
 /// A `/proc/self/status` field in kB, as GiB.
 fn status_gib(field: &str) -> f64 {
@@ -35,8 +35,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let patch: usize = arg(1, "128").parse()?;
     let batch: usize = arg(2, "1").parse()?;
     let steps: usize = arg(3, "2").parse()?;
-    let density: f32 = arg(4, "0.2").parse()?;
+    let density: f64 = arg(4, "0.2").parse()?;
     let threads: usize = arg(5, "2").parse()?;
+    // keep | free | W (recompute with window W)
+    let memory = match arg(6, "default").as_str() {
+        "keep" => Memory::KeepForward,
+        "free" => Memory::FreeAfterLastUse,
+        "default" => Memory::default(),
+        w => Memory::Recompute { window: w.parse()? },
+    };
     let mut cfg = ModelConfig::amos_ct();
     cfg.base_width = width;
     cfg.patch_size = [patch; 3];
@@ -75,10 +82,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inputs: BTreeMap<String, Tensor> = [(x.0, Tensor::from_f32(shape, noise(n, 3))?)].into();
     let maskable: HashSet<String> = live.keys().cloned().collect();
     let t0 = Instant::now();
-    let mut ex = Executor::with_maskable(&tg, threads, Default::default(), &maskable)?;
+    let mut ex = Executor::with_memory(&tg, threads, Default::default(), Some(&maskable), memory)?;
     println!(
-        "width {width}, patch {patch}^3, batch {batch}, density {density}, {threads} threads: \
-         built in {:.1} s, VmHWM {:.2} GiB",
+        "width {width}, patch {patch}^3, batch {batch}, density {density}, {threads} threads, \
+         {memory:?}: built in {:.1} s, VmHWM {:.2} GiB",
         t0.elapsed().as_secs_f64(),
         status_gib("VmHWM:")
     );
@@ -95,13 +102,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok((loss, g))
         })?;
-        let gsum: f64 = res
-            .grads
-            .values()
-            .map(|t| t.as_f32().unwrap_or(&[]).iter().map(|&v| v as f64).sum::<f64>())
-            .sum();
+        // A fingerprint of every gradient's bits (FNV-1a over the names and values, in order).
+        let mut h: u64 = 0xcbf29ce484222325;
+        for (name, t) in res.grads.iter() {
+            let bytes = name.bytes().chain(
+                t.as_f32()
+                    .unwrap_or(&[])
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_le_bytes()),
+            );
+            for b in bytes {
+                h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        }
         println!(
-            "step {i}: {:.1} s, loss {:.6e}, grad sum {gsum:.6e}, VmHWM {:.2} GiB, VmRSS {:.2} GiB, \
+            "step {i}: {:.1} s, loss {:.6e}, gradient bits {h:016x}, VmHWM {:.2} GiB, VmRSS {:.2} GiB, \
              pool {:.2} GiB",
             t.elapsed().as_secs_f64(),
             res.loss,
@@ -109,6 +124,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             status_gib("VmRSS:"),
             ex.spare_bytes() as f64 / (1u64 << 30) as f64
         );
+    }
+    let mut rows: Vec<_> = ex.profile.iter().collect();
+    rows.sort_by(|a, b| b.1.total_cmp(a.1));
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    println!("op time over {steps} steps ({total:.1} s in ops):");
+    for (op, t) in rows.iter().take(12) {
+        println!("  {op:<24} {t:>7.2} s");
     }
     Ok(())
 }

@@ -148,10 +148,8 @@ impl CKernels {
             if let e2enc_ir::TensorData::F32(v) = t.into_data() {
                 let bytes = v.len() * 4;
                 let cap = self.spare_cap.get(&v.len()).copied().unwrap_or(0);
-                let fits = live
-                    .saturating_add(self.spare_total)
-                    .saturating_add(bytes)
-                    <= self.budget;
+                let fits =
+                    live.saturating_add(self.spare_total).saturating_add(bytes) <= self.budget;
                 let pool = self.spare.entry(v.len()).or_default();
                 if pool.len() < cap && fits {
                     pool.push(v);
@@ -163,11 +161,7 @@ impl CKernels {
 
     /// Frees spare buffers, largest first, until `live + need` more bytes fit the budget.
     fn evict(&mut self, live: usize, need: usize) {
-        while live
-            .saturating_add(need)
-            .saturating_add(self.spare_total)
-            > self.budget
-        {
+        while live.saturating_add(need).saturating_add(self.spare_total) > self.budget {
             let Some(len) = self
                 .spare
                 .iter()

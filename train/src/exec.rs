@@ -9,16 +9,17 @@
 //! output (it cannot depend on the `grad.*` inputs), the backward part is the rest, both in the
 //! graph's stable topological order. What the step keeps is planned there too
 //! ([`super::memplan`], [`Memory`]): by default the backward pass recomputes the cheap forward
-//! ops (instance norm, leaky ReLU, concatenation, max pooling) from the kept convolution outputs
-//! instead of keeping theirs, and every value is dropped after its last use in forward-then-
-//! backward order; [`Executor::memory_plan`] gives the bytes live at each op and the peak, and
-//! the generated backend's pool of reused buffers never holds more than the plan's peak
-//! together with the live values. Convolutions
-//! whose weight is a DSFF-masked parameter get that parameter's live-kernel mask, so dead kernels
-//! cost nothing in the forward, data-gradient and weight-gradient kernels; their weight gradient
-//! is exactly zero. Both backends run the graph after the training passes
-//! (`e2enc_codegen::train::prepare`: depth shifts fused into the convolutions that read them and
-//! into the data gradients before their backward), so no shifted copy is ever made.
+//! ops (instance norm, leaky ReLU, concatenation, max pooling, the fusion grid's 2x2x2
+//! transposed convolutions) from the kept convolution outputs instead of keeping theirs, and
+//! every value is dropped after its last use in forward-then-backward order;
+//! [`Executor::memory_plan`] gives the bytes live at each op and the peak, and the generated
+//! backend's pool of reused buffers never holds more than the plan's peak together with the
+//! live values. Convolutions whose weight is a DSFF-masked parameter get that parameter's
+//! live-kernel mask, so dead kernels cost nothing in the forward, data-gradient and
+//! weight-gradient kernels; their weight gradient is exactly zero. Both backends run the graph
+//! after the training passes (`e2enc_codegen::train::prepare`: depth shifts fused into the
+//! convolutions that read them and into the data gradients before their backward), so no
+//! shifted copy is ever made.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -31,8 +32,8 @@ use e2enc_codegen::target::Target;
 use e2enc_ir::interp;
 
 use super::cgen::CKernels;
-pub use super::memplan::{Memory, MemoryPlan};
 use super::memplan::{add_recompute, last_uses, plan, schedule, value_bytes};
+pub use super::memplan::{Memory, MemoryPlan};
 use crate::TrainError;
 
 /// Which kernels run a training graph's ops.
@@ -173,10 +174,12 @@ impl Executor {
             .map(|o| o.1)
             .collect();
         let fwd_set: HashSet<NodeId> = prepared.graph.ancestors(&roots);
-        let late = if memory == Memory::Recompute {
-            add_recompute(&mut prepared.graph, &fwd_set)?
+        let (late, backward) = if let Memory::Recompute { window } = memory {
+            add_recompute(&mut prepared.graph, &fwd_set, window)?
         } else {
-            HashSet::new()
+            let order = prepared.graph.topo_order()?;
+            let backward = order.into_iter().filter(|n| !fwd_set.contains(n)).collect();
+            (HashSet::new(), backward)
         };
         let tg = &prepared;
         let c = match backend {
@@ -192,7 +195,7 @@ impl Executor {
                 outputs.push((name.clone(), *id, gi.to_string()));
             }
         }
-        let (order, n_forward) = schedule(&g, &fwd_set, &late)?;
+        let (order, n_forward) = schedule(&g, &fwd_set, &backward, &late)?;
         let last_use = last_uses(&g, &order);
         let forward_last_use = last_uses(&g, &order[..n_forward]);
         let mut weight_grads = Vec::new();
@@ -346,7 +349,14 @@ impl Executor {
         })();
         let r = grad_inputs.and_then(|(value, grad_inputs)| {
             let all = self.n_forward..self.order.len();
-            self.run_ops(all, &last, weights, live, Feed::Owned(grad_inputs), &mut vals)?;
+            self.run_ops(
+                all,
+                &last,
+                weights,
+                live,
+                Feed::Owned(grad_inputs),
+                &mut vals,
+            )?;
             Ok(value)
         });
         self.last_use = last;
@@ -372,6 +382,13 @@ impl Executor {
     /// most the peak minus what is live.
     pub fn memory_plan(&self) -> &MemoryPlan {
         &self.plan
+    }
+
+    /// The training graph the executor runs (after the training passes and, with
+    /// [`Memory::Recompute`], with the backward pass's copies of the cheap forward ops), and its
+    /// order: forward part first.
+    pub fn graph(&self) -> (&Graph, &[NodeId]) {
+        (&self.g, &self.order)
     }
 
     /// The memory policy in use.
@@ -514,7 +531,6 @@ impl Executor {
         }
         Ok(())
     }
-
 }
 
 /// The step's inputs: the caller's (copied as they are read) or the loss gradients (moved).

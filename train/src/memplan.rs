@@ -10,101 +10,142 @@
 //! - [`Memory::FreeAfterLastUse`]: every value, forward ones too, is dropped after its last use
 //!   in forward-then-backward order;
 //! - [`Memory::Recompute`] (the default): as `FreeAfterLastUse`, and the outputs of the cheap
-//!   forward ops (instance norm, leaky ReLU, concatenation, max pooling) are not kept for the
-//!   backward pass: the graph gets a copy of each such op, reading the copies of its cheap
-//!   operands and the kept values of the others (convolution outputs, inputs), and every
-//!   backward op reads the copies. The copies run in the backward pass right before their first
-//!   reader. What stays from the forward pass is the convolutions' outputs. The kernels are
-//!   deterministic, so a copy computes the same bits as its original and the step's results do
-//!   not change.
+//!   forward ops (instance norm, leaky ReLU, concatenation, max pooling, and the transposed
+//!   convolutions of the fusion grid's upward flow, which are 2x2x2 stride-2 and DSFF-sparse)
+//!   are not kept for the backward pass: the graph gets copies of such ops, reading the copies
+//!   of their cheap operands and the kept values of the others (the stride-1 and strided
+//!   convolutions' outputs, the inputs), and every backward op reads copies. A copy runs in the
+//!   backward pass right before its first reader and serves later readers while they come
+//!   within `window` backward ops of each other (a larger window recomputes less and keeps
+//!   copies longer). What stays from the forward pass is the convolutions' outputs. The kernels
+//!   are deterministic, so a copy computes the same bits as its original and the step's
+//!   results do not change.
 
 use std::collections::{HashMap, HashSet};
 
 use e2enc_ir::{Graph, IrError, NodeId, Op};
 
 /// Which values the executor keeps (see the module documentation).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Memory {
     KeepForward,
     FreeAfterLastUse,
-    #[default]
-    Recompute,
+    /// A copy serves later readers at most `window` backward ops apart ([`add_recompute`]).
+    Recompute {
+        window: usize,
+    },
 }
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory::Recompute {
+            window: DEFAULT_WINDOW,
+        }
+    }
+}
+
+/// The default [`Memory::Recompute`] window.
+pub const DEFAULT_WINDOW: usize = 20;
 
 /// Whether the backward pass recomputes `op` rather than reading its kept output.
 fn cheap(op: &Op) -> bool {
     matches!(
         op,
-        Op::InstanceNorm { .. } | Op::LeakyRelu { .. } | Op::Concat | Op::MaxPool3d(_)
+        Op::InstanceNorm { .. }
+            | Op::LeakyRelu { .. }
+            | Op::Concat
+            | Op::MaxPool3d(_)
+            | Op::ConvTranspose3d(_)
     )
 }
 
 /// Rewrites `g` so that no op outside `fwd` (the forward part: the ancestors of the forward
 /// outputs) reads the output of a cheap forward op; it reads a copy instead (module docs).
-/// Returns the copies (not in `fwd`); node ids of the rewired backward ops change.
-pub fn add_recompute(g: &mut Graph, fwd: &HashSet<NodeId>) -> Result<HashSet<NodeId>, IrError> {
+/// Backward ops are visited in `g`'s topological order; a copy made for one reader is reused
+/// by a later reader at most `window` backward ops after the previous one, else that reader
+/// gets a fresh copy (0: every reader its own). Returns the copies and the backward ops in
+/// that order (rewired ones under their new ids), for [`schedule`].
+pub fn add_recompute(
+    g: &mut Graph,
+    fwd: &HashSet<NodeId>,
+    window: usize,
+) -> Result<(HashSet<NodeId>, Vec<NodeId>), IrError> {
     let outputs: HashSet<NodeId> = g.outputs().iter().map(|o| o.1).collect();
-    let is_cheap = |g: &Graph, n: NodeId| {
-        fwd.contains(&n) && !outputs.contains(&n) && cheap(&g.node(n).op)
+    let is_cheap =
+        |g: &Graph, n: NodeId| fwd.contains(&n) && !outputs.contains(&n) && cheap(&g.node(n).op);
+    let mut backward: Vec<NodeId> = g
+        .topo_order()?
+        .into_iter()
+        .filter(|n| !fwd.contains(n))
+        .collect();
+    struct Copies<'a> {
+        /// Original -> (copy, position of its last reader so far).
+        memo: HashMap<NodeId, (NodeId, usize)>,
+        made: HashSet<NodeId>,
+        window: usize,
+        is_cheap: &'a dyn Fn(&Graph, NodeId) -> bool,
+    }
+    impl Copies<'_> {
+        fn copy_of(&mut self, g: &mut Graph, n: NodeId, pos: usize) -> Result<NodeId, IrError> {
+            if let Some((c, last)) = self.memo.get_mut(&n) {
+                if pos - *last <= self.window {
+                    *last = pos;
+                    return Ok(*c);
+                }
+            }
+            let ops = self.operands(g, n, pos)?;
+            let node = g.node(n);
+            let (op, label) = (node.op.clone(), node.label.clone());
+            let c = g.add(op, &ops, label.map(|l| format!("{l}.recompute")))?;
+            self.memo.insert(n, (c, pos));
+            self.made.insert(c);
+            Ok(c)
+        }
+
+        /// `n`'s operands with each cheap forward value replaced by its copy.
+        fn operands(
+            &mut self,
+            g: &mut Graph,
+            n: NodeId,
+            pos: usize,
+        ) -> Result<Vec<NodeId>, IrError> {
+            let mut ops = g.operands(n);
+            for o in ops.iter_mut() {
+                if (self.is_cheap)(g, *o) {
+                    *o = self.copy_of(g, *o, pos)?;
+                }
+            }
+            Ok(ops)
+        }
+    }
+    let mut copies = Copies {
+        memo: HashMap::new(),
+        made: HashSet::new(),
+        window,
+        is_cheap: &is_cheap,
     };
-    // The backward readers of cheap forward values, each once, in id order.
-    let mut readers: Vec<NodeId> = Vec::new();
-    for n in g.node_ids().collect::<Vec<_>>() {
-        if !is_cheap(g, n) {
+    for (pos, u) in backward.iter_mut().enumerate() {
+        if !g.operands(*u).iter().any(|&o| is_cheap(g, o)) {
             continue;
         }
-        for (u, _) in g.users(n) {
-            if !fwd.contains(&u) {
-                readers.push(u);
-            }
-        }
-    }
-    readers.sort();
-    readers.dedup();
-    let mut copy: HashMap<NodeId, NodeId> = HashMap::new();
-    fn copy_of(
-        g: &mut Graph,
-        n: NodeId,
-        copy: &mut HashMap<NodeId, NodeId>,
-        is_cheap: &dyn Fn(&Graph, NodeId) -> bool,
-    ) -> Result<NodeId, IrError> {
-        if let Some(&c) = copy.get(&n) {
-            return Ok(c);
-        }
-        let mut ops = g.operands(n);
-        for o in ops.iter_mut() {
-            if is_cheap(g, *o) {
-                *o = copy_of(g, *o, copy, is_cheap)?;
-            }
-        }
-        let node = g.node(n);
-        let (op, label) = (node.op.clone(), node.label.clone());
-        let c = g.add(op, &ops, label.map(|l| format!("{l}.recompute")))?;
-        copy.insert(n, c);
-        Ok(c)
-    }
-    for u in readers {
-        let mut ops = g.operands(u);
-        for o in ops.iter_mut() {
-            if is_cheap(g, *o) {
-                *o = copy_of(g, *o, &mut copy, &is_cheap)?;
-            }
-        }
-        let node = g.node(u);
+        let ops = copies.operands(g, *u, pos)?;
+        let node = g.node(*u);
         let (op, label) = (node.op.clone(), node.label.clone());
         let new = g.add(op, &ops, label)?;
-        g.replace_all_uses(u, new);
-        g.remove_node(u);
+        g.replace_all_uses(*u, new);
+        g.remove_node(*u);
+        *u = new;
     }
-    Ok(copy.into_values().collect())
+    Ok((copies.made, backward))
 }
 
-/// The executor's order: the forward part, then the backward part, both in `g`'s stable
-/// topological order, except that each recomputed copy (`late`) runs right before the first op
-/// that reads it. Returns the order and the length of its forward part.
+/// The executor's order: the forward part (`fwd`) in `g`'s stable topological order, then the
+/// `backward` ops in their order, each recomputed copy (`late`) placed right before the first
+/// op that reads it. Returns the order and the length of its forward part.
 pub fn schedule(
     g: &Graph,
     fwd: &HashSet<NodeId>,
+    backward: &[NodeId],
     late: &HashSet<NodeId>,
 ) -> Result<(Vec<NodeId>, usize), IrError> {
     let order = g.topo_order()?;
@@ -126,16 +167,18 @@ pub fn schedule(
         placed.insert(n);
         out.push(n);
     }
-    for &n in &order {
-        if !fwd.contains(&n) && !late.contains(&n) {
-            place(g, n, late, &mut placed, &mut out);
-        }
+    for &n in backward {
+        place(g, n, late, &mut placed, &mut out);
     }
-    // Copies nothing reads (none are made) would be left out; run them last all the same.
-    for &n in &order {
-        if late.contains(&n) && !placed.contains(&n) {
-            out.push(n);
-        }
+    if out.len() != g.len() {
+        return Err(IrError::Shape {
+            node: g.name.clone(),
+            msg: format!(
+                "the training schedule has {} ops, the graph {}",
+                out.len(),
+                g.len()
+            ),
+        });
     }
     Ok((out, n_forward))
 }
