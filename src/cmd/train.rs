@@ -321,6 +321,7 @@ fn train(
     )?;
     if a.profile && rank == 0 {
         print_profile(&trainer.profile());
+        print_communication(&trainer);
     }
     Ok(code)
 }
@@ -330,11 +331,40 @@ pub fn print_profile(p: &std::collections::BTreeMap<&'static str, f64>) {
     let total: f64 = p.values().sum();
     let mut rows: Vec<_> = p.iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1));
-    eprintln!("{:<26} {:>9} {:>7}", "op", "seconds", "share");
+    let w = rows
+        .iter()
+        .map(|(op, _)| op.len())
+        .max()
+        .unwrap_or(0)
+        .max(26);
+    eprintln!("{:<w$} {:>9} {:>7}", "op", "seconds", "share");
     for (op, s) in rows {
-        eprintln!("{op:<26} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
+        eprintln!("{op:<w$} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
     }
-    eprintln!("{:<26} {total:>9.2}", "total");
+    eprintln!("{:<w$} {total:>9.2}", "total");
+}
+
+/// The per-step communication of a data-parallel run, for `--profile` (nothing for one process).
+fn print_communication(trainer: &Trainer) {
+    let c = trainer.communication();
+    let (_, size) = trainer.rank();
+    if size < 2 || c.steps == 0 {
+        return;
+    }
+    let p = trainer.profile();
+    let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
+    eprintln!(
+        "communication per step ({} steps, {size} ranks, {}): gradients {:.2} MB in {} \
+         all-reduce(s), {:.4} s; loss sums {:.4} s; stop flag {:.4} s (the times include waiting \
+         for the slowest rank)",
+        c.steps,
+        trainer.engine(),
+        c.gradient_bytes as f64 / 1e6,
+        c.gradient_calls,
+        secs("all-reduce: gradients"),
+        secs("all-reduce: loss sums"),
+        secs("all-reduce: stop flag"),
+    );
 }
 
 /// Runs `trainer` to the end (or the time limit, or Ctrl-C) with a progress bar per epoch.

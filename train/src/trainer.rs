@@ -174,6 +174,8 @@ pub struct Trainer {
     data_workers: usize,
     /// Seconds outside the kernels, by what they were spent on (data wait, all-reduces).
     extra: BTreeMap<&'static str, f64>,
+    /// What the gradient all-reduces of this process moved (see [`Trainer::communication`]).
+    comm_stats: CommStats,
     weights: Weights,
     masks: sparse::Masks,
     sgd: optim::Sgd,
@@ -454,6 +456,7 @@ impl Trainer {
             comm,
             data_workers: 1,
             extra: BTreeMap::new(),
+            comm_stats: CommStats::default(),
             masks: sparse::Masks::from_weights(&masks, &weights)?,
             weights,
             sgd,
@@ -485,6 +488,11 @@ impl Trainer {
         let mut p = self.exec.profile.clone();
         p.extend(self.extra.iter().map(|(k, v)| (*k, *v)));
         p
+    }
+
+    /// What this process's gradient all-reduces moved so far (zero steps in a one-process run).
+    pub fn communication(&self) -> CommStats {
+        self.comm_stats
     }
 
     /// This process's rank and the number of ranks.
@@ -721,8 +729,11 @@ impl Trainer {
         let mut grads = res.grads;
         if self.comm.size() > 1 {
             let t = Instant::now();
-            all_reduce_weights(self.comm.as_ref(), &mut grads)?;
+            let (floats, calls) = all_reduce_weights(self.comm.as_ref(), &mut grads)?;
             self.add_time("all-reduce: gradients", t);
+            self.comm_stats.steps += 1;
+            self.comm_stats.gradient_bytes = floats * 4;
+            self.comm_stats.gradient_calls = calls;
         }
         let norm = optim::clip_grad_norm(&mut grads, optim::MAX_GRAD_NORM);
         if !norm.is_finite() {
@@ -985,13 +996,28 @@ fn deep_supervision_loss(
     Ok((total, grads))
 }
 
+/// The gradient all-reduces of a data-parallel run, for `--profile` and projections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommStats {
+    /// Training steps whose gradients were all-reduced (by this process, since it started).
+    pub steps: u64,
+    /// Bytes of gradients each rank sends into the all-reduces of one step (f32, every weight).
+    pub gradient_bytes: usize,
+    /// All-reduce calls per step for those gradients (buckets of about 16 MiB).
+    pub gradient_calls: usize,
+}
+
 /// Sums every tensor of `w` over the ranks, in buckets of about 16 MiB packed in name order (the
-/// same on every rank).
-fn all_reduce_weights(comm: &dyn Collective, w: &mut Weights) -> Result<(), TrainError> {
+/// same on every rank); returns the floats moved and the calls made.
+fn all_reduce_weights(
+    comm: &dyn Collective,
+    w: &mut Weights,
+) -> Result<(usize, usize), TrainError> {
     const BUCKET: usize = 1 << 22;
     let names: Vec<(String, usize)> = w.iter().map(|(n, t)| (n.clone(), t.numel())).collect();
     let mut i = 0;
     let mut buf: Vec<f32> = Vec::with_capacity(BUCKET);
+    let (mut floats, mut calls) = (0, 0);
     while i < names.len() {
         let start = i;
         buf.clear();
@@ -1004,13 +1030,15 @@ fn all_reduce_weights(comm: &dyn Collective, w: &mut Weights) -> Result<(), Trai
             i += 1;
         }
         comm.all_reduce_f32(&mut buf)?;
+        floats += buf.len();
+        calls += 1;
         let mut at = 0;
         for (n, len) in &names[start..i] {
             optim::with_f32_mut(w, n, |v| v.copy_from_slice(&buf[at..at + len]));
             at += len;
         }
     }
-    Ok(())
+    Ok((floats, calls))
 }
 
 /// Errors unless `batch` splits evenly over the ranks.
