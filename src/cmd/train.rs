@@ -354,9 +354,8 @@ fn print_communication(trainer: &Trainer) {
     let p = trainer.profile();
     let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
     eprintln!(
-        "communication per step ({} steps, {size} ranks, {}): gradients {:.2} MB in {} \
-         all-reduce(s), {:.4} s; loss sums {:.4} s; stop flag {:.4} s (the times include waiting \
-         for the slowest rank)",
+        "communication per step ({} steps, {}): gradients {:.2} MB in {} all-reduce(s), {:.4} s; \
+         loss sums {:.4} s; stop flag {:.4} s; before them, waiting for the slowest rank {:.4} s",
         c.steps,
         trainer.engine(),
         c.gradient_bytes as f64 / 1e6,
@@ -364,6 +363,7 @@ fn print_communication(trainer: &Trainer) {
         secs("all-reduce: gradients"),
         secs("all-reduce: loss sums"),
         secs("all-reduce: stop flag"),
+        secs("wait for the slowest rank"),
     );
 }
 

@@ -199,7 +199,9 @@ mod mpi_impl {
                 .and_then(|v| {
                     v.lines()
                         .next()
-                        .map(|l| l.trim().trim_end_matches(',').to_string())
+                        // "Open MPI v4.1.4, package: ..., ident: ...": the name and version.
+                        .and_then(|l| l.split(',').next())
+                        .map(|l| l.trim().to_string())
                 })
                 .unwrap_or_else(|| "MPI".into());
             Ok(Mpi {

@@ -725,11 +725,18 @@ impl Trainer {
                 &mut reduce_secs,
             )
         })?;
-        *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+        if self.comm.size() > 1 {
+            *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+        }
         let mut grads = res.grads;
         if self.comm.size() > 1 {
+            // A one-number all-reduce first, as a barrier: its time is the wait for the slowest
+            // rank's backward pass, so that the gradients' time below is their transfer.
             let t = Instant::now();
-            let (floats, calls) = all_reduce_weights(self.comm.as_ref(), &mut grads)?;
+            self.comm.all_reduce_f64(&mut [0.0])?;
+            self.add_time("wait for the slowest rank", t);
+            let t = Instant::now();
+            let (floats, calls) = all_reduce_weights(self.comm.as_ref(), &mut grads, &self.masks)?;
             self.add_time("all-reduce: gradients", t);
             self.comm_stats.steps += 1;
             self.comm_stats.gradient_bytes = floats * 4;
@@ -791,7 +798,9 @@ impl Trainer {
                 self.comm.as_ref(),
                 &mut reduce_secs,
             )?;
-            *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+            if self.comm.size() > 1 {
+                *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+            }
             loss_sum += l;
             let logits = outs["logits"].as_f32().expect("f32 logits");
             for b in 0..batch {
@@ -808,9 +817,11 @@ impl Trainer {
                 }
             }
         }
-        let t = Instant::now();
-        self.comm.all_reduce_f64(&mut counts)?;
-        self.add_time("all-reduce: validation counts", t);
+        if self.comm.size() > 1 {
+            let t = Instant::now();
+            self.comm.all_reduce_f64(&mut counts)?;
+            self.add_time("all-reduce: validation counts", t);
+        }
         let (tp, fp, fnn) = (
             &counts[..classes],
             &counts[classes..2 * classes],
@@ -1001,20 +1012,47 @@ fn deep_supervision_loss(
 pub struct CommStats {
     /// Training steps whose gradients were all-reduced (by this process, since it started).
     pub steps: u64,
-    /// Bytes of gradients each rank sends into the all-reduces of one step (f32, every weight).
+    /// Bytes of gradients each rank sends into the all-reduces of one step (f32; of DSFF layers
+    /// only the live kernels).
     pub gradient_bytes: usize,
     /// All-reduce calls per step for those gradients (buckets of about 16 MiB).
     pub gradient_calls: usize,
 }
 
 /// Sums every tensor of `w` over the ranks, in buckets of about 16 MiB packed in name order (the
-/// same on every rank); returns the floats moved and the calls made.
+/// same on every rank); returns the floats moved and the calls made. Of a tensor with a DSFF
+/// mask only the live kernels travel: the ranks hold the same masks (checked every epoch), and a
+/// dead kernel's gradient is exactly zero on every rank, so its sum is the zero already there.
 fn all_reduce_weights(
     comm: &dyn Collective,
     w: &mut Weights,
+    masks: &sparse::Masks,
 ) -> Result<(usize, usize), TrainError> {
     const BUCKET: usize = 1 << 22;
-    let names: Vec<(String, usize)> = w.iter().map(|(n, t)| (n.clone(), t.numel())).collect();
+    // (name, floats that travel) in name order.
+    let names: Vec<(String, usize)> = w
+        .iter()
+        .map(|(n, t)| {
+            let live = match masks.get(n) {
+                Some(m) => m.live() * m.kernel_volume,
+                None => t.numel(),
+            };
+            (n.clone(), live)
+        })
+        .collect();
+    // The runs of floats of `name` that travel: whole tensors, or each live kernel's.
+    let runs = |name: &str, len: usize| -> Vec<std::ops::Range<usize>> {
+        match masks.get(name) {
+            Some(m) => m
+                .alive
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a)
+                .map(|(k, _)| k * m.kernel_volume..(k + 1) * m.kernel_volume)
+                .collect(),
+            None => vec![0..len],
+        }
+    };
     let mut i = 0;
     let mut buf: Vec<f32> = Vec::with_capacity(BUCKET);
     let (mut floats, mut calls) = (0, 0);
@@ -1026,16 +1064,23 @@ fn all_reduce_weights(
             let v = t.as_f32().ok_or_else(|| {
                 TrainError::Graph(format!("the gradient of `{}` is not f32", names[i].0))
             })?;
-            buf.extend_from_slice(v);
+            for r in runs(&names[i].0, v.len()) {
+                buf.extend_from_slice(&v[r]);
+            }
             i += 1;
         }
         comm.all_reduce_f32(&mut buf)?;
         floats += buf.len();
         calls += 1;
         let mut at = 0;
-        for (n, len) in &names[start..i] {
-            optim::with_f32_mut(w, n, |v| v.copy_from_slice(&buf[at..at + len]));
-            at += len;
+        for (n, _) in &names[start..i] {
+            optim::with_f32_mut(w, n, |v| {
+                for r in runs(n, v.len()) {
+                    let len = r.len();
+                    v[r].copy_from_slice(&buf[at..at + len]);
+                    at += len;
+                }
+            });
         }
     }
     Ok((floats, calls))
