@@ -1050,7 +1050,7 @@ fn all_reduce_weights(
                 .filter(|(_, a)| **a)
                 .map(|(k, _)| k * m.kernel_volume..(k + 1) * m.kernel_volume)
                 .collect(),
-            None => vec![0..len],
+            None => std::iter::once(0..len).collect(),
         }
     };
     let mut i = 0;
