@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 ///   e2enc segment my-bundle ct.nii.gz -o seg.nii.gz [--tta] [--preview p.png]
 ///   e2enc segment my-bundle -i imagesTs -o predTs    (nnU-Net naming)
 ///   e2enc evaluate labels.nii.gz truth.nii.gz [--json scores.json]
+///   e2enc compare cand-bundle ref-bundle -i imagesTs --labels labelsTs   (accuracy gates)
 ///   e2enc train my-dataset -o my-run  (nnU-Net raw folder; sparse DSFF)
 #[derive(Parser)]
 #[command(name = "e2enc", version, verbatim_doc_comment)]
@@ -45,6 +46,7 @@ enum Command {
     Demo(cmd::demo::Args),
     Segment(cmd::segment::Args),
     Evaluate(cmd::evaluate::Args),
+    Compare(cmd::compare::Args),
     Check(cmd::check::Args),
     Train(cmd::train::Args),
 }
@@ -68,6 +70,7 @@ fn main() -> std::process::ExitCode {
         Command::Demo(a) => cmd::demo::main(a),
         Command::Segment(a) => cmd::segment::main(a),
         Command::Evaluate(a) => cmd::evaluate::main(a),
+        Command::Compare(a) => cmd::compare::main(a),
         Command::Check(a) => cmd::check::main(a),
         Command::Train(a) => cmd::train::main(a),
     };

@@ -22,6 +22,9 @@ use super::segment::same_grid;
 /// when only one has it (see e2enc_segment::metrics). For folders, the per-class numbers are the
 /// means over cases (n/a left out), after one table per case.
 ///
+/// To hold one bundle to another on a folder of cases (a bf16 bundle to the f32 one, say), see
+/// `e2enc compare`.
+///
 /// Examples:
 ///   e2enc evaluate pred.nii.gz labels.nii.gz
 ///   e2enc evaluate predTs labelsTs --classes 16 --json scores.json
@@ -143,7 +146,7 @@ fn pairs(pred: &Path, gt: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
 }
 
 /// The voxels of a label file as `u16`, refusing values that are not labels.
-fn labels(v: &Volume, path: &Path) -> Result<Vec<u16>> {
+pub(super) fn labels(v: &Volume, path: &Path) -> Result<Vec<u16>> {
     v.data
         .iter()
         .map(|&x| {

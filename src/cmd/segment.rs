@@ -562,6 +562,32 @@ fn cases(a: &Args, channels: usize) -> Result<Vec<Case>> {
             );
         }
     }
+    let found = scan_cases(dir)?;
+    for d in output_paths(a) {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut out = Vec::new();
+    for (name, chans) in found {
+        let images = channel_files(&name, chans, channels)?;
+        let labels = a.output.join(format!("{name}.nii.gz"));
+        out.push(Case {
+            done: labels.exists() && !a.overwrite,
+            probabilities: a
+                .probabilities
+                .as_ref()
+                .map(|d| d.join(format!("{name}.nii.gz"))),
+            preview: a.preview.as_ref().map(|d| d.join(format!("{name}.png"))),
+            name,
+            images,
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+/// The cases of an nnU-Net-named image folder: channel k of case `abc` is `abc_000k.nii.gz` (or
+/// `.nii`); case name -> channel -> file, in name order. An empty folder is an error.
+pub(super) fn scan_cases(dir: &Path) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>> {
     let mut found: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for e in entries {
@@ -596,33 +622,24 @@ fn cases(a: &Args, channels: usize) -> Result<Vec<Case>> {
             dir.display()
         );
     }
-    for d in output_paths(a) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(found)
+}
+
+/// A scanned case's files in channel order, checked to be channels 0..`channels`.
+pub(super) fn channel_files(
+    name: &str,
+    chans: BTreeMap<usize, PathBuf>,
+    channels: usize,
+) -> Result<Vec<PathBuf>> {
+    let want: Vec<usize> = (0..channels).collect();
+    if chans.keys().copied().collect::<Vec<_>>() != want {
+        bail!(
+            "case {name}: found channels {:?}, the network takes {channels} (_0000 to _{:04})",
+            chans.keys().collect::<Vec<_>>(),
+            channels - 1
+        );
     }
-    let mut out = Vec::new();
-    for (name, chans) in found {
-        let want: Vec<usize> = (0..channels).collect();
-        if chans.keys().copied().collect::<Vec<_>>() != want {
-            bail!(
-                "case {name}: found channels {:?}, the network takes {channels} (_0000 to _{:04})",
-                chans.keys().collect::<Vec<_>>(),
-                channels - 1
-            );
-        }
-        let labels = a.output.join(format!("{name}.nii.gz"));
-        out.push(Case {
-            done: labels.exists() && !a.overwrite,
-            probabilities: a
-                .probabilities
-                .as_ref()
-                .map(|d| d.join(format!("{name}.nii.gz"))),
-            preview: a.preview.as_ref().map(|d| d.join(format!("{name}.png"))),
-            name,
-            images: chans.into_values().collect(),
-            labels,
-        });
-    }
-    Ok(out)
+    Ok(chans.into_values().collect())
 }
 
 /// The output paths given on the command line: -o, --probabilities, --preview (files for one

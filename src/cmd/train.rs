@@ -32,10 +32,19 @@ use crate::util::parse_patch;
 /// model: compile it with `e2enc compile OUT/checkpoint/model.json -o bundle` and segment with
 /// `e2enc segment bundle image.nii.gz -o labels.nii.gz`.
 ///
+/// Data parallel: start one process per rank with MPI (an e2enc built with `--features mpi`).
+/// --batch is the global batch, split evenly over the ranks; each rank draws its own patches,
+/// gradients are summed over the ranks, and only rank 0 writes OUT. Every rank needs the dataset
+/// and OUT at the same path (a shared file system across machines). `kill -USR1` to mpirun (or
+/// Slurm's --signal=USR1@120) stops all ranks at the same iteration with a checkpoint; a rank
+/// that fails or is killed ends the job, and --resume continues from the last checkpoint with any
+/// number of ranks that divides the batch.
+///
 /// Examples:
 ///   e2enc train data/Task04_Hippocampus -o runs/hippo --epochs 100
 ///   e2enc train data/mine -o runs/mine --model my.json --density 0.1 --batch 2
 ///   e2enc train data/mine -o runs/mine --resume        (after Ctrl-C or a crash)
+///   mpirun -n 4 e2enc train data/mine -o runs/mine --batch 8 --threads 8
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -60,7 +69,7 @@ pub struct Args {
     /// Validation batches per epoch (pseudo-Dice over patches, as nnU-Net reports it).
     #[arg(long, default_value_t = 5)]
     pub val_iters: usize,
-    /// Patches per batch.
+    /// Patches per batch (over all ranks of a data-parallel run).
     #[arg(long, default_value_t = 2)]
     pub batch: usize,
     /// Patch size D,H,W (network axes) when no --model gives one.
@@ -87,7 +96,12 @@ pub struct Args {
     /// Stop (with a checkpoint) after this many minutes, whatever the epoch.
     #[arg(long)]
     pub time_limit: Option<f64>,
-    /// Print the time spent per op kind (forward and backward kernels) at the end.
+    /// Threads that sample and augment batches ahead of the step (0: the step makes its own).
+    /// Batches are the same for any count; `--profile` shows how long steps waited for data.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub data_workers: usize,
+    /// Print the time spent per op kind (forward and backward kernels), waiting for data and in
+    /// all-reduces, at the end.
     #[arg(long)]
     pub profile: bool,
     /// Target of the training kernels, generated from the training graph and compiled with $CC
@@ -124,9 +138,43 @@ pub fn install_sigint() {
             libc::signal(libc::SIGINT, second as *const () as libc::sighandler_t);
         }
     }
-    // SAFETY: installing a handler that only stores to an atomic.
+    // SAFETY: installing handlers that only store to an atomic (and re-register).
     unsafe {
         libc::signal(libc::SIGINT, first as *const () as libc::sighandler_t);
+        // mpirun forwards SIGUSR1 to every rank (and Slurm's --signal sends it): a clean stop.
+        libc::signal(libc::SIGUSR1, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// Rank 0 of a job of several ranks: SIGTERM, which is how mpirun (or Slurm) ends the ranks when
+/// one of them failed or the job was cancelled, prints where the last checkpoint is before the
+/// signal ends the process. (The checkpoint is replaced atomically, so a rank ended while
+/// writing it leaves the previous one.)
+fn install_sigterm_note(out: &std::path::Path) {
+    static NOTE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let _ = NOTE.set(
+        format!(
+            "e2enc train: rank 0 ended from outside (another rank failed, or the job was \
+             cancelled); the last checkpoint in {} resumes with --resume, with any number of \
+             ranks that divides --batch\n",
+            out.display()
+        )
+        .into_bytes(),
+    );
+    extern "C" fn on_term(_: libc::c_int) {
+        // SAFETY: async-signal-safe calls only (write, signal, raise); NOTE was set before the
+        // handler was installed and is never changed.
+        unsafe {
+            if let Some(m) = NOTE.get() {
+                libc::write(2, m.as_ptr().cast(), m.len());
+            }
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::raise(libc::SIGTERM);
+        }
+    }
+    // SAFETY: installing a handler that makes only async-signal-safe calls.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_term as *const () as libc::sighandler_t);
     }
 }
 
@@ -198,26 +246,82 @@ pub fn bar(len: u64) -> ProgressBar {
 pub fn main(a: Args) -> Result<ExitCode> {
     let threads = a.threads.unwrap_or_else(crate::cmd::default_threads);
     install_sigint();
+    let comm = e2enc_train::dist::from_environment()?;
+    let (rank, size) = (comm.rank(), comm.size());
+    if size == 1 {
+        return train(&a, threads, comm);
+    }
+    // Several ranks: a rank that fails must take the others down with it (they would wait in
+    // their next collective forever), so errors and panics end in MPI_Abort.
+    let c = comm.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hook(info);
+        eprintln!("e2enc train: rank {rank} of {size} panicked; ending every rank");
+        c.abort(101);
+    }));
+    if rank == 0 {
+        install_sigterm_note(&a.out);
+        eprintln!(
+            "data parallel: {} (global batch {}, {} per rank)",
+            comm.engine(),
+            a.batch,
+            a.batch / size.max(1)
+        );
+    }
+    match train(&a, threads, comm.clone()) {
+        Ok(code) => {
+            // The hook's handle goes with it, so that dropping `comm` (the last handle; the
+            // trainer's went with it) finalizes MPI: a rank that exits without MPI_Finalize
+            // counts as failed for mpirun.
+            drop(std::panic::take_hook());
+            drop(comm);
+            Ok(code)
+        }
+        Err(e) => {
+            eprintln!("error: rank {rank} of {size}: {e:#}");
+            eprintln!(
+                "e2enc train: ending every rank (the last checkpoint in {} resumes with --resume)",
+                a.out.display()
+            );
+            comm.abort(1)
+        }
+    }
+}
+
+fn train(
+    a: &Args,
+    threads: usize,
+    comm: std::sync::Arc<dyn e2enc_train::dist::Collective>,
+) -> Result<ExitCode> {
+    let rank = comm.rank();
     let mut trainer = if a.resume {
-        Trainer::resume_with(&a.out, threads, backend(&a)?)
+        Trainer::resume_on(&a.out, threads, backend(a)?, comm)
             .with_context(|| format!("resuming from {}", a.out.display()))?
     } else {
-        let opts = options(&a)?;
-        Trainer::create(
+        let opts = options(a)?;
+        Trainer::create_on(
             &a.dataset,
             a.model.as_deref(),
             &a.out,
             opts,
             threads,
-            |msg| eprintln!("{msg}"),
+            |msg| {
+                if rank == 0 {
+                    eprintln!("{msg}")
+                }
+            },
+            comm,
         )?
     };
+    trainer.set_data_workers(a.data_workers);
     let code = run(
         &mut trainer,
         a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),
     )?;
-    if a.profile {
-        print_profile(trainer.profile());
+    if a.profile && rank == 0 {
+        print_profile(&trainer.profile());
+        print_communication(&trainer);
     }
     Ok(code)
 }
@@ -227,20 +331,54 @@ pub fn print_profile(p: &std::collections::BTreeMap<&'static str, f64>) {
     let total: f64 = p.values().sum();
     let mut rows: Vec<_> = p.iter().collect();
     rows.sort_by(|a, b| b.1.total_cmp(a.1));
-    eprintln!("{:<26} {:>9} {:>7}", "op", "seconds", "share");
+    let w = rows
+        .iter()
+        .map(|(op, _)| op.len())
+        .max()
+        .unwrap_or(0)
+        .max(26);
+    eprintln!("{:<w$} {:>9} {:>7}", "op", "seconds", "share");
     for (op, s) in rows {
-        eprintln!("{op:<26} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
+        eprintln!("{op:<w$} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
     }
-    eprintln!("{:<26} {total:>9.2}", "total");
+    eprintln!("{:<w$} {total:>9.2}", "total");
+}
+
+/// The per-step communication of a data-parallel run, for `--profile` (nothing for one process).
+fn print_communication(trainer: &Trainer) {
+    let c = trainer.communication();
+    let (_, size) = trainer.rank();
+    if size < 2 || c.steps == 0 {
+        return;
+    }
+    let p = trainer.profile();
+    let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
+    eprintln!(
+        "communication per step ({} steps, {}): gradients {:.2} MB in {} all-reduce(s), {:.4} s; \
+         loss sums {:.4} s; stop flag {:.4} s; before them, waiting for the slowest rank {:.4} s",
+        c.steps,
+        trainer.engine(),
+        c.gradient_bytes as f64 / 1e6,
+        c.gradient_calls,
+        secs("all-reduce: gradients"),
+        secs("all-reduce: loss sums"),
+        secs("all-reduce: stop flag"),
+        secs("wait for the slowest rank"),
+    );
 }
 
 /// Runs `trainer` to the end (or the time limit, or Ctrl-C) with a progress bar per epoch.
 pub fn run(trainer: &mut Trainer, limit: Option<Duration>) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let mut pb: Option<(usize, ProgressBar)> = None;
+    // Only rank 0 of a data-parallel run reports.
+    let quiet = trainer.rank().0 != 0;
     let outcome = trainer.train(
         &mut |ev| {
             use e2enc_train::trainer::Event;
+            if quiet {
+                return;
+            }
             match ev {
                 Event::Iter {
                     epoch,
@@ -278,6 +416,7 @@ pub fn run(trainer: &mut Trainer, limit: Option<Duration>) -> Result<ExitCode> {
     }
     match outcome {
         Outcome::Finished => Ok(ExitCode::SUCCESS),
+        Outcome::Stopped if quiet => Ok(ExitCode::SUCCESS),
         Outcome::Stopped if stop_requested() => {
             eprintln!(
                 "interrupted: checkpoint saved in {}; continue with --resume",

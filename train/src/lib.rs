@@ -11,7 +11,9 @@ pub mod augment;
 pub mod cgen;
 pub mod checkpoint;
 pub mod data;
+pub mod dist;
 pub mod exec;
+pub mod loader;
 pub mod loss;
 pub mod memplan;
 pub mod mni;
@@ -48,6 +50,9 @@ pub enum TrainError {
     /// The dynamic sparse masks ([`sparse`]).
     #[error("{0}")]
     Mask(String),
+    /// Data-parallel training: the launcher, MPI, or ranks that disagree ([`dist`]).
+    #[error("{0}")]
+    Distributed(String),
     /// The dataset: its listing, cases, plan and sampling ([`data`], [`sampler`], [`mni`]).
     #[error("{0}")]
     Data(String),

@@ -70,6 +70,51 @@ pub(crate) fn dc_and_ce_any<T: Copy + Into<f64>>(
     shape: [usize; 5],
     labels: &[u16],
 ) -> Result<Loss, TrainError> {
+    let sums = batch_sums(logits, shape, labels)?;
+    Ok(from_sums(logits, shape, labels, &sums, true))
+}
+
+/// The batch sums one head's loss is made of. Data-parallel training adds them up over the ranks
+/// ([`BatchSums::as_slice_mut`] is what gets all-reduced) before [`from_sums`], so the loss and
+/// its gradient are those of the global batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchSums {
+    /// `[tp_0..tp_C, Σp_0..Σp_C, Σy_0..Σy_C, Σ CE, voxels]`.
+    v: Vec<f64>,
+    classes: usize,
+}
+
+impl BatchSums {
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+    /// Every sum in one flat slice (for an all-reduce).
+    pub fn as_slice_mut(&mut self) -> &mut [f64] {
+        &mut self.v
+    }
+    fn tp(&self) -> &[f64] {
+        &self.v[..self.classes]
+    }
+    fn sum_p(&self) -> &[f64] {
+        &self.v[self.classes..2 * self.classes]
+    }
+    fn sum_y(&self) -> &[f64] {
+        &self.v[2 * self.classes..3 * self.classes]
+    }
+    fn ce(&self) -> f64 {
+        self.v[3 * self.classes]
+    }
+    fn voxels(&self) -> f64 {
+        self.v[3 * self.classes + 1]
+    }
+}
+
+/// Checks the arguments (see [`dc_and_ce`]) and takes the softmax statistics of this batch.
+pub fn batch_sums<T: Copy + Into<f64>>(
+    logits: &[T],
+    shape: [usize; 5],
+    labels: &[u16],
+) -> Result<BatchSums, TrainError> {
     let [n, c, d, h, w] = shape;
     let s = d * h * w;
     let err = |m: String| Err(TrainError::Loss(format!("loss: {m}")));
@@ -103,8 +148,6 @@ pub(crate) fn dc_and_ce_any<T: Copy + Into<f64>>(
             labels[i]
         ));
     }
-
-    // Pass 1: softmax statistics.
     let mut tp = vec![0.0f64; c];
     let mut sum_p = vec![0.0f64; c];
     let mut sum_y = vec![0.0f64; c];
@@ -123,43 +166,68 @@ pub(crate) fn dc_and_ce_any<T: Copy + Into<f64>>(
             }
         }
     }
-    let m = (n * s) as f64;
+    let mut v = tp;
+    v.extend(sum_p);
+    v.extend(sum_y);
+    v.push(ce);
+    v.push((n * s) as f64);
+    Ok(BatchSums { v, classes: c })
+}
+
+/// The loss from `sums` (this batch's [`batch_sums`], or the global batch's after an all-reduce)
+/// and, when `want_grad`, its gradient with respect to these `logits` (already checked by
+/// [`batch_sums`] against `shape` and `labels`); without it `grad` is empty.
+pub fn from_sums<T: Copy + Into<f64>>(
+    logits: &[T],
+    shape: [usize; 5],
+    labels: &[u16],
+    sums: &BatchSums,
+    want_grad: bool,
+) -> Loss {
+    let [n, c, d, h, w] = shape;
+    let s = d * h * w;
+    let (tp, sum_p, sum_y) = (sums.tp(), sums.sum_p(), sums.sum_y());
+    let m = sums.voxels();
     let den: Vec<f64> = (0..c)
         .map(|k| sum_p[k] + sum_y[k] + SMOOTH + 1e-8)
         .collect();
     let dc: Vec<f64> = (0..c).map(|k| (2.0 * tp[k] + SMOOTH) / den[k]).collect();
     let fg = (c - 1) as f64;
     let dice = -dc[1..].iter().sum::<f64>() / fg;
-    let ce = ce / m;
+    let ce = sums.ce() / m;
 
     // Pass 2: gradient. g_k = ∂dice/∂p_k = -(2 y_k - dc_k) / (den_k (C-1)) for k >= 1.
-    let mut grad = vec![0.0f32; logits.len()];
-    let mut g = vec![0.0f64; c];
-    for b in 0..n {
-        let base = b * c * s;
-        for v in 0..s {
-            softmax_at(logits, base, s, v, &mut p);
-            let l = labels[b * s + v] as usize;
-            let mut dot = 0.0;
-            for k in 1..c {
-                let y = if k == l { 1.0 } else { 0.0 };
-                g[k] = -(2.0 * y - dc[k]) / (den[k] * fg);
-                dot += p[k] * g[k];
-            }
-            for k in 0..c {
-                let y = if k == l { 1.0 } else { 0.0 };
-                let gk = if k == 0 { 0.0 } else { g[k] };
-                grad[base + k * s + v] = ((p[k] - y) / m + p[k] * (gk - dot)) as f32;
+    let mut grad = Vec::new();
+    if want_grad {
+        grad = vec![0.0f32; logits.len()];
+        let mut g = vec![0.0f64; c];
+        let mut p = vec![0.0f64; c];
+        for b in 0..n {
+            let base = b * c * s;
+            for v in 0..s {
+                softmax_at(logits, base, s, v, &mut p);
+                let l = labels[b * s + v] as usize;
+                let mut dot = 0.0;
+                for k in 1..c {
+                    let y = if k == l { 1.0 } else { 0.0 };
+                    g[k] = -(2.0 * y - dc[k]) / (den[k] * fg);
+                    dot += p[k] * g[k];
+                }
+                for k in 0..c {
+                    let y = if k == l { 1.0 } else { 0.0 };
+                    let gk = if k == 0 { 0.0 } else { g[k] };
+                    grad[base + k * s + v] = ((p[k] - y) / m + p[k] * (gk - dot)) as f32;
+                }
             }
         }
     }
-    Ok(Loss {
+    Loss {
         total: ce + dice,
         ce,
         dice,
         dice_per_class: dc,
         grad,
-    })
+    }
 }
 
 /// Softmax over classes of voxel `v` (f64) into `p`; returns log Σ exp(z).

@@ -289,6 +289,96 @@ impl Masks {
     }
 }
 
+impl Masks {
+    /// An update as bytes for the other ranks of a data-parallel run ([`Masks::adopt_update`]):
+    /// per layer in name order, its kernel count, the alive flags after the update, and the
+    /// regrown kernels (little-endian u32 counts and indices).
+    pub fn encode_update(&self, stats: &UpdateStats) -> Vec<u8> {
+        let mut out = Vec::new();
+        let put = |out: &mut Vec<u8>, v: usize| out.extend_from_slice(&(v as u32).to_le_bytes());
+        put(&mut out, self.layers.len());
+        for (name, l) in &self.layers {
+            put(&mut out, l.alive.len());
+            out.extend(l.alive.iter().map(|&a| u8::from(a)));
+            let regrown = stats
+                .layers
+                .iter()
+                .find(|u| &u.name == name)
+                .map_or(&[][..], |u| &u.regrown[..]);
+            put(&mut out, regrown.len());
+            for &k in regrown {
+                put(&mut out, k);
+            }
+        }
+        out
+    }
+
+    /// Makes the update rank 0 decided ([`Masks::encode_update`]) here: the same masks, the
+    /// regrown kernels zeroed and every dead kernel zeroed in the weights and the momentum, as
+    /// [`Masks::update`] did there. Returns the number of kernels regrown. Bytes that do not fit
+    /// these masks are an error and nothing is changed.
+    pub fn adopt_update(
+        &mut self,
+        bytes: &[u8],
+        weights: &mut Weights,
+        momentum: &mut Weights,
+    ) -> Result<usize, TrainError> {
+        let bad = |m: &str| TrainError::Mask(format!("the DSFF update from rank 0: {m}"));
+        let mut at = 0usize;
+        let take = |at: &mut usize, n: usize| -> Result<&[u8], TrainError> {
+            let s = bytes.get(*at..*at + n).ok_or_else(|| bad("too short"))?;
+            *at += n;
+            Ok(s)
+        };
+        let word = |at: &mut usize| -> Result<usize, TrainError> {
+            take(at, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+        };
+        if word(&mut at)? != self.layers.len() {
+            return Err(bad("a different number of sparse layers"));
+        }
+        let mut decided = Vec::with_capacity(self.layers.len());
+        for l in self.layers.values() {
+            if word(&mut at)? != l.alive.len() {
+                return Err(bad("a layer of a different size"));
+            }
+            let alive: Vec<bool> = take(&mut at, l.alive.len())?
+                .iter()
+                .map(|&b| b == 1)
+                .collect();
+            let n = word(&mut at)?;
+            let mut regrown = Vec::with_capacity(n.min(l.alive.len()));
+            for _ in 0..n {
+                let k = word(&mut at)?;
+                if k >= l.alive.len() {
+                    return Err(bad("a kernel index past its layer"));
+                }
+                regrown.push(k);
+            }
+            decided.push((alive, regrown));
+        }
+        if at != bytes.len() {
+            return Err(bad("trailing bytes"));
+        }
+        self.check_fits(weights)?;
+        self.check_fits(momentum)?;
+        let mut count = 0;
+        for ((name, l), (alive, regrown)) in self.layers.iter_mut().zip(decided) {
+            l.alive = alive;
+            count += regrown.len();
+            let mut off = vec![false; l.alive.len()];
+            for k in regrown {
+                off[k] = true;
+            }
+            for w in [&mut *weights, &mut *momentum] {
+                zero_kernels(w, name, l.kernel_volume, off.iter().copied());
+            }
+        }
+        self.apply(weights)?;
+        self.apply(momentum)?;
+        Ok(count)
+    }
+}
+
 /// Zeroes the kernels of tensor `name` in `w` for which `off` yields true.
 fn zero_kernels(w: &mut Weights, name: &str, kv: usize, off: impl Iterator<Item = bool>) {
     with_f32_mut(w, name, |v| {

@@ -9,12 +9,22 @@
 //! and fn summed over validation patches), a line of log, `training.png` / `training.json`, and a
 //! checkpoint.
 //!
-//! Determinism: every random choice comes from one ChaCha8 stream whose state is checkpointed
-//! (validation uses its own stream seeded by the epoch), and every kernel gives the same bits
-//! whatever the thread count, so `--resume` continues exactly as an uninterrupted run would.
+//! Determinism: every patch (its case, origin and augmentation) comes from its own ChaCha8 stream
+//! keyed by the seed, the global iteration and its index in the global batch
+//! ([`dist::sample_rng`]); initialisation and DSFF regrowth come from one ChaCha8 stream whose
+//! state is checkpointed; every kernel gives the same bits whatever the thread count. So
+//! `--resume` continues exactly as an uninterrupted run would, and batches are the same for any
+//! number of data-loading threads.
+//!
+//! Data parallel ([`dist`]): with N ranks, `batch` is the global batch and each rank runs
+//! `batch / N` of its patches; the loss's batch sums and the weight gradients are summed over the
+//! ranks, DSFF updates are decided on rank 0 and broadcast, and only rank 0 writes files. One
+//! process with batch 2 and two ranks with batch 1 each take the same steps (to float rounding).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use e2enc_ir::autodiff::training_graph;
@@ -27,7 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
+use super::dist::{self, Collective, SampleStream, Single};
 use super::exec::{Backend, Executor, LiveMasks};
+use super::loader::{MakeBatch, Prefetch};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
 use super::{checkpoint, data, loss, optim, sampler, sparse};
@@ -42,6 +54,7 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub iters_per_epoch: usize,
     pub val_iters: usize,
+    /// Patches per step over all ranks (each of N ranks runs `batch / N`).
     pub batch: usize,
     /// Patch size when the model config does not fix one.
     pub patch: Option<[usize; 3]>,
@@ -152,9 +165,17 @@ pub struct Trainer {
     dataset: PathBuf,
     opts: TrainOptions,
     config: ModelConfig,
-    train: Vec<Case>,
-    val: Vec<Case>,
+    train: Arc<Vec<Case>>,
+    val: Arc<Vec<Case>>,
     exec: Executor,
+    /// The ranks of a data-parallel run ([`Single`] for one process).
+    comm: Arc<dyn Collective>,
+    /// Threads making batches ahead of the steps (0: the step makes its own).
+    data_workers: usize,
+    /// Seconds outside the kernels, by what they were spent on (data wait, all-reduces).
+    extra: BTreeMap<&'static str, f64>,
+    /// What the gradient all-reduces of this process moved (see [`Trainer::communication`]).
+    comm_stats: CommStats,
     weights: Weights,
     masks: sparse::Masks,
     sgd: optim::Sgd,
@@ -181,15 +202,32 @@ impl Trainer {
         threads: usize,
         note: impl Fn(&str),
     ) -> Result<Trainer, TrainError> {
+        Trainer::create_on(dataset, model, out, opts, threads, note, Arc::new(Single))
+    }
+
+    /// [`Trainer::create`] as one rank of a data-parallel run over `comm` (every rank calls it
+    /// with the same arguments; only rank 0 writes into `out`).
+    pub fn create_on(
+        dataset: &Path,
+        model: Option<&Path>,
+        out: &Path,
+        opts: TrainOptions,
+        threads: usize,
+        note: impl Fn(&str),
+        comm: Arc<dyn Collective>,
+    ) -> Result<Trainer, TrainError> {
         let mut opts = opts;
         opts.validate().map_err(TrainError::Setup)?;
         opts.target = match opts.kernels {
             Backend::Generated(t) => Some(t.name().to_string()),
             Backend::Reference => None,
         };
+        check_batch_splits(opts.batch, comm.as_ref())?;
         let ds = RawDataset::open(dataset)?;
-        checkpoint::clean_partial(out)?;
-        clean_run_temps(out);
+        if comm.rank() == 0 {
+            checkpoint::clean_partial(out)?;
+            clean_run_temps(out);
+        }
         if checkpoint::find(out).is_some() {
             return Err(TrainError::Checkpoint(format!(
                 "{} already holds a training checkpoint: continue it with --resume or choose \
@@ -245,6 +283,7 @@ impl Trainer {
             (train, val),
             rng,
             threads,
+            comm,
         )
     }
 
@@ -261,8 +300,21 @@ impl Trainer {
         threads: usize,
         kernels: Option<Backend>,
     ) -> Result<Trainer, TrainError> {
-        checkpoint::clean_partial(out)?;
-        clean_run_temps(out);
+        Trainer::resume_on(out, threads, kernels, Arc::new(Single))
+    }
+
+    /// [`Trainer::resume_with`] as one rank of a data-parallel run over `comm`; the number of
+    /// ranks may differ from the run's before (it must divide the batch).
+    pub fn resume_on(
+        out: &Path,
+        threads: usize,
+        kernels: Option<Backend>,
+        comm: Arc<dyn Collective>,
+    ) -> Result<Trainer, TrainError> {
+        if comm.rank() == 0 {
+            checkpoint::clean_partial(out)?;
+            clean_run_temps(out);
+        }
         let dir = checkpoint::find(out).ok_or_else(|| {
             TrainError::Checkpoint(format!("{} holds no training checkpoint", out.display()))
         })?;
@@ -297,6 +349,7 @@ impl Trainer {
         options.validate().map_err(|m| {
             TrainError::Checkpoint(format!("{}: {m}", dir.join("state.json").display()))
         })?;
+        check_batch_splits(options.batch, comm.as_ref())?;
         options.kernels = match (kernels, &options.target) {
             (Some(k), _) => k,
             (None, None) => Backend::default(),
@@ -329,6 +382,7 @@ impl Trainer {
             cases,
             state.rng,
             threads,
+            comm,
         )?;
         t.epoch = state.epoch;
         t.iter = state.iter;
@@ -350,11 +404,22 @@ impl Trainer {
         (train, val): (Vec<Case>, Vec<Case>),
         rng: ChaCha8Rng,
         threads: usize,
+        comm: Arc<dyn Collective>,
     ) -> Result<Trainer, TrainError> {
+        check_ranks_agree(
+            comm.as_ref(),
+            &[
+                ("model", config.to_json().into_bytes()),
+                ("options", serde_json::to_vec(&opts).expect("plain data")),
+                ("dataset", cases_digest(&train, &val)),
+                ("weights", weights_digest(&weights)),
+                ("masks", weights_digest(&masks)),
+            ],
+        )?;
         let net = build(
             &config,
             &BuildOptions {
-                batch: opts.batch,
+                batch: opts.batch / comm.size(),
                 patch: None,
             },
         )?;
@@ -385,9 +450,13 @@ impl Trainer {
             },
             opts,
             config,
-            train,
-            val,
+            train: Arc::new(train),
+            val: Arc::new(val),
             exec,
+            comm,
+            data_workers: 1,
+            extra: BTreeMap::new(),
+            comm_stats: CommStats::default(),
             masks: sparse::Masks::from_weights(&masks, &weights)?,
             weights,
             sgd,
@@ -413,12 +482,87 @@ impl Trainer {
     }
 
     /// Seconds spent in each op kind (forward and backward, training and validation) so far in
-    /// this process.
-    pub fn profile(&self) -> &BTreeMap<&'static str, f64> {
-        &self.exec.profile
+    /// this process, and outside the kernels: waiting for data, all-reducing loss sums and
+    /// gradients (data-parallel runs), deciding and broadcasting DSFF updates.
+    pub fn profile(&self) -> BTreeMap<&'static str, f64> {
+        let mut p = self.exec.profile.clone();
+        p.extend(self.extra.iter().map(|(k, v)| (*k, *v)));
+        p
     }
 
-    /// Trains until the last epoch, or until `stop()` says so (then checkpoints).
+    /// What this process's gradient all-reduces moved so far (zero steps in a one-process run).
+    pub fn communication(&self) -> CommStats {
+        self.comm_stats
+    }
+
+    /// This process's rank and the number of ranks.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.size())
+    }
+
+    /// What carries the collectives (`one process`, or the MPI library and rank count).
+    pub fn engine(&self) -> String {
+        self.comm.engine()
+    }
+
+    /// Ends every rank of the run now (see [`Collective::abort`]).
+    pub fn abort(&self, code: i32) -> ! {
+        self.comm.abort(code)
+    }
+
+    /// Threads that make training and validation batches ahead of the steps (default 1; 0 makes
+    /// each batch in the step that needs it). Batches are the same for any count.
+    pub fn set_data_workers(&mut self, n: usize) {
+        self.data_workers = n;
+    }
+
+    fn add_time(&mut self, what: &'static str, since: Instant) {
+        *self.extra.entry(what).or_insert(0.0) += since.elapsed().as_secs_f64();
+    }
+
+    /// Whether any rank asks to stop (every rank must ask at the same iteration).
+    fn agree_to_stop(&mut self, mine: bool) -> Result<bool, TrainError> {
+        if self.comm.size() == 1 {
+            return Ok(mine);
+        }
+        let t = Instant::now();
+        let mut v = [if mine { 1.0 } else { 0.0 }];
+        self.comm.all_reduce_f64(&mut v)?;
+        self.add_time("all-reduce: stop flag", t);
+        Ok(v[0] > 0.0)
+    }
+
+    /// This rank's share `[r·b, (r+1)·b)` of a global batch's sample indices.
+    fn share(&self) -> Range<u64> {
+        let b = (self.opts.batch / self.comm.size()) as u64;
+        let r = self.comm.rank() as u64;
+        r * b..(r + 1) * b
+    }
+
+    /// Makes this rank's share of batch `step` of `stream` from `cases` (see [`sample_share`]).
+    fn batch_maker(
+        &self,
+        cases: Arc<Vec<Case>>,
+        stream: SampleStream,
+        aug: AugmentConfig,
+        step_of: fn(u64, u64) -> u64,
+        key: u64,
+    ) -> MakeBatch<(Tensor, Vec<u16>)> {
+        let (share, patch, seed) = (self.share(), self.config.patch_size, self.opts.seed);
+        Arc::new(move |i| {
+            sample_share(
+                &cases,
+                share.clone(),
+                patch,
+                &aug,
+                seed,
+                stream,
+                step_of(key, i),
+            )
+        })
+    }
+
+    /// Trains until the last epoch, or until `stop()` says so on any rank (then checkpoints).
     pub fn train(
         &mut self,
         events: &mut dyn FnMut(Event),
@@ -427,32 +571,43 @@ impl Trainer {
         let iters = self.opts.iters_per_epoch;
         let total = self.opts.epochs * iters;
         self.epoch_started = Instant::now();
+        let first = (self.epoch * iters + self.iter) as u64;
+        let maker = self.batch_maker(
+            self.train.clone(),
+            SampleStream::Train,
+            self.augment.clone(),
+            |_, i| i,
+            0,
+        );
+        let mut data = Prefetch::start(first..total as u64, self.data_workers, 2, maker)?;
         while self.epoch < self.opts.epochs {
             let lr = optim::poly_lr(self.epoch, self.opts.epochs, self.opts.lr);
             while self.iter < iters {
-                if stop() {
+                let asked = stop();
+                if self.agree_to_stop(asked)? {
                     self.save()?;
                     return Ok(Outcome::Stopped);
                 }
-                let l = self.step(lr)?;
-                self.loss_sum += l;
                 let global = self.epoch * iters + self.iter + 1;
+                let t = Instant::now();
+                let (i, batch) = data.next().ok_or_else(|| {
+                    TrainError::Data("the batch queue ended before the last iteration".into())
+                })?;
+                self.add_time("data wait", t);
+                debug_assert_eq!(i + 1, global as u64);
+                let l = self.step(lr, batch?)?;
+                self.loss_sum += l;
                 if self.opts.update_frequency > 0
                     && global.is_multiple_of(self.opts.update_frequency)
                     && global < total
                 {
                     let rate = sparse::death_rate(global, total, 0.5, 0.001);
-                    let st = self.masks.update(
-                        &mut self.weights,
-                        &mut self.sgd.momentum_buffers,
-                        rate,
-                        &mut self.rng,
-                    )?;
+                    let regrown = self.update_masks(rate)?;
                     self.mask_updates += 1;
                     events(Event::Note(format!(
-                        "  DSFF update {} at iteration {global}: {} kernels pruned and regrown \
-                         (rate {rate:.3})",
-                        self.mask_updates, st.regrown
+                        "  DSFF update {} at iteration {global}: {regrown} kernels pruned and \
+                         regrown (rate {rate:.3})",
+                        self.mask_updates
                     )));
                 }
                 events(Event::Iter {
@@ -490,6 +645,20 @@ impl Trainer {
             self.epoch += 1;
             self.iter = 0;
             self.loss_sum = 0.0;
+            if self.comm.size() > 1 {
+                // Every rank took the same steps: a difference here is a bug or a broken rank,
+                // caught before rank 0 writes a checkpoint that only it agrees with.
+                check_ranks_agree(
+                    self.comm.as_ref(),
+                    &[
+                        ("weights after the epoch", weights_digest(&self.weights)),
+                        (
+                            "masks after the epoch",
+                            weights_digest(&self.masks.to_weights()),
+                        ),
+                    ],
+                )?;
+            }
             self.save()?;
             self.epoch_started = Instant::now();
         }
@@ -503,18 +672,76 @@ impl Trainer {
             .collect()
     }
 
-    /// One optimisation step; returns the batch loss.
-    fn step(&mut self, lr: f64) -> Result<f64, TrainError> {
-        let (input, labels) = self.train_batch()?;
+    /// One DSFF prune-and-regrow at `rate`, decided on rank 0 and broadcast to the others, which
+    /// adopt it; returns the number of kernels regrown.
+    fn update_masks(&mut self, rate: f64) -> Result<usize, TrainError> {
+        let t = Instant::now();
+        let mut msg = Vec::new();
+        let mut regrown = 0;
+        if self.comm.rank() == 0 {
+            let st = self.masks.update(
+                &mut self.weights,
+                &mut self.sgd.momentum_buffers,
+                rate,
+                &mut self.rng,
+            )?;
+            regrown = st.regrown;
+            if self.comm.size() > 1 {
+                msg = self.masks.encode_update(&st);
+            }
+        }
+        if self.comm.size() > 1 {
+            self.comm.broadcast(&mut msg)?;
+            if self.comm.rank() != 0 {
+                regrown = self.masks.adopt_update(
+                    &msg,
+                    &mut self.weights,
+                    &mut self.sgd.momentum_buffers,
+                )?;
+            }
+        }
+        self.add_time("DSFF update", t);
+        Ok(regrown)
+    }
+
+    /// One optimisation step on this rank's share of the batch; returns the global batch loss.
+    fn step(&mut self, lr: f64, (input, labels): (Tensor, Vec<u16>)) -> Result<f64, TrainError> {
         let live = self.live_masks();
         let inputs: BTreeMap<String, Tensor> = [("input".to_string(), input)].into();
         let heads = self.head_factors.clone();
         let patch = self.config.patch_size;
-        let batch = self.opts.batch;
+        let batch = self.opts.batch / self.comm.size();
+        let comm = self.comm.as_ref();
+        let mut reduce_secs = 0.0;
         let res = self.exec.step(&self.weights, &live, &inputs, |outs| {
-            deep_supervision_loss(outs, &labels, batch, patch, &heads, true)
+            deep_supervision_loss(
+                outs,
+                &labels,
+                batch,
+                patch,
+                &heads,
+                true,
+                comm,
+                &mut reduce_secs,
+            )
         })?;
+        if self.comm.size() > 1 {
+            *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+        }
         let mut grads = res.grads;
+        if self.comm.size() > 1 {
+            // A one-number all-reduce first, as a barrier: its time is the wait for the slowest
+            // rank's backward pass, so that the gradients' time below is their transfer.
+            let t = Instant::now();
+            self.comm.all_reduce_f64(&mut [0.0])?;
+            self.add_time("wait for the slowest rank", t);
+            let t = Instant::now();
+            let (floats, calls) = all_reduce_weights(self.comm.as_ref(), &mut grads, &self.masks)?;
+            self.add_time("all-reduce: gradients", t);
+            self.comm_stats.steps += 1;
+            self.comm_stats.gradient_bytes = floats * 4;
+            self.comm_stats.gradient_calls = calls;
+        }
         let norm = optim::clip_grad_norm(&mut grads, optim::MAX_GRAD_NORM);
         if !norm.is_finite() {
             return Err(TrainError::Diverged(format!(
@@ -529,81 +756,96 @@ impl Trainer {
         Ok(res.loss)
     }
 
-    /// Validation: loss and pseudo-Dice per foreground class over `val_iters` batches.
+    /// Validation: loss and pseudo-Dice per foreground class over `val_iters` global batches
+    /// (each rank runs its share; the sums are added over the ranks).
     fn validate(&mut self) -> Result<(f64, Vec<f64>), TrainError> {
         let n = self.opts.val_iters;
         let classes = self.config.num_classes;
         if n == 0 {
             return Ok((f64::NAN, vec![f64::NAN; classes - 1]));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(self.opts.seed ^ (self.epoch as u64 + 1) << 20);
         let live = self.live_masks();
-        let (mut tp, mut fp, mut fnn) = (
-            vec![0u64; classes],
-            vec![0u64; classes],
-            vec![0u64; classes],
-        );
+        // Counts as f64: tp, fp, fn per class (exact below 2^53 voxels).
+        let mut counts = vec![0.0f64; 3 * classes];
         let mut loss_sum = 0.0;
-        for _ in 0..n {
-            let (input, labels) = sample_batch(
-                &self.val,
-                self.opts.batch,
-                self.config.patch_size,
-                &AugmentConfig::none(),
-                &mut rng,
-            )?;
+        let maker = self.batch_maker(
+            self.val.clone(),
+            SampleStream::Validation,
+            AugmentConfig::none(),
+            |epoch, i| (epoch << 32) | i,
+            self.epoch as u64,
+        );
+        let mut data = Prefetch::start(0..n as u64, self.data_workers, 2, maker)?;
+        let batch = self.opts.batch / self.comm.size();
+        let vox: usize = self.config.patch_size.iter().product();
+        while let Some((_, b)) = {
+            let t = Instant::now();
+            let b = data.next();
+            self.add_time("data wait", t);
+            b
+        } {
+            let (input, labels) = b?;
             let inputs: BTreeMap<String, Tensor> = [("input".to_string(), input)].into();
             let outs = self.exec.forward(&self.weights, &live, &inputs)?;
+            let mut reduce_secs = 0.0;
             let (l, _) = deep_supervision_loss(
                 &outs,
                 &labels,
-                self.opts.batch,
+                batch,
                 self.config.patch_size,
                 &self.head_factors,
                 false,
+                self.comm.as_ref(),
+                &mut reduce_secs,
             )?;
+            if self.comm.size() > 1 {
+                *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+            }
             loss_sum += l;
             let logits = outs["logits"].as_f32().expect("f32 logits");
-            let vox: usize = self.config.patch_size.iter().product();
-            for b in 0..self.opts.batch {
+            for b in 0..batch {
                 let pred = argmax(&logits[b * classes * vox..(b + 1) * classes * vox], classes);
                 for (v, &best) in pred.iter().enumerate() {
                     let best = best as usize;
                     let t = labels[b * vox + v] as usize;
                     if best == t {
-                        tp[t] += 1;
+                        counts[t] += 1.0;
                     } else {
-                        fp[best] += 1;
-                        fnn[t] += 1;
+                        counts[classes + best] += 1.0;
+                        counts[2 * classes + t] += 1.0;
                     }
                 }
             }
         }
+        if self.comm.size() > 1 {
+            let t = Instant::now();
+            self.comm.all_reduce_f64(&mut counts)?;
+            self.add_time("all-reduce: validation counts", t);
+        }
+        let (tp, fp, fnn) = (
+            &counts[..classes],
+            &counts[classes..2 * classes],
+            &counts[2 * classes..],
+        );
         let dice = (1..classes)
             .map(|c| {
-                let d = 2 * tp[c] + fp[c] + fnn[c];
-                if d == 0 {
+                let d = 2.0 * tp[c] + fp[c] + fnn[c];
+                if d == 0.0 {
                     f64::NAN
                 } else {
-                    2.0 * tp[c] as f64 / d as f64
+                    2.0 * tp[c] / d
                 }
             })
             .collect();
         Ok((loss_sum / n as f64, dice))
     }
 
-    fn train_batch(&mut self) -> Result<(Tensor, Vec<u16>), TrainError> {
-        sample_batch(
-            &self.train,
-            self.opts.batch,
-            self.config.patch_size,
-            &self.augment,
-            &mut self.rng,
-        )
-    }
-
-    /// Writes the checkpoint, training.json and training.png.
+    /// Writes the checkpoint, training.json and training.png (rank 0 only; the other ranks of a
+    /// data-parallel run write nothing).
     pub fn save(&self) -> Result<(), TrainError> {
+        if self.comm.rank() != 0 {
+            return Ok(());
+        }
         let state = State {
             format: STATE_FORMAT.into(),
             dataset: self.dataset.clone(),
@@ -670,22 +912,28 @@ fn plan_of(c: &ModelConfig) -> Result<PreprocessingConfig, TrainError> {
         .map_err(|e| TrainError::Setup(format!("the model's preprocessing plan: {e}")))
 }
 
-/// `batch` patches (input `[B, C, patch]`, labels `[B, patch]`) from random cases.
-fn sample_batch(
+/// Samples `share` of global batch `step` of `stream` (input `[B, C, patch]`, labels
+/// `[B, patch]`, B = the share's length): sample j draws its case, origin and augmentation from
+/// [`dist::sample_rng`]`(seed, stream, step, j)`.
+fn sample_share(
     cases: &[Case],
-    batch: usize,
+    share: Range<u64>,
     patch: [usize; 3],
     aug: &AugmentConfig,
-    rng: &mut ChaCha8Rng,
+    seed: u64,
+    stream: SampleStream,
+    step: u64,
 ) -> Result<(Tensor, Vec<u16>), TrainError> {
     let ch = cases[0].data.channels.len();
     let vox: usize = patch.iter().product();
+    let batch = (share.end - share.start) as usize;
     let mut x = Vec::with_capacity(batch * ch * vox);
     let mut y = Vec::with_capacity(batch * vox);
     let sampler = SamplerConfig::new(patch);
-    for _ in 0..batch {
+    for j in share {
+        let mut rng = dist::sample_rng(seed, stream, step, j);
         let case = &cases[rng.random_range(0..cases.len())];
-        let p = sampler::draw_patch(&case.data, &case.locs, &sampler, aug, rng)?;
+        let p = sampler::draw_patch(&case.data, &case.locs, &sampler, aug, &mut rng)?;
         for c in &p.channels {
             x.extend_from_slice(c);
         }
@@ -696,7 +944,10 @@ fn sample_batch(
 }
 
 /// Deep-supervision Dice + CE over the heads (weights 8/15, 4/15, 2/15, 1/15 renormalised over
-/// the heads present) and the gradient of every head's logits.
+/// the heads present) and the gradient of every head's logits. The heads' batch sums are added
+/// over the ranks of `comm` first (one all-reduce, timed into `reduce_secs`), so the value and the
+/// gradients are those of the global batch.
+#[allow(clippy::too_many_arguments)]
 fn deep_supervision_loss(
     outs: &BTreeMap<String, std::sync::Arc<Tensor>>,
     labels: &[u16],
@@ -704,11 +955,12 @@ fn deep_supervision_loss(
     patch: [usize; 3],
     heads: &[[usize; 3]],
     want_grad: bool,
+    comm: &dyn Collective,
+    reduce_secs: &mut f64,
 ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError> {
     let raw: Vec<f64> = (0..heads.len()).map(|s| 0.5f64.powi(s as i32)).collect();
     let norm: f64 = raw.iter().sum();
-    let mut total = 0.0;
-    let mut grads = BTreeMap::new();
+    let mut parts = Vec::with_capacity(heads.len());
     for (s, f) in heads.iter().enumerate() {
         let name = output_name(s);
         let t = outs
@@ -722,11 +974,29 @@ fn deep_supervision_loss(
                 "head `{name}` has shape {sh:?}, labels {shape:?}"
             )));
         }
-        let l = loss::dc_and_ce(
-            t.as_f32().expect("f32"),
-            [sh[0], sh[1], sh[2], sh[3], sh[4]],
-            &lbl,
-        )?;
+        let sh = [sh[0], sh[1], sh[2], sh[3], sh[4]];
+        let sums = loss::batch_sums(t.as_f32().expect("f32"), sh, &lbl)?;
+        parts.push((name, t, sh, lbl, sums));
+    }
+    if comm.size() > 1 {
+        let t = Instant::now();
+        let mut flat: Vec<f64> = Vec::new();
+        for p in parts.iter_mut() {
+            flat.extend_from_slice(p.4.as_slice_mut());
+        }
+        comm.all_reduce_f64(&mut flat)?;
+        let mut at = 0;
+        for p in parts.iter_mut() {
+            let v = p.4.as_slice_mut();
+            v.copy_from_slice(&flat[at..at + v.len()]);
+            at += v.len();
+        }
+        *reduce_secs += t.elapsed().as_secs_f64();
+    }
+    let mut total = 0.0;
+    let mut grads = BTreeMap::new();
+    for (s, (name, t, sh, lbl, sums)) in parts.into_iter().enumerate() {
+        let l = loss::from_sums(t.as_f32().expect("f32"), sh, &lbl, &sums, want_grad);
         let w = raw[s] / norm;
         total += w * l.total;
         if want_grad {
@@ -735,6 +1005,171 @@ fn deep_supervision_loss(
         }
     }
     Ok((total, grads))
+}
+
+/// The gradient all-reduces of a data-parallel run, for `--profile` and projections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommStats {
+    /// Training steps whose gradients were all-reduced (by this process, since it started).
+    pub steps: u64,
+    /// Bytes of gradients each rank sends into the all-reduces of one step (f32; of DSFF layers
+    /// only the live kernels).
+    pub gradient_bytes: usize,
+    /// All-reduce calls per step for those gradients (buckets of about 16 MiB).
+    pub gradient_calls: usize,
+}
+
+/// Sums every tensor of `w` over the ranks, in buckets of about 16 MiB packed in name order (the
+/// same on every rank); returns the floats moved and the calls made. Of a tensor with a DSFF
+/// mask only the live kernels travel: the ranks hold the same masks (checked every epoch), and a
+/// dead kernel's gradient is exactly zero on every rank, so its sum is the zero already there.
+fn all_reduce_weights(
+    comm: &dyn Collective,
+    w: &mut Weights,
+    masks: &sparse::Masks,
+) -> Result<(usize, usize), TrainError> {
+    const BUCKET: usize = 1 << 22;
+    // (name, floats that travel) in name order.
+    let names: Vec<(String, usize)> = w
+        .iter()
+        .map(|(n, t)| {
+            let live = match masks.get(n) {
+                Some(m) => m.live() * m.kernel_volume,
+                None => t.numel(),
+            };
+            (n.clone(), live)
+        })
+        .collect();
+    // The runs of floats of `name` that travel: whole tensors, or each live kernel's.
+    let runs = |name: &str, len: usize| -> Vec<std::ops::Range<usize>> {
+        match masks.get(name) {
+            Some(m) => m
+                .alive
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| **a)
+                .map(|(k, _)| k * m.kernel_volume..(k + 1) * m.kernel_volume)
+                .collect(),
+            None => std::iter::once(0..len).collect(),
+        }
+    };
+    let mut i = 0;
+    let mut buf: Vec<f32> = Vec::with_capacity(BUCKET);
+    let (mut floats, mut calls) = (0, 0);
+    while i < names.len() {
+        let start = i;
+        buf.clear();
+        while i < names.len() && (buf.is_empty() || buf.len() + names[i].1 <= BUCKET) {
+            let t = w.get(&names[i].0).expect("listed");
+            let v = t.as_f32().ok_or_else(|| {
+                TrainError::Graph(format!("the gradient of `{}` is not f32", names[i].0))
+            })?;
+            for r in runs(&names[i].0, v.len()) {
+                buf.extend_from_slice(&v[r]);
+            }
+            i += 1;
+        }
+        comm.all_reduce_f32(&mut buf)?;
+        floats += buf.len();
+        calls += 1;
+        let mut at = 0;
+        for (n, _) in &names[start..i] {
+            optim::with_f32_mut(w, n, |v| {
+                for r in runs(n, v.len()) {
+                    let len = r.len();
+                    v[r].copy_from_slice(&buf[at..at + len]);
+                    at += len;
+                }
+            });
+        }
+    }
+    Ok((floats, calls))
+}
+
+/// Errors unless `batch` splits evenly over the ranks.
+fn check_batch_splits(batch: usize, comm: &dyn Collective) -> Result<(), TrainError> {
+    let n = comm.size();
+    if !batch.is_multiple_of(n) {
+        return Err(TrainError::Distributed(format!(
+            "the batch of {batch} does not split over {n} ranks: --batch is the global batch \
+             (each rank runs batch / ranks patches), so choose a multiple of {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// FNV-1a over `bytes` (a consistency check between ranks, not a security measure).
+fn fnv(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A digest of tensors by name (names, shapes and f32 bits).
+fn weights_digest(w: &Weights) -> Vec<u8> {
+    let mut h = FNV_START;
+    for (n, t) in w.iter() {
+        h = fnv(n.bytes(), h);
+        h = fnv(t.shape().iter().flat_map(|d| (*d as u64).to_le_bytes()), h);
+        if let Some(v) = t.as_f32() {
+            h = fnv(v.iter().flat_map(|x| x.to_bits().to_le_bytes()), h);
+        }
+    }
+    h.to_le_bytes().to_vec()
+}
+
+/// A digest of the preprocessed training and validation cases.
+fn cases_digest(train: &[Case], val: &[Case]) -> Vec<u8> {
+    let mut h = FNV_START;
+    for c in train.iter().chain(val) {
+        h = fnv(
+            c.data.shape.iter().flat_map(|d| (*d as u64).to_le_bytes()),
+            h,
+        );
+        for ch in &c.data.channels {
+            h = fnv(ch.iter().flat_map(|x| x.to_bits().to_le_bytes()), h);
+        }
+        h = fnv(c.data.label.iter().flat_map(|l| l.to_le_bytes()), h);
+    }
+    h = fnv((train.len() as u64).to_le_bytes(), h);
+    h.to_le_bytes().to_vec()
+}
+
+/// Errors on every rank when any rank's `(what, bytes)` differ from rank 0's, naming the first
+/// part that differs (every rank must be started on the same model, options and dataset).
+fn check_ranks_agree(comm: &dyn Collective, parts: &[(&str, Vec<u8>)]) -> Result<(), TrainError> {
+    if comm.size() == 1 {
+        return Ok(());
+    }
+    let mine: Vec<u8> = parts
+        .iter()
+        .flat_map(|(_, b)| fnv(b.iter().copied(), FNV_START).to_le_bytes())
+        .collect();
+    let mut root = mine.clone();
+    comm.broadcast(&mut root)?;
+    // Per part, the number of ranks that differ from rank 0.
+    let mut differ: Vec<f64> = (0..parts.len())
+        .map(|i| {
+            f64::from(u8::from(
+                root.get(8 * i..8 * i + 8) != Some(&mine[8 * i..8 * i + 8]),
+            ))
+        })
+        .collect();
+    comm.all_reduce_f64(&mut differ)?;
+    if let Some(i) = differ.iter().position(|&d| d > 0.0) {
+        return Err(TrainError::Distributed(format!(
+            "the ranks disagree on the {}: {} of {} rank(s) differ from rank 0 (start every rank \
+             with the same command, on the same model, checkpoint and dataset files)",
+            parts[i].0,
+            differ[i],
+            comm.size()
+        )));
+    }
+    Ok(())
 }
 
 /// The default model for a dataset: width 8 (max 64), four (2,2,2) pools, 1x3x3 convs, shift 5,

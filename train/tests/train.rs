@@ -7,68 +7,12 @@ use std::path::Path;
 
 use e2enc_ir::e2enet::{BuildOptions, Model};
 use e2enc_ir::Weights;
-use e2enc_segment::nifti::{write_f32, write_labels, Header};
 use e2enc_train::exec::Backend;
 use e2enc_train::trainer::{Outcome, TrainOptions, Trainer};
 
-const DIMS: [usize; 3] = [20, 20, 12];
-
-/// Two cases: a bright box (label 1) and a dimmer ball (label 2) on a noisy background.
-fn dataset(dir: &Path) {
-    std::fs::create_dir_all(dir.join("imagesTr")).unwrap();
-    std::fs::create_dir_all(dir.join("labelsTr")).unwrap();
-    std::fs::write(
-        dir.join("dataset.json"),
-        r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "box": 1, "ball": 2},
-            "numTraining": 2, "file_ending": ".nii.gz"}"#,
-    )
-    .unwrap();
-    for (case, shift) in [("a", 0usize), ("b", 3)] {
-        let n: usize = DIMS.iter().product();
-        let mut img = vec![0f32; n];
-        let mut lab = vec![0u16; n];
-        for z in 0..DIMS[2] {
-            for y in 0..DIMS[1] {
-                for x in 0..DIMS[0] {
-                    let i = x + DIMS[0] * (y + DIMS[1] * z);
-                    let noise = ((i * 7919 + shift * 31) % 97) as f32 / 97.0 * 0.3;
-                    img[i] = 1.0 + noise;
-                    if (3 + shift..9 + shift).contains(&x) && (4..10).contains(&y) && z >= 3 {
-                        img[i] = 3.0 + noise;
-                        lab[i] = 1;
-                    }
-                    let d2 =
-                        (x as i64 - 14).pow(2) + (y as i64 - 14).pow(2) + (z as i64 - 6).pow(2);
-                    if d2 <= 9 {
-                        img[i] = 2.0 + noise;
-                        lab[i] = 2;
-                    }
-                }
-            }
-        }
-        let h = Header::new(DIMS, [1.0, 1.0, 1.5]);
-        write_f32(
-            &dir.join(format!("imagesTr/{case}_0000.nii.gz")),
-            &h,
-            DIMS,
-            &img,
-        )
-        .unwrap();
-        write_labels(&dir.join(format!("labelsTr/{case}.nii.gz")), &h, DIMS, &lab).unwrap();
-    }
-}
-
-fn model(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("model.json");
-    std::fs::write(
-        &p,
-        r#"{"format": "e2enc-model", "version": 1, "in_channels": 1, "num_classes": 3,
-            "base_width": 4, "max_width": 8, "pool_kernels": [[1, 2, 2], [2, 2, 2]],
-            "patch_size": [8, 16, 16], "deep_supervision_heads": 1, "shift_groups": 3}"#,
-    )
-    .unwrap();
-    p
-}
+#[path = "synthetic/mod.rs"]
+mod synthetic;
+use synthetic::{dataset, model};
 
 fn options(epochs: usize) -> TrainOptions {
     TrainOptions {
@@ -208,4 +152,246 @@ fn trains_keeps_density_and_writes_a_loadable_model() {
     // A second create on the same folder refuses to clobber the run.
     let again = Trainer::create(&t.path().join("ds"), Some(&m), &out, options(1), 1, |_| {});
     assert!(again.is_err());
+}
+
+/// Ranks as threads of this process: a test stand-in for MPI with the same contract (every rank
+/// gets rank-ordered sums, rank 0's bytes), so the data-parallel logic is checked without an MPI
+/// (the MPI path itself is checked with `mpirun` in tests/train_mpi.rs of the e2enc crate).
+mod thread_ranks {
+    use std::sync::{Arc, Barrier, Mutex};
+
+    use e2enc_train::dist::Collective;
+    use e2enc_train::TrainError;
+
+    pub struct Shared {
+        slots: Mutex<Vec<Vec<f64>>>,
+        bytes: Mutex<Vec<u8>>,
+        barrier: Barrier,
+        size: usize,
+    }
+
+    pub struct Rank {
+        pub rank: usize,
+        pub shared: Arc<Shared>,
+    }
+
+    pub fn world(size: usize) -> Vec<Rank> {
+        let shared = Arc::new(Shared {
+            slots: Mutex::new(vec![Vec::new(); size]),
+            bytes: Mutex::new(Vec::new()),
+            barrier: Barrier::new(size),
+            size,
+        });
+        (0..size)
+            .map(|rank| Rank {
+                rank,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    impl Rank {
+        fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
+            self.shared.slots.lock().unwrap()[self.rank] = mine;
+            self.shared.barrier.wait();
+            let all = self.shared.slots.lock().unwrap().clone();
+            self.shared.barrier.wait();
+            all
+        }
+    }
+
+    impl Collective for Rank {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.size
+        }
+        fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<(), TrainError> {
+            let all = self.exchange(buf.iter().map(|&v| v as f64).collect());
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = all.iter().map(|s| s[i] as f32).fold(0.0f32, |a, v| a + v);
+            }
+            Ok(())
+        }
+        fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<(), TrainError> {
+            let all = self.exchange(buf.to_vec());
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = all.iter().map(|s| s[i]).fold(0.0, |a, v| a + v);
+            }
+            Ok(())
+        }
+        fn broadcast(&self, buf: &mut Vec<u8>) -> Result<(), TrainError> {
+            if self.rank == 0 {
+                *self.shared.bytes.lock().unwrap() = buf.clone();
+            }
+            self.shared.barrier.wait();
+            if self.rank != 0 {
+                *buf = self.shared.bytes.lock().unwrap().clone();
+            }
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn engine(&self) -> String {
+            format!("{} threads as ranks", self.shared.size)
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("rank {} aborted with {code}", self.rank)
+        }
+    }
+}
+
+/// Runs `opts` on `ranks` thread-ranks into `out` (rank 0 writes); returns rank 0's history.
+fn train_on_ranks(
+    ds: &Path,
+    m: &Path,
+    out: &Path,
+    opts: TrainOptions,
+    ranks: usize,
+) -> Vec<e2enc_train::plot::EpochLog> {
+    let handles: Vec<_> = thread_ranks::world(ranks)
+        .into_iter()
+        .map(|r| {
+            let (ds, m, out, opts) = (
+                ds.to_path_buf(),
+                m.to_path_buf(),
+                out.to_path_buf(),
+                opts.clone(),
+            );
+            std::thread::spawn(move || {
+                let rank = r.rank;
+                let mut t = Trainer::create_on(
+                    &ds,
+                    Some(&m),
+                    &out,
+                    opts,
+                    1,
+                    |_| {},
+                    std::sync::Arc::new(r),
+                )
+                .unwrap();
+                assert_eq!(t.rank(), (rank, ranks));
+                assert_eq!(
+                    t.train(&mut |_| {}, &mut || false).unwrap(),
+                    Outcome::Finished
+                );
+                (rank, t.history().to_vec())
+            })
+        })
+        .collect();
+    let mut hist = Vec::new();
+    for h in handles {
+        let (rank, hh) = h.join().unwrap();
+        if rank == 0 {
+            hist = hh;
+        }
+    }
+    hist
+}
+
+#[test]
+fn two_ranks_with_batch_one_take_the_steps_of_one_process_with_batch_two() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = t.path().join("ds");
+    dataset(&ds);
+    let m = model(t.path());
+    let mut opts = options(2);
+    opts.update_frequency = 3; // DSFF updates at iterations 3 and 6: decided on rank 0
+    let one = t.path().join("one");
+    let mut a = Trainer::create(&ds, Some(&m), &one, opts.clone(), 1, |_| {}).unwrap();
+    a.train(&mut |_| {}, &mut || false).unwrap();
+    let two = t.path().join("two");
+    let hist = train_on_ranks(&ds, &m, &two, opts, 2);
+
+    let (wa, wb) = (weights_of(&one), weights_of(&two));
+    let mut worst = 0.0f64;
+    for (name, ta) in wa.iter() {
+        let (x, y) = (
+            ta.as_f32().unwrap(),
+            wb.get(name).unwrap().as_f32().unwrap(),
+        );
+        let scale = x.iter().fold(1e-3f32, |a, v| a.max(v.abs())) as f64;
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs() as f64 / scale);
+        }
+    }
+    eprintln!("largest weight difference, relative to each tensor's largest weight: {worst:.2e}");
+    assert!(worst < 1e-4, "{worst}");
+    let masks = |d: &Path| Weights::load(&d.join("checkpoint/masks.safetensors")).unwrap();
+    let (ma, mb) = (masks(&one), masks(&two));
+    for (name, t) in ma.iter() {
+        assert_eq!(t.as_f32(), mb.get(name).unwrap().as_f32(), "mask {name}");
+    }
+    for (ea, eb) in a.history().iter().zip(&hist) {
+        assert!(
+            (ea.train_loss - eb.train_loss).abs() < 1e-5,
+            "{ea:?} vs {eb:?}"
+        );
+        assert!((ea.val_loss - eb.val_loss).abs() < 1e-5, "{ea:?} vs {eb:?}");
+        for (da, db) in ea.val_dice.iter().zip(&eb.val_dice) {
+            assert!(
+                (da - db).abs() < 1e-3 || (da.is_nan() && db.is_nan()),
+                "{ea:?} vs {eb:?}"
+            );
+        }
+    }
+    assert_eq!(hist.len(), 2);
+}
+
+#[test]
+fn data_workers_do_not_change_the_batches() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = t.path().join("ds");
+    dataset(&ds);
+    let m = model(t.path());
+    let mut runs = Vec::new();
+    for workers in [0, 3] {
+        let out = t.path().join(format!("w{workers}"));
+        let mut tr = Trainer::create(&ds, Some(&m), &out, options(1), 1, |_| {}).unwrap();
+        tr.set_data_workers(workers);
+        tr.train(&mut |_| {}, &mut || false).unwrap();
+        assert!(tr.profile().contains_key("data wait"));
+        runs.push(weights_of(&out));
+    }
+    for (name, ta) in runs[0].iter() {
+        assert_eq!(ta.as_f32(), runs[1].get(name).unwrap().as_f32(), "{name}");
+    }
+}
+
+#[test]
+fn ranks_refuse_an_uneven_batch_and_disagreeing_options() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = t.path().join("ds");
+    dataset(&ds);
+    let m = model(t.path());
+    let out = t.path().join("run");
+    let mut ranks = thread_ranks::world(2);
+    let r1 = ranks.pop().unwrap();
+    let mut odd = options(1);
+    odd.batch = 3;
+    let e = Trainer::create_on(&ds, Some(&m), &out, odd, 1, |_| {}, std::sync::Arc::new(r1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("does not split over 2 ranks"), "{e}");
+
+    // Rank 1 started with another seed: both ranks refuse, naming the options.
+    let handles: Vec<_> = thread_ranks::world(2)
+        .into_iter()
+        .map(|r| {
+            let (ds, m, out) = (ds.clone(), m.clone(), out.clone());
+            std::thread::spawn(move || {
+                let mut o = options(1);
+                o.seed += r.rank as u64;
+                Trainer::create_on(&ds, Some(&m), &out, o, 1, |_| {}, std::sync::Arc::new(r))
+                    .err()
+                    .map(|e| e.to_string())
+            })
+        })
+        .collect();
+    for h in handles {
+        let e = h.join().unwrap().expect("an error on every rank");
+        assert!(e.contains("disagree on the options"), "{e}");
+    }
+    assert!(!out.join("checkpoint").exists());
 }

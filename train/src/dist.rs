@@ -1,0 +1,304 @@
+//! Data-parallel training across processes: the few collectives a run needs, behind one small
+//! trait ([`Collective`]), with two implementations: [`Single`] (one process, every call a no-op)
+//! and, with the `mpi` cargo feature, `Mpi` (Open MPI or any MPI through the `mpi` crate), for
+//! ranks started the way MPI users start them: `mpirun -n 4 e2enc train ...`, or `srun` under
+//! Slurm with an MPI built for it. GPU ranks will get an NCCL implementation of the same trait.
+//!
+//! What a run does with them (see `trainer`): `--batch` is the global batch, split evenly over
+//! the ranks; every rank draws its own share of the global batch's patches from the per-sample
+//! seed rule ([`sample_rng`]), so the patches of a step do not depend on the number of ranks; the
+//! loss's batch sums (Dice's tp/fp/fn, the CE sum and the voxel count) are all-reduced before the
+//! gradient of the logits is formed, so the loss is defined over the global batch; the weight
+//! gradients are all-reduced (summed) in buckets; every rank then takes the same optimizer step.
+//! DSFF masks are decided on rank 0 and broadcast. Only rank 0 writes checkpoints, logs and
+//! plots. A rank that fails aborts the whole job (`MPI_Abort`), and a rank killed from outside
+//! makes `mpirun` stop the others; the last checkpoint (written atomically every epoch) resumes
+//! with any number of ranks that divides the batch.
+
+use crate::TrainError;
+
+/// The collectives of a data-parallel run. Every rank must make the same calls in the same order
+/// (that is what MPI requires); an error from any of them ends the run.
+pub trait Collective: Send + Sync {
+    /// This process's rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Element-wise sum over all ranks, in place; every rank gets the same values.
+    fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<(), TrainError>;
+    /// [`Collective::all_reduce_f32`] for f64.
+    fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<(), TrainError>;
+    /// Rank 0's bytes to every rank (`buf` is replaced on the others; any length).
+    fn broadcast(&self, buf: &mut Vec<u8>) -> Result<(), TrainError>;
+    /// What carries the collectives, for logs (`one process`, `Open MPI v4.1.4, 2 ranks`).
+    fn engine(&self) -> String;
+    /// Ends every rank of the job now, with exit status `code` (after this rank has printed why).
+    fn abort(&self, code: i32) -> !;
+}
+
+/// One process: nothing to exchange.
+pub struct Single;
+
+impl Collective for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_reduce_f32(&self, _: &mut [f32]) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn all_reduce_f64(&self, _: &mut [f64]) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn broadcast(&self, _: &mut Vec<u8>) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn engine(&self) -> String {
+        "one process".into()
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+/// The world size a process launcher announced in the environment, and the variable that said
+/// so: Open MPI's `mpirun` (`OMPI_COMM_WORLD_SIZE`), PMI/PMIx launchers such as MPICH's
+/// `mpiexec` and Slurm's `srun --mpi=...` (`PMI_SIZE`, `PMIX_SIZE`), or a Slurm job step
+/// (`SLURM_STEP_NUM_TASKS`). `None` when none is set (a plain start).
+pub fn launcher_world_size() -> Option<(usize, &'static str)> {
+    for var in [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_SIZE",
+        "SLURM_STEP_NUM_TASKS",
+    ] {
+        if let Some(n) = std::env::var(var).ok().and_then(|v| v.trim().parse().ok()) {
+            return Some((n, var));
+        }
+    }
+    None
+}
+
+/// Whether this build can join MPI jobs (the `mpi` cargo feature).
+pub const HAS_MPI: bool = cfg!(feature = "mpi");
+
+/// The collectives for this process: MPI when a launcher started several ranks, otherwise
+/// [`Single`]. A launcher with several ranks and a build without MPI is an error that says how to
+/// build one (each rank would otherwise train alone, and all would write the same folder).
+pub fn from_environment() -> Result<std::sync::Arc<dyn Collective>, TrainError> {
+    connect(launcher_world_size(), HAS_MPI)
+}
+
+/// [`from_environment`] for a launcher's announcement `launched` and a build that has MPI
+/// (`use_mpi`, only honoured with the `mpi` feature) or not.
+fn connect(
+    launched: Option<(usize, &'static str)>,
+    use_mpi: bool,
+) -> Result<std::sync::Arc<dyn Collective>, TrainError> {
+    let Some((n, var)) = launched.filter(|&(n, _)| n > 1) else {
+        return Ok(std::sync::Arc::new(Single));
+    };
+    if use_mpi {
+        #[cfg(feature = "mpi")]
+        {
+            let m = mpi_impl::Mpi::init()?;
+            if n != m.size() {
+                return Err(TrainError::Distributed(format!(
+                    "the launcher set {var}={n} but MPI reports {} rank(s): was e2enc started by \
+                     another MPI's launcher? (this e2enc uses {})",
+                    m.size(),
+                    m.engine()
+                )));
+            }
+            return Ok(std::sync::Arc::new(m));
+        }
+    }
+    Err(TrainError::Distributed(format!(
+        "a launcher started {n} ranks ({var}={n}), but this e2enc was built without MPI: rebuild \
+         it with `cargo build --release --features mpi` (that needs an MPI's development files \
+         and libclang: on Debian or Ubuntu `apt install libopenmpi-dev openmpi-bin \
+         libclang-dev`), or start one process without mpirun"
+    )))
+}
+
+/// The random stream of one sample: sample `index` of step `step` of stream `kind` (see
+/// [`SampleStream`]) in a run seeded `seed`. A ChaCha8 generator seeded with four SplitMix64
+/// outputs of (seed, kind, step, index), so any rank can draw any sample of the global batch
+/// without drawing the others, and the same patches come out for any number of ranks.
+pub fn sample_rng(seed: u64, kind: SampleStream, step: u64, index: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mut state = seed ^ 0x6532_656e_635f_6470; // "e2enc_dp"
+    let mut mix = |v: u64| {
+        state = state.wrapping_add(v).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let words = [mix(kind as u64), mix(step), mix(index), mix(0)];
+    let mut key = [0u8; 32];
+    for (k, w) in key.chunks_exact_mut(8).zip(words) {
+        k.copy_from_slice(&w.to_le_bytes());
+    }
+    rand_chacha::ChaCha8Rng::from_seed(key)
+}
+
+/// Which draws a [`sample_rng`] stream serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum SampleStream {
+    /// Training patches; `step` is the global iteration (epoch × iterations + iteration).
+    Train = 1,
+    /// Validation patches; `step` is epoch × 2^32 + validation batch.
+    Validation = 2,
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_impl {
+    use super::Collective;
+    use crate::TrainError;
+    use mpi::collective::SystemOperation;
+    use mpi::environment::Universe;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use mpi::traits::*;
+
+    /// Most elements one MPI call moves (MPI counts are C ints); longer buffers go in pieces.
+    const CHUNK: usize = 1 << 26;
+
+    pub struct Mpi {
+        // Dropped last: finalizes MPI.
+        world: SimpleCommunicator,
+        _universe: Universe,
+        rank: usize,
+        size: usize,
+        version: String,
+    }
+
+    // SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE (checked in `init`), under which any
+    // thread may call MPI on the world communicator; `Mpi` holds only its handle.
+    unsafe impl Send for Mpi {}
+    unsafe impl Sync for Mpi {}
+
+    impl Mpi {
+        pub fn init() -> Result<Mpi, TrainError> {
+            let (universe, level) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+                .ok_or_else(|| {
+                    TrainError::Distributed("MPI was already initialised in this process".into())
+                })?;
+            if level != mpi::Threading::Multiple {
+                return Err(TrainError::Distributed(format!(
+                    "this MPI offers thread level {level:?}; e2enc needs MPI_THREAD_MULTIPLE \
+                     (Open MPI 4 and later have it)"
+                )));
+            }
+            let world = universe.world();
+            let version = mpi::environment::library_version()
+                .ok()
+                .and_then(|v| {
+                    v.lines()
+                        .next()
+                        // "Open MPI v4.1.4, package: ..., ident: ...": the name and version.
+                        .and_then(|l| l.split(',').next())
+                        .map(|l| l.trim().to_string())
+                })
+                .unwrap_or_else(|| "MPI".into());
+            Ok(Mpi {
+                rank: world.rank() as usize,
+                size: world.size() as usize,
+                world,
+                _universe: universe,
+                version,
+            })
+        }
+    }
+
+    /// Sums `buf` over the ranks in pieces of at most [`CHUNK`] elements (through a scratch
+    /// copy: the `mpi` crate offers no safe in-place all-reduce).
+    fn sum<T>(world: &SimpleCommunicator, buf: &mut [T]) -> Result<(), TrainError>
+    where
+        T: Copy + Default + mpi::datatype::Equivalence,
+    {
+        let mut scratch = vec![T::default(); buf.len().min(CHUNK)];
+        for piece in buf.chunks_mut(CHUNK) {
+            let s = &mut scratch[..piece.len()];
+            s.copy_from_slice(piece);
+            world.all_reduce_into(&s[..], piece, SystemOperation::sum());
+        }
+        Ok(())
+    }
+
+    impl Collective for Mpi {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.size
+        }
+        fn all_reduce_f32(&self, buf: &mut [f32]) -> Result<(), TrainError> {
+            sum(&self.world, buf)
+        }
+        fn all_reduce_f64(&self, buf: &mut [f64]) -> Result<(), TrainError> {
+            sum(&self.world, buf)
+        }
+        fn broadcast(&self, buf: &mut Vec<u8>) -> Result<(), TrainError> {
+            let root = self.world.process_at_rank(0);
+            let mut len = [buf.len() as u64];
+            root.broadcast_into(&mut len[..]);
+            buf.resize(len[0] as usize, 0);
+            for piece in buf.chunks_mut(CHUNK) {
+                root.broadcast_into(piece);
+            }
+            Ok(())
+        }
+        fn engine(&self) -> String {
+            format!("{}, {} ranks", self.version, self.size)
+        }
+        fn abort(&self, code: i32) -> ! {
+            self.world.abort(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngCore;
+
+    #[test]
+    fn one_process_unless_a_launcher_started_several() {
+        for launched in [None, Some((1, "OMPI_COMM_WORLD_SIZE"))] {
+            let c = connect(launched, false).unwrap();
+            assert_eq!((c.rank(), c.size()), (0, 1));
+        }
+    }
+
+    #[test]
+    fn several_ranks_without_mpi_are_refused_with_the_way_to_build_it() {
+        let e = connect(Some((2, "PMI_SIZE")), false)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("PMI_SIZE=2"), "{e}");
+        assert!(
+            e.contains("--features mpi") && e.contains("libopenmpi-dev"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn each_sample_has_its_own_stream() {
+        let first = |kind, step, index| sample_rng(3, kind, step, index).next_u64();
+        let a = first(SampleStream::Train, 5, 1);
+        assert_eq!(a, first(SampleStream::Train, 5, 1));
+        for b in [
+            first(SampleStream::Train, 5, 0),
+            first(SampleStream::Train, 6, 1),
+            first(SampleStream::Validation, 5, 1),
+            sample_rng(4, SampleStream::Train, 5, 1).next_u64(),
+        ] {
+            assert_ne!(a, b);
+        }
+    }
+}
