@@ -2,7 +2,8 @@
 //! tiny budget: the demo's five steps all run and leave their files; `train` refuses to clobber a
 //! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130),
 //! explains bad input (a missing C compiler included) and trains on the portable target on
-//! request (a foreign target and the retired Rust kernels are refused).
+//! request (a foreign target and the retired Rust kernels are refused); --profile shows where the
+//! time went and the step's peak memory.
 
 mod common;
 use common::{e2enc, text};
@@ -223,4 +224,9 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("conv3d"), "{}", text(&o));
+    assert!(
+        text(&o).contains("memory: a step's values peak at"),
+        "{}",
+        text(&o)
+    );
 }

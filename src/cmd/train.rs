@@ -321,6 +321,7 @@ fn train(
     )?;
     if a.profile && rank == 0 {
         print_profile(&trainer.profile());
+        print_memory(&trainer);
         print_communication(&trainer);
     }
     Ok(code)
@@ -342,6 +343,27 @@ pub fn print_profile(p: &std::collections::BTreeMap<&'static str, f64>) {
         eprintln!("{op:<w$} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
     }
     eprintln!("{:<w$} {total:>9.2}", "total");
+}
+
+/// The training step's planned and measured peak of values, and the process's peak resident
+/// memory (Linux's VmHWM), for `--profile`.
+fn print_memory(trainer: &Trainer) {
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let (planned, measured) = trainer.step_memory();
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .map(|kb| format!("; process peak resident {:.2} GiB", gib(kb * 1024)))
+        .unwrap_or_default();
+    eprintln!(
+        "memory: a step's values peak at {:.3} GiB (planned {:.3} GiB){hwm}",
+        gib(measured),
+        gib(planned)
+    );
 }
 
 /// The per-step communication of a data-parallel run, for `--profile` (nothing for one process).

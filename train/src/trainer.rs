@@ -495,6 +495,15 @@ impl Trainer {
         self.comm_stats
     }
 
+    /// A training step's memory for values (weights and optimizer state excluded), in bytes:
+    /// the planned peak ([`crate::memplan`]) and the largest measured in a step so far.
+    pub fn step_memory(&self) -> (usize, usize) {
+        (
+            self.exec.memory_plan().peak_bytes,
+            self.exec.peak_live_bytes(),
+        )
+    }
+
     /// This process's rank and the number of ranks.
     pub fn rank(&self) -> (usize, usize) {
         (self.comm.rank(), self.comm.size())
