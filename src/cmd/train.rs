@@ -100,8 +100,9 @@ pub struct Args {
     /// Batches are the same for any count; `--profile` shows how long steps waited for data.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub data_workers: usize,
-    /// Print the time spent per op kind (forward and backward kernels), waiting for data and in
-    /// all-reduces, at the end.
+    /// Print at the end the time spent per op kind (forward and backward kernels), waiting for
+    /// data and in all-reduces; a step's peak memory (planned and measured) and the process's
+    /// peak resident memory; with several ranks, the communication per step.
     #[arg(long)]
     pub profile: bool,
     /// Target of the training kernels, generated from the training graph and compiled with $CC
