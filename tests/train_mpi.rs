@@ -3,7 +3,7 @@
 //! same seed (to float rounding) and the same DSFF masks (every rank checks after each epoch that
 //! its weights and masks equal rank 0's, so a finished two-rank run also shows that the ranks
 //! agreed); only rank 0 speaks; a rank killed from outside ends the whole job with a message and
-//! leaves a checkpoint that one process resumes.
+//! leaves a checkpoint that one process resumes, and two ranks resume that one's.
 
 #![cfg(feature = "mpi")]
 
@@ -178,6 +178,28 @@ fn two_mpi_ranks_train_like_one_process_and_a_killed_rank_ends_the_job_resumably
         .unwrap();
     let s = text(&o);
     assert!(o.status.success(), "{s}");
+    assert_ne!(before, std::fs::read_to_string(&state).unwrap(), "{s}");
+
+    // And two ranks resume that one process's checkpoint; a time limit on one rank's clock stops
+    // both at the same iteration, with a checkpoint.
+    let before = std::fs::read_to_string(&state).unwrap();
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            ds,
+            "-o",
+            long.to_str().unwrap(),
+            "--resume",
+            "--time-limit",
+            "0.05",
+        ],
+    )
+    .output()
+    .unwrap();
+    let s = text(&o);
+    assert!(o.status.success(), "{s}");
+    assert!(s.contains("time limit reached"), "{s}");
     assert_ne!(before, std::fs::read_to_string(&state).unwrap(), "{s}");
 }
 
