@@ -87,7 +87,8 @@ pub struct Args {
     /// Seed of every random choice (init, masks, sampling, augmentation, regrowth).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (default: all cores).
+    /// Worker threads (default: all cores; under an MPI launcher, the cores this rank is bound
+    /// to, or all cores shared among the ranks on this machine when they are not bound).
     #[arg(long, value_parser = crate::cmd::parse_threads)]
     pub threads: Option<usize>,
     /// Turn data augmentation off.
@@ -144,6 +145,28 @@ pub fn install_sigint() {
         libc::signal(libc::SIGINT, first as *const () as libc::sighandler_t);
         // mpirun forwards SIGUSR1 to every rank (and Slurm's --signal sends it): a clean stop.
         libc::signal(libc::SIGUSR1, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// The default --threads of a rank: the cores this process may run on, shared with the other
+/// ranks on this machine when the launcher did not bind the ranks to their own cores (every rank
+/// sees every core: `mpirun --bind-to none`), so that ranks do not oversubscribe the machine.
+fn rank_threads(size: usize) -> usize {
+    let mine = crate::cmd::default_threads();
+    if size < 2 {
+        return mine;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    if online > 0 && mine == online as usize {
+        (mine / local).max(1)
+    } else {
+        mine
     }
 }
 
@@ -245,10 +268,10 @@ pub fn bar(len: u64) -> ProgressBar {
 }
 
 pub fn main(a: Args) -> Result<ExitCode> {
-    let threads = a.threads.unwrap_or_else(crate::cmd::default_threads);
     install_sigint();
     let comm = e2enc_train::dist::from_environment()?;
     let (rank, size) = (comm.rank(), comm.size());
+    let threads = a.threads.unwrap_or_else(|| rank_threads(size));
     if size == 1 {
         return train(&a, threads, comm);
     }
@@ -264,7 +287,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if rank == 0 {
         install_sigterm_note(&a.out);
         eprintln!(
-            "data parallel: {} (global batch {}, {} per rank)",
+            "data parallel: {} (global batch {}, {} per rank; {threads} thread(s) on rank 0)",
             comm.engine(),
             a.batch,
             a.batch / size.max(1)
