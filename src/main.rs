@@ -1,6 +1,7 @@
 //! The `e2enc` command line: one file per subcommand under `cmd/`, anyhow only here.
 
 mod cmd;
+mod peak;
 mod report;
 mod util;
 

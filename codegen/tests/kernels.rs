@@ -637,6 +637,37 @@ fn avx512_runs_odd_widths_and_tails() {
 }
 
 #[test]
+fn avx512_stride_2_runs_odd_widths_and_tails() {
+    // Stride-2 kernels read two 16-lane vectors per tap (32 input columns) and keep the even
+    // lanes: input widths around the 32-column boundaries, where the last loads are masked to
+    // the row's storage, odd output-channel counts (blocks of 4), dense and sparse, 1x1 too.
+    let mut cases = Vec::new();
+    for (i, w) in [1, 2, 15, 16, 17, 31, 32, 33, 34, 47, 63, 65, 66]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = ConvCfg::plain(
+            1,
+            2 + i % 3,
+            3 + i % 4,
+            [3, 2 + i % 5, w],
+            if i % 5 == 4 { 1 } else { 3 },
+            2,
+        );
+        c.seed = 70 + i as u64;
+        c.norm = i % 2 == 0;
+        c.slope = true;
+        c.bias = i % 3 != 1;
+        if i % 3 == 2 {
+            c.density = Some(0.5);
+        }
+        c.slice = i == 6;
+        cases.push(c.case());
+    }
+    check(cases);
+}
+
+#[test]
 fn generated_text_is_deterministic_for_avx512() {
     let mut c = ConvCfg::plain(1, 7, 5, [2, 6, 21], 3, 1);
     c.density = Some(0.4);

@@ -11,12 +11,15 @@ use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::bundle::LoadOptions;
 
 use crate::util::giga;
+use e2enc::device::DeviceArg;
 
 /// Time a compiled bundle on a random input of its shape
 ///
 /// Prints the median time of --runs runs after --warmup runs, the effective GFLOP/s counted on
 /// the dense network's MACs and on the MACs actually executed, peak memory, and (--profile) the
-/// time, GFLOP/s and share of every kernel. Machines are noisy: compare numbers from one run.
+/// time, GFLOP/s and share of every kernel. On a CPU it also measures this machine's f32 FMA peak
+/// (all threads, the bundle's vector width; a quarter of a second) and prints every GFLOP/s
+/// figure as a percentage of it. Machines are noisy: compare numbers from one run.
 ///
 /// Example: e2enc bench amos-bundle --runs 3 --profile
 #[derive(clap::Args)]
@@ -172,11 +175,27 @@ pub fn main(a: Args) -> Result<ExitCode> {
         giga(m.dense_macs),
         gf(m.dense_macs)
     );
+    // The host's own f32 FMA peak at the bundle's vector width, measured now (CPU only).
+    let peak = match (a.device, a.emulate, m.target.as_deref()) {
+        (DeviceArg::Cpu, false, Some(t)) => crate::peak::fma_peak_gflops(t, e.threads()),
+        _ => None,
+    };
+    let of_peak = |gflops: f64| match peak {
+        Some(p) => format!(" ({:.0}% of peak)", 100.0 * gflops / p),
+        None => String::new(),
+    };
     println!(
-        "executed MACs {} -> {:.1} GFLOP/s",
+        "executed MACs {} -> {:.1} GFLOP/s{}",
         giga(m.executed_macs),
-        gf(m.executed_macs)
+        gf(m.executed_macs),
+        of_peak(gf(m.executed_macs))
     );
+    if let Some(p) = peak {
+        println!(
+            "machine peak  {p:.1} GFLOP/s (f32 FMA at the bundle's vector width, {} threads, measured now)",
+            e.threads()
+        );
+    }
     if let Some(rss) = peak_rss_bytes() {
         println!(
             "peak memory   {:.0} MiB (process, including the constants)",
@@ -220,15 +239,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
         println!("\nprofile by kernel kind ({total:.3} s in kernels):");
         println!(
-            "{:<34} {:>6} {:>9} {:>9} {:>7}",
-            "kind", "calls", "seconds", "GFLOP/s", "share"
+            "{:<34} {:>6} {:>9} {:>9} {:>7} {:>7}",
+            "kind", "calls", "seconds", "GFLOP/s", "share", "peak"
         );
         let mut rows: Vec<_> = by_what.into_iter().collect();
         rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
         for (k, (s, f, c)) in rows {
+            let gflops = f as f64 / s.max(1e-12) / 1e9;
+            let pct = match peak {
+                Some(p) if f > 0 => format!("{:>6.0}%", 100.0 * gflops / p),
+                _ => format!("{:>7}", "-"),
+            };
             println!(
-                "{k:<34} {c:>6} {s:>9.3} {:>9.1} {:>6.1}%",
-                f as f64 / s.max(1e-12) / 1e9,
+                "{k:<34} {c:>6} {s:>9.3} {gflops:>9.1} {:>6.1}% {pct}",
                 100.0 * s / total.max(1e-12)
             );
         }

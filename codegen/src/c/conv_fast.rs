@@ -23,9 +23,10 @@
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
 //!
-//! Where the dialect has 16-lane vectors (x86-avx512), stride-1 kernels use them (`lanes`,
-//! `blocking_for`); the rows per band, hence the tiles and the norm scratch, are the same for
-//! every width, so the memory plan does not depend on the target. Stride 2 stays on 8 lanes.
+//! Where the dialect has 16-lane vectors (x86-avx512), the kernels use them at both strides
+//! (`lanes`, `blocking_for`; a stride-2 tap vector is the even lanes of 32 loaded columns,
+//! `e2f16_even`); the rows per band, hence the tiles and the norm scratch, are the same for
+//! every width, so the memory plan does not depend on the target.
 
 //! [`lower`] makes the kernel's description, [`FastConv`] (blocking, width, strips, entry and
 //! weight layouts, depth checks, epilogue), once; [`render`] only writes it out. The golden
@@ -53,13 +54,15 @@ pub struct Blocking {
     pub vo: usize,
 }
 
-/// Vector lanes of the fast-path kernel of `g` for `target`: the dialect's widest at stride 1
-/// (16 for AVX-512), else 8.
+/// Vector lanes of the fast-path kernel of `g` for `target`: the dialect's widest (16 for
+/// AVX-512, at stride 1 and 2; 8 for stride-2 rows of at most 8 outputs), else 8.
 pub fn lanes(g: &Geom, target: Target) -> usize {
-    if g.s[1] == 1 {
-        Dialect::of(target).wide
-    } else {
+    // A stride-2 16-lane tap vector costs two loads and a permute: where 8 lanes hold a whole
+    // output row, the wide one would be half padding.
+    if g.s[1] == 2 && g.y[4] <= 8 {
         8
+    } else {
+        Dialect::of(target).wide
     }
 }
 
@@ -76,11 +79,18 @@ pub fn blocking_for(g: &Geom, lanes: usize) -> Blocking {
     // fastest (vo 1 / 2 / 4 / 8: 88 / 105 / 113 / 122 GFLOP/s at density 0.2), even though
     // gcc keeps most of its 80 accumulators on the stack, since each row line is fetched once
     // per entry instead of once per 16 columns.
-    let (ob, rb, vo) = match (g.sparse, k) {
-        (false, 3) => (4, 4, 1),
-        (true, 3) => (1, 10, 8),
-        (false, _) => (6, 1, 4),
-        (true, _) => (1, 1, 8),
+    //
+    // Stride 2 (rows per band as on AVX2: 2 dense, 10 sparse): each tap vector costs two loads
+    // and a lane permute (`e2f16_even`), so it should feed as many FMAs as registers allow:
+    // four output channels x 2 rows x 2 vectors (16 accumulators, 12 weights).
+    let s = g.s[1];
+    let (ob, rb, vo) = match (g.sparse, k, s) {
+        (false, 3, 1) => (4, 4, 1),
+        (true, 3, 1) => (1, 10, 8),
+        (false, 3, _) => (4, 2, 2),
+        (true, 3, _) => (1, 10, 2),
+        (false, _, _) => (6, 1, 4),
+        (true, _, _) => (1, 1, 8),
     };
     Blocking {
         ob: ob.min(g.y[1]),
@@ -196,7 +206,8 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
     let (sd, s, pd) = (g.s[0], g.s[1], g.p[0]);
     let kk = k * k;
     // Sparse 3x3 on 16 lanes cuts its tap vectors from aligned loads where the dialect can.
-    let aligned = lanes == 16 && Dialect::of(ctx.isa).alignr && g.sparse && k == 3 && bl.ob == 1;
+    let aligned =
+        lanes == 16 && s == 1 && Dialect::of(ctx.isa).alignr && g.sparse && k == 3 && bl.ob == 1;
     let kernel_w = |off: usize, a: usize, b: usize, cc: usize| sp.wdata[off + (a * k + b) * k + cc];
 
     // Depth checks needed at all?

@@ -1,12 +1,13 @@
 //! The micro kernel of the fast conv path (`conv_fast.rs`): one register-blocked C function
 //! per variant (rows, vectors, right-edge tail), straight-line code with named accumulators so
 //! the C compiler keeps them in registers. One text for every dialect and both vector widths
-//! (`Vf`: 8 lanes everywhere, 16 where the dialect has them, at stride 1).
+//! (`Vf`: 8 lanes everywhere, 16 where the dialect has them).
 //!
 //! For each entry `(c, a)` it walks the tap columns; per tap column it broadcasts the `k * OB`
 //! weights, then loads each input row once and adds it into every (output channel, output row)
 //! that uses it (rows are shared by up to `k` output rows); at stride 2 a tap vector is the even
-//! lanes of two loads (`e2f8_even`). A sparse micro kernel (one output channel: only `k` FMAs
+//! lanes of two loads (`e2f8_even`, `e2f16_even`), the last loads of a right-edge variant masked
+//! to the input row's storage. A sparse micro kernel (one output channel: only `k` FMAs
 //! per load) also prefetches the rows of the next x block, which the hardware prefetchers miss
 //! because consecutive entries are scattered channels. The epilogue adds the bias, applies the
 //! leaky ReLU (when no norm follows), zeroes lanes past the row end, stores, and adds the
@@ -43,10 +44,6 @@ impl Micro<'_> {
         let (k, s, ob) = (g.k[1], g.s[1], fc.bl.ob);
         let v = Vf { lanes: fc.lanes };
         let (ty, lanes) = (v.ty(), fc.lanes);
-        debug_assert!(
-            lanes == 8 || s == 1,
-            "16-lane micro kernels are stride 1 only"
-        );
         // One accumulator per (output channel, row, output vector): at stride 2 too, since the
         // tap vectors are deinterleaved as they are loaded.
         let vf = self.vo;
@@ -121,9 +118,17 @@ impl Micro<'_> {
                     let _ = writeln!(c, "        e2_prefetch(p + {});", rr * x.row + dist);
                 }
             }
-            // Does the last full-resolution vector's last column tap read one float past the
-            // row (stride 2)?
-            let overrun = self.tail && s == 2 && k == 3 && 16 * nv >= x.row - PAD_LEFT;
+            // Stride 2: floats of the input row's storage from the load at `off` (relative to
+            // `p`, column -1 of the tile), where the last vector of a tail variant may reach
+            // past the row (the lanes it would read there only feed dropped odd lanes or
+            // outputs past the row end).
+            let in_row = |off: usize| -> Option<usize> {
+                // Column of p + off in the tail block (its first vector is nv - vo; p is
+                // column lanes * s * xv - ph).
+                let col = (lanes * s * (nv - self.vo)) as isize - g.p[1] as isize + off as isize;
+                let room = x.row as isize - PAD_LEFT as isize - col;
+                (room < lanes as isize).then_some(room.max(0) as usize)
+            };
             for cc in 0..k {
                 let _ = writeln!(c, "        {{");
                 for o in 0..ob {
@@ -139,16 +144,21 @@ impl Micro<'_> {
                 for rr in 0..rows_in {
                     for f in 0..vf {
                         let load = if s == 2 {
-                            // Tap cc of output lane i is input column 2 (x + 8f + i) - 1 + cc:
-                            // the even lanes of the 16 columns from 2 (x + 8f) - 1 + cc.
-                            let off = rr * x.row + 16 * f + cc;
-                            let hi = if overrun && f == vf - 1 && cc == k - 1 {
-                                // Its last lane (an odd column, dropped) is one past the row.
-                                format!("e2f8_loadn(p + {}, 7)", off + 8)
-                            } else {
-                                format!("e2f8_load(p + {})", off + 8)
+                            // Tap cc of output lane i is input column 2 (x + L f + i) - 1 + cc:
+                            // the even lanes of the 2 L columns from 2 (x + L f) - 1 + cc.
+                            let half = |o: usize| {
+                                let room = if self.tail && f == vf - 1 {
+                                    in_row(2 * lanes * f + cc + o)
+                                } else {
+                                    None
+                                };
+                                let at = rr * x.row + 2 * lanes * f + cc + o;
+                                match room {
+                                    Some(n) => format!("{}(p + {at}, {n})", v.op("loadn")),
+                                    None => format!("{}(p + {at})", v.op("load")),
+                                }
                             };
-                            format!("e2f8_even(e2f8_load(p + {off}), {hi})")
+                            format!("{}({}, {})", v.op("even"), half(0), half(lanes))
                         } else {
                             let off = rr * x.row + lanes * f + cc;
                             if masked(f) {

@@ -112,7 +112,7 @@ static inline __m256 e2f8_exp(__m256 x) {
     return _mm256_blendv_ps(y, x, nan);
 }
 
-/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the stride-1 conv micro kernels. */
+/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the conv micro kernels. */
 typedef __m512 e2f16;
 #define e2f16_load(p) _mm512_loadu_ps(p)
 #define e2f16_store(p, v) _mm512_storeu_ps(p, v)
@@ -129,6 +129,11 @@ typedef __m512 e2f16;
 /* Lanes k .. k + 15 of the 32-lane concatenation [lo, hi] (k a constant). */
 #define e2f16_alignr(hi, lo, k) \
     _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), k))
+/* The even lanes of the 32-lane concatenation [a, b] (stride-2 taps): a0 a2 .. a14 b0 .. b14. */
+static inline __m512 e2f16_even(__m512 a, __m512 b) {
+    const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(a, idx, b);
+}
 
 /* Leaky ReLU on 16 lanes (same results as e2f8_lrelu, NaN stays NaN). */
 static inline __m512 e2f16_lrelu(__m512 v, __m512 slope) {

@@ -1,419 +1,213 @@
 /* c.conv conv 1x3x3 s2 2->2: 4 tiles, 3888 flops */
-static void k0_mk2x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
-    e2f8 a0_0_0 = e2f8_zero();
-    e2f8 a0_1_0 = e2f8_zero();
-    e2f8 a1_0_0 = e2f8_zero();
-    e2f8 a1_1_0 = e2f8_zero();
-    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
-        const float *p = A + pb + (int64_t)ent[0] * 640 + (int64_t)(zb + ent[2]) * 320;
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 0);
-            const e2f8 w0_1 = e2f8_bcast(w + 2);
-            const e2f8 w0_2 = e2f8_bcast(w + 4);
-            const e2f8 w1_0 = e2f8_bcast(w + 1);
-            const e2f8 w1_1 = e2f8_bcast(w + 3);
-            const e2f8 w1_2 = e2f8_bcast(w + 5);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 0), e2f8_load(p + 8));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 40), e2f8_load(p + 48));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 80), e2f8_load(p + 88));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 120), e2f8_load(p + 128));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 160), e2f8_load(p + 168));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 6);
-            const e2f8 w0_1 = e2f8_bcast(w + 8);
-            const e2f8 w0_2 = e2f8_bcast(w + 10);
-            const e2f8 w1_0 = e2f8_bcast(w + 7);
-            const e2f8 w1_1 = e2f8_bcast(w + 9);
-            const e2f8 w1_2 = e2f8_bcast(w + 11);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 1), e2f8_load(p + 9));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 41), e2f8_load(p + 49));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 81), e2f8_load(p + 89));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 121), e2f8_load(p + 129));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 161), e2f8_load(p + 169));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 12);
-            const e2f8 w0_1 = e2f8_bcast(w + 14);
-            const e2f8 w0_2 = e2f8_bcast(w + 16);
-            const e2f8 w1_0 = e2f8_bcast(w + 13);
-            const e2f8 w1_1 = e2f8_bcast(w + 15);
-            const e2f8 w1_2 = e2f8_bcast(w + 17);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 2), e2f8_load(p + 10));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 42), e2f8_load(p + 50));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 82), e2f8_load(p + 90));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 122), e2f8_load(p + 130));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 162), e2f8_load(p + 170));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
-            }
-        }
-    }
-    {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 0, v);
-    }
-    { e2f8 v = a0_1_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 32, v);
-    }
-    }
-    {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 320, v);
-    }
-    { e2f8 v = a1_1_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 352, v);
-    }
-    }
-}
-static void k0_mk1x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
-    e2f8 a0_0_0 = e2f8_zero();
-    e2f8 a1_0_0 = e2f8_zero();
-    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
-        const float *p = A + pb + (int64_t)ent[0] * 640 + (int64_t)(zb + ent[2]) * 320;
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 0);
-            const e2f8 w0_1 = e2f8_bcast(w + 2);
-            const e2f8 w0_2 = e2f8_bcast(w + 4);
-            const e2f8 w1_0 = e2f8_bcast(w + 1);
-            const e2f8 w1_1 = e2f8_bcast(w + 3);
-            const e2f8 w1_2 = e2f8_bcast(w + 5);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 0), e2f8_load(p + 8));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 40), e2f8_load(p + 48));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 80), e2f8_load(p + 88));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 6);
-            const e2f8 w0_1 = e2f8_bcast(w + 8);
-            const e2f8 w0_2 = e2f8_bcast(w + 10);
-            const e2f8 w1_0 = e2f8_bcast(w + 7);
-            const e2f8 w1_1 = e2f8_bcast(w + 9);
-            const e2f8 w1_2 = e2f8_bcast(w + 11);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 1), e2f8_load(p + 9));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 41), e2f8_load(p + 49));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 81), e2f8_load(p + 89));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 12);
-            const e2f8 w0_1 = e2f8_bcast(w + 14);
-            const e2f8 w0_2 = e2f8_bcast(w + 16);
-            const e2f8 w1_0 = e2f8_bcast(w + 13);
-            const e2f8 w1_1 = e2f8_bcast(w + 15);
-            const e2f8 w1_2 = e2f8_bcast(w + 17);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 2), e2f8_load(p + 10));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 42), e2f8_load(p + 50));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 82), e2f8_load(p + 90));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-        }
-    }
-    {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 0, v);
-    }
-    }
-    {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      e2f8_store(A + po + 320, v);
-    }
-    }
-}
 static void k0_mk2x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
     const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
     (void)W; (void)zb; (void)o0; (void)st;
-    e2f8 a0_0_0 = e2f8_zero();
-    e2f8 a0_1_0 = e2f8_zero();
-    e2f8 a1_0_0 = e2f8_zero();
-    e2f8 a1_1_0 = e2f8_zero();
+    e2f16 a0_0_0 = e2f16_zero();
+    e2f16 a0_1_0 = e2f16_zero();
+    e2f16 a1_0_0 = e2f16_zero();
+    e2f16 a1_1_0 = e2f16_zero();
     for (int e = 0; e < ne; e++, ent += 3, w += 18) {
         const float *p = A + pb + (int64_t)ent[0] * 640 + (int64_t)(zb + ent[2]) * 320;
         {
-            const e2f8 w0_0 = e2f8_bcast(w + 0);
-            const e2f8 w0_1 = e2f8_bcast(w + 2);
-            const e2f8 w0_2 = e2f8_bcast(w + 4);
-            const e2f8 w1_0 = e2f8_bcast(w + 1);
-            const e2f8 w1_1 = e2f8_bcast(w + 3);
-            const e2f8 w1_2 = e2f8_bcast(w + 5);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 0), e2f8_load(p + 8));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            const e2f16 w0_0 = e2f16_bcast(w + 0);
+            const e2f16 w0_1 = e2f16_bcast(w + 2);
+            const e2f16 w0_2 = e2f16_bcast(w + 4);
+            const e2f16 w1_0 = e2f16_bcast(w + 1);
+            const e2f16 w1_1 = e2f16_bcast(w + 3);
+            const e2f16 w1_2 = e2f16_bcast(w + 5);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 0), e2f16_load(p + 16));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 40), e2f8_load(p + 48));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 40), e2f16_load(p + 56));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 80), e2f8_load(p + 88));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 80), e2f16_load(p + 96));
+              a0_1_0 = e2f16_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 120), e2f8_load(p + 128));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 120), e2f16_load(p + 136));
+              a0_1_0 = e2f16_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_1, x, a1_1_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 160), e2f8_load(p + 168));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 6);
-            const e2f8 w0_1 = e2f8_bcast(w + 8);
-            const e2f8 w0_2 = e2f8_bcast(w + 10);
-            const e2f8 w1_0 = e2f8_bcast(w + 7);
-            const e2f8 w1_1 = e2f8_bcast(w + 9);
-            const e2f8 w1_2 = e2f8_bcast(w + 11);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 1), e2f8_load(p + 9));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 41), e2f8_load(p + 49));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 81), e2f8_load(p + 89));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 121), e2f8_load(p + 129));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 161), e2f8_load(p + 169));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 160), e2f16_load(p + 176));
+              a0_1_0 = e2f16_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_2, x, a1_1_0);
             }
         }
         {
-            const e2f8 w0_0 = e2f8_bcast(w + 12);
-            const e2f8 w0_1 = e2f8_bcast(w + 14);
-            const e2f8 w0_2 = e2f8_bcast(w + 16);
-            const e2f8 w1_0 = e2f8_bcast(w + 13);
-            const e2f8 w1_1 = e2f8_bcast(w + 15);
-            const e2f8 w1_2 = e2f8_bcast(w + 17);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 2), e2f8_loadn(p + 10, 7));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            const e2f16 w0_0 = e2f16_bcast(w + 6);
+            const e2f16 w0_1 = e2f16_bcast(w + 8);
+            const e2f16 w0_2 = e2f16_bcast(w + 10);
+            const e2f16 w1_0 = e2f16_bcast(w + 7);
+            const e2f16 w1_1 = e2f16_bcast(w + 9);
+            const e2f16 w1_2 = e2f16_bcast(w + 11);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 1), e2f16_load(p + 17));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 42), e2f8_loadn(p + 50, 7));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 41), e2f16_load(p + 57));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 82), e2f8_loadn(p + 90, 7));
-              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 81), e2f16_load(p + 97));
+              a0_1_0 = e2f16_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 122), e2f8_loadn(p + 130, 7));
-              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 121), e2f16_load(p + 137));
+              a0_1_0 = e2f16_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_1, x, a1_1_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 162), e2f8_loadn(p + 170, 7));
-              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
-              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 161), e2f16_load(p + 177));
+              a0_1_0 = e2f16_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_2, x, a1_1_0);
+            }
+        }
+        {
+            const e2f16 w0_0 = e2f16_bcast(w + 12);
+            const e2f16 w0_1 = e2f16_bcast(w + 14);
+            const e2f16 w0_2 = e2f16_bcast(w + 16);
+            const e2f16 w1_0 = e2f16_bcast(w + 13);
+            const e2f16 w1_1 = e2f16_bcast(w + 15);
+            const e2f16 w1_2 = e2f16_bcast(w + 17);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 2), e2f16_loadn(p + 18, 15));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 42), e2f16_loadn(p + 58, 15));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 82), e2f16_loadn(p + 98, 15));
+              a0_1_0 = e2f16_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 122), e2f16_loadn(p + 138, 15));
+              a0_1_0 = e2f16_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_1, x, a1_1_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 162), e2f16_loadn(p + 178, 15));
+              a0_1_0 = e2f16_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f16_fma(w1_2, x, a1_1_0);
             }
         }
     }
     {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 0, v);
+    const e2f16 vb = e2f16_bcast(W + 48 + o0 + 0);
+    { e2f16 v = a0_0_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 0, v);
     }
-    { e2f8 v = a0_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 32, v);
+    { e2f16 v = a0_1_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 32, v);
     }
     }
     {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 320, v);
+    const e2f16 vb = e2f16_bcast(W + 48 + o0 + 1);
+    { e2f16 v = a1_0_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 320, v);
     }
-    { e2f8 v = a1_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 352, v);
+    { e2f16 v = a1_1_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 352, v);
     }
     }
 }
 static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
     const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
     (void)W; (void)zb; (void)o0; (void)st;
-    e2f8 a0_0_0 = e2f8_zero();
-    e2f8 a1_0_0 = e2f8_zero();
+    e2f16 a0_0_0 = e2f16_zero();
+    e2f16 a1_0_0 = e2f16_zero();
     for (int e = 0; e < ne; e++, ent += 3, w += 18) {
         const float *p = A + pb + (int64_t)ent[0] * 640 + (int64_t)(zb + ent[2]) * 320;
         {
-            const e2f8 w0_0 = e2f8_bcast(w + 0);
-            const e2f8 w0_1 = e2f8_bcast(w + 2);
-            const e2f8 w0_2 = e2f8_bcast(w + 4);
-            const e2f8 w1_0 = e2f8_bcast(w + 1);
-            const e2f8 w1_1 = e2f8_bcast(w + 3);
-            const e2f8 w1_2 = e2f8_bcast(w + 5);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 0), e2f8_load(p + 8));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            const e2f16 w0_0 = e2f16_bcast(w + 0);
+            const e2f16 w0_1 = e2f16_bcast(w + 2);
+            const e2f16 w0_2 = e2f16_bcast(w + 4);
+            const e2f16 w1_0 = e2f16_bcast(w + 1);
+            const e2f16 w1_1 = e2f16_bcast(w + 3);
+            const e2f16 w1_2 = e2f16_bcast(w + 5);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 0), e2f16_load(p + 16));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 40), e2f8_load(p + 48));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 40), e2f16_load(p + 56));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 80), e2f8_load(p + 88));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
-            }
-        }
-        {
-            const e2f8 w0_0 = e2f8_bcast(w + 6);
-            const e2f8 w0_1 = e2f8_bcast(w + 8);
-            const e2f8 w0_2 = e2f8_bcast(w + 10);
-            const e2f8 w1_0 = e2f8_bcast(w + 7);
-            const e2f8 w1_1 = e2f8_bcast(w + 9);
-            const e2f8 w1_2 = e2f8_bcast(w + 11);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 1), e2f8_load(p + 9));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 41), e2f8_load(p + 49));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
-            }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 81), e2f8_load(p + 89));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 80), e2f16_load(p + 96));
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
             }
         }
         {
-            const e2f8 w0_0 = e2f8_bcast(w + 12);
-            const e2f8 w0_1 = e2f8_bcast(w + 14);
-            const e2f8 w0_2 = e2f8_bcast(w + 16);
-            const e2f8 w1_0 = e2f8_bcast(w + 13);
-            const e2f8 w1_1 = e2f8_bcast(w + 15);
-            const e2f8 w1_2 = e2f8_bcast(w + 17);
-            { const e2f8 x = e2f8_even(e2f8_load(p + 2), e2f8_loadn(p + 10, 7));
-              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            const e2f16 w0_0 = e2f16_bcast(w + 6);
+            const e2f16 w0_1 = e2f16_bcast(w + 8);
+            const e2f16 w0_2 = e2f16_bcast(w + 10);
+            const e2f16 w1_0 = e2f16_bcast(w + 7);
+            const e2f16 w1_1 = e2f16_bcast(w + 9);
+            const e2f16 w1_2 = e2f16_bcast(w + 11);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 1), e2f16_load(p + 17));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 42), e2f8_loadn(p + 50, 7));
-              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 41), e2f16_load(p + 57));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
             }
-            { const e2f8 x = e2f8_even(e2f8_load(p + 82), e2f8_loadn(p + 90, 7));
-              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
-              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 81), e2f16_load(p + 97));
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
+            }
+        }
+        {
+            const e2f16 w0_0 = e2f16_bcast(w + 12);
+            const e2f16 w0_1 = e2f16_bcast(w + 14);
+            const e2f16 w0_2 = e2f16_bcast(w + 16);
+            const e2f16 w1_0 = e2f16_bcast(w + 13);
+            const e2f16 w1_1 = e2f16_bcast(w + 15);
+            const e2f16 w1_2 = e2f16_bcast(w + 17);
+            { const e2f16 x = e2f16_even(e2f16_load(p + 2), e2f16_loadn(p + 18, 15));
+              a0_0_0 = e2f16_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 42), e2f16_loadn(p + 58, 15));
+              a0_0_0 = e2f16_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f16 x = e2f16_even(e2f16_load(p + 82), e2f16_loadn(p + 98, 15));
+              a0_0_0 = e2f16_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f16_fma(w1_2, x, a1_0_0);
             }
         }
     }
     {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 0, v);
+    const e2f16 vb = e2f16_bcast(W + 48 + o0 + 0);
+    { e2f16 v = a0_0_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 0, v);
     }
     }
     {
-    const e2f8 vb = e2f8_bcast(W + 48 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 1);
-      e2f8_store(A + po + 320, v);
+    const e2f16 vb = e2f16_bcast(W + 48 + o0 + 1);
+    { e2f16 v = a1_0_0;
+      v = e2f16_add(v, vb);
+      v = e2f16_keep(v, 9);
+      e2f16_store(A + po + 320, v);
     }
     }
 }
@@ -427,14 +221,9 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         (void)y1;
         double *st = 0;
         for (int ob = 0; ob < 1; ob++) {
-        for (int xv = 0; xv < 1; xv += 1) {
-        const int64_t pb = 0 + (int64_t)n * 1280 + (int64_t)(1 + y0 * 2 - 1) * 40 + 8 + xv * 16 - 1;
-        const int64_t po = 1280 + (int64_t)n * 640 + (int64_t)z * 160 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
-        if (y1 - y0 == 2) k0_mk2x1(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2); else k0_mk1x1(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2);
-        }
-        { const int xv = 1;
-        const int64_t pb = 0 + (int64_t)n * 1280 + (int64_t)(1 + y0 * 2 - 1) * 40 + 8 + xv * 16 - 1;
-        const int64_t po = 1280 + (int64_t)n * 640 + (int64_t)z * 160 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
+        { const int xv = 0;
+        const int64_t pb = 0 + (int64_t)n * 1280 + (int64_t)(1 + y0 * 2 - 1) * 40 + 8 + xv * 32 - 1;
+        const int64_t po = 1280 + (int64_t)n * 640 + (int64_t)z * 160 + (int64_t)(1 + y0) * 32 + 8 + xv * 16;
         if (y1 - y0 == 2) k0_mk2x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2);
         }
         }

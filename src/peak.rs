@@ -1,0 +1,167 @@
+//! This host's measured f32 FMA peak, so `e2enc bench` can say how close a bundle runs to the
+//! machine's limit (`% of peak`) instead of leaving the reader to look up a datasheet (a VM's
+//! clock, the vector unit's width and whether 512-bit FMAs are double-pumped all differ).
+//!
+//! The measurement is the one a micro-benchmark would make: on each of `threads` threads at
+//! once, 12 independent FMA chains of the widest vectors the bundle's target uses (AVX-512 `zmm`,
+//! AVX2 `ymm`, NEON `q` registers) for a fixed number of iterations; the peak is the FMAs done
+//! over the wall time of the slowest thread (2 FLOP per lane). It takes about a quarter of a
+//! second. It is a measurement, so it is as noisy as the machine: `bench` prints it beside the
+//! bundle's numbers from the same run. Targets without a known vector unit (portable C) and
+//! CUDA bundles get none.
+
+use std::time::Instant;
+
+/// The measured f32 FMA peak of `threads` threads at vectors of `target`'s width, in GFLOP/s,
+/// or `None` where this host cannot run the target's vectors or the target has none.
+pub fn fma_peak_gflops(target: &str, threads: usize) -> Option<f64> {
+    let kernel = kernel_for(target)?;
+    // A short warm-up (clocks ramp, pages fault in), then the timed round.
+    run(kernel, threads.max(1), 2_000_000);
+    let (flops, secs) = run(kernel, threads.max(1), 8_000_000);
+    Some(flops / secs / 1e9)
+}
+
+/// One thread's loop: `iters` rounds of 12 FMAs; returns the FLOPs done (and a value the
+/// optimizer cannot drop).
+type Kernel = fn(u64) -> (f64, f32);
+
+fn run(kernel: Kernel, threads: usize, iters: u64) -> (f64, f64) {
+    let t0 = Instant::now();
+    let flops: f64 = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| s.spawn(move || kernel(iters)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                let (f, sink) = h.join().unwrap_or((0.0, 0.0));
+                std::hint::black_box(sink);
+                f
+            })
+            .sum()
+    });
+    (flops, t0.elapsed().as_secs_f64().max(1e-9))
+}
+
+#[allow(unreachable_code)]
+fn kernel_for(target: &str) -> Option<Kernel> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        return match target {
+            "x86-avx512" if std::arch::is_x86_feature_detected!("avx512f") => Some(x86::zmm),
+            "x86-avx2" if fma && std::arch::is_x86_feature_detected!("avx2") => Some(x86::ymm),
+            _ => None,
+        };
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        return (target == "aarch64-neon").then_some(arm::q as Kernel);
+    }
+    let _ = target;
+    None
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    pub fn zmm(iters: u64) -> (f64, f32) {
+        // SAFETY: chosen only where `avx512f` was detected.
+        unsafe { zmm_inner(iters) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn zmm_inner(iters: u64) -> (f64, f32) {
+        let x = _mm512_set1_ps(0.999_9);
+        let y = _mm512_set1_ps(1e-4);
+        let mut a = [_mm512_setzero_ps(); 12];
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = _mm512_set1_ps(i as f32 * 1e-3);
+        }
+        for _ in 0..iters {
+            for v in a.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, x, y);
+            }
+        }
+        let mut s = a[0];
+        for v in &a[1..] {
+            s = _mm512_add_ps(s, *v);
+        }
+        (iters as f64 * 12.0 * 32.0, _mm512_reduce_add_ps(s))
+    }
+
+    pub fn ymm(iters: u64) -> (f64, f32) {
+        // SAFETY: chosen only where `avx2` and `fma` were detected.
+        unsafe { ymm_inner(iters) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn ymm_inner(iters: u64) -> (f64, f32) {
+        let x = _mm256_set1_ps(0.999_9);
+        let y = _mm256_set1_ps(1e-4);
+        let mut a = [_mm256_setzero_ps(); 12];
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = _mm256_set1_ps(i as f32 * 1e-3);
+        }
+        for _ in 0..iters {
+            for v in a.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, x, y);
+            }
+        }
+        let mut s = a[0];
+        for v in &a[1..] {
+            s = _mm256_add_ps(s, *v);
+        }
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), s);
+        (iters as f64 * 12.0 * 16.0, o.iter().sum())
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    pub fn q(iters: u64) -> (f64, f32) {
+        // SAFETY: NEON is part of the aarch64 baseline.
+        unsafe {
+            let x = vdupq_n_f32(0.999_9);
+            let y = vdupq_n_f32(1e-4);
+            let mut a = [vdupq_n_f32(0.0); 12];
+            for (i, v) in a.iter_mut().enumerate() {
+                *v = vdupq_n_f32(i as f32 * 1e-3);
+            }
+            for _ in 0..iters {
+                for v in a.iter_mut() {
+                    *v = vfmaq_f32(y, *v, x);
+                }
+            }
+            let mut s = a[0];
+            for v in &a[1..] {
+                s = vaddq_f32(s, *v);
+            }
+            (iters as f64 * 12.0 * 8.0, vaddvq_f32(s))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_peak_without_a_vector_unit() {
+        assert!(fma_peak_gflops("portable", 1).is_none());
+        assert!(fma_peak_gflops("cuda-sm90", 1).is_none());
+    }
+
+    #[test]
+    fn host_peak_is_positive_where_measurable() {
+        for t in ["x86-avx512", "x86-avx2", "aarch64-neon"] {
+            if let Some(p) = fma_peak_gflops(t, 1) {
+                assert!(p.is_finite() && p > 0.1, "{t}: {p}");
+            }
+        }
+    }
+}
