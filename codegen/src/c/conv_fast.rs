@@ -73,10 +73,13 @@ pub fn blocking_for(g: &Geom, lanes: usize) -> Blocking {
         return blocking(g);
     }
     let k = g.k[1];
-    // AVX-512: 32 zmm registers. Dense 3x3: 4 x 4 accumulators + 12 weights + the load (86%
-    // to 100% of the 512-bit FMA peak on 96 -> 48, 128^2). Sparse 3x3 is bound by moving input
-    // rows from L2 (scattered channels, 3 FMAs per loaded vector): the widest block measured
-    // fastest (vo 1 / 2 / 4 / 8: 88 / 105 / 113 / 122 GFLOP/s at density 0.2), even though
+    // AVX-512: 32 zmm registers. Dense 3x3: 2 outputs x 4 rows x 2 vectors (16 accumulators,
+    // 6 weights, the load): on 96 -> 48, 128^2, one thread of a Zen 4 (512-bit FMAs
+    // double-pumped), 91-96% of the FMA peak, where 4 x 4 x 1 (the choice on the Zen 5 machine
+    // this was first tuned on: 86-100% there) ran at 75%; 3 x 4 x 2: 87%, 6 x 4 x 1: 64%.
+    // Sparse 3x3 is bound by moving input rows from L2 (scattered channels, 3 FMAs per loaded
+    // vector): the widest block measured fastest on Zen 5 (vo 1 / 2 / 4 / 8: 88 / 105 / 113 /
+    // 122 GFLOP/s at density 0.2; on Zen 4: 52 / 60 / 60 / 61% of one core's peak), even though
     // gcc keeps most of its 80 accumulators on the stack, since each row line is fetched once
     // per entry instead of once per 16 columns.
     //
@@ -85,7 +88,7 @@ pub fn blocking_for(g: &Geom, lanes: usize) -> Blocking {
     // four output channels x 2 rows x 2 vectors (16 accumulators, 12 weights).
     let s = g.s[1];
     let (ob, rb, vo) = match (g.sparse, k, s) {
-        (false, 3, 1) => (4, 4, 1),
+        (false, 3, 1) => (2, 4, 2),
         (true, 3, 1) => (1, 10, 8),
         (false, 3, _) => (4, 2, 2),
         (true, 3, _) => (1, 10, 2),
