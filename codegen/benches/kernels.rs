@@ -15,8 +15,11 @@
 //! Convs are reported in GFLOP/s (2 per live MAC) and % of the ISA's measured fp32 FMA peak
 //! (times the threads); the memory-bound kinds (norm apply and reduce, max pool, copies) in GB/s
 //! (bytes read + written, from the shapes: every padded plane read and every one written,
-//! counted once each) and % of the streaming bandwidth measured in this process on as many
-//! threads. The bf16 and int8 (VNNI) peaks are measured and printed where the host has the
+//! counted once each; the norm apply runs in place on the conv's output, so 2x its planes; the
+//! norm reduce reads its partial sums) and % of the streaming bandwidth (the better of a copy and
+//! an in-place stream) measured in this process on as many threads. The first D slices should
+//! not fit in the last-level cache (at D = 32 a 48-channel tensor is 115 MB): with a small
+//! `E2ENC_BENCH_D` the memory-bound kinds run from cache and exceed 100%. The bf16 and int8 (VNNI) peaks are measured and printed where the host has the
 //! instructions, for the kernels of those precisions to come (none exists yet). A summary
 //! table closes the run. See `benches/common/mod.rs` for how the peaks are measured. The
 //! machine is shared: compare ratios, rerun when in doubt.
@@ -27,7 +30,7 @@
 //! `E2ENC_BENCH_CFLAGS` (overrides the ISA's flags), `E2ENC_BENCH_JSON` (write the summary as
 //! JSON to this path, `{bench}` replaced by the bench's name), `E2ENC_BENCH_STREAM_MB` (each
 //! array of the bandwidth measurement, default 128), `E2ENC_BENCH_PEAK_ITERS` (iterations of
-//! the peak loops, default 1e8).
+//! the peak loops, default 2e7).
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;

@@ -4,10 +4,12 @@
 //!
 //! Peaks, all measured in this process by small C functions compiled with `cc`:
 //! - fp32 FMA (per ISA): 12 independent `vfmadd` chains at the ISA's vector width on one core,
-//!   2 FLOP per lane; the `t`-thread peak is `t` times the one-core peak;
-//! - memory bandwidth: a streaming `b[i] = a[i] * s` over two arrays of `E2ENC_BENCH_STREAM_MB`
-//!   MiB each (default 128), bytes read + written (write-allocate traffic not counted, as in the
-//!   kernels' byte counts), best of 3, on 1 and on 2 threads (halves of the arrays);
+//!   2 FLOP per lane, best of 7 runs of `E2ENC_BENCH_PEAK_ITERS` (default 2e7) iterations; the
+//!   `t`-thread peak is `t` times the one-core peak;
+//! - memory bandwidth: the better of a streaming copy `b[i] = a[i] * s` (two arrays of
+//!   `E2ENC_BENCH_STREAM_MB` MiB, default 128) and an in-place `a[i] *= s` (as the norm apply
+//!   runs), bytes read + written (a copy's read for ownership of its destination not counted,
+//!   as in the kernels' byte counts), best of 5, on 1 and on 2 threads (halves of the arrays);
 //! - bf16 (`_mm512_dpbf16_ps`, 64 FLOP per instruction) and int8 VNNI (`_mm512_dpbusd_epi32`,
 //!   128 OP per instruction), 16 independent chains on one core, where the host has
 //!   `avx512bf16` / `avx512vnni` (run-time detection). They are references for kernels of those
@@ -117,8 +119,8 @@ double e2_peak(int64_t iters) {{
 fn chain_peak(src: &str, flags: &[&str], ops_per_iter: f64) -> Option<f64> {
     let lib = CLib::build(src, flags)?;
     let f: unsafe extern "C" fn(i64) -> f64 = lib.get("e2_peak");
-    let iters = env_or("E2ENC_BENCH_PEAK_ITERS", 100_000_000i64);
-    let t = best_of(3, || {
+    let iters = env_or("E2ENC_BENCH_PEAK_ITERS", 20_000_000i64);
+    let t = best_of(7, || {
         std::hint::black_box(unsafe { f(iters) });
     });
     Some(iters as f64 * ops_per_iter / t / 1e9)
@@ -212,7 +214,8 @@ pub fn vnni_peak() -> Option<f64> {
 const STREAM_C: &str = r#"
 #include <immintrin.h>
 #include <stdint.h>
-void e2_stream(const float *a, float *b, int64_t n) {
+/* b[i] = a[i] * s: a copy (b's lines are read for ownership before they are written). */
+void e2_copy(const float *a, float *b, int64_t n) {
     const __m256 s = _mm256_set1_ps(1.0001f);
     for (int64_t i = 0; i < n; i += 32) {
         __m256 u0 = _mm256_loadu_ps(a + i), u1 = _mm256_loadu_ps(a + i + 8);
@@ -223,36 +226,54 @@ void e2_stream(const float *a, float *b, int64_t n) {
         _mm256_storeu_ps(b + i + 24, _mm256_mul_ps(u3, s));
     }
 }
+/* a[i] = a[i] * s: in place, as the norm apply runs. */
+void e2_inplace(const float *a, float *b, int64_t n) {
+    (void)a;
+    const __m256 s = _mm256_set1_ps(0.9999f);
+    for (int64_t i = 0; i < n; i += 32) {
+        __m256 u0 = _mm256_loadu_ps(b + i), u1 = _mm256_loadu_ps(b + i + 8);
+        __m256 u2 = _mm256_loadu_ps(b + i + 16), u3 = _mm256_loadu_ps(b + i + 24);
+        _mm256_storeu_ps(b + i, _mm256_mul_ps(u0, s));
+        _mm256_storeu_ps(b + i + 8, _mm256_mul_ps(u1, s));
+        _mm256_storeu_ps(b + i + 16, _mm256_mul_ps(u2, s));
+        _mm256_storeu_ps(b + i + 24, _mm256_mul_ps(u3, s));
+    }
+}
 "#;
 
-/// Streaming read + write bandwidth on 1 and 2 threads, in GB/s (bytes read + written).
-pub fn mem_peak() -> [f64; 2] {
+/// Streaming read + write bandwidth of `e2_copy` (`b = a * s`, two arrays) and `e2_inplace`
+/// (`b *= s`) over `E2ENC_BENCH_STREAM_MB` MiB arrays, in GB/s (bytes read + written, the
+/// copy's read for ownership not counted), each on 1 and on 2 threads (halves of the arrays),
+/// best of 5: `[[copy 1, copy 2], [in place 1, in place 2]]`.
+pub fn mem_peak() -> [[f64; 2]; 2] {
     let lib = CLib::build(STREAM_C, &["-O2", "-mavx2", "-mfma"]).expect("the stream compiles");
-    let f: unsafe extern "C" fn(*const f32, *mut f32, i64) = lib.get("e2_stream");
     let mb: usize = env_or("E2ENC_BENCH_STREAM_MB", 128);
     let n = (mb << 20) / 4 / 64 * 64;
     let mut a = Arena::new(n, 1.0);
     let mut b = Arena::new(n, 0.0);
     let (pa, pb) = (a.ptr() as usize, b.ptr() as usize);
-    let mut out = [0.0; 2];
-    // Warm-up (faults the pages of `b` in), then 1 and 2 threads.
-    for (i, threads) in [(0usize, 2usize), (0, 1), (1, 2)] {
-        let part = n / threads;
-        let t = best_of(3, || {
-            std::thread::scope(|s| {
-                for th in 1..threads {
-                    s.spawn(move || unsafe {
-                        f(
-                            (pa as *const f32).add(th * part),
-                            (pb as *mut f32).add(th * part),
-                            part as i64,
-                        )
-                    });
-                }
-                unsafe { f(pa as *const f32, pb as *mut f32, part as i64) };
+    let mut out = [[0.0; 2]; 2];
+    for (j, name) in ["e2_copy", "e2_inplace"].into_iter().enumerate() {
+        let f: unsafe extern "C" fn(*const f32, *mut f32, i64) = lib.get(name);
+        // Warm-up (faults the pages of `b` in), then 1 and 2 threads.
+        for (i, threads) in [(0usize, 2usize), (0, 1), (1, 2)] {
+            let part = n / threads;
+            let t = best_of(5, || {
+                std::thread::scope(|s| {
+                    for th in 1..threads {
+                        s.spawn(move || unsafe {
+                            f(
+                                (pa as *const f32).add(th * part),
+                                (pb as *mut f32).add(th * part),
+                                part as i64,
+                            )
+                        });
+                    }
+                    unsafe { f(pa as *const f32, pb as *mut f32, part as i64) };
+                });
             });
-        });
-        out[i] = (n * 8) as f64 / t / 1e9;
+            out[j][i] = (n * 8) as f64 / t / 1e9;
+        }
     }
     out
 }
@@ -268,11 +289,18 @@ pub struct Peaks {
 impl Peaks {
     /// Measures (and prints) the ISA-independent peaks.
     pub fn measure() -> Peaks {
-        let bw = mem_peak();
+        let [copy, inplace] = mem_peak();
         let mb: usize = env_or("E2ENC_BENCH_STREAM_MB", 128);
         println!(
-            "peak memory bandwidth (b[i] = a[i] * s, 2 x {mb} MiB, read + write): \
-             {:.1} GB/s on 1 thread, {:.1} GB/s on 2 threads",
+            "memory bandwidth (read + written bytes, {mb} MiB arrays, best of 5): copy b = a * s \
+             {:.1} GB/s on 1 thread, {:.1} on 2; in place a *= s {:.1} GB/s on 1 thread, {:.1} \
+             on 2",
+            copy[0], copy[1], inplace[0], inplace[1]
+        );
+        let bw = [copy[0].max(inplace[0]), copy[1].max(inplace[1])];
+        println!(
+            "peak memory bandwidth (the better of the two): {:.1} GB/s on 1 thread, {:.1} GB/s \
+             on 2 threads",
             bw[0], bw[1]
         );
         let bf16 = bf16_peak();
@@ -351,7 +379,9 @@ pub fn bytes_of(kind: &str, op: &Op, inputs: &[View], y: &View, scratch_elems: u
         ("max_pool", Op::MaxPool3d(a)) => {
             plane_bytes(&inputs[0], n * c * d * a.kernel[0].min(a.stride[0])) + out
         }
-        // Norm apply, copies and elementwise ops: one plane read per input, one written.
+        // In place (the conv's output): each plane read and written once.
+        ("norm_apply", _) => 2 * out,
+        // Copies and elementwise ops: one plane read per input, one written.
         _ => {
             inputs
                 .iter()
