@@ -1,8 +1,9 @@
 //! Throughput of the generated convolution kernels (`cargo bench -p e2enc-codegen --bench
 //! conv`): a 96 -> 48 1x3x3 conv on `1x96xDx128x128`, dense and at 20% kernel density, stride 1
-//! and 2; the 48 -> 16 1x1 head; the 96 -> 48 2x2x2 transposed "up" conv, dense and sparse; on 1
-//! and 2 threads, in GFLOP/s (2 per live MAC) next to this machine's measured fp32 FMA peak
-//! (12 independent FMA chains at the ISA's width, times the threads). The other kernel kinds
+//! and 2 (kind `conv`); the 48 -> 16 1x1 head (`conv`); the 96 -> 48 2x2x2 transposed "up" conv,
+//! dense and sparse (`conv_up`); on 1 and 2 threads, in GFLOP/s (2 per live MAC) next to this
+//! machine's measured fp32 FMA peak (12 independent FMA chains at the ISA's width, times the
+//! threads). The other kernel kinds
 //! (norm, max pool, copies, the shifted and first convs) are in `benches/kernels.rs`; peaks,
 //! timing and the closing summary table are shared (`benches/common/mod.rs`). The machine is
 //! shared: compare ratios, rerun when in doubt.
