@@ -303,27 +303,6 @@ fn e2enet_shaped_convs() {
 }
 
 #[test]
-fn large_inputs_prefetch_the_next_band() {
-    // Inputs over 16 MiB get the L2 prefetch of the next tile's band (dense and sparse, stride
-    // 1 and 2, shifted channels whose planes leave the volume): prefetches change no value, but
-    // the code must compile and address within reason on every ISA.
-    let mut v = Vec::new();
-    for (i, (cin, s, density)) in [(48, 1, None), (48, 1, Some(0.2)), (48, 2, None)]
-        .into_iter()
-        .enumerate()
-    {
-        let mut c = ConvCfg::plain(1, cin, 3, [8, 100, 112], 3, s);
-        c.density = density;
-        c.norm = true;
-        c.slope = true;
-        c.shift_groups = 5;
-        c.seed = 90 + i as u64;
-        v.push(c.case());
-    }
-    check(v);
-}
-
-#[test]
 fn plain_and_generic_convs() {
     let x = noise(&[1, 3, 5, 6, 7], 1);
     let x2 = noise(&[2, 2, 3, 4, 9], 2);

@@ -23,11 +23,6 @@
 //! the row end, store, and accumulate the instance-norm partial sums of the tile (in double, in
 //! a fixed order).
 //!
-//! A tile reads its input band from memory once and every output channel reuses it from L2, so
-//! the first output channel of each tile would wait for memory: where the input is larger than
-//! the last-level cache holds (`PREFETCH_ABOVE`), each output iteration also prefetches its
-//! share of the next tile's band into L2 (when that tile belongs to the same call).
-//!
 //! Where the dialect has 16-lane vectors (x86-avx512), the kernels use them at both strides
 //! (`lanes`, `blocking_for`; a stride-2 tap vector is the even lanes of 32 loaded columns,
 //! `e2f16_even`); the rows per band, hence the tiles and the norm scratch, are the same for
@@ -137,10 +132,6 @@ pub fn tiles_per_sample(g: &Geom) -> usize {
 /// target's L2 is 512 KiB per core).
 const BAND_BUDGET: usize = 448 * 1024;
 
-/// Inputs larger than this (bytes) get the next tile's band prefetched into L2: smaller ones
-/// stay in the last-level cache between tiles.
-const PREFETCH_ABOVE: usize = 16 << 20;
-
 /// Output vectors (of `lanes` floats) per column strip of a sparse tile (`None`: the whole
 /// band fits the budget).
 fn strip_vectors(g: &Geom, bl: Blocking, lanes: usize) -> Option<usize> {
@@ -191,10 +182,6 @@ pub struct FastConv {
     pub rp: Option<usize>,
     /// Dense: entries per output block.
     pub ne_dense: usize,
-    /// Offset in `I` of every entry of the conv (all input channels and depth taps, as the
-    /// dense list), for the L2 prefetch of the next tile's band; its length is `ne_all`.
-    pub pf: usize,
-    pub ne_all: usize,
     /// Offset in `W` of the bias (padded to whole output blocks).
     pub bias: Option<usize>,
     /// Leaky ReLU slope applied by this kernel (none when a norm follows).
@@ -244,12 +231,11 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
             (a as i64 - sp.shifts[c]) as i32,
         ]
     };
-    let (ent_off, w_off, rp_off, ne_dense, pf);
-    let all_ents: Vec<i32> = (0..cin)
-        .flat_map(|c| (0..kd).flat_map(move |a| entry(c, a)))
-        .collect();
+    let (ent_off, w_off, rp_off, ne_dense);
     if !g.sparse {
-        let ents = all_ents.clone();
+        let ents: Vec<i32> = (0..cin)
+            .flat_map(|c| (0..kd).flat_map(move |a| entry(c, a)))
+            .collect();
         ne_dense = cin * kd;
         let nob = co.div_ceil(bl.ob);
         let mut w = Vec::with_capacity(nob * ne_dense * kk * bl.ob);
@@ -274,7 +260,6 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         ent_off = consts.push_i32(&ents);
         w_off = consts.push_f32(&w);
         rp_off = 0;
-        pf = ent_off;
     } else {
         ne_dense = 0;
         let mut rp = vec![0i32];
@@ -296,7 +281,6 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         ent_off = consts.push_i32(&ents);
         rp_off = consts.push_i32(&rp);
         w_off = consts.push_f32(&w);
-        pf = consts.push_i32(&all_ents);
     }
     let bias = sp.bias.map(|b| {
         let mut v = b.to_vec();
@@ -333,8 +317,6 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         w: w_off,
         rp: g.sparse.then_some(rp_off),
         ne_dense,
-        pf,
-        ne_all: cin * kd,
         bias,
         slope: slope_in_conv(sp),
         norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
@@ -430,42 +412,6 @@ const int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)z * {yds} + (int64_t)({P
     } else {
         format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
     };
-    // L2 prefetch of the next tile's input band (every input channel and depth tap, all its
-    // rows), spread evenly over this tile's output iterations, when the next tile is this call's
-    // too: the band of a tile is read from memory once and then reused by every output channel,
-    // so without it each tile starts with the first output channel waiting for memory. Only
-    // where the input is too large to stay in the last-level cache between tiles.
-    let (ov, oc) = if g.sparse {
-        ("o", co)
-    } else {
-        ("ob", co.div_ceil(bl.ob))
-    };
-    let rows_in = s * (bl.rb - 1) + k;
-    let lpr = x.row.div_ceil(16);
-    let rl = rows_in * lpr;
-    let input_bytes = 4 * g.x[0] * x.n_stride;
-    let prefetch = input_bytes > PREFETCH_ABOVE;
-    let pf_step = if prefetch {
-        format!(
-            "if (t + 1 < t1) {{
-    for (int64_t l = (int64_t){ov} * {pl} / {oc}, le = (int64_t)({ov} + 1) * {pl} / {oc}; l < le; l++) {{
-        const int32_t *q = I + {pf} + 3 * (int)(l / {rl});
-        const int zz = pzb + q[2], rl = (int)(l % {rl});
-        if ((unsigned)zz < {d}u) e2_prefetch_l2(A + pbase + (int64_t)q[0] * {cs} + (int64_t)zz * {ds} + (int64_t)(rl / {lpr}) * {xrow} + 16 * (rl % {lpr}));
-    }}
-}}
-",
-            pl = fc.ne_all * rl,
-            pf = fc.pf,
-            d = g.x[2],
-            cs = x.c_stride,
-            ds = x.d_stride,
-            xrow = x.row,
-        )
-    } else {
-        String::new()
-    };
-    let ohead_pf = format!("{ohead}{pf_step}");
     let xtail = format!("{{ const int xv = {};\n{pos}\n", nxb * bl.vo);
     let loops = if let Some(strip) = fc.strip {
         // Column strips outer, then output channels, then x blocks: the working set is the
@@ -480,7 +426,7 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
 }}
 }}
 }}
-{ohead_pf}{xtail}{tail_call}
+{ohead}{xtail}{tail_call}
 }}
 }}
 ",
@@ -495,9 +441,9 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
             bl.vo
         );
         if skip_body {
-            format!("{ohead_pf}{xtail}{tail_call}\n}}\n}}\n")
+            format!("{ohead}{xtail}{tail_call}\n}}\n}}\n")
         } else {
-            format!("{ohead_pf}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
+            format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
         }
     };
     let norm = fc.norm_scratch.is_some();
@@ -511,19 +457,6 @@ const int zb = z * {sd} - {pd};
 (void)y1;",
         rb = bl.rb
     );
-    if prefetch {
-        // The next tile's coordinates and the start of its band's first row storage.
-        let _ = writeln!(
-            b,
-            "const int64_t pnz = (t + 1) / {nb}; const int pband = (int)((t + 1) % {nb});
-const int pzb = (int)(pnz % {od}) * {sd} - {pd};
-const int64_t pbase = {xo} + (pnz / {od}) * {xns} + (int64_t)({PAD_ROWS} + pband * {rbs} - {ph}) * {xrow};",
-            xo = x.offset,
-            xns = x.n_stride,
-            xrow = x.row,
-            rbs = bl.rb * s,
-        );
-    }
     if norm {
         let _ = writeln!(
             b,

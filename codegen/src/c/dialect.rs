@@ -132,7 +132,6 @@ typedef __m256d e2st;
 #define e2f8_max(a, b) _mm256_max_ps(a, b)
 #define e2st_zero() _mm256_setzero_pd()
 #define e2_prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
-#define e2_prefetch_l2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 
 static inline float e2_lrelu1(float v, float slope) { return v >= 0.0f ? v : slope * v; }
 
@@ -292,7 +291,6 @@ E2_NEON_BIN(e2f8_div, vdivq_f32)
 static inline float32x4_t e2_max4(float32x4_t a, float32x4_t b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
 E2_NEON_BIN(e2f8_max, e2_max4)
 #define e2_prefetch(p) __builtin_prefetch(p)
-#define e2_prefetch_l2(p) __builtin_prefetch(p, 0, 2)
 
 static inline float e2_lrelu1(float v, float slope) { return v >= 0.0f ? v : slope * v; }
 
@@ -451,10 +449,8 @@ static inline void e2f8_stats(e2st *s, e2st *q, e2f8 v) {
 
 #if defined(__GNUC__)
 #define e2_prefetch(p) __builtin_prefetch(p)
-#define e2_prefetch_l2(p) __builtin_prefetch(p, 0, 2)
 #else
 #define e2_prefetch(p) ((void)(p))
-#define e2_prefetch_l2(p) ((void)(p))
 #endif
 static inline e2f8 e2f8_bcast(const float *p) { return e2f8_set1(*p); }
 static inline e2f8 e2f8_zero(void) { return e2f8_set1(0.0f); }

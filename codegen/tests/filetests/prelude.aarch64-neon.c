@@ -26,7 +26,6 @@ E2_NEON_BIN(e2f8_div, vdivq_f32)
 static inline float32x4_t e2_max4(float32x4_t a, float32x4_t b) { return vbslq_f32(vcgtq_f32(a, b), a, b); }
 E2_NEON_BIN(e2f8_max, e2_max4)
 #define e2_prefetch(p) __builtin_prefetch(p)
-#define e2_prefetch_l2(p) __builtin_prefetch(p, 0, 2)
 
 static inline float e2_lrelu1(float v, float slope) { return v >= 0.0f ? v : slope * v; }
 

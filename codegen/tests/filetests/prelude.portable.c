@@ -88,10 +88,8 @@ static inline void e2f8_stats(e2st *s, e2st *q, e2f8 v) {
 
 #if defined(__GNUC__)
 #define e2_prefetch(p) __builtin_prefetch(p)
-#define e2_prefetch_l2(p) __builtin_prefetch(p, 0, 2)
 #else
 #define e2_prefetch(p) ((void)(p))
-#define e2_prefetch_l2(p) ((void)(p))
 #endif
 static inline e2f8 e2f8_bcast(const float *p) { return e2f8_set1(*p); }
 static inline e2f8 e2f8_zero(void) { return e2f8_set1(0.0f); }

@@ -19,7 +19,6 @@ typedef __m256d e2st;
 #define e2f8_max(a, b) _mm256_max_ps(a, b)
 #define e2st_zero() _mm256_setzero_pd()
 #define e2_prefetch(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
-#define e2_prefetch_l2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 
 static inline float e2_lrelu1(float v, float slope) { return v >= 0.0f ? v : slope * v; }
 
