@@ -12,6 +12,7 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::dialect::Dialect;
 use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
@@ -117,6 +118,131 @@ fn micro(
     c
 }
 
+/// 8-lane vectors per statistics group: each group's statistics are reduced (`e2st_sum`) into
+/// the tile's sums on their own, as one 8-lane micro call of `VI` vectors does, so that both
+/// widths add the same doubles in the same order.
+const SG: usize = VI;
+/// Live entries times taps times 8-lane vectors per output channel (the FMAs of one micro call,
+/// in 8-lane units) from which the wide kernel loops over output channels innermost.
+const O_INNER_WORK: usize = 2048;
+/// 16-lane input vectors per wide micro tile (`2 * W16` 8-lane vectors, two statistics groups).
+const W16: usize = 3;
+
+/// The 16-lane micro kernel (x86-avx512): for one output channel and one input row, `nv8`
+/// 8-lane input vectors (held as `nv8.div_ceil(2)` 16-lane vectors, the last one half-loaded when
+/// `nv8` is odd) and every tap `(a, b, c)` of the kernel (both depth taps when `kd = 2`: each
+/// input load feeds `4 * kd` FMAs per vector). The output of depth tap `a` is plane `po + a *
+/// d_stride`, its statistics `st[2a]`, `st[2a + 1]`.
+#[allow(clippy::too_many_arguments)]
+fn micro16(
+    name: &str,
+    nv8: usize,
+    tail_at: Option<usize>,
+    ctx: &NodeCtx,
+    kd: usize,
+    bias: Option<usize>,
+    slope: Option<f32>,
+    norm: bool,
+) -> String {
+    let (x, y) = (&ctx.inputs[0], &ctx.output);
+    let ow = y.shape[4];
+    let kv = 4 * kd;
+    let nw = nv8.div_ceil(2);
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st) {{
+    (void)W; (void)o; (void)st;"
+    );
+    for k in 0..kv {
+        for v in 0..nw {
+            let _ = writeln!(c, "    e2f16 a{k}_{v} = e2f16_zero();");
+        }
+    }
+    let _ = writeln!(
+        c,
+        "    for (int e = 0; e < ne; e++, w += {kv}) {{
+        const float *p = A + pb + (int64_t)ent[e] * {cs};",
+        cs = x.c_stride
+    );
+    for v in 0..nw {
+        if 2 * v + 1 < nv8 {
+            let _ = writeln!(c, "        const e2f16 x{v} = e2f16_load(p + {});", 16 * v);
+        } else {
+            let _ = writeln!(
+                c,
+                "        const e2f16 x{v} = e2f16_loadn(p + {}, 8);",
+                16 * v
+            );
+        }
+    }
+    for k in 0..kv {
+        let _ = write!(c, "        {{ const e2f16 w{k} = e2f16_bcast(w + {k});");
+        for v in 0..nw {
+            let _ = write!(c, " a{k}_{v} = e2f16_fma(w{k}, x{v}, a{k}_{v});");
+        }
+        let _ = writeln!(c, " }}");
+    }
+    let _ = writeln!(c, "    }}");
+    if let Some(sl) = slope {
+        let _ = writeln!(c, "    const e2f16 vsl = e2f16_set1({});", cf(sl));
+    }
+    if let Some(boff) = bias {
+        let _ = writeln!(c, "    const e2f16 vb = e2f16_bcast(W + {boff} + o);");
+    }
+    for a in 0..kd {
+        for g0 in (0..nv8).step_by(SG) {
+            let _ = writeln!(c, "    {{");
+            if norm {
+                let _ = writeln!(c, "      e2st vs = e2st_zero(), vq = e2st_zero();");
+            }
+            for b in 0..2 {
+                let (k0, k1) = (4 * a + 2 * b, 4 * a + 2 * b + 1);
+                for v8 in g0..(g0 + SG).min(nv8) {
+                    let (v, zip) = (v8 / 2, if v8 % 2 == 0 { "lo" } else { "hi" });
+                    let _ = writeln!(
+                        c,
+                        "      {{ e2f16 v = e2f16_zip_{zip}(a{k0}_{v}, a{k1}_{v});"
+                    );
+                    if bias.is_some() {
+                        let _ = writeln!(c, "        v = e2f16_add(v, vb);");
+                    }
+                    if slope.is_some() {
+                        let _ = writeln!(c, "        v = e2f16_lrelu(v, vsl);");
+                    }
+                    if let Some(xv) = tail_at {
+                        let valid = ow.saturating_sub(16 * (xv + v8)).min(16);
+                        if valid < 16 {
+                            let _ = writeln!(c, "        v = e2f16_keep(v, {valid});");
+                        }
+                    }
+                    let _ = writeln!(
+                        c,
+                        "        e2f16_store(A + po + {}, v);",
+                        a * y.d_stride + b * y.row + 16 * v8
+                    );
+                    if norm {
+                        let _ = writeln!(c, "        e2f16_stats(&vs, &vq, v);");
+                    }
+                    let _ = writeln!(c, "      }}");
+                }
+            }
+            if norm {
+                let _ = writeln!(
+                    c,
+                    "      st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
+                    2 * a,
+                    2 * a + 1
+                );
+            }
+            let _ = writeln!(c, "    }}");
+        }
+    }
+    c.push_str("}\n");
+    c
+}
+
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
@@ -132,6 +258,21 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let bias = sp.bias.map(|b| consts.push_f32(b));
     let norm = sp.norm.is_some();
     let slope = slope_in_conv(sp);
+
+    if Dialect::of(ctx.isa).wide == 16 {
+        let st = Setup {
+            kd,
+            nvi,
+            nb,
+            ent_off,
+            rp_off,
+            w_off,
+            bias,
+            norm,
+            slope,
+        };
+        return Ok(emit16(ctx, sp, &st));
+    }
 
     let nxb = (nvi - 1) / VI;
     let vt = nvi - nxb * VI;
@@ -245,4 +386,194 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         live_flops(sp),
         what,
     ))
+}
+
+/// What [`emit`] worked out, for [`emit16`].
+struct Setup {
+    kd: usize,
+    nvi: usize,
+    nb: usize,
+    ent_off: usize,
+    rp_off: usize,
+    w_off: usize,
+    bias: Option<usize>,
+    norm: bool,
+    slope: Option<f32>,
+}
+
+/// The 16-lane kernel: tiles `(n, input plane z, band)`, each computing the `kd` output planes
+/// `z * kd + a` of the band (their statistics go to the same partial slots as the 8-lane
+/// kernel's `(oz, band)` tiles).
+fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
+    let g = &sp.g;
+    let (x, y) = (&ctx.inputs[0], &ctx.output);
+    let [n, cin, d, h, _] = g.x;
+    let [_, co, od, oh, _] = g.y;
+    let (kd, nvi, nb) = (s.kd, s.nvi, s.nb);
+    let kv = 4 * kd;
+    let body_v8 = 2 * W16;
+    let nxb = (nvi - 1) / body_v8;
+    let vt = nvi - nxb * body_v8;
+    let body_name = format!("{}_w{body_v8}", ctx.prefix);
+    let tail_name = format!("{}_w{vt}t", ctx.prefix);
+    let mut helpers = String::new();
+    if nxb > 0 {
+        helpers.push_str(&micro16(
+            &body_name, body_v8, None, ctx, kd, s.bias, s.slope, s.norm,
+        ));
+    }
+    helpers.push_str(&micro16(
+        &tail_name,
+        vt,
+        Some(nxb * body_v8),
+        ctx,
+        kd,
+        s.bias,
+        s.slope,
+        s.norm,
+    ));
+
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "const int band = (int)(t % {nb}); const int64_t nz = t / {nb};
+const int z = (int)(nz % {d}), n = (int)(nz / {d});
+const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
+    );
+    if s.norm {
+        let _ = writeln!(b, "double st[{}]; memset(st, 0, sizeof st);", 2 * co * kd);
+    } else {
+        let _ = writeln!(b, "double *st = 0;");
+    }
+    let call = |name: &str| {
+        format!(
+            "{name}(A, W, I + {eo} + e0, W + {wo} + (int64_t)e0 * {kv}, e1 - e0, pb, po, o, st + {} * o);",
+            2 * kd,
+            eo = s.ent_off,
+            wo = s.w_off,
+        )
+    };
+    // Dense enough (a long entry list per micro call): the output channel loop runs inside the
+    // column loop, so the input vectors of a micro tile stay in L1 for every output channel.
+    // Sparse: one output channel at a time, its rows written as streams.
+    let ents: usize = sp.rows.iter().map(|r| r.len()).sum();
+    let o_inner = ents * kv * body_v8 >= co * O_INNER_WORK;
+    let (rp_off, ycs) = (s.rp_off, y.c_stride);
+    let row = format!(
+        "const int64_t pr = {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT};
+const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};",
+        xo = x.offset,
+        xns = x.n_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+        yo = y.offset,
+        yns = y.n_stride,
+        zds = kd * y.d_stride,
+        yrow = y.row,
+    );
+    let ents_o = format!("const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];");
+    let tail = format!(
+        "{{ const int64_t pb = pr + {tx}, po = qr + (int64_t)o * {ycs} + {ty}; {call} }}",
+        tx = 8 * nxb * body_v8,
+        ty = 16 * nxb * body_v8,
+        call = call(&tail_name),
+    );
+    let body = if nxb == 0 {
+        None
+    } else {
+        Some(format!(
+            "const int64_t pb = pr + (int64_t)xv * 8, po = qr + (int64_t)o * {ycs} + (int64_t)xv * 16; {call}",
+            call = call(&body_name),
+        ))
+    };
+    let nxbv = nxb * body_v8;
+    if o_inner {
+        let _ = writeln!(
+            b,
+            "for (int yi = y0; yi < y1; yi++) {{
+{}",
+            indent(&row)
+        );
+        if let Some(body) = &body {
+            let _ = writeln!(
+                b,
+                "    for (int xv = 0; xv < {nxbv}; xv += {body_v8}) for (int o = 0; o < {co}; o++) {{
+        {ents_o}
+        {body}
+    }}"
+            );
+        }
+        let _ = writeln!(
+            b,
+            "    for (int o = 0; o < {co}; o++) {{
+        {ents_o}
+        {tail}
+    }}
+}}"
+        );
+    } else {
+        let _ = writeln!(
+            b,
+            "for (int o = 0; o < {co}; o++) {{
+    {ents_o}
+    for (int yi = y0; yi < y1; yi++) {{
+{}",
+            indent(&indent(&row))
+        );
+        if let Some(body) = &body {
+            let _ = writeln!(
+                b,
+                "        for (int xv = 0; xv < {nxbv}; xv += {body_v8}) {{ {body} }}"
+            );
+        }
+        let _ = writeln!(
+            b,
+            "        {tail}
+    }}
+}}"
+        );
+    }
+    let _ = writeln!(
+        b,
+        "for (int o = 0; o < {co}; o++) for (int a = 0; a < {kd}; a++) {{
+    const int oz = z * {kd} + a;
+    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds};
+    for (int y = 2 * y0; y < 2 * y1; y++) {{
+        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+{pads}    }}
+    if (band == 0) {{ {top}}}
+    if (band == {last}) {{ {bot}}}",
+        yo = y.offset,
+        yns = y.n_stride,
+        ycs = y.c_stride,
+        yds = y.d_stride,
+        yrow = y.row,
+        pads = indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
+        top = zero_row(y, "pl"),
+        bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
+        last = nb - 1,
+    );
+    if s.norm {
+        let _ = writeln!(
+            b,
+            "    double *pp = {};\n    pp[0] = st[{kd2} * o + 2 * a]; pp[1] = st[{kd2} * o + 2 * a + 1];",
+            partial_ptr(
+                ctx.scratch,
+                od * nb,
+                &format!("n * {co} + o"),
+                &format!("oz * {nb} + band")
+            ),
+            kd2 = 2 * kd,
+        );
+    }
+    b.push_str("}\n");
+    let what = format!(
+        "{} up{} {}x2x2 {}->{}",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        kd,
+        cin,
+        co
+    );
+    kernel(&ctx.prefix, &helpers, &b, n * d * nb, live_flops(sp), what)
 }

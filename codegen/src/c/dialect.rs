@@ -8,8 +8,9 @@
 //! `e2f8_zip_hi`, `e2f8_lrelu`, `e2f8_nanmax`, `e2f8_exp`, `e2f8_argmax_step`, and double
 //! statistics accumulators `e2st` (`e2f8_stats` adds the lanes and their squares, `e2st_sum`
 //! reduces in a fixed order). Dialects with wider registers add `e2f16` (16 lanes, with masked
-//! loads and stores `e2f16_loadn` / `e2f16_storen` and `e2f16_alignr`), which the conv micro
-//! kernel uses where [`Dialect::wide`] says so; the same micro-kernel text serves both widths
+//! loads and stores `e2f16_loadn` / `e2f16_storen`, `e2f16_alignr` and the interleave
+//! `e2f16_zip_lo` / `e2f16_zip_hi`), which the conv and upsampling micro kernels use where
+//! [`Dialect::wide`] says so; the same micro-kernel text serves both widths
 //! (`Vf` names the vocabulary of one width).
 //!
 //! A dialect is a table: its name, its prelude (the definitions of the vocabulary: macros over
@@ -226,7 +227,7 @@ static inline __m256 e2f8_exp(__m256 x) {
 "#;
 
 const X86_512: &str = r#"
-/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the stride-1 conv micro kernels. */
+/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the stride-1 conv and upsampling micro kernels. */
 typedef __m512 e2f16;
 #define e2f16_load(p) _mm512_loadu_ps(p)
 #define e2f16_store(p, v) _mm512_storeu_ps(p, v)
@@ -243,6 +244,16 @@ typedef __m512 e2f16;
 /* Lanes k .. k + 15 of the 32-lane concatenation [lo, hi] (k a constant). */
 #define e2f16_alignr(hi, lo, k) \
     _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), k))
+
+/* Interleaved lanes: zip_lo = [a0 b0 a1 b1 .. a7 b7], zip_hi = [a8 b8 .. a15 b15]. */
+static inline __m512 e2f16_zip_lo(__m512 a, __m512 b) {
+    return _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+}
+static inline __m512 e2f16_zip_hi(__m512 a, __m512 b) {
+    return _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
+}
 
 /* Leaky ReLU on 16 lanes (same results as e2f8_lrelu, NaN stays NaN). */
 static inline __m512 e2f16_lrelu(__m512 v, __m512 slope) {
