@@ -725,6 +725,24 @@ fn avx512_upsampling_is_bit_identical_to_avx2() {
             seed: 90 + i as u64,
         });
     }
+    // An output past 32 MiB: its lines are streamed.
+    cfgs.push(ConvCfg {
+        n: 1,
+        cin: 2,
+        cout: 4,
+        dhw: [16, 64, 256],
+        kernel: [2, 2, 2],
+        stride: [2, 2, 2],
+        padding: [0; 3],
+        transposed: true,
+        density: None,
+        shift_groups: 1,
+        bias: true,
+        norm: true,
+        slope: false,
+        slice: false,
+        seed: 99,
+    });
     let cases: Vec<Case> = cfgs.iter().map(|c| c.case()).collect();
     let mut outs = Vec::new();
     for isa in [Target::X86Avx2, Target::X86Avx512] {
@@ -764,4 +782,16 @@ fn avx512_upsampling_is_bit_identical_to_avx2() {
         src.contains("e2f16_zip_hi("),
         "the up kernel did not use 16 lanes"
     );
+    assert!(
+        src.contains("e2f16_alignr("),
+        "no aligned output lines (width 64)"
+    );
+    let big = harness::prepare_for(
+        cases.last().unwrap(),
+        "s",
+        &mut Default::default(),
+        Target::X86Avx512,
+    );
+    let src: String = big.kernels.iter().map(|k| k.source.as_str()).collect();
+    assert!(src.contains("e2f16_stream("), "no streamed output lines");
 }

@@ -125,6 +125,10 @@ const SG: usize = VI;
 /// Live entries times taps times 8-lane vectors per output channel (the FMAs of one micro call,
 /// in 8-lane units) from which the wide kernel loops over output channels innermost.
 const O_INNER_WORK: usize = 2048;
+/// Output bytes from which the aligned output lines are streamed past the caches (an output that
+/// large does not stay in this class of machine's L3 for its consumer anyway, and streaming saves
+/// reading each line before writing it).
+const STREAM_BYTES: usize = 32 << 20;
 /// 16-lane input vectors per wide micro tile (`2 * W16` 8-lane vectors, two statistics groups).
 const W16: usize = 3;
 
@@ -133,6 +137,13 @@ const W16: usize = 3;
 /// `nv8` is odd) and every tap `(a, b, c)` of the kernel (both depth taps when `kd = 2`: each
 /// input load feeds `4 * kd` FMAs per vector). The output of depth tap `a` is plane `po + a *
 /// d_stride`, its statistics `st[2a]`, `st[2a + 1]`.
+///
+/// Stores: with `aligned` (64-byte aligned rows), each output row is written as whole aligned
+/// lines, padding columns included: line `j` is the high half of output vector `j - 1` and the
+/// low half of vector `j` (`e2f16_alignr`), the high half of a call's last vector waits in the
+/// carry `cy[8 * (2a + b)]` for the next call of the row (zero at the row start), and the `last`
+/// call of a row writes the final line with the zero right padding. Otherwise each output vector
+/// is stored where it lies.
 #[allow(clippy::too_many_arguments)]
 fn micro16(
     name: &str,
@@ -140,9 +151,8 @@ fn micro16(
     tail_at: Option<usize>,
     ctx: &NodeCtx,
     kd: usize,
-    bias: Option<usize>,
-    slope: Option<f32>,
-    norm: bool,
+    ep: &Epi,
+    last: bool,
 ) -> String {
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let ow = y.shape[4];
@@ -152,8 +162,9 @@ fn micro16(
     let _ = writeln!(
         c,
         "static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st) {{
-    (void)W; (void)o; (void)st;"
+    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st,
+    float *restrict cy) {{
+    (void)W; (void)o; (void)st; (void)cy;"
     );
     for k in 0..kv {
         for v in 0..nw {
@@ -185,62 +196,109 @@ fn micro16(
         let _ = writeln!(c, " }}");
     }
     let _ = writeln!(c, "    }}");
-    if let Some(sl) = slope {
+    if let Some(sl) = ep.slope {
         let _ = writeln!(c, "    const e2f16 vsl = e2f16_set1({});", cf(sl));
     }
-    if let Some(boff) = bias {
+    if let Some(boff) = ep.bias {
         let _ = writeln!(c, "    const e2f16 vb = e2f16_bcast(W + {boff} + o);");
     }
+    // The output vectors: z{a}_{b}_{v8} covers columns 16 v8 .. 16 v8 + 15 of row b of plane a.
     for a in 0..kd {
-        for g0 in (0..nv8).step_by(SG) {
-            let _ = writeln!(c, "    {{");
-            if norm {
-                let _ = writeln!(c, "      e2st vs = e2st_zero(), vq = e2st_zero();");
-            }
-            for b in 0..2 {
-                let (k0, k1) = (4 * a + 2 * b, 4 * a + 2 * b + 1);
-                for v8 in g0..(g0 + SG).min(nv8) {
-                    let (v, zip) = (v8 / 2, if v8 % 2 == 0 { "lo" } else { "hi" });
-                    let _ = writeln!(
-                        c,
-                        "      {{ e2f16 v = e2f16_zip_{zip}(a{k0}_{v}, a{k1}_{v});"
-                    );
-                    if bias.is_some() {
-                        let _ = writeln!(c, "        v = e2f16_add(v, vb);");
+        for b in 0..2 {
+            let (k0, k1) = (4 * a + 2 * b, 4 * a + 2 * b + 1);
+            for v8 in 0..nv8 {
+                let (v, zip) = (v8 / 2, if v8 % 2 == 0 { "lo" } else { "hi" });
+                let z = format!("z{a}_{b}_{v8}");
+                let _ = writeln!(c, "    e2f16 {z} = e2f16_zip_{zip}(a{k0}_{v}, a{k1}_{v});");
+                if ep.bias.is_some() {
+                    let _ = writeln!(c, "    {z} = e2f16_add({z}, vb);");
+                }
+                if ep.slope.is_some() {
+                    let _ = writeln!(c, "    {z} = e2f16_lrelu({z}, vsl);");
+                }
+                if let Some(xv) = tail_at {
+                    let valid = ow.saturating_sub(16 * (xv + v8)).min(16);
+                    if valid < 16 {
+                        let _ = writeln!(c, "    {z} = e2f16_keep({z}, {valid});");
                     }
-                    if slope.is_some() {
-                        let _ = writeln!(c, "        v = e2f16_lrelu(v, vsl);");
-                    }
-                    if let Some(xv) = tail_at {
-                        let valid = ow.saturating_sub(16 * (xv + v8)).min(16);
-                        if valid < 16 {
-                            let _ = writeln!(c, "        v = e2f16_keep(v, {valid});");
-                        }
-                    }
-                    let _ = writeln!(
-                        c,
-                        "        e2f16_store(A + po + {}, v);",
-                        a * y.d_stride + b * y.row + 16 * v8
-                    );
-                    if norm {
-                        let _ = writeln!(c, "        e2f16_stats(&vs, &vq, v);");
-                    }
-                    let _ = writeln!(c, "      }}");
                 }
             }
-            if norm {
+        }
+    }
+    if ep.norm {
+        // Statistics in the 8-lane kernel's groups and order.
+        for a in 0..kd {
+            for g0 in (0..nv8).step_by(SG) {
+                let _ = writeln!(c, "    {{ e2st vs = e2st_zero(), vq = e2st_zero();");
+                for b in 0..2 {
+                    for v8 in g0..(g0 + SG).min(nv8) {
+                        let _ = writeln!(c, "      e2f16_stats(&vs, &vq, z{a}_{b}_{v8});");
+                    }
+                }
                 let _ = writeln!(
                     c,
-                    "      st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
+                    "      st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq); }}",
                     2 * a,
                     2 * a + 1
                 );
             }
-            let _ = writeln!(c, "    }}");
+        }
+    }
+    for a in 0..kd {
+        for b in 0..2 {
+            let row = a * y.d_stride + b * y.row;
+            if !ep.aligned {
+                for v8 in 0..nv8 {
+                    let _ = writeln!(
+                        c,
+                        "    e2f16_store(A + po + {}, z{a}_{b}_{v8});",
+                        row + 16 * v8
+                    );
+                }
+                continue;
+            }
+            let cyo = 8 * (2 * a + b);
+            let _ = writeln!(
+                c,
+                "    {st}(A + po + {}, e2f16_alignr(z{a}_{b}_0, e2f16_bcast8(cy + {cyo}), 8));",
+                row as isize - 8,
+                st = ep.store,
+            );
+            for v8 in 1..nv8 {
+                let _ = writeln!(
+                    c,
+                    "    {st}(A + po + {}, e2f16_alignr(z{a}_{b}_{v8}, z{a}_{b}_{}, 8));",
+                    row + 16 * v8 - 8,
+                    v8 - 1,
+                    st = ep.store,
+                );
+            }
+            if last {
+                let _ = writeln!(
+                    c,
+                    "    {st}(A + po + {}, e2f16_alignr(e2f16_zero(), z{a}_{b}_{}, 8));",
+                    row + 16 * nv8 - 8,
+                    nv8 - 1,
+                    st = ep.store,
+                );
+            } else {
+                let _ = writeln!(c, "    e2f16_store_hi(cy + {cyo}, z{a}_{b}_{});", nv8 - 1);
+            }
         }
     }
     c.push_str("}\n");
     c
+}
+
+/// The epilogue of the 16-lane micro kernels.
+struct Epi {
+    bias: Option<usize>,
+    slope: Option<f32>,
+    norm: bool,
+    /// Whole aligned output lines (see [`micro16`]).
+    aligned: bool,
+    /// The store of an aligned line (`e2f16_store`, or the streaming `e2f16_stream`).
+    store: &'static str,
 }
 
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel, EmitError> {
@@ -416,11 +474,23 @@ fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
     let vt = nvi - nxb * body_v8;
     let body_name = format!("{}_w{body_v8}", ctx.prefix);
     let tail_name = format!("{}_w{vt}t", ctx.prefix);
+    // Whole aligned output lines where every output row starts a 64-byte line (padded rows of a
+    // multiple of 16 floats whose values fill whole vectors).
+    let aligned = y.offset % 16 == 0 && y.row % 16 == 0 && y.shape[4] == 16 * nvi;
+    let ep = Epi {
+        bias: s.bias,
+        slope: s.slope,
+        norm: s.norm,
+        aligned,
+        store: if aligned && 4 * n * y.n_stride >= STREAM_BYTES {
+            "e2f16_stream"
+        } else {
+            "e2f16_store"
+        },
+    };
     let mut helpers = String::new();
     if nxb > 0 {
-        helpers.push_str(&micro16(
-            &body_name, body_v8, None, ctx, kd, s.bias, s.slope, s.norm,
-        ));
+        helpers.push_str(&micro16(&body_name, body_v8, None, ctx, kd, &ep, false));
     }
     helpers.push_str(&micro16(
         &tail_name,
@@ -428,9 +498,8 @@ fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
         Some(nxb * body_v8),
         ctx,
         kd,
-        s.bias,
-        s.slope,
-        s.norm,
+        &ep,
+        true,
     ));
 
     let mut b = String::new();
@@ -445,10 +514,26 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     } else {
         let _ = writeln!(b, "double *st = 0;");
     }
+    let ents: usize = sp.rows.iter().map(|r| r.len()).sum();
+    let o_inner = ents * kv * body_v8 >= co * O_INNER_WORK;
+    // The carries of the aligned stores (per output channel when the channels run innermost),
+    // zeroed at each row start.
+    let ncy = if o_inner { co * 16 * kd } else { 16 * kd };
+    if aligned {
+        let _ = writeln!(b, "float cy[{ncy}];");
+    } else {
+        let _ = writeln!(b, "float *cy = 0;");
+    }
+    let zcy = if aligned {
+        "memset(cy, 0, sizeof cy); "
+    } else {
+        ""
+    };
     let call = |name: &str| {
         format!(
-            "{name}(A, W, I + {eo} + e0, W + {wo} + (int64_t)e0 * {kv}, e1 - e0, pb, po, o, st + {} * o);",
+            "{name}(A, W, I + {eo} + e0, W + {wo} + (int64_t)e0 * {kv}, e1 - e0, pb, po, o, st + {} * o, cy{});",
             2 * kd,
+            if o_inner { format!(" + {} * o", 16 * kd) } else { String::new() },
             eo = s.ent_off,
             wo = s.w_off,
         )
@@ -456,8 +541,6 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     // Dense enough (a long entry list per micro call): the output channel loop runs inside the
     // column loop, so the input vectors of a micro tile stay in L1 for every output channel.
     // Sparse: one output channel at a time, its rows written as streams.
-    let ents: usize = sp.rows.iter().map(|r| r.len()).sum();
-    let o_inner = ents * kv * body_v8 >= co * O_INNER_WORK;
     let (rp_off, ycs) = (s.rp_off, y.c_stride);
     let row = format!(
         "const int64_t pr = {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT};
@@ -491,7 +574,8 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         let _ = writeln!(
             b,
             "for (int yi = y0; yi < y1; yi++) {{
-{}",
+{}
+    {zcy}",
             indent(&row)
         );
         if let Some(body) = &body {
@@ -517,7 +601,8 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
             "for (int o = 0; o < {co}; o++) {{
     {ents_o}
     for (int yi = y0; yi < y1; yi++) {{
-{}",
+{}
+        {zcy}",
             indent(&indent(&row))
         );
         if let Some(body) = &body {
@@ -548,7 +633,11 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         ycs = y.c_stride,
         yds = y.d_stride,
         yrow = y.row,
-        pads = indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
+        pads = if aligned {
+            String::new()
+        } else {
+            indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi)))
+        },
         top = zero_row(y, "pl"),
         bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
         last = nb - 1,
@@ -567,6 +656,9 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         );
     }
     b.push_str("}\n");
+    if ep.store == "e2f16_stream" {
+        b.push_str("e2_sfence();\n");
+    }
     let what = format!(
         "{} up{} {}x2x2 {}->{}",
         ctx.label,
