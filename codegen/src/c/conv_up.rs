@@ -509,6 +509,25 @@ fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
 const int z = (int)(nz % {d}), n = (int)(nz / {d});
 const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     );
+    // The next tile's input band, prefetched into L2 a few channels per output channel (its
+    // first touch would otherwise wait on memory while the channels' lists first reach it).
+    let tiles = n * d * nb;
+    let _ = writeln!(
+        b,
+        "const int64_t tn = t + 1 < {tiles} ? t + 1 : t;
+const int bn = (int)(tn % {nb}); const int64_t nzn = tn / {nb};
+const int yn = bn * {IB}, rn = (yn + {IB} < {h} ? yn + {IB} : {h}) - yn;
+const float *pf = A + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int64_t)(yn + {PAD_ROWS}) * {xrow};",
+        xo = x.offset,
+        xns = x.n_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+    );
+    let prefetch = format!(
+        "for (int c = o * {cin} / {co}; c < (o + 1) * {cin} / {co}; c++) for (int l = 0; l < rn * {xrow}; l += 16) e2_prefetch2(pf + (int64_t)c * {cs} + l);",
+        xrow = x.row,
+        cs = x.c_stride,
+    );
     if s.norm {
         let _ = writeln!(b, "double st[{}]; memset(st, 0, sizeof st);", 2 * co * kd);
     } else {
@@ -592,6 +611,7 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
             "    for (int o = 0; o < {co}; o++) {{
         {ents_o}
         {tail}
+        if (yi == y0) {prefetch}
     }}
 }}"
         );
@@ -600,6 +620,7 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
             b,
             "for (int o = 0; o < {co}; o++) {{
     {ents_o}
+    {prefetch}
     for (int yi = y0; yi < y1; yi++) {{
 {}
         {zcy}",

@@ -245,6 +245,8 @@ typedef __m512 e2f16;
 #define e2f16_alignr(hi, lo, k) \
     _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), k))
 
+/* Prefetch into L2 (data wanted by a later tile). */
+#define e2_prefetch2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
 /* The 8 floats at p in both halves. */
 #define e2f16_bcast8(p) _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))))
 /* Lanes 8..15 of v to p. */
