@@ -3,11 +3,25 @@
 //!
 //! Every output voxel gets exactly one tap: output plane `oz` reads input plane `oz / kd` with
 //! depth tap `oz % kd`, output row `2y + b` input row `y`, output column `2x + c` input column
-//! `x`. Tiles are `(n, oz, band of IB input rows)`, computing every output channel. The micro
-//! kernel holds, for one output channel and one input row, the four (b, c) tap planes of `VI`
-//! input vectors (12 accumulators), walks the output channel's list of live input channels
-//! (`[c]`, weights `[c][kd][2][2]`), and interleaves the c = 0 / c = 1 accumulators into the
-//! output columns at the store (`e2f8_zip_lo` / `e2f8_zip_hi`).
+//! `x`. Each output channel walks its list of live input channels (`[c]`, weights
+//! `[c][kd][2][2]`); every output value is one chain of FMAs over that list in order, then the
+//! bias, then the leaky ReLU, whatever the blocking, so both kernels below give the same bits.
+//!
+//! 8 lanes (AVX2, NEON, portable): tiles are `(n, oz, band of IB input rows)`, computing every
+//! output channel. The micro kernel holds, for one output channel and one input row, the four
+//! (b, c) tap planes of `VI` input vectors (12 accumulators), and interleaves the c = 0 / c = 1
+//! accumulators into the output columns at the store (`e2f8_zip_lo` / `e2f8_zip_hi`).
+//!
+//! 16 lanes (AVX-512, [`emit16`]): tiles are `(n, input plane z, band)` and compute both depth
+//! taps at once (`kd * 4` tap planes of up to `W16` 16-lane input vectors: 24 accumulators, each
+//! input load feeding 24 FMAs), interleaved with `e2f16_zip_lo` / `e2f16_zip_hi`. With long entry
+//! lists (dense) the output channels run innermost, so a micro tile's input vectors stay in L1
+//! across them; sparse tiles take one output channel at a time and write its rows as streams.
+//! Where output rows start 64-byte lines the stores are whole aligned lines (padding included,
+//! cut across the interleaved vectors with `e2f16_alignr`, the last half vector of a micro call
+//! carried to the next), streamed past the caches for outputs over `STREAM_BYTES`; each tile
+//! prefetches the next tile's input band into L2. The instance-norm statistics go to the same
+//! `(oz, band)` partial slots as the 8-lane kernel's, summed in the same groups and order.
 
 use std::fmt::Write;
 
@@ -23,6 +37,8 @@ const IB: usize = 4;
 /// Input vectors per micro tile.
 const VI: usize = 3;
 
+/// Instance-norm partial slots per sample: one per `(oz, band)` (the 8-lane kernel's tiles; a
+/// 16-lane tile fills the `kd` slots of its input plane).
 pub fn tiles_per_sample(g: &Geom) -> usize {
     g.y[2] * g.x[3].div_ceil(IB)
 }
@@ -258,10 +274,13 @@ fn micro16(
                 continue;
             }
             let cyo = 8 * (2 * a + b);
+            let first = match row {
+                0 => "po - 8".to_string(),
+                r => format!("po + {}", r - 8),
+            };
             let _ = writeln!(
                 c,
-                "    {st}(A + po + {}, e2f16_alignr(z{a}_{b}_0, e2f16_bcast8(cy + {cyo}), 8));",
-                row as isize - 8,
+                "    {st}(A + {first}, e2f16_alignr(z{a}_{b}_0, e2f16_bcast8(cy + {cyo}), 8));",
                 st = ep.store,
             );
             for v8 in 1..nv8 {
@@ -573,6 +592,7 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         zds = kd * y.d_stride,
         yrow = y.row,
     );
+    let row = format!("{row}{zcy}");
     let ents_o = format!("const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];");
     let tail = format!(
         "{{ const int64_t pb = pr + {tx}, po = qr + (int64_t)o * {ycs} + {ty}; {call} }}",
@@ -593,9 +613,8 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         let _ = writeln!(
             b,
             "for (int yi = y0; yi < y1; yi++) {{
-{}
-    {zcy}",
-            indent(&row)
+{}",
+            indent(&row).trim_end()
         );
         if let Some(body) = &body {
             let _ = writeln!(
@@ -622,9 +641,8 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
     {ents_o}
     {prefetch}
     for (int yi = y0; yi < y1; yi++) {{
-{}
-        {zcy}",
-            indent(&indent(&row))
+{}",
+            indent(&indent(&row)).trim_end()
         );
         if let Some(body) = &body {
             let _ = writeln!(
@@ -644,20 +662,24 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         "for (int o = 0; o < {co}; o++) for (int a = 0; a < {kd}; a++) {{
     const int oz = z * {kd} + a;
     float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds};
-    for (int y = 2 * y0; y < 2 * y1; y++) {{
-        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
-{pads}    }}
-    if (band == 0) {{ {top}}}
+{pads}    if (band == 0) {{ {top}}}
     if (band == {last}) {{ {bot}}}",
         yo = y.offset,
         yns = y.n_stride,
         ycs = y.c_stride,
         yds = y.d_stride,
-        yrow = y.row,
+        // Aligned rows were written whole, padding included.
         pads = if aligned {
             String::new()
         } else {
-            indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi)))
+            format!(
+                "    for (int y = 2 * y0; y < 2 * y1; y++) {{
+        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+{}    }}
+",
+                indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
+                yrow = y.row,
+            )
         },
         top = zero_row(y, "pl"),
         bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
