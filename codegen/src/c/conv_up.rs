@@ -7,10 +7,11 @@
 //! `[c][kd][2][2]`); every output value is one chain of FMAs over that list in order, then the
 //! bias, then the leaky ReLU, whatever the blocking, so both kernels below give the same bits.
 //!
-//! 8 lanes (AVX2, NEON, portable): tiles are `(n, oz, band of IB input rows)`, computing every
-//! output channel. The micro kernel holds, for one output channel and one input row, the four
-//! (b, c) tap planes of `VI` input vectors (12 accumulators), and interleaves the c = 0 / c = 1
-//! accumulators into the output columns at the store (`e2f8_zip_lo` / `e2f8_zip_hi`).
+//! 8 lanes (AVX2, NEON, portable; and AVX-512 rows of at most 8 input columns): tiles are `(n,
+//! oz, band of IB input rows)`, computing every output channel. The micro kernel holds, for one
+//! output channel and one input row, the four (b, c) tap planes of `VI` input vectors (12
+//! accumulators), and interleaves the c = 0 / c = 1 accumulators into the output columns at the
+//! store (`e2f8_zip_lo` / `e2f8_zip_hi`).
 //!
 //! 16 lanes (AVX-512, [`emit16`]): tiles are `(n, input plane z, band)` and compute both depth
 //! taps at once (`kd * 4` tap planes of up to `W16` 16-lane input vectors: 24 accumulators, each
@@ -336,7 +337,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Result<Kernel,
     let norm = sp.norm.is_some();
     let slope = slope_in_conv(sp);
 
-    if Dialect::of(ctx.isa).wide == 16 {
+    // 16 lanes from two 8-lane input vectors a row (one would leave half of every FMA empty).
+    if Dialect::of(ctx.isa).wide == 16 && nvi >= 2 {
         let st = Setup {
             kd,
             nvi,
@@ -563,7 +565,7 @@ const float *pf = A + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int64_
         let _ = writeln!(b, "float *cy = 0;");
     }
     let zcy = if aligned {
-        "memset(cy, 0, sizeof cy); "
+        "\nmemset(cy, 0, sizeof cy);"
     } else {
         ""
     };

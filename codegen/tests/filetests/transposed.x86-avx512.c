@@ -1,54 +1,67 @@
 /* up up sparse 1x2x2 2->2: 2 tiles, 864 flops */
-static void k0_w1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st,
-    float *restrict cy) {
-    (void)W; (void)o; (void)st; (void)cy;
-    e2f16 a0_0 = e2f16_zero();
-    e2f16 a1_0 = e2f16_zero();
-    e2f16 a2_0 = e2f16_zero();
-    e2f16 a3_0 = e2f16_zero();
+static void k0_u1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st) {
+    (void)W; (void)o; (void)st;
+    e2f8 a0_0 = e2f8_zero();
+    e2f8 a1_0 = e2f8_zero();
+    e2f8 a2_0 = e2f8_zero();
+    e2f8 a3_0 = e2f8_zero();
     for (int e = 0; e < ne; e++, w += 4) {
         const float *p = A + pb + (int64_t)ent[e] * 240;
-        const e2f16 x0 = e2f16_loadn(p + 0, 8);
-        { const e2f16 w0 = e2f16_bcast(w + 0); a0_0 = e2f16_fma(w0, x0, a0_0); }
-        { const e2f16 w1 = e2f16_bcast(w + 1); a1_0 = e2f16_fma(w1, x0, a1_0); }
-        { const e2f16 w2 = e2f16_bcast(w + 2); a2_0 = e2f16_fma(w2, x0, a2_0); }
-        { const e2f16 w3 = e2f16_bcast(w + 3); a3_0 = e2f16_fma(w3, x0, a3_0); }
+        const e2f8 w0 = e2f8_bcast(w + 0);
+        const e2f8 w1 = e2f8_bcast(w + 1);
+        const e2f8 w2 = e2f8_bcast(w + 2);
+        const e2f8 w3 = e2f8_bcast(w + 3);
+        { const e2f8 x = e2f8_load(p + 0);
+          a0_0 = e2f8_fma(w0, x, a0_0);
+          a1_0 = e2f8_fma(w1, x, a1_0);
+          a2_0 = e2f8_fma(w2, x, a2_0);
+          a3_0 = e2f8_fma(w3, x, a3_0);
+        }
     }
-    e2f16 z0_0_0 = e2f16_zip_lo(a0_0, a1_0);
-    z0_0_0 = e2f16_keep(z0_0_0, 12);
-    e2f16 z0_1_0 = e2f16_zip_lo(a2_0, a3_0);
-    z0_1_0 = e2f16_keep(z0_1_0, 12);
-    { e2st vs = e2st_zero(), vq = e2st_zero();
-      e2f16_stats(&vs, &vq, z0_0_0);
-      e2f16_stats(&vs, &vq, z0_1_0);
-      st[0] += e2st_sum(vs); st[1] += e2st_sum(vq); }
-    e2f16_store(A + po + 0, z0_0_0);
-    e2f16_store(A + po + 32, z0_1_0);
+    e2st vs = e2st_zero(), vq = e2st_zero();
+    {
+      { e2f8 v = e2f8_zip_lo(a0_0, a1_0);
+        e2f8_store(A + po + 0, v);
+        e2f8_stats(&vs, &vq, v);
+      }
+      { e2f8 v = e2f8_zip_hi(a0_0, a1_0);
+        v = e2f8_keep(v, 4);
+        e2f8_store(A + po + 8, v);
+        e2f8_stats(&vs, &vq, v);
+      }
+    }
+    {
+      { e2f8 v = e2f8_zip_lo(a2_0, a3_0);
+        e2f8_store(A + po + 32, v);
+        e2f8_stats(&vs, &vq, v);
+      }
+      { e2f8 v = e2f8_zip_hi(a2_0, a3_0);
+        v = e2f8_keep(v, 4);
+        e2f8_store(A + po + 40, v);
+        e2f8_stats(&vs, &vq, v);
+      }
+    }
+    st[0] += e2st_sum(vs); st[1] += e2st_sum(vq);
 }
 void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
     (void)A; (void)W; (void)I;
     for (int64_t t = t0; t < t1; t++) {
         const int band = (int)(t % 1); const int64_t nz = t / 1;
-        const int z = (int)(nz % 2), n = (int)(nz / 2);
+        const int oz = (int)(nz % 2), n = (int)(nz / 2);
+        const int z = oz / 1, a = oz % 1;
         const int y0 = band * 4, y1 = y0 + 4 < 3 ? y0 + 4 : 3;
-        const int64_t tn = t + 1 < 2 ? t + 1 : t;
-        const int bn = (int)(tn % 1); const int64_t nzn = tn / 1;
-        const int yn = bn * 4, rn = (yn + 4 < 3 ? yn + 4 : 3) - yn;
-        const float *pf = A + 1024 + (nzn / 2) * 480 + (nzn % 2) * 120 + (int64_t)(yn + 1) * 24;
         double st[4]; memset(st, 0, sizeof st);
-        float *cy = 0;
         for (int o = 0; o < 2; o++) {
             const int e0 = I[16 + o], e1 = I[16 + o + 1];
-            for (int c = o * 2 / 2; c < (o + 1) * 2 / 2; c++) for (int l = 0; l < rn * 24; l += 16) e2_prefetch2(pf + (int64_t)c * 240 + l);
             for (int yi = y0; yi < y1; yi++) {
-                const int64_t pr = 1024 + (int64_t)n * 480 + (int64_t)z * 120 + (int64_t)(yi + 1) * 24 + 8;
-                const int64_t qr = 0 + (int64_t)n * 1024 + (int64_t)z * 256 + (int64_t)(2 * yi + 1) * 32 + 8;
-                { const int64_t pb = pr + 0, po = qr + (int64_t)o * 512 + 0; k0_w1t(A, W, I + 0 + e0, W + 0 + (int64_t)e0 * 4, e1 - e0, pb, po, o, st + 2 * o, cy); }
+                int64_t pb = 1024 + (int64_t)n * 480 + (int64_t)z * 120 + (int64_t)(yi + 1) * 24 + 8;
+                int64_t po = 0 + (int64_t)n * 1024 + (int64_t)o * 512 + (int64_t)oz * 256 + (int64_t)(2 * yi + 1) * 32 + 8;
+                for (int xv = 0; xv < 0; xv += 3) {  pb += 24; po += 48; }
+                k0_u1t(A, W, I + 0 + e0, W + 0 + (int64_t)e0 * 4 + a * 4, e1 - e0, pb, po, o, st + 2 * o);
             }
         }
-        for (int o = 0; o < 2; o++) for (int a = 0; a < 1; a++) {
-            const int oz = z * 1 + a;
+        for (int o = 0; o < 2; o++) {
             float *pl = A + 0 + (int64_t)n * 1024 + (int64_t)o * 512 + (int64_t)oz * 256;
             for (int y = 2 * y0; y < 2 * y1; y++) {
                 float *rowp = pl + (y + 1) * 32 + 8;
@@ -60,7 +73,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
             if (band == 0) { for (int q = 0; q < 32; q += 8) e2f8_store((pl + 224) + q, e2f8_zero());
         }
             double *pp = ((double *)(A + 1504) + ((int64_t)(n * 2 + o) * 2 + (oz * 1 + band)) * 2);
-            pp[0] = st[2 * o + 2 * a]; pp[1] = st[2 * o + 2 * a + 1];
+            pp[0] = st[2 * o]; pp[1] = st[2 * o + 1];
         }
     }
 }
