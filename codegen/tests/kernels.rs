@@ -698,3 +698,131 @@ fn generated_text_is_deterministic() {
     assert_eq!(k1.f32, k2.f32);
     assert_eq!(k1.i32, k2.i32);
 }
+
+#[test]
+fn avx512_upsampling_is_bit_identical_to_avx2() {
+    // The 16-lane upsampling kernel (both depth taps per tile, output channels innermost when
+    // dense) sums every value in the 8-lane kernel's order and its norm statistics in the same
+    // groups: the two ISAs give the same bits, across widths around the 16- and 48-column
+    // blocks, odd 8-lane counts, kd 1 and 2, dense and sparse, norm / bias / slope.
+    if !Target::X86Avx512.host_supports() {
+        eprintln!(
+            "note: no avx512f on this host: the bit-identity check of the up kernels is skipped"
+        );
+        return;
+    }
+    let mut cfgs = Vec::new();
+    let widths = [1, 3, 8, 9, 16, 23, 24, 25, 40, 47, 48, 49, 64, 70];
+    for (i, w) in widths.into_iter().enumerate() {
+        let kd = 1 + i % 2;
+        cfgs.push(ConvCfg {
+            n: 1 + i % 2,
+            cin: 5 + i % 7,
+            cout: 3 + i % 4,
+            dhw: [1 + i % 3, 1 + (i * 3) % 7, w],
+            kernel: [kd, 2, 2],
+            stride: [kd, 2, 2],
+            padding: [0; 3],
+            transposed: true,
+            density: (i % 3 == 0).then_some(0.5),
+            shift_groups: 1,
+            bias: i % 3 != 1,
+            norm: i % 2 == 0 || i == 7,
+            slope: i % 4 != 2,
+            slice: i == 5,
+            seed: 70 + i as u64,
+        });
+    }
+    // Long entry lists: the output-channel-innermost loop order.
+    for (i, (cin, kd, w, norm)) in [(48, 2, 37, true), (90, 1, 64, false), (50, 2, 16, false)]
+        .into_iter()
+        .enumerate()
+    {
+        cfgs.push(ConvCfg {
+            n: 1,
+            cin,
+            cout: 3 + i,
+            dhw: [2, 3, w],
+            kernel: [kd, 2, 2],
+            stride: [kd, 2, 2],
+            padding: [0; 3],
+            transposed: true,
+            density: None,
+            shift_groups: 1,
+            bias: true,
+            norm,
+            slope: !norm,
+            slice: i == 2,
+            seed: 90 + i as u64,
+        });
+    }
+    // An output past 32 MiB: its lines are streamed.
+    cfgs.push(ConvCfg {
+        n: 1,
+        cin: 2,
+        cout: 4,
+        dhw: [16, 64, 256],
+        kernel: [2, 2, 2],
+        stride: [2, 2, 2],
+        padding: [0; 3],
+        transposed: true,
+        density: None,
+        shift_groups: 1,
+        bias: true,
+        norm: true,
+        slope: false,
+        slice: false,
+        seed: 99,
+    });
+    let cases: Vec<Case> = cfgs.iter().map(|c| c.case()).collect();
+    let mut outs = Vec::new();
+    for isa in [Target::X86Avx2, Target::X86Avx512] {
+        let mut consts = e2enc_codegen::emit::Consts::default();
+        let ps: Vec<_> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| harness::prepare_for(c, &format!("b{i}"), &mut consts, isa))
+            .collect();
+        let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
+        let lib = harness::compile_for(&ks, &isa.cflags(), isa).unwrap();
+        // The output values, then the scratch (the norm's partial sums, in double).
+        let vals: Vec<Vec<u32>> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut a = p.arena();
+                harness::run(&lib, p, &mut a, &consts, &[], false);
+                let mut v = p.check(&a, &format!("[{isa}] case {i}")).unwrap();
+                let (at, len) = p.scratch;
+                v.extend(a.as_slice()[at..at + len].iter().map(|x| x.to_bits()));
+                v
+            })
+            .collect();
+        outs.push(vals);
+    }
+    for (i, (a, b)) in outs[0].iter().zip(&outs[1]).enumerate() {
+        assert!(
+            a == b,
+            "case {i} differs between avx2 and avx512: {:?}",
+            cfgs[i]
+        );
+    }
+    let avx512 = harness::prepare_for(&cases[12], "w", &mut Default::default(), Target::X86Avx512);
+    let src: String = avx512.kernels.iter().map(|k| k.source.as_str()).collect();
+    assert!(
+        src.contains("e2f16_zip_hi("),
+        "the up kernel did not use 16 lanes"
+    );
+    assert!(
+        src.contains("e2f16_alignr("),
+        "no aligned output lines (width 64)"
+    );
+    let big = harness::prepare_for(
+        cases.last().unwrap(),
+        "s",
+        &mut Default::default(),
+        Target::X86Avx512,
+    );
+    let src: String = big.kernels.iter().map(|k| k.source.as_str()).collect();
+    assert!(src.contains("e2f16_stream("), "no streamed output lines");
+}

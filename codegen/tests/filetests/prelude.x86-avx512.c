@@ -112,7 +112,7 @@ static inline __m256 e2f8_exp(__m256 x) {
     return _mm256_blendv_ps(y, x, nan);
 }
 
-/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the conv micro kernels. */
+/* dialect: x86 AVX-512F adds 16 lanes (__m512) for the conv and upsampling micro kernels. */
 typedef __m512 e2f16;
 #define e2f16_load(p) _mm512_loadu_ps(p)
 #define e2f16_store(p, v) _mm512_storeu_ps(p, v)
@@ -133,6 +133,30 @@ typedef __m512 e2f16;
 static inline __m512 e2f16_even(__m512 a, __m512 b) {
     const __m512i idx = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(a, idx, b);
+}
+
+/* Prefetch into L2 (data wanted by a later tile). */
+#define e2_prefetch2(p) _mm_prefetch((const char *)(p), _MM_HINT_T1)
+/* The 8 floats at p in both halves. */
+#define e2f16_bcast8(p) _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_castps_pd(_mm256_loadu_ps(p))))
+/* Lanes 8..15 of v to p. */
+#define e2f16_store_hi(p, v) \
+    _mm256_storeu_ps(p, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+/* A streaming (non-temporal) store of a 64-byte line (a plain store where p is not 64-byte
+   aligned: an arena that is not); e2_sfence orders them before what follows. */
+#define e2f16_stream(p, v) \
+    do { float *e2_p = (p); \
+         if ((uintptr_t)e2_p & 63) _mm512_storeu_ps(e2_p, v); else _mm512_stream_ps(e2_p, v); } while (0)
+#define e2_sfence() _mm_sfence()
+
+/* Interleaved lanes: zip_lo = [a0 b0 a1 b1 .. a7 b7], zip_hi = [a8 b8 .. a15 b15]. */
+static inline __m512 e2f16_zip_lo(__m512 a, __m512 b) {
+    return _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
+}
+static inline __m512 e2f16_zip_hi(__m512 a, __m512 b) {
+    return _mm512_permutex2var_ps(
+        a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
 }
 
 /* Leaky ReLU on 16 lanes (same results as e2f8_lrelu, NaN stays NaN). */

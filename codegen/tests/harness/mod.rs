@@ -50,24 +50,31 @@ impl Case {
     }
 }
 
-/// A 64-byte aligned f32 buffer.
+/// One 64-byte line of an [`Arena`].
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+/// A 64-byte aligned f32 buffer (as the runtime's arena).
 pub struct Arena {
-    buf: Vec<[f32; 16]>,
+    buf: Vec<Line>,
     len: usize,
 }
 
 impl Arena {
     pub fn new(len: usize, fill: f32) -> Arena {
         Arena {
-            buf: vec![[fill; 16]; len.div_ceil(16)],
+            buf: vec![Line([fill; 16]); len.div_ceil(16)],
             len,
         }
     }
     pub fn as_slice(&self) -> &[f32] {
-        &self.buf.as_flattened()[..self.len]
+        // SAFETY: `Line` is 16 f32s without padding; `len` is within the lines.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const f32, self.len) }
     }
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.buf.as_flattened_mut()[..self.len]
+        // SAFETY: as in `as_slice`.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut f32, self.len) }
     }
     pub fn ptr(&mut self) -> *mut f32 {
         self.buf.as_mut_ptr() as *mut f32
