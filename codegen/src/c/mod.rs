@@ -19,7 +19,8 @@
 //! Files: `conv.rs` normalizes `Conv3d` / `ConvTranspose3d` / `FusedConv3d` and picks a path:
 //! `conv_fast.rs` (kh = kw in {1, 3}, stride 1 or 2 in H/W, any depth geometry: the hot path,
 //! its micro kernels, 8 or 16 lanes, in `conv_micro.rs`),
-//! `conv_up.rs` (2x2 transposed, stride 2, the upsampling convs), `conv_generic.rs` (everything
+//! `conv_up.rs` (2x2 transposed, stride 2, the upsampling convs; their 16-lane kernel in
+//! `conv_up_wide.rs`), `conv_generic.rs` (everything
 //! else, scalar loops); `norm.rs` the instance-norm statistics and apply kernels; `simple.rs` the
 //! elementwise and copy ops and max pooling; `channel.rs` softmax and argmax.
 //!
@@ -32,6 +33,7 @@ mod conv_fast;
 mod conv_generic;
 mod conv_micro;
 mod conv_up;
+mod conv_up_wide;
 pub mod dialect;
 mod norm;
 mod simple;
