@@ -119,7 +119,7 @@ impl Micro<'_> {
                 }
             }
             // Stride 2: floats of the input row's storage from the load at `off` (relative to
-            // `p`, column -1 of the tile), where the last vector of a tail variant may reach
+            // `p`, column -ph of the tile), where the last vector of a tail variant may reach
             // past the row (the lanes it would read there only feed dropped odd lanes or
             // outputs past the row end).
             let in_row = |off: usize| -> Option<usize> {
