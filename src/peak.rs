@@ -26,6 +26,31 @@ pub fn fma_peak_gflops(target: &str, threads: usize) -> Option<f64> {
     Some(best / 1e9)
 }
 
+/// The measured `vdpbf16ps` peak (bf16 pairs, f32 sums; 2 FLOP per multiply) of `threads`
+/// threads, in GFLOP/s: what the bf16 convs of a `--precision bf16` x86-avx512 bundle are held
+/// to. `None` where the host lacks `avx512_bf16`.
+pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16"))
+        {
+            return None;
+        }
+        let kernel: Kernel = x86::dpbf16;
+        run(kernel, threads.max(1), 2_000_000);
+        let best = (0..4)
+            .map(|_| run(kernel, threads.max(1), 12_000_000))
+            .fold(0.0, f64::max);
+        Some(best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
 /// One thread's loop: `iters` rounds of 12 FMAs; returns the FLOPs done (and a value the
 /// optimizer cannot drop).
 type Kernel = fn(u64) -> (f64, f32);
@@ -96,6 +121,32 @@ mod x86 {
         (iters as f64 * 12.0 * 32.0, _mm512_reduce_add_ps(s))
     }
 
+    pub fn dpbf16(iters: u64) -> (f64, f32) {
+        // SAFETY: chosen only where `avx512f` and `avx512bf16` were detected.
+        unsafe { dpbf16_inner(iters) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dpbf16_inner(iters: u64) -> (f64, f32) {
+        let x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+        let y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(-1e-3));
+        let mut a = [_mm512_setzero_ps(); 12];
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = _mm512_set1_ps(i as f32 * 1e-3);
+        }
+        for _ in 0..iters {
+            for v in a.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, x, y);
+            }
+        }
+        let mut s = a[0];
+        for v in &a[1..] {
+            s = _mm512_add_ps(s, *v);
+        }
+        // 32 multiplies and 32 adds per instruction.
+        (iters as f64 * 12.0 * 64.0, _mm512_reduce_add_ps(s))
+    }
+
     pub fn ymm(iters: u64) -> (f64, f32) {
         // SAFETY: chosen only where `avx2` and `fma` were detected.
         unsafe { ymm_inner(iters) }
@@ -159,6 +210,13 @@ mod tests {
     fn no_peak_without_a_vector_unit() {
         assert!(fma_peak_gflops("portable", 1).is_none());
         assert!(fma_peak_gflops("cuda-sm90", 1).is_none());
+    }
+
+    #[test]
+    fn bf16_peak_is_positive_where_measurable() {
+        if let Some(p) = bf16_peak_gflops(1) {
+            assert!(p.is_finite() && p > 0.1, "{p}");
+        }
     }
 
     #[test]

@@ -347,69 +347,6 @@ fn check_reproduces_the_released_network_on_a_cuda_target() {
     );
 }
 
-/// bf16's math, simulated: the interpreter on `model` with the input activations and weights of
-/// every conv the CUDA backend runs on tensor cores (stride 1 in H and W, `1x1`/`3x3` same
-/// padding, not transposed) rounded to bf16 to nearest even, everything else in f32/f64, as the
-/// bf16 kernels are documented to compute (`examples/mma_rounding.rs` prints more).
-fn simulated_bf16(model: &e2enc_ir::e2enet::Model, x: &e2enc_ir::Tensor) -> e2enc_ir::Tensor {
-    use e2enc_ir::interp::ops;
-    use e2enc_ir::op::Op;
-    use e2enc_ir::Tensor;
-    use std::borrow::Cow;
-    use std::collections::HashMap;
-    let bf16 = |v: f32| {
-        let b = v.to_bits();
-        let (keep, rest) = (b & 0xffff_0000, b & 0xffff);
-        let up = rest > 0x8000 || (rest == 0x8000 && keep & 0x1_0000 != 0);
-        f32::from_bits(if up { keep + 0x1_0000 } else { keep })
-    };
-    let round = |t: &Tensor| {
-        Tensor::from_f32(
-            t.shape().to_vec(),
-            t.as_f32().unwrap().iter().map(|&v| bf16(v)).collect(),
-        )
-        .unwrap()
-    };
-    let (g, w) = (&model.net.graph, model.require_weights().unwrap());
-    let mut vals: HashMap<_, Cow<'_, Tensor>> = HashMap::new();
-    let mut rounded = 0;
-    for id in g.topo_order().unwrap() {
-        let v = match &g.node(id).op {
-            Op::Input { .. } => Cow::Borrowed(x),
-            Op::Weight { name } => Cow::Borrowed(&**w.get(name).unwrap()),
-            op => {
-                let mut args: Vec<&Tensor> =
-                    g.operands(id).iter().map(|o| vals[o].as_ref()).collect();
-                let mma = match op {
-                    Op::Conv3d(c) => {
-                        let ([_, kh, kw], [_, sh, sw], [_, ph, pw]) =
-                            (c.kernel, c.stride, c.padding);
-                        kh == kw
-                            && (kh == 1 || kh == 3)
-                            && ph == pw
-                            && ph == kh / 2
-                            && sh == 1
-                            && sw == 1
-                    }
-                    _ => false,
-                };
-                let (xr, wr);
-                if mma {
-                    rounded += 1;
-                    (xr, wr) = (round(args[0]), round(args[1]));
-                    args[0] = &xr;
-                    args[1] = &wr;
-                }
-                Cow::Owned(ops::eval(op, &args).unwrap())
-            }
-        };
-        vals.insert(id, v);
-    }
-    assert!(rounded > 0, "no conv on tensor cores");
-    let (_, out) = g.outputs().iter().find(|(n, _)| n == "logits").unwrap();
-    vals[out].as_ref().clone()
-}
-
 /// The golden network's bf16 bundle under emulation computes bf16's math: its logits are 4.7e-2
 /// (rel. L2) from f32 (README, `e2enc compare`), but within 5e-3 of the simulated bf16 rounding
 /// (7.3e-4 measured: f32 summation order moving a few roundings), so that error is the number
@@ -437,7 +374,11 @@ fn golden_bf16_bundle_matches_simulated_bf16_rounding() {
     let mut e = emulated(&dir, 2);
     let y = e.run(&feed(x)).expect("emulated run");
     let got = &y["logits"];
-    let sim = simulated_bf16(&model, x);
+    // The CUDA backend's tensor-core convs: stride 1 in H and W, 1x1 or 3x3 same padding.
+    let sim = common::simulated_bf16(&model, x, &|c| {
+        let ([_, kh, kw], [_, sh, sw], [_, ph, pw]) = (c.kernel, c.stride, c.padding);
+        kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == kh / 2 && sh == 1 && sw == 1
+    });
     let f32_ref = &io.get("ds0").expect("io has `ds0`");
     let to_sim = relative_error_l2(got, &sim).unwrap();
     let to_f32 = relative_error_l2(got, f32_ref).unwrap();

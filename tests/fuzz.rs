@@ -1077,6 +1077,7 @@ fn generate_seeds() {
         },
         target: Some("portable".into()),
         cpu_features: vec![],
+        precision: None,
         cuda: None,
         dense_macs: 1000,
         executed_macs: 800,

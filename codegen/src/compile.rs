@@ -384,8 +384,10 @@ pub fn compile(
             .isa
             .cpu_features()
             .iter()
+            .chain(precision.cpu_features(opts.isa))
             .map(|s| s.to_string())
             .collect(),
+        precision: (!cuda && precision != Precision::F32).then(|| precision.name().to_string()),
         cuda: toolchain.as_ref().map(|t| t.info(opts.isa, precision)),
         dense_macs: st.dense_macs,
         executed_macs: st.sparse_macs,

@@ -8,9 +8,13 @@
 //! - `bf16`: CUDA tensor cores (`mma.sync` m16n8k16) multiply bfloat16 (8-bit mantissa)
 //!   inputs (8 significant bits), rounded to nearest even: twice TF32's tensor-core rate, 8x its
 //!   rounding (1-2e-2 relative error on the numpy fixture's outputs);
-//!   activations stay f32 in the arena between layers.
+//!   activations stay f32 in the arena between layers. On `x86-avx512` (CPUs with
+//!   `avx512_bf16`) the 3x3 stride-1 convs (the 1x3x3 convs of E2ENet, depth-shifted or not,
+//!   dense or DSFF-sparse) multiply bf16 pairs with `vdpbf16ps`: inputs and weights rounded to
+//!   nearest even, f32 sums, activations f32 in the arena as on CUDA; the other convs of a CPU
+//!   bundle (stride 2, 1x1x1 heads, transposed) stay f32.
 //!
-//! bf16 on CPUs and `int8` belong here when they are built.
+//! `int8` belongs here when it is built.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +38,15 @@ impl Precision {
         }
     }
 
+    /// CPU features (`std::arch` names) kernels in this precision need beyond the target's own:
+    /// `avx512bw` and `avx512bf16` for bf16 on x86 (`vcvtne2ps2bf16`, `vpermw`, `vdpbf16ps`).
+    pub fn cpu_features(self, target: Target) -> &'static [&'static str] {
+        match (self, target) {
+            (Precision::Bf16, Target::X86Avx512) => &["avx512bw", "avx512bf16"],
+            _ => &[],
+        }
+    }
+
     /// The default of `target`: TF32 tensor cores on CUDA (sm_80 and newer have them), f32 on
     /// CPUs.
     pub fn default_for(target: Target) -> Precision {
@@ -49,6 +62,11 @@ impl Precision {
         match self {
             Precision::F32 => Ok(()),
             Precision::Tf32 | Precision::Bf16 if target.is_cuda() => Ok(()),
+            Precision::Bf16 if target == Target::X86Avx512 => Ok(()),
+            Precision::Bf16 => Err(format!(
+                "--precision bf16 needs --target x86-avx512 (kernels for CPUs with avx512_bf16) \
+                 or a CUDA target; {target} computes in f32 (use --precision f32)"
+            )),
             p => Err(format!(
                 "--precision {p} is tensor-core arithmetic of CUDA targets here; {target} \
                  computes in f32 (use --precision f32, or --target cuda-sm80|cuda-sm90)"
@@ -73,7 +91,7 @@ impl FromStr for Precision {
             "bf16" => Ok(Precision::Bf16),
             "int8" => Err(
                 "--precision int8 is not built yet: this version computes in f32 (every target), \
-                 tf32 or bf16 (CUDA)"
+                 tf32 (CUDA) or bf16 (CUDA, x86-avx512)"
                     .into(),
             ),
             _ => Err(format!(
@@ -96,6 +114,13 @@ mod tests {
         assert_eq!("tf32".parse::<Precision>(), Ok(Precision::Tf32));
         assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
         assert!(Precision::Bf16.check(Target::X86Avx2).is_err());
+        assert!(Precision::Bf16.check(Target::X86Avx512).is_ok());
+        assert!(Precision::Tf32.check(Target::X86Avx512).is_err());
+        assert_eq!(
+            Precision::Bf16.cpu_features(Target::X86Avx512),
+            &["avx512bw", "avx512bf16"]
+        );
+        assert!(Precision::F32.cpu_features(Target::X86Avx512).is_empty());
         assert!("int8"
             .parse::<Precision>()
             .unwrap_err()

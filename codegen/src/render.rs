@@ -40,6 +40,7 @@ use e2enc_ir::{Op, TensorType};
 
 use crate::compile::CodegenError;
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::precision::Precision;
 use crate::target::Target;
 use crate::train::TrainGenerated;
 
@@ -76,12 +77,22 @@ pub trait Renderer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CRenderer {
     target: Target,
+    precision: Precision,
 }
 
 impl CRenderer {
-    /// The C renderer of `target` (every CPU target has a C dialect).
+    /// The C renderer of `target` (every CPU target has a C dialect) in f32.
     pub fn new(target: Target) -> CRenderer {
-        CRenderer { target }
+        CRenderer {
+            target,
+            precision: Precision::F32,
+        }
+    }
+
+    /// The C renderer of `target` in `precision` (checked by the caller,
+    /// [`Precision::check`]: bf16 on x86-avx512).
+    pub fn with_precision(target: Target, precision: Precision) -> CRenderer {
+        CRenderer { target, precision }
     }
 }
 
@@ -91,7 +102,7 @@ impl Renderer for CRenderer {
     }
 
     fn prelude(&self) -> String {
-        crate::c::prelude_for(self.target)
+        crate::c::prelude_in(self.target, self.precision)
     }
 
     fn scratch_elems(&self, op: &Op, inputs: &[TensorType], output: &TensorType) -> usize {
@@ -112,7 +123,7 @@ impl Renderer for CRenderer {
                 ),
             });
         }
-        crate::c::emit(ctx, consts)
+        crate::c::emit(ctx, consts, self.precision)
     }
 
     fn training(
@@ -132,10 +143,10 @@ pub fn for_target(target: Target) -> Box<dyn Renderer> {
 
 /// The renderer of `target` computing in `precision` (checked by the caller,
 /// [`crate::precision::Precision::check`]): [`crate::cuda::CudaRenderer`] for CUDA targets,
-/// else C (f32).
-pub fn for_target_in(target: Target, precision: crate::precision::Precision) -> Box<dyn Renderer> {
+/// else C (f32, or bf16 on x86-avx512).
+pub fn for_target_in(target: Target, precision: Precision) -> Box<dyn Renderer> {
     match crate::cuda::CudaRenderer::new(target, precision) {
         Some(r) => Box::new(r),
-        None => Box::new(CRenderer::new(target)),
+        None => Box::new(CRenderer::with_precision(target, precision)),
     }
 }

@@ -35,7 +35,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use e2enc_codegen::compile::generate;
+use e2enc_codegen::compile::generate_in;
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::target::Target;
 use e2enc_ir::text::parse_named;
 use e2enc_passes::{optimize, OptimizeOptions};
@@ -68,6 +69,15 @@ fn ranges(s: &str) -> Result<Vec<(usize, usize)>, String> {
 
 /// The kernel text of one case for `target` (kernels only, no prelude), and the whole source.
 fn render(file: &Path, target: Target) -> Result<(String, String), String> {
+    render_in(file, target, Precision::default_for(target))
+}
+
+/// [`render`] with the convolutions in `precision`.
+fn render_in(
+    file: &Path,
+    target: Target,
+    precision: Precision,
+) -> Result<(String, String), String> {
     let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some("test kernels") {
@@ -103,7 +113,7 @@ fn render(file: &Path, target: Target) -> Result<(String, String), String> {
         ..OptimizeOptions::default()
     };
     let o = optimize(&g, &w, &opts).map_err(|e| e.to_string())?;
-    let gen = generate(&o.graph, &o.weights, target).map_err(|e| e.to_string())?;
+    let gen = generate_in(&o.graph, &o.weights, target, precision).map_err(|e| e.to_string())?;
     let mut kernels = String::new();
     for k in &gen.kernels {
         kernels.push_str(&format!(
@@ -291,6 +301,26 @@ fn kernel_text_per_target() {
                 failures.push(format!("{what}: {e}"));
             }
         }
+        // `--precision bf16` on x86-avx512 (`NAME.x86-avx512.bf16.c`), where it changes a kernel.
+        let (t, p) = (Target::X86Avx512, Precision::Bf16);
+        let what = format!("{stem} [{t}, {p}]");
+        let r = render_in(file, t, p).and_then(|(kernels, source)| {
+            let path = dir().join(format!("{stem}.{t}.{p}.c"));
+            if kernels == render(file, t)?.0 {
+                return match path.exists() {
+                    true => Err(format!(
+                        "{} is stale: bf16 changes no kernel",
+                        path.display()
+                    )),
+                    false => Ok(()),
+                };
+            }
+            golden(&path, &kernels)?;
+            syntax_check(t, &source, &what)
+        });
+        if let Err(e) = r {
+            failures.push(format!("{what}: {e}"));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -308,6 +338,10 @@ fn prelude_per_target() {
         ) {
             failures.push(e);
         }
+    }
+    let bf16 = e2enc_codegen::render::for_target_in(Target::X86Avx512, Precision::Bf16).prelude();
+    if let Err(e) = golden(&dir().join("prelude.x86-avx512.bf16.c"), &bf16) {
+        failures.push(e);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

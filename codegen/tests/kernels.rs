@@ -826,3 +826,180 @@ fn avx512_upsampling_is_bit_identical_to_avx2() {
     let src: String = big.kernels.iter().map(|k| k.source.as_str()).collect();
     assert!(src.contains("e2f16_stream("), "no streamed output lines");
 }
+
+/// `t` with every value rounded to bf16 (nearest even), so bf16 products of it are exact.
+fn bf16_exact(t: &Tensor) -> Tensor {
+    let v: Vec<f32> = t
+        .as_f32()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let u = x.to_bits();
+            f32::from_bits((u.wrapping_add(0x7fff + ((u >> 16) & 1))) & 0xffff_0000)
+        })
+        .collect();
+    Tensor::from_f32(t.shape().to_vec(), v).unwrap()
+}
+
+/// The 3x3 stride-1 convs that get bf16 kernels under `--precision bf16` on x86-avx512: widths
+/// around the 16-column vectors and the masked last loads, heights around the bands (4 dense,
+/// 10 sparse rows) and sub-bands, depth shifts and depth padding (packed as zero slots), dense
+/// blocks of 2 with an odd output count, sparse outputs without live kernels, slices, batch 2,
+/// and enough channels that the packed band is cut into strips and sub-bands.
+fn bf16_cases() -> Vec<ConvCfg> {
+    let mut cfgs = Vec::new();
+    for (i, w) in [1, 8, 15, 16, 17, 24, 31, 33, 40, 70]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = ConvCfg::plain(
+            1 + i / 8,
+            2 + i % 4,
+            3 + i % 3,
+            [2 + i % 3, 3 + 4 * (i % 4), w],
+            3,
+            1,
+        );
+        c.seed = 300 + i as u64;
+        c.norm = i % 2 == 0;
+        c.slope = i % 3 != 1;
+        c.bias = i % 3 == 0;
+        c.density = (i % 2 == 1).then_some(0.5);
+        c.shift_groups = if i % 4 == 2 { 2 } else { 1 };
+        c.slice = i == 5;
+        if i == 6 {
+            c.kernel = [3, 3, 3];
+            c.padding = [1, 1, 1];
+        }
+        cfgs.push(c);
+    }
+    // 300 input channels, 70 wide: strips of 2 vectors and sub-bands of fewer rows.
+    let mut c = ConvCfg::plain(1, 300, 3, [2, 13, 70], 3, 1);
+    c.density = Some(0.05);
+    c.norm = true;
+    c.seed = 320;
+    cfgs.push(c);
+    let mut c = ConvCfg::plain(1, 260, 5, [1, 9, 40], 3, 1);
+    c.bias = true;
+    c.slope = true;
+    c.seed = 321;
+    cfgs.push(c);
+    cfgs
+}
+
+#[test]
+fn bf16_convs_compile_without_warnings() {
+    // Any x86 host: the bf16 text builds with the bundle's flags and -Werror.
+    use e2enc_codegen::precision::Precision;
+    let mut consts = e2enc_codegen::emit::Consts::default();
+    let ps: Vec<_> = bf16_cases()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            harness::prepare_in(
+                &c.case(),
+                &format!("b{i}"),
+                &mut consts,
+                Target::X86Avx512,
+                Precision::Bf16,
+            )
+        })
+        .collect();
+    let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
+    assert!(ks
+        .iter()
+        .all(|k| k.what.ends_with(" bf16") || !k.what.contains("conv")));
+    let src: String = ks.iter().map(|k| k.source.as_str()).collect();
+    assert!(src.contains("e2bf_dp(") && src.contains("e2f16_loadn(q"));
+    let mut flags = vec!["-O2", "-Wall", "-Werror"];
+    flags.extend_from_slice(Target::X86Avx512.machine_flags());
+    harness::compile_in(&ks, &flags, Target::X86Avx512, Precision::Bf16).unwrap();
+}
+
+/// Whether this host runs bf16 kernels; without, says so (or fails under
+/// `E2ENC_REQUIRE_AVX512_BF16`).
+fn host_bf16() -> bool {
+    if e2enc_codegen::target::host_has("avx512bf16") == Some(true)
+        && e2enc_codegen::target::host_has("avx512bw") == Some(true)
+    {
+        return true;
+    }
+    assert!(
+        std::env::var_os("E2ENC_REQUIRE_AVX512_BF16").is_none(),
+        "E2ENC_REQUIRE_AVX512_BF16 is set but this host lacks avx512bf16"
+    );
+    eprintln!("note: this host lacks avx512bf16: the bf16 kernels are compiled but NOT run");
+    false
+}
+
+#[test]
+fn bf16_convs_match_the_interpreter_on_bf16_exact_values() {
+    // With inputs and weights that are bf16 values, vdpbf16ps's products are exact and only the
+    // f32 sums round: the kernels must then match the f32 interpreter (1e-4, as every kernel)
+    // and be independent of the tile split. A wrong tap, row, slot or weight pair is O(1).
+    use e2enc_codegen::precision::Precision;
+    if !host_bf16() {
+        return;
+    }
+    let cases: Vec<Case> = bf16_cases()
+        .iter()
+        .map(|c| {
+            let mut k = c.case();
+            k.acts[0] = bf16_exact(&k.acts[0]);
+            k.consts[0] = bf16_exact(&k.consts[0]);
+            k
+        })
+        .collect();
+    if let Err(e) = harness::check_batch_in(&cases, Target::X86Avx512, Precision::Bf16) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn bf16_convs_round_their_inputs() {
+    // On values that are not bf16, the kernels differ from f32 by bf16's rounding (8
+    // significant bits: ~1e-3 relative on these sums), neither by more (a bug) nor by nothing
+    // (an f32 kernel in disguise).
+    use e2enc_codegen::precision::Precision;
+    if !host_bf16() {
+        return;
+    }
+    let mut c = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 1);
+    c.density = Some(0.5);
+    let mut d = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 1);
+    d.seed = 5;
+    for cfg in [c, d] {
+        let case = cfg.case();
+        let mut consts = e2enc_codegen::emit::Consts::default();
+        let p = harness::prepare_in(&case, "r", &mut consts, Target::X86Avx512, Precision::Bf16);
+        let ks: Vec<_> = p.kernels.iter().collect();
+        let lib = harness::compile_in(
+            &ks,
+            &Target::X86Avx512.cflags(),
+            Target::X86Avx512,
+            Precision::Bf16,
+        )
+        .unwrap();
+        let mut a = p.arena();
+        harness::run(&lib, &p, &mut a, &consts, &[], false);
+        let [n, ch, dd, h, w] = p.output.shape;
+        let mut got = Vec::new();
+        for nn in 0..n {
+            for cc in 0..ch {
+                for z in 0..dd {
+                    for y in 0..h {
+                        let r = p.output.at(nn, cc, z, y as isize, 0);
+                        got.extend_from_slice(&a.as_slice()[r..r + w]);
+                    }
+                }
+            }
+        }
+        let got = Tensor::from_f32(p.want.shape().to_vec(), got).unwrap();
+        let err = e2enc_ir::tensor::relative_error(&got, &p.want).unwrap();
+        assert!(
+            err > 1e-4 && err < 1e-2,
+            "bf16 relative error {err:e} (density {:?})",
+            cfg.density
+        );
+    }
+}

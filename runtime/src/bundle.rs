@@ -236,6 +236,10 @@ pub fn verify_with(
     for feat in &manifest.cpu_features {
         match host_has(feat) {
             Some(true) => {}
+            Some(false) if !target.cpu_features().contains(&feat.as_str()) => {
+                let p = manifest.precision.as_deref().unwrap_or("f32");
+                return Err(bad(dir, format!("this CPU lacks `{feat}`, which the kernels of `--precision {p}` need (they were compiled for CPUs with it); recompile without it: `e2enc compile --target {target} --precision f32`, or `--target native`")));
+            }
             Some(false) => {
                 return Err(bad(dir, format!("this CPU lacks `{feat}`, which the kernels of `--target {target}` need; {recompile}")))
             }

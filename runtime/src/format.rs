@@ -147,6 +147,10 @@ pub struct Manifest {
     pub target: Option<String>,
     /// CPU features the kernels need (`std::arch` names, e.g. `avx2`, `fma`).
     pub cpu_features: Vec<String>,
+    /// The convolutions' arithmetic of a CPU bundle compiled with `--precision` other than f32
+    /// (`bf16`); absent for f32 (CUDA bundles name theirs in `cuda`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     /// The GPU build of a CUDA bundle (absent for CPU targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cuda: Option<CudaInfo>,

@@ -73,6 +73,7 @@ fn manifest(files: BTreeMap<String, String>) -> Manifest {
         },
         target: Some("portable".into()),
         cpu_features: vec![],
+        precision: None,
         cuda: None,
         dense_macs: 0,
         executed_macs: 0,

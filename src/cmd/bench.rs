@@ -180,7 +180,14 @@ pub fn main(a: Args) -> Result<ExitCode> {
         (DeviceArg::Cpu, false, Some(t)) => crate::peak::fma_peak_gflops(t, e.threads()),
         _ => None,
     };
+    // A bf16 bundle's bf16 convs are held to the host's vdpbf16ps peak, the rest to f32's.
+    let bf16 = m.precision.as_deref() == Some("bf16");
+    let peak16 = match peak {
+        Some(_) if bf16 => crate::peak::bf16_peak_gflops(e.threads()),
+        _ => None,
+    };
     let of_peak = |gflops: f64| match peak {
+        Some(p) if bf16 => format!(" ({:.0}% of the f32 FMA peak)", 100.0 * gflops / p),
         Some(p) => format!(" ({:.0}% of peak)", 100.0 * gflops / p),
         None => String::new(),
     };
@@ -193,6 +200,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if let Some(p) = peak {
         println!(
             "machine peak  {p:.1} GFLOP/s (f32 FMA at the bundle's vector width, {} threads, measured now)",
+            e.threads()
+        );
+    }
+    if let Some(p) = peak16 {
+        println!(
+            "bf16 peak     {p:.1} GFLOP/s (vdpbf16ps, {} threads, measured now: the `bf16` rows of --profile are held to it)",
             e.threads()
         );
     }
@@ -246,7 +259,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
         rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
         for (k, (s, f, c)) in rows {
             let gflops = f as f64 / s.max(1e-12) / 1e9;
-            let pct = match peak {
+            let row_peak = match peak16 {
+                Some(p16) if k.ends_with(" bf16") => Some(p16),
+                _ => peak,
+            };
+            let pct = match row_peak {
                 Some(p) if f > 0 => format!("{:>6.0}%", 100.0 * gflops / p),
                 _ => format!("{:>7}", "-"),
             };

@@ -150,10 +150,11 @@ impl Side {
         let net = Net::of(&b).with_context(|| format!("the {role} bundle"))?;
         let m = &b.manifest;
         let target = m.target.clone().unwrap_or_else(|| "x86-avx2".into());
-        let precision = m
-            .cuda
-            .as_ref()
-            .map_or_else(|| "f32".to_string(), |c| c.precision.clone());
+        let precision = match (&m.cuda, &m.precision) {
+            (Some(c), _) => c.precision.clone(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => "f32".to_string(),
+        };
         let cuda = m.cuda.is_some();
         let (engine, place) = match (cuda && a.emulate, device) {
             (true, DeviceArg::Cpu) => {

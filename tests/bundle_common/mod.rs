@@ -209,3 +209,57 @@ pub fn nvrtc_or_skip(test: &str) -> bool {
         }
     }
 }
+
+/// bf16's math, simulated: the interpreter on `model` with the input activations and weights of
+/// every conv that `bf16_conv` says its bf16 kernels compute (the CUDA backend's tensor-core
+/// convs, the CPU's 3x3 stride-1 convs) rounded to bf16 to nearest even, everything else in
+/// f32/f64, as the bf16 kernels are documented to compute (`examples/mma_rounding.rs` prints
+/// more). The logits.
+pub fn simulated_bf16(
+    model: &Model,
+    x: &Tensor,
+    bf16_conv: &dyn Fn(&e2enc_ir::op::ConvAttrs) -> bool,
+) -> Tensor {
+    use e2enc_ir::interp::ops;
+    use e2enc_ir::op::Op;
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+    let bf16 = |v: f32| {
+        let b = v.to_bits();
+        let (keep, rest) = (b & 0xffff_0000, b & 0xffff);
+        let up = rest > 0x8000 || (rest == 0x8000 && keep & 0x1_0000 != 0);
+        f32::from_bits(if up { keep + 0x1_0000 } else { keep })
+    };
+    let round = |t: &Tensor| {
+        Tensor::from_f32(
+            t.shape().to_vec(),
+            t.as_f32().unwrap().iter().map(|&v| bf16(v)).collect(),
+        )
+        .unwrap()
+    };
+    let (g, w) = (&model.net.graph, model.require_weights().unwrap());
+    let mut vals: HashMap<_, Cow<'_, Tensor>> = HashMap::new();
+    let mut rounded = 0;
+    for id in g.topo_order().unwrap() {
+        let v = match &g.node(id).op {
+            Op::Input { .. } => Cow::Borrowed(x),
+            Op::Weight { name } => Cow::Borrowed(&**w.get(name).unwrap()),
+            op => {
+                let mut args: Vec<&Tensor> =
+                    g.operands(id).iter().map(|o| vals[o].as_ref()).collect();
+                let (xr, wr);
+                if matches!(op, Op::Conv3d(c) if bf16_conv(c)) {
+                    rounded += 1;
+                    (xr, wr) = (round(args[0]), round(args[1]));
+                    args[0] = &xr;
+                    args[1] = &wr;
+                }
+                Cow::Owned(ops::eval(op, &args).unwrap())
+            }
+        };
+        vals.insert(id, v);
+    }
+    assert!(rounded > 0, "no conv computes in bf16");
+    let (_, out) = g.outputs().iter().find(|(n, _)| n == "logits").unwrap();
+    vals[out].as_ref().clone()
+}

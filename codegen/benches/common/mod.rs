@@ -15,6 +15,7 @@ use std::time::Instant;
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
 use e2enc_codegen::layout::View;
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::target::Target;
 use e2enc_ir::{shape, Op, Tensor, TensorType};
 
@@ -67,6 +68,7 @@ pub fn kind_of(k: &Kernel, label: &str) -> String {
     match words.next() {
         Some("norm") => format!("norm_{}", words.next().unwrap_or("")),
         Some("up") => "conv_up".into(),
+        Some("conv") if w.ends_with(" bf16") => "conv_bf16".into(),
         Some(first) => first.to_string(),
         None => "kernel".into(),
     }
@@ -104,8 +106,14 @@ pub fn bytes_of(kind: &str, op: &Op, inputs: &[View], y: &View, scratch_elems: u
     }
 }
 
+thread_local! {
+    /// The convolutions' precision of the variant being emitted (`E2ENC_BENCH_ISA` entries
+    /// like `avx512+bf16`), set by [`main_with`] around its `cases` call.
+    static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+}
+
 /// Lays out `op` on activations of shapes `acts` and constants `cs` in a fresh arena and emits
-/// its kernels for `isa` (constants into `consts`).
+/// its kernels for `isa` in the current variant's precision (constants into `consts`).
 pub fn emit_case(
     case: &str,
     op: Op,
@@ -143,7 +151,7 @@ pub fn emit_case(
         channel_map: None,
         isa,
     };
-    let kernels = c::emit(&ctx, consts)
+    let kernels = c::emit(&ctx, consts, PRECISION.with(|p| p.get()))
         .unwrap_or_else(|e| panic!("emit {case}: {e}"))
         .into_iter()
         .map(|k| {
@@ -262,7 +270,7 @@ pub fn run_bench(
     lib: &harness::Lib,
     b: &Bench,
     consts: &Consts,
-    isa: Target,
+    isa: &str,
     fma1: f64,
     peaks: &Peaks,
     reps: usize,
@@ -283,12 +291,21 @@ pub fn run_bench(
         }
         for ((_, kind, metric), secs) in b.kernels.iter().zip(best) {
             let (rate, unit, peak, of) = match *metric {
-                Metric::Flops(f) => (
-                    f as f64 / secs / 1e9,
-                    "GFLOP/s",
-                    fma1 * threads as f64,
-                    "fma",
-                ),
+                Metric::Flops(f) => match peaks.bf16 {
+                    // bf16 convs against the vdpbf16ps peak.
+                    Some(p16) if kind.ends_with("_bf16") => (
+                        f as f64 / secs / 1e9,
+                        "GFLOP/s",
+                        p16 * threads as f64,
+                        "bf16",
+                    ),
+                    _ => (
+                        f as f64 / secs / 1e9,
+                        "GFLOP/s",
+                        fma1 * threads as f64,
+                        "fma",
+                    ),
+                },
                 Metric::Bytes(by) => (by as f64 / secs / 1e9, "GB/s", peaks.bw_for(threads), "bw"),
             };
             let row = Row {
@@ -321,6 +338,7 @@ pub fn run_bench(
 fn peak_name(r: &Row) -> String {
     match r.of {
         "fma" => format!("{}x FMA peak", r.threads),
+        "bf16" => format!("{}x bf16 peak", r.threads),
         _ => format!("{}-thread bandwidth", r.threads),
     }
 }
@@ -485,16 +503,32 @@ pub fn main_with(
     let reps: usize = env_or("E2ENC_BENCH_REPS", 3);
     let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
-    let isas = std::env::var("E2ENC_BENCH_ISA").unwrap_or_else(|_| "avx2,avx512".into());
+    let isas =
+        std::env::var("E2ENC_BENCH_ISA").unwrap_or_else(|_| "avx2,avx512,avx512+bf16".into());
     let peaks = Peaks::measure();
     let mut rows = Vec::new();
     let mut fma = Vec::new();
     for name in isas.split(',') {
-        let isa: Target = name.trim().parse().unwrap();
+        let (name, precision) = match name.trim().split_once('+') {
+            Some((n, p)) => (n, p.parse::<Precision>().unwrap()),
+            None => (name.trim(), Precision::F32),
+        };
+        let isa: Target = name.parse().unwrap();
         if !isa.host_supports() {
             println!("skipping {isa}: this host lacks it");
             continue;
         }
+        if precision == Precision::Bf16 && peaks.bf16.is_none() {
+            println!("skipping {isa}+bf16: this host lacks avx512bf16");
+            continue;
+        }
+        precision.check(isa).unwrap();
+        PRECISION.with(|p| p.set(precision));
+        let variant = if precision == Precision::F32 {
+            isa.to_string()
+        } else {
+            format!("{isa}+{precision}")
+        };
         let default_flags = format!("-O2 {}", isa.machine_flags().join(" "));
         let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or(default_flags);
         let flags: Vec<&str> = flags_s.split_whitespace().collect();
@@ -510,9 +544,9 @@ pub fn main_with(
             .iter()
             .flat_map(|b| b.kernels.iter().map(|k| &k.0))
             .collect();
-        let lib = harness::compile_for(&ks, &flags, isa).unwrap();
+        let lib = harness::compile_in(&ks, &flags, isa, precision).unwrap();
         for b in &benches {
-            run_bench(&lib, b, &consts, isa, fma1, &peaks, reps, &mut rows);
+            run_bench(&lib, b, &consts, &variant, fma1, &peaks, reps, &mut rows);
         }
     }
     summary(bench, &rows, &fma, &peaks);

@@ -16,7 +16,7 @@
 
 use e2enc_ir::{FusedConvAttrs, Op, Tensor, TensorType};
 
-use super::{conv_fast, conv_generic, conv_up, err, norm};
+use super::{conv_bf16, conv_fast, conv_generic, conv_up, err, norm};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 
 /// Which code path a convolution takes.
@@ -323,12 +323,16 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
     })
 }
 
-/// The kernels of a conv node.
-pub fn emit(ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {
+/// The kernels of a conv node; with `bf16`, the convs `conv_bf16` has kernels for multiply in
+/// bf16 (the rest in f32).
+pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
     let path = path(&sp.g);
     let conv = match path {
-        ConvPath::Fast => conv_fast::emit(ctx, &sp, consts)?,
+        ConvPath::Fast => match bf16.then(|| conv_bf16::emit(ctx, &sp, consts)).flatten() {
+            Some(k) => k,
+            None => conv_fast::emit(ctx, &sp, consts)?,
+        },
         ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };

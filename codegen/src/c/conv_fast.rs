@@ -333,7 +333,7 @@ pub fn render(fc: &FastConv) -> Kernel {
     let [n, _, _, _, _] = g.x;
     let [_, co, od, oh, ow] = g.y;
     let [_, k, _] = g.k;
-    let (sd, s, pd, ph) = (g.s[0], g.s[1], g.p[0], g.p[1]);
+    let (s, ph) = (g.s[1], g.p[1]);
     let kk = k * k;
     let nv = ow.div_ceil(lanes);
     let nb = oh.div_ceil(bl.rb);
@@ -446,27 +446,20 @@ const int xe = xs + {strip} < {nb} ? xs + {strip} : {nb};
             format!("{ohead}{xhead}{body_call}\n}}\n{xtail}{tail_call}\n}}\n}}\n")
         }
     };
-    let norm = fc.norm_scratch.is_some();
-    let mut b = String::new();
-    let _ = writeln!(
-        b,
-        "const int band = (int)(t % {nb}); const int64_t nz = t / {nb};
-const int z = (int)(nz % {od}), n = (int)(nz / {od});
-const int y0 = band * {rb}, y1 = y0 + {rb} < {oh} ? y0 + {rb} : {oh};
-const int zb = z * {sd} - {pd};
-(void)y1;",
-        rb = bl.rb
-    );
-    if norm {
-        let _ = writeln!(
-            b,
-            "double st[{}]; memset(st, 0, sizeof st);",
-            2 * co.div_ceil(bl.ob) * bl.ob
-        );
-    } else {
-        let _ = writeln!(b, "double *st = 0;");
-    }
+    let mut b = tile_head(fc, nb);
     b.push_str(&loops);
+    b.push_str(&finish_tile(fc, nb));
+    debug_assert_eq!(fc.tiles, n * od * nb);
+    kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+}
+
+/// The end of a fast-path tile (`nb` bands per plane): the padding of its output rows (and of
+/// the plane's top and bottom rows in the first and last band), and its instance-norm partial
+/// sums `st` moved to the node's scratch. Shared by the bf16 kernels (`conv_bf16.rs`).
+pub(super) fn finish_tile(fc: &FastConv, nb: usize) -> String {
+    let y = &fc.y;
+    let [_, co, od, oh, ow] = fc.g.y;
+    let mut b = String::new();
     // Padding of the rows and planes of this band.
     let _ = writeln!(
         b,
@@ -500,6 +493,35 @@ const int zb = z * {sd} - {pd};
         );
     }
     b.push_str("}\n");
-    debug_assert_eq!(fc.tiles, n * od * nb);
-    kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+    b
+}
+
+/// The start of a fast-path tile (`nb` bands per plane): its band, depth and sample, rows
+/// `y0 .. y1`, first input depth `zb`, and the instance-norm statistics `st` (zeroed) or a
+/// null `st`. Shared by the bf16 kernels (`conv_bf16.rs`).
+pub(super) fn tile_head(fc: &FastConv, nb: usize) -> String {
+    let (g, bl) = (&fc.g, fc.bl);
+    let [_, co, od, oh, _] = g.y;
+    let (sd, pd) = (g.s[0], g.p[0]);
+    let norm = fc.norm_scratch.is_some();
+    let mut b = String::new();
+    let _ = writeln!(
+        b,
+        "const int band = (int)(t % {nb}); const int64_t nz = t / {nb};
+const int z = (int)(nz % {od}), n = (int)(nz / {od});
+const int y0 = band * {rb}, y1 = y0 + {rb} < {oh} ? y0 + {rb} : {oh};
+const int zb = z * {sd} - {pd};
+(void)y1;",
+        rb = bl.rb
+    );
+    if norm {
+        let _ = writeln!(
+            b,
+            "double st[{}]; memset(st, 0, sizeof st);",
+            2 * co.div_ceil(bl.ob) * bl.ob
+        );
+    } else {
+        let _ = writeln!(b, "double *st = 0;");
+    }
+    b
 }

@@ -40,7 +40,7 @@ pub struct Micro<'a> {
 impl Micro<'_> {
     pub fn source(&self) -> String {
         let fc = self.fc;
-        let (g, x, y) = (&fc.g, &fc.x, &fc.y);
+        let (g, x) = (&fc.g, &fc.x);
         let (k, s, ob) = (g.k[1], g.s[1], fc.bl.ob);
         let v = Vf { lanes: fc.lanes };
         let (ty, lanes) = (v.ty(), fc.lanes);
@@ -54,7 +54,6 @@ impl Micro<'_> {
         // Lanes of the last vector that are values, and that may be stored (values + zero
         // padding up to the 8-column boundary).
         let last_vals = ow - lanes * (nv - 1);
-        let last_store = (ow.div_ceil(8) * 8 - lanes * (nv - 1)).min(lanes);
         // Loads of the last vector mask lanes past the row's values (16 lanes only: 8-lane
         // loads stay inside the row's zero padding).
         let masked = |f: usize| self.tail && f == vf - 1 && last_vals < lanes && lanes > 8;
@@ -188,68 +187,7 @@ impl Micro<'_> {
             }
         }
         let _ = writeln!(c, "    }}");
-        // Epilogue.
-        if let Some(sl) = fc.slope {
-            let _ = writeln!(c, "    const {ty} vsl = {}({});", v.op("set1"), cf(sl));
-        }
-        let guard = g.y[1] % ob != 0;
-        for o in 0..ob {
-            let _ = writeln!(c, "    {{");
-            if guard {
-                let _ = writeln!(c, "    if (o0 + {o} < {}) {{", g.y[1]);
-            }
-            if let Some(boff) = fc.bias {
-                let _ = writeln!(
-                    c,
-                    "    const {ty} vb = {}(W + {boff} + o0 + {o});",
-                    v.op("bcast")
-                );
-            }
-            if fc.norm_scratch.is_some() {
-                let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
-            }
-            for r in 0..self.rb {
-                for j in 0..self.vo {
-                    let _ = writeln!(c, "    {{ {ty} v = a{o}_{r}_{j};");
-                    if fc.bias.is_some() {
-                        let _ = writeln!(c, "      v = {}(v, vb);", v.op("add"));
-                    }
-                    if fc.slope.is_some() {
-                        let _ = writeln!(c, "      v = {}(v, vsl);", v.op("lrelu"));
-                    }
-                    let at = o * y.c_stride + r * y.row + lanes * j;
-                    let last = self.tail && j == self.vo - 1;
-                    if last && last_vals < lanes {
-                        let _ = writeln!(c, "      v = {}(v, {last_vals});", v.op("keep"));
-                    }
-                    if last && last_store < lanes {
-                        let _ = writeln!(
-                            c,
-                            "      {}(A + po + {at}, v, {last_store});",
-                            v.op("storen")
-                        );
-                    } else {
-                        let _ = writeln!(c, "      {}(A + po + {at}, v);", v.op("store"));
-                    }
-                    if fc.norm_scratch.is_some() {
-                        let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));
-                    }
-                    let _ = writeln!(c, "    }}");
-                }
-            }
-            if fc.norm_scratch.is_some() {
-                let _ = writeln!(
-                    c,
-                    "    st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
-                    2 * o,
-                    2 * o + 1
-                );
-            }
-            if guard {
-                let _ = writeln!(c, "    }}");
-            }
-            let _ = writeln!(c, "    }}");
-        }
+        epilogue(&mut c, fc, self.rb, self.vo, self.tail);
         c.push_str("}\n");
         c
     }
@@ -311,5 +249,81 @@ fn aligned_body(c: &mut String, m: &Micro, rows_in: usize, xrow: usize) {
             let _ = writeln!(c, "            }}");
         }
         let _ = writeln!(c, "        }}");
+    }
+}
+
+/// The epilogue of a micro kernel of `rb` rows x `vo` vectors of `fc` (a right-edge variant
+/// when `tail`), after its accumulators `a{o}_{r}_{j}`: adds the bias, applies the leaky ReLU
+/// (when no norm follows), zeroes lanes past the row end, stores at `A + po`, and adds the
+/// instance-norm partial sums of the stored values to `st`. Shared by the bf16 kernels
+/// (`conv_bf16.rs`).
+pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail: bool) {
+    let (g, y, ob) = (&fc.g, &fc.y, fc.bl.ob);
+    let v = Vf { lanes: fc.lanes };
+    let (ty, lanes) = (v.ty(), fc.lanes);
+    let ow = g.y[4];
+    let nv = ow.div_ceil(lanes);
+    let last_vals = ow - lanes * (nv - 1);
+    let last_store = (ow.div_ceil(8) * 8 - lanes * (nv - 1)).min(lanes);
+    if let Some(sl) = fc.slope {
+        let _ = writeln!(c, "    const {ty} vsl = {}({});", v.op("set1"), cf(sl));
+    }
+    let guard = g.y[1] % ob != 0;
+    for o in 0..ob {
+        let _ = writeln!(c, "    {{");
+        if guard {
+            let _ = writeln!(c, "    if (o0 + {o} < {}) {{", g.y[1]);
+        }
+        if let Some(boff) = fc.bias {
+            let _ = writeln!(
+                c,
+                "    const {ty} vb = {}(W + {boff} + o0 + {o});",
+                v.op("bcast")
+            );
+        }
+        if fc.norm_scratch.is_some() {
+            let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
+        }
+        for r in 0..rb {
+            for j in 0..vo {
+                let _ = writeln!(c, "    {{ {ty} v = a{o}_{r}_{j};");
+                if fc.bias.is_some() {
+                    let _ = writeln!(c, "      v = {}(v, vb);", v.op("add"));
+                }
+                if fc.slope.is_some() {
+                    let _ = writeln!(c, "      v = {}(v, vsl);", v.op("lrelu"));
+                }
+                let at = o * y.c_stride + r * y.row + lanes * j;
+                let last = tail && j == vo - 1;
+                if last && last_vals < lanes {
+                    let _ = writeln!(c, "      v = {}(v, {last_vals});", v.op("keep"));
+                }
+                if last && last_store < lanes {
+                    let _ = writeln!(
+                        c,
+                        "      {}(A + po + {at}, v, {last_store});",
+                        v.op("storen")
+                    );
+                } else {
+                    let _ = writeln!(c, "      {}(A + po + {at}, v);", v.op("store"));
+                }
+                if fc.norm_scratch.is_some() {
+                    let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));
+                }
+                let _ = writeln!(c, "    }}");
+            }
+        }
+        if fc.norm_scratch.is_some() {
+            let _ = writeln!(
+                c,
+                "    st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",
+                2 * o,
+                2 * o + 1
+            );
+        }
+        if guard {
+            let _ = writeln!(c, "    }}");
+        }
+        let _ = writeln!(c, "    }}");
     }
 }

@@ -288,6 +288,34 @@ static inline void e2f16_stats(__m256d *s, __m256d *q, __m512 v) {
 }
 "#;
 
+/// The bf16 vocabulary of x86-avx512 bundles compiled with `--precision bf16` (appended to the
+/// AVX-512 prelude): functions using it carry `E2_BF16`, which enables `avx512bw` and
+/// `avx512bf16` for them alone, so the bundle's compiler flags stay those of the target; the
+/// manifest names both features, and hosts without them refuse the bundle before any kernel
+/// runs.
+pub const X86_BF16: &str = r#"
+/* --precision bf16: vdpbf16ps multiplies pairs of bf16 (8 significant bits, rounded to nearest
+   even by vcvtne2ps2bf16) and adds both products to an f32 lane. */
+#define E2_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+/* 16 pairs (lo[i], hi[i]) of bf16 as 32-bit words, lo in the low half. */
+E2_BF16 static inline __m512i e2bf_pairs(__m512 lo, __m512 hi) {
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+        24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+}
+/* acc + a[2i] b[2i] + a[2i+1] b[2i+1] per lane i, a and b pairs of bf16 as 32-bit words. */
+#define e2bf_dp(acc, a, b) _mm512_dpbf16_ps(acc, (__m512bh)(a), (__m512bh)(b))
+/* 16 bf16 pairs (32-bit words) in a register; memory is 64-byte aligned. */
+typedef __m512i e2bf;
+#define e2bf_bcast(p) _mm512_set1_epi32(*(const int32_t *)(p))
+#define e2bf_load(p) _mm512_load_si512((const void *)(p))
+#define e2bf_store(p, v) _mm512_store_si512((void *)(p), v)
+/* Words k .. k + 15 of the 32-word concatenation [lo, hi] (k a constant). */
+#define e2bf_alignr(hi, lo, k) _mm512_alignr_epi32(hi, lo, k)
+/* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
+#define e2f16_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
+"#;
+
 const NEON: &str = r#"/* dialect: aarch64 NEON (8 lanes as two float32x4_t) */
 #include <arm_neon.h>
 #include <stdint.h>

@@ -29,6 +29,7 @@
 
 mod channel;
 pub(crate) mod conv;
+mod conv_bf16;
 mod conv_fast;
 mod conv_generic;
 mod conv_micro;
@@ -42,12 +43,23 @@ mod text;
 use e2enc_ir::{Op, TensorType};
 
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
+use crate::precision::Precision;
 
 pub use conv::{reads_channel_map as conv_reads_channel_map, ConvPath};
 
 /// The prelude of a bundle for `target`: its dialect's includes and vector vocabulary.
 pub fn prelude_for(target: crate::target::Target) -> String {
     dialect::Dialect::of(target).prelude()
+}
+
+/// The prelude of a bundle for `target` computing in `precision` (bf16 adds the pair packing
+/// and dot products of `conv_bf16.rs`).
+pub fn prelude_in(target: crate::target::Target, precision: Precision) -> String {
+    let mut s = prelude_for(target);
+    if conv_bf16::enabled(target, precision) {
+        s.push_str(dialect::X86_BF16);
+    }
+    s
 }
 
 /// Arena scratch (in f32 elements) that the kernels of a node with this op and these types use.
@@ -61,10 +73,17 @@ pub fn scratch_elems(op: &Op, inputs: &[TensorType], output: &TensorType) -> usi
     }
 }
 
-/// The kernels of one node, to run in the returned order (each over all its tiles).
-pub fn emit(ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {
+/// The kernels of one node, to run in the returned order (each over all its tiles), with the
+/// convolutions' multiplications in `precision` where the target has kernels for it.
+pub fn emit(
+    ctx: &NodeCtx,
+    consts: &mut Consts,
+    precision: Precision,
+) -> Result<Vec<Kernel>, EmitError> {
     match ctx.op {
-        Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => conv::emit(ctx, consts),
+        Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
+            conv::emit(ctx, consts, conv_bf16::enabled(ctx.isa, precision))
+        }
         Op::InstanceNorm { eps } => norm::emit_standalone(ctx, consts, *eps),
         Op::LeakyRelu { slope } => simple::leaky_relu(ctx, *slope),
         Op::Add => simple::add(ctx),

@@ -21,6 +21,7 @@ use std::process::Command;
 use e2enc_codegen::c;
 use e2enc_codegen::emit::{Consts, Kernel, NodeCtx};
 use e2enc_codegen::layout::View;
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::target::Target;
 use e2enc_ir::{DType, Graph, Op, Tensor, TensorType, Weights};
 
@@ -137,6 +138,17 @@ pub fn prepare(case: &Case, prefix: &str, consts: &mut Consts) -> Prepared {
 
 /// Lays out `case` and emits its kernels for `isa` (names prefixed `prefix`).
 pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Target) -> Prepared {
+    prepare_in(case, prefix, consts, isa, Precision::F32)
+}
+
+/// [`prepare_for`] with the convolutions in `precision`.
+pub fn prepare_in(
+    case: &Case,
+    prefix: &str,
+    consts: &mut Consts,
+    isa: Target,
+    precision: Precision,
+) -> Prepared {
     let (want, out_ty) = reference(case);
     let mut at = 64;
     let mut inputs = Vec::new();
@@ -195,7 +207,7 @@ pub fn prepare_for(case: &Case, prefix: &str, consts: &mut Consts, isa: Target) 
         channel_map: None,
         isa,
     };
-    let kernels = c::emit(&ctx, consts).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
+    let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {
         case: case.clone(),
         inputs,
@@ -347,8 +359,18 @@ pub fn compile(kernels: &[&Kernel], flags: &[&str]) -> Result<Lib, String> {
 
 /// [`compile`] with the prelude of `isa`.
 pub fn compile_for(kernels: &[&Kernel], flags: &[&str], isa: Target) -> Result<Lib, String> {
+    compile_in(kernels, flags, isa, Precision::F32)
+}
+
+/// [`compile_for`] with the prelude of `isa` in `precision`.
+pub fn compile_in(
+    kernels: &[&Kernel],
+    flags: &[&str],
+    isa: Target,
+    precision: Precision,
+) -> Result<Lib, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut src = c::prelude_for(isa);
+    let mut src = c::prelude_in(isa, precision);
     for k in kernels {
         src.push_str(&k.source);
         src.push('\n');
@@ -440,14 +462,20 @@ pub fn check_batch(cases: &[Case]) -> Result<(), String> {
 
 /// Emits, compiles (with the ISA's `-m` flags) and checks a batch of cases for `isa`.
 pub fn check_batch_for(cases: &[Case], isa: Target) -> Result<(), String> {
+    check_batch_in(cases, isa, Precision::F32)
+}
+
+/// [`check_batch_for`] with the convolutions in `precision` (the interpreter stays f32: cases
+/// of other precisions choose inputs their arithmetic computes exactly to f32 rounding).
+pub fn check_batch_in(cases: &[Case], isa: Target, precision: Precision) -> Result<(), String> {
     let mut consts = Consts::default();
     let prepared: Vec<Prepared> = cases
         .iter()
         .enumerate()
-        .map(|(i, c)| prepare_for(c, &format!("c{i}"), &mut consts, isa))
+        .map(|(i, c)| prepare_in(c, &format!("c{i}"), &mut consts, isa, precision))
         .collect();
     let ks: Vec<&Kernel> = prepared.iter().flat_map(|p| &p.kernels).collect();
-    let lib = compile_for(&ks, &isa.cflags(), isa)?;
+    let lib = compile_in(&ks, &isa.cflags(), isa, precision)?;
     for (i, p) in prepared.iter().enumerate() {
         let what = format!("[{isa}] case {i} ({:?})", p.case.op);
         let mut a = p.arena();

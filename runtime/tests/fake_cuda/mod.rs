@@ -54,6 +54,7 @@ pub fn cuda_manifest() -> Manifest {
         },
         target: Some("cuda-sm90".into()),
         cpu_features: vec![],
+        precision: None,
         cuda: Some(CudaInfo {
             sm: 90,
             nvrtc: "12.9".into(),

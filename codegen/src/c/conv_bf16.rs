@@ -1,0 +1,715 @@
+//! `--precision bf16` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
+//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) multiply pairs of bf16
+//! with `vdpbf16ps` (two products added to one f32 lane: 32 multiplies per instruction where
+//! `vfmadd231ps` does 16). Inputs and weights are rounded to nearest even; sums, bias, the
+//! epilogue and the instance-norm statistics stay f32 / f64, and activations stay f32 in the
+//! arena (as on CUDA's bf16).
+//!
+//! What is paired are *taps* (measured in `docs/experiments/bf16-conv`): channel pairs would
+//! suit dense convs, but at DSFF densities two channels of a pair are rarely both live for one
+//! output. A tile (the same tiles as the f32 kernel, so the norm partials and the memory plan
+//! do not change) packs every input (channel, depth tap) "slot" of its rows once, per sub-band
+//! of rows and column strip, into two planes of bf16 pairs on the stack:
+//!
+//! - `H[r][x] = (in[r][x - 1], in[r][x])`: column taps 0 and 1 of row `r`;
+//! - `V[r][x] = (in[r][x + 1], in[r + 1][x + 1])`: column tap 2 of rows `r` and `r + 1`.
+//!
+//! Output row `r` (input rows `r .. r + 2` of the band) is then
+//! `H[r]·(w00, w01) + H[r+1]·(w10, w11) + H[r+2]·(w20, w21) + V[r]·(w02, w12) + V[r+2]·(w22, 0)`:
+//! 9 taps in 5 `vdpbf16ps`, no lane shuffles in the inner loop. Dense micro kernels block two
+//! output channels (weights `[block][slot][5][2]`), sparse ones walk one output's CSR of slots
+//! (weights `[entry][5]`). The packed band is kept under [`BUDGET`] by narrowing the column
+//! strip, then the sub-band's rows; a conv with so many slots that one row of 16 columns would
+//! not fit stays f32 ([`emit`] returns `None`).
+//!
+//! The weight pairs are stored as 32-bit words in the `I` constants (bit patterns, no float
+//! canonicalization on the way). Slots whose plane lies outside the volume (depth padding, depth
+//! shift) are packed as zeros instead of skipped, so every micro kernel walks all its entries.
+
+use std::fmt::Write;
+
+use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::conv_fast::{blocking, finish_tile, tile_head, Blocking, FastConv};
+use super::conv_micro::epilogue;
+use crate::emit::{Consts, Kernel, NodeCtx};
+use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::precision::Precision;
+use crate::target::Target;
+
+/// Bytes of packed pairs a tile may hold at once (on its thread's stack; the runtime's and the
+/// standalone program's threads have at least 2 MiB, and Zen 4 / Zen 5 cores 1 MiB of L2).
+pub const BUDGET: usize = 512 * 1024;
+
+/// Whether a bundle for `target` in `precision` gets bf16 conv kernels.
+pub fn enabled(target: Target, precision: Precision) -> bool {
+    precision == Precision::Bf16 && target == Target::X86Avx512
+}
+
+/// Whether a fast-path geometry has a bf16 kernel: 3x3 in (H, W), stride 1 there.
+pub fn applies(g: &Geom) -> bool {
+    !g.transposed && g.k[1] == 3 && g.k[2] == 3 && g.s[1] == 1 && g.s[2] == 1 && g.p[1] == 1
+}
+
+/// How a tile is cut: rows per sub-band, 16-column vectors per strip, and the packing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cut {
+    sb: usize,
+    sv: usize,
+    /// Row pairs (sparse convs) instead of tap pairs (dense convs).
+    rows: bool,
+}
+
+impl Cut {
+    /// 32-bit words of one packed row of a strip (row pairs: with a 16-word halo each side).
+    fn row_words(self) -> usize {
+        if self.rows {
+            self.sv * 16 + 32
+        } else {
+            self.sv * 16
+        }
+    }
+    /// 32-bit words of one slot: tap pairs, the H and V planes of `sb + 2` rows; row pairs,
+    /// `(sb + 2) / 2` rows (rounded up).
+    fn slot_words(self) -> usize {
+        if self.rows {
+            (self.sb + 2).div_ceil(2) * self.row_words()
+        } else {
+            2 * (self.sb + 2) * self.row_words()
+        }
+    }
+}
+
+/// The cut of a tile of `rb` rows and `nv` vectors with `slots` slots and micro blocks of `vo`
+/// vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of `vo`),
+/// then fewer rows; `None` if not even one row of `vo` vectors fits.
+fn cut(slots: usize, rb: usize, nv: usize, vo: usize, rows: bool) -> Option<Cut> {
+    let fits = |c: Cut| slots * c.slot_words() * 4 <= BUDGET;
+    let mut c = Cut {
+        sb: rb,
+        sv: nv,
+        rows,
+    };
+    while !fits(c) && c.sv > vo {
+        c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
+    }
+    while !fits(c) && c.sb > 1 {
+        c.sb -= 1;
+    }
+    fits(c).then_some(c)
+}
+
+/// bf16 RNE of `v` (NaN stays a quiet NaN).
+fn bf16_bits(v: f32) -> u32 {
+    let u = v.to_bits();
+    if v.is_nan() {
+        return (u >> 16) | 0x40;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1))) >> 16
+}
+
+/// A pair of bf16 as one 32-bit word, `lo` in the low half.
+fn pair(lo: f32, hi: f32) -> i32 {
+    (bf16_bits(lo) | (bf16_bits(hi) << 16)) as i32
+}
+
+/// The twelve pair words of one 3x3 kernel plane `w(b, cc)` for row pairs `(row 2k, row 2k + 1)`
+/// at tap column `c`: `A_c = (w0c, w1c)` for output row `2k`, `B_c = (w2c, 0)` for `2k - 2`,
+/// `C_c = (0, w0c)` for `2k + 1`, `D_c = (w1c, w2c)` for `2k - 1`; stored A0 A1 A2 B0 .. D2.
+fn row_words(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
+    let mut o = [0; 12];
+    for c in 0..3 {
+        o[c] = pair(w(0, c), w(1, c));
+        o[3 + c] = pair(w(2, c), 0.0);
+        o[6 + c] = pair(0.0, w(0, c));
+        o[9 + c] = pair(w(1, c), w(2, c));
+    }
+    o
+}
+
+/// The five pair words of one 3x3 kernel plane `w(b, cc)` (tap row `b`, tap column `cc`).
+fn words(w: impl Fn(usize, usize) -> f32) -> [i32; 5] {
+    [
+        pair(w(0, 0), w(0, 1)),
+        pair(w(1, 0), w(1, 1)),
+        pair(w(2, 0), w(2, 1)),
+        pair(w(0, 2), w(1, 2)),
+        pair(w(2, 2), 0.0),
+    ]
+}
+
+/// The bf16 kernel of a fast-path conv, or `None` where it has none (see [`applies`]) or its
+/// slots would not fit [`BUDGET`].
+pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
+    let g = &sp.g;
+    if !applies(g) {
+        return None;
+    }
+    let [n, cin, d, _, _] = g.x;
+    let [_, co, od, oh, ow] = g.y;
+    let kd = g.k[0];
+    let (sd, pd) = (g.s[0], g.p[0]);
+    let lanes = 16;
+    let nv = ow.div_ceil(lanes);
+    let rb = blocking(g).rb;
+    let (ob, vo) = if g.sparse {
+        (1, 2.min(nv))
+    } else {
+        (2.min(co), 2.min(nv))
+    };
+    let slots = cin * kd;
+    let c = cut(slots, rb, nv, vo, g.sparse)?;
+    let check_iz = (0..od).any(|z| {
+        (0..kd).any(|a| {
+            let iz = (z * sd + a) as i64 - pd as i64;
+            !(0..d as i64).contains(&iz)
+        })
+    });
+    let check_jz = sp.shifts.iter().any(|&v| v != 0);
+    // Slots (stored channel, depth tap, shifted tap), as the f32 kernel's entries.
+    let ents: Vec<i32> = (0..cin)
+        .flat_map(|ch| {
+            (0..kd).flat_map(move |a| {
+                [
+                    sp.channels[ch] as i32,
+                    a as i32,
+                    (a as i64 - sp.shifts[ch]) as i32,
+                ]
+            })
+        })
+        .collect();
+    let plane =
+        |off: usize, a: usize| move |b: usize, cc: usize| sp.wdata[off + (a * 3 + b) * 3 + cc];
+    let (w_off, sl_off, rp_off);
+    if !g.sparse {
+        let nob = co.div_ceil(ob);
+        let mut w = Vec::with_capacity(nob * slots * 5 * ob);
+        for blk in 0..nob {
+            for ch in 0..cin {
+                for a in 0..kd {
+                    let per: Vec<[i32; 5]> = (0..ob)
+                        .map(|o| {
+                            let oo = blk * ob + o;
+                            if oo < co {
+                                words(plane(sp.rows[oo][ch].1, a))
+                            } else {
+                                [0; 5]
+                            }
+                        })
+                        .collect();
+                    for i in 0..5 {
+                        w.extend(per.iter().map(|p| p[i]));
+                    }
+                }
+            }
+        }
+        w_off = consts.push_i32(&w);
+        sl_off = 0;
+        rp_off = 0;
+    } else {
+        let mut rp = vec![0i32];
+        let mut sl = Vec::new();
+        let mut w = Vec::new();
+        for row in &sp.rows {
+            for &(ch, off) in row {
+                for a in 0..kd {
+                    sl.push((ch * kd + a) as i32);
+                    w.extend(row_words(plane(off, a)));
+                }
+            }
+            rp.push(sl.len() as i32);
+        }
+        sl_off = consts.push_i32(&sl);
+        rp_off = consts.push_i32(&rp);
+        w_off = consts.push_i32(&w);
+    }
+    let ent_off = consts.push_i32(&ents);
+    let bias = sp.bias.map(|b| {
+        let mut v = b.to_vec();
+        v.resize(co.div_ceil(ob) * ob, 0.0);
+        consts.push_f32(&v)
+    });
+    let what = format!(
+        "{} conv{} {}x3x3 s1 {}->{} bf16",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        kd,
+        cin,
+        co
+    );
+    let fc = FastConv {
+        name: ctx.prefix.clone(),
+        what,
+        g: g.clone(),
+        x: ctx.inputs[0].clone(),
+        y: ctx.output.clone(),
+        bl: Blocking { ob, rb, vo },
+        lanes,
+        aligned: false,
+        strip: None,
+        check_iz,
+        check_jz,
+        ents: ent_off,
+        w: w_off,
+        rp: g.sparse.then_some(rp_off),
+        ne_dense: slots,
+        bias,
+        slope: slope_in_conv(sp),
+        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
+        tiles: n * od * oh.div_ceil(rb),
+        flops: live_flops(sp),
+    };
+    Some(render(&fc, c, sl_off))
+}
+
+/// Writes the kernel: the packing function, the micro kernels, the tile loop.
+fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
+    let (g, bl, y) = (&fc.g, fc.bl, &fc.y);
+    let [_, co, _, oh, ow] = g.y;
+    let nv = ow.div_ceil(16);
+    let nb = oh.div_ceil(bl.rb);
+    let slw = c.slot_words();
+    let slots = fc.ne_dense;
+    let mut helpers = if c.rows {
+        pack_rows_fn(fc, c)
+    } else {
+        pack_fn(fc, c)
+    };
+    // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
+    let rrem = oh - (nb - 1) * bl.rb;
+    let mut rows: Vec<usize> = Vec::new();
+    for m in [bl.rb, rrem] {
+        for r in [c.sb.min(m), m % c.sb] {
+            if r > 0 && !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
+    }
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let nxb = (nv - 1) / bl.vo;
+    let vt = nv - nxb * bl.vo;
+    let mut call = |vo: usize, tail: bool| -> String {
+        let args = if g.sparse {
+            format!(
+                "A, W, I + {sl_off} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+                fc.w, y.c_stride
+            )
+        } else {
+            format!(
+                "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+                fc.w,
+                slots * 5 * bl.ob,
+                bl.ob * y.c_stride,
+                bl.ob,
+                bl.ob
+            )
+        };
+        let mut s = String::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let name = format!("{}_mb{r}x{vo}{}", fc.name, if tail { "t" } else { "" });
+            if !helpers.contains(&format!("static void {name}(")) {
+                helpers.push_str(&if c.rows {
+                    micro_rows(fc, c, &name, r, vo, tail)
+                } else {
+                    micro(fc, c, &name, r, vo, tail)
+                });
+            }
+            if i + 1 < rows.len() {
+                let _ = write!(s, "if (nr == {r}) {name}({args}); else ");
+            } else {
+                let _ = write!(s, "{name}({args});");
+            }
+        }
+        s
+    };
+    let pos = format!(
+        "const int64_t po = {} + (int64_t)n * {} + (int64_t)z * {} + (int64_t)({PAD_ROWS} + r0) * {} + {PAD_LEFT} + xv * 16;",
+        y.offset, y.n_stride, y.d_stride, y.row
+    );
+    // Full blocks of the strip, then the right-edge block in the last strip.
+    let body = if nxb > 0 {
+        format!(
+            "for (int xv = xs; xv < xe && xv < {}; xv += {}) {{\n{pos}\n{}\n}}\n",
+            nxb * bl.vo,
+            bl.vo,
+            call(bl.vo, false)
+        )
+    } else {
+        String::new()
+    };
+    let tail_call = call(vt, true);
+    let ohead = if g.sparse {
+        format!(
+            "for (int o = 0; o < {co}; o++) {{ const int e0 = I[{} + o], e1 = I[{} + o + 1];\n",
+            fc.rp.unwrap_or(0),
+            fc.rp.unwrap_or(0)
+        )
+    } else {
+        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
+    };
+    let mut b = tile_head(fc, nb);
+    let _ = writeln!(
+        b,
+        "uint32_t pk[{}] __attribute__((aligned(64)));
+for (int r0 = y0; r0 < y1; r0 += {sb}) {{
+const int nr = y1 - r0 < {sb} ? y1 - r0 : {sb};
+for (int xs = 0; xs < {nv}; xs += {sv}) {{
+const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
+{name}_pack(A, I + {ents}, pk, n, zb, r0, nr, xs, xe);
+{ohead}{body}if (xe == {nv}) {{ const int xv = {body_end};
+{pos}
+{tail_call}
+}}
+}}
+}}
+}}",
+        slots * slw,
+        sb = c.sb,
+        sv = c.sv,
+        name = fc.name,
+        ents = fc.ents,
+        body_end = nxb * bl.vo,
+    );
+    b.push_str(&finish_tile(fc, nb));
+    super::text::kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+}
+
+/// The packing function of a kernel: slots `[0, slots)` of sample `n`, output rows
+/// `r0 .. r0 + nr` (input rows `r0 - 1 .. r0 + nr`), vectors `xs .. xe`, into `pk`
+/// (`[slot][H, V][row][strip column]` pairs).
+fn pack_fn(fc: &FastConv, c: Cut) -> String {
+    let (g, x) = (&fc.g, &fc.x);
+    let d = g.x[2];
+    let ow = g.y[4];
+    let nv = ow.div_ceil(16);
+    let (sww, slw) = (c.row_words(), c.slot_words());
+    // Loads of 16 at column c0 of the last vector stay in the row's storage (values and right
+    // padding: `row - PAD_LEFT` columns from 0) only up to its end: lanes past it are masked.
+    let room = x.row - PAD_LEFT;
+    let xl = 16 * (nv - 1);
+    let n_at = |c0: isize| -> usize { (room as isize - c0).clamp(0, 16) as usize };
+    let masked = xl + 17 > room;
+    let mut checks = Vec::new();
+    if fc.check_iz {
+        checks.push(format!("(unsigned)(zb + ent[1]) >= {d}u"));
+    }
+    if fc.check_jz {
+        checks.push(format!("(unsigned)(zb + ent[2]) >= {d}u"));
+    }
+    let skip = if checks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "        if ({}) {{ memset(ph, 0, sizeof(uint32_t) * {slw}); continue; }}\n",
+            checks.join(" || ")
+        )
+    };
+    let load = |off: &str, n: Option<usize>| match n {
+        Some(k) => format!("e2f16_loadn(q + x{off}, {k})"),
+        None => format!("e2f16_load(q + x{off})"),
+    };
+    let loads = |m: bool| -> String {
+        let nn = |c0: isize| m.then(|| n_at(xl as isize + c0));
+        format!(
+            "const e2f16 l = {}, m = {}, h = {};
+                const e2f16 dn = rr + 1 < nr + 2 ? {} : e2f16_zero();",
+            load(" - 1", nn(-1)),
+            load("", nn(0)),
+            load(" + 1", nn(1)),
+            load(&format!(" + {} + 1", x.row), nn(1)),
+        )
+    };
+    let body = if masked {
+        format!(
+            "if (j == {}) {{
+                {}
+                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
+                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
+                continue;
+            }}
+            {{
+                {}
+                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
+                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
+            }}",
+            nv - 1,
+            loads(true),
+            loads(false)
+        )
+    } else {
+        format!(
+            "{{
+                {}
+                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
+                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
+            }}",
+            loads(false)
+        )
+    };
+    format!(
+        "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
+    uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    for (int s = 0; s < {slots}; s++, ent += 3) {{
+        uint32_t *ph = pk + (int64_t)s * {slw}, *pv = ph + {vplane};
+{skip}        const float *p = A + {xo} + (int64_t)n * {xns} + (int64_t)ent[0] * {xcs} + (int64_t)(zb + ent[2]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT};
+        for (int rr = 0; rr < nr + 2; rr++) {{
+            const float *q = p + (int64_t)rr * {xrow};
+            for (int j = xs; j < xe; j++) {{
+                const int x = 16 * j;
+            {body}
+            }}
+        }}
+    }}
+}}
+",
+        name = fc.name,
+        slots = fc.ne_dense,
+        vplane = (c.sb + 2) * sww,
+        xo = x.offset,
+        xns = x.n_stride,
+        xcs = x.c_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+    )
+}
+
+/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over the entries
+/// (slots), 5 `vdpbf16ps` per (output, row, vector, entry).
+fn micro(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
+    let ob = fc.bl.ob;
+    let (sww, slw) = (c.row_words(), c.slot_words());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {{
+    (void)W; (void)sl; (void)o0; (void)st;"
+    );
+    for o in 0..ob {
+        for r in 0..rows {
+            for f in 0..vo {
+                let _ = writeln!(s, "    e2f16 a{o}_{r}_{f} = e2f16_zero();");
+            }
+        }
+    }
+    let slot = if fc.g.sparse { "sl[e]" } else { "e" };
+    let _ = writeln!(
+        s,
+        "    for (int e = 0; e < ne; e++, w += {}) {{
+        const uint32_t *ph = pk + (int64_t){slot} * {slw}, *pv = ph + {};",
+        5 * ob,
+        (c.sb + 2) * sww
+    );
+    for o in 0..ob {
+        for i in 0..5 {
+            let _ = writeln!(
+                s,
+                "        const e2bf w{o}_{i} = e2bf_bcast(w + {});",
+                i * ob + o
+            );
+        }
+    }
+    for rr in 0..rows + 2 {
+        for f in 0..vo {
+            // (row of the output, weight word for h, weight word for v)
+            let uses: [(isize, usize, Option<usize>); 3] = [
+                (rr as isize, 0, Some(3)),
+                (rr as isize - 1, 1, None),
+                (rr as isize - 2, 2, Some(4)),
+            ];
+            let live = |r: isize| (0..rows as isize).contains(&r);
+            let at = rr * sww + 16 * f;
+            let _ = write!(s, "        {{ const e2bf h = e2bf_load(ph + {at});");
+            if uses.iter().any(|&(r, _, wv)| wv.is_some() && live(r)) {
+                let _ = write!(s, " const e2bf v = e2bf_load(pv + {at});");
+            }
+            s.push('\n');
+            for (r, wh, wv) in uses {
+                if !live(r) {
+                    continue;
+                }
+                for o in 0..ob {
+                    let a = format!("a{o}_{r}_{f}");
+                    let _ = writeln!(s, "          {a} = e2bf_dp({a}, w{o}_{wh}, h);");
+                    if let Some(wv) = wv {
+                        let _ = writeln!(s, "          {a} = e2bf_dp({a}, w{o}_{wv}, v);");
+                    }
+                }
+            }
+            let _ = writeln!(s, "        }}");
+        }
+    }
+    let _ = writeln!(s, "    }}");
+    epilogue(&mut s, fc, rows, vo, tail);
+    s.push_str("}\n");
+    s
+}
+
+/// The packing function of a row-pair kernel: slots `[0, slots)` of sample `n`, input rows
+/// `r0 - 1 .. r0 + nr` (packed rows `0 .. nr + 2`) in pairs `(2k, 2k + 1)` (the row past the
+/// last, where `nr` is odd, as zeros), vectors `xs .. xe` plus a 16-column halo each side (only
+/// columns `16 xs - 1` and `16 xe` matter; storage outside the row's reads as zero), into `pk`
+/// (`[slot][pair row][halo, strip columns, halo]`).
+fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
+    let (g, x) = (&fc.g, &fc.x);
+    let d = g.x[2];
+    let nv = g.y[4].div_ceil(16);
+    let (rw, slw) = (c.row_words(), c.slot_words());
+    // Columns of a row's storage from value 0 (values and right padding).
+    let room = x.row - PAD_LEFT;
+    let right = room.saturating_sub(16 * nv).min(16);
+    let mut checks = Vec::new();
+    if fc.check_iz {
+        checks.push(format!("(unsigned)(zb + ent[1]) >= {d}u"));
+    }
+    if fc.check_jz {
+        checks.push(format!("(unsigned)(zb + ent[2]) >= {d}u"));
+    }
+    let skip = if checks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "        if ({}) {{ memset(pq, 0, sizeof(uint32_t) * {slw}); continue; }}\n",
+            checks.join(" || ")
+        )
+    };
+    format!(
+        "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
+    uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
+    const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
+    for (int s = 0; s < {slots}; s++, ent += 3) {{
+        uint32_t *pq = pk + (int64_t)s * {slw};
+{skip}        const float *p = A + {xo} + (int64_t)n * {xns} + (int64_t)ent[0] * {xcs} + (int64_t)(zb + ent[2]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT};
+        for (int k = 0; 2 * k < nr + 2; k++) {{
+            const float *q0 = p + (int64_t)(2 * k) * {xrow}, *q1 = q0 + {xrow};
+            const int two = 2 * k + 1 < nr + 2;
+            uint32_t *o = pq + (int64_t)k * {rw} + 16 - 16 * xs;
+            {{
+                const e2f16 lo = e2f16_loadm(q0 + 16 * xs - 16, ml);
+                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
+                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
+            }}
+            for (int j = xs; j < xe; j++) {{
+                const e2f16 lo = e2f16_load(q0 + 16 * j), hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero();
+                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
+            }}
+            {{
+                const e2f16 lo = e2f16_loadm(q0 + 16 * xe, mr);
+                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
+                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
+            }}
+        }}
+    }}
+}}
+",
+        name = fc.name,
+        slots = fc.ne_dense,
+        rmask = (1u32 << right) - 1,
+        xo = x.offset,
+        xns = x.n_stride,
+        xcs = x.c_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+    )
+}
+
+/// One row-pair micro kernel (one output channel): `rows` output rows x `vo` vectors over the
+/// entries; per pair row and vector, three column taps cut from aligned loads (`valignd`) feed
+/// up to 12 `vdpbf16ps` (output rows `2k`, `2k - 2`, `2k + 1`, `2k - 1`).
+fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
+    let (rw, slw) = (c.row_words(), c.slot_words());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {{
+    (void)W; (void)o0; (void)st;"
+    );
+    for r in 0..rows {
+        for f in 0..vo {
+            let _ = writeln!(s, "    e2f16 a0_{r}_{f} = e2f16_zero();");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "    for (int e = 0; e < ne; e++, w += 12) {{
+        const uint32_t *pq = pk + (int64_t)sl[e] * {slw} + 16;"
+    );
+    for i in 0..12 {
+        let _ = writeln!(s, "        const e2bf w{i} = e2bf_bcast(w + {i});");
+    }
+    let live = |r: isize| (0..rows as isize).contains(&r);
+    for k in 0..(rows + 2).div_ceil(2) {
+        let k2 = 2 * k as isize;
+        // (output row, first weight word) of the four uses of pair row k.
+        let uses: Vec<(isize, usize)> = [(k2, 0), (k2 - 2, 3), (k2 + 1, 6), (k2 - 1, 9)]
+            .into_iter()
+            .filter(|&(r, _)| live(r))
+            .collect();
+        if uses.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "        {{ e2bf prev = e2bf_load(pq + {});",
+            (k * rw) as isize - 16
+        );
+        for f in 0..vo {
+            let at = k * rw + 16 * f;
+            let _ = writeln!(
+                s,
+                "          {{ const e2bf cur = e2bf_load(pq + {at}), next = e2bf_load(pq + {});
+            const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);",
+                at + 16
+            );
+            // Tap-major: the (up to) four accumulators' chains interleave.
+            for (t, tap) in ["t0", "cur", "t2"].iter().enumerate() {
+                for &(r, w0) in &uses {
+                    let a = format!("a0_{r}_{f}");
+                    let _ = writeln!(s, "            {a} = e2bf_dp({a}, {tap}, w{});", w0 + t);
+                }
+            }
+            let _ = writeln!(s, "            prev = cur; }}");
+        }
+        let _ = writeln!(s, "        }}");
+    }
+    let _ = writeln!(s, "    }}");
+    epilogue(&mut s, fc, rows, vo, tail);
+    s.push_str("}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to even (1).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even (1 + 2^-6).
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(bf16_bits(-2.0), 0xc000);
+        assert!(f32::from_bits(bf16_bits(f32::NAN) << 16).is_nan());
+        assert_eq!(pair(1.0, -2.0) as u32, 0xc000_3f80);
+    }
+
+    #[test]
+    fn cuts_fit_the_budget_or_refuse() {
+        // AMOS-CT level 0, sparse 96 -> 48, 128 wide, bands of 10 rows.
+        let c = cut(96, 10, 8, 2, false).unwrap();
+        assert!(96 * c.slot_words() * 4 <= BUDGET);
+        assert_eq!(c.sb, 10);
+        assert_eq!(c.sv % 2, 0);
+        // Narrow and many slots: fewer rows.
+        let c = cut(960, 10, 1, 1, false).unwrap();
+        assert!(960 * c.slot_words() * 4 <= BUDGET && c.sv == 1);
+        // Too many slots for even one row.
+        assert!(cut(100_000, 10, 8, 2, false).is_none());
+        // Row pairs: half the tap pairs' bytes, so the whole 128-wide band of 96 slots fits.
+        let c = cut(96, 10, 8, 2, true).unwrap();
+        assert_eq!((c.sb, c.sv), (10, 8));
+        assert_eq!(c.slot_words(), 6 * (128 + 32));
+    }
+}

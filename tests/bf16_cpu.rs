@@ -1,0 +1,124 @@
+//! CPU bf16 bundles (`e2enc compile --target x86-avx512 --precision bf16`) end to end: on a host
+//! with `avx512_bf16` the released (golden) network's bundle computes bf16's math, i.e. it is
+//! close to the interpreter with the operands of its bf16 convs rounded to bf16 and far from
+//! plain f32; on a host without it the bundle is refused before any kernel loads, naming
+//! `--precision bf16` and the missing feature. (`E2ENC_REQUIRE_AVX512_BF16` turns the first
+//! case's skip into a failure.)
+
+#[path = "common/mod.rs"]
+mod cli_common;
+#[path = "bundle_common/mod.rs"]
+mod common;
+
+use common::feed;
+use e2enc::TensorEngine;
+use e2enc_codegen::compile::{compile, CompileOptions};
+use e2enc_codegen::precision::Precision;
+use e2enc_codegen::target::{host_has, Target};
+use e2enc_ir::e2enet::BuildOptions;
+use e2enc_ir::tensor::relative_error_l2;
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::exec::Engine;
+
+fn host_bf16() -> bool {
+    Target::X86Avx512.host_supports()
+        && host_has("avx512bw") == Some(true)
+        && host_has("avx512bf16") == Some(true)
+}
+
+#[test]
+fn golden_cpu_bf16_bundle_computes_bf16_or_is_refused() {
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("note: not an x86_64 host: x86-avx512 bf16 bundles not checked");
+        return;
+    }
+    let golden = common::repo().join("tests/data/golden");
+    let model = e2enc_ir::e2enet::Model::load(&golden.join("model.json"), &BuildOptions::default())
+        .expect("golden model");
+    let io = e2enc_ir::Weights::load(&golden.join("io.safetensors")).expect("golden io");
+    let x = io.get("input").expect("io has `input`");
+    let t = common::tempdir();
+    let dir = t.path().join("golden-bf16");
+    let opts = CompileOptions {
+        isa: Target::X86Avx512,
+        precision: Some(Precision::Bf16),
+        ..CompileOptions::default()
+    };
+    let r = compile(&model, &dir, &opts).expect("compiling the golden network in bf16");
+    assert_eq!(r.manifest.precision.as_deref(), Some("bf16"));
+    assert!(r.manifest.cpu_features.iter().any(|f| f == "avx512bf16"));
+    assert!(
+        r.manifest.steps.iter().any(|s| s.what.ends_with(" bf16")),
+        "no bf16 conv kernel in the bundle"
+    );
+    let loaded = Bundle::load(&dir, &LoadOptions::default());
+    if !host_bf16() {
+        let e = loaded
+            .err()
+            .expect("a bf16 bundle loaded on a host without avx512bf16")
+            .to_string();
+        if Target::X86Avx512.host_supports() {
+            assert!(
+                e.contains("--precision bf16") && e.contains("avx512b"),
+                "{e}"
+            );
+        } else {
+            // No AVX-512 at all: the target's own features are refused first.
+            assert!(
+                e.contains("--target x86-avx512") && e.contains("avx512f"),
+                "{e}"
+            );
+        }
+        assert!(
+            std::env::var_os("E2ENC_REQUIRE_AVX512_BF16").is_none(),
+            "E2ENC_REQUIRE_AVX512_BF16 is set but this host lacks avx512bf16 ({e})"
+        );
+        eprintln!("note: this host lacks avx512bf16: only the refusal was checked ({e})");
+        return;
+    }
+    let mut e = Engine::try_new(loaded.expect("loading the bf16 bundle"), 2).expect("engine");
+    let y = e.run(&feed(x)).expect("bf16 run");
+    let got = &y["logits"];
+    // The CPU's bf16 convs: 3x3 in H and W, stride 1, same padding (conv_bf16::applies).
+    let sim = common::simulated_bf16(&model, x, &|c| {
+        let ([_, kh, kw], [_, sh, sw], [_, ph, pw]) = (c.kernel, c.stride, c.padding);
+        kh == 3 && kw == 3 && sh == 1 && sw == 1 && ph == 1 && pw == 1
+    });
+    let f32_ref = io.get("ds0").expect("io has `ds0`");
+    let to_sim = relative_error_l2(got, &sim).unwrap();
+    let to_f32 = relative_error_l2(got, f32_ref).unwrap();
+    let sim_to_f32 = relative_error_l2(&sim, f32_ref).unwrap();
+    eprintln!(
+        "cpu bf16 bundle: {to_sim:.2e} from simulated bf16, {to_f32:.2e} from f32 (simulated: {sim_to_f32:.2e})"
+    );
+    assert!(
+        to_sim < 5e-3,
+        "rel. L2 {to_sim:.2e} from the simulated bf16 rounding"
+    );
+    assert!(
+        sim_to_f32 > 1e-3,
+        "the simulation rounded nothing? {sim_to_f32:.2e}"
+    );
+}
+
+#[test]
+fn bf16_on_another_cpu_target_is_refused_naming_the_choices() {
+    let o = cli_common::e2enc(&[
+        "compile",
+        &common::repo()
+            .join("tests/data/golden/model.json")
+            .to_string_lossy(),
+        "-o",
+        &common::tempdir().path().join("b").to_string_lossy(),
+        "--target",
+        "x86-avx2",
+        "--precision",
+        "bf16",
+    ]);
+    let t = cli_common::text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("--precision bf16 needs --target x86-avx512"),
+        "{t}"
+    );
+}
