@@ -5,22 +5,28 @@
 //! epilogue and the instance-norm statistics stay f32 / f64, and activations stay f32 in the
 //! arena (as on CUDA's bf16).
 //!
-//! What is paired are *taps* (measured in `docs/experiments/bf16-conv`): channel pairs would
-//! suit dense convs, but at DSFF densities two channels of a pair are rarely both live for one
-//! output. A tile (the same tiles as the f32 kernel, so the norm partials and the memory plan
-//! do not change) packs every input (channel, depth tap) "slot" of its rows once, per sub-band
-//! of rows and column strip, into two planes of bf16 pairs on the stack:
+//! What is paired depends on the weights (measured in `docs/experiments/bf16-conv` and
+//! `benches/conv.rs`). A tile (the same tiles as the f32 kernel, so the norm partials and the
+//! memory plan do not change) packs its input rows once, per sub-band of rows and column strip,
+//! into bf16 pairs on the stack, each packed row with a 16-column halo on both sides:
 //!
-//! - `H[r][x] = (in[r][x - 1], in[r][x])`: column taps 0 and 1 of row `r`;
-//! - `V[r][x] = (in[r][x + 1], in[r + 1][x + 1])`: column tap 2 of rows `r` and `r + 1`.
+//! - **Dense convs: channel pairs.** Input "slots" (channel, depth tap) `2p` and `2p + 1` are
+//!   packed as `(in_2p[r][x], in_2p+1[r][x])`; the micro kernel is the f32 one (2 output
+//!   channels x 4 rows x 2 vectors) with one `vdpbf16ps` where two FMAs were, the tap columns
+//!   loaded unaligned from the packed rows. Weights `[block][pair][tap column][tap row][2]`.
+//! - **DSFF-sparse convs: row pairs.** Two channels of a pair are rarely both live for one
+//!   output, so each slot's rows are paired instead: `Q_k[x] = (in[2k][x], in[2k + 1][x])`.
+//!   Output row `r` reads input rows `r .. r + 2`: from `Q_k` with `(w0c, w1c)` when `r = 2k`,
+//!   `(w2c, 0)` when `r = 2k - 2`, `(0, w0c)` when `r = 2k + 1`, `(w1c, w2c)` when `r = 2k - 1`
+//!   (12 weight words per kernel); each `Q_k` vector, its column taps cut with `valignd`, feeds
+//!   up to 12 `vdpbf16ps` (9 taps in 6 per row: 75% of the products useful, against 56% for
+//!   pairs of taps `(x - 1, x)` that an earlier version used, and half their packed bytes).
+//!   One output channel per micro kernel, walking its CSR of slots (weights `[entry][12]`).
 //!
-//! Output row `r` (input rows `r .. r + 2` of the band) is then
-//! `H[r]·(w00, w01) + H[r+1]·(w10, w11) + H[r+2]·(w20, w21) + V[r]·(w02, w12) + V[r+2]·(w22, 0)`:
-//! 9 taps in 5 `vdpbf16ps`, no lane shuffles in the inner loop. Dense micro kernels block two
-//! output channels (weights `[block][slot][5][2]`), sparse ones walk one output's CSR of slots
-//! (weights `[entry][5]`). The packed band is kept under [`BUDGET`] by narrowing the column
-//! strip, then the sub-band's rows; a conv with so many slots that one row of 16 columns would
-//! not fit stays f32 ([`emit`] returns `None`).
+//! The packed band is kept under [`BUDGET`] by narrowing the column strip, then the sub-band's
+//! rows; a conv with so many slots that one row of its vectors would not fit, or so few (the
+//! 1-channel first conv) that packing costs more than it saves, stays f32 ([`emit`] returns
+//! `None`).
 //!
 //! The weight pairs are stored as 32-bit words in the `I` constants (bit patterns, no float
 //! canonicalization on the way). Slots whose plane lies outside the volume (depth padding, depth
@@ -55,35 +61,31 @@ pub fn applies(g: &Geom) -> bool {
 struct Cut {
     sb: usize,
     sv: usize,
-    /// Row pairs (sparse convs) instead of tap pairs (dense convs).
+    /// Row pairs (sparse convs) instead of channel pairs (dense convs).
     rows: bool,
 }
 
 impl Cut {
-    /// 32-bit words of one packed row of a strip (row pairs: with a 16-word halo each side).
+    /// 32-bit words of one packed row of a strip, with a 16-word halo on each side.
     fn row_words(self) -> usize {
-        if self.rows {
-            self.sv * 16 + 32
-        } else {
-            self.sv * 16
-        }
+        self.sv * 16 + 32
     }
-    /// 32-bit words of one slot: tap pairs, the H and V planes of `sb + 2` rows; row pairs,
-    /// `(sb + 2) / 2` rows (rounded up).
-    fn slot_words(self) -> usize {
+    /// 32-bit words of one packed unit: a slot's `(sb + 2) / 2` (rounded up) row pairs, or a
+    /// channel pair's `sb + 2` rows.
+    fn unit_words(self) -> usize {
         if self.rows {
             (self.sb + 2).div_ceil(2) * self.row_words()
         } else {
-            2 * (self.sb + 2) * self.row_words()
+            (self.sb + 2) * self.row_words()
         }
     }
 }
 
-/// The cut of a tile of `rb` rows and `nv` vectors with `slots` slots and micro blocks of `vo`
-/// vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of `vo`),
-/// then fewer rows; `None` if not even one row of `vo` vectors fits.
-fn cut(slots: usize, rb: usize, nv: usize, vo: usize, rows: bool) -> Option<Cut> {
-    let fits = |c: Cut| slots * c.slot_words() * 4 <= BUDGET;
+/// The cut of a tile of `rb` rows and `nv` vectors with `units` packed units and micro blocks
+/// of `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of
+/// `vo`), then fewer rows; `None` if not even one row of `vo` vectors fits.
+fn cut(units: usize, rb: usize, nv: usize, vo: usize, rows: bool) -> Option<Cut> {
+    let fits = |c: Cut| units * c.unit_words() * 4 <= BUDGET;
     let mut c = Cut {
         sb: rb,
         sv: nv,
@@ -126,17 +128,6 @@ fn row_words(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
     o
 }
 
-/// The five pair words of one 3x3 kernel plane `w(b, cc)` (tap row `b`, tap column `cc`).
-fn words(w: impl Fn(usize, usize) -> f32) -> [i32; 5] {
-    [
-        pair(w(0, 0), w(0, 1)),
-        pair(w(1, 0), w(1, 1)),
-        pair(w(2, 0), w(2, 1)),
-        pair(w(0, 2), w(1, 2)),
-        pair(w(2, 2), 0.0),
-    ]
-}
-
 /// The bf16 kernel of a fast-path conv, or `None` where it has none (see [`applies`]) or its
 /// slots would not fit [`BUDGET`].
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
@@ -157,7 +148,11 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         (2.min(co), 2.min(nv))
     };
     let slots = cin * kd;
-    let c = cut(slots, rb, nv, vo, g.sparse)?;
+    if slots < 4 {
+        return None;
+    }
+    let npairs = slots.div_ceil(2);
+    let c = cut(if g.sparse { slots } else { npairs }, rb, nv, vo, g.sparse)?;
     let check_iz = (0..od).any(|z| {
         (0..kd).any(|a| {
             let iz = (z * sd + a) as i64 - pd as i64;
@@ -182,22 +177,23 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     let (w_off, sl_off, rp_off);
     if !g.sparse {
         let nob = co.div_ceil(ob);
-        let mut w = Vec::with_capacity(nob * slots * 5 * ob);
+        // Weight of output `oo`, slot `sl`, tap (b, cc) (zero past the last output or slot).
+        let wt = |oo: usize, sl: usize, b: usize, cc: usize| {
+            if oo < co && sl < slots {
+                plane(sp.rows[oo][sl / kd].1, sl % kd)(b, cc)
+            } else {
+                0.0
+            }
+        };
+        let mut w = Vec::with_capacity(nob * npairs * 9 * ob);
         for blk in 0..nob {
-            for ch in 0..cin {
-                for a in 0..kd {
-                    let per: Vec<[i32; 5]> = (0..ob)
-                        .map(|o| {
+            for p in 0..npairs {
+                for cc in 0..3 {
+                    for b in 0..3 {
+                        for o in 0..ob {
                             let oo = blk * ob + o;
-                            if oo < co {
-                                words(plane(sp.rows[oo][ch].1, a))
-                            } else {
-                                [0; 5]
-                            }
-                        })
-                        .collect();
-                    for i in 0..5 {
-                        w.extend(per.iter().map(|p| p[i]));
+                            w.push(pair(wt(oo, 2 * p, b, cc), wt(oo, 2 * p + 1, b, cc)));
+                        }
                     }
                 }
             }
@@ -267,12 +263,13 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     let [_, co, _, oh, ow] = g.y;
     let nv = ow.div_ceil(16);
     let nb = oh.div_ceil(bl.rb);
-    let slw = c.slot_words();
-    let slots = fc.ne_dense;
+    let slw = c.unit_words();
+    let npairs = fc.ne_dense.div_ceil(2);
+    let units = if c.rows { fc.ne_dense } else { npairs };
     let mut helpers = if c.rows {
         pack_rows_fn(fc, c)
     } else {
-        pack_fn(fc, c)
+        pack_chan_fn(fc, c)
     };
     // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
     let rrem = oh - (nb - 1) * bl.rb;
@@ -295,9 +292,9 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
             )
         } else {
             format!(
-                "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+                "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {npairs}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
                 fc.w,
-                slots * 5 * bl.ob,
+                npairs * 9 * bl.ob,
                 bl.ob * y.c_stride,
                 bl.ob,
                 bl.ob
@@ -310,7 +307,7 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
                 helpers.push_str(&if c.rows {
                     micro_rows(fc, c, &name, r, vo, tail)
                 } else {
-                    micro(fc, c, &name, r, vo, tail)
+                    micro_chan(fc, c, &name, r, vo, tail)
                 });
             }
             if i + 1 < rows.len() {
@@ -362,7 +359,7 @@ const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
 }}
 }}
 }}",
-        slots * slw,
+        units * slw,
         sb = c.sb,
         sv = c.sv,
         name = fc.name,
@@ -373,110 +370,93 @@ const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
     super::text::kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
 }
 
-/// The packing function of a kernel: slots `[0, slots)` of sample `n`, output rows
-/// `r0 .. r0 + nr` (input rows `r0 - 1 .. r0 + nr`), vectors `xs .. xe`, into `pk`
-/// (`[slot][H, V][row][strip column]` pairs).
-fn pack_fn(fc: &FastConv, c: Cut) -> String {
-    let (g, x) = (&fc.g, &fc.x);
-    let d = g.x[2];
-    let ow = g.y[4];
-    let nv = ow.div_ceil(16);
-    let (sww, slw) = (c.row_words(), c.slot_words());
-    // Loads of 16 at column c0 of the last vector stay in the row's storage (values and right
-    // padding: `row - PAD_LEFT` columns from 0) only up to its end: lanes past it are masked.
-    let room = x.row - PAD_LEFT;
-    let xl = 16 * (nv - 1);
-    let n_at = |c0: isize| -> usize { (room as isize - c0).clamp(0, 16) as usize };
-    let masked = xl + 17 > room;
+/// The depth checks of a slot whose entry is at `ent` (a C expression of an `int32_t *`): true
+/// when its plane lies outside the volume.
+fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
+    let d = fc.g.x[2];
     let mut checks = Vec::new();
     if fc.check_iz {
-        checks.push(format!("(unsigned)(zb + ent[1]) >= {d}u"));
+        checks.push(format!("(unsigned)(zb + {ent}[1]) >= {d}u"));
     }
     if fc.check_jz {
-        checks.push(format!("(unsigned)(zb + ent[2]) >= {d}u"));
+        checks.push(format!("(unsigned)(zb + {ent}[2]) >= {d}u"));
     }
-    let skip = if checks.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "        if ({}) {{ memset(ph, 0, sizeof(uint32_t) * {slw}); continue; }}\n",
-            checks.join(" || ")
-        )
+    checks
+}
+
+/// The channel-pair packing function of a dense kernel: slot pairs `(2p, 2p + 1)` of sample
+/// `n` (a missing or outside second slot as zeros), input rows `r0 - 1 .. r0 + nr`, vectors
+/// `xs .. xe` with a 16-column halo each side (only columns `16 xs - 1` and `16 xe` matter;
+/// storage outside the row's reads as zero), into `pk` (`[pair][row][halo, columns, halo]`).
+fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
+    let x = &fc.x;
+    let nv = fc.g.y[4].div_ceil(16);
+    let (rw, uw) = (c.row_words(), c.unit_words());
+    let slots = fc.ne_dense;
+    let right = (x.row - PAD_LEFT).saturating_sub(16 * nv).min(16);
+    let ok = |ent: &str| {
+        let o = outside(fc, ent);
+        if o.is_empty() {
+            "1".to_string()
+        } else {
+            format!("!({})", o.join(" || "))
+        }
     };
-    let load = |off: &str, n: Option<usize>| match n {
-        Some(k) => format!("e2f16_loadn(q + x{off}, {k})"),
-        None => format!("e2f16_load(q + x{off})"),
-    };
-    let loads = |m: bool| -> String {
-        let nn = |c0: isize| m.then(|| n_at(xl as isize + c0));
+    let base = |ent: &str| {
         format!(
-            "const e2f16 l = {}, m = {}, h = {};
-                const e2f16 dn = rr + 1 < nr + 2 ? {} : e2f16_zero();",
-            load(" - 1", nn(-1)),
-            load("", nn(0)),
-            load(" + 1", nn(1)),
-            load(&format!(" + {} + 1", x.row), nn(1)),
-        )
-    };
-    let body = if masked {
-        format!(
-            "if (j == {}) {{
-                {}
-                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
-                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
-                continue;
-            }}
-            {{
-                {}
-                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
-                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
-            }}",
-            nv - 1,
-            loads(true),
-            loads(false)
-        )
-    } else {
-        format!(
-            "{{
-                {}
-                e2bf_store(ph + rr * {sww} + (j - xs) * 16, e2bf_pairs(l, m));
-                e2bf_store(pv + rr * {sww} + (j - xs) * 16, e2bf_pairs(h, dn));
-            }}",
-            loads(false)
+            "A + {} + (int64_t)n * {} + (int64_t){ent}[0] * {} + (int64_t)(zb + {ent}[2]) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
+            x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
         )
     };
     format!(
         "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
     uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
-    for (int s = 0; s < {slots}; s++, ent += 3) {{
-        uint32_t *ph = pk + (int64_t)s * {slw}, *pv = ph + {vplane};
-{skip}        const float *p = A + {xo} + (int64_t)n * {xns} + (int64_t)ent[0] * {xcs} + (int64_t)(zb + ent[2]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT};
+    const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
+    const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
+    for (int p = 0; p < {npairs}; p++, ent += 6) {{
+        uint32_t *pq = pk + (int64_t)p * {uw};
+        const int ok0 = {ok0}, ok1 = 2 * p + 1 < {slots} && {ok1};
+        const float *p0 = ok0 ? {b0} : 0, *p1 = ok1 ? {b1} : 0;
         for (int rr = 0; rr < nr + 2; rr++) {{
-            const float *q = p + (int64_t)rr * {xrow};
+            const float *q0 = p0 ? p0 + (int64_t)rr * {xrow} : 0, *q1 = p1 ? p1 + (int64_t)rr * {xrow} : 0;
+            uint32_t *o = pq + (int64_t)rr * {rw} + 16 - 16 * xs;
+            {{
+                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xs - 16, ml) : e2f16_zero();
+                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
+                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
+            }}
             for (int j = xs; j < xe; j++) {{
-                const int x = 16 * j;
-            {body}
+                const e2f16 lo = q0 ? e2f16_load(q0 + 16 * j) : e2f16_zero();
+                const e2f16 hi = q1 ? e2f16_load(q1 + 16 * j) : e2f16_zero();
+                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
+            }}
+            {{
+                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xe, mr) : e2f16_zero();
+                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
+                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
             }}
         }}
     }}
 }}
 ",
         name = fc.name,
-        slots = fc.ne_dense,
-        vplane = (c.sb + 2) * sww,
-        xo = x.offset,
-        xns = x.n_stride,
-        xcs = x.c_stride,
-        xds = x.d_stride,
+        npairs = slots.div_ceil(2),
+        rmask = (1u32 << right) - 1,
+        ok0 = ok("ent"),
+        ok1 = ok("(ent + 3)"),
+        b0 = base("ent"),
+        b1 = base("(ent + 3)"),
         xrow = x.row,
     )
 }
 
-/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over the entries
-/// (slots), 5 `vdpbf16ps` per (output, row, vector, entry).
-fn micro(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
+/// One channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over
+/// the slot pairs; per tap column, the `3 ob` pair weights once, then each packed row loaded
+/// once (unaligned, at the tap's column) into every (output channel, row) that uses it: one
+/// `vdpbf16ps` per (output, row, vector, pair, tap).
+fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
     let ob = fc.bl.ob;
-    let (sww, slw) = (c.row_words(), c.slot_words());
+    let (rw, uw) = (c.row_words(), c.unit_words());
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -491,52 +471,44 @@ fn micro(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) 
             }
         }
     }
-    let slot = if fc.g.sparse { "sl[e]" } else { "e" };
     let _ = writeln!(
         s,
         "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *ph = pk + (int64_t){slot} * {slw}, *pv = ph + {};",
-        5 * ob,
-        (c.sb + 2) * sww
+        const uint32_t *pq = pk + (int64_t)e * {uw} + 16;",
+        9 * ob
     );
-    for o in 0..ob {
-        for i in 0..5 {
-            let _ = writeln!(
-                s,
-                "        const e2bf w{o}_{i} = e2bf_bcast(w + {});",
-                i * ob + o
-            );
-        }
-    }
-    for rr in 0..rows + 2 {
-        for f in 0..vo {
-            // (row of the output, weight word for h, weight word for v)
-            let uses: [(isize, usize, Option<usize>); 3] = [
-                (rr as isize, 0, Some(3)),
-                (rr as isize - 1, 1, None),
-                (rr as isize - 2, 2, Some(4)),
-            ];
-            let live = |r: isize| (0..rows as isize).contains(&r);
-            let at = rr * sww + 16 * f;
-            let _ = write!(s, "        {{ const e2bf h = e2bf_load(ph + {at});");
-            if uses.iter().any(|&(r, _, wv)| wv.is_some() && live(r)) {
-                let _ = write!(s, " const e2bf v = e2bf_load(pv + {at});");
+    for cc in 0..3 {
+        let _ = writeln!(s, "        {{");
+        for o in 0..ob {
+            for b in 0..3 {
+                let _ = writeln!(
+                    s,
+                    "            const e2bf w{o}_{b} = e2bf_bcast(w + {});",
+                    (cc * 3 + b) * ob + o
+                );
             }
-            s.push('\n');
-            for (r, wh, wv) in uses {
-                if !live(r) {
-                    continue;
-                }
-                for o in 0..ob {
-                    let a = format!("a{o}_{r}_{f}");
-                    let _ = writeln!(s, "          {a} = e2bf_dp({a}, w{o}_{wh}, h);");
-                    if let Some(wv) = wv {
-                        let _ = writeln!(s, "          {a} = e2bf_dp({a}, w{o}_{wv}, v);");
+        }
+        for rr in 0..rows + 2 {
+            for f in 0..vo {
+                let _ = writeln!(
+                    s,
+                    "            {{ const e2bf x = e2bf_loadu(pq + {});",
+                    (rr * rw + 16 * f + cc) as isize - 1
+                );
+                for b in 0..3 {
+                    if rr < b || rr - b >= rows {
+                        continue;
+                    }
+                    let r = rr - b;
+                    for o in 0..ob {
+                        let a = format!("a{o}_{r}_{f}");
+                        let _ = writeln!(s, "              {a} = e2bf_dp({a}, x, w{o}_{b});");
                     }
                 }
+                let _ = writeln!(s, "            }}");
             }
-            let _ = writeln!(s, "        }}");
         }
+        let _ = writeln!(s, "        }}");
     }
     let _ = writeln!(s, "    }}");
     epilogue(&mut s, fc, rows, vo, tail);
@@ -550,20 +522,13 @@ fn micro(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) 
 /// columns `16 xs - 1` and `16 xe` matter; storage outside the row's reads as zero), into `pk`
 /// (`[slot][pair row][halo, strip columns, halo]`).
 fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
-    let (g, x) = (&fc.g, &fc.x);
-    let d = g.x[2];
-    let nv = g.y[4].div_ceil(16);
-    let (rw, slw) = (c.row_words(), c.slot_words());
+    let x = &fc.x;
+    let nv = fc.g.y[4].div_ceil(16);
+    let (rw, slw) = (c.row_words(), c.unit_words());
     // Columns of a row's storage from value 0 (values and right padding).
     let room = x.row - PAD_LEFT;
     let right = room.saturating_sub(16 * nv).min(16);
-    let mut checks = Vec::new();
-    if fc.check_iz {
-        checks.push(format!("(unsigned)(zb + ent[1]) >= {d}u"));
-    }
-    if fc.check_jz {
-        checks.push(format!("(unsigned)(zb + ent[2]) >= {d}u"));
-    }
+    let checks = outside(fc, "ent");
     let skip = if checks.is_empty() {
         String::new()
     } else {
@@ -580,8 +545,11 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
     for (int s = 0; s < {slots}; s++, ent += 3) {{
         uint32_t *pq = pk + (int64_t)s * {slw};
 {skip}        const float *p = A + {xo} + (int64_t)n * {xns} + (int64_t)ent[0] * {xcs} + (int64_t)(zb + ent[2]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT};
+        /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
+        const float *pn = s + 1 < {slots}{next_ok} ? A + {xo} + (int64_t)n * {xns} + (int64_t)ent[3] * {xcs} + (int64_t)(zb + ent[5]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT} : p;
         for (int k = 0; 2 * k < nr + 2; k++) {{
             const float *q0 = p + (int64_t)(2 * k) * {xrow}, *q1 = q0 + {xrow};
+            const float *n0 = pn + (int64_t)(2 * k) * {xrow};
             const int two = 2 * k + 1 < nr + 2;
             uint32_t *o = pq + (int64_t)k * {rw} + 16 - 16 * xs;
             {{
@@ -590,6 +558,8 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
                 e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
             }}
             for (int j = xs; j < xe; j++) {{
+                e2_prefetch2(n0 + 16 * j);
+                e2_prefetch2(n0 + {xrow} + 16 * j);
                 const e2f16 lo = e2f16_load(q0 + 16 * j), hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero();
                 e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
             }}
@@ -605,6 +575,7 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
         name = fc.name,
         slots = fc.ne_dense,
         rmask = (1u32 << right) - 1,
+        next_ok = outside(fc, "(ent + 3)").iter().map(|c| format!(" && !({c})")).collect::<String>(),
         xo = x.offset,
         xns = x.n_stride,
         xcs = x.c_stride,
@@ -617,7 +588,7 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
 /// entries; per pair row and vector, three column taps cut from aligned loads (`valignd`) feed
 /// up to 12 `vdpbf16ps` (output rows `2k`, `2k - 2`, `2k + 1`, `2k - 1`).
 fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
-    let (rw, slw) = (c.row_words(), c.slot_words());
+    let (rw, slw) = (c.row_words(), c.unit_words());
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -697,19 +668,26 @@ mod tests {
 
     #[test]
     fn cuts_fit_the_budget_or_refuse() {
-        // AMOS-CT level 0, sparse 96 -> 48, 128 wide, bands of 10 rows.
-        let c = cut(96, 10, 8, 2, false).unwrap();
-        assert!(96 * c.slot_words() * 4 <= BUDGET);
-        assert_eq!(c.sb, 10);
-        assert_eq!(c.sv % 2, 0);
-        // Narrow and many slots: fewer rows.
-        let c = cut(960, 10, 1, 1, false).unwrap();
-        assert!(960 * c.slot_words() * 4 <= BUDGET && c.sv == 1);
-        // Too many slots for even one row.
-        assert!(cut(100_000, 10, 8, 2, false).is_none());
-        // Row pairs: half the tap pairs' bytes, so the whole 128-wide band of 96 slots fits.
+        // AMOS-CT level 0, sparse 96 -> 48, 128 wide, bands of 10 rows: the whole band.
         let c = cut(96, 10, 8, 2, true).unwrap();
         assert_eq!((c.sb, c.sv), (10, 8));
-        assert_eq!(c.slot_words(), 6 * (128 + 32));
+        assert_eq!(c.unit_words(), 6 * (128 + 32));
+        // Level 1, dense 240 -> 96 (120 channel pairs), 64 wide, bands of 4: the whole band.
+        let c = cut(120, 4, 4, 2, false).unwrap();
+        assert_eq!((c.sb, c.sv), (4, 4));
+        // Narrow with many slots: fewer rows, within the budget.
+        let c = cut(960, 8, 1, 1, true).unwrap();
+        assert!(
+            960 * c.unit_words() * 4 <= BUDGET && c.sv == 1 && c.sb < 8,
+            "{c:?}"
+        );
+        // Wide with many pairs: narrower strips (multiples of the micro block) first.
+        let c = cut(300, 4, 8, 2, false).unwrap();
+        assert!(
+            300 * c.unit_words() * 4 <= BUDGET && c.sv < 8 && c.sv % 2 == 0,
+            "{c:?}"
+        );
+        // Too many for even one row.
+        assert!(cut(100_000, 10, 8, 2, true).is_none());
     }
 }

@@ -186,6 +186,7 @@ E2_BF16 static inline __m512i e2bf_pairs(__m512 lo, __m512 hi) {
 typedef __m512i e2bf;
 #define e2bf_bcast(p) _mm512_set1_epi32(*(const int32_t *)(p))
 #define e2bf_load(p) _mm512_load_si512((const void *)(p))
+#define e2bf_loadu(p) _mm512_loadu_si512((const void *)(p))
 #define e2bf_store(p, v) _mm512_store_si512((void *)(p), v)
 /* Words k .. k + 15 of the 32-word concatenation [lo, hi] (k a constant). */
 #define e2bf_alignr(hi, lo, k) _mm512_alignr_epi32(hi, lo, k)

@@ -7,8 +7,11 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
         uint32_t *pq = pk + (int64_t)s * 144;
         if ((unsigned)(zb + ent[2]) >= 3u) { memset(pq, 0, sizeof(uint32_t) * 144); continue; }
         const float *p = A + 0 + (int64_t)n * 2304 + (int64_t)ent[0] * 576 + (int64_t)(zb + ent[2]) * 192 + (int64_t)r0 * 32 + 8;
+        /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
+        const float *pn = s + 1 < 4 && !((unsigned)(zb + (ent + 3)[2]) >= 3u) ? A + 0 + (int64_t)n * 2304 + (int64_t)ent[3] * 576 + (int64_t)(zb + ent[5]) * 192 + (int64_t)r0 * 32 + 8 : p;
         for (int k = 0; 2 * k < nr + 2; k++) {
             const float *q0 = p + (int64_t)(2 * k) * 32, *q1 = q0 + 32;
+            const float *n0 = pn + (int64_t)(2 * k) * 32;
             const int two = 2 * k + 1 < nr + 2;
             uint32_t *o = pq + (int64_t)k * 48 + 16 - 16 * xs;
             {
@@ -17,6 +20,8 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
                 e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
             }
             for (int j = xs; j < xe; j++) {
+                e2_prefetch2(n0 + 16 * j);
+                e2_prefetch2(n0 + 32 + 16 * j);
                 const e2f16 lo = e2f16_load(q0 + 16 * j), hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero();
                 e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
             }

@@ -1,0 +1,623 @@
+/* c conv 1x3x3 s1 5->3: 4 tiles, 54000 flops */
+static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
+    (void)W; (void)zb; (void)o0; (void)st;
+    e2f8 a0_0_0 = e2f8_zero();
+    e2f8 a0_1_0 = e2f8_zero();
+    e2f8 a0_2_0 = e2f8_zero();
+    e2f8 a0_3_0 = e2f8_zero();
+    e2f8 a1_0_0 = e2f8_zero();
+    e2f8 a1_1_0 = e2f8_zero();
+    e2f8 a1_2_0 = e2f8_zero();
+    e2f8 a1_3_0 = e2f8_zero();
+    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
+        const float *p = A + pb + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280;
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 0);
+            const e2f8 w0_1 = e2f8_bcast(w + 2);
+            const e2f8 w0_2 = e2f8_bcast(w + 4);
+            const e2f8 w1_0 = e2f8_bcast(w + 1);
+            const e2f8 w1_1 = e2f8_bcast(w + 3);
+            const e2f8 w1_2 = e2f8_bcast(w + 5);
+            { const e2f8 x = e2f8_load(p + 0);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 40);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 80);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 120);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 160);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 200);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 6);
+            const e2f8 w0_1 = e2f8_bcast(w + 8);
+            const e2f8 w0_2 = e2f8_bcast(w + 10);
+            const e2f8 w1_0 = e2f8_bcast(w + 7);
+            const e2f8 w1_1 = e2f8_bcast(w + 9);
+            const e2f8 w1_2 = e2f8_bcast(w + 11);
+            { const e2f8 x = e2f8_load(p + 1);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 41);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 81);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 121);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 161);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 201);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 12);
+            const e2f8 w0_1 = e2f8_bcast(w + 14);
+            const e2f8 w0_2 = e2f8_bcast(w + 16);
+            const e2f8 w1_0 = e2f8_bcast(w + 13);
+            const e2f8 w1_1 = e2f8_bcast(w + 15);
+            const e2f8 w1_2 = e2f8_bcast(w + 17);
+            { const e2f8 x = e2f8_load(p + 2);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 42);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 82);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 122);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 162);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 202);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+    }
+    const e2f8 vsl = e2f8_set1(0.01f);
+    {
+    if (o0 + 0 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
+    { e2f8 v = a0_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 0, v);
+    }
+    { e2f8 v = a0_1_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 40, v);
+    }
+    { e2f8 v = a0_2_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 80, v);
+    }
+    { e2f8 v = a0_3_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 120, v);
+    }
+    }
+    }
+    {
+    if (o0 + 1 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
+    { e2f8 v = a1_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 560, v);
+    }
+    { e2f8 v = a1_1_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 600, v);
+    }
+    { e2f8 v = a1_2_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 640, v);
+    }
+    { e2f8 v = a1_3_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 680, v);
+    }
+    }
+    }
+}
+static void k0_mk1x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
+    (void)W; (void)zb; (void)o0; (void)st;
+    e2f8 a0_0_0 = e2f8_zero();
+    e2f8 a1_0_0 = e2f8_zero();
+    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
+        const float *p = A + pb + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280;
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 0);
+            const e2f8 w0_1 = e2f8_bcast(w + 2);
+            const e2f8 w0_2 = e2f8_bcast(w + 4);
+            const e2f8 w1_0 = e2f8_bcast(w + 1);
+            const e2f8 w1_1 = e2f8_bcast(w + 3);
+            const e2f8 w1_2 = e2f8_bcast(w + 5);
+            { const e2f8 x = e2f8_load(p + 0);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 40);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 80);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 6);
+            const e2f8 w0_1 = e2f8_bcast(w + 8);
+            const e2f8 w0_2 = e2f8_bcast(w + 10);
+            const e2f8 w1_0 = e2f8_bcast(w + 7);
+            const e2f8 w1_1 = e2f8_bcast(w + 9);
+            const e2f8 w1_2 = e2f8_bcast(w + 11);
+            { const e2f8 x = e2f8_load(p + 1);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 41);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 81);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 12);
+            const e2f8 w0_1 = e2f8_bcast(w + 14);
+            const e2f8 w0_2 = e2f8_bcast(w + 16);
+            const e2f8 w1_0 = e2f8_bcast(w + 13);
+            const e2f8 w1_1 = e2f8_bcast(w + 15);
+            const e2f8 w1_2 = e2f8_bcast(w + 17);
+            { const e2f8 x = e2f8_load(p + 2);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 42);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 82);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+    }
+    const e2f8 vsl = e2f8_set1(0.01f);
+    {
+    if (o0 + 0 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
+    { e2f8 v = a0_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 0, v);
+    }
+    }
+    }
+    {
+    if (o0 + 1 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
+    { e2f8 v = a1_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      e2f8_store(A + po + 560, v);
+    }
+    }
+    }
+}
+static void k0_mk4x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
+    (void)W; (void)zb; (void)o0; (void)st;
+    e2f8 a0_0_0 = e2f8_zero();
+    e2f8 a0_1_0 = e2f8_zero();
+    e2f8 a0_2_0 = e2f8_zero();
+    e2f8 a0_3_0 = e2f8_zero();
+    e2f8 a1_0_0 = e2f8_zero();
+    e2f8 a1_1_0 = e2f8_zero();
+    e2f8 a1_2_0 = e2f8_zero();
+    e2f8 a1_3_0 = e2f8_zero();
+    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
+        const float *p = A + pb + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280;
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 0);
+            const e2f8 w0_1 = e2f8_bcast(w + 2);
+            const e2f8 w0_2 = e2f8_bcast(w + 4);
+            const e2f8 w1_0 = e2f8_bcast(w + 1);
+            const e2f8 w1_1 = e2f8_bcast(w + 3);
+            const e2f8 w1_2 = e2f8_bcast(w + 5);
+            { const e2f8 x = e2f8_load(p + 0);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 40);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 80);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 120);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 160);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 200);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 6);
+            const e2f8 w0_1 = e2f8_bcast(w + 8);
+            const e2f8 w0_2 = e2f8_bcast(w + 10);
+            const e2f8 w1_0 = e2f8_bcast(w + 7);
+            const e2f8 w1_1 = e2f8_bcast(w + 9);
+            const e2f8 w1_2 = e2f8_bcast(w + 11);
+            { const e2f8 x = e2f8_load(p + 1);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 41);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 81);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 121);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 161);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 201);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 12);
+            const e2f8 w0_1 = e2f8_bcast(w + 14);
+            const e2f8 w0_2 = e2f8_bcast(w + 16);
+            const e2f8 w1_0 = e2f8_bcast(w + 13);
+            const e2f8 w1_1 = e2f8_bcast(w + 15);
+            const e2f8 w1_2 = e2f8_bcast(w + 17);
+            { const e2f8 x = e2f8_load(p + 2);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 42);
+              a0_1_0 = e2f8_fma(w0_0, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_0, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 82);
+              a0_2_0 = e2f8_fma(w0_0, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_0, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_1, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_1, x, a1_1_0);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 122);
+              a0_3_0 = e2f8_fma(w0_0, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_0, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_1, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_1, x, a1_2_0);
+              a0_1_0 = e2f8_fma(w0_2, x, a0_1_0);
+              a1_1_0 = e2f8_fma(w1_2, x, a1_1_0);
+            }
+            { const e2f8 x = e2f8_load(p + 162);
+              a0_3_0 = e2f8_fma(w0_1, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_1, x, a1_3_0);
+              a0_2_0 = e2f8_fma(w0_2, x, a0_2_0);
+              a1_2_0 = e2f8_fma(w1_2, x, a1_2_0);
+            }
+            { const e2f8 x = e2f8_load(p + 202);
+              a0_3_0 = e2f8_fma(w0_2, x, a0_3_0);
+              a1_3_0 = e2f8_fma(w1_2, x, a1_3_0);
+            }
+        }
+    }
+    const e2f8 vsl = e2f8_set1(0.01f);
+    {
+    if (o0 + 0 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
+    { e2f8 v = a0_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 0, v);
+    }
+    { e2f8 v = a0_1_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 40, v);
+    }
+    { e2f8 v = a0_2_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 80, v);
+    }
+    { e2f8 v = a0_3_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 120, v);
+    }
+    }
+    }
+    {
+    if (o0 + 1 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
+    { e2f8 v = a1_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 560, v);
+    }
+    { e2f8 v = a1_1_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 600, v);
+    }
+    { e2f8 v = a1_2_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 640, v);
+    }
+    { e2f8 v = a1_3_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 680, v);
+    }
+    }
+    }
+}
+static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
+    (void)W; (void)zb; (void)o0; (void)st;
+    e2f8 a0_0_0 = e2f8_zero();
+    e2f8 a1_0_0 = e2f8_zero();
+    for (int e = 0; e < ne; e++, ent += 3, w += 18) {
+        const float *p = A + pb + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280;
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 0);
+            const e2f8 w0_1 = e2f8_bcast(w + 2);
+            const e2f8 w0_2 = e2f8_bcast(w + 4);
+            const e2f8 w1_0 = e2f8_bcast(w + 1);
+            const e2f8 w1_1 = e2f8_bcast(w + 3);
+            const e2f8 w1_2 = e2f8_bcast(w + 5);
+            { const e2f8 x = e2f8_load(p + 0);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 40);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 80);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 6);
+            const e2f8 w0_1 = e2f8_bcast(w + 8);
+            const e2f8 w0_2 = e2f8_bcast(w + 10);
+            const e2f8 w1_0 = e2f8_bcast(w + 7);
+            const e2f8 w1_1 = e2f8_bcast(w + 9);
+            const e2f8 w1_2 = e2f8_bcast(w + 11);
+            { const e2f8 x = e2f8_load(p + 1);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 41);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 81);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+        {
+            const e2f8 w0_0 = e2f8_bcast(w + 12);
+            const e2f8 w0_1 = e2f8_bcast(w + 14);
+            const e2f8 w0_2 = e2f8_bcast(w + 16);
+            const e2f8 w1_0 = e2f8_bcast(w + 13);
+            const e2f8 w1_1 = e2f8_bcast(w + 15);
+            const e2f8 w1_2 = e2f8_bcast(w + 17);
+            { const e2f8 x = e2f8_load(p + 2);
+              a0_0_0 = e2f8_fma(w0_0, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_0, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 42);
+              a0_0_0 = e2f8_fma(w0_1, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_1, x, a1_0_0);
+            }
+            { const e2f8 x = e2f8_load(p + 82);
+              a0_0_0 = e2f8_fma(w0_2, x, a0_0_0);
+              a1_0_0 = e2f8_fma(w1_2, x, a1_0_0);
+            }
+        }
+    }
+    const e2f8 vsl = e2f8_set1(0.01f);
+    {
+    if (o0 + 0 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
+    { e2f8 v = a0_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 0, v);
+    }
+    }
+    }
+    {
+    if (o0 + 1 < 3) {
+    const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
+    { e2f8 v = a1_0_0;
+      v = e2f8_add(v, vb);
+      v = e2f8_lrelu(v, vsl);
+      v = e2f8_keep(v, 4);
+      e2f8_store(A + po + 560, v);
+    }
+    }
+    }
+}
+void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
+    (void)A; (void)W; (void)I;
+    for (int64_t t = t0; t < t1; t++) {
+        const int band = (int)(t % 2); const int64_t nz = t / 2;
+        const int z = (int)(nz % 2), n = (int)(nz / 2);
+        const int y0 = band * 4, y1 = y0 + 4 < 5 ? y0 + 4 : 5;
+        const int zb = z * 1 - 0;
+        (void)y1;
+        double *st = 0;
+        for (int ob = 0; ob < 2; ob++) {
+        for (int xv = 0; xv < 2; xv += 1) {
+        const int64_t pb = 0 + (int64_t)n * 2800 + (int64_t)(1 + y0 * 1 - 1) * 40 + 8 + xv * 8 - 1;
+        const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + y0) * 40 + 8 + xv * 8;
+        if (y1 - y0 == 4) k0_mk4x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mk1x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        }
+        { const int xv = 2;
+        const int64_t pb = 0 + (int64_t)n * 2800 + (int64_t)(1 + y0 * 1 - 1) * 40 + 8 + xv * 8 - 1;
+        const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + y0) * 40 + 8 + xv * 8;
+        if (y1 - y0 == 4) k0_mk4x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        }
+        }
+        for (int o = 0; o < 3; o++) {
+            float *pl = A + 2800 + (int64_t)n * 1680 + (int64_t)o * 560 + (int64_t)z * 280;
+            for (int y = y0; y < y1; y++) {
+                float *rowp = pl + (y + 1) * 40 + 8;
+                e2f8_store(rowp - 8, e2f8_zero());
+                e2f8_store(rowp + 24, e2f8_zero());
+            }
+            if (band == 0) { for (int q = 0; q < 40; q += 8) e2f8_store(pl + q, e2f8_zero());
+        }
+            if (band == 1) { for (int q = 0; q < 40; q += 8) e2f8_store((pl + 240) + q, e2f8_zero());
+        }
+        }
+    }
+}
+
