@@ -684,7 +684,7 @@ mod tests {
         // Wide with many pairs: narrower strips (multiples of the micro block) first.
         let c = cut(300, 4, 8, 2, false).unwrap();
         assert!(
-            300 * c.unit_words() * 4 <= BUDGET && c.sv < 8 && c.sv % 2 == 0,
+            300 * c.unit_words() * 4 <= BUDGET && c.sv < 8 && c.sv.is_multiple_of(2),
             "{c:?}"
         );
         // Too many for even one row.
