@@ -24,8 +24,9 @@
 //! table closes the run. See `benches/common/mod.rs` for how the peaks are measured. The
 //! machine is shared: compare ratios, rerun when in doubt.
 //!
-//! Environment (shared with `benches/conv.rs`): `E2ENC_BENCH_ISA` (default `avx2,avx512`, the
-//! ones the host lacks are skipped), `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_ONLY`
+//! Environment (shared with `benches/conv.rs`): `E2ENC_BENCH_ISA` (default
+//! `avx2,avx512,avx512+bf16`, the ones the host lacks are skipped; `+bf16` compiles with
+//! `--precision bf16`), `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_ONLY`
 //! (substring filter of the case names), `E2ENC_BENCH_REPS` (default 3, the best is kept),
 //! `E2ENC_BENCH_CFLAGS` (overrides the ISA's flags), `E2ENC_BENCH_JSON` (write the summary as
 //! JSON to this path, `{bench}` replaced by the bench's name), `E2ENC_BENCH_STREAM_MB` (each

@@ -23,8 +23,9 @@ use crate::to_py;
 /// only with `force=True`). `target`: "native" (this host's widest), "x86-avx2", "x86-avx512",
 /// "aarch64-neon", "portable", "cuda-sm80" or "cuda-sm90". `batch` and `patch` (D, H, W; default
 /// the model's patch_size) fix the shapes the bundle runs. `deep_supervision` keeps ds1..ds3.
-/// `precision`: "f32" (CPU default), "tf32" or "bf16" (CUDA). `standalone` also writes a C
-/// program. `cc`: the C compiler command. `sign`: a secret key file (default: your local key).
+/// `precision`: "f32" (CPU default), "tf32" (CUDA) or "bf16" (CUDA, and x86-avx512 for CPUs with
+/// avx512_bf16). `standalone` also writes a C program. `cc`: the C compiler command. `sign`: a
+/// secret key file (default: your local key).
 ///
 /// The dict holds "path", "target", "kernels", "arena_bytes", "executed_macs", "dense_macs",
 /// "signed_by" (the key's fingerprint) and "key_file". Raises ValueError for a bad target,

@@ -80,9 +80,13 @@ pub struct Args {
     sign: Option<PathBuf>,
     /// The convolutions' arithmetic: f32 (every target; the CPU default); tf32 (CUDA only, the
     /// CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in f32,
-    /// about 1e-3 relative error on the outputs); bf16 (CUDA only: 8 significant bits to TF32's 11,
-    /// twice TF32's tensor-core rate, about 2e-2). Choose f32 for results equal to the CPU's to
-    /// rounding. int8, and bf16 on CPUs, are not built yet.
+    /// about 1e-3 relative error on the outputs); bf16 (CUDA, and x86-avx512 for CPUs with
+    /// avx512_bf16: inputs and weights rounded to 8 significant bits, products added in f32,
+    /// about 2e-2 relative error; on CPUs the 3x3 stride-1 convs use vdpbf16ps, about 1.3-1.5x
+    /// the f32 bundle's speed, and a host without avx512_bf16 refuses the bundle). Activations
+    /// stay f32 in the arena either way. Check a bf16 bundle against its f32 one with
+    /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8 is not built
+    /// yet.
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
 }

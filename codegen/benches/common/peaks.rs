@@ -280,10 +280,10 @@ impl Peaks {
         let bf16 = bf16_peak();
         match bf16 {
             Some(p) => println!(
-                "peak bf16 (_mm512_dpbf16_ps, 64 FLOP each, 1 core): {p:.1} GFLOP/s; \
-                 no bf16 kernels exist yet"
+                "peak bf16 (_mm512_dpbf16_ps, 64 FLOP each, 1 core): {p:.1} GFLOP/s \
+                 (the `avx512+bf16` variant's bf16 convs are held to it)"
             ),
-            None => println!("peak bf16: this host lacks avx512bf16; no bf16 kernels exist yet"),
+            None => println!("peak bf16: this host lacks avx512bf16; bf16 kernels not run"),
         }
         let vnni = vnni_peak();
         match vnni {
