@@ -81,17 +81,9 @@ pub struct CRenderer {
 }
 
 impl CRenderer {
-    /// The C renderer of `target` (every CPU target has a C dialect) in f32.
-    pub fn new(target: Target) -> CRenderer {
-        CRenderer {
-            target,
-            precision: Precision::F32,
-        }
-    }
-
-    /// The C renderer of `target` in `precision` (checked by the caller,
-    /// [`Precision::check`]: bf16 on x86-avx512).
-    pub fn with_precision(target: Target, precision: Precision) -> CRenderer {
+    /// The C renderer of `target` (every CPU target has a C dialect) in `precision` (checked by
+    /// the caller, [`Precision::check`]: f32, or bf16 on x86-avx512).
+    pub fn new(target: Target, precision: Precision) -> CRenderer {
         CRenderer { target, precision }
     }
 }
@@ -147,6 +139,6 @@ pub fn for_target(target: Target) -> Box<dyn Renderer> {
 pub fn for_target_in(target: Target, precision: Precision) -> Box<dyn Renderer> {
     match crate::cuda::CudaRenderer::new(target, precision) {
         Some(r) => Box::new(r),
-        None => Box::new(CRenderer::with_precision(target, precision)),
+        None => Box::new(CRenderer::new(target, precision)),
     }
 }

@@ -329,10 +329,12 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel
     let sp = spec(ctx)?;
     let path = path(&sp.g);
     let conv = match path {
-        ConvPath::Fast => match bf16.then(|| conv_bf16::emit(ctx, &sp, consts)).flatten() {
+        // bf16 where conv_bf16 has a kernel for the geometry, else f32.
+        ConvPath::Fast if bf16 => match conv_bf16::emit(ctx, &sp, consts) {
             Some(k) => k,
             None => conv_fast::emit(ctx, &sp, consts)?,
         },
+        ConvPath::Fast => conv_fast::emit(ctx, &sp, consts)?,
         ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
