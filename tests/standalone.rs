@@ -288,6 +288,48 @@ fn host_standalone_golden_matches_pytorch_and_runtime() {
     assert!(e_runtime < 1e-6, "golden vs runtime: {e_runtime:e}");
 }
 
+#[test]
+fn host_standalone_bf16_golden_matches_runtime_or_is_refused() {
+    // A `--precision bf16` x86-avx512 program: on a CPU with avx512_bf16 it computes what the
+    // runtime computes with the same bundle; on one without, it refuses before running any
+    // kernel, naming the missing feature (no illegal instruction).
+    if std::env::consts::ARCH != "x86_64" {
+        eprintln!("note: not an x86_64 host: the bf16 standalone program is not checked");
+        return;
+    }
+    let dir = common::repo().join("tests/data/golden");
+    let model =
+        Model::load(&dir.join("model.json"), &BuildOptions::default()).expect("golden loads");
+    let io = Weights::load(&dir.join("io.safetensors")).expect("io.safetensors");
+    let x = (**io.get("input").expect("input")).clone();
+    let shape = io.get("ds0").expect("ds0").shape().to_vec();
+    let out = common::scratch().join("standalone-golden-bf16");
+    let opts = CompileOptions {
+        isa: Target::X86Avx512,
+        precision: Some(e2enc_codegen::precision::Precision::Bf16),
+        standalone: true,
+        force: true,
+        ..CompileOptions::default()
+    };
+    compile(&model, &out, &opts).expect("compile --precision bf16 --standalone");
+    let sa = out.join("standalone");
+    build_standalone(&sa, &Target::X86Avx512.standalone_build_line());
+    let bf16 = ["avx512f", "avx512bw", "avx512bf16"]
+        .iter()
+        .all(|f| e2enc_codegen::target::host_has(f) == Some(true));
+    if bf16 {
+        let got = run_standalone(&sa, None, &x, &shape);
+        let e = l2(&got, &runtime_logits(&out, &x), "golden bf16");
+        eprintln!("golden bf16: standalone vs runtime L2-relative {e:.2e}");
+        assert!(e < 1e-6, "golden bf16 vs runtime: {e:e}");
+    } else {
+        write_raw(&sa.join("input.bin"), &x);
+        let (code, err) = run_bad(&sa, &["input.bin", "logits.bin"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("this CPU lacks avx512"), "{err}");
+    }
+}
+
 /// Runs the shared small program with `args` in its folder; returns (exit code, stderr).
 fn run_bad(sa: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = Command::new(sa.join("model"))

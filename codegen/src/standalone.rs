@@ -297,7 +297,8 @@ extern "C" {{
 #define E2ENC_ERR_FORMAT 3   /* not this bundle's weights file (size or header differ) */
 #define E2ENC_ERR_READ 4     /* reading the weights file failed */
 #define E2ENC_ERR_MEMORY 5   /* out of memory */
-#define E2ENC_ERR_PLATFORM 6 /* a big-endian host (the files are little-endian) */
+#define E2ENC_ERR_PLATFORM 6 /* a big-endian host (the files are little-endian), or a CPU
+                              * without the instructions the kernels were compiled for */
 
 /* A short English description of an error code. */
 const char *e2enc_model_strerror(int code);
@@ -349,6 +350,31 @@ int e2enc_model_run_outputs(const e2enc_weights *w, float *workspace, const floa
         h
     }
 
+    /// The body of `e2enc_missing_cpu_feature`: on x86 targets one `__builtin_cpu_supports`
+    /// test per CPU feature of the manifest (GCC and clang spell them as `std::arch` does);
+    /// elsewhere nothing (aarch64 NEON is baseline, portable C needs none).
+    fn cpu_checks(&self) -> String {
+        if self.target.arch() != Some("x86_64") {
+            return String::new();
+        }
+        let mut s = String::from(
+            "#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+",
+        );
+        for f in &self.m.cpu_features {
+            let _ = writeln!(
+                s,
+                "    if (!__builtin_cpu_supports(\"{f}\")) return \"{f}\";"
+            );
+        }
+        s.push_str(
+            "#endif
+",
+        );
+        s
+    }
+
     fn model_c(&self, kernels_c: &str) -> String {
         let m = self.m;
         let l = &self.layout;
@@ -398,7 +424,7 @@ const char *e2enc_model_strerror(int code) {{
     case E2ENC_ERR_FORMAT: return "not this bundle's weights file";
     case E2ENC_ERR_READ: return "cannot read the weights file";
     case E2ENC_ERR_MEMORY: return "out of memory";
-    case E2ENC_ERR_PLATFORM: return "big-endian hosts are not supported";
+    case E2ENC_ERR_PLATFORM: return "this host cannot run the model (big-endian, or without the kernels' CPU instructions)";
     default: return "unknown error";
     }}
 }}
@@ -422,6 +448,12 @@ static int e2enc_little_endian(void) {{
     unsigned char b;
     memcpy(&b, &one, 1);
     return b == 1;
+}}
+
+/* The first CPU feature the kernels need that this CPU lacks (NULL: none), so that a model built
+ * for another CPU is refused instead of dying on an illegal instruction. */
+static const char *e2enc_missing_cpu_feature(void) {{
+{cpu_checks}    return NULL;
 }}
 
 void e2enc_model_free_weights(e2enc_weights *w) {{
@@ -452,6 +484,13 @@ int e2enc_model_load_weights(const char *path, e2enc_weights *out, char *err, si
     out->i = NULL;
     if (!e2enc_little_endian()) {{
         e2enc_seterr(err, err_len, "%s", e2enc_model_strerror(E2ENC_ERR_PLATFORM));
+        return E2ENC_ERR_PLATFORM;
+    }}
+    if (e2enc_missing_cpu_feature() != NULL) {{
+        e2enc_seterr(err, err_len,
+                     "this CPU lacks %s, which the kernels of this model (target %s{precision}) "
+                     "need; recompile the bundle for this host (e2enc compile --target native)",
+                     e2enc_missing_cpu_feature(), E2ENC_MODEL_TARGET);
         return E2ENC_ERR_PLATFORM;
     }}
     f = fopen(path, "rb");
@@ -578,6 +617,12 @@ static void e2enc_read_view(const float *A, const e2enc_view *v, float *dst) {{
             i_len = l.i.1,
             header = c_string(&l.header),
             pad_left = PAD_LEFT,
+            cpu_checks = self.cpu_checks(),
+            precision = m
+                .precision
+                .as_deref()
+                .map(|p| format!(", --precision {p}"))
+                .unwrap_or_default(),
         );
         let view = |p: &Port| {
             let v = &p.view;

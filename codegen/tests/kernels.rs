@@ -873,6 +873,13 @@ fn bf16_cases() -> Vec<ConvCfg> {
         }
         cfgs.push(c);
     }
+    // One and two rows (micro variants that use only some of the 12 row-pair weight words).
+    for (i, h) in [1, 2].into_iter().enumerate() {
+        let mut c = ConvCfg::plain(1, 6, 3, [2, h, 20], 3, 1);
+        c.density = Some(0.6);
+        c.seed = 330 + i as u64;
+        cfgs.push(c);
+    }
     // 300 input channels, 70 wide: strips of 2 vectors and sub-bands of fewer rows.
     let mut c = ConvCfg::plain(1, 300, 3, [2, 13, 70], 3, 1);
     c.density = Some(0.05);

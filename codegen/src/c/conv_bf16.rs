@@ -606,10 +606,17 @@ fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
         "    for (int e = 0; e < ne; e++, w += 12) {{
         const uint32_t *pq = pk + (int64_t)sl[e] * {slw} + 16;"
     );
-    for i in 0..12 {
-        let _ = writeln!(s, "        const e2bf w{i} = e2bf_bcast(w + {i});");
-    }
     let live = |r: isize| (0..rows as isize).contains(&r);
+    // The weight words some output row of this variant uses (A, B, C, D: rows 2k, 2k - 2,
+    // 2k + 1, 2k - 1 of some pair row k).
+    for (i, d) in [0isize, -2, 1, -1].into_iter().enumerate() {
+        if (0..(rows + 2).div_ceil(2)).any(|k| live(2 * k as isize + d)) {
+            for t in 0..3 {
+                let j = 3 * i + t;
+                let _ = writeln!(s, "        const e2bf w{j} = e2bf_bcast(w + {j});");
+            }
+        }
+    }
     for k in 0..(rows + 2).div_ceil(2) {
         let k2 = 2 * k as isize;
         // (output row, first weight word) of the four uses of pair row k.
