@@ -117,7 +117,7 @@ fn pair(lo: f32, hi: f32) -> i32 {
 /// The twelve pair words of one 3x3 kernel plane `w(b, cc)` for row pairs `(row 2k, row 2k + 1)`
 /// at tap column `c`: `A_c = (w0c, w1c)` for output row `2k`, `B_c = (w2c, 0)` for `2k - 2`,
 /// `C_c = (0, w0c)` for `2k + 1`, `D_c = (w1c, w2c)` for `2k - 1`; stored A0 A1 A2 B0 .. D2.
-fn row_words(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
+fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
     let mut o = [0; 12];
     for c in 0..3 {
         o[c] = pair(w(0, c), w(1, c));
@@ -209,7 +209,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
             for &(ch, off) in row {
                 for a in 0..kd {
                     sl.push((ch * kd + a) as i32);
-                    w.extend(row_words(plane(off, a)));
+                    w.extend(row_pair_weights(plane(off, a)));
                 }
             }
             rp.push(sl.len() as i32);
