@@ -1064,6 +1064,7 @@ fn generate_seeds() {
         steps: vec![Step {
             kernel: "k0_conv".into(),
             tiles: 4,
+            first_tile: 0,
             flops: 1000,
             what: "x0_0.u0.conv".into(),
             launch: None,

@@ -167,13 +167,24 @@ pub fn generate_in(
         acts.len() == 1
             && renderer.reads_channel_map(&g.node(id).op, &g.node(acts[0]).ty, &g.node(id).ty)
     };
-    let plan = plan(g, scratch, reads_map).map_err(CodegenError::Plan)?;
+    let lag = |id: NodeId| {
+        let acts: Vec<NodeId> = g
+            .operands(id)
+            .into_iter()
+            .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
+            .collect();
+        match acts.as_slice() {
+            [x] => renderer.lag_planes(&g.node(id).op, &g.node(*x).ty, &g.node(id).ty),
+            _ => None,
+        }
+    };
+    let plan = plan(g, scratch, reads_map, lag).map_err(CodegenError::Plan)?;
     let arena_bytes = (plan.arena_elems as u64).saturating_mul(4);
     if arena_bytes > MAX_ARENA_BYTES {
         return Err(CodegenError::Plan(format!(
             "the activation arena would need {:.1} GiB, more than the limit of {} GiB: the patch \
              or batch is far too large for one run (a 128^3 patch of the AMOS-CT network needs \
-             about 1.8 GB)",
+             about 1.5 GB)",
             arena_bytes as f64 / (1u64 << 30) as f64,
             MAX_ARENA_BYTES >> 30
         )));
@@ -215,6 +226,11 @@ pub fn generate_in(
             scratch: plan.scratch.get(&id).copied().unwrap_or(0),
             channel_map,
             isa,
+            lag: plan.lagged.get(&id).map(|&planes| crate::emit::Lagged {
+                planes,
+                group: crate::c::conv::LAG_GROUP,
+                stash: plan.stash[&id],
+            }),
         };
         kernels.extend(renderer.node(&ctx, &mut consts)?);
     }
@@ -364,6 +380,7 @@ pub fn compile(
             .map(|k| Step {
                 kernel: k.name.clone(),
                 tiles: k.tiles,
+                first_tile: k.first_tile,
                 flops: k.flops,
                 what: k.what.clone(),
                 launch: k.launch.clone(),

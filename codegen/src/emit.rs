@@ -70,8 +70,11 @@ pub struct Kernel {
     /// The function's C definition (helpers it needs are `static inline` in its own text or in
     /// the shared prelude).
     pub source: String,
-    /// Number of independent tiles.
+    /// Number of independent tiles (the step runs `first_tile .. first_tile + tiles`).
     pub tiles: usize,
+    /// The first tile the step runs. A kernel run in several steps (tile groups with a barrier
+    /// between them) appears once per step; only its first appearance carries the `source`.
+    pub first_tile: usize,
     /// Floating-point operations it performs (2 per MAC), for profiles.
     pub flops: u64,
     /// What it does, for profiles (e.g. `x0_1.u0 conv sparse`).
@@ -79,6 +82,18 @@ pub struct Kernel {
     /// How a CUDA kernel is launched (grid, block, shared memory); `None` for C kernels, whose
     /// `tiles` the thread pool runs.
     pub launch: Option<Launch>,
+}
+
+/// How a lagged conv runs (see `memplan/lag.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lagged {
+    /// The lag in output planes: output plane `z` lands where input plane `z - planes` was.
+    pub planes: usize,
+    /// Output planes per step (a barrier between steps).
+    pub group: usize,
+    /// Arena offset of the stash: the first `planes` planes of every output channel, written
+    /// there by the conv and copied into place after its last group.
+    pub stash: usize,
 }
 
 /// Everything an emitter needs to know about one node.
@@ -103,6 +118,9 @@ pub struct NodeCtx<'a> {
     pub channel_map: Option<Vec<usize>>,
     /// Instruction set to generate for.
     pub isa: crate::target::Target,
+    /// The memory plan stored this conv's output over its input (`memplan/lag.rs`): run it in
+    /// depth order, a group of planes per step, its first planes through a stash.
+    pub lag: Option<Lagged>,
 }
 
 /// Error of an emitter.

@@ -11,6 +11,11 @@
 //! through a table (the fast conv path) may store its parts in any order, which the placement
 //! picks: UNet++'s full-resolution chain then rotates through three buffer slots instead of
 //! drifting through four. Scratch is a buffer alive for one step.
+//!
+//! A conv that reads its input for the last time may store its output over that input, shifted
+//! down a few planes, when its kernel can run in depth order (`lag_planes`; `memplan/lag.rs`
+//! says why that is safe): the full-resolution chain then needs the space of one concat instead
+//! of one and a half. Plans are made with and without that, and the smaller arena is kept.
 
 use std::collections::HashMap;
 
@@ -18,6 +23,9 @@ use e2enc_ir::{Graph, NodeId, Op};
 
 use crate::layout::View;
 pub use e2enc_runtime::format::{Buffer, Piece};
+
+mod lag;
+use lag::Lag;
 
 /// The plan of one graph.
 #[derive(Clone, Debug)]
@@ -33,6 +41,12 @@ pub struct Plan {
     pub channel_maps: HashMap<NodeId, Vec<usize>>,
     /// Scratch offset of each step's node (0 when it needs none).
     pub scratch: HashMap<NodeId, usize>,
+    /// Convs whose output overlaps their input (see `memplan/lag.rs`): they must run in depth
+    /// order, groups of planes at a time, their first planes through a stash. Node -> lag planes.
+    pub lagged: HashMap<NodeId, usize>,
+    /// Arena offset of each lagged conv's stash (inside its scratch, after what the kernels
+    /// asked for): the conv's first `lagged` planes of every output channel.
+    pub stash: HashMap<NodeId, usize>,
     pub buffers: Vec<Buffer>,
     /// Arena size in f32 elements.
     pub arena_elems: usize,
@@ -141,25 +155,28 @@ pub fn schedule(g: &Graph) -> Result<Vec<NodeId>, String> {
 /// Offsets for buffers placed in the order `idx` (first fit over pieces). `layouts[i]` lists
 /// the piece layouts buffer `i` may take (relative to its start); each buffer gets the lowest
 /// offset any of its layouts fits at, the earlier layout on a tie. Returns (offset, layout).
-fn place(layouts: &[Vec<Vec<Piece>>], idx: &[usize]) -> Vec<(usize, usize)> {
+fn place(layouts: &[Vec<Vec<Piece>>], lags: &[Lag], idx: &[usize]) -> Vec<(usize, usize)> {
     let mut chosen = vec![(0, 0); layouts.len()];
-    let mut placed: Vec<Piece> = Vec::new();
+    let mut is_placed = vec![false; layouts.len()];
+    // Placed pieces (absolute) and the buffer each belongs to.
+    let mut placed: Vec<(Piece, usize)> = Vec::new();
     for &i in idx {
         let mut best: Option<(usize, usize)> = None;
         for (li, mine) in layouts[i].iter().enumerate() {
             let clash = |at: usize| {
                 mine.iter().any(|q| {
                     let (qs, qe) = (at + q.offset, at + q.offset + q.elems);
-                    placed.iter().any(|p| {
+                    placed.iter().any(|(p, owner)| {
                         p.first <= q.last
                             && q.first <= p.last
                             && qs < p.offset + p.elems
                             && p.offset < qe
+                            && !lag::allowed(lags, (i, at, q), (*owner, chosen[*owner].0, p))
                     })
                 })
             };
             let mut candidates: Vec<usize> = vec![0];
-            for p in &placed {
+            for (p, _) in &placed {
                 for q in mine {
                     let end = (p.offset + p.elems).div_ceil(ALIGN) * ALIGN;
                     if end >= q.offset {
@@ -167,6 +184,7 @@ fn place(layouts: &[Vec<Vec<Piece>>], idx: &[usize]) -> Vec<(usize, usize)> {
                     }
                 }
             }
+            lag::candidates(lags, i, mine, &placed, &chosen, &is_placed, &mut candidates);
             candidates.sort_unstable();
             candidates.dedup();
             let at = candidates
@@ -179,9 +197,15 @@ fn place(layouts: &[Vec<Vec<Piece>>], idx: &[usize]) -> Vec<(usize, usize)> {
         }
         let (at, li) = best.expect("every buffer has a layout");
         chosen[i] = (at, li);
-        placed.extend(layouts[i][li].iter().map(|q| Piece {
-            offset: at + q.offset,
-            ..q.clone()
+        is_placed[i] = true;
+        placed.extend(layouts[i][li].iter().map(|q| {
+            (
+                Piece {
+                    offset: at + q.offset,
+                    ..q.clone()
+                },
+                i,
+            )
         }));
     }
     chosen
@@ -189,11 +213,50 @@ fn place(layouts: &[Vec<Vec<Piece>>], idx: &[usize]) -> Vec<(usize, usize)> {
 
 /// Plans `g`. `scratch_elems(node)` says how much scratch each op node needs;
 /// `reads_channel_map(node)` says whether `node`'s kernel can read its activation input through a
-/// channel map (so the parts of a concat feeding only such nodes may be stored in another order).
+/// channel map (so the parts of a concat feeding only such nodes may be stored in another order);
+/// `lag_planes(node)` says whether the node's kernel can run lagged (its output over its input,
+/// see `memplan/lag.rs`) and with how many planes of lag.
 pub fn plan(
     g: &Graph,
     scratch_elems: impl Fn(NodeId) -> usize,
     reads_channel_map: impl Fn(NodeId) -> bool,
+    lag_planes: impl Fn(NodeId) -> Option<usize>,
+) -> Result<Plan, String> {
+    // First without stashes, to learn which convs the placement lags; then again with a stash
+    // in the scratch of each (only those may lag). The stashes cost memory too: where lagging
+    // saves none, the plan without it wins (ties included).
+    let plain = plan_pass(g, &scratch_elems, &reads_channel_map, &|_| None)?;
+    let first = plan_pass(g, &scratch_elems, &reads_channel_map, &lag_planes)?;
+    if first.lagged.is_empty() {
+        return Ok(plain);
+    }
+    let stash_elems = |id: NodeId| {
+        first.lagged.get(&id).map(|&planes| {
+            let v = View::padded(0, shape5(g, id));
+            v.shape[1] * planes * v.d_stride
+        })
+    };
+    let own = |id: NodeId| scratch_elems(id).div_ceil(ALIGN) * ALIGN;
+    let scratch2 = |id: NodeId| own(id) + stash_elems(id).unwrap_or(0);
+    let lag2 = |id: NodeId| first.lagged.get(&id).and_then(|_| lag_planes(id));
+    let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2)?;
+    second.stash = second
+        .lagged
+        .keys()
+        .map(|&id| (id, second.scratch[&id] + own(id)))
+        .collect();
+    Ok(if second.arena_elems < plain.arena_elems {
+        second
+    } else {
+        plain
+    })
+}
+
+fn plan_pass(
+    g: &Graph,
+    scratch_elems: &dyn Fn(NodeId) -> usize,
+    reads_channel_map: &dyn Fn(NodeId) -> bool,
+    lag_planes: &dyn Fn(NodeId) -> Option<usize>,
 ) -> Result<Plan, String> {
     let steps = schedule(g)?;
     let step_of: HashMap<NodeId, usize> =
@@ -375,6 +438,46 @@ pub fn plan(
         },
         |b| (-((b.last.min(1 << 20) - b.first) as i64), -(b.elems as i64)),
     ];
+    // Convs that may store their output over their input (which they read last).
+    let index_of: HashMap<NodeId, usize> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(k, t)| t.0.map(|r| (r, k)))
+        .collect();
+    let mut lags: Vec<(NodeId, usize, Lag)> = Vec::new();
+    for (s, &id) in steps.iter().enumerate() {
+        let Some(planes) = lag_planes(id) else {
+            continue;
+        };
+        let acts: Vec<NodeId> = g
+            .operands(id)
+            .into_iter()
+            .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
+            .collect();
+        let &[input] = acts.as_slice() else {
+            continue;
+        };
+        let (ri, ro) = (root_of(input), root_of(id));
+        let (si, so) = (shape5(g, ri), shape5(g, ro));
+        if ri == ro || last[&ri] != s || si[0] != 1 || so[0] != 1 || si[2..] != so[2..] {
+            continue;
+        }
+        let v = View::padded(0, si);
+        lags.push((
+            id,
+            planes,
+            Lag {
+                step: s,
+                out: index_of[&ro],
+                input: index_of[&ri],
+                shift: planes * v.d_stride,
+                cs: v.c_stride,
+                in_channels: si[1],
+                out_channels: so[1],
+            },
+        ));
+    }
+    let lag_rules: Vec<Lag> = lags.iter().map(|l| l.2.clone()).collect();
     let layouts: Vec<Vec<Vec<Piece>>> = all
         .iter()
         .map(|(r, _, b)| {
@@ -402,7 +505,7 @@ pub fn plan(
                 .cmp(&key(&all[y].2))
                 .then_with(|| all[x].2.what.cmp(&all[y].2.what))
         });
-        let offsets = place(&layouts, &idx);
+        let offsets = place(&layouts, &lag_rules, &idx);
         let size = size_of(&offsets);
         if best.as_ref().is_none_or(|(s, _, _)| size < *s) {
             best = Some((size, idx, offsets));
@@ -428,7 +531,7 @@ pub fn plan(
             let mut idx = bidx.clone();
             let b = idx.remove(next(idx.len()));
             idx.insert(next(idx.len() + 1), b);
-            let offsets = place(&layouts, &idx);
+            let offsets = place(&layouts, &lag_rules, &idx);
             let size = size_of(&offsets);
             stall = if size < bsize { 0 } else { stall + 1 };
             if size <= bsize {
@@ -438,6 +541,20 @@ pub fn plan(
         best = Some((bsize, bidx, boff));
     }
     let best = best.map(|(s, _, o)| (s, o));
+    let mut lagged = HashMap::new();
+    if let Some((_, offsets)) = &best {
+        let pieces: Vec<Vec<Piece>> = offsets
+            .iter()
+            .zip(&layouts)
+            .map(|(o, ls)| ls[o.1].clone())
+            .collect();
+        let elems: Vec<usize> = all.iter().map(|t| t.2.elems).collect();
+        let at: Vec<usize> = offsets.iter().map(|o| o.0).collect();
+        for l in lag::lagged(&lag_rules, &pieces, &elems, &at) {
+            let (id, planes, _) = lags.iter().find(|x| x.2.step == l.step).expect("a rule");
+            lagged.insert(*id, *planes);
+        }
+    }
     let mut channel_maps: HashMap<NodeId, Vec<usize>> = HashMap::new();
     if let Some((_, offsets)) = best {
         for (t, (o, layout)) in all.iter_mut().zip(offsets) {
@@ -489,6 +606,8 @@ pub fn plan(
         channel_maps,
         in_place,
         scratch,
+        lagged,
+        stash: HashMap::new(),
         buffers,
         arena_elems,
     })

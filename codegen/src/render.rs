@@ -60,6 +60,13 @@ pub trait Renderer {
     /// memory plan may then store an in-place concat in another channel order).
     fn reads_channel_map(&self, op: &Op, input: &TensorType, output: &TensorType) -> bool;
 
+    /// Whether the node's kernels can run lagged, their output stored over their input (see
+    /// `memplan/lag.rs`), and with how many planes of lag. None by default (a GPU runs a kernel's
+    /// blocks in no order).
+    fn lag_planes(&self, _op: &Op, _input: &TensorType, _output: &TensorType) -> Option<usize> {
+        None
+    }
+
     /// The kernels of one planned node, to run in the returned order; constants they read are
     /// appended to `consts`.
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError>;
@@ -103,6 +110,10 @@ impl Renderer for CRenderer {
 
     fn reads_channel_map(&self, op: &Op, input: &TensorType, output: &TensorType) -> bool {
         crate::c::conv_reads_channel_map(op, input, output)
+    }
+
+    fn lag_planes(&self, op: &Op, input: &TensorType, output: &TensorType) -> Option<usize> {
+        crate::c::conv::lag_planes(op, input, output)
     }
 
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {

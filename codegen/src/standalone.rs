@@ -9,7 +9,7 @@
 //!
 //! Why shaped so: the runtime (`runtime/src/exec.rs`) is the reference for what running a bundle
 //! means, so the driver does exactly what it does (arena zero-filled, input planes written with
-//! zero padding, steps over `[0, tiles)`, outputs read row by row) with every offset, stride and
+//! zero padding, steps over their tile ranges, outputs read row by row) with every offset, stride and
 //! tile count baked in as a constant, the way the kernels bake theirs: nothing to parse at run
 //! time but the weights file. The weights are not compiled into the program (they can be large,
 //! and the bundle already holds them): `model.c` reads the bundle's `weights.safetensors`, whose
@@ -726,9 +726,14 @@ int e2enc_model_run_outputs(const e2enc_weights *wts, float *workspace, const fl
             out_names = names(&m.outputs),
         );
         for s in &m.steps {
-            let _ = writeln!(c, "    {}(A, W, I, 0, {}); /* {} */", s.kernel, s.tiles, {
+            let _ = writeln!(
+                c,
+                "    {}(A, W, I, {}, {}); /* {} */",
+                s.kernel,
+                s.first_tile,
+                s.first_tile + s.tiles,
                 s.what.replace("*/", "* /").replace('\n', " ")
-            });
+            );
         }
         c.push_str(
             r#"    for (k = 0; k < E2ENC_MODEL_NUM_OUTPUTS; k++)

@@ -296,7 +296,7 @@ impl Engine {
             let t0 = Instant::now();
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.
-            unsafe { pool.run(*f, a, w, i, s.tiles) };
+            unsafe { pool.run(*f, a, w, i, s.first_tile, s.tiles) };
             if let Some(msg) = emulation.and_then(|e| e.take_error()) {
                 return Err(RuntimeError::Device {
                     msg: format!(

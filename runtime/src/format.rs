@@ -69,6 +69,11 @@ pub struct Port {
 pub struct Step {
     pub kernel: String,
     pub tiles: usize,
+    /// The first tile this step runs (it runs `first_tile .. first_tile + tiles`): a kernel run
+    /// in several steps, a group of tiles each (the lagged convs of the memory plan, whose
+    /// output overwrites their input plane by plane, need the barrier between groups).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_tile: usize,
     pub flops: u64,
     pub what: String,
     /// How a CUDA kernel is launched; absent for C kernels (the thread pool runs their tiles).
@@ -253,6 +258,10 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(sha256_hex(&std::fs::read(path)?))
 }
 
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
 /// A manifest file name must be a plain name inside the bundle.
 pub fn is_plain_file_name(name: &str) -> bool {
     !name.is_empty()
@@ -269,7 +278,10 @@ pub fn is_plain_file_name(name: &str) -> bool {
 pub fn plan_digest(m: &Manifest) -> String {
     let plan = serde_json::json!({
         "arena_elems": m.arena_elems,
-        "steps": m.steps.iter().map(|s| (&s.kernel, s.tiles)).collect::<Vec<_>>(),
+        "steps": m.steps.iter().map(|s| match s.first_tile {
+            0 => serde_json::json!([s.kernel, s.tiles]),
+            f => serde_json::json!([s.kernel, s.tiles, f]),
+        }).collect::<Vec<_>>(),
         "inputs": m.inputs,
         "outputs": m.outputs,
         "consts": [m.consts_f32, m.consts_i32],

@@ -18,6 +18,7 @@ struct Job {
     a: *mut f32,
     w: *const f32,
     i: *const i32,
+    first: i64,
     tiles: i64,
 }
 
@@ -50,6 +51,7 @@ impl Pool {
                 a: std::ptr::null_mut(),
                 w: std::ptr::null(),
                 i: std::ptr::null(),
+                first: 0,
                 tiles: 0,
             }),
             next: AtomicI64::new(0),
@@ -79,7 +81,8 @@ impl Pool {
         self.workers.len() + 1
     }
 
-    /// Runs `f` over tiles `0..tiles` on every thread of the pool and returns when all are done.
+    /// Runs `f` over tiles `first..first + tiles` on every thread of the pool and returns when
+    /// all are done.
     ///
     /// # Safety
     /// `f` must be a kernel that is safe to call on disjoint tile ranges concurrently with these
@@ -90,6 +93,7 @@ impl Pool {
         a: *mut f32,
         w: *const f32,
         i: *const i32,
+        first: usize,
         tiles: usize,
     ) {
         let job = Job {
@@ -97,6 +101,7 @@ impl Pool {
             a,
             w,
             i,
+            first: first as i64,
             tiles: tiles as i64,
         };
         // SAFETY: no worker reads `job` until the `start` barrier below.
@@ -115,10 +120,11 @@ impl Pool {
 fn work(s: &Shared, job: Job) {
     let Some(f) = job.f else { return };
     loop {
-        let t = s.next.fetch_add(1, Ordering::Relaxed);
-        if t >= job.tiles {
+        let k = s.next.fetch_add(1, Ordering::Relaxed);
+        if k >= job.tiles {
             break;
         }
+        let t = job.first + k;
         // SAFETY: the pool's caller vouched for `f` and the pointers (see `Pool::run`).
         unsafe { f(job.a, job.w, job.i, t, t + 1) };
     }

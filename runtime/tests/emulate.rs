@@ -14,6 +14,7 @@ fn step(kernel: &str, grid: u32, block: u32, sync: bool) -> Step {
     Step {
         kernel: kernel.into(),
         tiles: grid as usize,
+        first_tile: 0,
         flops: 0,
         what: kernel.into(),
         launch: Some(Launch {

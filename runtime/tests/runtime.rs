@@ -35,6 +35,7 @@ fn the_pool_runs_every_tile_once_on_any_thread_count() {
                     a.as_mut_ptr(),
                     std::ptr::null(),
                     std::ptr::null(),
+                    0,
                     97,
                 )
             };

@@ -263,6 +263,7 @@ impl CKernels {
                 out.as_mut_ptr(),
                 ptrs.as_ptr() as *const f32,
                 live.as_ptr(),
+                0,
                 k.tiles,
             )
         };

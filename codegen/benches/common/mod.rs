@@ -150,6 +150,7 @@ pub fn emit_case(
         scratch,
         channel_map: None,
         isa,
+        lag: None,
     };
     let kernels = c::emit(&ctx, consts, PRECISION.with(|p| p.get()))
         .unwrap_or_else(|e| panic!("emit {case}: {e}"))

@@ -328,6 +328,7 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
 pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
     let path = path(&sp.g);
+    let mark = (consts.f32.len(), consts.i32.len());
     let conv = match path {
         // bf16 where conv_bf16 has a kernel for the geometry, else f32.
         ConvPath::Fast if bf16 => match conv_bf16::emit(ctx, &sp, consts) {
@@ -338,7 +339,10 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel
         ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
-    let mut ks = vec![conv];
+    let mut ks = match ctx.lag {
+        None => vec![conv],
+        Some(l) => lagged(ctx, &sp, consts, mark, bf16, conv, l)?,
+    };
     if let Some((eps, gamma, beta)) = sp.norm {
         let [n, c, d, h, w] = sp.g.y;
         let p = partials(&sp.g);
@@ -364,6 +368,140 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel
             sp.slope,
         ));
     }
+    Ok(ks)
+}
+
+/// Output planes per step of a lagged conv: its lag is this plus the largest depth shift, and
+/// every step ends in a barrier (AMOS-CT at 128^3: 32 steps of 128 tiles).
+pub const LAG_GROUP: usize = 4;
+
+/// The lag (in planes) with which a conv `op` reading `input` into `output` can run lagged
+/// (`memplan/lag.rs`): a fast-path conv of kernel depth 1 and stride 1, unpadded in depth, the
+/// output as large as the input, batch 1, deeper than the lag.
+pub fn lag_planes(op: &Op, input: &TensorType, output: &TensorType) -> Option<usize> {
+    let a = attrs(op, 1)?;
+    let (x, y) = (dims5(&input.shape)?, dims5(&output.shape)?);
+    let g = Geom::of(&a, x, y);
+    let simple = path(&g) == ConvPath::Fast
+        && g.k[0] == 1
+        && g.s == [1, 1, 1]
+        && g.p[0] == 0
+        && x[0] == 1
+        && x[2..] == y[2..];
+    let reach = a
+        .channel_shifts()
+        .map_or(0, |s| s.into_iter().max().unwrap_or(0).max(0) as usize);
+    let planes = LAG_GROUP + reach;
+    (simple && y[2] > planes).then_some(planes)
+}
+
+/// The kernels of a lagged conv (`memplan/lag.rs`): `conv` (all tiles) becomes the stash kernel
+/// (the first `l.planes` output planes, into the stash) and steps of `l.group` planes each, in
+/// depth order; then every channel's stashed planes are copied into place.
+fn lagged(
+    ctx: &NodeCtx,
+    sp: &ConvSpec,
+    consts: &mut Consts,
+    mark: (usize, usize),
+    bf16: bool,
+    conv: Kernel,
+    l: crate::emit::Lagged,
+) -> Result<Vec<Kernel>, EmitError> {
+    let y = &ctx.output;
+    let [_, co, d, _, _] = y.shape;
+    let per_plane = conv.tiles / d;
+    if !conv.tiles.is_multiple_of(d) || conv.first_tile != 0 || l.planes >= d || l.group == 0 {
+        return Err(err(ctx, "a lagged conv needs depth-major tiles"));
+    }
+    let mut stash_view = y.clone();
+    stash_view.offset = l.stash;
+    stash_view.c_stride = l.planes * y.d_stride;
+    stash_view.n_stride = co * stash_view.c_stride;
+    let stash_ctx = NodeCtx {
+        node: ctx.node,
+        prefix: format!("{}s", ctx.prefix),
+        op: ctx.op,
+        label: ctx.label.clone(),
+        inputs: ctx.inputs.clone(),
+        consts: ctx.consts.clone(),
+        output: stash_view,
+        scratch: ctx.scratch,
+        channel_map: ctx.channel_map.clone(),
+        isa: ctx.isa,
+        lag: None,
+    };
+    // The stash kernel reads the very constants `conv` pushed: emitted from the same mark, it
+    // pushes them again at the same offsets, which must come out equal.
+    let pushed = consts.clone();
+    consts.f32.truncate(mark.0);
+    consts.i32.truncate(mark.1);
+    let stashed = match bf16 {
+        true => conv_bf16::emit(&stash_ctx, sp, consts),
+        false => None,
+    };
+    let stashed = match stashed {
+        Some(k) => k,
+        None => conv_fast::emit(&stash_ctx, sp, consts)?,
+    };
+    if stashed.tiles != conv.tiles || consts.f32 != pushed.f32 || consts.i32 != pushed.i32 {
+        return Err(err(
+            ctx,
+            "the stash kernel differs from the conv in tiles or constants",
+        ));
+    }
+    // Depth ranges: the stash's planes, then groups; flops shared by tiles (exact total).
+    let total = conv.flops;
+    let mut ranges = vec![(0, l.planes)];
+    let mut z = l.planes;
+    while z < d {
+        ranges.push((z, (z + l.group).min(d)));
+        z += l.group;
+    }
+    let mut ks = Vec::with_capacity(ranges.len() + 1);
+    let mut given = 0u64;
+    for (k, &(z0, z1)) in ranges.iter().enumerate() {
+        let base = if k == 0 { &stashed } else { &conv };
+        let flops = if k + 1 == ranges.len() {
+            total - given
+        } else {
+            (total as u128 * (z1 - z0) as u128 / d as u128) as u64
+        };
+        given += flops;
+        ks.push(Kernel {
+            name: base.name.clone(),
+            source: if k <= 1 {
+                base.source.clone()
+            } else {
+                String::new()
+            },
+            tiles: (z1 - z0) * per_plane,
+            first_tile: z0 * per_plane,
+            flops,
+            // The planes go with the node's label (the first word): profiles group by the rest.
+            what: match base.what.split_once(' ') {
+                Some((label, kind)) => format!("{label}[z{z0}..{z1}] {kind}"),
+                None => format!("{}[z{z0}..{z1}]", base.what),
+            },
+            launch: None,
+        });
+    }
+    // The copy: channel c's stashed planes are contiguous, and so are its first planes.
+    let bytes = l.planes * y.d_stride * 4;
+    let body = format!(
+        "memcpy(A + {} + t * {}, A + {} + t * {}, {bytes});",
+        y.offset,
+        y.c_stride,
+        l.stash,
+        l.planes * y.d_stride
+    );
+    ks.push(super::text::kernel(
+        &format!("{}_unstash", ctx.prefix),
+        "",
+        &body,
+        co,
+        0,
+        format!("{} unstash", ctx.label),
+    ));
     Ok(ks)
 }
 

@@ -56,6 +56,7 @@ pub fn kernel(
         name: name.to_string(),
         source: s,
         tiles,
+        first_tile: 0,
         flops,
         what,
         launch: None,

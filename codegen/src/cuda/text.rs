@@ -92,6 +92,7 @@ pub fn kernel(
         name: name.to_string(),
         source: s,
         tiles: launch.blocks() as usize,
+        first_tile: 0,
         flops,
         what,
         launch: Some(launch),

@@ -45,7 +45,7 @@ fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
         )
         .unwrap();
     g.set_output("logits", y);
-    let p2 = plan(&g, |_| 0, |_| false).unwrap();
+    let p2 = plan(&g, |_| 0, |_| false, |_| None).unwrap();
     assert_eq!(p2.in_place, vec![c]);
     assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
     assert_eq!(
@@ -84,8 +84,8 @@ fn reordered_concats_shrink_the_unetpp_chain() {
     c.pool_kernels = vec![[2, 2, 2]; 4];
     c.patch_size = [32, 32, 32];
     let g = build(&c, &BuildOptions::default()).unwrap().graph;
-    let fixed = plan(&g, |_| 0, |_| false).unwrap();
-    let free = plan(&g, |_| 0, |_| true).unwrap();
+    let fixed = plan(&g, |_| 0, |_| false, |_| None).unwrap();
+    let free = plan(&g, |_| 0, |_| true, |_| None).unwrap();
     assert!(fixed.channel_maps.is_empty());
     assert!(!free.channel_maps.is_empty());
     assert!(
@@ -103,5 +103,89 @@ fn reordered_concats_shrink_the_unetpp_chain() {
             let v = &free.views[&part];
             assert!(v.offset >= host.offset && v.end() <= host.end());
         }
+    }
+}
+
+/// Lagged convs (`memplan/lag.rs`) on the UNet++ chain: the plan stores some convs' outputs over
+/// their inputs, saving arena, and every two pieces alive at one step that overlap are such a
+/// conv's output and its input at that conv's step, shifted by the lag plus whole channels.
+#[test]
+fn lagged_convs_overlap_only_their_own_input_and_shrink_the_arena() {
+    use e2enc_ir::e2enet::{build, BuildOptions, ModelConfig};
+    let mut c = ModelConfig::amos_ct();
+    c.base_width = 8;
+    c.max_width = 32;
+    c.pool_kernels = vec![[2, 2, 2]; 4];
+    c.patch_size = [32, 32, 32];
+    let net = build(&c, &BuildOptions::default()).unwrap();
+    let w = e2enc_ir::init::init_weights(&net.params, 7);
+    let g = e2enc_passes::optimize(&net.graph, &w, &Default::default())
+        .unwrap()
+        .graph;
+    let lag = |id: NodeId| {
+        let x = *g.operands(id).first()?;
+        crate::c::conv::lag_planes(&g.node(id).op, &g.node(x).ty, &g.node(id).ty)
+    };
+    let plain = plan(&g, |_| 0, |_| true, |_| None).unwrap();
+    let lagged = plan(&g, |_| 0, |_| true, lag).unwrap();
+    assert!(plain.lagged.is_empty());
+    assert!(lagged.lagged.len() >= 3, "{:?}", lagged.lagged);
+    assert!(
+        lagged.arena_elems < plain.arena_elems,
+        "{} vs {}",
+        lagged.arena_elems,
+        plain.arena_elems
+    );
+    let step_of: HashMap<NodeId, usize> = lagged
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i))
+        .collect();
+    let pieces: Vec<(usize, Piece)> = lagged
+        .buffers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p)))
+        .collect();
+    let inside = |v: &View, p: &Piece| v.offset >= p.offset && v.end() <= p.offset + p.elems;
+    let excused = |a: &Piece, b: &Piece| {
+        lagged.lagged.iter().any(|(&id, &planes)| {
+            let s = step_of[&id];
+            let (out, x) = (&lagged.views[&id], &lagged.views[&g.operands(id)[0]]);
+            let shift = (out.offset + planes * out.d_stride) as i64 - x.offset as i64;
+            a.first == s
+                && b.last == s
+                && inside(out, a)
+                && b.offset >= x.offset
+                && b.offset + b.elems <= x.end()
+                && out.c_stride == x.c_stride
+                && shift.rem_euclid(x.c_stride as i64) == 0
+        })
+    };
+    let mut overlaps = 0;
+    for (k, (i1, b1)) in pieces.iter().enumerate() {
+        for (i2, b2) in &pieces[k + 1..] {
+            let time = b1.first <= b2.last && b2.first <= b1.last;
+            let space = b1.offset < b2.offset + b2.elems && b2.offset < b1.offset + b1.elems;
+            if i1 != i2 && time && space {
+                assert!(excused(b1, b2) || excused(b2, b1), "{b1:?} {b2:?}");
+                overlaps += 1;
+            }
+        }
+    }
+    assert!(overlaps >= lagged.lagged.len());
+    // Each stash lies in its conv's scratch.
+    for (id, &at) in &lagged.stash {
+        let v = &lagged.views[id];
+        let s = lagged.scratch[id];
+        let elems = v.shape[1] * lagged.lagged[id] * v.d_stride;
+        let b = lagged
+            .buffers
+            .iter()
+            .find(|b| b.what == format!("scratch of {}", g.describe(*id)))
+            .expect("the scratch buffer");
+        assert_eq!(b.offset, s);
+        assert!(at >= s && at + elems <= s + b.elems, "{b:?} {at} {elems}");
     }
 }

@@ -206,6 +206,7 @@ pub fn prepare_in(
         scratch: scratch.0,
         channel_map: None,
         isa,
+        lag: None,
     };
     let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {

@@ -36,6 +36,7 @@ pub fn cuda_manifest() -> Manifest {
         steps: vec![Step {
             kernel: "k0_copy".into(),
             tiles: 1,
+            first_tile: 0,
             flops: 4,
             what: "0 copy".into(),
             launch: Some(Launch {
@@ -168,6 +169,7 @@ pub fn write_smoke_bundle(dir: &Path) -> Manifest {
         Step {
             kernel: "k0_scale".into(),
             tiles: 1,
+            first_tile: 0,
             flops: e as u64,
             what: "0 scale by W[0] through shared memory".into(),
             launch: Some(Launch {
@@ -180,6 +182,7 @@ pub fn write_smoke_bundle(dir: &Path) -> Manifest {
         Step {
             kernel: "k1_times".into(),
             tiles: 1,
+            first_tile: 0,
             flops: e as u64,
             what: "1 times I[0]".into(),
             launch: Some(Launch {
