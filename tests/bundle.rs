@@ -588,6 +588,11 @@ fn golden_model_bundle_matches_the_interpreter() {
         manifest.matches("unstash").count() >= 5,
         "the golden plan lags convs"
     );
+    // ... and streams upsamplings into the fusion convs (steps of planes of an upsampling).
+    assert!(
+        manifest.matches("] up sparse").count() >= 10,
+        "the golden plan streams upsamplings"
+    );
     let y = load(&dir, 2).run(&feed(x)).expect("run the golden bundle");
     assert_eq!(
         y.keys().collect::<Vec<_>>(),

@@ -8,7 +8,7 @@
 //! explicit flags of the chosen [`Target`] (`-O2 -mavx2 -mfma`, plus `-mavx512f` for AVX-512), not
 //! `-march=native`, so a bundle runs on any host with the CPU features its manifest lists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -21,6 +21,7 @@ use e2enc_passes::{optimize, OptimizeOptions, Report};
 use crate::artifact::{plan_digest, sha256_hex, Compiler, Manifest, Port, Step, FORMAT, VERSION};
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::keys::{PublicKey, SecretKey};
+use crate::layout::View;
 use crate::memplan::{plan, Plan};
 use crate::precision::Precision;
 pub use crate::target::Target;
@@ -140,6 +141,9 @@ pub fn generate(g: &Graph, w: &Weights, isa: Target) -> Result<Generated, Codege
     generate_in(g, w, isa, Precision::default_for(isa))
 }
 
+/// A node's activation views, constant tensors and input channel map.
+type Operands<'a> = (Vec<View>, Vec<&'a Tensor>, Option<Vec<usize>>);
+
 /// [`generate`] in `precision`.
 pub fn generate_in(
     g: &Graph,
@@ -178,7 +182,24 @@ pub fn generate_in(
             _ => None,
         }
     };
-    let plan = plan(g, scratch, reads_map, lag).map_err(CodegenError::Plan)?;
+    // Upsamplings streamed into the conv reading their concat (f32 CPU kernels only).
+    let streams = match renderer.stream_slots() {
+        Some(_) => crate::c::conv::stream_candidates(g),
+        None => HashMap::new(),
+    };
+    let ring_of = |y: NodeId| -> Option<usize> {
+        let slots = renderer.stream_slots()?;
+        let (&u, _) = streams.iter().find(|(_, &yy)| yy == y)?;
+        let shape: [usize; 5] = g.node(u).ty.shape.as_slice().try_into().ok()?;
+        let v = View::padded(0, shape);
+        Some(v.shape[1] * slots * v.d_stride)
+    };
+    let own_scratch = |id: NodeId| scratch(id).div_ceil(16) * 16;
+    let scratch = |id: NodeId| match ring_of(id) {
+        Some(ring) => own_scratch(id) + ring,
+        None => scratch(id),
+    };
+    let plan = plan(g, scratch, reads_map, lag, &streams).map_err(CodegenError::Plan)?;
     let arena_bytes = (plan.arena_elems as u64).saturating_mul(4);
     if arena_bytes > MAX_ARENA_BYTES {
         return Err(CodegenError::Plan(format!(
@@ -191,14 +212,8 @@ pub fn generate_in(
     }
     let mut consts = Consts::default();
     let mut kernels = Vec::new();
-    for (i, &id) in plan.steps.iter().enumerate() {
-        if plan.in_place.contains(&id) {
-            continue;
-        }
-        let node = g.node(id);
-        let mut inputs = Vec::new();
-        let mut channel_map = None;
-        let mut tensors: Vec<&Tensor> = Vec::new();
+    let operands = |id: NodeId| -> Result<Operands, CodegenError> {
+        let (mut inputs, mut tensors, mut channel_map) = (Vec::new(), Vec::new(), None);
         for o in g.operands(id) {
             if let Some(m) = plan.channel_maps.get(&o) {
                 channel_map = Some(m.clone());
@@ -211,6 +226,56 @@ pub fn generate_in(
                 }
                 _ => inputs.push(plan.views[&o].clone()),
             }
+        }
+        Ok((inputs, tensors, channel_map))
+    };
+    let label = |id: NodeId| {
+        let node = g.node(id);
+        node.label
+            .clone()
+            .unwrap_or_else(|| node.op.mnemonic().to_string())
+    };
+    for (i, &id) in plan.steps.iter().enumerate() {
+        // A streamed upsampling runs inside the conv that reads it.
+        if plan.in_place.contains(&id) || plan.streamed.contains_key(&id) {
+            continue;
+        }
+        let node = g.node(id);
+        let (inputs, tensors, channel_map) = operands(id)?;
+        // This conv runs a streamed upsampling: its context writes the ring in our scratch.
+        let mut stream = None;
+        let mut ring_in = None;
+        if let Some((&u, _)) = plan.streamed.iter().find(|(_, &y)| y == id) {
+            let slots = renderer.stream_slots().expect("streams need slots");
+            let at = plan.scratch[&id] + own_scratch(id);
+            let uv = &plan.views[&u];
+            let mut ring = View::padded(at, uv.shape);
+            ring.c_stride = slots * ring.d_stride;
+            ring.n_stride = uv.shape[1] * ring.c_stride;
+            let cat = &plan.views[&g.operands(id)[0]];
+            ring_in = Some(crate::emit::RingIn {
+                u0: (uv.offset - cat.offset) / cat.c_stride,
+                nu: uv.shape[1],
+                offset: at,
+                slots,
+            });
+            let (up_inputs, up_tensors, _) = operands(u)?;
+            stream = Some(Box::new(NodeCtx {
+                node: u,
+                prefix: format!("k{i}u"),
+                op: &g.node(u).op,
+                label: label(u),
+                inputs: up_inputs,
+                consts: up_tensors,
+                output: ring,
+                scratch: 0,
+                channel_map: None,
+                isa,
+                lag: None,
+                ring: Some(slots),
+                stream: None,
+                ring_in: None,
+            }));
         }
         let ctx = NodeCtx {
             node: id,
@@ -231,6 +296,9 @@ pub fn generate_in(
                 group: crate::c::conv::LAG_GROUP,
                 stash: plan.stash[&id],
             }),
+            ring: None,
+            stream,
+            ring_in,
         };
         kernels.extend(renderer.node(&ctx, &mut consts)?);
     }

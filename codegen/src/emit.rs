@@ -121,6 +121,28 @@ pub struct NodeCtx<'a> {
     /// The memory plan stored this conv's output over its input (`memplan/lag.rs`): run it in
     /// depth order, a group of planes per step, its first planes through a stash.
     pub lag: Option<Lagged>,
+    /// The output view's planes wrap: plane `z` is stored at `z % ring` (a power of two). Set
+    /// for a streamed upsampling's kernel, whose output is a ring of planes (see [`Stream`]).
+    pub ring: Option<usize>,
+    /// This conv runs the upsampling that feeds part of its input concat (its context here,
+    /// output into a ring of planes in this conv's scratch: `ring` set), a few planes ahead of
+    /// its own: that part is never stored whole.
+    pub stream: Option<Box<NodeCtx<'a>>>,
+    /// Where this conv reads the part of its input that a ring stands for.
+    pub ring_in: Option<RingIn>,
+}
+
+/// Input channels read from a ring of planes instead of the input view (a streamed upsampling's
+/// output, see `NodeCtx::stream`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingIn {
+    /// The stored channels of the input view the ring stands for: `u0 .. u0 + nu`.
+    pub u0: usize,
+    pub nu: usize,
+    /// The ring's arena offset (its view: the input's geometry, `slots` planes a channel).
+    pub offset: usize,
+    /// Planes per channel (a power of two): plane `z` is stored at `z % slots`.
+    pub slots: usize,
 }
 
 /// Error of an emitter.

@@ -16,6 +16,9 @@
 //! down a few planes, when its kernel can run in depth order (`lag_planes`; `memplan/lag.rs`
 //! says why that is safe): the full-resolution chain then needs the space of one concat instead
 //! of one and a half. Plans are made with and without that, and the smaller arena is kept.
+//! A streamed upsampling (the code generator picks them: `c::conv::stream_candidates`) runs
+//! inside the conv reading its concat, into a ring in that conv's scratch: its slice of the
+//! concat is a piece of no size, and its input lives until that conv's step.
 
 use std::collections::HashMap;
 
@@ -47,6 +50,9 @@ pub struct Plan {
     /// Arena offset of each lagged conv's stash (inside its scratch, after what the kernels
     /// asked for): the conv's first `lagged` planes of every output channel.
     pub stash: HashMap<NodeId, usize>,
+    /// Streamed upsamplings -> the conv that runs them (into a ring in its scratch): they run no
+    /// kernel at their own step, and their slice of the concat holds nothing.
+    pub streamed: HashMap<NodeId, NodeId>,
     pub buffers: Vec<Buffer>,
     /// Arena size in f32 elements.
     pub arena_elems: usize,
@@ -221,12 +227,13 @@ pub fn plan(
     scratch_elems: impl Fn(NodeId) -> usize,
     reads_channel_map: impl Fn(NodeId) -> bool,
     lag_planes: impl Fn(NodeId) -> Option<usize>,
+    streamed: &HashMap<NodeId, NodeId>,
 ) -> Result<Plan, String> {
     // First without stashes, to learn which convs the placement lags; then again with a stash
     // in the scratch of each (only those may lag). The stashes cost memory too: where lagging
     // saves none, the plan without it wins (ties included).
-    let plain = plan_pass(g, &scratch_elems, &reads_channel_map, &|_| None)?;
-    let first = plan_pass(g, &scratch_elems, &reads_channel_map, &lag_planes)?;
+    let plain = plan_pass(g, &scratch_elems, &reads_channel_map, &|_| None, streamed)?;
+    let first = plan_pass(g, &scratch_elems, &reads_channel_map, &lag_planes, streamed)?;
     if first.lagged.is_empty() {
         return Ok(plain);
     }
@@ -239,7 +246,7 @@ pub fn plan(
     let own = |id: NodeId| scratch_elems(id).div_ceil(ALIGN) * ALIGN;
     let scratch2 = |id: NodeId| own(id) + stash_elems(id).unwrap_or(0);
     let lag2 = |id: NodeId| first.lagged.get(&id).and_then(|_| lag_planes(id));
-    let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2)?;
+    let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2, streamed)?;
     second.stash = second
         .lagged
         .keys()
@@ -257,6 +264,7 @@ fn plan_pass(
     scratch_elems: &dyn Fn(NodeId) -> usize,
     reads_channel_map: &dyn Fn(NodeId) -> bool,
     lag_planes: &dyn Fn(NodeId) -> Option<usize>,
+    streamed: &HashMap<NodeId, NodeId>,
 ) -> Result<Plan, String> {
     let steps = schedule(g)?;
     let step_of: HashMap<NodeId, usize> =
@@ -296,6 +304,13 @@ fn plan_pass(
         }
     }
 
+    // Streamed upsamplings (their consumer runs them plane by plane into a ring in its scratch)
+    // need their concat in place: their slice of it then never holds anything.
+    let streamed: HashMap<NodeId, NodeId> = streamed
+        .iter()
+        .filter(|(u, _)| host.contains_key(u))
+        .map(|(&u, &y)| (u, y))
+        .collect();
     // Storage groups: each root value and the values placed inside it.
     let root_of = |id: NodeId| host.get(&id).map_or(id, |h| h.0);
     let mut first: HashMap<NodeId, usize> = HashMap::new();
@@ -313,17 +328,24 @@ fn plan_pass(
         let r = root_of(id);
         touch(&mut first, r, i, true);
         touch(&mut last, r, i, false);
+        // A streamed upsampling reads its input when its consumer runs.
+        let reads_at = streamed.get(&id).map_or(i, |y| step_of[y]);
         for o in g.operands(id) {
             if matches!(g.node(o).op, Op::Weight { .. }) {
                 continue;
             }
-            touch(&mut last, root_of(o), i, false);
+            touch(&mut last, root_of(o), reads_at, false);
         }
     }
     for &o in &outputs {
         touch(&mut last, root_of(o), usize::MAX, false);
     }
 
+    // Channels a part occupies in its concat (none for a streamed one).
+    let held = |v: NodeId| match streamed.contains_key(&v) {
+        true => 0,
+        false => g.node(v).ty.shape[1],
+    };
     let mut roots: Vec<NodeId> = first.keys().copied().collect();
     roots.sort();
     // Concat parts written in place (batch 1: each part is one contiguous slice) become pieces
@@ -351,7 +373,7 @@ fn plan_pass(
                     .iter()
                     .map(|&(v, c0)| Piece {
                         offset: c0 * cs,
-                        elems: g.node(v).ty.shape[1] * cs,
+                        elems: held(v) * cs,
                         first: step_of[&v],
                         last: b.last,
                     })
@@ -389,7 +411,7 @@ fn plan_pass(
                 let c = g.node(v).ty.shape[1];
                 pieces.push(Piece {
                     offset: at * cs,
-                    elems: c * cs,
+                    elems: held(v) * cs,
                     first: step_of[&v],
                     last: b.last,
                 });
@@ -608,6 +630,7 @@ fn plan_pass(
         scratch,
         lagged,
         stash: HashMap::new(),
+        streamed,
         buffers,
         arena_elems,
     })

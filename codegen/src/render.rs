@@ -67,6 +67,12 @@ pub trait Renderer {
         None
     }
 
+    /// Planes of the ring a conv streams an upsampled concat part through (see
+    /// `NodeCtx::stream`); None where the renderer does not stream.
+    fn stream_slots(&self) -> Option<usize> {
+        None
+    }
+
     /// The kernels of one planned node, to run in the returned order; constants they read are
     /// appended to `consts`.
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError>;
@@ -114,6 +120,11 @@ impl Renderer for CRenderer {
 
     fn lag_planes(&self, op: &Op, input: &TensorType, output: &TensorType) -> Option<usize> {
         crate::c::conv::lag_planes(op, input, output)
+    }
+
+    fn stream_slots(&self) -> Option<usize> {
+        // The bf16 kernels' packing does not read rings: bf16 bundles store the part whole.
+        (self.precision == Precision::F32).then_some(crate::c::conv::STREAM_SLOTS)
     }
 
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {

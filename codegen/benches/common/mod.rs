@@ -151,6 +151,9 @@ pub fn emit_case(
         channel_map: None,
         isa,
         lag: None,
+        ring: None,
+        stream: None,
+        ring_in: None,
     };
     let kernels = c::emit(&ctx, consts, PRECISION.with(|p| p.get()))
         .unwrap_or_else(|e| panic!("emit {case}: {e}"))

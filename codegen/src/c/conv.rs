@@ -13,8 +13,15 @@
 //! the shapes, never on weight values, so [`scratch_elems`] and [`emit`] always agree. With an
 //! instance norm, the conv kernel writes per-(tile, channel) partial sums into scratch and
 //! `norm.rs` adds the reduction and the in-place normalize + activation kernels.
+//!
+//! A conv the memory plan lagged (its output over its input) or that runs a streamed upsampling
+//! (`NodeCtx::stream`) is emitted as steps over groups of output planes in depth order
+//! (`grouped`): the lag's first planes into a stash, the upsampled planes each group reads
+//! into the ring just before it.
 
-use e2enc_ir::{FusedConvAttrs, Op, Tensor, TensorType};
+use std::collections::HashMap;
+
+use e2enc_ir::{FusedConvAttrs, Graph, NodeId, Op, Tensor, TensorType};
 
 use super::{conv_bf16, conv_fast, conv_generic, conv_up, err, norm};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
@@ -339,9 +346,9 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel
         ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
-    let mut ks = match ctx.lag {
-        None => vec![conv],
-        Some(l) => lagged(ctx, &sp, consts, mark, bf16, conv, l)?,
+    let mut ks = match ctx.lag.is_some() || ctx.stream.is_some() {
+        false => vec![conv],
+        true => grouped(ctx, &sp, consts, mark, bf16, conv)?,
     };
     if let Some((eps, gamma, beta)) = sp.norm {
         let [n, c, d, h, w] = sp.g.y;
@@ -391,32 +398,218 @@ pub fn lag_planes(op: &Op, input: &TensorType, output: &TensorType) -> Option<us
     let reach = a
         .channel_shifts()
         .map_or(0, |s| s.into_iter().max().unwrap_or(0).max(0) as usize);
-    let planes = LAG_GROUP + reach;
+    // Even, so that the groups after it start on the pairs of planes an upsampling makes.
+    let planes = (LAG_GROUP + reach).div_ceil(2) * 2;
     (simple && y[2] > planes).then_some(planes)
 }
 
-/// The kernels of a lagged conv (`memplan/lag.rs`): `conv` (all tiles) becomes the stash kernel
-/// (the first `l.planes` output planes, into the stash) and steps of `l.group` planes each, in
-/// depth order; then every channel's stashed planes are copied into place.
-fn lagged(
+/// Planes per channel of the ring a streamed upsampling writes (`NodeCtx::stream`): a group of
+/// output planes `z0 .. z1` reads ring planes `z0 - 2 .. z1 + 2` (the lag's first group 0 .. 8).
+pub const STREAM_SLOTS: usize = 8;
+
+/// Upsamplings to stream into the conv that reads their concat, `U -> Y`: `U` a 2x2x2 stride-2
+/// transposed conv without norm whose one reader is a concat, read only by `Y`, a conv that can
+/// run in groups of planes (`lag_planes`) with depth shifts within +-2, at least 8 planes deep.
+pub fn stream_candidates(g: &Graph) -> HashMap<NodeId, NodeId> {
+    let mut out = HashMap::new();
+    for u in g.node_ids() {
+        let n_consts = g.operands(u).len().saturating_sub(1);
+        let Some(a) = attrs(&g.node(u).op, n_consts) else {
+            continue;
+        };
+        let up = a.transposed
+            && a.conv.kernel == [2, 2, 2]
+            && a.conv.stride == [2, 2, 2]
+            && a.conv.padding == [0, 0, 0]
+            && a.norm_eps.is_none();
+        let users = g.users(u);
+        let (true, [(c, _)]) = (up, users.as_slice()) else {
+            continue;
+        };
+        let c_users = g.users(*c);
+        let (Op::Concat, [(y, 0)]) = (&g.node(*c).op, c_users.as_slice()) else {
+            continue;
+        };
+        let Op::FusedConv3d(ya) = &g.node(*y).op else {
+            continue;
+        };
+        let shifts_ok = ya
+            .channel_shifts()
+            .is_none_or(|s| s.iter().all(|v| v.abs() <= 2));
+        let d = g.node(*y).ty.shape.get(2).copied().unwrap_or(0);
+        if shifts_ok
+            && d >= STREAM_SLOTS
+            && d % 2 == 0
+            && g.operands(*c).iter().filter(|&&p| p == u).count() == 1
+            && lag_planes(&g.node(*y).op, &g.node(*c).ty, &g.node(*y).ty).is_some()
+        {
+            out.insert(u, *y);
+        }
+    }
+    out
+}
+
+/// Splits `total` flops over ranges of `units` in proportion (the last takes the remainder).
+fn share(total: u64, part: usize, of: usize, last: bool, given: &mut u64) -> u64 {
+    let f = if last {
+        total - *given
+    } else {
+        (total as u128 * part as u128 / of as u128) as u64
+    };
+    *given += f;
+    f
+}
+
+/// The kernels of a conv run in groups of output planes, in depth order, each group a step:
+/// lagged (`memplan/lag.rs`: its first `planes` planes go to the stash, copied into place after
+/// the last group) and/or running a streamed upsampling (`NodeCtx::stream`: before each group,
+/// the upsampled planes it will read are computed into the ring).
+fn grouped(
     ctx: &NodeCtx,
     sp: &ConvSpec,
     consts: &mut Consts,
     mark: (usize, usize),
     bf16: bool,
     conv: Kernel,
-    l: crate::emit::Lagged,
 ) -> Result<Vec<Kernel>, EmitError> {
     let y = &ctx.output;
     let [_, co, d, _, _] = y.shape;
     let per_plane = conv.tiles / d;
-    if !conv.tiles.is_multiple_of(d) || conv.first_tile != 0 || l.planes >= d || l.group == 0 {
-        return Err(err(ctx, "a lagged conv needs depth-major tiles"));
+    if !conv.tiles.is_multiple_of(d) || conv.first_tile != 0 {
+        return Err(err(ctx, "a conv run in groups needs depth-major tiles"));
     }
+    // Output plane ranges in order: the lag's stashed planes first.
+    let mut ranges = Vec::new();
+    let mut z = 0;
+    if let Some(l) = ctx.lag {
+        if l.planes >= d || l.group == 0 {
+            return Err(err(ctx, "the lag leaves no group"));
+        }
+        ranges.push((0, l.planes));
+        z = l.planes;
+    }
+    while z < d {
+        ranges.push((z, (z + LAG_GROUP).min(d)));
+        z += LAG_GROUP;
+    }
+    let stashed = match ctx.lag {
+        Some(l) => Some(stash_kernel(ctx, sp, consts, mark, bf16, &conv, l)?),
+        None => None,
+    };
+    // The streamed upsampling: its kernel over the ring, tiles per pair of output planes.
+    let up = match &ctx.stream {
+        None => None,
+        Some(u) => {
+            let usp = spec(u)?;
+            if path(&usp.g) != ConvPath::Up || usp.g.k[0] != 2 || usp.norm.is_some() {
+                return Err(err(ctx, "only a 2x2x2 upsampling without norm streams"));
+            }
+            let k = conv_up::emit(u, &usp, consts)?;
+            if !k.tiles.is_multiple_of(d / 2) {
+                return Err(err(ctx, "the streamed upsampling needs depth-major tiles"));
+            }
+            let slots = u.ring.unwrap_or(0);
+            Some((k, slots))
+        }
+    };
+    let mut ks = Vec::new();
+    let mut sourced: Vec<String> = Vec::new();
+    let mut step = |base: &Kernel, first: usize, tiles: usize, flops: u64, what: String| {
+        let source = if sourced.contains(&base.name) {
+            String::new()
+        } else {
+            sourced.push(base.name.clone());
+            base.source.clone()
+        };
+        ks.push(Kernel {
+            name: base.name.clone(),
+            source,
+            tiles,
+            first_tile: first,
+            flops,
+            what,
+            launch: None,
+        });
+    };
+    // The planes go with the node's label (the first word): profiles group by the rest.
+    let tagged = |what: &str, z0: usize, z1: usize| match what.split_once(' ') {
+        Some((label, kind)) => format!("{label}[z{z0}..{z1}] {kind}"),
+        None => format!("{what}[z{z0}..{z1}]"),
+    };
+    let (mut given, mut up_given, mut have) = (0u64, 0u64, 0usize);
+    for (k, &(z0, z1)) in ranges.iter().enumerate() {
+        if let Some((uk, slots)) = &up {
+            let need = ((z1 + 2).min(d)).div_ceil(2) * 2;
+            if need > have {
+                // The planes computed now overwrite those `slots` below them: none still read.
+                if need.saturating_sub(*slots) > z0.saturating_sub(2) {
+                    return Err(err(ctx, "the ring is too small for a group"));
+                }
+                let tp = uk.tiles / (d / 2);
+                let flops = share(uk.flops, need - have, d, need == d, &mut up_given);
+                step(
+                    uk,
+                    have / 2 * tp,
+                    (need - have) / 2 * tp,
+                    flops,
+                    tagged(&uk.what, have, need),
+                );
+                have = need;
+            }
+        }
+        let base = match (k, &stashed) {
+            (0, Some(s)) => s,
+            _ => &conv,
+        };
+        let flops = share(conv.flops, z1 - z0, d, k + 1 == ranges.len(), &mut given);
+        step(
+            base,
+            z0 * per_plane,
+            (z1 - z0) * per_plane,
+            flops,
+            tagged(&base.what, z0, z1),
+        );
+    }
+    if let Some(l) = ctx.lag {
+        // The copy: channel c's stashed planes are contiguous, and so are its first planes.
+        let bytes = l.planes * y.d_stride * 4;
+        let body = format!(
+            "memcpy(A + {} + t * {}, A + {} + t * {}, {bytes});",
+            y.offset,
+            y.c_stride,
+            l.stash,
+            l.planes * y.d_stride
+        );
+        ks.push(super::text::kernel(
+            &format!("{}_unstash", ctx.prefix),
+            "",
+            &body,
+            co,
+            0,
+            format!("{} unstash", ctx.label),
+        ));
+    }
+    Ok(ks)
+}
+
+/// The conv kernel of a lagged conv writing the stash: the output view moved to the stash (the
+/// first `l.planes` planes of each channel, contiguous). It reads the very constants `conv`
+/// pushed: emitted from the same mark, it pushes them again at the same offsets, which must
+/// come out equal.
+fn stash_kernel(
+    ctx: &NodeCtx,
+    sp: &ConvSpec,
+    consts: &mut Consts,
+    mark: (usize, usize),
+    bf16: bool,
+    conv: &Kernel,
+    l: crate::emit::Lagged,
+) -> Result<Kernel, EmitError> {
+    let y = &ctx.output;
     let mut stash_view = y.clone();
     stash_view.offset = l.stash;
     stash_view.c_stride = l.planes * y.d_stride;
-    stash_view.n_stride = co * stash_view.c_stride;
+    stash_view.n_stride = y.shape[1] * stash_view.c_stride;
     let stash_ctx = NodeCtx {
         node: ctx.node,
         prefix: format!("{}s", ctx.prefix),
@@ -429,9 +622,10 @@ fn lagged(
         channel_map: ctx.channel_map.clone(),
         isa: ctx.isa,
         lag: None,
+        ring: None,
+        stream: None,
+        ring_in: ctx.ring_in,
     };
-    // The stash kernel reads the very constants `conv` pushed: emitted from the same mark, it
-    // pushes them again at the same offsets, which must come out equal.
     let pushed = consts.clone();
     consts.f32.truncate(mark.0);
     consts.i32.truncate(mark.1);
@@ -449,60 +643,7 @@ fn lagged(
             "the stash kernel differs from the conv in tiles or constants",
         ));
     }
-    // Depth ranges: the stash's planes, then groups; flops shared by tiles (exact total).
-    let total = conv.flops;
-    let mut ranges = vec![(0, l.planes)];
-    let mut z = l.planes;
-    while z < d {
-        ranges.push((z, (z + l.group).min(d)));
-        z += l.group;
-    }
-    let mut ks = Vec::with_capacity(ranges.len() + 1);
-    let mut given = 0u64;
-    for (k, &(z0, z1)) in ranges.iter().enumerate() {
-        let base = if k == 0 { &stashed } else { &conv };
-        let flops = if k + 1 == ranges.len() {
-            total - given
-        } else {
-            (total as u128 * (z1 - z0) as u128 / d as u128) as u64
-        };
-        given += flops;
-        ks.push(Kernel {
-            name: base.name.clone(),
-            source: if k <= 1 {
-                base.source.clone()
-            } else {
-                String::new()
-            },
-            tiles: (z1 - z0) * per_plane,
-            first_tile: z0 * per_plane,
-            flops,
-            // The planes go with the node's label (the first word): profiles group by the rest.
-            what: match base.what.split_once(' ') {
-                Some((label, kind)) => format!("{label}[z{z0}..{z1}] {kind}"),
-                None => format!("{}[z{z0}..{z1}]", base.what),
-            },
-            launch: None,
-        });
-    }
-    // The copy: channel c's stashed planes are contiguous, and so are its first planes.
-    let bytes = l.planes * y.d_stride * 4;
-    let body = format!(
-        "memcpy(A + {} + t * {}, A + {} + t * {}, {bytes});",
-        y.offset,
-        y.c_stride,
-        l.stash,
-        l.planes * y.d_stride
-    );
-    ks.push(super::text::kernel(
-        &format!("{}_unstash", ctx.prefix),
-        "",
-        &body,
-        co,
-        0,
-        format!("{} unstash", ctx.label),
-    ));
-    Ok(ks)
+    Ok(stashed)
 }
 
 /// Whether the epilogue of the conv kernel itself applies the leaky ReLU (no norm in between).

@@ -132,7 +132,8 @@ fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
 /// slots would not fit [`BUDGET`].
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
     let g = &sp.g;
-    if !applies(g) {
+    // (Its packing does not read rings: a conv running a streamed upsampling stays f32.)
+    if !applies(g) || ctx.ring_in.is_some() {
         return None;
     }
     let [n, cin, d, _, _] = g.x;
@@ -253,6 +254,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
         tiles: n * od * oh.div_ceil(rb),
         flops: live_flops(sp),
+        ring_in: None,
     };
     Some(render(&fc, c, sl_off))
 }

@@ -190,6 +190,31 @@ pub struct FastConv {
     pub norm_scratch: Option<usize>,
     pub tiles: usize,
     pub flops: u64,
+    /// Input channels read from a ring of planes (a streamed upsampling's output).
+    pub ring_in: Option<crate::emit::RingIn>,
+}
+
+/// The C expression of an input row pointer: stored channel `c` (a C term) and input plane `z`
+/// (a C expression), relative to `pb` (the input view's position of the micro tile); channels of a
+/// ring (`fc.ring_in`) are read from their slot in it.
+pub(super) fn input_at(fc: &FastConv, c: &str, z: &str) -> String {
+    let x = &fc.x;
+    let plain = format!(
+        "A + pb + (int64_t){c} * {} + (int64_t)({z}) * {}",
+        x.c_stride, x.d_stride
+    );
+    match fc.ring_in {
+        None => plain,
+        Some(r) => format!(
+            "((unsigned)(({c}) - {u0}) < {nu}u ? A + pb + ({delta}) + (int64_t)(({c}) - {u0}) * {rcs} + (int64_t)(({z}) & {mask}) * {ds} : {plain})",
+            u0 = r.u0,
+            nu = r.nu,
+            delta = r.offset as i64 - x.offset as i64,
+            rcs = r.slots * x.d_stride,
+            mask = r.slots - 1,
+            ds = x.d_stride,
+        ),
+    }
 }
 
 /// Emits the conv kernel of the fast path.
@@ -322,6 +347,7 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
         tiles: n * od * oh.div_ceil(bl.rb),
         flops: live_flops(sp),
+        ring_in: ctx.ring_in,
     }
 }
 

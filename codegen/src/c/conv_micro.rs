@@ -86,16 +86,16 @@ impl Micro<'_> {
         }
         let _ = writeln!(
             c,
-            "        const float *p = A + pb + (int64_t)ent[0] * {} + (int64_t)(zb + ent[2]) * {};",
-            x.c_stride, x.d_stride
+            "        const float *p = {};",
+            super::conv_fast::input_at(fc, "ent[0]", "zb + ent[2]")
         );
         if fc.aligned {
             // Prefetch the next entry's lines (scattered channel rows defeat the hardware
             // prefetchers; the next x block is too far ahead to stay in L1).
             let _ = writeln!(
                 c,
-                "        if (e + 1 < ne) {{\n            const float *q = A + pb + (int64_t)ent[3] * {} + (int64_t)(zb + ent[5]) * {};",
-                x.c_stride, x.d_stride
+                "        if (e + 1 < ne) {{\n            const float *q = {};",
+                super::conv_fast::input_at(fc, "ent[3]", "zb + ent[5]")
             );
             for rr in 0..rows_in {
                 for j in 0..=vf {

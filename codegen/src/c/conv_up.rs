@@ -45,6 +45,15 @@ pub fn tiles_per_sample(g: &Geom) -> usize {
     g.y[2] * g.x[3].div_ceil(IB)
 }
 
+/// The C expression (int64_t) of output plane index `var` in units of `per` planes: the plane
+/// itself, or its slot where the output view is a ring of planes (`NodeCtx::ring`).
+pub(super) fn plane_index(ctx: &NodeCtx, var: &str, per: usize) -> String {
+    match ctx.ring {
+        None => format!("(int64_t){var}"),
+        Some(slots) => format!("(int64_t)({var} & {})", slots / per - 1),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn micro(
     name: &str,
@@ -211,7 +220,7 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];
     for (int yi = y0; yi < y1; yi++) {{
         int64_t pb = {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT};
-        int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+        int64_t po = {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
         for (int xv = 0; xv < {nxbv}; xv += {VI}) {{ {body} pb += {xstep}; po += {ystep}; }}
         {tail}
     }}
@@ -225,6 +234,7 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         yns = y.n_stride,
         ycs = y.c_stride,
         yds = y.d_stride,
+        ozp = plane_index(ctx, "oz", 1),
         yrow = y.row,
         nxbv = nxb * VI,
         body = if nxb > 0 { call(&body_name) } else { String::new() },
@@ -235,7 +245,7 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     let _ = writeln!(
         b,
         "for (int o = 0; o < {co}; o++) {{
-    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds};
+    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
     for (int y = 2 * y0; y < 2 * y1; y++) {{
         float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
 {pads}    }}
@@ -245,6 +255,7 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         yns = y.n_stride,
         ycs = y.c_stride,
         yds = y.d_stride,
+        ozp = plane_index(ctx, "oz", 1),
         yrow = y.row,
         pads = indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
         top = zero_row(y, "pl"),

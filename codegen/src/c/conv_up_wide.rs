@@ -235,7 +235,7 @@ pub(super) fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
         slope: s.slope,
         norm: s.norm,
         aligned,
-        store: if aligned && 4 * n * y.n_stride >= STREAM_BYTES {
+        store: if aligned && 4 * n * y.n_stride >= STREAM_BYTES && ctx.ring.is_none() {
             "e2f16_stream"
         } else {
             "e2f16_store"
@@ -316,7 +316,7 @@ const float *pf = A + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int64_
     let (rp_off, ycs) = (s.rp_off, y.c_stride);
     let row = format!(
         "const int64_t pr = {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT};
-const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};",
+const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi + {PAD_ROWS}) * {yrow} + {PAD_LEFT};",
         xo = x.offset,
         xns = x.n_stride,
         xds = x.d_stride,
@@ -324,6 +324,7 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         yo = y.offset,
         yns = y.n_stride,
         zds = kd * y.d_stride,
+        zp = super::conv_up::plane_index(ctx, "z", kd),
         yrow = y.row,
     );
     let row = format!("{row}{zcy}");
@@ -395,13 +396,14 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + (int64_t)z * {zds} + (int64_t)(2 
         b,
         "for (int o = 0; o < {co}; o++) for (int a = 0; a < {kd}; a++) {{
     const int oz = z * {kd} + a;
-    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)oz * {yds};
+    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
 {pads}    if (band == 0) {{ {top}}}
     if (band == {last}) {{ {bot}}}",
         yo = y.offset,
         yns = y.n_stride,
         ycs = y.c_stride,
         yds = y.d_stride,
+        ozp = super::conv_up::plane_index(ctx, "oz", 1),
         // Aligned rows were written whole, padding included.
         pads = if aligned {
             String::new()

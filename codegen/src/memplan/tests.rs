@@ -45,7 +45,7 @@ fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
         )
         .unwrap();
     g.set_output("logits", y);
-    let p2 = plan(&g, |_| 0, |_| false, |_| None).unwrap();
+    let p2 = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
     assert_eq!(p2.in_place, vec![c]);
     assert_eq!(p2.views[&a].offset, p2.views[&c].offset);
     assert_eq!(
@@ -84,8 +84,8 @@ fn reordered_concats_shrink_the_unetpp_chain() {
     c.pool_kernels = vec![[2, 2, 2]; 4];
     c.patch_size = [32, 32, 32];
     let g = build(&c, &BuildOptions::default()).unwrap().graph;
-    let fixed = plan(&g, |_| 0, |_| false, |_| None).unwrap();
-    let free = plan(&g, |_| 0, |_| true, |_| None).unwrap();
+    let fixed = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
+    let free = plan(&g, |_| 0, |_| true, |_| None, &HashMap::new()).unwrap();
     assert!(fixed.channel_maps.is_empty());
     assert!(!free.channel_maps.is_empty());
     assert!(
@@ -126,8 +126,8 @@ fn lagged_convs_overlap_only_their_own_input_and_shrink_the_arena() {
         let x = *g.operands(id).first()?;
         crate::c::conv::lag_planes(&g.node(id).op, &g.node(x).ty, &g.node(id).ty)
     };
-    let plain = plan(&g, |_| 0, |_| true, |_| None).unwrap();
-    let lagged = plan(&g, |_| 0, |_| true, lag).unwrap();
+    let plain = plan(&g, |_| 0, |_| true, |_| None, &HashMap::new()).unwrap();
+    let lagged = plan(&g, |_| 0, |_| true, lag, &HashMap::new()).unwrap();
     assert!(plain.lagged.is_empty());
     assert!(lagged.lagged.len() >= 3, "{:?}", lagged.lagged);
     assert!(
@@ -187,5 +187,77 @@ fn lagged_convs_overlap_only_their_own_input_and_shrink_the_arena() {
             .expect("the scratch buffer");
         assert_eq!(b.offset, s);
         assert!(at >= s && at + elems <= s + b.elems, "{b:?} {at} {elems}");
+    }
+}
+
+/// Streamed upsamplings (`NodeCtx::stream`): their slice of the concat holds nothing, their input
+/// lives until the conv that runs them, and the arena shrinks further.
+#[test]
+fn streamed_upsamplings_free_their_concat_slice() {
+    use e2enc_ir::e2enet::{build, BuildOptions, ModelConfig};
+    let mut c = ModelConfig::amos_ct();
+    c.base_width = 8;
+    c.max_width = 32;
+    c.pool_kernels = vec![[2, 2, 2]; 4];
+    c.patch_size = [32, 32, 32];
+    let net = build(&c, &BuildOptions::default()).unwrap();
+    let w = e2enc_ir::init::init_weights(&net.params, 7);
+    let g = e2enc_passes::optimize(&net.graph, &w, &Default::default())
+        .unwrap()
+        .graph;
+    let streams = crate::c::conv::stream_candidates(&g);
+    assert!(streams.len() >= 4, "{streams:?}");
+    let plain = plan(&g, |_| 0, |_| true, |_| None, &HashMap::new()).unwrap();
+    let streamed = plan(&g, |_| 0, |_| true, |_| None, &streams).unwrap();
+    assert_eq!(streamed.streamed, streams);
+    assert!(
+        streamed.arena_elems < plain.arena_elems,
+        "{} vs {}",
+        streamed.arena_elems,
+        plain.arena_elems
+    );
+    let step_of: HashMap<NodeId, usize> = streamed
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (id, i))
+        .collect();
+    for (&u, &y) in &streams {
+        // The upsampling's input is alive when the conv runs it.
+        let x = streamed.views[&g.operands(u)[0]].clone();
+        let holder = streamed
+            .buffers
+            .iter()
+            .find(|b| {
+                let at = step_of[&u];
+                b.offset <= x.offset
+                    && x.end() <= b.offset + b.elems
+                    && (b.first..=b.last).contains(&at)
+            })
+            .expect("the upsampling's input buffer");
+        assert!(holder.last >= step_of[&y], "{holder:?}");
+        // Its slice of the concat is a piece of no size.
+        let cat = g.operands(y)[0];
+        let cv = &streamed.views[&cat];
+        let b = streamed
+            .buffers
+            .iter()
+            .find(|b| b.offset == cv.offset && b.pieces.len() >= 2)
+            .expect("the concat buffer");
+        assert!(b.pieces.iter().any(|p| p.elems == 0), "{b:?}");
+    }
+    // Nothing alive at once overlaps.
+    let pieces: Vec<(usize, Piece)> = streamed
+        .buffers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| b.abs_pieces().into_iter().map(move |p| (i, p)))
+        .collect();
+    for (k, (i1, b1)) in pieces.iter().enumerate() {
+        for (i2, b2) in &pieces[k + 1..] {
+            let time = b1.first <= b2.last && b2.first <= b1.last;
+            let space = b1.offset < b2.offset + b2.elems && b2.offset < b1.offset + b1.elems;
+            assert!(i1 == i2 || !(time && space), "{b1:?} {b2:?}");
+        }
     }
 }

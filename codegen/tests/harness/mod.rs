@@ -207,6 +207,9 @@ pub fn prepare_in(
         channel_map: None,
         isa,
         lag: None,
+        ring: None,
+        stream: None,
+        ring_in: None,
     };
     let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {
