@@ -162,27 +162,26 @@ pub fn generate_in(
             .collect();
         renderer.scratch_elems(&g.node(id).op, &tys, &g.node(id).ty)
     };
+    // The activation operand of a node with exactly one.
+    let one_act = |id: NodeId| match g
+        .operands(id)
+        .into_iter()
+        .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [x] => Some(*x),
+        _ => None,
+    };
     let reads_map = |id: NodeId| {
-        let acts: Vec<NodeId> = g
-            .operands(id)
-            .into_iter()
-            .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
-            .collect();
-        acts.len() == 1
-            && renderer.reads_channel_map(&g.node(id).op, &g.node(acts[0]).ty, &g.node(id).ty)
+        one_act(id).is_some_and(|x| {
+            renderer.reads_channel_map(&g.node(id).op, &g.node(x).ty, &g.node(id).ty)
+        })
     };
     let lag = |id: NodeId| {
-        let acts: Vec<NodeId> = g
-            .operands(id)
-            .into_iter()
-            .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
-            .collect();
-        match acts.as_slice() {
-            [x] => renderer.lag_planes(&g.node(id).op, &g.node(*x).ty, &g.node(id).ty),
-            _ => None,
-        }
+        one_act(id).and_then(|x| renderer.lag_planes(&g.node(id).op, &g.node(x).ty, &g.node(id).ty))
     };
-    // Upsamplings streamed into the conv reading their concat (f32 CPU kernels only).
+    // Upsamplings streamed into the conv reading their concat (CPU kernels only).
     let streams = match renderer.stream_slots() {
         Some(_) => crate::c::conv::stream_candidates(g),
         None => HashMap::new(),
@@ -205,7 +204,7 @@ pub fn generate_in(
         return Err(CodegenError::Plan(format!(
             "the activation arena would need {:.1} GiB, more than the limit of {} GiB: the patch \
              or batch is far too large for one run (a 128^3 patch of the AMOS-CT network needs \
-             about 1.5 GB)",
+             about 1 GB)",
             arena_bytes as f64 / (1u64 << 30) as f64,
             MAX_ARENA_BYTES >> 30
         )));

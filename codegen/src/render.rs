@@ -123,8 +123,7 @@ impl Renderer for CRenderer {
     }
 
     fn stream_slots(&self) -> Option<usize> {
-        // The bf16 kernels' packing does not read rings: bf16 bundles store the part whole.
-        (self.precision == Precision::F32).then_some(crate::c::conv::STREAM_SLOTS)
+        Some(crate::c::conv::STREAM_SLOTS)
     }
 
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {

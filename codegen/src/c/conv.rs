@@ -446,6 +446,12 @@ pub fn stream_candidates(g: &Graph) -> HashMap<NodeId, NodeId> {
             out.insert(u, *y);
         }
     }
+    // One ring per conv: a concat with two upsampled parts streams neither.
+    let mut per_conv: HashMap<NodeId, usize> = HashMap::new();
+    for y in out.values() {
+        *per_conv.entry(*y).or_default() += 1;
+    }
+    out.retain(|_, y| per_conv[y] == 1);
     out
 }
 

@@ -130,10 +130,26 @@ fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
 
 /// The bf16 kernel of a fast-path conv, or `None` where it has none (see [`applies`]) or its
 /// slots would not fit [`BUDGET`].
+/// The C expression of the first packed input row `r0` of stored channel `c` (a C term) at
+/// input plane `z` (a C expression), sample `n`; channels of a ring (`fc.ring_in`, batch 1) are
+/// read from their slot in it.
+fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
+    let x = &fc.x;
+    let plain = format!(
+        "A + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
+        x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
+    );
+    let base = fc
+        .ring_in
+        .map(|r| format!("A + {}", r.offset))
+        .unwrap_or_default();
+    let tail = format!(" + (int64_t)r0 * {} + {PAD_LEFT}", x.row);
+    super::conv_fast::ring_or(fc, c, z, &base, &tail, &plain)
+}
+
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
     let g = &sp.g;
-    // (Its packing does not read rings: a conv running a streamed upsampling stays f32.)
-    if !applies(g) || ctx.ring_in.is_some() {
+    if !applies(g) {
         return None;
     }
     let [n, cin, d, _, _] = g.x;
@@ -254,7 +270,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
         tiles: n * od * oh.div_ceil(rb),
         flops: live_flops(sp),
-        ring_in: None,
+        ring_in: ctx.ring_in,
     };
     Some(render(&fc, c, sl_off))
 }
@@ -404,12 +420,7 @@ fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
             format!("!({})", o.join(" || "))
         }
     };
-    let base = |ent: &str| {
-        format!(
-            "A + {} + (int64_t)n * {} + (int64_t){ent}[0] * {} + (int64_t)(zb + {ent}[2]) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
-            x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
-        )
-    };
+    let base = |ent: &str| row_at(fc, &format!("{ent}[0]"), &format!("zb + {ent}[2]"));
     format!(
         "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
     uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
@@ -546,9 +557,9 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
     const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
     for (int s = 0; s < {slots}; s++, ent += 3) {{
         uint32_t *pq = pk + (int64_t)s * {slw};
-{skip}        const float *p = A + {xo} + (int64_t)n * {xns} + (int64_t)ent[0] * {xcs} + (int64_t)(zb + ent[2]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT};
+{skip}        const float *p = {p_at};
         /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
-        const float *pn = s + 1 < {slots}{next_ok} ? A + {xo} + (int64_t)n * {xns} + (int64_t)ent[3] * {xcs} + (int64_t)(zb + ent[5]) * {xds} + (int64_t)r0 * {xrow} + {PAD_LEFT} : p;
+        const float *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
         for (int k = 0; 2 * k < nr + 2; k++) {{
             const float *q0 = p + (int64_t)(2 * k) * {xrow}, *q1 = q0 + {xrow};
             const float *n0 = pn + (int64_t)(2 * k) * {xrow};
@@ -578,10 +589,8 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
         slots = fc.ne_dense,
         rmask = (1u32 << right) - 1,
         next_ok = outside(fc, "(ent + 3)").iter().map(|c| format!(" && !({c})")).collect::<String>(),
-        xo = x.offset,
-        xns = x.n_stride,
-        xcs = x.c_stride,
-        xds = x.d_stride,
+        p_at = row_at(fc, "ent[0]", "zb + ent[2]"),
+        pn_at = row_at(fc, "ent[3]", "zb + ent[5]"),
         xrow = x.row,
     )
 }

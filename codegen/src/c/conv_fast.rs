@@ -203,18 +203,34 @@ pub(super) fn input_at(fc: &FastConv, c: &str, z: &str) -> String {
         "A + pb + (int64_t){c} * {} + (int64_t)({z}) * {}",
         x.c_stride, x.d_stride
     );
+    let delta = |r: crate::emit::RingIn| r.offset as i64 - x.offset as i64;
     match fc.ring_in {
         None => plain,
-        Some(r) => format!(
-            "((unsigned)(({c}) - {u0}) < {nu}u ? A + pb + ({delta}) + (int64_t)(({c}) - {u0}) * {rcs} + (int64_t)(({z}) & {mask}) * {ds} : {plain})",
-            u0 = r.u0,
-            nu = r.nu,
-            delta = r.offset as i64 - x.offset as i64,
-            rcs = r.slots * x.d_stride,
-            mask = r.slots - 1,
-            ds = x.d_stride,
-        ),
+        Some(r) => ring_or(fc, c, z, &format!("A + pb + ({})", delta(r)), "", &plain),
     }
+}
+
+/// `plain` (a pointer expression), or for a channel `c` of the ring (`fc.ring_in`) the pointer
+/// `base` + its channel and slot of plane `z` + `tail`.
+pub(super) fn ring_or(
+    fc: &FastConv,
+    c: &str,
+    z: &str,
+    base: &str,
+    tail: &str,
+    plain: &str,
+) -> String {
+    let Some(r) = fc.ring_in else {
+        return plain.to_string();
+    };
+    let ds = fc.x.d_stride;
+    format!(
+        "((unsigned)(({c}) - {u0}) < {nu}u ? {base} + (int64_t)(({c}) - {u0}) * {rcs} + (int64_t)(({z}) & {mask}) * {ds}{tail} : {plain})",
+        u0 = r.u0,
+        nu = r.nu,
+        rcs = r.slots * ds,
+        mask = r.slots - 1,
+    )
 }
 
 /// Emits the conv kernel of the fast path.
