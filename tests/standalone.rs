@@ -265,12 +265,18 @@ fn host_standalone_small_nets_match_interpreter_and_runtime() {
     }
 }
 
-#[test]
-fn host_standalone_golden_matches_pytorch_and_runtime() {
+/// The released-network golden model and its stored input and outputs.
+fn golden() -> (Model, Weights) {
     let dir = common::repo().join("tests/data/golden");
     let model =
         Model::load(&dir.join("model.json"), &BuildOptions::default()).expect("golden loads");
     let io = Weights::load(&dir.join("io.safetensors")).expect("io.safetensors");
+    (model, io)
+}
+
+#[test]
+fn host_standalone_golden_matches_pytorch_and_runtime() {
+    let (model, io) = golden();
     let x = (**io.get("input").expect("input")).clone();
     let want = (**io.get("ds0").expect("ds0")).clone();
     let out = common::scratch().join("standalone-golden");
@@ -297,10 +303,7 @@ fn host_standalone_bf16_golden_matches_runtime_or_is_refused() {
         eprintln!("note: not an x86_64 host: the bf16 standalone program is not checked");
         return;
     }
-    let dir = common::repo().join("tests/data/golden");
-    let model =
-        Model::load(&dir.join("model.json"), &BuildOptions::default()).expect("golden loads");
-    let io = Weights::load(&dir.join("io.safetensors")).expect("io.safetensors");
+    let (model, io) = golden();
     let x = (**io.get("input").expect("input")).clone();
     let shape = io.get("ds0").expect("ds0").shape().to_vec();
     let out = common::scratch().join("standalone-golden-bf16");
@@ -477,10 +480,7 @@ fn aarch64_golden_under_qemu_matches_pytorch() {
     if !aarch64_tools() {
         return;
     }
-    let dir = common::repo().join("tests/data/golden");
-    let model =
-        Model::load(&dir.join("model.json"), &BuildOptions::default()).expect("golden loads");
-    let io = Weights::load(&dir.join("io.safetensors")).expect("io.safetensors");
+    let (model, io) = golden();
     let x = (**io.get("input").expect("input")).clone();
     let want = (**io.get("ds0").expect("ds0")).clone();
     let out = common::scratch().join("standalone-golden-neon");
