@@ -11,6 +11,8 @@ use std::time::Instant;
 use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::exec::Engine;
 use e2enc_segment::nifti::{self, Volume};
+use std::borrow::Cow;
+
 use e2enc_segment::pipeline::{segment_case_with, CaseOptions, ProbabilitySink, Segmentation};
 use e2enc_segment::preprocess::{Normalization, PreprocessingConfig};
 use e2enc_segment::resample::Shape;
@@ -242,14 +244,17 @@ pub struct CaseResult {
 /// Segments one case with `engine` (a bundle of shapes `net`): preprocessing as `prep` says,
 /// the sliding window of `window`, labels (and the class maps as `probabilities` says) on the
 /// input's grid. `on_preprocessed(network shape, tiles)` and `progress(done batches, batches)`
-/// report progress.
+/// report progress. Without `keep_image` the case's channels move into the pipeline, which frees
+/// them once preprocessed (`case.channels` is left empty); with it they stay for the caller (a
+/// preview, a second bundle).
 #[allow(clippy::too_many_arguments)]
 pub fn segment_volumes(
     engine: &mut Engine,
     net: &Net,
     prep: &Prep,
     window: &WindowOptions,
-    case: &CaseVolumes,
+    case: &mut CaseVolumes,
+    keep_image: bool,
     probabilities: Probabilities<'_>,
     on_preprocessed: impl FnOnce(Shape, usize),
     progress: impl FnMut(usize, usize),
@@ -273,8 +278,13 @@ pub fn segment_volumes(
         _ => None,
     };
     let mut network_seconds = 0.0;
+    let channels: Cow<'_, [Vec<f32>]> = if keep_image {
+        Cow::Borrowed(&case.channels)
+    } else {
+        Cow::Owned(std::mem::take(&mut case.channels))
+    };
     let segmentation = segment_case_with(
-        &case.channels,
+        channels,
         case.shape,
         case.spacing,
         &cfg,

@@ -186,6 +186,69 @@ fn segment_writes_labels_probabilities_and_a_preview_on_the_input_grid() {
 }
 
 #[test]
+fn accumulators_through_a_scratch_file_give_the_same_files() {
+    // 96x84x56 at 1.2 mm: a 77x67x45 grid, 3x3x2 tiles of 32^3 with mirroring.
+    let tmp = tempfile::tempdir().unwrap();
+    let dims = [96, 84, 56];
+    let h = header(dims);
+    let (a, b) = (tmp.path().join("t1.nii.gz"), tmp.path().join("ct.nii"));
+    image(&a, dims, &h, 0);
+    image(&b, dims, &h, 1);
+    let run = |name: &str, extra: &[&str]| {
+        let (out, probs) = (
+            tmp.path().join(format!("{name}.nii.gz")),
+            tmp.path().join(format!("{name}-p.nii")),
+        );
+        let mut args = vec![
+            "segment",
+            s(bundle()),
+            s(&a),
+            s(&b),
+            "-o",
+            s(&out),
+            "--probabilities",
+            s(&probs),
+            "--tta",
+        ];
+        args.extend_from_slice(extra);
+        let o = e2enc(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        (std::fs::read(&out).unwrap(), std::fs::read(&probs).unwrap())
+    };
+    let all = run("all", &["--accumulator-memory", "all"]);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    for (name, size) in [("zero", "0"), ("some", "200KiB")] {
+        let got = run(
+            name,
+            &["--accumulator-memory", size, "--scratch-dir", s(&scratch)],
+        );
+        assert!(got.0 == all.0, "{size}: the labels differ");
+        assert!(got.1 == all.1, "{size}: the probabilities differ");
+    }
+    assert!(files_in(&scratch).is_empty(), "{:?}", files_in(&scratch));
+
+    // A size that is not one, and a scratch folder that is not there: refused, nothing written.
+    let out = tmp.path().join("never.nii.gz");
+    for (size, dir, needle) in [
+        ("lots", None, "say a size like 256MiB"),
+        ("-1", None, "say a size like"),
+        ("0", Some("missing-dir"), "scratch file in"),
+    ] {
+        let mut args = vec!["segment", s(bundle()), s(&a), s(&b), "-o", s(&out)];
+        args.extend(["--accumulator-memory", size]);
+        let d = dir.map(|d| tmp.path().join(d));
+        if let Some(d) = &d {
+            args.extend(["--scratch-dir", s(d)]);
+        }
+        let o = e2enc(&args);
+        assert!(!o.status.success(), "{size}");
+        assert!(text(&o).contains(needle), "{size}: {}", text(&o));
+        assert!(!out.exists(), "{size}: an output was written");
+    }
+}
+
+#[test]
 fn folder_mode_skips_finished_cases_and_overwrite_redoes_them() {
     let tmp = tempfile::tempdir().unwrap();
     let (inp, out) = (tmp.path().join("imagesTs"), tmp.path().join("predTs"));

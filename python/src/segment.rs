@@ -44,7 +44,7 @@ struct How {
 fn run<'py>(
     py: Python<'py>,
     b: &Bundle,
-    case: CaseVolumes,
+    mut case: CaseVolumes,
     how: &How,
     missing: &[&std::path::Path],
 ) -> PyResult<Outputs<'py>> {
@@ -62,13 +62,15 @@ fn run<'py>(
             step: how.step,
             tta: how.tta,
             batch: net.batch,
+            ..Default::default()
         };
         let r = segment_volumes(
             &mut engine,
             &net,
             &prep,
             &window,
-            &case,
+            &mut case,
+            false,
             if how.probabilities {
                 Probabilities::Whole
             } else {

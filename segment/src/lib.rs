@@ -105,6 +105,9 @@ pub enum SegmentError {
     /// The sliding window's settings do not fit the case ([`window::check_tiles`]).
     #[error("sliding window: {0}")]
     Window(String),
+    /// The sliding window's accumulators could not go to or come back from their scratch file.
+    #[error("sliding window: {0}")]
+    Scratch(String),
     #[error("segment: the sliding window returned {got} values, expected {want}")]
     WindowLength { got: usize, want: usize },
 }

@@ -11,11 +11,15 @@
 //! onto the `[z, y, x]` array: `[2, 1, 0]` becomes the identity and costs no transpose.
 
 use super::preprocess::{
-    inverse_permutation, preprocess, transpose, uncrop, Preprocessed, PreprocessingConfig,
+    inverse_permutation, preprocess, preprocess_owned, transpose, uncrop, Preprocessed,
+    PreprocessingConfig,
 };
+use std::borrow::Cow;
+
 use super::resample::{resample_channels, Order, PlaneResampler, Shape};
 use super::window::{
-    argmax, band_planes, check_tiles, padding, sliding_window_planes, WindowOptions,
+    accumulator_bytes, argmax, check_tiles, padding, sliding_window_planes, WindowOptions,
+    WindowStats,
 };
 use crate::SegmentError;
 
@@ -44,6 +48,8 @@ pub struct Segmentation {
     pub network_shape: Shape,
     /// Tiles evaluated (positions times mirrorings).
     pub tiles: usize,
+    /// What the sliding window held in memory and moved through its scratch file.
+    pub window: WindowStats,
 }
 
 /// Maps a config's `axis_order`, written against `(x, y, z)` indexing, onto a C-ordered
@@ -63,18 +69,17 @@ pub fn tile_count(
     check_tiles(ps, patch, window.step, window.tta)
 }
 
-/// Bytes [`segment_case_with`] holds beyond the preprocessed input: the window's band of planes
-/// ([`band_planes`] of the padded `H x W`, `classes` floats a voxel), the crop's labels and the
-/// full label map (twice, for the transpose), a few planes of restoring, and with
+/// Bytes [`segment_case_with`] holds beyond the preprocessed input: the window's accumulators
+/// ([`accumulator_bytes`]: the band of planes, or the budget of
+/// [`WindowOptions::accumulator_memory`]) and one plane of summed weights, the crop's labels and
+/// the full label map (twice, for the transpose), a few planes of restoring, and with
 /// `whole_probabilities` the class maps of the input's grid (twice, for the transpose).
 pub fn window_memory(prep: &Preprocessed, opts: &CaseOptions, whole_probabilities: bool) -> u64 {
     let shape = prep.resampled_shape;
     let pad = padding(shape, opts.patch);
     let ps: [u64; 3] = std::array::from_fn(|a| (shape[a] + pad[a].0 + pad[a].1) as u64);
     let classes = opts.classes as u64;
-    let planes = band_planes(shape, opts.patch, &opts.window) as u64;
-    // The band's planes and one plane of summed weights.
-    let band = (planes * classes + 1) * ps[1] * ps[2] * 4;
+    let band = accumulator_bytes(shape, opts.patch, opts.classes, &opts.window) + ps[1] * ps[2] * 4;
     let crop: u64 = prep.crop_shape.iter().map(|&v| v as u64).product();
     let full: u64 = prep.shape.iter().map(|&v| v as u64).product();
     let plane_max = [prep.crop_shape, shape, prep.shape]
@@ -88,7 +93,8 @@ pub fn window_memory(prep: &Preprocessed, opts: &CaseOptions, whole_probabilitie
     } else {
         0
     };
-    band + 2 * crop + 2 * 2 * full + restoring + probs
+    let label_bytes = if opts.classes <= 256 { 1 } else { 2 };
+    band + label_bytes * crop + 2 * 2 * full + restoring + probs
 }
 
 /// Refuses a case whose segmentation ([`window_memory`]) would not fit in the machine's
@@ -228,10 +234,13 @@ pub fn segment_case<E: From<SegmentError>>(
 /// probabilities equal the whole-volume path's ([`sliding_window`],
 /// [`restore`](super::preprocess::restore), [`restore_probabilities`]) bit for bit.
 ///
+/// Channels handed over by value (`Vec<Vec<f32>>`) are dropped once preprocessed, so the image
+/// does not stay in memory beside its preprocessed copy while the tiles run.
+///
 /// [`sliding_window`]: super::window::sliding_window
 #[allow(clippy::too_many_arguments)]
-pub fn segment_case_with<E: From<SegmentError>>(
-    channels: &[Vec<f32>],
+pub fn segment_case_with<'a, E: From<SegmentError>>(
+    channels: impl Into<Cow<'a, [Vec<f32>]>>,
     shape: Shape,
     spacing: [f64; 3],
     cfg: &PreprocessingConfig,
@@ -241,6 +250,7 @@ pub fn segment_case_with<E: From<SegmentError>>(
     progress: impl FnMut(usize, usize),
     sink: Option<&mut dyn ProbabilitySink<E>>,
 ) -> Result<Segmentation, E> {
+    let channels = channels.into();
     if sink.is_some() || !opts.probabilities {
         let opts = CaseOptions {
             probabilities: false,
@@ -278,7 +288,7 @@ pub fn segment_case_with<E: From<SegmentError>>(
 /// map (for the memory check).
 #[allow(clippy::too_many_arguments)]
 fn streamed<E: From<SegmentError>>(
-    channels: &[Vec<f32>],
+    channels: Cow<'_, [Vec<f32>]>,
     shape: Shape,
     spacing: [f64; 3],
     cfg: &PreprocessingConfig,
@@ -297,7 +307,11 @@ fn streamed<E: From<SegmentError>>(
     }
     let mut cfg = cfg.clone();
     cfg.axis_order = case_axis_order(cfg.axis_order);
-    let prep = preprocess(channels, shape, spacing, &cfg)?;
+    // Channels handed over (not borrowed) become the preprocessed copy where they can.
+    let mut prep = match channels {
+        Cow::Owned(v) => preprocess_owned(v, shape, spacing, &cfg)?,
+        Cow::Borrowed(v) => preprocess(v, shape, spacing, &cfg)?,
+    };
     let n = tile_count(prep.resampled_shape, opts.patch, &opts.window)?;
     check_window_memory(&prep, opts, opts.probabilities)?;
     on_preprocessed(prep.resampled_shape, n);
@@ -322,7 +336,8 @@ fn streamed<E: From<SegmentError>>(
     let crop = prep.crop_shape;
     let crop_plane = crop[1] * crop[2];
     let net_plane = net_shape[1] * net_shape[2];
-    let mut crop_labels = vec![0u16; crop[0] * crop_plane];
+    // Labels of the crop, a byte each while they fit (half the memory beside the window).
+    let mut crop_labels = CropLabels::new(classes, crop[0] * crop_plane);
     let mut resampler = PlaneResampler::new(
         classes,
         prep.resampled_shape,
@@ -346,7 +361,7 @@ fn streamed<E: From<SegmentError>>(
         }
     }
     let views: Vec<&[f32]> = prep.data.iter().map(|v| v.as_slice()).collect();
-    sliding_window_planes(
+    let window = sliding_window_planes(
         &views,
         prep.resampled_shape,
         opts.patch,
@@ -356,7 +371,7 @@ fn streamed<E: From<SegmentError>>(
         progress,
         |_, plane| {
             resampler.push(plane, |o, back| -> Result<(), E> {
-                crop_labels[o * crop_plane..][..crop_plane].copy_from_slice(&argmax(back, classes));
+                crop_labels.set(o * crop_plane, &argmax(back, classes));
                 if let Some(s) = sink.as_deref_mut() {
                     for c in 0..classes {
                         let dst = &mut full[c * net_plane..][..net_plane];
@@ -373,6 +388,9 @@ fn streamed<E: From<SegmentError>>(
             })
         },
     )?;
+    // The preprocessed input is not needed for restoring the labels.
+    drop(views);
+    prep.data = Vec::new();
     if !resampler.is_done() {
         return Err(SegmentError::WindowLength {
             got: 0,
@@ -388,15 +406,57 @@ fn streamed<E: From<SegmentError>>(
             s.plane(i, &full)?;
         }
     }
-    let net_labels = uncrop(&crop_labels, bbox, net_shape)?;
-    drop(crop_labels);
-    let labels = transpose(&net_labels, net_shape, inverse_permutation(prep.axis_order)).0;
+    let inv = inverse_permutation(prep.axis_order);
+    let labels = match crop_labels {
+        CropLabels::Byte(l) => {
+            let net_labels = uncrop(&l, bbox, net_shape)?;
+            drop(l);
+            let t = transpose(&net_labels, net_shape, inv).0;
+            drop(net_labels);
+            t.into_iter().map(u16::from).collect()
+        }
+        CropLabels::Wide(l) => {
+            let net_labels = uncrop(&l, bbox, net_shape)?;
+            drop(l);
+            transpose(&net_labels, net_shape, inv).0
+        }
+    };
     Ok(Segmentation {
         labels,
         probabilities: None,
         network_shape: prep.resampled_shape,
         tiles: n,
+        window,
     })
+}
+
+/// The labels of the crop box as they are found: bytes for up to 256 classes.
+enum CropLabels {
+    Byte(Vec<u8>),
+    Wide(Vec<u16>),
+}
+
+impl CropLabels {
+    fn new(classes: usize, voxels: usize) -> CropLabels {
+        if classes <= 256 {
+            CropLabels::Byte(vec![0; voxels])
+        } else {
+            CropLabels::Wide(vec![0; voxels])
+        }
+    }
+
+    /// Labels from voxel `at` on.
+    fn set(&mut self, at: usize, labels: &[u16]) {
+        match self {
+            // Every label is below `classes` <= 256.
+            CropLabels::Byte(l) => {
+                for (d, &v) in l[at..][..labels.len()].iter_mut().zip(labels) {
+                    *d = v as u8;
+                }
+            }
+            CropLabels::Wide(l) => l[at..][..labels.len()].copy_from_slice(labels),
+        }
+    }
 }
 
 /// The class probabilities back on the input's grid, as [`restore`](super::preprocess::restore) takes the labels back:
@@ -481,6 +541,7 @@ mod tests {
                 step: 0.5,
                 tta: true,
                 batch: 2,
+                ..Default::default()
             },
             probabilities: true,
         };
@@ -550,6 +611,7 @@ mod tests {
                 step: 0.5,
                 tta: false,
                 batch: 1,
+                ..Default::default()
             },
             probabilities: true,
         };
@@ -589,6 +651,7 @@ mod tests {
                 step: 0.5,
                 tta: false,
                 batch: 1,
+                ..Default::default()
             },
             probabilities: false,
         };
@@ -686,6 +749,7 @@ mod tests {
                     step: 0.5,
                     tta: c.tta,
                     batch: 2,
+                    ..Default::default()
                 },
                 probabilities: true,
             };

@@ -14,6 +14,8 @@
 //! an all-zero volume is not cropped (nnU-Net fails on it); z-score statistics are computed in
 //! f64.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::resample::{
@@ -459,44 +461,72 @@ pub fn preprocess(
     spacing: [f64; 3],
     cfg: &PreprocessingConfig,
 ) -> Result<Preprocessed, SegmentError> {
+    preprocess_cow(Cow::Borrowed(channels), shape, spacing, cfg)
+}
+
+/// [`preprocess`] of channels handed over: steps that leave a channel as it is (the identity
+/// transpose, a crop box that is the whole volume, the target spacing already met) move it
+/// instead of copying, and the rest works in place where it can, so a case needs little more than
+/// one copy of itself. The same numbers.
+pub fn preprocess_owned(
+    channels: Vec<Vec<f32>>,
+    shape: Shape,
+    spacing: [f64; 3],
+    cfg: &PreprocessingConfig,
+) -> Result<Preprocessed, SegmentError> {
+    preprocess_cow(Cow::Owned(channels), shape, spacing, cfg)
+}
+
+fn preprocess_cow(
+    mut channels: Cow<'_, [Vec<f32>]>,
+    shape: Shape,
+    spacing: [f64; 3],
+    cfg: &PreprocessingConfig,
+) -> Result<Preprocessed, SegmentError> {
     cfg.validate()?;
-    check_channels("preprocess", channels, shape)?;
+    check_channels("preprocess", &channels, shape)?;
     check_spacing("preprocess: spacing", spacing)?;
-    if channels.len() != cfg.normalization.len() {
+    let n_ch = channels.len();
+    if n_ch != cfg.normalization.len() {
         return Err(SegmentError::ChannelCount {
-            got: channels.len(),
+            got: n_ch,
             want: cfg.normalization.len(),
         });
     }
-    let mut net = Vec::with_capacity(channels.len());
+    let mut net = Vec::with_capacity(n_ch);
     let mut net_shape = shape;
-    for (c, ch) in channels.iter().enumerate() {
+    for c in 0..n_ch {
+        let ch = &channels[c];
         if ch.iter().any(|v| v.is_infinite()) {
             return Err(SegmentError::Infinite(c));
         }
         if !ch.is_empty() && ch.iter().all(|v| v.is_nan()) {
             return Err(SegmentError::AllNan(c));
         }
-        let clean: Vec<f32> = ch
-            .iter()
-            .map(|&v| if v.is_nan() { 0.0 } else { v })
-            .collect();
-        let (t, s) = transpose(&clean, shape, cfg.axis_order);
+        let mut clean = match &mut channels {
+            Cow::Owned(v) => std::mem::take(&mut v[c]),
+            Cow::Borrowed(v) => v[c].clone(),
+        };
+        for v in clean.iter_mut() {
+            if v.is_nan() {
+                *v = 0.0;
+            }
+        }
+        let (t, s) = if cfg.axis_order == [0, 1, 2] {
+            (clean, shape)
+        } else {
+            transpose(&clean, shape, cfg.axis_order)
+        };
         net.push(t);
         net_shape = s;
     }
+    drop(channels);
     let net_spacing: [f64; 3] = std::array::from_fn(|k| spacing[cfg.axis_order[k]]);
     let mask = nonzero_mask(&net, net_shape)?;
     let bbox = mask_bbox(&mask, net_shape);
     let crop_shape = bbox.shape();
     let new_shape = target_shape(crop_shape, net_spacing, cfg.target_spacing)?;
-    check_resampling(
-        crop_shape,
-        net_spacing,
-        cfg.target_spacing,
-        new_shape,
-        channels.len(),
-    )?;
+    check_resampling(crop_shape, net_spacing, cfg.target_spacing, new_shape, n_ch)?;
     let aniso = separate_z_axis(net_spacing, cfg.target_spacing, cfg.anisotropy_threshold);
     let needs_mask = cfg.normalization.iter().any(|n| {
         matches!(
@@ -515,27 +545,38 @@ pub fn preprocess(
     } else {
         None
     };
-    let cropped: Vec<f32> = net.iter().flat_map(|c| crop(c, net_shape, &bbox)).collect();
+    drop(mask);
+    let whole = crop_shape == net_shape;
+    let cropped: Vec<f32> = if whole && n_ch == 1 {
+        net.pop().unwrap_or_default()
+    } else {
+        net.iter().flat_map(|c| crop(c, net_shape, &bbox)).collect()
+    };
     drop(net);
     let per = numel("preprocess: resampled shape", new_shape)?;
-    let resampled = resample_channels(
-        &cropped,
-        channels.len(),
-        crop_shape,
-        new_shape,
-        Order::CubicBSpline,
-        aniso,
-    )?;
-    drop(cropped);
-    let data = resampled
-        .chunks(per)
-        .zip(&cfg.normalization)
-        .map(|(c, scheme)| {
-            let mut c = c.to_vec();
-            normalize(&mut c, scheme, resampled_mask.as_deref());
-            c
-        })
-        .collect();
+    // The same shape resamples to a copy of itself.
+    let mut resampled = if crop_shape == new_shape {
+        cropped
+    } else {
+        resample_channels(
+            &cropped,
+            n_ch,
+            crop_shape,
+            new_shape,
+            Order::CubicBSpline,
+            aniso,
+        )?
+    };
+    let mut data = Vec::with_capacity(n_ch);
+    if n_ch == 1 {
+        data.push(std::mem::take(&mut resampled));
+    } else {
+        data.extend(resampled.chunks(per).map(<[f32]>::to_vec));
+    }
+    drop(resampled);
+    for (c, scheme) in data.iter_mut().zip(&cfg.normalization) {
+        normalize(c, scheme, resampled_mask.as_deref());
+    }
     Ok(Preprocessed {
         data,
         shape,

@@ -327,6 +327,10 @@ pub fn resample_channels(
             .map(|h| h.join().expect("resampling thread panicked"))
             .collect()
     });
+    // One part (one thread) is the whole result: no second copy.
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or(Ok(Vec::new()));
+    }
     let mut out = Vec::with_capacity(channels * numel("resample_channels output", new_shape)?);
     for p in parts {
         out.extend(p?);

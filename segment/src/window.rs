@@ -8,6 +8,12 @@
 //! under the current row of tiles only ([`band_planes`]); [`sliding_window`] gathers its planes
 //! into `[classes, D, H, W]`.
 
+mod band;
+
+use crate::SegmentError;
+pub use band::tile_blocks_bytes;
+use band::Band;
+
 /// Tile start positions along one axis (`image >= patch`).
 pub fn axis_steps(image: usize, patch: usize, step: f64) -> Vec<usize> {
     let n = axis_step_count(image, patch, step);
@@ -163,6 +169,25 @@ pub struct WindowOptions {
     pub tta: bool,
     /// Tiles per call of the predictor (the bundle's batch size).
     pub batch: usize,
+    /// Bytes of probability accumulators to hold in memory (raised to what one tile needs,
+    /// [`tile_blocks_bytes`]); the rest waits in an unnamed scratch file in `scratch_dir`.
+    /// `None`: all in memory ([`band_planes`] planes), no file.
+    pub accumulator_memory: Option<u64>,
+    /// Where the scratch file goes (the system's temporary folder if `None`).
+    pub scratch_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for WindowOptions {
+    /// nnU-Net's: step 0.5, no mirroring, one tile per call, accumulators in memory.
+    fn default() -> Self {
+        WindowOptions {
+            step: 0.5,
+            tta: false,
+            batch: 1,
+            accumulator_memory: None,
+            scratch_dir: None,
+        }
+    }
 }
 
 /// Predicts class probabilities `[classes, D, H, W]` of a `[channels, D, H, W]` volume.
@@ -172,7 +197,7 @@ pub struct WindowOptions {
 /// `progress(done, total)` is called after every predictor call. The whole-volume form of
 /// [`sliding_window_planes`], with the same numbers.
 #[allow(clippy::too_many_arguments)]
-pub fn sliding_window<E>(
+pub fn sliding_window<E: From<SegmentError>>(
     volume: &[f32],
     channels: usize,
     shape: [usize; 3],
@@ -209,13 +234,16 @@ pub fn sliding_window<E>(
 /// the current tiles: at most `patch[0]` planes plus one step (with a batch spanning two rows of
 /// tiles) of `classes` floats per voxel of a plane, whatever the image's depth. The summed
 /// Gaussian weights are not stored: each finished plane adds them up again, tile by tile in the
-/// same order, which gives the same floats.
+/// same order, which gives the same floats. With [`WindowOptions::accumulator_memory`] even those
+/// planes need not all be in memory: they are held in square blocks, and the blocks no tile needs
+/// now wait in a scratch file beyond that budget (the planes under a row of tiles of an
+/// AMOS-sized CT are 2 GiB; the blocks of one 128^3 tile 128 MiB).
 ///
 /// `volume` holds one `[D, H, W]` slice per input channel. `emit(z, plane)` receives plane `z`
 /// (`0..D`, in order) as `[classes, H, W]`. The numbers equal [`sliding_window`]'s bit for bit:
 /// tiles run in the same order, so every voxel sums the same contributions in the same order.
 #[allow(clippy::too_many_arguments)]
-pub fn sliding_window_planes<E>(
+pub fn sliding_window_planes<E: From<SegmentError>>(
     volume: &[&[f32]],
     shape: [usize; 3],
     patch: [usize; 3],
@@ -224,7 +252,7 @@ pub fn sliding_window_planes<E>(
     mut predict: impl FnMut(&[f32], usize) -> Result<Vec<f32>, E>,
     mut progress: impl FnMut(usize, usize),
     mut emit: impl FnMut(usize, &[f32]) -> Result<(), E>,
-) -> Result<(), E> {
+) -> Result<WindowStats, E> {
     let channels = volume.len();
     let pad = padding(shape, patch);
     let ps = [0, 1, 2].map(|a| shape[a] + pad[a].0 + pad[a].1);
@@ -249,7 +277,15 @@ pub fn sliding_window_planes<E>(
         .flat_map(|&s| flips.iter().map(move |&f| (s, f)))
         .collect();
     let total = jobs.len().div_ceil(batch);
-    let mut band = Band::new(classes, ps);
+    let mut band = Band::new(
+        classes,
+        ps,
+        patch,
+        band_planes(shape, patch, opts),
+        opts.accumulator_memory,
+        opts.scratch_dir.clone(),
+    );
+    let mut finished = Vec::new();
     let mut out = vec![0f32; classes * shape[1] * shape[2]];
     let mut weight = vec![0f32; ps[1] * ps[2]];
     let scale = 1.0 / flips.len() as f32;
@@ -267,26 +303,42 @@ pub fn sliding_window_planes<E>(
         let logits = predict(&tile_in, batch)?;
         for (b, (s, f)) in chunk.iter().enumerate() {
             let l = &logits[b * classes * tvox..(b + 1) * classes * tvox];
-            band.reach(s[0] + patch[0]);
-            band.accumulate(l, patch, *s, *f, &g, scale);
+            band.accumulate(l, patch, *s, *f, &g, scale)?;
         }
         progress(k + 1, total);
         // Tiles run in raster order, so planes above the next tile's first plane are final.
         let done = jobs.get((k + 1) * batch).map_or(ps[0], |j| j.0[0]);
         while band.first < done {
             let z = band.first;
-            let finished = band.pop();
+            band.pop(&mut finished)?;
             if (pad[0].0..pad[0].0 + shape[0]).contains(&z) {
                 plane_weights(&jobs, z, patch, ps, &g, scale, &mut weight);
                 normalise(&finished, &weight, classes, ps, shape, pad, &mut out);
                 emit(z - pad[0].0, &out)?;
             }
-            band.recycle(finished);
         }
     }
     // The memory bound the pipeline checks before starting holds (tested on every window).
     debug_assert_eq!(band.peak, band_planes(shape, patch, opts));
-    Ok(())
+    Ok(WindowStats {
+        planes: band.peak,
+        accumulator_bytes: band.peak_bytes(),
+        scratch_blocks: band.spilled,
+        scratch_bytes: band.spilled * band.block_bytes() as u64,
+    })
+}
+
+/// What one [`sliding_window_planes`] held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WindowStats {
+    /// The most planes under the tiles at once ([`band_planes`]).
+    pub planes: usize,
+    /// The most bytes of accumulator blocks in memory at once.
+    pub accumulator_bytes: u64,
+    /// Blocks written to or read from the scratch file.
+    pub scratch_blocks: u64,
+    /// Their bytes.
+    pub scratch_bytes: u64,
 }
 
 /// The most planes [`sliding_window_planes`] holds at once for a volume of `shape` (the
@@ -315,6 +367,28 @@ pub fn band_planes(shape: [usize; 3], patch: [usize; 3], opts: &WindowOptions) -
         first = first.max(done);
     }
     most
+}
+
+/// The most bytes of accumulators [`sliding_window_planes`] holds for a volume of `shape`: the
+/// blocks of [`band_planes`] planes, or with [`WindowOptions::accumulator_memory`] that budget
+/// (raised to one tile's blocks, [`tile_blocks_bytes`]) where it is less; plus the one whole plane
+/// it hands over.
+pub fn accumulator_bytes(
+    shape: [usize; 3],
+    patch: [usize; 3],
+    classes: usize,
+    opts: &WindowOptions,
+) -> u64 {
+    let pad = padding(shape, patch);
+    let ps = [0, 1, 2].map(|a| (shape[a] + pad[a].0 + pad[a].1) as u64);
+    let side = 1u64 << band::block_shift(patch);
+    let blocks = ps[1].div_ceil(side) * ps[2].div_ceil(side);
+    let all = band_planes(shape, patch, opts) as u64 * blocks * classes as u64 * side * side * 4;
+    let held = match opts.accumulator_memory {
+        Some(b) => all.min(b.max(tile_blocks_bytes(classes, patch))),
+        None => all,
+    };
+    held + classes as u64 * ps[1] * ps[2] * 4
 }
 
 /// The input without a padded copy: voxels outside the image read as 0.
@@ -356,138 +430,6 @@ impl Source<'_> {
                         *v = self.inside(2, px).map_or(0.0, |i| row[i]);
                     }
                 }
-            }
-        }
-    }
-}
-
-/// The accumulators of the planes under the current tiles: per padded plane, `classes` maps of
-/// weighted probabilities.
-struct Band {
-    classes: usize,
-    ps: [usize; 3],
-    /// Padded index of `planes[0]`.
-    first: usize,
-    planes: std::collections::VecDeque<Vec<f32>>,
-    spare: Vec<Vec<f32>>,
-    /// The most planes held at once (checked against [`band_planes`] by the tests).
-    peak: usize,
-}
-
-impl Band {
-    fn new(classes: usize, ps: [usize; 3]) -> Band {
-        Band {
-            classes,
-            ps,
-            first: 0,
-            planes: Default::default(),
-            spare: Vec::new(),
-            peak: 0,
-        }
-    }
-
-    /// Makes sure planes up to `end` (exclusive) exist.
-    fn reach(&mut self, end: usize) {
-        while self.first + self.planes.len() < end {
-            let p = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| vec![0f32; self.classes * self.ps[1] * self.ps[2]]);
-            self.planes.push_back(p);
-        }
-        self.peak = self.peak.max(self.planes.len());
-    }
-
-    /// Takes the first plane out (a zero plane if none was touched, which tiling never leaves).
-    fn pop(&mut self) -> Vec<f32> {
-        self.reach(self.first + 1);
-        self.first += 1;
-        self.planes.pop_front().unwrap_or_default()
-    }
-
-    fn recycle(&mut self, mut p: Vec<f32>) {
-        p.fill(0.0);
-        self.spare.push(p);
-    }
-
-    /// Adds `scale * softmax(logits) * gaussian` of one (mirrored) tile to the accumulators,
-    /// the tile's planes spread over the machine's cores (each voxel is touched once per tile,
-    /// so the sums are the same whatever the split).
-    fn accumulate(
-        &mut self,
-        logits: &[f32],
-        patch: [usize; 3],
-        s: [usize; 3],
-        f: [bool; 3],
-        g: &[f32],
-        scale: f32,
-    ) {
-        let first = s[0] - self.first;
-        let mut planes: Vec<&mut Vec<f32>> =
-            self.planes.range_mut(first..first + patch[0]).collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(patch[0]);
-        let per = patch[0].div_ceil(threads.max(1));
-        let (classes, ps) = (self.classes, self.ps);
-        std::thread::scope(|scope| {
-            for (k, chunk) in planes.chunks_mut(per).enumerate() {
-                let mut work = move || {
-                    for (j, plane) in chunk.iter_mut().enumerate() {
-                        // Plane `oz` of the volume holds tile row `z` (mirrored on input).
-                        let oz = k * per + j;
-                        let z = if f[0] { patch[0] - 1 - oz } else { oz };
-                        tile_row(plane, logits, classes, ps, patch, s, f, g, scale, z);
-                    }
-                };
-                if k + 1 == threads {
-                    work();
-                } else {
-                    scope.spawn(work);
-                }
-            }
-        });
-    }
-}
-
-/// One depth row `z` of a tile added to its plane (see [`Band::accumulate`]).
-#[allow(clippy::too_many_arguments)]
-fn tile_row(
-    plane: &mut [f32],
-    logits: &[f32],
-    classes: usize,
-    ps: [usize; 3],
-    patch: [usize; 3],
-    s: [usize; 3],
-    f: [bool; 3],
-    g: &[f32],
-    scale: f32,
-    z: usize,
-) {
-    let tvox: usize = patch.iter().product();
-    let pvox = ps[1] * ps[2];
-    let acc = plane;
-    let mut prob = vec![0f32; classes];
-    for y in 0..patch[1] {
-        for x in 0..patch[2] {
-            let t = (z * patch[1] + y) * patch[2] + x;
-            let m = (0..classes)
-                .map(|c| logits[c * tvox + t])
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for (c, p) in prob.iter_mut().enumerate() {
-                *p = (logits[c * tvox + t] - m).exp();
-                sum += *p;
-            }
-            let oy = s[1] + if f[1] { patch[1] - 1 - y } else { y };
-            let ox = s[2] + if f[2] { patch[2] - 1 - x } else { x };
-            let o = oy * ps[2] + ox;
-            let w = g[(if f[0] { patch[0] - 1 - z } else { z } * patch[1]
-                + if f[1] { patch[1] - 1 - y } else { y })
-                * patch[2]
-                + if f[2] { patch[2] - 1 - x } else { x }];
-            for (c, p) in prob.iter().enumerate() {
-                acc[c * pvox + o] += scale * w * p / sum;
             }
         }
     }
@@ -617,9 +559,10 @@ mod tests {
                 step: 0.5,
                 tta,
                 batch: 3,
+                ..Default::default()
             };
             let mut calls = 0;
-            let probs = sliding_window::<()>(
+            let probs = sliding_window::<SegmentError>(
                 &v,
                 1,
                 shape,
@@ -821,7 +764,7 @@ mod tests {
     fn wobbly(
         channels: usize,
         classes: usize,
-    ) -> impl FnMut(&[f32], usize) -> Result<Vec<f32>, ()> {
+    ) -> impl FnMut(&[f32], usize) -> Result<Vec<f32>, SegmentError> {
         move |x: &[f32], b: usize| {
             let t = x.len() / b / channels;
             let mut out = vec![0f32; b * classes * t];
@@ -857,7 +800,12 @@ mod tests {
             let vol: Vec<f32> = (0..channels * n)
                 .map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.0)
                 .collect();
-            let opts = WindowOptions { step, tta, batch };
+            let opts = WindowOptions {
+                step,
+                tta,
+                batch,
+                ..Default::default()
+            };
             let want = reference(
                 &vol,
                 channels,
@@ -893,6 +841,110 @@ mod tests {
     }
 
     #[test]
+    fn accumulators_through_a_scratch_file_give_the_same_bits() {
+        // (shape, patch, classes, tta, batch, step): blocks of 1, 2 and 4 voxels.
+        type Case = ([usize; 3], [usize; 3], usize, bool, usize, f64);
+        let cases: [Case; 4] = [
+            ([9, 7, 10], [4, 4, 4], 3, false, 1, 0.5),
+            ([13, 19, 17], [5, 8, 9], 2, true, 3, 0.5),
+            ([11, 40, 37], [6, 16, 16], 3, false, 2, 0.3),
+            ([3, 5, 2], [4, 4, 4], 4, true, 2, 0.5),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        for (k, (shape, patch, classes, tta, batch, step)) in cases.into_iter().enumerate() {
+            let n: usize = shape.iter().product();
+            let vol: Vec<f32> = (0..n)
+                .map(|i| ((i * 7919) % 101) as f32 / 13.0 - 3.0)
+                .collect();
+            let mut spilled = 0;
+            let run = |memory: Option<u64>| {
+                let opts = WindowOptions {
+                    step,
+                    tta,
+                    batch,
+                    accumulator_memory: memory,
+                    scratch_dir: Some(dir.path().to_path_buf()),
+                };
+                let mut out = vec![0f32; classes * n];
+                let plane = shape[1] * shape[2];
+                let stats = sliding_window_planes::<SegmentError>(
+                    &[&vol[..]],
+                    shape,
+                    patch,
+                    classes,
+                    &opts,
+                    wobbly(1, classes),
+                    |_, _| {},
+                    |z, p| {
+                        for c in 0..classes {
+                            out[c * n + z * plane..][..plane]
+                                .copy_from_slice(&p[c * plane..][..plane]);
+                        }
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                (out, stats)
+            };
+            let (want, all) = run(None);
+            assert_eq!(all.scratch_blocks, 0);
+            let tile = tile_blocks_bytes(classes, patch);
+            for memory in [0, tile, tile + tile / 3, all.accumulator_bytes / 2] {
+                let (got, stats) = run(Some(memory));
+                let same = want
+                    .iter()
+                    .zip(&got)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{shape:?} {patch:?} budget {memory}: the sums differ");
+                if memory.max(tile) < all.accumulator_bytes {
+                    assert!(
+                        stats.scratch_blocks > 0,
+                        "{shape:?} budget {memory}: nothing spilled"
+                    );
+                }
+                spilled += stats.scratch_blocks;
+                // In memory: the budget, or one tile's blocks where that is more.
+                assert!(
+                    stats.accumulator_bytes <= memory.max(tile),
+                    "{shape:?} budget {memory}: {} bytes held (one tile {tile})",
+                    stats.accumulator_bytes
+                );
+            }
+            // The last case is one tile's worth: nothing to spill.
+            assert_eq!(spilled > 0, k < 3, "{shape:?}: {spilled} blocks spilled");
+        }
+        // Nothing is left behind in the folder (the file has no name).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_scratch_folder_that_cannot_be_written_is_an_error() {
+        let shape = [9, 7, 10];
+        let vol: Vec<f32> = (0..630).map(|i| i as f32 / 100.0).collect();
+        let opts = WindowOptions {
+            accumulator_memory: Some(0),
+            scratch_dir: Some("/nonexistent/e2enc-scratch".into()),
+            ..Default::default()
+        };
+        let e = sliding_window_planes::<SegmentError>(
+            &[&vol[..]],
+            shape,
+            [4, 4, 4],
+            2,
+            &opts,
+            wobbly(1, 2),
+            |_, _| {},
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("scratch file in /nonexistent/e2enc-scratch"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn planes_come_out_in_order_before_the_last_tile() {
         let shape = [20, 5, 5];
         let patch = [4, 5, 5];
@@ -901,12 +953,13 @@ mod tests {
             step: 0.5,
             tta: false,
             batch: 1,
+            ..Default::default()
         };
         let calls = std::cell::Cell::new(0usize);
         let mut seen = Vec::new();
         let mut calls_at_first = None;
         let mut predict = wobbly(1, 2);
-        sliding_window_planes::<()>(
+        sliding_window_planes::<SegmentError>(
             &[&vol[..]],
             shape,
             patch,

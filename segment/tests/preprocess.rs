@@ -700,3 +700,71 @@ fn the_mni_nonzero_mask_resampled_to_anisotropic_spacing_is_thresholded_in_f64()
         got.len()
     );
 }
+
+#[test]
+fn handed_over_channels_preprocess_to_the_same_bits() {
+    let (blob, shape) = blob();
+    // A volume with nothing to crop (every voxel non-zero) and NaNs.
+    let mut full: Vec<f32> = blob
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x + 1.0 + (i % 7) as f32)
+        .collect();
+    full[3] = f32::NAN;
+    let z = Normalization::ZScore {
+        use_nonzero_mask: true,
+    };
+    let ct = Normalization::Ct {
+        lower: 2.0,
+        upper: 300.0,
+        mean: 50.0,
+        std: 40.0,
+    };
+    // (channels, axis order, target, spacing): identity or not, cropped or whole, resampled or
+    // not, one or two channels, anisotropic.
+    type Case = (Vec<Vec<f32>>, [usize; 3], [f64; 3], [f64; 3]);
+    let cases: Vec<Case> = vec![
+        (vec![full.clone()], [0, 1, 2], [1.0; 3], [1.0; 3]),
+        (vec![full.clone()], [2, 1, 0], [1.0; 3], [1.0; 3]),
+        (vec![full.clone()], [0, 1, 2], [0.7, 1.0, 1.3], [1.0; 3]),
+        (vec![blob.clone()], [0, 1, 2], [1.0; 3], [1.0; 3]),
+        (
+            vec![blob.clone()],
+            [2, 1, 0],
+            [1.0, 1.0, 1.0],
+            [1.0, 1.0, 2.0],
+        ),
+        (
+            vec![blob.clone(), full.clone()],
+            [0, 1, 2],
+            [1.0; 3],
+            [1.0; 3],
+        ),
+        (
+            vec![full.clone(), blob.clone()],
+            [2, 0, 1],
+            [0.5, 1.0, 1.0],
+            [1.0, 1.0, 4.0],
+        ),
+    ];
+    for (channels, order, target, spacing) in cases {
+        let mut c = cfg(order, target, z.clone());
+        if channels.len() == 2 {
+            c.normalization.push(ct.clone());
+        }
+        let want = preprocess(&channels, shape, spacing, &c).unwrap();
+        let got =
+            e2enc_segment::preprocess::preprocess_owned(channels, shape, spacing, &c).unwrap();
+        assert_eq!(
+            (got.bbox, got.resampled_shape),
+            (want.bbox, want.resampled_shape)
+        );
+        assert_eq!(got.data.len(), want.data.len());
+        for (g, w) in got.data.iter().zip(&want.data) {
+            assert!(
+                g.len() == w.len() && g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{order:?} {target:?}: the handed-over channels preprocess differently"
+            );
+        }
+    }
+}

@@ -530,7 +530,7 @@ fn segment_with(
     s: &mut Side,
     prep: &Prep,
     window: &WindowOptions,
-    case: &CaseVolumes,
+    case: &mut CaseVolumes,
     label: &str,
 ) -> Result<(Vec<u16>, f64)> {
     let role = s.role;
@@ -540,6 +540,7 @@ fn segment_with(
         prep,
         window,
         case,
+        true,
         Probabilities::None,
         |g, n| {
             eprintln!(
@@ -601,6 +602,7 @@ fn compare_folder(
         step: a.step,
         tta: a.tta,
         batch: s.net.batch,
+        ..Default::default()
     };
     let (cwin, rwin) = (window(cand), window(refr));
     let mut records = Vec::new();
@@ -609,7 +611,7 @@ fn compare_folder(
     for (k, (name, images, labels)) in cases.iter().enumerate() {
         let label = format!("[{}/{n}] {name}", k + 1);
         let mut vols = read_case(images, None)?;
-        let volumes = CaseVolumes::take(&mut vols);
+        let mut volumes = CaseVolumes::take(&mut vols);
         let gt = match labels {
             Some(p) => {
                 let g = nifti::read(p)?;
@@ -624,8 +626,8 @@ fn compare_folder(
             }
             None => None,
         };
-        let (rl, rs) = segment_with(refr, &rprep, &rwin, &volumes, &label)?;
-        let (cl, cs) = segment_with(cand, &cprep, &cwin, &volumes, &label)?;
+        let (rl, rs) = segment_with(refr, &rprep, &rwin, &mut volumes, &label)?;
+        let (cl, cs) = segment_with(cand, &cprep, &cwin, &mut volumes, &label)?;
         eprintln!("{label}: network time: candidate {cs:.1} s, reference {rs:.1} s");
         let (shape, spacing) = (volumes.shape, volumes.spacing);
         let vs_ref = evaluate(&cl, &rl, shape, spacing, Some(classes))

@@ -52,6 +52,11 @@ use super::{identity, same_file};
 /// uint8 (uint16 past 255 classes) with the first channel's affine, qform and sform. All
 /// channels must share one grid (shape and affine).
 ///
+/// Memory: the bundle's arena, the preprocessed image (4 bytes a voxel of the network grid),
+/// the labels (1 byte a voxel), and the window's accumulators up to --accumulator-memory (the
+/// rest in an unnamed scratch file in --scratch-dir; the results do not depend on it). The image
+/// as read is freed once preprocessed unless --preview draws it.
+///
 /// Examples:
 ///   e2enc segment amos-bundle ct.nii.gz -o ct_labels.nii.gz
 ///   e2enc segment brats-bundle t1.nii.gz t1ce.nii.gz t2.nii.gz flair.nii.gz -o seg.nii.gz --tta
@@ -118,6 +123,17 @@ pub struct Args {
     /// 3-D inputs are read as they are.
     #[arg(long, value_name = "K")]
     frame: Option<u64>,
+    /// Memory for the sliding window's probability accumulators (e.g. 256MiB, 1.5GiB, or all):
+    /// the running sums of the planes under the current row of tiles, 2 GiB for a 512x512 CT with
+    /// 16 classes and a 128^3 patch. Beyond it, blocks that no tile needs now wait in a scratch
+    /// file and come back bit for bit (labels and probabilities are the same whatever the size);
+    /// one tile's blocks stay in memory whatever it says (128 MiB there).
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory, default_value = "256MiB", allow_hyphen_values = true)]
+    accumulator_memory: u64,
+    /// Folder of the accumulators' scratch file (default: the labels' folder; avoid a tmpfs,
+    /// which is memory). The file has no name: nothing is left behind, even after a crash.
+    #[arg(long, value_name = "DIR")]
+    scratch_dir: Option<PathBuf>,
     /// Threads (0: all cores).
     #[arg(long, value_parser = crate::cmd::parse_threads, default_value_t = 0)]
     threads: usize,
@@ -268,6 +284,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         step: a.step,
         tta: a.tta,
         batch: net.batch,
+        accumulator_memory: (a.accumulator_memory != u64::MAX).then_some(a.accumulator_memory),
+        scratch_dir: a.scratch_dir.clone(),
     };
     let tty = std::io::stderr().is_terminal();
     let t0 = Instant::now();
@@ -712,9 +730,16 @@ fn run_case(
     // Again right before the work: in folder mode this is the first check of the case's
     // probabilities and preview files.
     check_outputs(case, overwrite)?;
+    let mut window = window.clone();
+    if window.scratch_dir.is_none() {
+        let dir = case.labels.parent().filter(|d| !d.as_os_str().is_empty());
+        window.scratch_dir = Some(dir.unwrap_or(Path::new(".")).to_path_buf());
+    }
+    let window = &window;
     let mut vols = read_case(&case.images, frame)?;
     // The images' voxels move into the pipeline's channels (no copy).
-    let volumes = CaseVolumes::take(&mut vols);
+    let mut volumes = CaseVolumes::take(&mut vols);
+    let voxels = volumes.shape.iter().product::<usize>();
     let first = &vols[0];
     // Probabilities go to their file plane by plane as the window finishes them.
     let mut probabilities = match &case.probabilities {
@@ -741,7 +766,9 @@ fn run_case(
         net,
         prep,
         window,
-        &volumes,
+        &mut volumes,
+        // The image is freed once preprocessed unless the preview draws it.
+        case.preview.is_some(),
         match probabilities.as_mut() {
             Some(w) => Probabilities::Stream(w),
             None => Probabilities::None,
@@ -762,6 +789,15 @@ fn run_case(
         "{label}: network grid {}x{}x{} (after crop and resampling), {} tiles",
         g[0], g[1], g[2], seg.tiles
     );
+    let w = seg.window;
+    if w.scratch_bytes > 0 {
+        eprintln!(
+            "{label}: probability accumulators: {} MiB in memory, {:.1} GiB through the scratch \
+             file (--accumulator-memory)",
+            w.accumulator_bytes >> 20,
+            w.scratch_bytes as f64 / (1u64 << 30) as f64
+        );
+    }
     if let Some(w) = probabilities {
         w.finish()?;
     }
@@ -776,5 +812,33 @@ fn run_case(
     }
     // The labels last: in folder mode their presence marks the case done.
     nifti::write_labels(&case.labels, &first.header, first.dims, &seg.labels)?;
-    Ok((seg.tiles, volumes.channels[0].len(), net_secs))
+    Ok((seg.tiles, voxels, net_secs))
+}
+
+/// A memory size: bytes, or a number with KiB, MiB, GiB (or K, M, G, KB, MB, GB: all powers of
+/// 1024), or `all` (no limit: `u64::MAX`).
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("all") {
+        return Ok(u64::MAX);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("`{s}`: say a size like 256MiB, 1.5GiB or all")),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}`: say a size like 256MiB, 1.5GiB or all"))?;
+    let bytes = v * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("`{s}` is too large (say all for no limit)"));
+    }
+    Ok(bytes as u64)
 }
