@@ -10,12 +10,12 @@
 //! NIfTI-style `(x, y, z)` indexing (nnU-Net's usual `[2, 1, 0]`), so [`case_axis_order`] maps it
 //! onto the `[z, y, x]` array: `[2, 1, 0]` becomes the identity and costs no transpose.
 
-use super::preprocess::{
-    inverse_permutation, preprocess, preprocess_owned, transpose, uncrop, Preprocessed,
-    PreprocessingConfig,
-};
 use std::borrow::Cow;
 
+use super::preprocess::{
+    inverse_permutation, preprocess, preprocess_owned, transpose, uncrop, BBox, Preprocessed,
+    PreprocessingConfig,
+};
 use super::resample::{resample_channels, Order, PlaneResampler, Shape};
 use super::window::{
     accumulator_bytes, argmax, check_tiles, padding, sliding_window_planes, WindowOptions,
@@ -234,8 +234,9 @@ pub fn segment_case<E: From<SegmentError>>(
 /// probabilities equal the whole-volume path's ([`sliding_window`],
 /// [`restore`](super::preprocess::restore), [`restore_probabilities`]) bit for bit.
 ///
-/// Channels handed over by value (`Vec<Vec<f32>>`) are dropped once preprocessed, so the image
-/// does not stay in memory beside its preprocessed copy while the tiles run.
+/// Channels handed over by value (`Vec<Vec<f32>>`) become their preprocessed copy where a step
+/// leaves them as they are and are freed once preprocessed ([`preprocess_owned`]), so the image
+/// does not stay in memory beside that copy while the tiles run.
 ///
 /// [`sliding_window`]: super::window::sliding_window
 #[allow(clippy::too_many_arguments)]
@@ -406,20 +407,14 @@ fn streamed<E: From<SegmentError>>(
             s.plane(i, &full)?;
         }
     }
+    // Into the crop box of the full grid, then back to the input's axes.
     let inv = inverse_permutation(prep.axis_order);
     let labels = match crop_labels {
-        CropLabels::Byte(l) => {
-            let net_labels = uncrop(&l, bbox, net_shape)?;
-            drop(l);
-            let t = transpose(&net_labels, net_shape, inv).0;
-            drop(net_labels);
-            t.into_iter().map(u16::from).collect()
-        }
-        CropLabels::Wide(l) => {
-            let net_labels = uncrop(&l, bbox, net_shape)?;
-            drop(l);
-            transpose(&net_labels, net_shape, inv).0
-        }
+        CropLabels::Byte(l) => restore_labels(l, bbox, net_shape, inv)?
+            .into_iter()
+            .map(u16::from)
+            .collect(),
+        CropLabels::Wide(l) => restore_labels(l, bbox, net_shape, inv)?,
     };
     Ok(Segmentation {
         labels,
@@ -428,6 +423,19 @@ fn streamed<E: From<SegmentError>>(
         tiles: n,
         window,
     })
+}
+
+/// Crop labels pasted into the full network grid and transposed to the input's axes, each
+/// intermediate freed as soon as the next exists.
+fn restore_labels<T: Copy + Default>(
+    crop: Vec<T>,
+    bbox: &BBox,
+    net_shape: Shape,
+    inv: [usize; 3],
+) -> Result<Vec<T>, SegmentError> {
+    let net = uncrop(&crop, bbox, net_shape)?;
+    drop(crop);
+    Ok(transpose(&net, net_shape, inv).0)
 }
 
 /// The labels of the crop box as they are found: bytes for up to 256 classes.
