@@ -486,7 +486,12 @@ proptest! {
         let sparse = opt.graph.node_ids().any(|id| {
             matches!(&opt.graph.node(id).op, Op::FusedConv3d(a) if a.sparse_out.is_some())
         });
-        prop_assert!(sparse, "no sparse conv:\n{}", print(&opt.graph));
+        // Extraction keeps the dense conv where nearly every kernel lives: a live MAC of a sparse
+        // conv costs SPARSE_OVERHEAD (5%) more. Below 90% live the sparse one is cheaper.
+        let live = mask.iter().filter(|&&m| m).count();
+        if (live as f64) < 0.9 * k as f64 {
+            prop_assert!(sparse, "no sparse conv ({live} of {k} live):\n{}", print(&opt.graph));
+        }
     }
 }
 
