@@ -82,6 +82,8 @@ def segment(
     preprocessing: Optional[PathLike] = None,
     spacing_as_is: bool = False,
     frame: Optional[int] = None,
+    accumulator_memory: Optional[int] = None,
+    scratch_dir: Optional[PathLike] = None,
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Segments one case with a compiled bundle, as ``e2enc segment`` does.
 
@@ -101,6 +103,12 @@ def segment(
     with per-image z-score), predicted tile by tile (``step`` of the patch, Gaussian weighting;
     ``tta=True``: all 8 mirrorings) and taken back to the input's grid.
 
+    ``accumulator_memory``: bytes of the sliding window's probability accumulators to keep in
+    memory (at least one tile's blocks are kept; the rest waits in an unnamed scratch file in
+    ``scratch_dir``, default the system's temporary folder, which should not be a tmpfs); the
+    results are the same whatever it is. ``None`` (the default) keeps them all in memory: 2 GiB
+    for a 512x512 CT with 16 classes and a 128^3 patch. The CLI's ``--accumulator-memory``.
+
     Returns the label map, shape (x, y, z) like the input, uint8 (uint16 past 255 classes), an
     F-ordered array over e2enc's own buffer (no copy). With ``probabilities=True`` returns
     ``(labels, probabilities)``, the probabilities float32 of shape (x, y, z, classes), as
@@ -112,6 +120,14 @@ def segment(
     """
     if not (0.0 < step <= 1.0):
         raise ValueError(f"step {step} must be in (0, 1]")
+    if accumulator_memory is not None and (
+        isinstance(accumulator_memory, bool)
+        or not isinstance(accumulator_memory, int)
+        or accumulator_memory < 0
+    ):
+        raise ValueError(
+            f"accumulator_memory {accumulator_memory!r} must be a number of bytes (0 or more) or None"
+        )
     if not isinstance(bundle, Bundle):
         if not _is_path(bundle):
             raise TypeError(f"bundle must be an e2enc.Bundle or a folder path, got {type(bundle)}")
@@ -126,6 +142,8 @@ def segment(
         probabilities=bool(probabilities),
         preprocessing=prep,
         spacing_as_is=bool(spacing_as_is),
+        accumulator_memory=accumulator_memory,
+        scratch_dir=os.fspath(scratch_dir) if scratch_dir is not None else None,
     )
     if all(_is_path(c) for c in channels):
         if spacing is not None or affine is not None:

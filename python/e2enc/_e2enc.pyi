@@ -77,6 +77,8 @@ def segment_arrays(
     probabilities: bool,
     preprocessing: Optional[str],
     spacing_as_is: bool,
+    accumulator_memory: Optional[int] = None,
+    scratch_dir: Optional[str] = None,
 ) -> Tuple[np.ndarray, Optional[npt.NDArray[np.float32]], _Grid]: ...
 def segment_files(
     bundle: Bundle,
@@ -88,4 +90,6 @@ def segment_files(
     probabilities: bool,
     preprocessing: Optional[str],
     spacing_as_is: bool,
+    accumulator_memory: Optional[int] = None,
+    scratch_dir: Optional[str] = None,
 ) -> Tuple[Tuple[np.ndarray, Optional[npt.NDArray[np.float32]], _Grid], List[List[float]]]: ...

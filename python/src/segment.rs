@@ -38,6 +38,9 @@ struct How {
     probabilities: bool,
     preprocessing: Option<PathBuf>,
     spacing_as_is: bool,
+    /// Bytes of window accumulators in memory (`None`: all) and the scratch file's folder.
+    accumulator_memory: Option<u64>,
+    scratch_dir: Option<PathBuf>,
 }
 
 /// Runs one case with the GIL released and converts the results.
@@ -62,7 +65,8 @@ fn run<'py>(
             step: how.step,
             tta: how.tta,
             batch: net.batch,
-            ..Default::default()
+            accumulator_memory: how.accumulator_memory,
+            scratch_dir: how.scratch_dir.clone(),
         };
         let r = segment_volumes(
             &mut engine,
@@ -118,7 +122,7 @@ fn run<'py>(
 /// Segments one case given as float32 arrays in (x, y, z) indexing, one per channel, with voxel
 /// size `spacing` (x, y, z) in mm. Called by `e2enc.segment`.
 #[pyfunction]
-#[pyo3(signature = (bundle, channels, spacing, *, tta, step, probabilities, preprocessing, spacing_as_is))]
+#[pyo3(signature = (bundle, channels, spacing, *, tta, step, probabilities, preprocessing, spacing_as_is, accumulator_memory=None, scratch_dir=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn segment_arrays<'py>(
     py: Python<'py>,
@@ -130,6 +134,8 @@ pub fn segment_arrays<'py>(
     probabilities: bool,
     preprocessing: Option<PathBuf>,
     spacing_as_is: bool,
+    accumulator_memory: Option<u64>,
+    scratch_dir: Option<PathBuf>,
 ) -> PyResult<Outputs<'py>> {
     let Some(first) = channels.first() else {
         return Err(PyValueError::new_err("no image given"));
@@ -167,6 +173,8 @@ pub fn segment_arrays<'py>(
         probabilities,
         preprocessing,
         spacing_as_is,
+        accumulator_memory,
+        scratch_dir,
     };
     let missing: Vec<&std::path::Path> = how.preprocessing.iter().map(PathBuf::as_path).collect();
     run(py, bundle, case, &how, &missing)
@@ -175,7 +183,7 @@ pub fn segment_arrays<'py>(
 /// Segments one case given as NIfTI files, one per channel (read, checked and oriented as
 /// `e2enc segment` does), returning also the first file's affine. Called by `e2enc.segment`.
 #[pyfunction]
-#[pyo3(signature = (bundle, paths, *, frame, tta, step, probabilities, preprocessing, spacing_as_is))]
+#[pyo3(signature = (bundle, paths, *, frame, tta, step, probabilities, preprocessing, spacing_as_is, accumulator_memory=None, scratch_dir=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn segment_files<'py>(
     py: Python<'py>,
@@ -187,6 +195,8 @@ pub fn segment_files<'py>(
     probabilities: bool,
     preprocessing: Option<PathBuf>,
     spacing_as_is: bool,
+    accumulator_memory: Option<u64>,
+    scratch_dir: Option<PathBuf>,
 ) -> PyResult<(Outputs<'py>, [[f64; 4]; 4])> {
     let mut missing: Vec<&std::path::Path> = paths.iter().map(PathBuf::as_path).collect();
     missing.extend(preprocessing.as_deref());
@@ -202,6 +212,8 @@ pub fn segment_files<'py>(
         probabilities,
         preprocessing: preprocessing.clone(),
         spacing_as_is,
+        accumulator_memory,
+        scratch_dir,
     };
     Ok((run(py, bundle, case, &how, &missing)?, affine))
 }

@@ -100,6 +100,26 @@ def test_segment_equals_the_cli_on_a_nifti_file_and_on_nibabel_arrays(bundle, bu
         assert 0 < (want_l == 1).sum() < want_l.size  # a real segmentation, not all one class
 
 
+def test_accumulator_memory_changes_nothing_but_memory(bundle, tmp_path):
+    # 96x84x56 at 1.2 mm: a 77x67x45 grid, 3x3x2 tiles of 32^3, so blocks do go to the file.
+    arr = ball((96, 84, 56))
+    seg = lambda **kw: e2enc.segment(bundle, arr, spacing=(1.2, 1.2, 1.2), tta=True,
+                                     probabilities=True, **kw)
+    want = seg()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for memory in (0, 1 << 16):
+        got = seg(accumulator_memory=memory, scratch_dir=scratch)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert list(scratch.iterdir()) == []  # the scratch file has no name
+    for bad in (-1, 1.5, True, "1GiB"):
+        with pytest.raises(ValueError, match="accumulator_memory"):
+            seg(accumulator_memory=bad)
+    with pytest.raises(e2enc.Error, match="scratch file"):
+        seg(accumulator_memory=0, scratch_dir=tmp_path / "missing")
+
+
 def test_segment_takes_a_bundle_path_and_channel_lists(bundle_dir, nifti_case):
     path, img = nifti_case
     a = e2enc.segment(bundle_dir, [path])
