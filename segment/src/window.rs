@@ -237,7 +237,7 @@ pub fn sliding_window<E: From<SegmentError>>(
 /// same order, which gives the same floats. With [`WindowOptions::accumulator_memory`] even those
 /// planes need not all be in memory: they are held in square blocks, and the blocks no tile needs
 /// now wait in a scratch file beyond that budget (the planes under a row of tiles of an
-/// AMOS-sized CT are 2 GiB; the blocks of one 128^3 tile 128 MiB).
+/// AMOS-sized CT are 2 GiB; the blocks one 128^3 tile can touch 200 MiB).
 ///
 /// `volume` holds one `[D, H, W]` slice per input channel. `emit(z, plane)` receives plane `z`
 /// (`0..D`, in order) as `[classes, H, W]`. The numbers equal [`sliding_window`]'s bit for bit:

@@ -127,7 +127,7 @@ pub struct Args {
     /// the running sums of the planes under the current row of tiles, 2 GiB for a 512x512 CT with
     /// 16 classes and a 128^3 patch. Beyond it, blocks that no tile needs now wait in a scratch
     /// file and come back bit for bit (labels and probabilities are the same whatever the size);
-    /// one tile's blocks stay in memory whatever it says (128 MiB there).
+    /// the blocks one tile can touch stay in memory whatever it says (200 MiB there).
     #[arg(long, value_name = "SIZE", value_parser = parse_memory, default_value = "256MiB", allow_hyphen_values = true)]
     accumulator_memory: u64,
     /// Folder of the accumulators' scratch file (default: the labels' folder; avoid a tmpfs,
