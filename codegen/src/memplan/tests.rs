@@ -112,12 +112,7 @@ fn lagged_convs_overlap_only_their_own_input_and_shrink_the_arena() {
         lagged.arena_elems,
         plain.arena_elems
     );
-    let step_of: HashMap<NodeId, usize> = lagged
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i))
-        .collect();
+    let step_of = step_index(&lagged);
     let inside = |v: &View, p: &Piece| v.offset >= p.offset && v.end() <= p.offset + p.elems;
     let excused = |a: &Piece, b: &Piece| {
         lagged.lagged.iter().any(|(&id, &planes)| {
@@ -169,12 +164,7 @@ fn streamed_upsamplings_free_their_concat_slice() {
         streamed.arena_elems,
         plain.arena_elems
     );
-    let step_of: HashMap<NodeId, usize> = streamed
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, &id)| (id, i))
-        .collect();
+    let step_of = step_index(&streamed);
     for (&u, &y) in &streams {
         // The upsampling's input is alive when the conv runs it.
         let x = streamed.views[&g.operands(u)[0]].clone();
@@ -220,6 +210,11 @@ fn small_unetpp_optimized() -> Graph {
 }
 
 /// Pieces of two different buffers of `p` alive at one step that overlap.
+/// Each running node's step.
+fn step_index(p: &Plan) -> HashMap<NodeId, usize> {
+    p.steps.iter().enumerate().map(|(i, &id)| (id, i)).collect()
+}
+
 fn clashes(p: &Plan) -> Vec<(Piece, Piece)> {
     let pieces: Vec<(usize, Piece)> = p
         .buffers
