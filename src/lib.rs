@@ -4,6 +4,7 @@
 //! bundles' results ([`gates`]). The command line (`src/main.rs`, `src/cmd/`) and the tests use it; deployments
 //! link `e2enc-runtime` alone. The Python package (`python/`) wraps it too.
 
+pub mod calibrate;
 pub mod device;
 pub mod gates;
 pub mod segmenting;

@@ -24,6 +24,7 @@ use crate::keys::{PublicKey, SecretKey};
 use crate::layout::View;
 use crate::memplan::{plan, Plan};
 use crate::precision::Precision;
+use crate::quant::{graph_digest, Calibration};
 pub use crate::target::Target;
 
 /// Errors of compilation.
@@ -75,6 +76,11 @@ pub struct CompileOptions {
     /// The kernels' arithmetic; `None`: the target's default
     /// ([`Precision::default_for`]: tf32 on CUDA, f32 on CPUs).
     pub precision: Option<Precision>,
+    /// `--precision int8`: the activation ranges measured on this model's optimized graph
+    /// ([`crate::quant`]; get them from the [`CompileReport::probes`] of an `observe` bundle).
+    pub calibration: Option<Calibration>,
+    /// Plan for calibration ([`GenOptions::observe`]).
+    pub observe: bool,
 }
 
 impl Default for CompileOptions {
@@ -88,6 +94,8 @@ impl Default for CompileOptions {
             standalone: false,
             sign: None,
             precision: None,
+            calibration: None,
+            observe: false,
         }
     }
 }
@@ -121,6 +129,37 @@ pub struct CompileReport {
     /// The key that signed the bundle, and its secret key file.
     pub signed_by: PublicKey,
     pub key_file: PathBuf,
+    /// Where calibration reads each conv's input ([`Probe`]).
+    pub probes: Vec<Probe>,
+    /// The digest of the optimized graph ([`crate::quant::graph_digest`]).
+    pub graph_digest: String,
+}
+
+/// Where a conv's input lies in the arena just before the conv's first step runs: what
+/// calibration reads (in a bundle planned with [`GenOptions::observe`], every conv's input is
+/// whole there then).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    /// The conv's node index in the optimized graph.
+    pub node: usize,
+    pub label: String,
+    /// Its first step.
+    pub step: usize,
+    /// Its activation input.
+    pub view: View,
+    /// The stored channel of each logical input channel.
+    pub channels: Vec<usize>,
+}
+
+/// How [`generate_with`] plans and emits beyond the target and precision.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenOptions<'a> {
+    /// Plan an f32 bundle for calibration: no lagged convs (their output overwrites their
+    /// input) and no streamed upsamplings (part of a conv's input is never whole), so every
+    /// conv's input is whole in the arena when its first step starts ([`Probe`]).
+    pub observe: bool,
+    /// `--precision int8`: the calibrated activation ranges of the graph's convs.
+    pub calibration: Option<&'a Calibration>,
 }
 
 /// Generated code for a graph, before it is written anywhere.
@@ -130,6 +169,8 @@ pub struct Generated {
     pub kernels: Vec<Kernel>,
     pub consts: Consts,
     pub source: String,
+    /// Every conv's input, for calibration.
+    pub probes: Vec<Probe>,
 }
 
 /// Largest activation arena a bundle may have: 256 GiB, beyond any machine e2enc targets; a
@@ -151,7 +192,40 @@ pub fn generate_in(
     isa: Target,
     precision: Precision,
 ) -> Result<Generated, CodegenError> {
+    generate_with(g, w, isa, precision, GenOptions::default())
+}
+
+/// [`generate_in`] with [`GenOptions`].
+pub fn generate_with(
+    g: &Graph,
+    w: &Weights,
+    isa: Target,
+    precision: Precision,
+    go: GenOptions,
+) -> Result<Generated, CodegenError> {
     precision.check(isa).map_err(CodegenError::Other)?;
+    let calibration = match (precision, go.calibration) {
+        (Precision::Int8, None) => {
+            return Err(CodegenError::Other(
+                "--precision int8 needs activation ranges: calibrate on a folder of cases \
+                 (`e2enc compile --precision int8 --calibrate DIR`)"
+                    .into(),
+            ))
+        }
+        (Precision::Int8, Some(c)) => {
+            let digest = graph_digest(&e2enc_ir::text::print(g));
+            if c.graph != digest {
+                return Err(CodegenError::Other(format!(
+                    "the calibration was measured on another graph (digest {}, this one {}): \
+                     calibrate again with this model and these options",
+                    short(&c.graph),
+                    short(&digest)
+                )));
+            }
+            Some(c)
+        }
+        _ => None,
+    };
     let renderer = crate::render::for_target_in(isa, precision);
     let scratch = |id| {
         let tys: Vec<_> = g
@@ -179,12 +253,15 @@ pub fn generate_in(
         })
     };
     let lag = |id: NodeId| {
+        if go.observe {
+            return None;
+        }
         one_act(id).and_then(|x| renderer.lag_planes(&g.node(id).op, &g.node(x).ty, &g.node(id).ty))
     };
     // Upsamplings streamed into the conv reading their concat (CPU kernels only).
     let streams = match renderer.stream_slots() {
-        Some(_) => crate::c::conv::stream_candidates(g),
-        None => HashMap::new(),
+        Some(_) if !go.observe => crate::c::conv::stream_candidates(g),
+        _ => HashMap::new(),
     };
     let ring_of = |y: NodeId| -> Option<usize> {
         let slots = renderer.stream_slots()?;
@@ -211,6 +288,7 @@ pub fn generate_in(
     }
     let mut consts = Consts::default();
     let mut kernels = Vec::new();
+    let mut probes = Vec::new();
     let operands = |id: NodeId| -> Result<Operands, CodegenError> {
         let (mut inputs, mut tensors, mut channel_map) = (Vec::new(), Vec::new(), None);
         for o in g.operands(id) {
@@ -274,6 +352,7 @@ pub fn generate_in(
                 ring: Some(slots),
                 stream: None,
                 ring_in: None,
+                act_ranges: None,
             }));
         }
         let ctx = NodeCtx {
@@ -298,7 +377,23 @@ pub fn generate_in(
             ring: None,
             stream,
             ring_in,
+            act_ranges: calibration
+                .and_then(|c| c.convs.get(&id.index()))
+                .map(|c| c.ranges.clone()),
         };
+        if matches!(node.op, Op::Conv3d(_) | Op::FusedConv3d(_)) && ctx.inputs.len() == 1 {
+            let x = &ctx.inputs[0];
+            probes.push(Probe {
+                node: id.index(),
+                label: ctx.label.clone(),
+                step: kernels.len(),
+                view: x.clone(),
+                channels: ctx
+                    .channel_map
+                    .clone()
+                    .unwrap_or_else(|| (0..x.shape[1]).collect()),
+            });
+        }
         kernels.extend(renderer.node(&ctx, &mut consts)?);
     }
     let mut source =
@@ -314,7 +409,13 @@ pub fn generate_in(
         kernels,
         consts,
         source,
+        probes,
     })
+}
+
+/// The first 12 hex digits of a digest, for messages.
+fn short(d: &str) -> &str {
+    &d[..d.len().min(12)]
 }
 
 fn cc_version(cc: &str) -> String {
@@ -390,7 +491,16 @@ pub fn compile(
     let precision = opts
         .precision
         .unwrap_or_else(|| Precision::default_for(opts.isa));
-    let gen = generate_in(&o.graph, &o.weights, opts.isa, precision)?;
+    let gen = generate_with(
+        &o.graph,
+        &o.weights,
+        opts.isa,
+        precision,
+        GenOptions {
+            observe: opts.observe,
+            calibration: opts.calibration.as_ref(),
+        },
+    )?;
     let codegen_seconds = t0.elapsed().as_secs_f64();
 
     let parent = match out.parent() {
@@ -557,6 +667,7 @@ pub fn compile(
     if had_old {
         let _ = std::fs::remove_dir_all(&aside);
     }
+    let digest = graph_digest(&manifest.graph);
     Ok(CompileReport {
         manifest,
         optimize: o.report,
@@ -566,5 +677,7 @@ pub fn compile(
         cc_seconds,
         signed_by: key.public(),
         key_file,
+        graph_digest: digest,
+        probes: gen.probes,
     })
 }

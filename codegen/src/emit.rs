@@ -130,6 +130,9 @@ pub struct NodeCtx<'a> {
     pub stream: Option<Box<NodeCtx<'a>>>,
     /// Where this conv reads the part of its input that a ring stands for.
     pub ring_in: Option<RingIn>,
+    /// `--precision int8`: the calibrated range `[lo, hi]` of each logical input channel of
+    /// this conv (`crate::quant`); a conv without stays f32.
+    pub act_ranges: Option<Vec<[f32; 2]>>,
 }
 
 /// Input channels read from a ring of planes instead of the input view (a streamed upsampling's

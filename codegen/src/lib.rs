@@ -22,6 +22,7 @@ pub mod emit;
 pub mod keys;
 pub mod memplan;
 pub mod precision;
+pub mod quant;
 pub mod render;
 pub mod standalone;
 pub mod train;

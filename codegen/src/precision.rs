@@ -14,7 +14,13 @@
 //!   nearest even, f32 sums, activations f32 in the arena as on CUDA; the other convs of a CPU
 //!   bundle (stride 2, 1x1x1 heads, transposed) stay f32.
 //!
-//! `int8` belongs here when it is built.
+//! - `int8`: on `x86-avx512` (CPUs with `avx512_vnni` and `avx512_vbmi`) the same 3x3 stride-1
+//!   convs multiply unsigned 8-bit activations by signed 8-bit weights with `vpdpbusd` (four
+//!   products added to one i32 lane) and turn the i32 sums back into f32 before the bias and the
+//!   epilogue. Activations are quantized per input channel with a scale and zero point from
+//!   calibration ([`crate::quant`]); weights per output channel, symmetric, with the activation
+//!   scales folded in. Needs a calibration (`e2enc compile --calibrate DIR`); the other convs
+//!   stay f32, and activations stay f32 in the arena.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,6 +33,7 @@ pub enum Precision {
     F32,
     Tf32,
     Bf16,
+    Int8,
 }
 
 impl Precision {
@@ -35,14 +42,17 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Tf32 => "tf32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
     /// CPU features (`std::arch` names) kernels in this precision need beyond the target's own:
-    /// `avx512bw` and `avx512bf16` for bf16 on x86 (`vcvtne2ps2bf16`, `vpermw`, `vdpbf16ps`).
+    /// `avx512bw` and `avx512bf16` for bf16 on x86 (`vcvtne2ps2bf16`, `vpermw`, `vdpbf16ps`);
+    /// `avx512bw`, `avx512vnni` and `avx512vbmi` for int8 (`vpdpbusd`, `vpermb`).
     pub fn cpu_features(self, target: Target) -> &'static [&'static str] {
         match (self, target) {
             (Precision::Bf16, Target::X86Avx512) => &["avx512bw", "avx512bf16"],
+            (Precision::Int8, Target::X86Avx512) => &["avx512bw", "avx512vnni", "avx512vbmi"],
             _ => &[],
         }
     }
@@ -62,7 +72,11 @@ impl Precision {
         match self {
             Precision::F32 => Ok(()),
             Precision::Tf32 | Precision::Bf16 if target.is_cuda() => Ok(()),
-            Precision::Bf16 if target == Target::X86Avx512 => Ok(()),
+            Precision::Bf16 | Precision::Int8 if target == Target::X86Avx512 => Ok(()),
+            Precision::Int8 => Err(format!(
+                "--precision int8 needs --target x86-avx512 (kernels for CPUs with avx512_vnni \
+                 and avx512_vbmi); {target} computes in f32 (use --precision f32)"
+            )),
             Precision::Bf16 => Err(format!(
                 "--precision bf16 needs --target x86-avx512 (kernels for CPUs with avx512_bf16) \
                  or a CUDA target; {target} computes in f32 (use --precision f32)"
@@ -89,13 +103,9 @@ impl FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "tf32" => Ok(Precision::Tf32),
             "bf16" => Ok(Precision::Bf16),
-            "int8" => Err(
-                "--precision int8 is not built yet: this version computes in f32 (every target), \
-                 tf32 (CUDA) or bf16 (CUDA, x86-avx512)"
-                    .into(),
-            ),
+            "int8" => Ok(Precision::Int8),
             _ => Err(format!(
-                "unknown precision `{s}`: expected f32, tf32 or bf16"
+                "unknown precision `{s}`: expected f32, tf32, bf16 or int8"
             )),
         }
     }
@@ -121,9 +131,10 @@ mod tests {
             &["avx512bw", "avx512bf16"]
         );
         assert!(Precision::F32.cpu_features(Target::X86Avx512).is_empty());
-        assert!("int8"
-            .parse::<Precision>()
-            .unwrap_err()
-            .contains("not built yet"));
+        assert_eq!("int8".parse::<Precision>(), Ok(Precision::Int8));
+        assert!(Precision::Int8.check(Target::X86Avx512).is_ok());
+        assert!(Precision::Int8.check(Target::X86Avx2).is_err());
+        assert!(Precision::Int8.check(Target::CudaSm90).is_err());
+        assert!("int4".parse::<Precision>().unwrap_err().contains("int8"));
     }
 }

@@ -127,6 +127,7 @@ impl ConvCfg {
             consts,
             out_slice: self.slice.then_some((1, 2)),
             in_slice: (self.seed % 3 == 1).then_some((2, 3)),
+            ranges: None,
         }
     }
 }
@@ -319,6 +320,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[4, 3, 3, 3, 3], 3), noise(&[4], 4)],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::Conv3d(conv([2, 3, 2], [2, 2, 3], [1, 0, 2])),
@@ -326,6 +328,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[2, 3, 2, 3, 2], 5)],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::Conv3d(conv([1, 5, 5], [1, 1, 1], [0, 2, 2])),
@@ -333,6 +336,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[3, 2, 1, 5, 5], 6), noise(&[3], 7)],
             out_slice: Some((0, 1)),
             in_slice: None,
+            ranges: None,
         },
         // ConvTranspose3d: the upsampling path and generic ones.
         Case {
@@ -341,6 +345,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[3, 5, 2, 2, 2], 8), noise(&[5], 9)],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::ConvTranspose3d(conv([3, 3, 2], [2, 1, 2], [1, 1, 0])),
@@ -348,6 +353,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[2, 3, 3, 3, 2], 10)],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::ConvTranspose3d(conv([1, 2, 2], [1, 2, 2], [0, 0, 0])),
@@ -355,6 +361,7 @@ fn plain_and_generic_convs() {
             consts: vec![noise(&[2, 4, 1, 2, 2], 11)],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
     ];
     check(cases);
@@ -394,6 +401,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::Add,
@@ -401,6 +409,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: Some((2, 3)),
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::DepthShift(ShiftAttrs { groups: 3 }),
@@ -408,6 +417,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::DepthShift(ShiftAttrs { groups: 5 }),
@@ -415,6 +425,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::SelectChannels {
@@ -425,6 +436,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::Concat,
@@ -432,6 +444,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: Some((1, 1)),
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::MaxPool3d(PoolAttrs {
@@ -442,6 +455,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::MaxPool3d(PoolAttrs {
@@ -452,6 +466,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::InstanceNorm { eps: 1e-5 },
@@ -459,6 +474,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![noise(&[3], 24), noise(&[3], 25)],
             out_slice: Some((0, 2)),
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::Softmax,
@@ -466,6 +482,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
         Case {
             op: Op::Argmax,
@@ -473,6 +490,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: Some((1, 2)),
+            ranges: None,
         },
         Case {
             op: Op::Softmax,
@@ -480,6 +498,7 @@ fn elementwise_and_copy_ops() {
             consts: vec![],
             out_slice: None,
             in_slice: None,
+            ranges: None,
         },
     ];
     check(cases);
@@ -500,6 +519,7 @@ fn argmax_ties_take_the_first_channel() {
         consts: vec![],
         out_slice: None,
         in_slice: None,
+        ranges: None,
     }]);
 }
 
@@ -1018,6 +1038,209 @@ fn bf16_convs_round_their_inputs() {
         assert!(
             err > 1e-4 && err < 1e-2,
             "bf16 relative error {err:e} (density {:?})",
+            cfg.density
+        );
+    }
+}
+
+/// Whether this host runs int8 kernels; without, says so (or fails under
+/// `E2ENC_REQUIRE_AVX512_VNNI`).
+fn host_int8() -> bool {
+    let has = |f| e2enc_codegen::target::host_has(f) == Some(true);
+    if has("avx512bw") && has("avx512vnni") && has("avx512vbmi") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("E2ENC_REQUIRE_AVX512_VNNI").is_none(),
+        "E2ENC_REQUIRE_AVX512_VNNI is set but this host lacks avx512vnni or avx512vbmi"
+    );
+    eprintln!(
+        "note: this host lacks avx512vnni/avx512vbmi: the int8 kernels are compiled but NOT run"
+    );
+    false
+}
+
+/// A hash of `i` and `seed` in `0..m`.
+fn pick(i: usize, seed: u64, m: u64) -> u64 {
+    let mut s = (i as u64).wrapping_add(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    s ^= s >> 31;
+    s = s.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    s ^= s >> 29;
+    (s >> 11) % m
+}
+
+/// `cfg`'s conv made int8-exact: input channel `c` holds values `(q - z_c) s_c` of a `u8`
+/// grid whose range is the case's calibration (`s_c` a power of two, zero points all over
+/// 0..255), and the weights of output `o` are `k 2^-7 / s_c` with codes `k` in [-127, 127]
+/// (one of them 127): the folded weights quantize to exactly `k`, so the kernels' products are
+/// exact and only f32 sums and the final scaling round.
+fn int8_exact(cfg: &ConvCfg) -> Case {
+    let mut k = cfg.case();
+    let cin = cfg.cin;
+    let scale = |c: usize| 2f32.powi(-(4 + (c % 4) as i32));
+    let zero = |c: usize| ((37 * c + 11 + cfg.seed as usize) % 256) as f32;
+    k.ranges = Some(
+        (0..cin)
+            .map(|c| [-zero(c) * scale(c), (255.0 - zero(c)) * scale(c)])
+            .collect(),
+    );
+    let [_, _, d, h, w] = <[usize; 5]>::try_from(k.acts[0].shape()).unwrap();
+    let plane = d * h * w;
+    let x: Vec<f32> = (0..k.acts[0].numel())
+        .map(|i| {
+            let c = (i / plane) % cin;
+            (pick(i, cfg.seed, 256) as f32 - zero(c)) * scale(c)
+        })
+        .collect();
+    k.acts[0] = Tensor::from_f32(k.acts[0].shape().to_vec(), x).unwrap();
+    // (output, input channel) of each kernel of consts[0].
+    let owners: Vec<(usize, usize)> = match cfg.density {
+        None => (0..cfg.cout)
+            .flat_map(|o| (0..cin).map(move |c| (o, c)))
+            .collect(),
+        Some(_) => k.consts[1]
+            .as_i32()
+            .unwrap()
+            .chunks(2)
+            .map(|r| (r[0] as usize, r[1] as usize))
+            .collect(),
+    };
+    let kvol: usize = cfg.kernel.iter().product();
+    let mut seen = vec![false; cfg.cout];
+    let mut wv = vec![0f32; owners.len() * kvol];
+    for (kk, &(o, c)) in owners.iter().enumerate() {
+        for t in 0..kvol {
+            let i = kk * kvol + t;
+            let mut code = pick(i, cfg.seed + 17, 255) as f32 - 127.0;
+            if !seen[o] {
+                seen[o] = true;
+                code = 127.0;
+            }
+            wv[i] = code * 2f32.powi(-7) / scale(c);
+        }
+    }
+    k.consts[0] = Tensor::from_f32(k.consts[0].shape().to_vec(), wv).unwrap();
+    k
+}
+
+#[test]
+fn int8_convs_compile_without_warnings() {
+    // Any x86 host: the int8 text builds with the bundle's flags and -Werror; every 3x3 conv
+    // with ranges is int8, one without ranges or with fewer than 4 slots stays f32.
+    use e2enc_codegen::precision::Precision;
+    let mut consts = e2enc_codegen::emit::Consts::default();
+    let ps: Vec<_> = bf16_cases()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            harness::prepare_in(
+                &int8_exact(c),
+                &format!("q{i}"),
+                &mut consts,
+                Target::X86Avx512,
+                Precision::Int8,
+            )
+        })
+        .collect();
+    let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
+    assert!(ks
+        .iter()
+        .all(|k| k.what.ends_with(" int8") || !k.what.contains("conv")));
+    for (cfg, name) in [
+        (ConvCfg::plain(1, 1, 8, [2, 9, 40], 3, 1), "f"),
+        (ConvCfg::plain(1, 6, 8, [2, 9, 40], 3, 1), "g"),
+    ] {
+        let mut case = int8_exact(&cfg);
+        if name == "g" {
+            case.ranges = None;
+        }
+        let p = harness::prepare_in(&case, name, &mut consts, Target::X86Avx512, Precision::Int8);
+        assert!(
+            p.kernels.iter().all(|k| !k.what.ends_with(" int8")),
+            "{name}"
+        );
+    }
+    let src: String = ks.iter().map(|k| k.source.as_str()).collect();
+    for want in ["_mm512_dpbusd_epi32(", "e2q_taps(", "e2q_u8(", "e2q_loadm("] {
+        assert!(src.contains(want), "no {want} emitted");
+    }
+    let mut flags = vec!["-O2", "-Wall", "-Werror"];
+    flags.extend_from_slice(Target::X86Avx512.machine_flags());
+    harness::compile_in(&ks, &flags, Target::X86Avx512, Precision::Int8).unwrap();
+}
+
+#[test]
+fn int8_convs_match_the_interpreter_on_int8_exact_values() {
+    // On values of the calibrated grids and weights whose folded codes are exact, vpdpbusd's
+    // sums are exact: the kernels must match the f32 interpreter (1e-4, as every kernel) and
+    // not depend on the tile split. A wrong tap, row, slot, zero point or scale is O(1).
+    use e2enc_codegen::precision::Precision;
+    if !host_int8() {
+        return;
+    }
+    let cases: Vec<Case> = bf16_cases().iter().map(int8_exact).collect();
+    if let Err(e) = harness::check_batch_in(&cases, Target::X86Avx512, Precision::Int8) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn int8_convs_quantize_their_inputs() {
+    // On values off the grid (ranges: each channel's min and max), the kernels differ from f32
+    // by 8-bit quantization (~1e-2 relative on these sums), neither by more (a bug) nor by
+    // nothing (an f32 kernel in disguise).
+    use e2enc_codegen::precision::Precision;
+    if !host_int8() {
+        return;
+    }
+    let mut c = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 1);
+    c.density = Some(0.5);
+    let mut d = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 1);
+    d.seed = 5;
+    for cfg in [c, d] {
+        let mut case = cfg.case();
+        let x = case.acts[0].as_f32().unwrap();
+        let plane = 2 * 11 * 37;
+        case.ranges = Some(
+            (0..24)
+                .map(|ch| {
+                    let v = &x[ch * plane..(ch + 1) * plane];
+                    let lo = v.iter().fold(f32::INFINITY, |m, &a| m.min(a));
+                    let hi = v.iter().fold(f32::NEG_INFINITY, |m, &a| m.max(a));
+                    [lo, hi]
+                })
+                .collect(),
+        );
+        let mut consts = e2enc_codegen::emit::Consts::default();
+        let p = harness::prepare_in(&case, "r", &mut consts, Target::X86Avx512, Precision::Int8);
+        assert!(p.kernels.iter().any(|k| k.what.ends_with(" int8")));
+        let ks: Vec<_> = p.kernels.iter().collect();
+        let lib = harness::compile_in(
+            &ks,
+            &Target::X86Avx512.cflags(),
+            Target::X86Avx512,
+            Precision::Int8,
+        )
+        .unwrap();
+        let mut a = p.arena();
+        harness::run(&lib, &p, &mut a, &consts, &[], false);
+        let [n, ch, dd, h, w] = p.output.shape;
+        let mut got = Vec::new();
+        for nn in 0..n {
+            for cc in 0..ch {
+                for z in 0..dd {
+                    for y in 0..h {
+                        let r = p.output.at(nn, cc, z, y as isize, 0);
+                        got.extend_from_slice(&a.as_slice()[r..r + w]);
+                    }
+                }
+            }
+        }
+        let got = Tensor::from_f32(p.want.shape().to_vec(), got).unwrap();
+        let err = e2enc_ir::tensor::relative_error(&got, &p.want).unwrap();
+        assert!(
+            err > 1e-4 && err < 3e-2,
+            "int8 relative error {err:e} (density {:?})",
             cfg.density
         );
     }

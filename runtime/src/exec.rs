@@ -218,14 +218,29 @@ impl Engine {
     /// Runs the bundle on the inputs set since the last run (all of them) and leaves the outputs
     /// in the arena, where [`Engine::output`] reads them (until the next run).
     pub fn execute(&mut self) -> Result<(), RuntimeError> {
-        self.run_inner(None)
+        self.run_inner(None, None)
     }
 
     /// [`Engine::execute`], also timing every step.
     pub fn execute_profiled(&mut self) -> Result<Vec<StepTime>, RuntimeError> {
         let mut times = Vec::new();
-        self.run_inner(Some(&mut times))?;
+        self.run_inner(Some(&mut times), None)?;
         Ok(times)
+    }
+
+    /// [`Engine::execute`] on the CPU, calling `observe(step, arena)` before each step runs
+    /// (the arena as the earlier steps left it): how calibration reads what a kernel is about to
+    /// read. Refused for a GPU device.
+    pub fn execute_observed(
+        &mut self,
+        observe: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), RuntimeError> {
+        if !matches!(self.device, Device::Cpu(_)) {
+            return Err(RuntimeError::Device {
+                msg: "observing the steps of a run needs the CPU device".into(),
+            });
+        }
+        self.run_inner(None, Some(observe))
     }
 
     /// The output `name` of the last run, in place in the arena.
@@ -243,7 +258,11 @@ impl Engine {
         })
     }
 
-    fn run_inner(&mut self, mut times: Option<&mut Vec<StepTime>>) -> Result<(), RuntimeError> {
+    fn run_inner(
+        &mut self,
+        mut times: Option<&mut Vec<StepTime>>,
+        mut observe: Option<&mut dyn FnMut(usize, &[f32])>,
+    ) -> Result<(), RuntimeError> {
         let m = &self.bundle.manifest;
         if let Some(k) = self.set.iter().position(|s| !s) {
             return Err(RuntimeError::MissingInput {
@@ -290,9 +309,12 @@ impl Engine {
             Code::Emulated(e) => (&e.kernels, Some(e)),
             Code::Cuda { .. } => return Err(cuda_on_cpu(&self.bundle)),
         };
-        let a = self.arena.as_mut_slice().as_mut_ptr();
         let (w, i) = (self.w.as_slice().as_ptr(), self.i.as_slice().as_ptr());
-        for (s, f) in m.steps.iter().zip(kernels) {
+        for (k, (s, f)) in m.steps.iter().zip(kernels).enumerate() {
+            if let Some(obs) = observe.as_deref_mut() {
+                obs(k, self.arena.as_slice());
+            }
+            let a = self.arena.as_mut_slice().as_mut_ptr();
             let t0 = Instant::now();
             // SAFETY: the kernels were verified and compiled for exactly this arena size and these
             // blobs (checked at load); tiles write disjoint memory.

@@ -227,6 +227,8 @@ pub fn host_has(feature: &str) -> Option<bool> {
             "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
             "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
             "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
             "f16c" => std::arch::is_x86_feature_detected!("f16c"),
             "neon" => false,
             _ => return None,
@@ -236,16 +238,16 @@ pub fn host_has(feature: &str) -> Option<bool> {
     {
         Some(match feature {
             "neon" => std::arch::is_aarch64_feature_detected!("neon"),
-            "avx2" | "fma" | "avx" | "avx512f" | "avx512bw" | "avx512bf16" | "f16c" => false,
+            "avx2" | "fma" | "avx" | "avx512f" | "avx512bw" | "avx512bf16" | "avx512vnni"
+            | "avx512vbmi" | "f16c" => false,
             _ => return None,
         })
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         match feature {
-            "avx2" | "fma" | "avx" | "avx512f" | "avx512bw" | "avx512bf16" | "f16c" | "neon" => {
-                Some(false)
-            }
+            "avx2" | "fma" | "avx" | "avx512f" | "avx512bw" | "avx512bf16" | "avx512vnni"
+            | "avx512vbmi" | "f16c" | "neon" => Some(false),
             _ => None,
         }
     }

@@ -3,10 +3,19 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use e2enc::calibrate::{calibrate_case, Calibrator};
+use e2enc::segmenting::{preprocessing, read_case, CaseVolumes, Net};
+use e2enc_codegen::artifact::Manifest;
 use e2enc_codegen::compile::{compile, CompileOptions, Target};
 use e2enc_codegen::precision::Precision;
+use e2enc_codegen::quant::Calibration;
 use e2enc_ir::e2enet::{BuildOptions, Model};
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
+use e2enc_runtime::exec::Engine;
 
 use crate::util::{giga, parse_patch};
 
@@ -85,10 +94,32 @@ pub struct Args {
     /// about 2e-2 relative error; on CPUs the 3x3 stride-1 convs use vdpbf16ps, about 1.3-1.5x
     /// the f32 bundle's speed, and a host without avx512_bf16 refuses the bundle). Activations
     /// stay f32 in the arena either way. Check a bf16 bundle against its f32 one with
-    /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8 is not built
-    /// yet.
+    /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
+    /// (x86-avx512 for CPUs with avx512_vnni and avx512_vbmi; needs --calibrate): the 3x3
+    /// stride-1 convs multiply 8-bit activations (per input channel, scale and zero point from
+    /// calibration) by 8-bit weights (per output channel, symmetric) with vpdpbusd and add in
+    /// 32-bit integers; bias, norm and activations stay f32.
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
+    /// With --precision int8: a folder of cases (nnU-Net naming, CASE_0000.nii.gz, ...) whose
+    /// values set the activation ranges. An f32 bundle of the same graph runs tiles of each case
+    /// (the model's preprocessing, the sliding window's tiles); each conv input channel's range
+    /// is cut at the 0.001th and 99.999th percentiles of what it read. Use cases like those the
+    /// bundle will segment (same modality and protocol).
+    #[arg(long, value_name = "DIR")]
+    calibrate: Option<PathBuf>,
+    /// Tiles per calibration case, spread evenly over its sliding-window tiles (all of them when
+    /// a case has fewer).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    calibration_tiles: u32,
+    /// With --calibrate: the preprocessing config (a JSON object, or a model.json-like object
+    /// holding `preprocessing`) when model.json carries none, as `e2enc segment --preprocessing`.
+    #[arg(long, value_name = "FILE", requires = "calibrate")]
+    preprocessing: Option<PathBuf>,
+    /// With --calibrate: run each calibration image on its own grid with per-image z-score
+    /// when model.json carries no preprocessing (as `e2enc segment --spacing-as-is`).
+    #[arg(long, requires = "calibrate")]
+    spacing_as_is: bool,
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
@@ -112,7 +143,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             patch: a.patch,
         },
     )?;
-    let opts = CompileOptions {
+    let mut opts = CompileOptions {
         deep_supervision: a.deep_supervision,
         force: a.force,
         isa: a.target,
@@ -122,8 +153,34 @@ pub fn main(a: Args) -> Result<ExitCode> {
         precision: a.precision,
         ..CompileOptions::default()
     };
+    let mut check = None;
+    match (a.precision, &a.calibrate) {
+        (Some(Precision::Int8), Some(dir)) => {
+            Precision::Int8
+                .check(a.target)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            refuse_existing(&a)?;
+            let c = calibrate_folder(&m, &opts, &a, dir)?;
+            opts.calibration = Some(c.calibration);
+            check = Some(c.check);
+        }
+        (Some(Precision::Int8), None) => bail!(
+            "--precision int8 needs --calibrate DIR: a folder of cases (CASE_0000.nii.gz, ...) \
+             like those the bundle will segment, whose values set the activation ranges"
+        ),
+        (_, Some(_)) => bail!(
+            "--calibrate measures activation ranges for --precision int8; the {} bundle has no \
+             use for it",
+            a.precision
+                .unwrap_or_else(|| Precision::default_for(a.target))
+        ),
+        _ => {}
+    }
     let r = compile(&m, &a.out, &opts)?;
     let man = &r.manifest;
+    if let Some(check) = check {
+        int8_report(&a, man, check)?;
+    }
     eprintln!(
         "wrote {} ({}): {} kernels, arena {:.1} MiB, constants {:.1} MiB, {} executed MACs ({} dense)",
         a.out.display(),
@@ -169,4 +226,169 @@ pub fn main(a: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The calibration of an int8 compile, and one calibration tile with its f32 logits to check
+/// the int8 bundle on.
+struct Calibrated {
+    calibration: Calibration,
+    check: Check,
+}
+
+/// One input and the f32 calibration bundle's logits for it.
+struct Check {
+    input: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// Refuses an existing output before the (long) calibration, as `compile` would after it.
+fn refuse_existing(a: &Args) -> Result<()> {
+    if a.out.exists() && !a.force {
+        bail!("{} exists; pass --force to replace it", a.out.display());
+    }
+    Ok(())
+}
+
+/// Compiles an f32 bundle of the model planned for observation into a temporary folder, runs
+/// tiles of every case of `dir` through it and returns the measured ranges.
+fn calibrate_folder(m: &Model, opts: &CompileOptions, a: &Args, dir: &Path) -> Result<Calibrated> {
+    let found = super::segment::scan_cases(dir)?;
+    let tmp = tempfile::tempdir().context("creating a temporary folder for calibration")?;
+    let bdir = tmp.path().join("bundle");
+    let copts = CompileOptions {
+        precision: Some(Precision::F32),
+        observe: true,
+        calibration: None,
+        standalone: false,
+        sign: None,
+        force: false,
+        ..opts.clone()
+    };
+    eprintln!(
+        "calibrating on {} case(s) of {}: compiling an f32 bundle of the same graph",
+        found.len(),
+        dir.display()
+    );
+    let r = compile(m, &bdir, &copts).context("compiling the calibration bundle")?;
+    let b = Bundle::load(&bdir, &LoadOptions::default())?;
+    let net = Net::of(&b)?;
+    let prep = preprocessing(
+        &bdir,
+        &b.manifest.model,
+        a.preprocessing.as_deref(),
+        a.spacing_as_is,
+        net.channels,
+    )?;
+    let mut engine = Engine::try_new(b, 0)?;
+    let mut cal = Calibrator::new(r.probes);
+    let mut sources = Vec::new();
+    let n = found.len();
+    let mut check = None;
+    let t_all = Instant::now();
+    for (k, (name, chans)) in found.into_iter().enumerate() {
+        let images = super::segment::channel_files(&name, chans, net.channels)?;
+        let mut vols = read_case(&images, None)?;
+        let case = CaseVolumes::take(&mut vols);
+        let t0 = Instant::now();
+        let (ran, all) = calibrate_case(
+            &mut engine,
+            &net,
+            &prep,
+            case,
+            a.calibration_tiles as usize,
+            &mut cal,
+        )
+        .with_context(|| format!("calibrating on case {name}"))?;
+        if check.is_none() {
+            // The last tile run, and the f32 logits it gave.
+            let y = engine.output(&net.output)?;
+            let mut logits = vec![0f32; y.shape().iter().product()];
+            y.copy_to(&mut logits)?;
+            check = Some(Check {
+                input: cal.last_input().to_vec(),
+                logits,
+            });
+        }
+        eprintln!(
+            "[{}/{n}] {name}: {ran} of {all} tiles ({:.1} s)",
+            k + 1,
+            t0.elapsed().as_secs_f64()
+        );
+        sources.push(format!("{name}: {ran} of {all} tiles"));
+    }
+    eprintln!(
+        "calibration: {} tiles in {:.1} s",
+        cal.tiles(),
+        t_all.elapsed().as_secs_f64()
+    );
+    Ok(Calibrated {
+        calibration: cal.finish(r.graph_digest, sources),
+        check: check.expect("scan_cases returns at least one case"),
+    })
+}
+
+/// Prints which convs compute in int8 and how far the int8 bundle's logits move from f32's on
+/// one calibration tile.
+fn int8_report(a: &Args, man: &Manifest, check: Check) -> Result<()> {
+    let convs = man
+        .steps
+        .iter()
+        .filter(|s| s.what.contains(" conv"))
+        .count();
+    let int8 = man
+        .steps
+        .iter()
+        .filter(|s| s.what.ends_with(" int8"))
+        .count();
+    eprintln!("int8: {int8} of {convs} conv kernels (the others f32)");
+    let b = Bundle::load(&a.out, &LoadOptions::default())?;
+    if !b
+        .manifest
+        .target
+        .as_deref()
+        .is_some_and(|t| t.parse::<Target>().is_ok_and(|t| t.host_supports()))
+    {
+        return Ok(());
+    }
+    let net = Net::of(&b)?;
+    let mut e = match Engine::try_new(b, 0) {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("note: the int8 bundle does not run here ({err}): no accuracy check");
+            return Ok(());
+        }
+    };
+    e.set_input(&net.input, &check.input)?;
+    e.execute()?;
+    let y = e.output(&net.output)?;
+    let mut got = vec![0f32; y.shape().iter().product()];
+    y.copy_to(&mut got)?;
+    let (num, den) = got
+        .iter()
+        .zip(&check.logits)
+        .fold((0f64, 0f64), |(n, d), (&g, &w)| {
+            let df = f64::from(g) - f64::from(w);
+            (n + df * df, d + f64::from(w) * f64::from(w))
+        });
+    let vox: usize = net.patch.iter().product::<usize>() * net.batch;
+    // Logits are [batch, classes, patch]: compare per sample.
+    let per = net.classes * net.patch.iter().product::<usize>();
+    let pv: usize = net.patch.iter().product();
+    let mut agree = 0usize;
+    for s in 0..net.batch {
+        let (g, w) = (&got[s * per..][..per], &check.logits[s * per..][..per]);
+        let am = |v: &[f32], i: usize| {
+            (0..net.classes)
+                .max_by(|&p, &q| v[p * pv + i].total_cmp(&v[q * pv + i]))
+                .unwrap_or(0)
+        };
+        agree += (0..pv).filter(|&i| am(g, i) == am(w, i)).count();
+    }
+    eprintln!(
+        "int8 vs f32 on a calibration tile: logits rel. L2 {:.2e}, argmax agreement {:.3}% \
+         (check a whole folder with `e2enc compare`)",
+        (num / den.max(f64::MIN_POSITIVE)).sqrt(),
+        100.0 * agree as f64 / vox as f64
+    );
+    Ok(())
 }

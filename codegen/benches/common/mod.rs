@@ -69,6 +69,7 @@ pub fn kind_of(k: &Kernel, label: &str) -> String {
         Some("norm") => format!("norm_{}", words.next().unwrap_or("")),
         Some("up") => "conv_up".into(),
         Some("conv") if w.ends_with(" bf16") => "conv_bf16".into(),
+        Some("conv") if w.ends_with(" int8") => "conv_int8".into(),
         Some(first) => first.to_string(),
         None => "kernel".into(),
     }
@@ -154,6 +155,9 @@ pub fn emit_case(
         ring: None,
         stream: None,
         ring_in: None,
+        // int8: ranges of instance-normalized, leaky-ReLU'd activations for every channel.
+        act_ranges: (PRECISION.with(|p| p.get()) == Precision::Int8)
+            .then(|| vec![[-1.0, 4.0]; acts.first().map_or(0, |s| s[1])]),
     };
     let kernels = c::emit(&ctx, consts, PRECISION.with(|p| p.get()))
         .unwrap_or_else(|e| panic!("emit {case}: {e}"))
@@ -303,6 +307,13 @@ pub fn run_bench(
                         p16 * threads as f64,
                         "bf16",
                     ),
+                    // int8 convs against the vpdpbusd peak.
+                    _ if kind.ends_with("_int8") && peaks.vnni.is_some() => (
+                        f as f64 / secs / 1e9,
+                        "GOP/s",
+                        peaks.vnni.unwrap_or(1.0) * threads as f64,
+                        "int8",
+                    ),
                     _ => (
                         f as f64 / secs / 1e9,
                         "GFLOP/s",
@@ -343,6 +354,7 @@ fn peak_name(r: &Row) -> String {
     match r.of {
         "fma" => format!("{}x FMA peak", r.threads),
         "bf16" => format!("{}x bf16 peak", r.threads),
+        "int8" => format!("{}x int8 peak", r.threads),
         _ => format!("{}-thread bandwidth", r.threads),
     }
 }
@@ -524,6 +536,10 @@ pub fn main_with(
         }
         if precision == Precision::Bf16 && peaks.bf16.is_none() {
             println!("skipping {isa}+bf16: this host lacks avx512bf16");
+            continue;
+        }
+        if precision == Precision::Int8 && peaks.vnni.is_none() {
+            println!("skipping {isa}+int8: this host lacks avx512vnni");
             continue;
         }
         precision.check(isa).unwrap();

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use e2enc_ir::{FusedConvAttrs, Graph, NodeId, Op, Tensor, TensorType};
 
-use super::{conv_bf16, conv_fast, conv_generic, conv_up, err, norm};
+use super::{conv_bf16, conv_fast, conv_generic, conv_int8, conv_up, err, norm};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 
 /// Which code path a convolution takes.
@@ -330,25 +330,56 @@ pub fn spec<'a>(ctx: &NodeCtx<'a>) -> Result<ConvSpec<'a>, EmitError> {
     })
 }
 
-/// The kernels of a conv node; with `bf16`, the convs `conv_bf16` has kernels for multiply in
-/// bf16 (the rest in f32).
-pub fn emit(ctx: &NodeCtx, consts: &mut Consts, bf16: bool) -> Result<Vec<Kernel>, EmitError> {
+/// The narrow arithmetic the fast-path convs of a bundle get where they have kernels for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Narrow {
+    None,
+    /// `conv_bf16.rs`.
+    Bf16,
+    /// `conv_int8.rs` (convs with calibrated ranges).
+    Int8,
+}
+
+impl Narrow {
+    /// What a bundle for `isa` in `precision` gets.
+    pub fn of(isa: crate::target::Target, precision: crate::precision::Precision) -> Narrow {
+        if conv_bf16::enabled(isa, precision) {
+            Narrow::Bf16
+        } else if conv_int8::enabled(isa, precision) {
+            Narrow::Int8
+        } else {
+            Narrow::None
+        }
+    }
+
+    /// The narrow kernel of a fast-path conv, `None` where it has none.
+    fn kernel(self, ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
+        match self {
+            Narrow::None => None,
+            Narrow::Bf16 => conv_bf16::emit(ctx, sp, consts),
+            Narrow::Int8 => conv_int8::emit(ctx, sp, consts),
+        }
+    }
+}
+
+/// The kernels of a conv node; with `narrow`, the convs that have kernels for it multiply in
+/// bf16 or int8 (the rest in f32).
+pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
     let path = path(&sp.g);
     let mark = (consts.f32.len(), consts.i32.len());
     let conv = match path {
-        // bf16 where conv_bf16 has a kernel for the geometry, else f32.
-        ConvPath::Fast if bf16 => match conv_bf16::emit(ctx, &sp, consts) {
+        // Narrow where there is a kernel for the geometry, else f32.
+        ConvPath::Fast => match narrow.kernel(ctx, &sp, consts) {
             Some(k) => k,
             None => conv_fast::emit(ctx, &sp, consts)?,
         },
-        ConvPath::Fast => conv_fast::emit(ctx, &sp, consts)?,
         ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
     let mut ks = match ctx.lag.is_some() || ctx.stream.is_some() {
         false => vec![conv],
-        true => grouped(ctx, &sp, consts, mark, bf16, conv)?,
+        true => grouped(ctx, &sp, consts, mark, narrow, conv)?,
     };
     if let Some((eps, gamma, beta)) = sp.norm {
         let [n, c, d, h, w] = sp.g.y;
@@ -475,7 +506,7 @@ fn grouped(
     sp: &ConvSpec,
     consts: &mut Consts,
     mark: (usize, usize),
-    bf16: bool,
+    narrow: Narrow,
     conv: Kernel,
 ) -> Result<Vec<Kernel>, EmitError> {
     let y = &ctx.output;
@@ -499,7 +530,7 @@ fn grouped(
         z += LAG_GROUP;
     }
     let stashed = match ctx.lag {
-        Some(l) => Some(stash_kernel(ctx, sp, consts, mark, bf16, &conv, l)?),
+        Some(l) => Some(stash_kernel(ctx, sp, consts, mark, narrow, &conv, l)?),
         None => None,
     };
     // The streamed upsampling: its kernel over the ring, tiles per pair of output planes.
@@ -607,7 +638,7 @@ fn stash_kernel(
     sp: &ConvSpec,
     consts: &mut Consts,
     mark: (usize, usize),
-    bf16: bool,
+    narrow: Narrow,
     conv: &Kernel,
     l: crate::emit::Lagged,
 ) -> Result<Kernel, EmitError> {
@@ -631,14 +662,12 @@ fn stash_kernel(
         ring: None,
         stream: None,
         ring_in: ctx.ring_in,
+        act_ranges: ctx.act_ranges.clone(),
     };
     let pushed = consts.clone();
     consts.f32.truncate(mark.0);
     consts.i32.truncate(mark.1);
-    let stashed = match bf16 {
-        true => conv_bf16::emit(&stash_ctx, sp, consts),
-        false => None,
-    };
+    let stashed = narrow.kernel(&stash_ctx, sp, consts);
     let stashed = match stashed {
         Some(k) => k,
         None => conv_fast::emit(&stash_ctx, sp, consts)?,

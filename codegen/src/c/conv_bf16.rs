@@ -133,7 +133,7 @@ fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
 /// The C expression of the first packed input row `r0` of stored channel `c` (a C term) at
 /// input plane `z` (a C expression), sample `n`; channels of a ring (`fc.ring_in`, batch 1) are
 /// read from their slot in it.
-fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
+pub(super) fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
     let x = &fc.x;
     let plain = format!(
         "A + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)r0 * {} + {PAD_LEFT}",

@@ -32,6 +32,7 @@ pub(crate) mod conv;
 mod conv_bf16;
 mod conv_fast;
 mod conv_generic;
+mod conv_int8;
 mod conv_micro;
 mod conv_up;
 mod conv_up_wide;
@@ -53,11 +54,14 @@ pub fn prelude_for(target: crate::target::Target) -> String {
 }
 
 /// The prelude of a bundle for `target` computing in `precision` (bf16 adds the pair packing
-/// and dot products of `conv_bf16.rs`).
+/// and dot products of `conv_bf16.rs`, int8 the quantization of `conv_int8.rs`).
 pub fn prelude_in(target: crate::target::Target, precision: Precision) -> String {
     let mut s = prelude_for(target);
     if conv_bf16::enabled(target, precision) {
         s.push_str(dialect::X86_BF16);
+    }
+    if conv_int8::enabled(target, precision) {
+        s.push_str(dialect::X86_INT8);
     }
     s
 }
@@ -82,7 +86,7 @@ pub fn emit(
 ) -> Result<Vec<Kernel>, EmitError> {
     match ctx.op {
         Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
-            conv::emit(ctx, consts, conv_bf16::enabled(ctx.isa, precision))
+            conv::emit(ctx, consts, conv::Narrow::of(ctx.isa, precision))
         }
         Op::InstanceNorm { eps } => norm::emit_standalone(ctx, consts, *eps),
         Op::LeakyRelu { slope } => simple::leaky_relu(ctx, *slope),

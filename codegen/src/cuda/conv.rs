@@ -29,7 +29,8 @@ pub fn emit(
     let mma = match precision {
         Precision::Tf32 => Some(super::mma::Mma::Tf32),
         Precision::Bf16 => Some(super::mma::Mma::Bf16),
-        Precision::F32 => None,
+        // int8 is refused for CUDA targets before any kernel (`Precision::check`).
+        Precision::F32 | Precision::Int8 => None,
     };
     if let Some(mma) = mma.filter(|_| super::mma::takes(&sp.g)) {
         // The tensor-core kernel writes the norm's partial statistics itself.

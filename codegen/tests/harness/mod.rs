@@ -37,6 +37,8 @@ pub struct Case {
     pub out_slice: Option<(usize, usize)>,
     /// Place input 0 the same way (the other channels hold NaN garbage the kernel must not use).
     pub in_slice: Option<(usize, usize)>,
+    /// int8: the calibrated range of each input channel (`NodeCtx::act_ranges`).
+    pub ranges: Option<Vec<[f32; 2]>>,
 }
 
 impl Case {
@@ -47,6 +49,7 @@ impl Case {
             consts,
             out_slice: None,
             in_slice: None,
+            ranges: None,
         }
     }
 }
@@ -210,6 +213,7 @@ pub fn prepare_in(
         ring: None,
         stream: None,
         ring_in: None,
+        act_ranges: case.ranges.clone(),
     };
     let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {

@@ -1,0 +1,553 @@
+//! `--precision int8` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
+//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) multiply `u8`
+//! activations by `i8` weights with `vpdpbusd` (four products added to one i32 lane: 64
+//! multiplies per instruction where `vfmadd231ps` does 16). The quantization ([`crate::quant`]):
+//! activations per input channel with the calibrated scale and zero point, weights per output
+//! channel with the activation scales folded in; the i32 sums, less the zero points' term, times
+//! the output channel's scale are the f32 conv, to which the bias and the f32 epilogue (leaky
+//! ReLU or the instance-norm partial sums) apply as in the f32 kernel. Activations stay f32 in
+//! the arena.
+//!
+//! What four bytes of a word hold: **column taps**. A tile (the f32 kernel's tiles, so the norm
+//! partials and the memory plan do not change) packs, per slot (input channel, depth tap), sub-band
+//! of rows and column strip, each input row `r` as words `P[r][x] = (q[x - 1], q[x], q[x + 1], 0)`
+//! (quantized once per row into bytes, then spread by one `vpermb` per 16 columns). Output row
+//! `y` of one output channel is `sum over slots, tap rows b: P[y + b] . (w(b, 0), w(b, 1),
+//! w(b, 2), 0)`: three `vpdpbusd` per slot, row and vector, every packed vector (aligned) used by
+//! the three output rows it touches. Three of four products are useful (48 multiplies per
+//! instruction), dense or sparse alike: a slot is packed once whichever outputs read it, so
+//! DSFF-sparse convs walk a CSR of live slots per output channel (one output channel per micro
+//! kernel) and dense ones all slots for two output channels at once.
+//!
+//! The packed band is kept under [`BUDGET`] by narrowing the column strip, then the sub-band's
+//! rows; a conv with too many slots for one row, or fewer than four (the 1-channel first conv),
+//! stays f32 ([`emit`] returns `None`), as does a conv the calibration has no ranges for.
+//! Slots whose plane lies outside the volume (depth padding, depth shift) are packed as the zero
+//! point, which is what the zero points' term assumes of every slot.
+
+use std::fmt::Write;
+
+use super::conv::{live_flops, slope_in_conv, ConvSpec};
+use super::conv_bf16::{applies, row_at};
+use super::conv_fast::{blocking, finish_tile, tile_head, Blocking, FastConv};
+use super::conv_micro::epilogue;
+use crate::emit::{Consts, Kernel, NodeCtx};
+use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::precision::Precision;
+use crate::quant::{weight_codes, ActQuant};
+use crate::target::Target;
+
+/// Bytes of packed words a tile may hold at once (on its thread's stack, as the bf16 kernels).
+pub const BUDGET: usize = 512 * 1024;
+
+/// Whether a bundle for `target` in `precision` gets int8 conv kernels.
+pub fn enabled(target: Target, precision: Precision) -> bool {
+    precision == Precision::Int8 && target == Target::X86Avx512
+}
+
+/// How a tile is cut: rows per sub-band and 16-column vectors per strip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cut {
+    sb: usize,
+    sv: usize,
+}
+
+impl Cut {
+    /// 32-bit words of one packed row of a strip.
+    fn row_words(self) -> usize {
+        self.sv * 16
+    }
+    /// 32-bit words of one slot: its `sb + 2` rows.
+    fn unit_words(self) -> usize {
+        (self.sb + 2) * self.row_words()
+    }
+}
+
+/// The cut of a tile of `rb` rows and `nv` vectors with `slots` packed slots and micro blocks of
+/// `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of `vo`),
+/// then fewer rows; `None` if not even one row of `vo` vectors fits.
+fn cut(slots: usize, rb: usize, nv: usize, vo: usize) -> Option<Cut> {
+    let fits = |c: Cut| slots * c.unit_words() * 4 <= BUDGET;
+    let mut c = Cut { sb: rb, sv: nv };
+    while !fits(c) && c.sv > vo {
+        c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
+    }
+    while !fits(c) && c.sb > 1 {
+        c.sb -= 1;
+    }
+    fits(c).then_some(c)
+}
+
+/// The word of tap row `b` of one 3x3 kernel plane: bytes `(w(b, 0), w(b, 1), w(b, 2), 0)`.
+fn tap_word(q: &[i8], b: usize) -> i32 {
+    let byte = |c: usize| u32::from(q[b * 3 + c] as u8);
+    (byte(0) | (byte(1) << 8) | (byte(2) << 16)) as i32
+}
+
+/// The int8 kernel of a fast-path conv, or `None` where it has none (see the module doc).
+pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
+    let g = &sp.g;
+    let ranges = ctx.act_ranges.as_deref()?;
+    if !applies(g) {
+        return None;
+    }
+    let [n, cin, _, _, _] = g.x;
+    let [_, co, od, oh, ow] = g.y;
+    if ranges.len() != cin {
+        return None;
+    }
+    let kd = g.k[0];
+    let lanes = 16;
+    let nv = ow.div_ceil(lanes);
+    let rb = blocking(g).rb;
+    let (ob, vo) = if g.sparse {
+        (1, 2.min(nv))
+    } else {
+        (2.min(co), 2.min(nv))
+    };
+    let slots = cin * kd;
+    if slots < 4 {
+        return None;
+    }
+    let c = cut(slots, rb, nv, vo)?;
+    let d = g.x[2];
+    let (sd, pd) = (g.s[0], g.p[0]);
+    let check_iz = (0..od).any(|z| {
+        (0..kd).any(|a| {
+            let iz = (z * sd + a) as i64 - pd as i64;
+            !(0..d as i64).contains(&iz)
+        })
+    });
+    let check_jz = sp.shifts.iter().any(|&v| v != 0);
+    let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
+    // Slots (stored channel, depth tap, shifted tap), as the f32 kernel's entries.
+    let ents: Vec<i32> = (0..cin)
+        .flat_map(|ch| {
+            (0..kd).flat_map(move |a| {
+                [
+                    sp.channels[ch] as i32,
+                    a as i32,
+                    (a as i64 - sp.shifts[ch]) as i32,
+                ]
+            })
+        })
+        .collect();
+    // Per logical channel: 1 / scale and the zero point, as the packing reads them.
+    let qp: Vec<f32> = aq
+        .iter()
+        .flat_map(|q| [1.0 / q.scale, f32::from(q.zero)])
+        .collect();
+    // Per output channel: the codes of its live kernels (scales folded in), its scale, and the
+    // zero points' term.
+    let kvol = kd * 9;
+    let nob = co.div_ceil(ob);
+    let mut codes: Vec<Vec<(usize, Vec<i8>)>> = Vec::with_capacity(co);
+    let mut oscale = vec![0f32; nob * ob];
+    let mut comp = vec![0i32; nob * ob];
+    for (o, row) in sp.rows.iter().enumerate() {
+        let folded: Vec<f32> = row
+            .iter()
+            .flat_map(|&(ch, off)| {
+                let s = aq[ch].scale;
+                sp.wdata[off..off + kvol].iter().map(move |w| w * s)
+            })
+            .collect();
+        let (q, t) = weight_codes(&folded);
+        oscale[o] = t;
+        let mut k = Vec::with_capacity(row.len());
+        for (i, &(ch, _)) in row.iter().enumerate() {
+            let qk = q[i * kvol..(i + 1) * kvol].to_vec();
+            comp[o] += qk.iter().map(|&v| i32::from(v)).sum::<i32>() * i32::from(aq[ch].zero);
+            k.push((ch, qk));
+        }
+        codes.push(k);
+    }
+    let (w_off, sl_off, rp_off);
+    if !g.sparse {
+        // Words [block][slot][output in block][tap row]; absent kernels are zero.
+        let mut w = vec![0i32; nob * slots * ob * 3];
+        for (o, row) in codes.iter().enumerate() {
+            let (blk, oo) = (o / ob, o % ob);
+            for (ch, qk) in row {
+                for a in 0..kd {
+                    let sl = ch * kd + a;
+                    for b in 0..3 {
+                        w[((blk * slots + sl) * ob + oo) * 3 + b] = tap_word(&qk[a * 9..], b);
+                    }
+                }
+            }
+        }
+        w_off = consts.push_i32(&w);
+        sl_off = 0;
+        rp_off = 0;
+    } else {
+        let mut rp = vec![0i32];
+        let mut sl = Vec::new();
+        let mut w = Vec::new();
+        for row in &codes {
+            for (ch, qk) in row {
+                for a in 0..kd {
+                    sl.push((ch * kd + a) as i32);
+                    w.extend((0..3).map(|b| tap_word(&qk[a * 9..], b)));
+                }
+            }
+            rp.push(sl.len() as i32);
+        }
+        sl_off = consts.push_i32(&sl);
+        rp_off = consts.push_i32(&rp);
+        w_off = consts.push_i32(&w);
+    }
+    let ent_off = consts.push_i32(&ents);
+    let qp_off = consts.push_f32(&qp);
+    let os_off = consts.push_f32(&oscale);
+    let comp_off = consts.push_i32(&comp);
+    let bias = sp.bias.map(|b| {
+        let mut v = b.to_vec();
+        v.resize(nob * ob, 0.0);
+        consts.push_f32(&v)
+    });
+    let what = format!(
+        "{} conv{} {}x3x3 s1 {}->{} int8",
+        ctx.label,
+        if g.sparse { " sparse" } else { "" },
+        kd,
+        cin,
+        co
+    );
+    let fc = FastConv {
+        name: ctx.prefix.clone(),
+        what,
+        g: g.clone(),
+        x: ctx.inputs[0].clone(),
+        y: ctx.output.clone(),
+        bl: Blocking { ob, rb, vo },
+        lanes,
+        aligned: false,
+        strip: None,
+        check_iz,
+        check_jz,
+        ents: ent_off,
+        w: w_off,
+        rp: g.sparse.then_some(rp_off),
+        ne_dense: slots,
+        bias,
+        slope: slope_in_conv(sp),
+        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
+        tiles: n * od * oh.div_ceil(rb),
+        flops: live_flops(sp),
+        ring_in: ctx.ring_in,
+    };
+    let q = Tables {
+        sl: sl_off,
+        qp: qp_off,
+        os: os_off,
+        comp: comp_off,
+        kd,
+    };
+    Some(render(&fc, c, &q))
+}
+
+/// Offsets of the int8 kernel's own constants.
+struct Tables {
+    /// `I`: the CSR's slot of each entry (sparse).
+    sl: usize,
+    /// `W`: `(1 / scale, zero point)` per logical input channel.
+    qp: usize,
+    /// `W`: the scale of each output channel.
+    os: usize,
+    /// `I`: the zero points' term of each output channel.
+    comp: usize,
+    /// Depth taps (slots per input channel).
+    kd: usize,
+}
+
+/// Writes the kernel: the packing function, the micro kernels, the tile loop.
+fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
+    let (g, bl, y) = (&fc.g, fc.bl, &fc.y);
+    let [_, co, _, oh, ow] = g.y;
+    let nv = ow.div_ceil(16);
+    let nb = oh.div_ceil(bl.rb);
+    let slw = c.unit_words();
+    let slots = fc.ne_dense;
+    let mut helpers = pack_fn(fc, c, q);
+    // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
+    let rrem = oh - (nb - 1) * bl.rb;
+    let mut rows: Vec<usize> = Vec::new();
+    for m in [bl.rb, rrem] {
+        for r in [c.sb.min(m), m % c.sb] {
+            if r > 0 && !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
+    }
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let nxb = (nv - 1) / bl.vo;
+    let vt = nv - nxb * bl.vo;
+    let mut call = |vo: usize, tail: bool| -> String {
+        let args = if g.sparse {
+            format!(
+                "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+                q.sl, fc.w, y.c_stride
+            )
+        } else {
+            format!(
+                "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+                fc.w,
+                slots * 3 * bl.ob,
+                bl.ob * y.c_stride,
+                bl.ob,
+                bl.ob
+            )
+        };
+        let mut s = String::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let name = format!("{}_mq{r}x{vo}{}", fc.name, if tail { "t" } else { "" });
+            if !helpers.contains(&format!("static void {name}(")) {
+                helpers.push_str(&micro(fc, c, q, &name, r, vo, tail));
+            }
+            if i + 1 < rows.len() {
+                let _ = write!(s, "if (nr == {r}) {name}({args}); else ");
+            } else {
+                let _ = write!(s, "{name}({args});");
+            }
+        }
+        s
+    };
+    let pos = format!(
+        "const int64_t po = {} + (int64_t)n * {} + (int64_t)z * {} + (int64_t)({PAD_ROWS} + r0) * {} + {PAD_LEFT} + xv * 16;",
+        y.offset, y.n_stride, y.d_stride, y.row
+    );
+    let body = if nxb > 0 {
+        format!(
+            "for (int xv = xs; xv < xe && xv < {}; xv += {}) {{\n{pos}\n{}\n}}\n",
+            nxb * bl.vo,
+            bl.vo,
+            call(bl.vo, false)
+        )
+    } else {
+        String::new()
+    };
+    let tail_call = call(vt, true);
+    let ohead = if g.sparse {
+        format!(
+            "for (int o = 0; o < {co}; o++) {{ const int e0 = I[{} + o], e1 = I[{} + o + 1];\n",
+            fc.rp.unwrap_or(0),
+            fc.rp.unwrap_or(0)
+        )
+    } else {
+        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
+    };
+    let mut b = tile_head(fc, nb);
+    let _ = writeln!(
+        b,
+        "uint32_t pk[{}] __attribute__((aligned(64)));
+for (int r0 = y0; r0 < y1; r0 += {sb}) {{
+const int nr = y1 - r0 < {sb} ? y1 - r0 : {sb};
+for (int xs = 0; xs < {nv}; xs += {sv}) {{
+const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
+{name}_pack(A, W, I + {ents}, pk, n, zb, r0, nr, xs, xe);
+{ohead}{body}if (xe == {nv}) {{ const int xv = {body_end};
+{pos}
+{tail_call}
+}}
+}}
+}}
+}}",
+        slots * slw,
+        sb = c.sb,
+        sv = c.sv,
+        name = fc.name,
+        ents = fc.ents,
+        body_end = nxb * bl.vo,
+    );
+    b.push_str(&finish_tile(fc, nb));
+    super::text::kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+}
+
+/// The depth checks of a slot whose entry is at `ent`: true when its plane lies outside the
+/// volume.
+fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
+    let d = fc.g.x[2];
+    let mut checks = Vec::new();
+    if fc.check_iz {
+        checks.push(format!("(unsigned)(zb + {ent}[1]) >= {d}u"));
+    }
+    if fc.check_jz {
+        checks.push(format!("(unsigned)(zb + {ent}[2]) >= {d}u"));
+    }
+    checks
+}
+
+/// The packing function: slots `[0, slots)` of sample `n`, input rows `r0 - 1 .. r0 + nr`
+/// (packed rows `0 .. nr + 2`), vectors `xs .. xe`, each row quantized into bytes (columns
+/// `16 xs - 16 .. 16 xe + 16`; storage outside the row's reads as zero, the zero point) and
+/// spread into column-tap words, into `pk` (`[slot][row][strip columns]`).
+fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
+    let x = &fc.x;
+    let nv = fc.g.y[4].div_ceil(16);
+    let (rw, slw) = (c.row_words(), c.unit_words());
+    let room = x.row - PAD_LEFT;
+    let right = room.saturating_sub(16 * nv).min(16);
+    let checks = outside(fc, "ent");
+    let skip = if checks.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "        if ({}) {{ const __m512i zz = _mm512_set1_epi32((int)((uint32_t)qs[1] * 0x01010101u)); for (int k = 0; k < {slw}; k += 16) _mm512_store_si512((void *)(pq + k), zz); continue; }}\n",
+            checks.join(" || ")
+        )
+    };
+    format!(
+        "E2_I8 static void {name}_pack(const float *restrict A, const float *restrict W,
+    const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
+    const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
+    uint8_t qb[{qbytes}] __attribute__((aligned(64)));
+    for (int s = 0; s < {slots}; s++, ent += 3) {{
+        uint32_t *pq = pk + (int64_t)s * {slw};
+        const float *qs = W + {qp} + 2 * (s / {kd});
+        const __m512 inv = _mm512_set1_ps(qs[0]), zp = _mm512_set1_ps(qs[1]);
+{skip}        const float *p = {p_at};
+        for (int rr = 0; rr < nr + 2; rr++) {{
+            const float *qr = p + (int64_t)rr * {xrow};
+            _mm_store_si128((__m128i *)qb, e2q_u8(e2q_loadm(qr + 16 * xs - 16, ml), inv, zp));
+            for (int j = xs; j < xe; j++)
+                _mm_store_si128((__m128i *)(qb + 16 * (j - xs + 1)), e2q_u8(_mm512_loadu_ps(qr + 16 * j), inv, zp));
+            _mm_store_si128((__m128i *)(qb + 16 * (xe - xs + 1)), e2q_u8(e2q_loadm(qr + 16 * xe, mr), inv, zp));
+            uint32_t *o = pq + (int64_t)rr * {rw};
+            for (int j = 0; j < xe - xs; j++)
+                _mm512_store_si512((void *)(o + 16 * j), e2q_taps(_mm512_loadu_si512((const void *)(qb + 16 * j + 15))));
+        }}
+    }}
+}}
+",
+        name = fc.name,
+        slots = fc.ne_dense,
+        rmask = (1u32 << right) - 1,
+        qbytes = 16 * (c.sv + 2) + 64,
+        qp = q.qp,
+        kd = q.kd,
+        p_at = row_at(fc, "ent[0]", "zb + ent[2]"),
+        xrow = x.row,
+    )
+}
+
+/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels (`ob` = 1 and a
+/// CSR of slots for sparse convs, all slots for dense ones); per slot, the `3 ob` tap-row words
+/// once, then each packed vector loaded once into every (output, row) that uses it.
+#[allow(clippy::too_many_arguments)]
+fn micro(
+    fc: &FastConv,
+    c: Cut,
+    q: &Tables,
+    name: &str,
+    rows: usize,
+    vo: usize,
+    tail: bool,
+) -> String {
+    let ob = fc.bl.ob;
+    let (rw, slw) = (c.row_words(), c.unit_words());
+    let sparse = fc.g.sparse;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "E2_I8 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I,
+    const int32_t *restrict sl, const uint32_t *restrict w, int ne, const uint32_t *restrict pk,
+    int64_t po, int o0, double *restrict st) {{
+    (void)sl; (void)st;"
+    );
+    for o in 0..ob {
+        for r in 0..rows {
+            for f in 0..vo {
+                let _ = writeln!(s, "    __m512i i{o}_{r}_{f} = _mm512_setzero_si512();");
+            }
+        }
+    }
+    let pq = if sparse {
+        format!("pk + (int64_t)sl[e] * {slw}")
+    } else {
+        format!("pk + (int64_t)e * {slw}")
+    };
+    let _ = writeln!(
+        s,
+        "    for (int e = 0; e < ne; e++, w += {}) {{
+        const uint32_t *pq = {pq};",
+        3 * ob
+    );
+    for o in 0..ob {
+        for b in 0..3 {
+            if (0..rows + 2).any(|rr| rr >= b && rr - b < rows) {
+                let _ = writeln!(
+                    s,
+                    "        const __m512i w{o}_{b} = _mm512_set1_epi32((int)w[{}]);",
+                    o * 3 + b
+                );
+            }
+        }
+    }
+    for rr in 0..rows + 2 {
+        for f in 0..vo {
+            let _ = writeln!(
+                s,
+                "        {{ const __m512i x = _mm512_load_si512((const void *)(pq + {}));",
+                rr * rw + 16 * f
+            );
+            for b in 0..3 {
+                if rr < b || rr - b >= rows {
+                    continue;
+                }
+                let r = rr - b;
+                for o in 0..ob {
+                    let a = format!("i{o}_{r}_{f}");
+                    let _ = writeln!(s, "          {a} = _mm512_dpbusd_epi32({a}, x, w{o}_{b});");
+                }
+            }
+            let _ = writeln!(s, "        }}");
+        }
+    }
+    let _ = writeln!(s, "    }}");
+    // Back to f32: (sum - the zero points' term) x the output channel's scale.
+    for o in 0..ob {
+        let _ = writeln!(
+            s,
+            "    const __m512i vc{o} = _mm512_set1_epi32(I[{} + o0 + {o}]);
+    const __m512 vq{o} = _mm512_set1_ps(W[{} + o0 + {o}]);",
+            q.comp, q.os
+        );
+        for r in 0..rows {
+            for f in 0..vo {
+                let _ = writeln!(
+                    s,
+                    "    const e2f16 a{o}_{r}_{f} = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(i{o}_{r}_{f}, vc{o})), vq{o});"
+                );
+            }
+        }
+    }
+    epilogue(&mut s, fc, rows, vo, tail);
+    s.push_str("}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_words_hold_three_codes_and_a_zero() {
+        let q: Vec<i8> = vec![1, -1, 127, -127, 0, 5, 0, 0, 0];
+        assert_eq!(tap_word(&q, 0) as u32, 0x007f_ff01);
+        assert_eq!(tap_word(&q, 1) as u32, 0x0005_0081);
+        assert_eq!(tap_word(&q, 2), 0);
+    }
+
+    #[test]
+    fn cuts_fit_the_budget_or_refuse() {
+        // AMOS-CT level 0, sparse 96 slots, 128 wide, bands of 10 rows: the whole band.
+        let c = cut(96, 10, 8, 2).unwrap();
+        assert!(96 * c.unit_words() * 4 <= BUDGET, "{c:?}");
+        // Many slots: narrower strips, then fewer rows.
+        let c = cut(960, 8, 8, 2).unwrap();
+        assert!(960 * c.unit_words() * 4 <= BUDGET && c.sv % 2 == 0, "{c:?}");
+        assert!(cut(100_000, 10, 8, 2).is_none());
+    }
+}

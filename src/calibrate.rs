@@ -1,0 +1,221 @@
+//! Calibration of `--precision int8` bundles: the value ranges each conv reads, measured on real
+//! cases.
+//!
+//! An f32 bundle of the same optimized graph, planned so that every conv's input is whole in the
+//! arena when the conv starts (`CompileOptions::observe`: no lagged convs, no streamed
+//! upsamplings), runs tiles of the cases as `e2enc segment` cuts them (the model's
+//! preprocessing, the sliding window's tiles and padding); before each conv's first step the [`Calibrator`]
+//! adds every value of each of its input channels to that channel's histogram
+//! ([`e2enc_codegen::quant::Histogram`]). The ranges are the histograms' percentiles
+//! ([`e2enc_codegen::quant`] says which and why); a [`Calibration`] holds them with the graph's
+//! digest. Not every tile of a large case is needed: [`calibrate_case`] runs a given number,
+//! spread evenly over the window's order.
+
+use std::collections::HashMap;
+
+use e2enc_codegen::compile::Probe;
+use e2enc_codegen::layout::{PAD_LEFT, PAD_ROWS};
+use e2enc_codegen::quant::{Calibration, ConvRanges, Histogram, HIGH_PERCENTILE, LOW_PERCENTILE};
+use e2enc_runtime::exec::Engine;
+use e2enc_segment::preprocess::preprocess_owned;
+use e2enc_segment::window;
+
+use crate::segmenting::{CaseVolumes, Net, Prep};
+use crate::SessionError;
+
+/// Histograms of the input channels of every probed conv.
+pub struct Calibrator {
+    probes: Vec<Probe>,
+    /// Per probe, per logical input channel.
+    hists: Vec<Vec<Histogram>>,
+    /// The probes read before each step.
+    at_step: HashMap<usize, Vec<usize>>,
+    /// Tiles observed.
+    tiles: usize,
+    /// The input of the last observed run.
+    last: Vec<f32>,
+}
+
+impl Calibrator {
+    pub fn new(probes: Vec<Probe>) -> Calibrator {
+        let mut at_step: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (k, p) in probes.iter().enumerate() {
+            at_step.entry(p.step).or_default().push(k);
+        }
+        let hists = probes
+            .iter()
+            .map(|p| vec![Histogram::default(); p.channels.len()])
+            .collect();
+        Calibrator {
+            probes,
+            hists,
+            at_step,
+            tiles: 0,
+            last: Vec::new(),
+        }
+    }
+
+    /// Reads the inputs of the convs whose first step is `step` from `arena` (as it is just
+    /// before that step runs).
+    pub fn observe(&mut self, step: usize, arena: &[f32]) {
+        let Some(ks) = self.at_step.get(&step) else {
+            return;
+        };
+        for &k in ks {
+            let p = &self.probes[k];
+            let v = &p.view;
+            let [n, _, d, h, w] = v.shape;
+            for (c, &stored) in p.channels.iter().enumerate() {
+                let hist = &mut self.hists[k][c];
+                for nn in 0..n {
+                    for z in 0..d {
+                        for y in 0..h {
+                            let at = v.offset
+                                + nn * v.n_stride
+                                + stored * v.c_stride
+                                + z * v.d_stride
+                                + (y + PAD_ROWS) * v.row
+                                + PAD_LEFT;
+                            if let Some(row) = arena.get(at..at + w) {
+                                hist.add(row);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts one more observed run of `tiles` tiles on `input`.
+    pub fn ran(&mut self, input: &[f32], tiles: usize) {
+        self.tiles += tiles;
+        self.last.clear();
+        self.last.extend_from_slice(input);
+    }
+
+    /// The input of the last observed run.
+    pub fn last_input(&self) -> &[f32] {
+        &self.last
+    }
+
+    /// Tiles observed so far.
+    pub fn tiles(&self) -> usize {
+        self.tiles
+    }
+
+    /// The calibration of the graph with digest `graph`; `sources` names what ran.
+    pub fn finish(self, graph: String, sources: Vec<String>) -> Calibration {
+        let convs = self
+            .probes
+            .iter()
+            .zip(&self.hists)
+            .map(|(p, hs)| {
+                (
+                    p.node,
+                    ConvRanges {
+                        label: p.label.clone(),
+                        ranges: hs.iter().map(Histogram::range).collect(),
+                    },
+                )
+            })
+            .collect();
+        Calibration {
+            graph,
+            percentiles: [LOW_PERCENTILE, HIGH_PERCENTILE],
+            sources,
+            convs,
+        }
+    }
+}
+
+/// Runs up to `tiles` tiles of one case (spread evenly over the sliding window's tiles at step
+/// 0.5; every tile when the case has no more) through `engine` (the calibration bundle, of
+/// shapes `net`), preprocessed as `prep` says and padded as the window pads, observed by `cal`.
+/// Returns the tiles run and the window's tile count.
+pub fn calibrate_case(
+    engine: &mut Engine,
+    net: &Net,
+    prep: &Prep,
+    case: CaseVolumes,
+    tiles: usize,
+    cal: &mut Calibrator,
+) -> Result<(usize, usize), SessionError> {
+    if case.channels.len() != net.channels {
+        return Err(SessionError::Invalid {
+            msg: format!(
+                "the network takes {} channel(s) but {} image(s) were given",
+                net.channels,
+                case.channels.len()
+            ),
+        });
+    }
+    let cfg = prep.config(case.spacing, net.channels);
+    let pre = preprocess_owned(case.channels, case.shape, case.spacing, &cfg)?;
+    let shape = pre.resampled_shape;
+    let patch = net.patch;
+    let pad = window::padding(shape, patch);
+    let padded: [usize; 3] = std::array::from_fn(|a| shape[a] + pad[a].0 + pad[a].1);
+    let starts = window::tiles(padded, patch, 0.5);
+    let all = starts.len();
+    let chosen: Vec<[usize; 3]> = starts
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| all <= tiles || (k + 1) * tiles / all > k * tiles / all)
+        .map(|(_, s)| *s)
+        .collect();
+    let pvox: usize = patch.iter().product();
+    let mut x = vec![0f32; net.batch * net.channels * pvox];
+    let mut ran = 0;
+    for group in chosen.chunks(net.batch) {
+        x.fill(0.0);
+        for (b, start) in group.iter().enumerate() {
+            for (c, data) in pre.data.iter().enumerate() {
+                let dst = &mut x[(b * net.channels + c) * pvox..][..pvox];
+                copy_tile(data, shape, pad, *start, patch, dst);
+            }
+        }
+        engine.set_input(&net.input, &x)?;
+        engine.execute_observed(&mut |step, arena| cal.observe(step, arena))?;
+        cal.ran(&x, group.len());
+        ran += group.len();
+    }
+    Ok((ran, all))
+}
+
+/// Copies the tile at `start` (padded coordinates) of a volume of `shape` padded by `pad` into
+/// `dst` (`patch`, C order); the padding reads as zero.
+fn copy_tile(
+    data: &[f32],
+    shape: [usize; 3],
+    pad: [(usize, usize); 3],
+    start: [usize; 3],
+    patch: [usize; 3],
+    dst: &mut [f32],
+) {
+    for z in 0..patch[0] {
+        let Some(iz) = (start[0] + z)
+            .checked_sub(pad[0].0)
+            .filter(|&v| v < shape[0])
+        else {
+            continue;
+        };
+        for y in 0..patch[1] {
+            let Some(iy) = (start[1] + y)
+                .checked_sub(pad[1].0)
+                .filter(|&v| v < shape[1])
+            else {
+                continue;
+            };
+            let row = &data[(iz * shape[1] + iy) * shape[2]..][..shape[2]];
+            let out = &mut dst[(z * patch[1] + y) * patch[2]..][..patch[2]];
+            for (xx, o) in out.iter_mut().enumerate() {
+                if let Some(ix) = (start[2] + xx)
+                    .checked_sub(pad[2].0)
+                    .filter(|&v| v < shape[2])
+                {
+                    *o = row[ix];
+                }
+            }
+        }
+    }
+}
