@@ -51,6 +51,31 @@ pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
     }
 }
 
+/// The measured `vpdpbusd` peak (u8 x i8 quadruples, i32 sums; 2 operations per multiply) of
+/// `threads` threads, in GOP/s: what the int8 convs of a `--precision int8` x86-avx512 bundle
+/// are held to. `None` where the host lacks `avx512_vnni`.
+pub fn int8_peak_gops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+        {
+            return None;
+        }
+        let kernel: Kernel = x86::dpbusd;
+        run(kernel, threads.max(1), 2_000_000);
+        let best = (0..4)
+            .map(|_| run(kernel, threads.max(1), 12_000_000))
+            .fold(0.0, f64::max);
+        Some(best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
 /// One thread's loop: `iters` rounds of 12 FMAs; returns the FLOPs done (and a value the
 /// optimizer cannot drop).
 type Kernel = fn(u64) -> (f64, f32);
@@ -147,6 +172,35 @@ mod x86 {
         (iters as f64 * 12.0 * 64.0, _mm512_reduce_add_ps(s))
     }
 
+    pub fn dpbusd(iters: u64) -> (f64, f32) {
+        // SAFETY: chosen only where `avx512f` and `avx512vnni` were detected.
+        unsafe { dpbusd_inner(iters) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn dpbusd_inner(iters: u64) -> (f64, f32) {
+        let x = _mm512_set1_epi32(0x0102_0304);
+        let y = _mm512_set1_epi32(0x01ff_01ff);
+        let mut a = [_mm512_setzero_si512(); 12];
+        for (i, v) in a.iter_mut().enumerate() {
+            *v = _mm512_set1_epi32(i as i32);
+        }
+        for _ in 0..iters {
+            for v in a.iter_mut() {
+                *v = _mm512_dpbusd_epi32(*v, x, y);
+            }
+        }
+        let mut s = a[0];
+        for v in &a[1..] {
+            s = _mm512_add_epi32(s, *v);
+        }
+        // 64 multiplies and 64 adds per instruction.
+        (
+            iters as f64 * 12.0 * 128.0,
+            _mm512_reduce_add_epi32(s) as f32,
+        )
+    }
+
     pub fn ymm(iters: u64) -> (f64, f32) {
         // SAFETY: chosen only where `avx2` and `fma` were detected.
         unsafe { ymm_inner(iters) }
@@ -210,6 +264,13 @@ mod tests {
     fn no_peak_without_a_vector_unit() {
         assert!(fma_peak_gflops("portable", 1).is_none());
         assert!(fma_peak_gflops("cuda-sm90", 1).is_none());
+    }
+
+    #[test]
+    fn int8_peak_is_positive_where_measurable() {
+        if let Some(p) = int8_peak_gops(1) {
+            assert!(p > 0.0 && p.is_finite(), "{p}");
+        }
     }
 
     #[test]

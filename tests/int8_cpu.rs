@@ -3,7 +3,7 @@
 //! it is close to the interpreter run on the optimized graph with the operands of its int8 convs
 //! quantized exactly as `e2enc_codegen::quant` says (inputs per channel to the calibrated grid,
 //! weights per output channel with the activation scales folded in), and far from plain f32; a
-//! host without `avx512_vnni` / `avx512_vbmi` refuses the bundle naming `--precision int8`;
+//! host without `avx512_vnni` refuses the bundle naming `--precision int8`;
 //! int8 without a calibration, or with one of another graph, is refused at compile time.
 //! (`E2ENC_REQUIRE_AVX512_VNNI` turns the skip on a host without the instructions into a
 //! failure.)
@@ -32,7 +32,7 @@ use e2enc_runtime::exec::Engine;
 
 fn host_int8() -> bool {
     Target::X86Avx512.host_supports()
-        && ["avx512bw", "avx512vnni", "avx512vbmi"]
+        && ["avx512bw", "avx512vnni"]
             .iter()
             .all(|f| host_has(f) == Some(true))
 }
@@ -224,7 +224,7 @@ fn golden_cpu_int8_bundle_computes_int8_or_is_refused() {
             std::env::var_os("E2ENC_REQUIRE_AVX512_VNNI").is_none(),
             "E2ENC_REQUIRE_AVX512_VNNI is set but this host lacks the instructions ({e})"
         );
-        eprintln!("note: this host lacks avx512vnni/vbmi: only the refusal was checked ({e})");
+        eprintln!("note: this host lacks avx512vnni: only the refusal was checked ({e})");
         return;
     }
     let mut e = Engine::try_new(loaded.expect("loading the int8 bundle"), 2).expect("engine");

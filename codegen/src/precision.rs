@@ -14,7 +14,7 @@
 //!   nearest even, f32 sums, activations f32 in the arena as on CUDA; the other convs of a CPU
 //!   bundle (stride 2, 1x1x1 heads, transposed) stay f32.
 //!
-//! - `int8`: on `x86-avx512` (CPUs with `avx512_vnni` and `avx512_vbmi`) the same 3x3 stride-1
+//! - `int8`: on `x86-avx512` (CPUs with `avx512_vnni`) the same 3x3 stride-1
 //!   convs multiply unsigned 8-bit activations by signed 8-bit weights with `vpdpbusd` (four
 //!   products added to one i32 lane) and turn the i32 sums back into f32 before the bias and the
 //!   epilogue. Activations are quantized per input channel with a scale and zero point from
@@ -48,11 +48,11 @@ impl Precision {
 
     /// CPU features (`std::arch` names) kernels in this precision need beyond the target's own:
     /// `avx512bw` and `avx512bf16` for bf16 on x86 (`vcvtne2ps2bf16`, `vpermw`, `vdpbf16ps`);
-    /// `avx512bw`, `avx512vnni` and `avx512vbmi` for int8 (`vpdpbusd`, `vpermb`).
+    /// `avx512bw` and `avx512vnni` for int8 (`vpdpbusd`).
     pub fn cpu_features(self, target: Target) -> &'static [&'static str] {
         match (self, target) {
             (Precision::Bf16, Target::X86Avx512) => &["avx512bw", "avx512bf16"],
-            (Precision::Int8, Target::X86Avx512) => &["avx512bw", "avx512vnni", "avx512vbmi"],
+            (Precision::Int8, Target::X86Avx512) => &["avx512bw", "avx512vnni"],
             _ => &[],
         }
     }
@@ -74,8 +74,8 @@ impl Precision {
             Precision::Tf32 | Precision::Bf16 if target.is_cuda() => Ok(()),
             Precision::Bf16 | Precision::Int8 if target == Target::X86Avx512 => Ok(()),
             Precision::Int8 => Err(format!(
-                "--precision int8 needs --target x86-avx512 (kernels for CPUs with avx512_vnni \
-                 and avx512_vbmi); {target} computes in f32 (use --precision f32)"
+                "--precision int8 needs --target x86-avx512 (kernels for CPUs with avx512_vnni); \
+                 {target} computes in f32 (use --precision f32)"
             )),
             Precision::Bf16 => Err(format!(
                 "--precision bf16 needs --target x86-avx512 (kernels for CPUs with avx512_bf16) \

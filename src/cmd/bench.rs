@@ -180,14 +180,21 @@ pub fn main(a: Args) -> Result<ExitCode> {
         (DeviceArg::Cpu, false, Some(t)) => crate::peak::fma_peak_gflops(t, e.threads()),
         _ => None,
     };
-    // A bf16 bundle's bf16 convs are held to the host's vdpbf16ps peak, the rest to f32's.
-    let bf16 = m.precision.as_deref() == Some("bf16");
-    let peak16 = match peak {
-        Some(_) if bf16 => crate::peak::bf16_peak_gflops(e.threads()),
+    // A bf16 (int8) bundle's bf16 (int8) convs are held to the host's vdpbf16ps (vpdpbusd)
+    // peak, the rest to f32's.
+    let narrow = m
+        .precision
+        .as_deref()
+        .filter(|p| matches!(*p, "bf16" | "int8"));
+    let peak16 = match (peak, narrow) {
+        (Some(_), Some("bf16")) => crate::peak::bf16_peak_gflops(e.threads()),
+        (Some(_), Some(_)) => crate::peak::int8_peak_gops(e.threads()),
         _ => None,
     };
     let of_peak = |gflops: f64| match peak {
-        Some(p) if bf16 => format!(" ({:.0}% of the f32 FMA peak)", 100.0 * gflops / p),
+        Some(p) if narrow.is_some() => {
+            format!(" ({:.0}% of the f32 FMA peak)", 100.0 * gflops / p)
+        }
         Some(p) => format!(" ({:.0}% of peak)", 100.0 * gflops / p),
         None => String::new(),
     };
@@ -203,11 +210,16 @@ pub fn main(a: Args) -> Result<ExitCode> {
             e.threads()
         );
     }
-    if let Some(p) = peak16 {
-        println!(
+    match (peak16, narrow) {
+        (Some(p), Some("bf16")) => println!(
             "bf16 peak     {p:.1} GFLOP/s (vdpbf16ps, {} threads, measured now: the `bf16` rows of --profile are held to it)",
             e.threads()
-        );
+        ),
+        (Some(p), _) => println!(
+            "int8 peak     {p:.1} GOP/s (vpdpbusd, {} threads, measured now: the `int8` rows of --profile are held to it)",
+            e.threads()
+        ),
+        _ => {}
     }
     if let Some(rss) = peak_rss_bytes() {
         println!(
@@ -260,7 +272,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         for (k, (s, f, c)) in rows {
             let gflops = f as f64 / s.max(1e-12) / 1e9;
             let row_peak = match peak16 {
-                Some(p16) if k.ends_with(" bf16") => Some(p16),
+                Some(p16) if k.ends_with(" bf16") || k.ends_with(" int8") => Some(p16),
                 _ => peak,
             };
             let pct = match row_peak {

@@ -11,7 +11,8 @@
 //! What four bytes of a word hold: **column taps**. A tile (the f32 kernel's tiles, so the norm
 //! partials and the memory plan do not change) packs, per slot (input channel, depth tap), sub-band
 //! of rows and column strip, each input row `r` as words `P[r][x] = (q[x - 1], q[x], q[x + 1], 0)`
-//! (quantized once per row into bytes, then spread by one `vpermb` per 16 columns). Output row
+//! (each 16 columns quantized once, then shifted against their neighbours: no byte shuffles,
+//! no store-to-load round trip). Output row
 //! `y` of one output channel is `sum over slots, tap rows b: P[y + b] . (w(b, 0), w(b, 1),
 //! w(b, 2), 0)`: three `vpdpbusd` per slot, row and vector, every packed vector (aligned) used by
 //! the three output rows it touches. Three of four products are useful (48 multiplies per
@@ -379,9 +380,10 @@ fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
 }
 
 /// The packing function: slots `[0, slots)` of sample `n`, input rows `r0 - 1 .. r0 + nr`
-/// (packed rows `0 .. nr + 2`), vectors `xs .. xe`, each row quantized into bytes (columns
-/// `16 xs - 16 .. 16 xe + 16`; storage outside the row's reads as zero, the zero point) and
-/// spread into column-tap words, into `pk` (`[slot][row][strip columns]`).
+/// (packed rows `0 .. nr + 2`), vectors `xs .. xe`, each vector of a row quantized once into
+/// 32-bit codes and made column-tap words with its neighbours (`valignd`; the vectors before
+/// `xs` and at `xe` too, where only columns `16 xs - 1` and `16 xe` matter and storage outside
+/// the row reads as zero, i.e. the zero point), into `pk` (`[slot][row][strip columns]`).
 fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
     let x = &fc.x;
     let nv = fc.g.y[4].div_ceil(16);
@@ -402,21 +404,28 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
     const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
     const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
     const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
-    uint8_t qb[{qbytes}] __attribute__((aligned(64)));
     for (int s = 0; s < {slots}; s++, ent += 3) {{
         uint32_t *pq = pk + (int64_t)s * {slw};
         const float *qs = W + {qp} + 2 * (s / {kd});
         const __m512 inv = _mm512_set1_ps(qs[0]), zp = _mm512_set1_ps(qs[1]);
 {skip}        const float *p = {p_at};
+        /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
+        const float *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
         for (int rr = 0; rr < nr + 2; rr++) {{
-            const float *qr = p + (int64_t)rr * {xrow};
-            _mm_store_si128((__m128i *)qb, e2q_u8(e2q_loadm(qr + 16 * xs - 16, ml), inv, zp));
-            for (int j = xs; j < xe; j++)
-                _mm_store_si128((__m128i *)(qb + 16 * (j - xs + 1)), e2q_u8(_mm512_loadu_ps(qr + 16 * j), inv, zp));
-            _mm_store_si128((__m128i *)(qb + 16 * (xe - xs + 1)), e2q_u8(e2q_loadm(qr + 16 * xe, mr), inv, zp));
-            uint32_t *o = pq + (int64_t)rr * {rw};
-            for (int j = 0; j < xe - xs; j++)
-                _mm512_store_si512((void *)(o + 16 * j), e2q_taps(_mm512_loadu_si512((const void *)(qb + 16 * j + 15))));
+            const float *qr = p + (int64_t)rr * {xrow}, *qn = pn + (int64_t)rr * {xrow};
+            uint32_t *o = pq + (int64_t)rr * {rw} - 16 * xs;
+            __m512i prev = e2q_codes(e2q_loadm(qr + 16 * xs - 16, ml), inv, zp);
+            __m512i cur = e2q_codes(_mm512_loadu_ps(qr + 16 * xs), inv, zp);
+            for (int j = xs; j < xe - 1; j++) {{
+                e2_prefetch2(qn + 16 * j);
+                const __m512i next = e2q_codes(_mm512_loadu_ps(qr + 16 * j + 16), inv, zp);
+                _mm512_store_si512((void *)(o + 16 * j), e2q_taps(prev, cur, next));
+                prev = cur;
+                cur = next;
+            }}
+            e2_prefetch2(qn + 16 * (xe - 1));
+            _mm512_store_si512((void *)(o + 16 * (xe - 1)),
+                e2q_taps(prev, cur, e2q_codes(e2q_loadm(qr + 16 * xe, mr), inv, zp)));
         }}
     }}
 }}
@@ -424,10 +433,14 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
         name = fc.name,
         slots = fc.ne_dense,
         rmask = (1u32 << right) - 1,
-        qbytes = 16 * (c.sv + 2) + 64,
         qp = q.qp,
         kd = q.kd,
         p_at = row_at(fc, "ent[0]", "zb + ent[2]"),
+        pn_at = row_at(fc, "ent[3]", "zb + ent[5]"),
+        next_ok = outside(fc, "(ent + 3)")
+            .iter()
+            .map(|c| format!(" && !({c})"))
+            .collect::<String>(),
         xrow = x.row,
     )
 }

@@ -319,24 +319,24 @@ typedef __m512i e2bf;
 
 /// The int8 vocabulary of x86-avx512 bundles compiled with `--precision int8` (appended to the
 /// AVX-512 prelude; see `conv_int8.rs`): functions using it carry `E2_I8`, which enables
-/// `avx512bw`, `avx512vnni` and `avx512vbmi` for them alone; the manifest names the three, and
-/// hosts without them refuse the bundle.
+/// `avx512bw` and `avx512vnni` for them alone; the manifest names both, and hosts without them
+/// refuse the bundle.
 pub const X86_INT8: &str = r#"
 /* --precision int8: vpdpbusd adds four products of u8 activations and i8 weights to an i32
-   lane; vpermb spreads a row of u8 codes into column-tap words (x - 1, x, x + 1, -). */
-#define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512vbmi")))
-/* The u8 codes of 16 floats: round(v / s + z) clamped to [0, 255] (inv = 1 / s, zp = z). */
-E2_I8 static inline __m128i e2q_u8(__m512 v, __m512 inv, __m512 zp) {
+   lane; a packed word holds the codes of columns (x - 1, x, x + 1) and a zero byte. */
+#define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+/* The u8 codes of 16 floats as 32-bit lanes: round(v / s + z) clamped to [0, 255]
+   (inv = 1 / s, zp = z). */
+E2_I8 static inline __m512i e2q_codes(__m512 v, __m512 inv, __m512 zp) {
     __m512 t = _mm512_fmadd_ps(v, inv, zp);
     t = _mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
-    return _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(t));
+    return _mm512_cvtps_epi32(t);
 }
-/* Word i of the result: bytes i, i + 1, i + 2, i + 3 of v. */
-E2_I8 static inline __m512i e2q_taps(__m512i v) {
-    const __m512i idx = _mm512_set_epi32(0x1211100f, 0x11100f0e, 0x100f0e0d, 0x0f0e0d0c,
-        0x0e0d0c0b, 0x0d0c0b0a, 0x0c0b0a09, 0x0b0a0908, 0x0a090807, 0x09080706, 0x08070605,
-        0x07060504, 0x06050403, 0x05040302, 0x04030201, 0x03020100);
-    return _mm512_permutexvar_epi8(idx, v);
+/* Column-tap words of 16 columns from the codes of the columns before (prev), at (cur) and
+   after (next) them: lane i = code[x - 1] | code[x] << 8 | code[x + 1] << 16. */
+E2_I8 static inline __m512i e2q_taps(__m512i prev, __m512i cur, __m512i next) {
+    const __m512i l = _mm512_alignr_epi32(cur, prev, 15), r = _mm512_alignr_epi32(next, cur, 1);
+    return _mm512_ternarylogic_epi32(l, _mm512_slli_epi32(cur, 8), _mm512_slli_epi32(r, 16), 0xfe);
 }
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2q_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
