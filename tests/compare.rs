@@ -430,3 +430,88 @@ fn a_bf16_cuda_bundle_of_the_golden_network_misses_a_tight_rel_l2_gate() {
     assert!(agree > 0.9, "argmax agreement {agree}");
     assert_eq!(r["gates"][1]["pass"], true, "{r}");
 }
+
+#[test]
+fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
+    let f = fixture();
+    let m = bundle_common::scratch().join("compare").join("m");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["compile", s(&m), "-o", s(&out), "--force"];
+        args.extend_from_slice(extra);
+        e2enc(&args)
+    };
+    // Refusals, on any host, before anything is written.
+    let refusals: [(&[&str], &str); 4] = [
+        (&["--target", "x86-avx512", "--precision", "int8"], "--calibrate DIR"),
+        (
+            &["--target", "x86-avx512", "--precision", "bf16", "--calibrate", s(&f.images)],
+            "for --precision int8",
+        ),
+        (
+            &["--target", "x86-avx2", "--precision", "int8", "--calibrate", s(&f.images)],
+            "x86-avx512",
+        ),
+        (
+            &["--target", "x86-avx512", "--precision", "int8", "--calibrate", s(dir.path())],
+            "no images named",
+        ),
+    ];
+    for (extra, want) in refusals {
+        let o = run(extra);
+        assert!(!o.status.success(), "{extra:?} compiled: {}", text(&o));
+        assert!(text(&o).contains(want), "{extra:?}: {}", text(&o));
+        assert!(!out.exists(), "{extra:?} left {}", out.display());
+    }
+    let has = |f| e2enc_codegen::target::host_has(f) == Some(true);
+    if !has("avx512f") {
+        eprintln!("note: this host lacks avx512f: int8 calibration (an x86-avx512 run) not checked");
+        return;
+    }
+    let o = run(&[
+        "--target",
+        "x86-avx512",
+        "--precision",
+        "int8",
+        "--calibrate",
+        s(&f.images),
+        "--calibration-tiles",
+        "2",
+    ]);
+    ok(&o, "int8 compile");
+    let t = text(&o);
+    assert!(t.contains("[2/2] b: "), "{t}");
+    assert!(t.contains(" conv kernels (the others f32)"), "{t}");
+    let man: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(man["precision"], "int8");
+    assert!(man["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|st| st["what"].as_str().unwrap().ends_with(" int8")));
+    if !(has("avx512bw") && has("avx512vnni")) {
+        eprintln!("note: this host lacks avx512vnni: the int8 bundle was compiled, not run");
+        return;
+    }
+    assert!(t.contains("int8 vs f32 on a calibration tile: logits rel. L2 "), "{t}");
+    let rep = dir.path().join("r.json");
+    let o = e2enc(&[
+        "compare",
+        s(&out),
+        s(&f.reference),
+        "-i",
+        s(&f.images),
+        "--labels",
+        s(&f.labels),
+        "--max-dice-drop",
+        "1",
+        "--json",
+        s(&rep),
+    ]);
+    ok(&o, "compare int8 to f32");
+    let r = report(&rep);
+    assert!(r.to_string().contains("int8"), "{r}");
+}

@@ -24,7 +24,8 @@ use crate::to_py;
 /// "aarch64-neon", "portable", "cuda-sm80" or "cuda-sm90". `batch` and `patch` (D, H, W; default
 /// the model's patch_size) fix the shapes the bundle runs. `deep_supervision` keeps ds1..ds3.
 /// `precision`: "f32" (CPU default), "tf32" (CUDA) or "bf16" (CUDA, and x86-avx512 for CPUs with
-/// avx512_bf16). `standalone` also writes a C program. `cc`: the C compiler command. `sign`: a
+/// avx512_bf16); "int8" needs a calibration on a folder of cases, which only the command line
+/// does for now (`e2enc compile --precision int8 --calibrate DIR`): ValueError here. `standalone` also writes a C program. `cc`: the C compiler command. `sign`: a
 /// secret key file (default: your local key).
 ///
 /// The dict holds "path", "target", "kernels", "arena_bytes", "executed_macs", "dense_macs",
@@ -53,6 +54,13 @@ pub fn compile<'py>(
         .map(str::parse)
         .transpose()
         .map_err(PyValueError::new_err)?;
+    if precision == Some(Precision::Int8) {
+        return Err(PyValueError::new_err(
+            "precision='int8' needs a calibration on a folder of cases: compile it with the \
+             command line, `e2enc compile MODEL -o OUT --target x86-avx512 --precision int8 \
+             --calibrate DIR`, and load the bundle here",
+        ));
+    }
     if batch == 0 {
         return Err(PyValueError::new_err("batch must be at least 1"));
     }

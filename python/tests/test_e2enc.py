@@ -202,6 +202,8 @@ def test_compile_errors(model_dir, tmp_path):
         e2enc.compile(model_dir, tmp_path / "b", target="sparc")
     with pytest.raises(ValueError):
         e2enc.compile(model_dir, tmp_path / "b", precision="fp7")
+    with pytest.raises(ValueError, match="--calibrate"):
+        e2enc.compile(model_dir, tmp_path / "b", target="x86-avx512", precision="int8")
     with pytest.raises(FileNotFoundError):
         e2enc.compile(tmp_path / "none" / "model.json", tmp_path / "b")
     (tmp_path / "exists").mkdir()
