@@ -444,17 +444,41 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
     };
     // Refusals, on any host, before anything is written.
     let refusals: [(&[&str], &str); 4] = [
-        (&["--target", "x86-avx512", "--precision", "int8"], "--calibrate DIR"),
         (
-            &["--target", "x86-avx512", "--precision", "bf16", "--calibrate", s(&f.images)],
+            &["--target", "x86-avx512", "--precision", "int8"],
+            "--calibrate DIR",
+        ),
+        (
+            &[
+                "--target",
+                "x86-avx512",
+                "--precision",
+                "bf16",
+                "--calibrate",
+                s(&f.images),
+            ],
             "for --precision int8",
         ),
         (
-            &["--target", "x86-avx2", "--precision", "int8", "--calibrate", s(&f.images)],
+            &[
+                "--target",
+                "x86-avx2",
+                "--precision",
+                "int8",
+                "--calibrate",
+                s(&f.images),
+            ],
             "x86-avx512",
         ),
         (
-            &["--target", "x86-avx512", "--precision", "int8", "--calibrate", s(dir.path())],
+            &[
+                "--target",
+                "x86-avx512",
+                "--precision",
+                "int8",
+                "--calibrate",
+                s(dir.path()),
+            ],
             "no images named",
         ),
     ];
@@ -466,7 +490,9 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
     }
     let has = |f| e2enc_codegen::target::host_has(f) == Some(true);
     if !has("avx512f") {
-        eprintln!("note: this host lacks avx512f: int8 calibration (an x86-avx512 run) not checked");
+        eprintln!(
+            "note: this host lacks avx512f: int8 calibration (an x86-avx512 run) not checked"
+        );
         return;
     }
     let o = run(&[
@@ -484,8 +510,7 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
     assert!(t.contains("[2/2] b: "), "{t}");
     assert!(t.contains(" conv kernels (the others f32)"), "{t}");
     let man: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(man["precision"], "int8");
     assert!(man["steps"]
         .as_array()
@@ -496,7 +521,10 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
         eprintln!("note: this host lacks avx512vnni: the int8 bundle was compiled, not run");
         return;
     }
-    assert!(t.contains("int8 vs f32 on a calibration tile: logits rel. L2 "), "{t}");
+    assert!(
+        t.contains("int8 vs f32 on a calibration tile: logits rel. L2 "),
+        "{t}"
+    );
     let rep = dir.path().join("r.json");
     let o = e2enc(&[
         "compare",

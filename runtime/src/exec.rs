@@ -231,10 +231,7 @@ impl Engine {
     /// [`Engine::execute`] on the CPU, calling `observe(step, arena)` before each step runs
     /// (the arena as the earlier steps left it): how calibration reads what a kernel is about to
     /// read. Refused for a GPU device.
-    pub fn execute_observed(
-        &mut self,
-        observe: &mut dyn FnMut(usize, &[f32]),
-    ) -> Result<(), RuntimeError> {
+    pub fn execute_observed(&mut self, observe: &mut Observer<'_>) -> Result<(), RuntimeError> {
         if !matches!(self.device, Device::Cpu(_)) {
             return Err(RuntimeError::Device {
                 msg: "observing the steps of a run needs the CPU device".into(),
@@ -261,7 +258,7 @@ impl Engine {
     fn run_inner(
         &mut self,
         mut times: Option<&mut Vec<StepTime>>,
-        mut observe: Option<&mut dyn FnMut(usize, &[f32])>,
+        mut observe: Option<&mut Observer<'_>>,
     ) -> Result<(), RuntimeError> {
         let m = &self.bundle.manifest;
         if let Some(k) = self.set.iter().position(|s| !s) {
@@ -341,6 +338,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// What [`Engine::execute_observed`] calls before each step: the step's index and the arena.
+pub type Observer<'a> = dyn FnMut(usize, &[f32]) + 'a;
 
 /// The zeroed host arena of `bundle`, refused (before allocating) when larger than the memory
 /// this machine has available, and when the allocation fails.
