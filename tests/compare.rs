@@ -543,3 +543,71 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
     let r = report(&rep);
     assert!(r.to_string().contains("int8"), "{r}");
 }
+
+#[test]
+fn a_saved_calibration_compiles_again_and_another_graphs_is_refused() {
+    let f = fixture();
+    let has = |f| e2enc_codegen::target::host_has(f) == Some(true);
+    if !has("avx512f") {
+        eprintln!(
+            "note: this host lacks avx512f: int8 calibration (an x86-avx512 run) not checked"
+        );
+        return;
+    }
+    let root = bundle_common::scratch().join("compare");
+    let (m, m3) = (root.join("m"), root.join("m3"));
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("cal.json");
+    let [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(|n| dir.path().join(n));
+    let int8 = ["--target", "x86-avx512", "--precision", "int8"];
+    let mut args = vec!["compile", s(&m), "-o", s(&a)];
+    args.extend_from_slice(&int8);
+    args.extend_from_slice(&["--calibrate", s(&f.images), "--calibration-tiles", "1"]);
+    args.extend_from_slice(&["--save-calibration", s(&cal)]);
+    ok(&e2enc(&args), "calibrate and save");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
+    assert_eq!(saved["graph"].as_str().unwrap().len(), 64, "{saved}");
+    assert!(!saved["convs"].as_object().unwrap().is_empty());
+    // The same model from the saved ranges: the same kernels and constants.
+    let mut args = vec!["compile", s(&m), "-o", s(&b)];
+    args.extend_from_slice(&int8);
+    args.extend_from_slice(&["--calibration", s(&cal)]);
+    ok(&e2enc(&args), "compile from the saved calibration");
+    for file in ["kernels.c", "weights.safetensors"] {
+        assert!(
+            std::fs::read(a.join(file)).unwrap() == std::fs::read(b.join(file)).unwrap(),
+            "{file} differs between the calibrated and the reloaded compile"
+        );
+    }
+    // Another model's graph, a file that is no calibration, and saving over it without --force.
+    let mut args = vec!["compile", s(&m3), "-o", s(&c)];
+    args.extend_from_slice(&int8);
+    args.extend_from_slice(&["--calibration", s(&cal)]);
+    let o = e2enc(&args);
+    assert!(
+        !o.status.success() && text(&o).contains("another graph"),
+        "{}",
+        text(&o)
+    );
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{\"x\": 1}").unwrap();
+    let mut args = vec!["compile", s(&m), "-o", s(&d)];
+    args.extend_from_slice(&int8);
+    args.extend_from_slice(&["--calibration", s(&junk)]);
+    let o = e2enc(&args);
+    assert!(
+        !o.status.success() && text(&o).contains("not a calibration"),
+        "{}",
+        text(&o)
+    );
+    let mut args = vec!["compile", s(&m), "-o", s(&e)];
+    args.extend_from_slice(&int8);
+    args.extend_from_slice(&["--calibrate", s(&f.images), "--save-calibration", s(&cal)]);
+    let o = e2enc(&args);
+    assert!(
+        !o.status.success() && text(&o).contains("--force"),
+        "{}",
+        text(&o)
+    );
+}

@@ -108,6 +108,16 @@ pub struct Args {
     /// bundle will segment (same modality and protocol).
     #[arg(long, value_name = "DIR")]
     calibrate: Option<PathBuf>,
+    /// With --precision int8: activation ranges saved by an earlier `--save-calibration`
+    /// instead of calibrating again (the same model and options: the ranges belong to one
+    /// optimized graph, and another is refused).
+    #[arg(long, value_name = "FILE.json", conflicts_with = "calibrate")]
+    calibration: Option<PathBuf>,
+    /// With --calibrate: also write the measured ranges (JSON: the graph's digest, the
+    /// percentiles, the cases and tiles run, each conv's ranges per input channel) to this file,
+    /// for a later --calibration or for the record.
+    #[arg(long, value_name = "FILE.json", requires = "calibrate")]
+    save_calibration: Option<PathBuf>,
     /// Tiles per calibration case, spread evenly over its sliding-window tiles (all of them when
     /// a case has fewer). Each costs about two f32 runs of the network; more tiles, better
     /// ranges (the MNI demo: 4 of its 6 tiles lost 0.004 Dice, all 6 0.0006).
@@ -155,31 +165,63 @@ pub fn main(a: Args) -> Result<ExitCode> {
         ..CompileOptions::default()
     };
     let mut check = None;
-    match (a.precision, &a.calibrate) {
-        (Some(Precision::Int8), Some(dir)) => {
-            Precision::Int8
-                .check(a.target)
-                .map_err(|e| anyhow::anyhow!(e))?;
-            refuse_existing(&a)?;
-            let c = calibrate_folder(&m, &opts, &a, dir)?;
-            opts.calibration = Some(c.calibration);
-            check = Some(c.check);
-        }
-        (Some(Precision::Int8), None) => bail!(
-            "--precision int8 needs --calibrate DIR: a folder of cases (CASE_0000.nii.gz, ...) \
-             like those the bundle will segment, whose values set the activation ranges"
-        ),
-        (_, Some(_)) => bail!(
-            "--calibrate measures activation ranges for --precision int8; the {} bundle has no \
-             use for it",
+    let int8 = a.precision == Some(Precision::Int8);
+    if !int8 && (a.calibrate.is_some() || a.calibration.is_some()) {
+        bail!(
+            "--calibrate and --calibration set activation ranges for --precision int8; the {} \
+             bundle has no use for them",
             a.precision
                 .unwrap_or_else(|| Precision::default_for(a.target))
-        ),
-        _ => {}
+        );
+    }
+    if int8 {
+        Precision::Int8
+            .check(a.target)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        refuse_existing(&a)?;
+        if let Some(save) = &a.save_calibration {
+            let inputs: Vec<&Path> = [Some(a.model.as_path()), a.calibration.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect();
+            super::check_output("--save-calibration", save, true, &inputs)?;
+            if save.exists() && !a.force {
+                bail!("{} exists; pass --force to replace it", save.display());
+            }
+        }
+        match (&a.calibrate, &a.calibration) {
+            (Some(dir), _) => {
+                let c = calibrate_folder(&m, &opts, &a, dir)?;
+                if let Some(save) = &a.save_calibration {
+                    let text = serde_json::to_string_pretty(&c.calibration)? + "\n";
+                    e2enc_ir::weights::write_atomic(save, text.as_bytes())
+                        .with_context(|| format!("writing {}", save.display()))?;
+                    eprintln!("calibration saved to {}", save.display());
+                }
+                opts.calibration = Some(c.calibration);
+                check = Some(c.check);
+            }
+            (None, Some(file)) => {
+                let text = e2enc_ir::files::read_text(file)?;
+                let c: Calibration = serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{}: not a calibration (write one with --calibrate DIR \
+                         --save-calibration FILE)",
+                        file.display()
+                    )
+                })?;
+                opts.calibration = Some(c);
+            }
+            (None, None) => bail!(
+                "--precision int8 needs --calibrate DIR: a folder of cases (CASE_0000.nii.gz, \
+                 ...) like those the bundle will segment, whose values set the activation ranges \
+                 (or --calibration FILE, ranges saved by --save-calibration)"
+            ),
+        }
     }
     let r = compile(&m, &a.out, &opts)?;
     let man = &r.manifest;
-    if let Some(check) = check {
+    if int8 {
         int8_report(&a, man, check)?;
     }
     eprintln!(
@@ -328,9 +370,9 @@ fn calibrate_folder(m: &Model, opts: &CompileOptions, a: &Args, dir: &Path) -> R
     })
 }
 
-/// Prints which convs compute in int8 and how far the int8 bundle's logits move from f32's on
-/// one calibration tile.
-fn int8_report(a: &Args, man: &Manifest, check: Check) -> Result<()> {
+/// Prints which convs compute in int8 and, with a calibration tile, how far the int8 bundle's
+/// logits move from f32's on it.
+fn int8_report(a: &Args, man: &Manifest, check: Option<Check>) -> Result<()> {
     let convs = man
         .steps
         .iter()
@@ -342,6 +384,9 @@ fn int8_report(a: &Args, man: &Manifest, check: Check) -> Result<()> {
         .filter(|s| s.what.ends_with(" int8"))
         .count();
     eprintln!("int8: {int8} of {convs} conv kernels (the others f32)");
+    let Some(check) = check else {
+        return Ok(());
+    };
     let b = Bundle::load(&a.out, &LoadOptions::default())?;
     if !b
         .manifest

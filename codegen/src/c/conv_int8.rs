@@ -560,7 +560,10 @@ mod tests {
         assert!(96 * c.unit_words() * 4 <= BUDGET, "{c:?}");
         // Many slots: narrower strips, then fewer rows.
         let c = cut(960, 8, 8, 2).unwrap();
-        assert!(960 * c.unit_words() * 4 <= BUDGET && c.sv % 2 == 0, "{c:?}");
+        assert!(
+            960 * c.unit_words() * 4 <= BUDGET && c.sv.is_multiple_of(2),
+            "{c:?}"
+        );
         assert!(cut(100_000, 10, 8, 2).is_none());
     }
 }
