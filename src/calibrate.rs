@@ -12,15 +12,22 @@
 //! spread evenly over the window's order.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
 
-use e2enc_codegen::compile::Probe;
+use e2enc_codegen::compile::{compile, CompileOptions, Probe};
 use e2enc_codegen::layout::{View, PAD_LEFT, PAD_ROWS};
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::quant::{Calibration, ConvRanges, Histogram, HIGH_PERCENTILE, LOW_PERCENTILE};
+use e2enc_ir::e2enet::Model;
+use e2enc_runtime::bundle::{Bundle, LoadOptions};
 use e2enc_runtime::exec::Engine;
 use e2enc_segment::preprocess::preprocess_owned;
 use e2enc_segment::window;
 
-use crate::segmenting::{CaseVolumes, Net, Prep};
+use crate::segmenting::{
+    channel_files, preprocessing, read_case, scan_cases, CaseVolumes, Net, Prep,
+};
 use crate::SessionError;
 
 /// Adds stored channel `stored` of `view` in `arena` to `hist`: every row. (Every other row
@@ -234,4 +241,115 @@ fn copy_tile(
             }
         }
     }
+}
+
+/// Where [`calibrate_folder`] gets its values.
+pub struct Sources<'a> {
+    /// A folder of cases, nnU-Net naming (`CASE_0000.nii.gz`, ...).
+    pub dir: &'a Path,
+    /// Tiles per case ([`calibrate_case`]).
+    pub tiles: usize,
+    /// A preprocessing config to use instead of the model's (as `e2enc segment
+    /// --preprocessing`).
+    pub preprocessing: Option<&'a Path>,
+    /// Each image on its own grid with per-image z-score when the model carries no
+    /// preprocessing.
+    pub spacing_as_is: bool,
+}
+
+/// A calibration, and one calibration tile with the f32 logits for it (to check the int8
+/// bundle on).
+pub struct Calibrated {
+    pub calibration: Calibration,
+    pub check: Check,
+}
+
+/// One input and the f32 calibration bundle's logits for it.
+pub struct Check {
+    pub input: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+/// Compiles an f32 bundle of `model` (with `opts`' target, compiler and optimizer options)
+/// planned for observation into a temporary folder, runs tiles of every case of `src.dir`
+/// through it and returns the measured ranges. `log` gets a line per step.
+pub fn calibrate_folder(
+    model: &Model,
+    opts: &CompileOptions,
+    src: &Sources,
+    log: &mut dyn FnMut(&str),
+) -> Result<Calibrated, SessionError> {
+    let found = scan_cases(src.dir)?;
+    let tmp = tempfile::tempdir().map_err(|e| SessionError::Invalid {
+        msg: format!("creating a temporary folder for calibration: {e}"),
+    })?;
+    let bdir = tmp.path().join("bundle");
+    let copts = CompileOptions {
+        precision: Some(Precision::F32),
+        observe: true,
+        calibration: None,
+        standalone: false,
+        sign: None,
+        force: false,
+        ..opts.clone()
+    };
+    log(&format!(
+        "calibrating on {} case(s) of {}: compiling an f32 bundle of the same graph",
+        found.len(),
+        src.dir.display()
+    ));
+    let r = compile(model, &bdir, &copts)?;
+    let b = Bundle::load(&bdir, &LoadOptions::default())?;
+    let net = Net::of(&b)?;
+    let prep = preprocessing(
+        &bdir,
+        &b.manifest.model,
+        src.preprocessing,
+        src.spacing_as_is,
+        net.channels,
+    )?;
+    let mut engine = Engine::try_new(b, 0)?;
+    let mut cal = Calibrator::new(r.probes);
+    let mut sources = Vec::new();
+    let n = found.len();
+    let mut check = None;
+    let t_all = Instant::now();
+    for (k, (name, chans)) in found.into_iter().enumerate() {
+        let images = channel_files(&name, chans, net.channels)?;
+        let mut vols = read_case(&images, None)?;
+        let case = CaseVolumes::take(&mut vols);
+        let t0 = Instant::now();
+        let (ran, all) = calibrate_case(&mut engine, &net, &prep, case, src.tiles, &mut cal)
+            .map_err(|e| SessionError::Invalid {
+                msg: format!("calibrating on case {name}: {}", crate::error_text(&e)),
+            })?;
+        if check.is_none() {
+            // The last tile run, and the f32 logits it gave.
+            let y = engine.output(&net.output)?;
+            let mut logits = vec![0f32; y.shape().iter().product()];
+            y.copy_to(&mut logits)?;
+            check = Some(Check {
+                input: cal.last_input().to_vec(),
+                logits,
+            });
+        }
+        log(&format!(
+            "[{}/{n}] {name}: {ran} of {all} tiles ({:.1} s)",
+            k + 1,
+            t0.elapsed().as_secs_f64()
+        ));
+        sources.push(format!("{name}: {ran} of {all} tiles"));
+    }
+    log(&format!(
+        "calibration: {} tiles in {:.1} s",
+        cal.tiles(),
+        t_all.elapsed().as_secs_f64()
+    ));
+    let check = check.ok_or_else(|| SessionError::Invalid {
+        msg: format!("{}: no case to calibrate on", src.dir.display()),
+    })?;
+    Ok(Calibrated {
+        calibration: cal.finish(r.graph_digest, sources),
+        check,
+    })
 }

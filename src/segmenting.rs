@@ -5,7 +5,8 @@
 //! Python package calls the same functions on numpy arrays, so both give the same labels and
 //! the same error text.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use e2enc_runtime::bundle::Bundle;
@@ -329,4 +330,61 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     parts.join(": ")
+}
+
+/// The cases of an nnU-Net-named image folder: channel k of case `abc` is `abc_000k.nii.gz` (or
+/// `.nii`); case name -> channel -> file, in name order. An empty folder is an error.
+pub fn scan_cases(dir: &Path) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>, SessionError> {
+    let reading = |e: std::io::Error| invalid(format!("reading {}: {e}", dir.display()));
+    let mut found: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
+    for e in std::fs::read_dir(dir).map_err(reading)? {
+        let p = e.map_err(reading)?.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let stem = name
+            .strip_suffix(".nii.gz")
+            .or_else(|| name.strip_suffix(".nii"));
+        let Some((case, ch)) = stem.and_then(|s| s.rsplit_once('_')) else {
+            continue;
+        };
+        if ch.len() != 4 || !ch.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let ch: usize = ch
+            .parse()
+            .map_err(|_| invalid(format!("{name}: bad channel")))?;
+        if let Some(old) = found.entry(case.to_string()).or_default().insert(ch, p) {
+            return Err(invalid(format!(
+                "case {case}: channel {ch} appears twice ({})",
+                old.display()
+            )));
+        }
+    }
+    if found.is_empty() {
+        return Err(invalid(format!(
+            "{}: no images named CASE_0000.nii.gz (nnU-Net naming: channel k is CASE_000k)",
+            dir.display()
+        )));
+    }
+    Ok(found)
+}
+
+/// A scanned case's files in channel order, checked to be channels 0..`channels`.
+pub fn channel_files(
+    name: &str,
+    chans: BTreeMap<usize, PathBuf>,
+    channels: usize,
+) -> Result<Vec<PathBuf>, SessionError> {
+    let want: Vec<usize> = (0..channels).collect();
+    if chans.keys().copied().collect::<Vec<_>>() != want {
+        return Err(invalid(format!(
+            "case {name}: found channels {:?}, the network takes {channels} (_0000 to _{:04})",
+            chans.keys().collect::<Vec<_>>(),
+            channels.saturating_sub(1)
+        )));
+    }
+    Ok(chans.into_values().collect())
 }

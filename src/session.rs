@@ -22,6 +22,9 @@ pub enum SessionError {
     Ir(#[from] IrError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Compiling a bundle (int8 calibration compiles one of its own).
+    #[error(transparent)]
+    Codegen(#[from] e2enc_codegen::compile::CodegenError),
     /// The path holds something else than what was asked for.
     #[error("{}: {msg}", path.display())]
     Unsupported { path: PathBuf, msg: String },

@@ -202,8 +202,14 @@ def test_compile_errors(model_dir, tmp_path):
         e2enc.compile(model_dir, tmp_path / "b", target="sparc")
     with pytest.raises(ValueError):
         e2enc.compile(model_dir, tmp_path / "b", precision="fp7")
-    with pytest.raises(ValueError, match="--calibrate"):
+    with pytest.raises(ValueError, match="calibrate=DIR"):
         e2enc.compile(model_dir, tmp_path / "b", target="x86-avx512", precision="int8")
+    with pytest.raises(ValueError, match="x86-avx512"):
+        e2enc.compile(model_dir, tmp_path / "b", target="x86-avx2", precision="int8", calibrate=tmp_path)
+    with pytest.raises(ValueError, match="int8"):
+        e2enc.compile(model_dir, tmp_path / "b", calibrate=tmp_path)
+    with pytest.raises(e2enc.Error, match="CASE_0000"):
+        e2enc.compile(model_dir, tmp_path / "b", target="x86-avx512", precision="int8", calibrate=tmp_path)
     with pytest.raises(FileNotFoundError):
         e2enc.compile(tmp_path / "none" / "model.json", tmp_path / "b")
     (tmp_path / "exists").mkdir()
@@ -273,3 +279,24 @@ def test_help_and_stubs_are_there():
         assert obj.__doc__ and len(obj.__doc__) > 40, obj
     files = importlib.resources.files("e2enc")
     assert (files / "py.typed").is_file() and (files / "_e2enc.pyi").is_file()
+
+
+def test_int8_calibrates_on_a_folder_as_the_cli_does(model_dir, cli, nifti_case, tmp_path):
+    import json
+
+    path, _ = nifti_case
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    shutil.copy(path, cases / "ball_0000.nii.gz")
+    if "avx512f" not in open("/proc/cpuinfo").read():
+        pytest.skip("this host lacks avx512f: int8 calibration runs an x86-avx512 bundle")
+    r = e2enc.compile(model_dir, tmp_path / "p", target="x86-avx512", precision="int8",
+                      calibrate=cases, calibration_tiles=2)
+    assert r["precision"] == "int8"
+    cli("compile", model_dir, "-o", tmp_path / "c", "--target", "x86-avx512", "--precision", "int8",
+        "--calibrate", cases, "--calibration-tiles", "2")
+    # The same ranges, so the same kernels and constants.
+    for f in ["kernels.c", "weights.safetensors"]:
+        assert (tmp_path / "p" / f).read_bytes() == (tmp_path / "c" / f).read_bytes(), f
+    steps = json.loads((tmp_path / "p" / "manifest.json").read_text())["steps"]
+    assert any(s["what"].endswith(" int8") for s in steps)

@@ -563,12 +563,12 @@ fn compare_folder(
     refr: &mut Side,
     dir: &Path,
 ) -> Result<(Vec<Value>, Option<Vec<ClassDrop>>)> {
-    let found = super::segment::scan_cases(dir)?;
+    let found = e2enc::segmenting::scan_cases(dir)?;
     let channels = cand.net.channels;
     let classes = cand.net.classes;
     let mut cases = Vec::new();
     for (name, chans) in found {
-        let images = super::segment::channel_files(&name, chans, channels)?;
+        let images = e2enc::segmenting::channel_files(&name, chans, channels)?;
         let labels = match &a.labels {
             Some(d) => Some(label_file(d, &name)?),
             None => None,

@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use e2enc::segmenting::{
-    preprocessing, read_case, segment_volumes, CaseResult, CaseVolumes, Net, Prep, Probabilities,
+    channel_files, preprocessing, read_case, scan_cases, segment_volumes, CaseResult, CaseVolumes,
+    Net, Prep, Probabilities,
 };
 use e2enc_runtime::bundle::Bundle;
 use e2enc_runtime::bundle::LoadOptions;
@@ -601,63 +602,6 @@ fn cases(a: &Args, channels: usize) -> Result<Vec<Case>> {
         });
     }
     Ok(out)
-}
-
-/// The cases of an nnU-Net-named image folder: channel k of case `abc` is `abc_000k.nii.gz` (or
-/// `.nii`); case name -> channel -> file, in name order. An empty folder is an error.
-pub(super) fn scan_cases(dir: &Path) -> Result<BTreeMap<String, BTreeMap<usize, PathBuf>>> {
-    let mut found: BTreeMap<String, BTreeMap<usize, PathBuf>> = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    for e in entries {
-        let p = e
-            .with_context(|| format!("reading {}", dir.display()))?
-            .path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let stem = name
-            .strip_suffix(".nii.gz")
-            .or_else(|| name.strip_suffix(".nii"));
-        let Some((case, ch)) = stem.and_then(|s| s.rsplit_once('_')) else {
-            continue;
-        };
-        if ch.len() != 4 || !ch.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let ch: usize = ch.parse()?;
-        if let Some(old) = found.entry(case.to_string()).or_default().insert(ch, p) {
-            bail!(
-                "case {case}: channel {ch} appears twice ({})",
-                old.display()
-            );
-        }
-    }
-    if found.is_empty() {
-        bail!(
-            "{}: no images named CASE_0000.nii.gz (nnU-Net naming: channel k is CASE_000k)",
-            dir.display()
-        );
-    }
-    Ok(found)
-}
-
-/// A scanned case's files in channel order, checked to be channels 0..`channels`.
-pub(super) fn channel_files(
-    name: &str,
-    chans: BTreeMap<usize, PathBuf>,
-    channels: usize,
-) -> Result<Vec<PathBuf>> {
-    let want: Vec<usize> = (0..channels).collect();
-    if chans.keys().copied().collect::<Vec<_>>() != want {
-        bail!(
-            "case {name}: found channels {:?}, the network takes {channels} (_0000 to _{:04})",
-            chans.keys().collect::<Vec<_>>(),
-            channels - 1
-        );
-    }
-    Ok(chans.into_values().collect())
 }
 
 /// The output paths given on the command line: -o, --probabilities, --preview (files for one
