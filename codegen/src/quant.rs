@@ -117,11 +117,11 @@ pub fn weight_codes(w: &[f32]) -> (Vec<i8>, f32) {
 }
 
 /// A histogram of one channel's values in floating-point bins: [`PER_OCTAVE`] equal bins per
-/// power of two for each sign between `2^-24` and `2^24` (the exponent and the top six mantissa
+/// power of two for each sign between `2^-16` and `2^16` (the exponent and the top five mantissa
 /// bits of the value; smaller magnitudes count as zero, larger as the last bin), so a percentile
-/// is found to within 1.6% of its magnitude whatever the range and whatever order the values
-/// come in. The true minimum and maximum are kept, so no
-/// percentile goes past them.
+/// is found to within 3.2% of its magnitude whatever the range and whatever order the values
+/// come in, in 16 KiB a channel (the AMOS-CT network's convs read 11,969 channels: 192 MiB).
+/// The true minimum and maximum are kept, so no percentile goes past them.
 #[derive(Clone, Debug)]
 pub struct Histogram {
     pos: Vec<u64>,
@@ -132,10 +132,11 @@ pub struct Histogram {
     max: f32,
 }
 
-/// Bins per power of two of a [`Histogram`].
-pub const PER_OCTAVE: usize = 64;
-const OCTAVES: usize = 48;
-const LOW_EXP: i32 = -24;
+/// Bins per power of two of a [`Histogram`] (the top `log2(PER_OCTAVE)` mantissa bits).
+pub const PER_OCTAVE: usize = 32;
+const MANTISSA_BITS: u32 = PER_OCTAVE.trailing_zeros();
+const OCTAVES: usize = 32;
+const LOW_EXP: i32 = -16;
 
 impl Default for Histogram {
     fn default() -> Self {
@@ -167,7 +168,8 @@ impl Histogram {
                 self.zero += 1;
                 continue;
             }
-            let b = (e as usize * PER_OCTAVE + ((bits >> 17) & 63) as usize).min(n - 1);
+            let m = (bits >> (23 - MANTISSA_BITS)) as usize & (PER_OCTAVE - 1);
+            let b = (e as usize * PER_OCTAVE + m).min(n - 1);
             if v > 0.0 {
                 self.pos[b] += 1;
             } else {
