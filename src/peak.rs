@@ -16,14 +16,7 @@ use std::time::Instant;
 /// The measured f32 FMA peak of `threads` threads at vectors of `target`'s width, in GFLOP/s,
 /// or `None` where this host cannot run the target's vectors or the target has none.
 pub fn fma_peak_gflops(target: &str, threads: usize) -> Option<f64> {
-    let kernel = kernel_for(target)?;
-    // A short warm-up (clocks ramp), then the best of a few rounds: a thread started late or
-    // preempted for a moment would otherwise lower the figure.
-    run(kernel, threads.max(1), 2_000_000);
-    let best = (0..4)
-        .map(|_| run(kernel, threads.max(1), 12_000_000))
-        .fold(0.0, f64::max);
-    Some(best / 1e9)
+    Some(best_rate(kernel_for(target)?, threads))
 }
 
 /// The measured `vdpbf16ps` peak (bf16 pairs, f32 sums; 2 FLOP per multiply) of `threads`
@@ -32,17 +25,9 @@ pub fn fma_peak_gflops(target: &str, threads: usize) -> Option<f64> {
 pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16"))
-        {
-            return None;
-        }
-        let kernel: Kernel = x86::dpbf16;
-        run(kernel, threads.max(1), 2_000_000);
-        let best = (0..4)
-            .map(|_| run(kernel, threads.max(1), 12_000_000))
-            .fold(0.0, f64::max);
-        Some(best / 1e9)
+        let has = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16");
+        has.then(|| best_rate(x86::dpbf16, threads))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -57,23 +42,26 @@ pub fn bf16_peak_gflops(threads: usize) -> Option<f64> {
 pub fn int8_peak_gops(threads: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     {
-        if !(std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni"))
-        {
-            return None;
-        }
-        let kernel: Kernel = x86::dpbusd;
-        run(kernel, threads.max(1), 2_000_000);
-        let best = (0..4)
-            .map(|_| run(kernel, threads.max(1), 12_000_000))
-            .fold(0.0, f64::max);
-        Some(best / 1e9)
+        let has = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni");
+        has.then(|| best_rate(x86::dpbusd, threads))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = threads;
         None
     }
+}
+
+/// `kernel`'s rate on `threads` threads in G per second: a short warm-up (clocks ramp), then
+/// the best of 4 rounds (a thread started late or preempted for a moment would otherwise lower
+/// the figure).
+fn best_rate(kernel: Kernel, threads: usize) -> f64 {
+    run(kernel, threads.max(1), 2_000_000);
+    let best = (0..4)
+        .map(|_| run(kernel, threads.max(1), 12_000_000))
+        .fold(0.0, f64::max);
+    best / 1e9
 }
 
 /// One thread's loop: `iters` rounds of 12 FMAs; returns the FLOPs done (and a value the

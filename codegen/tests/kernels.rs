@@ -1021,20 +1021,7 @@ fn bf16_convs_round_their_inputs() {
         .unwrap();
         let mut a = p.arena();
         harness::run(&lib, &p, &mut a, &consts, &[], false);
-        let [n, ch, dd, h, w] = p.output.shape;
-        let mut got = Vec::new();
-        for nn in 0..n {
-            for cc in 0..ch {
-                for z in 0..dd {
-                    for y in 0..h {
-                        let r = p.output.at(nn, cc, z, y as isize, 0);
-                        got.extend_from_slice(&a.as_slice()[r..r + w]);
-                    }
-                }
-            }
-        }
-        let got = Tensor::from_f32(p.want.shape().to_vec(), got).unwrap();
-        let err = e2enc_ir::tensor::relative_error(&got, &p.want).unwrap();
+        let err = e2enc_ir::tensor::relative_error(&output_of(&p, &a), &p.want).unwrap();
         assert!(
             err > 1e-4 && err < 1e-2,
             "bf16 relative error {err:e} (density {:?})",
@@ -1227,24 +1214,28 @@ fn int8_convs_quantize_their_inputs() {
         .unwrap();
         let mut a = p.arena();
         harness::run(&lib, &p, &mut a, &consts, &[], false);
-        let [n, ch, dd, h, w] = p.output.shape;
-        let mut got = Vec::new();
-        for nn in 0..n {
-            for cc in 0..ch {
-                for z in 0..dd {
-                    for y in 0..h {
-                        let r = p.output.at(nn, cc, z, y as isize, 0);
-                        got.extend_from_slice(&a.as_slice()[r..r + w]);
-                    }
-                }
-            }
-        }
-        let got = Tensor::from_f32(p.want.shape().to_vec(), got).unwrap();
-        let err = e2enc_ir::tensor::relative_error(&got, &p.want).unwrap();
+        let err = e2enc_ir::tensor::relative_error(&output_of(&p, &a), &p.want).unwrap();
         assert!(
             err > 1e-4 && err < 3e-2,
             "int8 relative error {err:e} (density {:?})",
             cfg.density
         );
     }
+}
+
+/// The output of a prepared case from its arena, unpadded.
+fn output_of(p: &harness::Prepared, a: &harness::Arena) -> Tensor {
+    let [n, ch, dd, h, w] = p.output.shape;
+    let mut got = Vec::new();
+    for nn in 0..n {
+        for cc in 0..ch {
+            for z in 0..dd {
+                for y in 0..h {
+                    let r = p.output.at(nn, cc, z, y as isize, 0);
+                    got.extend_from_slice(&a.as_slice()[r..r + w]);
+                }
+            }
+        }
+    }
+    Tensor::from_f32(p.want.shape().to_vec(), got).unwrap()
 }

@@ -35,10 +35,10 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
-use super::conv_fast::{blocking, finish_tile, tile_head, Blocking, FastConv};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
-use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::layout::PAD_LEFT;
 use crate::precision::Precision;
 use crate::target::Target;
 
@@ -275,117 +275,52 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     Some(render(&fc, c, sl_off))
 }
 
-/// Writes the kernel: the packing function, the micro kernels, the tile loop.
+/// Writes the kernel: the packing function, the micro kernels, the tile loop
+/// ([`render_packed`]).
 fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
-    let (g, bl, y) = (&fc.g, fc.bl, &fc.y);
-    let [_, co, _, oh, ow] = g.y;
-    let nv = ow.div_ceil(16);
-    let nb = oh.div_ceil(bl.rb);
-    let slw = c.unit_words();
+    let (bl, y) = (fc.bl, &fc.y);
     let npairs = fc.ne_dense.div_ceil(2);
     let units = if c.rows { fc.ne_dense } else { npairs };
-    let mut helpers = if c.rows {
+    let helpers = if c.rows {
         pack_rows_fn(fc, c)
     } else {
         pack_chan_fn(fc, c)
     };
-    // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
-    let rrem = oh - (nb - 1) * bl.rb;
-    let mut rows: Vec<usize> = Vec::new();
-    for m in [bl.rb, rrem] {
-        for r in [c.sb.min(m), m % c.sb] {
-            if r > 0 && !rows.contains(&r) {
-                rows.push(r);
-            }
-        }
-    }
-    rows.sort_unstable_by(|a, b| b.cmp(a));
-    let nxb = (nv - 1) / bl.vo;
-    let vt = nv - nxb * bl.vo;
-    let mut call = |vo: usize, tail: bool| -> String {
-        let args = if g.sparse {
-            format!(
-                "A, W, I + {sl_off} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
-                fc.w, y.c_stride
-            )
+    let args = if fc.g.sparse {
+        format!(
+            "A, W, I + {sl_off} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+            fc.w, y.c_stride
+        )
+    } else {
+        format!(
+            "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {npairs}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+            fc.w,
+            npairs * 9 * bl.ob,
+            bl.ob * y.c_stride,
+            bl.ob,
+            bl.ob
+        )
+    };
+    let mut micro = |name: &str, r: usize, vo: usize, tail: bool| {
+        if c.rows {
+            micro_rows(fc, c, name, r, vo, tail)
         } else {
-            format!(
-                "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {npairs}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
-                fc.w,
-                npairs * 9 * bl.ob,
-                bl.ob * y.c_stride,
-                bl.ob,
-                bl.ob
-            )
-        };
-        let mut s = String::new();
-        for (i, &r) in rows.iter().enumerate() {
-            let name = format!("{}_mb{r}x{vo}{}", fc.name, if tail { "t" } else { "" });
-            if !helpers.contains(&format!("static void {name}(")) {
-                helpers.push_str(&if c.rows {
-                    micro_rows(fc, c, &name, r, vo, tail)
-                } else {
-                    micro_chan(fc, c, &name, r, vo, tail)
-                });
-            }
-            if i + 1 < rows.len() {
-                let _ = write!(s, "if (nr == {r}) {name}({args}); else ");
-            } else {
-                let _ = write!(s, "{name}({args});");
-            }
+            micro_chan(fc, c, name, r, vo, tail)
         }
-        s
     };
-    let pos = format!(
-        "const int64_t po = {} + (int64_t)n * {} + (int64_t)z * {} + (int64_t)({PAD_ROWS} + r0) * {} + {PAD_LEFT} + xv * 16;",
-        y.offset, y.n_stride, y.d_stride, y.row
-    );
-    // Full blocks of the strip, then the right-edge block in the last strip.
-    let body = if nxb > 0 {
-        format!(
-            "for (int xv = xs; xv < xe && xv < {}; xv += {}) {{\n{pos}\n{}\n}}\n",
-            nxb * bl.vo,
-            bl.vo,
-            call(bl.vo, false)
-        )
-    } else {
-        String::new()
+    let p = Packed {
+        sb: c.sb,
+        sv: c.sv,
+        pk_words: units * c.unit_words(),
+        pack: format!(
+            "{}_pack(A, I + {}, pk, n, zb, r0, nr, xs, xe)",
+            fc.name, fc.ents
+        ),
+        args,
+        tag: "mb",
+        micro: &mut micro,
     };
-    let tail_call = call(vt, true);
-    let ohead = if g.sparse {
-        format!(
-            "for (int o = 0; o < {co}; o++) {{ const int e0 = I[{} + o], e1 = I[{} + o + 1];\n",
-            fc.rp.unwrap_or(0),
-            fc.rp.unwrap_or(0)
-        )
-    } else {
-        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
-    };
-    let mut b = tile_head(fc, nb);
-    let _ = writeln!(
-        b,
-        "uint32_t pk[{}] __attribute__((aligned(64)));
-for (int r0 = y0; r0 < y1; r0 += {sb}) {{
-const int nr = y1 - r0 < {sb} ? y1 - r0 : {sb};
-for (int xs = 0; xs < {nv}; xs += {sv}) {{
-const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
-{name}_pack(A, I + {ents}, pk, n, zb, r0, nr, xs, xe);
-{ohead}{body}if (xe == {nv}) {{ const int xv = {body_end};
-{pos}
-{tail_call}
-}}
-}}
-}}
-}}",
-        units * slw,
-        sb = c.sb,
-        sv = c.sv,
-        name = fc.name,
-        ents = fc.ents,
-        body_end = nxb * bl.vo,
-    );
-    b.push_str(&finish_tile(fc, nb));
-    super::text::kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+    render_packed(fc, p, helpers)
 }
 
 /// The depth checks of a slot whose entry is at `ent` (a C expression of an `int32_t *`): true

@@ -567,3 +567,111 @@ const int zb = z * {sd} - {pd};
     }
     b
 }
+
+/// A fast-path kernel whose tiles pack their input first (the bf16 and int8 kernels): per
+/// sub-band of `sb` rows and column strip of `sv` vectors, `pack` (a C call) fills `pk`
+/// (`pk_words` 32-bit words, 64-byte aligned, on the stack), then every output channel (sparse:
+/// `o`, with its CSR entries `e0 .. e1`) or block of `fc.bl.ob` (dense: `ob`) runs micro kernels
+/// over the strip's vectors, `args` (a C argument list) naming them; `micro(name, rows, vectors,
+/// tail)` writes the micro kernel `name` (`tail`: the right-edge variant).
+pub(super) struct Packed<'a> {
+    pub sb: usize,
+    pub sv: usize,
+    pub pk_words: usize,
+    pub pack: String,
+    pub args: String,
+    /// Infix of the micro kernels' names (`mb`, `mq`).
+    pub tag: &'a str,
+    pub micro: &'a mut dyn FnMut(&str, usize, usize, bool) -> String,
+}
+
+/// The kernel of a [`Packed`] tile loop; `helpers` (the packing function) precede the micro
+/// kernels it generates.
+pub(super) fn render_packed(fc: &FastConv, p: Packed, mut helpers: String) -> Kernel {
+    let (g, bl, y) = (&fc.g, fc.bl, &fc.y);
+    let [_, co, _, oh, ow] = g.y;
+    let nv = ow.div_ceil(16);
+    let nb = oh.div_ceil(bl.rb);
+    // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
+    let rrem = oh - (nb - 1) * bl.rb;
+    let mut rows: Vec<usize> = Vec::new();
+    for m in [bl.rb, rrem] {
+        for r in [p.sb.min(m), m % p.sb] {
+            if r > 0 && !rows.contains(&r) {
+                rows.push(r);
+            }
+        }
+    }
+    rows.sort_unstable_by(|a, b| b.cmp(a));
+    let nxb = (nv - 1) / bl.vo;
+    let vt = nv - nxb * bl.vo;
+    let mut call = |vo: usize, tail: bool| -> String {
+        let mut s = String::new();
+        for (i, &r) in rows.iter().enumerate() {
+            let name = format!(
+                "{}_{}{r}x{vo}{}",
+                fc.name,
+                p.tag,
+                if tail { "t" } else { "" }
+            );
+            if !helpers.contains(&format!("static void {name}(")) {
+                helpers.push_str(&(p.micro)(&name, r, vo, tail));
+            }
+            if i + 1 < rows.len() {
+                let _ = write!(s, "if (nr == {r}) {name}({}); else ", p.args);
+            } else {
+                let _ = write!(s, "{name}({});", p.args);
+            }
+        }
+        s
+    };
+    let pos = format!(
+        "const int64_t po = {} + (int64_t)n * {} + (int64_t)z * {} + (int64_t)({PAD_ROWS} + r0) * {} + {PAD_LEFT} + xv * 16;",
+        y.offset, y.n_stride, y.d_stride, y.row
+    );
+    // Full blocks of the strip, then the right-edge block in the last strip.
+    let body = if nxb > 0 {
+        format!(
+            "for (int xv = xs; xv < xe && xv < {}; xv += {}) {{\n{pos}\n{}\n}}\n",
+            nxb * bl.vo,
+            bl.vo,
+            call(bl.vo, false)
+        )
+    } else {
+        String::new()
+    };
+    let tail_call = call(vt, true);
+    let ohead = if g.sparse {
+        format!(
+            "for (int o = 0; o < {co}; o++) {{ const int e0 = I[{} + o], e1 = I[{} + o + 1];\n",
+            fc.rp.unwrap_or(0),
+            fc.rp.unwrap_or(0)
+        )
+    } else {
+        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
+    };
+    let mut b = tile_head(fc, nb);
+    let _ = writeln!(
+        b,
+        "uint32_t pk[{}] __attribute__((aligned(64)));
+for (int r0 = y0; r0 < y1; r0 += {sb}) {{
+const int nr = y1 - r0 < {sb} ? y1 - r0 : {sb};
+for (int xs = 0; xs < {nv}; xs += {sv}) {{
+const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
+{pack};
+{ohead}{body}if (xe == {nv}) {{ const int xv = {body_end};
+{pos}
+{tail_call}
+}}
+}}
+}}
+}}",
+        p.pk_words,
+        sb = p.sb,
+        sv = p.sv,
+        pack = p.pack,
+        body_end = nxb * bl.vo,
+    );
+    b.push_str(&finish_tile(fc, nb));
+    kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+}

@@ -30,10 +30,10 @@ use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec};
 use super::conv_bf16::{applies, row_at};
-use super::conv_fast::{blocking, finish_tile, tile_head, Blocking, FastConv};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
-use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::layout::PAD_LEFT;
 use crate::precision::Precision;
 use crate::quant::{weight_codes, ActQuant};
 use crate::target::Target;
@@ -262,107 +262,40 @@ struct Tables {
     kd: usize,
 }
 
-/// Writes the kernel: the packing function, the micro kernels, the tile loop.
+/// Writes the kernel: the packing function, the micro kernels, the tile loop
+/// ([`render_packed`]).
 fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
-    let (g, bl, y) = (&fc.g, fc.bl, &fc.y);
-    let [_, co, _, oh, ow] = g.y;
-    let nv = ow.div_ceil(16);
-    let nb = oh.div_ceil(bl.rb);
-    let slw = c.unit_words();
+    let (bl, y) = (fc.bl, &fc.y);
     let slots = fc.ne_dense;
-    let mut helpers = pack_fn(fc, c, q);
-    // Micro variants: rows of a sub-band (full, the band's and the last band's remainders).
-    let rrem = oh - (nb - 1) * bl.rb;
-    let mut rows: Vec<usize> = Vec::new();
-    for m in [bl.rb, rrem] {
-        for r in [c.sb.min(m), m % c.sb] {
-            if r > 0 && !rows.contains(&r) {
-                rows.push(r);
-            }
-        }
-    }
-    rows.sort_unstable_by(|a, b| b.cmp(a));
-    let nxb = (nv - 1) / bl.vo;
-    let vt = nv - nxb * bl.vo;
-    let mut call = |vo: usize, tail: bool| -> String {
-        let args = if g.sparse {
-            format!(
-                "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
-                q.sl, fc.w, y.c_stride
-            )
-        } else {
-            format!(
-                "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
-                fc.w,
-                slots * 3 * bl.ob,
-                bl.ob * y.c_stride,
-                bl.ob,
-                bl.ob
-            )
-        };
-        let mut s = String::new();
-        for (i, &r) in rows.iter().enumerate() {
-            let name = format!("{}_mq{r}x{vo}{}", fc.name, if tail { "t" } else { "" });
-            if !helpers.contains(&format!("static void {name}(")) {
-                helpers.push_str(&micro(fc, c, q, &name, r, vo, tail));
-            }
-            if i + 1 < rows.len() {
-                let _ = write!(s, "if (nr == {r}) {name}({args}); else ");
-            } else {
-                let _ = write!(s, "{name}({args});");
-            }
-        }
-        s
-    };
-    let pos = format!(
-        "const int64_t po = {} + (int64_t)n * {} + (int64_t)z * {} + (int64_t)({PAD_ROWS} + r0) * {} + {PAD_LEFT} + xv * 16;",
-        y.offset, y.n_stride, y.d_stride, y.row
-    );
-    let body = if nxb > 0 {
+    let args = if fc.g.sparse {
         format!(
-            "for (int xv = xs; xv < xe && xv < {}; xv += {}) {{\n{pos}\n{}\n}}\n",
-            nxb * bl.vo,
-            bl.vo,
-            call(bl.vo, false)
+            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+            q.sl, fc.w, y.c_stride
         )
     } else {
-        String::new()
-    };
-    let tail_call = call(vt, true);
-    let ohead = if g.sparse {
         format!(
-            "for (int o = 0; o < {co}; o++) {{ const int e0 = I[{} + o], e1 = I[{} + o + 1];\n",
-            fc.rp.unwrap_or(0),
-            fc.rp.unwrap_or(0)
+            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+            fc.w,
+            slots * 3 * bl.ob,
+            bl.ob * y.c_stride,
+            bl.ob,
+            bl.ob
         )
-    } else {
-        format!("for (int ob = 0; ob < {}; ob++) {{\n", co.div_ceil(bl.ob))
     };
-    let mut b = tile_head(fc, nb);
-    let _ = writeln!(
-        b,
-        "uint32_t pk[{}] __attribute__((aligned(64)));
-for (int r0 = y0; r0 < y1; r0 += {sb}) {{
-const int nr = y1 - r0 < {sb} ? y1 - r0 : {sb};
-for (int xs = 0; xs < {nv}; xs += {sv}) {{
-const int xe = xs + {sv} < {nv} ? xs + {sv} : {nv};
-{name}_pack(A, W, I + {ents}, pk, n, zb, r0, nr, xs, xe);
-{ohead}{body}if (xe == {nv}) {{ const int xv = {body_end};
-{pos}
-{tail_call}
-}}
-}}
-}}
-}}",
-        slots * slw,
-        sb = c.sb,
-        sv = c.sv,
-        name = fc.name,
-        ents = fc.ents,
-        body_end = nxb * bl.vo,
-    );
-    b.push_str(&finish_tile(fc, nb));
-    super::text::kernel(&fc.name, &helpers, &b, fc.tiles, fc.flops, fc.what.clone())
+    let mut m = |name: &str, r: usize, vo: usize, tail: bool| micro(fc, c, q, name, r, vo, tail);
+    let p = Packed {
+        sb: c.sb,
+        sv: c.sv,
+        pk_words: slots * c.unit_words(),
+        pack: format!(
+            "{}_pack(A, W, I + {}, pk, n, zb, r0, nr, xs, xe)",
+            fc.name, fc.ents
+        ),
+        args,
+        tag: "mq",
+        micro: &mut m,
+    };
+    render_packed(fc, p, pack_fn(fc, c, q))
 }
 
 /// The depth checks of a slot whose entry is at `ent`: true when its plane lies outside the
