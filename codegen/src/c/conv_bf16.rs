@@ -152,10 +152,9 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     if !applies(g) {
         return None;
     }
-    let [n, cin, d, _, _] = g.x;
+    let [n, cin, _, _, _] = g.x;
     let [_, co, od, oh, ow] = g.y;
     let kd = g.k[0];
-    let (sd, pd) = (g.s[0], g.p[0]);
     let lanes = 16;
     let nv = ow.div_ceil(lanes);
     let rb = blocking(g).rb;
@@ -170,25 +169,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     }
     let npairs = slots.div_ceil(2);
     let c = cut(if g.sparse { slots } else { npairs }, rb, nv, vo, g.sparse)?;
-    let check_iz = (0..od).any(|z| {
-        (0..kd).any(|a| {
-            let iz = (z * sd + a) as i64 - pd as i64;
-            !(0..d as i64).contains(&iz)
-        })
-    });
-    let check_jz = sp.shifts.iter().any(|&v| v != 0);
-    // Slots (stored channel, depth tap, shifted tap), as the f32 kernel's entries.
-    let ents: Vec<i32> = (0..cin)
-        .flat_map(|ch| {
-            (0..kd).flat_map(move |a| {
-                [
-                    sp.channels[ch] as i32,
-                    a as i32,
-                    (a as i64 - sp.shifts[ch]) as i32,
-                ]
-            })
-        })
-        .collect();
+    let (ents, check_iz, check_jz) = slot_entries(sp);
     let plane =
         |off: usize, a: usize| move |b: usize, cc: usize| sp.wdata[off + (a * 3 + b) * 3 + cc];
     let (w_off, sl_off, rp_off);
@@ -323,9 +304,37 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     render_packed(fc, p, helpers)
 }
 
+/// The slots of a packed (bf16, int8) conv, as the f32 kernel's entries: (stored channel,
+/// depth tap, shifted tap) per (input channel, depth tap); and whether some slot's plane may lie
+/// outside the volume through depth padding (`check_iz`) or a depth shift (`check_jz`).
+pub(super) fn slot_entries(sp: &ConvSpec) -> (Vec<i32>, bool, bool) {
+    let g = &sp.g;
+    let (cin, d, od, kd) = (g.x[1], g.x[2], g.y[2], g.k[0]);
+    let (sd, pd) = (g.s[0], g.p[0]);
+    let check_iz = (0..od).any(|z| {
+        (0..kd).any(|a| {
+            let iz = (z * sd + a) as i64 - pd as i64;
+            !(0..d as i64).contains(&iz)
+        })
+    });
+    let check_jz = sp.shifts.iter().any(|&v| v != 0);
+    let ents = (0..cin)
+        .flat_map(|ch| {
+            (0..kd).flat_map(move |a| {
+                [
+                    sp.channels[ch] as i32,
+                    a as i32,
+                    (a as i64 - sp.shifts[ch]) as i32,
+                ]
+            })
+        })
+        .collect();
+    (ents, check_iz, check_jz)
+}
+
 /// The depth checks of a slot whose entry is at `ent` (a C expression of an `int32_t *`): true
 /// when its plane lies outside the volume.
-fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
+pub(super) fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
     let d = fc.g.x[2];
     let mut checks = Vec::new();
     if fc.check_iz {

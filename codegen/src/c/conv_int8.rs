@@ -29,7 +29,7 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec};
-use super::conv_bf16::{applies, row_at};
+use super::conv_bf16::{applies, outside, row_at, slot_entries};
 use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -111,28 +111,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         return None;
     }
     let c = cut(slots, rb, nv, vo)?;
-    let d = g.x[2];
-    let (sd, pd) = (g.s[0], g.p[0]);
-    let check_iz = (0..od).any(|z| {
-        (0..kd).any(|a| {
-            let iz = (z * sd + a) as i64 - pd as i64;
-            !(0..d as i64).contains(&iz)
-        })
-    });
-    let check_jz = sp.shifts.iter().any(|&v| v != 0);
+    let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
-    // Slots (stored channel, depth tap, shifted tap), as the f32 kernel's entries.
-    let ents: Vec<i32> = (0..cin)
-        .flat_map(|ch| {
-            (0..kd).flat_map(move |a| {
-                [
-                    sp.channels[ch] as i32,
-                    a as i32,
-                    (a as i64 - sp.shifts[ch]) as i32,
-                ]
-            })
-        })
-        .collect();
     // Per logical channel: 1 / scale and the zero point, as the packing reads them.
     let qp: Vec<f32> = aq
         .iter()
@@ -296,20 +276,6 @@ fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
         micro: &mut m,
     };
     render_packed(fc, p, pack_fn(fc, c, q))
-}
-
-/// The depth checks of a slot whose entry is at `ent`: true when its plane lies outside the
-/// volume.
-fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
-    let d = fc.g.x[2];
-    let mut checks = Vec::new();
-    if fc.check_iz {
-        checks.push(format!("(unsigned)(zb + {ent}[1]) >= {d}u"));
-    }
-    if fc.check_jz {
-        checks.push(format!("(unsigned)(zb + {ent}[2]) >= {d}u"));
-    }
-    checks
 }
 
 /// The packing function: slots `[0, slots)` of sample `n`, input rows `r0 - 1 .. r0 + nr`
