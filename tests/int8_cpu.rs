@@ -235,7 +235,7 @@ fn golden_cpu_int8_bundle_computes_int8_or_is_refused() {
     let to_sim = relative_error_l2(got, &sim).unwrap();
     let to_f32 = relative_error_l2(got, &f32_ref).unwrap();
     let sim_to_f32 = relative_error_l2(&sim, &f32_ref).unwrap();
-    let agree = argmax_agreement(got, &f32_ref);
+    let agree = common::argmax_agreement(got, &f32_ref);
     eprintln!(
         "cpu int8 bundle ({int8_steps} int8 conv steps, {quantized} convs simulated): {to_sim:.2e} \
          from simulated int8, {to_f32:.2e} from f32 (simulated: {sim_to_f32:.2e}), argmax \
@@ -256,23 +256,6 @@ fn golden_cpu_int8_bundle_computes_int8_or_is_refused() {
         to_f32 < 0.15 && agree > 0.95,
         "int8 moved the logits {to_f32:.2e} from f32 (argmax agreement {agree:.4})"
     );
-}
-
-/// The fraction of voxels whose argmax over classes (axis 1 of `[n, c, ...]`) agrees.
-fn argmax_agreement(a: &Tensor, b: &Tensor) -> f64 {
-    let s = a.shape();
-    let (n, c, vox) = (s[0], s[1], s[2..].iter().product::<usize>());
-    let (av, bv) = (a.as_f32().unwrap(), b.as_f32().unwrap());
-    let am = |v: &[f32], nn: usize, i: usize| {
-        (0..c)
-            .max_by(|&p, &q| v[(nn * c + p) * vox + i].total_cmp(&v[(nn * c + q) * vox + i]))
-            .unwrap()
-    };
-    let mut same = 0;
-    for nn in 0..n {
-        same += (0..vox).filter(|&i| am(av, nn, i) == am(bv, nn, i)).count();
-    }
-    same as f64 / (n * vox) as f64
 }
 
 #[test]

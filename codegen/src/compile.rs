@@ -22,7 +22,7 @@ use crate::artifact::{plan_digest, sha256_hex, Compiler, Manifest, Port, Step, F
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::keys::{PublicKey, SecretKey};
 use crate::layout::View;
-use crate::memplan::{plan, Plan};
+use crate::memplan::{plan_with, Narrow, Plan};
 use crate::precision::Precision;
 use crate::quant::{graph_digest, Calibration};
 pub use crate::target::Target;
@@ -275,7 +275,28 @@ pub fn generate_with(
         Some(ring) => own_scratch(id) + ring,
         None => scratch(id),
     };
-    let plan = plan(g, scratch, reads_map, lag, &streams).map_err(CodegenError::Plan)?;
+    // bf16 bundles store an activation as bf16 where every kernel touching it can (`X86_NARROW`);
+    // not the f32 plans calibration observes.
+    let narrow_io = |id: NodeId| {
+        !go.observe
+            && renderer.narrow_io(
+                &g.node(id).op,
+                one_act(id).map(|x| &g.node(x).ty),
+                &g.node(id).ty,
+            )
+    };
+    // A normalized conv stored as bf16 keeps per-tile shifts after its scratch and ring.
+    let narrow_extra = |id: NodeId| match one_act(id) {
+        Some(x) => crate::c::narrow_scratch(&g.node(id).op, &g.node(x).ty, &g.node(id).ty),
+        None => 0,
+    };
+    let rules = Narrow {
+        writes: &narrow_io,
+        reads: &narrow_io,
+        scratch: &narrow_extra,
+    };
+    let plan = plan_with(g, scratch, reads_map, lag, &streams, Some(&rules))
+        .map_err(CodegenError::Plan)?;
     let arena_bytes = (plan.arena_elems as u64).saturating_mul(4);
     if arena_bytes > MAX_ARENA_BYTES {
         return Err(CodegenError::Plan(format!(
@@ -326,14 +347,18 @@ pub fn generate_with(
             let slots = renderer.stream_slots().expect("streams need slots");
             let at = plan.scratch[&id] + own_scratch(id);
             let uv = &plan.views[&u];
-            let mut ring = View::padded(at, uv.shape);
+            let cat = &plan.views[&g.operands(id)[0]];
+            // The ring holds values of the concat it stands in for, stored as it is.
+            let mut ring = match cat.is_bf16() {
+                true => View::padded_bf16(at, uv.shape),
+                false => View::padded(at, uv.shape),
+            };
             ring.c_stride = slots * ring.d_stride;
             ring.n_stride = uv.shape[1] * ring.c_stride;
-            let cat = &plan.views[&g.operands(id)[0]];
             ring_in = Some(crate::emit::RingIn {
                 u0: (uv.offset - cat.offset) / cat.c_stride,
                 nu: uv.shape[1],
-                offset: at,
+                offset: ring.offset,
                 slots,
             });
             let (up_inputs, up_tensors, _) = operands(u)?;
@@ -353,6 +378,7 @@ pub fn generate_with(
                 stream: None,
                 ring_in: None,
                 act_ranges: None,
+                shift_at: None,
             }));
         }
         let ctx = NodeCtx {
@@ -380,6 +406,8 @@ pub fn generate_with(
             act_ranges: calibration
                 .and_then(|c| c.convs.get(&id.index()))
                 .map(|c| c.ranges.clone()),
+            shift_at: (plan.views[&id].is_bf16() && narrow_extra(id) > 0)
+                .then(|| plan.scratch[&id] + scratch(id).div_ceil(16) * 16),
         };
         if matches!(node.op, Op::Conv3d(_) | Op::FusedConv3d(_)) && ctx.inputs.len() == 1 {
             let x = &ctx.inputs[0];

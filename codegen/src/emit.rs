@@ -133,6 +133,10 @@ pub struct NodeCtx<'a> {
     /// `--precision int8`: the calibrated range `[lo, hi]` of each logical input channel of
     /// this conv (`crate::quant`); a conv without stays f32.
     pub act_ranges: Option<Vec<[f32; 2]>>,
+    /// This conv's output is stored as bf16 and instance-normalized: the arena offset (f32
+    /// elements, in its scratch) of the per-tile shifts its kernel subtracts before storing
+    /// (see `c::conv_micro::epilogue`), one f32 per (sample, channel, tile).
+    pub shift_at: Option<usize>,
 }
 
 /// Input channels read from a ring of planes instead of the input view (a streamed upsampling's

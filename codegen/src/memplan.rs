@@ -19,8 +19,13 @@
 //! A streamed upsampling (the code generator picks them: `c::conv::stream_candidates`) runs
 //! inside the conv reading its concat, into a ring in that conv's scratch: its slice of the
 //! concat is a piece of no size, and its input lives until that conv's step.
+//!
+//! bf16 bundles ([`plan_with`] and [`Narrow`]) store a buffer as bf16 when every node writing a
+//! value in it and every node reading one can: the buffer then takes half the arena elements
+//! (its views count 16-bit elements, `View::padded_bf16`), a streamed upsampling's ring takes
+//! its concat's type, and it is never lagged (the lag's geometry counts f32 elements).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use e2enc_ir::{Graph, NodeId, Op};
 
@@ -229,11 +234,54 @@ pub fn plan(
     lag_planes: impl Fn(NodeId) -> Option<usize>,
     streamed: &HashMap<NodeId, NodeId>,
 ) -> Result<Plan, String> {
+    plan_with(
+        g,
+        scratch_elems,
+        reads_channel_map,
+        lag_planes,
+        streamed,
+        None,
+    )
+}
+
+/// What the kernels of a bundle can do with bf16 activations (`--precision bf16`): whether a
+/// node's kernels can write its output as bf16, and whether a node's kernels can read any of
+/// their activation inputs as bf16 (each on its own).
+pub struct Narrow<'a> {
+    pub writes: &'a dyn Fn(NodeId) -> bool,
+    pub reads: &'a dyn Fn(NodeId) -> bool,
+    /// Scratch elements a node needs beyond `scratch_elems` when its output is stored as bf16.
+    pub scratch: &'a dyn Fn(NodeId) -> usize,
+}
+
+/// [`plan`], storing as bf16 every buffer that `narrow` allows (see [`narrow_roots`]).
+pub fn plan_with(
+    g: &Graph,
+    scratch_elems: impl Fn(NodeId) -> usize,
+    reads_channel_map: impl Fn(NodeId) -> bool,
+    lag_planes: impl Fn(NodeId) -> Option<usize>,
+    streamed: &HashMap<NodeId, NodeId>,
+    narrow: Option<&Narrow>,
+) -> Result<Plan, String> {
     // First without stashes, to learn which convs the placement lags; then again with a stash
     // in the scratch of each (only those may lag). The stashes cost memory too: where lagging
     // saves none, the plan without it wins (ties included).
-    let plain = plan_pass(g, &scratch_elems, &reads_channel_map, &|_| None, streamed)?;
-    let first = plan_pass(g, &scratch_elems, &reads_channel_map, &lag_planes, streamed)?;
+    let plain = plan_pass(
+        g,
+        &scratch_elems,
+        &reads_channel_map,
+        &|_| None,
+        streamed,
+        narrow,
+    )?;
+    let first = plan_pass(
+        g,
+        &scratch_elems,
+        &reads_channel_map,
+        &lag_planes,
+        streamed,
+        narrow,
+    )?;
     if first.lagged.is_empty() {
         return Ok(plain);
     }
@@ -246,7 +294,7 @@ pub fn plan(
     let own = |id: NodeId| scratch_elems(id).div_ceil(ALIGN) * ALIGN;
     let scratch2 = |id: NodeId| own(id) + stash_elems(id).unwrap_or(0);
     let lag2 = |id: NodeId| first.lagged.get(&id).and_then(|_| lag_planes(id));
-    let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2, streamed)?;
+    let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2, streamed, narrow)?;
     second.stash = second
         .lagged
         .keys()
@@ -265,6 +313,7 @@ fn plan_pass(
     reads_channel_map: &dyn Fn(NodeId) -> bool,
     lag_planes: &dyn Fn(NodeId) -> Option<usize>,
     streamed: &HashMap<NodeId, NodeId>,
+    narrow: Option<&Narrow>,
 ) -> Result<Plan, String> {
     let steps = schedule(g)?;
     let step_of: HashMap<NodeId, usize> =
@@ -348,6 +397,15 @@ fn plan_pass(
     };
     let mut roots: Vec<NodeId> = first.keys().copied().collect();
     roots.sort();
+    let narrowed: HashSet<NodeId> = match narrow {
+        Some(rules) => narrow_roots(g, &roots, &host, &outputs, rules),
+        None => HashSet::new(),
+    };
+    // Elements (in f32 elements of the arena) of `n` elements of root `r`'s storage.
+    let units = |r: NodeId, n: usize| match narrowed.contains(&r) {
+        true => n.div_ceil(2),
+        false => n,
+    };
     // Concat parts written in place (batch 1: each part is one contiguous slice) become pieces
     // alive from their own producer on, so a part produced late does not reserve its slice early.
     let mut parts_of: HashMap<NodeId, Vec<(NodeId, usize)>> = HashMap::new();
@@ -362,7 +420,7 @@ fn plan_pass(
             let mut b = Buffer {
                 what,
                 offset: 0,
-                elems: View::elems(shape),
+                elems: units(r, View::elems(shape)),
                 first: first[&r],
                 last: last[&r],
                 pieces: vec![],
@@ -372,8 +430,8 @@ fn plan_pass(
                 let mut ps: Vec<Piece> = parts
                     .iter()
                     .map(|&(v, c0)| Piece {
-                        offset: c0 * cs,
-                        elems: held(v) * cs,
+                        offset: units(r, c0 * cs),
+                        elems: units(r, held(v) * cs),
                         first: step_of[&v],
                         last: b.last,
                     })
@@ -410,8 +468,8 @@ fn plan_pass(
                 let v = by_c0[k].0;
                 let c = g.node(v).ty.shape[1];
                 pieces.push(Piece {
-                    offset: at * cs,
-                    elems: held(v) * cs,
+                    offset: units(*r, at * cs),
+                    elems: units(*r, held(v) * cs),
                     first: step_of[&v],
                     last: b.last,
                 });
@@ -425,7 +483,13 @@ fn plan_pass(
     }
     let mut scratch_buf: Vec<(NodeId, Buffer)> = Vec::new();
     for &id in &steps {
-        let n = scratch_elems(id);
+        let mut n = scratch_elems(id);
+        if let (Some(rules), true) = (narrow, narrowed.contains(&root_of(id))) {
+            let extra = (rules.scratch)(id);
+            if extra > 0 {
+                n = n.div_ceil(ALIGN) * ALIGN + extra;
+            }
+        }
         if n > 0 {
             let s = step_of[&id];
             scratch_buf.push((
@@ -481,6 +545,10 @@ fn plan_pass(
         };
         let (ri, ro) = (root_of(input), root_of(id));
         let (si, so) = (shape5(g, ri), shape5(g, ro));
+        // (A bf16 buffer is never lagged: the lag's geometry counts f32 elements.)
+        if narrowed.contains(&ri) || narrowed.contains(&ro) {
+            continue;
+        }
         if ri == ro || last[&ri] != s || si[0] != 1 || so[0] != 1 || si[2..] != so[2..] {
             continue;
         }
@@ -610,7 +678,11 @@ fn plan_pass(
     let mut scratch = HashMap::new();
     for (root, sid, b) in &all {
         if let Some(r) = root {
-            views.insert(*r, View::padded(b.offset, shape5(g, *r)));
+            let v = match narrowed.contains(r) {
+                true => View::padded_bf16(b.offset, shape5(g, *r)),
+                false => View::padded(b.offset, shape5(g, *r)),
+            };
+            views.insert(*r, v);
         }
         if let Some(id) = sid {
             scratch.insert(*id, b.offset);
@@ -634,6 +706,52 @@ fn plan_pass(
         buffers,
         arena_elems,
     })
+}
+
+/// The roots (buffers) that may be stored as bf16: not a graph input or output, f32, every
+/// value stored in it written by a node whose kernels can write bf16 (a streamed upsampling
+/// writes its consumer's ring, which takes the buffer's type), and every node reading a value
+/// stored in it able to read bf16. An in-place concat runs no kernel: its parts' producers
+/// and its readers decide.
+fn narrow_roots(
+    g: &Graph,
+    roots: &[NodeId],
+    host: &HashMap<NodeId, (NodeId, usize)>,
+    outputs: &[NodeId],
+    rules: &Narrow,
+) -> HashSet<NodeId> {
+    let mut members: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for (&v, &(c, _)) in host {
+        members.entry(c).or_default().push(v);
+    }
+    roots
+        .iter()
+        .copied()
+        .filter(|&r| {
+            let node = g.node(r);
+            if matches!(node.op, Op::Input { .. } | Op::Weight { .. })
+                || node.ty.dtype != e2enc_ir::DType::F32
+                || outputs.contains(&r)
+            {
+                return false;
+            }
+            let parts = members.get(&r).cloned().unwrap_or_else(|| vec![r]);
+            if parts
+                .iter()
+                .any(|&m| outputs.contains(&m) || !(rules.writes)(m))
+            {
+                return false;
+            }
+            let in_place = members.contains_key(&r);
+            parts
+                .iter()
+                .chain(in_place.then_some(&r))
+                .flat_map(|&v| g.users(v))
+                .map(|(u, _)| u)
+                .filter(|&u| !(in_place && u == r))
+                .all(|u| (rules.reads)(u))
+        })
+        .collect()
 }
 
 #[cfg(test)]

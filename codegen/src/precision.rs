@@ -8,11 +8,14 @@
 //! - `bf16`: CUDA tensor cores (`mma.sync` m16n8k16) multiply bfloat16 (8-bit mantissa)
 //!   inputs (8 significant bits), rounded to nearest even: twice TF32's tensor-core rate, 8x its
 //!   rounding (1-2e-2 relative error on the numpy fixture's outputs);
-//!   activations stay f32 in the arena between layers. On `x86-avx512` (CPUs with
+//!   on CUDA activations stay f32 in the arena between layers. On `x86-avx512` (CPUs with
 //!   `avx512_bf16`) the 3x3 stride-1 convs (the 1x3x3 convs of E2ENet, depth-shifted or not,
 //!   dense or DSFF-sparse) multiply bf16 pairs with `vdpbf16ps`: inputs and weights rounded to
-//!   nearest even, f32 sums, activations f32 in the arena as on CUDA; the other convs of a CPU
-//!   bundle (stride 2, 1x1x1 heads, transposed) stay f32.
+//!   nearest even, f32 sums; the other convs of a CPU bundle (stride 2, 1x1x1 heads,
+//!   transposed) multiply in f32; and activations are **stored as bf16** in the arena wherever
+//!   every kernel touching them reads and writes bf16 views (`layout::Elem::Bf16`: the
+//!   fast-path and upsampling convs, their norms, max pooling; inputs and outputs stay f32),
+//!   which halves their memory and bytes moved (`c::dialect::X86_NARROW`).
 //!
 //! - `int8`: on `x86-avx512` (CPUs with `avx512_vnni`) the same 3x3 stride-1
 //!   convs multiply unsigned 8-bit activations by signed 8-bit weights with `vpdpbusd` (four

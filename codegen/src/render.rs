@@ -67,6 +67,12 @@ pub trait Renderer {
         None
     }
 
+    /// Whether the node's kernels read their activation inputs and write their output as bf16
+    /// where the memory plan stores them so (`Elem::Bf16` views). None by default.
+    fn narrow_io(&self, _op: &Op, _input: Option<&TensorType>, _output: &TensorType) -> bool {
+        false
+    }
+
     /// Planes of the ring a conv streams an upsampled concat part through (see
     /// `NodeCtx::stream`); None where the renderer does not stream.
     fn stream_slots(&self) -> Option<usize> {
@@ -124,6 +130,11 @@ impl Renderer for CRenderer {
 
     fn stream_slots(&self) -> Option<usize> {
         Some(crate::c::conv::STREAM_SLOTS)
+    }
+
+    fn narrow_io(&self, op: &Op, input: Option<&TensorType>, output: &TensorType) -> bool {
+        crate::c::conv_bf16_enabled(self.target, self.precision)
+            && crate::c::narrow_io(op, input, output)
     }
 
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {

@@ -1239,3 +1239,72 @@ fn output_of(p: &harness::Prepared, a: &harness::Arena) -> Tensor {
     }
     Tensor::from_f32(p.want.shape().to_vec(), got).unwrap()
 }
+
+/// The kernels that read and write bf16 activation views (`--precision bf16` stores
+/// activations so): the bf16 convs of [`bf16_cases`], stride-2 and 1x1 convs and the first
+/// conv (f32 kernels), the upsamplings (8 and 16 lanes) and max pooling, with bf16 inputs and
+/// weights. The interpreter computes in f32 from the same values: what differs is the output's
+/// bf16 rounding (2^-9 relative) and, for normalized outputs, that of the raw values less their
+/// tile's shift; a wrong address, width or shift is O(1).
+#[test]
+fn bf16_storage_kernels_match_the_interpreter() {
+    if !host_bf16() {
+        return;
+    }
+    let mut cfgs = bf16_cases();
+    for (i, (cin, cout, dhw, k, s, norm)) in [
+        (6, 8, [3, 9, 20], 3, 2, true),
+        (5, 7, [2, 12, 40], 3, 2, false),
+        (8, 5, [2, 6, 20], 1, 1, false),
+        (1, 4, [4, 8, 24], 3, 1, true),
+        (4, 4, [5, 3, 7], 3, 1, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ConvCfg::plain(1, cin, cout, dhw, k, s);
+        c.norm = norm;
+        c.slope = norm || i % 2 == 0;
+        c.bias = true;
+        c.density = (i % 2 == 1).then_some(0.5);
+        c.shift_groups = if i == 3 { 1 } else { 2 };
+        c.seed = 700 + i as u64;
+        cfgs.push(c);
+    }
+    for (i, dhw) in [[2, 5, 12], [2, 4, 40], [1, 3, 17]].into_iter().enumerate() {
+        let mut c = ConvCfg::plain(1, 6, 4, dhw, 2, 2);
+        c.kernel = [2, 2, 2];
+        c.stride = [2, 2, 2];
+        c.padding = [0, 0, 0];
+        c.transposed = true;
+        c.density = (i != 1).then_some(0.6);
+        c.bias = i == 2;
+        c.seed = 720 + i as u64;
+        cfgs.push(c);
+    }
+    let mut cases: Vec<Case> = cfgs
+        .iter()
+        .map(|c| {
+            let mut k = c.case();
+            k.out_slice = None;
+            k.in_slice = None;
+            k.acts[0] = bf16_exact(&k.acts[0]);
+            k.consts[0] = bf16_exact(&k.consts[0]);
+            k
+        })
+        .collect();
+    for (i, dhw) in [[4, 6, 36], [2, 5, 9]].into_iter().enumerate() {
+        let [d, h, w] = dhw;
+        cases.push(Case::new(
+            Op::MaxPool3d(PoolAttrs {
+                kernel: [2, 2, 2],
+                stride: [2, 2, 2],
+            }),
+            vec![bf16_exact(&noise(&[1, 3, d, h, w], 740 + i as u64))],
+            vec![],
+        ));
+    }
+    if let Err(e) = harness::check_narrow(&cases, 8e-3) {
+        panic!("{e}");
+    }
+}

@@ -172,6 +172,15 @@ pub fn verify_with(
     // Checked arithmetic: these numbers come from the file (found by fuzzing: a shape whose
     // product overflowed panicked here).
     for p in manifest.inputs.iter().chain(&manifest.outputs) {
+        if !p.view.elem.is_f32() {
+            return Err(bad(
+                dir,
+                format!(
+                    "the view of `{}` is not f32 (inputs and outputs are)",
+                    p.name
+                ),
+            ));
+        }
         if p.view
             .checked_end()
             .is_none_or(|e| e > manifest.arena_elems)

@@ -16,7 +16,28 @@ pub const PAD_LEFT: usize = 8;
 /// Zero rows above and below each plane.
 pub const PAD_ROWS: usize = 1;
 
-/// Where an activation `[n, c, d, h, w]` lives in the arena; offsets and strides in f32 elements.
+/// How the values of a view are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Elem {
+    /// 32-bit floats: offsets and strides count f32 elements of the arena.
+    #[default]
+    F32,
+    /// bfloat16 (the upper half of an f32, rounded to nearest even): offsets and strides count
+    /// 16-bit elements (an arena offset in f32 elements is half the view's). Only activations
+    /// inside a bundle (`--precision bf16`) are stored so; inputs and outputs are always f32.
+    Bf16,
+}
+
+impl Elem {
+    /// Whether this is [`Elem::F32`] (serde: the field is left out then).
+    pub fn is_f32(&self) -> bool {
+        *self == Elem::F32
+    }
+}
+
+/// Where an activation `[n, c, d, h, w]` lives in the arena; offsets and strides in elements of
+/// its [`Elem`] (f32 elements unless `elem` says otherwise).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct View {
     /// Start of the padded storage of element (0, 0, 0, -1, -PAD_LEFT).
@@ -28,6 +49,9 @@ pub struct View {
     pub d_stride: usize,
     /// One padded row.
     pub row: usize,
+    /// How its values are stored.
+    #[serde(default, skip_serializing_if = "Elem::is_f32")]
+    pub elem: Elem,
 }
 
 /// The padded row length for width `w`.
@@ -48,6 +72,37 @@ impl View {
             c_stride,
             d_stride,
             row,
+            elem: Elem::F32,
+        }
+    }
+
+    /// A dense padded bf16 view of `shape` whose storage starts at arena offset `offset` (in
+    /// f32 elements: the view's own offset is twice that).
+    pub fn padded_bf16(offset: usize, shape: [usize; 5]) -> View {
+        View {
+            elem: Elem::Bf16,
+            ..View::padded(2 * offset, shape)
+        }
+    }
+
+    /// Whether its values are stored as bf16.
+    pub fn is_bf16(&self) -> bool {
+        self.elem == Elem::Bf16
+    }
+
+    /// The C type of one stored value (`float`, or `e2h` for bf16: see the bf16 prelude).
+    pub fn c_type(&self) -> &'static str {
+        match self.elem {
+            Elem::F32 => "float",
+            Elem::Bf16 => "e2h",
+        }
+    }
+
+    /// The C expression of the arena base as a pointer to its values (`A`, or `((e2h *)A)`).
+    pub fn c_base(&self) -> &'static str {
+        match self.elem {
+            Elem::F32 => "A",
+            Elem::Bf16 => "((e2h *)A)",
         }
     }
 

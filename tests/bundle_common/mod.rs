@@ -220,6 +220,20 @@ pub fn simulated_bf16(
     x: &Tensor,
     bf16_conv: &dyn Fn(&e2enc_ir::op::ConvAttrs) -> bool,
 ) -> Tensor {
+    simulated_bf16_with(model, x, bf16_conv, false)
+}
+
+/// [`simulated_bf16`], with `stored`: activations stored as bf16 too (a CPU bf16 bundle's
+/// arena), i.e. the outputs of every leaky ReLU (the normalized activations), max pooling and
+/// transposed conv (the upsamplings) rounded, the graph's outputs not. (The raw conv outputs
+/// a bundle stores less a per-tile shift before normalizing them are not modelled: their
+/// rounding is that of values near their tile's mean.)
+pub fn simulated_bf16_with(
+    model: &Model,
+    x: &Tensor,
+    bf16_conv: &dyn Fn(&e2enc_ir::op::ConvAttrs) -> bool,
+    stored: bool,
+) -> Tensor {
     use e2enc_ir::interp::ops;
     use e2enc_ir::op::Op;
     use std::borrow::Cow;
@@ -254,7 +268,16 @@ pub fn simulated_bf16(
                     args[0] = &xr;
                     args[1] = &wr;
                 }
-                Cow::Owned(ops::eval(op, &args).unwrap())
+                let y = ops::eval(op, &args).unwrap();
+                let kept = matches!(
+                    op,
+                    Op::LeakyRelu { .. } | Op::MaxPool3d(_) | Op::ConvTranspose3d(_)
+                );
+                if stored && kept && !g.outputs().iter().any(|(_, o)| *o == id) {
+                    Cow::Owned(round(&y))
+                } else {
+                    Cow::Owned(y)
+                }
             }
         };
         vals.insert(id, v);
@@ -262,4 +285,21 @@ pub fn simulated_bf16(
     assert!(rounded > 0, "no conv computes in bf16");
     let (_, out) = g.outputs().iter().find(|(n, _)| n == "logits").unwrap();
     vals[out].as_ref().clone()
+}
+
+/// The fraction of voxels whose argmax over classes (axis 1 of `[n, c, ...]`) agrees.
+pub fn argmax_agreement(a: &Tensor, b: &Tensor) -> f64 {
+    let s = a.shape();
+    let (n, c, vox) = (s[0], s[1], s[2..].iter().product::<usize>());
+    let (av, bv) = (a.as_f32().unwrap(), b.as_f32().unwrap());
+    let am = |v: &[f32], nn: usize, i: usize| {
+        (0..c)
+            .max_by(|&p, &q| v[(nn * c + p) * vox + i].total_cmp(&v[(nn * c + q) * vox + i]))
+            .unwrap()
+    };
+    let mut same = 0;
+    for nn in 0..n {
+        same += (0..vox).filter(|&i| am(av, nn, i) == am(bv, nn, i)).count();
+    }
+    same as f64 / (n * vox) as f64
 }

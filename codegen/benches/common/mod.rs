@@ -156,6 +156,7 @@ pub fn emit_case(
         stream: None,
         ring_in: None,
         // int8: ranges of instance-normalized, leaky-ReLU'd activations for every channel.
+        shift_at: None,
         act_ranges: (PRECISION.with(|p| p.get()) == Precision::Int8)
             .then(|| vec![[-1.0, 4.0]; acts.first().map_or(0, |s| s[1])]),
     };

@@ -173,6 +173,39 @@ pub fn scratch_elems(op: &Op, inputs: &[TensorType], output: &TensorType) -> usi
     norm::scratch_for(y[0] * y[1], partials(&g))
 }
 
+/// Whether the kernels of a conv-like `op` reading `input` into `output` read and write bf16
+/// views (see `c::narrow_io`).
+pub fn narrow_io(op: &Op, input: &TensorType, output: &TensorType) -> bool {
+    let Some(a) = attrs(op, 1) else {
+        return false;
+    };
+    let (Some(x), Some(y)) = (dims5(&input.shape), dims5(&output.shape)) else {
+        return false;
+    };
+    // (The per-tile shifts of a normalized bf16 output are the fast path's: see `shift_elems`.)
+    match path(&Geom::of(&a, x, y)) {
+        ConvPath::Fast => true,
+        ConvPath::Up => a.norm_eps.is_none(),
+        ConvPath::Generic => false,
+    }
+}
+
+/// Scratch (f32 elements) a conv needs when its output is stored as bf16: a normalized one
+/// keeps one shift per (sample, channel, tile) (`NodeCtx::shift_at`); others none.
+pub fn shift_elems(op: &Op, input: &TensorType, output: &TensorType) -> usize {
+    let Some(a) = attrs(op, 1) else {
+        return 0;
+    };
+    let (Some(x), Some(y)) = (dims5(&input.shape), dims5(&output.shape)) else {
+        return 0;
+    };
+    let g = Geom::of(&a, x, y);
+    match (a.norm_eps.is_some(), path(&g)) {
+        (true, ConvPath::Fast) => y[0] * y[1] * partials(&g),
+        _ => 0,
+    }
+}
+
 /// Whether the kernel of a conv-like `op` reading `input` into `output` addresses its input
 /// channels through a table (the fast path's entry lists), so the memory plan may store a concat
 /// feeding it in another channel order.
@@ -367,6 +400,21 @@ impl Narrow {
 pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Kernel>, EmitError> {
     let sp = spec(ctx)?;
     let path = path(&sp.g);
+    let bf16 = ctx.inputs.iter().chain([&ctx.output]).any(|v| v.is_bf16());
+    if ctx.shift_at.is_some()
+        != (bf16 && ctx.output.is_bf16() && sp.norm.is_some() && path == ConvPath::Fast)
+    {
+        return Err(err(
+            ctx,
+            "a normalized bf16 output needs its tile shifts (and only it)",
+        ));
+    }
+    if bf16 && (path == ConvPath::Generic || ctx.lag.is_some()) {
+        return Err(err(
+            ctx,
+            "bf16 activations on the generic conv path or a lagged conv (the memory plan should not store them so)",
+        ));
+    }
     let mark = (consts.f32.len(), consts.i32.len());
     let conv = match path {
         // Narrow where there is a kernel for the geometry, else f32.
@@ -402,8 +450,19 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Ke
             &ctx.output,
             &ctx.output,
             n * c * p,
-            beta,
-            sp.slope,
+            norm::After {
+                beta,
+                slope: sp.slope,
+                shift: ctx.shift_at.map(|at| {
+                    let rows = conv_fast::blocking(&sp.g).rb;
+                    norm::Shift {
+                        at,
+                        tiles: p,
+                        bands: sp.g.y[3].div_ceil(rows),
+                        rows,
+                    }
+                }),
+            },
         ));
     }
     Ok(ks)
@@ -663,6 +722,7 @@ fn stash_kernel(
         stream: None,
         ring_in: ctx.ring_in,
         act_ranges: ctx.act_ranges.clone(),
+        shift_at: None,
     };
     let pushed = consts.clone();
     consts.f32.truncate(mark.0);

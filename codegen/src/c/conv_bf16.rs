@@ -2,8 +2,10 @@
 //! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) multiply pairs of bf16
 //! with `vdpbf16ps` (two products added to one f32 lane: 32 multiplies per instruction where
 //! `vfmadd231ps` does 16). Inputs and weights are rounded to nearest even; sums, bias, the
-//! epilogue and the instance-norm statistics stay f32 / f64, and activations stay f32 in the
-//! arena (as on CUDA's bf16).
+//! epilogue and the instance-norm statistics stay f32 / f64. Activations are stored as bf16 in
+//! the arena where the memory plan can (`layout::Elem::Bf16`; the packing then reads them as
+//! they are stored, and the epilogue stores bf16, a normalized conv's raw values less a per-tile
+//! shift: `conv_micro::epilogue`).
 //!
 //! What is paired depends on the weights (measured in `docs/experiments/bf16-conv` and
 //! `benches/conv.rs`). A tile (the same tiles as the f32 kernel, so the norm partials and the
@@ -136,12 +138,12 @@ fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
 pub(super) fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
     let x = &fc.x;
     let plain = format!(
-        "A + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
-        x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
+        "{} + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
+        x.c_base(), x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
     );
     let base = fc
         .ring_in
-        .map(|r| format!("A + {}", r.offset))
+        .map(|r| format!("{} + {}", x.c_base(), r.offset))
         .unwrap_or_default();
     let tail = format!(" + (int64_t)r0 * {} + {PAD_LEFT}", x.row);
     super::conv_fast::ring_or(fc, c, z, &base, &tail, &plain)
@@ -252,6 +254,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         tiles: n * od * oh.div_ceil(rb),
         flops: live_flops(sp),
         ring_in: ctx.ring_in,
+        shift: ctx.shift_at,
     };
     Some(render(&fc, c, sl_off))
 }
@@ -269,15 +272,16 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     };
     let args = if fc.g.sparse {
         format!(
-            "A, W, I + {sl_off} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+            "A, W, I + {sl_off} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
             fc.w, y.c_stride
         )
     } else {
         format!(
-            "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {npairs}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+            "A, W, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {npairs}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
             fc.w,
             npairs * 9 * bl.ob,
             bl.ob * y.c_stride,
+            bl.ob,
             bl.ob,
             bl.ob
         )
@@ -373,30 +377,16 @@ fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
     for (int p = 0; p < {npairs}; p++, ent += 6) {{
         uint32_t *pq = pk + (int64_t)p * {uw};
         const int ok0 = {ok0}, ok1 = 2 * p + 1 < {slots} && {ok1};
-        const float *p0 = ok0 ? {b0} : 0, *p1 = ok1 ? {b1} : 0;
+        const {xt} *p0 = ok0 ? {b0} : 0, *p1 = ok1 ? {b1} : 0;
         for (int rr = 0; rr < nr + 2; rr++) {{
-            const float *q0 = p0 ? p0 + (int64_t)rr * {xrow} : 0, *q1 = p1 ? p1 + (int64_t)rr * {xrow} : 0;
+            const {xt} *q0 = p0 ? p0 + (int64_t)rr * {xrow} : 0, *q1 = p1 ? p1 + (int64_t)rr * {xrow} : 0;
             uint32_t *o = pq + (int64_t)rr * {rw} + 16 - 16 * xs;
-            {{
-                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xs - 16, ml) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
-                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
-            }}
-            for (int j = xs; j < xe; j++) {{
-                const e2f16 lo = q0 ? e2f16_load(q0 + 16 * j) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_load(q1 + 16 * j) : e2f16_zero();
-                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
-            }}
-            {{
-                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xe, mr) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
-                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
-            }}
-        }}
+{body}        }}
     }}
 }}
 ",
         name = fc.name,
+        body = chan_pairs(x.is_bf16()),
         npairs = slots.div_ceil(2),
         rmask = (1u32 << right) - 1,
         ok0 = ok("ent"),
@@ -404,6 +394,77 @@ fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
         b0 = base("ent"),
         b1 = base("(ent + 3)"),
         xrow = x.row,
+        xt = x.c_type(),
+    )
+}
+
+/// The statements of a channel-pair packing row (`q0`, `q1`: the pair's rows or null): the left
+/// halo vector, the strip's vectors, the right halo vector; from bf16 storage (`narrow`) the
+/// stored values are paired as they are (`e2bf_pairs_h`), from f32 they are rounded.
+fn chan_pairs(narrow: bool) -> String {
+    let one = |at: &str, mask: &str| -> String {
+        if narrow {
+            format!(
+                "e2bf_store(o + {at}, e2bf_pairs_h(q0 ? q0 + {at} : (const e2h *)A, q0 ? {mask} : 0u, q1 ? q1 + {at} : (const e2h *)A, q1 ? {mask} : 0u));"
+            )
+        } else {
+            let ld = |q: &str| match mask {
+                "" => format!("{q} ? e2f16_load({q} + {at}) : e2f16_zero()"),
+                m => format!("{q} ? e2f16_loadm({q} + {at}, {m}) : e2f16_zero()"),
+            };
+            format!(
+                "const e2f16 lo = {}; const e2f16 hi = {}; e2bf_store(o + {at}, e2bf_pairs(lo, hi));",
+                ld("q0"),
+                ld("q1")
+            )
+        }
+    };
+    let full = if narrow { "0xffffu" } else { "" };
+    format!(
+        "            {{ {} }}
+            for (int j = xs; j < xe; j++) {{ {} }}
+            {{ {} }}
+",
+        one("16 * xs - 16", "ml"),
+        one("16 * j", full),
+        one("16 * xe", "mr")
+    )
+}
+
+/// The statements of a row-pair packing pair (`q0`, `q1 = q0 + row`; `two`: whether `q1` is a
+/// row of the sub-band), as [`chan_pairs`]; the strip's loop prefetches the next slot's rows
+/// (`n0`).
+fn row_pairs(narrow: bool, row: usize) -> String {
+    let one = |at: &str, mask: &str| -> String {
+        if narrow {
+            format!(
+                "e2bf_store(o + {at}, e2bf_pairs_h(q0 + {at}, {mask}, q1 + {at}, two ? {mask} : 0u));"
+            )
+        } else {
+            let ld = |q: &str| match mask {
+                "" => format!("e2f16_load({q} + {at})"),
+                m => format!("e2f16_loadm({q} + {at}, {m})"),
+            };
+            format!(
+                "const e2f16 lo = {}; const e2f16 hi = two ? {} : e2f16_zero(); e2bf_store(o + {at}, e2bf_pairs(lo, hi));",
+                ld("q0"),
+                ld("q1")
+            )
+        }
+    };
+    let full = if narrow { "0xffffu" } else { "" };
+    format!(
+        "            {{ {} }}
+            for (int j = xs; j < xe; j++) {{
+                e2_prefetch2(n0 + 16 * j);
+                e2_prefetch2(n0 + {row} + 16 * j);
+                {}
+            }}
+            {{ {} }}
+",
+        one("16 * xs - 16", "ml"),
+        one("16 * j", full),
+        one("16 * xe", "mr")
     )
 }
 
@@ -418,8 +479,8 @@ fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
     let _ = writeln!(
         s,
         "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {{
-    (void)W; (void)sl; (void)o0; (void)st;"
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {{
+    (void)W; (void)sl; (void)o0; (void)st; (void)sh;"
     );
     for o in 0..ob {
         for r in 0..rows {
@@ -501,41 +562,27 @@ fn pack_rows_fn(fc: &FastConv, c: Cut) -> String {
     const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
     for (int s = 0; s < {slots}; s++, ent += 3) {{
         uint32_t *pq = pk + (int64_t)s * {slw};
-{skip}        const float *p = {p_at};
+{skip}        const {xt} *p = {p_at};
         /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
-        const float *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
+        const {xt} *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
         for (int k = 0; 2 * k < nr + 2; k++) {{
-            const float *q0 = p + (int64_t)(2 * k) * {xrow}, *q1 = q0 + {xrow};
-            const float *n0 = pn + (int64_t)(2 * k) * {xrow};
+            const {xt} *q0 = p + (int64_t)(2 * k) * {xrow}, *q1 = q0 + {xrow};
+            const {xt} *n0 = pn + (int64_t)(2 * k) * {xrow};
             const int two = 2 * k + 1 < nr + 2;
             uint32_t *o = pq + (int64_t)k * {rw} + 16 - 16 * xs;
-            {{
-                const e2f16 lo = e2f16_loadm(q0 + 16 * xs - 16, ml);
-                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
-                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
-            }}
-            for (int j = xs; j < xe; j++) {{
-                e2_prefetch2(n0 + 16 * j);
-                e2_prefetch2(n0 + {xrow} + 16 * j);
-                const e2f16 lo = e2f16_load(q0 + 16 * j), hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero();
-                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
-            }}
-            {{
-                const e2f16 lo = e2f16_loadm(q0 + 16 * xe, mr);
-                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
-                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
-            }}
-        }}
+{body}        }}
     }}
 }}
 ",
         name = fc.name,
+        body = row_pairs(x.is_bf16(), x.row),
         slots = fc.ne_dense,
         rmask = (1u32 << right) - 1,
         next_ok = outside(fc, "(ent + 3)").iter().map(|c| format!(" && !({c})")).collect::<String>(),
         p_at = row_at(fc, "ent[0]", "zb + ent[2]"),
         pn_at = row_at(fc, "ent[3]", "zb + ent[5]"),
         xrow = x.row,
+        xt = x.c_type(),
     )
 }
 
@@ -548,8 +595,8 @@ fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
     let _ = writeln!(
         s,
         "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {{
-    (void)W; (void)o0; (void)st;"
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {{
+    (void)W; (void)o0; (void)st; (void)sh;"
     );
     for r in 0..rows {
         for f in 0..vo {

@@ -192,6 +192,9 @@ pub struct FastConv {
     pub flops: u64,
     /// Input channels read from a ring of planes (a streamed upsampling's output).
     pub ring_in: Option<crate::emit::RingIn>,
+    /// A normalized output stored as bf16: scratch offset of the per-tile shifts
+    /// (`NodeCtx::shift_at`; see `conv_micro::epilogue`).
+    pub shift: Option<usize>,
 }
 
 /// The C expression of an input row pointer: stored channel `c` (a C term) and input plane `z`
@@ -199,14 +202,22 @@ pub struct FastConv {
 /// ring (`fc.ring_in`) are read from their slot in it.
 pub(super) fn input_at(fc: &FastConv, c: &str, z: &str) -> String {
     let x = &fc.x;
+    let base = x.c_base();
     let plain = format!(
-        "A + pb + (int64_t){c} * {} + (int64_t)({z}) * {}",
+        "{base} + pb + (int64_t){c} * {} + (int64_t)({z}) * {}",
         x.c_stride, x.d_stride
     );
     let delta = |r: crate::emit::RingIn| r.offset as i64 - x.offset as i64;
     match fc.ring_in {
         None => plain,
-        Some(r) => ring_or(fc, c, z, &format!("A + pb + ({})", delta(r)), "", &plain),
+        Some(r) => ring_or(
+            fc,
+            c,
+            z,
+            &format!("{base} + pb + ({})", delta(r)),
+            "",
+            &plain,
+        ),
     }
 }
 
@@ -364,6 +375,7 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         tiles: n * od * oh.div_ceil(bl.rb),
         flops: live_flops(sp),
         ring_in: ctx.ring_in,
+        shift: ctx.shift_at,
     }
 }
 
@@ -404,14 +416,15 @@ pub fn render(fc: &FastConv) -> Kernel {
     let mut call = |vo: usize, tail: bool| -> String {
         let args = if g.sparse {
             format!(
-                "A, W, I + {ent_off} + 3 * e0, W + {w_off} + (int64_t)e0 * {kk}, e1 - e0, pb, zb, po + (int64_t)o * {}, o, st + 2 * o",
+                "A, W, I + {ent_off} + 3 * e0, W + {w_off} + (int64_t)e0 * {kk}, e1 - e0, pb, zb, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
                 y.c_stride
             )
         } else {
             format!(
-                "A, W, I + {ent_off}, W + {w_off} + (int64_t)ob * {}, {ne_dense}, pb, zb, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+                "A, W, I + {ent_off}, W + {w_off} + (int64_t)ob * {}, {ne_dense}, pb, zb, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
                 ne_dense * kk * bl.ob,
                 bl.ob * y.c_stride,
+                bl.ob,
                 bl.ob,
                 bl.ob
             )
@@ -506,9 +519,9 @@ pub(super) fn finish_tile(fc: &FastConv, nb: usize) -> String {
     let _ = writeln!(
         b,
         "for (int o = 0; o < {co}; o++) {{
-    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)z * {yds};
+    {yt} *pl = {yb} + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + (int64_t)z * {yds};
     for (int y = y0; y < y1; y++) {{
-        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+        {yt} *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
 {pads}    }}
     if (band == 0) {{ {top}}}
     if (band == {last}) {{ {bot}}}",
@@ -517,6 +530,8 @@ pub(super) fn finish_tile(fc: &FastConv, nb: usize) -> String {
         ycs = y.c_stride,
         yds = y.d_stride,
         yrow = y.row,
+        yt = y.c_type(),
+        yb = y.c_base(),
         pads = super::norm::indent(&super::norm::indent(&zero_row_pads(
             y,
             "rowp",
@@ -532,6 +547,13 @@ pub(super) fn finish_tile(fc: &FastConv, nb: usize) -> String {
             "    double *pp = {};\n    pp[0] = st[2 * o]; pp[1] = st[2 * o + 1];",
             partial_ptr(scratch, od * nb, &format!("n * {co} + o"), "z * NB + band")
                 .replace("NB", &nb.to_string())
+        );
+    }
+    if let Some(at) = fc.shift {
+        let _ = writeln!(
+            b,
+            "    A[{at} + ((int64_t)n * {co} + o) * {} + z * {nb} + band] = sh[o];",
+            od * nb
         );
     }
     b.push_str("}\n");
@@ -564,6 +586,16 @@ const int zb = z * {sd} - {pd};
         );
     } else {
         let _ = writeln!(b, "double *st = 0;");
+    }
+    if fc.shift.is_some() {
+        // Per output channel, the tile's shift: unset (NaN) until its first block sets it.
+        let _ = writeln!(
+            b,
+            "float sh[{0}]; for (int o = 0; o < {0}; o++) sh[o] = __builtin_nanf(\"\");",
+            co.div_ceil(bl.ob) * bl.ob
+        );
+    } else {
+        let _ = writeln!(b, "float *sh = 0;");
     }
     b
 }

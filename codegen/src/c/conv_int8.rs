@@ -217,6 +217,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         tiles: n * od * oh.div_ceil(rb),
         flops: live_flops(sp),
         ring_in: ctx.ring_in,
+        shift: None,
     };
     let q = Tables {
         sl: sl_off,
@@ -249,15 +250,16 @@ fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
     let slots = fc.ne_dense;
     let args = if fc.g.sparse {
         format!(
-            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o",
+            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
             q.sl, fc.w, y.c_stride
         )
     } else {
         format!(
-            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}",
+            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
             fc.w,
             slots * 3 * bl.ob,
             bl.ob * y.c_stride,
+            bl.ob,
             bl.ob,
             bl.ob
         )
@@ -365,8 +367,8 @@ fn micro(
         s,
         "E2_I8 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I,
     const int32_t *restrict sl, const uint32_t *restrict w, int ne, const uint32_t *restrict pk,
-    int64_t po, int o0, double *restrict st) {{
-    (void)sl; (void)st;"
+    int64_t po, int o0, double *restrict st, float *restrict sh) {{
+    (void)sl; (void)st; (void)sh;"
     );
     for o in 0..ob {
         for r in 0..rows {

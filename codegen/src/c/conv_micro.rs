@@ -61,8 +61,9 @@ impl Micro<'_> {
         let _ = writeln!(
             c,
             "static void {}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {{
-    (void)W; (void)zb; (void)o0; (void)st;",
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {{
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;",
             self.name
         );
         for o in 0..ob {
@@ -86,7 +87,8 @@ impl Micro<'_> {
         }
         let _ = writeln!(
             c,
-            "        const float *p = {};",
+            "        const {} *p = {};",
+            x.c_type(),
             super::conv_fast::input_at(fc, "ent[0]", "zb + ent[2]")
         );
         if fc.aligned {
@@ -94,7 +96,8 @@ impl Micro<'_> {
             // prefetchers; the next x block is too far ahead to stay in L1).
             let _ = writeln!(
                 c,
-                "        if (e + 1 < ne) {{\n            const float *q = {};",
+                "        if (e + 1 < ne) {{\n            const {} *q = {};",
+                x.c_type(),
                 super::conv_fast::input_at(fc, "ent[3]", "zb + ent[5]")
             );
             for rr in 0..rows_in {
@@ -255,8 +258,16 @@ fn aligned_body(c: &mut String, m: &Micro, rows_in: usize, xrow: usize) {
 /// The epilogue of a micro kernel of `rb` rows x `vo` vectors of `fc` (a right-edge variant
 /// when `tail`), after its accumulators `a{o}_{r}_{j}`: adds the bias, applies the leaky ReLU
 /// (when no norm follows), zeroes lanes past the row end, stores at `A + po`, and adds the
-/// instance-norm partial sums of the stored values to `st`. Shared by the bf16 kernels
-/// (`conv_bf16.rs`).
+/// instance-norm partial sums of the values to `st`. Shared by the bf16 and int8 kernels.
+///
+/// A bf16 output that a norm follows (`fc.shift`) is stored less a shift per (tile, output
+/// channel): the mean of the tile's first block of that channel (`sh`, NaN until set, saved in
+/// scratch at the tile's end). The raw values of a conv can sit far from zero next to their
+/// spread (a large mean), and bf16 keeps 8 significant bits of the value, not of its distance
+/// from the mean: normalizing bf16-stored raw values lost everything on the released network
+/// (logits 9.5e-1 from f32). Less the shift they keep 8 bits of that distance; the statistics
+/// come from the f32 values, and the norm (`norm::apply`) adds the shift back by normalizing
+/// with the mean less it.
 pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail: bool) {
     let (g, y, ob) = (&fc.g, &fc.y, fc.bl.ob);
     let v = Vf { lanes: fc.lanes };
@@ -284,28 +295,80 @@ pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail
         if fc.norm_scratch.is_some() {
             let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
         }
+        // The value of accumulator (r, j) with bias, activation and the row end applied.
+        let value = |r: usize, j: usize| {
+            let mut s = format!("a{o}_{r}_{j}");
+            if fc.bias.is_some() {
+                s = format!("{}({s}, vb)", v.op("add"));
+            }
+            if fc.slope.is_some() {
+                s = format!("{}({s}, vsl)", v.op("lrelu"));
+            }
+            if tail && j == vo - 1 && last_vals < lanes {
+                s = format!("{}({s}, {last_vals})", v.op("keep"));
+            }
+            s
+        };
+        if fc.shift.is_some() {
+            // A normalized bf16 output: the tile's first block of this channel sets its shift
+            // (the block's mean), every block stores its values less it. Normalizing is
+            // shift-invariant, and a shifted value keeps the bits a large mean would take.
+            let count = rb
+                * (vo * lanes
+                    - if tail && last_vals < lanes {
+                        lanes - last_vals
+                    } else {
+                        0
+                    });
+            let _ = writeln!(
+                c,
+                "    if (sh[{o}] != sh[{o}]) {{\n      {ty} vt = {}();",
+                v.op("zero")
+            );
+            for r in 0..rb {
+                for j in 0..vo {
+                    let _ = writeln!(c, "      vt = {}(vt, {});", v.op("add"), value(r, j));
+                }
+            }
+            let _ = writeln!(
+                c,
+                "      float tt[{lanes}], s = 0.0f; {}(tt, vt);
+      for (int l = 0; l < {lanes}; l++) s += tt[l];
+      sh[{o}] = s / {count}.0f;
+    }}
+    const {ty} vsh = {}(-sh[{o}]);",
+                v.op("store"),
+                v.op("set1")
+            );
+        }
         for r in 0..rb {
             for j in 0..vo {
-                let _ = writeln!(c, "    {{ {ty} v = a{o}_{r}_{j};");
-                if fc.bias.is_some() {
-                    let _ = writeln!(c, "      v = {}(v, vb);", v.op("add"));
-                }
-                if fc.slope.is_some() {
-                    let _ = writeln!(c, "      v = {}(v, vsl);", v.op("lrelu"));
-                }
+                let _ = writeln!(c, "    {{ {ty} v = {};", value(r, j));
                 let at = o * y.c_stride + r * y.row + lanes * j;
                 let last = tail && j == vo - 1;
-                if last && last_vals < lanes {
-                    let _ = writeln!(c, "      v = {}(v, {last_vals});", v.op("keep"));
-                }
+                let stored = if fc.shift.is_some() {
+                    let mut s = format!("{}(v, vsh)", v.op("add"));
+                    if last && last_vals < lanes {
+                        s = format!("{}({s}, {last_vals})", v.op("keep"));
+                    }
+                    s
+                } else {
+                    "v".to_string()
+                };
                 if last && last_store < lanes {
                     let _ = writeln!(
                         c,
-                        "      {}(A + po + {at}, v, {last_store});",
-                        v.op("storen")
+                        "      {}({} + po + {at}, {stored}, {last_store});",
+                        v.op("storen"),
+                        y.c_base()
                     );
                 } else {
-                    let _ = writeln!(c, "      {}(A + po + {at}, v);", v.op("store"));
+                    let _ = writeln!(
+                        c,
+                        "      {}({} + po + {at}, {stored});",
+                        v.op("store"),
+                        y.c_base()
+                    );
                 }
                 if fc.norm_scratch.is_some() {
                     let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));

@@ -82,8 +82,10 @@ fn micro(
     let _ = writeln!(
         c,
         "    for (int e = 0; e < ne; e++, w += {kv}) {{
-        const float *p = A + pb + (int64_t)ent[e] * {cs};",
-        cs = x.c_stride
+        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
+        cs = x.c_stride,
+        xt = x.c_type(),
+        xb = x.c_base(),
     );
     for bc in 0..4 {
         let _ = writeln!(c, "        const e2f8 w{bc} = e2f8_bcast(w + {bc});");
@@ -127,7 +129,8 @@ fn micro(
                 }
                 let _ = writeln!(
                     c,
-                    "        e2f8_store(A + po + {}, v);",
+                    "        e2f8_store({} + po + {}, v);",
+                    y.c_base(),
                     b * y.row + 16 * v + 8 * h
                 );
                 if norm {
@@ -245,9 +248,9 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
     let _ = writeln!(
         b,
         "for (int o = 0; o < {co}; o++) {{
-    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
+    {yt} *pl = {yb} + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
     for (int y = 2 * y0; y < 2 * y1; y++) {{
-        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+        {yt} *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
 {pads}    }}
     if (band == 0) {{ {top}}}
     if (band == {last}) {{ {bot}}}",
@@ -258,6 +261,8 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         ozp = plane_index(ctx, "oz", 1),
         yrow = y.row,
         pads = indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
+        yt = y.c_type(),
+        yb = y.c_base(),
         top = zero_row(y, "pl"),
         bot = zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)),
         last = nb - 1,

@@ -69,8 +69,10 @@ fn micro16(
     let _ = writeln!(
         c,
         "    for (int e = 0; e < ne; e++, w += {kv}) {{
-        const float *p = A + pb + (int64_t)ent[e] * {cs};",
-        cs = x.c_stride
+        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
+        cs = x.c_stride,
+        xt = x.c_type(),
+        xb = x.c_base(),
     );
     for v in 0..nw {
         if 2 * v + 1 < nv8 {
@@ -146,8 +148,9 @@ fn micro16(
                 for v8 in 0..nv8 {
                     let _ = writeln!(
                         c,
-                        "    e2f16_store(A + po + {}, z{a}_{b}_{v8});",
-                        row + 16 * v8
+                        "    e2f16_store({yb} + po + {}, z{a}_{b}_{v8});",
+                        row + 16 * v8,
+                        yb = y.c_base()
                     );
                 }
                 continue;
@@ -159,25 +162,28 @@ fn micro16(
             };
             let _ = writeln!(
                 c,
-                "    {st}(A + {first}, e2f16_alignr(z{a}_{b}_0, e2f16_bcast8(cy + {cyo}), 8));",
+                "    {st}({yb} + {first}, e2f16_alignr(z{a}_{b}_0, e2f16_bcast8(cy + {cyo}), 8));",
                 st = ep.store,
+                yb = y.c_base(),
             );
             for v8 in 1..nv8 {
                 let _ = writeln!(
                     c,
-                    "    {st}(A + po + {}, e2f16_alignr(z{a}_{b}_{v8}, z{a}_{b}_{}, 8));",
+                    "    {st}({yb} + po + {}, e2f16_alignr(z{a}_{b}_{v8}, z{a}_{b}_{}, 8));",
                     row + 16 * v8 - 8,
                     v8 - 1,
                     st = ep.store,
+                    yb = y.c_base(),
                 );
             }
             if last {
                 let _ = writeln!(
                     c,
-                    "    {st}(A + po + {}, e2f16_alignr(e2f16_zero(), z{a}_{b}_{}, 8));",
+                    "    {st}({yb} + po + {}, e2f16_alignr(e2f16_zero(), z{a}_{b}_{}, 8));",
                     row + 16 * nv8 - 8,
                     nv8 - 1,
                     st = ep.store,
+                    yb = y.c_base(),
                 );
             } else {
                 let _ = writeln!(c, "    e2f16_store_hi(cy + {cyo}, z{a}_{b}_{});", nv8 - 1);
@@ -270,7 +276,9 @@ const int y0 = band * {IB}, y1 = y0 + {IB} < {h} ? y0 + {IB} : {h};"
         "const int64_t tn = t + 1 < {tiles} ? t + 1 : t;
 const int bn = (int)(tn % {nb}); const int64_t nzn = tn / {nb};
 const int yn = bn * {IB}, rn = (yn + {IB} < {h} ? yn + {IB} : {h}) - yn;
-const float *pf = A + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int64_t)(yn + {PAD_ROWS}) * {xrow};",
+const {xt} *pf = {xb} + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int64_t)(yn + {PAD_ROWS}) * {xrow};",
+        xt = x.c_type(),
+        xb = x.c_base(),
         xo = x.offset,
         xns = x.n_stride,
         xds = x.d_stride,
@@ -396,9 +404,11 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi +
         b,
         "for (int o = 0; o < {co}; o++) for (int a = 0; a < {kd}; a++) {{
     const int oz = z * {kd} + a;
-    float *pl = A + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
+    {yt} *pl = {yb} + {yo} + (int64_t)n * {yns} + (int64_t)o * {ycs} + {ozp} * {yds};
 {pads}    if (band == 0) {{ {top}}}
     if (band == {last}) {{ {bot}}}",
+        yt = y.c_type(),
+        yb = y.c_base(),
         yo = y.offset,
         yns = y.n_stride,
         ycs = y.c_stride,
@@ -410,11 +420,12 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi +
         } else {
             format!(
                 "    for (int y = 2 * y0; y < 2 * y1; y++) {{
-        float *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
+        {yt} *rowp = pl + (y + {PAD_ROWS}) * {yrow} + {PAD_LEFT};
 {}    }}
 ",
                 indent(&indent(&zero_row_pads(y, "rowp", 16 * nvi))),
                 yrow = y.row,
+                yt = y.c_type(),
             )
         },
         top = zero_row(y, "pl"),

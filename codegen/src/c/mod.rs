@@ -47,6 +47,7 @@ use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
 use crate::precision::Precision;
 
 pub use conv::{reads_channel_map as conv_reads_channel_map, ConvPath};
+pub use conv_bf16::enabled as conv_bf16_enabled;
 
 /// The prelude of a bundle for `target`: its dialect's includes and vector vocabulary.
 pub fn prelude_for(target: crate::target::Target) -> String {
@@ -59,11 +60,37 @@ pub fn prelude_in(target: crate::target::Target, precision: Precision) -> String
     let mut s = prelude_for(target);
     if conv_bf16::enabled(target, precision) {
         s.push_str(dialect::X86_BF16);
+        s.push_str(dialect::X86_NARROW);
     }
     if conv_int8::enabled(target, precision) {
         s.push_str(dialect::X86_INT8);
     }
     s
+}
+
+/// Whether the kernels of a node with this op (reading `input`, its activation operand where it
+/// has exactly one, into `output`) read and write bf16 activation views (`X86_NARROW`): the
+/// fast-path convs (f32 and bf16 kernels, their fused norm included), the transposed 2x2x2
+/// upsamplings and max pooling. Asked only for bf16 bundles (`Renderer::narrow_io`).
+pub fn narrow_io(op: &Op, input: Option<&TensorType>, output: &TensorType) -> bool {
+    match op {
+        Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
+            input.is_some_and(|x| conv::narrow_io(op, x, output))
+        }
+        Op::MaxPool3d(a) => a.kernel[2] == 2 && a.stride[2] == 2,
+        _ => false,
+    }
+}
+
+/// Scratch (f32 elements) a node needs beyond [`scratch_elems`] when its output is stored as
+/// bf16 (a normalized conv's per-tile shifts: `NodeCtx::shift_at`).
+pub fn narrow_scratch(op: &Op, input: &TensorType, output: &TensorType) -> usize {
+    match op {
+        Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
+            conv::shift_elems(op, input, output)
+        }
+        _ => 0,
+    }
 }
 
 /// Arena scratch (in f32 elements) that the kernels of a node with this op and these types use.
@@ -84,6 +111,18 @@ pub fn emit(
     consts: &mut Consts,
     precision: Precision,
 ) -> Result<Vec<Kernel>, EmitError> {
+    let bf16 = ctx.inputs.iter().chain([&ctx.output]).any(|v| v.is_bf16());
+    if bf16
+        && !matches!(
+            ctx.op,
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) | Op::MaxPool3d(_)
+        )
+    {
+        return Err(err(
+            ctx,
+            "bf16 activations where this op's kernels have no bf16 form",
+        ));
+    }
     match ctx.op {
         Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
             conv::emit(ctx, consts, conv::Narrow::of(ctx.isa, precision))

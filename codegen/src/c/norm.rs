@@ -31,6 +31,17 @@ pub fn standalone_scratch(output: &e2enc_ir::TensorType) -> usize {
     }
 }
 
+/// The per-tile shifts a conv subtracted from the values it stored (`NodeCtx::shift_at`): at
+/// arena offset `at`, `tiles` per (sample, channel), tile `z * bands + y / rows` for row `y` of
+/// plane `z`.
+#[derive(Clone, Copy, Debug)]
+pub struct Shift {
+    pub at: usize,
+    pub tiles: usize,
+    pub bands: usize,
+    pub rows: usize,
+}
+
 /// The statistics a reduction sums.
 pub struct Stats {
     /// Number of (n, c) pairs.
@@ -78,6 +89,14 @@ A[{out} + 2 * t + 1] = (float)(inv * (double)W[{goff} + t % {c}]);
     )
 }
 
+/// What [`apply`] does after normalizing, and the shifts its source was stored less.
+pub struct After<'a> {
+    pub beta: &'a [f32],
+    /// The leaky ReLU's slope, if one follows.
+    pub slope: Option<f32>,
+    pub shift: Option<Shift>,
+}
+
 /// Kernel 3: `dst = lrelu((src - mean) * scale + beta)` over whole padded planes; `stats_at`
 /// is the slot (after the node's scratch offset) where the (mean, scale) pairs start.
 pub fn apply(
@@ -86,9 +105,9 @@ pub fn apply(
     src: &View,
     dst: &View,
     stats_at: usize,
-    beta: &[f32],
-    slope: Option<f32>,
+    after: After,
 ) -> Kernel {
+    let After { beta, slope, shift } = after;
     let boff = consts.push_f32(beta);
     let [n, c, d, h, w] = dst.shape;
     let nv = nvec(w);
@@ -100,14 +119,26 @@ pub fn apply(
 const int n = (int)(i / {c}), c = (int)(i % {c});
 const e2f8 vm = e2f8_set1(A[{st} + 2 * i]), vs = e2f8_set1(A[{st} + 2 * i + 1]);
 const e2f8 vb = e2f8_set1(W[{boff} + c]);
-const float *s = A + {sp};
-float *o = A + {dp};",
+const {st_} *s = {sb} + {sp};
+{dt_} *o = {db} + {dp};",
         sp = plane_expr(src, "n", "c", "z"),
         dp = plane_expr(dst, "n", "c", "z"),
+        st_ = src.c_type(),
+        dt_ = dst.c_type(),
+        sb = src.c_base(),
+        db = dst.c_base(),
     );
     if let Some(sl) = slope {
         let _ = writeln!(b, "const e2f8 vsl = e2f8_set1({});", cf(sl));
     }
+    // Stored values less their tile's shift: the mean less it, per row.
+    let row_mean = match shift {
+        Some(s) => format!(
+            "const e2f8 vm = e2f8_set1(A[{st} + 2 * i] - A[{} + i * {} + z * {} + y / {}]);\n    ",
+            s.at, s.tiles, s.bands, s.rows
+        ),
+        None => String::new(),
+    };
     let act = if slope.is_some() {
         "v = e2f8_lrelu(v, vsl);\n        "
     } else {
@@ -116,8 +147,8 @@ float *o = A + {dp};",
     let _ = write!(
         b,
         "{top}for (int y = 0; y < {h}; y++) {{
-    const float *sr = s + {sr};
-    float *orow = o + {dr};
+    {row_mean}const {st_} *sr = s + {sr};
+    {dt_} *orow = o + {dr};
     for (int x = 0; x < {nv}; x++) {{
         e2f8 v = e2f8_fma(e2f8_sub(e2f8_load(sr + 8 * x), vm), vs, vb);
         {act}if (x == {last}) v = e2f8_keep(v, {valid});
@@ -132,6 +163,8 @@ float *o = A + {dp};",
         last = nv - 1,
         valid = w - 8 * (nv - 1),
         pads = indent(&zero_row_pads(dst, "orow", 8 * nv)),
+        st_ = src.c_type(),
+        dt_ = dst.c_type(),
     );
     kernel(
         &format!("{}_napply", ctx.prefix),
@@ -201,6 +234,11 @@ p[1] = e2st_sum(vq);
         eps,
         gamma,
     );
-    let app = apply(ctx, consts, x, &ctx.output, n * c * d, beta, None);
+    let after = After {
+        beta,
+        slope: None,
+        shift: None,
+    };
+    let app = apply(ctx, consts, x, &ctx.output, n * c * d, after);
     Ok(vec![stats, red, app])
 }

@@ -235,18 +235,30 @@ pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> 
     if x.shape[..2] != y.shape[..2] {
         return Err(err(ctx, "input and output batch or channels differ"));
     }
+    let vector = kw == 2 && sw == 2;
+    if !vector && (x.is_bf16() || y.is_bf16()) {
+        return Err(err(
+            ctx,
+            "bf16 views need the 2-wide, stride-2 pooling kernel",
+        ));
+    }
     let mut b = decode(y);
     let _ = writeln!(
         b,
-        "float *pl = A + {};\nconst float *xp = A + {};",
+        "{} *pl = {} + {};\nconst {} *xp = {} + {};",
+        y.c_type(),
+        y.c_base(),
         plane_expr(y, "n", "c", "z"),
+        x.c_type(),
+        x.c_base(),
         plane_expr(x, "n", "c", &format!("z * {sd}"))
     );
     b.push_str(&zero_row(y, "pl"));
     b.push_str(&zero_row(y, &format!("(pl + {})", (oh + 1) * y.row)));
     let _ = writeln!(
         b,
-        "for (int y = 0; y < {oh}; y++) {{\n    float *rowp = pl + (y + {PAD_ROWS}) * {} + {PAD_LEFT};",
+        "for (int y = 0; y < {oh}; y++) {{\n    {} *rowp = pl + (y + {PAD_ROWS}) * {} + {PAD_LEFT};",
+        y.c_type(),
         y.row
     );
     let src = |a: &str, bb: &str| {
@@ -255,13 +267,13 @@ pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> 
             x.d_stride, x.row
         )
     };
-    if kw == 2 && sw == 2 {
+    if vector {
         let _ = writeln!(
             b,
             "    for (int xv = 0; xv < {nv}; xv++) {{
         e2f8 m = e2f8_zero();
         for (int a = 0; a < {kd}; a++) for (int bb = 0; bb < {kh}; bb++) {{
-            const float *s = {s} + 16 * xv;
+            const {xt} *s = {s} + 16 * xv;
             e2f8 u = e2f8_load(s), v = e2f8_load(s + 8);
             e2f8 q = e2f8_nanmax(e2f8_even(u, v), e2f8_odd(u, v));
             m = (a == 0 && bb == 0) ? q : e2f8_nanmax(m, q);
@@ -272,6 +284,7 @@ pub fn max_pool(ctx: &NodeCtx, a: &PoolAttrs) -> Result<Vec<Kernel>, EmitError> 
             s = src("a", "bb"),
             last = nv - 1,
             valid = ow - 8 * (nv - 1),
+            xt = x.c_type(),
         );
     } else {
         let _ = writeln!(

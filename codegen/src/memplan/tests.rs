@@ -234,3 +234,96 @@ fn clashes(p: &Plan) -> Vec<(Piece, Piece)> {
     }
     out
 }
+
+#[test]
+fn bf16_buffers_where_every_writer_and_reader_can() {
+    // input -> a (conv) -> concat [a, p (pool of input)] -> y (conv, output); plus b (conv of a)
+    // read by a node that cannot take bf16 (an add).
+    let mut g = Graph::new("t");
+    let x = g.input("input", TensorType::f32([1, 2, 4, 6, 20]));
+    let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
+    let conv = |g: &mut Graph, x, w| {
+        g.add(
+            Op::Conv3d(ConvAttrs {
+                kernel: [1, 3, 3],
+                stride: [1; 3],
+                padding: [0, 1, 1],
+            }),
+            &[x, w],
+            None,
+        )
+        .unwrap()
+    };
+    let a = conv(&mut g, x, w);
+    let p = g
+        .add(
+            Op::MaxPool3d(PoolAttrs {
+                kernel: [1, 1, 1],
+                stride: [1, 1, 1],
+            }),
+            &[x],
+            None,
+        )
+        .unwrap();
+    let c = g.add(Op::Concat, &[a, p], None).unwrap();
+    let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
+    let y = conv(&mut g, c, w2);
+    let w3 = g.weight("w3", TensorType::f32([2, 2, 1, 3, 3]));
+    let b = conv(&mut g, y, w3);
+    let s = g.add(Op::Add, &[b, b], None).unwrap();
+    g.set_output("logits", s);
+    let able = |id: NodeId| !matches!(g.node(id).op, Op::Add);
+    let rules = Narrow {
+        writes: &able,
+        reads: &able,
+        scratch: &|_| 0,
+    };
+    let f32_plan = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
+    let p2 = plan_with(
+        &g,
+        |_| 0,
+        |_| false,
+        |_| None,
+        &HashMap::new(),
+        Some(&rules),
+    )
+    .unwrap();
+    // The concat (a and p written into it) and y: bf16, half the elements; the graph's input,
+    // b (read by the add) and the output: f32.
+    for v in [a, p, c, y] {
+        assert!(p2.views[&v].is_bf16(), "{v:?}");
+    }
+    for v in [x, b, s] {
+        assert!(!p2.views[&v].is_bf16(), "{v:?}");
+    }
+    let cv = &p2.views[&c];
+    assert_eq!(cv.offset % 2, 0);
+    let buf = p2
+        .buffers
+        .iter()
+        .find(|bb| 2 * bb.offset == cv.offset)
+        .unwrap();
+    assert_eq!(buf.elems, View::elems(cv.shape).div_ceil(2));
+    assert_eq!(p2.views[&p].offset, cv.offset + 3 * cv.c_stride);
+    assert!(clashes(&p2).is_empty(), "{:?}", clashes(&p2));
+    assert!(p2.arena_elems < f32_plan.arena_elems);
+    // A reader that cannot keeps its input f32: here the pool reads the graph input, and a
+    // concat whose part's writer cannot stays f32 whole.
+    let no_pool = |id: NodeId| !matches!(g.node(id).op, Op::Add | Op::MaxPool3d(_));
+    let rules = Narrow {
+        writes: &no_pool,
+        reads: &no_pool,
+        scratch: &|_| 0,
+    };
+    let p3 = plan_with(
+        &g,
+        |_| 0,
+        |_| false,
+        |_| None,
+        &HashMap::new(),
+        Some(&rules),
+    )
+    .unwrap();
+    assert!(!p3.views[&c].is_bf16() && !p3.views[&a].is_bf16());
+    assert!(p3.views[&y].is_bf16());
+}

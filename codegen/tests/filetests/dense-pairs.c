@@ -1,7 +1,8 @@
 /* c conv 1x3x3 s1 5->3: 4 tiles, 54000 flops */
 static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_1_0 = e2f8_zero();
     e2f8 a0_2_0 = e2f8_zero();
@@ -149,24 +150,16 @@ static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *
     {
     if (o0 + 0 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a0_0_0, vb), vsl);
       e2f8_store(A + po + 0, v);
     }
-    { e2f8 v = a0_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a0_1_0, vb), vsl);
       e2f8_store(A + po + 40, v);
     }
-    { e2f8 v = a0_2_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a0_2_0, vb), vsl);
       e2f8_store(A + po + 80, v);
     }
-    { e2f8 v = a0_3_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a0_3_0, vb), vsl);
       e2f8_store(A + po + 120, v);
     }
     }
@@ -174,32 +167,25 @@ static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *
     {
     if (o0 + 1 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a1_0_0, vb), vsl);
       e2f8_store(A + po + 560, v);
     }
-    { e2f8 v = a1_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a1_1_0, vb), vsl);
       e2f8_store(A + po + 600, v);
     }
-    { e2f8 v = a1_2_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a1_2_0, vb), vsl);
       e2f8_store(A + po + 640, v);
     }
-    { e2f8 v = a1_3_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a1_3_0, vb), vsl);
       e2f8_store(A + po + 680, v);
     }
     }
     }
 }
 static void k0_mk1x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a1_0_0 = e2f8_zero();
     for (int e = 0; e < ne; e++, ent += 3, w += 18) {
@@ -269,9 +255,7 @@ static void k0_mk1x1(float *restrict A, const float *restrict W, const int32_t *
     {
     if (o0 + 0 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a0_0_0, vb), vsl);
       e2f8_store(A + po + 0, v);
     }
     }
@@ -279,17 +263,16 @@ static void k0_mk1x1(float *restrict A, const float *restrict W, const int32_t *
     {
     if (o0 + 1 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
+    { e2f8 v = e2f8_lrelu(e2f8_add(a1_0_0, vb), vsl);
       e2f8_store(A + po + 560, v);
     }
     }
     }
 }
 static void k0_mk4x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_1_0 = e2f8_zero();
     e2f8 a0_2_0 = e2f8_zero();
@@ -437,28 +420,16 @@ static void k0_mk4x1t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 0 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a0_0_0, vb), vsl), 4);
       e2f8_store(A + po + 0, v);
     }
-    { e2f8 v = a0_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a0_1_0, vb), vsl), 4);
       e2f8_store(A + po + 40, v);
     }
-    { e2f8 v = a0_2_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a0_2_0, vb), vsl), 4);
       e2f8_store(A + po + 80, v);
     }
-    { e2f8 v = a0_3_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a0_3_0, vb), vsl), 4);
       e2f8_store(A + po + 120, v);
     }
     }
@@ -466,36 +437,25 @@ static void k0_mk4x1t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 1 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a1_0_0, vb), vsl), 4);
       e2f8_store(A + po + 560, v);
     }
-    { e2f8 v = a1_1_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a1_1_0, vb), vsl), 4);
       e2f8_store(A + po + 600, v);
     }
-    { e2f8 v = a1_2_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a1_2_0, vb), vsl), 4);
       e2f8_store(A + po + 640, v);
     }
-    { e2f8 v = a1_3_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a1_3_0, vb), vsl), 4);
       e2f8_store(A + po + 680, v);
     }
     }
     }
 }
 static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a1_0_0 = e2f8_zero();
     for (int e = 0; e < ne; e++, ent += 3, w += 18) {
@@ -565,10 +525,7 @@ static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 0 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a0_0_0, vb), vsl), 4);
       e2f8_store(A + po + 0, v);
     }
     }
@@ -576,10 +533,7 @@ static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 1 < 3) {
     const e2f8 vb = e2f8_bcast(W + 192 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
-      v = e2f8_lrelu(v, vsl);
-      v = e2f8_keep(v, 4);
+    { e2f8 v = e2f8_keep(e2f8_lrelu(e2f8_add(a1_0_0, vb), vsl), 4);
       e2f8_store(A + po + 560, v);
     }
     }
@@ -594,16 +548,17 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int ob = 0; ob < 2; ob++) {
         for (int xv = 0; xv < 2; xv += 1) {
         const int64_t pb = 0 + (int64_t)n * 2800 + (int64_t)(1 + y0 * 1 - 1) * 40 + 8 + xv * 8 - 1;
         const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + y0) * 40 + 8 + xv * 8;
-        if (y1 - y0 == 4) k0_mk4x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mk1x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        if (y1 - y0 == 4) k0_mk4x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2); else k0_mk1x1(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2);
         }
         { const int xv = 2;
         const int64_t pb = 0 + (int64_t)n * 2800 + (int64_t)(1 + y0 * 1 - 1) * 40 + 8 + xv * 8 - 1;
         const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + y0) * 40 + 8 + xv * 8;
-        if (y1 - y0 == 4) k0_mk4x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        if (y1 - y0 == 4) k0_mk4x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2);
         }
         }
         for (int o = 0; o < 3; o++) {

@@ -10,27 +10,15 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
         for (int rr = 0; rr < nr + 2; rr++) {
             const float *q0 = p0 ? p0 + (int64_t)rr * 40 : 0, *q1 = p1 ? p1 + (int64_t)rr * 40 : 0;
             uint32_t *o = pq + (int64_t)rr * 64 + 16 - 16 * xs;
-            {
-                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xs - 16, ml) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
-                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
-            }
-            for (int j = xs; j < xe; j++) {
-                const e2f16 lo = q0 ? e2f16_load(q0 + 16 * j) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_load(q1 + 16 * j) : e2f16_zero();
-                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
-            }
-            {
-                const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xe, mr) : e2f16_zero();
-                const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
-                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
-            }
+            { const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xs - 16, ml) : e2f16_zero(); const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero(); e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi)); }
+            for (int j = xs; j < xe; j++) { const e2f16 lo = q0 ? e2f16_load(q0 + 16 * j) : e2f16_zero(); const e2f16 hi = q1 ? e2f16_load(q1 + 16 * j) : e2f16_zero(); e2bf_store(o + 16 * j, e2bf_pairs(lo, hi)); }
+            { const e2f16 lo = q0 ? e2f16_loadm(q0 + 16 * xe, mr) : e2f16_zero(); const e2f16 hi = q1 ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero(); e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi)); }
         }
     }
 }
 E2_BF16 static void k0_mb4x2t(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)sl; (void)o0; (void)st;
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {
+    (void)W; (void)sl; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_0_1 = e2f16_zero();
     e2f16 a0_1_0 = e2f16_zero();
@@ -294,48 +282,28 @@ E2_BF16 static void k0_mb4x2t(float *restrict A, const float *restrict W, const 
     {
     if (o0 + 0 < 3) {
     const e2f16 vb = e2f16_bcast(W + 0 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_0_0, vb), vsl);
       e2f16_store(A + po + 0, v);
     }
-    { e2f16 v = a0_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 16, v, 8);
     }
-    { e2f16 v = a0_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_1_0, vb), vsl);
       e2f16_store(A + po + 40, v);
     }
-    { e2f16 v = a0_1_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_1_1, vb), vsl), 4);
       e2f16_storen(A + po + 56, v, 8);
     }
-    { e2f16 v = a0_2_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_2_0, vb), vsl);
       e2f16_store(A + po + 80, v);
     }
-    { e2f16 v = a0_2_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_2_1, vb), vsl), 4);
       e2f16_storen(A + po + 96, v, 8);
     }
-    { e2f16 v = a0_3_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_3_0, vb), vsl);
       e2f16_store(A + po + 120, v);
     }
-    { e2f16 v = a0_3_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_3_1, vb), vsl), 4);
       e2f16_storen(A + po + 136, v, 8);
     }
     }
@@ -343,56 +311,36 @@ E2_BF16 static void k0_mb4x2t(float *restrict A, const float *restrict W, const 
     {
     if (o0 + 1 < 3) {
     const e2f16 vb = e2f16_bcast(W + 0 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_0_0, vb), vsl);
       e2f16_store(A + po + 560, v);
     }
-    { e2f16 v = a1_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 576, v, 8);
     }
-    { e2f16 v = a1_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_1_0, vb), vsl);
       e2f16_store(A + po + 600, v);
     }
-    { e2f16 v = a1_1_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_1_1, vb), vsl), 4);
       e2f16_storen(A + po + 616, v, 8);
     }
-    { e2f16 v = a1_2_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_2_0, vb), vsl);
       e2f16_store(A + po + 640, v);
     }
-    { e2f16 v = a1_2_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_2_1, vb), vsl), 4);
       e2f16_storen(A + po + 656, v, 8);
     }
-    { e2f16 v = a1_3_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_3_0, vb), vsl);
       e2f16_store(A + po + 680, v);
     }
-    { e2f16 v = a1_3_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_3_1, vb), vsl), 4);
       e2f16_storen(A + po + 696, v, 8);
     }
     }
     }
 }
 E2_BF16 static void k0_mb1x2t(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)sl; (void)o0; (void)st;
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {
+    (void)W; (void)sl; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_0_1 = e2f16_zero();
     e2f16 a1_0_0 = e2f16_zero();
@@ -500,15 +448,10 @@ E2_BF16 static void k0_mb1x2t(float *restrict A, const float *restrict W, const 
     {
     if (o0 + 0 < 3) {
     const e2f16 vb = e2f16_bcast(W + 0 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_0_0, vb), vsl);
       e2f16_store(A + po + 0, v);
     }
-    { e2f16 v = a0_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 16, v, 8);
     }
     }
@@ -516,15 +459,10 @@ E2_BF16 static void k0_mb1x2t(float *restrict A, const float *restrict W, const 
     {
     if (o0 + 1 < 3) {
     const e2f16 vb = e2f16_bcast(W + 0 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_0_0, vb), vsl);
       e2f16_store(A + po + 560, v);
     }
-    { e2f16 v = a1_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 576, v, 8);
     }
     }
@@ -539,6 +477,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         uint32_t pk[1152] __attribute__((aligned(64)));
         for (int r0 = y0; r0 < y1; r0 += 4) {
         const int nr = y1 - r0 < 4 ? y1 - r0 : 4;
@@ -548,7 +487,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         for (int ob = 0; ob < 2; ob++) {
         if (xe == 2) { const int xv = 0;
         const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + r0) * 40 + 8 + xv * 16;
-        if (nr == 4) k0_mb4x2t(A, W, 0, (const uint32_t *)(I + 0) + (int64_t)ob * 54, 3, pk + (xv - xs) * 16, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mb1x2t(A, W, 0, (const uint32_t *)(I + 0) + (int64_t)ob * 54, 3, pk + (xv - xs) * 16, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        if (nr == 4) k0_mb4x2t(A, W, 0, (const uint32_t *)(I + 0) + (int64_t)ob * 54, 3, pk + (xv - xs) * 16, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2); else k0_mb1x2t(A, W, 0, (const uint32_t *)(I + 0) + (int64_t)ob * 54, 3, pk + (xv - xs) * 16, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2);
         }
         }
         }

@@ -1,7 +1,8 @@
 /* c conv 1x3x3 s1 5->3: 4 tiles, 54000 flops */
 static void k0_mk4x2t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_0_1 = e2f16_zero();
     e2f16 a0_1_0 = e2f16_zero();
@@ -265,48 +266,28 @@ static void k0_mk4x2t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 0 < 3) {
     const e2f16 vb = e2f16_bcast(W + 192 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_0_0, vb), vsl);
       e2f16_store(A + po + 0, v);
     }
-    { e2f16 v = a0_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 16, v, 8);
     }
-    { e2f16 v = a0_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_1_0, vb), vsl);
       e2f16_store(A + po + 40, v);
     }
-    { e2f16 v = a0_1_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_1_1, vb), vsl), 4);
       e2f16_storen(A + po + 56, v, 8);
     }
-    { e2f16 v = a0_2_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_2_0, vb), vsl);
       e2f16_store(A + po + 80, v);
     }
-    { e2f16 v = a0_2_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_2_1, vb), vsl), 4);
       e2f16_storen(A + po + 96, v, 8);
     }
-    { e2f16 v = a0_3_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_3_0, vb), vsl);
       e2f16_store(A + po + 120, v);
     }
-    { e2f16 v = a0_3_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_3_1, vb), vsl), 4);
       e2f16_storen(A + po + 136, v, 8);
     }
     }
@@ -314,56 +295,37 @@ static void k0_mk4x2t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 1 < 3) {
     const e2f16 vb = e2f16_bcast(W + 192 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_0_0, vb), vsl);
       e2f16_store(A + po + 560, v);
     }
-    { e2f16 v = a1_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 576, v, 8);
     }
-    { e2f16 v = a1_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_1_0, vb), vsl);
       e2f16_store(A + po + 600, v);
     }
-    { e2f16 v = a1_1_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_1_1, vb), vsl), 4);
       e2f16_storen(A + po + 616, v, 8);
     }
-    { e2f16 v = a1_2_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_2_0, vb), vsl);
       e2f16_store(A + po + 640, v);
     }
-    { e2f16 v = a1_2_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_2_1, vb), vsl), 4);
       e2f16_storen(A + po + 656, v, 8);
     }
-    { e2f16 v = a1_3_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_3_0, vb), vsl);
       e2f16_store(A + po + 680, v);
     }
-    { e2f16 v = a1_3_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_3_1, vb), vsl), 4);
       e2f16_storen(A + po + 696, v, 8);
     }
     }
     }
 }
 static void k0_mk1x2t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_0_1 = e2f16_zero();
     e2f16 a1_0_0 = e2f16_zero();
@@ -471,15 +433,10 @@ static void k0_mk1x2t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 0 < 3) {
     const e2f16 vb = e2f16_bcast(W + 192 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a0_0_0, vb), vsl);
       e2f16_store(A + po + 0, v);
     }
-    { e2f16 v = a0_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a0_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 16, v, 8);
     }
     }
@@ -487,15 +444,10 @@ static void k0_mk1x2t(float *restrict A, const float *restrict W, const int32_t 
     {
     if (o0 + 1 < 3) {
     const e2f16 vb = e2f16_bcast(W + 192 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
+    { e2f16 v = e2f16_lrelu(e2f16_add(a1_0_0, vb), vsl);
       e2f16_store(A + po + 560, v);
     }
-    { e2f16 v = a1_0_1;
-      v = e2f16_add(v, vb);
-      v = e2f16_lrelu(v, vsl);
-      v = e2f16_keep(v, 4);
+    { e2f16 v = e2f16_keep(e2f16_lrelu(e2f16_add(a1_0_1, vb), vsl), 4);
       e2f16_storen(A + po + 576, v, 8);
     }
     }
@@ -510,11 +462,12 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int ob = 0; ob < 2; ob++) {
         { const int xv = 0;
         const int64_t pb = 0 + (int64_t)n * 2800 + (int64_t)(1 + y0 * 1 - 1) * 40 + 8 + xv * 16 - 1;
         const int64_t po = 2800 + (int64_t)n * 1680 + (int64_t)z * 280 + (int64_t)(1 + y0) * 40 + 8 + xv * 16;
-        if (y1 - y0 == 4) k0_mk4x2t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2); else k0_mk1x2t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2);
+        if (y1 - y0 == 4) k0_mk4x2t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2); else k0_mk1x2t(A, W, I + 0, W + 0 + (int64_t)ob * 90, 5, pb, zb, po + (int64_t)ob * 1120, ob * 2, st + 2 * ob * 2, sh + ob * 2);
         }
         }
         for (int o = 0; o < 3; o++) {

@@ -29,8 +29,9 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
 
 /* head conv 1x1x1 s1 2->3: 4 tiles, 480 flops */
 static void k1_mk1x2(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_0_1 = e2f8_zero();
     e2f8 a1_0_0 = e2f8_zero();
@@ -57,41 +58,36 @@ static void k1_mk1x2(float *restrict A, const float *restrict W, const int32_t *
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a0_0_0, vb);
       e2f8_store(A + po + 0, v);
     }
-    { e2f8 v = a0_0_1;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a0_0_1, vb);
       e2f8_store(A + po + 8, v);
     }
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a1_0_0, vb);
       e2f8_store(A + po + 256, v);
     }
-    { e2f8 v = a1_0_1;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a1_0_1, vb);
       e2f8_store(A + po + 264, v);
     }
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 2);
-    { e2f8 v = a2_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a2_0_0, vb);
       e2f8_store(A + po + 512, v);
     }
-    { e2f8 v = a2_0_1;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a2_0_1, vb);
       e2f8_store(A + po + 520, v);
     }
     }
 }
 static void k1_mk1x2t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_0_1 = e2f8_zero();
     e2f8 a1_0_0 = e2f8_zero();
@@ -118,37 +114,28 @@ static void k1_mk1x2t(float *restrict A, const float *restrict W, const int32_t 
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 0);
-    { e2f8 v = a0_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a0_0_0, vb);
       e2f8_store(A + po + 0, v);
     }
-    { e2f8 v = a0_0_1;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 2);
+    { e2f8 v = e2f8_keep(e2f8_add(a0_0_1, vb), 2);
       e2f8_store(A + po + 8, v);
     }
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 1);
-    { e2f8 v = a1_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a1_0_0, vb);
       e2f8_store(A + po + 256, v);
     }
-    { e2f8 v = a1_0_1;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 2);
+    { e2f8 v = e2f8_keep(e2f8_add(a1_0_1, vb), 2);
       e2f8_store(A + po + 264, v);
     }
     }
     {
     const e2f8 vb = e2f8_bcast(W + 16 + o0 + 2);
-    { e2f8 v = a2_0_0;
-      v = e2f8_add(v, vb);
+    { e2f8 v = e2f8_add(a2_0_0, vb);
       e2f8_store(A + po + 512, v);
     }
-    { e2f8 v = a2_0_1;
-      v = e2f8_add(v, vb);
-      v = e2f8_keep(v, 2);
+    { e2f8 v = e2f8_keep(e2f8_add(a2_0_1, vb), 2);
       e2f8_store(A + po + 520, v);
     }
     }
@@ -162,16 +149,17 @@ void k1(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int ob = 0; ob < 1; ob++) {
         for (int xv = 0; xv < 0; xv += 2) {
         const int64_t pb = 960 + (int64_t)n * 512 + (int64_t)(1 + y0 * 1 - 0) * 32 + 8 + xv * 8 - 0;
         const int64_t po = 0 + (int64_t)n * 768 + (int64_t)z * 128 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
-        k1_mk1x2(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3);
+        k1_mk1x2(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3, sh + ob * 3);
         }
         { const int xv = 0;
         const int64_t pb = 960 + (int64_t)n * 512 + (int64_t)(1 + y0 * 1 - 0) * 32 + 8 + xv * 8 - 0;
         const int64_t po = 0 + (int64_t)n * 768 + (int64_t)z * 128 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
-        k1_mk1x2t(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3);
+        k1_mk1x2t(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3, sh + ob * 3);
         }
         }
         for (int o = 0; o < 3; o++) {

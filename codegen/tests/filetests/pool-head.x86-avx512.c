@@ -29,8 +29,9 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
 
 /* head conv 1x1x1 s1 2->3: 4 tiles, 480 flops */
 static void k1_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a1_0_0 = e2f16_zero();
     e2f16 a2_0_0 = e2f16_zero();
@@ -49,25 +50,19 @@ static void k1_mk1x1t(float *restrict A, const float *restrict W, const int32_t 
     }
     {
     const e2f16 vb = e2f16_bcast(W + 16 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 10);
+    { e2f16 v = e2f16_keep(e2f16_add(a0_0_0, vb), 10);
       e2f16_store(A + po + 0, v);
     }
     }
     {
     const e2f16 vb = e2f16_bcast(W + 16 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 10);
+    { e2f16 v = e2f16_keep(e2f16_add(a1_0_0, vb), 10);
       e2f16_store(A + po + 256, v);
     }
     }
     {
     const e2f16 vb = e2f16_bcast(W + 16 + o0 + 2);
-    { e2f16 v = a2_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 10);
+    { e2f16 v = e2f16_keep(e2f16_add(a2_0_0, vb), 10);
       e2f16_store(A + po + 512, v);
     }
     }
@@ -81,11 +76,12 @@ void k1(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int ob = 0; ob < 1; ob++) {
         { const int xv = 0;
         const int64_t pb = 960 + (int64_t)n * 512 + (int64_t)(1 + y0 * 1 - 0) * 32 + 8 + xv * 16 - 0;
         const int64_t po = 0 + (int64_t)n * 768 + (int64_t)z * 128 + (int64_t)(1 + y0) * 32 + 8 + xv * 16;
-        k1_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3);
+        k1_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 6, 2, pb, zb, po + (int64_t)ob * 768, ob * 3, st + 2 * ob * 3, sh + ob * 3);
         }
         }
         for (int o = 0; o < 3; o++) {

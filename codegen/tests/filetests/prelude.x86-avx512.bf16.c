@@ -192,3 +192,95 @@ typedef __m512i e2bf;
 #define e2bf_alignr(hi, lo, k) _mm512_alignr_epi32(hi, lo, k)
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2f16_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
+
+/* bf16 activations: e2h is one stored value (the upper half of an f32). */
+typedef uint16_t e2h;
+static inline __m512 e2h16_load(const e2h *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+/* The bf16 bits of 16 floats in 32-bit lanes, rounded to nearest even; NaN stays (quiet) NaN. */
+static inline __m512i e2h16_bits(__m512 v) {
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+}
+static inline void e2h16_store(e2h *p, __m512 v) {
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(e2h16_bits(v)));
+}
+static inline void e2h16_storen(e2h *p, __m512 v, int n) {
+    _mm512_mask_cvtepi32_storeu_epi16(p, e2f16_mask(n), e2h16_bits(v));
+}
+/* Lanes set in m from p, the others zero: reads only the 32-bit pairs holding a lane of m. */
+static inline __m512 e2h16_loadm(const e2h *p, unsigned m) {
+    unsigned pm = 0;
+    for (int i = 0; i < 8; i++) pm |= ((m >> (2 * i)) & 3u) ? 1u << i : 0u;
+    const __m512i w = _mm512_maskz_loadu_epi32((__mmask16)pm, p);
+    const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(
+        _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16));
+    return _mm512_maskz_mov_ps((__mmask16)m, v);
+}
+static inline __m512 e2h16_loadn(const e2h *p, int n) { return e2h16_loadm(p, (1u << n) - 1u); }
+static inline __m256 e2h8_load(const e2h *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static inline __m256 e2h8_loadn(const e2h *p, int n) {
+    return _mm512_castps512_ps256(e2h16_loadm(p, (1u << n) - 1u));
+}
+static inline void e2h8_store(e2h *p, __m256 v) {
+    _mm_storeu_si128((__m128i *)p,
+        _mm256_castsi256_si128(_mm512_cvtepi32_epi16(e2h16_bits(_mm512_castps256_ps512(v)))));
+}
+static inline void e2h8_storen(e2h *p, __m256 v, int n) {
+    _mm512_mask_cvtepi32_storeu_epi16(p, e2f16_mask(n), e2h16_bits(_mm512_castps256_ps512(v)));
+}
+/* The f32 operations as functions, for the generic forms below. */
+static inline __m512 e2f16_loadf(const float *p) { return _mm512_loadu_ps(p); }
+static inline void e2f16_storef(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+static inline __m512 e2f16_loadnf(const float *p, int n) { return _mm512_maskz_loadu_ps(e2f16_mask(n), p); }
+static inline void e2f16_storenf(float *p, __m512 v, int n) { _mm512_mask_storeu_ps(p, e2f16_mask(n), v); }
+static inline __m512 e2f16_loadmf(const float *p, unsigned m) { return _mm512_maskz_loadu_ps((__mmask16)m, p); }
+static inline void e2f16_streamf(float *p, __m512 v) {
+    if ((uintptr_t)p & 63) _mm512_storeu_ps(p, v); else _mm512_stream_ps(p, v);
+}
+static inline __m256 e2f8_loadf(const float *p) { return _mm256_loadu_ps(p); }
+static inline void e2f8_storef(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline __m256 e2f8_loadnf(const float *p, int n) {
+    return _mm256_maskload_ps(p, _mm256_castps_si256(e2_mask(n)));
+}
+static inline void e2f8_storenf(float *p, __m256 v, int n) {
+    _mm256_maskstore_ps(p, _mm256_castps_si256(e2_mask(n)), v);
+}
+/* 16 bf16 pairs (lo[i], hi[i]) straight from stored values (the packing of conv_bf16.rs from
+   bf16 storage, as e2bf_pairs from floats): lanes set in ml read from lo, in mh from hi, the
+   others zero (a zero mask reads nothing). */
+E2_BF16 static inline __m512i e2bf_pairs_h(const e2h *lo, unsigned ml, const e2h *hi, unsigned mh) {
+    const __m512i idx = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9,
+        40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    return _mm512_permutex2var_epi16(_mm512_maskz_loadu_epi16((__mmask32)ml, lo), idx,
+        _mm512_maskz_loadu_epi16((__mmask32)mh, hi));
+}
+#define E2_BY_PTR(p, h, f) _Generic((p), e2h *: h, const e2h *: h, default: f)
+#undef e2f16_load
+#undef e2f16_store
+#undef e2f16_loadn
+#undef e2f16_storen
+#undef e2f16_loadm
+#undef e2f16_stream
+#undef e2f8_load
+#undef e2f8_store
+#undef e2f8_loadn
+#define e2f16_load(p) E2_BY_PTR(p, e2h16_load, e2f16_loadf)(p)
+#define e2f16_store(p, v) E2_BY_PTR(p, e2h16_store, e2f16_storef)(p, v)
+#define e2f16_loadn(p, n) E2_BY_PTR(p, e2h16_loadn, e2f16_loadnf)(p, n)
+#define e2f16_storen(p, v, n) E2_BY_PTR(p, e2h16_storen, e2f16_storenf)(p, v, n)
+#define e2f16_loadm(p, m) E2_BY_PTR(p, e2h16_loadm, e2f16_loadmf)(p, m)
+#define e2f16_stream(p, v) E2_BY_PTR(p, e2h16_store, e2f16_streamf)(p, v)
+#define e2f8_load(p) E2_BY_PTR(p, e2h8_load, e2f8_loadf)(p)
+#define e2f8_store(p, v) E2_BY_PTR(p, e2h8_store, e2f8_storef)(p, v)
+#define e2f8_loadn(p, n) E2_BY_PTR(p, e2h8_loadn, e2f8_loadnf)(p, n)
+#define e2f8_storen(p, v, n) E2_BY_PTR(p, e2h8_storen, e2f8_storenf)(p, v, n)

@@ -1,7 +1,8 @@
 /* c conv sparse 1x3x3 s1 4->2: 3 tiles, 6912 flops */
 static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_1_0 = e2f8_zero();
     e2f8 a0_2_0 = e2f8_zero();
@@ -119,8 +120,9 @@ static void k0_mk4x1(float *restrict A, const float *restrict W, const int32_t *
     }
 }
 static void k0_mk4x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f8 a0_0_0 = e2f8_zero();
     e2f8 a0_1_0 = e2f8_zero();
     e2f8 a0_2_0 = e2f8_zero();
@@ -246,16 +248,17 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int o = 0; o < 2; o++) { const int e0 = I[16 + o], e1 = I[16 + o + 1];
         for (int xv = 0; xv < 1; xv += 1) {
         const int64_t pb = 0 + (int64_t)n * 2304 + (int64_t)(1 + y0 * 1 - 1) * 32 + 8 + xv * 8 - 1;
         const int64_t po = 2304 + (int64_t)n * 1152 + (int64_t)z * 192 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
-        k0_mk4x1(A, W, I + 0 + 3 * e0, W + 0 + (int64_t)e0 * 9, e1 - e0, pb, zb, po + (int64_t)o * 576, o, st + 2 * o);
+        k0_mk4x1(A, W, I + 0 + 3 * e0, W + 0 + (int64_t)e0 * 9, e1 - e0, pb, zb, po + (int64_t)o * 576, o, st + 2 * o, sh + o);
         }
         { const int xv = 1;
         const int64_t pb = 0 + (int64_t)n * 2304 + (int64_t)(1 + y0 * 1 - 1) * 32 + 8 + xv * 8 - 1;
         const int64_t po = 2304 + (int64_t)n * 1152 + (int64_t)z * 192 + (int64_t)(1 + y0) * 32 + 8 + xv * 8;
-        k0_mk4x1t(A, W, I + 0 + 3 * e0, W + 0 + (int64_t)e0 * 9, e1 - e0, pb, zb, po + (int64_t)o * 576, o, st + 2 * o);
+        k0_mk4x1t(A, W, I + 0 + 3 * e0, W + 0 + (int64_t)e0 * 9, e1 - e0, pb, zb, po + (int64_t)o * 576, o, st + 2 * o, sh + o);
         }
         }
         for (int o = 0; o < 2; o++) {

@@ -14,28 +14,19 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
             const float *n0 = pn + (int64_t)(2 * k) * 32;
             const int two = 2 * k + 1 < nr + 2;
             uint32_t *o = pq + (int64_t)k * 48 + 16 - 16 * xs;
-            {
-                const e2f16 lo = e2f16_loadm(q0 + 16 * xs - 16, ml);
-                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero();
-                e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi));
-            }
+            { const e2f16 lo = e2f16_loadm(q0 + 16 * xs - 16, ml); const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xs - 16, ml) : e2f16_zero(); e2bf_store(o + 16 * xs - 16, e2bf_pairs(lo, hi)); }
             for (int j = xs; j < xe; j++) {
                 e2_prefetch2(n0 + 16 * j);
                 e2_prefetch2(n0 + 32 + 16 * j);
-                const e2f16 lo = e2f16_load(q0 + 16 * j), hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero();
-                e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
+                const e2f16 lo = e2f16_load(q0 + 16 * j); const e2f16 hi = two ? e2f16_load(q1 + 16 * j) : e2f16_zero(); e2bf_store(o + 16 * j, e2bf_pairs(lo, hi));
             }
-            {
-                const e2f16 lo = e2f16_loadm(q0 + 16 * xe, mr);
-                const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero();
-                e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi));
-            }
+            { const e2f16 lo = e2f16_loadm(q0 + 16 * xe, mr); const e2f16 hi = two ? e2f16_loadm(q1 + 16 * xe, mr) : e2f16_zero(); e2bf_store(o + 16 * xe, e2bf_pairs(lo, hi)); }
         }
     }
 }
 E2_BF16 static void k0_mb4x1t(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)o0; (void)st;
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {
+    (void)W; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_1_0 = e2f16_zero();
     e2f16 a0_2_0 = e2f16_zero();
@@ -118,6 +109,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         uint32_t pk[576] __attribute__((aligned(64)));
         for (int r0 = y0; r0 < y1; r0 += 4) {
         const int nr = y1 - r0 < 4 ? y1 - r0 : 4;
@@ -127,7 +119,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         for (int o = 0; o < 2; o++) { const int e0 = I[16 + o], e1 = I[16 + o + 1];
         if (xe == 1) { const int xv = 0;
         const int64_t po = 2304 + (int64_t)n * 1152 + (int64_t)z * 192 + (int64_t)(1 + r0) * 32 + 8 + xv * 16;
-        k0_mb4x1t(A, W, I + 0 + e0, (const uint32_t *)(I + 32) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * 576, o, st + 2 * o);
+        k0_mb4x1t(A, W, I + 0 + e0, (const uint32_t *)(I + 32) + (int64_t)e0 * 12, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * 576, o, st + 2 * o, sh + o);
         }
         }
         }

@@ -1,7 +1,8 @@
 /* c.conv conv 1x3x3 s2 2->2: 4 tiles, 3888 flops */
 static void k0_mk2x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a0_1_0 = e2f16_zero();
     e2f16 a1_0_0 = e2f16_zero();
@@ -101,34 +102,27 @@ static void k0_mk2x1t(float *restrict A, const float *restrict W, const int32_t 
     }
     {
     const e2f16 vb = e2f16_bcast(W + 48 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a0_0_0, vb), 9);
       e2f16_store(A + po + 0, v);
     }
-    { e2f16 v = a0_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a0_1_0, vb), 9);
       e2f16_store(A + po + 32, v);
     }
     }
     {
     const e2f16 vb = e2f16_bcast(W + 48 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a1_0_0, vb), 9);
       e2f16_store(A + po + 320, v);
     }
-    { e2f16 v = a1_1_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a1_1_0, vb), 9);
       e2f16_store(A + po + 352, v);
     }
     }
 }
 static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st) {
-    (void)W; (void)zb; (void)o0; (void)st;
+    const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
+    float *restrict sh) {
+    (void)W; (void)zb; (void)o0; (void)st; (void)sh;
     e2f16 a0_0_0 = e2f16_zero();
     e2f16 a1_0_0 = e2f16_zero();
     for (int e = 0; e < ne; e++, ent += 3, w += 18) {
@@ -196,17 +190,13 @@ static void k0_mk1x1t(float *restrict A, const float *restrict W, const int32_t 
     }
     {
     const e2f16 vb = e2f16_bcast(W + 48 + o0 + 0);
-    { e2f16 v = a0_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a0_0_0, vb), 9);
       e2f16_store(A + po + 0, v);
     }
     }
     {
     const e2f16 vb = e2f16_bcast(W + 48 + o0 + 1);
-    { e2f16 v = a1_0_0;
-      v = e2f16_add(v, vb);
-      v = e2f16_keep(v, 9);
+    { e2f16 v = e2f16_keep(e2f16_add(a1_0_0, vb), 9);
       e2f16_store(A + po + 320, v);
     }
     }
@@ -220,11 +210,12 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
         const int zb = z * 1 - 0;
         (void)y1;
         double *st = 0;
+        float *sh = 0;
         for (int ob = 0; ob < 1; ob++) {
         { const int xv = 0;
         const int64_t pb = 0 + (int64_t)n * 1280 + (int64_t)(1 + y0 * 2 - 1) * 40 + 8 + xv * 32 - 1;
         const int64_t po = 1280 + (int64_t)n * 640 + (int64_t)z * 160 + (int64_t)(1 + y0) * 32 + 8 + xv * 16;
-        if (y1 - y0 == 2) k0_mk2x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2);
+        if (y1 - y0 == 2) k0_mk2x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2, sh + ob * 2); else k0_mk1x1t(A, W, I + 0, W + 0 + (int64_t)ob * 36, 2, pb, zb, po + (int64_t)ob * 640, ob * 2, st + 2 * ob * 2, sh + ob * 2);
         }
         }
         for (int o = 0; o < 2; o++) {

@@ -214,6 +214,7 @@ pub fn prepare_in(
         stream: None,
         ring_in: None,
         act_ranges: case.ranges.clone(),
+        shift_at: None,
     };
     let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {
@@ -514,4 +515,184 @@ pub fn noise(shape: &[usize], seed: u64) -> Tensor {
         })
         .collect();
     Tensor::from_f32(shape.to_vec(), v).unwrap()
+}
+
+/// bf16 activation storage (`--precision bf16` on x86-avx512, `layout::Elem::Bf16`): each case
+/// runs with every activation input and its output as bf16 views (inputs must hold bf16 values,
+/// so the kernels see what the interpreter sees), a normalized conv with its per-tile shifts
+/// in scratch. Checks the values against the interpreter within `tol` (the output's own
+/// rounding and the shifted raw values' are the only differences), zero padding, nothing
+/// written outside the output and scratch (in 16-bit units), and results independent of the
+/// tile split.
+pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
+    const FILL: u32 = 0x7fc1_7fc1; // a bf16 NaN in both halves (and an f32 NaN)
+    let isa = Target::X86Avx512;
+    let mut consts = Consts::default();
+    struct Laid {
+        inputs: Vec<View>,
+        output: View,
+        scratch: (usize, usize),
+        len: usize,
+        kernels: Vec<Kernel>,
+        want: Tensor,
+        out_ty: TensorType,
+    }
+    let mut laid = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let (want, out_ty) = reference(case);
+        let mut at = 64;
+        let mut inputs = Vec::new();
+        for t in &case.acts {
+            let v = View::padded_bf16(at, dims5(t.shape()));
+            at = align16(v.end().div_ceil(2)) + 64;
+            inputs.push(v);
+        }
+        let output = View::padded_bf16(at, dims5(&out_ty.shape));
+        at = align16(output.end().div_ceil(2)) + 64;
+        let in_tys: Vec<TensorType> = case
+            .acts
+            .iter()
+            .chain(&case.consts)
+            .map(|t| t.ty())
+            .collect();
+        let own = align16(c::scratch_elems(&case.op, &in_tys, &out_ty));
+        let shifts = c::narrow_scratch(&case.op, &in_tys[0], &out_ty);
+        let scratch = (at, own + shifts);
+        let ctx = NodeCtx {
+            node: e2enc_ir::NodeId(Default::default()),
+            prefix: format!("n{i}"),
+            op: &case.op,
+            label: format!("n{i}"),
+            inputs: inputs.clone(),
+            consts: case.consts.iter().collect(),
+            output: output.clone(),
+            scratch: at,
+            channel_map: None,
+            isa,
+            lag: None,
+            ring: None,
+            stream: None,
+            ring_in: None,
+            act_ranges: None,
+            shift_at: (shifts > 0).then_some(at + own),
+        };
+        let kernels =
+            c::emit(&ctx, &mut consts, Precision::Bf16).map_err(|e| format!("case {i}: {e}"))?;
+        at = align16(at + own + shifts) + 64;
+        laid.push(Laid {
+            inputs,
+            output,
+            scratch,
+            len: at,
+            kernels,
+            want,
+            out_ty,
+        });
+    }
+    let ks: Vec<&Kernel> = laid.iter().flat_map(|l| &l.kernels).collect();
+    let lib = compile_in(&ks, &isa.cflags(), isa, Precision::Bf16)?;
+    let halves = |a: &mut Arena| -> &mut [u16] {
+        let n = a.len * 2;
+        // SAFETY: the arena's lines hold `len` f32s, i.e. `2 len` u16s.
+        unsafe { std::slice::from_raw_parts_mut(a.ptr() as *mut u16, n) }
+    };
+    for (i, (l, case)) in laid.iter().zip(cases).enumerate() {
+        let what = format!("[bf16 storage] case {i} ({:?})", case.op);
+        let fresh = || {
+            let mut a = Arena::new(l.len, f32::from_bits(FILL));
+            let h = halves(&mut a);
+            for (v, t) in l.inputs.iter().zip(&case.acts) {
+                h[v.offset..v.end()].fill(0);
+                let [n, c, d, hh, w] = v.shape;
+                let data = t.as_f32().unwrap();
+                let mut k = 0;
+                for nn in 0..n {
+                    for cc in 0..c {
+                        for z in 0..d {
+                            for y in 0..hh {
+                                let r = v.at(nn, cc, z, y as isize, 0);
+                                for x in 0..w {
+                                    h[r + x] = (data[k].to_bits() >> 16) as u16;
+                                    k += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            a
+        };
+        let mut outs = Vec::new();
+        for (cuts, reverse) in [(&[][..], false), (&[0.13, 0.5, 0.61, 0.9][..], true)] {
+            let mut a = fresh();
+            let before: Vec<u16> = halves(&mut a).to_vec();
+            for k in &l.kernels {
+                let f = lib.get(&k.name);
+                let t = k.tiles as i64;
+                let mut b: Vec<i64> = cuts.iter().map(|c| (c * t as f64) as i64).collect();
+                b.extend([0, t]);
+                b.sort();
+                b.dedup();
+                let mut chunks: Vec<(i64, i64)> = b.windows(2).map(|w| (w[0], w[1])).collect();
+                if reverse {
+                    chunks.reverse();
+                }
+                for (t0, t1) in chunks {
+                    unsafe { f(a.ptr(), consts.f32.as_ptr(), consts.i32.as_ptr(), t0, t1) };
+                }
+            }
+            let h = halves(&mut a);
+            let o = &l.output;
+            let [n, c, d, hh, w] = o.shape;
+            let mut vals = Vec::new();
+            for nn in 0..n {
+                for cc in 0..c {
+                    for z in 0..d {
+                        let start = o.at(nn, cc, z, -1, -8);
+                        for (k, &u) in h[start..start + o.d_stride].iter().enumerate() {
+                            let (row, col) = (k / o.row, k % o.row);
+                            if row >= 1 && row <= hh && col >= 8 && col < 8 + w {
+                                vals.push(u);
+                            } else if u & 0x7fff != 0 {
+                                return Err(format!(
+                                    "{what}: padding of plane ({nn},{cc},{z}) at row {} col {} is {u:#06x}",
+                                    row as isize - 1,
+                                    col as isize - 8
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            let (s0, s1) = (l.scratch.0 * 2, (l.scratch.0 + l.scratch.1) * 2);
+            for (k, (&x, &y)) in h.iter().zip(&before).enumerate() {
+                let mine = (o.offset..o.end()).contains(&k) || (s0..s1).contains(&k);
+                if !mine && x != y {
+                    return Err(format!(
+                        "{what}: wrote outside its output at 16-bit index {k}"
+                    ));
+                }
+            }
+            outs.push(vals);
+        }
+        if outs[0] != outs[1] {
+            return Err(format!("{what}: results depend on the tile split"));
+        }
+        let got = Tensor::from_f32(
+            l.out_ty.shape.clone(),
+            outs[0]
+                .iter()
+                .map(|&u| f32::from_bits(u32::from(u) << 16))
+                .collect(),
+        )
+        .unwrap();
+        let err = e2enc_ir::tensor::relative_error(&got, &l.want).unwrap();
+        if err.is_nan() || err >= tol {
+            return Err(format!(
+                "{what}: relative error {err:e} against the interpreter (tolerance {tol:e})"
+            ));
+        }
+        eprintln!("{what}: relative error {err:.2e}");
+    }
+    Ok(())
 }
