@@ -123,6 +123,35 @@ pub fn emit(
             "bf16 activations where this op's kernels have no bf16 form",
         ));
     }
+    let mut ks = emit_op(ctx, consts, precision)?;
+    if bf16 {
+        // Its functions convert bf16 with the instructions the bundle requires anyway
+        // (`X86_NARROW`'s conversions carry `E2_BF16`, and inline only into functions that do).
+        for k in &mut ks {
+            k.source = with_bf16_target(&k.source);
+        }
+    }
+    Ok(ks)
+}
+
+/// `source` with every function definition at the start of a line that lacks a target
+/// attribute given `E2_BF16`.
+fn with_bf16_target(source: &str) -> String {
+    let mut out = String::with_capacity(source.len() + 256);
+    for line in source.split_inclusive('\n') {
+        if line.starts_with("static void ") || line.starts_with("void ") {
+            out.push_str("E2_BF16 ");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+fn emit_op(
+    ctx: &NodeCtx,
+    consts: &mut Consts,
+    precision: Precision,
+) -> Result<Vec<Kernel>, EmitError> {
     match ctx.op {
         Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
             conv::emit(ctx, consts, conv::Narrow::of(ctx.isa, precision))

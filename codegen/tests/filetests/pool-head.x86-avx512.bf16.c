@@ -1,5 +1,5 @@
 /* pool max_pool: 4 tiles, 320 flops */
-void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
+E2_BF16 void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
     (void)A; (void)W; (void)I;
     for (int64_t t = t0; t < t1; t++) {
         const int z = (int)(t % 2); const int64_t r_ = t / 2;
@@ -28,7 +28,7 @@ void k0(float *restrict A, const float *restrict W, const int32_t *restrict I, i
 }
 
 /* head conv 1x1x1 s1 2->3: 4 tiles, 480 flops */
-static void k1_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+E2_BF16 static void k1_mk1x1t(float *restrict A, const float *restrict W, const int32_t *restrict ent,
     const float *restrict w, int ne, int64_t pb, int zb, int64_t po, int o0, double *restrict st,
     float *restrict sh) {
     (void)W; (void)zb; (void)o0; (void)st; (void)sh;
@@ -67,7 +67,7 @@ static void k1_mk1x1t(float *restrict A, const float *restrict W, const int32_t 
     }
     }
 }
-void k1(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
+E2_BF16 void k1(float *restrict A, const float *restrict W, const int32_t *restrict I, int64_t t0, int64_t t1) {
     (void)A; (void)W; (void)I;
     for (int64_t t = t0; t < t1; t++) {
         const int band = (int)(t % 2); const int64_t nz = t / 2;

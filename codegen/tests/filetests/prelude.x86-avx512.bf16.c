@@ -193,50 +193,39 @@ typedef __m512i e2bf;
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2f16_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
 
-/* bf16 activations: e2h is one stored value (the upper half of an f32). */
+/* bf16 activations: e2h is one stored value (the upper half of an f32). The conversions use
+   avx512bw and avx512bf16 (E2_BF16): every function of a node with bf16 views carries it. */
 typedef uint16_t e2h;
-static inline __m512 e2h16_load(const e2h *p) {
+/* The 16 values at p (lanes set in m; the others zero, not read) as floats. */
+E2_BF16 static inline __m512 e2h16_loadm(const e2h *p, unsigned m) {
+    const __m512i w = _mm512_maskz_loadu_epi16((__mmask32)m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16));
+}
+E2_BF16 static inline __m512 e2h16_load(const e2h *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(
         _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
 }
-/* The bf16 bits of 16 floats in 32-bit lanes, rounded to nearest even; NaN stays (quiet) NaN. */
-static inline __m512i e2h16_bits(__m512 v) {
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_srli_epi32(
-        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd)), 16);
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    return _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+E2_BF16 static inline __m512 e2h16_loadn(const e2h *p, int n) { return e2h16_loadm(p, (1u << n) - 1u); }
+/* 16 floats rounded to bf16 (nearest even; NaN stays NaN: vcvtneps2bf16). */
+E2_BF16 static inline __m256i e2h16_bits(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+E2_BF16 static inline void e2h16_store(e2h *p, __m512 v) {
+    _mm256_storeu_si256((__m256i *)p, e2h16_bits(v));
 }
-static inline void e2h16_store(e2h *p, __m512 v) {
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(e2h16_bits(v)));
+E2_BF16 static inline void e2h16_storen(e2h *p, __m512 v, int n) {
+    _mm512_mask_storeu_epi16(p, (__mmask32)((1u << n) - 1u), _mm512_castsi256_si512(e2h16_bits(v)));
 }
-static inline void e2h16_storen(e2h *p, __m512 v, int n) {
-    _mm512_mask_cvtepi32_storeu_epi16(p, e2f16_mask(n), e2h16_bits(v));
-}
-/* Lanes set in m from p, the others zero: reads only the 32-bit pairs holding a lane of m. */
-static inline __m512 e2h16_loadm(const e2h *p, unsigned m) {
-    unsigned pm = 0;
-    for (int i = 0; i < 8; i++) pm |= ((m >> (2 * i)) & 3u) ? 1u << i : 0u;
-    const __m512i w = _mm512_maskz_loadu_epi32((__mmask16)pm, p);
-    const __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(
-        _mm512_cvtepu16_epi32(_mm512_castsi512_si256(w)), 16));
-    return _mm512_maskz_mov_ps((__mmask16)m, v);
-}
-static inline __m512 e2h16_loadn(const e2h *p, int n) { return e2h16_loadm(p, (1u << n) - 1u); }
-static inline __m256 e2h8_load(const e2h *p) {
+E2_BF16 static inline __m256 e2h8_load(const e2h *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(
         _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
-static inline __m256 e2h8_loadn(const e2h *p, int n) {
+E2_BF16 static inline __m256 e2h8_loadn(const e2h *p, int n) {
     return _mm512_castps512_ps256(e2h16_loadm(p, (1u << n) - 1u));
 }
-static inline void e2h8_store(e2h *p, __m256 v) {
-    _mm_storeu_si128((__m128i *)p,
-        _mm256_castsi256_si128(_mm512_cvtepi32_epi16(e2h16_bits(_mm512_castps256_ps512(v)))));
+E2_BF16 static inline void e2h8_store(e2h *p, __m256 v) {
+    _mm_storeu_si128((__m128i *)p, _mm256_castsi256_si128(e2h16_bits(_mm512_castps256_ps512(v))));
 }
-static inline void e2h8_storen(e2h *p, __m256 v, int n) {
-    _mm512_mask_cvtepi32_storeu_epi16(p, e2f16_mask(n), e2h16_bits(_mm512_castps256_ps512(v)));
+E2_BF16 static inline void e2h8_storen(e2h *p, __m256 v, int n) {
+    e2h16_storen(p, _mm512_castps256_ps512(v), n);
 }
 /* The f32 operations as functions, for the generic forms below. */
 static inline __m512 e2f16_loadf(const float *p) { return _mm512_loadu_ps(p); }
