@@ -3,7 +3,8 @@
 //! close to the interpreter with the operands of its bf16 convs rounded to bf16 and far from
 //! plain f32; on a host without it the bundle is refused before any kernel loads, naming
 //! `--precision bf16` and the missing feature. (`E2ENC_REQUIRE_AVX512_BF16` turns the first
-//! case's skip into a failure.)
+//! case's skip into a failure.) A bundle whose plan lags convs over bf16 activations (their
+//! first planes through a bf16 stash) stays within bf16's error of the f32 bundle.
 
 #[path = "common/mod.rs"]
 mod cli_common;
@@ -143,4 +144,82 @@ fn bf16_on_another_cpu_target_is_refused_naming_the_choices() {
         t.contains("--precision bf16 needs --target x86-avx512"),
         "{t}"
     );
+}
+
+#[test]
+fn bf16_activations_in_lagged_convs_keep_their_planes() {
+    if std::env::consts::ARCH != "x86_64" || !host_bf16() {
+        eprintln!("note: no avx512_bf16 here: bf16 storage with lagged convs not run");
+        return;
+    }
+    let t = common::tempdir();
+    let (m, d32, d16) = (
+        t.path().join("m"),
+        t.path().join("f32"),
+        t.path().join("bf16"),
+    );
+    let s = |p: &std::path::Path| p.to_string_lossy().to_string();
+    let ok = |args: &[&str]| {
+        let o = cli_common::e2enc(args);
+        assert!(o.status.success(), "{args:?}: {}", cli_common::text(&o));
+    };
+    // A 32^3 patch with narrow levels: the bf16 plan lags (measured: 18 stash copies).
+    ok(&[
+        "init",
+        "-o",
+        &s(&m),
+        "--base-width",
+        "4",
+        "--max-width",
+        "32",
+        "--patch",
+        "32",
+        "--classes",
+        "2",
+        "--density",
+        "0.3",
+    ]);
+    let model = s(&m.join("model.json"));
+    ok(&["compile", &model, "-o", &s(&d32), "--target", "x86-avx512"]);
+    ok(&[
+        "compile",
+        &model,
+        "-o",
+        &s(&d16),
+        "--target",
+        "x86-avx512",
+        "--precision",
+        "bf16",
+    ]);
+    let src = std::fs::read_to_string(d16.join("kernels.c")).expect("kernels.c");
+    assert!(
+        src.contains("memcpy(((e2h *)A)"),
+        "no lagged conv copies bf16 planes from its stash"
+    );
+    let v: Vec<f32> = (0..32 * 32 * 32u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 2001) as f32 / 1000.0 - 1.0)
+        .collect();
+    let x = e2enc_ir::Tensor::from_f32(vec![1, 1, 32, 32, 32], v).expect("input");
+    let mut w = e2enc_ir::Weights::new();
+    w.insert("input".to_string(), x);
+    let input = t.path().join("x.safetensors");
+    w.save(&input).expect("input file");
+    let (y32, y16) = (
+        t.path().join("y32.safetensors"),
+        t.path().join("y16.safetensors"),
+    );
+    ok(&["run", &s(&d32), "--input", &s(&input), "--output", &s(&y32)]);
+    // A stash copied to the wrong place or width is O(1) (or NaN); bf16 is about 2e-2 here.
+    ok(&[
+        "run",
+        &s(&d16),
+        "--input",
+        &s(&input),
+        "--output",
+        &s(&y16),
+        "--reference",
+        &s(&y32),
+        "--tolerance",
+        "0.1",
+    ]);
 }

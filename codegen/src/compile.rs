@@ -406,8 +406,7 @@ pub fn generate_with(
             act_ranges: calibration
                 .and_then(|c| c.convs.get(&id.index()))
                 .map(|c| c.ranges.clone()),
-            shift_at: (plan.views[&id].is_bf16() && narrow_extra(id) > 0)
-                .then(|| plan.scratch[&id] + scratch(id).div_ceil(16) * 16),
+            shift_at: plan.narrow_scratch.get(&id).copied(),
         };
         if matches!(node.op, Op::Conv3d(_) | Op::FusedConv3d(_)) && ctx.inputs.len() == 1 {
             let x = &ctx.inputs[0];

@@ -23,7 +23,7 @@
 //! bf16 bundles ([`plan_with`] and [`Narrow`]) store a buffer as bf16 when every node writing a
 //! value in it and every node reading one can: the buffer then takes half the arena elements
 //! (its views count 16-bit elements, `View::padded_bf16`), a streamed upsampling's ring takes
-//! its concat's type, and it is never lagged (the lag's geometry counts f32 elements).
+//! its concat's type, and a conv lags only over an input stored like its output.
 
 use std::collections::{HashMap, HashSet};
 
@@ -55,6 +55,9 @@ pub struct Plan {
     /// Arena offset of each lagged conv's stash (inside its scratch, after what the kernels
     /// asked for): the conv's first `lagged` planes of every output channel.
     pub stash: HashMap<NodeId, usize>,
+    /// Arena offset of the extra scratch of each node stored as bf16 that asked for some
+    /// (`Narrow::scratch`: a normalized conv's tile shifts), after everything else in its scratch.
+    pub narrow_scratch: HashMap<NodeId, usize>,
     /// Streamed upsamplings -> the conv that runs them (into a ring in its scratch): they run no
     /// kernel at their own step, and their slice of the concat holds nothing.
     pub streamed: HashMap<NodeId, NodeId>,
@@ -288,7 +291,11 @@ pub fn plan_with(
     let stash_elems = |id: NodeId| {
         first.lagged.get(&id).map(|&planes| {
             let v = View::padded(0, shape5(g, id));
-            v.shape[1] * planes * v.d_stride
+            let n = v.shape[1] * planes * v.d_stride;
+            match first.views[&id].is_bf16() {
+                true => n.div_ceil(2),
+                false => n,
+            }
         })
     };
     let own = |id: NodeId| scratch_elems(id).div_ceil(ALIGN) * ALIGN;
@@ -482,12 +489,15 @@ fn plan_pass(
         reorders.insert(*r, alts);
     }
     let mut scratch_buf: Vec<(NodeId, Buffer)> = Vec::new();
+    let mut extra_at: HashMap<NodeId, usize> = HashMap::new();
     for &id in &steps {
         let mut n = scratch_elems(id);
         if let (Some(rules), true) = (narrow, narrowed.contains(&root_of(id))) {
             let extra = (rules.scratch)(id);
             if extra > 0 {
-                n = n.div_ceil(ALIGN) * ALIGN + extra;
+                n = n.div_ceil(ALIGN) * ALIGN;
+                extra_at.insert(id, n);
+                n += extra;
             }
         }
         if n > 0 {
@@ -545,8 +555,10 @@ fn plan_pass(
         };
         let (ri, ro) = (root_of(input), root_of(id));
         let (si, so) = (shape5(g, ri), shape5(g, ro));
-        // (A bf16 buffer is never lagged: the lag's geometry counts f32 elements.)
-        if narrowed.contains(&ri) || narrowed.contains(&ro) {
+        // Input and output stored alike (the lag's geometry counts arena elements: half a
+        // value's for bf16).
+        let narrow_lag = narrowed.contains(&ri);
+        if narrow_lag != narrowed.contains(&ro) {
             continue;
         }
         if ri == ro || last[&ri] != s || si[0] != 1 || so[0] != 1 || si[2..] != so[2..] {
@@ -560,8 +572,8 @@ fn plan_pass(
                 step: s,
                 out: index_of[&ro],
                 input: index_of[&ri],
-                shift: planes * v.d_stride,
-                cs: v.c_stride,
+                shift: units(ri, planes * v.d_stride),
+                cs: units(ri, v.c_stride),
                 in_channels: si[1],
                 out_channels: so[1],
             },
@@ -676,6 +688,7 @@ fn plan_pass(
 
     let mut views: HashMap<NodeId, View> = HashMap::new();
     let mut scratch = HashMap::new();
+    let mut narrow_scratch = HashMap::new();
     for (root, sid, b) in &all {
         if let Some(r) = root {
             let v = match narrowed.contains(r) {
@@ -686,6 +699,9 @@ fn plan_pass(
         }
         if let Some(id) = sid {
             scratch.insert(*id, b.offset);
+            if let Some(at) = extra_at.get(id) {
+                narrow_scratch.insert(*id, b.offset + at);
+            }
         }
     }
     for (&v, &(c, c0)) in &host {
@@ -702,6 +718,7 @@ fn plan_pass(
         scratch,
         lagged,
         stash: HashMap::new(),
+        narrow_scratch,
         streamed,
         buffers,
         arena_elems,

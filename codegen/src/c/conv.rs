@@ -409,10 +409,16 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Ke
             "a normalized bf16 output needs its tile shifts (and only it)",
         ));
     }
-    if bf16 && (path == ConvPath::Generic || ctx.lag.is_some()) {
+    if bf16 && path == ConvPath::Generic {
         return Err(err(
             ctx,
-            "bf16 activations on the generic conv path or a lagged conv (the memory plan should not store them so)",
+            "bf16 activations on the generic conv path (the memory plan should not store them so)",
+        ));
+    }
+    if ctx.lag.is_some() && ctx.inputs[0].elem != ctx.output.elem {
+        return Err(err(
+            ctx,
+            "a lagged conv's input and output are stored alike",
         ));
     }
     let mark = (consts.f32.len(), consts.i32.len());
@@ -668,13 +674,14 @@ fn grouped(
     }
     if let Some(l) = ctx.lag {
         // The copy: channel c's stashed planes are contiguous, and so are its first planes.
-        let bytes = l.planes * y.d_stride * 4;
+        let bytes = l.planes * y.d_stride * if y.is_bf16() { 2 } else { 4 };
         let body = format!(
-            "memcpy(A + {} + t * {}, A + {} + t * {}, {bytes});",
+            "memcpy({b} + {} + t * {}, {b} + {} + t * {}, {bytes});",
             y.offset,
             y.c_stride,
-            l.stash,
-            l.planes * y.d_stride
+            stash_offset(y, l),
+            l.planes * y.d_stride,
+            b = y.c_base(),
         );
         ks.push(super::text::kernel(
             &format!("{}_unstash", ctx.prefix),
@@ -686,6 +693,14 @@ fn grouped(
         ));
     }
     Ok(ks)
+}
+
+/// The stash's offset in the units of `y`'s view (`l.stash` counts arena f32 elements).
+fn stash_offset(y: &crate::layout::View, l: crate::emit::Lagged) -> usize {
+    match y.is_bf16() {
+        true => 2 * l.stash,
+        false => l.stash,
+    }
 }
 
 /// The conv kernel of a lagged conv writing the stash: the output view moved to the stash (the
@@ -703,7 +718,7 @@ fn stash_kernel(
 ) -> Result<Kernel, EmitError> {
     let y = &ctx.output;
     let mut stash_view = y.clone();
-    stash_view.offset = l.stash;
+    stash_view.offset = stash_offset(y, l);
     stash_view.c_stride = l.planes * y.d_stride;
     stash_view.n_stride = y.shape[1] * stash_view.c_stride;
     let stash_ctx = NodeCtx {
@@ -722,7 +737,7 @@ fn stash_kernel(
         stream: None,
         ring_in: ctx.ring_in,
         act_ranges: ctx.act_ranges.clone(),
-        shift_at: None,
+        shift_at: ctx.shift_at,
     };
     let pushed = consts.clone();
     consts.f32.truncate(mark.0);
