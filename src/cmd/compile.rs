@@ -90,9 +90,10 @@ pub struct Args {
     /// CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in f32,
     /// about 1e-3 relative error on the outputs); bf16 (CUDA, and x86-avx512 for CPUs with
     /// avx512_bf16: inputs and weights rounded to 8 significant bits, products added in f32,
-    /// about 2e-2 relative error; on CPUs the 3x3 stride-1 convs use vdpbf16ps, about 1.3-1.5x
-    /// the f32 bundle's speed, and a host without avx512_bf16 refuses the bundle). Activations
-    /// stay f32 in the arena either way. Check a bf16 bundle against its f32 one with
+    /// about 2e-2 relative error; on CPUs the 3x3 stride-1 convs use vdpbf16ps and activations
+    /// are stored as bf16: about 1.5-1.8x the f32 bundle's speed and 0.55x its memory on
+    /// AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
+    /// f32). Check a bf16 bundle against its f32 one with
     /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
     /// (x86-avx512 for CPUs with avx512_vnni; needs --calibrate): the 3x3
     /// stride-1 convs multiply 8-bit activations (per input channel, scale and zero point from
