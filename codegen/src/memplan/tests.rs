@@ -3,23 +3,26 @@
 use super::*;
 use e2enc_ir::{ConvAttrs, PoolAttrs, TensorType};
 
+/// A 1x3x3 conv of `x` with weights `w`, same padding in (H, W).
+fn conv3(g: &mut Graph, x: NodeId, w: NodeId) -> NodeId {
+    g.add(
+        Op::Conv3d(ConvAttrs {
+            kernel: [1, 3, 3],
+            stride: [1; 3],
+            padding: [0, 1, 1],
+        }),
+        &[x, w],
+        None,
+    )
+    .unwrap()
+}
+
 #[test]
 fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
     let mut g = Graph::new("t");
     let x = g.input("input", TensorType::f32([1, 2, 4, 4, 4]));
     let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
-    let conv = |g: &mut Graph, x| {
-        g.add(
-            Op::Conv3d(ConvAttrs {
-                kernel: [1, 3, 3],
-                stride: [1; 3],
-                padding: [0, 1, 1],
-            }),
-            &[x, w],
-            None,
-        )
-        .unwrap()
-    };
+    let conv = |g: &mut Graph, x| conv3(g, x, w);
     let a = conv(&mut g, x);
     let p = g
         .add(
@@ -33,17 +36,7 @@ fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
         .unwrap();
     let c = g.add(Op::Concat, &[a, p], None).unwrap();
     let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
-    let y = g
-        .add(
-            Op::Conv3d(ConvAttrs {
-                kernel: [1, 3, 3],
-                stride: [1; 3],
-                padding: [0, 1, 1],
-            }),
-            &[c, w2],
-            None,
-        )
-        .unwrap();
+    let y = conv3(&mut g, c, w2);
     g.set_output("logits", y);
     let p2 = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
     assert_eq!(p2.in_place, vec![c]);
@@ -242,19 +235,7 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
     let mut g = Graph::new("t");
     let x = g.input("input", TensorType::f32([1, 2, 4, 6, 20]));
     let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
-    let conv = |g: &mut Graph, x, w| {
-        g.add(
-            Op::Conv3d(ConvAttrs {
-                kernel: [1, 3, 3],
-                stride: [1; 3],
-                padding: [0, 1, 1],
-            }),
-            &[x, w],
-            None,
-        )
-        .unwrap()
-    };
-    let a = conv(&mut g, x, w);
+    let a = conv3(&mut g, x, w);
     let p = g
         .add(
             Op::MaxPool3d(PoolAttrs {
@@ -267,9 +248,9 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
         .unwrap();
     let c = g.add(Op::Concat, &[a, p], None).unwrap();
     let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
-    let y = conv(&mut g, c, w2);
+    let y = conv3(&mut g, c, w2);
     let w3 = g.weight("w3", TensorType::f32([2, 2, 1, 3, 3]));
-    let b = conv(&mut g, y, w3);
+    let b = conv3(&mut g, y, w3);
     let s = g.add(Op::Add, &[b, b], None).unwrap();
     g.set_output("logits", s);
     let able = |id: NodeId| !matches!(g.node(id).op, Op::Add);

@@ -421,7 +421,19 @@ impl Lib {
 /// Runs the kernels of `p` on `a`, each over its tiles split at the given fractions (in
 /// reverse chunk order when `reverse`).
 pub fn run(lib: &Lib, p: &Prepared, a: &mut Arena, consts: &Consts, cuts: &[f64], reverse: bool) {
-    for k in &p.kernels {
+    run_kernels(lib, &p.kernels, a, consts, cuts, reverse);
+}
+
+/// Runs `kernels` on `a` as [`run`] does.
+fn run_kernels(
+    lib: &Lib,
+    kernels: &[Kernel],
+    a: &mut Arena,
+    consts: &Consts,
+    cuts: &[f64],
+    reverse: bool,
+) {
+    for k in kernels {
         let f = lib.get(&k.name);
         let t = k.tiles as i64;
         let mut bounds: Vec<i64> = cuts.iter().map(|c| (c * t as f64) as i64).collect();
@@ -626,21 +638,7 @@ pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
         for (cuts, reverse) in [(&[][..], false), (&[0.13, 0.5, 0.61, 0.9][..], true)] {
             let mut a = fresh();
             let before: Vec<u16> = halves(&mut a).to_vec();
-            for k in &l.kernels {
-                let f = lib.get(&k.name);
-                let t = k.tiles as i64;
-                let mut b: Vec<i64> = cuts.iter().map(|c| (c * t as f64) as i64).collect();
-                b.extend([0, t]);
-                b.sort();
-                b.dedup();
-                let mut chunks: Vec<(i64, i64)> = b.windows(2).map(|w| (w[0], w[1])).collect();
-                if reverse {
-                    chunks.reverse();
-                }
-                for (t0, t1) in chunks {
-                    unsafe { f(a.ptr(), consts.f32.as_ptr(), consts.i32.as_ptr(), t0, t1) };
-                }
-            }
+            run_kernels(&lib, &l.kernels, &mut a, &consts, cuts, reverse);
             let h = halves(&mut a);
             let o = &l.output;
             let [n, c, d, hh, w] = o.shape;
