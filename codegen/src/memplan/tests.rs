@@ -17,6 +17,19 @@ fn conv3(g: &mut Graph, x: NodeId, w: NodeId) -> NodeId {
     .unwrap()
 }
 
+/// A 1x1x1 max pool of `x` (a copy the plan can place in a concat).
+fn pool1(g: &mut Graph, x: NodeId) -> NodeId {
+    g.add(
+        Op::MaxPool3d(PoolAttrs {
+            kernel: [1, 1, 1],
+            stride: [1, 1, 1],
+        }),
+        &[x],
+        None,
+    )
+    .unwrap()
+}
+
 #[test]
 fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
     let mut g = Graph::new("t");
@@ -24,16 +37,7 @@ fn concat_parts_live_in_the_concat_and_buffers_do_not_overlap_in_time() {
     let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
     let conv = |g: &mut Graph, x| conv3(g, x, w);
     let a = conv(&mut g, x);
-    let p = g
-        .add(
-            Op::MaxPool3d(PoolAttrs {
-                kernel: [1, 1, 1],
-                stride: [1, 1, 1],
-            }),
-            &[x],
-            None,
-        )
-        .unwrap();
+    let p = pool1(&mut g, x);
     let c = g.add(Op::Concat, &[a, p], None).unwrap();
     let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
     let y = conv3(&mut g, c, w2);
@@ -236,16 +240,7 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
     let x = g.input("input", TensorType::f32([1, 2, 4, 6, 20]));
     let w = g.weight("w", TensorType::f32([3, 2, 1, 3, 3]));
     let a = conv3(&mut g, x, w);
-    let p = g
-        .add(
-            Op::MaxPool3d(PoolAttrs {
-                kernel: [1, 1, 1],
-                stride: [1, 1, 1],
-            }),
-            &[x],
-            None,
-        )
-        .unwrap();
+    let p = pool1(&mut g, x);
     let c = g.add(Op::Concat, &[a, p], None).unwrap();
     let w2 = g.weight("w2", TensorType::f32([2, 5, 1, 3, 3]));
     let y = conv3(&mut g, c, w2);

@@ -101,6 +101,16 @@ pub struct Prepared {
     pub out_ty: TensorType,
 }
 
+/// The rows of `t` (laid out as view `v`) with the view index of each row's first value.
+fn value_rows<'a>(v: &'a View, t: &'a Tensor) -> impl Iterator<Item = (usize, &'a [f32])> + 'a {
+    let [n, c, d, h, w] = v.shape;
+    let data = t.as_f32().unwrap();
+    (0..n * c * d * h).map(move |i| {
+        let (y, z, cc, nn) = (i % h, i / h % d, i / (h * d) % c, i / (h * d * c));
+        (v.at(nn, cc, z, y as isize, 0), &data[i * w..(i + 1) * w])
+    })
+}
+
 fn align16(x: usize) -> usize {
     x.div_ceil(16) * 16
 }
@@ -242,19 +252,8 @@ impl Prepared {
                 let st = v.offset + nn * v.n_stride;
                 s[st..st + v.shape[1] * v.c_stride].fill(0.0);
             }
-            let [n, c, d, h, w] = v.shape;
-            let data = t.as_f32().unwrap();
-            let mut i = 0;
-            for nn in 0..n {
-                for cc in 0..c {
-                    for z in 0..d {
-                        for y in 0..h {
-                            let r = v.at(nn, cc, z, y as isize, 0);
-                            s[r..r + w].copy_from_slice(&data[i..i + w]);
-                            i += w;
-                        }
-                    }
-                }
+            for (r, vals) in value_rows(v, t) {
+                s[r..r + vals.len()].copy_from_slice(vals);
             }
         }
         s[self.output.offset..self.output.end()].fill(f32::NAN);
@@ -615,20 +614,9 @@ pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
             let h = halves(&mut a);
             for (v, t) in l.inputs.iter().zip(&case.acts) {
                 h[v.offset..v.end()].fill(0);
-                let [n, c, d, hh, w] = v.shape;
-                let data = t.as_f32().unwrap();
-                let mut k = 0;
-                for nn in 0..n {
-                    for cc in 0..c {
-                        for z in 0..d {
-                            for y in 0..hh {
-                                let r = v.at(nn, cc, z, y as isize, 0);
-                                for x in 0..w {
-                                    h[r + x] = (data[k].to_bits() >> 16) as u16;
-                                    k += 1;
-                                }
-                            }
-                        }
+                for (r, vals) in value_rows(v, t) {
+                    for (x, f) in vals.iter().enumerate() {
+                        h[r + x] = (f.to_bits() >> 16) as u16;
                     }
                 }
             }
