@@ -861,7 +861,8 @@ fn bf16_exact(t: &Tensor) -> Tensor {
     Tensor::from_f32(t.shape().to_vec(), v).unwrap()
 }
 
-/// The 3x3 stride-1 convs that get bf16 kernels under `--precision bf16` on x86-avx512: widths
+/// The 3x3 stride-1 convs that get bf16 (and int8) kernels under `--precision bf16` on
+/// x86-avx512: widths
 /// around the 16-column vectors and the masked last loads, heights around the bands (4 dense,
 /// 10 sparse rows) and sub-bands, depth shifts and depth padding (packed as zero slots), dense
 /// blocks of 2 with an odd output count, sparse outputs without live kernels, slices, batch 2,
@@ -914,12 +915,45 @@ fn bf16_cases() -> Vec<ConvCfg> {
     cfgs
 }
 
+/// [`bf16_cases`] and the dense 3x3 stride-2 convs that get bf16 kernels too.
+fn bf16_all_cases() -> Vec<ConvCfg> {
+    let mut cfgs = bf16_cases();
+    // Dense stride 2 (rows of more than 8 outputs): even and odd input widths and heights
+    // (the last 32 input columns cut by the row's storage, the bottom padding row), an odd
+    // channel count (the last pair half zero), output counts around the blocks of 4, a depth
+    // shift, a 3x3x3 kernel with depth padding, batch 2, a slice, and 300 channels (strips).
+    for (i, (cin, cout, dhw)) in [
+        (5, 6, [2, 7, 18]),
+        (4, 9, [2, 8, 33]),
+        (6, 4, [2, 6, 64]),
+        (7, 5, [2, 5, 70]),
+        (300, 5, [1, 5, 70]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ConvCfg::plain(1 + i / 3 % 2, cin, cout, dhw, 3, 2);
+        c.seed = 340 + i as u64;
+        c.norm = i % 2 == 0;
+        c.slope = i != 1;
+        c.bias = i % 2 == 1;
+        c.shift_groups = if i == 1 { 2 } else { 1 };
+        c.slice = i == 3;
+        if i == 2 {
+            c.kernel = [3, 3, 3];
+            c.padding = [1, 1, 1];
+        }
+        cfgs.push(c);
+    }
+    cfgs
+}
+
 #[test]
 fn bf16_convs_compile_without_warnings() {
     // Any x86 host: the bf16 text builds with the bundle's flags and -Werror.
     use e2enc_codegen::precision::Precision;
     let mut consts = e2enc_codegen::emit::Consts::default();
-    let ps: Vec<_> = bf16_cases()
+    let ps: Vec<_> = bf16_all_cases()
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -933,9 +967,12 @@ fn bf16_convs_compile_without_warnings() {
         })
         .collect();
     let ks: Vec<_> = ps.iter().flat_map(|p| &p.kernels).collect();
-    assert!(ks
+    let f32_convs: Vec<_> = ks
         .iter()
-        .all(|k| k.what.ends_with(" bf16") || !k.what.contains("conv")));
+        .filter(|k| k.what.contains("conv") && !k.what.ends_with(" bf16"))
+        .map(|k| &k.what)
+        .collect();
+    assert!(f32_convs.is_empty(), "{f32_convs:?}");
     // A conv of fewer than 4 input (channel, depth tap) slots (the first conv) stays f32.
     let c = ConvCfg::plain(1, 1, 8, [2, 9, 40], 3, 1);
     let p = harness::prepare_in(
@@ -980,7 +1017,7 @@ fn bf16_convs_match_the_interpreter_on_bf16_exact_values() {
     if !host_bf16() {
         return;
     }
-    let cases: Vec<Case> = bf16_cases()
+    let cases: Vec<Case> = bf16_all_cases()
         .iter()
         .map(|c| {
             let mut k = c.case();
@@ -1007,7 +1044,9 @@ fn bf16_convs_round_their_inputs() {
     c.density = Some(0.5);
     let mut d = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 1);
     d.seed = 5;
-    for cfg in [c, d] {
+    let mut e = ConvCfg::plain(1, 24, 6, [2, 11, 37], 3, 2);
+    e.seed = 6;
+    for cfg in [c, d, e] {
         let case = cfg.case();
         let mut consts = e2enc_codegen::emit::Consts::default();
         let p = harness::prepare_in(&case, "r", &mut consts, Target::X86Avx512, Precision::Bf16);
@@ -1251,7 +1290,7 @@ fn bf16_storage_kernels_match_the_interpreter() {
     if !host_bf16() {
         return;
     }
-    let mut cfgs = bf16_cases();
+    let mut cfgs = bf16_all_cases();
     for (i, (cin, cout, dhw, k, s, norm)) in [
         (6, 8, [3, 9, 20], 3, 2, true),
         (5, 7, [2, 12, 40], 3, 2, false),

@@ -1,5 +1,6 @@
 //! `--precision bf16` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
-//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) multiply pairs of bf16
+//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) and its dense 3x3
+//! stride-2 convs (the backbone's down-sampling) multiply pairs of bf16
 //! with `vdpbf16ps` (two products added to one f32 lane: 32 multiplies per instruction where
 //! `vfmadd231ps` does 16). Inputs and weights are rounded to nearest even; sums, bias, the
 //! epilogue and the instance-norm statistics stay f32 / f64. Activations are stored as bf16 in
@@ -24,6 +25,13 @@
 //!   up to 12 `vdpbf16ps` (9 taps in 6 per row: 75% of the products useful, against 56% for
 //!   pairs of taps `(x - 1, x)` that an earlier version used, and half their packed bytes).
 //!   One output channel per micro kernel, walking its CSR of slots (weights `[entry][12]`).
+//!   Each `vdpbf16ps` broadcasts its weight word from memory (`e2bf_dpm`, inline asm: gcc
+//!   keeps broadcast weights in registers and spilled accumulators).
+//! - **Dense stride-2 convs: channel pairs**, each packed row split into the pairs of the even
+//!   input columns and those of the odd ones (`e2bf_eo`: two `vpermt2w` per 32 columns of a
+//!   pair), so the three column taps of output `x` (`2x - 1`, `2x`, `2x + 1`) are plain vector
+//!   loads (odd set one word left, even set, odd set); 4 output channels x 2 rows x 2 vectors,
+//!   as the f32 kernel. Measured 2.1x the f32 kernel in `benches/conv.rs` (1 thread, Zen 4).
 //!
 //! The packed band is kept under [`BUDGET`] by narrowing the column strip, then the sub-band's
 //! rows; a conv with so many slots that one row of its vectors would not fit, or so few (the
@@ -53,9 +61,22 @@ pub fn enabled(target: Target, precision: Precision) -> bool {
     precision == Precision::Bf16 && target == Target::X86Avx512
 }
 
-/// Whether a fast-path geometry has a bf16 kernel: 3x3 in (H, W), stride 1 there.
+/// Whether a fast-path geometry has a packed (bf16, int8) stride-1 kernel: 3x3 in (H, W),
+/// stride 1 there.
 pub fn applies(g: &Geom) -> bool {
     !g.transposed && g.k[1] == 3 && g.k[2] == 3 && g.s[1] == 1 && g.s[2] == 1 && g.p[1] == 1
+}
+
+/// Whether a fast-path geometry has a bf16 stride-2 kernel: dense 3x3, stride 2 and padding 1
+/// in (H, W), rows of more than 8 outputs (narrower ones use 8-lane f32 vectors).
+pub fn applies_s2(g: &Geom) -> bool {
+    !g.transposed
+        && !g.sparse
+        && g.k[1] == 3
+        && g.k[2] == 3
+        && (g.s[1], g.s[2]) == (2, 2)
+        && (g.p[1], g.p[2]) == (1, 1)
+        && g.y[4] > 8
 }
 
 /// How a tile is cut: rows per sub-band, 16-column vectors per strip, and the packing.
@@ -65,20 +86,36 @@ struct Cut {
     sv: usize,
     /// Row pairs (sparse convs) instead of channel pairs (dense convs).
     rows: bool,
+    /// Stride 2 (channel pairs): each packed row holds the even input columns' pairs, then the
+    /// odd ones' ([`Cut::half_words`] each).
+    s2: bool,
 }
 
 impl Cut {
-    /// 32-bit words of one packed row of a strip, with a 16-word halo on each side.
-    fn row_words(self) -> usize {
+    /// 32-bit words of one column set of a packed row: the strip's vectors with a 16-word halo
+    /// on each side.
+    fn half_words(self) -> usize {
         self.sv * 16 + 32
     }
+    /// 32-bit words of one packed row of a strip (both column sets at stride 2).
+    fn row_words(self) -> usize {
+        self.half_words() * if self.s2 { 2 } else { 1 }
+    }
+    /// Input rows a sub-band of `sb` output rows reads.
+    fn in_rows(self) -> usize {
+        if self.s2 {
+            2 * self.sb + 1
+        } else {
+            self.sb + 2
+        }
+    }
     /// 32-bit words of one packed unit: a slot's `(sb + 2) / 2` (rounded up) row pairs, or a
-    /// channel pair's `sb + 2` rows.
+    /// channel pair's input rows.
     fn unit_words(self) -> usize {
         if self.rows {
             (self.sb + 2).div_ceil(2) * self.row_words()
         } else {
-            (self.sb + 2) * self.row_words()
+            self.in_rows() * self.row_words()
         }
     }
 }
@@ -86,12 +123,13 @@ impl Cut {
 /// The cut of a tile of `rb` rows and `nv` vectors with `units` packed units and micro blocks
 /// of `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of
 /// `vo`), then fewer rows; `None` if not even one row of `vo` vectors fits.
-fn cut(units: usize, rb: usize, nv: usize, vo: usize, rows: bool) -> Option<Cut> {
+fn cut(units: usize, rb: usize, nv: usize, vo: usize, rows: bool, s2: bool) -> Option<Cut> {
     let fits = |c: Cut| units * c.unit_words() * 4 <= BUDGET;
     let mut c = Cut {
         sb: rb,
         sv: nv,
         rows,
+        s2,
     };
     while !fits(c) && c.sv > vo {
         c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
@@ -136,22 +174,27 @@ fn row_pair_weights(w: impl Fn(usize, usize) -> f32) -> [i32; 12] {
 /// input plane `z` (a C expression), sample `n`; channels of a ring (`fc.ring_in`, batch 1) are
 /// read from their slot in it.
 pub(super) fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
+    row_at_row(fc, c, z, "r0")
+}
+
+/// [`row_at`] with the first packed row's storage row `r` (a C expression; `r0` at stride 1).
+fn row_at_row(fc: &FastConv, c: &str, z: &str, r: &str) -> String {
     let x = &fc.x;
     let plain = format!(
-        "{} + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)r0 * {} + {PAD_LEFT}",
+        "{} + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)({r}) * {} + {PAD_LEFT}",
         x.c_base(), x.offset, x.n_stride, x.c_stride, x.d_stride, x.row
     );
     let base = fc
         .ring_in
         .map(|r| format!("{} + {}", x.c_base(), r.offset))
         .unwrap_or_default();
-    let tail = format!(" + (int64_t)r0 * {} + {PAD_LEFT}", x.row);
+    let tail = format!(" + (int64_t)({r}) * {} + {PAD_LEFT}", x.row);
     super::conv_fast::ring_or(fc, c, z, &base, &tail, &plain)
 }
 
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
     let g = &sp.g;
-    if !applies(g) {
+    if !applies(g) && !applies_s2(g) {
         return None;
     }
     let [n, cin, _, _, _] = g.x;
@@ -160,8 +203,13 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     let lanes = 16;
     let nv = ow.div_ceil(lanes);
     let rb = blocking(g).rb;
+    let s2 = g.s[1] == 2;
+    // Stride 2: 4 outputs x 2 rows x 2 vectors, as the f32 kernel (`blocking_for`): each loaded
+    // vector feeds 4 or 8 `vdpbf16ps`.
     let (ob, vo) = if g.sparse {
         (1, 2.min(nv))
+    } else if s2 {
+        (4.min(co), 2.min(nv))
     } else {
         (2.min(co), 2.min(nv))
     };
@@ -170,7 +218,14 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         return None;
     }
     let npairs = slots.div_ceil(2);
-    let c = cut(if g.sparse { slots } else { npairs }, rb, nv, vo, g.sparse)?;
+    let c = cut(
+        if g.sparse { slots } else { npairs },
+        rb,
+        nv,
+        vo,
+        g.sparse,
+        s2,
+    )?;
     let (ents, check_iz, check_jz) = slot_entries(sp);
     let plane =
         |off: usize, a: usize| move |b: usize, cc: usize| sp.wdata[off + (a * 3 + b) * 3 + cc];
@@ -225,10 +280,11 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         consts.push_f32(&v)
     });
     let what = format!(
-        "{} conv{} {}x3x3 s1 {}->{} bf16",
+        "{} conv{} {}x3x3 s{} {}->{} bf16",
         ctx.label,
         if g.sparse { " sparse" } else { "" },
         kd,
+        g.s[1],
         cin,
         co
     );
@@ -267,6 +323,8 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     let units = if c.rows { fc.ne_dense } else { npairs };
     let helpers = if c.rows {
         pack_rows_fn(fc, c)
+    } else if c.s2 {
+        pack_chan2_fn(fc, c)
     } else {
         pack_chan_fn(fc, c)
     };
@@ -289,6 +347,8 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     let mut micro = |name: &str, r: usize, vo: usize, tail: bool| {
         if c.rows {
             micro_rows(fc, c, name, r, vo, tail)
+        } else if c.s2 {
+            micro_chan2(fc, c, name, r, vo, tail)
         } else {
             micro_chan(fc, c, name, r, vo, tail)
         }
@@ -468,6 +528,144 @@ fn row_pairs(narrow: bool, row: usize) -> String {
     )
 }
 
+/// The channel-pair packing function of a dense stride-2 kernel: as [`pack_chan_fn`], input
+/// rows `2 r0 - 1 .. 2 (r0 + nr) - 1` (storage rows from `2 r0`), each packed row holding the
+/// pairs of the even input columns `2 x` and then of the odd ones `2 x + 1` of output vectors
+/// `xs .. xe`, each set with a 16-word halo on both sides; only the odd set's left halo is
+/// read (its last word: input column `32 xs - 1`, the padding zero at `xs = 0`). Columns past
+/// the row's storage read as zero.
+fn pack_chan2_fn(fc: &FastConv, c: Cut) -> String {
+    let x = &fc.x;
+    let (rw, uw, hw) = (c.row_words(), c.unit_words(), c.half_words());
+    let slots = fc.ne_dense;
+    // Values of a row's storage from column 0 (values and right padding).
+    let room = x.row - PAD_LEFT;
+    let ok = |ent: &str| {
+        let o = outside(fc, ent);
+        if o.is_empty() {
+            "1".to_string()
+        } else {
+            format!("!({})", o.join(" || "))
+        }
+    };
+    let base = |ent: &str| {
+        row_at_row(
+            fc,
+            &format!("{ent}[0]"),
+            &format!("zb + {ent}[2]"),
+            "2 * r0",
+        )
+    };
+    let eo = if x.is_bf16() { "e2bf_eo_h" } else { "e2bf_eo" };
+    format!(
+        "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
+    uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    for (int p = 0; p < {npairs}; p++, ent += 6) {{
+        uint32_t *pq = pk + (int64_t)p * {uw};
+        const int ok0 = {ok0}, ok1 = 2 * p + 1 < {slots} && {ok1};
+        const {xt} *p0 = ok0 ? {b0} : 0, *p1 = ok1 ? {b1} : 0;
+        for (int rr = 0; rr < 2 * nr + 1; rr++) {{
+            const {xt} *q0 = p0 ? p0 + (int64_t)rr * {xrow} : ({xt} *)A;
+            const {xt} *q1 = p1 ? p1 + (int64_t)rr * {xrow} : ({xt} *)A;
+            uint32_t *oe = pq + (int64_t)rr * {rw} + 16 - 16 * xs, *oo = oe + {hw};
+            __m512i ev, od;
+            if (xs == 0) e2bf_store(oo - 16, _mm512_setzero_si512());
+            for (int j = xs == 0 ? 0 : xs - 1; j < xe; j++) {{
+                /* Columns 32 j .. 32 j + 31 inside the row's storage. */
+                const int left = {room} - 32 * j;
+                const unsigned m = left >= 32 ? 0xffffffffu : left <= 0 ? 0u : (1u << left) - 1u;
+                {eo}(q0 + 32 * j, p0 ? m : 0u, q1 + 32 * j, p1 ? m : 0u, &ev, &od);
+                if (j >= xs) e2bf_store(oe + 16 * j, ev);
+                e2bf_store(oo + 16 * j, od);
+            }}
+        }}
+    }}
+}}
+",
+        name = fc.name,
+        npairs = slots.div_ceil(2),
+        ok0 = ok("ent"),
+        ok1 = ok("(ent + 3)"),
+        b0 = base("ent"),
+        b1 = base("(ent + 3)"),
+        xrow = x.row,
+        xt = x.c_type(),
+    )
+}
+
+/// One stride-2 channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output
+/// channels over the slot pairs. Output row `r` reads packed rows `2 r .. 2 r + 2`, output
+/// column `x` input columns `2 x - 1, 2 x, 2 x + 1`: the odd set one word left, the even set,
+/// the odd set (aligned loads but the first). Per tap column, the `3 ob` pair weights once,
+/// then each packed row's vector loaded once into every (output channel, row) that uses it.
+fn micro_chan2(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
+    let ob = fc.bl.ob;
+    let (rw, uw, hw) = (c.row_words(), c.unit_words(), c.half_words());
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
+    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {{
+    (void)W; (void)sl; (void)o0; (void)st; (void)sh;"
+    );
+    for o in 0..ob {
+        for r in 0..rows {
+            for f in 0..vo {
+                let _ = writeln!(s, "    e2f16 a{o}_{r}_{f} = e2f16_zero();");
+            }
+        }
+    }
+    let _ = writeln!(
+        s,
+        "    for (int e = 0; e < ne; e++, w += {}) {{
+        const uint32_t *pq = pk + (int64_t)e * {uw} + 16;",
+        9 * ob
+    );
+    for cc in 0..3 {
+        let _ = writeln!(s, "        {{");
+        for o in 0..ob {
+            for b in 0..3 {
+                let _ = writeln!(
+                    s,
+                    "            const e2bf w{o}_{b} = e2bf_bcast(w + {});",
+                    (cc * 3 + b) * ob + o
+                );
+            }
+        }
+        // Tap column 0: odd set at x - 1; 1: even set at x; 2: odd set at x.
+        let (set, shift, load) = match cc {
+            0 => (hw, -1isize, "e2bf_loadu"),
+            1 => (0, 0, "e2bf_load"),
+            _ => (hw, 0, "e2bf_load"),
+        };
+        for rr in 0..2 * rows + 1 {
+            for f in 0..vo {
+                let _ = writeln!(
+                    s,
+                    "            {{ const e2bf x = {load}(pq + {});",
+                    (rr * rw + set + 16 * f) as isize + shift
+                );
+                for b in 0..3 {
+                    if rr < b || (rr - b) % 2 != 0 || (rr - b) / 2 >= rows {
+                        continue;
+                    }
+                    let r = (rr - b) / 2;
+                    for o in 0..ob {
+                        let a = format!("a{o}_{r}_{f}");
+                        let _ = writeln!(s, "              {a} = e2bf_dp({a}, x, w{o}_{b});");
+                    }
+                }
+                let _ = writeln!(s, "            }}");
+            }
+        }
+        let _ = writeln!(s, "        }}");
+    }
+    let _ = writeln!(s, "    }}");
+    epilogue(&mut s, fc, rows, vo, tail);
+    s.push_str("}\n");
+    s
+}
+
 /// One channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over
 /// the slot pairs; per tap column, the `3 ob` pair weights once, then each packed row loaded
 /// once (unaligned, at the tap's column) into every (output channel, row) that uses it: one
@@ -609,16 +807,9 @@ fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
         const uint32_t *pq = pk + (int64_t)sl[e] * {slw} + 16;"
     );
     let live = |r: isize| (0..rows as isize).contains(&r);
-    // The weight words some output row of this variant uses (A, B, C, D: rows 2k, 2k - 2,
-    // 2k + 1, 2k - 1 of some pair row k).
-    for (i, d) in [0isize, -2, 1, -1].into_iter().enumerate() {
-        if (0..(rows + 2).div_ceil(2)).any(|k| live(2 * k as isize + d)) {
-            for t in 0..3 {
-                let j = 3 * i + t;
-                let _ = writeln!(s, "        const e2bf w{j} = e2bf_bcast(w + {j});");
-            }
-        }
-    }
+    // The weight words are broadcast from memory by each `vdpbf16ps` (`e2bf_dpm`): held in
+    // registers, twelve of them pushed a 10x2 block's accumulators onto the stack (measured:
+    // 3-4% slower in `benches/conv.rs`, up to 10% in the AMOS-CT bundle's sparse convs).
     for k in 0..(rows + 2).div_ceil(2) {
         let k2 = 2 * k as isize;
         // (output row, first weight word) of the four uses of pair row k.
@@ -646,7 +837,7 @@ fn micro_rows(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
             for (t, tap) in ["t0", "cur", "t2"].iter().enumerate() {
                 for &(r, w0) in &uses {
                     let a = format!("a0_{r}_{f}");
-                    let _ = writeln!(s, "            {a} = e2bf_dp({a}, {tap}, w{});", w0 + t);
+                    let _ = writeln!(s, "            e2bf_dpm({a}, {tap}, w + {});", w0 + t);
                 }
             }
             let _ = writeln!(s, "            prev = cur; }}");
@@ -678,25 +869,25 @@ mod tests {
     #[test]
     fn cuts_fit_the_budget_or_refuse() {
         // AMOS-CT level 0, sparse 96 -> 48, 128 wide, bands of 10 rows: the whole band.
-        let c = cut(96, 10, 8, 2, true).unwrap();
+        let c = cut(96, 10, 8, 2, true, false).unwrap();
         assert_eq!((c.sb, c.sv), (10, 8));
         assert_eq!(c.unit_words(), 6 * (128 + 32));
         // Level 1, dense 240 -> 96 (120 channel pairs), 64 wide, bands of 4: the whole band.
-        let c = cut(120, 4, 4, 2, false).unwrap();
+        let c = cut(120, 4, 4, 2, false, false).unwrap();
         assert_eq!((c.sb, c.sv), (4, 4));
         // Narrow with many slots: fewer rows, within the budget.
-        let c = cut(960, 8, 1, 1, true).unwrap();
+        let c = cut(960, 8, 1, 1, true, false).unwrap();
         assert!(
             960 * c.unit_words() * 4 <= BUDGET && c.sv == 1 && c.sb < 8,
             "{c:?}"
         );
         // Wide with many pairs: narrower strips (multiples of the micro block) first.
-        let c = cut(300, 4, 8, 2, false).unwrap();
+        let c = cut(300, 4, 8, 2, false, false).unwrap();
         assert!(
             300 * c.unit_words() * 4 <= BUDGET && c.sv < 8 && c.sv.is_multiple_of(2),
             "{c:?}"
         );
         // Too many for even one row.
-        assert!(cut(100_000, 10, 8, 2, true).is_none());
+        assert!(cut(100_000, 10, 8, 2, true, false).is_none());
     }
 }

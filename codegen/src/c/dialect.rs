@@ -305,6 +305,8 @@ E2_BF16 static inline __m512i e2bf_pairs(__m512 lo, __m512 hi) {
 }
 /* acc + a[2i] b[2i] + a[2i+1] b[2i+1] per lane i, a and b pairs of bf16 as 32-bit words. */
 #define e2bf_dp(acc, a, b) _mm512_dpbf16_ps(acc, (__m512bh)(a), (__m512bh)(b))
+/* acc += a . (the pair at p, broadcast), the pair read by the instruction. */
+#define e2bf_dpm(acc, a, p) __asm__("vdpbf16ps %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*(const uint32_t *)(p)))
 /* 16 bf16 pairs (32-bit words) in a register; memory is 64-byte aligned. */
 typedef __m512i e2bf;
 #define e2bf_bcast(p) _mm512_set1_epi32(*(const int32_t *)(p))
@@ -313,6 +315,24 @@ typedef __m512i e2bf;
 #define e2bf_store(p, v) _mm512_store_si512((void *)(p), v)
 /* Words k .. k + 15 of the 32-word concatenation [lo, hi] (k a constant). */
 #define e2bf_alignr(hi, lo, k) _mm512_alignr_epi32(hi, lo, k)
+/* Stride-2 packing: of 32 bf16 of row a (va) and of row b (vb), the pairs of the even columns
+   (a[2i], b[2i]) in *e and of the odd ones (a[2i + 1], b[2i + 1]) in *o. */
+E2_BF16 static inline void e2bf_eo_split(__m512i va, __m512i vb, __m512i *e, __m512i *o) {
+    static const uint16_t ie[32] __attribute__((aligned(64))) = {0, 32, 2, 34, 4, 36, 6, 38, 8, 40, 10, 42, 12, 44, 14, 46, 16, 48, 18, 50, 20, 52, 22, 54, 24, 56, 26, 58, 28, 60, 30, 62};
+    static const uint16_t io[32] __attribute__((aligned(64))) = {1, 33, 3, 35, 5, 37, 7, 39, 9, 41, 11, 43, 13, 45, 15, 47, 17, 49, 19, 51, 21, 53, 23, 55, 25, 57, 27, 59, 29, 61, 31, 63};
+    *e = _mm512_permutex2var_epi16(va, _mm512_load_si512((const void *)ie), vb);
+    *o = _mm512_permutex2var_epi16(va, _mm512_load_si512((const void *)io), vb);
+}
+/* The even and odd column pairs of 32 floats at a and at b (rounded to bf16): columns whose bit
+   of ma (of mb) is clear read as zero, and are not read. */
+E2_BF16 static inline void e2bf_eo(const float *a, unsigned ma, const float *b, unsigned mb,
+    __m512i *e, __m512i *o) {
+    const __m512i va = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps((__mmask16)(ma >> 16), a + 16),
+        _mm512_maskz_loadu_ps((__mmask16)ma, a));
+    const __m512i vb = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps((__mmask16)(mb >> 16), b + 16),
+        _mm512_maskz_loadu_ps((__mmask16)mb, b));
+    e2bf_eo_split(va, vb, e, o);
+}
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2f16_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
 "#;
@@ -385,6 +405,11 @@ E2_BF16 static inline __m512i e2bf_pairs_h(const e2h *lo, unsigned ml, const e2h
         40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     return _mm512_permutex2var_epi16(_mm512_maskz_loadu_epi16((__mmask32)ml, lo), idx,
         _mm512_maskz_loadu_epi16((__mmask32)mh, hi));
+}
+/* e2bf_eo from bf16 storage. */
+E2_BF16 static inline void e2bf_eo_h(const e2h *a, unsigned ma, const e2h *b, unsigned mb,
+    __m512i *e, __m512i *o) {
+    e2bf_eo_split(_mm512_maskz_loadu_epi16((__mmask32)ma, a), _mm512_maskz_loadu_epi16((__mmask32)mb, b), e, o);
 }
 #define E2_BY_PTR(p, h, f) _Generic((p), e2h *: h, const e2h *: h, default: f)
 #undef e2f16_load

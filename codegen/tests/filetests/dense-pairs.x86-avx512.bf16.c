@@ -6,7 +6,7 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
     for (int p = 0; p < 3; p++, ent += 6) {
         uint32_t *pq = pk + (int64_t)p * 384;
         const int ok0 = 1, ok1 = 2 * p + 1 < 5 && 1;
-        const float *p0 = ok0 ? A + 0 + (int64_t)n * 2800 + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280 + (int64_t)r0 * 40 + 8 : 0, *p1 = ok1 ? A + 0 + (int64_t)n * 2800 + (int64_t)(ent + 3)[0] * 560 + (int64_t)(zb + (ent + 3)[2]) * 280 + (int64_t)r0 * 40 + 8 : 0;
+        const float *p0 = ok0 ? A + 0 + (int64_t)n * 2800 + (int64_t)ent[0] * 560 + (int64_t)(zb + ent[2]) * 280 + (int64_t)(r0) * 40 + 8 : 0, *p1 = ok1 ? A + 0 + (int64_t)n * 2800 + (int64_t)(ent + 3)[0] * 560 + (int64_t)(zb + (ent + 3)[2]) * 280 + (int64_t)(r0) * 40 + 8 : 0;
         for (int rr = 0; rr < nr + 2; rr++) {
             const float *q0 = p0 ? p0 + (int64_t)rr * 40 : 0, *q1 = p1 ? p1 + (int64_t)rr * 40 : 0;
             uint32_t *o = pq + (int64_t)rr * 64 + 16 - 16 * xs;

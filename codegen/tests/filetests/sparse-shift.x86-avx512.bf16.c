@@ -6,9 +6,9 @@ E2_BF16 static void k0_pack(const float *restrict A, const int32_t *restrict ent
     for (int s = 0; s < 4; s++, ent += 3) {
         uint32_t *pq = pk + (int64_t)s * 144;
         if ((unsigned)(zb + ent[2]) >= 3u) { memset(pq, 0, sizeof(uint32_t) * 144); continue; }
-        const float *p = A + 0 + (int64_t)n * 2304 + (int64_t)ent[0] * 576 + (int64_t)(zb + ent[2]) * 192 + (int64_t)r0 * 32 + 8;
+        const float *p = A + 0 + (int64_t)n * 2304 + (int64_t)ent[0] * 576 + (int64_t)(zb + ent[2]) * 192 + (int64_t)(r0) * 32 + 8;
         /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
-        const float *pn = s + 1 < 4 && !((unsigned)(zb + (ent + 3)[2]) >= 3u) ? A + 0 + (int64_t)n * 2304 + (int64_t)ent[3] * 576 + (int64_t)(zb + ent[5]) * 192 + (int64_t)r0 * 32 + 8 : p;
+        const float *pn = s + 1 < 4 && !((unsigned)(zb + (ent + 3)[2]) >= 3u) ? A + 0 + (int64_t)n * 2304 + (int64_t)ent[3] * 576 + (int64_t)(zb + ent[5]) * 192 + (int64_t)(r0) * 32 + 8 : p;
         for (int k = 0; 2 * k < nr + 2; k++) {
             const float *q0 = p + (int64_t)(2 * k) * 32, *q1 = q0 + 32;
             const float *n0 = pn + (int64_t)(2 * k) * 32;
@@ -33,55 +33,43 @@ E2_BF16 static void k0_mb4x1t(float *restrict A, const float *restrict W, const 
     e2f16 a0_3_0 = e2f16_zero();
     for (int e = 0; e < ne; e++, w += 12) {
         const uint32_t *pq = pk + (int64_t)sl[e] * 144 + 16;
-        const e2bf w0 = e2bf_bcast(w + 0);
-        const e2bf w1 = e2bf_bcast(w + 1);
-        const e2bf w2 = e2bf_bcast(w + 2);
-        const e2bf w3 = e2bf_bcast(w + 3);
-        const e2bf w4 = e2bf_bcast(w + 4);
-        const e2bf w5 = e2bf_bcast(w + 5);
-        const e2bf w6 = e2bf_bcast(w + 6);
-        const e2bf w7 = e2bf_bcast(w + 7);
-        const e2bf w8 = e2bf_bcast(w + 8);
-        const e2bf w9 = e2bf_bcast(w + 9);
-        const e2bf w10 = e2bf_bcast(w + 10);
-        const e2bf w11 = e2bf_bcast(w + 11);
         { e2bf prev = e2bf_load(pq + -16);
           { const e2bf cur = e2bf_load(pq + 0), next = e2bf_load(pq + 16);
             const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            a0_0_0 = e2bf_dp(a0_0_0, t0, w0);
-            a0_1_0 = e2bf_dp(a0_1_0, t0, w6);
-            a0_0_0 = e2bf_dp(a0_0_0, cur, w1);
-            a0_1_0 = e2bf_dp(a0_1_0, cur, w7);
-            a0_0_0 = e2bf_dp(a0_0_0, t2, w2);
-            a0_1_0 = e2bf_dp(a0_1_0, t2, w8);
+            e2bf_dpm(a0_0_0, t0, w + 0);
+            e2bf_dpm(a0_1_0, t0, w + 6);
+            e2bf_dpm(a0_0_0, cur, w + 1);
+            e2bf_dpm(a0_1_0, cur, w + 7);
+            e2bf_dpm(a0_0_0, t2, w + 2);
+            e2bf_dpm(a0_1_0, t2, w + 8);
             prev = cur; }
         }
         { e2bf prev = e2bf_load(pq + 32);
           { const e2bf cur = e2bf_load(pq + 48), next = e2bf_load(pq + 64);
             const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            a0_2_0 = e2bf_dp(a0_2_0, t0, w0);
-            a0_0_0 = e2bf_dp(a0_0_0, t0, w3);
-            a0_3_0 = e2bf_dp(a0_3_0, t0, w6);
-            a0_1_0 = e2bf_dp(a0_1_0, t0, w9);
-            a0_2_0 = e2bf_dp(a0_2_0, cur, w1);
-            a0_0_0 = e2bf_dp(a0_0_0, cur, w4);
-            a0_3_0 = e2bf_dp(a0_3_0, cur, w7);
-            a0_1_0 = e2bf_dp(a0_1_0, cur, w10);
-            a0_2_0 = e2bf_dp(a0_2_0, t2, w2);
-            a0_0_0 = e2bf_dp(a0_0_0, t2, w5);
-            a0_3_0 = e2bf_dp(a0_3_0, t2, w8);
-            a0_1_0 = e2bf_dp(a0_1_0, t2, w11);
+            e2bf_dpm(a0_2_0, t0, w + 0);
+            e2bf_dpm(a0_0_0, t0, w + 3);
+            e2bf_dpm(a0_3_0, t0, w + 6);
+            e2bf_dpm(a0_1_0, t0, w + 9);
+            e2bf_dpm(a0_2_0, cur, w + 1);
+            e2bf_dpm(a0_0_0, cur, w + 4);
+            e2bf_dpm(a0_3_0, cur, w + 7);
+            e2bf_dpm(a0_1_0, cur, w + 10);
+            e2bf_dpm(a0_2_0, t2, w + 2);
+            e2bf_dpm(a0_0_0, t2, w + 5);
+            e2bf_dpm(a0_3_0, t2, w + 8);
+            e2bf_dpm(a0_1_0, t2, w + 11);
             prev = cur; }
         }
         { e2bf prev = e2bf_load(pq + 80);
           { const e2bf cur = e2bf_load(pq + 96), next = e2bf_load(pq + 112);
             const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            a0_2_0 = e2bf_dp(a0_2_0, t0, w3);
-            a0_3_0 = e2bf_dp(a0_3_0, t0, w9);
-            a0_2_0 = e2bf_dp(a0_2_0, cur, w4);
-            a0_3_0 = e2bf_dp(a0_3_0, cur, w10);
-            a0_2_0 = e2bf_dp(a0_2_0, t2, w5);
-            a0_3_0 = e2bf_dp(a0_3_0, t2, w11);
+            e2bf_dpm(a0_2_0, t0, w + 3);
+            e2bf_dpm(a0_3_0, t0, w + 9);
+            e2bf_dpm(a0_2_0, cur, w + 4);
+            e2bf_dpm(a0_3_0, cur, w + 10);
+            e2bf_dpm(a0_2_0, t2, w + 5);
+            e2bf_dpm(a0_3_0, t2, w + 11);
             prev = cur; }
         }
     }

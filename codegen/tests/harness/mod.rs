@@ -388,7 +388,11 @@ pub fn compile_in(
     if let Ok(keep) = std::env::var("E2ENC_KEEP_C") {
         let _ = std::fs::write(Path::new(&keep), &src);
     }
-    let so = dir.path().join("k.so");
+    // `E2ENC_KEEP_SO`: build the library there instead (it outlives the run, so `perf report`
+    // can name the kernels' functions).
+    let so = std::env::var_os("E2ENC_KEEP_SO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| dir.path().join("k.so"));
     let out = Command::new("cc")
         .args(flags)
         .args(["-shared", "-fPIC", "-o"])
