@@ -332,7 +332,8 @@ int e2enc_model_shape(int output, int index, int64_t shape[5], const char **name
 
 /* Runs one patch: `input` holds E2ENC_MODEL_INPUT_ELEMS floats (dense NCDHW), `logits` receives
  * E2ENC_MODEL_LOGITS_ELEMS floats (dense NCDHW). Single-threaded; deterministic. Returns E2ENC_OK,
- * or E2ENC_ERR_ARGUMENT for NULL pointers or a misaligned workspace. */
+ * or E2ENC_ERR_ARGUMENT for NULL pointers or a misaligned workspace. Kernels keep a tile's working
+ * set on the stack (up to 640 KiB in bf16 models): call it from a thread with 1 MiB or more. */
 int e2enc_model_run(const e2enc_weights *w, float *workspace, const float *input, float *logits);
 
 /* e2enc_model_run writing every output: `outputs[k]` receives output k (E2ENC_MODEL_NUM_OUTPUTS

@@ -54,7 +54,10 @@ e2enc_model *e2enc_load_on(const char *bundle_dir, const char *device, int threa
 int e2enc_shape(const e2enc_model *m, int output, int index, int64_t shape[5]);
 
 /* Runs one batch: input holds input_len floats (row-major NCDHW), output receives the first
- * output (logits), output_len floats. Returns 0 on success, non-zero with a message in err. */
+ * output (logits), output_len floats. Returns 0 on success, non-zero with a message in err.
+ * The calling thread computes tiles too, with a tile's working set on its stack (up to 640 KiB
+ * in bf16 bundles): call from a thread with 1 MiB of stack or more (glibc's default is 8 MiB;
+ * musl's 128 KiB is too small). The model's own threads have 4 MiB. */
 int e2enc_run(e2enc_model *m, const float *input, size_t input_len, float *output, size_t output_len,
               char *err, size_t err_len);
 

@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
+/// Stack of each pool thread: generated kernels keep a tile's working set on their thread's
+/// stack (bf16 packing: at most 640 KiB, `codegen::c::conv_bf16::BUDGET`), so the workers
+/// do not depend on `RUST_MIN_STACK`. The calling thread runs tiles too: it needs 1 MiB or
+/// more (glibc's default thread stack is 8 MiB; see `e2enc.h`).
+pub const KERNEL_STACK: usize = 4 << 20;
+
 /// The generated kernels' signature.
 pub type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, *const i32, i64, i64);
 
@@ -62,16 +68,20 @@ impl Pool {
         let workers = (1..threads)
             .map(|_| {
                 let s = shared.clone();
-                std::thread::spawn(move || loop {
-                    s.start.wait();
-                    if s.quit.load(Ordering::Acquire) {
-                        break;
-                    }
-                    // SAFETY: see `Shared`.
-                    let job = unsafe { *s.job.get() };
-                    work(&s, job);
-                    s.done.wait();
-                })
+                std::thread::Builder::new()
+                    .name("e2enc-pool".into())
+                    .stack_size(KERNEL_STACK)
+                    .spawn(move || loop {
+                        s.start.wait();
+                        if s.quit.load(Ordering::Acquire) {
+                            break;
+                        }
+                        // SAFETY: see `Shared`.
+                        let job = unsafe { *s.job.get() };
+                        work(&s, job);
+                        s.done.wait();
+                    })
+                    .expect("cannot start a kernel thread")
             })
             .collect();
         Pool { shared, workers }

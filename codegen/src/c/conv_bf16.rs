@@ -52,9 +52,12 @@ use crate::layout::PAD_LEFT;
 use crate::precision::Precision;
 use crate::target::Target;
 
-/// Bytes of packed pairs a tile may hold at once (on its thread's stack; the runtime's and the
-/// standalone program's threads have at least 2 MiB, and Zen 4 / Zen 5 cores 1 MiB of L2).
-pub const BUDGET: usize = 512 * 1024;
+/// Bytes of packed pairs a tile may hold at once (on its thread's stack: the runtime's pool
+/// threads have 4 MiB, `pool::KERNEL_STACK`, the calling thread needs 1 MiB, `e2enc.h`; Zen 4
+/// and Zen 5 cores have 1 MiB of L2). 640 KiB holds AMOS-CT's level-1 fusion conv (240 slots,
+/// 64 wide: 553 KiB) whole; cut at 512 KiB into strips of 2 vectors, each with its 2 halo
+/// vectors, the whole network ran 1.8% slower (3 alternating rounds, Zen 4, 2026-12-05).
+pub const BUDGET: usize = 640 * 1024;
 
 /// Whether a bundle for `target` in `precision` gets bf16 conv kernels.
 pub fn enabled(target: Target, precision: Precision) -> bool {

@@ -13,6 +13,7 @@
 
 use std::fmt::Write;
 
+use super::dialect::Dialect;
 use super::text::{cf, kernel, nvec, plane_expr, row_expr, zero_row, zero_row_pads};
 use super::{err, expect_operands};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
@@ -110,15 +111,20 @@ pub fn apply(
     let After { beta, slope, shift } = after;
     let boff = consts.push_f32(beta);
     let [n, c, d, h, w] = dst.shape;
-    let nv = nvec(w);
+    // The dialect's widest vectors (16 lanes on AVX-512: half the instructions of 8, the same
+    // value per element); a row's storage holds whole 16-lane vectors past its values
+    // (`row = PAD_LEFT + round_up(w, 8) + 8`), stored as zeros (`keep`).
+    let lanes = Dialect::of(ctx.isa).wide;
+    let v = format!("e2f{lanes}");
+    let nv = w.div_ceil(lanes);
     let st = ctx.scratch + stats_at * 4;
     let mut b = String::new();
     let _ = writeln!(
         b,
         "const int64_t i = t / {d}; const int z = (int)(t % {d});
 const int n = (int)(i / {c}), c = (int)(i % {c});
-const e2f8 vm = e2f8_set1(A[{st} + 2 * i]), vs = e2f8_set1(A[{st} + 2 * i + 1]);
-const e2f8 vb = e2f8_set1(W[{boff} + c]);
+const {v} vm = {v}_set1(A[{st} + 2 * i]), vs = {v}_set1(A[{st} + 2 * i + 1]);
+const {v} vb = {v}_set1(W[{boff} + c]);
 const {st_} *s = {sb} + {sp};
 {dt_} *o = {db} + {dp};",
         sp = plane_expr(src, "n", "c", "z"),
@@ -129,20 +135,20 @@ const {st_} *s = {sb} + {sp};
         db = dst.c_base(),
     );
     if let Some(sl) = slope {
-        let _ = writeln!(b, "const e2f8 vsl = e2f8_set1({});", cf(sl));
+        let _ = writeln!(b, "const {v} vsl = {v}_set1({});", cf(sl));
     }
     // Stored values less their tile's shift: the mean less it, per row.
     let row_mean = match shift {
         Some(s) => format!(
-            "const e2f8 vm = e2f8_set1(A[{st} + 2 * i] - A[{} + i * {} + z * {} + y / {}]);\n    ",
+            "const {v} vm = {v}_set1(A[{st} + 2 * i] - A[{} + i * {} + z * {} + y / {}]);\n    ",
             s.at, s.tiles, s.bands, s.rows
         ),
         None => String::new(),
     };
     let act = if slope.is_some() {
-        "v = e2f8_lrelu(v, vsl);\n        "
+        format!("v = {v}_lrelu(v, vsl);\n        ")
     } else {
-        ""
+        String::new()
     };
     let _ = write!(
         b,
@@ -150,9 +156,9 @@ const {st_} *s = {sb} + {sp};
     {row_mean}const {st_} *sr = s + {sr};
     {dt_} *orow = o + {dr};
     for (int x = 0; x < {nv}; x++) {{
-        e2f8 v = e2f8_fma(e2f8_sub(e2f8_load(sr + 8 * x), vm), vs, vb);
-        {act}if (x == {last}) v = e2f8_keep(v, {valid});
-        e2f8_store(orow + 8 * x, v);
+        {v} v = {v}_fma({v}_sub({v}_load(sr + {lanes} * x), vm), vs, vb);
+        {act}if (x == {last}) v = {v}_keep(v, {valid});
+        {v}_store(orow + {lanes} * x, v);
     }}
 {pads}}}
 {bot}",
@@ -161,8 +167,8 @@ const {st_} *s = {sb} + {sp};
         sr = row_expr(src, "y"),
         dr = row_expr(dst, "y"),
         last = nv - 1,
-        valid = w - 8 * (nv - 1),
-        pads = indent(&zero_row_pads(dst, "orow", 8 * nv)),
+        valid = w - lanes * (nv - 1),
+        pads = indent(&zero_row_pads(dst, "orow", lanes * nv)),
         st_ = src.c_type(),
         dt_ = dst.c_type(),
     );

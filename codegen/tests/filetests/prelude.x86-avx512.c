@@ -121,6 +121,7 @@ typedef __m512 e2f16;
 #define e2f16_zero() _mm512_setzero_ps()
 #define e2f16_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define e2f16_add(a, b) _mm512_add_ps(a, b)
+#define e2f16_sub(a, b) _mm512_sub_ps(a, b)
 /* Lane mask with the first n (0..16) lanes set. */
 #define e2f16_mask(n) ((__mmask16)((1u << (n)) - 1u))
 #define e2f16_keep(v, n) _mm512_maskz_mov_ps(e2f16_mask(n), v)

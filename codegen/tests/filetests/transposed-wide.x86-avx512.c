@@ -137,21 +137,20 @@ void k0_napply(float *restrict A, const float *restrict W, const int32_t *restri
     for (int64_t t = t0; t < t1; t++) {
         const int64_t i = t / 4; const int z = (int)(t % 4);
         const int n = (int)(i / 2), c = (int)(i % 2);
-        const e2f8 vm = e2f8_set1(A[4416 + 2 * i]), vs = e2f8_set1(A[4416 + 2 * i + 1]);
-        const e2f8 vb = e2f8_set1(W[48 + c]);
+        const e2f16 vm = e2f16_set1(A[4416 + 2 * i]), vs = e2f16_set1(A[4416 + 2 * i + 1]);
+        const e2f16 vb = e2f16_set1(W[48 + c]);
         const float *s = A + ((int64_t)0 + (int64_t)(n) * 3584 + (int64_t)(c) * 1792 + (int64_t)(z) * 448);
         float *o = A + ((int64_t)0 + (int64_t)(n) * 3584 + (int64_t)(c) * 1792 + (int64_t)(z) * 448);
         for (int q = 0; q < 56; q += 8) e2f8_store(o + q, e2f8_zero());
         for (int y = 0; y < 6; y++) {
             const float *sr = s + ((y) + 1) * 56 + 8;
             float *orow = o + ((y) + 1) * 56 + 8;
-            for (int x = 0; x < 5; x++) {
-                e2f8 v = e2f8_fma(e2f8_sub(e2f8_load(sr + 8 * x), vm), vs, vb);
-                if (x == 4) v = e2f8_keep(v, 8);
-                e2f8_store(orow + 8 * x, v);
+            for (int x = 0; x < 3; x++) {
+                e2f16 v = e2f16_fma(e2f16_sub(e2f16_load(sr + 16 * x), vm), vs, vb);
+                if (x == 2) v = e2f16_keep(v, 8);
+                e2f16_store(orow + 16 * x, v);
             }
             e2f8_store(orow - 8, e2f8_zero());
-            e2f8_store(orow + 40, e2f8_zero());
         }
         for (int q = 0; q < 56; q += 8) e2f8_store((o + 392) + q, e2f8_zero());
     }
