@@ -33,44 +33,44 @@ E2_BF16 static void k0_mb4x1t(float *restrict A, const float *restrict W, const 
     e2f16 a0_3_0 = e2f16_zero();
     for (int e = 0; e < ne; e++, w += 12) {
         const uint32_t *pq = pk + (int64_t)sl[e] * 144 + 16;
-        { e2bf prev = e2bf_load(pq + -16);
-          { const e2bf cur = e2bf_load(pq + 0), next = e2bf_load(pq + 16);
-            const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            e2bf_dpm(a0_0_0, t0, w + 0);
-            e2bf_dpm(a0_1_0, t0, w + 6);
-            e2bf_dpm(a0_0_0, cur, w + 1);
-            e2bf_dpm(a0_1_0, cur, w + 7);
-            e2bf_dpm(a0_0_0, t2, w + 2);
-            e2bf_dpm(a0_1_0, t2, w + 8);
-            prev = cur; }
+        { const e2bf c_1 = e2bf_load(pq + -16);
+          const e2bf c0 = e2bf_load(pq + 0);
+          const e2bf c1 = e2bf_load(pq + 16);
+          const e2bf t0_0 = e2bf_alignr(c0, c_1, 15), t2_0 = e2bf_alignr(c1, c0, 1);
+          e2bf_dpm(a0_0_0, t0_0, w + 0);
+          e2bf_dpm(a0_1_0, t0_0, w + 6);
+          e2bf_dpm(a0_0_0, c0, w + 1);
+          e2bf_dpm(a0_1_0, c0, w + 7);
+          e2bf_dpm(a0_0_0, t2_0, w + 2);
+          e2bf_dpm(a0_1_0, t2_0, w + 8);
         }
-        { e2bf prev = e2bf_load(pq + 32);
-          { const e2bf cur = e2bf_load(pq + 48), next = e2bf_load(pq + 64);
-            const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            e2bf_dpm(a0_2_0, t0, w + 0);
-            e2bf_dpm(a0_0_0, t0, w + 3);
-            e2bf_dpm(a0_3_0, t0, w + 6);
-            e2bf_dpm(a0_1_0, t0, w + 9);
-            e2bf_dpm(a0_2_0, cur, w + 1);
-            e2bf_dpm(a0_0_0, cur, w + 4);
-            e2bf_dpm(a0_3_0, cur, w + 7);
-            e2bf_dpm(a0_1_0, cur, w + 10);
-            e2bf_dpm(a0_2_0, t2, w + 2);
-            e2bf_dpm(a0_0_0, t2, w + 5);
-            e2bf_dpm(a0_3_0, t2, w + 8);
-            e2bf_dpm(a0_1_0, t2, w + 11);
-            prev = cur; }
+        { const e2bf c_1 = e2bf_load(pq + 32);
+          const e2bf c0 = e2bf_load(pq + 48);
+          const e2bf c1 = e2bf_load(pq + 64);
+          const e2bf t0_0 = e2bf_alignr(c0, c_1, 15), t2_0 = e2bf_alignr(c1, c0, 1);
+          e2bf_dpm(a0_2_0, t0_0, w + 0);
+          e2bf_dpm(a0_0_0, t0_0, w + 3);
+          e2bf_dpm(a0_3_0, t0_0, w + 6);
+          e2bf_dpm(a0_1_0, t0_0, w + 9);
+          e2bf_dpm(a0_2_0, c0, w + 1);
+          e2bf_dpm(a0_0_0, c0, w + 4);
+          e2bf_dpm(a0_3_0, c0, w + 7);
+          e2bf_dpm(a0_1_0, c0, w + 10);
+          e2bf_dpm(a0_2_0, t2_0, w + 2);
+          e2bf_dpm(a0_0_0, t2_0, w + 5);
+          e2bf_dpm(a0_3_0, t2_0, w + 8);
+          e2bf_dpm(a0_1_0, t2_0, w + 11);
         }
-        { e2bf prev = e2bf_load(pq + 80);
-          { const e2bf cur = e2bf_load(pq + 96), next = e2bf_load(pq + 112);
-            const e2bf t0 = e2bf_alignr(cur, prev, 15), t2 = e2bf_alignr(next, cur, 1);
-            e2bf_dpm(a0_2_0, t0, w + 3);
-            e2bf_dpm(a0_3_0, t0, w + 9);
-            e2bf_dpm(a0_2_0, cur, w + 4);
-            e2bf_dpm(a0_3_0, cur, w + 10);
-            e2bf_dpm(a0_2_0, t2, w + 5);
-            e2bf_dpm(a0_3_0, t2, w + 11);
-            prev = cur; }
+        { const e2bf c_1 = e2bf_load(pq + 80);
+          const e2bf c0 = e2bf_load(pq + 96);
+          const e2bf c1 = e2bf_load(pq + 112);
+          const e2bf t0_0 = e2bf_alignr(c0, c_1, 15), t2_0 = e2bf_alignr(c1, c0, 1);
+          e2bf_dpm(a0_2_0, t0_0, w + 3);
+          e2bf_dpm(a0_3_0, t0_0, w + 9);
+          e2bf_dpm(a0_2_0, c0, w + 4);
+          e2bf_dpm(a0_3_0, c0, w + 10);
+          e2bf_dpm(a0_2_0, t2_0, w + 5);
+          e2bf_dpm(a0_3_0, t2_0, w + 11);
         }
     }
     {
