@@ -10,9 +10,9 @@
 //!   rounding (1-2e-2 relative error on the numpy fixture's outputs);
 //!   on CUDA activations stay f32 in the arena between layers. On `x86-avx512` (CPUs with
 //!   `avx512_bf16`) the 3x3 stride-1 convs (the 1x3x3 convs of E2ENet, depth-shifted or not,
-//!   dense or DSFF-sparse) multiply bf16 pairs with `vdpbf16ps`: inputs and weights rounded to
-//!   nearest even, f32 sums; the other convs of a CPU bundle (stride 2, 1x1x1 heads,
-//!   transposed) multiply in f32; and activations are **stored as bf16** in the arena wherever
+//!   dense or DSFF-sparse) and the dense 3x3 stride-2 ones multiply bf16 pairs with
+//!   `vdpbf16ps`: inputs and weights rounded to nearest even, f32 sums; the other convs of a
+//!   CPU bundle (1x1x1 heads, transposed, sparse stride 2) multiply in f32; and activations are **stored as bf16** in the arena wherever
 //!   every kernel touching them reads and writes bf16 views (`layout::Elem::Bf16`: the
 //!   fast-path and upsampling convs, their norms, max pooling; inputs and outputs stay f32),
 //!   which halves their memory and bytes moved (`c::dialect::X86_NARROW`).

@@ -90,9 +90,9 @@ pub struct Args {
     /// CUDA default: tensor cores multiply inputs rounded to 10 mantissa bits and add in f32,
     /// about 1e-3 relative error on the outputs); bf16 (CUDA, and x86-avx512 for CPUs with
     /// avx512_bf16: inputs and weights rounded to 8 significant bits, products added in f32,
-    /// about 2e-2 relative error; on CPUs the 3x3 stride-1 convs use vdpbf16ps and activations
-    /// are stored as bf16: about 1.5-1.8x the f32 bundle's speed and 0.55x its memory on
-    /// AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
+    /// about 2e-2 relative error; on CPUs the 3x3 convs (stride 1, and dense stride 2) use
+    /// vdpbf16ps and activations are stored as bf16: about 1.6-1.8x the f32 bundle's speed and
+    /// 0.55x its memory on AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
     /// f32). Check a bf16 bundle against its f32 one with
     /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
     /// (x86-avx512 for CPUs with avx512_vnni; needs --calibrate): the 3x3
