@@ -350,8 +350,6 @@ fn render(fc: &FastConv, c: Cut, sl_off: usize) -> Kernel {
     let mut micro = |name: &str, r: usize, vo: usize, tail: bool| {
         if c.rows {
             micro_rows(fc, c, name, r, vo, tail)
-        } else if c.s2 {
-            micro_chan2(fc, c, name, r, vo, tail)
         } else {
             micro_chan(fc, c, name, r, vo, tail)
         }
@@ -596,14 +594,17 @@ fn pack_chan2_fn(fc: &FastConv, c: Cut) -> String {
     )
 }
 
-/// One stride-2 channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output
-/// channels over the slot pairs. Output row `r` reads packed rows `2 r .. 2 r + 2`, output
-/// column `x` input columns `2 x - 1, 2 x, 2 x + 1`: the odd set one word left, the even set,
-/// the odd set (aligned loads but the first). Per tap column, the `3 ob` pair weights once,
-/// then each packed row's vector loaded once into every (output channel, row) that uses it.
-fn micro_chan2(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
+/// One channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over
+/// the slot pairs; per tap column, the `3 ob` pair weights once, then each packed row loaded
+/// once (at the tap's column) into every (output channel, row) that uses it: one `vdpbf16ps`
+/// per (output, row, vector, pair, tap). Stride 1: output row `r` reads packed rows `r .. r + 2`,
+/// tap column `cc` is an unaligned load at `x + cc - 1`. Stride 2 (`c.s2`): output row `r` reads
+/// packed rows `2 r .. 2 r + 2`, and output column `x` input columns `2 x - 1, 2 x, 2 x + 1`:
+/// the odd set one word left, the even set, the odd set (aligned loads but the first).
+fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
     let ob = fc.bl.ob;
     let (rw, uw, hw) = (c.row_words(), c.unit_words(), c.half_words());
+    let st = if c.s2 { 2 } else { 1 };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -635,13 +636,14 @@ fn micro_chan2(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: 
                 );
             }
         }
-        // Tap column 0: odd set at x - 1; 1: even set at x; 2: odd set at x.
-        let (set, shift, load) = match cc {
-            0 => (hw, -1isize, "e2bf_loadu"),
-            1 => (0, 0, "e2bf_load"),
-            _ => (hw, 0, "e2bf_load"),
+        // (column set, word offset, load) of tap column `cc`.
+        let (set, shift, load) = match (c.s2, cc) {
+            (false, _) => (0, cc as isize - 1, "e2bf_loadu"),
+            (true, 0) => (hw, -1, "e2bf_loadu"),
+            (true, 1) => (0, 0, "e2bf_load"),
+            (true, _) => (hw, 0, "e2bf_load"),
         };
-        for rr in 0..2 * rows + 1 {
+        for rr in 0..(rows - 1) * st + 3 {
             for f in 0..vo {
                 let _ = writeln!(
                     s,
@@ -649,76 +651,10 @@ fn micro_chan2(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: 
                     (rr * rw + set + 16 * f) as isize + shift
                 );
                 for b in 0..3 {
-                    if rr < b || (rr - b) % 2 != 0 || (rr - b) / 2 >= rows {
+                    if rr < b || (rr - b) % st != 0 || (rr - b) / st >= rows {
                         continue;
                     }
-                    let r = (rr - b) / 2;
-                    for o in 0..ob {
-                        let a = format!("a{o}_{r}_{f}");
-                        let _ = writeln!(s, "              {a} = e2bf_dp({a}, x, w{o}_{b});");
-                    }
-                }
-                let _ = writeln!(s, "            }}");
-            }
-        }
-        let _ = writeln!(s, "        }}");
-    }
-    let _ = writeln!(s, "    }}");
-    epilogue(&mut s, fc, rows, vo, tail);
-    s.push_str("}\n");
-    s
-}
-
-/// One channel-pair micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over
-/// the slot pairs; per tap column, the `3 ob` pair weights once, then each packed row loaded
-/// once (unaligned, at the tap's column) into every (output channel, row) that uses it: one
-/// `vdpbf16ps` per (output, row, vector, pair, tap).
-fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
-    let ob = fc.bl.ob;
-    let (rw, uw) = (c.row_words(), c.unit_words());
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "E2_BF16 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict sl,
-    const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {{
-    (void)W; (void)sl; (void)o0; (void)st; (void)sh;"
-    );
-    for o in 0..ob {
-        for r in 0..rows {
-            for f in 0..vo {
-                let _ = writeln!(s, "    e2f16 a{o}_{r}_{f} = e2f16_zero();");
-            }
-        }
-    }
-    let _ = writeln!(
-        s,
-        "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *pq = pk + (int64_t)e * {uw} + 16;",
-        9 * ob
-    );
-    for cc in 0..3 {
-        let _ = writeln!(s, "        {{");
-        for o in 0..ob {
-            for b in 0..3 {
-                let _ = writeln!(
-                    s,
-                    "            const e2bf w{o}_{b} = e2bf_bcast(w + {});",
-                    (cc * 3 + b) * ob + o
-                );
-            }
-        }
-        for rr in 0..rows + 2 {
-            for f in 0..vo {
-                let _ = writeln!(
-                    s,
-                    "            {{ const e2bf x = e2bf_loadu(pq + {});",
-                    (rr * rw + 16 * f + cc) as isize - 1
-                );
-                for b in 0..3 {
-                    if rr < b || rr - b >= rows {
-                        continue;
-                    }
-                    let r = rr - b;
+                    let r = (rr - b) / st;
                     for o in 0..ob {
                         let a = format!("a{o}_{r}_{f}");
                         let _ = writeln!(s, "              {a} = e2bf_dp({a}, x, w{o}_{b});");
