@@ -255,15 +255,11 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
         scratch: &|_| 0,
     };
     let f32_plan = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
-    let p2 = plan_with(
-        &g,
-        |_| 0,
-        |_| false,
-        |_| None,
-        &HashMap::new(),
-        Some(&rules),
-    )
-    .unwrap();
+    // The plan of `g` without scratch, lags or rings, narrowed by `rules`.
+    let narrowed = |rules: &Narrow| {
+        plan_with(&g, |_| 0, |_| false, |_| None, &HashMap::new(), Some(rules)).unwrap()
+    };
+    let p2 = narrowed(&rules);
     // The concat (a and p written into it) and y: bf16, half the elements; the graph's input,
     // b (read by the add) and the output: f32.
     for v in [a, p, c, y] {
@@ -291,15 +287,7 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
         reads: &no_pool,
         scratch: &|_| 0,
     };
-    let p3 = plan_with(
-        &g,
-        |_| 0,
-        |_| false,
-        |_| None,
-        &HashMap::new(),
-        Some(&rules),
-    )
-    .unwrap();
+    let p3 = narrowed(&rules);
     assert!(!p3.views[&c].is_bf16() && !p3.views[&a].is_bf16());
     assert!(p3.views[&y].is_bf16());
 }
