@@ -459,35 +459,62 @@ fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
     )
 }
 
-/// The statements of a channel-pair packing row (`q0`, `q1`: the pair's rows or null): the left
-/// halo vector, the strip's vectors, the right halo vector; from bf16 storage (`narrow`) the
-/// stored values are paired as they are (`e2bf_pairs_h`), from f32 they are rounded.
-fn chan_pairs(narrow: bool) -> String {
-    let one = |at: &str, mask: &str| -> String {
-        if narrow {
-            format!(
-                "e2bf_store(o + {at}, e2bf_pairs_h(q0 ? q0 + {at} : (const e2h *)A, q0 ? {mask} : 0u, q1 ? q1 + {at} : (const e2h *)A, q1 ? {mask} : 0u));"
-            )
-        } else {
-            let ld = |q: &str| match mask {
-                "" => format!("{q} ? e2f16_load({q} + {at}) : e2f16_zero()"),
-                m => format!("{q} ? e2f16_loadm({q} + {at}, {m}) : e2f16_zero()"),
+/// One packed vector of pairs at column offset `at` (C expressions) from the rows `lo.0` and
+/// `hi.0`: a side with a condition `Some(c)` reads as zero where `c` is false (where `c` is the
+/// row pointer itself, the row may be null and is not touched); `mask` (a C expression, or empty
+/// for a whole vector) limits the columns read. From bf16 storage (`narrow`) the stored values
+/// are paired as they are (`e2bf_pairs_h`), from f32 they are rounded (`e2bf_pairs`).
+fn pair_vector(
+    narrow: bool,
+    at: &str,
+    mask: &str,
+    lo: (&str, Option<&str>),
+    hi: (&str, Option<&str>),
+) -> String {
+    if narrow {
+        let mask = if mask.is_empty() { "0xffffu" } else { mask };
+        let side = |(q, ok): (&str, Option<&str>)| match ok {
+            None => format!("{q} + {at}, {mask}"),
+            Some(c) if c == q => format!("{q} ? {q} + {at} : (const e2h *)A, {q} ? {mask} : 0u"),
+            Some(c) => format!("{q} + {at}, {c} ? {mask} : 0u"),
+        };
+        format!(
+            "e2bf_store(o + {at}, e2bf_pairs_h({}, {}));",
+            side(lo),
+            side(hi)
+        )
+    } else {
+        let side = |(q, ok): (&str, Option<&str>)| {
+            let ld = match mask {
+                "" => format!("e2f16_load({q} + {at})"),
+                m => format!("e2f16_loadm({q} + {at}, {m})"),
             };
-            format!(
-                "const e2f16 lo = {}; const e2f16 hi = {}; e2bf_store(o + {at}, e2bf_pairs(lo, hi));",
-                ld("q0"),
-                ld("q1")
-            )
-        }
+            match ok {
+                None => ld,
+                Some(c) => format!("{c} ? {ld} : e2f16_zero()"),
+            }
+        };
+        format!(
+            "const e2f16 lo = {}; const e2f16 hi = {}; e2bf_store(o + {at}, e2bf_pairs(lo, hi));",
+            side(lo),
+            side(hi)
+        )
+    }
+}
+
+/// The statements of a channel-pair packing row (`q0`, `q1`: the pair's rows or null): the left
+/// halo vector, the strip's vectors, the right halo vector ([`pair_vector`]).
+fn chan_pairs(narrow: bool) -> String {
+    let one = |at: &str, mask: &str| {
+        pair_vector(narrow, at, mask, ("q0", Some("q0")), ("q1", Some("q1")))
     };
-    let full = if narrow { "0xffffu" } else { "" };
     format!(
         "            {{ {} }}
             for (int j = xs; j < xe; j++) {{ {} }}
             {{ {} }}
 ",
         one("16 * xs - 16", "ml"),
-        one("16 * j", full),
+        one("16 * j", ""),
         one("16 * xe", "mr")
     )
 }
@@ -496,24 +523,8 @@ fn chan_pairs(narrow: bool) -> String {
 /// row of the sub-band), as [`chan_pairs`]; the strip's loop prefetches the next slot's rows
 /// (`n0`).
 fn row_pairs(narrow: bool, row: usize) -> String {
-    let one = |at: &str, mask: &str| -> String {
-        if narrow {
-            format!(
-                "e2bf_store(o + {at}, e2bf_pairs_h(q0 + {at}, {mask}, q1 + {at}, two ? {mask} : 0u));"
-            )
-        } else {
-            let ld = |q: &str| match mask {
-                "" => format!("e2f16_load({q} + {at})"),
-                m => format!("e2f16_loadm({q} + {at}, {m})"),
-            };
-            format!(
-                "const e2f16 lo = {}; const e2f16 hi = two ? {} : e2f16_zero(); e2bf_store(o + {at}, e2bf_pairs(lo, hi));",
-                ld("q0"),
-                ld("q1")
-            )
-        }
-    };
-    let full = if narrow { "0xffffu" } else { "" };
+    let one =
+        |at: &str, mask: &str| pair_vector(narrow, at, mask, ("q0", None), ("q1", Some("two")));
     format!(
         "            {{ {} }}
             for (int j = xs; j < xe; j++) {{
@@ -524,7 +535,7 @@ fn row_pairs(narrow: bool, row: usize) -> String {
             {{ {} }}
 ",
         one("16 * xs - 16", "ml"),
-        one("16 * j", full),
+        one("16 * j", ""),
         one("16 * xe", "mr")
     )
 }
