@@ -2,8 +2,11 @@
 //! released (golden) network: calibrated on its own input, the bundle computes int8's math, i.e.
 //! it is close to the interpreter run on the optimized graph with the operands of its int8 convs
 //! quantized exactly as `e2enc_codegen::quant` says (inputs per channel to the calibrated grid,
-//! weights per output channel with the activation scales folded in), and far from plain f32; a
-//! host without `avx512_vnni` refuses the bundle naming `--precision int8`;
+//! weights per output channel with the activation scales folded in), and far from plain f32
+//! (with `--activations f32`: activations stay f32 between kernels, so nothing else rounds);
+//! the default bundle, which stores activations as bf16 (and multiplies its stride-2 convs in
+//! bf16), stays within bf16's rounding of that; a host without `avx512_vnni` (or, for the
+//! default, `avx512_bf16`) refuses the bundle naming `--precision int8`;
 //! int8 without a calibration, or with one of another graph, is refused at compile time.
 //! (`E2ENC_REQUIRE_AVX512_VNNI` turns the skip on a host without the instructions into a
 //! failure.)
@@ -201,11 +204,25 @@ fn golden_cpu_int8_bundle_computes_int8_or_is_refused() {
         isa: Target::X86Avx512,
         precision: Some(Precision::Int8),
         calibration: Some(cal.clone()),
+        f32_activations: true,
         ..CompileOptions::default()
     };
     let r = compile(&model, &dir, &opts).expect("compiling the golden network in int8");
     assert_eq!(r.manifest.precision.as_deref(), Some("int8"));
     assert!(r.manifest.cpu_features.iter().any(|f| f == "avx512vnni"));
+    assert!(!r.manifest.cpu_features.iter().any(|f| f == "avx512bf16"));
+    // The default: activations stored as bf16, which needs avx512_bf16 too.
+    let dir_h = t.path().join("golden-int8-bf16");
+    let opts_h = CompileOptions {
+        f32_activations: false,
+        ..opts.clone()
+    };
+    let rh = compile(&model, &dir_h, &opts_h).expect("compiling the default int8 bundle");
+    assert!(["avx512vnni", "avx512bf16"].iter().all(|f| rh
+        .manifest
+        .cpu_features
+        .iter()
+        .any(|g| g == f)));
     let int8_steps = r
         .manifest
         .steps
@@ -255,6 +272,34 @@ fn golden_cpu_int8_bundle_computes_int8_or_is_refused() {
     assert!(
         to_f32 < 0.15 && agree > 0.95,
         "int8 moved the logits {to_f32:.2e} from f32 (argmax agreement {agree:.4})"
+    );
+    let loaded = Bundle::load(&dir_h, &LoadOptions::default());
+    if host_has("avx512bf16") != Some(true) {
+        let e = loaded
+            .err()
+            .expect("a bf16-storing int8 bundle loaded on a host without avx512bf16")
+            .to_string();
+        assert!(e.contains("--activations f32"), "{e}");
+        eprintln!("note: this host lacks avx512bf16: only the default bundle's refusal checked");
+        return;
+    }
+    let mut e = Engine::try_new(loaded.expect("loading the default int8 bundle"), 2).unwrap();
+    let y = e.run(&feed(&x)).expect("int8 run (bf16 activations)");
+    let goth = &y["logits"];
+    let h_to_int8 = relative_error_l2(goth, got).unwrap();
+    let h_to_f32 = relative_error_l2(goth, &f32_ref).unwrap();
+    let h_agree = common::argmax_agreement(goth, &f32_ref);
+    eprintln!(
+        "cpu int8 bundle, bf16 activations: {h_to_int8:.2e} from the f32-activation one, \
+         {h_to_f32:.2e} from f32, argmax agreement with f32 {:.3}%",
+        100.0 * h_agree
+    );
+    // bf16 storage alone moves this network's logits 3.7e-2 (the bf16 bundle, README); a wrong
+    // pointer type or a lost shift moves them by O(1).
+    assert!(
+        h_to_int8 < 0.1 && h_to_f32 < 0.18 && h_agree > 0.95,
+        "bf16 storage moved the int8 logits {h_to_int8:.2e} ({h_to_f32:.2e} from f32, argmax \
+         agreement {h_agree:.4})"
     );
 }
 

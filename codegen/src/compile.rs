@@ -81,6 +81,8 @@ pub struct CompileOptions {
     pub calibration: Option<Calibration>,
     /// Plan for calibration ([`GenOptions::observe`]).
     pub observe: bool,
+    /// Keep activations f32 in the arena (`--activations f32`; [`GenOptions::f32_activations`]).
+    pub f32_activations: bool,
 }
 
 impl Default for CompileOptions {
@@ -96,6 +98,7 @@ impl Default for CompileOptions {
             precision: None,
             calibration: None,
             observe: false,
+            f32_activations: false,
         }
     }
 }
@@ -160,6 +163,17 @@ pub struct GenOptions<'a> {
     pub observe: bool,
     /// `--precision int8`: the calibrated activation ranges of the graph's convs.
     pub calibration: Option<&'a Calibration>,
+    /// Keep activations f32 in the arena where the precision would store them as bf16
+    /// ([`Precision::stores_bf16`]): an int8 bundle then needs `avx512_vnni` alone.
+    pub f32_activations: bool,
+}
+
+impl GenOptions<'_> {
+    /// Whether a bundle for `isa` in `precision` planned with these options stores activations
+    /// as bf16 (where every kernel touching them can).
+    pub fn narrow(&self, isa: Target, precision: Precision) -> bool {
+        precision.stores_bf16(isa) && !self.f32_activations && !self.observe
+    }
 }
 
 /// Generated code for a graph, before it is written anywhere.
@@ -226,7 +240,7 @@ pub fn generate_with(
         }
         _ => None,
     };
-    let renderer = crate::render::for_target_in(isa, precision);
+    let renderer = crate::render::for_target_storing(isa, precision, go.narrow(isa, precision));
     let scratch = |id| {
         let tys: Vec<_> = g
             .operands(id)
@@ -290,10 +304,12 @@ pub fn generate_with(
         Some(x) => crate::c::narrow_scratch(&g.node(id).op, &g.node(x).ty, &g.node(id).ty),
         None => 0,
     };
+    let ring_elems = |id: NodeId| ring_of(id).unwrap_or(0);
     let rules = Narrow {
         writes: &narrow_io,
         reads: &narrow_io,
         scratch: &narrow_extra,
+        ring: &ring_elems,
     };
     let plan = plan_with(g, scratch, reads_map, lag, &streams, Some(&rules))
         .map_err(CodegenError::Plan)?;
@@ -518,16 +534,13 @@ pub fn compile(
     let precision = opts
         .precision
         .unwrap_or_else(|| Precision::default_for(opts.isa));
-    let gen = generate_with(
-        &o.graph,
-        &o.weights,
-        opts.isa,
-        precision,
-        GenOptions {
-            observe: opts.observe,
-            calibration: opts.calibration.as_ref(),
-        },
-    )?;
+    let go = GenOptions {
+        observe: opts.observe,
+        calibration: opts.calibration.as_ref(),
+        f32_activations: opts.f32_activations,
+    };
+    let narrow = go.narrow(opts.isa, precision);
+    let gen = generate_with(&o.graph, &o.weights, opts.isa, precision, go)?;
     let codegen_seconds = t0.elapsed().as_secs_f64();
 
     let parent = match out.parent() {
@@ -606,6 +619,7 @@ pub fn compile(
             .cpu_features()
             .iter()
             .chain(precision.cpu_features(opts.isa))
+            .chain(precision.narrow_features(opts.isa, narrow))
             .map(|s| s.to_string())
             .collect(),
         precision: (!cuda && precision != Precision::F32).then(|| precision.name().to_string()),

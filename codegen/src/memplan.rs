@@ -61,6 +61,9 @@ pub struct Plan {
     /// Streamed upsamplings -> the conv that runs them (into a ring in its scratch): they run no
     /// kernel at their own step, and their slice of the concat holds nothing.
     pub streamed: HashMap<NodeId, NodeId>,
+    /// Scratch elements a node's ring does not take because it holds bf16 (`Narrow::ring`): the
+    /// ring is stored as the concat it stands in for, half the f32 size asked for.
+    pub ring_saved: HashMap<NodeId, usize>,
     pub buffers: Vec<Buffer>,
     /// Arena size in f32 elements.
     pub arena_elems: usize,
@@ -255,6 +258,10 @@ pub struct Narrow<'a> {
     pub reads: &'a dyn Fn(NodeId) -> bool,
     /// Scratch elements a node needs beyond `scratch_elems` when its output is stored as bf16.
     pub scratch: &'a dyn Fn(NodeId) -> usize,
+    /// Elements of a node's `scratch_elems` (right after its own, aligned) that hold a ring of
+    /// its activation input's values (a streamed upsampling's): half of them are not needed
+    /// when that input is stored as bf16 ([`Plan::ring_saved`]).
+    pub ring: &'a dyn Fn(NodeId) -> usize,
 }
 
 /// [`plan`], storing as bf16 every buffer that `narrow` allows (see [`narrow_roots`]).
@@ -302,10 +309,11 @@ pub fn plan_with(
     let scratch2 = |id: NodeId| own(id) + stash_elems(id).unwrap_or(0);
     let lag2 = |id: NodeId| first.lagged.get(&id).and_then(|_| lag_planes(id));
     let mut second = plan_pass(g, &scratch2, &reads_channel_map, &lag2, streamed, narrow)?;
+    let saved = |id: NodeId| second.ring_saved.get(&id).copied().unwrap_or(0);
     second.stash = second
         .lagged
         .keys()
-        .map(|&id| (id, second.scratch[&id] + own(id)))
+        .map(|&id| (id, second.scratch[&id] + own(id) - saved(id)))
         .collect();
     Ok(if second.arena_elems < plain.arena_elems {
         second
@@ -490,8 +498,24 @@ fn plan_pass(
     }
     let mut scratch_buf: Vec<(NodeId, Buffer)> = Vec::new();
     let mut extra_at: HashMap<NodeId, usize> = HashMap::new();
+    let mut ring_saved: HashMap<NodeId, usize> = HashMap::new();
     for &id in &steps {
         let mut n = scratch_elems(id);
+        if let Some(rules) = narrow {
+            let acts: Vec<NodeId> = g
+                .operands(id)
+                .into_iter()
+                .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
+                .collect();
+            let ring = (rules.ring)(id);
+            if let (&[x], true) = (acts.as_slice(), ring > 0) {
+                if narrowed.contains(&root_of(x)) {
+                    let cut = ring / 2;
+                    n -= cut;
+                    ring_saved.insert(id, cut);
+                }
+            }
+        }
         if let (Some(rules), true) = (narrow, narrowed.contains(&root_of(id))) {
             let extra = (rules.scratch)(id);
             if extra > 0 {
@@ -720,6 +744,7 @@ fn plan_pass(
         stash: HashMap::new(),
         narrow_scratch,
         streamed,
+        ring_saved,
         buffers,
         arena_elems,
     })

@@ -22,8 +22,12 @@
 //!   products added to one i32 lane) and turn the i32 sums back into f32 before the bias and the
 //!   epilogue. Activations are quantized per input channel with a scale and zero point from
 //!   calibration ([`crate::quant`]); weights per output channel, symmetric, with the activation
-//!   scales folded in. Needs a calibration (`e2enc compile --calibrate DIR`); the other convs
-//!   stay f32, and activations stay f32 in the arena.
+//!   scales folded in. Needs a calibration (`e2enc compile --calibrate DIR`). Activations are
+//!   stored as bf16 as in bf16 bundles (the int8 kernels quantize bf16 rows while packing), and
+//!   the convs without int8 kernels that have bf16 ones (the dense stride-2 convs) multiply in
+//!   bf16, so these bundles also need `avx512_bf16` (Zen 4, Sapphire Rapids); with
+//!   `--activations f32` activations stay f32, the other convs multiply in f32, and
+//!   `avx512_vnni` alone suffices (Ice Lake, Cascade Lake).
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,6 +60,22 @@ impl Precision {
         match (self, target) {
             (Precision::Bf16, Target::X86Avx512) => &["avx512bw", "avx512bf16"],
             (Precision::Int8, Target::X86Avx512) => &["avx512bw", "avx512vnni"],
+            _ => &[],
+        }
+    }
+
+    /// Whether bundles of `target` in this precision store activations as bf16 unless told
+    /// otherwise (`--activations f32`): bf16 and int8 on x86-avx512.
+    pub fn stores_bf16(self, target: Target) -> bool {
+        target == Target::X86Avx512 && matches!(self, Precision::Bf16 | Precision::Int8)
+    }
+
+    /// CPU features a bundle needs beyond [`Precision::cpu_features`] when it stores
+    /// activations as bf16 (`narrow`): `avx512bf16` for an int8 bundle's conversions and bf16
+    /// kernels.
+    pub fn narrow_features(self, target: Target, narrow: bool) -> &'static [&'static str] {
+        match (self, target, narrow) {
+            (Precision::Int8, Target::X86Avx512, true) => &["avx512bf16"],
             _ => &[],
         }
     }

@@ -97,13 +97,25 @@ pub trait Renderer {
 pub struct CRenderer {
     target: Target,
     precision: Precision,
+    /// Activations stored as bf16 where every kernel touching them can (`X86_NARROW`).
+    narrow: bool,
 }
 
 impl CRenderer {
     /// The C renderer of `target` (every CPU target has a C dialect) in `precision` (checked by
     /// the caller, [`Precision::check`]: f32, or bf16 on x86-avx512).
     pub fn new(target: Target, precision: Precision) -> CRenderer {
-        CRenderer { target, precision }
+        CRenderer::storing(target, precision, precision.stores_bf16(target))
+    }
+
+    /// [`CRenderer::new`], storing activations as bf16 where `narrow` (bf16 and int8 on
+    /// x86-avx512 only: elsewhere there are no bf16 kernels, and `narrow` is ignored).
+    pub fn storing(target: Target, precision: Precision, narrow: bool) -> CRenderer {
+        CRenderer {
+            target,
+            precision,
+            narrow: narrow && precision.stores_bf16(target),
+        }
     }
 }
 
@@ -113,7 +125,7 @@ impl Renderer for CRenderer {
     }
 
     fn prelude(&self) -> String {
-        crate::c::prelude_in(self.target, self.precision)
+        crate::c::prelude_with(self.target, self.precision, self.narrow)
     }
 
     fn scratch_elems(&self, op: &Op, inputs: &[TensorType], output: &TensorType) -> usize {
@@ -133,8 +145,7 @@ impl Renderer for CRenderer {
     }
 
     fn narrow_io(&self, op: &Op, input: Option<&TensorType>, output: &TensorType) -> bool {
-        crate::c::conv_bf16_enabled(self.target, self.precision)
-            && crate::c::narrow_io(op, input, output)
+        self.narrow && crate::c::narrow_io(op, input, output)
     }
 
     fn node(&self, ctx: &NodeCtx, consts: &mut Consts) -> Result<Vec<Kernel>, EmitError> {
@@ -147,7 +158,7 @@ impl Renderer for CRenderer {
                 ),
             });
         }
-        crate::c::emit(ctx, consts, self.precision)
+        crate::c::emit_with(ctx, consts, self.precision, self.narrow)
     }
 
     fn training(
@@ -169,8 +180,14 @@ pub fn for_target(target: Target) -> Box<dyn Renderer> {
 /// [`crate::precision::Precision::check`]): [`crate::cuda::CudaRenderer`] for CUDA targets,
 /// else C (f32, or bf16 on x86-avx512).
 pub fn for_target_in(target: Target, precision: Precision) -> Box<dyn Renderer> {
+    for_target_storing(target, precision, precision.stores_bf16(target))
+}
+
+/// [`for_target_in`], storing activations as bf16 where `narrow` allows
+/// ([`CRenderer::storing`]; `--activations f32` passes `false`).
+pub fn for_target_storing(target: Target, precision: Precision, narrow: bool) -> Box<dyn Renderer> {
     match crate::cuda::CudaRenderer::new(target, precision) {
         Some(r) => Box::new(r),
-        None => Box::new(CRenderer::new(target, precision)),
+        None => Box::new(CRenderer::storing(target, precision, narrow)),
     }
 }

@@ -1262,6 +1262,40 @@ fn int8_convs_quantize_their_inputs() {
     }
 }
 
+/// int8 bundles store activations as bf16 too (`--activations f32` aside): the int8 convs read
+/// bf16 rows, quantizing them while packing, and store bf16 outputs (normalized ones less their
+/// tile's shift); the convs without int8 kernels (stride 2) take the bf16 ones. On int8-exact
+/// values (which bf16 holds exactly) they match the interpreter within the output's bf16
+/// rounding; reading the rows as f32 (a wrong pointer type) or a lost shift is O(1).
+#[test]
+fn int8_convs_on_bf16_storage_match_the_interpreter() {
+    use e2enc_codegen::precision::Precision;
+    if !host_int8() || !host_bf16() {
+        return;
+    }
+    let cfgs = bf16_all_cases();
+    let cases: Vec<Case> = cfgs
+        .iter()
+        .map(|c| {
+            let mut k = int8_exact(c);
+            k.out_slice = None;
+            k.in_slice = None;
+            k
+        })
+        .collect();
+    let whats = match harness::check_narrow_in(&cases, 8e-3, Precision::Int8) {
+        Ok(w) => w,
+        Err(e) => panic!("{e}"),
+    };
+    for (cfg, w) in cfgs.iter().zip(&whats) {
+        let want = if cfg.stride[1] == 2 { " bf16" } else { " int8" };
+        assert!(
+            w.iter().any(|k| k.ends_with(want)),
+            "{cfg:?}: kernels {w:?}, none{want}"
+        );
+    }
+}
+
 /// The output of a prepared case from its arena, unpadded.
 fn output_of(p: &harness::Prepared, a: &harness::Arena) -> Tensor {
     let [n, ch, dd, h, w] = p.output.shape;

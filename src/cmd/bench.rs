@@ -180,17 +180,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
         (DeviceArg::Cpu, false, Some(t)) => crate::peak::fma_peak_gflops(t, e.threads()),
         _ => None,
     };
-    // A bf16 (int8) bundle's bf16 (int8) convs are held to the host's vdpbf16ps (vpdpbusd)
-    // peak, the rest to f32's.
+    // A bundle's bf16 (int8) convs are held to the host's vdpbf16ps (vpdpbusd) peak, the rest to
+    // f32's (an int8 bundle that stores bf16 activations has bf16 convs too).
     let narrow = m
         .precision
         .as_deref()
         .filter(|p| matches!(*p, "bf16" | "int8"));
-    let peak16 = match (peak, narrow) {
-        (Some(_), Some("bf16")) => crate::peak::bf16_peak_gflops(e.threads()),
-        (Some(_), Some(_)) => crate::peak::int8_peak_gops(e.threads()),
-        _ => None,
-    };
+    let has = |suffix: &str| m.steps.iter().any(|s| s.what.ends_with(suffix));
+    let peak_bf16 = peak
+        .and_then(|_| has(" bf16").then(|| crate::peak::bf16_peak_gflops(e.threads())))
+        .flatten();
+    let peak_int8 = peak
+        .and_then(|_| has(" int8").then(|| crate::peak::int8_peak_gops(e.threads())))
+        .flatten();
     let of_peak = |gflops: f64| match peak {
         Some(p) if narrow.is_some() => {
             format!(" ({:.0}% of the f32 FMA peak)", 100.0 * gflops / p)
@@ -210,16 +212,17 @@ pub fn main(a: Args) -> Result<ExitCode> {
             e.threads()
         );
     }
-    match (peak16, narrow) {
-        (Some(p), Some("bf16")) => println!(
+    if let Some(p) = peak_bf16 {
+        println!(
             "bf16 peak     {p:.1} GFLOP/s (vdpbf16ps, {} threads, measured now: the `bf16` rows of --profile are held to it)",
             e.threads()
-        ),
-        (Some(p), _) => println!(
+        );
+    }
+    if let Some(p) = peak_int8 {
+        println!(
             "int8 peak     {p:.1} GOP/s (vpdpbusd, {} threads, measured now: the `int8` rows of --profile are held to it)",
             e.threads()
-        ),
-        _ => {}
+        );
     }
     if let Some(rss) = peak_rss_bytes() {
         println!(
@@ -271,8 +274,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
         for (k, (s, f, c)) in rows {
             let gflops = f as f64 / s.max(1e-12) / 1e9;
-            let row_peak = match peak16 {
-                Some(p16) if k.ends_with(" bf16") || k.ends_with(" int8") => Some(p16),
+            let row_peak = match (peak_bf16, peak_int8) {
+                (Some(p), _) if k.ends_with(" bf16") => Some(p),
+                (_, Some(p)) if k.ends_with(" int8") => Some(p),
                 _ => peak,
             };
             let pct = match row_peak {

@@ -95,15 +95,24 @@ pub struct Args {
     /// 0.55x its memory on AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
     /// f32). Check a bf16 bundle against its f32 one with
     /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
-    /// (x86-avx512 for CPUs with avx512_vnni; needs --calibrate): the 3x3
+    /// (x86-avx512 for CPUs with avx512_vnni and avx512_bf16; needs --calibrate): the 3x3
     /// stride-1 convs multiply 8-bit activations (per input channel, scale and zero point from
     /// calibration) by 8-bit weights (per output channel, symmetric) with vpdpbusd and add in
-    /// 32-bit integers; bias, norm and activations stay f32. About 1.4-1.9x the f32 bundle's
-    /// speed on AMOS-CT and 1e-1 relative error on the released network's logits (the MNI
-    /// demo's Dice moved by under 0.001): check an int8 bundle against its f32 one with `e2enc
-    /// compare` on cases with labels.
+    /// 32-bit integers; bias and norm stay f32, activations are stored as bf16 and the dense
+    /// stride-2 convs use bf16 as in bf16 bundles. About 1.5-2.5x the f32 bundle's speed on
+    /// AMOS-CT and 1e-1 relative error on the released network's logits (the MNI demo's Dice
+    /// moved by under 0.001): check an int8 bundle against its f32 one with `e2enc compare` on
+    /// cases with labels. For CPUs with avx512_vnni but not avx512_bf16 (Intel Ice Lake,
+    /// Cascade Lake) add --activations f32.
     #[arg(long, value_parser = parse_precision)]
     precision: Option<Precision>,
+    /// How bf16 and int8 bundles store activations between kernels: bf16 (their default on
+    /// x86-avx512: half the memory and bytes moved) or f32 (more memory and time; with
+    /// --precision int8 the bundle then needs avx512_vnni alone, every non-int8 conv
+    /// multiplies in f32, and its int8 convs compute exactly the scheme of `e2enc_codegen::quant`
+    /// without bf16 rounding in between). f32 and tf32 bundles always store f32.
+    #[arg(long, value_name = "bf16|f32", value_parser = ["bf16", "f32"])]
+    activations: Option<String>,
     /// With --precision int8: a folder of cases (nnU-Net naming, CASE_0000.nii.gz, ...) whose
     /// values set the activation ranges. An f32 bundle of the same graph runs tiles of each case
     /// (the model's preprocessing, the sliding window's tiles); each conv input channel's range
@@ -165,8 +174,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
         cc: a.cc.clone(),
         sign: a.sign.clone(),
         precision: a.precision,
+        f32_activations: a.activations.as_deref() == Some("f32"),
         ..CompileOptions::default()
     };
+    let stores = a
+        .precision
+        .unwrap_or_else(|| Precision::default_for(a.target))
+        .stores_bf16(a.target);
+    if a.activations.as_deref() == Some("bf16") && !stores {
+        bail!(
+            "--activations bf16 needs --precision bf16 or int8 with --target x86-avx512 (the \
+             kernels that read and write bf16 activations); this bundle stores f32"
+        );
+    }
     let mut check = None;
     let int8 = a.precision == Some(Precision::Int8);
     if !int8 && (a.calibrate.is_some() || a.calibration.is_some()) {
@@ -305,7 +325,18 @@ fn int8_report(a: &Args, man: &Manifest, check: Option<Check>) -> Result<()> {
         .iter()
         .filter(|s| s.what.ends_with(" int8"))
         .count();
-    eprintln!("int8: {int8} of {convs} conv kernels (the others f32)");
+    let bf16 = man
+        .steps
+        .iter()
+        .filter(|s| s.what.ends_with(" bf16"))
+        .count();
+    match bf16 {
+        0 => eprintln!("int8: {int8} of {convs} conv kernels (the others f32)"),
+        _ => eprintln!(
+            "int8: {int8} of {convs} conv kernels, bf16: {bf16} (the others f32); activations \
+             stored as bf16"
+        ),
+    }
     let Some(check) = check else {
         return Ok(());
     };

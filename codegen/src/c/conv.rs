@@ -371,15 +371,25 @@ pub enum Narrow {
     Bf16,
     /// `conv_int8.rs` (convs with calibrated ranges).
     Int8,
+    /// `conv_int8.rs`, else `conv_bf16.rs`: an int8 bundle that stores activations as bf16 (and
+    /// so needs the bf16 instructions anyway).
+    Int8Bf16,
 }
 
 impl Narrow {
-    /// What a bundle for `isa` in `precision` gets.
-    pub fn of(isa: crate::target::Target, precision: crate::precision::Precision) -> Narrow {
+    /// What a bundle for `isa` in `precision` gets, storing activations as bf16 where `narrow`.
+    pub fn of(
+        isa: crate::target::Target,
+        precision: crate::precision::Precision,
+        narrow: bool,
+    ) -> Narrow {
         if conv_bf16::enabled(isa, precision) {
             Narrow::Bf16
         } else if conv_int8::enabled(isa, precision) {
-            Narrow::Int8
+            match narrow {
+                true => Narrow::Int8Bf16,
+                false => Narrow::Int8,
+            }
         } else {
             Narrow::None
         }
@@ -391,6 +401,9 @@ impl Narrow {
             Narrow::None => None,
             Narrow::Bf16 => conv_bf16::emit(ctx, sp, consts),
             Narrow::Int8 => conv_int8::emit(ctx, sp, consts),
+            Narrow::Int8Bf16 => {
+                conv_int8::emit(ctx, sp, consts).or_else(|| conv_bf16::emit(ctx, sp, consts))
+            }
         }
     }
 }

@@ -217,7 +217,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         tiles: n * od * oh.div_ceil(rb),
         flops: live_flops(sp),
         ring_in: ctx.ring_in,
-        shift: None,
+        shift: ctx.shift_at,
     };
     let q = Tables {
         sl: sl_off,
@@ -292,6 +292,11 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
     let room = x.row - PAD_LEFT;
     let right = room.saturating_sub(16 * nv).min(16);
     let checks = outside(fc, "ent");
+    // bf16 storage: rows of `e2h`, widened to f32 as they load (then quantized alike).
+    let (ty, load, loadm) = match x.is_bf16() {
+        true => ("e2h", "e2h16_load", "e2h16_loadm"),
+        false => ("float", "_mm512_loadu_ps", "e2q_loadm"),
+    };
     let skip = if checks.is_empty() {
         String::new()
     } else {
@@ -309,24 +314,24 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
         uint32_t *pq = pk + (int64_t)s * {slw};
         const float *qs = W + {qp} + 2 * (s / {kd});
         const __m512 inv = _mm512_set1_ps(qs[0]), zp = _mm512_set1_ps(qs[1]);
-{skip}        const float *p = {p_at};
+{skip}        const {ty} *p = {p_at};
         /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
-        const float *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
+        const {ty} *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
         for (int rr = 0; rr < nr + 2; rr++) {{
-            const float *qr = p + (int64_t)rr * {xrow}, *qn = pn + (int64_t)rr * {xrow};
+            const {ty} *qr = p + (int64_t)rr * {xrow}, *qn = pn + (int64_t)rr * {xrow};
             uint32_t *o = pq + (int64_t)rr * {rw} - 16 * xs;
-            __m512i prev = e2q_codes(e2q_loadm(qr + 16 * xs - 16, ml), inv, zp);
-            __m512i cur = e2q_codes(_mm512_loadu_ps(qr + 16 * xs), inv, zp);
+            __m512i prev = e2q_codes({loadm}(qr + 16 * xs - 16, ml), inv, zp);
+            __m512i cur = e2q_codes({load}(qr + 16 * xs), inv, zp);
             for (int j = xs; j < xe - 1; j++) {{
                 e2_prefetch2(qn + 16 * j);
-                const __m512i next = e2q_codes(_mm512_loadu_ps(qr + 16 * j + 16), inv, zp);
+                const __m512i next = e2q_codes({load}(qr + 16 * j + 16), inv, zp);
                 _mm512_store_si512((void *)(o + 16 * j), e2q_taps(prev, cur, next));
                 prev = cur;
                 cur = next;
             }}
             e2_prefetch2(qn + 16 * (xe - 1));
             _mm512_store_si512((void *)(o + 16 * (xe - 1)),
-                e2q_taps(prev, cur, e2q_codes(e2q_loadm(qr + 16 * xe, mr), inv, zp)));
+                e2q_taps(prev, cur, e2q_codes({loadm}(qr + 16 * xe, mr), inv, zp)));
         }}
     }}
 }}

@@ -441,7 +441,9 @@ E2_BF16 static inline void e2bf_eo_h(const e2h *a, unsigned ma, const e2h *b, un
 pub const X86_INT8: &str = r#"
 /* --precision int8: vpdpbusd adds four products of u8 activations and i8 weights to an i32
    lane; a packed word holds the codes of columns (x - 1, x, x + 1) and a zero byte. */
+#ifndef E2_I8
 #define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#endif
 /* The u8 codes of 16 floats as 32-bit lanes: round(v / s + z) clamped to [0, 255]
    (inv = 1 / s, zp = z). */
 E2_I8 static inline __m512i e2q_codes(__m512 v, __m512 inv, __m512 zp) {
@@ -457,6 +459,12 @@ E2_I8 static inline __m512i e2q_taps(__m512i prev, __m512i cur, __m512i next) {
 }
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2q_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
+"#;
+
+/// Before [`X86_INT8`] in int8 bundles that store activations as bf16 (after [`X86_NARROW`]):
+/// the int8 functions read and write bf16 views, so they may use the bf16 conversions too.
+pub const X86_INT8_NARROW: &str = r#"
+#define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16")))
 "#;
 
 const NEON: &str = r#"/* dialect: aarch64 NEON (8 lanes as two float32x4_t) */

@@ -54,15 +54,28 @@ pub fn prelude_for(target: crate::target::Target) -> String {
     dialect::Dialect::of(target).prelude()
 }
 
-/// The prelude of a bundle for `target` computing in `precision` (bf16 adds the pair packing
-/// and dot products of `conv_bf16.rs`, int8 the quantization of `conv_int8.rs`).
+/// The prelude of a bundle for `target` computing in `precision`, activations stored as the
+/// precision does by default ([`Precision::stores_bf16`]).
 pub fn prelude_in(target: crate::target::Target, precision: Precision) -> String {
+    prelude_with(target, precision, precision.stores_bf16(target))
+}
+
+/// The prelude of a bundle for `target` computing in `precision`, storing activations as bf16
+/// where `narrow` (bf16 adds the pair packing and dot products of `conv_bf16.rs` and the bf16
+/// storage vocabulary, int8 the quantization of `conv_int8.rs`; int8 with bf16 storage both,
+/// its int8 functions then allowed the bf16 conversions too).
+pub fn prelude_with(target: crate::target::Target, precision: Precision, narrow: bool) -> String {
     let mut s = prelude_for(target);
-    if conv_bf16::enabled(target, precision) {
+    let int8 = conv_int8::enabled(target, precision);
+    let bf16 = conv_bf16::enabled(target, precision) || (int8 && narrow);
+    if bf16 {
         s.push_str(dialect::X86_BF16);
         s.push_str(dialect::X86_NARROW);
     }
-    if conv_int8::enabled(target, precision) {
+    if int8 {
+        if bf16 {
+            s.push_str(dialect::X86_INT8_NARROW);
+        }
         s.push_str(dialect::X86_INT8);
     }
     s
@@ -111,6 +124,17 @@ pub fn emit(
     consts: &mut Consts,
     precision: Precision,
 ) -> Result<Vec<Kernel>, EmitError> {
+    emit_with(ctx, consts, precision, precision.stores_bf16(ctx.isa))
+}
+
+/// [`emit`] for a bundle that stores activations as bf16 where `narrow` (an int8 bundle's convs
+/// without int8 kernels then multiply in bf16 where they have bf16 kernels).
+pub fn emit_with(
+    ctx: &NodeCtx,
+    consts: &mut Consts,
+    precision: Precision,
+    narrow: bool,
+) -> Result<Vec<Kernel>, EmitError> {
     let bf16 = ctx.inputs.iter().chain([&ctx.output]).any(|v| v.is_bf16());
     if bf16
         && !matches!(
@@ -123,7 +147,7 @@ pub fn emit(
             "bf16 activations where this op's kernels have no bf16 form",
         ));
     }
-    let mut ks = emit_op(ctx, consts, precision)?;
+    let mut ks = emit_op(ctx, consts, precision, narrow)?;
     if bf16 {
         // Its functions convert bf16 with the instructions the bundle requires anyway
         // (`X86_NARROW`'s conversions carry `E2_BF16`, and inline only into functions that do).
@@ -151,10 +175,11 @@ fn emit_op(
     ctx: &NodeCtx,
     consts: &mut Consts,
     precision: Precision,
+    narrow: bool,
 ) -> Result<Vec<Kernel>, EmitError> {
     match ctx.op {
         Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) => {
-            conv::emit(ctx, consts, conv::Narrow::of(ctx.isa, precision))
+            conv::emit(ctx, consts, conv::Narrow::of(ctx.isa, precision, narrow))
         }
         Op::InstanceNorm { eps } => norm::emit_standalone(ctx, consts, *eps),
         Op::LeakyRelu { slope } => simple::leaky_relu(ctx, *slope),

@@ -253,6 +253,7 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
         writes: &able,
         reads: &able,
         scratch: &|_| 0,
+        ring: &|_| 0,
     };
     let f32_plan = plan(&g, |_| 0, |_| false, |_| None, &HashMap::new()).unwrap();
     // The plan of `g` without scratch, lags or rings, narrowed by `rules`.
@@ -286,8 +287,32 @@ fn bf16_buffers_where_every_writer_and_reader_can() {
         writes: &no_pool,
         reads: &no_pool,
         scratch: &|_| 0,
+        ring: &|_| 0,
     };
     let p3 = narrowed(&rules);
     assert!(!p3.views[&c].is_bf16() && !p3.views[&a].is_bf16());
     assert!(p3.views[&y].is_bf16());
+    // A ring of 64 f32 elements in y's scratch, after its own 16, holds values of y's input:
+    // half of it is not needed where that input (the concat) is bf16, all of it where it is
+    // f32 (whatever y's output is).
+    let ring = |id: NodeId| if id == y { 64 } else { 0 };
+    let with_ring = |writes: &dyn Fn(NodeId) -> bool| {
+        let r = Narrow {
+            writes,
+            reads: writes,
+            scratch: &|_| 0,
+            ring: &ring,
+        };
+        let own = |id: NodeId| if id == y { 16 + 64 } else { 0 };
+        let p = plan_with(&g, own, |_| false, |_| None, &HashMap::new(), Some(&r)).unwrap();
+        let sb = p
+            .buffers
+            .iter()
+            .find(|b| b.what == format!("scratch of {}", g.describe(y)))
+            .expect("y's scratch")
+            .elems;
+        (p.ring_saved.get(&y).copied(), sb, p.views[&c].is_bf16())
+    };
+    assert_eq!(with_ring(&able), (Some(32), 48, true));
+    assert_eq!(with_ring(&no_pool), (None, 80, false));
 }

@@ -540,6 +540,17 @@ pub fn noise(shape: &[usize], seed: u64) -> Tensor {
 /// written outside the output and scratch (in 16-bit units), and results independent of the
 /// tile split.
 pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
+    check_narrow_in(cases, tol, Precision::Bf16).map(|_| ())
+}
+
+/// [`check_narrow`] for the kernels of a bundle in `precision` (bf16, or int8 with cases'
+/// calibrated ranges) that stores activations as bf16; returns what the kernels of each case
+/// are (`Kernel::what`).
+pub fn check_narrow_in(
+    cases: &[Case],
+    tol: f64,
+    precision: Precision,
+) -> Result<Vec<Vec<String>>, String> {
     const FILL: u32 = 0x7fc1_7fc1; // a bf16 NaN in both halves (and an f32 NaN)
     let isa = Target::X86Avx512;
     let mut consts = Consts::default();
@@ -588,11 +599,11 @@ pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
             ring: None,
             stream: None,
             ring_in: None,
-            act_ranges: None,
+            act_ranges: case.ranges.clone(),
             shift_at: (shifts > 0).then_some(at + own),
         };
-        let kernels =
-            c::emit(&ctx, &mut consts, Precision::Bf16).map_err(|e| format!("case {i}: {e}"))?;
+        let kernels = c::emit_with(&ctx, &mut consts, precision, true)
+            .map_err(|e| format!("case {i}: {e}"))?;
         at = align16(at + own + shifts) + 64;
         laid.push(Laid {
             inputs,
@@ -605,14 +616,14 @@ pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
         });
     }
     let ks: Vec<&Kernel> = laid.iter().flat_map(|l| &l.kernels).collect();
-    let lib = compile_in(&ks, &isa.cflags(), isa, Precision::Bf16)?;
+    let lib = compile_in(&ks, &isa.cflags(), isa, precision)?;
     let halves = |a: &mut Arena| -> &mut [u16] {
         let n = a.len * 2;
         // SAFETY: the arena's lines hold `len` f32s, i.e. `2 len` u16s.
         unsafe { std::slice::from_raw_parts_mut(a.ptr() as *mut u16, n) }
     };
     for (i, (l, case)) in laid.iter().zip(cases).enumerate() {
-        let what = format!("[bf16 storage] case {i} ({:?})", case.op);
+        let what = format!("[{precision} bf16 storage] case {i} ({:?})", case.op);
         let fresh = || {
             let mut a = Arena::new(l.len, f32::from_bits(FILL));
             let h = halves(&mut a);
@@ -684,5 +695,8 @@ pub fn check_narrow(cases: &[Case], tol: f64) -> Result<(), String> {
         }
         eprintln!("{what}: relative error {err:.2e}");
     }
-    Ok(())
+    Ok(laid
+        .iter()
+        .map(|l| l.kernels.iter().map(|k| k.what.clone()).collect())
+        .collect())
 }
