@@ -351,9 +351,16 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
     )
 }
 
+/// Rows of one pass of a sparse micro kernel: a band of 10 rows runs as two passes of 5 over
+/// the same packed rows (each its own entry walk), so the accumulators (`rows x vo`) and the
+/// three weight words stay in registers; 20 at once made gcc spill accumulators and shuffle
+/// registers on every entry.
+const SPARSE_PASS_ROWS: usize = 5;
+
 /// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels (`ob` = 1 and a
-/// CSR of slots for sparse convs, all slots for dense ones); per slot, the `3 ob` tap-row words
-/// once, then each packed vector loaded once into every (output, row) that uses it.
+/// CSR of slots for sparse convs, all slots for dense ones), in passes of rows (sparse:
+/// [`SPARSE_PASS_ROWS`]); per slot, the `3 ob` tap-row words once, then each packed vector
+/// loaded once into every (output, row) that uses it.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     fc: &FastConv,
@@ -367,82 +374,96 @@ fn micro(
     let ob = fc.bl.ob;
     let (rw, slw) = (c.row_words(), c.unit_words());
     let sparse = fc.g.sparse;
+    let row = fc.y.row;
     let mut s = String::new();
     let _ = writeln!(
         s,
         "E2_I8 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I,
-    const int32_t *restrict sl, const uint32_t *restrict w, int ne, const uint32_t *restrict pk,
-    int64_t po, int o0, double *restrict st, float *restrict sh) {{
+    const int32_t *restrict sl, const uint32_t *restrict w0, int ne, const uint32_t *restrict pk,
+    int64_t po0, int o0, double *restrict st, float *restrict sh) {{
     (void)sl; (void)st; (void)sh;"
     );
-    for o in 0..ob {
-        for r in 0..rows {
-            for f in 0..vo {
-                let _ = writeln!(s, "    __m512i i{o}_{r}_{f} = _mm512_setzero_si512();");
-            }
-        }
-    }
-    let pq = if sparse {
-        format!("pk + (int64_t)sl[e] * {slw}")
-    } else {
-        format!("pk + (int64_t)e * {slw}")
+    let pass = match sparse && rows > SPARSE_PASS_ROWS + 1 {
+        true => rows.div_ceil(rows.div_ceil(SPARSE_PASS_ROWS)),
+        false => rows,
     };
-    let _ = writeln!(
-        s,
-        "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *pq = {pq};",
-        3 * ob
-    );
-    for o in 0..ob {
-        for b in 0..3 {
-            if (0..rows + 2).any(|rr| rr >= b && rr - b < rows) {
-                let _ = writeln!(
-                    s,
-                    "        const __m512i w{o}_{b} = _mm512_set1_epi32((int)w[{}]);",
-                    o * 3 + b
-                );
-            }
-        }
-    }
-    for rr in 0..rows + 2 {
-        for f in 0..vo {
-            let _ = writeln!(
-                s,
-                "        {{ const __m512i x = _mm512_load_si512((const void *)(pq + {}));",
-                rr * rw + 16 * f
-            );
-            for b in 0..3 {
-                if rr < b || rr - b >= rows {
-                    continue;
-                }
-                let r = rr - b;
-                for o in 0..ob {
-                    let a = format!("i{o}_{r}_{f}");
-                    let _ = writeln!(s, "          {a} = _mm512_dpbusd_epi32({a}, x, w{o}_{b});");
+    let mut k0 = 0;
+    while k0 < rows {
+        let rows = pass.min(rows - k0);
+        let _ = writeln!(s, "  {{ const uint32_t *restrict w = w0;");
+        for o in 0..ob {
+            for r in 0..rows {
+                for f in 0..vo {
+                    let _ = writeln!(s, "    __m512i i{o}_{r}_{f} = _mm512_setzero_si512();");
                 }
             }
-            let _ = writeln!(s, "        }}");
         }
-    }
-    let _ = writeln!(s, "    }}");
-    // Back to f32: (sum - the zero points' term) x the output channel's scale.
-    for o in 0..ob {
+        let pq = if sparse {
+            format!("pk + (int64_t)sl[e] * {slw}")
+        } else {
+            format!("pk + (int64_t)e * {slw}")
+        };
         let _ = writeln!(
             s,
-            "    const __m512i vc{o} = _mm512_set1_epi32(I[{} + o0 + {o}]);
-    const __m512 vq{o} = _mm512_set1_ps(W[{} + o0 + {o}]);",
-            q.comp, q.os
+            "    for (int e = 0; e < ne; e++, w += {}) {{
+        const uint32_t *pq = {pq};",
+            3 * ob
         );
-        for r in 0..rows {
+        for o in 0..ob {
+            for b in 0..3 {
+                if (0..rows + 2).any(|rr| rr >= b && rr - b < rows) {
+                    let _ = writeln!(
+                        s,
+                        "        const __m512i w{o}_{b} = _mm512_set1_epi32((int)w[{}]);",
+                        o * 3 + b
+                    );
+                }
+            }
+        }
+        for rr in 0..rows + 2 {
             for f in 0..vo {
                 let _ = writeln!(
                     s,
-                    "    const e2f16 a{o}_{r}_{f} = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(i{o}_{r}_{f}, vc{o})), vq{o});"
+                    "        {{ const __m512i x = _mm512_load_si512((const void *)(pq + {}));",
+                    (k0 + rr) * rw + 16 * f
                 );
+                for b in 0..3 {
+                    if rr < b || rr - b >= rows {
+                        continue;
+                    }
+                    let r = rr - b;
+                    for o in 0..ob {
+                        let a = format!("i{o}_{r}_{f}");
+                        let _ =
+                            writeln!(s, "          {a} = _mm512_dpbusd_epi32({a}, x, w{o}_{b});");
+                    }
+                }
+                let _ = writeln!(s, "        }}");
             }
         }
+        let _ = writeln!(s, "    }}");
+        // Back to f32: (sum - the zero points' term) x the output channel's scale.
+        for o in 0..ob {
+            let _ = writeln!(
+                s,
+                "    const __m512i vc{o} = _mm512_set1_epi32(I[{} + o0 + {o}]);
+    const __m512 vq{o} = _mm512_set1_ps(W[{} + o0 + {o}]);",
+                q.comp, q.os
+            );
+            for r in 0..rows {
+                for f in 0..vo {
+                    let _ = writeln!(
+                        s,
+                        "    const e2f16 a{o}_{r}_{f} = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(i{o}_{r}_{f}, vc{o})), vq{o});"
+                    );
+                }
+            }
+        }
+        let _ = writeln!(s, "    const int64_t po = po0 + {};", k0 * row);
+        epilogue(&mut s, fc, rows, vo, tail);
+        s.push_str("  }\n");
+        k0 += rows;
     }
-    epilogue(&mut s, fc, rows, vo, tail);
     s.push_str("}\n");
     s
 }
