@@ -147,6 +147,32 @@ fn bf16_on_another_cpu_target_is_refused_naming_the_choices() {
 }
 
 #[test]
+fn bf16_activations_need_a_precision_that_stores_them() {
+    // f32 bundles have no kernels reading bf16 activations: asking for them is refused before
+    // anything is written, naming the precisions that do.
+    let out = common::tempdir().path().join("b");
+    let o = cli_common::e2enc(&[
+        "compile",
+        &common::repo()
+            .join("tests/data/golden/model.json")
+            .to_string_lossy(),
+        "-o",
+        &out.to_string_lossy(),
+        "--target",
+        "x86-avx512",
+        "--activations",
+        "bf16",
+    ]);
+    let t = cli_common::text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains("--activations bf16 needs --precision bf16 or int8"),
+        "{t}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
 fn bf16_activations_in_lagged_convs_keep_their_planes() {
     if std::env::consts::ARCH != "x86_64" || !host_bf16() {
         eprintln!("note: no avx512_bf16 here: bf16 storage with lagged convs not run");

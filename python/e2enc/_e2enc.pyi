@@ -64,6 +64,11 @@ def compile(
     standalone: bool = False,
     cc: Optional[str] = None,
     sign: Optional[_Path] = None,
+    calibrate: Optional[_Path] = None,
+    calibration_tiles: int = 8,
+    preprocessing: Optional[_Path] = None,
+    spacing_as_is: bool = False,
+    activations: Optional[str] = None,
 ) -> Dict[str, object]:
     """Compiles a model.json into a bundle folder; returns a summary."""
 

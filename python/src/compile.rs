@@ -18,7 +18,7 @@ use crate::{to_py, Error};
 ///
 /// compile(model_json, out, *, target="native", batch=1, patch=None, deep_supervision=False,
 ///         force=False, precision=None, standalone=False, cc=None, sign=None, calibrate=None,
-///         calibration_tiles=8, preprocessing=None, spacing_as_is=False)
+///         calibration_tiles=8, preprocessing=None, spacing_as_is=False, activations=None)
 ///
 /// `model_json`: a model.json (or a folder holding one) naming its weights file. `out`: the
 /// bundle folder to write (written to a temporary folder and renamed into place; an existing one
@@ -30,7 +30,9 @@ use crate::{to_py, Error};
 /// folder of cases (nnU-Net naming, CASE_0000.nii.gz, ...) whose values set the activation
 /// ranges, `calibration_tiles` of each (as `e2enc compile --calibrate DIR --calibration-tiles
 /// N`), preprocessed as the model says, or as the config file `preprocessing` says, or each
-/// image on its own grid with `spacing_as_is=True`. `standalone` also writes a C program. `cc`: the C compiler command. `sign`: a
+/// image on its own grid with `spacing_as_is=True`. bf16 and int8 bundles for x86-avx512 store
+/// activations as bf16 (int8 then also needs avx512_bf16); `activations="f32"` keeps them f32
+/// (as `--activations f32`: for CPUs with avx512_vnni alone). `standalone` also writes a C program. `cc`: the C compiler command. `sign`: a
 /// secret key file (default: your local key).
 ///
 /// The dict holds "path", "target", "kernels", "arena_bytes", "executed_macs", "dense_macs",
@@ -38,7 +40,7 @@ use crate::{to_py, Error};
 /// precision or shape, FileNotFoundError for a missing model, e2enc.Error otherwise (the CLI's
 /// message).
 #[pyfunction]
-#[pyo3(signature = (model_json, out, *, target="native", batch=1, patch=None, deep_supervision=false, force=false, precision=None, standalone=false, cc=None, sign=None, calibrate=None, calibration_tiles=8, preprocessing=None, spacing_as_is=false))]
+#[pyo3(signature = (model_json, out, *, target="native", batch=1, patch=None, deep_supervision=false, force=false, precision=None, standalone=false, cc=None, sign=None, calibrate=None, calibration_tiles=8, preprocessing=None, spacing_as_is=false, activations=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn compile<'py>(
     py: Python<'py>,
@@ -57,12 +59,30 @@ pub fn compile<'py>(
     calibration_tiles: usize,
     preprocessing: Option<PathBuf>,
     spacing_as_is: bool,
+    activations: Option<&str>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let isa: Target = target.parse().map_err(PyValueError::new_err)?;
     let precision: Option<Precision> = precision
         .map(str::parse)
         .transpose()
         .map_err(PyValueError::new_err)?;
+    let f32_activations = match activations {
+        None | Some("bf16") => false,
+        Some("f32") => true,
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "activations must be \"bf16\" or \"f32\", got {other:?}"
+            )))
+        }
+    };
+    let stores = precision
+        .unwrap_or_else(|| Precision::default_for(isa))
+        .stores_bf16(isa);
+    if activations == Some("bf16") && !stores {
+        return Err(PyValueError::new_err(
+            "activations=\"bf16\" needs precision \"bf16\" or \"int8\" with target \"x86-avx512\"",
+        ));
+    }
     let int8 = precision == Some(Precision::Int8);
     if int8 {
         Precision::Int8.check(isa).map_err(PyValueError::new_err)?;
@@ -98,6 +118,7 @@ pub fn compile<'py>(
         cc,
         sign: sign.clone(),
         precision,
+        f32_activations,
         ..CompileOptions::default()
     };
     let build = BuildOptions {

@@ -92,7 +92,7 @@ pub struct Args {
     /// avx512_bf16: inputs and weights rounded to 8 significant bits, products added in f32,
     /// about 2e-2 relative error; on CPUs the 3x3 convs (stride 1, and dense stride 2) use
     /// vdpbf16ps and activations are stored as bf16: about 1.6-1.8x the f32 bundle's speed and
-    /// 0.55x its memory on AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
+    /// about half its memory on AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
     /// f32). Check a bf16 bundle against its f32 one with
     /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
     /// (x86-avx512 for CPUs with avx512_vnni and avx512_bf16; needs --calibrate): the 3x3
