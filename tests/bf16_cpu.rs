@@ -124,22 +124,25 @@ fn golden_cpu_bf16_bundle_computes_bf16_or_is_refused() {
     );
 }
 
+/// `e2enc compile` of the golden network into a fresh folder with `extra` options, which must
+/// refuse it and write nothing: the refusal's text.
+fn refused_compile(extra: &[&str]) -> String {
+    let t = common::tempdir();
+    let out = t.path().join("b");
+    let model = common::repo().join("tests/data/golden/model.json");
+    let (m, o) = (model.to_string_lossy(), out.to_string_lossy());
+    let mut args = vec!["compile", m.as_ref(), "-o", o.as_ref()];
+    args.extend_from_slice(extra);
+    let r = cli_common::e2enc(&args);
+    let text = cli_common::text(&r);
+    assert!(!r.status.success(), "{extra:?} compiled: {text}");
+    assert!(!out.exists(), "{extra:?} left {}", out.display());
+    text
+}
+
 #[test]
 fn bf16_on_another_cpu_target_is_refused_naming_the_choices() {
-    let o = cli_common::e2enc(&[
-        "compile",
-        &common::repo()
-            .join("tests/data/golden/model.json")
-            .to_string_lossy(),
-        "-o",
-        &common::tempdir().path().join("b").to_string_lossy(),
-        "--target",
-        "x86-avx2",
-        "--precision",
-        "bf16",
-    ]);
-    let t = cli_common::text(&o);
-    assert!(!o.status.success(), "{t}");
+    let t = refused_compile(&["--target", "x86-avx2", "--precision", "bf16"]);
     assert!(
         t.contains("--precision bf16 needs --target x86-avx512"),
         "{t}"
@@ -150,26 +153,11 @@ fn bf16_on_another_cpu_target_is_refused_naming_the_choices() {
 fn bf16_activations_need_a_precision_that_stores_them() {
     // f32 bundles have no kernels reading bf16 activations: asking for them is refused before
     // anything is written, naming the precisions that do.
-    let out = common::tempdir().path().join("b");
-    let o = cli_common::e2enc(&[
-        "compile",
-        &common::repo()
-            .join("tests/data/golden/model.json")
-            .to_string_lossy(),
-        "-o",
-        &out.to_string_lossy(),
-        "--target",
-        "x86-avx512",
-        "--activations",
-        "bf16",
-    ]);
-    let t = cli_common::text(&o);
-    assert!(!o.status.success(), "{t}");
+    let t = refused_compile(&["--target", "x86-avx512", "--activations", "bf16"]);
     assert!(
         t.contains("--activations bf16 needs --precision bf16 or int8"),
         "{t}"
     );
-    assert!(!out.exists());
 }
 
 #[test]
