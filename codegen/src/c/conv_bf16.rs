@@ -411,6 +411,17 @@ pub(super) fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
     checks
 }
 
+/// The C condition that the slot of entry `ent` lies inside the input's depth (`1` where no
+/// entry can lie outside): [`outside`] negated.
+fn inside(fc: &FastConv, ent: &str) -> String {
+    let o = outside(fc, ent);
+    if o.is_empty() {
+        "1".to_string()
+    } else {
+        format!("!({})", o.join(" || "))
+    }
+}
+
 /// The channel-pair packing function of a dense kernel: slot pairs `(2p, 2p + 1)` of sample
 /// `n` (a missing or outside second slot as zeros), input rows `r0 - 1 .. r0 + nr`, vectors
 /// `xs .. xe` with a 16-column halo each side (only columns `16 xs - 1` and `16 xe` matter;
@@ -421,14 +432,7 @@ fn pack_chan_fn(fc: &FastConv, c: Cut) -> String {
     let (rw, uw) = (c.row_words(), c.unit_words());
     let slots = fc.ne_dense;
     let right = (x.row - PAD_LEFT).saturating_sub(16 * nv).min(16);
-    let ok = |ent: &str| {
-        let o = outside(fc, ent);
-        if o.is_empty() {
-            "1".to_string()
-        } else {
-            format!("!({})", o.join(" || "))
-        }
-    };
+    let ok = |ent: &str| inside(fc, ent);
     let base = |ent: &str| row_at(fc, &format!("{ent}[0]"), &format!("zb + {ent}[2]"));
     format!(
         "E2_BF16 static void {name}_pack(const float *restrict A, const int32_t *restrict ent,
@@ -552,14 +556,7 @@ fn pack_chan2_fn(fc: &FastConv, c: Cut) -> String {
     let slots = fc.ne_dense;
     // Values of a row's storage from column 0 (values and right padding).
     let room = x.row - PAD_LEFT;
-    let ok = |ent: &str| {
-        let o = outside(fc, ent);
-        if o.is_empty() {
-            "1".to_string()
-        } else {
-            format!("!({})", o.join(" || "))
-        }
-    };
+    let ok = |ent: &str| inside(fc, ent);
     let base = |ent: &str| {
         row_at_row(
             fc,
