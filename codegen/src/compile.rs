@@ -250,17 +250,7 @@ pub fn generate_with(
             .collect();
         renderer.scratch_elems(&g.node(id).op, &tys, &g.node(id).ty)
     };
-    // The activation operand of a node with exactly one.
-    let one_act = |id: NodeId| match g
-        .operands(id)
-        .into_iter()
-        .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [x] => Some(*x),
-        _ => None,
-    };
+    let one_act = |id: NodeId| crate::memplan::one_activation(g, id);
     let reads_map = |id: NodeId| {
         one_act(id).is_some_and(|x| {
             renderer.reads_channel_map(&g.node(id).op, &g.node(x).ty, &g.node(id).ty)

@@ -69,6 +69,20 @@ pub struct Plan {
     pub arena_elems: usize,
 }
 
+/// The activation operand of a node with exactly one (its other operands weights).
+pub(crate) fn one_activation(g: &Graph, id: NodeId) -> Option<NodeId> {
+    match g
+        .operands(id)
+        .into_iter()
+        .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [x] => Some(*x),
+        _ => None,
+    }
+}
+
 fn shape5(g: &Graph, id: NodeId) -> [usize; 5] {
     let s = &g.node(id).ty.shape;
     let mut out = [1usize; 5];
@@ -502,13 +516,8 @@ fn plan_pass(
     for &id in &steps {
         let mut n = scratch_elems(id);
         if let Some(rules) = narrow {
-            let acts: Vec<NodeId> = g
-                .operands(id)
-                .into_iter()
-                .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
-                .collect();
             let ring = (rules.ring)(id);
-            if let (&[x], true) = (acts.as_slice(), ring > 0) {
+            if let (Some(x), true) = (one_activation(g, id), ring > 0) {
                 if narrowed.contains(&root_of(x)) {
                     let cut = ring / 2;
                     n -= cut;
@@ -569,12 +578,7 @@ fn plan_pass(
         let Some(planes) = lag_planes(id) else {
             continue;
         };
-        let acts: Vec<NodeId> = g
-            .operands(id)
-            .into_iter()
-            .filter(|&o| !matches!(g.node(o).op, Op::Weight { .. }))
-            .collect();
-        let &[input] = acts.as_slice() else {
+        let Some(input) = one_activation(g, id) else {
             continue;
         };
         let (ri, ro) = (root_of(input), root_of(id));
