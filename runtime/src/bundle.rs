@@ -333,7 +333,7 @@ impl Bundle {
             }
             // SAFETY: the library's bytes were verified against the manifest's checksum (or
             // compiled here from verified C), and its initializers are the C compiler's own.
-            unsafe { libloading::Library::new(&so) }
+            unsafe { crate::cc::load_library(&so) }
                 .map_err(|e| bad(dir, format!("cannot load kernels.so: {e}")))
         })();
         drop(tmp);

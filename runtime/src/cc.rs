@@ -75,3 +75,49 @@ pub fn private_dir() -> Result<tempfile::TempDir, std::io::Error> {
     }
     b.tempdir()
 }
+
+/// Loads a compiled kernel library, resolving every symbol it uses now (`RTLD_NOW`): a library
+/// naming a function nothing defines is refused here, with the name, instead of killing the
+/// process at its first call.
+///
+/// # Safety
+/// As [`libloading::Library::new`]: the library's initializers run.
+pub unsafe fn load_library(so: &Path) -> Result<libloading::Library, libloading::Error> {
+    #[cfg(unix)]
+    {
+        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+        unsafe { Library::open(Some(so), RTLD_NOW | RTLD_LOCAL) }.map(Into::into)
+    }
+    #[cfg(not(unix))]
+    {
+        unsafe { libloading::Library::new(so) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A library calling a function nothing defines: refused at load with the name (lazy
+    /// binding loaded it, and the process died at the call), and bundle flags refuse to build
+    /// it in the first place.
+    #[test]
+    fn undefined_functions_fail_the_build_or_the_load() {
+        let dir = private_dir().unwrap();
+        let c = dir.path().join("k.c");
+        std::fs::write(&c, "void e2_missing(int);\nvoid k(void) { e2_missing(1); }\nvoid j(void) { e2_nowhere(2); }\n").unwrap();
+        let so = dir.path().join("k.so");
+        let err = compile(&compiler(), &c, &so, Target::Portable).unwrap_err();
+        assert!(err.stderr.contains("e2_nowhere"), "{err}");
+        // Declared but defined nowhere: builds (a shared library may leave symbols to others).
+        std::fs::write(
+            &c,
+            "void e2_missing(int);\nvoid k(void) { e2_missing(1); }\n",
+        )
+        .unwrap();
+        compile(&compiler(), &c, &so, Target::Portable).unwrap();
+        let e =
+            unsafe { load_library(&so) }.expect_err("loaded a library with an undefined symbol");
+        assert!(e.to_string().contains("e2_missing"), "{e}");
+    }
+}

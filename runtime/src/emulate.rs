@@ -158,7 +158,7 @@ impl Emulation {
                 ));
             }
             // SAFETY: a library compiled here from the verified kernels and our shim.
-            let lib = unsafe { libloading::Library::new(&so) }
+            let lib = unsafe { crate::cc::load_library(&so) }
                 .map_err(|e| err(dir, format!("cannot load the emulation: {e}")))?;
             Ok(lib)
         })();

@@ -35,8 +35,17 @@ pub enum Target {
     CudaSm90,
 }
 
-/// Flags every bundle's C compilation uses, whatever the target.
-const BASE_FLAGS: [&str; 5] = ["-O2", "-std=c11", "-fPIC", "-shared", "-fno-math-errno"];
+/// Flags every bundle's C compilation uses, whatever the target. A call of an undeclared
+/// function (a helper the generated text names but its prelude lacks) fails the compile: C11
+/// compilers before gcc 14 only warn, and the library then dies on its first call.
+const BASE_FLAGS: [&str; 6] = [
+    "-O2",
+    "-std=c11",
+    "-fPIC",
+    "-shared",
+    "-fno-math-errno",
+    "-Werror=implicit-function-declaration",
+];
 
 impl Target {
     /// Every target, in `--help` order.
@@ -298,7 +307,8 @@ mod tests {
                 "-std=c11",
                 "-fPIC",
                 "-shared",
-                "-fno-math-errno"
+                "-fno-math-errno",
+                "-Werror=implicit-function-declaration"
             ]
         );
         assert!(Target::X86Avx512.cflags().contains(&"-mavx512f"));
