@@ -1331,6 +1331,8 @@ fn bf16_storage_kernels_match_the_interpreter() {
         (8, 5, [2, 6, 20], 1, 1, false),
         (1, 4, [4, 8, 24], 3, 1, true),
         (4, 4, [5, 3, 7], 3, 1, true),
+        // Stride 2 to 7 columns: the f32 kernel in 8 lanes, normalized (its shifted statistics).
+        (5, 6, [3, 8, 14], 3, 2, true),
     ]
     .into_iter()
     .enumerate()
@@ -1377,7 +1379,17 @@ fn bf16_storage_kernels_match_the_interpreter() {
             vec![],
         ));
     }
-    if let Err(e) = harness::check_narrow(&cases, 8e-3) {
-        panic!("{e}");
-    }
+    let whats =
+        match harness::check_narrow_in(&cases, 8e-3, e2enc_codegen::precision::Precision::Bf16) {
+            Ok(w) => w,
+            Err(e) => panic!("{e}"),
+        };
+    // The upsamplings of more than 8 input columns multiply bf16 channel pairs.
+    let ups: Vec<&String> = whats
+        .iter()
+        .flatten()
+        .filter(|w| w.contains(" up"))
+        .collect();
+    assert_eq!(ups.len(), 3, "{whats:?}");
+    assert!(ups.iter().all(|w| w.ends_with(" bf16")), "{ups:?}");
 }

@@ -395,6 +395,12 @@ impl Narrow {
         }
     }
 
+    /// Whether the bundle has bf16 kernels (the upsamplings' 16-lane kernels then multiply bf16
+    /// inputs in pairs).
+    fn bf16(self) -> bool {
+        matches!(self, Narrow::Bf16 | Narrow::Int8Bf16)
+    }
+
     /// The narrow kernel of a fast-path conv, `None` where it has none.
     fn kernel(self, ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
         match self {
@@ -441,7 +447,7 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Ke
             Some(k) => k,
             None => conv_fast::emit(ctx, &sp, consts)?,
         },
-        ConvPath::Up => conv_up::emit(ctx, &sp, consts)?,
+        ConvPath::Up => conv_up::emit(ctx, &sp, consts, narrow.bf16())?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
     let mut ks = match ctx.lag.is_some() || ctx.stream.is_some() {
@@ -619,7 +625,7 @@ fn grouped(
             if path(&usp.g) != ConvPath::Up || usp.g.k[0] != 2 || usp.norm.is_some() {
                 return Err(err(ctx, "only a 2x2x2 upsampling without norm streams"));
             }
-            let k = conv_up::emit(u, &usp, consts)?;
+            let k = conv_up::emit(u, &usp, consts, narrow.bf16())?;
             if !k.tiles.is_multiple_of(d / 2) {
                 return Err(err(ctx, "the streamed upsampling needs depth-major tiles"));
             }

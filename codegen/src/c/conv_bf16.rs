@@ -153,7 +153,7 @@ fn bf16_bits(v: f32) -> u32 {
 }
 
 /// A pair of bf16 as one 32-bit word, `lo` in the low half.
-fn pair(lo: f32, hi: f32) -> i32 {
+pub(super) fn pair(lo: f32, hi: f32) -> i32 {
     (bf16_bits(lo) | (bf16_bits(hi) << 16)) as i32
 }
 

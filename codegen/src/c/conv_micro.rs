@@ -292,7 +292,12 @@ pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail
                 v.op("bcast")
             );
         }
-        if fc.norm_scratch.is_some() {
+        // Statistics: of the values in f64 (the f32 kernels: every width adds the same doubles),
+        // or, with a shift, of the shifted values in f32 lanes (see below).
+        let shifted_stats = fc.norm_scratch.is_some() && fc.shift.is_some();
+        if shifted_stats {
+            let _ = writeln!(c, "    {ty} fs = {z}(), fq = {z}();", z = v.op("zero"));
+        } else if fc.norm_scratch.is_some() {
             let _ = writeln!(c, "    e2st vs = e2st_zero(), vq = e2st_zero();");
         }
         // The value of accumulator (r, j) with bias, activation and the row end applied.
@@ -309,17 +314,18 @@ pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail
             }
             s
         };
+        // Values of this block (lanes past the row end excluded).
+        let count = rb
+            * (vo * lanes
+                - if tail && last_vals < lanes {
+                    lanes - last_vals
+                } else {
+                    0
+                });
         if fc.shift.is_some() {
             // A normalized bf16 output: the tile's first block of this channel sets its shift
             // (the block's mean), every block stores its values less it. Normalizing is
             // shift-invariant, and a shifted value keeps the bits a large mean would take.
-            let count = rb
-                * (vo * lanes
-                    - if tail && last_vals < lanes {
-                        lanes - last_vals
-                    } else {
-                        0
-                    });
             let _ = writeln!(
                 c,
                 "    if (sh[{o}] != sh[{o}]) {{\n      {ty} vt = {}();",
@@ -355,6 +361,13 @@ pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail
                 } else {
                     "v".to_string()
                 };
+                let stored = match shifted_stats {
+                    true => {
+                        let _ = writeln!(c, "      const {ty} d = {stored};");
+                        "d".to_string()
+                    }
+                    false => stored,
+                };
                 if last && last_store < lanes {
                     let _ = writeln!(
                         c,
@@ -370,13 +383,33 @@ pub(super) fn epilogue(c: &mut String, fc: &FastConv, rb: usize, vo: usize, tail
                         y.c_base()
                     );
                 }
-                if fc.norm_scratch.is_some() {
+                if shifted_stats {
+                    let _ = writeln!(
+                        c,
+                        "      fs = {}(fs, d); fq = {}(d, d, fq);",
+                        v.op("add"),
+                        v.op("fma")
+                    );
+                } else if fc.norm_scratch.is_some() {
                     let _ = writeln!(c, "      {}(&vs, &vq, v);", v.op("stats"));
                 }
                 let _ = writeln!(c, "    }}");
             }
         }
-        if fc.norm_scratch.is_some() {
+        if shifted_stats {
+            // The shifted values d = v - h of a block sit near zero (h is a block mean), so
+            // their sums in f32 lanes lose nothing the f64 sums of v would keep (a block is at
+            // most 10 rows x 8 vectors a lane); the sums of v and v^2 follow in f64:
+            // n h + S and Q + 2 h S + n h^2.
+            let _ = writeln!(
+                c,
+                "    {{ const double h = sh[{o}], s = {sd}(fs), q = {sd}(fq);
+      st[{}] += s + {count}.0 * h; st[{}] += q + 2.0 * h * s + {count}.0 * h * h; }}",
+                2 * o,
+                2 * o + 1,
+                sd = v.op("sumd"),
+            );
+        } else if fc.norm_scratch.is_some() {
             let _ = writeln!(
                 c,
                 "    st[{}] += e2st_sum(vs); st[{}] += e2st_sum(vq);",

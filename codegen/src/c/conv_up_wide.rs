@@ -7,10 +7,11 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, ConvSpec};
+use super::conv_bf16::pair;
 use super::conv_up::{IB, VI};
 use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, zero_row, zero_row_pads};
-use crate::emit::{Kernel, NodeCtx};
+use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::{PAD_LEFT, PAD_ROWS};
 
 /// 8-lane vectors per statistics group: each group's statistics are reduced (`e2st_sum`) into
@@ -48,6 +49,7 @@ fn micro16(
     kd: usize,
     ep: &Epi,
     last: bool,
+    pairs: bool,
 ) -> String {
     let (x, y) = (&ctx.inputs[0], &ctx.output);
     let ow = y.shape[4];
@@ -57,40 +59,69 @@ fn micro16(
     let _ = writeln!(
         c,
         "static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
-    const float *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st,
+    const {wt} *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st,
     float *restrict cy) {{
-    (void)W; (void)o; (void)st; (void)cy;"
+    (void)W; (void)o; (void)st; (void)cy;",
+        wt = if pairs { "uint32_t" } else { "float" },
     );
     for k in 0..kv {
         for v in 0..nw {
             let _ = writeln!(c, "    e2f16 a{k}_{v} = e2f16_zero();");
         }
     }
-    let _ = writeln!(
-        c,
-        "    for (int e = 0; e < ne; e++, w += {kv}) {{
-        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
-        cs = x.c_stride,
-        xt = x.c_type(),
-        xb = x.c_base(),
-    );
-    for v in 0..nw {
-        if 2 * v + 1 < nv8 {
-            let _ = writeln!(c, "        const e2f16 x{v} = e2f16_load(p + {});", 16 * v);
-        } else {
+    if pairs {
+        // Entries are channel pairs: 16 columns of both as 16 bf16 pairs, each pair vector
+        // feeding one `vdpbf16ps` per tap (the tap's weight pair broadcast from memory).
+        let _ = writeln!(
+            c,
+            "    for (int e = 0; e < ne; e++, w += {kv}) {{
+        const e2h *p0 = {xb} + pb + (int64_t)ent[2 * e] * {cs};
+        const e2h *p1 = {xb} + pb + (int64_t)ent[2 * e + 1] * {cs};",
+            cs = x.c_stride,
+            xb = x.c_base(),
+        );
+        for v in 0..nw {
+            let m = if 2 * v + 1 < nv8 { "0xffffu" } else { "0xffu" };
             let _ = writeln!(
                 c,
-                "        const e2f16 x{v} = e2f16_loadn(p + {}, 8);",
-                16 * v
+                "        const e2bf x{v} = e2bf_pairs_h(p0 + {o}, {m}, p1 + {o}, {m});",
+                o = 16 * v
             );
         }
-    }
-    for k in 0..kv {
-        let _ = write!(c, "        {{ const e2f16 w{k} = e2f16_bcast(w + {k});");
-        for v in 0..nw {
-            let _ = write!(c, " a{k}_{v} = e2f16_fma(w{k}, x{v}, a{k}_{v});");
+        for k in 0..kv {
+            let _ = write!(c, "       ");
+            for v in 0..nw {
+                let _ = write!(c, " e2bf_dpm(a{k}_{v}, x{v}, w + {k});");
+            }
+            let _ = writeln!(c);
         }
-        let _ = writeln!(c, " }}");
+    } else {
+        let _ = writeln!(
+            c,
+            "    for (int e = 0; e < ne; e++, w += {kv}) {{
+        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
+            cs = x.c_stride,
+            xt = x.c_type(),
+            xb = x.c_base(),
+        );
+        for v in 0..nw {
+            if 2 * v + 1 < nv8 {
+                let _ = writeln!(c, "        const e2f16 x{v} = e2f16_load(p + {});", 16 * v);
+            } else {
+                let _ = writeln!(
+                    c,
+                    "        const e2f16 x{v} = e2f16_loadn(p + {}, 8);",
+                    16 * v
+                );
+            }
+        }
+        for k in 0..kv {
+            let _ = write!(c, "        {{ const e2f16 w{k} = e2f16_bcast(w + {k});");
+            for v in 0..nw {
+                let _ = write!(c, " a{k}_{v} = e2f16_fma(w{k}, x{v}, a{k}_{v});");
+            }
+            let _ = writeln!(c, " }}");
+        }
     }
     let _ = writeln!(c, "    }}");
     if let Some(sl) = ep.slope {
@@ -216,6 +247,39 @@ pub(super) struct Setup {
     pub(super) bias: Option<usize>,
     pub(super) norm: bool,
     pub(super) slope: Option<f32>,
+    /// Multiply bf16 channel pairs (`vdpbf16ps`): `ent_off`, `rp_off` and `w_off` are then
+    /// those of [`pair_csr`]'s lists (`I` words).
+    pub(super) pairs: bool,
+}
+
+/// The bf16 form of a transposed conv's CSR for the 16-lane kernel with `pairs`: each output
+/// channel's live input channels two at a time (an odd list's last pair repeats its channel
+/// with zero weights), `I` constants `[pair][2]` channels, the pairs per output channel's
+/// offsets, and `[pair][kv]` weight words (`(w(c0), w(c1))` rounded to bf16, `c0` in the low
+/// half); returns their offsets `(ents, rp, w)`.
+pub(super) fn pair_csr(sp: &ConvSpec, kv: usize, consts: &mut Consts) -> (usize, usize, usize) {
+    let mut rp = vec![0i32];
+    let (mut ents, mut w) = (Vec::new(), Vec::new());
+    for row in &sp.rows {
+        for two in row.chunks(2) {
+            let (c0, o0) = two[0];
+            let (c1, o1) = two
+                .get(1)
+                .copied()
+                .map_or((c0, None), |(c, o)| (c, Some(o)));
+            ents.extend([c0 as i32, c1 as i32]);
+            w.extend((0..kv).map(|k| {
+                let hi = o1.map_or(0.0, |o| sp.wdata[o + k]);
+                pair(sp.wdata[o0 + k], hi)
+            }));
+        }
+        rp.push((ents.len() / 2) as i32);
+    }
+    (
+        consts.push_i32(&ents),
+        consts.push_i32(&rp),
+        consts.push_i32(&w),
+    )
 }
 
 /// The 16-lane kernel: tiles `(n, input plane z, band)`, each computing the `kd` output planes
@@ -249,7 +313,9 @@ pub(super) fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
     };
     let mut helpers = String::new();
     if nxb > 0 {
-        helpers.push_str(&micro16(&body_name, body_v8, None, ctx, kd, &ep, false));
+        helpers.push_str(&micro16(
+            &body_name, body_v8, None, ctx, kd, &ep, false, s.pairs,
+        ));
     }
     helpers.push_str(&micro16(
         &tail_name,
@@ -259,6 +325,7 @@ pub(super) fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
         kd,
         &ep,
         true,
+        s.pairs,
     ));
 
     let mut b = String::new();
@@ -309,13 +376,26 @@ const {xt} *pf = {xb} + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int6
     } else {
         ""
     };
+    let (eo, wo) = (s.ent_off, s.w_off);
+    let (ents_at, w_at) = match s.pairs {
+        true => (
+            format!("I + {eo} + 2 * e0"),
+            format!("(const uint32_t *)(I + {wo}) + (int64_t)e0 * {kv}"),
+        ),
+        false => (
+            format!("I + {eo} + e0"),
+            format!("W + {wo} + (int64_t)e0 * {kv}"),
+        ),
+    };
     let call = |name: &str| {
         format!(
-            "{name}(A, W, I + {eo} + e0, W + {wo} + (int64_t)e0 * {kv}, e1 - e0, pb, po, o, st + {} * o, cy{});",
+            "{name}(A, W, {ents_at}, {w_at}, e1 - e0, pb, po, o, st + {} * o, cy{});",
             2 * kd,
-            if o_inner { format!(" + {} * o", 16 * kd) } else { String::new() },
-            eo = s.ent_off,
-            wo = s.w_off,
+            if o_inner {
+                format!(" + {} * o", 16 * kd)
+            } else {
+                String::new()
+            },
         )
     };
     // Dense enough (a long entry list per micro call): the output channel loop runs inside the
@@ -450,12 +530,13 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi +
         b.push_str("e2_sfence();\n");
     }
     let what = format!(
-        "{} up{} {}x2x2 {}->{}",
+        "{} up{} {}x2x2 {}->{}{}",
         ctx.label,
         if g.sparse { " sparse" } else { "" },
         kd,
         cin,
-        co
+        co,
+        if s.pairs { " bf16" } else { "" }
     );
     kernel(&ctx.prefix, &helpers, &b, n * d * nb, live_flops(sp), what)
 }

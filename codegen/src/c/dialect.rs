@@ -412,6 +412,14 @@ E2_BF16 static inline void e2bf_eo_h(const e2h *a, unsigned ma, const e2h *b, un
     __m512i *e, __m512i *o) {
     e2bf_eo_split(_mm512_maskz_loadu_epi16((__mmask32)ma, a), _mm512_maskz_loadu_epi16((__mmask32)mb, b), e, o);
 }
+/* The lanes' sum in f64 (each lane converted exactly, then added as doubles). */
+static inline double e2f16_sumd(__m512 v) {
+    return _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)))
+        + _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+static inline double e2f8_sumd(__m256 v) {
+    return _mm512_reduce_add_pd(_mm512_cvtps_pd(v));
+}
 #define E2_BY_PTR(p, h, f) _Generic((p), e2h *: h, const e2h *: h, default: f)
 #undef e2f16_load
 #undef e2f16_store
