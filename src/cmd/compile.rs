@@ -315,25 +315,20 @@ fn refuse_existing(a: &Args) -> Result<()> {
 /// Prints which convs compute in int8 and, with a calibration tile, how far the int8 bundle's
 /// logits move from f32's on it.
 fn int8_report(a: &Args, man: &Manifest, check: Option<Check>) -> Result<()> {
-    let convs = man
+    // Conv and upsampling (transposed conv) steps, by the arithmetic they multiply in.
+    let convs: Vec<&str> = man
         .steps
         .iter()
-        .filter(|s| s.what.contains(" conv"))
-        .count();
-    let int8 = man
-        .steps
-        .iter()
-        .filter(|s| s.what.ends_with(" int8"))
-        .count();
-    let bf16 = man
-        .steps
-        .iter()
-        .filter(|s| s.what.ends_with(" bf16"))
-        .count();
+        .map(|s| s.what.as_str())
+        .filter(|w| w.contains(" conv") || w.contains(" up"))
+        .collect();
+    let int8 = convs.iter().filter(|w| w.ends_with(" int8")).count();
+    let bf16 = convs.iter().filter(|w| w.ends_with(" bf16")).count();
+    let n = convs.len();
     match bf16 {
-        0 => eprintln!("int8: {int8} of {convs} conv kernels (the others f32)"),
+        0 => eprintln!("int8: {int8} of {n} conv kernels (the others f32)"),
         _ => eprintln!(
-            "int8: {int8} of {convs} conv kernels, bf16: {bf16} (the others f32); activations \
+            "int8: {int8} of {n} conv kernels, bf16: {bf16} (the others f32); activations \
              stored as bf16"
         ),
     }
