@@ -1357,6 +1357,16 @@ fn bf16_storage_kernels_match_the_interpreter() {
         c.seed = 720 + i as u64;
         cfgs.push(c);
     }
+    // Dense with a long entry list: the output channels run innermost (`o_inner`), 45 inputs
+    // (an odd count: the last pair's second channel has zero weights).
+    let mut c = ConvCfg::plain(1, 45, 4, [2, 3, 24], 2, 2);
+    c.kernel = [2, 2, 2];
+    c.stride = [2, 2, 2];
+    c.padding = [0, 0, 0];
+    c.transposed = true;
+    c.bias = true;
+    c.seed = 730;
+    cfgs.push(c);
     let mut cases: Vec<Case> = cfgs
         .iter()
         .map(|c| {
@@ -1390,6 +1400,6 @@ fn bf16_storage_kernels_match_the_interpreter() {
         .flatten()
         .filter(|w| w.contains(" up"))
         .collect();
-    assert_eq!(ups.len(), 3, "{whats:?}");
+    assert_eq!(ups.len(), 4, "{whats:?}");
     assert!(ups.iter().all(|w| w.ends_with(" bf16")), "{ups:?}");
 }
