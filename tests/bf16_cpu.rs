@@ -155,7 +155,7 @@ fn bf16_activations_need_a_precision_that_stores_them() {
     // anything is written, naming the precisions that do.
     let t = refused_compile(&["--target", "x86-avx512", "--activations", "bf16"]);
     assert!(
-        t.contains("--activations bf16 needs --precision bf16 or int8"),
+        t.contains("--activations bf16: bf16 activations need precision bf16 or int8"),
         "{t}"
     );
 }

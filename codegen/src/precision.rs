@@ -70,6 +70,32 @@ impl Precision {
         target == Target::X86Avx512 && matches!(self, Precision::Bf16 | Precision::Int8)
     }
 
+    /// Whether a bundle of `target` in `precision` (`None`: the target's default) keeps its
+    /// activations f32 (`CompileOptions::f32_activations`) when asked for `activations`
+    /// (`"bf16"`, `"f32"`, or nothing: bf16 where its kernels can), or why the request is
+    /// refused. The CLI's `--activations` and Python's `activations=` both ask here.
+    pub fn f32_activations(
+        precision: Option<Precision>,
+        target: Target,
+        activations: Option<&str>,
+    ) -> Result<bool, String> {
+        let stores = precision
+            .unwrap_or_else(|| Precision::default_for(target))
+            .stores_bf16(target);
+        match activations {
+            None => Ok(false),
+            Some("f32") => Ok(true),
+            Some("bf16") if stores => Ok(false),
+            Some("bf16") => Err("bf16 activations need precision bf16 or int8 with target \
+                 x86-avx512 (the kernels that read and write bf16 activations); this bundle \
+                 stores f32"
+                .into()),
+            Some(other) => Err(format!(
+                "activations are stored as \"bf16\" or \"f32\", not {other:?}"
+            )),
+        }
+    }
+
     /// CPU features a bundle needs beyond [`Precision::cpu_features`] when it stores
     /// activations as bf16 (`narrow`): `avx512bf16` for an int8 bundle's conversions and bf16
     /// kernels.
@@ -137,6 +163,30 @@ impl FromStr for Precision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_activations_are_granted_where_kernels_store_them() {
+        let f = Precision::f32_activations;
+        assert_eq!(f(Some(Precision::Bf16), Target::X86Avx512, None), Ok(false));
+        assert_eq!(
+            f(Some(Precision::Int8), Target::X86Avx512, Some("bf16")),
+            Ok(false)
+        );
+        assert_eq!(
+            f(Some(Precision::Int8), Target::X86Avx512, Some("f32")),
+            Ok(true)
+        );
+        assert_eq!(f(None, Target::X86Avx512, None), Ok(false));
+        for (p, t) in [
+            (None, Target::X86Avx512),
+            (Some(Precision::Bf16), Target::X86Avx2),
+            (Some(Precision::Bf16), Target::CudaSm80),
+        ] {
+            let e = f(p, t, Some("bf16")).unwrap_err();
+            assert!(e.contains("need precision bf16 or int8"), "{e}");
+        }
+        assert!(f(None, Target::X86Avx512, Some("fp16")).is_err());
+    }
 
     #[test]
     fn defaults_and_checks() {

@@ -66,23 +66,8 @@ pub fn compile<'py>(
         .map(str::parse)
         .transpose()
         .map_err(PyValueError::new_err)?;
-    let f32_activations = match activations {
-        None | Some("bf16") => false,
-        Some("f32") => true,
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "activations must be \"bf16\" or \"f32\", got {other:?}"
-            )))
-        }
-    };
-    let stores = precision
-        .unwrap_or_else(|| Precision::default_for(isa))
-        .stores_bf16(isa);
-    if activations == Some("bf16") && !stores {
-        return Err(PyValueError::new_err(
-            "activations=\"bf16\" needs precision \"bf16\" or \"int8\" with target \"x86-avx512\"",
-        ));
-    }
+    let f32_activations = Precision::f32_activations(precision, isa, activations)
+        .map_err(|e| PyValueError::new_err(format!("activations={:?}: {e}", activations.unwrap_or_default())))?;
     let int8 = precision == Some(Precision::Int8);
     if int8 {
         Precision::Int8.check(isa).map_err(PyValueError::new_err)?;

@@ -174,19 +174,19 @@ pub fn main(a: Args) -> Result<ExitCode> {
         cc: a.cc.clone(),
         sign: a.sign.clone(),
         precision: a.precision,
-        f32_activations: a.activations.as_deref() == Some("f32"),
+        f32_activations: Precision::f32_activations(
+            a.precision,
+            a.target,
+            a.activations.as_deref(),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--activations {}: {e}",
+                a.activations.as_deref().unwrap_or("")
+            )
+        })?,
         ..CompileOptions::default()
     };
-    let stores = a
-        .precision
-        .unwrap_or_else(|| Precision::default_for(a.target))
-        .stores_bf16(a.target);
-    if a.activations.as_deref() == Some("bf16") && !stores {
-        bail!(
-            "--activations bf16 needs --precision bf16 or int8 with --target x86-avx512 (the \
-             kernels that read and write bf16 activations); this bundle stores f32"
-        );
-    }
     let mut check = None;
     let int8 = a.precision == Some(Precision::Int8);
     if !int8 && (a.calibrate.is_some() || a.calibration.is_some()) {
