@@ -97,7 +97,7 @@ impl CKernels {
             })?;
             // SAFETY: the library was just compiled here from generated C; its initializers
             // are the C compiler's own.
-            unsafe { libloading::Library::new(&so) }
+            unsafe { e2enc_runtime::cc::load_library(&so) }
                 .map_err(|e| TrainError::CKernels(format!("cannot load {}: {e}", so.display())))
         })();
         drop(dir);

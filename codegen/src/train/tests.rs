@@ -103,7 +103,7 @@ fn check_isa(c: &Case, isa: Target) -> Result<usize, String> {
     let (cf, so) = (dir.path().join("t.c"), dir.path().join("t.so"));
     std::fs::write(&cf, &gen.c_source).map_err(|e| e.to_string())?;
     crate::compile::run_cc("cc", &cf, &so, isa).map_err(|e| e.to_string())?;
-    let lib = unsafe { libloading::Library::new(&so) }.map_err(|e| e.to_string())?;
+    let lib = unsafe { e2enc_runtime::cc::load_library(&so) }.map_err(|e| e.to_string())?;
     let vals = all_values(c);
     let g = &c.tg.graph;
     for k in &gen.kernels {

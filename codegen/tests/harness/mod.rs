@@ -406,7 +406,7 @@ pub fn compile_in(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let lib = unsafe { libloading::Library::new(&so) }.map_err(|e| e.to_string())?;
+    let lib = unsafe { e2enc_runtime::cc::load_library(&so) }.map_err(|e| e.to_string())?;
     Ok(Lib { lib, _dir: dir })
 }
 
