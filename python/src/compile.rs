@@ -66,8 +66,12 @@ pub fn compile<'py>(
         .map(str::parse)
         .transpose()
         .map_err(PyValueError::new_err)?;
-    let f32_activations = Precision::f32_activations(precision, isa, activations)
-        .map_err(|e| PyValueError::new_err(format!("activations={:?}: {e}", activations.unwrap_or_default())))?;
+    let f32_activations = Precision::f32_activations(precision, isa, activations).map_err(|e| {
+        PyValueError::new_err(format!(
+            "activations={:?}: {e}",
+            activations.unwrap_or_default()
+        ))
+    })?;
     let int8 = precision == Some(Precision::Int8);
     if int8 {
         Precision::Int8.check(isa).map_err(PyValueError::new_err)?;
