@@ -156,9 +156,10 @@ fn micro(
     c
 }
 
-///
-/// With `bf16` (a bundle with bf16 kernels) and a bf16 input view, the 16-lane kernel multiplies
-/// bf16 channel pairs (`conv_up_wide::pair_csr`); the 8-lane one stays f32.
+/// The kernel of an upsampling conv: 16 lanes where the dialect has them and a row holds two
+/// 8-lane input vectors ([`emit16`]), else 8. With `bf16` (a bundle with bf16 kernels) and a
+/// bf16 input view, the 16-lane kernel multiplies bf16 channel pairs ([`pair_csr`]); the 8-lane
+/// one stays f32.
 pub fn emit(
     ctx: &NodeCtx,
     sp: &ConvSpec,

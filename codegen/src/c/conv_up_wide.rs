@@ -34,6 +34,10 @@ const W16: usize = 3;
 /// input load feeds `4 * kd` FMAs per vector). The output of depth tap `a` is plane `po + a *
 /// d_stride`, its statistics `st[2a]`, `st[2a + 1]`.
 ///
+/// With `pairs` (a bf16 input, [`pair_csr`]'s lists), each entry is two channels: 16 columns
+/// of both as 16 bf16 pairs, one `vdpbf16ps` per tap and pair vector, into the same
+/// accumulators; `w` then points at the entries' weight-pair words.
+///
 /// Stores: with `aligned` (64-byte aligned rows), each output row is written as whole aligned
 /// lines, padding columns included: line `j` is the high half of output vector `j - 1` and the
 /// low half of vector `j` (`e2f16_alignr`), the high half of a call's last vector waits in the
