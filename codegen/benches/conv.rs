@@ -8,11 +8,14 @@
 //! timing and the closing summary table are shared (`benches/common/mod.rs`). The machine is
 //! shared: compare ratios, rerun when in doubt.
 //!
-//! Each ISA (`E2ENC_BENCH_ISA`, default `avx2,avx512,avx512+bf16`, AVX-512 only where the host
+//! Each ISA (`E2ENC_BENCH_ISA`, default `avx2,avx512,avx512+bf16,avx512+bf16@bf16`, AVX-512 only where the host
 //! has it, `+bf16` where it has `avx512_bf16`: the bundle's `--precision bf16` kernels) is
 //! generated and compiled with its own bundle flags (`-O2 -mavx2 -mfma`, plus `-mavx512f`), not
 //! `-march=native` (which would let gcc use AVX-512 registers in the AVX2 kernels), and is
-//! reported next to the peak of its own vector width (bf16 convs: the `vdpbf16ps` peak).
+//! reported next to the peak of its own vector width (bf16 convs: the `vdpbf16ps` peak). A
+//! `@bf16` suffix (`avx512+bf16@bf16`, `avx512+int8@bf16`) stores the activations as bf16, as
+//! those bundles do (without it they are f32, as with `--activations f32`): then the upsamplings
+//! multiply bf16 channel pairs too (kind `conv_up_bf16`).
 //!
 //! Environment: `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_CFLAGS` (overrides the ISA's
 //! flags), `E2ENC_BENCH_ISA`, `E2ENC_BENCH_ONLY` (substring filter of the case names),

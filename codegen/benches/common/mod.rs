@@ -67,6 +67,7 @@ pub fn kind_of(k: &Kernel, label: &str) -> String {
     let mut words = w.split_whitespace();
     match words.next() {
         Some("norm") => format!("norm_{}", words.next().unwrap_or("")),
+        Some("up") if w.ends_with(" bf16") => "conv_up_bf16".into(),
         Some("up") => "conv_up".into(),
         Some("conv") if w.ends_with(" bf16") => "conv_bf16".into(),
         Some("conv") if w.ends_with(" int8") => "conv_int8".into(),
@@ -75,9 +76,9 @@ pub fn kind_of(k: &Kernel, label: &str) -> String {
     }
 }
 
-/// Padded planes (`d_stride` floats each) of a view, in bytes.
+/// Padded planes (`d_stride` values each) of a view, in bytes.
 pub fn plane_bytes(v: &View, planes: usize) -> u64 {
-    (planes * v.d_stride * 4) as u64
+    (planes * v.d_stride * if v.is_bf16() { 2 } else { 4 }) as u64
 }
 
 /// Bytes a memory-bound kernel of `kind` moves, from the shapes: every padded plane it reads
@@ -111,6 +112,9 @@ thread_local! {
     /// The convolutions' precision of the variant being emitted (`E2ENC_BENCH_ISA` entries
     /// like `avx512+bf16`), set by [`main_with`] around its `cases` call.
     static PRECISION: std::cell::Cell<Precision> = const { std::cell::Cell::new(Precision::F32) };
+    /// Whether the variant stores activations as bf16 (`E2ENC_BENCH_ISA` entries like
+    /// `avx512+bf16@bf16`: what bf16 and int8 bundles do), set with [`PRECISION`].
+    static STORE_BF16: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Lays out `op` on activations of shapes `acts` and constants `cs` in a fresh arena and emits
@@ -128,18 +132,38 @@ pub fn emit_case(
     let refs: Vec<&TensorType> = tys.iter().collect();
     let out_ty = shape::infer(&op, &refs).unwrap();
     let ys: [usize; 5] = out_ty.shape.clone().try_into().unwrap();
+    let precision = PRECISION.with(|p| p.get());
+    // bf16 views for the ops whose kernels read and write them (as a bundle's memory plan
+    // stores them), f32 for the rest.
+    let bf16 = STORE_BF16.with(|s| s.get())
+        && matches!(
+            op,
+            Op::Conv3d(_) | Op::ConvTranspose3d(_) | Op::FusedConv3d(_) | Op::MaxPool3d(_)
+        );
+    let view = |at: usize, s: [usize; 5]| match bf16 {
+        true => View::padded_bf16(at, s),
+        false => View::padded(at, s),
+    };
+    // The arena offset (in floats) past a view, 16-aligned.
+    let past = |v: &View| (if bf16 { v.end().div_ceil(2) } else { v.end() }).div_ceil(16) * 16;
     let mut at = 0;
     let inputs: Vec<View> = acts
         .iter()
         .map(|s| {
-            let v = View::padded(at, *s);
-            at = v.end().div_ceil(16) * 16;
+            let v = view(at, *s);
+            at = past(&v);
             v
         })
         .collect();
-    let output = View::padded(at, ys);
-    let scratch = output.end().div_ceil(16) * 16;
-    let scratch_n = c::scratch_elems(&op, &tys, &out_ty);
+    let output = view(at, ys);
+    let scratch = past(&output);
+    let own = c::scratch_elems(&op, &tys, &out_ty).div_ceil(16) * 16;
+    // A normalized bf16 output's per-tile shifts follow the kernel's own scratch.
+    let shifts = match bf16 {
+        true => c::narrow_scratch(&op, &tys[0], &out_ty),
+        false => 0,
+    };
+    let scratch_n = own + shifts;
     let ctx = NodeCtx {
         node: e2enc_ir::NodeId(Default::default()),
         prefix: case.to_string(),
@@ -156,11 +180,11 @@ pub fn emit_case(
         stream: None,
         ring_in: None,
         // int8: ranges of instance-normalized, leaky-ReLU'd activations for every channel.
-        shift_at: None,
-        act_ranges: (PRECISION.with(|p| p.get()) == Precision::Int8)
+        shift_at: (shifts > 0).then_some(scratch + own),
+        act_ranges: (precision == Precision::Int8)
             .then(|| vec![[-1.0, 4.0]; acts.first().map_or(0, |s| s[1])]),
     };
-    let kernels = c::emit(&ctx, consts, PRECISION.with(|p| p.get()))
+    let kernels = c::emit_with(&ctx, consts, precision, bf16)
         .unwrap_or_else(|e| panic!("emit {case}: {e}"))
         .into_iter()
         .map(|k| {
@@ -194,7 +218,16 @@ pub fn arena_for(b: &Bench) -> Arena {
             for z in 0..dd {
                 for y in 0..h {
                     let r = v.at(0, c, z, y as isize, 0);
-                    s[r..r + w].fill(xv[c * dd + z]);
+                    let val = xv[c * dd + z];
+                    if v.is_bf16() {
+                        // Two bf16 values per float of the arena: the upper half of `val`.
+                        let halves: &mut [u16] = unsafe {
+                            std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), 2 * s.len())
+                        };
+                        halves[r..r + w].fill((val.to_bits() >> 16) as u16);
+                    } else {
+                        s[r..r + w].fill(val);
+                    }
                 }
             }
         }
@@ -499,7 +532,13 @@ pub fn main_with(
     if !std::env::args().any(|a| a == "--bench") {
         // A quick check that every case emits and every kernel gets a kind and a count.
         let mut consts = Consts::default();
-        let all = cases(Target::X86Avx2, 2, &mut consts, &|_| true);
+        let mut all = cases(Target::X86Avx2, 2, &mut consts, &|_| true);
+        // And as an x86-avx512 bf16 bundle storing bf16 activations (`avx512+bf16@bf16`).
+        PRECISION.with(|p| p.set(Precision::Bf16));
+        STORE_BF16.with(|s| s.set(true));
+        all.extend(cases(Target::X86Avx512, 2, &mut consts, &|_| true));
+        PRECISION.with(|p| p.set(Precision::F32));
+        STORE_BF16.with(|s| s.set(false));
         for b in &all {
             for (k, kind, m) in &b.kernels {
                 let n = match m {
@@ -520,15 +559,20 @@ pub fn main_with(
     let reps: usize = env_or("E2ENC_BENCH_REPS", 3);
     let only = std::env::var("E2ENC_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| name.contains(only.as_str());
-    let isas =
-        std::env::var("E2ENC_BENCH_ISA").unwrap_or_else(|_| "avx2,avx512,avx512+bf16".into());
+    let isas = std::env::var("E2ENC_BENCH_ISA")
+        .unwrap_or_else(|_| "avx2,avx512,avx512+bf16,avx512+bf16@bf16".into());
     let peaks = Peaks::measure();
     let mut rows = Vec::new();
     let mut fma = Vec::new();
     for name in isas.split(',') {
-        let (name, precision) = match name.trim().split_once('+') {
+        let (name, store_bf16) = match name.trim().split_once('@') {
+            Some((n, "bf16")) => (n, true),
+            Some((_, other)) => panic!("{name}: activations are stored as @bf16, not @{other}"),
+            None => (name.trim(), false),
+        };
+        let (name, precision) = match name.split_once('+') {
             Some((n, p)) => (n, p.parse::<Precision>().unwrap()),
-            None => (name.trim(), Precision::F32),
+            None => (name, Precision::F32),
         };
         let isa: Target = name.parse().unwrap();
         if !isa.host_supports() {
@@ -544,11 +588,16 @@ pub fn main_with(
             continue;
         }
         precision.check(isa).unwrap();
+        assert!(
+            !store_bf16 || precision.stores_bf16(isa),
+            "{isa}+{precision}: only bf16 and int8 bundles on x86-avx512 store bf16 activations"
+        );
         PRECISION.with(|p| p.set(precision));
-        let variant = if precision == Precision::F32 {
-            isa.to_string()
-        } else {
-            format!("{isa}+{precision}")
+        STORE_BF16.with(|s| s.set(store_bf16));
+        let variant = match (precision, store_bf16) {
+            (Precision::F32, _) => isa.to_string(),
+            (_, false) => format!("{isa}+{precision}"),
+            (_, true) => format!("{isa}+{precision}@bf16"),
         };
         let default_flags = format!("-O2 {}", isa.machine_flags().join(" "));
         let flags_s = std::env::var("E2ENC_BENCH_CFLAGS").unwrap_or(default_flags);
