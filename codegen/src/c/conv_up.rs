@@ -40,7 +40,7 @@ use super::dialect::Dialect;
 use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, nvec, zero_row, zero_row_pads};
 use crate::emit::{Consts, EmitError, Kernel, NodeCtx};
-use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::layout::{View, PAD_LEFT, PAD_ROWS};
 
 /// Input rows per tile.
 pub(super) const IB: usize = 4;
@@ -87,14 +87,7 @@ fn micro(
             let _ = writeln!(c, "    e2f8 a{bc}_{v} = e2f8_zero();");
         }
     }
-    let _ = writeln!(
-        c,
-        "    for (int e = 0; e < ne; e++, w += {kv}) {{
-        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
-        cs = x.c_stride,
-        xt = x.c_type(),
-        xb = x.c_base(),
-    );
+    c.push_str(&entry_loop_head(x, kv));
     for bc in 0..4 {
         let _ = writeln!(c, "        const e2f8 w{bc} = e2f8_bcast(w + {bc});");
     }
@@ -160,6 +153,18 @@ fn micro(
 /// 8-lane input vectors ([`emit16`]), else 8. With `bf16` (a bundle with bf16 kernels) and a
 /// bf16 input view, the 16-lane kernel multiplies bf16 channel pairs ([`pair_csr`]); the 8-lane
 /// one stays f32.
+/// The head of a micro kernel's loop over its entries (one live input channel each, `kv`
+/// weights): `p` points at the channel's row at `pb`. Shared by the 8- and 16-lane f32 kernels.
+pub(super) fn entry_loop_head(x: &View, kv: usize) -> String {
+    format!(
+        "    for (int e = 0; e < ne; e++, w += {kv}) {{
+        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};\n",
+        cs = x.c_stride,
+        xt = x.c_type(),
+        xb = x.c_base(),
+    )
+}
+
 pub fn emit(
     ctx: &NodeCtx,
     sp: &ConvSpec,

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::conv::{live_flops, ConvSpec};
 use super::conv_bf16::pair;
-use super::conv_up::{IB, VI};
+use super::conv_up::{entry_loop_head, IB, VI};
 use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, zero_row, zero_row_pads};
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -100,14 +100,7 @@ fn micro16(
             let _ = writeln!(c);
         }
     } else {
-        let _ = writeln!(
-            c,
-            "    for (int e = 0; e < ne; e++, w += {kv}) {{
-        const {xt} *p = {xb} + pb + (int64_t)ent[e] * {cs};",
-            cs = x.c_stride,
-            xt = x.c_type(),
-            xb = x.c_base(),
-        );
+        c.push_str(&entry_loop_head(x, kv));
         for v in 0..nw {
             if 2 * v + 1 < nv8 {
                 let _ = writeln!(c, "        const e2f16 x{v} = e2f16_load(p + {});", 16 * v);
