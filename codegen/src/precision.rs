@@ -25,7 +25,8 @@
 //!   scales folded in. Needs a calibration (`e2enc compile --calibrate DIR`). Activations are
 //!   stored as bf16 as in bf16 bundles (the int8 kernels quantize bf16 rows while packing), and
 //!   the convs without int8 kernels that have bf16 ones (the dense stride-2 convs) multiply in
-//!   bf16, so these bundles also need `avx512_bf16` (Zen 4, Sapphire Rapids); with
+//!   bf16, so these bundles also need `avx512_bf16`, and `avx512_vbmi` for the int8 kernels'
+//!   byte packing (Zen 4, Sapphire Rapids; not Cooper Lake); with
 //!   `--activations f32` activations stay f32, the other convs multiply in f32, and
 //!   `avx512_vnni` alone suffices (Ice Lake, Cascade Lake).
 
@@ -98,10 +99,10 @@ impl Precision {
 
     /// CPU features a bundle needs beyond [`Precision::cpu_features`] when it stores
     /// activations as bf16 (`narrow`): `avx512bf16` for an int8 bundle's conversions and bf16
-    /// kernels.
+    /// kernels, `avx512vbmi` for its int8 kernels' tap words made from packed bytes (`vpermb`).
     pub fn narrow_features(self, target: Target, narrow: bool) -> &'static [&'static str] {
         match (self, target, narrow) {
-            (Precision::Int8, Target::X86Avx512, true) => &["avx512bf16"],
+            (Precision::Int8, Target::X86Avx512, true) => &["avx512bf16", "avx512vbmi"],
             _ => &[],
         }
     }

@@ -1073,14 +1073,16 @@ fn bf16_convs_round_their_inputs() {
 /// `E2ENC_REQUIRE_AVX512_VNNI`).
 fn host_int8() -> bool {
     let has = |f| e2enc_codegen::target::host_has(f) == Some(true);
-    if has("avx512bw") && has("avx512vnni") {
+    if has("avx512bw") && has("avx512vnni") && has("avx512vbmi") {
         return true;
     }
     assert!(
         std::env::var_os("E2ENC_REQUIRE_AVX512_VNNI").is_none(),
-        "E2ENC_REQUIRE_AVX512_VNNI is set but this host lacks avx512vnni"
+        "E2ENC_REQUIRE_AVX512_VNNI is set but this host lacks avx512vnni or avx512vbmi"
     );
-    eprintln!("note: this host lacks avx512vnni: the int8 kernels are compiled but NOT run");
+    eprintln!(
+        "note: this host lacks avx512vnni or avx512vbmi: the int8 kernels are compiled but NOT run"
+    );
     false
 }
 
@@ -1151,18 +1153,26 @@ fn int8_exact(cfg: &ConvCfg) -> Case {
 fn int8_convs_compile_without_warnings() {
     // Any x86 host: the int8 text builds with the bundle's flags and -Werror; every 3x3 conv
     // with ranges is int8, one without ranges or with fewer than 4 slots stays f32.
+    // Both packings: tap words (`--activations f32`) and codes as bytes (bf16 storage).
+    for narrow in [false, true] {
+        int8_text_builds(narrow);
+    }
+}
+
+fn int8_text_builds(narrow: bool) {
     use e2enc_codegen::precision::Precision;
     let mut consts = e2enc_codegen::emit::Consts::default();
     let ps: Vec<_> = bf16_cases()
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            harness::prepare_in(
+            harness::prepare_with(
                 &int8_exact(c),
                 &format!("q{i}"),
                 &mut consts,
                 Target::X86Avx512,
                 Precision::Int8,
+                narrow,
             )
         })
         .collect();
@@ -1178,24 +1188,31 @@ fn int8_convs_compile_without_warnings() {
         if name == "g" {
             case.ranges = None;
         }
-        let p = harness::prepare_in(&case, name, &mut consts, Target::X86Avx512, Precision::Int8);
+        let p = harness::prepare_with(
+            &case,
+            name,
+            &mut consts,
+            Target::X86Avx512,
+            Precision::Int8,
+            narrow,
+        );
         assert!(
             p.kernels.iter().all(|k| !k.what.ends_with(" int8")),
             "{name}"
         );
     }
     let src: String = ks.iter().map(|k| k.source.as_str()).collect();
-    for want in [
-        "_mm512_dpbusd_epi32(",
-        "e2q_taps(",
-        "e2q_codes(",
-        "e2q_loadm(",
-    ] {
-        assert!(src.contains(want), "no {want} emitted");
+    let (taps, other) = match narrow {
+        false => ("e2q_taps(", "e2q_taps8("),
+        true => ("e2q_taps8(", "e2q_taps("),
+    };
+    for want in ["_mm512_dpbusd_epi32(", taps, "e2q_codes(", "e2q_loadm("] {
+        assert!(src.contains(want), "no {want} emitted (narrow {narrow})");
     }
+    assert!(!src.contains(other), "{other} emitted (narrow {narrow})");
     let mut flags = vec!["-O2", "-Wall", "-Werror"];
     flags.extend_from_slice(Target::X86Avx512.machine_flags());
-    harness::compile_in(&ks, &flags, Target::X86Avx512, Precision::Int8).unwrap();
+    harness::compile_with(&ks, &flags, Target::X86Avx512, Precision::Int8, narrow).unwrap();
 }
 
 #[test]
@@ -1208,8 +1225,13 @@ fn int8_convs_match_the_interpreter_on_int8_exact_values() {
         return;
     }
     let cases: Vec<Case> = bf16_cases().iter().map(int8_exact).collect();
-    if let Err(e) = harness::check_batch_in(&cases, Target::X86Avx512, Precision::Int8) {
-        panic!("{e}");
+    // Both packings: tap words (`--activations f32`) and codes as bytes (bf16 storage).
+    for narrow in [false, true] {
+        if let Err(e) =
+            harness::check_batch_with(&cases, Target::X86Avx512, Precision::Int8, narrow)
+        {
+            panic!("narrow {narrow}: {e}");
+        }
     }
 }
 

@@ -247,7 +247,7 @@ pub fn verify_with(
             Some(true) => {}
             Some(false) if !target.cpu_features().contains(&feat.as_str()) => {
                 let p = manifest.precision.as_deref().unwrap_or("f32");
-                if p == "int8" && feat == "avx512bf16" {
+                if p == "int8" && (feat == "avx512bf16" || feat == "avx512vbmi") {
                     return Err(bad(dir, format!("this CPU lacks `{feat}`, which an int8 bundle storing its activations as bf16 needs (`--precision int8`'s default); recompile with `e2enc compile --target {target} --precision int8 --activations f32` (int8 convs with f32 activations need avx512_vnni alone), or `--precision f32`")));
                 }
                 return Err(bad(dir, format!("this CPU lacks `{feat}`, which the kernels of `--precision {p}` need (they were compiled for CPUs with it); recompile without it: `e2enc compile --target {target} --precision f32`, or `--target native`")));

@@ -95,7 +95,7 @@ pub struct Args {
     /// about half its memory on AMOS-CT, and a host without avx512_bf16 refuses the bundle; on CUDA activations stay
     /// f32). Check a bf16 bundle against its f32 one with
     /// `e2enc compare`. Choose f32 for results equal to the CPU's to rounding. int8
-    /// (x86-avx512 for CPUs with avx512_vnni and avx512_bf16; needs --calibrate): the 3x3
+    /// (x86-avx512 for CPUs with avx512_vnni, avx512_bf16 and avx512_vbmi; needs --calibrate): the 3x3
     /// stride-1 convs multiply 8-bit activations (per input channel, scale and zero point from
     /// calibration) by 8-bit weights (per output channel, symmetric) with vpdpbusd and add in
     /// 32-bit integers; bias and norm stay f32, activations are stored as bf16 and the dense

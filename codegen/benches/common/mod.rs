@@ -614,7 +614,7 @@ pub fn main_with(
             .iter()
             .flat_map(|b| b.kernels.iter().map(|k| &k.0))
             .collect();
-        let lib = harness::compile_in(&ks, &flags, isa, precision).unwrap();
+        let lib = harness::compile_with(&ks, &flags, isa, precision, store_bf16).unwrap();
         for b in &benches {
             run_bench(&lib, b, &consts, &variant, fma1, &peaks, reps, &mut rows);
         }

@@ -406,9 +406,9 @@ impl Narrow {
         match self {
             Narrow::None => None,
             Narrow::Bf16 => conv_bf16::emit(ctx, sp, consts),
-            Narrow::Int8 => conv_int8::emit(ctx, sp, consts),
+            Narrow::Int8 => conv_int8::emit(ctx, sp, consts, false),
             Narrow::Int8Bf16 => {
-                conv_int8::emit(ctx, sp, consts).or_else(|| conv_bf16::emit(ctx, sp, consts))
+                conv_int8::emit(ctx, sp, consts, true).or_else(|| conv_bf16::emit(ctx, sp, consts))
             }
         }
     }

@@ -20,6 +20,21 @@
 //! DSFF-sparse convs walk a CSR of live slots per output channel (one output channel per micro
 //! kernel) and dense ones all slots for two output channels at once.
 //!
+//! In bundles storing activations as bf16 (`--precision int8`'s default) slots are packed as
+//! **codes**, one byte a column ([`Cut::bytes`]), and the micro kernel makes each vector's tap
+//! words as it loads them: 32 bytes from the column before the vector, `vpermb` (`e2q_taps8`;
+//! `avx512_vbmi`, which those bundles then need). The pack then does no shuffles, the band is
+//! a quarter of the words' (the whole row's width fits the budget) and a 64-byte line of codes
+//! serves four vectors: on the conv bench (Zen 4, 2026-12-05, 96 -> 48 at 128^2, 3 alternating
+//! rounds) the 20%-sparse kernel took 43.6-44.4 ms against 48.9-50.8 ms on one core (22.0-24.6
+//! against 25.3-27.6 ms on two), dense ones the same (the words' pack is shared by every output
+//! there). Tried on the way: with the pack's shuffles gone but the words kept, 10% (so the
+//! pack's own work is not the whole cost: a sparse output channel reads ~3 packed vectors per
+//! 9 products, from L2); `vpermd` + `vpshufb` in place of `vpermb` (AVX512BW alone) was slower
+//! than the words; accumulators through inline asm (gcc copies them between registers around
+//! the intrinsic: free, no change), L1 prefetches of the next entry's rows and 10-row passes,
+//! no change. `--activations f32` bundles (`avx512_vnni` alone) keep the words.
+//!
 //! The packed band is kept under [`BUDGET`] by narrowing the column strip, then the sub-band's
 //! rows; a conv with too many slots for one row, or fewer than four (the 1-channel first conv),
 //! stays f32 ([`emit`] returns `None`), as does a conv the calibration has no ranges for.
@@ -46,30 +61,42 @@ pub fn enabled(target: Target, precision: Precision) -> bool {
     precision == Precision::Int8 && target == Target::X86Avx512
 }
 
-/// How a tile is cut: rows per sub-band and 16-column vectors per strip.
+/// How a tile is cut: rows per sub-band and 16-column vectors per strip, and how its slots are
+/// packed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cut {
     sb: usize,
     sv: usize,
+    /// Packed as codes (bytes) that the micro kernels make column-tap words (`e2q_taps8`), else
+    /// as the words themselves.
+    bytes: bool,
 }
 
 impl Cut {
-    /// 32-bit words of one packed row of a strip.
-    fn row_words(self) -> usize {
-        self.sv * 16
+    /// Bytes of one packed row of a strip: its words; or its codes from the vector before the
+    /// strip to the one after it, and room for the last vector's 32-byte load (64-byte lines).
+    fn row_bytes(self) -> usize {
+        match self.bytes {
+            false => self.sv * 64,
+            true => (16 * (self.sv + 3)).div_ceil(64) * 64,
+        }
     }
-    /// 32-bit words of one slot: its `sb + 2` rows.
+    /// 32-bit words of one slot: its `sb + 2` rows (whole 64-byte lines).
     fn unit_words(self) -> usize {
-        (self.sb + 2) * self.row_words()
+        (self.sb + 2) * self.row_bytes() / 4
     }
 }
 
 /// The cut of a tile of `rb` rows and `nv` vectors with `slots` packed slots and micro blocks of
 /// `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of `vo`),
 /// then fewer rows; `None` if not even one row of `vo` vectors fits.
-fn cut(slots: usize, rb: usize, nv: usize, vo: usize) -> Option<Cut> {
+fn cut(slots: usize, rb: usize, nv: usize, vo: usize, bytes: bool) -> Option<Cut> {
     let fits = |c: Cut| slots * c.unit_words() * 4 <= BUDGET;
-    let mut c = Cut { sb: rb, sv: nv };
+    let mut c = Cut {
+        sb: rb,
+        sv: nv,
+        bytes,
+    };
     while !fits(c) && c.sv > vo {
         c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
     }
@@ -85,8 +112,9 @@ fn tap_word(q: &[i8], b: usize) -> i32 {
     (byte(0) | (byte(1) << 8) | (byte(2) << 16)) as i32
 }
 
-/// The int8 kernel of a fast-path conv, or `None` where it has none (see the module doc).
-pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
+/// The int8 kernel of a fast-path conv, or `None` where it has none (see the module doc); with
+/// `bytes` (bundles storing bf16, whose prelude has `E2_I8_BYTES`) slots are packed as codes.
+pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> Option<Kernel> {
     let g = &sp.g;
     let ranges = ctx.act_ranges.as_deref()?;
     if !applies(g) {
@@ -110,7 +138,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     if slots < 4 {
         return None;
     }
-    let c = cut(slots, rb, nv, vo)?;
+    let c = cut(slots, rb, nv, vo, bytes)?;
     let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
     // Per logical channel: 1 / scale and the zero point, as the packing reads them.
@@ -248,14 +276,16 @@ struct Tables {
 fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
     let (bl, y) = (fc.bl, &fc.y);
     let slots = fc.ne_dense;
+    // Bytes from one 16-column vector of a packed row to the next.
+    let vb = if c.bytes { 16 } else { 64 };
     let args = if fc.g.sparse {
         format!(
-            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, pk + (xv - xs) * 16, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
+            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, (const uint8_t *)pk + (xv - xs) * {vb}, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
             q.sl, fc.w, y.c_stride
         )
     } else {
         format!(
-            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, pk + (xv - xs) * 16, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
+            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, (const uint8_t *)pk + (xv - xs) * {vb}, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
             fc.w,
             slots * 3 * bl.ob,
             bl.ob * y.c_stride,
@@ -282,13 +312,14 @@ fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
 
 /// The packing function: slots `[0, slots)` of sample `n`, input rows `r0 - 1 .. r0 + nr`
 /// (packed rows `0 .. nr + 2`), vectors `xs .. xe`, each vector of a row quantized once into
-/// 32-bit codes and made column-tap words with its neighbours (`valignd`; the vectors before
-/// `xs` and at `xe` too, where only columns `16 xs - 1` and `16 xe` matter and storage outside
-/// the row reads as zero, i.e. the zero point), into `pk` (`[slot][row][strip columns]`).
+/// 32-bit codes (the vectors before `xs` and at `xe` too, where only columns `16 xs - 1` and
+/// `16 xe` matter and storage outside the row reads as zero, i.e. the zero point), into `pk`
+/// (`[slot][row][strip columns]`): made column-tap words with their neighbours (`valignd`), or
+/// with [`Cut::bytes`] stored as bytes, vector `xs - 1` first.
 fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
     let x = &fc.x;
     let nv = fc.g.y[4].div_ceil(16);
-    let (rw, slw) = (c.row_words(), c.unit_words());
+    let (rb, slw) = (c.row_bytes(), c.unit_words());
     let room = x.row - PAD_LEFT;
     let right = room.saturating_sub(16 * nv).min(16);
     let checks = outside(fc, "ent");
@@ -305,19 +336,9 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
             checks.join(" || ")
         )
     };
-    format!(
-        "E2_I8 static void {name}_pack(const float *restrict A, const float *restrict W,
-    const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
-    const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
-    const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
-    for (int s = 0; s < {slots}; s++, ent += 3) {{
-        uint32_t *pq = pk + (int64_t)s * {slw};
-        const float *qs = W + {qp} + 2 * (s / {kd});
-        const __m512 inv = _mm512_set1_ps(qs[0]), zp = _mm512_set1_ps(qs[1]);
-{skip}        const {ty} *p = {p_at};
-        /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
-        const {ty} *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
-        for (int rr = 0; rr < nr + 2; rr++) {{
+    let rows = match c.bytes {
+        false => format!(
+            "        for (int rr = 0; rr < nr + 2; rr++) {{
             const {ty} *qr = p + (int64_t)rr * {xrow}, *qn = pn + (int64_t)rr * {xrow};
             uint32_t *o = pq + (int64_t)rr * {rw} - 16 * xs;
             __m512i prev = e2q_codes({loadm}(qr + 16 * xs - 16, ml), inv, zp);
@@ -333,7 +354,39 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
             _mm512_store_si512((void *)(o + 16 * (xe - 1)),
                 e2q_taps(prev, cur, e2q_codes({loadm}(qr + 16 * xe, mr), inv, zp)));
         }}
-    }}
+",
+            rw = rb / 4,
+            xrow = x.row,
+        ),
+        // Vector j of the row at byte 16 (j - xs + 1).
+        true => format!(
+            "        for (int rr = 0; rr < nr + 2; rr++) {{
+            const {ty} *qr = p + (int64_t)rr * {xrow}, *qn = pn + (int64_t)rr * {xrow};
+            uint8_t *o = (uint8_t *)pq + (int64_t)rr * {rb} - 16 * xs + 16;
+            e2q_store8(o + 16 * xs - 16, e2q_codes({loadm}(qr + 16 * xs - 16, ml), inv, zp));
+            for (int j = xs; j < xe; j++) {{
+                e2_prefetch2(qn + 16 * j);
+                e2q_store8(o + 16 * j, e2q_codes({load}(qr + 16 * j), inv, zp));
+            }}
+            e2q_store8(o + 16 * xe, e2q_codes({loadm}(qr + 16 * xe, mr), inv, zp));
+        }}
+",
+            xrow = x.row,
+        ),
+    };
+    format!(
+        "E2_I8 static void {name}_pack(const float *restrict A, const float *restrict W,
+    const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    const unsigned ml = xs == 0 ? 0xff00u : 0xffffu;
+    const unsigned mr = xe == {nv} ? {rmask:#x}u : 0xffffu;
+    for (int s = 0; s < {slots}; s++, ent += 3) {{
+        uint32_t *pq = pk + (int64_t)s * {slw};
+        const float *qs = W + {qp} + 2 * (s / {kd});
+        const __m512 inv = _mm512_set1_ps(qs[0]), zp = _mm512_set1_ps(qs[1]);
+{skip}        const {ty} *p = {p_at};
+        /* The next slot's rows into L2 (another channel: the hardware prefetchers do not follow). */
+        const {ty} *pn = s + 1 < {slots}{next_ok} ? {pn_at} : p;
+{rows}    }}
 }}
 ",
         name = fc.name,
@@ -347,7 +400,6 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
             .iter()
             .map(|c| format!(" && !({c})"))
             .collect::<String>(),
-        xrow = x.row,
     )
 }
 
@@ -372,17 +424,20 @@ fn micro(
     tail: bool,
 ) -> String {
     let ob = fc.bl.ob;
-    let (rw, slw) = (c.row_words(), c.unit_words());
+    let (rb, slot_bytes) = (c.row_bytes(), 4 * c.unit_words());
     let sparse = fc.g.sparse;
     let row = fc.y.row;
     let mut s = String::new();
     let _ = writeln!(
         s,
         "E2_I8 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict I,
-    const int32_t *restrict sl, const uint32_t *restrict w0, int ne, const uint32_t *restrict pk,
+    const int32_t *restrict sl, const uint32_t *restrict w0, int ne, const uint8_t *restrict pk,
     int64_t po0, int o0, double *restrict st, float *restrict sh) {{
     (void)sl; (void)st; (void)sh;"
     );
+    if c.bytes {
+        let _ = writeln!(s, "    const __m512i qidx = E2Q_TAPS8;");
+    }
     let pass = match sparse && rows > SPARSE_PASS_ROWS + 1 {
         true => rows.div_ceil(rows.div_ceil(SPARSE_PASS_ROWS)),
         false => rows,
@@ -399,14 +454,14 @@ fn micro(
             }
         }
         let pq = if sparse {
-            format!("pk + (int64_t)sl[e] * {slw}")
+            format!("pk + (int64_t)sl[e] * {slot_bytes}")
         } else {
-            format!("pk + (int64_t)e * {slw}")
+            format!("pk + (int64_t)e * {slot_bytes}")
         };
         let _ = writeln!(
             s,
             "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *pq = {pq};",
+        const uint8_t *pq = {pq};",
             3 * ob
         );
         for o in 0..ob {
@@ -422,11 +477,15 @@ fn micro(
         }
         for rr in 0..rows + 2 {
             for f in 0..vo {
-                let _ = writeln!(
-                    s,
-                    "        {{ const __m512i x = _mm512_load_si512((const void *)(pq + {}));",
-                    (k0 + rr) * rw + 16 * f
-                );
+                // Words: vector f of the row; bytes: its codes from the column before it.
+                let x = match c.bytes {
+                    false => format!(
+                        "_mm512_load_si512((const void *)(pq + {}))",
+                        (k0 + rr) * rb + 64 * f
+                    ),
+                    true => format!("e2q_taps8(pq + {}, qidx)", (k0 + rr) * rb + 16 * f + 15),
+                };
+                let _ = writeln!(s, "        {{ const __m512i x = {x};");
                 for b in 0..3 {
                     if rr < b || rr - b >= rows {
                         continue;
@@ -483,14 +542,20 @@ mod tests {
     #[test]
     fn cuts_fit_the_budget_or_refuse() {
         // AMOS-CT level 0, sparse 96 slots, 128 wide, bands of 10 rows: the whole band.
-        let c = cut(96, 10, 8, 2).unwrap();
-        assert!(96 * c.unit_words() * 4 <= BUDGET, "{c:?}");
-        // Many slots: narrower strips, then fewer rows.
-        let c = cut(960, 8, 8, 2).unwrap();
-        assert!(
-            960 * c.unit_words() * 4 <= BUDGET && c.sv.is_multiple_of(2),
-            "{c:?}"
-        );
-        assert!(cut(100_000, 10, 8, 2).is_none());
+        for bytes in [false, true] {
+            let c = cut(96, 10, 8, 2, bytes).unwrap();
+            assert!(96 * c.unit_words() * 4 <= BUDGET, "{c:?}");
+            // Many slots: narrower strips, then fewer rows.
+            let c = cut(960, 8, 8, 2, bytes).unwrap();
+            assert!(
+                960 * c.unit_words() * 4 <= BUDGET && c.sv.is_multiple_of(2),
+                "{c:?}"
+            );
+            assert!(cut(100_000, 10, 8, 2, bytes).is_none());
+        }
+        // Bytes: a quarter of the words and 3 vectors' room per row; whole 64-byte lines.
+        let c = cut(96, 10, 8, 2, true).unwrap();
+        assert_eq!((c.sb, c.sv, c.row_bytes()), (10, 8, 192));
+        assert_eq!(cut(96, 10, 8, 2, false).unwrap().sv, 4);
     }
 }

@@ -467,12 +467,27 @@ E2_I8 static inline __m512i e2q_taps(__m512i prev, __m512i cur, __m512i next) {
 }
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2q_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
+#ifdef E2_I8_BYTES
+/* Packed codes (bf16-storing bundles, which need avx512_vbmi too): 16 codes as bytes at p. */
+#define e2q_store8(p, codes) _mm_storeu_si128((__m128i *)(p), _mm512_cvtepi32_epi8(codes))
+/* The `vpermb` index of e2q_taps8: lane i takes bytes i, i + 1, i + 2. */
+#define E2Q_TAPS8 _mm512_set_epi32(0x0011100f, 0x00100f0e, 0x000f0e0d, 0x000e0d0c, 0x000d0c0b, \
+    0x000c0b0a, 0x000b0a09, 0x000a0908, 0x00090807, 0x00080706, 0x00070605, 0x00060504, \
+    0x00050403, 0x00040302, 0x00030201, 0x00020100)
+/* Column-tap words of the 16 columns after the code at p (p[0] is column x - 1 of lane 0):
+   lane i = p[i] | p[i + 1] << 8 | p[i + 2] << 16, the fourth byte zero. */
+#define e2q_taps8(p, idx) _mm512_maskz_permutexvar_epi8(0x7777777777777777ull, idx, \
+    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p))))
+#endif
 "#;
 
 /// Before [`X86_INT8`] in int8 bundles that store activations as bf16 (after [`X86_NARROW`]):
-/// the int8 functions read and write bf16 views, so they may use the bf16 conversions too.
+/// the int8 functions read and write bf16 views, so they may use the bf16 conversions too, and
+/// pack codes as bytes, made column-tap words with `vpermb` (`avx512_vbmi`: every CPU with
+/// `avx512_bf16` and `avx512_vnni` but Cooper Lake has it; see `conv_int8.rs`).
 pub const X86_INT8_NARROW: &str = r#"
-#define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16")))
+#define E2_I8 __attribute__((target("avx512f,avx512bw,avx512vnni,avx512bf16,avx512vbmi")))
+#define E2_I8_BYTES 1
 "#;
 
 const NEON: &str = r#"/* dialect: aarch64 NEON (8 lanes as two float32x4_t) */

@@ -162,6 +162,26 @@ pub fn prepare_in(
     isa: Target,
     precision: Precision,
 ) -> Prepared {
+    prepare_with(
+        case,
+        prefix,
+        consts,
+        isa,
+        precision,
+        precision.stores_bf16(isa),
+    )
+}
+
+/// [`prepare_in`] for a bundle storing activations as bf16 where `narrow` (the views stay
+/// f32 here: `narrow` picks the kernels, e.g. the int8 packing's layout).
+pub fn prepare_with(
+    case: &Case,
+    prefix: &str,
+    consts: &mut Consts,
+    isa: Target,
+    precision: Precision,
+    narrow: bool,
+) -> Prepared {
     let (want, out_ty) = reference(case);
     let mut at = 64;
     let mut inputs = Vec::new();
@@ -226,7 +246,8 @@ pub fn prepare_in(
         act_ranges: case.ranges.clone(),
         shift_at: None,
     };
-    let kernels = c::emit(&ctx, consts, precision).unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
+    let kernels = c::emit_with(&ctx, consts, precision, narrow)
+        .unwrap_or_else(|e| panic!("emit {prefix}: {e}"));
     Prepared {
         case: case.clone(),
         inputs,
@@ -377,8 +398,19 @@ pub fn compile_in(
     isa: Target,
     precision: Precision,
 ) -> Result<Lib, String> {
+    compile_with(kernels, flags, isa, precision, precision.stores_bf16(isa))
+}
+
+/// [`compile_in`] with the prelude of a bundle storing activations as bf16 where `narrow`.
+pub fn compile_with(
+    kernels: &[&Kernel],
+    flags: &[&str],
+    isa: Target,
+    precision: Precision,
+    narrow: bool,
+) -> Result<Lib, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut src = c::prelude_in(isa, precision);
+    let mut src = c::prelude_with(isa, precision, narrow);
     for k in kernels {
         src.push_str(&k.source);
         src.push('\n');
@@ -492,14 +524,24 @@ pub fn check_batch_for(cases: &[Case], isa: Target) -> Result<(), String> {
 /// [`check_batch_for`] with the convolutions in `precision` (the interpreter stays f32: cases
 /// of other precisions choose inputs their arithmetic computes exactly to f32 rounding).
 pub fn check_batch_in(cases: &[Case], isa: Target, precision: Precision) -> Result<(), String> {
+    check_batch_with(cases, isa, precision, precision.stores_bf16(isa))
+}
+
+/// [`check_batch_in`] with the kernels (f32 views) of a bundle storing bf16 where `narrow`.
+pub fn check_batch_with(
+    cases: &[Case],
+    isa: Target,
+    precision: Precision,
+    narrow: bool,
+) -> Result<(), String> {
     let mut consts = Consts::default();
     let prepared: Vec<Prepared> = cases
         .iter()
         .enumerate()
-        .map(|(i, c)| prepare_in(c, &format!("c{i}"), &mut consts, isa, precision))
+        .map(|(i, c)| prepare_with(c, &format!("c{i}"), &mut consts, isa, precision, narrow))
         .collect();
     let ks: Vec<&Kernel> = prepared.iter().flat_map(|p| &p.kernels).collect();
-    let lib = compile_in(&ks, &isa.cflags(), isa, precision)?;
+    let lib = compile_with(&ks, &isa.cflags(), isa, precision, narrow)?;
     for (i, p) in prepared.iter().enumerate() {
         let what = format!("[{isa}] case {i} ({:?})", p.case.op);
         let mut a = p.arena();
