@@ -15,7 +15,8 @@
 //! reported next to the peak of its own vector width (bf16 convs: the `vdpbf16ps` peak). A
 //! `@bf16` suffix (`avx512+bf16@bf16`, `avx512+int8@bf16`) stores the activations as bf16, as
 //! those bundles do (without it they are f32, as with `--activations f32`): then the upsamplings
-//! multiply bf16 channel pairs too (kind `conv_up_bf16`).
+//! multiply bf16 channel pairs too (kind `conv_up_bf16`), or with `+int8` int8 channel quads
+//! (kind `conv_up_int8`, held to the `vpdpbusd` peak).
 //!
 //! Environment: `E2ENC_BENCH_D` (depth, default 32), `E2ENC_BENCH_CFLAGS` (overrides the ISA's
 //! flags), `E2ENC_BENCH_ISA`, `E2ENC_BENCH_ONLY` (substring filter of the case names),

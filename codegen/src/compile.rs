@@ -383,7 +383,9 @@ pub fn generate_with(
                 ring: Some(slots),
                 stream: None,
                 ring_in: None,
-                act_ranges: None,
+                act_ranges: calibration
+                    .and_then(|c| c.convs.get(&u.index()))
+                    .map(|c| c.ranges.clone()),
                 shift_at: None,
             }));
         }
@@ -414,7 +416,11 @@ pub fn generate_with(
                 .map(|c| c.ranges.clone()),
             shift_at: plan.narrow_scratch.get(&id).copied(),
         };
-        if matches!(node.op, Op::Conv3d(_) | Op::FusedConv3d(_)) && ctx.inputs.len() == 1 {
+        if matches!(
+            node.op,
+            Op::Conv3d(_) | Op::FusedConv3d(_) | Op::ConvTranspose3d(_)
+        ) && ctx.inputs.len() == 1
+        {
             let x = &ctx.inputs[0];
             probes.push(Probe {
                 node: id.index(),

@@ -1121,6 +1121,10 @@ fn int8_exact(cfg: &ConvCfg) -> Case {
     k.acts[0] = Tensor::from_f32(k.acts[0].shape().to_vec(), x).unwrap();
     // (output, input channel) of each kernel of consts[0].
     let owners: Vec<(usize, usize)> = match cfg.density {
+        // Transposed weights are [cin][cout][..].
+        None if cfg.transposed => (0..cin)
+            .flat_map(|c| (0..cfg.cout).map(move |o| (o, c)))
+            .collect(),
         None => (0..cfg.cout)
             .flat_map(|o| (0..cin).map(move |c| (o, c)))
             .collect(),
@@ -1295,7 +1299,30 @@ fn int8_convs_on_bf16_storage_match_the_interpreter() {
     if !host_int8() || !host_bf16() {
         return;
     }
-    let cfgs = bf16_all_cases();
+    let mut cfgs = bf16_all_cases();
+    // Upsamplings multiply int8 channel quads: dense (8 and 12 channels, 40 and 24 columns: a
+    // half vector at the end, one micro call or two) and sparse (each output channel's live
+    // channels four at a time, the last quad padded).
+    for (i, (cin, cout, dhw, density)) in [
+        (8, 5, [2, 3, 40], None),
+        (12, 3, [1, 4, 24], None),
+        (8, 4, [2, 5, 20], Some(0.6)),
+        (13, 5, [1, 3, 40], Some(0.5)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ConvCfg::plain(1, cin, cout, dhw, 2, 2);
+        c.kernel = [2, 2, 2];
+        c.stride = [2, 2, 2];
+        c.padding = [0, 0, 0];
+        c.transposed = true;
+        c.density = density;
+        c.bias = i != 1;
+        c.slope = i == 0;
+        c.seed = 760 + i as u64;
+        cfgs.push(c);
+    }
     let cases: Vec<Case> = cfgs
         .iter()
         .map(|c| {
@@ -1310,7 +1337,10 @@ fn int8_convs_on_bf16_storage_match_the_interpreter() {
         Err(e) => panic!("{e}"),
     };
     for (cfg, w) in cfgs.iter().zip(&whats) {
-        let want = if cfg.stride[1] == 2 { " bf16" } else { " int8" };
+        let want = match (cfg.transposed, cfg.stride[1]) {
+            (false, 2) => " bf16",
+            _ => " int8",
+        };
         assert!(
             w.iter().any(|k| k.ends_with(want)),
             "{cfg:?}: kernels {w:?}, none{want}"

@@ -332,6 +332,17 @@ fn int8_report(a: &Args, man: &Manifest, check: Option<Check>) -> Result<()> {
              stored as bf16"
         ),
     }
+    let ups_bf16 = convs
+        .iter()
+        .filter(|w| w.contains(" up") && w.ends_with(" bf16"))
+        .count();
+    if ups_bf16 > 0 {
+        eprintln!(
+            "note: {ups_bf16} upsampling kernels multiply in bf16: int8 ones need their inputs' \
+             calibrated ranges, which calibrations saved before 2026-12-05 lack for dense \
+             upsamplings (--calibrate again to quantize them)"
+        );
+    }
     let Some(check) = check else {
         return Ok(());
     };

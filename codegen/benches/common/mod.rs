@@ -68,6 +68,7 @@ pub fn kind_of(k: &Kernel, label: &str) -> String {
     match words.next() {
         Some("norm") => format!("norm_{}", words.next().unwrap_or("")),
         Some("up") if w.ends_with(" bf16") => "conv_up_bf16".into(),
+        Some("up") if w.ends_with(" int8") => "conv_up_int8".into(),
         Some("up") => "conv_up".into(),
         Some("conv") if w.ends_with(" bf16") => "conv_bf16".into(),
         Some("conv") if w.ends_with(" int8") => "conv_int8".into(),

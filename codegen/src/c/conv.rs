@@ -401,6 +401,12 @@ impl Narrow {
         matches!(self, Narrow::Bf16 | Narrow::Int8Bf16)
     }
 
+    /// Whether dense upsamplings with calibrated ranges multiply int8 channel quads (int8
+    /// bundles storing bf16: `conv_up_wide::quads`).
+    fn int8_up(self) -> bool {
+        self == Narrow::Int8Bf16
+    }
+
     /// The narrow kernel of a fast-path conv, `None` where it has none.
     fn kernel(self, ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
         match self {
@@ -447,7 +453,7 @@ pub fn emit(ctx: &NodeCtx, consts: &mut Consts, narrow: Narrow) -> Result<Vec<Ke
             Some(k) => k,
             None => conv_fast::emit(ctx, &sp, consts)?,
         },
-        ConvPath::Up => conv_up::emit(ctx, &sp, consts, narrow.bf16())?,
+        ConvPath::Up => conv_up::emit(ctx, &sp, consts, narrow.bf16(), narrow.int8_up())?,
         ConvPath::Generic => conv_generic::emit(ctx, &sp, consts)?,
     };
     let mut ks = match ctx.lag.is_some() || ctx.stream.is_some() {
@@ -625,7 +631,7 @@ fn grouped(
             if path(&usp.g) != ConvPath::Up || usp.g.k[0] != 2 || usp.norm.is_some() {
                 return Err(err(ctx, "only a 2x2x2 upsampling without norm streams"));
             }
-            let k = conv_up::emit(u, &usp, consts, narrow.bf16())?;
+            let k = conv_up::emit(u, &usp, consts, narrow.bf16(), narrow.int8_up())?;
             if !k.tiles.is_multiple_of(d / 2) {
                 return Err(err(ctx, "the streamed upsampling needs depth-major tiles"));
             }

@@ -35,7 +35,7 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
-use super::conv_up_wide::{emit16, pair_csr, Setup};
+use super::conv_up_wide::{emit16, pair_csr, quad_pack_fits, quads, Setup};
 use super::dialect::Dialect;
 use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, nvec, zero_row, zero_row_pads};
@@ -170,6 +170,7 @@ pub fn emit(
     sp: &ConvSpec,
     consts: &mut Consts,
     bf16: bool,
+    int8: bool,
 ) -> Result<Kernel, EmitError> {
     let g = &sp.g;
     let (x, y) = (&ctx.inputs[0], &ctx.output);
@@ -182,8 +183,14 @@ pub fn emit(
     // 16 lanes from two 8-lane input vectors a row (one would leave half of every FMA empty).
     let wide = Dialect::of(ctx.isa).wide == 16 && nvi >= 2;
     let pairs = wide && bf16 && x.is_bf16();
+    // int8 bundles: dense upsamplings with calibrated input ranges multiply channel quads.
+    let quads = match (&ctx.act_ranges, pairs && int8 && ctx.channel_map.is_none()) {
+        (Some(r), true) if quad_pack_fits(cin, w) => quads(sp, kv, r, nvi.div_ceil(2), consts),
+        _ => None,
+    };
     // Per-output CSR of input channels; weights [entry][kd][2][2] (or of channel pairs).
     let (ent_off, rp_off, w_off) = match pairs {
+        _ if quads.is_some() => (0, 0, 0),
         true => pair_csr(sp, kv, consts),
         false => {
             let csr = sp.push_csr(kv, consts);
@@ -197,6 +204,7 @@ pub fn emit(
     if wide {
         let st = Setup {
             pairs,
+            quads,
             kd,
             nvi,
             nb,

@@ -13,6 +13,7 @@ use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, zero_row, zero_row_pads};
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::{PAD_LEFT, PAD_ROWS};
+use crate::quant::{weight_codes, ActQuant};
 
 /// 8-lane vectors per statistics group: each group's statistics are reduced (`e2st_sum`) into
 /// the tile's sums on their own, as one 8-lane micro call of `VI` vectors does, so that both
@@ -55,8 +56,7 @@ fn micro16(
     last: bool,
     pairs: bool,
 ) -> String {
-    let (x, y) = (&ctx.inputs[0], &ctx.output);
-    let ow = y.shape[4];
+    let x = &ctx.inputs[0];
     let kv = 4 * kd;
     let nw = nv8.div_ceil(2);
     let mut c = String::new();
@@ -121,6 +121,24 @@ fn micro16(
         }
     }
     let _ = writeln!(c, "    }}");
+    epilogue16(&mut c, ctx, kd, nv8, tail_at, ep, last);
+    c
+}
+
+/// The part of a 16-lane micro kernel after its accumulators `a{k}_{v}` (f32, tap `k = 4a + 2b
+/// + c`, 16-lane input vector `v`) are summed: bias, leaky ReLU, the taps interleaved into the
+/// output rows, statistics and stores (see [`micro16`]); closes the function.
+fn epilogue16(
+    c: &mut String,
+    ctx: &NodeCtx,
+    kd: usize,
+    nv8: usize,
+    tail_at: Option<usize>,
+    ep: &Epi,
+    last: bool,
+) {
+    let y = &ctx.output;
+    let ow = y.shape[4];
     if let Some(sl) = ep.slope {
         let _ = writeln!(c, "    const e2f16 vsl = e2f16_set1({});", cf(sl));
     }
@@ -219,7 +237,273 @@ fn micro16(
         }
     }
     c.push_str("}\n");
+}
+
+/// The int8 form of [`micro16`] (an upsampling in an int8 bundle, [`Quads`]): each entry is
+/// four input channels, `pk` points at the tile's packing ([`pack_quads`]) at this micro tile's
+/// row and first column, `w` at the entries' weight words (the four channels' `i8` codes of
+/// each tap). Dense: entry `e`'s words are quad `e`'s; sparse: `ent` lists the entries'
+/// channels, whose code bytes are gathered into words (`e2q_gather4`). `vpdpbusd` sums them in
+/// i32 lanes, which less the zero points' term times the output channel's scale are the f32
+/// accumulators [`epilogue16`] takes.
+#[allow(clippy::too_many_arguments)]
+fn micro16_q(
+    name: &str,
+    nv8: usize,
+    tail_at: Option<usize>,
+    ctx: &NodeCtx,
+    kd: usize,
+    ep: &Epi,
+    last: bool,
+    q: &Quads,
+) -> String {
+    let kv = 4 * kd;
+    let nw = nv8.div_ceil(2);
+    let mut c = String::new();
+    let _ = writeln!(
+        c,
+        "E2_I8 static void {name}(float *restrict A, const float *restrict W, const int32_t *restrict ent,
+    const uint32_t *restrict w, int ne, int64_t pb, int64_t po, int o, double *restrict st,
+    float *restrict cy, const uint8_t *restrict pk) {{
+    (void)W; (void)o; (void)st; (void)cy; (void)pb; (void)ent;"
+    );
+    if q.sparse {
+        let _ = writeln!(c, "    const __m512i gidx = E2Q_GATHER4;");
+    }
+    for k in 0..kv {
+        for v in 0..nw {
+            let _ = writeln!(c, "    __m512i i{k}_{v} = _mm512_setzero_si512();");
+        }
+    }
+    let _ = writeln!(c, "    for (int e = 0; e < ne; e++, w += {kv}) {{");
+    let u = q.unit_bytes;
+    if q.sparse {
+        for j in 0..4 {
+            let _ = writeln!(
+                c,
+                "        const uint8_t *p{j} = pk + (int64_t)ent[4 * e + {j}] * {u};"
+            );
+        }
+        for v in 0..nw {
+            let _ = writeln!(
+                c,
+                "        const __m512i x{v} = e2q_gather4(p0 + {o}, p1 + {o}, p2 + {o}, p3 + {o}, gidx);",
+                o = 16 * v
+            );
+        }
+    } else {
+        let _ = writeln!(c, "        const uint8_t *px = pk + (int64_t)e * {u};");
+        for v in 0..nw {
+            let _ = writeln!(
+                c,
+                "        const __m512i x{v} = _mm512_load_si512((const void *)(px + {}));",
+                64 * v
+            );
+        }
+    }
+    for k in 0..kv {
+        let _ = write!(c, "       ");
+        for v in 0..nw {
+            let _ = write!(c, " e2q_dpm(i{k}_{v}, x{v}, w + {k});");
+        }
+        let _ = writeln!(c);
+    }
+    let _ = writeln!(
+        c,
+        "    }}
+    const __m512 vq = _mm512_set1_ps(W[{os} + o]);",
+        os = q.os
+    );
+    for k in 0..kv {
+        let _ = writeln!(
+            c,
+            "    const __m512 vc{k} = _mm512_set1_ps(W[{cf} + o * {kv} + {k}]);",
+            cf = q.comp
+        );
+        for v in 0..nw {
+            let _ = writeln!(
+                c,
+                "    e2f16 a{k}_{v} = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(i{k}_{v}), vc{k}), vq);"
+            );
+        }
+    }
+    epilogue16(&mut c, ctx, kd, nv8, tail_at, ep, last);
     c
+}
+
+/// The int8 tables of an upsampling in an int8 bundle storing bf16 ([`Setup::quads`]): input
+/// channels in quads, quantized per channel with the calibrated scale and zero point, weights
+/// per output channel (activation scales folded in, symmetric). Dense: quads `4q .. 4q + 4`,
+/// packed once per tile as words of the four channels' codes; DSFF-sparse: each output
+/// channel's live channels four at a time (an incomplete last quad repeats its last channel
+/// with zero weights), packed per channel as bytes and gathered into words per use.
+pub(super) struct Quads {
+    pub(super) sparse: bool,
+    /// Quads of input channels (dense: `cin / 4`).
+    pub(super) nq: usize,
+    /// Sparse: `I` `[entry][4]` channels and the entries of each output channel (`rp`).
+    pub(super) ents: usize,
+    pub(super) rp: usize,
+    /// `W`: `(1 / scale, zero point)` per input channel.
+    pub(super) qp: usize,
+    /// `I` words `[entry][kv]` (dense: `[o][q][kv]`): the four channels' codes of each tap.
+    pub(super) w: usize,
+    /// `W`: the zero points' term of each output channel and tap `[o][kv]` (exact integers).
+    pub(super) comp: usize,
+    /// `W`: the scale of each output channel.
+    pub(super) os: usize,
+    /// Bytes of one channel's (sparse) or quad's (dense) packed rows in a tile: `IB` rows of
+    /// `16 nw` columns, one byte or word each.
+    pub(super) unit_bytes: usize,
+    /// Bytes of one packed row of a channel or quad.
+    pub(super) row_bytes: usize,
+}
+
+/// The int8 tables of a transposed conv with activation `ranges` per input channel (see
+/// [`Quads`]); `None` where its sums could leave f32's exact integers.
+pub(super) fn quads(
+    sp: &ConvSpec,
+    kv: usize,
+    ranges: &[[f32; 2]],
+    nw: usize,
+    consts: &mut Consts,
+) -> Option<Quads> {
+    let cin = sp.g.x[1];
+    // The sums and the zero points' term stay integers f32 holds exactly (|code| <= 127 x 255
+    // per channel and tap).
+    let exact = 127 * 255 * cin < 1 << 24;
+    let sparse = !(cin.is_multiple_of(4) && sp.rows.iter().all(|r| r.len() == cin));
+    if ranges.len() != cin || !exact || sp.rows.iter().all(|r| r.is_empty()) {
+        return None;
+    }
+    let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
+    let qp: Vec<f32> = aq
+        .iter()
+        .flat_map(|q| [1.0 / q.scale, f32::from(q.zero)])
+        .collect();
+    let (mut words, mut comp, mut os) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ents, mut rp) = (Vec::new(), vec![0i32]);
+    for row in &sp.rows {
+        let folded: Vec<f32> = row
+            .iter()
+            .flat_map(|&(ch, off)| {
+                let s = aq[ch].scale;
+                sp.wdata[off..off + kv].iter().map(move |w| w * s)
+            })
+            .collect();
+        let (codes, t) = weight_codes(&folded);
+        os.push(t);
+        // Entry i of the row (its channel `row[i].0`).
+        let code = |i: usize, k: usize| codes[i * kv + k];
+        for k in 0..kv {
+            let z: i64 = row
+                .iter()
+                .enumerate()
+                .map(|(i, &(ch, _))| i64::from(code(i, k)) * i64::from(aq[ch].zero))
+                .sum();
+            comp.push(z as f32);
+        }
+        // Dense rows are sorted by channel and complete: quad q is channels 4q .. 4q + 4.
+        for q0 in (0..row.len()).step_by(4) {
+            for j in 0..4 {
+                ents.push(row[(q0 + j).min(row.len() - 1)].0 as i32);
+            }
+            for k in 0..kv {
+                let b = |j: usize| match q0 + j < row.len() {
+                    true => u32::from(code(q0 + j, k) as u8),
+                    false => 0,
+                };
+                words.push((b(0) | (b(1) << 8) | (b(2) << 16) | (b(3) << 24)) as i32);
+            }
+        }
+        rp.push((ents.len() / 4) as i32);
+    }
+    let row_bytes = 16 * nw * if sparse { 1 } else { 4 };
+    Some(Quads {
+        sparse,
+        nq: cin / 4,
+        ents: if sparse { consts.push_i32(&ents) } else { 0 },
+        rp: if sparse { consts.push_i32(&rp) } else { 0 },
+        qp: consts.push_f32(&qp),
+        w: consts.push_i32(&words),
+        comp: consts.push_f32(&comp),
+        os: consts.push_f32(&os),
+        unit_bytes: IB * row_bytes,
+        row_bytes,
+    })
+}
+
+/// The tile's packing of a quads upsampling (tile `(n, z, band)`, rows `y0 .. y1`), into `pk`
+/// on the stack ([`quad_pack_fits`]): dense, each quad of input channels' rows as words of the
+/// four channels' codes (`e2q_quad`, `[quad][row][16 nw columns]`); sparse, each channel's rows
+/// as code bytes (`[channel][row][16 nw columns]`).
+fn pack_quads(ctx: &NodeCtx, q: &Quads, nw: usize) -> String {
+    let x = &ctx.inputs[0];
+    let cin = x.shape[1];
+    let row = format!(
+        "{xb} + {xo} + (int64_t)n * {xns} + (int64_t)z * {xds} + (int64_t)(yi + {PAD_ROWS}) * {xrow} + {PAD_LEFT}",
+        xb = x.c_base(),
+        xo = x.offset,
+        xns = x.n_stride,
+        xds = x.d_stride,
+        xrow = x.row,
+    );
+    let (rb, ub, cs) = (q.row_bytes, q.unit_bytes, x.c_stride);
+    if q.sparse {
+        return format!(
+            "uint8_t pk[{}] __attribute__((aligned(64)));
+for (int c = 0; c < {cin}; c++) {{
+    const __m512 iv = _mm512_set1_ps(W[{qp} + 2 * c]), zp = _mm512_set1_ps(W[{qp} + 2 * c + 1]);
+    for (int yi = y0; yi < y1; yi++) {{
+        const e2h *r = {row} + (int64_t)c * {cs};
+        uint8_t *pw = pk + (int64_t)c * {ub} + (int64_t)(yi - y0) * {rb};
+        for (int v = 0; v < {nw}; v++) e2q_store8(pw + 16 * v, e2q_codes(e2h16_load(r + 16 * v), iv, zp));
+    }}
+}}
+",
+            cin * ub,
+            qp = q.qp,
+        );
+    }
+    let mut b = format!(
+        "uint8_t pk[{}] __attribute__((aligned(64)));
+for (int qd = 0; qd < {nq}; qd++) {{
+    const float *qs = W + {qp} + 8 * qd;
+",
+        q.nq * ub,
+        nq = q.nq,
+        qp = q.qp,
+    );
+    for j in 0..4 {
+        let _ = writeln!(
+            b,
+            "    const __m512 iv{j} = _mm512_set1_ps(qs[{}]), zp{j} = _mm512_set1_ps(qs[{}]);",
+            2 * j,
+            2 * j + 1
+        );
+    }
+    let _ = writeln!(
+        b,
+        "    for (int yi = y0; yi < y1; yi++) {{
+        const e2h *r = {row} + (int64_t)(4 * qd) * {cs};
+        uint8_t *pw = pk + (int64_t)qd * {ub} + (int64_t)(yi - y0) * {rb};
+        for (int v = 0; v < {nw}; v++)
+            _mm512_store_si512((void *)(pw + 64 * v), e2q_quad(
+                e2q_codes(e2h16_load(r + 16 * v), iv0, zp0),
+                e2q_codes(e2h16_load(r + {cs} + 16 * v), iv1, zp1),
+                e2q_codes(e2h16_load(r + {c2} + 16 * v), iv2, zp2),
+                e2q_codes(e2h16_load(r + {c3} + 16 * v), iv3, zp3)));
+    }}
+}}",
+        c2 = 2 * cs,
+        c3 = 3 * cs,
+    );
+    b
+}
+
+/// Whether a quads tile's packed words (`cin` channels, input width `w`) fit the stack budget.
+pub(super) fn quad_pack_fits(cin: usize, w: usize) -> bool {
+    cin * IB * 16 * w.div_ceil(16) <= 256 * 1024
 }
 
 /// The epilogue of the 16-lane micro kernels.
@@ -247,6 +531,8 @@ pub(super) struct Setup {
     /// Multiply bf16 channel pairs (`vdpbf16ps`): `ent_off`, `rp_off` and `w_off` are then
     /// those of [`pair_csr`]'s lists (`I` words).
     pub(super) pairs: bool,
+    /// Multiply int8 channel quads instead (`vpdpbusd`; dense, output channels innermost).
+    pub(super) quads: Option<Quads>,
 }
 
 /// The bf16 form of a transposed conv's CSR for the 16-lane kernel with `pairs`: each output
@@ -309,21 +595,14 @@ pub(super) fn emit16(ctx: &NodeCtx, sp: &ConvSpec, s: &Setup) -> Kernel {
         },
     };
     let mut helpers = String::new();
+    let micro = |name: &str, nv8: usize, tail_at: Option<usize>, last: bool| match &s.quads {
+        Some(q) => micro16_q(name, nv8, tail_at, ctx, kd, &ep, last, q),
+        None => micro16(name, nv8, tail_at, ctx, kd, &ep, last, s.pairs),
+    };
     if nxb > 0 {
-        helpers.push_str(&micro16(
-            &body_name, body_v8, None, ctx, kd, &ep, false, s.pairs,
-        ));
+        helpers.push_str(&micro(&body_name, body_v8, None, false));
     }
-    helpers.push_str(&micro16(
-        &tail_name,
-        vt,
-        Some(nxb * body_v8),
-        ctx,
-        kd,
-        &ep,
-        true,
-        s.pairs,
-    ));
+    helpers.push_str(&micro(&tail_name, vt, Some(nxb * body_v8), true));
 
     let mut b = String::new();
     let _ = writeln!(
@@ -360,6 +639,9 @@ const {xt} *pf = {xb} + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int6
     }
     let ents: usize = sp.rows.iter().map(|r| r.len()).sum();
     let o_inner = ents * kv * body_v8 >= co * O_INNER_WORK;
+    if let Some(q) = &s.quads {
+        b.push_str(&pack_quads(ctx, q, nvi.div_ceil(2)));
+    }
     // The carries of the aligned stores (per output channel when the channels run innermost),
     // zeroed at each row start.
     let ncy = if o_inner { co * 16 * kd } else { 16 * kd };
@@ -374,7 +656,26 @@ const {xt} *pf = {xb} + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int6
         ""
     };
     let (eo, wo) = (s.ent_off, s.w_off);
+    // Quads: the tile's packing at this row and the micro tile's first column (`pb - pr`).
+    let pk_at = match &s.quads {
+        Some(q) => format!(
+            ", pk + (int64_t)(yi - y0) * {} + (pb - pr){}",
+            q.row_bytes,
+            if q.sparse { "" } else { " * 4" }
+        ),
+        None => String::new(),
+    };
     let (ents_at, w_at) = match s.pairs {
+        _ if s.quads.is_some() => {
+            let q = s.quads.as_ref().unwrap();
+            (
+                match q.sparse {
+                    true => format!("I + {} + 4 * e0", q.ents),
+                    false => "I".to_string(),
+                },
+                format!("(const uint32_t *)(I + {}) + (int64_t)e0 * {kv}", q.w),
+            )
+        }
         true => (
             format!("I + {eo} + 2 * e0"),
             format!("(const uint32_t *)(I + {wo}) + (int64_t)e0 * {kv}"),
@@ -386,7 +687,7 @@ const {xt} *pf = {xb} + {xo} + (nzn / {d}) * {xns} + (nzn % {d}) * {xds} + (int6
     };
     let call = |name: &str| {
         format!(
-            "{name}(A, W, {ents_at}, {w_at}, e1 - e0, pb, po, o, st + {} * o, cy{});",
+            "{name}(A, W, {ents_at}, {w_at}, e1 - e0, pb, po, o, st + {} * o, cy{}{pk_at});",
             2 * kd,
             if o_inner {
                 format!(" + {} * o", 16 * kd)
@@ -413,7 +714,14 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi +
         yrow = y.row,
     );
     let row = format!("{row}{zcy}");
-    let ents_o = format!("const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];");
+    let ents_o = match &s.quads {
+        Some(q) if !q.sparse => format!("const int e0 = o * {nq}, e1 = e0 + {nq};", nq = q.nq),
+        Some(q) => format!(
+            "const int e0 = I[{rp} + o], e1 = I[{rp} + o + 1];",
+            rp = q.rp
+        ),
+        None => format!("const int e0 = I[{rp_off} + o], e1 = I[{rp_off} + o + 1];"),
+    };
     let tail = format!(
         "{{ const int64_t pb = pr + {tx}, po = qr + (int64_t)o * {ycs} + {ty}; {call} }}",
         tx = 8 * nxb * body_v8,
@@ -533,7 +841,11 @@ const int64_t qr = {yo} + (int64_t)n * {yns} + {zp} * {zds} + (int64_t)(2 * yi +
         kd,
         cin,
         co,
-        if s.pairs { " bf16" } else { "" }
+        match (&s.quads, s.pairs) {
+            (Some(_), _) => " int8",
+            (None, true) => " bf16",
+            (None, false) => "",
+        }
     );
     kernel(&ctx.prefix, &helpers, &b, n * d * nb, live_flops(sp), what)
 }

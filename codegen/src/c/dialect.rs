@@ -467,6 +467,13 @@ E2_I8 static inline __m512i e2q_taps(__m512i prev, __m512i cur, __m512i next) {
 }
 /* 16 floats at p where bit i of m is set, zero elsewhere (lanes not set are not read). */
 #define e2q_loadm(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), p)
+/* acc += the dot products of the u8 quads of x with the i8 quad at p, broadcast (`vpdpbusd`
+   with a memory operand, as e2bf_dpm). */
+#define e2q_dpm(acc, x, p) __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const uint32_t *)(p)))
+/* Words of the codes of four channels (32-bit lanes, as e2q_codes gives them): byte j of each
+   word from channel j. */
+#define e2q_quad(c0, c1, c2, c3) _mm512_ternarylogic_epi32(_mm512_or_si512(c0, _mm512_slli_epi32(c1, 8)), \
+    _mm512_slli_epi32(c2, 16), _mm512_slli_epi32(c3, 24), 0xfe)
 #ifdef E2_I8_BYTES
 /* Packed codes (bf16-storing bundles, which need avx512_vbmi too): 16 codes as bytes at p. */
 #define e2q_store8(p, codes) _mm_storeu_si128((__m128i *)(p), _mm512_cvtepi32_epi8(codes))
@@ -478,6 +485,14 @@ E2_I8 static inline __m512i e2q_taps(__m512i prev, __m512i cur, __m512i next) {
    lane i = p[i] | p[i + 1] << 8 | p[i + 2] << 16, the fourth byte zero. */
 #define e2q_taps8(p, idx) _mm512_maskz_permutexvar_epi8(0x7777777777777777ull, idx, \
     _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p))))
+/* The `vpermb` index of e2q_gather4: byte j of lane i from byte i of the j-th 16 bytes. */
+#define E2Q_GATHER4 _mm512_set_epi32((int)0x3f2f1f0f, (int)0x3e2e1e0e, (int)0x3d2d1d0d, (int)0x3c2c1c0c, (int)0x3b2b1b0b, (int)0x3a2a1a0a, (int)0x39291909, (int)0x38281808, (int)0x37271707, (int)0x36261606, (int)0x35251505, (int)0x34241404, (int)0x33231303, (int)0x32221202, (int)0x31211101, (int)0x30201000)
+/* Words of the codes of four channels' 16 columns (16 code bytes at each of p0 .. p3): byte j
+   of word i is column i of channel j. */
+#define e2q_gather4(p0, p1, p2, p3, idx) _mm512_permutexvar_epi8(idx, _mm512_inserti32x4( \
+    _mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512( \
+    _mm_loadu_si128((const __m128i *)(p0))), _mm_loadu_si128((const __m128i *)(p1)), 1), \
+    _mm_loadu_si128((const __m128i *)(p2)), 2), _mm_loadu_si128((const __m128i *)(p3)), 3))
 #endif
 "#;
 
