@@ -116,6 +116,32 @@ pub fn weight_codes(w: &[f32]) -> (Vec<i8>, f32) {
     (q, t)
 }
 
+/// `(1 / scale, zero point)` of each channel, as the int8 kernels' packing reads them.
+pub fn packing_params(aq: &[ActQuant]) -> Vec<f32> {
+    aq.iter()
+        .flat_map(|q| [1.0 / q.scale, f32::from(q.zero)])
+        .collect()
+}
+
+/// The codes of one output channel's live kernels (`(input channel, offset of its `kvol`
+/// weights in `wdata`)`, in order) with each input channel's activation scale folded in
+/// (`w s_c`), and the output channel's scale: [`weight_codes`] of the folded weights.
+pub fn folded_codes(
+    row: &[(usize, usize)],
+    wdata: &[f32],
+    kvol: usize,
+    aq: &[ActQuant],
+) -> (Vec<i8>, f32) {
+    let folded: Vec<f32> = row
+        .iter()
+        .flat_map(|&(ch, off)| {
+            let s = aq[ch].scale;
+            wdata[off..off + kvol].iter().map(move |w| w * s)
+        })
+        .collect();
+    weight_codes(&folded)
+}
+
 /// A histogram of one channel's values in floating-point bins: [`PER_OCTAVE`] equal bins per
 /// power of two for each sign between `2^-16` and `2^16` (the exponent and the top five mantissa
 /// bits of the value; smaller magnitudes count as zero, larger as the last bin), so a percentile

@@ -50,7 +50,7 @@ use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::PAD_LEFT;
 use crate::precision::Precision;
-use crate::quant::{weight_codes, ActQuant};
+use crate::quant::{folded_codes, packing_params, ActQuant};
 use crate::target::Target;
 
 /// Bytes of packed words a tile may hold at once (on its thread's stack, as the bf16 kernels).
@@ -142,10 +142,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
     // Per logical channel: 1 / scale and the zero point, as the packing reads them.
-    let qp: Vec<f32> = aq
-        .iter()
-        .flat_map(|q| [1.0 / q.scale, f32::from(q.zero)])
-        .collect();
+    let qp = packing_params(&aq);
     // Per output channel: the codes of its live kernels (scales folded in), its scale, and the
     // zero points' term.
     let kvol = kd * 9;
@@ -154,14 +151,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     let mut oscale = vec![0f32; nob * ob];
     let mut comp = vec![0i32; nob * ob];
     for (o, row) in sp.rows.iter().enumerate() {
-        let folded: Vec<f32> = row
-            .iter()
-            .flat_map(|&(ch, off)| {
-                let s = aq[ch].scale;
-                sp.wdata[off..off + kvol].iter().map(move |w| w * s)
-            })
-            .collect();
-        let (q, t) = weight_codes(&folded);
+        let (q, t) = folded_codes(row, sp.wdata, kvol, &aq);
         oscale[o] = t;
         let mut k = Vec::with_capacity(row.len());
         for (i, &(ch, _)) in row.iter().enumerate() {

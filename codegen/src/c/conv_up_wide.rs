@@ -13,7 +13,7 @@ use super::norm::{indent, partial_ptr};
 use super::text::{cf, kernel, zero_row, zero_row_pads};
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::{PAD_LEFT, PAD_ROWS};
-use crate::quant::{weight_codes, ActQuant};
+use crate::quant::{folded_codes, packing_params, ActQuant};
 
 /// 8-lane vectors per statistics group: each group's statistics are reduced (`e2st_sum`) into
 /// the tile's sums on their own, as one 8-lane micro call of `VI` vectors does, so that both
@@ -377,21 +377,11 @@ pub(super) fn quads(
         return None;
     }
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
-    let qp: Vec<f32> = aq
-        .iter()
-        .flat_map(|q| [1.0 / q.scale, f32::from(q.zero)])
-        .collect();
+    let qp = packing_params(&aq);
     let (mut words, mut comp, mut os) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ents, mut rp) = (Vec::new(), vec![0i32]);
     for row in &sp.rows {
-        let folded: Vec<f32> = row
-            .iter()
-            .flat_map(|&(ch, off)| {
-                let s = aq[ch].scale;
-                sp.wdata[off..off + kv].iter().map(move |w| w * s)
-            })
-            .collect();
-        let (codes, t) = weight_codes(&folded);
+        let (codes, t) = folded_codes(row, sp.wdata, kv, &aq);
         os.push(t);
         // Entry i of the row (its channel `row[i].0`).
         let code = |i: usize, k: usize| codes[i * kv + k];
