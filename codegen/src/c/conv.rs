@@ -401,7 +401,7 @@ impl Narrow {
         matches!(self, Narrow::Bf16 | Narrow::Int8Bf16)
     }
 
-    /// Whether dense upsamplings with calibrated ranges multiply int8 channel quads (int8
+    /// Whether upsamplings with calibrated input ranges multiply int8 channel quads (int8
     /// bundles storing bf16: `conv_up_wide::quads`).
     fn int8_up(self) -> bool {
         self == Narrow::Int8Bf16
