@@ -521,7 +521,7 @@ pub(super) struct Setup {
     /// Multiply bf16 channel pairs (`vdpbf16ps`): `ent_off`, `rp_off` and `w_off` are then
     /// those of [`pair_csr`]'s lists (`I` words).
     pub(super) pairs: bool,
-    /// Multiply int8 channel quads instead (`vpdpbusd`; dense, output channels innermost).
+    /// Multiply int8 channel quads instead (`vpdpbusd`; [`Quads`]: dense or DSFF-sparse).
     pub(super) quads: Option<Quads>,
 }
 
