@@ -70,17 +70,18 @@ fn calibrate(model: &Model, x: &Tensor, dir: &std::path::Path) -> Calibration {
     cal.finish(r.graph_digest, vec!["golden input".into()])
 }
 
-/// Whether the CPU gives this conv an int8 kernel when it has ranges (`conv_int8`: 3x3 in H and
-/// W, stride 1, padding 1 in H, at least 4 (channel, depth tap) slots).
+/// Whether the CPU gives this conv an int8 kernel when it has ranges: `conv_int8`, 3x3 in H and
+/// W, stride 1, padding 1 in H, at least 4 (channel, depth tap) slots; `conv_int8_s2`, dense
+/// 3x3 stride 2 and padding 1 in H and W.
 fn int8_geometry(a: &FusedConvAttrs, cin: usize) -> bool {
     let c = &a.conv;
-    !a.transposed
-        && c.kernel[1] == 3
-        && c.kernel[2] == 3
-        && c.stride[1] == 1
-        && c.stride[2] == 1
+    let s1 = c.stride[1] == 1 && c.stride[2] == 1 && c.padding[1] == 1 && cin * c.kernel[0] >= 4;
+    let s2 = c.stride[1] == 2
+        && c.stride[2] == 2
         && c.padding[1] == 1
-        && cin * c.kernel[0] >= 4
+        && c.padding[2] == 1
+        && a.sparse_out.is_none();
+    !a.transposed && c.kernel[1] == 3 && c.kernel[2] == 3 && (s1 || s2)
 }
 
 /// The optimized graph of `model` run by the interpreter with the int8 convs' operands

@@ -948,6 +948,32 @@ fn bf16_all_cases() -> Vec<ConvCfg> {
     cfgs
 }
 
+/// Dense 1x1x1 convs (`conv_bf16_1x1.rs`, the heads): 48 -> 16 on 128 columns as AMOS-CT's,
+/// an odd channel count (the last channel alone), rows with a partial last vector, more than 16
+/// outputs (two blocks, the second guarded), batch 2, a norm, sliced input and output.
+fn bf16_1x1_cases() -> Vec<ConvCfg> {
+    let mut cfgs = Vec::new();
+    for (i, (n, cin, cout, dhw)) in [
+        (1, 48, 16, [2, 2, 128]),
+        (1, 7, 5, [2, 4, 20]),
+        (2, 6, 20, [1, 3, 40]),
+        (1, 5, 3, [3, 2, 16]),
+        (1, 9, 18, [2, 3, 33]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = ConvCfg::plain(n, cin, cout, dhw, 1, 1);
+        c.seed = 360 + i as u64;
+        c.bias = i != 1;
+        c.norm = i % 2 == 1;
+        c.slope = i % 3 == 1;
+        c.slice = i == 4;
+        cfgs.push(c);
+    }
+    cfgs
+}
+
 #[test]
 fn bf16_convs_compile_without_warnings() {
     // Any x86 host: the bf16 text builds with the bundle's flags and -Werror.
@@ -955,6 +981,7 @@ fn bf16_convs_compile_without_warnings() {
     let mut consts = e2enc_codegen::emit::Consts::default();
     let ps: Vec<_> = bf16_all_cases()
         .iter()
+        .chain(&bf16_1x1_cases())
         .enumerate()
         .map(|(i, c)| {
             harness::prepare_in(
@@ -1019,6 +1046,7 @@ fn bf16_convs_match_the_interpreter_on_bf16_exact_values() {
     }
     let cases: Vec<Case> = bf16_all_cases()
         .iter()
+        .chain(&bf16_1x1_cases())
         .map(|c| {
             let mut k = c.case();
             k.acts[0] = bf16_exact(&k.acts[0]);
@@ -1166,7 +1194,7 @@ fn int8_convs_compile_without_warnings() {
 fn int8_text_builds(narrow: bool) {
     use e2enc_codegen::precision::Precision;
     let mut consts = e2enc_codegen::emit::Consts::default();
-    let ps: Vec<_> = bf16_cases()
+    let ps: Vec<_> = bf16_all_cases()
         .iter()
         .enumerate()
         .map(|(i, c)| {
@@ -1210,7 +1238,13 @@ fn int8_text_builds(narrow: bool) {
         false => ("e2q_taps(", "e2q_taps8("),
         true => ("e2q_taps8(", "e2q_taps("),
     };
-    for want in ["_mm512_dpbusd_epi32(", taps, "e2q_codes(", "e2q_loadm("] {
+    for want in [
+        "_mm512_dpbusd_epi32(",
+        taps,
+        "e2q_codes(",
+        "e2q_loadm(",
+        "e2q_quad(",
+    ] {
         assert!(src.contains(want), "no {want} emitted (narrow {narrow})");
     }
     assert!(!src.contains(other), "{other} emitted (narrow {narrow})");
@@ -1228,7 +1262,16 @@ fn int8_convs_match_the_interpreter_on_int8_exact_values() {
     if !host_int8() {
         return;
     }
-    let cases: Vec<Case> = bf16_cases().iter().map(int8_exact).collect();
+    let mut cfgs = bf16_all_cases();
+    // Stride 2 to rows of at most 8 outputs (half a vector), 13 channels (the last quad short).
+    for (i, (cin, dhw)) in [(13, [2, 6, 14]), (8, [1, 16, 16])].into_iter().enumerate() {
+        let mut c = ConvCfg::plain(1, cin, 6, dhw, 3, 2);
+        c.norm = i == 0;
+        c.bias = true;
+        c.seed = 350 + i as u64;
+        cfgs.push(c);
+    }
+    let cases: Vec<Case> = cfgs.iter().map(int8_exact).collect();
     // Both packings: tap words (`--activations f32`) and codes as bytes (bf16 storage).
     for narrow in [false, true] {
         if let Err(e) =
@@ -1323,6 +1366,11 @@ fn int8_convs_on_bf16_storage_match_the_interpreter() {
         c.seed = 760 + i as u64;
         cfgs.push(c);
     }
+    // Stride 2 to 7 columns: the int8 kernel in half a vector, normalized (shifted statistics).
+    let mut c = ConvCfg::plain(1, 5, 6, [3, 8, 14], 3, 2);
+    c.norm = true;
+    c.seed = 770;
+    cfgs.push(c);
     let cases: Vec<Case> = cfgs
         .iter()
         .map(|c| {
@@ -1337,10 +1385,7 @@ fn int8_convs_on_bf16_storage_match_the_interpreter() {
         Err(e) => panic!("{e}"),
     };
     for (cfg, w) in cfgs.iter().zip(&whats) {
-        let want = match (cfg.transposed, cfg.stride[1]) {
-            (false, 2) => " bf16",
-            _ => " int8",
-        };
+        let want = " int8";
         assert!(
             w.iter().any(|k| k.ends_with(want)),
             "{cfg:?}: kernels {w:?}, none{want}"
@@ -1377,6 +1422,7 @@ fn bf16_storage_kernels_match_the_interpreter() {
         return;
     }
     let mut cfgs = bf16_all_cases();
+    cfgs.extend(bf16_1x1_cases());
     for (i, (cin, cout, dhw, k, s, norm)) in [
         (6, 8, [3, 9, 20], 3, 2, true),
         (5, 7, [2, 12, 40], 3, 2, false),
@@ -1430,7 +1476,10 @@ fn bf16_storage_kernels_match_the_interpreter() {
             k
         })
         .collect();
-    for (i, dhw) in [[4, 6, 36], [2, 5, 9]].into_iter().enumerate() {
+    for (i, dhw) in [[4, 6, 36], [2, 5, 9], [2, 4, 64], [3, 3, 30]]
+        .into_iter()
+        .enumerate()
+    {
         let [d, h, w] = dhw;
         cases.push(Case::new(
             Op::MaxPool3d(PoolAttrs {

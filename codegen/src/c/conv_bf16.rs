@@ -33,6 +33,9 @@
 //!   loads (odd set one word left, even set, odd set); 4 output channels x 2 rows x 2 vectors,
 //!   as the f32 kernel. Measured 2.1x the f32 kernel in `benches/conv.rs` (1 thread, Zen 4).
 //!
+//! - **Dense 1x1x1 convs** (the heads): `conv_bf16_1x1.rs`, channel pairs read where they are
+//!   stored, no packing.
+//!
 //! The packed band is kept under [`BUDGET`] by narrowing the column strip, then the sub-band's
 //! rows; a conv with so many slots that one row of its vectors would not fit, or so few (the
 //! 1-channel first conv) that packing costs more than it saves, stays f32 ([`emit`] returns
@@ -181,7 +184,7 @@ pub(super) fn row_at(fc: &FastConv, c: &str, z: &str) -> String {
 }
 
 /// [`row_at`] with the first packed row's storage row `r` (a C expression; `r0` at stride 1).
-fn row_at_row(fc: &FastConv, c: &str, z: &str, r: &str) -> String {
+pub(super) fn row_at_row(fc: &FastConv, c: &str, z: &str, r: &str) -> String {
     let x = &fc.x;
     let plain = format!(
         "{} + {} + (int64_t)n * {} + (int64_t){c} * {} + (int64_t)({z}) * {} + (int64_t)({r}) * {} + {PAD_LEFT}",
@@ -197,6 +200,9 @@ fn row_at_row(fc: &FastConv, c: &str, z: &str, r: &str) -> String {
 
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
     let g = &sp.g;
+    if super::conv_bf16_1x1::applies(g) {
+        return super::conv_bf16_1x1::emit(ctx, sp, consts);
+    }
     if !applies(g) && !applies_s2(g) {
         return None;
     }
@@ -413,7 +419,7 @@ pub(super) fn outside(fc: &FastConv, ent: &str) -> Vec<String> {
 
 /// The C condition that the slot of entry `ent` lies inside the input's depth (`1` where no
 /// entry can lie outside): [`outside`] negated.
-fn inside(fc: &FastConv, ent: &str) -> String {
+pub(super) fn inside(fc: &FastConv, ent: &str) -> String {
     let o = outside(fc, ent);
     if o.is_empty() {
         "1".to_string()

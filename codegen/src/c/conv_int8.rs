@@ -1,5 +1,6 @@
 //! `--precision int8` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
-//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse) multiply `u8`
+//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse; the dense stride-2 ones
+//! are `conv_int8_s2.rs`'s, which [`emit`] hands them to) multiply `u8`
 //! activations by `i8` weights with `vpdpbusd` (four products added to one i32 lane: 64
 //! multiplies per instruction where `vfmadd231ps` does 16). The quantization ([`crate::quant`]):
 //! activations per input channel with the calibrated scale and zero point, weights per output
@@ -46,6 +47,7 @@ use std::fmt::Write;
 use super::conv::{live_flops, slope_in_conv, ConvSpec};
 use super::conv_bf16::{applies, outside, row_at, slot_entries};
 use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
+use super::conv_int8_s2;
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::PAD_LEFT;
@@ -117,6 +119,9 @@ fn tap_word(q: &[i8], b: usize) -> i32 {
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> Option<Kernel> {
     let g = &sp.g;
     let ranges = ctx.act_ranges.as_deref()?;
+    if conv_int8_s2::applies(g) {
+        return conv_int8_s2::emit(ctx, sp, consts, ranges);
+    }
     if !applies(g) {
         return None;
     }
@@ -147,20 +152,11 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     // zero points' term.
     let kvol = kd * 9;
     let nob = co.div_ceil(ob);
-    let mut codes: Vec<Vec<(usize, Vec<i8>)>> = Vec::with_capacity(co);
-    let mut oscale = vec![0f32; nob * ob];
-    let mut comp = vec![0i32; nob * ob];
-    for (o, row) in sp.rows.iter().enumerate() {
-        let (q, t) = folded_codes(row, sp.wdata, kvol, &aq);
-        oscale[o] = t;
-        let mut k = Vec::with_capacity(row.len());
-        for (i, &(ch, _)) in row.iter().enumerate() {
-            let qk = q[i * kvol..(i + 1) * kvol].to_vec();
-            comp[o] += qk.iter().map(|&v| i32::from(v)).sum::<i32>() * i32::from(aq[ch].zero);
-            k.push((ch, qk));
-        }
-        codes.push(k);
-    }
+    let Folded {
+        codes,
+        oscale,
+        comp,
+    } = fold(sp, &aq, kvol, nob * ob);
     let (w_off, sl_off, rp_off);
     if !g.sparse {
         // Words [block][slot][output in block][tap row]; absent kernels are zero.
@@ -245,6 +241,40 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
         kd,
     };
     Some(render(&fc, c, &q))
+}
+
+/// A conv's weights as int8: per output channel the codes of its live kernels `(input channel,
+/// kvol codes)` with the activation scales folded in, its scale, and the zero points' term
+/// (`sum of its codes x the zero point of their channel`); scales and terms padded with zeros
+/// to whole output blocks.
+pub(super) struct Folded {
+    pub codes: Vec<Vec<(usize, Vec<i8>)>>,
+    pub oscale: Vec<f32>,
+    pub comp: Vec<i32>,
+}
+
+/// [`Folded`] of `sp`'s weights (`kvol` taps a kernel) for activations quantized as `aq`, the
+/// tables padded to `padded` output channels.
+pub(super) fn fold(sp: &ConvSpec, aq: &[ActQuant], kvol: usize, padded: usize) -> Folded {
+    let mut codes = Vec::with_capacity(sp.rows.len());
+    let mut oscale = vec![0f32; padded];
+    let mut comp = vec![0i32; padded];
+    for (o, row) in sp.rows.iter().enumerate() {
+        let (q, t) = folded_codes(row, sp.wdata, kvol, aq);
+        oscale[o] = t;
+        let mut k = Vec::with_capacity(row.len());
+        for (i, &(ch, _)) in row.iter().enumerate() {
+            let qk = q[i * kvol..(i + 1) * kvol].to_vec();
+            comp[o] += qk.iter().map(|&v| i32::from(v)).sum::<i32>() * i32::from(aq[ch].zero);
+            k.push((ch, qk));
+        }
+        codes.push(k);
+    }
+    Folded {
+        codes,
+        oscale,
+        comp,
+    }
 }
 
 /// Offsets of the int8 kernel's own constants.

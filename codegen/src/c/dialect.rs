@@ -412,6 +412,25 @@ E2_BF16 static inline void e2bf_eo_h(const e2h *a, unsigned ma, const e2h *b, un
     __m512i *e, __m512i *o) {
     e2bf_eo_split(_mm512_maskz_loadu_epi16((__mmask32)ma, a), _mm512_maskz_loadu_epi16((__mmask32)mb, b), e, o);
 }
+/* Max that propagates NaN from either operand (a's when a is NaN). */
+static inline __m512 e2f16_nanmax(__m512 a, __m512 b) {
+    return _mm512_mask_mov_ps(_mm512_max_ps(a, b), _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), a);
+}
+/* 2-wide max pooling along a bf16 row: of the 32 values at p (lanes set in m; the others zero,
+   not read), the larger of columns 2i and 2i + 1 as float lane i (NaN when either is). A 32-bit
+   word holds both columns, so no shuffles: the even one is the word shifted up, the odd one the
+   word with its lower half cleared. */
+E2_BF16 static inline __m512 e2h_pairmax(const e2h *p, unsigned m) {
+    const __m512i w = _mm512_maskz_loadu_epi16((__mmask32)m, p);
+    return e2f16_nanmax(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)),
+        _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xffff0000u))));
+}
+/* Lanes below n of 16 floats that hold bf16 values exactly (maxima of stored values), stored
+   as bf16: their upper halves, no rounding. */
+E2_BF16 static inline void e2h16_store_exact(e2h *p, __m512 v, int n) {
+    _mm512_mask_storeu_epi16(p, (__mmask32)((1u << n) - 1u),
+        _mm512_castsi256_si512(_mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16))));
+}
 /* The lanes' sum in f64 (each lane converted exactly, then added as doubles). */
 static inline double e2f16_sumd(__m512 v) {
     return _mm512_reduce_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)))
