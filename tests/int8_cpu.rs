@@ -71,7 +71,7 @@ fn calibrate(model: &Model, x: &Tensor, dir: &std::path::Path) -> Calibration {
 }
 
 /// Whether the CPU gives this conv an int8 kernel when it has ranges: `conv_int8`, 3x3 in H and
-/// W, stride 1, padding 1 in H, at least 4 (channel, depth tap) slots; `conv_int8_s2`, dense
+/// W, stride 1, padding 1 in H, at least 4 (channel, depth tap) slots; `conv_int8_quads`, dense
 /// 3x3 stride 2 and padding 1 in H and W.
 fn int8_geometry(a: &FusedConvAttrs, cin: usize) -> bool {
     let c = &a.conv;

@@ -1,6 +1,7 @@
 //! `--precision int8` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
-//! convs, depth-shifted or not, any depth kernel, dense or DSFF-sparse; the dense stride-2 ones
-//! are `conv_int8_s2.rs`'s, which [`emit`] hands them to) multiply `u8`
+//! convs, depth-shifted or not, any depth kernel, DSFF-sparse; the dense ones, stride 1 and 2,
+//! are `conv_int8_quads.rs`'s, which [`emit`] hands them to, this file's dense form being what
+//! they fall back to where the quads' packing would not fit) multiply `u8`
 //! activations by `i8` weights with `vpdpbusd` (four products added to one i32 lane: 64
 //! multiplies per instruction where `vfmadd231ps` does 16). The quantization ([`crate::quant`]):
 //! activations per input channel with the calibrated scale and zero point, weights per output
@@ -47,7 +48,7 @@ use std::fmt::Write;
 use super::conv::{live_flops, slope_in_conv, ConvSpec};
 use super::conv_bf16::{applies, outside, row_at, slot_entries};
 use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
-use super::conv_int8_s2;
+use super::conv_int8_quads;
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::PAD_LEFT;
@@ -119,8 +120,10 @@ fn tap_word(q: &[i8], b: usize) -> i32 {
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> Option<Kernel> {
     let g = &sp.g;
     let ranges = ctx.act_ranges.as_deref()?;
-    if conv_int8_s2::applies(g) {
-        return conv_int8_s2::emit(ctx, sp, consts, ranges);
+    if conv_int8_quads::applies(g) {
+        if let Some(k) = conv_int8_quads::emit(ctx, sp, consts, ranges) {
+            return Some(k);
+        }
     }
     if !applies(g) {
         return None;

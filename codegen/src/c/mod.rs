@@ -34,7 +34,7 @@ mod conv_bf16_1x1;
 mod conv_fast;
 mod conv_generic;
 mod conv_int8;
-mod conv_int8_s2;
+mod conv_int8_quads;
 mod conv_micro;
 mod conv_up;
 mod conv_up_wide;

@@ -1,25 +1,28 @@
-//! `--precision int8` on x86-avx512: the dense 3x3 stride-2 convs of the fast path (E2ENet's
-//! down-sampling convs, [`applies`]) multiply **channel quads**: a packed word holds the
-//! codes of four (input channel, depth tap) slots at one column, so all four products of a
-//! `vpdpbusd` are useful (the stride-1 kernels' column-tap words use three of four). The
-//! quantization is `conv_int8.rs`'s (activations per input channel with the calibrated scale
-//! and zero point, weights per output channel with the activation scales folded in, the zero
-//! points' term subtracted from the i32 sums, then the f32 epilogue).
+//! `--precision int8` on x86-avx512: the dense 3x3 convs of the fast path, stride 1 (E2ENet's
+//! backbone convs) and 2 (its down-sampling convs), [`applies`], multiply **channel quads**: a
+//! packed word holds the codes of four (input channel, depth tap) slots at one column, so all
+//! four products of a `vpdpbusd` are useful (the column-tap words of `conv_int8.rs`, which the
+//! DSFF-sparse convs keep, use three of four, and their byte layout needs a `vpermb` for every
+//! loaded vector). The quantization is `conv_int8.rs`'s (activations per input channel with the
+//! calibrated scale and zero point, weights per output channel with the activation scales
+//! folded in, the zero points' term subtracted from the i32 sums, then the f32 epilogue).
 //!
-//! A tile (the f32 kernel's: 2 output rows, so the norm partials and the memory plan do not
-//! change) packs, per quad of slots, input rows `2 r0 - 1 .. 2 (r0 + nr) - 1`, each split into
-//! the words of the even input columns `2 x` and those of the odd ones `2 x + 1` (each set with
-//! a 16-word halo on both sides, as `conv_bf16.rs`'s stride-2 channel pairs): each 32 columns
-//! of the four slots quantized (`e2q_codes`), made words (`e2q_quad`), split with two
-//! `vpermt2d`. Output column `x` reads input columns `2 x - 1, 2 x, 2 x + 1`: the odd set one
-//! word left, the even set, the odd set, plain vector loads. The micro kernel is the bf16 one's
-//! (4 output channels x 2 rows x 2 vectors, the 12 weight words of one tap column in
-//! registers), one `vpdpbusd` where that has one `vdpbf16ps`: 64 multiplies an instruction.
+//! A tile (the f32 kernel's, so the norm partials and the memory plan do not change) packs its
+//! input rows per quad of slots: each 16 (stride 1) or 32 (stride 2) columns of the four slots
+//! quantized (`e2q_codes`) and made words (`e2q_quad`), each packed row with a 16-word halo on
+//! both sides. Stride 1: output column `x` reads words `x - 1, x, x + 1`, unaligned loads one
+//! word left and right. Stride 2: each row split into the words of the even input columns `2 x`
+//! and those of the odd ones `2 x + 1` (two `vpermt2d` per 32 columns, as `conv_bf16.rs`'s
+//! stride-2 channel pairs), so the taps `2 x - 1, 2 x, 2 x + 1` are the odd set one word left,
+//! the even set, the odd set. The micro kernels are the bf16 channel-pair ones (stride 1: 2
+//! output channels x 4 rows x 2 vectors; stride 2: 4 x 2 x 2; the weight words of one tap column
+//! in registers), one `vpdpbusd` where those have one `vdpbf16ps`: 64 multiplies an
+//! instruction, 9 a quad and output vector.
 //!
 //! Every slot the conv reads is packed, columns and rows outside the volume (the padding
-//! column -1, storage past the row's end, slots whose plane lies outside the volume) as the
-//! zero point (which is what the zero points' term assumes); the missing slots of the last quad
-//! as zero codes with zero weights. Activations stored as f32 or bf16 alike (no `avx512_vbmi`).
+//! columns, storage past the row's end, slots whose plane lies outside the volume) as the zero
+//! point (which is what the zero points' term assumes); the missing slots of the last quad as
+//! zero codes with zero weights. Activations stored as f32 or bf16 alike (no `avx512_vbmi`).
 
 use std::fmt::Write;
 
@@ -32,11 +35,13 @@ use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::PAD_LEFT;
 use crate::quant::{packing_params, ActQuant};
 
-/// How a tile is cut: output rows per sub-band and 16-column output vectors per strip.
+/// How a tile is cut: output rows per sub-band, 16-column output vectors per strip, stride.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cut {
     sb: usize,
     sv: usize,
+    /// Stride 2: each packed row holds the even input columns' words, then the odd ones'.
+    s2: bool,
 }
 
 impl Cut {
@@ -45,22 +50,30 @@ impl Cut {
     fn half_words(self) -> usize {
         self.sv * 16 + 32
     }
-    /// Words of one packed row (both column sets).
+    /// Words of one packed row (both column sets at stride 2).
     fn row_words(self) -> usize {
-        2 * self.half_words()
+        self.half_words() * if self.s2 { 2 } else { 1 }
     }
-    /// Words of one quad: its `2 sb + 1` input rows.
+    /// Input rows a sub-band of `sb` output rows reads.
+    fn in_rows(self) -> usize {
+        if self.s2 {
+            2 * self.sb + 1
+        } else {
+            self.sb + 2
+        }
+    }
+    /// Words of one quad: its input rows.
     fn unit_words(self) -> usize {
-        (2 * self.sb + 1) * self.row_words()
+        self.in_rows() * self.row_words()
     }
 }
 
 /// The cut of a tile of `rb` rows and `nv` vectors with `quads` packed quads and micro blocks of
 /// `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of
 /// `vo`), then fewer rows; `None` if not even one row of `vo` vectors fits.
-fn cut(quads: usize, rb: usize, nv: usize, vo: usize) -> Option<Cut> {
+fn cut(quads: usize, rb: usize, nv: usize, vo: usize, s2: bool) -> Option<Cut> {
     let fits = |c: Cut| quads * c.unit_words() * 4 <= BUDGET;
-    let mut c = Cut { sb: rb, sv: nv };
+    let mut c = Cut { sb: rb, sv: nv, s2 };
     while !fits(c) && c.sv > vo {
         c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
     }
@@ -79,15 +92,16 @@ fn quad_word(codes: [Option<i8>; 4]) -> i32 {
     w as i32
 }
 
-/// Whether a fast-path geometry has this kernel: dense 3x3, stride 2 and padding 1 in (H, W),
-/// any width (rows of up to 8 outputs, which the f32 and bf16 kernels take in 8 lanes, use half
-/// of each vector: still 2x the multiplies of the f32 kernel's instruction).
+/// Whether a fast-path geometry has this kernel: dense 3x3, padding 1 in (H, W), stride 1 or 2
+/// there, any width (stride-2 rows of up to 8 outputs, which the f32 and bf16 kernels take in 8
+/// lanes, use half of each vector: still 2x the multiplies of the f32 kernel's instruction).
 pub fn applies(g: &Geom) -> bool {
     !g.transposed
         && !g.sparse
         && g.k[1] == 3
         && g.k[2] == 3
-        && (g.s[1], g.s[2]) == (2, 2)
+        && g.s[1] == g.s[2]
+        && (g.s[1] == 1 || g.s[1] == 2)
         && (g.p[1], g.p[2]) == (1, 1)
 }
 
@@ -109,10 +123,16 @@ pub fn emit(
     let kd = g.k[0];
     let nv = ow.div_ceil(16);
     let rb = blocking(g).rb;
-    let (ob, vo) = (4.min(co), 2.min(nv));
+    let s2 = g.s[1] == 2;
+    // 16 accumulators: stride 1 2 outputs x 4 rows x 2 vectors (each loaded vector feeds 2 to
+    // 6 `vpdpbusd`), stride 2 4 x 2 x 2 (4 or 8), as the bf16 kernels.
+    let (ob, vo) = (if s2 { 4 } else { 2 }.min(co), 2.min(nv));
     let slots = cin * kd;
     let nq = slots.div_ceil(4);
-    let c = cut(nq, rb, nv, vo)?;
+    if slots < 4 {
+        return None;
+    }
+    let c = cut(nq, rb, nv, vo, s2)?;
     let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
     // (1 / scale, zero point) of every slot of the quads (missing slots: (0, 0), zero codes).
@@ -165,7 +185,7 @@ pub fn emit(
     });
     let fc = FastConv {
         name: ctx.prefix.clone(),
-        what: format!("{} conv {kd}x3x3 s2 {cin}->{co} int8", ctx.label),
+        what: format!("{} conv {kd}x3x3 s{} {cin}->{co} int8", ctx.label, g.s[1]),
         g: g.clone(),
         x: ctx.inputs[0].clone(),
         y: ctx.output.clone(),
@@ -235,11 +255,12 @@ fn render(fc: &FastConv, c: Cut, t: &Tables) -> Kernel {
     render_packed(fc, p, pack_fn(fc, c, t))
 }
 
-/// The packing function: the quads of slots of sample `n`, input rows from `2 r0 - 1` to
-/// `2 (r0 + nr) - 1` (storage rows from `2 r0`), the even and the odd input columns of output
-/// vectors `xs .. xe` (`[quad][row][even set, odd set]`, each set `[halo, columns, halo]`); of
-/// the halos only the odd set's left one is read (its last word: input column `32 xs - 1`, the
-/// padding column at `xs = 0`, stored as the zero points).
+/// The packing function: the quads of slots of sample `n`, the input rows of output rows
+/// `r0 .. r0 + nr` (stride 1: from `r0 - 1`, storage row `r0`; stride 2: from `2 r0 - 1`,
+/// storage row `2 r0`), the input columns of output vectors `xs .. xe` and a halo vector each
+/// side (`[quad][row][halo, columns, halo]`; stride 2: `[quad][row][even set, odd set]`, each
+/// set so; of its halos only the odd set's left one is read, its last word input column
+/// `32 xs - 1`). Columns outside the row's storage and the padding are the zero points.
 fn pack_fn(fc: &FastConv, c: Cut, t: &Tables) -> String {
     let x = &fc.x;
     let slots = fc.ne_dense;
@@ -251,9 +272,18 @@ fn pack_fn(fc: &FastConv, c: Cut, t: &Tables) -> String {
         true => ("e2h", "e2h16_loadm"),
         false => ("float", "e2q_loadm"),
     };
+    let first_row = if c.s2 { "2 * r0" } else { "r0" };
     let mut rows = String::new();
-    let mut lo = Vec::new();
-    let mut hi = Vec::new();
+    // The words of the 16 columns at `q_k + at` of the four slots, columns set in `m`.
+    let quad = |at: &str, m: &str| {
+        let codes: Vec<String> = (0..4)
+            .map(|k| format!("e2q_codes({loadm}(q{k} + {at}, b{k} ? {m} : 0u), i{k}, z{k})"))
+            .collect();
+        format!(
+            "e2q_quad({},\n                    {},\n                    {},\n                    {})",
+            codes[0], codes[1], codes[2], codes[3]
+        )
+    };
     for k in 0..4 {
         let ent = format!("(ent + {})", 3 * k);
         let ok = format!("4 * p + {k} < {slots} && {}", inside(fc, &ent));
@@ -261,7 +291,7 @@ fn pack_fn(fc: &FastConv, c: Cut, t: &Tables) -> String {
             fc,
             &format!("{ent}[0]"),
             &format!("zb + {ent}[2]"),
-            "2 * r0",
+            first_row,
         );
         let _ = writeln!(
             rows,
@@ -270,68 +300,73 @@ fn pack_fn(fc: &FastConv, c: Cut, t: &Tables) -> String {
             i = 2 * k,
             z = 2 * k + 1
         );
-        lo.push(format!(
-            "e2q_codes({loadm}(q{k} + 32 * j, b{k} ? m & 0xffffu : 0u), i{k}, z{k})"
-        ));
-        hi.push(format!(
-            "e2q_codes({loadm}(q{k} + 32 * j + 16, b{k} ? m >> 16 : 0u), i{k}, z{k})"
-        ));
     }
-    format!(
-        "E2_I8 static void {name}_pack(const float *restrict A, const float *restrict W,
-    const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
-    /* vpermt2d indices: the even and the odd words of 32. */
-    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    for (int p = 0; p < {nq}; p++, ent += 12) {{
-        uint32_t *pq = pk + (int64_t)p * {uw};
-        const float *qs = W + {qp} + 8 * p;
-{rows}        /* The zero points' words (the padding column). */
-        const __m512i zq = e2q_quad(e2q_codes(_mm512_setzero_ps(), i0, z0), e2q_codes(_mm512_setzero_ps(), i1, z1),
-            e2q_codes(_mm512_setzero_ps(), i2, z2), e2q_codes(_mm512_setzero_ps(), i3, z3));
-        for (int rr = 0; rr < 2 * nr + 1; rr++) {{
-            const {ty} *q0 = b0 ? b0 + (int64_t)rr * {xrow} : ({ty} *)A, *q1 = b1 ? b1 + (int64_t)rr * {xrow} : ({ty} *)A;
-            const {ty} *q2 = b2 ? b2 + (int64_t)rr * {xrow} : ({ty} *)A, *q3 = b3 ? b3 + (int64_t)rr * {xrow} : ({ty} *)A;
-            uint32_t *oe = pq + (int64_t)rr * {rw} + 16 - 16 * xs, *oo = oe + {hw};
+    let body = if c.s2 {
+        format!(
+            "            uint32_t *oe = pq + (int64_t)rr * {rw} + 16 - 16 * xs, *oo = oe + {hw};
             if (xs == 0) _mm512_store_si512((void *)(oo - 16), zq);
             for (int j = xs == 0 ? 0 : xs - 1; j < xe; j++) {{
                 /* Columns 32 j .. 32 j + 31 inside the row's storage (the others read as 0.0:
                    the zero point). */
                 const int left = {room} - 32 * j;
                 const unsigned m = left >= 32 ? 0xffffffffu : left <= 0 ? 0u : (1u << left) - 1u;
-                const __m512i lo = e2q_quad({lo0},
-                    {lo1},
-                    {lo2},
-                    {lo3});
-                const __m512i hi = e2q_quad({hi0},
-                    {hi1},
-                    {hi2},
-                    {hi3});
+                const __m512i lo = {lo};
+                const __m512i hi = {hi};
                 if (j >= xs) _mm512_store_si512((void *)(oe + 16 * j), _mm512_permutex2var_epi32(lo, ie, hi));
                 _mm512_store_si512((void *)(oo + 16 * j), _mm512_permutex2var_epi32(lo, io, hi));
             }}
-        }}
+",
+            lo = quad("32 * j", "m & 0xffffu"),
+            hi = quad("32 * j + 16", "m >> 16"),
+        )
+    } else {
+        format!(
+            "            uint32_t *o = pq + (int64_t)rr * {rw} + 16 - 16 * xs;
+            for (int j = xs - 1; j <= xe; j++) {{
+                /* Columns 16 j .. 16 j + 15 inside the row's storage (from column -{PAD_LEFT}; the
+                   others read as 0.0: the zero point). */
+                const int left = {room} - 16 * j;
+                const unsigned m = (left >= 16 ? 0xffffu : left <= 0 ? 0u : (1u << left) - 1u)
+                    & (j < 0 ? 0xff00u : 0xffffu);
+                _mm512_store_si512((void *)(o + 16 * j), {q});
+            }}
+",
+            q = quad("16 * j", "m"),
+        )
+    };
+    format!(
+        "E2_I8 static void {name}_pack(const float *restrict A, const float *restrict W,
+    const int32_t *restrict ent, uint32_t *restrict pk, int n, int zb, int r0, int nr, int xs, int xe) {{
+    /* vpermt2d indices (stride 2): the even and the odd words of 32. */
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    (void)ie; (void)io;
+    for (int p = 0; p < {nq}; p++, ent += 12) {{
+        uint32_t *pq = pk + (int64_t)p * {uw};
+        const float *qs = W + {qp} + 8 * p;
+{rows}        /* The zero points' words (the padding column). */
+        const __m512i zq = e2q_quad(e2q_codes(_mm512_setzero_ps(), i0, z0), e2q_codes(_mm512_setzero_ps(), i1, z1),
+            e2q_codes(_mm512_setzero_ps(), i2, z2), e2q_codes(_mm512_setzero_ps(), i3, z3));
+        (void)zq;
+        for (int rr = 0; rr < {in_rows}; rr++) {{
+            const {ty} *q0 = b0 ? b0 + (int64_t)rr * {xrow} : ({ty} *)A, *q1 = b1 ? b1 + (int64_t)rr * {xrow} : ({ty} *)A;
+            const {ty} *q2 = b2 ? b2 + (int64_t)rr * {xrow} : ({ty} *)A, *q3 = b3 ? b3 + (int64_t)rr * {xrow} : ({ty} *)A;
+{body}        }}
     }}
 }}
 ",
         name = fc.name,
         qp = t.qp,
         xrow = x.row,
-        lo0 = lo[0],
-        lo1 = lo[1],
-        lo2 = lo[2],
-        lo3 = lo[3],
-        hi0 = hi[0],
-        hi1 = hi[1],
-        hi2 = hi[2],
-        hi3 = hi[3],
+        in_rows = if c.s2 { "2 * nr + 1" } else { "nr + 2" },
     )
 }
 
 /// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over the quads;
 /// per tap column, the `3 ob` weight words once, then each packed row loaded once (at the tap's
-/// column) into every (output channel, row) that uses it. Output row `r` reads packed rows
-/// `2 r .. 2 r + 2`; tap column 0 is the odd set one word left, 1 the even set, 2 the odd set.
+/// column) into every (output channel, row) that uses it. Stride 1: output row `r` reads packed
+/// rows `r .. r + 2`, tap column `cc` words `x + cc - 1`; stride 2: rows `2 r .. 2 r + 2`, tap
+/// column 0 the odd set one word left, 1 the even set, 2 the odd set.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     fc: &FastConv,
@@ -377,12 +412,15 @@ fn micro(
             }
         }
         // (column set, word offset, load) of tap column `cc`.
-        let (set, shift, load) = match cc {
-            0 => (hw, -1, "_mm512_loadu_si512"),
-            1 => (0, 0, "_mm512_load_si512"),
-            _ => (hw, 0, "_mm512_load_si512"),
+        let (set, shift, load) = match (c.s2, cc) {
+            (false, 1) => (0, 0, "_mm512_load_si512"),
+            (false, _) => (0, cc as isize - 1, "_mm512_loadu_si512"),
+            (true, 0) => (hw, -1, "_mm512_loadu_si512"),
+            (true, 1) => (0, 0, "_mm512_load_si512"),
+            (true, _) => (hw, 0, "_mm512_load_si512"),
         };
-        for rr in 0..2 * rows + 1 {
+        let st = if c.s2 { 2 } else { 1 };
+        for rr in 0..(rows - 1) * st + 3 {
             for f in 0..vo {
                 let _ = writeln!(
                     s,
@@ -390,10 +428,10 @@ fn micro(
                     (rr * rw + set + 16 * f) as isize + shift
                 );
                 for b in 0..3 {
-                    if rr < b || (rr - b) % 2 != 0 || (rr - b) / 2 >= rows {
+                    if rr < b || (rr - b) % st != 0 || (rr - b) / st >= rows {
                         continue;
                     }
-                    let r = (rr - b) / 2;
+                    let r = (rr - b) / st;
                     for o in 0..ob {
                         let a = format!("i{o}_{r}_{f}");
                         let _ = writeln!(
@@ -446,11 +484,16 @@ mod tests {
     #[test]
     fn cuts_fit_the_budget_or_refuse() {
         // AMOS-CT's level-0 down-sampling: 48 slots (12 quads), 64 outputs wide, 2 rows.
-        let c = cut(12, 2, 4, 2).unwrap();
+        let c = cut(12, 2, 4, 2, true).unwrap();
         assert_eq!((c.sb, c.sv), (2, 4));
         // 800 slots: strips of 2 vectors; 1200: one row.
-        assert_eq!(cut(200, 2, 8, 2), Some(Cut { sb: 2, sv: 2 }));
-        assert_eq!(cut(300, 2, 8, 2), Some(Cut { sb: 1, sv: 2 }));
-        assert!(cut(100_000, 2, 8, 2).is_none());
+        let s2 = |sb, sv| Some(Cut { sb, sv, s2: true });
+        assert_eq!(cut(200, 2, 8, 2, true), s2(2, 2));
+        assert_eq!(cut(300, 2, 8, 2, true), s2(1, 2));
+        assert!(cut(100_000, 2, 8, 2, true).is_none());
+        // Stride 1: level 0's 48 -> 48 (12 quads, 128 wide, 4 rows) whole; one set of words.
+        let c = cut(12, 4, 8, 2, false).unwrap();
+        assert_eq!((c.sb, c.sv, c.row_words(), c.in_rows()), (4, 8, 160, 6));
+        assert!(cut(100_000, 4, 8, 2, false).is_none());
     }
 }
