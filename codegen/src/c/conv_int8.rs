@@ -1,7 +1,6 @@
-//! `--precision int8` on x86-avx512: the 3x3 stride-1 convs of the fast path (E2ENet's 1x3x3
-//! convs, depth-shifted or not, any depth kernel, DSFF-sparse; the dense ones, stride 1 and 2,
-//! are `conv_int8_quads.rs`'s, which [`emit`] hands them to, this file's dense form being what
-//! they fall back to where the quads' packing would not fit) multiply `u8`
+//! `--precision int8` on x86-avx512: the DSFF-sparse 3x3 stride-1 convs of the fast path
+//! (E2ENet's 1x3x3 fusion convs, depth-shifted or not, any depth kernel; the dense convs, stride
+//! 1 and 2, are `conv_int8_quads.rs`'s, which [`emit`] hands them to) multiply `u8`
 //! activations by `i8` weights with `vpdpbusd` (four products added to one i32 lane: 64
 //! multiplies per instruction where `vfmadd231ps` does 16). The quantization ([`crate::quant`]):
 //! activations per input channel with the calibrated scale and zero point, weights per output
@@ -18,9 +17,10 @@
 //! `y` of one output channel is `sum over slots, tap rows b: P[y + b] . (w(b, 0), w(b, 1),
 //! w(b, 2), 0)`: three `vpdpbusd` per slot, row and vector, every packed vector (aligned) used by
 //! the three output rows it touches. Three of four products are useful (48 multiplies per
-//! instruction), dense or sparse alike: a slot is packed once whichever outputs read it, so
-//! DSFF-sparse convs walk a CSR of live slots per output channel (one output channel per micro
-//! kernel) and dense ones all slots for two output channels at once.
+//! instruction): a slot is packed once whichever outputs read it, and each output channel (one
+//! per micro kernel) walks a CSR of its live slots. (Dense convs used these words too, two
+//! output channels at a time, until the channel quads, whose products are all useful, replaced
+//! them: 62-63% -> 84% of the `vpdpbusd` peak on the conv bench.)
 //!
 //! In bundles storing activations as bf16 (`--precision int8`'s default) slots are packed as
 //! **codes**, one byte a column ([`Cut::bytes`]), and the micro kernel makes each vector's tap
@@ -125,7 +125,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
             return Some(k);
         }
     }
-    if !applies(g) {
+    if !applies(g) || !g.sparse {
         return None;
     }
     let [n, cin, _, _, _] = g.x;
@@ -137,11 +137,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     let lanes = 16;
     let nv = ow.div_ceil(lanes);
     let rb = blocking(g).rb;
-    let (ob, vo) = if g.sparse {
-        (1, 2.min(nv))
-    } else {
-        (2.min(co), 2.min(nv))
-    };
+    let (ob, vo) = (1, 2.min(nv));
     let slots = cin * kd;
     if slots < 4 {
         return None;
@@ -160,41 +156,22 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
         oscale,
         comp,
     } = fold(sp, &aq, kvol, nob * ob);
-    let (w_off, sl_off, rp_off);
-    if !g.sparse {
-        // Words [block][slot][output in block][tap row]; absent kernels are zero.
-        let mut w = vec![0i32; nob * slots * ob * 3];
-        for (o, row) in codes.iter().enumerate() {
-            let (blk, oo) = (o / ob, o % ob);
-            for (ch, qk) in row {
-                for a in 0..kd {
-                    let sl = ch * kd + a;
-                    for b in 0..3 {
-                        w[((blk * slots + sl) * ob + oo) * 3 + b] = tap_word(&qk[a * 9..], b);
-                    }
-                }
+    // Per output channel, its CSR entries: slot and three tap-row words each.
+    let mut rp = vec![0i32];
+    let mut sl = Vec::new();
+    let mut w = Vec::new();
+    for row in &codes {
+        for (ch, qk) in row {
+            for a in 0..kd {
+                sl.push((ch * kd + a) as i32);
+                w.extend((0..3).map(|b| tap_word(&qk[a * 9..], b)));
             }
         }
-        w_off = consts.push_i32(&w);
-        sl_off = 0;
-        rp_off = 0;
-    } else {
-        let mut rp = vec![0i32];
-        let mut sl = Vec::new();
-        let mut w = Vec::new();
-        for row in &codes {
-            for (ch, qk) in row {
-                for a in 0..kd {
-                    sl.push((ch * kd + a) as i32);
-                    w.extend((0..3).map(|b| tap_word(&qk[a * 9..], b)));
-                }
-            }
-            rp.push(sl.len() as i32);
-        }
-        sl_off = consts.push_i32(&sl);
-        rp_off = consts.push_i32(&rp);
-        w_off = consts.push_i32(&w);
+        rp.push(sl.len() as i32);
     }
+    let sl_off = consts.push_i32(&sl);
+    let rp_off = consts.push_i32(&rp);
+    let w_off = consts.push_i32(&w);
     let ent_off = consts.push_i32(&ents);
     let qp_off = consts.push_f32(&qp);
     let os_off = consts.push_f32(&oscale);
@@ -297,26 +274,14 @@ struct Tables {
 /// Writes the kernel: the packing function, the micro kernels, the tile loop
 /// ([`render_packed`]).
 fn render(fc: &FastConv, c: Cut, q: &Tables) -> Kernel {
-    let (bl, y) = (fc.bl, &fc.y);
+    let y = &fc.y;
     let slots = fc.ne_dense;
     // Bytes from one 16-column vector of a packed row to the next.
     let vb = if c.bytes { 16 } else { 64 };
-    let args = if fc.g.sparse {
-        format!(
-            "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, (const uint8_t *)pk + (xv - xs) * {vb}, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
-            q.sl, fc.w, y.c_stride
-        )
-    } else {
-        format!(
-            "A, W, I, 0, (const uint32_t *)(I + {}) + (int64_t)ob * {}, {slots}, (const uint8_t *)pk + (xv - xs) * {vb}, po + (int64_t)ob * {}, ob * {}, st + 2 * ob * {}, sh + ob * {}",
-            fc.w,
-            slots * 3 * bl.ob,
-            bl.ob * y.c_stride,
-            bl.ob,
-            bl.ob,
-            bl.ob
-        )
-    };
+    let args = format!(
+        "A, W, I, I + {} + e0, (const uint32_t *)(I + {}) + (int64_t)e0 * 3, e1 - e0, (const uint8_t *)pk + (xv - xs) * {vb}, po + (int64_t)o * {}, o, st + 2 * o, sh + o",
+        q.sl, fc.w, y.c_stride
+    );
     let mut m = |name: &str, r: usize, vo: usize, tail: bool| micro(fc, c, q, name, r, vo, tail);
     let p = Packed {
         sb: c.sb,
@@ -432,10 +397,9 @@ fn pack_fn(fc: &FastConv, c: Cut, q: &Tables) -> String {
 /// registers on every entry.
 const SPARSE_PASS_ROWS: usize = 5;
 
-/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels (`ob` = 1 and a
-/// CSR of slots for sparse convs, all slots for dense ones), in passes of rows (sparse:
-/// [`SPARSE_PASS_ROWS`]); per slot, the `3 ob` tap-row words once, then each packed vector
-/// loaded once into every (output, row) that uses it.
+/// One micro kernel: `rows` output rows x `vo` vectors of one output channel over its CSR of
+/// slots, in passes of rows ([`SPARSE_PASS_ROWS`]); per slot, the three tap-row words once,
+/// then each packed vector loaded once into every row that uses it.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     fc: &FastConv,
@@ -448,7 +412,6 @@ fn micro(
 ) -> String {
     let ob = fc.bl.ob;
     let (rb, slot_bytes) = (c.row_bytes(), 4 * c.unit_words());
-    let sparse = fc.g.sparse;
     let row = fc.y.row;
     let mut s = String::new();
     let _ = writeln!(
@@ -461,7 +424,7 @@ fn micro(
     if c.bytes {
         let _ = writeln!(s, "    const __m512i qidx = E2Q_TAPS8;");
     }
-    let pass = match sparse && rows > SPARSE_PASS_ROWS + 1 {
+    let pass = match rows > SPARSE_PASS_ROWS + 1 {
         true => rows.div_ceil(rows.div_ceil(SPARSE_PASS_ROWS)),
         false => rows,
     };
@@ -476,11 +439,7 @@ fn micro(
                 }
             }
         }
-        let pq = if sparse {
-            format!("pk + (int64_t)sl[e] * {slot_bytes}")
-        } else {
-            format!("pk + (int64_t)e * {slot_bytes}")
-        };
+        let pq = format!("pk + (int64_t)sl[e] * {slot_bytes}");
         let _ = writeln!(
             s,
             "    for (int e = 0; e < ne; e++, w += {}) {{
