@@ -618,7 +618,6 @@ fn pack_chan2_fn(fc: &FastConv, c: Cut) -> String {
 fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: bool) -> String {
     let ob = fc.bl.ob;
     let (rw, uw, hw) = (c.row_words(), c.unit_words(), c.half_words());
-    let st = if c.s2 { 2 } else { 1 };
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -626,18 +625,82 @@ fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
     const uint32_t *restrict w, int ne, const uint32_t *restrict pk, int64_t po, int o0, double *restrict st, float *restrict sh) {{
     (void)W; (void)sl; (void)o0; (void)st; (void)sh;"
     );
+    let taps = ChanTaps {
+        s2: c.s2,
+        rw,
+        uw,
+        hw,
+    };
+    chan_loop(&mut s, &BF16_PAIRS, taps, ob, rows, vo);
+    epilogue(&mut s, fc, rows, vo, tail);
+    s.push_str("}\n");
+    s
+}
+
+/// The vector vocabulary of a channel-set micro kernel's loop ([`chan_loop`]): bf16 channel
+/// pairs ([`BF16_PAIRS`]) or int8 channel quads (`conv_int8_quads.rs`).
+pub(super) struct ChanOps {
+    /// Accumulators: C type, zero, name prefix (`{prefix}{o}_{r}_{f}`).
+    pub acc: (&'static str, &'static str, &'static str),
+    /// C type of a packed vector and of a broadcast weight word.
+    pub vty: &'static str,
+    /// The broadcast of weight word `{}` (an index from `w`).
+    pub bcast: &'static str,
+    /// An aligned and an unaligned load at `pq + {}` (words).
+    pub load: (&'static str, &'static str),
+    /// The accumulating dot product, `dp(acc, x, w)`.
+    pub dp: &'static str,
+}
+
+/// [`ChanOps`] of the bf16 channel pairs (`vdpbf16ps`).
+pub(super) const BF16_PAIRS: ChanOps = ChanOps {
+    acc: ("e2f16", "e2f16_zero()", "a"),
+    vty: "e2bf",
+    bcast: "e2bf_bcast(w + {})",
+    load: ("e2bf_load(pq + {})", "e2bf_loadu(pq + {})"),
+    dp: "e2bf_dp",
+};
+
+/// Where a channel-set micro kernel finds its taps: stride 2 (even and odd column sets), words
+/// of a packed row, of a packed unit (channel set) and of one column set.
+#[derive(Clone, Copy)]
+pub(super) struct ChanTaps {
+    pub s2: bool,
+    pub rw: usize,
+    pub uw: usize,
+    pub hw: usize,
+}
+
+/// The accumulators and the entry loop of a channel-set micro kernel (`w`, `ne`, `pk` its
+/// arguments): `rows` output rows x `vo` vectors of `ob` output channels; per tap column, the
+/// `3 ob` weight words once (`w` laid out `[entry][tap column][tap row][output]`), then each
+/// packed row loaded once at the tap's column into every (output, row) that uses it. Stride 1:
+/// output row `r` reads packed rows `r .. r + 2`, tap column `cc` unaligned at `x + cc - 1`;
+/// stride 2: rows `2 r .. 2 r + 2`, output column `x` input columns `2 x - 1, 2 x, 2 x + 1`: the
+/// odd set one word left, the even set, the odd set.
+pub(super) fn chan_loop(
+    s: &mut String,
+    ops: &ChanOps,
+    t: ChanTaps,
+    ob: usize,
+    rows: usize,
+    vo: usize,
+) {
+    let (aty, zero, p) = ops.acc;
+    let st = if t.s2 { 2 } else { 1 };
     for o in 0..ob {
         for r in 0..rows {
             for f in 0..vo {
-                let _ = writeln!(s, "    e2f16 a{o}_{r}_{f} = e2f16_zero();");
+                let _ = writeln!(s, "    {aty} {p}{o}_{r}_{f} = {zero};");
             }
         }
     }
     let _ = writeln!(
         s,
         "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *pq = pk + (int64_t)e * {uw} + 16;",
-        9 * ob
+        const uint32_t *pq = pk + (int64_t)e * {} + 16;",
+        9 * ob,
+        t.uw
     );
     for cc in 0..3 {
         let _ = writeln!(s, "        {{");
@@ -645,24 +708,28 @@ fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
             for b in 0..3 {
                 let _ = writeln!(
                     s,
-                    "            const e2bf w{o}_{b} = e2bf_bcast(w + {});",
-                    (cc * 3 + b) * ob + o
+                    "            const {} w{o}_{b} = {};",
+                    ops.vty,
+                    ops.bcast
+                        .replace("{}", &((cc * 3 + b) * ob + o).to_string())
                 );
             }
         }
         // (column set, word offset, load) of tap column `cc`.
-        let (set, shift, load) = match (c.s2, cc) {
-            (false, _) => (0, cc as isize - 1, "e2bf_loadu"),
-            (true, 0) => (hw, -1, "e2bf_loadu"),
-            (true, 1) => (0, 0, "e2bf_load"),
-            (true, _) => (hw, 0, "e2bf_load"),
+        let (set, shift, load) = match (t.s2, cc) {
+            (false, _) => (0, cc as isize - 1, ops.load.1),
+            (true, 0) => (t.hw, -1, ops.load.1),
+            (true, 1) => (0, 0, ops.load.0),
+            (true, _) => (t.hw, 0, ops.load.0),
         };
         for rr in 0..(rows - 1) * st + 3 {
             for f in 0..vo {
+                let at = (rr * t.rw + set + 16 * f) as isize + shift;
                 let _ = writeln!(
                     s,
-                    "            {{ const e2bf x = {load}(pq + {});",
-                    (rr * rw + set + 16 * f) as isize + shift
+                    "            {{ const {} x = {};",
+                    ops.vty,
+                    load.replace("{}", &at.to_string())
                 );
                 for b in 0..3 {
                     if rr < b || (rr - b) % st != 0 || (rr - b) / st >= rows {
@@ -670,8 +737,8 @@ fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
                     }
                     let r = (rr - b) / st;
                     for o in 0..ob {
-                        let a = format!("a{o}_{r}_{f}");
-                        let _ = writeln!(s, "              {a} = e2bf_dp({a}, x, w{o}_{b});");
+                        let a = format!("{p}{o}_{r}_{f}");
+                        let _ = writeln!(s, "              {a} = {}({a}, x, w{o}_{b});", ops.dp);
                     }
                 }
                 let _ = writeln!(s, "            }}");
@@ -680,9 +747,6 @@ fn micro_chan(fc: &FastConv, c: Cut, name: &str, rows: usize, vo: usize, tail: b
         let _ = writeln!(s, "        }}");
     }
     let _ = writeln!(s, "    }}");
-    epilogue(&mut s, fc, rows, vo, tail);
-    s.push_str("}\n");
-    s
 }
 
 /// The packing function of a row-pair kernel: slots `[0, slots)` of sample `n`, input rows

@@ -27,7 +27,7 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
-use super::conv_bf16::{inside, row_at_row, slot_entries};
+use super::conv_bf16::{chan_loop, inside, row_at_row, slot_entries, ChanOps, ChanTaps};
 use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_int8::{fold, Folded, BUDGET};
 use super::conv_micro::epilogue;
@@ -215,6 +215,18 @@ pub fn emit(
     Some(render(&fc, c, &t))
 }
 
+/// [`ChanOps`] of the int8 channel quads (`vpdpbusd`).
+const INT8_QUADS: ChanOps = ChanOps {
+    acc: ("__m512i", "_mm512_setzero_si512()", "i"),
+    vty: "__m512i",
+    bcast: "_mm512_set1_epi32((int)w[{}])",
+    load: (
+        "_mm512_load_si512((const void *)(pq + {}))",
+        "_mm512_loadu_si512((const void *)(pq + {}))",
+    ),
+    dp: "_mm512_dpbusd_epi32",
+};
+
 /// Offsets of the kernel's own constants.
 struct Tables {
     /// `W`: `(1 / scale, zero point)` of each slot of the quads.
@@ -362,11 +374,9 @@ fn pack_fn(fc: &FastConv, c: Cut, t: &Tables) -> String {
     )
 }
 
-/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over the quads;
-/// per tap column, the `3 ob` weight words once, then each packed row loaded once (at the tap's
-/// column) into every (output channel, row) that uses it. Stride 1: output row `r` reads packed
-/// rows `r .. r + 2`, tap column `cc` words `x + cc - 1`; stride 2: rows `2 r .. 2 r + 2`, tap
-/// column 0 the odd set one word left, 1 the even set, 2 the odd set.
+/// One micro kernel: `rows` output rows x `vo` vectors of `ob` output channels over the quads
+/// (the bf16 channel-pair kernel's loop, [`chan_loop`], with `vpdpbusd`), then the i32 sums
+/// back to f32 and the epilogue.
 #[allow(clippy::too_many_arguments)]
 fn micro(
     fc: &FastConv,
@@ -387,65 +397,13 @@ fn micro(
     double *restrict st, float *restrict sh) {{
     (void)st; (void)sh;"
     );
-    for o in 0..ob {
-        for r in 0..rows {
-            for f in 0..vo {
-                let _ = writeln!(s, "    __m512i i{o}_{r}_{f} = _mm512_setzero_si512();");
-            }
-        }
-    }
-    let _ = writeln!(
-        s,
-        "    for (int e = 0; e < ne; e++, w += {}) {{
-        const uint32_t *pq = pk + (int64_t)e * {uw} + 16;",
-        9 * ob
-    );
-    for cc in 0..3 {
-        let _ = writeln!(s, "        {{");
-        for o in 0..ob {
-            for b in 0..3 {
-                let _ = writeln!(
-                    s,
-                    "            const __m512i w{o}_{b} = _mm512_set1_epi32((int)w[{}]);",
-                    (cc * 3 + b) * ob + o
-                );
-            }
-        }
-        // (column set, word offset, load) of tap column `cc`.
-        let (set, shift, load) = match (c.s2, cc) {
-            (false, 1) => (0, 0, "_mm512_load_si512"),
-            (false, _) => (0, cc as isize - 1, "_mm512_loadu_si512"),
-            (true, 0) => (hw, -1, "_mm512_loadu_si512"),
-            (true, 1) => (0, 0, "_mm512_load_si512"),
-            (true, _) => (hw, 0, "_mm512_load_si512"),
-        };
-        let st = if c.s2 { 2 } else { 1 };
-        for rr in 0..(rows - 1) * st + 3 {
-            for f in 0..vo {
-                let _ = writeln!(
-                    s,
-                    "            {{ const __m512i x = {load}((const void *)(pq + {}));",
-                    (rr * rw + set + 16 * f) as isize + shift
-                );
-                for b in 0..3 {
-                    if rr < b || (rr - b) % st != 0 || (rr - b) / st >= rows {
-                        continue;
-                    }
-                    let r = (rr - b) / st;
-                    for o in 0..ob {
-                        let a = format!("i{o}_{r}_{f}");
-                        let _ = writeln!(
-                            s,
-                            "              {a} = _mm512_dpbusd_epi32({a}, x, w{o}_{b});"
-                        );
-                    }
-                }
-                let _ = writeln!(s, "            }}");
-            }
-        }
-        let _ = writeln!(s, "        }}");
-    }
-    let _ = writeln!(s, "    }}");
+    let taps = ChanTaps {
+        s2: c.s2,
+        rw,
+        uw,
+        hw,
+    };
+    chan_loop(&mut s, &INT8_QUADS, taps, ob, rows, vo);
     // Back to f32: (sum - the zero points' term) x the output channel's scale.
     for o in 0..ob {
         let _ = writeln!(
