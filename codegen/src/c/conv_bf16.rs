@@ -650,6 +650,8 @@ pub(super) struct ChanOps {
     pub load: (&'static str, &'static str),
     /// The accumulating dot product, `dp(acc, x, w)`.
     pub dp: &'static str,
+    /// Stride 1: the centre tap column (aligned) with the aligned load.
+    pub aligned_centre: bool,
 }
 
 /// [`ChanOps`] of the bf16 channel pairs (`vdpbf16ps`).
@@ -659,6 +661,7 @@ pub(super) const BF16_PAIRS: ChanOps = ChanOps {
     bcast: "e2bf_bcast(w + {})",
     load: ("e2bf_load(pq + {})", "e2bf_loadu(pq + {})"),
     dp: "e2bf_dp",
+    aligned_centre: false,
 };
 
 /// Where a channel-set micro kernel finds its taps: stride 2 (even and odd column sets), words
@@ -717,6 +720,7 @@ pub(super) fn chan_loop(
         }
         // (column set, word offset, load) of tap column `cc`.
         let (set, shift, load) = match (t.s2, cc) {
+            (false, 1) if ops.aligned_centre => (0, 0, ops.load.0),
             (false, _) => (0, cc as isize - 1, ops.load.1),
             (true, 0) => (t.hw, -1, ops.load.1),
             (true, 1) => (0, 0, ops.load.0),
