@@ -94,6 +94,16 @@ pub struct Csr {
 }
 
 impl ConvSpec<'_> {
+    /// Pushes the bias (if any) into `consts`, padded with zeros to `outputs` channels (whole
+    /// output blocks); its offset.
+    pub fn push_bias(&self, outputs: usize, consts: &mut crate::emit::Consts) -> Option<usize> {
+        self.bias.map(|b| {
+            let mut v = b.to_vec();
+            v.resize(outputs.max(b.len()), 0.0);
+            consts.push_f32(&v)
+        })
+    }
+
     /// Pushes the CSR of the live kernels (each kernel's first `kvol` weights) into `consts`.
     pub fn push_csr(&self, kvol: usize, consts: &mut crate::emit::Consts) -> Csr {
         let mut rp = vec![0i32];

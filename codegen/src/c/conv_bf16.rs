@@ -283,11 +283,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         w_off = consts.push_i32(&w);
     }
     let ent_off = consts.push_i32(&ents);
-    let bias = sp.bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(co.div_ceil(ob) * ob, 0.0);
-        consts.push_f32(&v)
-    });
+    let bias = sp.push_bias(co.div_ceil(ob) * ob, consts);
     let what = format!(
         "{} conv{} {}x3x3 s{} {}->{} bf16",
         ctx.label,

@@ -74,11 +74,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     let (ents, check_iz, check_jz) = slot_entries(sp);
     let w_off = consts.push_i32(&w);
     let ent_off = consts.push_i32(&ents);
-    let bias = sp.bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(nob * ob, 0.0);
-        consts.push_f32(&v)
-    });
+    let bias = sp.push_bias(nob * ob, consts);
     let fc = FastConv {
         name: ctx.prefix.clone(),
         what: format!("{} conv 1x1x1 s1 {cin}->{co} bf16", ctx.label),

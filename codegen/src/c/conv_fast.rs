@@ -334,11 +334,7 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         rp_off = consts.push_i32(&rp);
         w_off = consts.push_f32(&w);
     }
-    let bias = sp.bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(co.div_ceil(bl.ob) * bl.ob, 0.0);
-        consts.push_f32(&v)
-    });
+    let bias = sp.push_bias(co.div_ceil(bl.ob) * bl.ob, consts);
     // Full x blocks before the right-edge block: strips only pay where there are several.
     let nxb = (ow.div_ceil(lanes) - 1) / bl.vo;
     let strip = strip_vectors(g, bl, lanes).filter(|&v| nxb * bl.vo > v);

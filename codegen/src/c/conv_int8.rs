@@ -176,11 +176,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     let qp_off = consts.push_f32(&qp);
     let os_off = consts.push_f32(&oscale);
     let comp_off = consts.push_i32(&comp);
-    let bias = sp.bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(nob * ob, 0.0);
-        consts.push_f32(&v)
-    });
+    let bias = sp.push_bias(nob * ob, consts);
     let what = format!(
         "{} conv{} {}x3x3 s1 {}->{} int8",
         ctx.label,

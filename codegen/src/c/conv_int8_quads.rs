@@ -178,11 +178,7 @@ pub fn emit(
     let qp_off = consts.push_f32(&qps);
     let os_off = consts.push_f32(&oscale);
     let comp_off = consts.push_i32(&comp);
-    let bias = sp.bias.map(|b| {
-        let mut v = b.to_vec();
-        v.resize(nob * ob, 0.0);
-        consts.push_f32(&v)
-    });
+    let bias = sp.push_bias(nob * ob, consts);
     let fc = FastConv {
         name: ctx.prefix.clone(),
         what: format!("{} conv {kd}x3x3 s{} {cin}->{co} int8", ctx.label, g.s[1]),
