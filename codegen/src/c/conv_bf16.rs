@@ -85,30 +85,31 @@ pub fn applies_s2(g: &Geom) -> bool {
         && g.y[4] > 8
 }
 
-/// How a tile is cut: rows per sub-band, 16-column vectors per strip, and the packing.
+/// How a tile is cut: rows per sub-band, 16-column vectors per strip, and the packing (also the
+/// int8 channel quads', `conv_int8_quads.rs`, whose units are packed as the channel pairs are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cut {
-    sb: usize,
-    sv: usize,
+pub(super) struct Cut {
+    pub sb: usize,
+    pub sv: usize,
     /// Row pairs (sparse convs) instead of channel pairs (dense convs).
-    rows: bool,
+    pub rows: bool,
     /// Stride 2 (channel pairs): each packed row holds the even input columns' pairs, then the
     /// odd ones' ([`Cut::half_words`] each).
-    s2: bool,
+    pub s2: bool,
 }
 
 impl Cut {
     /// 32-bit words of one column set of a packed row: the strip's vectors with a 16-word halo
     /// on each side.
-    fn half_words(self) -> usize {
+    pub fn half_words(self) -> usize {
         self.sv * 16 + 32
     }
     /// 32-bit words of one packed row of a strip (both column sets at stride 2).
-    fn row_words(self) -> usize {
+    pub fn row_words(self) -> usize {
         self.half_words() * if self.s2 { 2 } else { 1 }
     }
     /// Input rows a sub-band of `sb` output rows reads.
-    fn in_rows(self) -> usize {
+    pub fn in_rows(self) -> usize {
         if self.s2 {
             2 * self.sb + 1
         } else {
@@ -117,7 +118,7 @@ impl Cut {
     }
     /// 32-bit words of one packed unit: a slot's `(sb + 2) / 2` (rounded up) row pairs, or a
     /// channel pair's input rows.
-    fn unit_words(self) -> usize {
+    pub fn unit_words(self) -> usize {
         if self.rows {
             (self.sb + 2).div_ceil(2) * self.row_words()
         } else {
@@ -130,7 +131,20 @@ impl Cut {
 /// of `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of
 /// `vo`), then fewer rows; `None` if not even one row of `vo` vectors fits.
 fn cut(units: usize, rb: usize, nv: usize, vo: usize, rows: bool, s2: bool) -> Option<Cut> {
-    let fits = |c: Cut| units * c.unit_words() * 4 <= BUDGET;
+    cut_within(BUDGET, units, rb, nv, vo, rows, s2)
+}
+
+/// [`cut`] under a `budget` of bytes.
+pub(super) fn cut_within(
+    budget: usize,
+    units: usize,
+    rb: usize,
+    nv: usize,
+    vo: usize,
+    rows: bool,
+    s2: bool,
+) -> Option<Cut> {
+    let fits = |c: Cut| units * c.unit_words() * 4 <= budget;
     let mut c = Cut {
         sb: rb,
         sv: nv,

@@ -27,7 +27,9 @@
 use std::fmt::Write;
 
 use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
-use super::conv_bf16::{chan_loop, inside, row_at_row, slot_entries, ChanOps, ChanTaps};
+use super::conv_bf16::{
+    chan_loop, cut_within, inside, row_at_row, slot_entries, ChanOps, ChanTaps, Cut,
+};
 use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_int8::{fold, Folded, BUDGET};
 use super::conv_micro::epilogue;
@@ -35,52 +37,11 @@ use crate::emit::{Consts, Kernel, NodeCtx};
 use crate::layout::PAD_LEFT;
 use crate::quant::{packing_params, ActQuant};
 
-/// How a tile is cut: output rows per sub-band, 16-column output vectors per strip, stride.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Cut {
-    sb: usize,
-    sv: usize,
-    /// Stride 2: each packed row holds the even input columns' words, then the odd ones'.
-    s2: bool,
-}
-
-impl Cut {
-    /// Words of one column set of a packed row: the strip's vectors and a 16-word halo each
-    /// side.
-    fn half_words(self) -> usize {
-        self.sv * 16 + 32
-    }
-    /// Words of one packed row (both column sets at stride 2).
-    fn row_words(self) -> usize {
-        self.half_words() * if self.s2 { 2 } else { 1 }
-    }
-    /// Input rows a sub-band of `sb` output rows reads.
-    fn in_rows(self) -> usize {
-        if self.s2 {
-            2 * self.sb + 1
-        } else {
-            self.sb + 2
-        }
-    }
-    /// Words of one quad: its input rows.
-    fn unit_words(self) -> usize {
-        self.in_rows() * self.row_words()
-    }
-}
-
 /// The cut of a tile of `rb` rows and `nv` vectors with `quads` packed quads and micro blocks of
-/// `vo` vectors: the whole band if it fits [`BUDGET`], else narrower strips (multiples of
-/// `vo`), then fewer rows; `None` if not even one row of `vo` vectors fits.
+/// `vo` vectors under [`BUDGET`] (`conv_bf16.rs`'s cut of channel pairs: a quad's rows take the
+/// words a pair's do).
 fn cut(quads: usize, rb: usize, nv: usize, vo: usize, s2: bool) -> Option<Cut> {
-    let fits = |c: Cut| quads * c.unit_words() * 4 <= BUDGET;
-    let mut c = Cut { sb: rb, sv: nv, s2 };
-    while !fits(c) && c.sv > vo {
-        c.sv = (c.sv / 2).max(vo).div_ceil(vo) * vo;
-    }
-    while !fits(c) && c.sb > 1 {
-        c.sb -= 1;
-    }
-    fits(c).then_some(c)
+    cut_within(BUDGET, quads, rb, nv, vo, false, s2)
 }
 
 /// The word of four slots' codes of one tap (`None`: a missing slot, a zero byte).
@@ -443,7 +404,14 @@ mod tests {
         let c = cut(12, 2, 4, 2, true).unwrap();
         assert_eq!((c.sb, c.sv), (2, 4));
         // 800 slots: strips of 2 vectors; 1200: one row.
-        let s2 = |sb, sv| Some(Cut { sb, sv, s2: true });
+        let s2 = |sb, sv| {
+            Some(Cut {
+                sb,
+                sv,
+                rows: false,
+                s2: true,
+            })
+        };
         assert_eq!(cut(200, 2, 8, 2, true), s2(2, 2));
         assert_eq!(cut(300, 2, 8, 2, true), s2(1, 2));
         assert!(cut(100_000, 2, 8, 2, true).is_none());
