@@ -16,9 +16,9 @@
 
 use std::fmt::Write;
 
-use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::conv::{ConvSpec, Geom};
 use super::conv_bf16::{pair, row_at_row, slot_entries};
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
 
@@ -40,8 +40,8 @@ pub fn applies(g: &Geom) -> bool {
 /// read from a ring, fewer than 2 input channels).
 pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel> {
     let g = &sp.g;
-    let [n, cin, _, _, _] = g.x;
-    let [_, co, od, oh, _] = g.y;
+    let cin = g.x[1];
+    let co = g.y[1];
     if !applies(g)
         || cin < 2
         || ctx.ring_in.is_some()
@@ -75,30 +75,22 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
     let w_off = consts.push_i32(&w);
     let ent_off = consts.push_i32(&ents);
     let bias = sp.push_bias(nob * ob, consts);
-    let fc = FastConv {
-        name: ctx.prefix.clone(),
-        what: format!("{} conv 1x1x1 s1 {cin}->{co} bf16", ctx.label),
-        g: g.clone(),
-        x: ctx.inputs[0].clone(),
-        y: ctx.output.clone(),
-        bl: Blocking { ob, rb, vo: 1 },
-        lanes: 16,
-        aligned: false,
-        strip: None,
+    let slots_at = Slots {
+        ents: ent_off,
         check_iz,
         check_jz,
-        ents: ent_off,
-        w: w_off,
-        rp: None,
-        ne_dense: cin,
-        bias,
-        slope: slope_in_conv(sp),
-        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
-        tiles: n * od * oh.div_ceil(rb),
-        flops: live_flops(sp),
-        ring_in: None,
-        shift: ctx.shift_at,
     };
+    let fc = FastConv::packed(
+        ctx,
+        sp,
+        format!("{} conv 1x1x1 s1 {cin}->{co} bf16", ctx.label),
+        Blocking { ob, rb, vo: 1 },
+        slots_at,
+        w_off,
+        None,
+        cin,
+        bias,
+    );
     Some(render(&fc))
 }
 

@@ -197,6 +197,60 @@ pub struct FastConv {
     pub shift: Option<usize>,
 }
 
+/// Where a packed kernel's slot entries are (`I` offset) and whether some slot's plane may lie
+/// outside the volume through depth padding or a depth shift (`conv_bf16::slot_entries`).
+#[derive(Clone, Copy)]
+pub(super) struct Slots {
+    pub ents: usize,
+    pub check_iz: bool,
+    pub check_jz: bool,
+}
+
+impl FastConv {
+    /// A 16-lane kernel whose tiles pack their input (the bf16 and int8 kernels, [`render_packed`])
+    /// for `ctx`'s conv `sp`: the f32 kernel's tiles (`bl.rb` rows), `ne_dense` slots or channels
+    /// (dense), weights at `w`, a CSR's row pointers at `rp` (sparse), the bias at `bias`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn packed(
+        ctx: &NodeCtx,
+        sp: &ConvSpec,
+        what: String,
+        bl: Blocking,
+        slots: Slots,
+        w: usize,
+        rp: Option<usize>,
+        ne_dense: usize,
+        bias: Option<usize>,
+    ) -> FastConv {
+        let g = &sp.g;
+        let [n, _, od, oh, _] = g.y;
+        FastConv {
+            name: ctx.prefix.clone(),
+            what,
+            g: g.clone(),
+            x: ctx.inputs[0].clone(),
+            y: ctx.output.clone(),
+            bl,
+            lanes: 16,
+            aligned: false,
+            strip: None,
+            check_iz: slots.check_iz,
+            check_jz: slots.check_jz,
+            ents: slots.ents,
+            w,
+            rp,
+            ne_dense,
+            bias,
+            slope: slope_in_conv(sp),
+            norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
+            tiles: n * od * oh.div_ceil(bl.rb),
+            flops: live_flops(sp),
+            ring_in: ctx.ring_in,
+            shift: ctx.shift_at,
+        }
+    }
+}
+
 /// The C expression of an input row pointer: stored channel `c` (a C term) and input plane `z`
 /// (a C expression), relative to `pb` (the input view's position of the micro tile); channels of a
 /// ring (`fc.ring_in`) are read from their slot in it.

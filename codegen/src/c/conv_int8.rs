@@ -45,9 +45,9 @@
 
 use std::fmt::Write;
 
-use super::conv::{live_flops, slope_in_conv, ConvSpec};
+use super::conv::ConvSpec;
 use super::conv_bf16::{applies, outside, row_at, slot_entries};
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
 use super::conv_int8_quads;
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -128,8 +128,8 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     if !applies(g) || !g.sparse {
         return None;
     }
-    let [n, cin, _, _, _] = g.x;
-    let [_, co, od, oh, ow] = g.y;
+    let cin = g.x[1];
+    let [co, ow] = [g.y[1], g.y[4]];
     if ranges.len() != cin {
         return None;
     }
@@ -185,30 +185,22 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
         cin,
         co
     );
-    let fc = FastConv {
-        name: ctx.prefix.clone(),
-        what,
-        g: g.clone(),
-        x: ctx.inputs[0].clone(),
-        y: ctx.output.clone(),
-        bl: Blocking { ob, rb, vo },
-        lanes,
-        aligned: false,
-        strip: None,
+    let slots_at = Slots {
+        ents: ent_off,
         check_iz,
         check_jz,
-        ents: ent_off,
-        w: w_off,
-        rp: g.sparse.then_some(rp_off),
-        ne_dense: slots,
-        bias,
-        slope: slope_in_conv(sp),
-        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
-        tiles: n * od * oh.div_ceil(rb),
-        flops: live_flops(sp),
-        ring_in: ctx.ring_in,
-        shift: ctx.shift_at,
     };
+    let fc = FastConv::packed(
+        ctx,
+        sp,
+        what,
+        Blocking { ob, rb, vo },
+        slots_at,
+        w_off,
+        Some(rp_off),
+        slots,
+        bias,
+    );
     let q = Tables {
         sl: sl_off,
         qp: qp_off,

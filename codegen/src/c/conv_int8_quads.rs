@@ -26,11 +26,11 @@
 
 use std::fmt::Write;
 
-use super::conv::{live_flops, slope_in_conv, ConvSpec, Geom};
+use super::conv::{ConvSpec, Geom};
 use super::conv_bf16::{
     chan_loop, cut_within, inside, row_at_row, slot_entries, ChanOps, ChanTaps, Cut,
 };
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
 use super::conv_int8::{fold, Folded, BUDGET};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -75,8 +75,8 @@ pub fn emit(
     ranges: &[[f32; 2]],
 ) -> Option<Kernel> {
     let g = &sp.g;
-    let [n, cin, _, _, _] = g.x;
-    let [_, co, od, oh, ow] = g.y;
+    let cin = g.x[1];
+    let [co, ow] = [g.y[1], g.y[4]];
     // Dense rows hold every input channel, in order.
     if ranges.len() != cin || g.sparse || sp.rows.iter().any(|r| r.len() != cin) {
         return None;
@@ -140,30 +140,22 @@ pub fn emit(
     let os_off = consts.push_f32(&oscale);
     let comp_off = consts.push_i32(&comp);
     let bias = sp.push_bias(nob * ob, consts);
-    let fc = FastConv {
-        name: ctx.prefix.clone(),
-        what: format!("{} conv {kd}x3x3 s{} {cin}->{co} int8", ctx.label, g.s[1]),
-        g: g.clone(),
-        x: ctx.inputs[0].clone(),
-        y: ctx.output.clone(),
-        bl: Blocking { ob, rb, vo },
-        lanes: 16,
-        aligned: false,
-        strip: None,
+    let slots_at = Slots {
+        ents: ent_off,
         check_iz,
         check_jz,
-        ents: ent_off,
-        w: w_off,
-        rp: None,
-        ne_dense: slots,
-        bias,
-        slope: slope_in_conv(sp),
-        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
-        tiles: n * od * oh.div_ceil(rb),
-        flops: live_flops(sp),
-        ring_in: ctx.ring_in,
-        shift: ctx.shift_at,
     };
+    let fc = FastConv::packed(
+        ctx,
+        sp,
+        format!("{} conv {kd}x3x3 s{} {cin}->{co} int8", ctx.label, g.s[1]),
+        Blocking { ob, rb, vo },
+        slots_at,
+        w_off,
+        None,
+        slots,
+        bias,
+    );
     let t = Tables {
         qp: qp_off,
         os: os_off,
