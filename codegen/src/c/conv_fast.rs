@@ -209,7 +209,8 @@ pub(super) struct Slots {
 impl FastConv {
     /// A 16-lane kernel whose tiles pack their input (the bf16 and int8 kernels, [`render_packed`])
     /// for `ctx`'s conv `sp`: the f32 kernel's tiles (`bl.rb` rows), `ne_dense` slots or channels
-    /// (dense), weights at `w`, a CSR's row pointers at `rp` (sparse), the bias at `bias`.
+    /// (dense), weights at `w`, a CSR's row pointers at `rp` (sparse), the bias at `bias`. (The
+    /// f32 kernel sets its own lanes, aligned taps and strips on it.)
     #[allow(clippy::too_many_arguments)]
     pub(super) fn packed(
         ctx: &NodeCtx,
@@ -309,8 +310,8 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
     let lanes = lanes(g, ctx.isa);
     let bl = blocking_for(g, lanes);
     debug_assert_eq!(bl.rb, blocking(g).rb, "tiles must not depend on the ISA");
-    let [n, cin, d, _, _] = g.x;
-    let [_, co, od, oh, ow] = g.y;
+    let [_, cin, d, _, _] = g.x;
+    let [_, co, od, _, ow] = g.y;
     let [kd, k, _] = g.k;
     let (sd, s, pd) = (g.s[0], g.s[1], g.p[0]);
     let kk = k * k;
@@ -403,29 +404,17 @@ pub fn lower(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> FastConv {
         cin,
         co
     );
+    let slots = Slots {
+        ents: ent_off,
+        check_iz,
+        check_jz,
+    };
+    let rp = g.sparse.then_some(rp_off);
     FastConv {
-        name: ctx.prefix.clone(),
-        what,
-        g: g.clone(),
-        x: ctx.inputs[0].clone(),
-        y: ctx.output.clone(),
-        bl,
         lanes,
         aligned,
         strip,
-        check_iz,
-        check_jz,
-        ents: ent_off,
-        w: w_off,
-        rp: g.sparse.then_some(rp_off),
-        ne_dense,
-        bias,
-        slope: slope_in_conv(sp),
-        norm_scratch: sp.norm.is_some().then_some(ctx.scratch),
-        tiles: n * od * oh.div_ceil(bl.rb),
-        flops: live_flops(sp),
-        ring_in: ctx.ring_in,
-        shift: ctx.shift_at,
+        ..FastConv::packed(ctx, sp, what, bl, slots, w_off, rp, ne_dense, bias)
     }
 }
 
