@@ -249,7 +249,6 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         g.sparse,
         s2,
     )?;
-    let (ents, check_iz, check_jz) = slot_entries(sp);
     let plane =
         |off: usize, a: usize| move |b: usize, cc: usize| sp.wdata[off + (a * 3 + b) * 3 + cc];
     let (w_off, sl_off, rp_off);
@@ -296,7 +295,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         rp_off = consts.push_i32(&rp);
         w_off = consts.push_i32(&w);
     }
-    let ent_off = consts.push_i32(&ents);
+    let slots_at = push_slots(sp, consts);
     let bias = sp.push_bias(co.div_ceil(ob) * ob, consts);
     let what = format!(
         "{} conv{} {}x3x3 s{} {}->{} bf16",
@@ -307,11 +306,6 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
         cin,
         co
     );
-    let slots_at = Slots {
-        ents: ent_off,
-        check_iz,
-        check_jz,
-    };
     let fc = FastConv::packed(
         ctx,
         sp,
@@ -403,6 +397,17 @@ pub(super) fn slot_entries(sp: &ConvSpec) -> (Vec<i32>, bool, bool) {
         })
         .collect();
     (ents, check_iz, check_jz)
+}
+
+/// Pushes `sp`'s slot entries ([`slot_entries`]) into `consts`: where a packed kernel finds
+/// them, and its depth checks.
+pub(super) fn push_slots(sp: &ConvSpec, consts: &mut Consts) -> Slots {
+    let (ents, check_iz, check_jz) = slot_entries(sp);
+    Slots {
+        ents: consts.push_i32(&ents),
+        check_iz,
+        check_jz,
+    }
 }
 
 /// The depth checks of a slot whose entry is at `ent` (a C expression of an `int32_t *`): true

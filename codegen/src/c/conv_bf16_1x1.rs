@@ -17,8 +17,8 @@
 use std::fmt::Write;
 
 use super::conv::{ConvSpec, Geom};
-use super::conv_bf16::{pair, row_at_row, slot_entries};
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
+use super::conv_bf16::{pair, push_slots, row_at_row};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
 
@@ -71,15 +71,9 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts) -> Option<Kernel>
             }
         }
     }
-    let (ents, check_iz, check_jz) = slot_entries(sp);
     let w_off = consts.push_i32(&w);
-    let ent_off = consts.push_i32(&ents);
+    let slots_at = push_slots(sp, consts);
     let bias = sp.push_bias(nob * ob, consts);
-    let slots_at = Slots {
-        ents: ent_off,
-        check_iz,
-        check_jz,
-    };
     let fc = FastConv::packed(
         ctx,
         sp,

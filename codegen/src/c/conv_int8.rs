@@ -46,8 +46,8 @@
 use std::fmt::Write;
 
 use super::conv::ConvSpec;
-use super::conv_bf16::{applies, outside, row_at, slot_entries};
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
+use super::conv_bf16::{applies, outside, push_slots, row_at};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_int8_quads;
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -143,7 +143,6 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
         return None;
     }
     let c = cut(slots, rb, nv, vo, bytes)?;
-    let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
     // Per logical channel: 1 / scale and the zero point, as the packing reads them.
     let qp = packing_params(&aq);
@@ -172,7 +171,7 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
     let sl_off = consts.push_i32(&sl);
     let rp_off = consts.push_i32(&rp);
     let w_off = consts.push_i32(&w);
-    let ent_off = consts.push_i32(&ents);
+    let slots_at = push_slots(sp, consts);
     let qp_off = consts.push_f32(&qp);
     let os_off = consts.push_f32(&oscale);
     let comp_off = consts.push_i32(&comp);
@@ -185,11 +184,6 @@ pub fn emit(ctx: &NodeCtx, sp: &ConvSpec, consts: &mut Consts, bytes: bool) -> O
         cin,
         co
     );
-    let slots_at = Slots {
-        ents: ent_off,
-        check_iz,
-        check_jz,
-    };
     let fc = FastConv::packed(
         ctx,
         sp,

@@ -28,9 +28,9 @@ use std::fmt::Write;
 
 use super::conv::{ConvSpec, Geom};
 use super::conv_bf16::{
-    chan_loop, cut_within, inside, row_at_row, slot_entries, ChanOps, ChanTaps, Cut,
+    chan_loop, cut_within, inside, push_slots, row_at_row, ChanOps, ChanTaps, Cut,
 };
-use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed, Slots};
+use super::conv_fast::{blocking, render_packed, Blocking, FastConv, Packed};
 use super::conv_int8::{fold, Folded, BUDGET};
 use super::conv_micro::epilogue;
 use crate::emit::{Consts, Kernel, NodeCtx};
@@ -94,7 +94,6 @@ pub fn emit(
         return None;
     }
     let c = cut(nq, rb, nv, vo, s2)?;
-    let (ents, check_iz, check_jz) = slot_entries(sp);
     let aq: Vec<ActQuant> = ranges.iter().map(|r| ActQuant::of(r[0], r[1])).collect();
     // (1 / scale, zero point) of every slot of the quads (missing slots: (0, 0), zero codes).
     let chan = packing_params(&aq);
@@ -135,16 +134,11 @@ pub fn emit(
         }
     }
     let w_off = consts.push_i32(&w);
-    let ent_off = consts.push_i32(&ents);
+    let slots_at = push_slots(sp, consts);
     let qp_off = consts.push_f32(&qps);
     let os_off = consts.push_f32(&oscale);
     let comp_off = consts.push_i32(&comp);
     let bias = sp.push_bias(nob * ob, consts);
-    let slots_at = Slots {
-        ents: ent_off,
-        check_iz,
-        check_jz,
-    };
     let fc = FastConv::packed(
         ctx,
         sp,
