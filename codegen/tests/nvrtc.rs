@@ -434,3 +434,55 @@ fn a_second_nvrtc_in_the_process_is_refused() {
     // The first one still works.
     assert!(nvrtc::load_from(nv.path()).is_ok());
 }
+
+/// Every CUDA training kernel (`e2enc_codegen::cuda::train`) of a small random E2ENet and of
+/// the AMOS-CT recipe's network (width 48, 128^3 patches, batch 2) compiles for sm_80 and
+/// sm_90, and ptxas's report passes the resource check against the kernels' launches: no
+/// spills, registers and shared memory within the SM's limits.
+#[test]
+fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
+    use e2enc_codegen::target::Target;
+    use e2enc_ir::autodiff::training_graph;
+    use e2enc_ir::e2enet::{build, output_name, BuildOptions, ModelConfig};
+
+    let Some(nv) = nvrtc_or_skip("training_kernels_compile_for_sm80_and_sm90_without_spills")
+    else {
+        return;
+    };
+    let mut small = ModelConfig::small(3, 4, 3, false);
+    small.patch_size = [5, 12, 8];
+    let cache = tempfile::tempdir().unwrap();
+    for (cfg, batch) in [(small, 2), (ModelConfig::amos_ct(), 2)] {
+        let net = build(&cfg, &BuildOptions { batch, patch: None }).unwrap();
+        let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
+        let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        let tg = training_graph(&net.graph, &refs).unwrap();
+        let tg = e2enc_codegen::train::prepare(&tg).unwrap();
+        for target in Target::CUDA {
+            let sm = target.sm().unwrap();
+            let gen = e2enc_codegen::cuda::train::generate(&tg, target, None).unwrap();
+            let launches: Vec<(String, Launch)> = gen
+                .kernels
+                .iter()
+                .map(|k| (k.name.clone(), k.launch.clone().unwrap()))
+                .collect();
+            assert!(
+                launches.len() > 20,
+                "{}: {} kernels",
+                cfg.name,
+                launches.len()
+            );
+            let c = nv
+                .compile_cached(&gen.c_source, sm, Some(cache.path()))
+                .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));
+            check_resources(&c.resources, &launches, sm)
+                .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));
+            let most = c.resources.iter().map(|r| r.registers).max().unwrap_or(0);
+            eprintln!(
+                "{} sm_{sm}: {} training kernels, at most {most} registers",
+                cfg.name,
+                launches.len()
+            );
+        }
+    }
+}

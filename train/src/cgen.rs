@@ -9,6 +9,11 @@
 //! reads or writes out of bounds. Setting `E2ENC_KEEP_TRAIN_C=<file>` keeps the generated C
 //! source for inspection. The pool hands out tiles dynamically, but a tile's result
 //! does not depend on which thread runs it, so steps are bit-identical for any thread count.
+//!
+//! A CUDA target's kernels (`e2enc_codegen::cuda::train`) run the same way on the host
+//! emulation ([`CKernels::build_emulated`]: the CUDA text compiled as C++ against
+//! `e2enc_runtime::emulate`'s shim, thread blocks as tiles): slow, and how GPU training kernels
+//! are checked against the C kernels and the interpreter on machines without a GPU.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -40,7 +45,13 @@ pub struct CKernels {
     /// The most bytes the spare buffers and the caller's live values may hold together (the
     /// executor's planned peak; unbounded until set).
     budget: usize,
-    _lib: libloading::Library,
+    lib: Loaded,
+}
+
+/// What holds the kernels' code: a C library, or the host emulation of CUDA kernels.
+enum Loaded {
+    C(#[allow(dead_code)] libloading::Library),
+    Emulated(e2enc_runtime::emulate::Emulation, u64),
 }
 
 /// The C compiler the backend uses: `$CC`, else `cc`.
@@ -68,18 +79,7 @@ impl CKernels {
             )));
         }
         let isa = target;
-        let gen = e2enc_codegen::render::for_target(isa)
-            .training(tg, maskable)
-            .map_err(|e| TrainError::CKernels(e.to_string()))?;
-        if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
-            // For inspection: the generated source, kept where the variable says.
-            std::fs::write(&keep, &gen.c_source).map_err(|e| {
-                TrainError::CKernels(format!(
-                    "E2ENC_KEEP_TRAIN_C={}: {e}",
-                    keep.to_string_lossy()
-                ))
-            })?;
-        }
+        let gen = Self::generate(tg, maskable, target)?;
         let cc = c_compiler();
         let dir = e2enc_runtime::cc::private_dir()
             .map_err(|e| TrainError::CKernels(format!("cannot create a private folder: {e}")))?;
@@ -102,29 +102,125 @@ impl CKernels {
         })();
         drop(dir);
         let lib = loaded?;
-        let g = &tg.graph;
-        let mut kernels = HashMap::new();
-        let mut spare_cap: HashMap<usize, usize> = HashMap::new();
-        for k in gen.kernels {
-            *spare_cap.entry(g.node(k.node).ty.numel()).or_default() += 1;
+        let mut fns = Vec::with_capacity(gen.kernels.len());
+        for k in &gen.kernels {
             let sym = format!("{}\0", k.name);
             // SAFETY: every training kernel has the `KernelFn` signature (codegen::train).
             let f: libloading::Symbol<'_, KernelFn> = unsafe { lib.get(sym.as_bytes()) }
                 .map_err(|_| TrainError::CKernels(format!("train.so lacks `{}`", k.name)))?;
-            let f = *f;
+            fns.push(*f);
+        }
+        Ok(Self::assemble(
+            tg,
+            gen.kernels,
+            fns,
+            threads,
+            target,
+            Loaded::C(lib),
+        ))
+    }
+
+    /// The kernels of `tg` for `target` (C, or CUDA text for a CUDA target), kept where
+    /// `E2ENC_KEEP_TRAIN_C` says.
+    fn generate(
+        tg: &TrainGraph,
+        maskable: Option<&HashSet<String>>,
+        target: Target,
+    ) -> Result<e2enc_codegen::train::TrainGenerated, TrainError> {
+        let gen = e2enc_codegen::render::for_target(target)
+            .training(tg, maskable)
+            .map_err(|e| TrainError::CKernels(e.to_string()))?;
+        if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
+            // For inspection: the generated source, kept where the variable says.
+            std::fs::write(&keep, &gen.c_source).map_err(|e| {
+                TrainError::CKernels(format!(
+                    "E2ENC_KEEP_TRAIN_C={}: {e}",
+                    keep.to_string_lossy()
+                ))
+            })?;
+        }
+        Ok(gen)
+    }
+
+    /// Generates the CUDA kernels of `tg` for the CUDA `target` and builds their host
+    /// emulation (`e2enc_runtime::emulate`, with this host's C++ compiler), run by a pool of
+    /// `threads`; `seed` orders the threads of every block (results must not depend on it).
+    pub fn build_emulated(
+        tg: &TrainGraph,
+        threads: usize,
+        maskable: Option<&HashSet<String>>,
+        target: Target,
+        seed: u64,
+    ) -> Result<CKernels, TrainError> {
+        if !target.is_cuda() {
+            return Err(TrainError::CKernels(format!(
+                "the host emulation runs CUDA kernels; {target} is not a CUDA target"
+            )));
+        }
+        let gen = Self::generate(tg, maskable, target)?;
+        let mut steps = Vec::with_capacity(gen.kernels.len());
+        for k in &gen.kernels {
+            steps.push(e2enc_runtime::format::Step {
+                kernel: k.name.clone(),
+                tiles: k.tiles,
+                first_tile: 0,
+                flops: k.work,
+                what: String::new(),
+                launch: k.launch.clone(),
+            });
+        }
+        let emu = e2enc_runtime::emulate::Emulation::build(
+            std::path::Path::new("(training kernels)"),
+            &gen.c_source,
+            &steps,
+        )
+        .map_err(|e| TrainError::CKernels(e.to_string()))?;
+        emu.set_seed(seed);
+        let fns = emu.kernels.clone();
+        Ok(Self::assemble(
+            tg,
+            gen.kernels,
+            fns,
+            threads,
+            target,
+            Loaded::Emulated(emu, seed),
+        ))
+    }
+
+    fn assemble(
+        tg: &TrainGraph,
+        list: Vec<TrainKernel>,
+        fns: Vec<KernelFn>,
+        threads: usize,
+        target: Target,
+        lib: Loaded,
+    ) -> CKernels {
+        let g = &tg.graph;
+        let mut kernels = HashMap::new();
+        let mut spare_cap: HashMap<usize, usize> = HashMap::new();
+        for (k, f) in list.into_iter().zip(fns) {
+            *spare_cap.entry(g.node(k.node).ty.numel()).or_default() += 1;
             let op = g.node(k.node).op.mnemonic();
             kernels.insert(k.node, (k, f, op));
         }
-        Ok(CKernels {
-            pool: Pool::new(threads),
+        CKernels {
+            pool: Pool::new(threads.max(1)),
             target,
             kernels,
             spare: HashMap::new(),
             spare_cap,
             spare_total: 0,
             budget: usize::MAX,
-            _lib: lib,
-        })
+            lib,
+        }
+    }
+
+    /// The seed of the emulated thread orders, for kernels on the host emulation.
+    pub fn emulation_seed(&self) -> Option<u64> {
+        match &self.lib {
+            Loaded::Emulated(_, seed) => Some(*seed),
+            Loaded::C(_) => None,
+        }
     }
 
     /// The target the kernels were generated for.
@@ -267,6 +363,11 @@ impl CKernels {
                 k.tiles,
             )
         };
+        if let Loaded::Emulated(emu, _) = &self.lib {
+            if let Some(e) = emu.take_error() {
+                return Err(TrainError::CKernels(format!("host emulation: {e}")));
+            }
+        }
         Tensor::from_f32(shape.to_vec(), out).map_err(TrainError::from)
     }
 }

@@ -42,6 +42,10 @@ pub enum Backend {
     /// C generated from the training graph for this target (one this host runs: `native`, an x86
     /// target the CPU has, or `portable`), compiled with `$CC` at start.
     Generated(Target),
+    /// The CUDA kernels of a CUDA target (`e2enc_codegen::cuda::train`) on the host emulation
+    /// (`e2enc_runtime::emulate`): what checks GPU training kernels without a GPU. Slow.
+    /// `seed` orders the threads of every emulated block; results must not depend on it.
+    Emulated { target: Target, seed: u64 },
     /// The reference interpreter (`e2enc_ir::interp`) op by op, live masks applied by zeroing the
     /// dead kernels of the weights and of the weight gradients: the oracle the generated kernels
     /// are tested against. Orders of magnitude slower; not offered on the command line.
@@ -58,6 +62,9 @@ impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Backend::Generated(t) => write!(f, "generated C for {t}"),
+            Backend::Emulated { target, .. } => {
+                write!(f, "CUDA kernels for {target} on the host emulation")
+            }
             Backend::Reference => f.write_str("the reference interpreter"),
         }
     }
@@ -186,6 +193,13 @@ impl Executor {
             Backend::Generated(target) => {
                 Some(CKernels::build(tg, threads.max(1), maskable, target)?)
             }
+            Backend::Emulated { target, seed } => Some(CKernels::build_emulated(
+                tg,
+                threads.max(1),
+                maskable,
+                target,
+                seed,
+            )?),
             Backend::Reference => None,
         };
         let g = tg.graph.clone();
@@ -420,7 +434,13 @@ impl Executor {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match &self.c {
-            Some(c) => Backend::Generated(c.target()),
+            Some(c) => match c.emulation_seed() {
+                Some(seed) => Backend::Emulated {
+                    target: c.target(),
+                    seed,
+                },
+                None => Backend::Generated(c.target()),
+            },
             None => Backend::Reference,
         }
     }

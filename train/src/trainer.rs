@@ -219,7 +219,9 @@ impl Trainer {
         let mut opts = opts;
         opts.validate().map_err(TrainError::Setup)?;
         opts.target = match opts.kernels {
-            Backend::Generated(t) => Some(t.name().to_string()),
+            Backend::Generated(t) | Backend::Emulated { target: t, .. } => {
+                Some(t.name().to_string())
+            }
             Backend::Reference => None,
         };
         check_batch_splits(opts.batch, comm.as_ref())?;
@@ -357,18 +359,23 @@ impl Trainer {
                 let t: Target = name.parse().map_err(|e: String| {
                     TrainError::Checkpoint(format!("{}: {e}", dir.join("state.json").display()))
                 })?;
-                if !t.host_supports() {
+                if t.is_cuda() {
+                    // A run trained on CUDA kernels continues on them (the host emulation:
+                    // GPU training is not built yet).
+                    Backend::Emulated { target: t, seed: 0 }
+                } else if !t.host_supports() {
                     return Err(TrainError::Checkpoint(format!(
                         "the run in {} was trained on target `{name}`, which this machine cannot \
                          run; pass --target (e.g. portable) to continue on another target (the \
                          result then differs in rounding from an uninterrupted run)",
                         out.display()
                     )));
+                } else {
+                    Backend::Generated(t)
                 }
-                Backend::Generated(t)
             }
         };
-        if let Backend::Generated(t) = options.kernels {
+        if let Backend::Generated(t) | Backend::Emulated { target: t, .. } = options.kernels {
             options.target = Some(t.name().to_string());
         }
         let mut t = Trainer::assemble(

@@ -27,6 +27,16 @@ fn step(
     backend: Backend,
     threads: usize,
 ) -> (StepResult, LiveMasks, Vec<String>) {
+    step_n(cfg, backend, threads, 3)
+}
+
+/// [`step`] with `repeats` more steps after the first, which must give the same bits.
+fn step_n(
+    cfg: &ModelConfig,
+    backend: Backend,
+    threads: usize,
+    repeats: usize,
+) -> (StepResult, LiveMasks, Vec<String>) {
     let net = build(
         cfg,
         &BuildOptions {
@@ -88,7 +98,7 @@ fn step(
     // too, but only up to what the kernels use).
     let r = run(&mut exec);
     let pooled = exec.spare_bytes();
-    for _ in 0..3 {
+    for _ in 0..repeats {
         let again = run(&mut exec);
         assert_eq!(again.loss.to_bits(), r.loss.to_bits());
         assert!(same_bits(&again.grads, &r.grads));
@@ -109,6 +119,44 @@ fn same_bits(a: &Weights, b: &Weights) -> bool {
     })
 }
 
+/// `c` against the reference `r` of the same step: loss, outputs and every weight gradient
+/// within 1e-4 (relative), and dead kernels with exactly zero gradient.
+fn check_step(
+    cfg: &ModelConfig,
+    c: &StepResult,
+    r: &StepResult,
+    live: &LiveMasks,
+    dsff: &[String],
+) {
+    let rel = (c.loss - r.loss).abs() / r.loss.abs().max(1e-30);
+    assert!(rel < 1e-4, "loss {} vs {}", c.loss, r.loss);
+    for (name, t) in &r.outputs {
+        let e = relative_error(&c.outputs[name], t).unwrap();
+        assert!(e < 1e-4, "output {name}: {e:e}");
+    }
+    assert_eq!(c.grads.len(), r.grads.len());
+    // Biases in front of an instance norm have a zero gradient up to rounding: their error
+    // is measured against the largest gradient of the step instead.
+    let amax = |t: &Tensor| t.as_f32().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gmax = r.grads.iter().map(|(_, t)| amax(t)).fold(0f32, f32::max) as f64;
+    for (name, t) in r.grads.iter() {
+        let got = c.grads.get(name).unwrap();
+        let e = relative_error(got, t).unwrap() * amax(t) as f64;
+        let e = e / (amax(t) as f64).max(1e-2 * gmax);
+        assert!(e < 1e-4, "{cfg:?}: grad of {name}: {e:e}");
+    }
+    // Dead kernels get exactly zero gradient.
+    for name in dsff {
+        let g = c.grads.get(name).unwrap();
+        let m = &live[name];
+        let kern = g.numel() / m.len();
+        let v = g.as_f32().unwrap();
+        for (kv, &l) in v.chunks(kern).zip(m) {
+            assert!(l || kv.iter().all(|&x| x.to_bits() == 0), "{name}");
+        }
+    }
+}
+
 #[test]
 fn generated_kernels_equal_the_interpreter_on_whole_steps() {
     let targets = [Target::native(), Target::Portable];
@@ -118,36 +166,34 @@ fn generated_kernels_equal_the_interpreter_on_whole_steps() {
         let cfg = config(levels, width, groups, iso);
         let (c, live, dsff) = step(&cfg, Backend::Generated(target), 2);
         let (r, _, _) = step(&cfg, Backend::Reference, 1);
-        let rel = (c.loss - r.loss).abs() / r.loss.abs().max(1e-30);
-        assert!(rel < 1e-4, "loss {} vs {}", c.loss, r.loss);
-        for (name, t) in &r.outputs {
-            let e = relative_error(&c.outputs[name], t).unwrap();
-            assert!(e < 1e-4, "output {name}: {e:e}");
-        }
-        assert_eq!(c.grads.len(), r.grads.len());
-        // Biases in front of an instance norm have a zero gradient up to rounding: their error
-        // is measured against the largest gradient of the step instead.
-        let amax = |t: &Tensor| t.as_f32().unwrap().iter().fold(0f32, |m, v| m.max(v.abs()));
-        let gmax = r.grads.iter().map(|(_, t)| amax(t)).fold(0f32, f32::max) as f64;
-        for (name, t) in r.grads.iter() {
-            let got = c.grads.get(name).unwrap();
-            let e = relative_error(got, t).unwrap() * amax(t) as f64;
-            let e = e / (amax(t) as f64).max(1e-2 * gmax);
-            assert!(e < 1e-4, "{cfg:?}: grad of {name}: {e:e}");
-        }
-        // Dead kernels get exactly zero gradient.
-        for name in &dsff {
-            let g = c.grads.get(name).unwrap();
-            let m = &live[name];
-            let kern = g.numel() / m.len();
-            let v = g.as_f32().unwrap();
-            for (kv, &l) in v.chunks(kern).zip(m) {
-                assert!(l || kv.iter().all(|&x| x.to_bits() == 0), "{name}");
-            }
-        }
+        check_step(&cfg, &c, &r, &live, &dsff);
         // One thread, same bits.
         let (c1, _, _) = step(&cfg, Backend::Generated(target), 1);
         assert_eq!(c1.loss.to_bits(), c.loss.to_bits());
         assert!(same_bits(&c1.grads, &c.grads));
+    }
+}
+
+/// The CUDA training kernels (`e2enc_codegen::cuda::train`), run on the host emulation, on the
+/// same whole steps: equal to the interpreter and to the generated C kernels within 1e-4, dead
+/// kernels exactly zero, and the same bits for another order of the emulated threads (every
+/// phase between barriers reshuffled) and another number of CPU threads, on both CUDA targets.
+#[test]
+fn cuda_training_kernels_on_the_host_emulation_equal_the_interpreter() {
+    for ((levels, width, groups, iso), target) in [(3, 4, 3, false), (4, 5, 5, true)]
+        .into_iter()
+        .zip(Target::CUDA)
+    {
+        let cfg = config(levels, width, groups, iso);
+        let t0 = std::time::Instant::now();
+        let (e, live, dsff) = step_n(&cfg, Backend::Emulated { target, seed: 1 }, 2, 1);
+        eprintln!("emulated: {:.1} s", t0.elapsed().as_secs_f64());
+        let (r, _, _) = step(&cfg, Backend::Reference, 1);
+        check_step(&cfg, &e, &r, &live, &dsff);
+        let (c, _, _) = step(&cfg, Backend::Generated(Target::native()), 2);
+        check_step(&cfg, &e, &c, &live, &dsff);
+        let (e2, _, _) = step_n(&cfg, Backend::Emulated { target, seed: 77 }, 1, 0);
+        assert_eq!(e2.loss.to_bits(), e.loss.to_bits());
+        assert!(same_bits(&e2.grads, &e.grads));
     }
 }

@@ -20,6 +20,7 @@ pub mod nvrtc;
 mod ops;
 pub mod ptxas;
 pub mod text;
+pub mod train;
 
 use std::collections::HashSet;
 
@@ -124,15 +125,14 @@ impl Renderer for CudaRenderer {
         }
     }
 
+    /// f32 kernels whatever the bundle precision (tensor-core training kernels are not built):
+    /// see [`train`].
     fn training(
         &self,
-        _tg: &TrainGraph,
-        _maskable: Option<&HashSet<String>>,
+        tg: &TrainGraph,
+        maskable: Option<&HashSet<String>>,
     ) -> Result<TrainGenerated, CodegenError> {
-        Err(CodegenError::Other(format!(
-            "training on {} is not built yet: train on a CPU target (`--target native`)",
-            self.target
-        )))
+        train::generate(tg, self.target, maskable)
     }
 }
 

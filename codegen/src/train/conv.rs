@@ -170,8 +170,18 @@ fn tap_loops(taps: &[Tap], w: &str, src: &str, indent: &str) -> String {
     s
 }
 
-/// Emits a forward conv / transposed conv or a data gradient.
-pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+/// Which side a convolution kernel writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// The output is the small side, gathered from the big one (`in[0]`).
+    Gather,
+    /// The output is the big side, collected from the small one (`in[0]`).
+    Scatter,
+}
+
+/// The geometry, bias and family of a forward conv / transposed conv or a data gradient, with
+/// the checks every renderer's kernel needs (weight shape, strides, where a fused shift may sit).
+pub(crate) fn classify(ctx: &Ctx) -> Result<(Geo, bool, Family), CodegenError> {
     let out = d5(ctx, &ctx.out)?;
     let in0 = d5(ctx, &ctx.ins[0])?;
     let (c, bias, gather) = match ctx.op {
@@ -212,21 +222,31 @@ pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
             "a fused depth shift on a transposed data gradient",
         ));
     }
-    if gather {
-        let g = geo(out, in0, c.kernel, c.stride, c.padding);
-        check_weight(ctx, &g)?;
-        if super::conv_flat::applies(&g, false) {
-            return Ok(super::conv_flat::flat_src(ctx, &g, bias, false));
-        }
-        Ok(gather_src(ctx, &g, bias))
+    let g = if gather {
+        geo(out, in0, c.kernel, c.stride, c.padding)
     } else {
-        let g = geo(in0, out, c.kernel, c.stride, c.padding);
-        check_weight(ctx, &g)?;
-        if super::conv_flat::applies(&g, true) {
-            return Ok(super::conv_flat::flat_src(ctx, &g, bias, true));
-        }
-        Ok(scatter_src(ctx, &g, bias))
+        geo(in0, out, c.kernel, c.stride, c.padding)
+    };
+    check_weight(ctx, &g)?;
+    let family = if gather {
+        Family::Gather
+    } else {
+        Family::Scatter
+    };
+    Ok((g, bias, family))
+}
+
+/// Emits a forward conv / transposed conv or a data gradient.
+pub(crate) fn emit(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let (g, bias, family) = classify(ctx)?;
+    let scatter = family == Family::Scatter;
+    if super::conv_flat::applies(&g, scatter) {
+        return Ok(super::conv_flat::flat_src(ctx, &g, bias, scatter));
     }
+    Ok(match family {
+        Family::Gather => gather_src(ctx, &g, bias),
+        Family::Scatter => scatter_src(ctx, &g, bias),
+    })
 }
 
 fn check_weight(ctx: &Ctx, g: &Geo) -> Result<(), CodegenError> {
@@ -450,8 +470,19 @@ fn scatter_src(ctx: &Ctx, g: &Geo, bias: bool) -> Emitted {
     }
 }
 
-/// Emits a `ConvBackwardWeight`: `(x, dy)`, output in the forward weight's layout.
-pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+/// A weight gradient's geometry: the small / big picture, which operand is which (`small`,
+/// `big`: indices into `in`) and the depth shift the big side is read through.
+pub(crate) struct WeightGrad {
+    pub g: Geo,
+    pub small: usize,
+    pub big: usize,
+    pub shift: Option<Vec<i64>>,
+    pub transposed: bool,
+}
+
+/// Classifies a `ConvBackwardWeight` `(x, dy)` (output in the forward weight's layout), with
+/// its checks.
+pub(crate) fn classify_weight_grad(ctx: &Ctx) -> Result<WeightGrad, CodegenError> {
     let Op::ConvBackwardWeight(a) = ctx.op else {
         return Err(err(ctx.g, ctx.id, "not a weight gradient"));
     };
@@ -478,7 +509,25 @@ pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
     if ctx.shift0.is_some() && shift.is_none() {
         return Err(err(ctx.g, ctx.id, "a fused shift on the small side"));
     }
-    if ctx.isa == Target::X86Avx512 && !a.transposed && super::wgrad512::applies(&g) {
+    Ok(WeightGrad {
+        g,
+        small: si,
+        big: bi,
+        shift,
+        transposed: a.transposed,
+    })
+}
+
+/// Emits a `ConvBackwardWeight`: `(x, dy)`, output in the forward weight's layout.
+pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
+    let WeightGrad {
+        g,
+        small: si,
+        big: bi,
+        shift,
+        transposed,
+    } = classify_weight_grad(ctx)?;
+    if ctx.isa == Target::X86Avx512 && !transposed && super::wgrad512::applies(&g) {
         return Ok(super::wgrad512::wgrad_src(ctx, &g, &shift));
     }
     let (kl, spl, bpl) = (g.kl(), g.spl(), g.bpl());

@@ -34,7 +34,7 @@
 //! gradient before it (`conv_backward_data` with shifts); the emitters read those attributes, so
 //! no shifted copy is made in either direction.
 
-mod conv;
+pub(crate) mod conv;
 mod conv_flat;
 mod pool;
 mod simple;
@@ -47,6 +47,7 @@ use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{Graph, NodeId, Op};
 
 use crate::compile::CodegenError;
+use crate::emit::Launch;
 use crate::target::Target;
 
 /// How a kernel reads its `live` argument.
@@ -81,11 +82,14 @@ pub struct TrainKernel {
     pub weight: Option<String>,
     /// Operand nodes, in the order of the `in` array.
     pub operands: Vec<NodeId>,
+    /// How a CUDA kernel is launched (`tiles` = its blocks); `None` for a C kernel.
+    pub launch: Option<Launch>,
 }
 
-/// The C text of a training graph and its kernels.
+/// The text of a training graph's kernels and their descriptions.
 #[derive(Clone, Debug)]
 pub struct TrainGenerated {
+    /// C for a CPU target; header-free CUDA C++ for a CUDA target (`crate::cuda::train`).
     pub c_source: String,
     pub kernels: Vec<TrainKernel>,
 }
@@ -232,6 +236,33 @@ pub fn generate_train_masked(
     isa: Target,
     maskable: Option<&HashSet<String>>,
 ) -> Result<TrainGenerated, CodegenError> {
+    // The kernels are plain C: the ISA only picks the compiler's vector flags (`run_cc`).
+    let mut source = prelude(isa);
+    let _ = writeln!(source, "/* isa: {isa} */");
+    generate_with(tg, isa, maskable, source, |ctx| {
+        let e = match ctx.op {
+            Op::Conv3d(_)
+            | Op::ConvTranspose3d(_)
+            | Op::ConvBackwardData(_)
+            | Op::FusedConv3d(_) => conv::emit(ctx)?,
+            Op::ConvBackwardWeight(_) => conv::emit_weight_grad(ctx)?,
+            _ => simple::emit(ctx)?,
+        };
+        Ok((e, None))
+    })
+}
+
+/// The kernels of `tg`'s compute nodes in topological order, each written by `emit` after
+/// `prelude`: what every renderer's training kernels share (which weight's mask applies to a
+/// node, the fused depth shifts, the kernel names `e2t_<k>`, the comment in front of each).
+/// `emit` returns the kernel and, for a CUDA kernel, its launch.
+pub(crate) fn generate_with(
+    tg: &TrainGraph,
+    isa: Target,
+    maskable: Option<&HashSet<String>>,
+    prelude: String,
+    mut emit: impl FnMut(&Ctx) -> Result<(Emitted, Option<Launch>), CodegenError>,
+) -> Result<TrainGenerated, CodegenError> {
     let g = &tg.graph;
     let order = g.topo_order()?;
     // Which weight's mask applies to each conv-like node.
@@ -245,9 +276,7 @@ pub fn generate_train_masked(
             grad_of.insert(id, w.clone());
         }
     }
-    // The kernels are plain C: the ISA only picks the compiler's vector flags (`run_cc`).
-    let mut source = prelude(isa);
-    let _ = writeln!(source, "/* isa: {isa} */");
+    let mut source = prelude;
     let mut kernels = Vec::new();
     for id in order {
         let node = g.node(id);
@@ -290,14 +319,7 @@ pub fn generate_train_masked(
             isa,
             masked: mask.is_some(),
         };
-        let e = match op {
-            Op::Conv3d(_)
-            | Op::ConvTranspose3d(_)
-            | Op::ConvBackwardData(_)
-            | Op::FusedConv3d(_) => conv::emit(&ctx)?,
-            Op::ConvBackwardWeight(_) => conv::emit_weight_grad(&ctx)?,
-            _ => simple::emit(&ctx)?,
-        };
+        let (e, launch) = emit(&ctx)?;
         let label = node
             .label
             .clone()
@@ -319,6 +341,7 @@ pub fn generate_train_masked(
             mask,
             weight,
             operands,
+            launch,
         });
     }
     Ok(TrainGenerated {
