@@ -75,28 +75,28 @@ pub type LiveMasks = HashMap<String, Vec<bool>>;
 
 /// A training graph prepared for repeated steps.
 pub struct Executor {
-    g: Graph,
+    pub(crate) g: Graph,
     /// Forward ops, then backward ops ([`super::memplan::schedule`]).
-    order: Vec<NodeId>,
+    pub(crate) order: Vec<NodeId>,
     /// How many ops of `order` are the forward part.
-    n_forward: usize,
+    pub(crate) n_forward: usize,
     /// Position in `order` of each value's last reader.
-    last_use: HashMap<NodeId, usize>,
+    pub(crate) last_use: HashMap<NodeId, usize>,
     /// The same within the forward part alone (for [`Executor::forward`]).
     forward_last_use: HashMap<NodeId, usize>,
     /// The ops of the forward part.
-    forward: HashSet<NodeId>,
+    pub(crate) forward: HashSet<NodeId>,
     /// Values a step returns (forward outputs, weight gradients): never dropped early.
-    keep: HashSet<NodeId>,
-    memory: Memory,
+    pub(crate) keep: HashSet<NodeId>,
+    pub(crate) memory: Memory,
     plan: MemoryPlan,
     /// Bytes of values (not weights) held now, and the most held at once so far.
     live_bytes: usize,
     peak_live_bytes: usize,
     /// (forward output name, its node, the `grad.*` input that receives its gradient).
-    outputs: Vec<(String, NodeId, String)>,
+    pub(crate) outputs: Vec<(String, NodeId, String)>,
     /// (weight name, the node computing its gradient).
-    weight_grads: Vec<(String, NodeId)>,
+    pub(crate) weight_grads: Vec<(String, NodeId)>,
     /// Conv-like node → the weight name whose live mask applies to it.
     masked: HashMap<NodeId, String>,
     /// The compiled kernels, or `None` for the reference interpreter.
@@ -611,7 +611,12 @@ fn reference_eval(op: &Op, args: &[Arc<Tensor>], live: Option<&[bool]>) -> Resul
 }
 
 /// Checks that a fed tensor has its node's declared type (the C kernels are specialized to it).
-fn check_type(t: &Tensor, node: &e2enc_ir::Node, what: &str, name: &str) -> Result<(), TrainError> {
+pub(crate) fn check_type(
+    t: &Tensor,
+    node: &e2enc_ir::Node,
+    what: &str,
+    name: &str,
+) -> Result<(), TrainError> {
     if t.shape() != node.ty.shape.as_slice() || t.dtype() != node.ty.dtype {
         return Err(TrainError::Graph(format!(
             "{what} `{name}` is {:?} {:?}, the training graph needs {}",

@@ -11,6 +11,8 @@ pub mod augment;
 pub mod cgen;
 pub mod checkpoint;
 pub mod data;
+pub mod device;
+pub mod device_exec;
 pub mod dist;
 pub mod exec;
 pub mod loader;
@@ -41,6 +43,10 @@ pub enum TrainError {
     /// Generating, compiling or calling the generated-C training kernels ([`cgen`]).
     #[error("{0}")]
     CKernels(String),
+    /// A device running training kernels, or the executor keeping a step on it ([`device`],
+    /// [`device_exec`]).
+    #[error("{0}")]
+    Device(String),
     /// The loss and the network heads it reads ([`loss`]).
     #[error("{0}")]
     Loss(String),

@@ -1,0 +1,207 @@
+//! The device seam of GPU training: what [`super::device_exec::DeviceExecutor`] needs from a
+//! device that holds a step's values and runs the CUDA training kernels
+//! (`e2enc_codegen::cuda::train`) on them — load the kernels, allocate zeroed device memory,
+//! copy in and out, launch kernel `k` with its three pointer arguments, wait — as the
+//! [`Device`] trait, in stream order: every call is ordered after the previous ones, as on one
+//! CUDA stream.
+//!
+//! [`Emulated`] is the implementation every machine has: device memory is host memory, a
+//! launch runs the kernel's thread blocks through the host emulation
+//! (`e2enc_runtime::emulate`) on the thread pool. It is how the executor's device side (the
+//! arena, the operand tables, the live-kernel lists, the order of copies and launches) is tested
+//! without a GPU; a driver-API implementation for NVIDIA GPUs is the other side of this seam.
+//!
+//! Device addresses are `u64` ([`DevPtr`]); [`Emulated`] checks every copy against its
+//! allocations, so a wrong address is an error, not a stray write.
+
+use std::path::Path;
+
+use e2enc_codegen::train::TrainKernel;
+use e2enc_runtime::emulate::Emulation;
+use e2enc_runtime::format::Step;
+use e2enc_runtime::pool::{KernelFn, Pool};
+
+use crate::TrainError;
+
+/// A device address.
+pub type DevPtr = u64;
+
+/// A device that runs training kernels (see the module doc).
+pub trait Device {
+    /// One line for logs and errors.
+    fn describe(&self) -> String;
+
+    /// Loads the kernels of a training graph: `source` (CUDA text) and their descriptions, in
+    /// the order [`Device::launch`] numbers them.
+    fn load(&mut self, source: &str, kernels: &[TrainKernel]) -> Result<(), TrainError>;
+
+    /// `bytes` of zeroed device memory (at least 8-byte aligned; CUDA's are 256), held until
+    /// the device is dropped.
+    fn alloc(&mut self, bytes: usize, what: &str) -> Result<DevPtr, TrainError>;
+
+    /// Copies `src` to device address `dst`.
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainError>;
+
+    /// Copies device memory at `src` into `dst` (complete when this returns).
+    fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), TrainError>;
+
+    /// Launches kernel `k` with `(A, W, I)` = `args`.
+    fn launch(&mut self, k: usize, args: [DevPtr; 3]) -> Result<(), TrainError>;
+
+    /// Waits for everything issued so far.
+    fn synchronize(&mut self) -> Result<(), TrainError>;
+}
+
+fn err(msg: impl Into<String>) -> TrainError {
+    TrainError::Device(msg.into())
+}
+
+/// The host emulation as a device (see the module doc).
+pub struct Emulated {
+    // Field order: the pool and the kernel pointers go before the emulation library.
+    pool: Pool,
+    kernels: Vec<(KernelFn, usize, String)>,
+    emu: Option<Emulation>,
+    seed: u64,
+    /// Allocations, in 256-byte blocks of `u64` (8-byte aligned).
+    mem: Vec<Box<[[u64; 32]]>>,
+}
+
+impl Emulated {
+    /// An emulated device running blocks on `threads` threads; `seed` orders the emulated
+    /// threads of every block (results must not depend on it).
+    pub fn new(threads: usize, seed: u64) -> Emulated {
+        Emulated {
+            pool: Pool::new(threads.max(1)),
+            kernels: Vec::new(),
+            emu: None,
+            seed,
+            mem: Vec::new(),
+        }
+    }
+
+    /// Bytes allocated so far.
+    pub fn allocated_bytes(&self) -> usize {
+        self.mem.iter().map(|b| b.len() * 256).sum()
+    }
+
+    /// The allocation holding `[p, p + len)`, as (block, byte offset), or an error.
+    fn find(&self, p: DevPtr, len: usize, what: &str) -> Result<(usize, usize), TrainError> {
+        for (k, b) in self.mem.iter().enumerate() {
+            let start = b.as_ptr() as u64;
+            let bytes = (b.len() * 256) as u64;
+            if p >= start && p - start <= bytes && (len as u64) <= bytes - (p - start) {
+                return Ok((k, (p - start) as usize));
+            }
+        }
+        Err(err(format!(
+            "{what} of {len} bytes at device address {p:#x}: outside every allocation"
+        )))
+    }
+}
+
+impl Device for Emulated {
+    fn describe(&self) -> String {
+        "the host emulation of a CUDA GPU (e2enc_runtime::emulate)".into()
+    }
+
+    fn load(&mut self, source: &str, kernels: &[TrainKernel]) -> Result<(), TrainError> {
+        let steps: Vec<Step> = kernels
+            .iter()
+            .map(|k| Step {
+                kernel: k.name.clone(),
+                tiles: k.tiles,
+                first_tile: 0,
+                flops: k.work,
+                what: String::new(),
+                launch: k.launch.clone(),
+            })
+            .collect();
+        // Drop the old kernels before the library they live in.
+        self.kernels.clear();
+        let emu = Emulation::build(Path::new("(training kernels)"), source, &steps)
+            .map_err(|e| err(e.to_string()))?;
+        emu.set_seed(self.seed);
+        self.kernels = emu
+            .kernels
+            .iter()
+            .zip(kernels)
+            .map(|(&f, k)| (f, k.tiles, k.name.clone()))
+            .collect();
+        self.emu = Some(emu);
+        Ok(())
+    }
+
+    fn alloc(&mut self, bytes: usize, what: &str) -> Result<DevPtr, TrainError> {
+        let blocks = bytes.div_ceil(256).max(1);
+        let mut v = Vec::new();
+        v.try_reserve_exact(blocks).map_err(|_| {
+            err(format!(
+                "cannot allocate {what} ({:.2} GiB) on the emulated device",
+                bytes as f64 / (1u64 << 30) as f64
+            ))
+        })?;
+        v.resize(blocks, [0u64; 32]);
+        let b = v.into_boxed_slice();
+        let p = b.as_ptr() as u64;
+        self.mem.push(b);
+        Ok(p)
+    }
+
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainError> {
+        let (k, off) = self.find(dst, src.len(), "a copy to the device")?;
+        let block = &mut self.mem[k];
+        // SAFETY: `[off, off + len)` lies inside this allocation (checked by `find`), which is
+        // plain memory of u64 blocks that any bytes may fill.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                block.as_mut_ptr().cast::<u8>().add(off),
+                src.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), TrainError> {
+        let (k, off) = self.find(src, dst.len(), "a copy from the device")?;
+        let block = &self.mem[k];
+        // SAFETY: as in `upload`, the range lies inside the allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                block.as_ptr().cast::<u8>().add(off),
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    fn launch(&mut self, k: usize, args: [DevPtr; 3]) -> Result<(), TrainError> {
+        let (f, tiles, name) = self
+            .kernels
+            .get(k)
+            .ok_or_else(|| err(format!("no kernel {k} is loaded")))?;
+        // SAFETY: the executor passes addresses inside this device's allocations laid out as
+        // the kernel was generated for (its output, its operand table, its live list); the
+        // emulated blocks write only the output.
+        unsafe {
+            self.pool.run(
+                *f,
+                args[0] as usize as *mut f32,
+                args[1] as usize as *const f32,
+                args[2] as usize as *const i32,
+                0,
+                *tiles,
+            )
+        };
+        if let Some(e) = self.emu.as_ref().and_then(Emulation::take_error) {
+            return Err(err(format!("kernel {name} on the host emulation: {e}")));
+        }
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<(), TrainError> {
+        Ok(())
+    }
+}

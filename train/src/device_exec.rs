@@ -1,0 +1,436 @@
+//! A training step kept on a device ([`super::device::Device`]): the values of the step in one
+//! device allocation (the arena), the weights in their own, the CUDA training kernels
+//! (`e2enc_codegen::cuda::train`) launched in the executor's order with operand tables and
+//! live-kernel lists that live on the device too.
+//!
+//! The planning is the host executor's ([`super::exec::Executor`], built on the reference
+//! backend and never run): the training passes, the backward pass's recomputed copies, the
+//! order and every value's last reader. Here that order is played once at construction to give
+//! every value an arena offset (first fit over 256-byte aligned blocks: a value's bytes are
+//! free again after its last reader, the step's results are never freed), so the pointer
+//! arguments of every launch are known before the first step and uploaded once: kernel `k`
+//! runs as `NAME(arena + out, tables + k's table, lives + k's live list)`. A step then uploads
+//! the weights and the live lists of the DSFF convs (prune and regrow change only those), and
+//! plays the order: an input is copied in when the order reaches it (its bytes may have held an
+//! earlier value), a compute node is a launch. After the forward part the outputs come back to
+//! the host for the loss, whose gradients go in when the backward part reaches them; the weight
+//! gradients come back at the end.
+//!
+//! The same kernels on the same device give the same bits as the host executor running them
+//! (`Backend::Emulated`): the arena changes where values live, not what is computed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use e2enc_codegen::target::Target;
+use e2enc_codegen::train::{live_csr, Live, TrainKernel};
+use e2enc_ir::autodiff::TrainGraph;
+use e2enc_ir::{NodeId, Op, Tensor, Weights};
+
+use super::device::{DevPtr, Device};
+use super::exec::{check_type, Backend, Executor, LiveMasks, Memory, StepResult};
+use super::memplan::value_bytes;
+use crate::TrainError;
+
+/// Alignment of every value in the arena.
+const ALIGN: usize = 256;
+
+fn err(msg: impl Into<String>) -> TrainError {
+    TrainError::Device(msg.into())
+}
+
+/// First-fit placement of blocks in a growing region.
+#[derive(Default)]
+struct FirstFit {
+    /// Free ranges by offset: length.
+    free: BTreeMap<usize, usize>,
+    top: usize,
+}
+
+impl FirstFit {
+    fn take(&mut self, bytes: usize) -> usize {
+        let n = bytes.div_ceil(ALIGN).max(1) * ALIGN;
+        if let Some((&at, &len)) = self.free.iter().find(|(_, &len)| len >= n) {
+            self.free.remove(&at);
+            if len > n {
+                self.free.insert(at + n, len - n);
+            }
+            return at;
+        }
+        // Extend the region, starting inside a free tail if there is one.
+        let at = match self.free.iter().next_back() {
+            Some((&a, &l)) if a + l == self.top => {
+                self.free.remove(&a);
+                a
+            }
+            _ => self.top,
+        };
+        self.top = at + n;
+        at
+    }
+
+    fn give(&mut self, at: usize, bytes: usize) {
+        let mut at = at;
+        let mut n = bytes.div_ceil(ALIGN).max(1) * ALIGN;
+        if let Some((&a, &l)) = self.free.range(..at).next_back() {
+            if a + l == at {
+                self.free.remove(&a);
+                at = a;
+                n += l;
+            }
+        }
+        if let Some(&l) = self.free.get(&(at + n)) {
+            self.free.remove(&(at + n));
+            n += l;
+        }
+        self.free.insert(at, n);
+    }
+}
+
+/// Views `v` as bytes.
+fn bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no padding; the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as in `bytes`; every byte pattern is a valid f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// A training graph's step on a device (see the module doc).
+pub struct DeviceExecutor {
+    plan: Executor,
+    dev: Box<dyn Device>,
+    /// Compute node → its kernel's index and description.
+    kernels: HashMap<NodeId, (usize, TrainKernel)>,
+    arena: DevPtr,
+    arena_bytes: usize,
+    /// Arena byte offset of every value that is not a weight.
+    offset: HashMap<NodeId, usize>,
+    /// Weight name → (device address, bytes).
+    weights: HashMap<String, (DevPtr, usize)>,
+    /// Per kernel node: the address of its operand table and of its live list.
+    args: HashMap<NodeId, (DevPtr, DevPtr)>,
+    /// Which weights may have live masks (all when `None`).
+    maskable: Option<HashSet<String>>,
+}
+
+impl DeviceExecutor {
+    /// Plans `tg`'s step, generates its kernels for the CUDA `target`, loads them on `dev`,
+    /// and allocates the arena, the weights, the operand tables and the live lists there.
+    pub fn new(
+        tg: &TrainGraph,
+        target: Target,
+        maskable: Option<&HashSet<String>>,
+        mut dev: Box<dyn Device>,
+    ) -> Result<DeviceExecutor, TrainError> {
+        let plan = Executor::with_memory(tg, 1, Backend::Reference, maskable, Memory::default())?;
+        let g = &plan.g;
+        let run = TrainGraph {
+            graph: g.clone(),
+            grad_inputs: tg.grad_inputs.clone(),
+            weight_grads: tg.weight_grads.clone(),
+            input_grads: Vec::new(),
+        };
+        let gen = e2enc_codegen::render::for_target(target)
+            .training(&run, maskable)
+            .map_err(|e| TrainError::CKernels(e.to_string()))?;
+        if gen.kernels.iter().any(|k| k.launch.is_none()) {
+            return Err(err(format!(
+                "{target} is not a GPU target: its kernels have no launches"
+            )));
+        }
+        dev.load(&gen.c_source, &gen.kernels)?;
+        // Arena offsets: the order played as the host executor plays it.
+        let mut fit = FirstFit::default();
+        let mut offset = HashMap::new();
+        let forward_kept = plan.memory == Memory::KeepForward;
+        for (pos, &id) in plan.order.iter().enumerate() {
+            if matches!(g.node(id).op, Op::Weight { .. }) {
+                continue;
+            }
+            offset.insert(id, fit.take(value_bytes(g, id)));
+            let mut done = g.operands(id);
+            done.sort();
+            done.dedup();
+            done.retain(|o| plan.last_use.get(o) == Some(&pos));
+            if !plan.last_use.contains_key(&id) {
+                done.push(id);
+            }
+            for o in done {
+                let kept = plan.keep.contains(&o) || (forward_kept && plan.forward.contains(&o));
+                if kept || matches!(g.node(o).op, Op::Weight { .. }) {
+                    continue;
+                }
+                if let Some(&at) = offset.get(&o) {
+                    fit.give(at, value_bytes(g, o));
+                }
+            }
+        }
+        let arena_bytes = fit.top.max(ALIGN);
+        let arena = dev.alloc(arena_bytes, "the training arena")?;
+        let mut weights = HashMap::new();
+        for id in g.node_ids() {
+            if let Op::Weight { name } = &g.node(id).op {
+                let b = g.node(id).ty.numel() * 4;
+                let p = dev.alloc(b, &format!("weight `{name}`"))?;
+                weights.insert(name.clone(), (p, b));
+            }
+        }
+        // Operand tables (device addresses) and live-list slots, one blob each.
+        let mut table: Vec<u64> = Vec::new();
+        let mut table_at = Vec::new();
+        let mut live_len = 1usize; // slot 0: an empty list for kernels without one
+        let mut live_at = Vec::new();
+        for k in &gen.kernels {
+            table_at.push(table.len());
+            for &o in &k.operands {
+                let p = match &g.node(o).op {
+                    Op::Weight { name } => weights[name].0,
+                    _ => {
+                        let at = offset.get(&o).ok_or_else(|| {
+                            err(format!(
+                                "{}: an operand has no arena slot",
+                                g.describe(k.node)
+                            ))
+                        })?;
+                        arena + *at as u64
+                    }
+                };
+                table.push(p);
+            }
+            match k.live {
+                Live::None => live_at.push(0),
+                Live::Csr { d0, d1, transposed } => {
+                    live_at.push(live_len);
+                    live_len += (if transposed { d1 } else { d0 }) + 1 + d0 * d1;
+                }
+            }
+        }
+        let tables = dev.alloc(table.len().max(1) * 8, "the kernels' operand tables")?;
+        let tb: Vec<u8> = table.iter().flat_map(|p| p.to_le_bytes()).collect();
+        dev.upload(tables, &tb)?;
+        let lives = dev.alloc(live_len * 4, "the live-kernel lists")?;
+        let mut kernels = HashMap::new();
+        let mut args = HashMap::new();
+        for (i, k) in gen.kernels.into_iter().enumerate() {
+            if !offset.contains_key(&k.node) {
+                // Not in the order (nothing the step needs reads it).
+                continue;
+            }
+            args.insert(
+                k.node,
+                (
+                    tables + 8 * table_at[i] as u64,
+                    lives + 4 * live_at[i] as u64,
+                ),
+            );
+            kernels.insert(k.node, (i, k));
+        }
+        Ok(DeviceExecutor {
+            plan,
+            dev,
+            kernels,
+            arena,
+            arena_bytes,
+            offset,
+            weights,
+            args,
+            maskable: maskable.cloned(),
+        })
+    }
+
+    /// Bytes of the arena: the step's values at their planned offsets.
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
+    /// The host executor's memory plan of the same step (its peak is the least an arena can
+    /// be).
+    pub fn memory_plan(&self) -> &super::exec::MemoryPlan {
+        self.plan.memory_plan()
+    }
+
+    /// The device, in words.
+    pub fn describe(&self) -> String {
+        self.dev.describe()
+    }
+
+    fn value_ptr(&self, id: NodeId) -> Result<DevPtr, TrainError> {
+        self.offset
+            .get(&id)
+            .map(|&o| self.arena + o as u64)
+            .ok_or_else(|| err(format!("{} has no arena slot", self.plan.g.describe(id))))
+    }
+
+    /// Uploads the weights and every kernel's live list.
+    fn prepare(&mut self, weights: &Weights, live: &LiveMasks) -> Result<(), TrainError> {
+        let g = &self.plan.g;
+        for id in g.node_ids() {
+            if let Op::Weight { name } = &g.node(id).op {
+                let t = weights
+                    .get(name)
+                    .ok_or_else(|| TrainError::Graph(format!("weight `{name}` missing")))?;
+                check_type(t, g.node(id), "weight", name)?;
+                let data = t
+                    .as_f32()
+                    .ok_or_else(|| err(format!("weight `{name}` is not f32")))?;
+                self.dev.upload(self.weights[name].0, bytes(data))?;
+            }
+        }
+        if let Some(m) = &self.maskable {
+            if let Some(w) = live.keys().find(|w| !m.contains(*w)) {
+                return Err(err(format!(
+                    "weight `{w}` has a live-kernel mask, but its kernels were generated dense \
+                     (it was not declared maskable)"
+                )));
+            }
+        }
+        for (id, (_, k)) in &self.kernels {
+            let Live::Csr { d0, d1, transposed } = k.live else {
+                continue;
+            };
+            let mask = k.mask.as_ref().and_then(|w| live.get(w));
+            let csr = live_csr(mask.map(Vec::as_slice), d0, d1, transposed).ok_or_else(|| {
+                err(format!(
+                    "live mask of `{}` has the wrong length for [{d0}, {d1}]",
+                    k.mask.as_deref().unwrap_or("?")
+                ))
+            })?;
+            // The kernel reads its CSR where its list pointer says: rows+1 pointers counted
+            // from the list's start, then the indices.
+            let b: Vec<u8> = csr.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.dev.upload(self.args[id].1, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Plays positions `range` of the order: inputs copied in (`feed` by name), compute nodes
+    /// launched.
+    fn play(
+        &mut self,
+        range: std::ops::Range<usize>,
+        feed: &mut dyn FnMut(&str) -> Option<Tensor>,
+    ) -> Result<(), TrainError> {
+        for pos in range {
+            let id = self.plan.order[pos];
+            let node = self.plan.g.node(id);
+            match &node.op {
+                Op::Weight { .. } => {}
+                Op::Input { name } => {
+                    let t = feed(name)
+                        .ok_or_else(|| TrainError::Graph(format!("input `{name}` not given")))?;
+                    check_type(&t, node, "input", name)?;
+                    let data = t
+                        .as_f32()
+                        .ok_or_else(|| err(format!("input `{name}` is not f32")))?;
+                    let p = self.value_ptr(id)?;
+                    self.dev.upload(p, bytes(data))?;
+                }
+                _ => {
+                    let (k, _) = self
+                        .kernels
+                        .get(&id)
+                        .ok_or_else(|| err(format!("{}: no kernel", self.plan.g.describe(id))))?;
+                    let (table, lives) = self.args[&id];
+                    let out = self.value_ptr(id)?;
+                    let k = *k;
+                    self.dev
+                        .launch(k, [out, table, lives])
+                        .map_err(|e| err(format!("{}: {e}", self.plan.g.describe(id))))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies value `id` back to the host.
+    fn fetch(&mut self, id: NodeId) -> Result<Tensor, TrainError> {
+        let shape = self.plan.g.node(id).ty.shape.clone();
+        let mut v = vec![0f32; shape.iter().product()];
+        let p = self.value_ptr(id)?;
+        self.dev.download(p, bytes_mut(&mut v))?;
+        Tensor::from_f32(shape, v).map_err(TrainError::from)
+    }
+
+    /// Forward outputs only (validation).
+    pub fn forward(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
+        self.prepare(weights, live)?;
+        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned())?;
+        self.dev.synchronize()?;
+        let outs: Vec<(String, NodeId)> = self
+            .plan
+            .outputs
+            .iter()
+            .map(|(n, id, _)| (n.clone(), *id))
+            .collect();
+        let mut r = BTreeMap::new();
+        for (name, id) in outs {
+            r.insert(name, Arc::new(self.fetch(id)?));
+        }
+        Ok(r)
+    }
+
+    /// One training step, as [`Executor::step`].
+    pub fn step(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        loss: impl FnOnce(
+            &BTreeMap<String, Arc<Tensor>>,
+        ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
+    ) -> Result<StepResult, TrainError> {
+        let outputs = self.forward(weights, live, inputs)?;
+        let (value, mut dout) = loss(&outputs)?;
+        let mut grads_in = BTreeMap::new();
+        for (name, _, gi) in &self.plan.outputs {
+            let t = dout.remove(name).ok_or_else(|| {
+                TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
+            })?;
+            grads_in.insert(gi.clone(), t);
+        }
+        let n = self.plan.order.len();
+        self.play(self.plan.n_forward..n, &mut |name| grads_in.remove(name))?;
+        self.dev.synchronize()?;
+        let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();
+        let mut grads = Weights::new();
+        for (w, id) in wg {
+            grads.insert(w, self.fetch(id)?);
+        }
+        Ok(StepResult {
+            loss: value,
+            outputs,
+            grads,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FirstFit;
+
+    #[test]
+    fn first_fit_reuses_freed_blocks_and_merges_neighbours() {
+        let mut f = FirstFit::default();
+        let a = f.take(100);
+        let b = f.take(300);
+        let c = f.take(256);
+        assert_eq!((a, b, c), (0, 256, 768));
+        f.give(b, 300);
+        // A smaller block fits where b was; a larger one goes on top.
+        assert_eq!(f.take(10), 256);
+        assert_eq!(f.take(1000), 1024);
+        f.give(a, 100);
+        f.give(256, 10);
+        // a, the 10-byte block and b's rest merged: 0..768.
+        assert_eq!(f.take(700), 0);
+        assert_eq!(f.top, 2048);
+    }
+}
