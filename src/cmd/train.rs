@@ -109,10 +109,22 @@ pub struct Args {
     /// Target of the training kernels, generated from the training graph and compiled with $CC
     /// (default cc) at start: `native` (the widest this CPU runs), `x86-avx2`, `x86-avx512`, or
     /// `portable` (plain C, no intrinsics). Training runs here, so the target must be one this
-    /// machine runs.
+    /// machine runs. With --device cuda or --emulate: `cuda-sm80` (the default) or `cuda-sm90`.
     /// A resumed run continues on the target it was trained on unless this is given.
     #[arg(long, value_name = "T")]
     pub target: Option<Target>,
+    /// Where the steps run: `cpu`, or an NVIDIA GPU (`cuda` = `cuda:0`, `cuda:N`): the CUDA
+    /// training kernels, compiled with NVRTC for the GPU at start, a step's values in one
+    /// device allocation planned like the CPU's memory; the loss, the optimizer and the DSFF
+    /// mask updates run on the host (the outputs, their gradients and the weights cross PCIe
+    /// every step). Needs a build with the `cuda` feature (the default) and NVRTC.
+    #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
+    pub device: super::DeviceArg,
+    /// Run the GPU path (--device cuda's kernels and step) on this CPU's host emulation of a
+    /// GPU instead: very slow; for checking GPU training on a machine without one, on a small
+    /// model and patch.
+    #[arg(long)]
+    pub emulate: bool,
     /// Retired: the built-in Rust kernels are gone (`c` is still accepted); see --target.
     #[arg(long, hide = true, value_name = "c")]
     pub kernels: Option<String>,
@@ -218,9 +230,34 @@ fn backend(a: &Args) -> Result<Option<Backend>> {
         ),
         Some(k) => bail!("--kernels {k}: unknown (the option is retired; see --target)"),
     }
+    let gpu = match a.device {
+        super::DeviceArg::Cuda(n) if a.emulate => bail!(
+            "--device cuda:{n} and --emulate: pick one (--emulate runs the GPU path on this CPU)"
+        ),
+        super::DeviceArg::Cuda(n) => Some(Some(n)),
+        super::DeviceArg::Cpu if a.emulate => Some(None),
+        super::DeviceArg::Cpu => None,
+    };
+    if let Some(gpu) = gpu {
+        let target = match a.target {
+            None => Target::CudaSm80,
+            Some(t) if t.is_cuda() => t,
+            Some(t) => bail!(
+                "--target {t} is a CPU target; GPU training takes cuda-sm80 (the default) or \
+                 cuda-sm90"
+            ),
+        };
+        return Ok(Some(Backend::Device { target, gpu }));
+    }
     let Some(t) = a.target else {
         return Ok(None);
     };
+    if t.is_cuda() {
+        bail!(
+            "--target {t}: CUDA kernels run on a GPU: add --device cuda (or --emulate to run \
+             them on this CPU's host emulation)"
+        );
+    }
     if !t.host_supports() {
         bail!(
             "--target {t}: training runs on this machine, which cannot run that target; pass \

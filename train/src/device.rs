@@ -205,3 +205,97 @@ impl Device for Emulated {
         Ok(())
     }
 }
+
+/// The NVIDIA GPU `ordinal` as a training device for `target`'s kernels.
+#[cfg(not(feature = "cuda"))]
+pub fn gpu(
+    ordinal: usize,
+    target: e2enc_codegen::target::Target,
+) -> Result<Box<dyn Device>, TrainError> {
+    let _ = (ordinal, target);
+    Err(err(
+        "this build of e2enc has no CUDA support: rebuild it with `--features cuda` (the \
+         default), or train on the CPU, or check the GPU path with --emulate",
+    ))
+}
+
+/// The NVIDIA GPU `ordinal` as a training device for `target`'s kernels: opened through the
+/// driver API (`e2enc_runtime::cuda::GpuSession`), the kernels compiled by NVRTC for the GPU's
+/// own SM when they are loaded, and their ptxas report checked (no spills, resources within
+/// the SM's limits) before anything runs.
+#[cfg(feature = "cuda")]
+pub fn gpu(
+    ordinal: usize,
+    target: e2enc_codegen::target::Target,
+) -> Result<Box<dyn Device>, TrainError> {
+    let s = e2enc_runtime::cuda::GpuSession::open(ordinal).map_err(|e| err(e.to_string()))?;
+    let want = target.sm().unwrap_or(0);
+    if s.sm() / 10 < want / 10 {
+        return Err(err(format!(
+            "{} is older than the kernels' target {target}: pass --target cuda-sm80 for an \
+             Ampere GPU",
+            s.describe()
+        )));
+    }
+    Ok(Box::new(Gpu { s }))
+}
+
+/// An NVIDIA GPU (see [`gpu`]).
+#[cfg(feature = "cuda")]
+struct Gpu {
+    s: e2enc_runtime::cuda::GpuSession,
+}
+
+#[cfg(feature = "cuda")]
+impl Device for Gpu {
+    fn describe(&self) -> String {
+        self.s.describe()
+    }
+
+    fn load(&mut self, source: &str, kernels: &[TrainKernel]) -> Result<(), TrainError> {
+        use e2enc_codegen::cuda::nvrtc;
+        let nv = nvrtc::load().map_err(|e| err(format!("GPU training needs NVRTC: {e}")))?;
+        let sm = self.s.sm();
+        let c = nv
+            .compile_cached(source, sm, None)
+            .map_err(|e| err(format!("NVRTC (sm_{sm}): {e}")))?;
+        let launches: Vec<(String, e2enc_runtime::format::Launch)> = kernels
+            .iter()
+            .map(|k| {
+                k.launch
+                    .clone()
+                    .map(|l| (k.name.clone(), l))
+                    .ok_or_else(|| err(format!("kernel `{}` has no launch", k.name)))
+            })
+            .collect::<Result<_, _>>()?;
+        nvrtc::check_resources(&c.resources, &launches, sm).map_err(|e| {
+            err(format!(
+                "the training kernels do not fit {}: {e}",
+                self.s.describe()
+            ))
+        })?;
+        self.s
+            .load(&c.cubin, &launches)
+            .map_err(|e| err(e.to_string()))
+    }
+
+    fn alloc(&mut self, bytes: usize, what: &str) -> Result<DevPtr, TrainError> {
+        self.s.alloc(bytes, what).map_err(|e| err(e.to_string()))
+    }
+
+    fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainError> {
+        self.s.upload(dst, src).map_err(|e| err(e.to_string()))
+    }
+
+    fn download(&mut self, src: DevPtr, dst: &mut [u8]) -> Result<(), TrainError> {
+        self.s.download(src, dst).map_err(|e| err(e.to_string()))
+    }
+
+    fn launch(&mut self, k: usize, args: [DevPtr; 3]) -> Result<(), TrainError> {
+        self.s.launch(k, args).map_err(|e| err(e.to_string()))
+    }
+
+    fn synchronize(&mut self) -> Result<(), TrainError> {
+        self.s.synchronize().map_err(|e| err(e.to_string()))
+    }
+}

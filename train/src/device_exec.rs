@@ -114,6 +114,9 @@ pub struct DeviceExecutor {
     args: HashMap<NodeId, (DevPtr, DevPtr)>,
     /// Which weights may have live masks (all when `None`).
     maskable: Option<HashSet<String>>,
+    /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
+    /// included), summed over all steps.
+    pub profile: BTreeMap<&'static str, f64>,
 }
 
 impl DeviceExecutor {
@@ -238,7 +241,26 @@ impl DeviceExecutor {
             weights,
             args,
             maskable: maskable.cloned(),
+            profile: BTreeMap::new(),
         })
+    }
+
+    /// The executor of `backend` (a [`Backend::Device`]): the host emulation as the device
+    /// (`gpu: None`, blocks on `threads` threads) or an NVIDIA GPU.
+    pub fn open(
+        tg: &TrainGraph,
+        backend: Backend,
+        threads: usize,
+        maskable: Option<&HashSet<String>>,
+    ) -> Result<DeviceExecutor, TrainError> {
+        let Backend::Device { target, gpu } = backend else {
+            return Err(err(format!("{backend} is not a device")));
+        };
+        let dev: Box<dyn Device> = match gpu {
+            None => Box::new(super::device::Emulated::new(threads, 0x9e37_79b9_7f4a_7c15)),
+            Some(n) => super::device::gpu(n, target)?,
+        };
+        DeviceExecutor::new(tg, target, maskable, dev)
     }
 
     /// Bytes of the arena: the step's values at their planned offsets.
@@ -361,6 +383,7 @@ impl DeviceExecutor {
         live: &LiveMasks,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
+        let t0 = std::time::Instant::now();
         self.prepare(weights, live)?;
         self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned())?;
         self.dev.synchronize()?;
@@ -374,6 +397,7 @@ impl DeviceExecutor {
         for (name, id) in outs {
             r.insert(name, Arc::new(self.fetch(id)?));
         }
+        *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
         Ok(r)
     }
 
@@ -396,6 +420,7 @@ impl DeviceExecutor {
             })?;
             grads_in.insert(gi.clone(), t);
         }
+        let t0 = std::time::Instant::now();
         let n = self.plan.order.len();
         self.play(self.plan.n_forward..n, &mut |name| grads_in.remove(name))?;
         self.dev.synchronize()?;
@@ -404,6 +429,7 @@ impl DeviceExecutor {
         for (w, id) in wg {
             grads.insert(w, self.fetch(id)?);
         }
+        *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
         Ok(StepResult {
             loss: value,
             outputs,

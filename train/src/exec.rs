@@ -46,6 +46,10 @@ pub enum Backend {
     /// (`e2enc_runtime::emulate`): what checks GPU training kernels without a GPU. Slow.
     /// `seed` orders the threads of every emulated block; results must not depend on it.
     Emulated { target: Target, seed: u64 },
+    /// The step kept on a device ([`super::device_exec::DeviceExecutor`]; the trainer builds it,
+    /// [`Executor`] refuses it): the CUDA kernels of `target` on GPU `gpu`, or on the host
+    /// emulation as the device when `gpu` is `None` (`e2enc train --emulate`).
+    Device { target: Target, gpu: Option<usize> },
     /// The reference interpreter (`e2enc_ir::interp`) op by op, live masks applied by zeroing the
     /// dead kernels of the weights and of the weight gradients: the oracle the generated kernels
     /// are tested against. Orders of magnitude slower; not offered on the command line.
@@ -65,6 +69,14 @@ impl std::fmt::Display for Backend {
             Backend::Emulated { target, .. } => {
                 write!(f, "CUDA kernels for {target} on the host emulation")
             }
+            Backend::Device { target, gpu: None } => write!(
+                f,
+                "CUDA kernels for {target}, the step on the host emulation of a GPU"
+            ),
+            Backend::Device {
+                target,
+                gpu: Some(n),
+            } => write!(f, "CUDA kernels for {target} on GPU cuda:{n}"),
             Backend::Reference => f.write_str("the reference interpreter"),
         }
     }
@@ -201,6 +213,11 @@ impl Executor {
                 seed,
             )?),
             Backend::Reference => None,
+            Backend::Device { .. } => {
+                return Err(TrainError::Device(
+                    "a step kept on a device runs in a DeviceExecutor, not an Executor".into(),
+                ))
+            }
         };
         let g = tg.graph.clone();
         let mut outputs = Vec::new();

@@ -37,8 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
+use super::device_exec::DeviceExecutor;
 use super::dist::{self, Collective, SampleStream, Single};
-use super::exec::{Backend, Executor, LiveMasks};
+use super::exec::{Backend, Executor, LiveMasks, StepResult};
 use super::loader::{MakeBatch, Prefetch};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
@@ -159,6 +160,49 @@ struct State {
 
 const STATE_FORMAT: &str = "e2enc-train-state-1";
 
+/// What runs the steps: the host executor (C kernels, or the reference or emulated ones), or a
+/// step kept on a device.
+enum Runner {
+    Host(Box<Executor>),
+    Device(Box<DeviceExecutor>),
+}
+
+impl Runner {
+    fn step(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        loss: impl FnOnce(
+            &BTreeMap<String, Arc<Tensor>>,
+        ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
+    ) -> Result<StepResult, TrainError> {
+        match self {
+            Runner::Host(e) => e.step(weights, live, inputs, loss),
+            Runner::Device(d) => d.step(weights, live, inputs, loss),
+        }
+    }
+
+    fn forward(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
+        match self {
+            Runner::Host(e) => e.forward(weights, live, inputs),
+            Runner::Device(d) => d.forward(weights, live, inputs),
+        }
+    }
+
+    fn profile(&self) -> BTreeMap<&'static str, f64> {
+        match self {
+            Runner::Host(e) => e.profile.clone(),
+            Runner::Device(d) => d.profile.clone(),
+        }
+    }
+}
+
 /// A training run.
 pub struct Trainer {
     out: PathBuf,
@@ -167,7 +211,7 @@ pub struct Trainer {
     config: ModelConfig,
     train: Arc<Vec<Case>>,
     val: Arc<Vec<Case>>,
-    exec: Executor,
+    exec: Runner,
     /// The ranks of a data-parallel run ([`Single`] for one process).
     comm: Arc<dyn Collective>,
     /// Threads making batches ahead of the steps (0: the step makes its own).
@@ -219,9 +263,9 @@ impl Trainer {
         let mut opts = opts;
         opts.validate().map_err(TrainError::Setup)?;
         opts.target = match opts.kernels {
-            Backend::Generated(t) | Backend::Emulated { target: t, .. } => {
-                Some(t.name().to_string())
-            }
+            Backend::Generated(t)
+            | Backend::Emulated { target: t, .. }
+            | Backend::Device { target: t, .. } => Some(t.name().to_string()),
             Backend::Reference => None,
         };
         check_batch_splits(opts.batch, comm.as_ref())?;
@@ -360,9 +404,12 @@ impl Trainer {
                     TrainError::Checkpoint(format!("{}: {e}", dir.join("state.json").display()))
                 })?;
                 if t.is_cuda() {
-                    // A run trained on CUDA kernels continues on them (the host emulation:
-                    // GPU training is not built yet).
-                    Backend::Emulated { target: t, seed: 0 }
+                    return Err(TrainError::Checkpoint(format!(
+                        "the run in {} was trained on CUDA kernels ({name}): continue it with \
+                         --device cuda, or --emulate on a machine without a GPU, or pass \
+                         --target for the CPU (the result then differs in rounding)",
+                        out.display()
+                    )));
                 } else if !t.host_supports() {
                     return Err(TrainError::Checkpoint(format!(
                         "the run in {} was trained on target `{name}`, which this machine cannot \
@@ -375,7 +422,10 @@ impl Trainer {
                 }
             }
         };
-        if let Backend::Generated(t) | Backend::Emulated { target: t, .. } = options.kernels {
+        if let Backend::Generated(t)
+        | Backend::Emulated { target: t, .. }
+        | Backend::Device { target: t, .. } = options.kernels
+        {
             options.target = Some(t.name().to_string());
         }
         let mut t = Trainer::assemble(
@@ -436,7 +486,17 @@ impl Trainer {
         let names: Vec<&str> = outputs.iter().map(String::as_str).collect();
         let tg = training_graph(&net.graph, &names)?;
         let maskable: std::collections::HashSet<String> = masks.names().cloned().collect();
-        let exec = Executor::with_maskable(&tg, threads, opts.kernels, &maskable)?;
+        let exec = match opts.kernels {
+            Backend::Device { .. } => Runner::Device(Box::new(DeviceExecutor::open(
+                &tg,
+                opts.kernels,
+                threads,
+                Some(&maskable),
+            )?)),
+            k => Runner::Host(Box::new(Executor::with_maskable(
+                &tg, threads, k, &maskable,
+            )?)),
+        };
         let mut head_factors = vec![[1usize; 3]];
         for s in 1..=config.deep_supervision_heads {
             let prev = head_factors[s - 1];
@@ -492,7 +552,7 @@ impl Trainer {
     /// this process, and outside the kernels: waiting for data, all-reducing loss sums and
     /// gradients (data-parallel runs), deciding and broadcasting DSFF updates.
     pub fn profile(&self) -> BTreeMap<&'static str, f64> {
-        let mut p = self.exec.profile.clone();
+        let mut p = self.exec.profile();
         p.extend(self.extra.iter().map(|(k, v)| (*k, *v)));
         p
     }
@@ -505,10 +565,10 @@ impl Trainer {
     /// A training step's memory for values (weights and optimizer state excluded), in bytes:
     /// the planned peak ([`crate::memplan`]) and the largest measured in a step so far.
     pub fn step_memory(&self) -> (usize, usize) {
-        (
-            self.exec.memory_plan().peak_bytes,
-            self.exec.peak_live_bytes(),
-        )
+        match &self.exec {
+            Runner::Host(e) => (e.memory_plan().peak_bytes, e.peak_live_bytes()),
+            Runner::Device(d) => (d.memory_plan().peak_bytes, d.arena_bytes()),
+        }
     }
 
     /// This process's rank and the number of ranks.

@@ -395,3 +395,79 @@ fn ranks_refuse_an_uneven_batch_and_disagreeing_options() {
     }
     assert!(!out.join("checkpoint").exists());
 }
+
+/// GPU training's path (`e2enc train --emulate`: the CUDA kernels, the step kept in a device
+/// arena) on the host emulation: it trains, its losses follow the CPU run's to float rounding,
+/// DSFF masks are kept, and a resume without naming a device refuses with the flags to use.
+#[test]
+fn training_on_the_emulated_gpu_follows_the_cpu_run() {
+    let t = tempfile::tempdir().unwrap();
+    dataset(&t.path().join("ds"));
+    let m = model(t.path());
+    let small = |kernels| TrainOptions {
+        epochs: 1,
+        iters_per_epoch: 2,
+        val_iters: 1,
+        update_frequency: 1,
+        kernels,
+        ..options(1)
+    };
+    let cpu = t.path().join("cpu");
+    let mut a = Trainer::create(
+        &t.path().join("ds"),
+        Some(&m),
+        &cpu,
+        small(Backend::default()),
+        2,
+        |_| {},
+    )
+    .unwrap();
+    a.train(&mut |_| {}, &mut || false).unwrap();
+    let gpu = t.path().join("gpu");
+    let dev = Backend::Device {
+        target: e2enc_codegen::target::Target::CudaSm80,
+        gpu: None,
+    };
+    let mut b =
+        Trainer::create(&t.path().join("ds"), Some(&m), &gpu, small(dev), 2, |_| {}).unwrap();
+    b.train(&mut |_| {}, &mut || false).unwrap();
+    let (ha, hb) = (a.history(), b.history());
+    assert_eq!(ha.len(), hb.len());
+    for (x, y) in ha.iter().zip(hb) {
+        let rel = (x.train_loss - y.train_loss).abs() / x.train_loss.abs();
+        assert!(
+            rel < 1e-4,
+            "train loss {} vs {}",
+            x.train_loss,
+            y.train_loss
+        );
+        let rel = (x.val_loss - y.val_loss).abs() / x.val_loss.abs();
+        assert!(
+            rel < 1e-4,
+            "validation loss {} vs {}",
+            x.val_loss,
+            y.val_loss
+        );
+    }
+    assert!(b.profile().contains_key("device forward"));
+    // The weights after two steps (with a mask update between) agree to rounding.
+    let (wa, wb) = (weights_of(&cpu), weights_of(&gpu));
+    for (name, ta) in wa.iter() {
+        let (x, y) = (
+            ta.as_f32().unwrap(),
+            wb.get(name).unwrap().as_f32().unwrap(),
+        );
+        let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(d <= 1e-4 * scale, "{name}: {d} of {scale}");
+    }
+    drop(b);
+    let e = Trainer::resume(&gpu, 1)
+        .err()
+        .expect("a CUDA run resumed without a device");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("--device cuda") && msg.contains("--emulate"),
+        "{msg}"
+    );
+}

@@ -17,14 +17,14 @@ type Res<T> = Result<T, RuntimeError>;
 
 /// Driver functions the device calls, checked present before the first call (cudarc panics
 /// on a missing symbol). The first five exist in every driver.
-const BASIC_SYMBOLS: [&str; 5] = [
+pub(super) const BASIC_SYMBOLS: [&str; 5] = [
     "cuInit",
     "cuDeviceGetCount",
     "cuDeviceGet",
     "cuDriverGetVersion",
     "cuGetErrorString",
 ];
-const SYMBOLS: [&str; 34] = [
+pub(super) const SYMBOLS: [&str; 34] = [
     "cuGetErrorName",
     "cuDeviceGetName",
     "cuDeviceGetAttribute",
@@ -62,7 +62,7 @@ const SYMBOLS: [&str; 34] = [
 ];
 
 /// The first of `names` the loaded driver library lacks.
-fn missing_symbol(names: &[&'static str]) -> Option<&'static str> {
+pub(super) fn missing_symbol(names: &[&'static str]) -> Option<&'static str> {
     // SAFETY: called only after `is_culib_present`, so `culib` finds the library (it panics
     // only when none loads); looking a symbol up runs no code.
     let lib = unsafe { sys::culib() };
@@ -73,7 +73,7 @@ fn missing_symbol(names: &[&'static str]) -> Option<&'static str> {
 }
 
 /// `NAME (description)` of a driver result.
-fn describe(r: sys::CUresult) -> String {
+pub(super) fn describe(r: sys::CUresult) -> String {
     let mut name: *const c_char = std::ptr::null();
     let mut text: *const c_char = std::ptr::null();
     // SAFETY: both out-pointers are valid; the driver returns static strings.
@@ -94,7 +94,7 @@ fn describe(r: sys::CUresult) -> String {
 }
 
 /// `Ok` for success, else an error `what: NAME (description)`.
-fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Res<()> {
+pub(super) fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Res<()> {
     if r == sys::CUresult::CUDA_SUCCESS {
         Ok(())
     } else {

@@ -132,9 +132,13 @@ pub(crate) fn device_error(msg: impl Into<String>) -> RuntimeError {
 
 #[cfg(feature = "cuda")]
 pub use driver::CudaDevice;
+#[cfg(feature = "cuda")]
+pub use session::GpuSession;
 
 #[cfg(feature = "cuda")]
 mod driver;
+#[cfg(feature = "cuda")]
+mod session;
 
 /// The refusal of a CPU bundle by the CUDA device.
 pub(crate) fn cpu_bundle_on_gpu(b: &crate::bundle::Bundle) -> RuntimeError {

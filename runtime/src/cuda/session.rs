@@ -1,0 +1,336 @@
+//! A plain GPU session for callers that manage their own device memory and launches (GPU
+//! training, `e2enc_train::device`): one GPU's primary context, one non-blocking stream, one
+//! module of kernels with the CPU-style signature `NAME(float *A, const float *W, const int *I)`,
+//! and the allocations it made, all released on drop. Copies are issued on the stream and waited
+//! for, so they are ordered with the launches before and after them, and a host buffer is never
+//! read after the call returns.
+//!
+//! The checks a user can fail (driver library, its symbols, a GPU with that number) come first
+//! and end in a [`RuntimeError::Device`] naming the fix, as for bundles ([`super::CudaDevice`]).
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ptr::null_mut;
+
+use cudarc::driver::sys;
+
+use super::driver::{check, describe, missing_symbol, BASIC_SYMBOLS, SYMBOLS};
+use super::{device_error, version_text};
+use crate::format::Launch;
+use crate::RuntimeError;
+
+type Res<T> = Result<T, RuntimeError>;
+
+/// An open GPU (see the module doc).
+pub struct GpuSession {
+    ordinal: usize,
+    name: String,
+    cc: (u32, u32),
+    driver: u32,
+    dev: sys::CUdevice,
+    ctx: sys::CUcontext,
+    stream: sys::CUstream,
+    module: sys::CUmodule,
+    funcs: Vec<(sys::CUfunction, Launch, String)>,
+    allocs: Vec<sys::CUdeviceptr>,
+}
+
+// SAFETY: the handles are the driver's, usable from any thread once the context is current,
+// which every method makes it first; `&mut self` serializes their use.
+unsafe impl Send for GpuSession {}
+
+impl GpuSession {
+    /// Opens GPU `ordinal`: checks the driver library and its symbols, that the GPU exists,
+    /// then retains its primary context and makes a stream.
+    pub fn open(ordinal: usize) -> Res<GpuSession> {
+        // SAFETY: only tries to load the library.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(device_error(
+                "no CUDA driver found (libcuda.so.1): this host has no NVIDIA GPU driver; run \
+                 on a GPU machine, or on the CPU (`--device cpu`), or check the GPU path on \
+                 this CPU's host emulation (`--emulate`)",
+            ));
+        }
+        for (names, fix) in [
+            (
+                &BASIC_SYMBOLS[..],
+                "it is not a working NVIDIA driver; reinstall the driver",
+            ),
+            (&SYMBOLS[..], "update the NVIDIA driver"),
+        ] {
+            if let Some(s) = missing_symbol(names) {
+                return Err(device_error(format!(
+                    "the CUDA driver library (libcuda.so.1) lacks `{s}`: {fix}"
+                )));
+            }
+        }
+        // SAFETY (this block): driver API calls with valid out-pointers, cuInit first.
+        unsafe {
+            check(sys::cuInit(0), || {
+                "the CUDA driver failed to initialize (cuInit; is the GPU visible: \
+                 `nvidia-smi`, CUDA_VISIBLE_DEVICES?)"
+                    .into()
+            })?;
+            let mut count: c_int = 0;
+            check(sys::cuDeviceGetCount(&mut count), || {
+                "cannot count the CUDA devices (cuDeviceGetCount)".into()
+            })?;
+            if count <= 0 || ordinal >= count as usize {
+                return Err(device_error(format!(
+                    "there is no CUDA device {ordinal}: this host has {} (check `nvidia-smi` \
+                     and CUDA_VISIBLE_DEVICES)",
+                    count.max(0)
+                )));
+            }
+            let mut dev: sys::CUdevice = 0;
+            check(sys::cuDeviceGet(&mut dev, ordinal as c_int), || {
+                format!("cannot open CUDA device {ordinal} (cuDeviceGet)")
+            })?;
+            let mut v: c_int = 0;
+            check(sys::cuDriverGetVersion(&mut v), || {
+                "cannot read the CUDA driver version (cuDriverGetVersion)".into()
+            })?;
+            let mut buf = [0 as c_char; 256];
+            check(
+                sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as c_int - 1, dev),
+                || format!("cannot read the name of CUDA device {ordinal}"),
+            )?;
+            let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
+            let attr = |a: sys::CUdevice_attribute| -> Res<u32> {
+                let mut x: c_int = 0;
+                check(sys::cuDeviceGetAttribute(&mut x, a, dev), || {
+                    format!("cannot read {a:?} of CUDA device {ordinal}")
+                })?;
+                Ok(x.max(0) as u32)
+            };
+            use sys::CUdevice_attribute::*;
+            let cc = (
+                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+            );
+            let mut ctx: sys::CUcontext = null_mut();
+            check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), || {
+                format!("cannot create a context on {name} (cuDevicePrimaryCtxRetain)")
+            })?;
+            // From here on, Drop releases what was made.
+            let mut s = GpuSession {
+                ordinal,
+                name,
+                cc,
+                driver: v.max(0) as u32,
+                dev,
+                ctx,
+                stream: null_mut(),
+                module: null_mut(),
+                funcs: Vec::new(),
+                allocs: Vec::new(),
+            };
+            check(sys::cuCtxSetCurrent(ctx), || {
+                "cannot use the GPU's context".into()
+            })?;
+            check(
+                sys::cuStreamCreate(
+                    &mut s.stream,
+                    sys::CUstream_flags::CU_STREAM_NON_BLOCKING as c_uint,
+                ),
+                || "cannot create a stream".into(),
+            )?;
+            Ok(s)
+        }
+    }
+
+    /// The GPU's compute capability as an SM number (90 for 9.0).
+    pub fn sm(&self) -> u32 {
+        self.cc.0 * 10 + self.cc.1
+    }
+
+    /// One line: `cuda:0 NVIDIA H200 (sm_90, driver 13.0)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "cuda:{} {} (sm_{}, driver {})",
+            self.ordinal,
+            self.name,
+            self.sm(),
+            version_text(self.driver)
+        )
+    }
+
+    fn current(&self) -> Res<()> {
+        // SAFETY: this session's context.
+        check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, || {
+            "cannot use the GPU's context".into()
+        })
+    }
+
+    /// Loads `cubin` (for this GPU's SM) and looks up `kernels` (name, launch), numbered in
+    /// that order for [`GpuSession::launch`]. Replaces an earlier module.
+    pub fn load(&mut self, cubin: &[u8], kernels: &[(String, Launch)]) -> Res<()> {
+        self.current()?;
+        // SAFETY: the old module's functions are dropped with it; the CUBIN is read up to its
+        // own size (an ELF image NVRTC just made).
+        unsafe {
+            self.funcs.clear();
+            if !self.module.is_null() {
+                sys::cuModuleUnload(self.module);
+                self.module = null_mut();
+            }
+            check(
+                sys::cuModuleLoadDataEx(
+                    &mut self.module,
+                    cubin.as_ptr().cast(),
+                    0,
+                    null_mut(),
+                    null_mut(),
+                ),
+                || format!("cannot load the training kernels on {}", self.describe()),
+            )?;
+            for (name, l) in kernels {
+                let c = CString::new(name.as_str())
+                    .map_err(|_| device_error(format!("kernel name {name:?} holds a NUL")))?;
+                let mut f: sys::CUfunction = null_mut();
+                check(
+                    sys::cuModuleGetFunction(&mut f, self.module, c.as_ptr()),
+                    || format!("the training kernels lack `{name}`"),
+                )?;
+                self.funcs.push((f, l.clone(), name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// `bytes` of zeroed device memory, freed with the session.
+    pub fn alloc(&mut self, bytes: usize, what: &str) -> Res<u64> {
+        self.current()?;
+        let mut p: sys::CUdeviceptr = 0;
+        // SAFETY: a plain allocation and a memset of it on this session's stream.
+        unsafe {
+            check(sys::cuMemAlloc_v2(&mut p, bytes.max(4)), || {
+                format!(
+                    "cannot allocate {what} ({:.2} GiB) on {}: the GPU's memory is full (stop \
+                     other programs on it, or train with a smaller --patch or --batch)",
+                    super::gib(bytes as u64),
+                    self.describe()
+                )
+            })?;
+            self.allocs.push(p);
+            check(sys::cuMemsetD8_v2(p, 0, bytes.max(4)), || {
+                format!("cannot zero {what}")
+            })?;
+            // The memset runs on the legacy stream, which the non-blocking stream does not
+            // wait for: finish it before anything on the stream reads the memory.
+            check(sys::cuCtxSynchronize(), || format!("cannot zero {what}"))?;
+        }
+        Ok(p)
+    }
+
+    /// Copies `src` to device address `dst`, ordered on the stream; returns once done.
+    pub fn upload(&mut self, dst: u64, src: &[u8]) -> Res<()> {
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.current()?;
+        // SAFETY: `src` stays borrowed until the stream has finished the copy (synchronized
+        // before returning); `dst` is an address of this session's allocations.
+        unsafe {
+            check(
+                sys::cuMemcpyHtoDAsync_v2(dst, src.as_ptr().cast(), src.len(), self.stream),
+                || "copying to the GPU failed".into(),
+            )?;
+            check(sys::cuStreamSynchronize(self.stream), || {
+                "copying to the GPU failed (or a kernel before it faulted)".into()
+            })
+        }
+    }
+
+    /// Copies device memory at `src` into `dst`, after everything issued before; returns once
+    /// done.
+    pub fn download(&mut self, src: u64, dst: &mut [u8]) -> Res<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.current()?;
+        // SAFETY: as in `upload`, with the host buffer written.
+        unsafe {
+            check(
+                sys::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr().cast(), src, dst.len(), self.stream),
+                || "copying from the GPU failed".into(),
+            )?;
+            check(sys::cuStreamSynchronize(self.stream), || {
+                "copying from the GPU failed (or a kernel before it faulted: find it with \
+                 `compute-sanitizer`)"
+                    .into()
+            })
+        }
+    }
+
+    /// Launches kernel `k` with `(A, W, I)` = `args` on the stream.
+    pub fn launch(&mut self, k: usize, args: [u64; 3]) -> Res<()> {
+        let (f, l, name) = self
+            .funcs
+            .get(k)
+            .ok_or_else(|| device_error(format!("no kernel {k} is loaded")))?;
+        let mut a = args;
+        let mut ptrs: [*mut c_void; 3] = [
+            (&mut a[0] as *mut u64).cast(),
+            (&mut a[1] as *mut u64).cast(),
+            (&mut a[2] as *mut u64).cast(),
+        ];
+        // SAFETY: `ptrs` point at the three device pointers of the kernels' signature, alive
+        // for the call (the driver copies them at launch).
+        let r = unsafe {
+            sys::cuLaunchKernel(
+                *f,
+                l.grid[0],
+                l.grid[1],
+                l.grid[2],
+                l.block[0],
+                l.block[1],
+                l.block[2],
+                l.shared_bytes,
+                self.stream,
+                ptrs.as_mut_ptr(),
+                null_mut(),
+            )
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(device_error(format!(
+                "launching `{name}` failed: {}",
+                describe(r)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits for everything issued on the stream.
+    pub fn synchronize(&mut self) -> Res<()> {
+        self.current()?;
+        // SAFETY: this session's stream.
+        check(unsafe { sys::cuStreamSynchronize(self.stream) }, || {
+            "a training kernel failed on the GPU (find it with `compute-sanitizer`)".into()
+        })
+    }
+}
+
+impl Drop for GpuSession {
+    fn drop(&mut self) {
+        // SAFETY: every handle is this session's and released once; null ones were never
+        // made. Errors are ignored: nothing can be done about them here.
+        unsafe {
+            if sys::cuCtxSetCurrent(self.ctx) == sys::CUresult::CUDA_SUCCESS {
+                if !self.stream.is_null() {
+                    sys::cuStreamSynchronize(self.stream);
+                }
+                for p in self.allocs.drain(..) {
+                    sys::cuMemFree_v2(p);
+                }
+                self.funcs.clear();
+                if !self.module.is_null() {
+                    sys::cuModuleUnload(self.module);
+                }
+                if !self.stream.is_null() {
+                    sys::cuStreamDestroy_v2(self.stream);
+                }
+            }
+            sys::cuDevicePrimaryCtxRelease_v2(self.dev);
+        }
+    }
+}
