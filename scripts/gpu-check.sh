@@ -10,7 +10,8 @@
 #                                          (default gpu-bundles/); AMOS-CT (density 0.2 and dense,
 #                                          TF32, bf16, f32) is compiled on the GPU machine by the
 #                                          check itself, with its CUDA toolkit's NVRTC
-#   scripts/gpu-check.sh [DIR]             on the GPU machine: runs the checks (about 5 minutes)
+#   scripts/gpu-check.sh [DIR]             on the GPU machine: runs the checks (about 8 minutes;
+#                                          GPU_CHECK_SECONDS caps them, default 480)
 #
 # The GPU machine (H200, driver 580 / CUDA 13.0, compute-sanitizer, no package registry) builds
 # nothing: the binary and the bundles come from the build machine. DIR/ is untracked (not
@@ -21,6 +22,8 @@
 # Layout of DIR (written by --prepare):
 #   trusted_keys               the public key the bundles are signed with (--trusted-keys)
 #   bin/e2enc                  stripped release binary built with --features cuda
+#   bin/train_step_dump        the training-step example (e2enc-train, --features cuda): one GPU
+#                              training step for the gradient check and the step timing
 #   CASE/cuda/                 a CUDA bundle (e2enc compile --target cuda-sm90)
 #   CASE/input.safetensors     its input (tensor `input`)
 #   CASE/reference.safetensors the outputs of the CPU bundle of the same model on that input
@@ -33,7 +36,9 @@
 #                              which checks the CUDA device even before e2enc generates CUDA code
 #
 # Then, on the GPU machine: PyTorch + cuDNN (tools/torch_ref/gpu_bench.py: fp32, TF32, bf16
-# autocast) on the dense AMOS-CT network, and the ratios to e2enc's medians.
+# autocast) on the dense AMOS-CT network, and the ratios to e2enc's medians; and GPU training
+# (section 6): one step against PyTorch float64, the sanitizers on a step, the AMOS-CT recipe's
+# step time against PyTorch's (tools/torch_ref/gpu_train_bench.py).
 #
 # Results go to $OUT (else ./gpu-check-out): results.json (one entry per part: case, part,
 # status ok/fail/skipped, seconds, detail), summary.txt, and every command's log. Each part is
@@ -94,10 +99,13 @@ prepare() {
         exit 1
     }
     cargo build --release --features cuda --bin e2enc || exit 1
+    cargo build --release -p e2enc-train --features cuda --example train_step_dump || exit 1
     BIN=$ROOT/target/release/e2enc
     WORK=$ROOT/target/gpu-check-work
     mkdir -p "$DIR/bin" "$WORK"
     strip -o "$DIR/bin/e2enc" "$BIN" 2>/dev/null || cp "$BIN" "$DIR/bin/e2enc"
+    strip -o "$DIR/bin/train_step_dump" "$ROOT/target/release/examples/train_step_dump" \
+        2>/dev/null || cp "$ROOT/target/release/examples/train_step_dump" "$DIR/bin/"
     # A key of its own, kept on the build machine; the GPU machine trusts its public half.
     KEY=$WORK/sign.key
     [[ -f $KEY ]] || "$BIN" keygen -o "$KEY" --comment gpu-check || exit 1
@@ -145,7 +153,7 @@ JSONL=$OUT/results.jsonl
 SUMMARY=$OUT/summary.txt
 : >"$JSONL"
 : >"$SUMMARY"
-BUDGET=${GPU_CHECK_SECONDS:-290}
+BUDGET=${GPU_CHECK_SECONDS:-480}
 START=$SECONDS
 FAILED=0
 
@@ -414,6 +422,100 @@ for log in sorted(glob.glob(os.path.join(out, "amos-*.bench.log"))):
 EOF
 else
     record torch cudnn skipped 0 "no PyTorch with CUDA here, or no AMOS-CT model"
+fi
+
+# 6. GPU training (train_step_dump --device cuda: the CUDA training kernels, the step kept in a
+# device arena, as `e2enc train --device cuda` runs it). a) one step of three small networks
+# against PyTorch float64 autograd (tools/torch_ref/check_train_step.py: loss, outputs, every
+# weight gradient, dead kernels exactly zero); b) compute-sanitizer memcheck and racecheck on a
+# step of a small one; c) the AMOS-CT recipe's step (batch 2, 128^3, density 0.2) timed, and
+# PyTorch + cuDNN's step on the same network (fp32, bf16 autocast; gpu_train_bench.py).
+EXAMPLE=${E2ENC_TRAIN_EXAMPLE:-}
+for b in "$ROOT/target/release/examples/train_step_dump" "$DIR/bin/train_step_dump"; do
+    [[ -z $EXAMPLE && -x $b ]] && EXAMPLE=$b
+done
+TWORK=$WORK/train
+mkdir -p "$TWORK"
+if [[ -z $EXAMPLE ]]; then
+    record train example fail 0 "no train_step_dump (run --prepare on a build machine)"
+elif ! python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    record train example skipped 0 "no PyTorch with CUDA here: the training checks need it"
+else
+    log=$OUT/train.grad-check.log
+    if run_part train grad-vs-torch64 150 "$log" python3 "$ROOT/tools/torch_ref/check_train_step.py" \
+        --case all --device cuda --example "$EXAMPLE" --work "$TWORK/check"; then
+        detail=$(grep -E 'loss|worst|PASS|FAIL' "$log" | tr -s ' ' | paste -sd ';' - | cut -c1-600)
+        if ((RC == 0)); then
+            record train grad-vs-torch64 ok "$ELAPSED" "$detail"
+        else
+            record train grad-vs-torch64 fail "$ELAPSED" "rc $RC: $detail $(tail_of "$log")"
+        fi
+    fi
+    tiny=$TWORK/check/tiny2
+    if [[ -x $SANITIZER && -f $tiny/model.json && -f $tiny/data.safetensors ]]; then
+        for tool in memcheck racecheck; do
+            log=$OUT/train.$tool.log
+            run_part train "sanitizer-$tool" 120 "$log" "$SANITIZER" --tool "$tool" \
+                --error-exitcode 99 "$EXAMPLE" step "$tiny/model.json" "$tiny/data.safetensors" \
+                "$TWORK/sanitized.safetensors" --device cuda || continue
+            summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' "$log" | head -n 3 |
+                paste -sd ';' -)
+            if ((RC == 0)); then
+                record train "sanitizer-$tool" ok "$ELAPSED" "$summary"
+            else
+                record train "sanitizer-$tool" fail "$ELAPSED" "rc $RC: $summary $(tail_of "$log")"
+            fi
+        done
+    else
+        record train sanitizer skipped 0 "no compute-sanitizer, or no small case from the check"
+    fi
+    amos=$WORK/amos-0.2/model.json
+    data=$TWORK/amos-data.safetensors
+    if [[ -f $amos ]] && python3 - "$data" <<'EOF'
+import os, sys
+import torch
+sys.path.insert(0, os.path.join(os.getcwd(), "tools", "torch_ref"))
+from check_train_step import make_labels, save_file
+g = torch.Generator().manual_seed(0)
+x = torch.randn(2, 1, 128, 128, 128, generator=g)
+save_file({"input": x, "labels": make_labels(2, [128, 128, 128], 16, g)}, sys.argv[1])
+EOF
+    then
+        log=$OUT/train.amos-step.log
+        if run_part train amos-step 240 "$log" "$EXAMPLE" bench "$amos" "$data" --device cuda \
+            --steps 3; then
+            if ((RC == 0)); then
+                record train amos-step ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log")"
+            else
+                record train amos-step fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+            fi
+        fi
+        log=$OUT/train.torch.log
+        if run_part train torch-step 180 "$log" python3 "$ROOT/tools/torch_ref/gpu_train_bench.py" \
+            "$amos" --batch 2 --steps 10 --warmup 3; then
+            if ((RC == 0)); then
+                record train torch-step ok "$ELAPSED" "$(grep '^{' "$log" | paste -sd ';' -)"
+            else
+                record train torch-step fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+            fi
+        fi
+        python3 - "$OUT" <<'EOF' | tee -a "$SUMMARY"
+import json, os, re, sys
+out = sys.argv[1]
+try:
+    e = re.search(r"median ([0-9.]+) s", open(os.path.join(out, "train.amos-step.log")).read())
+    t = [json.loads(l) for l in open(os.path.join(out, "train.torch.log")) if l.startswith("{")]
+except OSError:
+    sys.exit(0)
+if e and t:
+    ms = float(e.group(1)) * 1000
+    print("AMOS-CT training step (batch 2, 128^3, density 0.2): e2enc %.1f ms; %s" % (
+        ms, ", ".join("PyTorch %s %.1f ms (PyTorch/e2enc %.2fx)" % (r["precision"], r["median_ms"],
+                                                                    r["median_ms"] / ms) for r in t)))
+EOF
+    else
+        record train amos-step skipped 0 "no AMOS-CT model (section 0b) or no input written"
+    fi
 fi
 
 exit "$FAILED"

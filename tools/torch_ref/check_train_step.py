@@ -25,6 +25,7 @@ norm and left out of the relative maximum.
 
 Usage: check_train_step.py [--case tiny3|tiny2|mni|all] [--work DIR] [--example PATH]
                            [--lrelu-at-zero slope|one] [--perturb-norms] [--threads T]
+                           [--device cpu|cuda|cuda:N|emulate]
                            [--density D] [--negative-slope S] [--interp]
 """
 
@@ -37,12 +38,39 @@ import time
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+try:
+    from safetensors.torch import save_file
+except ImportError:  # the GPU machine: PyTorch but no package registry
+
+    def save_file(tensors, path, metadata=None):
+        """Writes a safetensors file (F32/I32/I64 tensors) without the safetensors package."""
+        import struct
+        names = {torch.float32: "F32", torch.int32: "I32", torch.int64: "I64"}
+        header, blobs, at = {}, [], 0
+        for name, t in tensors.items():
+            b = bytes(t.detach().contiguous().cpu().view(torch.uint8).flatten().tolist())
+            header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + len(b)]}
+            blobs.append(b)
+            at += len(b)
+        if metadata:
+            header["__metadata__"] = metadata
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def metadata(path):
+    """The `__metadata__` of a safetensors file (its JSON header read directly)."""
+    import struct
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)).get("__metadata__", {})
+
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2enet_torch  # noqa: E402
-from e2enet_torch import load_model  # noqa: E402
+from e2enet_torch import load_file, load_model  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -168,16 +196,15 @@ def rel_l2(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
 
 
-def check(name, case, work, example, threads, perturb, interp=False):
+def check(name, case, work, example, threads, perturb, interp=False, device="cpu"):
     cfg, mj, data = prepare(name, case, work, example, perturb)
     dump = os.path.join(work, name, "rust_step.safetensors")
     t0 = time.time()
-    subprocess.run([example, "step", mj, data, dump, "--threads", str(threads)]
+    subprocess.run([example, "step", mj, data, dump, "--threads", str(threads), "--device", device]
                    + (["--interp", "1"] if interp else []), check=True, stdout=subprocess.DEVNULL)
     t_rust = time.time() - t0
     r = load_file(dump)
-    with safe_open(dump, "pt") as f:
-        meta = f.metadata()
+    meta = metadata(dump)
     io = load_file(data)
     factors = head_factors(cfg)
     t0 = time.time()
@@ -248,6 +275,10 @@ def main():
     ap.add_argument("--work", default="/tmp/e2enc_torch_check")
     ap.add_argument("--example", default=os.path.join(ROOT, "target", "release", "examples", "train_step_dump"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu",
+                    help="where e2enc's step runs: cpu, cuda, cuda:N (the GPU training path; the "
+                         "example built with --features cuda) or emulate (that path on the host "
+                         "emulation)")
     ap.add_argument("--density", type=float, help="override the case's DSFF density")
     ap.add_argument("--negative-slope", type=float,
                     help="override the leaky-ReLU slope (1.0 makes the network kink-free)")
@@ -272,7 +303,8 @@ def main():
         if a.negative_slope is not None:
             c["cfg"]["negative_slope"] = a.negative_slope
         cases[n] = c
-    ok = all([check(n, cases[n], a.work, a.example, a.threads, a.perturb_norms, a.interp) for n in names])
+    ok = all([check(n, cases[n], a.work, a.example, a.threads, a.perturb_norms, a.interp, a.device)
+              for n in names])
     sys.exit(0 if ok else 1)
 
 

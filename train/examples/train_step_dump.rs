@@ -14,8 +14,9 @@
 //! ```text
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
-//!                       [--target T]
+//!                       [--target T] [--device cpu|cuda|cuda:N|emulate]
 //! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--target T]
+//!                       [--device cpu|cuda|cuda:N|emulate]
 //! ```
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
@@ -25,7 +26,10 @@
 //! dead-kernel skipping) and its gradients are added as `igrad.<weight>`, to tell a training-kernel
 //! precision problem from a graph problem; `--dense-kernels 1` runs the fast kernels without the
 //! live-kernel masks (dead kernels computed as zeros instead of skipped). `--target` picks the
-//! target of the generated kernels (default `native`, as `e2enc train`).
+//! target of the generated kernels (default `native`, as `e2enc train`). `--device cuda`
+//! runs the step on a GPU as `e2enc train --device cuda` does (the CUDA training kernels, the
+//! step kept in a device arena; build the example with `--features cuda`), `--device emulate`
+//! the same on the host emulation; `--target` is then `cuda-sm80` (default) or `cuda-sm90`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -38,7 +42,8 @@ use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, Model, ModelConfig};
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::{Tensor, Weights};
-use e2enc_train::exec::{Backend, Executor, LiveMasks};
+use e2enc_train::device_exec::DeviceExecutor;
+use e2enc_train::exec::{Backend, Executor, LiveMasks, StepResult};
 use e2enc_train::{loss, optim, sparse};
 
 fn main() -> ExitCode {
@@ -117,6 +122,54 @@ fn cmd_init(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The executor of `--device`: the host one, or a step kept on a device.
+enum Exec {
+    Host(Box<Executor>),
+    Device(Box<DeviceExecutor>),
+}
+
+type Loss<'a> = dyn FnOnce(
+        &BTreeMap<String, Arc<Tensor>>,
+    ) -> Result<(f64, BTreeMap<String, Tensor>), e2enc_train::TrainError>
+    + 'a;
+
+impl Exec {
+    fn step(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        loss: Box<Loss<'_>>,
+    ) -> Result<StepResult, e2enc_train::TrainError> {
+        match self {
+            Exec::Host(e) => e.step(weights, live, inputs, loss),
+            Exec::Device(d) => d.step(weights, live, inputs, loss),
+        }
+    }
+}
+
+/// The backend of `--target` and `--device`.
+fn backend(f: &HashMap<String, String>) -> Result<Backend, String> {
+    let device = f.get("device").map(String::as_str).unwrap_or("cpu");
+    let gpu = match device {
+        "cpu" => return Ok(Backend::Generated(flag(f, "target", Target::native())?)),
+        "emulate" => None,
+        "cuda" => Some(0),
+        d => Some(
+            d.strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("--device {d}: cpu, cuda, cuda:N or emulate"))?,
+        ),
+    };
+    let target = flag(f, "target", Target::CudaSm80)?;
+    if !target.is_cuda() {
+        return Err(format!(
+            "--device {device} takes a CUDA --target, not {target}"
+        ));
+    }
+    Ok(Backend::Device { target, gpu })
+}
+
 /// The loaded model, its training executor and the step's data.
 struct Setup {
     config: ModelConfig,
@@ -125,7 +178,7 @@ struct Setup {
     weights: Weights,
     masks: Option<Weights>,
     live: LiveMasks,
-    exec: Executor,
+    exec: Exec,
     input: Tensor,
     labels: Vec<u16>,
     batch: usize,
@@ -174,8 +227,15 @@ fn setup(model: &str, data: &str, threads: usize, kernels: Backend) -> Result<Se
     let names: Vec<&str> = outs.iter().map(String::as_str).collect();
     let tg = training_graph(&m.net.graph, &names).map_err(|e| e.to_string())?;
     let maskable = live.keys().cloned().collect();
-    let exec =
-        Executor::with_maskable(&tg, threads, kernels, &maskable).map_err(|e| e.to_string())?;
+    let exec = match kernels {
+        Backend::Device { .. } => Exec::Device(Box::new(
+            DeviceExecutor::open(&tg, kernels, threads, Some(&maskable))
+                .map_err(|e| e.to_string())?,
+        )),
+        k => Exec::Host(Box::new(
+            Executor::with_maskable(&tg, threads, k, &maskable).map_err(|e| e.to_string())?,
+        )),
+    };
     let mut heads = vec![[1usize; 3]];
     for s in 1..=c.deep_supervision_heads {
         let (p, k) = (heads[s - 1], c.pool_kernels[s - 1]);
@@ -237,7 +297,7 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
             "step MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]".into(),
         );
     };
-    let kernels = Backend::Generated(flag(&f, "target", Target::native())?);
+    let kernels = backend(&f)?;
     let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels)?;
     if flag(&f, "dense-kernels", 0u8)? != 0 {
         // Masked weights stay zero, but the kernels no longer skip dead kernels.
@@ -249,11 +309,16 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
     let mut per_head = Vec::new();
     let res = s
         .exec
-        .step(&s.weights, &s.live, &inputs, |outs| {
-            let (t, per, g) = ds_loss(outs, &labels, batch, patch, &heads)?;
-            per_head = per;
-            Ok((t, g))
-        })
+        .step(
+            &s.weights,
+            &s.live,
+            &inputs,
+            Box::new(|outs: &BTreeMap<String, Arc<Tensor>>| {
+                let (t, per, g) = ds_loss(outs, &labels, batch, patch, &heads)?;
+                per_head = per;
+                Ok((t, g))
+            }),
+        )
         .map_err(|e| e.to_string())?;
     let mut dump = Weights::new();
     let tensor =
@@ -327,7 +392,7 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     };
     let steps: usize = flag(&f, "steps", 5)?;
     let threads: usize = flag(&f, "threads", 2)?;
-    let kernels = Backend::Generated(flag(&f, "target", Target::native())?);
+    let kernels = backend(&f)?;
     let mut s = setup(model, data, threads, kernels)?;
     let masks = match &s.masks {
         Some(m) => Some(sparse::Masks::from_weights(m, &s.weights).map_err(|e| e.to_string())?),
@@ -343,10 +408,15 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
         let t0 = Instant::now();
         let res = s
             .exec
-            .step(&s.weights, &s.live, &inputs, |outs| {
-                let (t, _, g) = ds_loss(outs, &labels, batch, patch, &heads)?;
-                Ok((t, g))
-            })
+            .step(
+                &s.weights,
+                &s.live,
+                &inputs,
+                Box::new(|outs: &BTreeMap<String, Arc<Tensor>>| {
+                    let (t, _, g) = ds_loss(outs, &labels, batch, patch, &heads)?;
+                    Ok((t, g))
+                }),
+            )
             .map_err(|e| e.to_string())?;
         let mut grads = res.grads;
         optim::clip_grad_norm(&mut grads, optim::MAX_GRAD_NORM);
@@ -371,7 +441,7 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     };
     let min = times.first().copied().unwrap_or(f64::NAN);
     println!(
-        "e2enc train step: batch {batch}, patch {patch:?}, threads {threads}: median {med:.3} s \
+        "e2enc train step ({kernels}): batch {batch}, patch {patch:?}, threads {threads}: median {med:.3} s \
          (min {min:.3}) over {steps} steps = {:.3} patches/s (best {:.3})",
         batch as f64 / med,
         batch as f64 / min
