@@ -22,6 +22,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use e2enc_codegen::cuda::train::loss::loss_kernels;
 use e2enc_codegen::target::Target;
 use e2enc_codegen::train::{live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
@@ -98,6 +99,23 @@ fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
+/// One head's loss on the device (`e2enc_codegen::cuda::train::loss`).
+struct HeadLoss {
+    name: String,
+    shape: [usize; 5],
+    /// Index of its `sums` kernel (`reduce`, `grad` follow).
+    first: usize,
+    /// Where the backward pass reads the head's gradient (an arena slot).
+    grad: DevPtr,
+    partials: DevPtr,
+    sums: DevPtr,
+    coefs: DevPtr,
+    labels: DevPtr,
+    /// Four pointers: `[logits]` (sums), `[partials]` (reduce), `[logits, coefs]` (grad).
+    table: DevPtr,
+    n_sums: usize,
+}
+
 /// A training graph's step on a device (see the module doc).
 pub struct DeviceExecutor {
     plan: Executor,
@@ -114,6 +132,8 @@ pub struct DeviceExecutor {
     args: HashMap<NodeId, (DevPtr, DevPtr)>,
     /// Which weights may have live masks (all when `None`).
     maskable: Option<HashSet<String>>,
+    /// The loss kernels and buffers of every head (empty when the heads cannot have them).
+    heads: Vec<HeadLoss>,
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
@@ -144,16 +164,66 @@ impl DeviceExecutor {
                 "{target} is not a GPU target: its kernels have no launches"
             )));
         }
-        dev.load(&gen.c_source, &gen.kernels)?;
+        // The loss kernels of every head (none when a head cannot have them: then only the
+        // host's loss is offered).
+        let mut source = gen.c_source.clone();
+        let mut all = gen.kernels.clone();
+        let mut loss_k = Vec::new();
+        for (k, (name, id, _)) in plan.outputs.iter().enumerate() {
+            let shape: Option<[usize; 5]> = g.node(*id).ty.shape.as_slice().try_into().ok();
+            let Some(lk) = shape.and_then(|sh| loss_kernels(&format!("e2l_{k}"), sh).ok()) else {
+                loss_k.clear();
+                break;
+            };
+            source.push_str(&format!("\n/* the loss of head `{name}` */\n"));
+            source.push_str(&lk.source);
+            let first = all.len();
+            for (kname, l) in &lk.kernels {
+                all.push(TrainKernel {
+                    node: *id,
+                    name: kname.clone(),
+                    tiles: l.blocks() as usize,
+                    work: 0,
+                    live: Live::None,
+                    mask: None,
+                    weight: None,
+                    operands: Vec::new(),
+                    launch: Some(l.clone()),
+                });
+            }
+            loss_k.push((lk, first));
+        }
+        dev.load(&source, &all)?;
         // Arena offsets: the order played as the host executor plays it.
         let mut fit = FirstFit::default();
         let mut offset = HashMap::new();
         let forward_kept = plan.memory == Memory::KeepForward;
+        // The heads' gradients get their bytes when the backward part starts, so that the GPU's
+        // loss kernels can write them there right after the forward part.
+        let graph_inputs = g.inputs();
+        let input_id = |name: &str| {
+            graph_inputs
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, id)| *id)
+        };
+        let grad_inputs: Vec<NodeId> = plan
+            .outputs
+            .iter()
+            .filter_map(|(_, _, gi)| input_id(gi))
+            .collect();
         for (pos, &id) in plan.order.iter().enumerate() {
             if matches!(g.node(id).op, Op::Weight { .. }) {
                 continue;
             }
-            offset.insert(id, fit.take(value_bytes(g, id)));
+            if pos == plan.n_forward {
+                for &gi in &grad_inputs {
+                    offset.insert(gi, fit.take(value_bytes(g, gi)));
+                }
+            }
+            if !offset.contains_key(&id) {
+                offset.insert(id, fit.take(value_bytes(g, id)));
+            }
             let mut done = g.operands(id);
             done.sort();
             done.dedup();
@@ -215,6 +285,47 @@ impl DeviceExecutor {
         let tb: Vec<u8> = table.iter().flat_map(|p| p.to_le_bytes()).collect();
         dev.upload(tables, &tb)?;
         let lives = dev.alloc(live_len * 4, "the live-kernel lists")?;
+        let mut heads = Vec::new();
+        for ((lk, first), (name, id, gi)) in loss_k.into_iter().zip(&plan.outputs) {
+            let shape: [usize; 5] = g
+                .node(*id)
+                .ty
+                .shape
+                .as_slice()
+                .try_into()
+                .map_err(|_| err(format!("head `{name}` is not 5-D")))?;
+            let gid = input_id(gi).ok_or_else(|| err(format!("no input `{gi}`")))?;
+            let at = |id: NodeId| -> Result<DevPtr, TrainError> {
+                offset
+                    .get(&id)
+                    .map(|&o| arena + o as u64)
+                    .ok_or_else(|| err(format!("head `{name}` has no arena slot")))
+            };
+            let (logits, grad) = (at(*id)?, at(gid)?);
+            let voxels = shape[0] * shape[2] * shape[3] * shape[4];
+            let partials = dev.alloc(lk.partials * 8, "the loss's partial sums")?;
+            let sums = dev.alloc(lk.sums * 8, "the loss's sums")?;
+            let coefs = dev.alloc(lk.coefs * 8, "the loss's coefficients")?;
+            let labels = dev.alloc(voxels * 4, "the labels")?;
+            let table = dev.alloc(4 * 8, "the loss kernels' tables")?;
+            let t: Vec<u8> = [logits, partials, logits, coefs]
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            dev.upload(table, &t)?;
+            heads.push(HeadLoss {
+                name: name.clone(),
+                shape,
+                first,
+                grad,
+                partials,
+                sums,
+                coefs,
+                labels,
+                table,
+                n_sums: lk.sums,
+            });
+        }
         let mut kernels = HashMap::new();
         let mut args = HashMap::new();
         for (i, k) in gen.kernels.into_iter().enumerate() {
@@ -241,6 +352,7 @@ impl DeviceExecutor {
             weights,
             args,
             maskable: maskable.cloned(),
+            heads,
             profile: BTreeMap::new(),
         })
     }
@@ -334,12 +446,14 @@ impl DeviceExecutor {
         &mut self,
         range: std::ops::Range<usize>,
         feed: &mut dyn FnMut(&str) -> Option<Tensor>,
+        on_device: &[String],
     ) -> Result<(), TrainError> {
         for pos in range {
             let id = self.plan.order[pos];
             let node = self.plan.g.node(id);
             match &node.op {
                 Op::Weight { .. } => {}
+                Op::Input { name } if on_device.contains(name) => {}
                 Op::Input { name } => {
                     let t = feed(name)
                         .ok_or_else(|| TrainError::Graph(format!("input `{name}` not given")))?;
@@ -385,7 +499,7 @@ impl DeviceExecutor {
     ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
         let t0 = std::time::Instant::now();
         self.prepare(weights, live)?;
-        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned())?;
+        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned(), &[])?;
         self.dev.synchronize()?;
         let outs: Vec<(String, NodeId)> = self
             .plan
@@ -399,6 +513,106 @@ impl DeviceExecutor {
         }
         *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
         Ok(r)
+    }
+
+    /// Whether the loss can run on the device ([`DeviceExecutor::step_on_device`]).
+    pub fn has_device_loss(&self) -> bool {
+        !self.heads.is_empty()
+    }
+
+    /// One training step with the loss on the device: nnU-Net's Dice + CE of every head
+    /// (`crate::loss`) against `labels` (by output name, at the head's resolution), weighted by
+    /// `head_weights`; the logits stay on the device and the heads' gradients are written
+    /// where the backward pass reads them. Between the loss's sums and its gradient, `reduce`
+    /// gets every head's batch sums in one slice (the data-parallel all-reduce; a no-op for one
+    /// process). The result has the loss and the weight gradients, no outputs.
+    pub fn step_on_device(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        labels: &BTreeMap<String, Vec<u16>>,
+        head_weights: &BTreeMap<String, f64>,
+        reduce: &mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>,
+    ) -> Result<StepResult, TrainError> {
+        if self.heads.is_empty() {
+            return Err(err("the heads of this network have no loss kernels"));
+        }
+        let t0 = std::time::Instant::now();
+        self.prepare(weights, live)?;
+        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned(), &[])?;
+        // The batch sums of every head.
+        let mut flat: Vec<f64> = Vec::new();
+        for h in &self.heads {
+            let [n, c, d, hh, w] = h.shape;
+            let lbl = labels
+                .get(&h.name)
+                .ok_or_else(|| TrainError::Loss(format!("no labels for head `{}`", h.name)))?;
+            if lbl.len() != n * d * hh * w {
+                return Err(TrainError::Loss(format!(
+                    "head `{}`: {} labels for [{n}, {d}, {hh}, {w}]",
+                    h.name,
+                    lbl.len()
+                )));
+            }
+            if let Some(&l) = lbl.iter().find(|&&l| l as usize >= c) {
+                return Err(TrainError::Loss(format!(
+                    "head `{}`: label {l} is not below the class count {c}",
+                    h.name
+                )));
+            }
+            let li: Vec<u8> = lbl
+                .iter()
+                .flat_map(|&l| i32::from(l).to_le_bytes())
+                .collect();
+            self.dev.upload(h.labels, &li)?;
+            self.dev.launch(h.first, [h.partials, h.table, h.labels])?;
+            self.dev.launch(h.first + 1, [h.sums, h.table + 8, 0])?;
+            let mut b = vec![0u8; h.n_sums * 8];
+            self.dev.download(h.sums, &mut b)?;
+            flat.extend(
+                b.chunks_exact(8)
+                    .map(|x| f64::from_le_bytes(x.try_into().expect("8 bytes"))),
+            );
+        }
+        reduce(&mut flat)?;
+        // The loss value on the host (the CPU's formula), the gradients on the device.
+        let mut total = 0.0;
+        let mut at = 0;
+        for h in &self.heads {
+            let sums =
+                crate::loss::BatchSums::from_vec(flat[at..at + h.n_sums].to_vec(), h.shape[1])
+                    .ok_or_else(|| err("the loss sums have the wrong length"))?;
+            at += h.n_sums;
+            let l = crate::loss::from_sums::<f32>(&[], h.shape, &[], &sums, false);
+            let wt = *head_weights
+                .get(&h.name)
+                .ok_or_else(|| TrainError::Loss(format!("no weight for head `{}`", h.name)))?;
+            total += wt * l.total;
+            let mut co = crate::loss::grad_coefficients(&sums);
+            co.push(wt);
+            let cb: Vec<u8> = co.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.dev.upload(h.coefs, &cb)?;
+            self.dev
+                .launch(h.first + 2, [h.grad, h.table + 16, h.labels])?;
+        }
+        *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
+        let t0 = std::time::Instant::now();
+        let n = self.plan.order.len();
+        let on_device: Vec<String> = self.plan.outputs.iter().map(|o| o.2.clone()).collect();
+        self.play(self.plan.n_forward..n, &mut |_| None, &on_device)?;
+        self.dev.synchronize()?;
+        let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();
+        let mut grads = Weights::new();
+        for (w, id) in wg {
+            grads.insert(w, self.fetch(id)?);
+        }
+        *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
+        Ok(StepResult {
+            loss: total,
+            outputs: BTreeMap::new(),
+            grads,
+        })
     }
 
     /// One training step, as [`Executor::step`].
@@ -422,7 +636,11 @@ impl DeviceExecutor {
         }
         let t0 = std::time::Instant::now();
         let n = self.plan.order.len();
-        self.play(self.plan.n_forward..n, &mut |name| grads_in.remove(name))?;
+        self.play(
+            self.plan.n_forward..n,
+            &mut |name| grads_in.remove(name),
+            &[],
+        )?;
         self.dev.synchronize()?;
         let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();
         let mut grads = Weights::new();

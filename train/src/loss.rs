@@ -174,6 +174,29 @@ pub fn batch_sums<T: Copy + Into<f64>>(
     Ok(BatchSums { v, classes: c })
 }
 
+impl BatchSums {
+    /// Sums read back from somewhere else (a GPU's loss kernels): `v` in the layout of
+    /// [`BatchSums::as_slice_mut`] for `classes` classes; `None` when the length is wrong.
+    pub fn from_vec(v: Vec<f64>, classes: usize) -> Option<BatchSums> {
+        (classes >= 2 && v.len() == 3 * classes + 2).then_some(BatchSums { v, classes })
+    }
+}
+
+/// What the gradient of the loss needs besides the logits and the labels, as [`from_sums`]
+/// computes it: `[dc_0..C, den_0..C, voxels]` (`den_c = Σp_c + Σy_c + smooth + 1e-8`), for the
+/// GPU's gradient kernel.
+pub fn grad_coefficients(sums: &BatchSums) -> Vec<f64> {
+    let c = sums.classes;
+    let (tp, sum_p, sum_y) = (sums.tp(), sums.sum_p(), sums.sum_y());
+    let den: Vec<f64> = (0..c)
+        .map(|k| sum_p[k] + sum_y[k] + SMOOTH + 1e-8)
+        .collect();
+    let mut v: Vec<f64> = (0..c).map(|k| (2.0 * tp[k] + SMOOTH) / den[k]).collect();
+    v.extend(den);
+    v.push(sums.voxels());
+    v
+}
+
 /// The loss from `sums` (this batch's [`batch_sums`], or the global batch's after an all-reduce)
 /// and, when `want_grad`, its gradient with respect to these `logits` (already checked by
 /// [`batch_sums`] against `shape` and `labels`); without it `grad` is empty.

@@ -789,18 +789,39 @@ impl Trainer {
         let batch = self.opts.batch / self.comm.size();
         let comm = self.comm.as_ref();
         let mut reduce_secs = 0.0;
-        let res = self.exec.step(&self.weights, &live, &inputs, |outs| {
-            deep_supervision_loss(
-                outs,
-                &labels,
-                batch,
-                patch,
-                &heads,
-                true,
-                comm,
-                &mut reduce_secs,
-            )
-        })?;
+        let res = match &mut self.exec {
+            // On a GPU the loss runs there too: only its sums and the gradients come back.
+            Runner::Device(d) if d.has_device_loss() => {
+                let (labels, weights) = head_targets(&labels, batch, patch, &heads)?;
+                d.step_on_device(
+                    &self.weights,
+                    &live,
+                    &inputs,
+                    &labels,
+                    &weights,
+                    &mut |sums: &mut [f64]| {
+                        if comm.size() > 1 {
+                            let t = Instant::now();
+                            comm.all_reduce_f64(sums)?;
+                            reduce_secs += t.elapsed().as_secs_f64();
+                        }
+                        Ok(())
+                    },
+                )?
+            }
+            exec => exec.step(&self.weights, &live, &inputs, |outs| {
+                deep_supervision_loss(
+                    outs,
+                    &labels,
+                    batch,
+                    patch,
+                    &heads,
+                    true,
+                    comm,
+                    &mut reduce_secs,
+                )
+            })?,
+        };
         if self.comm.size() > 1 {
             *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
         }
@@ -1024,6 +1045,27 @@ fn sample_share(
 /// over the ranks of `comm` first (one all-reduce, timed into `reduce_secs`), so the value and the
 /// gradients are those of the global batch.
 #[allow(clippy::too_many_arguments)]
+/// Every head's labels (at its resolution) and loss weight, by output name, as
+/// [`deep_supervision_loss`] uses them.
+#[allow(clippy::type_complexity)]
+fn head_targets(
+    labels: &[u16],
+    batch: usize,
+    patch: [usize; 3],
+    heads: &[[usize; 3]],
+) -> Result<(BTreeMap<String, Vec<u16>>, BTreeMap<String, f64>), TrainError> {
+    let raw: Vec<f64> = (0..heads.len()).map(|s| 0.5f64.powi(s as i32)).collect();
+    let norm: f64 = raw.iter().sum();
+    let (mut l, mut w) = (BTreeMap::new(), BTreeMap::new());
+    for (s, f) in heads.iter().enumerate() {
+        let name = output_name(s);
+        let (lbl, _) = loss::downsample_labels(labels, [batch, patch[0], patch[1], patch[2]], *f)?;
+        l.insert(name.clone(), lbl);
+        w.insert(name, raw[s] / norm);
+    }
+    Ok((l, w))
+}
+
 fn deep_supervision_loss(
     outs: &BTreeMap<String, std::sync::Arc<Tensor>>,
     labels: &[u16],

@@ -461,6 +461,23 @@ fn training_on_the_emulated_gpu_follows_the_cpu_run() {
         let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(d <= 1e-4 * scale, "{name}: {d} of {scale}");
     }
+    // Two ranks (threads) on emulated GPUs with one sample each take the same steps: the loss
+    // sums of the device's loss kernels are all-reduced between its sums and its gradient.
+    let two = t.path().join("two");
+    let hist = train_on_ranks(&t.path().join("ds"), &m, &two, small(dev), 2);
+    for (x, y) in ha.iter().zip(&hist) {
+        assert!((x.train_loss - y.train_loss).abs() < 1e-5, "{x:?} vs {y:?}");
+    }
+    let w2 = weights_of(&two);
+    for (name, ta) in wa.iter() {
+        let (x, y) = (
+            ta.as_f32().unwrap(),
+            w2.get(name).unwrap().as_f32().unwrap(),
+        );
+        let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(d <= 1e-4 * scale, "two ranks, {name}: {d} of {scale}");
+    }
     drop(b);
     let e = Trainer::resume(&gpu, 1)
         .err()

@@ -276,3 +276,120 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
     let d = dx.step(&weights, &live, &inputs, loss).unwrap();
     assert!(!same_bits(&d.grads, &e.grads));
 }
+
+/// The loss on the device (`DeviceExecutor::step_on_device`: the heads' Dice + CE sums, the
+/// host's loss value from them, the gradients written on the device) against the same step with
+/// the host's loss (`e2enc_train::loss`) on the downloaded outputs: the same loss and weight
+/// gradients to rounding, and the sums go through the all-reduce hook once per step.
+#[test]
+fn the_loss_on_the_emulated_device_equals_the_host_loss() {
+    use e2enc_train::device::Emulated;
+    use e2enc_train::device_exec::DeviceExecutor;
+    use e2enc_train::loss;
+
+    let cfg = config(3, 4, 3, false);
+    let net = build(
+        &cfg,
+        &BuildOptions {
+            batch: 2,
+            patch: None,
+        },
+    )
+    .unwrap();
+    let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
+    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let tg = training_graph(&net.graph, &refs).unwrap();
+    let weights = init_weights(&net.params, 11);
+    let mut live = LiveMasks::new();
+    for (k, p) in net.params.iter().filter(|p| p.dsff).enumerate() {
+        let m: Vec<bool> = noise(p.shape[0] * p.shape[1], 100 + k as u64)
+            .iter()
+            .map(|&r| r > -0.3)
+            .collect();
+        live.insert(p.name.clone(), m);
+    }
+    let mut inputs = BTreeMap::new();
+    for (name, id) in tg.graph.inputs() {
+        if name.starts_with("grad.") {
+            continue;
+        }
+        let shape = tg.graph.node(id).ty.shape.clone();
+        let n = shape.iter().product();
+        inputs.insert(name, Tensor::from_f32(shape, noise(n, 5)).unwrap());
+    }
+    let maskable = live.keys().cloned().collect();
+    let mut dx = DeviceExecutor::new(
+        &tg,
+        Target::CudaSm80,
+        Some(&maskable),
+        Box::new(Emulated::new(2, 3)),
+    )
+    .unwrap();
+    assert!(dx.has_device_loss());
+    // Labels per head and weights 0.6, 0.4.
+    let mut labels = BTreeMap::new();
+    let mut wts = BTreeMap::new();
+    for (k, name) in outs.iter().enumerate() {
+        let id = tg.graph.output(name).unwrap();
+        let sh = tg.graph.node(id).ty.shape.clone();
+        let n = sh[0] * sh[2] * sh[3] * sh[4];
+        let l: Vec<u16> = noise(n, 40 + k as u64)
+            .iter()
+            .map(|&r| ((r + 1.0) * 1.5).clamp(0.0, 2.0) as u16)
+            .collect();
+        labels.insert(name.clone(), l);
+        wts.insert(name.clone(), if k == 0 { 0.6 } else { 0.4 });
+    }
+    let host = dx
+        .step(&weights, &live, &inputs, |outs| {
+            let mut total = 0.0;
+            let mut grads = BTreeMap::new();
+            for (name, t) in outs {
+                let s = t.shape();
+                let sh = [s[0], s[1], s[2], s[3], s[4]];
+                let l = loss::dc_and_ce(t.as_f32().unwrap(), sh, &labels[name])?;
+                let w = wts[name];
+                total += w * l.total;
+                let g: Vec<f32> = l.grad.iter().map(|v| (*v as f64 * w) as f32).collect();
+                grads.insert(name.clone(), Tensor::from_f32(s.to_vec(), g).unwrap());
+            }
+            Ok((total, grads))
+        })
+        .unwrap();
+    let mut calls = 0;
+    let dev = dx
+        .step_on_device(&weights, &live, &inputs, &labels, &wts, &mut |v| {
+            calls += 1;
+            assert_eq!(v.len(), outs.len() * (3 * 3 + 2));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(calls, 1);
+    assert!(
+        (dev.loss - host.loss).abs() <= 1e-12 * host.loss.abs(),
+        "{} vs {}",
+        dev.loss,
+        host.loss
+    );
+    for (name, t) in host.grads.iter() {
+        let e = relative_error(dev.grads.get(name).unwrap(), t).unwrap();
+        assert!(e < 1e-5, "{name}: {e:e}");
+    }
+    // The hook is where ranks add their sums: doubling them changes the loss (the voxel count
+    // doubles with them, so the cross entropy stays and the Dice moves).
+    let twice = dx
+        .step_on_device(&weights, &live, &inputs, &labels, &wts, &mut |v| {
+            v.iter_mut().for_each(|x| *x *= 2.0);
+            Ok(())
+        })
+        .unwrap();
+    assert!((twice.loss - host.loss).abs() > 1e-9);
+    // A label past the class count is refused before anything runs.
+    let mut bad = labels.clone();
+    bad.get_mut(&outs[0]).unwrap()[3] = 3;
+    let e = dx
+        .step_on_device(&weights, &live, &inputs, &bad, &wts, &mut |_| Ok(()))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not below the class count"), "{e}");
+}

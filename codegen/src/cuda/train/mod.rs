@@ -22,6 +22,7 @@
 //! weight kernel): the whole path, renderer to emulation, before tensor cores and tiling.
 
 mod conv;
+pub mod loss;
 mod ops;
 
 use std::collections::HashSet;
