@@ -214,6 +214,34 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         s.contains(foreign) && s.contains("--target portable"),
         "{s}"
     );
+    // GPU training: a CUDA target needs a device named; a GPU and the emulation are one or the
+    // other; on a machine without a GPU (or driver) `--device cuda` stops with the reason and no
+    // checkpoint, never a panic.
+    let gpu_run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_e2enc"))
+            .args(["train", ds.to_str().unwrap(), "-o", run3.to_str().unwrap()])
+            .args(tiny)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = gpu_run(&["--target", "cuda-sm90"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--device cuda") && text(&o).contains("--emulate"),
+        "{}",
+        text(&o)
+    );
+    let o = gpu_run(&["--device", "cuda", "--emulate"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("pick one"), "{}", text(&o));
+    let o = gpu_run(&["--device", "cuda:3"]);
+    let s = text(&o);
+    assert!(!s.contains("panicked"), "{s}");
+    if !o.status.success() {
+        assert!(s.contains("CUDA") || s.contains("NVRTC"), "{s}");
+        assert!(e2enc_train::checkpoint::find(&run3).is_none());
+    }
     // Portable C trains too; --profile prints the per-op table.
     let run4 = t.path().join("run4");
     let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))

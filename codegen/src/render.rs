@@ -26,7 +26,8 @@
 //!    `FastConv`'s blocking, which a CUDA renderer maps to thread blocks), and writes
 //!    `__global__` kernels; [`Kernel`] grows a launch description (grid, block, shared memory)
 //!    that the C renderer leaves empty; `scratch_elems` says what its kernels need in the arena.
-//!    `training` may refuse until GPU training exists.
+//!    `training` writes the training graph's CUDA kernels (`crate::cuda::train`), each with
+//!    its launch in `TrainKernel::launch`.
 //! 3. `compile` builds the source with NVRTC (`cudarc::nvrtc`) instead of the C compiler and
 //!    records the launch table in the manifest; the runtime's device seam
 //!    (`e2enc_runtime::device`) gets a CUDA device that loads the module and runs the launches.
