@@ -221,9 +221,9 @@ impl DeviceExecutor {
                     offset.insert(gi, fit.take(value_bytes(g, gi)));
                 }
             }
-            if !offset.contains_key(&id) {
-                offset.insert(id, fit.take(value_bytes(g, id)));
-            }
+            offset
+                .entry(id)
+                .or_insert_with(|| fit.take(value_bytes(g, id)));
             let mut done = g.operands(id);
             done.sort();
             done.dedup();

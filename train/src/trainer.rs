@@ -1040,11 +1040,6 @@ fn sample_share(
     Ok((input, y))
 }
 
-/// Deep-supervision Dice + CE over the heads (weights 8/15, 4/15, 2/15, 1/15 renormalised over
-/// the heads present) and the gradient of every head's logits. The heads' batch sums are added
-/// over the ranks of `comm` first (one all-reduce, timed into `reduce_secs`), so the value and the
-/// gradients are those of the global batch.
-#[allow(clippy::too_many_arguments)]
 /// Every head's labels (at its resolution) and loss weight, by output name, as
 /// [`deep_supervision_loss`] uses them.
 #[allow(clippy::type_complexity)]
@@ -1066,6 +1061,11 @@ fn head_targets(
     Ok((l, w))
 }
 
+/// Deep-supervision Dice + CE over the heads (weights 8/15, 4/15, 2/15, 1/15 renormalised over
+/// the heads present) and the gradient of every head's logits. The heads' batch sums are added
+/// over the ranks of `comm` first (one all-reduce, timed into `reduce_secs`), so the value and the
+/// gradients are those of the global batch.
+#[allow(clippy::too_many_arguments)]
 fn deep_supervision_loss(
     outs: &BTreeMap<String, std::sync::Arc<Tensor>>,
     labels: &[u16],
