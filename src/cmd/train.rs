@@ -115,9 +115,9 @@ pub struct Args {
     pub target: Option<Target>,
     /// Where the steps run: `cpu`, or an NVIDIA GPU (`cuda` = `cuda:0`, `cuda:N`): the CUDA
     /// training kernels, compiled with NVRTC for the GPU at start, a step's values in one
-    /// device allocation planned like the CPU's memory; the loss, the optimizer and the DSFF
-    /// mask updates run on the host (the outputs, their gradients and the weights cross PCIe
-    /// every step). Needs a build with the `cuda` feature (the default) and NVRTC.
+    /// device allocation planned like the CPU's memory, the loss there too and, in one process,
+    /// the optimizer (the weights stay on the GPU; DSFF prune-and-regrow runs on the host).
+    /// Needs a build with the `cuda` feature (the default) and NVRTC.
     #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
     pub device: super::DeviceArg,
     /// Run the GPU path (--device cuda's kernels and step) on this CPU's host emulation of a

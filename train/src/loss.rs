@@ -182,19 +182,25 @@ impl BatchSums {
     }
 }
 
-/// What the gradient of the loss needs besides the logits and the labels, as [`from_sums`]
-/// computes it: `[dc_0..C, den_0..C, voxels]` (`den_c = Σp_c + Σy_c + smooth + 1e-8`), for the
-/// GPU's gradient kernel.
+/// What the gradient of the loss needs besides the logits and the labels, computed as
+/// [`from_sums`] computes it, for the GPU's gradient kernel: `[g_0..C where the label is the
+/// class, g_0..C elsewhere, voxels]` with `g_k = -(2 y - dc_k) / (den_k (C - 1))` for
+/// `k >= 1` and `g_0 = 0`.
 pub fn grad_coefficients(sums: &BatchSums) -> Vec<f64> {
     let c = sums.classes;
     let (tp, sum_p, sum_y) = (sums.tp(), sums.sum_p(), sums.sum_y());
-    let den: Vec<f64> = (0..c)
-        .map(|k| sum_p[k] + sum_y[k] + SMOOTH + 1e-8)
-        .collect();
-    let mut v: Vec<f64> = (0..c).map(|k| (2.0 * tp[k] + SMOOTH) / den[k]).collect();
-    v.extend(den);
-    v.push(sums.voxels());
-    v
+    let fg = (c - 1) as f64;
+    let mut at_label = vec![0.0f64; c];
+    let mut elsewhere = vec![0.0f64; c];
+    for k in 1..c {
+        let den = sum_p[k] + sum_y[k] + SMOOTH + 1e-8;
+        let dc = (2.0 * tp[k] + SMOOTH) / den;
+        at_label[k] = -(2.0 * 1.0 - dc) / (den * fg);
+        elsewhere[k] = -(2.0 * 0.0 - dc) / (den * fg);
+    }
+    at_label.extend(elsewhere);
+    at_label.push(sums.voxels());
+    at_label
 }
 
 /// The loss from `sums` (this batch's [`batch_sums`], or the global batch's after an all-reduce)

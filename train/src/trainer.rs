@@ -212,6 +212,9 @@ pub struct Trainer {
     train: Arc<Vec<Case>>,
     val: Arc<Vec<Case>>,
     exec: Runner,
+    /// The device holds the weights and the momentum (a single-process run on a GPU): the host's
+    /// copies are stale until [`Trainer::sync_host`].
+    resident: bool,
     /// The ranks of a data-parallel run ([`Single`] for one process).
     comm: Arc<dyn Collective>,
     /// Threads making batches ahead of the steps (0: the step makes its own).
@@ -520,6 +523,7 @@ impl Trainer {
             train: Arc::new(train),
             val: Arc::new(val),
             exec,
+            resident: false,
             comm,
             data_workers: 1,
             extra: BTreeMap::new(),
@@ -741,6 +745,20 @@ impl Trainer {
         Ok(Outcome::Finished)
     }
 
+    /// Brings the weights and the momentum back from the device when it holds them (before the
+    /// host reads them: DSFF updates, validation, checkpoints).
+    fn sync_host(&mut self) -> Result<(), TrainError> {
+        if let (true, Runner::Device(d)) = (self.resident, &mut self.exec) {
+            let t = Instant::now();
+            let (w, m) = d.download_state()?;
+            self.weights = w;
+            self.sgd.momentum_buffers = m;
+            self.resident = false;
+            self.add_time("device state to the host", t);
+        }
+        Ok(())
+    }
+
     fn live_masks(&self) -> LiveMasks {
         self.masks
             .layers()
@@ -751,6 +769,7 @@ impl Trainer {
     /// One DSFF prune-and-regrow at `rate`, decided on rank 0 and broadcast to the others, which
     /// adopt it; returns the number of kernels regrown.
     fn update_masks(&mut self, rate: f64) -> Result<usize, TrainError> {
+        self.sync_host()?;
         let t = Instant::now();
         let mut msg = Vec::new();
         let mut regrown = 0;
@@ -789,6 +808,33 @@ impl Trainer {
         let batch = self.opts.batch / self.comm.size();
         let comm = self.comm.as_ref();
         let mut reduce_secs = 0.0;
+        if let Runner::Device(d) = &mut self.exec {
+            if d.has_device_loss() && self.comm.size() == 1 {
+                // One process on a GPU: the weights and the momentum stay there.
+                let (labels, weights) = head_targets(&labels, batch, patch, &heads)?;
+                if !self.resident {
+                    d.upload_state(&self.weights, &self.sgd.momentum_buffers)?;
+                    self.resident = true;
+                }
+                let (loss, norm) = d.step_resident(
+                    &live,
+                    &inputs,
+                    &labels,
+                    &weights,
+                    &self.sgd,
+                    lr,
+                    optim::MAX_GRAD_NORM,
+                )?;
+                if !norm.is_finite() {
+                    return Err(TrainError::Diverged(format!(
+                        "epoch {} iteration {}: the gradient norm is {norm} (training diverged; \
+                         try a lower --lr)",
+                        self.epoch, self.iter
+                    )));
+                }
+                return Ok(loss);
+            }
+        }
         let res = match &mut self.exec {
             // On a GPU the loss runs there too: only its sums and the gradients come back.
             Runner::Device(d) if d.has_device_loss() => {
@@ -856,6 +902,7 @@ impl Trainer {
     /// Validation: loss and pseudo-Dice per foreground class over `val_iters` global batches
     /// (each rank runs its share; the sums are added over the ranks).
     fn validate(&mut self) -> Result<(f64, Vec<f64>), TrainError> {
+        self.sync_host()?;
         let n = self.opts.val_iters;
         let classes = self.config.num_classes;
         if n == 0 {
@@ -939,7 +986,8 @@ impl Trainer {
 
     /// Writes the checkpoint, training.json and training.png (rank 0 only; the other ranks of a
     /// data-parallel run write nothing).
-    pub fn save(&self) -> Result<(), TrainError> {
+    pub fn save(&mut self) -> Result<(), TrainError> {
+        self.sync_host()?;
         if self.comm.rank() != 0 {
             return Ok(());
         }

@@ -450,6 +450,8 @@ fn training_on_the_emulated_gpu_follows_the_cpu_run() {
         );
     }
     assert!(b.profile().contains_key("device forward"));
+    // One process on a GPU: the optimizer ran there, with the weights kept on the device.
+    assert!(b.profile().contains_key("device optimizer"));
     // The weights after two steps (with a mask update between) agree to rounding.
     let (wa, wb) = (weights_of(&cpu), weights_of(&gpu));
     for (name, ta) in wa.iter() {

@@ -277,16 +277,19 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
     assert!(!same_bits(&d.grads, &e.grads));
 }
 
-/// The loss on the device (`DeviceExecutor::step_on_device`: the heads' Dice + CE sums, the
-/// host's loss value from them, the gradients written on the device) against the same step with
-/// the host's loss (`e2enc_train::loss`) on the downloaded outputs: the same loss and weight
-/// gradients to rounding, and the sums go through the all-reduce hook once per step.
-#[test]
-fn the_loss_on_the_emulated_device_equals_the_host_loss() {
-    use e2enc_train::device::Emulated;
-    use e2enc_train::device_exec::DeviceExecutor;
-    use e2enc_train::loss;
+/// A small E2ENet's training step on the device: graph, weights, DSFF masks, input, labels and
+/// loss weights of every head (0.6 for the full-resolution one, 0.4 for the others).
+struct DeviceCase {
+    tg: e2enc_ir::autodiff::TrainGraph,
+    weights: Weights,
+    live: LiveMasks,
+    inputs: BTreeMap<String, Tensor>,
+    labels: BTreeMap<String, Vec<u16>>,
+    wts: BTreeMap<String, f64>,
+    outs: Vec<String>,
+}
 
+fn device_case() -> DeviceCase {
     let cfg = config(3, 4, 3, false);
     let net = build(
         &cfg,
@@ -317,16 +320,6 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
         let n = shape.iter().product();
         inputs.insert(name, Tensor::from_f32(shape, noise(n, 5)).unwrap());
     }
-    let maskable = live.keys().cloned().collect();
-    let mut dx = DeviceExecutor::new(
-        &tg,
-        Target::CudaSm80,
-        Some(&maskable),
-        Box::new(Emulated::new(2, 3)),
-    )
-    .unwrap();
-    assert!(dx.has_device_loss());
-    // Labels per head and weights 0.6, 0.4.
     let mut labels = BTreeMap::new();
     let mut wts = BTreeMap::new();
     for (k, name) in outs.iter().enumerate() {
@@ -340,8 +333,50 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
         labels.insert(name.clone(), l);
         wts.insert(name.clone(), if k == 0 { 0.6 } else { 0.4 });
     }
+    DeviceCase {
+        tg,
+        weights,
+        live,
+        inputs,
+        labels,
+        wts,
+        outs,
+    }
+}
+
+fn emulated_executor(c: &DeviceCase) -> e2enc_train::device_exec::DeviceExecutor {
+    let maskable = c.live.keys().cloned().collect();
+    e2enc_train::device_exec::DeviceExecutor::new(
+        &c.tg,
+        Target::CudaSm80,
+        Some(&maskable),
+        Box::new(e2enc_train::device::Emulated::new(2, 3)),
+    )
+    .unwrap()
+}
+
+/// The loss on the device (`DeviceExecutor::step_on_device`: the heads' Dice + CE sums, the
+/// host's loss value from them, the gradients written on the device) against the same step with
+/// the host's loss (`e2enc_train::loss`) on the downloaded outputs: the same loss and weight
+/// gradients to rounding, and the sums go through the all-reduce hook once per step.
+#[test]
+fn the_loss_on_the_emulated_device_equals_the_host_loss() {
+    use e2enc_train::loss;
+
+    let c = device_case();
+    let DeviceCase {
+        weights,
+        live,
+        inputs,
+        labels,
+        wts,
+        outs,
+        ..
+    } = &c;
+    let mut dx = emulated_executor(&c);
+    assert!(dx.has_device_loss());
     let host = dx
-        .step(&weights, &live, &inputs, |outs| {
+        .step(weights, live, inputs, |outs| {
             let mut total = 0.0;
             let mut grads = BTreeMap::new();
             for (name, t) in outs {
@@ -358,7 +393,7 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
         .unwrap();
     let mut calls = 0;
     let dev = dx
-        .step_on_device(&weights, &live, &inputs, &labels, &wts, &mut |v| {
+        .step_on_device(weights, live, inputs, labels, wts, &mut |v| {
             calls += 1;
             assert_eq!(v.len(), outs.len() * (3 * 3 + 2));
             Ok(())
@@ -378,7 +413,7 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
     // The hook is where ranks add their sums: doubling them changes the loss (the voxel count
     // doubles with them, so the cross entropy stays and the Dice moves).
     let twice = dx
-        .step_on_device(&weights, &live, &inputs, &labels, &wts, &mut |v| {
+        .step_on_device(weights, live, inputs, labels, wts, &mut |v| {
             v.iter_mut().for_each(|x| *x *= 2.0);
             Ok(())
         })
@@ -388,8 +423,94 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
     let mut bad = labels.clone();
     bad.get_mut(&outs[0]).unwrap()[3] = 3;
     let e = dx
-        .step_on_device(&weights, &live, &inputs, &bad, &wts, &mut |_| Ok(()))
+        .step_on_device(weights, live, inputs, &bad, wts, &mut |_| Ok(()))
         .err()
         .unwrap();
     assert!(e.to_string().contains("not below the class count"), "{e}");
+}
+
+/// The optimizer on the device (`upload_state`, `step_resident`, `download_state`: the gradient
+/// norm, clipping, SGD Nesterov with weight decay and the DSFF masks re-applied, weights and
+/// momentum kept on the device) against the host's (`optim::clip_grad_norm`, `Sgd::step`, dead
+/// kernels zeroed) over three steps of a learning rate large enough to clip: the same weights
+/// and momentum to f32 rounding, dead kernels exactly zero.
+#[test]
+fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
+    use e2enc_train::optim;
+
+    let c = device_case();
+    let mut host_x = emulated_executor(&c);
+    let mut dev_x = emulated_executor(&c);
+    let zero_dead = |w: &mut Weights| {
+        for (name, m) in &c.live {
+            let t = w.get(name).unwrap();
+            let (shape, mut v) = (t.shape().to_vec(), t.as_f32().unwrap().to_vec());
+            let kv = v.len() / m.len();
+            for (k, &l) in m.iter().enumerate() {
+                if !l {
+                    v[k * kv..(k + 1) * kv].fill(0.0);
+                }
+            }
+            w.insert(name.clone(), Tensor::from_f32(shape, v).unwrap());
+        }
+    };
+    let mut w = c.weights.clone();
+    let mut sgd = optim::Sgd::nnunet();
+    let lr = 0.5;
+    let mut norms = Vec::new();
+    for _ in 0..3 {
+        let r = host_x
+            .step_on_device(&w, &c.live, &c.inputs, &c.labels, &c.wts, &mut |_| Ok(()))
+            .unwrap();
+        let mut g = r.grads;
+        norms.push(optim::clip_grad_norm(&mut g, 0.05));
+        sgd.step(&mut w, &g, lr).unwrap();
+        zero_dead(&mut w);
+        zero_dead(&mut sgd.momentum_buffers);
+    }
+    let mut dsgd = optim::Sgd::nnunet();
+    dev_x
+        .upload_state(&c.weights, &dsgd.momentum_buffers)
+        .unwrap();
+    for (k, want) in norms.iter().enumerate() {
+        let (_, norm) = dev_x
+            .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05)
+            .unwrap();
+        assert!(
+            (norm - want).abs() <= 1e-6 * want,
+            "step {k}: norm {norm} vs {want}"
+        );
+        assert!(norm > 0.05, "the test must clip");
+    }
+    let (dw, dm) = dev_x.download_state().unwrap();
+    dsgd.momentum_buffers = dm;
+    for (mine, theirs, what) in [
+        (&dw, &w, "weight"),
+        (&dsgd.momentum_buffers, &sgd.momentum_buffers, "momentum"),
+    ] {
+        for (name, t) in theirs.iter() {
+            let (x, y) = (
+                t.as_f32().unwrap(),
+                mine.get(name).unwrap().as_f32().unwrap(),
+            );
+            let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(d <= 1e-5 * scale, "{what} {name}: {d} of {scale}");
+        }
+    }
+    for (name, m) in &c.live {
+        let v = dw.get(name).unwrap();
+        let v = v.as_f32().unwrap();
+        let kv = v.len() / m.len();
+        for (k, &l) in m.iter().enumerate() {
+            assert!(
+                l || v[k * kv..(k + 1) * kv].iter().all(|x| *x == 0.0),
+                "{name}"
+            );
+        }
+    }
+    // The host holds the state again: a resident step now is an error, not a stale update.
+    assert!(dev_x
+        .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05)
+        .is_err());
 }

@@ -24,6 +24,7 @@
 mod conv;
 pub mod loss;
 mod ops;
+pub mod optim;
 
 use std::collections::HashSet;
 

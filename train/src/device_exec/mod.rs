@@ -12,9 +12,16 @@
 //! runs as `NAME(arena + out, tables + k's table, lives + k's live list)`. A step then uploads
 //! the weights and the live lists of the DSFF convs (prune and regrow change only those), and
 //! plays the order: an input is copied in when the order reaches it (its bytes may have held an
-//! earlier value), a compute node is a launch. After the forward part the outputs come back to
-//! the host for the loss, whose gradients go in when the backward part reaches them; the weight
-//! gradients come back at the end.
+//! earlier value), a compute node is a launch. Three ways to finish a step:
+//!
+//! - [`DeviceExecutor::step`]: the outputs come back to the host for a loss the caller computes,
+//!   its gradients go in when the backward part reaches them, the weight gradients come back;
+//! - [`DeviceExecutor::step_on_device`] (`loss.rs`): the loss runs on the device too (the heads'
+//!   gradients have their arena bytes from the start of the backward part, so its kernels write
+//!   them right after the forward part); only its sums and the weight gradients come back;
+//! - [`DeviceExecutor::step_resident`] (`optim.rs`): the optimizer runs there as well, on weights
+//!   and momentum the device keeps between steps ([`DeviceExecutor::upload_state`],
+//!   [`DeviceExecutor::download_state`]); only the sums and the gradient norm come back.
 //!
 //! The same kernels on the same device give the same bits as the host executor running them
 //! (`Backend::Emulated`): the arena changes where values live, not what is computed.
@@ -23,10 +30,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use e2enc_codegen::cuda::train::loss::loss_kernels;
+use e2enc_codegen::cuda::train::optim::optimizer_kernels;
 use e2enc_codegen::target::Target;
 use e2enc_codegen::train::{live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Op, Tensor, Weights};
+
+mod loss;
+mod optim;
+
+use loss::HeadLoss;
+use optim::DeviceSgd;
 
 use super::device::{DevPtr, Device};
 use super::exec::{check_type, Backend, Executor, LiveMasks, Memory, StepResult};
@@ -99,23 +113,6 @@ fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
-/// One head's loss on the device (`e2enc_codegen::cuda::train::loss`).
-struct HeadLoss {
-    name: String,
-    shape: [usize; 5],
-    /// Index of its `sums` kernel (`reduce`, `grad` follow).
-    first: usize,
-    /// Where the backward pass reads the head's gradient (an arena slot).
-    grad: DevPtr,
-    partials: DevPtr,
-    sums: DevPtr,
-    coefs: DevPtr,
-    labels: DevPtr,
-    /// Four pointers: `[logits]` (sums), `[partials]` (reduce), `[logits, coefs]` (grad).
-    table: DevPtr,
-    n_sums: usize,
-}
-
 /// A training graph's step on a device (see the module doc).
 pub struct DeviceExecutor {
     plan: Executor,
@@ -134,6 +131,12 @@ pub struct DeviceExecutor {
     maskable: Option<HashSet<String>>,
     /// The loss kernels and buffers of every head (empty when the heads cannot have them).
     heads: Vec<HeadLoss>,
+    /// Kernel index of the optimizer's first kernel, and its state once made.
+    opt_first: usize,
+    opt: Option<DeviceSgd>,
+    /// Whether the device holds the weights (and the momentum) between steps: then a step does
+    /// not upload them, and [`DeviceExecutor::download_state`] gives them back.
+    resident: bool,
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
@@ -192,6 +195,28 @@ impl DeviceExecutor {
                 });
             }
             loss_k.push((lk, first));
+        }
+        let opt_first = all.len();
+        let (osrc, okernels) = optimizer_kernels(plan.weight_grads.len());
+        source.push_str("\n/* the optimizer */\n");
+        source.push_str(&osrc);
+        let node0 = plan
+            .order
+            .first()
+            .copied()
+            .ok_or_else(|| err("the training graph has no ops"))?;
+        for (kname, l) in okernels {
+            all.push(TrainKernel {
+                node: node0,
+                name: kname,
+                tiles: l.blocks() as usize,
+                work: 0,
+                live: Live::None,
+                mask: None,
+                weight: None,
+                operands: Vec::new(),
+                launch: Some(l),
+            });
         }
         dev.load(&source, &all)?;
         // Arena offsets: the order played as the host executor plays it.
@@ -353,6 +378,9 @@ impl DeviceExecutor {
             args,
             maskable: maskable.cloned(),
             heads,
+            opt_first,
+            opt: None,
+            resident: false,
             profile: BTreeMap::new(),
         })
     }
@@ -398,10 +426,13 @@ impl DeviceExecutor {
             .ok_or_else(|| err(format!("{} has no arena slot", self.plan.g.describe(id))))
     }
 
-    /// Uploads the weights and every kernel's live list.
+    /// Uploads the weights (unless the device holds them) and every kernel's live list.
     fn prepare(&mut self, weights: &Weights, live: &LiveMasks) -> Result<(), TrainError> {
         let g = &self.plan.g;
         for id in g.node_ids() {
+            if self.resident {
+                break;
+            }
             if let Op::Weight { name } = &g.node(id).op {
                 let t = weights
                     .get(name)
@@ -513,106 +544,6 @@ impl DeviceExecutor {
         }
         *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
         Ok(r)
-    }
-
-    /// Whether the loss can run on the device ([`DeviceExecutor::step_on_device`]).
-    pub fn has_device_loss(&self) -> bool {
-        !self.heads.is_empty()
-    }
-
-    /// One training step with the loss on the device: nnU-Net's Dice + CE of every head
-    /// (`crate::loss`) against `labels` (by output name, at the head's resolution), weighted by
-    /// `head_weights`; the logits stay on the device and the heads' gradients are written
-    /// where the backward pass reads them. Between the loss's sums and its gradient, `reduce`
-    /// gets every head's batch sums in one slice (the data-parallel all-reduce; a no-op for one
-    /// process). The result has the loss and the weight gradients, no outputs.
-    pub fn step_on_device(
-        &mut self,
-        weights: &Weights,
-        live: &LiveMasks,
-        inputs: &BTreeMap<String, Tensor>,
-        labels: &BTreeMap<String, Vec<u16>>,
-        head_weights: &BTreeMap<String, f64>,
-        reduce: &mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>,
-    ) -> Result<StepResult, TrainError> {
-        if self.heads.is_empty() {
-            return Err(err("the heads of this network have no loss kernels"));
-        }
-        let t0 = std::time::Instant::now();
-        self.prepare(weights, live)?;
-        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned(), &[])?;
-        // The batch sums of every head.
-        let mut flat: Vec<f64> = Vec::new();
-        for h in &self.heads {
-            let [n, c, d, hh, w] = h.shape;
-            let lbl = labels
-                .get(&h.name)
-                .ok_or_else(|| TrainError::Loss(format!("no labels for head `{}`", h.name)))?;
-            if lbl.len() != n * d * hh * w {
-                return Err(TrainError::Loss(format!(
-                    "head `{}`: {} labels for [{n}, {d}, {hh}, {w}]",
-                    h.name,
-                    lbl.len()
-                )));
-            }
-            if let Some(&l) = lbl.iter().find(|&&l| l as usize >= c) {
-                return Err(TrainError::Loss(format!(
-                    "head `{}`: label {l} is not below the class count {c}",
-                    h.name
-                )));
-            }
-            let li: Vec<u8> = lbl
-                .iter()
-                .flat_map(|&l| i32::from(l).to_le_bytes())
-                .collect();
-            self.dev.upload(h.labels, &li)?;
-            self.dev.launch(h.first, [h.partials, h.table, h.labels])?;
-            self.dev.launch(h.first + 1, [h.sums, h.table + 8, 0])?;
-            let mut b = vec![0u8; h.n_sums * 8];
-            self.dev.download(h.sums, &mut b)?;
-            flat.extend(
-                b.chunks_exact(8)
-                    .map(|x| f64::from_le_bytes(x.try_into().expect("8 bytes"))),
-            );
-        }
-        reduce(&mut flat)?;
-        // The loss value on the host (the CPU's formula), the gradients on the device.
-        let mut total = 0.0;
-        let mut at = 0;
-        for h in &self.heads {
-            let sums =
-                crate::loss::BatchSums::from_vec(flat[at..at + h.n_sums].to_vec(), h.shape[1])
-                    .ok_or_else(|| err("the loss sums have the wrong length"))?;
-            at += h.n_sums;
-            let l = crate::loss::from_sums::<f32>(&[], h.shape, &[], &sums, false);
-            let wt = *head_weights
-                .get(&h.name)
-                .ok_or_else(|| TrainError::Loss(format!("no weight for head `{}`", h.name)))?;
-            total += wt * l.total;
-            let mut co = crate::loss::grad_coefficients(&sums);
-            co.push(wt);
-            let cb: Vec<u8> = co.iter().flat_map(|v| v.to_le_bytes()).collect();
-            self.dev.upload(h.coefs, &cb)?;
-            self.dev
-                .launch(h.first + 2, [h.grad, h.table + 16, h.labels])?;
-        }
-        *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
-        let t0 = std::time::Instant::now();
-        let n = self.plan.order.len();
-        let on_device: Vec<String> = self.plan.outputs.iter().map(|o| o.2.clone()).collect();
-        self.play(self.plan.n_forward..n, &mut |_| None, &on_device)?;
-        self.dev.synchronize()?;
-        let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();
-        let mut grads = Weights::new();
-        for (w, id) in wg {
-            grads.insert(w, self.fetch(id)?);
-        }
-        *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
-        Ok(StepResult {
-            loss: total,
-            outputs: BTreeMap::new(),
-            grads,
-        })
     }
 
     /// One training step, as [`Executor::step`].

@@ -1,0 +1,280 @@
+//! The optimizer on the device (`e2enc_codegen::cuda::train::optim`): the weights and the
+//! momentum kept there between steps, the gradient norm from the tensors' sums of squares, the
+//! clipping and SGD's update there, and the state brought back when the host needs it.
+
+use std::collections::BTreeMap;
+
+use e2enc_ir::{Op, Tensor, Weights};
+
+use super::{bytes, bytes_mut, err, DeviceExecutor};
+use crate::device::DevPtr;
+use crate::exec::{check_type, LiveMasks};
+use crate::TrainError;
+
+/// The optimizer's state and buffers on the device (made by the first
+/// [`DeviceExecutor::upload_state`]).
+pub(super) struct DeviceSgd {
+    /// Kernel index of `e2o_sumsq` (`e2o_sgd` follows).
+    pub(super) first: usize,
+    /// One double per gradient tensor.
+    sums: DevPtr,
+    /// The gradients' addresses, and their lengths (ints).
+    table: DevPtr,
+    lens: DevPtr,
+    /// `[lr, momentum, weight decay, clip factor, nesterov]` (doubles).
+    scalars: DevPtr,
+    slots: Vec<SgdSlot>,
+}
+
+/// One weight's optimizer state on the device.
+pub(super) struct SgdSlot {
+    name: String,
+    weight: DevPtr,
+    len: usize,
+    momentum: DevPtr,
+    /// Its live-kernel flags (ints, one per `(d0, d1)`), for a maskable weight.
+    live: Option<(DevPtr, usize)>,
+    /// `[gradient, momentum, scalars, live]`, and `[length, kernel volume]`.
+    table: DevPtr,
+    info: DevPtr,
+}
+
+impl DeviceExecutor {
+    /// Makes the device hold the weights and the optimizer's momentum (`momentum`: buffers by
+    /// weight name; a missing one starts at zero) for [`DeviceExecutor::step_resident`], until
+    /// [`DeviceExecutor::download_state`].
+    pub fn upload_state(
+        &mut self,
+        weights: &Weights,
+        momentum: &Weights,
+    ) -> Result<(), TrainError> {
+        if self.opt.is_none() {
+            self.opt = Some(self.make_sgd()?);
+        }
+        self.resident = false;
+        let g = &self.plan.g;
+        for id in g.node_ids() {
+            if let Op::Weight { name } = &g.node(id).op {
+                let t = weights
+                    .get(name)
+                    .ok_or_else(|| TrainError::Graph(format!("weight `{name}` missing")))?;
+                check_type(t, g.node(id), "weight", name)?;
+                let data = t
+                    .as_f32()
+                    .ok_or_else(|| err(format!("weight `{name}` is not f32")))?;
+                self.dev.upload(self.weights[name].0, bytes(data))?;
+            }
+        }
+        let opt = self.opt.as_ref().expect("made above");
+        for s in &opt.slots {
+            let zeros;
+            let data: &[f32] = match momentum.get(&s.name) {
+                Some(t) => t
+                    .as_f32()
+                    .filter(|v| v.len() == s.len)
+                    .ok_or_else(|| err(format!("momentum of `{}` does not fit it", s.name)))?,
+                None => {
+                    zeros = vec![0f32; s.len];
+                    &zeros
+                }
+            };
+            self.dev.upload(s.momentum, bytes(data))?;
+        }
+        self.resident = true;
+        Ok(())
+    }
+
+    /// The weights and the momentum buffers the device holds (every weight that has a
+    /// gradient has a buffer); the host holds them again from here on.
+    pub fn download_state(&mut self) -> Result<(Weights, Weights), TrainError> {
+        if !self.resident {
+            return Err(err("the device does not hold the weights"));
+        }
+        let g = self.plan.g.clone();
+        let mut w = Weights::new();
+        for id in g.node_ids() {
+            if let Op::Weight { name } = &g.node(id).op {
+                let shape = g.node(id).ty.shape.clone();
+                let mut v = vec![0f32; shape.iter().product()];
+                self.dev.download(self.weights[name].0, bytes_mut(&mut v))?;
+                w.insert(name.clone(), Tensor::from_f32(shape, v)?);
+            }
+        }
+        let mut m = Weights::new();
+        if let Some(opt) = &self.opt {
+            for s in &opt.slots {
+                let shape = w
+                    .get(&s.name)
+                    .map(|t| t.shape().to_vec())
+                    .ok_or_else(|| err(format!("no weight `{}`", s.name)))?;
+                let mut v = vec![0f32; s.len];
+                self.dev.download(s.momentum, bytes_mut(&mut v))?;
+                m.insert(s.name.clone(), Tensor::from_f32(shape, v)?);
+            }
+        }
+        self.resident = false;
+        Ok((w, m))
+    }
+
+    /// One training step and the optimizer's update on the device, which holds the weights and
+    /// the momentum ([`DeviceExecutor::upload_state`]): the loss on the device as in
+    /// [`DeviceExecutor::step_on_device`], the gradient norm (the tensors' sums of squares come
+    /// back, a few bytes each), the clipping at `max_norm` and `sgd`'s step with learning rate
+    /// `lr` (`Sgd::step`'s arithmetic in f32), dead DSFF kernels of the weights and the momentum
+    /// set to zero. Returns the loss and the gradient norm before clipping; a non-finite norm
+    /// leaves the weights as they were (the caller stops).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_resident(
+        &mut self,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        labels: &BTreeMap<String, Vec<u16>>,
+        head_weights: &BTreeMap<String, f64>,
+        sgd: &crate::optim::Sgd,
+        lr: f64,
+        max_norm: f64,
+    ) -> Result<(f64, f64), TrainError> {
+        if !self.resident {
+            return Err(err(
+                "step_resident: upload the weights first (upload_state)",
+            ));
+        }
+        let empty = Weights::new();
+        let loss = self.pass_with_device_loss(
+            &empty,
+            live,
+            inputs,
+            labels,
+            head_weights,
+            &mut |_| Ok(()),
+        )?;
+        let t0 = std::time::Instant::now();
+        let opt = self.opt.as_ref().ok_or_else(|| err("no optimizer state"))?;
+        // The live flags of the masked weights.
+        for s in &opt.slots {
+            if let Some((p, n)) = s.live {
+                let flags: Vec<u8> = match live.get(&s.name) {
+                    Some(m) if m.len() == n => {
+                        m.iter().flat_map(|&l| i32::from(l).to_le_bytes()).collect()
+                    }
+                    Some(m) => {
+                        return Err(err(format!(
+                            "live mask of `{}` has {} flags, the weight {n} kernels",
+                            s.name,
+                            m.len()
+                        )))
+                    }
+                    None => std::iter::repeat_n(1i32.to_le_bytes(), n)
+                        .flatten()
+                        .collect(),
+                };
+                self.dev.upload(p, &flags)?;
+            }
+        }
+        let t = opt.slots.len();
+        self.dev
+            .launch(opt.first, [opt.sums, opt.table, opt.lens])?;
+        let mut b = vec![0u8; t * 8];
+        self.dev.download(opt.sums, &mut b)?;
+        let total = b
+            .chunks_exact(8)
+            .map(|x| f64::from_le_bytes(x.try_into().expect("8 bytes")))
+            .sum::<f64>()
+            .sqrt();
+        if total.is_finite() {
+            let coef = max_norm / (total + 1e-6);
+            let c = if coef < 1.0 { coef as f32 } else { 1.0 };
+            let sc = [
+                lr,
+                sgd.momentum,
+                sgd.weight_decay,
+                f64::from(c),
+                if sgd.nesterov { 1.0 } else { 0.0 },
+            ];
+            let sb: Vec<u8> = sc.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.dev.upload(opt.scalars, &sb)?;
+            for s in &opt.slots {
+                self.dev
+                    .launch(opt.first + 1, [s.weight, s.table, s.info])?;
+            }
+            self.dev.synchronize()?;
+        }
+        *self.profile.entry("device optimizer").or_default() += t0.elapsed().as_secs_f64();
+        Ok((loss, total))
+    }
+
+    /// Allocates the optimizer's buffers and tables.
+    fn make_sgd(&mut self) -> Result<DeviceSgd, TrainError> {
+        let g = self.plan.g.clone();
+        let wg = self.plan.weight_grads.clone();
+        let t = wg.len();
+        let sums = self.dev.alloc(t.max(1) * 8, "the gradient norm's sums")?;
+        let table = self.dev.alloc(t.max(1) * 8, "the gradients' table")?;
+        let lens = self.dev.alloc(t.max(1) * 4, "the gradients' lengths")?;
+        let scalars = self.dev.alloc(5 * 8, "the optimizer's scalars")?;
+        let mut tb = Vec::new();
+        let mut lb = Vec::new();
+        let mut slots = Vec::new();
+        for (name, id) in &wg {
+            let grad = self.value_ptr(*id)?;
+            let (weight, bytes) = *self
+                .weights
+                .get(name)
+                .ok_or_else(|| err(format!("no weight `{name}` for its gradient")))?;
+            let len = bytes / 4;
+            let shape = g.node(*id).ty.shape.clone();
+            if shape.iter().product::<usize>() != len {
+                return Err(err(format!("the gradient of `{name}` does not fit it")));
+            }
+            let n = i32::try_from(len).map_err(|_| err(format!("`{name}` is too large")))?;
+            tb.extend_from_slice(&grad.to_le_bytes());
+            lb.extend_from_slice(&n.to_le_bytes());
+            let momentum = self
+                .dev
+                .alloc(bytes, &format!("the momentum of `{name}`"))?;
+            let maskable = self.maskable.as_ref().is_none_or(|m| m.contains(name));
+            let kernels = if shape.len() >= 3 {
+                shape[0] * shape[1]
+            } else {
+                0
+            };
+            let live = if maskable && kernels > 0 {
+                Some((self.dev.alloc(kernels * 4, "live flags")?, kernels))
+            } else {
+                None
+            };
+            let kv = len.checked_div(kernels).unwrap_or(1);
+            let st = self.dev.alloc(4 * 8, "an optimizer table")?;
+            let row: Vec<u8> = [grad, momentum, scalars, live.map_or(0, |l| l.0)]
+                .iter()
+                .flat_map(|p| p.to_le_bytes())
+                .collect();
+            self.dev.upload(st, &row)?;
+            let info = self.dev.alloc(2 * 4, "an optimizer table")?;
+            let ib: Vec<u8> = [n, kv as i32]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            self.dev.upload(info, &ib)?;
+            slots.push(SgdSlot {
+                name: name.clone(),
+                weight,
+                len,
+                momentum,
+                live,
+                table: st,
+                info,
+            });
+        }
+        self.dev.upload(table, &tb)?;
+        self.dev.upload(lens, &lb)?;
+        Ok(DeviceSgd {
+            first: self.opt_first,
+            sums,
+            table,
+            lens,
+            scalars,
+            slots,
+        })
+    }
+}
