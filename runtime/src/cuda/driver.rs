@@ -102,6 +102,117 @@ pub(super) fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Res<()> 
     }
 }
 
+/// Finds GPU `ordinal`: checks that the driver library loads (`no_driver` is the error when it
+/// does not) and has the basic symbols, initializes the driver and looks the GPU up, each
+/// failure a [`RuntimeError::Device`] naming the fix. Returns the device and the driver's
+/// version (`cuDriverGetVersion` form).
+pub(super) fn find_gpu(ordinal: usize, no_driver: &str) -> Res<(sys::CUdevice, u32)> {
+    // SAFETY: only tries to load the library.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(device_error(no_driver));
+    }
+    if let Some(s) = missing_symbol(&BASIC_SYMBOLS) {
+        return Err(device_error(format!(
+            "the CUDA driver library (libcuda.so.1) lacks `{s}`: it is not a working \
+             NVIDIA driver; reinstall the driver"
+        )));
+    }
+    // SAFETY: plain driver API calls with valid out-pointers, cuInit first; the symbols are
+    // present (checked above).
+    unsafe {
+        check(sys::cuInit(0), || {
+            "the CUDA driver failed to initialize (cuInit; is the GPU visible: \
+             `nvidia-smi`, CUDA_VISIBLE_DEVICES?)"
+                .into()
+        })?;
+        let mut count: c_int = 0;
+        check(sys::cuDeviceGetCount(&mut count), || {
+            "cannot count the CUDA devices (cuDeviceGetCount)".into()
+        })?;
+        if count <= 0 {
+            return Err(device_error(
+                "the CUDA driver found no GPU (zero CUDA devices; check `nvidia-smi` \
+                 and CUDA_VISIBLE_DEVICES)",
+            ));
+        }
+        if ordinal >= count as usize {
+            return Err(device_error(format!(
+                "there is no CUDA device {ordinal}: this host has {count} (`cuda:0`{}); \
+                 check CUDA_VISIBLE_DEVICES",
+                if count > 1 {
+                    format!(" to `cuda:{}`", count - 1)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        let mut dev: sys::CUdevice = 0;
+        check(sys::cuDeviceGet(&mut dev, ordinal as c_int), || {
+            format!("cannot open CUDA device {ordinal} (cuDeviceGet)")
+        })?;
+        let mut v: c_int = 0;
+        check(sys::cuDriverGetVersion(&mut v), || {
+            "cannot read the CUDA driver version (cuDriverGetVersion)".into()
+        })?;
+        Ok((dev, v.max(0) as u32))
+    }
+}
+
+/// Every driver function e2enc calls is there (`driver`: the driver's version, for the message).
+pub(super) fn require_symbols(driver: u32) -> Res<()> {
+    match missing_symbol(&SYMBOLS) {
+        Some(s) => Err(device_error(format!(
+            "the CUDA driver (version {}) lacks `{s}`, which e2enc needs: update the NVIDIA \
+             driver",
+            version_text(driver)
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Attribute `a` of device `dev` (GPU `ordinal`, for the message).
+///
+/// # Safety
+/// The driver is initialized (`find_gpu`).
+pub(super) unsafe fn attribute(
+    dev: sys::CUdevice,
+    ordinal: usize,
+    a: sys::CUdevice_attribute,
+) -> Res<u32> {
+    let mut x: c_int = 0;
+    // SAFETY: a valid out-pointer; the caller's contract.
+    check(unsafe { sys::cuDeviceGetAttribute(&mut x, a, dev) }, || {
+        format!("cannot read {a:?} of CUDA device {ordinal}")
+    })?;
+    Ok(x.max(0) as u32)
+}
+
+/// The name and the compute capability (major, minor) of device `dev` (GPU `ordinal`).
+///
+/// # Safety
+/// The driver is initialized and has every symbol of [`SYMBOLS`].
+pub(super) unsafe fn name_and_cc(dev: sys::CUdevice, ordinal: usize) -> Res<(String, (u32, u32))> {
+    let mut buf = [0 as c_char; 256];
+    // SAFETY: the buffer outlives the call, which writes at most its length - 1 bytes and a NUL.
+    check(
+        unsafe { sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as c_int - 1, dev) },
+        || format!("cannot read the name of CUDA device {ordinal}"),
+    )?;
+    // SAFETY: NUL-terminated by the driver (and by the zeroed last byte).
+    let name = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
+    use sys::CUdevice_attribute::*;
+    // SAFETY: the caller's contract.
+    let cc = unsafe {
+        (
+            attribute(dev, ordinal, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            attribute(dev, ordinal, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        )
+    };
+    Ok((name, cc))
+}
+
 /// How the launches of a run are issued.
 enum Graph {
     /// Not captured yet.
@@ -168,83 +279,20 @@ impl CudaDevice {
             return Err(super::cpu_bundle_on_gpu(bundle));
         };
         let target = m.target.as_deref().unwrap_or("?");
-        // SAFETY: only tries to load the library.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(device_error(super::NO_DRIVER));
-        }
-        if let Some(s) = missing_symbol(&BASIC_SYMBOLS) {
-            return Err(device_error(format!(
-                "the CUDA driver library (libcuda.so.1) lacks `{s}`: it is not a working \
-                 NVIDIA driver; reinstall the driver"
-            )));
-        }
+        let (dev, driver) = find_gpu(ordinal, super::NO_DRIVER)?;
+        check_driver(driver, info.min_driver, &info.nvrtc).map_err(device_error)?;
+        require_symbols(driver)?;
         // SAFETY (this block and the driver calls below): plain driver API calls with valid
-        // out-pointers, in the order the API requires (cuInit first).
+        // out-pointers, after cuInit (`find_gpu`).
         unsafe {
-            check(sys::cuInit(0), || {
-                "the CUDA driver failed to initialize (cuInit; is the GPU visible: \
-                 `nvidia-smi`, CUDA_VISIBLE_DEVICES?)"
-                    .into()
-            })?;
-            let mut count: c_int = 0;
-            check(sys::cuDeviceGetCount(&mut count), || {
-                "cannot count the CUDA devices (cuDeviceGetCount)".into()
-            })?;
-            if count <= 0 {
-                return Err(device_error(
-                    "the CUDA driver found no GPU (zero CUDA devices; check `nvidia-smi` \
-                     and CUDA_VISIBLE_DEVICES)",
-                ));
-            }
-            if ordinal >= count as usize {
-                return Err(device_error(format!(
-                    "there is no CUDA device {ordinal}: this host has {count} (`cuda:0`{}); \
-                     check CUDA_VISIBLE_DEVICES",
-                    if count > 1 {
-                        format!(" to `cuda:{}`", count - 1)
-                    } else {
-                        String::new()
-                    }
-                )));
-            }
-            let mut dev: sys::CUdevice = 0;
-            check(sys::cuDeviceGet(&mut dev, ordinal as c_int), || {
-                format!("cannot open CUDA device {ordinal} (cuDeviceGet)")
-            })?;
-            let mut v: c_int = 0;
-            check(sys::cuDriverGetVersion(&mut v), || {
-                "cannot read the CUDA driver version (cuDriverGetVersion)".into()
-            })?;
-            let driver = v.max(0) as u32;
-            check_driver(driver, info.min_driver, &info.nvrtc).map_err(device_error)?;
-            if let Some(s) = missing_symbol(&SYMBOLS) {
-                return Err(device_error(format!(
-                    "the CUDA driver (version {}) lacks `{s}`, which e2enc needs: update \
-                     the NVIDIA driver",
-                    version_text(driver)
-                )));
-            }
-            let mut buf = [0 as c_char; 256];
-            check(
-                sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as c_int - 1, dev),
-                || format!("cannot read the name of CUDA device {ordinal}"),
-            )?;
-            let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
-            let attr = |a: sys::CUdevice_attribute| -> Res<u32> {
-                let mut x: c_int = 0;
-                check(sys::cuDeviceGetAttribute(&mut x, a, dev), || {
-                    format!("cannot read {a:?} of CUDA device {ordinal}")
-                })?;
-                Ok(x.max(0) as u32)
-            };
-            use sys::CUdevice_attribute::*;
-            let cc = (
-                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
-            );
+            let (name, cc) = name_and_cc(dev, ordinal)?;
             let gpu = format!("{name} (cuda:{ordinal})");
             let image = choose_image(&gpu, cc, target, info.sm).map_err(device_error)?;
-            let optin = attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+            let optin = attribute(
+                dev,
+                ordinal,
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )?;
 
             let mut ctx: sys::CUcontext = null_mut();
             check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), || {

@@ -8,12 +8,12 @@
 //! The checks a user can fail (driver library, its symbols, a GPU with that number) come first
 //! and end in a [`RuntimeError::Device`] naming the fix, as for bundles ([`super::CudaDevice`]).
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_uint, c_void, CString};
 use std::ptr::null_mut;
 
 use cudarc::driver::sys;
 
-use super::driver::{check, describe, missing_symbol, BASIC_SYMBOLS, SYMBOLS};
+use super::driver::{check, describe, find_gpu, name_and_cc, require_symbols};
 use super::{device_error, version_text};
 use crate::format::Launch;
 use crate::RuntimeError;
@@ -42,71 +42,17 @@ impl GpuSession {
     /// Opens GPU `ordinal`: checks the driver library and its symbols, that the GPU exists,
     /// then retains its primary context and makes a stream.
     pub fn open(ordinal: usize) -> Res<GpuSession> {
-        // SAFETY: only tries to load the library.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(device_error(
-                "no CUDA driver found (libcuda.so.1): this host has no NVIDIA GPU driver; run \
-                 on a GPU machine, or on the CPU (`--device cpu`), or check the GPU path on \
-                 this CPU's host emulation (`--emulate`)",
-            ));
-        }
-        for (names, fix) in [
-            (
-                &BASIC_SYMBOLS[..],
-                "it is not a working NVIDIA driver; reinstall the driver",
-            ),
-            (&SYMBOLS[..], "update the NVIDIA driver"),
-        ] {
-            if let Some(s) = missing_symbol(names) {
-                return Err(device_error(format!(
-                    "the CUDA driver library (libcuda.so.1) lacks `{s}`: {fix}"
-                )));
-            }
-        }
-        // SAFETY (this block): driver API calls with valid out-pointers, cuInit first.
+        let (dev, driver) = find_gpu(
+            ordinal,
+            "no CUDA driver found (libcuda.so.1): this host has no NVIDIA GPU driver; run on a \
+             GPU machine, or on the CPU (`--device cpu`), or check the GPU path on this CPU's \
+             host emulation (`--emulate`)",
+        )?;
+        require_symbols(driver)?;
+        // SAFETY (this block): driver API calls with valid out-pointers, after cuInit
+        // (`find_gpu`) and with every symbol present.
         unsafe {
-            check(sys::cuInit(0), || {
-                "the CUDA driver failed to initialize (cuInit; is the GPU visible: \
-                 `nvidia-smi`, CUDA_VISIBLE_DEVICES?)"
-                    .into()
-            })?;
-            let mut count: c_int = 0;
-            check(sys::cuDeviceGetCount(&mut count), || {
-                "cannot count the CUDA devices (cuDeviceGetCount)".into()
-            })?;
-            if count <= 0 || ordinal >= count as usize {
-                return Err(device_error(format!(
-                    "there is no CUDA device {ordinal}: this host has {} (check `nvidia-smi` \
-                     and CUDA_VISIBLE_DEVICES)",
-                    count.max(0)
-                )));
-            }
-            let mut dev: sys::CUdevice = 0;
-            check(sys::cuDeviceGet(&mut dev, ordinal as c_int), || {
-                format!("cannot open CUDA device {ordinal} (cuDeviceGet)")
-            })?;
-            let mut v: c_int = 0;
-            check(sys::cuDriverGetVersion(&mut v), || {
-                "cannot read the CUDA driver version (cuDriverGetVersion)".into()
-            })?;
-            let mut buf = [0 as c_char; 256];
-            check(
-                sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as c_int - 1, dev),
-                || format!("cannot read the name of CUDA device {ordinal}"),
-            )?;
-            let name = CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned();
-            let attr = |a: sys::CUdevice_attribute| -> Res<u32> {
-                let mut x: c_int = 0;
-                check(sys::cuDeviceGetAttribute(&mut x, a, dev), || {
-                    format!("cannot read {a:?} of CUDA device {ordinal}")
-                })?;
-                Ok(x.max(0) as u32)
-            };
-            use sys::CUdevice_attribute::*;
-            let cc = (
-                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
-                attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
-            );
+            let (name, cc) = name_and_cc(dev, ordinal)?;
             let mut ctx: sys::CUcontext = null_mut();
             check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), || {
                 format!("cannot create a context on {name} (cuDevicePrimaryCtxRetain)")
@@ -116,7 +62,7 @@ impl GpuSession {
                 ordinal,
                 name,
                 cc,
-                driver: v.max(0) as u32,
+                driver,
                 dev,
                 ctx,
                 stream: null_mut(),
