@@ -259,26 +259,6 @@ fn setup(model: &str, data: &str, threads: usize, kernels: Backend) -> Result<Se
 /// Per-head losses and the weighted total, with the weighted logit gradients.
 type HeadLosses = (f64, Vec<f64>, BTreeMap<String, Tensor>);
 
-/// Every head's labels and weight for the loss on a device (as [`ds_loss`] uses them).
-#[allow(clippy::type_complexity)]
-fn head_targets(
-    labels: &[u16],
-    batch: usize,
-    patch: [usize; 3],
-    heads: &[[usize; 3]],
-) -> Result<(BTreeMap<String, Vec<u16>>, BTreeMap<String, f64>), String> {
-    let raw: Vec<f64> = (0..heads.len()).map(|s| 0.5f64.powi(s as i32)).collect();
-    let norm: f64 = raw.iter().sum();
-    let (mut l, mut w) = (BTreeMap::new(), BTreeMap::new());
-    for (s, f) in heads.iter().enumerate() {
-        let (lbl, _) = loss::downsample_labels(labels, [batch, patch[0], patch[1], patch[2]], *f)
-            .map_err(|e| e.to_string())?;
-        l.insert(output_name(s), lbl);
-        w.insert(output_name(s), raw[s] / norm);
-    }
-    Ok((l, w))
-}
-
 /// The trainer's deep-supervision loss: weights 2^-s normalised over the heads present.
 fn ds_loss(
     outs: &BTreeMap<String, Arc<Tensor>>,
@@ -423,7 +403,8 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     let (batch, patch, heads) = (s.batch, s.config.patch_size, s.heads.clone());
     let labels = s.labels.clone();
     // On a device the loss runs there too (as `e2enc train --device cuda` runs it).
-    let (head_labels, head_weights) = head_targets(&labels, batch, patch, &heads)?;
+    let (head_labels, head_weights) =
+        loss::deep_supervision_targets(&labels, batch, patch, &heads).map_err(|e| e.to_string())?;
     let mut times = Vec::new();
     // One warm-up step, then `steps` timed ones.
     let mut resident = false;

@@ -158,24 +158,8 @@ impl CKernels {
             )));
         }
         let gen = Self::generate(tg, maskable, target)?;
-        let mut steps = Vec::with_capacity(gen.kernels.len());
-        for k in &gen.kernels {
-            steps.push(e2enc_runtime::format::Step {
-                kernel: k.name.clone(),
-                tiles: k.tiles,
-                first_tile: 0,
-                flops: k.work,
-                what: String::new(),
-                launch: k.launch.clone(),
-            });
-        }
-        let emu = e2enc_runtime::emulate::Emulation::build(
-            std::path::Path::new("(training kernels)"),
-            &gen.c_source,
-            &steps,
-        )
-        .map_err(|e| TrainError::CKernels(e.to_string()))?;
-        emu.set_seed(seed);
+        let emu = crate::device::emulation(&gen.c_source, &gen.kernels, seed)
+            .map_err(|e| TrainError::CKernels(e.to_string()))?;
         let fns = emu.kernels.clone();
         Ok(Self::assemble(
             tg,

@@ -56,6 +56,29 @@ fn err(msg: impl Into<String>) -> TrainError {
     TrainError::Device(msg.into())
 }
 
+/// The host emulation of training kernels (CUDA `source`, `kernels` with their launches), the
+/// threads of every block ordered by `seed`.
+pub(crate) fn emulation(
+    source: &str,
+    kernels: &[TrainKernel],
+    seed: u64,
+) -> Result<Emulation, e2enc_runtime::RuntimeError> {
+    let steps: Vec<Step> = kernels
+        .iter()
+        .map(|k| Step {
+            kernel: k.name.clone(),
+            tiles: k.tiles,
+            first_tile: 0,
+            flops: k.work,
+            what: String::new(),
+            launch: k.launch.clone(),
+        })
+        .collect();
+    let emu = Emulation::build(Path::new("(training kernels)"), source, &steps)?;
+    emu.set_seed(seed);
+    Ok(emu)
+}
+
 /// The host emulation as a device (see the module doc).
 pub struct Emulated {
     // Field order: the pool and the kernel pointers go before the emulation library.
@@ -106,22 +129,9 @@ impl Device for Emulated {
     }
 
     fn load(&mut self, source: &str, kernels: &[TrainKernel]) -> Result<(), TrainError> {
-        let steps: Vec<Step> = kernels
-            .iter()
-            .map(|k| Step {
-                kernel: k.name.clone(),
-                tiles: k.tiles,
-                first_tile: 0,
-                flops: k.work,
-                what: String::new(),
-                launch: k.launch.clone(),
-            })
-            .collect();
         // Drop the old kernels before the library they live in.
         self.kernels.clear();
-        let emu = Emulation::build(Path::new("(training kernels)"), source, &steps)
-            .map_err(|e| err(e.to_string()))?;
-        emu.set_seed(self.seed);
+        let emu = emulation(source, kernels, self.seed).map_err(|e| err(e.to_string()))?;
         self.kernels = emu
             .kernels
             .iter()

@@ -22,6 +22,8 @@
 //! which reproduces the order-0 resize of `DownsampleSegForDSTransform2` voxel for voxel.
 //! Labels are `u16` class indices.
 
+use std::collections::BTreeMap;
+
 use crate::TrainError;
 
 /// nnU-Net's soft Dice smoothing term.
@@ -300,6 +302,28 @@ pub fn combine_deep_supervision(mut heads: Vec<Loss>) -> Result<DsLoss, TrainErr
         head.grad.iter_mut().for_each(|g| *g *= wf);
     }
     Ok(DsLoss { total, heads })
+}
+
+/// Every deep-supervision head's labels (at its resolution: [`downsample_labels`] by the head's
+/// cumulative pooling factor `heads[s]`) and loss weight (`2^-s` normalised over the heads, as
+/// the trainer weighs them), by output name (`logits`, `ds1`, ...), for labels `[batch, patch]`.
+#[allow(clippy::type_complexity)]
+pub fn deep_supervision_targets(
+    labels: &[u16],
+    batch: usize,
+    patch: [usize; 3],
+    heads: &[[usize; 3]],
+) -> Result<(BTreeMap<String, Vec<u16>>, BTreeMap<String, f64>), TrainError> {
+    let raw: Vec<f64> = (0..heads.len()).map(|s| 0.5f64.powi(s as i32)).collect();
+    let norm: f64 = raw.iter().sum();
+    let (mut l, mut w) = (BTreeMap::new(), BTreeMap::new());
+    for (s, f) in heads.iter().enumerate() {
+        let name = e2enc_ir::e2enet::output_name(s);
+        let (lbl, _) = downsample_labels(labels, [batch, patch[0], patch[1], patch[2]], *f)?;
+        l.insert(name.clone(), lbl);
+        w.insert(name, raw[s] / norm);
+    }
+    Ok((l, w))
 }
 
 /// Down-samples a label map `[N, D, H, W]` by integer `factor` per spatial axis, like nnU-Net v1's

@@ -811,7 +811,8 @@ impl Trainer {
         if let Runner::Device(d) = &mut self.exec {
             if d.has_device_loss() && self.comm.size() == 1 {
                 // One process on a GPU: the weights and the momentum stay there.
-                let (labels, weights) = head_targets(&labels, batch, patch, &heads)?;
+                let (labels, weights) =
+                    loss::deep_supervision_targets(&labels, batch, patch, &heads)?;
                 if !self.resident {
                     d.upload_state(&self.weights, &self.sgd.momentum_buffers)?;
                     self.resident = true;
@@ -838,7 +839,8 @@ impl Trainer {
         let res = match &mut self.exec {
             // On a GPU the loss runs there too: only its sums and the gradients come back.
             Runner::Device(d) if d.has_device_loss() => {
-                let (labels, weights) = head_targets(&labels, batch, patch, &heads)?;
+                let (labels, weights) =
+                    loss::deep_supervision_targets(&labels, batch, patch, &heads)?;
                 d.step_on_device(
                     &self.weights,
                     &live,
@@ -1086,27 +1088,6 @@ fn sample_share(
     }
     let input = Tensor::from_f32(vec![batch, ch, patch[0], patch[1], patch[2]], x)?;
     Ok((input, y))
-}
-
-/// Every head's labels (at its resolution) and loss weight, by output name, as
-/// [`deep_supervision_loss`] uses them.
-#[allow(clippy::type_complexity)]
-fn head_targets(
-    labels: &[u16],
-    batch: usize,
-    patch: [usize; 3],
-    heads: &[[usize; 3]],
-) -> Result<(BTreeMap<String, Vec<u16>>, BTreeMap<String, f64>), TrainError> {
-    let raw: Vec<f64> = (0..heads.len()).map(|s| 0.5f64.powi(s as i32)).collect();
-    let norm: f64 = raw.iter().sum();
-    let (mut l, mut w) = (BTreeMap::new(), BTreeMap::new());
-    for (s, f) in heads.iter().enumerate() {
-        let name = output_name(s);
-        let (lbl, _) = loss::downsample_labels(labels, [batch, patch[0], patch[1], patch[2]], *f)?;
-        l.insert(name.clone(), lbl);
-        w.insert(name, raw[s] / norm);
-    }
-    Ok((l, w))
 }
 
 /// Deep-supervision Dice + CE over the heads (weights 8/15, 4/15, 2/15, 1/15 renormalised over

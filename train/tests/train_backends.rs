@@ -37,62 +37,18 @@ fn step_n(
     threads: usize,
     repeats: usize,
 ) -> (StepResult, LiveMasks, Vec<String>) {
-    let net = build(
-        cfg,
-        &BuildOptions {
-            batch: 2,
-            patch: None,
-        },
-    )
-    .unwrap();
-    let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
-    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
-    let tg = training_graph(&net.graph, &refs).unwrap();
-    let weights = init_weights(&net.params, 11);
-    let mut live = LiveMasks::new();
-    let mut dsff = Vec::new();
-    for (k, p) in net.params.iter().filter(|p| p.dsff).enumerate() {
-        let m: Vec<bool> = noise(p.shape[0] * p.shape[1], 100 + k as u64)
-            .iter()
-            .map(|&r| r > -0.3)
-            .collect();
-        live.insert(p.name.clone(), m);
-        dsff.push(p.name.clone());
-    }
-    let mut inputs = BTreeMap::new();
-    for (name, id) in tg.graph.inputs() {
-        if name.starts_with("grad.") {
-            continue;
-        }
-        let shape = tg.graph.node(id).ty.shape.clone();
-        let n = shape.iter().product();
-        inputs.insert(name, Tensor::from_f32(shape, noise(n, 5)).unwrap());
-    }
+    let Case {
+        tg,
+        weights,
+        live,
+        dsff,
+        inputs,
+        ..
+    } = case(cfg);
     let maskable = live.keys().cloned().collect();
     let mut exec = Executor::with_maskable(&tg, threads, backend, &maskable).unwrap();
     assert_eq!(exec.backend(), backend);
-    let run = |exec: &mut Executor| {
-        exec.step(&weights, &live, &inputs, |outs| {
-            // L = Σ_out <out, r_out> with fixed random r.
-            let mut loss = 0.0;
-            let mut grads = BTreeMap::new();
-            for (k, (name, t)) in outs.iter().enumerate() {
-                let r = noise(t.numel(), 900 + k as u64);
-                let v = t.as_f32().unwrap();
-                loss += v
-                    .iter()
-                    .zip(&r)
-                    .map(|(a, b)| *a as f64 * *b as f64)
-                    .sum::<f64>();
-                grads.insert(
-                    name.clone(),
-                    Tensor::from_f32(t.shape().to_vec(), r).unwrap(),
-                );
-            }
-            Ok((loss, grads))
-        })
-        .unwrap()
-    };
+    let run = |exec: &mut Executor| exec.step(&weights, &live, &inputs, probe_loss).unwrap();
     // Repeated steps give the same bits (reused buffers leak no old values), and the pool of
     // reused buffers stops growing after the first step (inputs and loss gradients are recycled
     // too, but only up to what the kernels use).
@@ -209,54 +165,22 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
 
     let cfg = config(3, 4, 3, false);
     let target = Target::CudaSm90;
-    let (e, mut live, _) = step_n(&cfg, Backend::Emulated { target, seed: 5 }, 2, 0);
-    let net = build(
-        &cfg,
-        &BuildOptions {
-            batch: 2,
-            patch: None,
-        },
-    )
-    .unwrap();
-    let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
-    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
-    let tg = training_graph(&net.graph, &refs).unwrap();
-    let weights = init_weights(&net.params, 11);
+    let (e, _, _) = step_n(&cfg, Backend::Emulated { target, seed: 5 }, 2, 0);
+    let Case {
+        tg,
+        weights,
+        mut live,
+        inputs,
+        ..
+    } = case(&cfg);
     let maskable = live.keys().cloned().collect();
     let mut dx =
         DeviceExecutor::new(&tg, target, Some(&maskable), Box::new(Emulated::new(2, 9))).unwrap();
     let peak = dx.memory_plan().peak_bytes;
     eprintln!("arena {} bytes, planned peak {peak}", dx.arena_bytes());
     assert!(dx.arena_bytes() >= peak / 2 && dx.arena_bytes() <= 2 * peak + (1 << 16));
-    let mut inputs = BTreeMap::new();
-    for (name, id) in tg.graph.inputs() {
-        if name.starts_with("grad.") {
-            continue;
-        }
-        let shape = tg.graph.node(id).ty.shape.clone();
-        let n = shape.iter().product();
-        inputs.insert(name, Tensor::from_f32(shape, noise(n, 5)).unwrap());
-    }
-    let loss = |outs: &BTreeMap<String, std::sync::Arc<Tensor>>| {
-        let mut loss = 0.0;
-        let mut grads = BTreeMap::new();
-        for (k, (name, t)) in outs.iter().enumerate() {
-            let r = noise(t.numel(), 900 + k as u64);
-            let v = t.as_f32().unwrap();
-            loss += v
-                .iter()
-                .zip(&r)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum::<f64>();
-            grads.insert(
-                name.clone(),
-                Tensor::from_f32(t.shape().to_vec(), r).unwrap(),
-            );
-        }
-        Ok((loss, grads))
-    };
     for _ in 0..2 {
-        let d = dx.step(&weights, &live, &inputs, loss).unwrap();
+        let d = dx.step(&weights, &live, &inputs, probe_loss).unwrap();
         assert_eq!(d.loss.to_bits(), e.loss.to_bits());
         for (name, t) in &e.outputs {
             let (a, b) = (t.as_f32().unwrap(), d.outputs[name].as_f32().unwrap());
@@ -273,26 +197,27 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
             *v = !*v;
         }
     }
-    let d = dx.step(&weights, &live, &inputs, loss).unwrap();
+    let d = dx.step(&weights, &live, &inputs, probe_loss).unwrap();
     assert!(!same_bits(&d.grads, &e.grads));
 }
 
-/// A small E2ENet's training step on the device: graph, weights, DSFF masks, input, labels and
-/// loss weights of every head (0.6 for the full-resolution one, 0.4 for the others).
-struct DeviceCase {
+/// A small E2ENet's training step: its training graph, weights, random DSFF masks (the names
+/// of the masked weights in `dsff`), input, and for a loss on the device the labels and weights
+/// of every head (0.6 for the full-resolution one, 0.4 for the others).
+struct Case {
     tg: e2enc_ir::autodiff::TrainGraph,
     weights: Weights,
     live: LiveMasks,
+    dsff: Vec<String>,
     inputs: BTreeMap<String, Tensor>,
     labels: BTreeMap<String, Vec<u16>>,
     wts: BTreeMap<String, f64>,
     outs: Vec<String>,
 }
 
-fn device_case() -> DeviceCase {
-    let cfg = config(3, 4, 3, false);
+fn case(cfg: &ModelConfig) -> Case {
     let net = build(
-        &cfg,
+        cfg,
         &BuildOptions {
             batch: 2,
             patch: None,
@@ -304,12 +229,14 @@ fn device_case() -> DeviceCase {
     let tg = training_graph(&net.graph, &refs).unwrap();
     let weights = init_weights(&net.params, 11);
     let mut live = LiveMasks::new();
+    let mut dsff = Vec::new();
     for (k, p) in net.params.iter().filter(|p| p.dsff).enumerate() {
         let m: Vec<bool> = noise(p.shape[0] * p.shape[1], 100 + k as u64)
             .iter()
             .map(|&r| r > -0.3)
             .collect();
         live.insert(p.name.clone(), m);
+        dsff.push(p.name.clone());
     }
     let mut inputs = BTreeMap::new();
     for (name, id) in tg.graph.inputs() {
@@ -333,10 +260,11 @@ fn device_case() -> DeviceCase {
         labels.insert(name.clone(), l);
         wts.insert(name.clone(), if k == 0 { 0.6 } else { 0.4 });
     }
-    DeviceCase {
+    Case {
         tg,
         weights,
         live,
+        dsff,
         inputs,
         labels,
         wts,
@@ -344,7 +272,30 @@ fn device_case() -> DeviceCase {
     }
 }
 
-fn emulated_executor(c: &DeviceCase) -> e2enc_train::device_exec::DeviceExecutor {
+/// The probing loss of the whole-step tests: `L = Σ_out <out, r_out>` with fixed random `r`.
+#[allow(clippy::type_complexity)]
+fn probe_loss(
+    outs: &BTreeMap<String, std::sync::Arc<Tensor>>,
+) -> Result<(f64, BTreeMap<String, Tensor>), e2enc_train::TrainError> {
+    let mut loss = 0.0;
+    let mut grads = BTreeMap::new();
+    for (k, (name, t)) in outs.iter().enumerate() {
+        let r = noise(t.numel(), 900 + k as u64);
+        let v = t.as_f32().unwrap();
+        loss += v
+            .iter()
+            .zip(&r)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum::<f64>();
+        grads.insert(
+            name.clone(),
+            Tensor::from_f32(t.shape().to_vec(), r).unwrap(),
+        );
+    }
+    Ok((loss, grads))
+}
+
+fn emulated_executor(c: &Case) -> e2enc_train::device_exec::DeviceExecutor {
     let maskable = c.live.keys().cloned().collect();
     e2enc_train::device_exec::DeviceExecutor::new(
         &c.tg,
@@ -363,8 +314,8 @@ fn emulated_executor(c: &DeviceCase) -> e2enc_train::device_exec::DeviceExecutor
 fn the_loss_on_the_emulated_device_equals_the_host_loss() {
     use e2enc_train::loss;
 
-    let c = device_case();
-    let DeviceCase {
+    let c = case(&config(3, 4, 3, false));
+    let Case {
         weights,
         live,
         inputs,
@@ -438,7 +389,7 @@ fn the_loss_on_the_emulated_device_equals_the_host_loss() {
 fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
     use e2enc_train::optim;
 
-    let c = device_case();
+    let c = case(&config(3, 4, 3, false));
     let mut host_x = emulated_executor(&c);
     let mut dev_x = emulated_executor(&c);
     let zero_dead = |w: &mut Weights| {

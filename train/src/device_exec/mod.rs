@@ -102,6 +102,22 @@ impl FirstFit {
     }
 }
 
+/// A kernel loaded beside the graph's own (the loss's, the optimizer's): no operands, no live
+/// list, launched with its own arguments; `node` only labels it.
+fn extra_kernel(node: NodeId, name: &str, launch: &e2enc_codegen::emit::Launch) -> TrainKernel {
+    TrainKernel {
+        node,
+        name: name.to_string(),
+        tiles: launch.blocks() as usize,
+        work: 0,
+        live: Live::None,
+        mask: None,
+        weight: None,
+        operands: Vec::new(),
+        launch: Some(launch.clone()),
+    }
+}
+
 /// Views `v` as bytes.
 fn bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding; the byte view covers exactly the slice.
@@ -181,19 +197,7 @@ impl DeviceExecutor {
             source.push_str(&format!("\n/* the loss of head `{name}` */\n"));
             source.push_str(&lk.source);
             let first = all.len();
-            for (kname, l) in &lk.kernels {
-                all.push(TrainKernel {
-                    node: *id,
-                    name: kname.clone(),
-                    tiles: l.blocks() as usize,
-                    work: 0,
-                    live: Live::None,
-                    mask: None,
-                    weight: None,
-                    operands: Vec::new(),
-                    launch: Some(l.clone()),
-                });
-            }
+            all.extend(lk.kernels.iter().map(|(n, l)| extra_kernel(*id, n, l)));
             loss_k.push((lk, first));
         }
         let opt_first = all.len();
@@ -205,19 +209,7 @@ impl DeviceExecutor {
             .first()
             .copied()
             .ok_or_else(|| err("the training graph has no ops"))?;
-        for (kname, l) in okernels {
-            all.push(TrainKernel {
-                node: node0,
-                name: kname,
-                tiles: l.blocks() as usize,
-                work: 0,
-                live: Live::None,
-                mask: None,
-                weight: None,
-                operands: Vec::new(),
-                launch: Some(l),
-            });
-        }
+        all.extend(okernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
         dev.load(&source, &all)?;
         // Arena offsets: the order played as the host executor plays it.
         let mut fit = FirstFit::default();
@@ -428,21 +420,8 @@ impl DeviceExecutor {
 
     /// Uploads the weights (unless the device holds them) and every kernel's live list.
     fn prepare(&mut self, weights: &Weights, live: &LiveMasks) -> Result<(), TrainError> {
-        let g = &self.plan.g;
-        for id in g.node_ids() {
-            if self.resident {
-                break;
-            }
-            if let Op::Weight { name } = &g.node(id).op {
-                let t = weights
-                    .get(name)
-                    .ok_or_else(|| TrainError::Graph(format!("weight `{name}` missing")))?;
-                check_type(t, g.node(id), "weight", name)?;
-                let data = t
-                    .as_f32()
-                    .ok_or_else(|| err(format!("weight `{name}` is not f32")))?;
-                self.dev.upload(self.weights[name].0, bytes(data))?;
-            }
+        if !self.resident {
+            self.upload_weights(weights)?;
         }
         if let Some(m) = &self.maskable {
             if let Some(w) = live.keys().find(|w| !m.contains(*w)) {
@@ -467,6 +446,24 @@ impl DeviceExecutor {
             // from the list's start, then the indices.
             let b: Vec<u8> = csr.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.dev.upload(self.args[id].1, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Copies every weight of the graph to its device allocation (checked against its type).
+    fn upload_weights(&mut self, weights: &Weights) -> Result<(), TrainError> {
+        let g = &self.plan.g;
+        for id in g.node_ids() {
+            if let Op::Weight { name } = &g.node(id).op {
+                let t = weights
+                    .get(name)
+                    .ok_or_else(|| TrainError::Graph(format!("weight `{name}` missing")))?;
+                check_type(t, g.node(id), "weight", name)?;
+                let data = t
+                    .as_f32()
+                    .ok_or_else(|| err(format!("weight `{name}` is not f32")))?;
+                self.dev.upload(self.weights[name].0, bytes(data))?;
+            }
         }
         Ok(())
     }

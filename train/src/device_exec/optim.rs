@@ -8,7 +8,7 @@ use e2enc_ir::{Op, Tensor, Weights};
 
 use super::{bytes, bytes_mut, err, DeviceExecutor};
 use crate::device::DevPtr;
-use crate::exec::{check_type, LiveMasks};
+use crate::exec::LiveMasks;
 use crate::TrainError;
 
 /// The optimizer's state and buffers on the device (made by the first
@@ -52,19 +52,7 @@ impl DeviceExecutor {
             self.opt = Some(self.make_sgd()?);
         }
         self.resident = false;
-        let g = &self.plan.g;
-        for id in g.node_ids() {
-            if let Op::Weight { name } = &g.node(id).op {
-                let t = weights
-                    .get(name)
-                    .ok_or_else(|| TrainError::Graph(format!("weight `{name}` missing")))?;
-                check_type(t, g.node(id), "weight", name)?;
-                let data = t
-                    .as_f32()
-                    .ok_or_else(|| err(format!("weight `{name}` is not f32")))?;
-                self.dev.upload(self.weights[name].0, bytes(data))?;
-            }
-        }
+        self.upload_weights(weights)?;
         let opt = self.opt.as_ref().expect("made above");
         for s in &opt.slots {
             let zeros;
