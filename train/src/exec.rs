@@ -368,15 +368,8 @@ impl Executor {
             .map(|(name, id, _)| (name.clone(), vals[id].clone()))
             .collect();
         let grad_inputs: Result<(f64, BTreeMap<String, Tensor>), TrainError> = (|| {
-            let (value, mut dout) = loss(&outputs)?;
-            let mut grad_inputs = BTreeMap::new();
-            for (name, _, gi) in &self.outputs {
-                let t = dout.remove(name).ok_or_else(|| {
-                    TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
-                })?;
-                grad_inputs.insert(gi.clone(), t);
-            }
-            Ok((value, grad_inputs))
+            let (value, dout) = loss(&outputs)?;
+            Ok((value, grad_inputs(&self.outputs, dout)?))
         })();
         let r = grad_inputs.and_then(|(value, grad_inputs)| {
             let all = self.n_forward..self.order.len();
@@ -568,6 +561,22 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// The loss's gradients by output name (`dout`) as the `grad.*` inputs that receive them
+/// (`outputs`: forward output, its node, its gradient input); every output must have one.
+pub(crate) fn grad_inputs(
+    outputs: &[(String, NodeId, String)],
+    mut dout: BTreeMap<String, Tensor>,
+) -> Result<BTreeMap<String, Tensor>, TrainError> {
+    let mut g = BTreeMap::new();
+    for (name, _, gi) in outputs {
+        let t = dout.remove(name).ok_or_else(|| {
+            TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
+        })?;
+        g.insert(gi.clone(), t);
+    }
+    Ok(g)
 }
 
 /// The step's inputs: the caller's (copied as they are read) or the loss gradients (moved).

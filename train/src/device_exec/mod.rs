@@ -554,14 +554,8 @@ impl DeviceExecutor {
         ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
     ) -> Result<StepResult, TrainError> {
         let outputs = self.forward(weights, live, inputs)?;
-        let (value, mut dout) = loss(&outputs)?;
-        let mut grads_in = BTreeMap::new();
-        for (name, _, gi) in &self.plan.outputs {
-            let t = dout.remove(name).ok_or_else(|| {
-                TrainError::Graph(format!("the loss gave no gradient for output `{name}`"))
-            })?;
-            grads_in.insert(gi.clone(), t);
-        }
+        let (value, dout) = loss(&outputs)?;
+        let mut grads_in = super::exec::grad_inputs(&self.plan.outputs, dout)?;
         let t0 = std::time::Instant::now();
         let n = self.plan.order.len();
         self.play(
