@@ -86,10 +86,13 @@ fn check_step(
 ) {
     let rel = (c.loss - r.loss).abs() / r.loss.abs().max(1e-30);
     assert!(rel < 1e-4, "loss {} vs {}", c.loss, r.loss);
+    let mut worst_out = 0f64;
     for (name, t) in &r.outputs {
         let e = relative_error(&c.outputs[name], t).unwrap();
         assert!(e < 1e-4, "output {name}: {e:e}");
+        worst_out = worst_out.max(e);
     }
+    let mut worst_grad = 0f64;
     assert_eq!(c.grads.len(), r.grads.len());
     // Biases in front of an instance norm have a zero gradient up to rounding: their error
     // is measured against the largest gradient of the step instead.
@@ -100,7 +103,12 @@ fn check_step(
         let e = relative_error(got, t).unwrap() * amax(t) as f64;
         let e = e / (amax(t) as f64).max(1e-2 * gmax);
         assert!(e < 1e-4, "{cfg:?}: grad of {name}: {e:e}");
+        worst_grad = worst_grad.max(e);
     }
+    eprintln!(
+        "largest relative errors: loss {rel:.1e}, outputs {worst_out:.1e}, weight gradients \
+         {worst_grad:.1e}"
+    );
     // Dead kernels get exactly zero gradient.
     for name in dsff {
         let g = c.grads.get(name).unwrap();
