@@ -153,6 +153,8 @@ pub struct DeviceExecutor {
     /// Whether the device holds the weights (and the momentum) between steps: then a step does
     /// not upload them, and [`DeviceExecutor::download_state`] gives them back.
     resident: bool,
+    /// The masks whose live lists the device holds (uploaded again only when they change).
+    uploaded_live: Option<LiveMasks>,
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
@@ -373,6 +375,7 @@ impl DeviceExecutor {
             opt_first,
             opt: None,
             resident: false,
+            uploaded_live: None,
             profile: BTreeMap::new(),
         })
     }
@@ -418,7 +421,8 @@ impl DeviceExecutor {
             .ok_or_else(|| err(format!("{} has no arena slot", self.plan.g.describe(id))))
     }
 
-    /// Uploads the weights (unless the device holds them) and every kernel's live list.
+    /// Uploads the weights (unless the device holds them) and every kernel's live list (unless
+    /// the device holds these masks' already).
     fn prepare(&mut self, weights: &Weights, live: &LiveMasks) -> Result<(), TrainError> {
         if !self.resident {
             self.upload_weights(weights)?;
@@ -431,6 +435,11 @@ impl DeviceExecutor {
                 )));
             }
         }
+        if self.uploaded_live.as_ref() == Some(live) {
+            // The lists on the device are these masks' (they change at DSFF updates only).
+            return Ok(());
+        }
+        self.uploaded_live = None;
         for (id, (_, k)) in &self.kernels {
             let Live::Csr { d0, d1, transposed } = k.live else {
                 continue;
@@ -447,6 +456,7 @@ impl DeviceExecutor {
             let b: Vec<u8> = csr.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.dev.upload(self.args[id].1, &b)?;
         }
+        self.uploaded_live = Some(live.clone());
         Ok(())
     }
 
