@@ -24,6 +24,7 @@
 #   bin/e2enc                  stripped release binary built with --features cuda
 #   bin/train_step_dump        the training-step example (e2enc-train, --features cuda): one GPU
 #                              training step for the gradient check and the step timing
+#   train-dataset/             the MNI demo's small dataset, for `e2enc train --device cuda`
 #   CASE/cuda/                 a CUDA bundle (e2enc compile --target cuda-sm90)
 #   CASE/input.safetensors     its input (tensor `input`)
 #   CASE/reference.safetensors the outputs of the CPU bundle of the same model on that input
@@ -134,6 +135,14 @@ prepare() {
     fi
     # AMOS-CT (128^3; 40-100 MB of weights per bundle) is built on the GPU machine itself by the
     # check (section 0b), with that machine's NVRTC: nothing large travels.
+    # train-dataset: the MNI demo's small nnU-Net dataset, for `e2enc train --device cuda`.
+    [[ -f e2enc-demo/dataset/dataset.json ]] ||
+        "$BIN" demo --epochs 1 --iters 1 >"$WORK/demo.log" 2>&1 ||
+        echo "   the demo's dataset could not be made: the end-to-end training check is left out"
+    if [[ -f e2enc-demo/dataset/dataset.json ]]; then
+        rm -rf "$DIR/train-dataset"
+        cp -r e2enc-demo/dataset "$DIR/train-dataset"
+    fi
     echo "prepared $DIR:"
     du -sh "$DIR"/* 2>/dev/null
 }
@@ -429,7 +438,8 @@ fi
 # against PyTorch float64 autograd (tools/torch_ref/check_train_step.py: loss, outputs, every
 # weight gradient, dead kernels exactly zero); b) compute-sanitizer memcheck and racecheck on a
 # step of a small one; c) the AMOS-CT recipe's step (batch 2, 128^3, density 0.2) timed, and
-# PyTorch + cuDNN's step on the same network (fp32, bf16 autocast; gpu_train_bench.py).
+# PyTorch + cuDNN's step on the same network (fp32, bf16 autocast; gpu_train_bench.py); d) the
+# trainer end to end on the GPU against the CPU.
 EXAMPLE=${E2ENC_TRAIN_EXAMPLE:-}
 for b in "$ROOT/target/release/examples/train_step_dump" "$DIR/bin/train_step_dump"; do
     [[ -z $EXAMPLE && -x $b ]] && EXAMPLE=$b
@@ -515,6 +525,44 @@ if e and t:
 EOF
     else
         record train amos-step skipped 0 "no AMOS-CT model (section 0b) or no input written"
+    fi
+    # d) `e2enc train --device cuda` end to end on the MNI demo's small dataset (--prepare copies
+    # it to DIR/train-dataset): two epochs on the GPU (loss, optimizer and weights on the device)
+    # and the same on this machine's CPU; their losses must agree to float rounding.
+    ds=$DIR/train-dataset
+    if [[ -f $ds/dataset.json ]]; then
+        ok=1
+        for dev in cuda cpu; do
+            log=$OUT/train.e2e-$dev.log
+            rm -rf "$TWORK/run-$dev"
+            run_part train "e2e-$dev" 120 "$log" "$BIN" train "$ds" -o "$TWORK/run-$dev" \
+                --device "$dev" --epochs 2 --iters 10 --val-iters 2 --seed 3 --profile || {
+                ok=0
+                continue
+            }
+            if ((RC == 0)); then
+                record train "e2e-$dev" ok "$ELAPSED" "$(grep -E '^epoch' "$log" | tr -s ' ' | paste -sd ';' -)"
+            else
+                ok=0
+                record train "e2e-$dev" fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+            fi
+        done
+        if ((ok)); then
+            if python3 - "$TWORK/run-cuda/training.json" "$TWORK/run-cpu/training.json" \
+                >"$OUT/train.e2e-compare.log" 2>&1 <<'EOF'; then
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+worst = max(abs(x[k] - y[k]) / max(abs(y[k]), 1e-9) for x, y in zip(a, b) for k in ("train_loss", "val_loss"))
+print("largest relative loss difference GPU vs CPU over %d epochs: %.2e" % (len(a), worst))
+sys.exit(0 if len(a) == len(b) == 2 and worst < 1e-3 else 1)
+EOF
+                record train e2e-vs-cpu ok 0 "$(tail_of "$OUT/train.e2e-compare.log" 1)"
+            else
+                record train e2e-vs-cpu fail 0 "$(tail_of "$OUT/train.e2e-compare.log")"
+            fi
+        fi
+    else
+        record train e2e skipped 0 "no DIR/train-dataset (run --prepare where e2enc-demo/dataset exists)"
     fi
 fi
 
