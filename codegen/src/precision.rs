@@ -161,6 +161,17 @@ impl FromStr for Precision {
     }
 }
 
+/// `x` as bfloat16 bits: rounded to nearest, ties to even (`cvt.rn`, `vcvtneps2bf16`); a NaN
+/// stays a NaN (quieted), the infinities stay, a finite value past the largest bfloat16 becomes
+/// an infinity. Every bf16 rounding of the project's host code is this one.
+pub fn bf16_bits(x: f32) -> u16 {
+    let u = x.to_bits();
+    if x.is_nan() {
+        return ((u >> 16) | 0x40) as u16;
+    }
+    (u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -488,6 +488,9 @@ fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
                 e2enc_codegen::cuda::train::optim::optimizer_kernels(tg.weight_grads.len());
             source.push_str(&osrc);
             launches.extend(ok);
+            let (ssrc, sk) = e2enc_codegen::cuda::train::stash::stash_kernels();
+            source.push_str(&ssrc);
+            launches.extend(sk);
             let c = nv
                 .compile_cached(&source, sm, Some(cache.path()))
                 .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));

@@ -150,6 +150,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             augment: true,
             kernels: Default::default(),
             target: None,
+            precision: Default::default(),
         };
         Trainer::create(&ds_dir, None, &run, opts, threads, |m| println!("   {m}"))?
     };

@@ -5,14 +5,17 @@
 //! only the graph), so it runs in seconds at any size.
 //!
 //! ```text
-//! cargo run --release -p e2enc-train --example train_memory -- WIDTH PATCH BATCH [LARGEST] [WINDOWS]
+//! cargo run --release -p e2enc-train --example train_memory -- WIDTH PATCH BATCH [LARGEST] [WINDOWS] [SAVED]
 //! ```
+//!
+//! SAVED is `f32` (the default) or `bf16` (`e2enc train --precision bf16`: the values kept for
+//! the backward pass packed to bfloat16).
 
 use std::collections::BTreeMap;
 
 use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, ModelConfig};
-use e2enc_train::exec::{Backend, Executor, Memory};
+use e2enc_train::exec::{Backend, Executor, Memory, Saved};
 use e2enc_train::memplan::DEFAULT_WINDOW;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,20 +33,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
     let tg = training_graph(&net.graph, &refs)?;
     println!("width {width}, patch {patch}^3, batch {batch}");
+    let saved: Saved = arg(5, "f32").parse()?;
     let windows: Vec<usize> = match args.get(4) {
         Some(w) => w.split(',').map(str::parse).collect::<Result<_, _>>()?,
         None => vec![0, DEFAULT_WINDOW, usize::MAX],
     };
-    let policies = [Memory::KeepForward, Memory::FreeAfterLastUse]
-        .into_iter()
-        .chain(
-            windows
-                .into_iter()
-                .map(|window| Memory::Recompute { window }),
-        );
+    let first = match saved {
+        Saved::F32 => vec![Memory::KeepForward, Memory::FreeAfterLastUse],
+        // KeepForward keeps every forward value: nothing to pack.
+        Saved::Bf16 => vec![Memory::FreeAfterLastUse],
+    };
+    let policies = first.into_iter().chain(
+        windows
+            .into_iter()
+            .map(|window| Memory::Recompute { window }),
+    );
     for memory in policies {
-        let ex = Executor::with_memory(&tg, 1, Backend::Reference, None, memory)?;
-        println!("{memory:?}: {}", ex.memory_plan().summary(largest));
+        let ex = Executor::with_saved(&tg, 1, Backend::Reference, None, memory, saved)?;
+        println!(
+            "{memory:?}, saved {saved}: {}",
+            ex.memory_plan().summary(largest)
+        );
         // What the copies cost: ops and bytes written, by kind, next to the forward pass's.
         let (g, order) = ex.graph();
         let mut kinds: BTreeMap<&str, [usize; 4]> = BTreeMap::new();

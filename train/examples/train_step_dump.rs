@@ -14,10 +14,13 @@
 //! ```text
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
-//!                       [--target T] [--device cpu|cuda|cuda:N|emulate]
+//!                       [--target T] [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
 //! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--target T]
-//!                       [--device cpu|cuda|cuda:N|emulate]
+//!                       [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
 //! ```
+//!
+//! `--precision bf16` keeps the values the backward pass reads in bfloat16, as
+//! `e2enc train --precision bf16` does (`e2enc_train::memplan::Saved`).
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
 //! `loss` (f32 `[1]`; the f64 value and each head's loss are in the metadata as `loss`,
@@ -43,7 +46,7 @@ use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, Model, Mode
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::{Tensor, Weights};
 use e2enc_train::device_exec::DeviceExecutor;
-use e2enc_train::exec::{Backend, Executor, LiveMasks, StepResult};
+use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
 use e2enc_train::{loss, optim, sparse};
 
 fn main() -> ExitCode {
@@ -146,6 +149,25 @@ impl Exec {
             Exec::Device(d) => d.step(weights, live, inputs, loss),
         }
     }
+
+    /// The step's memory in words: the planned peak of values, and what holds them (the
+    /// device's arena, or the host executor's measured peak).
+    fn memory(&self) -> String {
+        let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+        match self {
+            Exec::Host(e) => format!(
+                "planned peak {:.2} GiB of values, measured {:.2} GiB ({} values kept)",
+                gib(e.memory_plan().peak_bytes),
+                gib(e.peak_live_bytes()),
+                e.saved()
+            ),
+            Exec::Device(d) => format!(
+                "planned peak {:.2} GiB of values, device arena {:.2} GiB",
+                gib(d.memory_plan().peak_bytes),
+                gib(d.arena_bytes())
+            ),
+        }
+    }
 }
 
 /// The backend of `--target` and `--device`.
@@ -185,7 +207,13 @@ struct Setup {
     heads: Vec<[usize; 3]>,
 }
 
-fn setup(model: &str, data: &str, threads: usize, kernels: Backend) -> Result<Setup, String> {
+fn setup(
+    model: &str,
+    data: &str,
+    threads: usize,
+    kernels: Backend,
+    saved: Saved,
+) -> Result<Setup, String> {
     let data = Weights::load(Path::new(data)).map_err(|e| e.to_string())?;
     let input = data.get("input").ok_or("DATA has no `input`")?;
     let lab = data.get("labels").ok_or("DATA has no `labels`")?;
@@ -229,11 +257,12 @@ fn setup(model: &str, data: &str, threads: usize, kernels: Backend) -> Result<Se
     let maskable = live.keys().cloned().collect();
     let exec = match kernels {
         Backend::Device { .. } => Exec::Device(Box::new(
-            DeviceExecutor::open(&tg, kernels, threads, Some(&maskable))
+            DeviceExecutor::open(&tg, kernels, threads, Some(&maskable), saved)
                 .map_err(|e| e.to_string())?,
         )),
         k => Exec::Host(Box::new(
-            Executor::with_maskable(&tg, threads, k, &maskable).map_err(|e| e.to_string())?,
+            Executor::with_saved(&tg, threads, k, Some(&maskable), Memory::default(), saved)
+                .map_err(|e| e.to_string())?,
         )),
     };
     let mut heads = vec![[1usize; 3]];
@@ -298,7 +327,8 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
         );
     };
     let kernels = backend(&f)?;
-    let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels)?;
+    let saved: Saved = flag(&f, "precision", Saved::F32)?;
+    let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels, saved)?;
     if flag(&f, "dense-kernels", 0u8)? != 0 {
         // Masked weights stay zero, but the kernels no longer skip dead kernels.
         s.live.clear();
@@ -393,7 +423,8 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     let steps: usize = flag(&f, "steps", 5)?;
     let threads: usize = flag(&f, "threads", 2)?;
     let kernels = backend(&f)?;
-    let mut s = setup(model, data, threads, kernels)?;
+    let saved: Saved = flag(&f, "precision", Saved::F32)?;
+    let mut s = setup(model, data, threads, kernels, saved)?;
     let masks = match &s.masks {
         Some(m) => Some(sparse::Masks::from_weights(m, &s.weights).map_err(|e| e.to_string())?),
         None => None,
@@ -489,5 +520,6 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
         batch as f64 / med,
         batch as f64 / min
     );
+    println!("e2enc train step memory: {}", s.exec.memory());
     Ok(())
 }

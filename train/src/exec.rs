@@ -32,8 +32,11 @@ use e2enc_codegen::target::Target;
 use e2enc_ir::interp;
 
 use super::cgen::CKernels;
-use super::memplan::{add_recompute, last_uses, plan, schedule, value_bytes};
-pub use super::memplan::{Memory, MemoryPlan};
+use super::memplan::{
+    add_recompute, from_bf16, last_uses, packed_bytes, plan, schedule, stashes, to_bf16,
+    value_bytes, StashEvents, STASH_WINDOW,
+};
+pub use super::memplan::{Memory, MemoryPlan, Saved, Stash};
 use crate::TrainError;
 
 /// Which kernels run a training graph's ops.
@@ -101,6 +104,13 @@ pub struct Executor {
     /// Values a step returns (forward outputs, weight gradients): never dropped early.
     pub(crate) keep: HashSet<NodeId>,
     pub(crate) memory: Memory,
+    /// The precision of the values kept for the backward pass, and which those are.
+    saved: Saved,
+    pub(crate) stashes: Vec<Stash>,
+    pub(crate) stash_events: StashEvents,
+    /// The packed copies of the step running now.
+    packed: HashMap<NodeId, Vec<u16>>,
+    threads: usize,
     plan: MemoryPlan,
     /// Bytes of values (not weights) held now, and the most held at once so far.
     live_bytes: usize,
@@ -141,7 +151,7 @@ impl Executor {
         threads: usize,
         backend: Backend,
     ) -> Result<Executor, TrainError> {
-        Executor::build(tg, threads, backend, None, Memory::default())
+        Executor::build(tg, threads, backend, None, Memory::default(), Saved::F32)
     }
 
     /// [`Executor::with_backend`] where only the weights in `maskable` get live masks (the DSFF
@@ -153,7 +163,14 @@ impl Executor {
         backend: Backend,
         maskable: &HashSet<String>,
     ) -> Result<Executor, TrainError> {
-        Executor::build(tg, threads, backend, Some(maskable), Memory::default())
+        Executor::build(
+            tg,
+            threads,
+            backend,
+            Some(maskable),
+            Memory::default(),
+            Saved::F32,
+        )
     }
 
     /// [`Executor::with_maskable`] (every weight maskable when `maskable` is `None`) with the
@@ -166,7 +183,21 @@ impl Executor {
         maskable: Option<&HashSet<String>>,
         memory: Memory,
     ) -> Result<Executor, TrainError> {
-        Executor::build(tg, threads, backend, maskable, memory)
+        Executor::build(tg, threads, backend, maskable, memory, Saved::F32)
+    }
+
+    /// [`Executor::with_memory`] keeping the values the backward pass reads in `saved`
+    /// precision ([`Saved::Bf16`]: packed between the passes, see [`super::memplan`]). Unlike
+    /// the memory policies, `Bf16` changes the gradients (by the rounding of those values).
+    pub fn with_saved(
+        tg: &TrainGraph,
+        threads: usize,
+        backend: Backend,
+        maskable: Option<&HashSet<String>>,
+        memory: Memory,
+        saved: Saved,
+    ) -> Result<Executor, TrainError> {
+        Executor::build(tg, threads, backend, maskable, memory, saved)
     }
 
     fn build(
@@ -175,6 +206,7 @@ impl Executor {
         backend: Backend,
         maskable: Option<&HashSet<String>>,
         memory: Memory,
+        saved: Saved,
     ) -> Result<Executor, TrainError> {
         // Both backends compute the graph after the training passes (depth shifts fused into
         // the convolutions).
@@ -266,7 +298,30 @@ impl Executor {
             .map(|w| w.1)
             .chain(outputs.iter().map(|o| o.1))
             .collect();
-        let plan = plan(&g, &order, n_forward, &keep, memory == Memory::KeepForward);
+        let stashed =
+            match (saved, memory) {
+                (Saved::F32, _) => Vec::new(),
+                // Kept forward values stay until the end anyway: nothing to gain.
+                (Saved::Bf16, Memory::KeepForward) => return Err(TrainError::Graph(
+                    "bf16 saved values need a policy that frees forward values (not KeepForward)"
+                        .into(),
+                )),
+                (Saved::Bf16, Memory::Recompute { window }) => {
+                    stashes(&g, &order, n_forward, &keep, STASH_WINDOW.min(window))
+                }
+                (Saved::Bf16, Memory::FreeAfterLastUse) => {
+                    stashes(&g, &order, n_forward, &keep, STASH_WINDOW)
+                }
+            };
+        let plan = plan(
+            &g,
+            &order,
+            n_forward,
+            &keep,
+            memory == Memory::KeepForward,
+            &stashed,
+        );
+        let stash_events = StashEvents::new(&stashed);
         let mut c = c;
         if let Some(c) = &mut c {
             c.set_budget(plan.peak_bytes);
@@ -280,6 +335,11 @@ impl Executor {
             forward_last_use,
             keep,
             memory,
+            saved,
+            stashes: stashed,
+            stash_events,
+            packed: HashMap::new(),
+            threads: threads.max(1),
             plan,
             live_bytes: 0,
             peak_live_bytes: 0,
@@ -309,6 +369,7 @@ impl Executor {
             live,
             Feed::Borrowed(inputs),
             &mut vals,
+            false,
         );
         self.forward_last_use = last;
         r?;
@@ -319,6 +380,18 @@ impl Executor {
             .collect();
         self.recycle_all(vals);
         Ok(out)
+    }
+
+    /// Drops the packed copies a failed step left (a finished one has none).
+    fn drop_packed(&mut self) {
+        for (id, _) in std::mem::take(&mut self.packed) {
+            self.live_bytes -= packed_bytes(&self.g, id);
+        }
+    }
+
+    /// The precision of the values kept for the backward pass.
+    pub fn saved(&self) -> Saved {
+        self.saved
     }
 
     /// Hands the buffers of a finished step's values to the C backend for reuse.
@@ -357,9 +430,11 @@ impl Executor {
             live,
             Feed::Borrowed(inputs),
             &mut vals,
+            true,
         );
         if let Err(e) = r {
             self.last_use = last;
+            self.drop_packed();
             return Err(e);
         }
         let outputs: BTreeMap<String, Arc<Tensor>> = self
@@ -380,10 +455,12 @@ impl Executor {
                 live,
                 Feed::Owned(grad_inputs),
                 &mut vals,
+                true,
             )?;
             Ok(value)
         });
         self.last_use = last;
+        self.drop_packed();
         let value = r?;
         let mut grads = Weights::new();
         for (w, id) in &self.weight_grads {
@@ -458,6 +535,7 @@ impl Executor {
     /// Runs the ops at `range` of the order, dropping each value after its last reader by
     /// `last_use` unless the step keeps it (or, with [`Memory::KeepForward`], it is a forward
     /// value).
+    #[allow(clippy::too_many_arguments)]
     fn run_ops(
         &mut self,
         range: std::ops::Range<usize>,
@@ -466,10 +544,23 @@ impl Executor {
         live: &LiveMasks,
         mut inputs: Feed<'_>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
+        stash: bool,
     ) -> Result<(), TrainError> {
         let order = std::mem::take(&mut self.order);
-        let r = self.run_ops_in(&order, range, last_use, weights, live, &mut inputs, vals);
+        let events = std::mem::take(&mut self.stash_events);
+        let ev = stash.then_some(&events);
+        let r = self.run_ops_in(
+            &order,
+            range,
+            last_use,
+            weights,
+            live,
+            &mut inputs,
+            vals,
+            ev,
+        );
         self.order = order;
+        self.stash_events = events;
         r
     }
 
@@ -483,9 +574,26 @@ impl Executor {
         live: &LiveMasks,
         inputs: &mut Feed<'_>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
+        ev: Option<&StashEvents>,
     ) -> Result<(), TrainError> {
         for pos in range {
             let id = order[pos];
+            if let Some(ev) = ev {
+                for &s in ev.at(&ev.unpack, pos) {
+                    let p = self.packed.get(&s).ok_or_else(|| {
+                        TrainError::Graph(format!("{}: no packed copy", self.g.describe(s)))
+                    })?;
+                    let shape = self.g.node(s).ty.shape.clone();
+                    let t = Tensor::from_f32(shape, unpack(p, self.threads))?;
+                    vals.insert(s, Arc::new(t));
+                    self.live_bytes += value_bytes(&self.g, s);
+                }
+                for &s in ev.at(&ev.packed_free, pos) {
+                    if self.packed.remove(&s).is_some() {
+                        self.live_bytes -= packed_bytes(&self.g, s);
+                    }
+                }
+            }
             let node = self.g.node(id);
             let val: Arc<Tensor> = match &node.op {
                 Op::Input { name } => {
@@ -538,6 +646,19 @@ impl Executor {
                     Arc::new(out)
                 }
             };
+            // A value kept in bfloat16 for the backward pass is rounded as it is made, so that
+            // its forward readers read what the backward pass will (the packing is exact).
+            let val = match ev {
+                Some(ev) if ev.stashed.contains(&id) => {
+                    let mut t = Arc::unwrap_or_clone(val);
+                    let x = t.as_f32_mut().ok_or_else(|| {
+                        TrainError::Graph(format!("{}: rounding a non-f32", self.g.describe(id)))
+                    })?;
+                    round_bf16(x, self.threads);
+                    Arc::new(t)
+                }
+                _ => val,
+            };
             vals.insert(id, val);
             self.live_bytes += value_bytes(&self.g, id);
             self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
@@ -551,16 +672,86 @@ impl Executor {
             }
             for o in done {
                 let forward_kept = self.memory == Memory::KeepForward && self.forward.contains(&o);
-                if self.keep.contains(&o) || forward_kept {
+                let stashed = ev.is_some_and(|e| e.stashed.contains(&o));
+                if self.keep.contains(&o) || forward_kept || stashed {
                     continue;
                 }
                 if let Some(v) = vals.remove(&o) {
                     self.release(o, v);
                 }
             }
+            let Some(ev) = ev else { continue };
+            for &s in ev.at(&ev.pack, pos) {
+                let v = vals.remove(&s).ok_or_else(|| {
+                    TrainError::Graph(format!("{}: nothing to pack", self.g.describe(s)))
+                })?;
+                let data = v.as_f32().ok_or_else(|| {
+                    TrainError::Graph(format!("{}: packing a non-f32", self.g.describe(s)))
+                })?;
+                self.packed.insert(s, pack(data, self.threads));
+                self.live_bytes += packed_bytes(&self.g, s);
+                self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
+                self.release(s, v);
+            }
+            for &s in ev.at(&ev.unpacked_free, pos) {
+                if let Some(v) = vals.remove(&s) {
+                    self.release(s, v);
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// Splits `n` items into at most `threads` contiguous chunks of at least 64 Ki items.
+fn chunk_len(n: usize, threads: usize) -> usize {
+    n.div_ceil(threads.max(1)).max(1 << 16)
+}
+
+/// Rounds `x` to bfloat16 values in place ([`to_bf16`]), on up to `threads` threads.
+fn round_bf16(x: &mut [f32], threads: usize) {
+    let c = chunk_len(x.len(), threads);
+    std::thread::scope(|s| {
+        for x in x.chunks_mut(c) {
+            s.spawn(move || {
+                for v in x {
+                    *v = from_bf16(to_bf16(*v));
+                }
+            });
+        }
+    });
+}
+
+/// `x` as bfloat16 bits ([`to_bf16`]), on up to `threads` threads.
+pub(crate) fn pack(x: &[f32], threads: usize) -> Vec<u16> {
+    let mut out = vec![0u16; x.len()];
+    let c = chunk_len(x.len(), threads);
+    std::thread::scope(|s| {
+        for (o, i) in out.chunks_mut(c).zip(x.chunks(c)) {
+            s.spawn(move || {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = to_bf16(v);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Bfloat16 bits as f32 ([`from_bf16`]), on up to `threads` threads.
+pub(crate) fn unpack(h: &[u16], threads: usize) -> Vec<f32> {
+    let mut out = vec![0f32; h.len()];
+    let c = chunk_len(h.len(), threads);
+    std::thread::scope(|s| {
+        for (o, i) in out.chunks_mut(c).zip(h.chunks(c)) {
+            s.spawn(move || {
+                for (o, &v) in o.iter_mut().zip(i) {
+                    *o = from_bf16(v);
+                }
+            });
+        }
+    });
+    out
 }
 
 /// The loss's gradients by output name (`dout`) as the `grad.*` inputs that receive them

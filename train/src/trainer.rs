@@ -39,7 +39,7 @@ use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
 use super::device_exec::DeviceExecutor;
 use super::dist::{self, Collective, SampleStream, Single};
-use super::exec::{Backend, Executor, LiveMasks, StepResult};
+use super::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
 use super::loader::{MakeBatch, Prefetch};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
@@ -74,6 +74,10 @@ pub struct TrainOptions {
     /// checkpoints written before it was recorded).
     #[serde(default)]
     pub target: Option<String>,
+    /// The precision of the values kept for the backward pass (`--precision`; f32 in
+    /// checkpoints written before it existed).
+    #[serde(default)]
+    pub precision: Saved,
 }
 
 impl TrainOptions {
@@ -495,9 +499,15 @@ impl Trainer {
                 opts.kernels,
                 threads,
                 Some(&maskable),
+                opts.precision,
             )?)),
-            k => Runner::Host(Box::new(Executor::with_maskable(
-                &tg, threads, k, &maskable,
+            k => Runner::Host(Box::new(Executor::with_saved(
+                &tg,
+                threads,
+                k,
+                Some(&maskable),
+                Memory::default(),
+                opts.precision,
             )?)),
         };
         let mut head_factors = vec![[1usize; 3]];
@@ -543,6 +553,11 @@ impl Trainer {
     }
 
     /// The output folder.
+    /// The run's options (from the command line, or the checkpoint it resumed).
+    pub fn options(&self) -> &TrainOptions {
+        &self.opts
+    }
+
     pub fn out(&self) -> &Path {
         &self.out
     }

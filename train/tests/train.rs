@@ -28,6 +28,7 @@ fn options(epochs: usize) -> TrainOptions {
         augment: true,
         kernels: Backend::default(),
         target: None,
+        precision: Default::default(),
     }
 }
 

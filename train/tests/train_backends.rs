@@ -13,7 +13,7 @@ use e2enc_ir::init::init_weights;
 use e2enc_ir::init::noise;
 use e2enc_ir::tensor::relative_error;
 use e2enc_ir::{Tensor, Weights};
-use e2enc_train::exec::{Backend, Executor, LiveMasks, StepResult};
+use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
 
 fn config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
     let mut cfg = ModelConfig::small(levels, width, groups, iso);
@@ -182,8 +182,14 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
         ..
     } = case(&cfg);
     let maskable = live.keys().cloned().collect();
-    let mut dx =
-        DeviceExecutor::new(&tg, target, Some(&maskable), Box::new(Emulated::new(2, 9))).unwrap();
+    let mut dx = DeviceExecutor::new(
+        &tg,
+        target,
+        Some(&maskable),
+        Saved::F32,
+        Box::new(Emulated::new(2, 9)),
+    )
+    .unwrap();
     let peak = dx.memory_plan().peak_bytes;
     eprintln!("arena {} bytes, planned peak {peak}", dx.arena_bytes());
     assert!(dx.arena_bytes() >= peak / 2 && dx.arena_bytes() <= 2 * peak + (1 << 16));
@@ -207,6 +213,64 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
     }
     let d = dx.step(&weights, &live, &inputs, probe_loss).unwrap();
     assert!(!same_bits(&d.grads, &e.grads));
+}
+
+/// With the values kept for the backward pass in bfloat16 (`--precision bf16`), the device's
+/// step (round, pack and unpack kernels; packed copies and unpacked buffers in the arena, the
+/// backward kernels' operand tables pointing at the unpacked buffers) gives the host executor's
+/// bits on the same CUDA kernels; its validation forward stays f32; and something was rounded.
+#[test]
+fn bf16_saved_values_on_the_emulated_device_equal_the_host_executor() {
+    use e2enc_train::device::Emulated;
+    use e2enc_train::device_exec::DeviceExecutor;
+
+    let cfg = config(3, 4, 3, false);
+    let target = Target::CudaSm80;
+    let Case {
+        tg,
+        weights,
+        live,
+        inputs,
+        ..
+    } = case(&cfg);
+    let maskable = live.keys().cloned().collect();
+    let backend = Backend::Emulated { target, seed: 4 };
+    let host = |saved: Saved| {
+        let mut e =
+            Executor::with_saved(&tg, 2, backend, Some(&maskable), Memory::default(), saved)
+                .unwrap();
+        e.step(&weights, &live, &inputs, probe_loss).unwrap()
+    };
+    let (h, h32) = (host(Saved::Bf16), host(Saved::F32));
+    let mut dx = DeviceExecutor::new(
+        &tg,
+        target,
+        Some(&maskable),
+        Saved::Bf16,
+        Box::new(Emulated::new(2, 7)),
+    )
+    .unwrap();
+    eprintln!(
+        "bf16 arena {} bytes, planned peak {}",
+        dx.arena_bytes(),
+        dx.memory_plan().peak_bytes
+    );
+    for _ in 0..2 {
+        let d = dx.step(&weights, &live, &inputs, probe_loss).unwrap();
+        assert_eq!(d.loss.to_bits(), h.loss.to_bits());
+        assert!(same_bits(&d.grads, &h.grads));
+    }
+    assert_ne!(h.loss.to_bits(), h32.loss.to_bits(), "nothing was rounded");
+    assert!(!same_bits(&h.grads, &h32.grads));
+    // Validation computes on f32 values, on both.
+    let f = dx.forward(&weights, &live, &inputs).unwrap();
+    for (name, t) in &h32.outputs {
+        let (a, b) = (t.as_f32().unwrap(), f[name].as_f32().unwrap());
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}"
+        );
+    }
 }
 
 /// A small E2ENet's training step: its training graph, weights, random DSFF masks (the names
@@ -309,6 +373,7 @@ fn emulated_executor(c: &Case) -> e2enc_train::device_exec::DeviceExecutor {
         &c.tg,
         Target::CudaSm80,
         Some(&maskable),
+        Saved::F32,
         Box::new(e2enc_train::device::Emulated::new(2, 3)),
     )
     .unwrap()

@@ -14,6 +14,13 @@
 //!   as a planned peak different from the executor's measured one;
 //! - a recompute policy that silently recomputes nothing shows as no `.recompute` copies and no
 //!   saving in the plan.
+//!
+//! `Saved::Bf16` (values kept for the backward pass rounded to bfloat16 and packed) changes the
+//! step by design; its test checks that every recompute window gives the same bits in bf16 too
+//! (a copy unpacked from the wrong value or from a reused buffer does not), that the loss moves
+//! by about bfloat16's rounding (and moves at all: a pack that keeps f32 does not), that the
+//! generated kernels agree with the interpreter, and that the plan halves the kept bytes and
+//! matches the executor.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +30,7 @@ use e2enc_ir::e2enet::{build, output_name, BuildOptions, ModelConfig};
 use e2enc_ir::init::init_weights;
 use e2enc_ir::init::noise;
 use e2enc_ir::{Tensor, Weights};
-use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, StepResult};
+use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
 use e2enc_train::memplan::DEFAULT_WINDOW;
 
 fn config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
@@ -58,6 +65,10 @@ struct Run {
 /// Two steps of `cfg` (batch 2) on `backend` under `memory`; the second must repeat the first's
 /// bits.
 fn run(cfg: &ModelConfig, backend: Backend, memory: Memory) -> Run {
+    run_saved(cfg, backend, memory, Saved::F32)
+}
+
+fn run_saved(cfg: &ModelConfig, backend: Backend, memory: Memory, saved: Saved) -> Run {
     let net = build(
         cfg,
         &BuildOptions {
@@ -88,8 +99,8 @@ fn run(cfg: &ModelConfig, backend: Backend, memory: Memory) -> Run {
         inputs.insert(name, Tensor::from_f32(shape, noise(n, 7)).unwrap());
     }
     let maskable = live.keys().cloned().collect();
-    let mut exec = Executor::with_memory(&tg, 2, backend, Some(&maskable), memory).unwrap();
-    assert_eq!(exec.memory(), memory);
+    let mut exec = Executor::with_saved(&tg, 2, backend, Some(&maskable), memory, saved).unwrap();
+    assert_eq!((exec.memory(), exec.saved()), (memory, saved));
     let step = |exec: &mut Executor| {
         exec.step(&weights, &live, &inputs, |outs| {
             // L = Σ_out <out, r_out> with fixed random r.
@@ -230,4 +241,133 @@ fn the_default_policy_recomputes() {
             window: DEFAULT_WINDOW
         }
     );
+}
+
+/// The size of `a - b` relative to `b`, over all weight gradients together and over the
+/// worst tensor (both as L2 norms; a tensor whose gradient is zero in exact arithmetic, like a
+/// bias before an instance norm, holds only rounding noise and is left out of the second).
+fn rel_l2(a: &Weights, b: &Weights) -> (f64, f64) {
+    let (mut d_all, mut n_all, mut worst) = (0f64, 0f64, 0f64);
+    let mut tensors = Vec::new();
+    for (n, t) in a.iter() {
+        let (x, y) = (t.as_f32().unwrap(), b.get(n).unwrap().as_f32().unwrap());
+        let d: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
+            .sum();
+        let m: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
+        d_all += d;
+        n_all += m;
+        tensors.push((d, m));
+    }
+    for (d, m) in tensors {
+        if m > 1e-6 * n_all {
+            worst = worst.max((d / m).sqrt());
+        }
+    }
+    ((d_all / n_all).sqrt(), worst)
+}
+
+#[test]
+fn bf16_saved_values_halve_the_kept_bytes_and_give_the_same_bits_under_every_window() {
+    let cfg = config(3, 4, 3, false);
+    for backend in [Backend::Generated(Target::native()), Backend::Reference] {
+        let f32_run = run(&cfg, backend, Memory::default());
+        let windows = [0, 3, DEFAULT_WINDOW, usize::MAX];
+        let runs: Vec<Run> = windows
+            .iter()
+            .map(|&window| run_saved(&cfg, backend, Memory::Recompute { window }, Saved::Bf16))
+            .collect();
+        let b = &runs[2];
+        // Every window packs, unpacks and recomputes differently, and gives the same bits:
+        // a copy unpacked from the wrong value, or one read after its buffer was reused, does not.
+        for (w, r) in windows.iter().zip(&runs) {
+            assert_eq!(r.first.loss.to_bits(), b.first.loss.to_bits(), "window {w}");
+            assert!(same_outputs(&r.first, &b.first), "window {w}");
+            assert!(same_bits(&r.first.grads, &b.first.grads), "window {w}");
+            assert_eq!(
+                r.measured_peak, r.planned_peak,
+                "window {w}: measured vs planned"
+            );
+        }
+        // The kept values are rounded: the step moves, by about bfloat16's rounding.
+        let dl = (b.first.loss - f32_run.first.loss).abs() / f32_run.first.loss.abs();
+        let (all, worst) = rel_l2(&b.first.grads, &f32_run.first.grads);
+        eprintln!(
+            "{backend:?}: bf16 saved values move the loss by {dl:.2e}, the gradients by {all:.2e} \
+             (relative L2; the worst tensor {worst:.2e})"
+        );
+        assert!(dl > 0.0 && all > 0.0, "{backend:?}: nothing was rounded");
+        // The gradients of these tiny random nets move by more than the rounding (about 9%
+        // relative L2): a leaky ReLU or max pooling decision that flips changes a voxel's
+        // gradient outright, and planes of a few dozen voxels have few voxels to average it.
+        // The gate catches a step that is broken, not a loss of accuracy.
+        assert!(dl < 1e-2, "{backend:?}: loss moved by {dl}");
+        assert!(
+            all < 0.2,
+            "{backend:?}: gradients moved by {all} (worst tensor {worst})"
+        );
+        assert!(b.planned_peak < f32_run.planned_peak, "{backend:?}");
+        assert!(
+            b.kept_forward * 10 <= f32_run.kept_forward * 6,
+            "{backend:?}: kept {} vs {} in f32",
+            b.kept_forward,
+            f32_run.kept_forward
+        );
+        // Without recomputation more values are kept, and packed the same way.
+        let free = run_saved(&cfg, backend, Memory::FreeAfterLastUse, Saved::Bf16);
+        let f32_free = run(&cfg, backend, Memory::FreeAfterLastUse);
+        assert_eq!(
+            free.measured_peak, free.planned_peak,
+            "{backend:?}: FreeAfterLastUse"
+        );
+        assert!(free.kept_forward * 10 <= f32_free.kept_forward * 6);
+        let (all, _) = rel_l2(&free.first.grads, &f32_free.first.grads);
+        assert!(
+            all > 0.0 && all < 0.2,
+            "{backend:?}: FreeAfterLastUse moved by {all}"
+        );
+    }
+    // The generated kernels and the interpreter agree on the bf16 step as they do in f32.
+    let c = run_saved(
+        &cfg,
+        Backend::Generated(Target::native()),
+        Memory::default(),
+        Saved::Bf16,
+    );
+    let r = run_saved(&cfg, Backend::Reference, Memory::default(), Saved::Bf16);
+    let (all, worst) = rel_l2(&c.first.grads, &r.first.grads);
+    eprintln!("generated vs interpreter, bf16 saved values: {all:.2e}, worst tensor {worst:.2e}");
+    assert!(
+        all < 1e-5 && worst < 1e-4,
+        "generated vs interpreter, bf16 saved values: {all}, {worst}"
+    );
+}
+
+#[test]
+fn bf16_saved_values_need_a_policy_that_frees_forward_values() {
+    let cfg = config(3, 4, 3, false);
+    let net = build(
+        &cfg,
+        &BuildOptions {
+            batch: 1,
+            patch: None,
+        },
+    )
+    .unwrap();
+    let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
+    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+    let tg = training_graph(&net.graph, &refs).unwrap();
+    let e = Executor::with_saved(
+        &tg,
+        1,
+        Backend::Reference,
+        None,
+        Memory::KeepForward,
+        Saved::Bf16,
+    )
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("KeepForward"), "{e}");
 }

@@ -160,13 +160,9 @@ pub(super) fn cut_within(
     fits(c).then_some(c)
 }
 
-/// bf16 RNE of `v` (NaN stays a quiet NaN).
+/// bf16 RNE of `v` (NaN stays a quiet NaN), widened for packing.
 fn bf16_bits(v: f32) -> u32 {
-    let u = v.to_bits();
-    if v.is_nan() {
-        return (u >> 16) | 0x40;
-    }
-    (u.wrapping_add(0x7fff + ((u >> 16) & 1))) >> 16
+    u32::from(crate::precision::bf16_bits(v))
 }
 
 /// A pair of bf16 as one 32-bit word, `lo` in the low half.

@@ -82,7 +82,12 @@ impl DeviceExecutor {
         }
         let t0 = std::time::Instant::now();
         self.prepare(weights, live)?;
-        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned(), &[])?;
+        self.play(
+            0..self.plan.n_forward,
+            &mut |n| inputs.get(n).cloned(),
+            &[],
+            true,
+        )?;
         // The batch sums of every head.
         let mut flat: Vec<f64> = Vec::new();
         for h in &self.heads {
@@ -142,7 +147,7 @@ impl DeviceExecutor {
         let t0 = std::time::Instant::now();
         let n = self.plan.order.len();
         let on_device: Vec<String> = self.plan.outputs.iter().map(|o| o.2.clone()).collect();
-        self.play(self.plan.n_forward..n, &mut |_| None, &on_device)?;
+        self.play(self.plan.n_forward..n, &mut |_| None, &on_device, true)?;
         self.dev.synchronize()?;
         *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
         Ok(total)

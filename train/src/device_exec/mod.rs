@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use e2enc_codegen::cuda::train::loss::loss_kernels;
 use e2enc_codegen::cuda::train::optim::optimizer_kernels;
+use e2enc_codegen::cuda::train::stash::stash_kernels;
 use e2enc_codegen::target::Target;
 use e2enc_codegen::train::{live_csr, Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
@@ -43,8 +44,8 @@ use loss::HeadLoss;
 use optim::DeviceSgd;
 
 use super::device::{DevPtr, Device};
-use super::exec::{check_type, Backend, Executor, LiveMasks, Memory, StepResult};
-use super::memplan::value_bytes;
+use super::exec::{check_type, Backend, Executor, LiveMasks, Memory, Saved, StepResult};
+use super::memplan::{packed_bytes, value_bytes};
 use crate::TrainError;
 
 /// Alignment of every value in the arena.
@@ -129,6 +130,13 @@ fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
+/// Where a value kept in bfloat16 lives on the device.
+struct StashSlots {
+    packed: DevPtr,
+    len: DevPtr,
+    unpacked: HashMap<usize, DevPtr>,
+}
+
 /// A training graph's step on a device (see the module doc).
 pub struct DeviceExecutor {
     plan: Executor,
@@ -155,21 +163,35 @@ pub struct DeviceExecutor {
     resident: bool,
     /// The masks whose live lists the device holds (uploaded again only when they change).
     uploaded_live: Option<LiveMasks>,
+    /// [`Saved::Bf16`]: kernel index of `e2s_round` (then `e2s_pack`, `e2s_unpack`), and per
+    /// kept value its packed copy's and element count's addresses, and its unpacked buffers by
+    /// the first position of their group.
+    stash_first: usize,
+    stash: HashMap<NodeId, StashSlots>,
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
 }
 
 impl DeviceExecutor {
-    /// Plans `tg`'s step, generates its kernels for the CUDA `target`, loads them on `dev`,
-    /// and allocates the arena, the weights, the operand tables and the live lists there.
+    /// Plans `tg`'s step (values kept for the backward pass in `saved` precision), generates its
+    /// kernels for the CUDA `target`, loads them on `dev`, and allocates the arena, the weights,
+    /// the operand tables and the live lists there.
     pub fn new(
         tg: &TrainGraph,
         target: Target,
         maskable: Option<&HashSet<String>>,
+        saved: Saved,
         mut dev: Box<dyn Device>,
     ) -> Result<DeviceExecutor, TrainError> {
-        let plan = Executor::with_memory(tg, 1, Backend::Reference, maskable, Memory::default())?;
+        let plan = Executor::with_saved(
+            tg,
+            1,
+            Backend::Reference,
+            maskable,
+            Memory::default(),
+            saved,
+        )?;
         let g = &plan.g;
         let run = TrainGraph {
             graph: g.clone(),
@@ -212,6 +234,11 @@ impl DeviceExecutor {
             .copied()
             .ok_or_else(|| err("the training graph has no ops"))?;
         all.extend(okernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
+        let stash_first = all.len();
+        let (ssrc, skernels) = stash_kernels();
+        source.push_str("\n/* bf16 kept values */\n");
+        source.push_str(&ssrc);
+        all.extend(skernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
         dev.load(&source, &all)?;
         // Arena offsets: the order played as the host executor plays it.
         let mut fit = FirstFit::default();
@@ -231,6 +258,19 @@ impl DeviceExecutor {
             .iter()
             .filter_map(|(_, _, gi)| input_id(gi))
             .collect();
+        // Values kept in bfloat16: the packed copy's offset, and each group's unpacked buffer's
+        // by the group's first position (the stash events played as the host executor plays
+        // them, `memplan::StashEvents`).
+        let ev = &plan.stash_events;
+        let mut packed_off: HashMap<NodeId, usize> = HashMap::new();
+        let mut unpacked_off: HashMap<(NodeId, usize), usize> = HashMap::new();
+        let group_first = |s: NodeId, pos: usize| -> Option<usize> {
+            plan.stashes
+                .iter()
+                .find(|st| st.node == s)
+                .and_then(|st| st.groups.iter().find(|g| g.0 <= pos && pos <= g.1))
+                .map(|g| g.0)
+        };
         for (pos, &id) in plan.order.iter().enumerate() {
             if matches!(g.node(id).op, Op::Weight { .. }) {
                 continue;
@@ -239,6 +279,12 @@ impl DeviceExecutor {
                 for &gi in &grad_inputs {
                     offset.insert(gi, fit.take(value_bytes(g, gi)));
                 }
+            }
+            for &s in ev.at(&ev.unpack, pos) {
+                unpacked_off.insert((s, pos), fit.take(value_bytes(g, s)));
+            }
+            for &s in ev.at(&ev.packed_free, pos) {
+                fit.give(packed_off[&s], packed_bytes(g, s));
             }
             offset
                 .entry(id)
@@ -252,12 +298,21 @@ impl DeviceExecutor {
             }
             for o in done {
                 let kept = plan.keep.contains(&o) || (forward_kept && plan.forward.contains(&o));
-                if kept || matches!(g.node(o).op, Op::Weight { .. }) {
+                let stashed = ev.stashed.contains(&o);
+                if kept || stashed || matches!(g.node(o).op, Op::Weight { .. }) {
                     continue;
                 }
                 if let Some(&at) = offset.get(&o) {
                     fit.give(at, value_bytes(g, o));
                 }
+            }
+            for &s in ev.at(&ev.pack, pos) {
+                packed_off.insert(s, fit.take(packed_bytes(g, s)));
+                fit.give(offset[&s], value_bytes(g, s));
+            }
+            for &s in ev.at(&ev.unpacked_free, pos) {
+                let first = group_first(s, pos).ok_or_else(|| err("a stash group has no start"))?;
+                fit.give(unpacked_off[&(s, first)], value_bytes(g, s));
             }
         }
         let arena_bytes = fit.top.max(ALIGN);
@@ -275,11 +330,25 @@ impl DeviceExecutor {
         let mut table_at = Vec::new();
         let mut live_len = 1usize; // slot 0: an empty list for kernels without one
         let mut live_at = Vec::new();
+        let position: HashMap<NodeId, usize> = plan
+            .order
+            .iter()
+            .enumerate()
+            .map(|(p, &n)| (n, p))
+            .collect();
         for k in &gen.kernels {
             table_at.push(table.len());
+            let at = position.get(&k.node).copied();
             for &o in &k.operands {
+                // A backward reader of a value kept in bfloat16 reads its group's unpacked
+                // buffer.
+                let unpacked = at
+                    .filter(|&p| p >= plan.n_forward && ev.stashed.contains(&o))
+                    .and_then(|p| group_first(o, p))
+                    .and_then(|first| unpacked_off.get(&(o, first)));
                 let p = match &g.node(o).op {
                     Op::Weight { name } => weights[name].0,
+                    _ if unpacked.is_some() => arena + *unpacked.expect("checked") as u64,
                     _ => {
                         let at = offset.get(&o).ok_or_else(|| {
                             err(format!(
@@ -345,6 +414,37 @@ impl DeviceExecutor {
                 n_sums: lk.sums,
             });
         }
+        // Element counts of the values kept in bfloat16 (the stash kernels' `I`).
+        let mut stash = HashMap::new();
+        if !plan.stashes.is_empty() {
+            let mut lens: Vec<u8> = Vec::new();
+            for st in &plan.stashes {
+                let n = i32::try_from(g.node(st.node).ty.numel()).map_err(|_| {
+                    err(format!(
+                        "{}: too many elements for the bf16 stash kernels",
+                        g.describe(st.node)
+                    ))
+                })?;
+                lens.extend(n.to_le_bytes());
+            }
+            let len_base = dev.alloc(lens.len(), "the kept values' lengths")?;
+            dev.upload(len_base, &lens)?;
+            for (i, st) in plan.stashes.iter().enumerate() {
+                let unpacked = st
+                    .groups
+                    .iter()
+                    .map(|&(first, _)| (first, arena + unpacked_off[&(st.node, first)] as u64))
+                    .collect();
+                stash.insert(
+                    st.node,
+                    StashSlots {
+                        packed: arena + packed_off[&st.node] as u64,
+                        len: len_base + 4 * i as u64,
+                        unpacked,
+                    },
+                );
+            }
+        }
         let mut kernels = HashMap::new();
         let mut args = HashMap::new();
         for (i, k) in gen.kernels.into_iter().enumerate() {
@@ -376,6 +476,8 @@ impl DeviceExecutor {
             opt: None,
             resident: false,
             uploaded_live: None,
+            stash_first,
+            stash,
             profile: BTreeMap::new(),
         })
     }
@@ -387,6 +489,7 @@ impl DeviceExecutor {
         backend: Backend,
         threads: usize,
         maskable: Option<&HashSet<String>>,
+        saved: Saved,
     ) -> Result<DeviceExecutor, TrainError> {
         let Backend::Device { target, gpu } = backend else {
             return Err(err(format!("{backend} is not a device")));
@@ -395,7 +498,7 @@ impl DeviceExecutor {
             None => Box::new(super::device::Emulated::new(threads, 0x9e37_79b9_7f4a_7c15)),
             Some(n) => super::device::gpu(n, target)?,
         };
-        DeviceExecutor::new(tg, target, maskable, dev)
+        DeviceExecutor::new(tg, target, maskable, saved, dev)
     }
 
     /// Bytes of the arena: the step's values at their planned offsets.
@@ -485,9 +588,19 @@ impl DeviceExecutor {
         range: std::ops::Range<usize>,
         feed: &mut dyn FnMut(&str) -> Option<Tensor>,
         on_device: &[String],
+        stash: bool,
     ) -> Result<(), TrainError> {
+        let stash = stash && !self.stash.is_empty();
         for pos in range {
             let id = self.plan.order[pos];
+            if stash {
+                let ev = &self.plan.stash_events;
+                for &s in ev.at(&ev.unpack, pos) {
+                    let st = &self.stash[&s];
+                    let args = [st.unpacked[&pos], st.packed, st.len];
+                    self.dev.launch(self.stash_first + 2, args)?;
+                }
+            }
             let node = self.plan.g.node(id);
             match &node.op {
                 Op::Weight { .. } => {}
@@ -515,6 +628,19 @@ impl DeviceExecutor {
                         .map_err(|e| err(format!("{}: {e}", self.plan.g.describe(id))))?;
                 }
             }
+            if stash {
+                // Rounded where computed, packed after the last forward reader.
+                if let Some(st) = self.stash.get(&id) {
+                    let p = self.value_ptr(id)?;
+                    self.dev.launch(self.stash_first, [p, p, st.len])?;
+                }
+                let ev = &self.plan.stash_events;
+                for &s in ev.at(&ev.pack, pos) {
+                    let st = &self.stash[&s];
+                    let args = [st.packed, self.value_ptr(s)?, st.len];
+                    self.dev.launch(self.stash_first + 1, args)?;
+                }
+            }
         }
         Ok(())
     }
@@ -535,9 +661,26 @@ impl DeviceExecutor {
         live: &LiveMasks,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
+        self.forward_with(weights, live, inputs, false)
+    }
+
+    /// The forward part, with the stash events of a step when `stash` (as the host executor:
+    /// validation computes on f32 values throughout).
+    fn forward_with(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        stash: bool,
+    ) -> Result<BTreeMap<String, Arc<Tensor>>, TrainError> {
         let t0 = std::time::Instant::now();
         self.prepare(weights, live)?;
-        self.play(0..self.plan.n_forward, &mut |n| inputs.get(n).cloned(), &[])?;
+        self.play(
+            0..self.plan.n_forward,
+            &mut |n| inputs.get(n).cloned(),
+            &[],
+            stash,
+        )?;
         self.dev.synchronize()?;
         let outs: Vec<(String, NodeId)> = self
             .plan
@@ -563,7 +706,7 @@ impl DeviceExecutor {
             &BTreeMap<String, Arc<Tensor>>,
         ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
     ) -> Result<StepResult, TrainError> {
-        let outputs = self.forward(weights, live, inputs)?;
+        let outputs = self.forward_with(weights, live, inputs, true)?;
         let (value, dout) = loss(&outputs)?;
         let mut grads_in = super::exec::grad_inputs(&self.plan.outputs, dout)?;
         let t0 = std::time::Instant::now();
@@ -572,6 +715,7 @@ impl DeviceExecutor {
             self.plan.n_forward..n,
             &mut |name| grads_in.remove(name),
             &[],
+            true,
         )?;
         self.dev.synchronize()?;
         let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();

@@ -25,6 +25,7 @@ mod conv;
 pub mod loss;
 mod ops;
 pub mod optim;
+pub mod stash;
 
 use std::collections::HashSet;
 
