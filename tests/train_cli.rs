@@ -3,7 +3,7 @@
 //! run, resumes a finished one at once, stops cleanly on Ctrl-C with a checkpoint (exit 130),
 //! explains bad input (a missing C compiler included) and trains on the portable target on
 //! request (a foreign target and the retired Rust kernels are refused); --profile shows where the
-//! time went and the step's peak memory.
+//! time went and the step's peak memory; `--precision bf16` trains and stays with its run.
 
 mod common;
 use common::{e2enc, text};
@@ -257,4 +257,35 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         "{}",
         text(&o)
     );
+
+    // --precision bf16 trains, says so in --profile and in the checkpoint; a resumed run keeps
+    // it and refuses another; an unknown precision is refused with the choices.
+    let run5 = t.path().join("run5");
+    let bf16 = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_e2enc"))
+            .args(["train", ds.to_str().unwrap(), "-o", run5.to_str().unwrap()])
+            .args(tiny)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = bf16(&["--precision", "bf16", "--profile"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("backward pass in bf16"), "{}", text(&o));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run5.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["options"]["precision"], "bf16", "{state}");
+    let o = bf16(&["--resume", "--precision", "f32"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("trained with --precision bf16"),
+        "{}",
+        text(&o)
+    );
+    let o = bf16(&["--resume", "--precision", "bf16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bf16(&["--precision", "fp16"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("f32 or bf16"), "{}", text(&o));
 }

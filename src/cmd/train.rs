@@ -439,9 +439,11 @@ fn print_memory(trainer: &Trainer) {
         .map(|kb| format!("; process peak resident {:.2} GiB", gib(kb * 1024)))
         .unwrap_or_default();
     eprintln!(
-        "memory: a step's values peak at {:.3} GiB (planned {:.3} GiB){hwm}",
+        "memory: a step's values peak at {:.3} GiB (planned {:.3} GiB; values kept for the \
+         backward pass in {}){hwm}",
         gib(measured),
-        gib(planned)
+        gib(planned),
+        trainer.options().precision
     );
 }
 
@@ -454,9 +456,23 @@ fn print_communication(trainer: &Trainer) {
     }
     let p = trainer.profile();
     let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
+    // On the host the gradients' all-reduce runs beside the backward pass (the wait after it
+    // is what it cost); a GPU step's gradients are all-reduced after it, behind a barrier.
+    let overlap = p.contains_key("wait for the gradients after the backward pass");
+    let wait = if overlap {
+        format!(
+            "on a thread beside the backward pass, which then waited {:.4} s for them",
+            secs("wait for the gradients after the backward pass")
+        )
+    } else {
+        format!(
+            "after the backward pass and a wait for the slowest rank of {:.4} s",
+            secs("wait for the slowest rank")
+        )
+    };
     eprintln!(
-        "communication per step ({} steps, {}): gradients {:.2} MB in {} all-reduce(s), {:.4} s; \
-         loss sums {:.4} s; stop flag {:.4} s; before them, waiting for the slowest rank {:.4} s",
+        "communication per step ({} steps, {}): gradients {:.2} MB in {} all-reduce(s), {:.4} s \
+         ({wait}); loss sums {:.4} s; stop flag {:.4} s",
         c.steps,
         trainer.engine(),
         c.gradient_bytes as f64 / 1e6,
@@ -464,7 +480,6 @@ fn print_communication(trainer: &Trainer) {
         secs("all-reduce: gradients"),
         secs("all-reduce: loss sums"),
         secs("all-reduce: stop flag"),
-        secs("wait for the slowest rank"),
     );
 }
 

@@ -5,8 +5,11 @@
 //! per process, alone on the machine.
 //!
 //! ```text
-//! cargo run --release -p e2enc-train --example train_step_rss -- WIDTH PATCH BATCH [STEPS] [DENSITY] [THREADS] [keep|free|WINDOW]
+//! cargo run --release -p e2enc-train --example train_step_rss -- WIDTH PATCH BATCH [STEPS] [DENSITY] [THREADS] [keep|free|WINDOW] [f32|bf16]
 //! ```
+//!
+//! The last argument is the precision of the values kept for the backward pass
+//! (`e2enc train --precision`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -16,7 +19,7 @@ use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, ModelConfig
 use e2enc_ir::init::noise;
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::Tensor;
-use e2enc_train::exec::{Executor, LiveMasks, Memory};
+use e2enc_train::exec::{Executor, LiveMasks, Memory, Saved};
 
 /// A `/proc/self/status` field in kB, as GiB.
 fn status_gib(field: &str) -> f64 {
@@ -44,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "default" => Memory::default(),
         w => Memory::Recompute { window: w.parse()? },
     };
+    let saved: Saved = arg(7, "f32").parse()?;
     let mut cfg = ModelConfig::amos_ct();
     cfg.base_width = width;
     cfg.patch_size = [patch; 3];
@@ -82,10 +86,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let inputs: BTreeMap<String, Tensor> = [(x.0, Tensor::from_f32(shape, noise(n, 3))?)].into();
     let maskable: HashSet<String> = live.keys().cloned().collect();
     let t0 = Instant::now();
-    let mut ex = Executor::with_memory(&tg, threads, Default::default(), Some(&maskable), memory)?;
+    let mut ex = Executor::with_saved(
+        &tg,
+        threads,
+        Default::default(),
+        Some(&maskable),
+        memory,
+        saved,
+    )?;
     println!(
         "width {width}, patch {patch}^3, batch {batch}, density {density}, {threads} threads, \
-         {memory:?}: built in {:.1} s, VmHWM {:.2} GiB",
+         {memory:?}, {saved} kept values: built in {:.1} s, VmHWM {:.2} GiB",
         t0.elapsed().as_secs_f64(),
         status_gib("VmHWM:")
     );

@@ -257,6 +257,28 @@ impl CKernels {
         }
     }
 
+    /// A buffer of `numel` values for the caller to overwrite whole (it may hold an earlier
+    /// value's data): a spare one of that length, else a new one, made after freeing the spare
+    /// buffers the budget needs next to `live` bytes of values.
+    pub fn buffer(&mut self, numel: usize, live: usize) -> Vec<f32> {
+        match self.spare.get_mut(&numel).and_then(Vec::pop) {
+            Some(v) => {
+                self.spare_total -= numel * 4;
+                v
+            }
+            None => {
+                self.evict(live, numel * 4);
+                vec![0f32; numel]
+            }
+        }
+    }
+
+    /// Frees spare buffers until `bytes` more fit the budget next to `live` bytes of values
+    /// (before the caller allocates them outside the pool).
+    pub fn make_room(&mut self, live: usize, bytes: usize) {
+        self.evict(live, bytes);
+    }
+
     /// Bytes held in the pool of spare buffers.
     pub fn spare_bytes(&self) -> usize {
         self.spare_total
@@ -283,16 +305,7 @@ impl CKernels {
         }
         let numel: usize = shape.iter().product();
         // Every kernel writes its whole output, so a spare buffer's old values never show.
-        let mut out = match self.spare.get_mut(&numel).and_then(Vec::pop) {
-            Some(v) => {
-                self.spare_total -= numel * 4;
-                v
-            }
-            None => {
-                self.evict(live_bytes, numel * 4);
-                vec![0f32; numel]
-            }
-        };
+        let mut out = self.buffer(numel, live_bytes);
         let (k, f, _) = self
             .kernels
             .get(&id)

@@ -370,6 +370,7 @@ impl Executor {
             Feed::Borrowed(inputs),
             &mut vals,
             false,
+            &mut |_, _| Ok(()),
         );
         self.forward_last_use = last;
         r?;
@@ -421,6 +422,32 @@ impl Executor {
             &BTreeMap<String, Arc<Tensor>>,
         ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
     ) -> Result<StepResult, TrainError> {
+        self.step_with_grads(weights, live, inputs, loss, &mut |_, _| Ok(()))
+    }
+
+    /// [`Executor::step`] that shows every weight's gradient to `on_grad` (weight name,
+    /// gradient) as soon as the backward pass has computed it, in the order it does (the same
+    /// on every rank): what overlaps the data-parallel all-reduce with the rest of the backward
+    /// pass. The step still returns every gradient.
+    pub fn step_with_grads(
+        &mut self,
+        weights: &Weights,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        loss: impl FnOnce(
+            &BTreeMap<String, Arc<Tensor>>,
+        ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
+        on_grad: &mut dyn FnMut(&str, &Tensor) -> Result<(), TrainError>,
+    ) -> Result<StepResult, TrainError> {
+        let grad_of: HashMap<NodeId, String> = self
+            .weight_grads
+            .iter()
+            .map(|(w, id)| (*id, w.clone()))
+            .collect();
+        let mut on_value = |id: NodeId, t: &Tensor| match grad_of.get(&id) {
+            Some(w) => on_grad(w, t),
+            None => Ok(()),
+        };
         let mut vals: HashMap<NodeId, Arc<Tensor>> = HashMap::new();
         let last = std::mem::take(&mut self.last_use);
         let r = self.run_ops(
@@ -431,6 +458,7 @@ impl Executor {
             Feed::Borrowed(inputs),
             &mut vals,
             true,
+            &mut on_value,
         );
         if let Err(e) = r {
             self.last_use = last;
@@ -456,6 +484,7 @@ impl Executor {
                 Feed::Owned(grad_inputs),
                 &mut vals,
                 true,
+                &mut on_value,
             )?;
             Ok(value)
         });
@@ -545,6 +574,7 @@ impl Executor {
         mut inputs: Feed<'_>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
         stash: bool,
+        on_value: &mut dyn FnMut(NodeId, &Tensor) -> Result<(), TrainError>,
     ) -> Result<(), TrainError> {
         let order = std::mem::take(&mut self.order);
         let events = std::mem::take(&mut self.stash_events);
@@ -558,6 +588,7 @@ impl Executor {
             &mut inputs,
             vals,
             ev,
+            on_value,
         );
         self.order = order;
         self.stash_events = events;
@@ -575,6 +606,7 @@ impl Executor {
         inputs: &mut Feed<'_>,
         vals: &mut HashMap<NodeId, Arc<Tensor>>,
         ev: Option<&StashEvents>,
+        on_value: &mut dyn FnMut(NodeId, &Tensor) -> Result<(), TrainError>,
     ) -> Result<(), TrainError> {
         for pos in range {
             let id = order[pos];
@@ -584,7 +616,16 @@ impl Executor {
                         TrainError::Graph(format!("{}: no packed copy", self.g.describe(s)))
                     })?;
                     let shape = self.g.node(s).ty.shape.clone();
-                    let t = Tensor::from_f32(shape, unpack(p, self.threads))?;
+                    // From the C backend's pool, which keeps spare buffers and values within
+                    // the planned peak.
+                    let mut buf = match &mut self.c {
+                        Some(c) => c.buffer(p.len(), self.live_bytes),
+                        None => vec![0f32; p.len()],
+                    };
+                    let t0 = Instant::now();
+                    unpack(p, &mut buf, self.threads);
+                    *self.profile.entry("bf16 unpack").or_default() += t0.elapsed().as_secs_f64();
+                    let t = Tensor::from_f32(shape, buf)?;
                     vals.insert(s, Arc::new(t));
                     self.live_bytes += value_bytes(&self.g, s);
                 }
@@ -654,11 +695,14 @@ impl Executor {
                     let x = t.as_f32_mut().ok_or_else(|| {
                         TrainError::Graph(format!("{}: rounding a non-f32", self.g.describe(id)))
                     })?;
+                    let t0 = Instant::now();
                     round_bf16(x, self.threads);
+                    *self.profile.entry("bf16 round").or_default() += t0.elapsed().as_secs_f64();
                     Arc::new(t)
                 }
                 _ => val,
             };
+            on_value(id, &val)?;
             vals.insert(id, val);
             self.live_bytes += value_bytes(&self.g, id);
             self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
@@ -688,7 +732,12 @@ impl Executor {
                 let data = v.as_f32().ok_or_else(|| {
                     TrainError::Graph(format!("{}: packing a non-f32", self.g.describe(s)))
                 })?;
+                if let Some(c) = &mut self.c {
+                    c.make_room(self.live_bytes, packed_bytes(&self.g, s));
+                }
+                let t0 = Instant::now();
                 self.packed.insert(s, pack(data, self.threads));
+                *self.profile.entry("bf16 pack").or_default() += t0.elapsed().as_secs_f64();
                 self.live_bytes += packed_bytes(&self.g, s);
                 self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
                 self.release(s, v);
@@ -738,9 +787,8 @@ pub(crate) fn pack(x: &[f32], threads: usize) -> Vec<u16> {
     out
 }
 
-/// Bfloat16 bits as f32 ([`from_bf16`]), on up to `threads` threads.
-pub(crate) fn unpack(h: &[u16], threads: usize) -> Vec<f32> {
-    let mut out = vec![0f32; h.len()];
+/// Bfloat16 bits as f32 ([`from_bf16`]) into `out` (as long), on up to `threads` threads.
+pub(crate) fn unpack(h: &[u16], out: &mut [f32], threads: usize) {
     let c = chunk_len(h.len(), threads);
     std::thread::scope(|s| {
         for (o, i) in out.chunks_mut(c).zip(h.chunks(c)) {
@@ -751,7 +799,6 @@ pub(crate) fn unpack(h: &[u16], threads: usize) -> Vec<f32> {
             });
         }
     });
-    out
 }
 
 /// The loss's gradients by output name (`dout`) as the `grad.*` inputs that receive them

@@ -823,6 +823,7 @@ impl Trainer {
         let batch = self.opts.batch / self.comm.size();
         let comm = self.comm.as_ref();
         let mut reduce_secs = 0.0;
+        let mut overlapped = None;
         if let Runner::Device(d) = &mut self.exec {
             if d.has_device_loss() && self.comm.size() == 1 {
                 // One process on a GPU: the weights and the momentum stay there.
@@ -872,6 +873,31 @@ impl Trainer {
                     },
                 )?
             }
+            // Several ranks on the host: the gradients' all-reduce overlaps the backward pass.
+            Runner::Host(e) if self.comm.size() > 1 => {
+                let (r, o) = step_overlapped(
+                    e,
+                    &self.comm,
+                    &self.masks,
+                    &self.weights,
+                    &live,
+                    &inputs,
+                    |outs| {
+                        deep_supervision_loss(
+                            outs,
+                            &labels,
+                            batch,
+                            patch,
+                            &heads,
+                            true,
+                            comm,
+                            &mut reduce_secs,
+                        )
+                    },
+                )?;
+                overlapped = Some(o);
+                r
+            }
             exec => exec.step(&self.weights, &live, &inputs, |outs| {
                 deep_supervision_loss(
                     outs,
@@ -889,7 +915,16 @@ impl Trainer {
             *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
         }
         let mut grads = res.grads;
-        if self.comm.size() > 1 {
+        if let Some(o) = overlapped {
+            *self.extra.entry("all-reduce: gradients").or_insert(0.0) += o.reducing;
+            *self
+                .extra
+                .entry("wait for the gradients after the backward pass")
+                .or_insert(0.0) += o.waiting;
+            self.comm_stats.steps += 1;
+            self.comm_stats.gradient_bytes = o.floats * 4;
+            self.comm_stats.gradient_calls = o.calls;
+        } else if self.comm.size() > 1 {
             // A one-number all-reduce first, as a barrier: its time is the wait for the slowest
             // rank's backward pass, so that the gradients' time below is their transfer.
             let t = Instant::now();
@@ -1181,71 +1216,202 @@ pub struct CommStats {
     pub gradient_calls: usize,
 }
 
-/// Sums every tensor of `w` over the ranks, in buckets of about 16 MiB packed in name order (the
-/// same on every rank); returns the floats moved and the calls made. Of a tensor with a DSFF
-/// mask only the live kernels travel: the ranks hold the same masks (checked every epoch), and a
-/// dead kernel's gradient is exactly zero on every rank, so its sum is the zero already there.
+/// Floats of one all-reduce bucket (16 MiB).
+const BUCKET: usize = 1 << 22;
+
+/// The runs of floats of gradient `name` (`len` long) that travel: the whole tensor, or each
+/// live kernel's of a DSFF-masked one (the ranks hold the same masks, checked every epoch, and
+/// a dead kernel's gradient is exactly zero on every rank, so its sum is the zero already there).
+fn live_runs(masks: &sparse::Masks, name: &str, len: usize) -> Vec<std::ops::Range<usize>> {
+    match masks.get(name) {
+        Some(m) => m
+            .alive
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a)
+            .map(|(k, _)| k * m.kernel_volume..(k + 1) * m.kernel_volume)
+            .collect(),
+        None => std::iter::once(0..len).collect(),
+    }
+}
+
+/// Gradients packed into all-reduce buckets of about [`BUCKET`] floats in the order they are
+/// added (which must be the same on every rank), each handed to `ship` when full; the names
+/// each bucket holds, for [`Buckets::unpack`].
+struct Buckets<'a> {
+    masks: &'a sparse::Masks,
+    cur: Vec<f32>,
+    names: Vec<String>,
+    layout: Vec<Vec<String>>,
+    ship: Box<dyn FnMut(Vec<f32>) -> Result<(), TrainError> + 'a>,
+}
+
+impl<'a> Buckets<'a> {
+    fn new(
+        masks: &'a sparse::Masks,
+        ship: impl FnMut(Vec<f32>) -> Result<(), TrainError> + 'a,
+    ) -> Buckets<'a> {
+        Buckets {
+            masks,
+            cur: Vec::new(),
+            names: Vec::new(),
+            layout: Vec::new(),
+            ship: Box::new(ship),
+        }
+    }
+
+    fn add(&mut self, name: &str, t: &Tensor) -> Result<(), TrainError> {
+        let v = t
+            .as_f32()
+            .ok_or_else(|| TrainError::Graph(format!("the gradient of `{name}` is not f32")))?;
+        let runs = live_runs(self.masks, name, v.len());
+        let n: usize = runs.iter().map(|r| r.len()).sum();
+        if !self.cur.is_empty() && self.cur.len() + n > BUCKET {
+            self.flush()?;
+        }
+        for r in runs {
+            self.cur.extend_from_slice(&v[r]);
+        }
+        self.names.push(name.to_string());
+        Ok(())
+    }
+
+    /// Ships the bucket being filled, if any.
+    fn flush(&mut self) -> Result<(), TrainError> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        self.layout.push(std::mem::take(&mut self.names));
+        (self.ship)(std::mem::take(&mut self.cur))
+    }
+
+    /// Writes the summed `buckets` (in shipping order) back into `w`; returns the floats.
+    fn unpack(
+        masks: &sparse::Masks,
+        layout: &[Vec<String>],
+        buckets: &[Vec<f32>],
+        w: &mut Weights,
+    ) -> Result<usize, TrainError> {
+        if layout.len() != buckets.len() {
+            return Err(TrainError::Distributed(format!(
+                "{} gradient buckets came back from the all-reduce, {} went",
+                buckets.len(),
+                layout.len()
+            )));
+        }
+        let mut floats = 0;
+        for (names, buf) in layout.iter().zip(buckets) {
+            let mut at = 0;
+            for n in names {
+                optim::with_f32_mut(w, n, |v| {
+                    for r in live_runs(masks, n, v.len()) {
+                        let len = r.len();
+                        v[r].copy_from_slice(&buf[at..at + len]);
+                        at += len;
+                    }
+                });
+            }
+            floats += buf.len();
+        }
+        Ok(floats)
+    }
+}
+
+/// Sums every tensor of `w` over the ranks, in buckets (see [`Buckets`]) packed in name order
+/// (the same on every rank); returns the floats moved and the calls made.
 fn all_reduce_weights(
     comm: &dyn Collective,
     w: &mut Weights,
     masks: &sparse::Masks,
 ) -> Result<(usize, usize), TrainError> {
-    const BUCKET: usize = 1 << 22;
-    // (name, floats that travel) in name order.
-    let names: Vec<(String, usize)> = w
-        .iter()
-        .map(|(n, t)| {
-            let live = match masks.get(n) {
-                Some(m) => m.live() * m.kernel_volume,
-                None => t.numel(),
-            };
-            (n.clone(), live)
-        })
-        .collect();
-    // The runs of floats of `name` that travel: whole tensors, or each live kernel's.
-    let runs = |name: &str, len: usize| -> Vec<std::ops::Range<usize>> {
-        match masks.get(name) {
-            Some(m) => m
-                .alive
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| **a)
-                .map(|(k, _)| k * m.kernel_volume..(k + 1) * m.kernel_volume)
-                .collect(),
-            None => std::iter::once(0..len).collect(),
-        }
-    };
-    let mut i = 0;
-    let mut buf: Vec<f32> = Vec::with_capacity(BUCKET);
-    let (mut floats, mut calls) = (0, 0);
-    while i < names.len() {
-        let start = i;
-        buf.clear();
-        while i < names.len() && (buf.is_empty() || buf.len() + names[i].1 <= BUCKET) {
-            let t = w.get(&names[i].0).expect("listed");
-            let v = t.as_f32().ok_or_else(|| {
-                TrainError::Graph(format!("the gradient of `{}` is not f32", names[i].0))
-            })?;
-            for r in runs(&names[i].0, v.len()) {
-                buf.extend_from_slice(&v[r]);
-            }
-            i += 1;
-        }
+    let mut done: Vec<Vec<f32>> = Vec::new();
+    let mut b = Buckets::new(masks, |mut buf| {
         comm.all_reduce_f32(&mut buf)?;
-        floats += buf.len();
-        calls += 1;
-        let mut at = 0;
-        for (n, _) in &names[start..i] {
-            optim::with_f32_mut(w, n, |v| {
-                for r in runs(n, v.len()) {
-                    let len = r.len();
-                    v[r].copy_from_slice(&buf[at..at + len]);
-                    at += len;
-                }
-            });
-        }
+        done.push(buf);
+        Ok(())
+    });
+    for (n, t) in w.iter() {
+        b.add(n, t)?;
     }
-    Ok((floats, calls))
+    b.flush()?;
+    let layout = std::mem::take(&mut b.layout);
+    drop(b);
+    let floats = Buckets::unpack(masks, &layout, &done, w)?;
+    Ok((floats, done.len()))
+}
+
+/// What [`step_overlapped`] measured.
+struct Overlapped {
+    floats: usize,
+    calls: usize,
+    /// Seconds the communication thread spent in all-reduces.
+    reducing: f64,
+    /// Seconds the step waited for them after its backward pass.
+    waiting: f64,
+}
+
+/// A host step of a data-parallel run whose weight gradients are summed over the ranks while
+/// its backward pass goes on: each gradient goes into a bucket as soon as it is computed
+/// ([`Executor::step_with_grads`]: the backward order, the same on every rank), and a full
+/// bucket to a communication thread that all-reduces it; the step waits for the last ones after
+/// its backward pass and returns the summed gradients. MPI is initialised with
+/// `MPI_THREAD_MULTIPLE`, and no other collective runs meanwhile (the loss's sums are
+/// all-reduced before the first gradient exists, and the caller's next collective comes after
+/// the wait), so the collectives keep one order on every rank.
+#[allow(clippy::type_complexity)]
+fn step_overlapped(
+    e: &mut Executor,
+    comm: &Arc<dyn Collective>,
+    masks: &sparse::Masks,
+    weights: &Weights,
+    live: &LiveMasks,
+    inputs: &BTreeMap<String, Tensor>,
+    loss: impl FnOnce(
+        &BTreeMap<String, Arc<Tensor>>,
+    ) -> Result<(f64, BTreeMap<String, Tensor>), TrainError>,
+) -> Result<(StepResult, Overlapped), TrainError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<f32>>();
+        let c = comm.clone();
+        let worker = scope.spawn(move || -> Result<(Vec<Vec<f32>>, f64), TrainError> {
+            let (mut done, mut secs) = (Vec::new(), 0.0);
+            for mut b in rx {
+                let t = Instant::now();
+                c.all_reduce_f32(&mut b)?;
+                secs += t.elapsed().as_secs_f64();
+                done.push(b);
+            }
+            Ok((done, secs))
+        });
+        let mut b = Buckets::new(masks, move |buf| {
+            tx.send(buf).map_err(|_| {
+                TrainError::Distributed("the gradient all-reduce thread stopped".into())
+            })
+        });
+        let res = e
+            .step_with_grads(weights, live, inputs, loss, &mut |n, t| b.add(n, t))
+            .and_then(|r| b.flush().map(|()| r));
+        let layout = std::mem::take(&mut b.layout);
+        drop(b); // closes the channel: the thread ends after the buckets sent
+        let t = Instant::now();
+        let joined = worker.join().map_err(|_| {
+            TrainError::Distributed("the gradient all-reduce thread panicked".into())
+        })?;
+        let waiting = t.elapsed().as_secs_f64();
+        // A failed all-reduce explains a failed step better than the step's own error.
+        let (done, reducing) = joined?;
+        let mut res = res?;
+        let floats = Buckets::unpack(masks, &layout, &done, &mut res.grads)?;
+        Ok((
+            res,
+            Overlapped {
+                floats,
+                calls: done.len(),
+                reducing,
+                waiting,
+            },
+        ))
+    })
 }
 
 /// Errors unless `batch` splits evenly over the ranks.

@@ -276,6 +276,16 @@ fn train_on_ranks(
                     t.train(&mut |_| {}, &mut || false).unwrap(),
                     Outcome::Finished
                 );
+                // The gradients went through the all-reduce beside the backward pass.
+                if ranks > 1 {
+                    let c = t.communication();
+                    assert!(c.steps > 0 && c.gradient_calls > 0, "{c:?}");
+                    let p = t.profile();
+                    assert!(
+                        p.contains_key("wait for the gradients after the backward pass"),
+                        "{p:?}"
+                    );
+                }
                 (rank, t.history().to_vec())
             })
         })
