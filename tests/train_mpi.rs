@@ -1,6 +1,7 @@
 //! Data-parallel `e2enc train` under a real `mpirun` (Open MPI on localhost, the `mpi` feature):
 //! two ranks with one sample each end with the weights of one process with a batch of two and the
-//! same seed (to float rounding) and the same DSFF masks (every rank checks after each epoch that
+//! same seed (to float rounding; the gradients all-reduced in small buckets beside the backward
+//! pass) and the same DSFF masks (every rank checks after each epoch that
 //! its weights and masks equal rank 0's, so a finished two-rank run also shows that the ranks
 //! agreed); only rank 0 speaks; a rank killed from outside ends the whole job with a message and
 //! leaves a checkpoint that one process resumes, and two ranks resume that one's.
@@ -85,15 +86,20 @@ fn two_mpi_ranks_train_like_one_process_and_a_killed_rank_ends_the_job_resumably
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
 
-    // Two ranks, one sample each.
+    // Two ranks, one sample each; buckets of 2 KiB, so that the gradients' all-reduce runs in
+    // several buckets on a thread beside the backward pass (the killed run below all-reduces its
+    // one bucket after it).
     let two = t.path().join("two");
-    let o = mpirun(2, &train_args(ds, m, two.to_str().unwrap(), &short))
+    let mut small = short.to_vec();
+    small.extend(["--bucket-mib", "0.002", "--profile"]);
+    let o = mpirun(2, &train_args(ds, m, two.to_str().unwrap(), &small))
         .output()
         .unwrap();
     let s = text(&o);
     assert!(o.status.success(), "{s}");
     assert!(s.contains("2 ranks"), "the run names its engine: {s}");
     assert_eq!(s.matches("epoch   1").count(), 1, "only rank 0 logs: {s}");
+    assert!(s.contains("on a thread beside the backward pass"), "{s}");
 
     let (wa, wb) = (
         weights(&one, "weights.safetensors"),

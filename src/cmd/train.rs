@@ -101,6 +101,11 @@ pub struct Args {
     /// Batches are the same for any count; `--profile` shows how long steps waited for data.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub data_workers: usize,
+    /// MiB per all-reduce bucket of the gradients in a data-parallel run (default 16). With
+    /// more gradients than one bucket, the buckets are all-reduced on a thread while the
+    /// backward pass goes on; the sums do not depend on the size.
+    #[arg(long, value_name = "MIB", default_value_t = 16.0)]
+    pub bucket_mib: f64,
     /// Print at the end the time spent per op kind (forward and backward kernels), waiting for
     /// data and in all-reduces; a step's peak memory (planned and measured) and the process's
     /// peak resident memory; with several ranks, the communication per step.
@@ -365,6 +370,9 @@ fn train(
     comm: std::sync::Arc<dyn e2enc_train::dist::Collective>,
 ) -> Result<ExitCode> {
     let rank = comm.rank();
+    if !(a.bucket_mib.is_finite() && a.bucket_mib > 0.0 && a.bucket_mib <= 4096.0) {
+        bail!("--bucket-mib {} must be in (0, 4096]", a.bucket_mib);
+    }
     let mut trainer = if a.resume {
         let t = Trainer::resume_on(&a.out, threads, backend(a)?, comm)
             .with_context(|| format!("resuming from {}", a.out.display()))?;
@@ -394,6 +402,7 @@ fn train(
         )?
     };
     trainer.set_data_workers(a.data_workers);
+    trainer.set_gradient_bucket((a.bucket_mib * (1u64 << 18) as f64) as usize);
     let code = run(
         &mut trainer,
         a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),

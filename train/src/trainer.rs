@@ -223,6 +223,8 @@ pub struct Trainer {
     comm: Arc<dyn Collective>,
     /// Threads making batches ahead of the steps (0: the step makes its own).
     data_workers: usize,
+    /// Floats per gradient all-reduce bucket of a data-parallel step.
+    bucket: usize,
     /// Seconds outside the kernels, by what they were spent on (data wait, all-reduces).
     extra: BTreeMap<&'static str, f64>,
     /// What the gradient all-reduces of this process moved (see [`Trainer::communication`]).
@@ -536,6 +538,7 @@ impl Trainer {
             resident: false,
             comm,
             data_workers: 1,
+            bucket: BUCKET,
             extra: BTreeMap::new(),
             comm_stats: CommStats::default(),
             masks: sparse::Masks::from_weights(&masks, &weights)?,
@@ -603,6 +606,13 @@ impl Trainer {
     /// Ends every rank of the run now (see [`Collective::abort`]).
     pub fn abort(&self, code: i32) -> ! {
         self.comm.abort(code)
+    }
+
+    /// Floats per all-reduce bucket of the gradients in a data-parallel step (default 2^22, 16
+    /// MiB; at least 1). Several buckets let the all-reduce overlap the backward pass on the
+    /// host; the sums do not depend on it.
+    pub fn set_gradient_bucket(&mut self, floats: usize) {
+        self.bucket = floats.max(1);
     }
 
     /// Threads that make training and validation batches ahead of the steps (default 1; 0 makes
@@ -814,6 +824,19 @@ impl Trainer {
         Ok(regrown)
     }
 
+    /// Floats of the gradients that travel in a data-parallel step (live kernels only).
+    fn gradient_floats(&self) -> usize {
+        self.weights
+            .iter()
+            .map(|(n, t)| {
+                live_runs(&self.masks, n, t.numel())
+                    .iter()
+                    .map(|r| r.len())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// One optimisation step on this rank's share of the batch; returns the global batch loss.
     fn step(&mut self, lr: f64, (input, labels): (Tensor, Vec<u16>)) -> Result<f64, TrainError> {
         let live = self.live_masks();
@@ -824,6 +847,7 @@ impl Trainer {
         let comm = self.comm.as_ref();
         let mut reduce_secs = 0.0;
         let mut overlapped = None;
+        let overlap = self.comm.size() > 1 && self.gradient_floats() > self.bucket;
         if let Runner::Device(d) = &mut self.exec {
             if d.has_device_loss() && self.comm.size() == 1 {
                 // One process on a GPU: the weights and the momentum stay there.
@@ -873,12 +897,14 @@ impl Trainer {
                     },
                 )?
             }
-            // Several ranks on the host: the gradients' all-reduce overlaps the backward pass.
-            Runner::Host(e) if self.comm.size() > 1 => {
+            // Several ranks on the host and more than one bucket of gradients: their all-reduce
+            // overlaps the backward pass (one bucket would only start when the pass ends).
+            Runner::Host(e) if overlap => {
                 let (r, o) = step_overlapped(
                     e,
                     &self.comm,
                     &self.masks,
+                    self.bucket,
                     &self.weights,
                     &live,
                     &inputs,
@@ -931,7 +957,8 @@ impl Trainer {
             self.comm.all_reduce_f64(&mut [0.0])?;
             self.add_time("wait for the slowest rank", t);
             let t = Instant::now();
-            let (floats, calls) = all_reduce_weights(self.comm.as_ref(), &mut grads, &self.masks)?;
+            let (floats, calls) =
+                all_reduce_weights(self.comm.as_ref(), &mut grads, &self.masks, self.bucket)?;
             self.add_time("all-reduce: gradients", t);
             self.comm_stats.steps += 1;
             self.comm_stats.gradient_bytes = floats * 4;
@@ -1216,8 +1243,8 @@ pub struct CommStats {
     pub gradient_calls: usize,
 }
 
-/// Floats of one all-reduce bucket (16 MiB).
-const BUCKET: usize = 1 << 22;
+/// Floats of one all-reduce bucket by default (16 MiB).
+pub const BUCKET: usize = 1 << 22;
 
 /// The runs of floats of gradient `name` (`len` long) that travel: the whole tensor, or each
 /// live kernel's of a DSFF-masked one (the ranks hold the same masks, checked every epoch, and
@@ -1235,11 +1262,12 @@ fn live_runs(masks: &sparse::Masks, name: &str, len: usize) -> Vec<std::ops::Ran
     }
 }
 
-/// Gradients packed into all-reduce buckets of about [`BUCKET`] floats in the order they are
+/// Gradients packed into all-reduce buckets of about `size` floats in the order they are
 /// added (which must be the same on every rank), each handed to `ship` when full; the names
 /// each bucket holds, for [`Buckets::unpack`].
 struct Buckets<'a> {
     masks: &'a sparse::Masks,
+    size: usize,
     cur: Vec<f32>,
     names: Vec<String>,
     layout: Vec<Vec<String>>,
@@ -1249,10 +1277,12 @@ struct Buckets<'a> {
 impl<'a> Buckets<'a> {
     fn new(
         masks: &'a sparse::Masks,
+        size: usize,
         ship: impl FnMut(Vec<f32>) -> Result<(), TrainError> + 'a,
     ) -> Buckets<'a> {
         Buckets {
             masks,
+            size,
             cur: Vec::new(),
             names: Vec::new(),
             layout: Vec::new(),
@@ -1266,7 +1296,7 @@ impl<'a> Buckets<'a> {
             .ok_or_else(|| TrainError::Graph(format!("the gradient of `{name}` is not f32")))?;
         let runs = live_runs(self.masks, name, v.len());
         let n: usize = runs.iter().map(|r| r.len()).sum();
-        if !self.cur.is_empty() && self.cur.len() + n > BUCKET {
+        if !self.cur.is_empty() && self.cur.len() + n > self.size {
             self.flush()?;
         }
         for r in runs {
@@ -1323,9 +1353,10 @@ fn all_reduce_weights(
     comm: &dyn Collective,
     w: &mut Weights,
     masks: &sparse::Masks,
+    bucket: usize,
 ) -> Result<(usize, usize), TrainError> {
     let mut done: Vec<Vec<f32>> = Vec::new();
-    let mut b = Buckets::new(masks, |mut buf| {
+    let mut b = Buckets::new(masks, bucket, |mut buf| {
         comm.all_reduce_f32(&mut buf)?;
         done.push(buf);
         Ok(())
@@ -1359,10 +1390,12 @@ struct Overlapped {
 /// all-reduced before the first gradient exists, and the caller's next collective comes after
 /// the wait), so the collectives keep one order on every rank.
 #[allow(clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn step_overlapped(
     e: &mut Executor,
     comm: &Arc<dyn Collective>,
     masks: &sparse::Masks,
+    bucket: usize,
     weights: &Weights,
     live: &LiveMasks,
     inputs: &BTreeMap<String, Tensor>,
@@ -1383,7 +1416,7 @@ fn step_overlapped(
             }
             Ok((done, secs))
         });
-        let mut b = Buckets::new(masks, move |buf| {
+        let mut b = Buckets::new(masks, bucket, move |buf| {
             tx.send(buf).map_err(|_| {
                 TrainError::Distributed("the gradient all-reduce thread stopped".into())
             })

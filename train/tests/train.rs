@@ -272,6 +272,8 @@ fn train_on_ranks(
                 )
                 .unwrap();
                 assert_eq!(t.rank(), (rank, ranks));
+                // Small buckets: the gradients' all-reduce runs beside the backward pass.
+                t.set_gradient_bucket(64);
                 assert_eq!(
                     t.train(&mut |_| {}, &mut || false).unwrap(),
                     Outcome::Finished
