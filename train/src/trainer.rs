@@ -897,45 +897,40 @@ impl Trainer {
                     },
                 )?
             }
-            // Several ranks on the host and more than one bucket of gradients: their all-reduce
-            // overlaps the backward pass (one bucket would only start when the pass ends).
-            Runner::Host(e) if overlap => {
-                let (r, o) = step_overlapped(
-                    e,
-                    &self.comm,
-                    &self.masks,
-                    self.bucket,
-                    &self.weights,
-                    &live,
-                    &inputs,
-                    |outs| {
-                        deep_supervision_loss(
-                            outs,
-                            &labels,
-                            batch,
-                            patch,
-                            &heads,
-                            true,
-                            comm,
-                            &mut reduce_secs,
-                        )
-                    },
-                )?;
-                overlapped = Some(o);
-                r
+            exec => {
+                let loss = |outs: &BTreeMap<String, Arc<Tensor>>| {
+                    deep_supervision_loss(
+                        outs,
+                        &labels,
+                        batch,
+                        patch,
+                        &heads,
+                        true,
+                        comm,
+                        &mut reduce_secs,
+                    )
+                };
+                match exec {
+                    // Several ranks on the host and more than one bucket of gradients: their
+                    // all-reduce overlaps the backward pass (one bucket would only start when
+                    // the pass ends).
+                    Runner::Host(e) if overlap => {
+                        let (r, o) = step_overlapped(
+                            e,
+                            &self.comm,
+                            &self.masks,
+                            self.bucket,
+                            &self.weights,
+                            &live,
+                            &inputs,
+                            loss,
+                        )?;
+                        overlapped = Some(o);
+                        r
+                    }
+                    exec => exec.step(&self.weights, &live, &inputs, loss)?,
+                }
             }
-            exec => exec.step(&self.weights, &live, &inputs, |outs| {
-                deep_supervision_loss(
-                    outs,
-                    &labels,
-                    batch,
-                    patch,
-                    &heads,
-                    true,
-                    comm,
-                    &mut reduce_secs,
-                )
-            })?,
         };
         if self.comm.size() > 1 {
             *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;

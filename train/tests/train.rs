@@ -261,6 +261,7 @@ fn train_on_ranks(
             );
             std::thread::spawn(move || {
                 let rank = r.rank;
+                let on_device = matches!(opts.kernels, e2enc_train::exec::Backend::Device { .. });
                 let mut t = Trainer::create_on(
                     &ds,
                     Some(&m),
@@ -278,8 +279,9 @@ fn train_on_ranks(
                     t.train(&mut |_| {}, &mut || false).unwrap(),
                     Outcome::Finished
                 );
-                // The gradients went through the all-reduce beside the backward pass.
-                if ranks > 1 {
+                // On the host the gradients went through the all-reduce beside the backward
+                // pass (a device step's are all-reduced after it).
+                if ranks > 1 && !on_device {
                     let c = t.communication();
                     assert!(c.steps > 0 && c.gradient_calls > 0, "{c:?}");
                     let p = t.profile();

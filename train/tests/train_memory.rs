@@ -68,7 +68,8 @@ fn run(cfg: &ModelConfig, backend: Backend, memory: Memory) -> Run {
     run_saved(cfg, backend, memory, Saved::F32)
 }
 
-fn run_saved(cfg: &ModelConfig, backend: Backend, memory: Memory, saved: Saved) -> Run {
+/// `cfg` at batch 2 and its training graph with every head.
+fn net_and_graph(cfg: &ModelConfig) -> (e2enc_ir::e2enet::E2ENet, e2enc_ir::autodiff::TrainGraph) {
     let net = build(
         cfg,
         &BuildOptions {
@@ -80,6 +81,11 @@ fn run_saved(cfg: &ModelConfig, backend: Backend, memory: Memory, saved: Saved) 
     let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
     let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
     let tg = training_graph(&net.graph, &refs).unwrap();
+    (net, tg)
+}
+
+fn run_saved(cfg: &ModelConfig, backend: Backend, memory: Memory, saved: Saved) -> Run {
+    let (net, tg) = net_and_graph(cfg);
     let weights = init_weights(&net.params, 13);
     let mut live = LiveMasks::new();
     for (k, p) in net.params.iter().filter(|p| p.dsff).enumerate() {
@@ -347,18 +353,7 @@ fn bf16_saved_values_halve_the_kept_bytes_and_give_the_same_bits_under_every_win
 
 #[test]
 fn bf16_saved_values_need_a_policy_that_frees_forward_values() {
-    let cfg = config(3, 4, 3, false);
-    let net = build(
-        &cfg,
-        &BuildOptions {
-            batch: 1,
-            patch: None,
-        },
-    )
-    .unwrap();
-    let outs: Vec<String> = (0..=cfg.deep_supervision_heads).map(output_name).collect();
-    let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
-    let tg = training_graph(&net.graph, &refs).unwrap();
+    let (_, tg) = net_and_graph(&config(3, 4, 3, false));
     let e = Executor::with_saved(
         &tg,
         1,
