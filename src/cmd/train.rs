@@ -121,7 +121,8 @@ pub struct Args {
     /// Where the steps run: `cpu`, or an NVIDIA GPU (`cuda` = `cuda:0`, `cuda:N`): the CUDA
     /// training kernels, compiled with NVRTC for the GPU at start, a step's values in one
     /// device allocation planned like the CPU's memory, the loss there too and, in one process,
-    /// the optimizer (the weights stay on the GPU; DSFF prune-and-regrow runs on the host).
+    /// the optimizer (the weights stay on the GPU; DSFF prune-and-regrow is decided on the host
+    /// from the kernels' norms, which come back).
     /// Needs a build with the `cuda` feature (the default) and NVRTC.
     #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
     pub device: super::DeviceArg,

@@ -42,6 +42,14 @@ pub fn death_rate(iter: usize, total_iters: usize, initial: f64, min: f64) -> f6
     min + (initial - min) * (1.0 + x.cos()) / 2.0
 }
 
+/// The L1 norm of each kernel of `w` (`kv` values each) in f64, each kernel's values added in
+/// order from zero (the device's `e2o_l1` adds them the same way, so both give the same bits).
+pub fn kernel_l1(w: &[f32], kv: usize) -> Vec<f64> {
+    w.chunks(kv.max(1))
+        .map(|k| k.iter().fold(0.0f64, |a, x| a + x.abs() as f64))
+        .collect()
+}
+
 /// One layer's mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerMask {
@@ -210,31 +218,57 @@ impl Masks {
         rate: f64,
         rng: &mut ChaCha8Rng,
     ) -> Result<UpdateStats, TrainError> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(TrainError::Mask(format!(
-                "death rate {rate} is not in [0, 1]"
-            )));
-        }
         for n in self.layers.keys() {
             if weights.get(n).is_none() {
                 return Err(TrainError::Mask(format!("masked weight `{n}` is missing")));
             }
         }
         self.check_fits(weights)?;
+        let l1: BTreeMap<String, Vec<f64>> = self
+            .layers
+            .iter()
+            .map(|(name, l)| {
+                let w = weights.get(name).and_then(|t| t.as_f32()).expect("checked");
+                (name.clone(), kernel_l1(w, l.kernel_volume))
+            })
+            .collect();
+        self.prune_regrow_by(&l1, rate, rng)
+    }
+
+    /// [`Masks::prune_regrow`] on the kernels' L1 norms computed elsewhere ([`kernel_l1`]'s
+    /// sums, by layer name, one per kernel): a GPU that holds the weights computes them there.
+    pub fn prune_regrow_by(
+        &mut self,
+        l1: &BTreeMap<String, Vec<f64>>,
+        rate: f64,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<UpdateStats, TrainError> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(TrainError::Mask(format!(
+                "death rate {rate} is not in [0, 1]"
+            )));
+        }
+        for (n, l) in &self.layers {
+            match l1.get(n) {
+                Some(v) if v.len() == l.alive.len() => {}
+                Some(v) => {
+                    return Err(TrainError::Mask(format!(
+                        "{} kernel norms for `{n}`, which has {} kernels",
+                        v.len(),
+                        l.alive.len()
+                    )))
+                }
+                None => return Err(TrainError::Mask(format!("no kernel norms for `{n}`"))),
+            }
+        }
         let mut stats = UpdateStats::default();
         for (name, l) in self.layers.iter_mut() {
-            let w = weights.get(name).and_then(|t| t.as_f32()).expect("checked");
-            let kv = l.kernel_volume;
+            let norms = &l1[name];
             let live = l.live();
             let n = ((rate * live as f64).ceil() as usize).min(live);
             let mut order: Vec<(f64, usize)> = (0..l.alive.len())
                 .filter(|&k| l.alive[k])
-                .map(|k| {
-                    (
-                        w[k * kv..(k + 1) * kv].iter().map(|x| x.abs() as f64).sum(),
-                        k,
-                    )
-                })
+                .map(|k| (norms[k], k))
                 .collect();
             order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut pruned: Vec<usize> = order[..n].iter().map(|&(_, k)| k).collect();

@@ -794,6 +794,26 @@ impl Trainer {
     /// One DSFF prune-and-regrow at `rate`, decided on rank 0 and broadcast to the others, which
     /// adopt it; returns the number of kernels regrown.
     fn update_masks(&mut self, rate: f64) -> Result<usize, TrainError> {
+        // One process on a device that holds the weights: only the kernels' norms come back,
+        // and the pruned and regrown kernels are zeroed there (as `Masks::update` does here).
+        if let (true, 1, Runner::Device(d)) = (self.resident, self.comm.size(), &mut self.exec) {
+            let t = Instant::now();
+            let l1 = d.kernel_l1()?;
+            let st = self.masks.prune_regrow_by(&l1, rate, &mut self.rng)?;
+            let zero: BTreeMap<String, Vec<usize>> = st
+                .layers
+                .iter()
+                .map(|u| {
+                    let mut k: Vec<usize> = u.pruned.iter().chain(&u.regrown).copied().collect();
+                    k.sort_unstable();
+                    k.dedup();
+                    (u.name.clone(), k)
+                })
+                .collect();
+            d.zero_kernels(&zero)?;
+            self.add_time("DSFF update", t);
+            return Ok(st.regrown);
+        }
         self.sync_host()?;
         let t = Instant::now();
         let mut msg = Vec::new();

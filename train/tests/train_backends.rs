@@ -506,7 +506,28 @@ fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
         );
         assert!(norm > 0.05, "the test must clip");
     }
+    // The kernels' L1 norms the device computes for a DSFF update: the host's bits, from the
+    // weights it holds (checked against the downloaded weights below).
+    let l1 = dev_x.kernel_l1().unwrap();
+    assert_eq!(l1.len(), c.live.len());
     let (dw, dm) = dev_x.download_state().unwrap();
+    for (name, norms) in &l1 {
+        let v = dw.get(name).unwrap().as_f32().unwrap();
+        let want = e2enc_train::sparse::kernel_l1(v, v.len() / c.live[name].len());
+        assert_eq!(norms.len(), want.len(), "{name}");
+        assert!(
+            norms
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name}: device kernel norms differ from the host's"
+        );
+        assert!(norms.iter().any(|&x| x > 0.0), "{name}");
+    }
+    assert!(
+        dev_x.kernel_l1().is_err(),
+        "norms of weights the device no longer holds"
+    );
     dsgd.momentum_buffers = dm;
     for (mine, theirs, what) in [
         (&dw, &w, "weight"),

@@ -32,8 +32,10 @@ pub(super) struct SgdSlot {
     weight: DevPtr,
     len: usize,
     momentum: DevPtr,
-    /// Its live-kernel flags (ints, one per `(d0, d1)`), for a maskable weight.
+    /// Its live-kernel flags (ints, one per `(d0, d1)`), for a maskable weight, and room for
+    /// its kernels' L1 norms (doubles).
     live: Option<(DevPtr, usize)>,
+    l1: Option<DevPtr>,
     /// `[gradient, momentum, scalars, live]`, and `[length, kernel volume]`.
     table: DevPtr,
     info: DevPtr,
@@ -191,6 +193,63 @@ impl DeviceExecutor {
         Ok((loss, total))
     }
 
+    /// The L1 norm of every kernel of the maskable weights the device holds, by weight name
+    /// (`e2o_l1`: the same bits as `sparse::kernel_l1` on the host), for a DSFF update decided
+    /// on the host without the weights coming back ([`crate::sparse::Masks::prune_regrow_by`]).
+    pub fn kernel_l1(&mut self) -> Result<BTreeMap<String, Vec<f64>>, TrainError> {
+        if !self.resident {
+            return Err(err("kernel_l1: the device does not hold the weights"));
+        }
+        let opt = self.opt.as_ref().ok_or_else(|| err("no optimizer state"))?;
+        let mut out = BTreeMap::new();
+        for s in &opt.slots {
+            let (Some((_, n)), Some(p)) = (s.live, s.l1) else {
+                continue;
+            };
+            self.dev.launch(opt.first + 2, [p, s.weight, s.info])?;
+            let mut b = vec![0u8; n * 8];
+            self.dev.download(p, &mut b)?;
+            let v = b
+                .chunks_exact(8)
+                .map(|x| f64::from_le_bytes(x.try_into().expect("8 bytes")))
+                .collect();
+            out.insert(s.name.clone(), v);
+        }
+        Ok(out)
+    }
+
+    /// Sets the kernels `which` lists (flat `(d0, d1)` indices, by maskable weight name) to zero
+    /// in the weights and the momentum the device holds: what [`crate::sparse::Masks::update`]
+    /// does to the pruned and the regrown kernels, after [`DeviceExecutor::kernel_l1`].
+    pub fn zero_kernels(&mut self, which: &BTreeMap<String, Vec<usize>>) -> Result<(), TrainError> {
+        if !self.resident {
+            return Err(err("zero_kernels: the device does not hold the weights"));
+        }
+        let opt = self.opt.as_ref().ok_or_else(|| err("no optimizer state"))?;
+        for (name, ks) in which {
+            let s = opt
+                .slots
+                .iter()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| err(format!("no maskable weight `{name}` on the device")))?;
+            let (Some((_, n)), Some(flags)) = (s.live, s.l1) else {
+                return Err(err(format!("`{name}` has no kernel mask on the device")));
+            };
+            let mut z = vec![0i32; n];
+            for &k in ks {
+                *z.get_mut(k)
+                    .ok_or_else(|| err(format!("kernel {k} of `{name}`: it has {n}")))? = 1;
+            }
+            // The norms' buffer (n doubles) holds the flags (n ints).
+            let b: Vec<u8> = z.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.dev.upload(flags, &b)?;
+            for t in [s.weight, s.momentum] {
+                self.dev.launch(opt.first + 3, [t, flags, s.info])?;
+            }
+        }
+        self.dev.synchronize()
+    }
+
     /// Allocates the optimizer's buffers and tables.
     fn make_sgd(&mut self) -> Result<DeviceSgd, TrainError> {
         let g = self.plan.g.clone();
@@ -231,6 +290,10 @@ impl DeviceExecutor {
             } else {
                 None
             };
+            let l1 = match live {
+                Some(_) => Some(self.dev.alloc(kernels * 8, "kernel norms")?),
+                None => None,
+            };
             let kv = len.checked_div(kernels).unwrap_or(1);
             let st = self.dev.alloc(4 * 8, "an optimizer table")?;
             let row: Vec<u8> = [grad, momentum, scalars, live.map_or(0, |l| l.0)]
@@ -250,6 +313,7 @@ impl DeviceExecutor {
                 len,
                 momentum,
                 live,
+                l1,
                 table: st,
                 info,
             });

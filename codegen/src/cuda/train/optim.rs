@@ -10,10 +10,18 @@
 //!   every product and sum rounded on its own: `__fmul_rn`/`__fadd_rn` keep NVRTC from fusing
 //!   them), then a dead DSFF kernel's weights and momentum set to zero.
 //!
+//! - `e2o_l1`: the L1 norm of every kernel of a DSFF weight (double, the kernel's values added in
+//!   order from zero, one thread per kernel: the host's `e2enc_train::sparse::kernel_l1` bits),
+//!   for prune-and-regrow decided on the host from a few bytes per kernel instead of the weights;
+//! - `e2o_zero`: the kernels an update pruned or regrew set to zero in a weight and its momentum
+//!   (as the host's `Masks::update` does).
+//!
 //! Arguments: `sumsq` A = the sums (doubles, one per tensor), W = table of the gradients, I = their
 //! lengths; `sgd` A = the weight, W = table `[gradient, momentum, scalars, live]` (scalars: doubles
 //! `[lr, momentum, weight decay, clip factor, nesterov]`; live: one int per `(d0, d1)` kernel, or
-//! null for a dense weight), I = `[length, kernel volume]`.
+//! null for a dense weight), I = `[length, kernel volume]`; `l1` A = the norms (doubles), W = the
+//! weight, I = `[length, kernel volume]`; `zero` A = the tensor, W = one int per kernel (non-zero:
+//! zero it), I = `[length, kernel volume]`.
 
 use super::THREADS;
 use crate::emit::Launch;
@@ -21,8 +29,11 @@ use crate::emit::Launch;
 /// Blocks of an `e2o_sgd` launch (a grid-stride loop covers any length).
 pub const SGD_BLOCKS: u32 = 512;
 
+/// Blocks of an `e2o_l1` launch (grid-stride over the kernels).
+pub const L1_BLOCKS: u32 = 64;
+
 /// The optimizer kernels for `tensors` gradient tensors: the text (after the training prelude)
-/// and `(name, launch)` of `e2o_sumsq` and `e2o_sgd`.
+/// and `(name, launch)` of `e2o_sumsq`, `e2o_sgd`, `e2o_l1` and `e2o_zero`.
 pub fn optimizer_kernels(tensors: usize) -> (String, Vec<(String, Launch)>) {
     let src = format!(
         "#ifdef E2ENC_EMULATE
@@ -65,6 +76,24 @@ extern \"C\" __global__ void __launch_bounds__({THREADS}) e2o_sgd(float *__restr
         buf[i] = nb;
     }}
 }}
+extern \"C\" __global__ void __launch_bounds__({THREADS}) e2o_l1(float *__restrict__ A,
+    const float *__restrict__ W, const int *__restrict__ I) {{
+    double *__restrict__ out = (double *)(void *)A;
+    const int kv = I[1], kernels = I[0] / I[1];
+    for (int k = (int)(blockIdx.x * {THREADS} + threadIdx.x); k < kernels; k += {L1_BLOCKS} * {THREADS}) {{
+        double s = 0.0;
+        for (int j = 0; j < kv; j++) s += (double)fabsf(W[k * kv + j]);
+        out[k] = s;
+    }}
+}}
+extern \"C\" __global__ void __launch_bounds__({THREADS}) e2o_zero(float *__restrict__ A,
+    const float *__restrict__ W, const int *__restrict__ I) {{
+    const int *__restrict__ z = (const int *)(const void *)W;
+    const int n = I[0], kv = I[1];
+    for (int i = (int)(blockIdx.x * {THREADS} + threadIdx.x); i < n; i += {SGD_BLOCKS} * {THREADS}) {{
+        if (z[i / kv] != 0) A[i] = 0.0f;
+    }}
+}}
 "
     );
     let launch = |grid: u32, sync: bool| Launch {
@@ -78,6 +107,8 @@ extern \"C\" __global__ void __launch_bounds__({THREADS}) e2o_sgd(float *__restr
         vec![
             ("e2o_sumsq".into(), launch(tensors.max(1) as u32, true)),
             ("e2o_sgd".into(), launch(SGD_BLOCKS, false)),
+            ("e2o_l1".into(), launch(L1_BLOCKS, false)),
+            ("e2o_zero".into(), launch(SGD_BLOCKS, false)),
         ],
     )
 }
