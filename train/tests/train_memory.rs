@@ -24,6 +24,8 @@
 
 use std::collections::BTreeMap;
 
+mod probe;
+
 use e2enc_codegen::target::Target;
 use e2enc_ir::autodiff::training_graph;
 use e2enc_ir::e2enet::{build, output_name, BuildOptions, ModelConfig};
@@ -108,24 +110,9 @@ fn run_saved(cfg: &ModelConfig, backend: Backend, memory: Memory, saved: Saved) 
     let mut exec = Executor::with_saved(&tg, 2, backend, Some(&maskable), memory, saved).unwrap();
     assert_eq!((exec.memory(), exec.saved()), (memory, saved));
     let step = |exec: &mut Executor| {
+        // L = Σ_out <out, r_out> with fixed random r.
         exec.step(&weights, &live, &inputs, |outs| {
-            // L = Σ_out <out, r_out> with fixed random r.
-            let mut loss = 0.0;
-            let mut grads = BTreeMap::new();
-            for (k, (name, t)) in outs.iter().enumerate() {
-                let r = noise(t.numel(), 700 + k as u64);
-                let v = t.as_f32().unwrap();
-                loss += v
-                    .iter()
-                    .zip(&r)
-                    .map(|(a, b)| *a as f64 * *b as f64)
-                    .sum::<f64>();
-                grads.insert(
-                    name.clone(),
-                    Tensor::from_f32(t.shape().to_vec(), r).unwrap(),
-                );
-            }
-            Ok((loss, grads))
+            probe::probe_loss(outs, 700)
         })
         .unwrap_or_else(|e| panic!("{memory:?}: {e}"))
     };
