@@ -24,6 +24,7 @@
 #   bin/e2enc                  stripped release binary built with --features cuda
 #   bin/train_step_dump        the training-step example (e2enc-train, --features cuda): one GPU
 #                              training step for the gradient check and the step timing
+#   bin/nccl_check             NCCL on the GPU as GPU ranks use it (section 2b)
 #   train-dataset/             the MNI demo's small dataset, for `e2enc train --device cuda`
 #   CASE/cuda/                 a CUDA bundle (e2enc compile --target cuda-sm90)
 #   CASE/input.safetensors     its input (tensor `input`)
@@ -39,7 +40,8 @@
 # Then, on the GPU machine: PyTorch + cuDNN (tools/torch_ref/gpu_bench.py: fp32, TF32, bf16
 # autocast) on the dense AMOS-CT network, and the ratios to e2enc's medians; and GPU training
 # (section 6): one step against PyTorch float64, the sanitizers on a step, the AMOS-CT recipe's
-# step time against PyTorch's (tools/torch_ref/gpu_train_bench.py).
+# step time against PyTorch's (tools/torch_ref/gpu_train_bench.py). NCCL, which GPU ranks sum
+# their gradients with, on the GPU (section 2b, before the long parts).
 #
 # Results go to $OUT (else ./gpu-check-out): results.json (one entry per part: case, part,
 # status ok/fail/skipped, seconds, detail), summary.txt, and every command's log. Each part is
@@ -101,12 +103,15 @@ prepare() {
     }
     cargo build --release --features cuda --bin e2enc || exit 1
     cargo build --release -p e2enc-train --features cuda --example train_step_dump || exit 1
+    cargo build --release -p e2enc-train --features cuda --example nccl_check || exit 1
     BIN=$ROOT/target/release/e2enc
     WORK=$ROOT/target/gpu-check-work
     mkdir -p "$DIR/bin" "$WORK"
     strip -o "$DIR/bin/e2enc" "$BIN" 2>/dev/null || cp "$BIN" "$DIR/bin/e2enc"
     strip -o "$DIR/bin/train_step_dump" "$ROOT/target/release/examples/train_step_dump" \
         2>/dev/null || cp "$ROOT/target/release/examples/train_step_dump" "$DIR/bin/"
+    strip -o "$DIR/bin/nccl_check" "$ROOT/target/release/examples/nccl_check" \
+        2>/dev/null || cp "$ROOT/target/release/examples/nccl_check" "$DIR/bin/"
     # A key of its own, kept on the build machine; the GPU machine trusts its public half.
     KEY=$WORK/sign.key
     [[ -f $KEY ]] || "$BIN" keygen -o "$KEY" --comment gpu-check || exit 1
@@ -355,6 +360,28 @@ if run_part "$name" no-such-gpu 30 "$log" "$BIN" bench "$c/cuda" --device cuda:7
         record "$name" no-such-gpu ok "$ELAPSED" "$(tail_of "$log" 1)"
     else
         record "$name" no-such-gpu fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+    fi
+fi
+
+# 2b. NCCL (the gradients' all-reduce of GPU ranks): nccl_check loads the NCCL this machine has
+# (PyTorch's wheel brings nvidia/nccl/lib/libnccl.so.2; e2enc looks in the Python environments'
+# site-packages), joins a one-rank communicator on the training device's context and stream,
+# and checks that a one-rank sum leaves three buffers unchanged bit for bit (one GPU: NCCL
+# refuses two ranks on one GPU, so sums across GPUs are not checked here), and times it.
+NCCL_CHECK=""
+for b in "$ROOT/target/release/examples/nccl_check" "$DIR/bin/nccl_check"; do
+    [[ -z $NCCL_CHECK && -x $b ]] && NCCL_CHECK=$b
+done
+if [[ -z $NCCL_CHECK ]]; then
+    record nccl one-rank fail 0 "no nccl_check (run --prepare on a build machine)"
+else
+    log=$OUT/nccl.log
+    if run_part nccl one-rank 60 "$log" "$NCCL_CHECK" 0; then
+        if ((RC == 0)); then
+            record nccl one-rank ok "$ELAPSED" "$(grep -vE '^(PASS|stream)' "$log" | paste -sd ';' -)"
+        else
+            record nccl one-rank fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+        fi
     fi
 fi
 

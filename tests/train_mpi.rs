@@ -69,6 +69,90 @@ fn weights(run: &Path, file: &str) -> Weights {
     Weights::load(&run.join("checkpoint").join(file)).unwrap()
 }
 
+/// Runs `one` and `two` ended with the same weights (to float rounding) and the same masks.
+fn same_training(one: &Path, two: &Path) {
+    let (wa, wb) = (
+        weights(one, "weights.safetensors"),
+        weights(two, "weights.safetensors"),
+    );
+    let mut worst = 0.0f64;
+    for (name, ta) in wa.iter() {
+        let x = ta.as_f32().unwrap();
+        let y = wb.get(name).unwrap().as_f32().unwrap();
+        // On the tensor's own scale, but at least 0.01: the conv biases before an instance norm
+        // have a gradient that is zero but for rounding, so they hold ~1e-10 of noise that the
+        // summation order changes and momentum carries.
+        let scale = x.iter().fold(1e-2f32, |a, v| a.max(v.abs())) as f64;
+        for (p, q) in x.iter().zip(y) {
+            worst = worst.max((p - q).abs() as f64 / scale);
+        }
+    }
+    eprintln!("mpirun -n 2 vs one process: largest weight difference {worst:.2e} (relative)");
+    assert!(worst < 1e-4, "{worst}");
+    let (ma, mb) = (
+        weights(one, "masks.safetensors"),
+        weights(two, "masks.safetensors"),
+    );
+    assert_eq!(ma.len(), mb.len());
+    for (name, t) in ma.iter() {
+        assert_eq!(t.as_f32(), mb.get(name).unwrap().as_f32(), "mask {name}");
+    }
+}
+
+/// GPU ranks' path on the host emulation (`--emulate`), under a real `mpirun`: each rank keeps
+/// its weights and optimizer on its (emulated) device, the gradients are summed there by the
+/// device reducer (NCCL on GPUs; through MPI and the host for the emulation), DSFF updates are
+/// decided on rank 0 from the device's kernel norms and zeroed on every rank's device; the run
+/// ends where one emulated process with batch 2 ends. On this GPU-less machine `--device cuda`
+/// ranks refuse with the reason, and the job ends.
+#[test]
+fn two_mpi_ranks_on_emulated_gpus_keep_the_weights_on_their_devices() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = t.path().join("ds");
+    synthetic::dataset(&ds);
+    let m = synthetic::model(t.path());
+    let (ds, m) = (ds.to_str().unwrap(), m.to_str().unwrap());
+    // One DSFF update, at iteration 3 (--update-frequency 3).
+    let short = ["--epochs", "1", "--iters", "4", "--emulate"];
+    let one = t.path().join("one");
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(train_args(ds, m, one.to_str().unwrap(), &short))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let two = t.path().join("two");
+    let mut args = short.to_vec();
+    args.push("--profile");
+    let o = mpirun(2, &train_args(ds, m, two.to_str().unwrap(), &args))
+        .output()
+        .unwrap();
+    let s = text(&o);
+    assert!(o.status.success(), "{s}");
+    assert!(
+        s.contains("summed in the devices' memory") && s.contains("through the host"),
+        "{s}"
+    );
+    same_training(&one, &two);
+
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return;
+    }
+    let gpu = t.path().join("gpu");
+    let mut args = short.to_vec();
+    args.retain(|a| *a != "--emulate");
+    args.extend(["--device", "cuda"]);
+    let o = mpirun(2, &train_args(ds, m, gpu.to_str().unwrap(), &args))
+        .output()
+        .unwrap();
+    let s = text(&o);
+    assert!(!o.status.success(), "{s}");
+    assert!(
+        s.contains("no CUDA driver") && !s.contains("panicked"),
+        "{s}"
+    );
+    assert!(s.contains("no checkpoint was written"), "{s}");
+}
+
 #[test]
 fn two_mpi_ranks_train_like_one_process_and_a_killed_rank_ends_the_job_resumably() {
     let t = tempfile::tempdir().unwrap();
@@ -101,32 +185,7 @@ fn two_mpi_ranks_train_like_one_process_and_a_killed_rank_ends_the_job_resumably
     assert_eq!(s.matches("epoch   1").count(), 1, "only rank 0 logs: {s}");
     assert!(s.contains("on a thread beside the backward pass"), "{s}");
 
-    let (wa, wb) = (
-        weights(&one, "weights.safetensors"),
-        weights(&two, "weights.safetensors"),
-    );
-    let mut worst = 0.0f64;
-    for (name, ta) in wa.iter() {
-        let x = ta.as_f32().unwrap();
-        let y = wb.get(name).unwrap().as_f32().unwrap();
-        // On the tensor's own scale, but at least 0.01: the conv biases before an instance norm
-        // have a gradient that is zero but for rounding, so they hold ~1e-10 of noise that the
-        // summation order changes and momentum carries.
-        let scale = x.iter().fold(1e-2f32, |a, v| a.max(v.abs())) as f64;
-        for (p, q) in x.iter().zip(y) {
-            worst = worst.max((p - q).abs() as f64 / scale);
-        }
-    }
-    eprintln!("mpirun -n 2 vs one process: largest weight difference {worst:.2e} (relative)");
-    assert!(worst < 1e-4, "{worst}");
-    let (ma, mb) = (
-        weights(&one, "masks.safetensors"),
-        weights(&two, "masks.safetensors"),
-    );
-    assert_eq!(ma.len(), mb.len());
-    for (name, t) in ma.iter() {
-        assert_eq!(t.as_f32(), mb.get(name).unwrap().as_f32(), "mask {name}");
-    }
+    same_training(&one, &two);
 
     // A long two-rank run; rank 1 is killed after the first checkpoint.
     let long = t.path().join("long");

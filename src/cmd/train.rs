@@ -38,13 +38,16 @@ use crate::util::parse_patch;
 /// and OUT at the same path (a shared file system across machines). `kill -USR1` to mpirun (or
 /// Slurm's --signal=USR1@120) stops all ranks at the same iteration with a checkpoint; a rank
 /// that fails or is killed ends the job, and --resume continues from the last checkpoint with any
-/// number of ranks that divides the batch.
+/// number of ranks that divides the batch. With --device cuda every rank runs on its own GPU
+/// (local rank r on cuda:N uses GPU N + r) and NCCL sums the gradients in the GPUs' memory:
+/// `pip install nvidia-nccl-cu12` (or set E2ENC_NCCL to a libnccl.so.2).
 ///
 /// Examples:
 ///   e2enc train data/Task04_Hippocampus -o runs/hippo --epochs 100
 ///   e2enc train data/mine -o runs/mine --model my.json --density 0.1 --batch 2
 ///   e2enc train data/mine -o runs/mine --resume        (after Ctrl-C or a crash)
 ///   mpirun -n 4 e2enc train data/mine -o runs/mine --batch 8 --threads 8
+///   mpirun -n 2 e2enc train data/mine -o runs/mine --batch 4 --device cuda   (2 GPUs, NCCL)
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -120,9 +123,10 @@ pub struct Args {
     pub target: Option<Target>,
     /// Where the steps run: `cpu`, or an NVIDIA GPU (`cuda` = `cuda:0`, `cuda:N`): the CUDA
     /// training kernels, compiled with NVRTC for the GPU at start, a step's values in one
-    /// device allocation planned like the CPU's memory, the loss there too and, in one process,
-    /// the optimizer (the weights stay on the GPU; DSFF prune-and-regrow is decided on the host
-    /// from the kernels' norms, which come back).
+    /// device allocation planned like the CPU's memory, the loss and the optimizer there too
+    /// (the weights stay on the GPU; DSFF prune-and-regrow is decided on the host from the
+    /// kernels' norms, which come back). Several MPI ranks: one GPU each, gradients summed by
+    /// NCCL on the GPUs.
     /// Needs a build with the `cuda` feature (the default) and NVRTC.
     #[arg(long, value_name = "cpu|cuda|cuda:N", value_parser = super::parse_device, default_value = "cpu")]
     pub device: super::DeviceArg,
@@ -201,8 +205,14 @@ fn rank_threads(size: usize) -> usize {
 /// signal ends the process. (The checkpoint is replaced atomically, so a rank ended while
 /// writing it leaves the previous one.)
 fn install_sigterm_note(out: &std::path::Path) {
-    static NOTE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let _ = NOTE.set(
+    // (note with a checkpoint, note without one, the checkpoint's state file as a C path)
+    static NOTE: std::sync::OnceLock<(Vec<u8>, Vec<u8>, std::ffi::CString)> =
+        std::sync::OnceLock::new();
+    let state = out.join(e2enc_train::checkpoint::DIR).join("state.json");
+    let Ok(state) = std::ffi::CString::new(state.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    let _ = NOTE.set((
         format!(
             "e2enc train: rank 0 ended from outside (another rank failed, or the job was \
              cancelled); the last checkpoint in {} resumes with --resume, with any number of \
@@ -210,12 +220,21 @@ fn install_sigterm_note(out: &std::path::Path) {
             out.display()
         )
         .into_bytes(),
-    );
+        b"e2enc train: rank 0 ended from outside (another rank failed, or the job was \
+          cancelled) before the first checkpoint\n"
+            .to_vec(),
+        state,
+    ));
     extern "C" fn on_term(_: libc::c_int) {
-        // SAFETY: async-signal-safe calls only (write, signal, raise); NOTE was set before the
-        // handler was installed and is never changed.
+        // SAFETY: async-signal-safe calls only (access, write, signal, raise); NOTE was set
+        // before the handler was installed and is never changed.
         unsafe {
-            if let Some(m) = NOTE.get() {
+            if let Some((with, without, state)) = NOTE.get() {
+                let m = if libc::access(state.as_ptr(), libc::F_OK) == 0 {
+                    with
+                } else {
+                    without
+                };
                 libc::write(2, m.as_ptr().cast(), m.len());
             }
             libc::signal(libc::SIGTERM, libc::SIG_DFL);
@@ -356,10 +375,16 @@ pub fn main(a: Args) -> Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("error: rank {rank} of {size}: {e:#}");
-            eprintln!(
-                "e2enc train: ending every rank (the last checkpoint in {} resumes with --resume)",
-                a.out.display()
-            );
+            let state = a.out.join(e2enc_train::checkpoint::DIR).join("state.json");
+            if state.is_file() {
+                eprintln!(
+                    "e2enc train: ending every rank (the last checkpoint in {} resumes with \
+                     --resume)",
+                    a.out.display()
+                );
+            } else {
+                eprintln!("e2enc train: ending every rank (no checkpoint was written)");
+            }
             comm.abort(1)
         }
     }
@@ -467,9 +492,15 @@ fn print_communication(trainer: &Trainer) {
     let p = trainer.profile();
     let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
     // On the host the gradients' all-reduce runs beside the backward pass (the wait after it
-    // is what it cost); a GPU step's gradients are all-reduced after it, behind a barrier.
+    // is what it cost); a GPU step's gradients are summed on the GPUs after it (NCCL).
     let overlap = p.contains_key("wait for the gradients after the backward pass");
-    let wait = if overlap {
+    let wait = if c.on_device {
+        format!(
+            "summed in the devices' memory after the backward pass by {}, the wait for the \
+             slowest rank included",
+            trainer.gradient_engine().unwrap_or_default()
+        )
+    } else if overlap {
         format!(
             "on a thread beside the backward pass, which then waited {:.4} s for them",
             secs("wait for the gradients after the backward pass")

@@ -67,7 +67,7 @@ pub fn write(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, TrainErro
     Ok(cur)
 }
 
-/// Removes what an interrupted [`write`] left in `out`: `checkpoint.new` (never complete until
+/// Removes what an interrupted [`write()`] left in `out`: `checkpoint.new` (never complete until
 /// renamed) and `checkpoint.old` when `checkpoint` is there (the old one was due for removal).
 /// Called when a run starts or resumes.
 pub fn clean_partial(out: &Path) -> Result<(), TrainError> {

@@ -50,6 +50,13 @@ pub trait Device {
 
     /// Waits for everything issued so far.
     fn synchronize(&mut self) -> Result<(), TrainError>;
+
+    /// For collectives issued on the device's own stream (NCCL): makes its CUDA context current
+    /// on the calling thread and returns the stream (`CUstream` as an integer). `None` for a
+    /// device that is not a CUDA GPU (the host emulation).
+    fn cuda_stream(&mut self) -> Result<Option<u64>, TrainError> {
+        Ok(None)
+    }
 }
 
 fn err(msg: impl Into<String>) -> TrainError {
@@ -307,5 +314,12 @@ impl Device for Gpu {
 
     fn synchronize(&mut self) -> Result<(), TrainError> {
         self.s.synchronize().map_err(|e| err(e.to_string()))
+    }
+
+    fn cuda_stream(&mut self) -> Result<Option<u64>, TrainError> {
+        self.s
+            .current_stream()
+            .map(Some)
+            .map_err(|e| err(e.to_string()))
     }
 }

@@ -2,7 +2,9 @@
 //! trait ([`Collective`]), with two implementations: [`Single`] (one process, every call a no-op)
 //! and, with the `mpi` cargo feature, `Mpi` (Open MPI or any MPI through the `mpi` crate), for
 //! ranks started the way MPI users start them: `mpirun -n 4 e2enc train ...`, or `srun` under
-//! Slurm with an MPI built for it. GPU ranks will get an NCCL implementation of the same trait.
+//! Slurm with an MPI built for it. A step kept on devices sums its gradients through a
+//! [`GradientReducer`]: NCCL in the GPUs' memory ([`NcclReducer`], see [`crate::nccl`]), or
+//! through the host and a [`Collective`] ([`HostStaged`], for the host emulation).
 //!
 //! What a run does with them (see `trainer`): `--batch` is the global batch, split evenly over
 //! the ranks; every rank draws its own share of the global batch's patches from the per-sample
@@ -15,6 +17,7 @@
 //! makes `mpirun` stop the others; the last checkpoint (written atomically every epoch) resumes
 //! with any number of ranks that divides the batch.
 
+use crate::device::{DevPtr, Device};
 use crate::TrainError;
 
 /// The collectives of a data-parallel run. Every rank must make the same calls in the same order
@@ -73,12 +76,28 @@ pub fn launcher_world_size() -> Option<(usize, &'static str)> {
         "PMI_SIZE",
         "PMIX_SIZE",
         "SLURM_STEP_NUM_TASKS",
+        // torchrun and torch.distributed's launchers (refused in `connect`: not MPI).
+        "WORLD_SIZE",
     ] {
         if let Some(n) = std::env::var(var).ok().and_then(|v| v.trim().parse().ok()) {
             return Some((n, var));
         }
     }
     None
+}
+
+/// This process's rank among the ranks of its machine, as the launcher announced it (Open MPI,
+/// MPICH's Hydra, Slurm, PMIx): with several GPU ranks on one machine, local rank `r` of a run
+/// on `--device cuda:N` uses GPU `N + r`. `None` when no launcher said.
+pub fn launcher_local_rank() -> Option<usize> {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMIX_LOCAL_RANK",
+        "SLURM_LOCALID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok().and_then(|x| x.trim().parse().ok()))
 }
 
 /// Whether this build can join MPI jobs (the `mpi` cargo feature).
@@ -100,6 +119,14 @@ fn connect(
     let Some((n, var)) = launched.filter(|&(n, _)| n > 1) else {
         return Ok(std::sync::Arc::new(Single));
     };
+    if var == "WORLD_SIZE" {
+        return Err(TrainError::Distributed(format!(
+            "{var}={n}: this looks like torchrun or another torch.distributed launcher, which \
+             e2enc cannot join; start its ranks with MPI's launcher instead, `mpirun -n {n} \
+             e2enc train ...` (or Slurm's `srun --mpi=pmix`), with an e2enc built with \
+             `--features mpi` (GPU ranks then sum their gradients with NCCL)"
+        )));
+    }
     if use_mpi {
         #[cfg(feature = "mpi")]
         {
@@ -121,6 +148,153 @@ fn connect(
          and libclang: on Debian or Ubuntu `apt install libopenmpi-dev openmpi-bin \
          libclang-dev`), or start one process without mpirun"
     )))
+}
+
+/// Sums the weight gradients a device holds over the ranks of a data-parallel run, for a step
+/// whose weights and optimizer stay on the device (`DeviceExecutor::step_resident`).
+pub trait GradientReducer: Send {
+    /// Sums the f32 buffers `bufs` (device address, number of floats) of `dev` over the ranks,
+    /// in place, ordered after the work already issued on `dev` and before what follows. Every
+    /// rank passes the same lengths in the same order.
+    fn all_reduce(
+        &mut self,
+        dev: &mut dyn Device,
+        bufs: &[(DevPtr, usize)],
+    ) -> Result<(), TrainError>;
+
+    /// What carries the sums, for logs and `--profile`.
+    fn engine(&self) -> String;
+}
+
+/// Gradients summed through the host: copied down in buckets of `bucket` floats, summed by a
+/// [`Collective`], copied back. For devices that are not CUDA GPUs (the host emulation, on
+/// which GPU ranks are tested without GPUs).
+pub struct HostStaged {
+    pub comm: std::sync::Arc<dyn Collective>,
+    pub bucket: usize,
+}
+
+impl GradientReducer for HostStaged {
+    fn all_reduce(
+        &mut self,
+        dev: &mut dyn Device,
+        bufs: &[(DevPtr, usize)],
+    ) -> Result<(), TrainError> {
+        let cap = self.bucket.max(1);
+        let mut stage: Vec<f32> = Vec::with_capacity(cap);
+        // (device address, first float in `stage`, floats) of the pieces in `stage`.
+        let mut parts: Vec<(DevPtr, usize, usize)> = Vec::new();
+        let flush = |stage: &mut Vec<f32>,
+                     parts: &mut Vec<(DevPtr, usize, usize)>,
+                     dev: &mut dyn Device|
+         -> Result<(), TrainError> {
+            if stage.is_empty() {
+                return Ok(());
+            }
+            self.comm.all_reduce_f32(stage)?;
+            for &(p, at, n) in parts.iter() {
+                dev.upload(p, f32_bytes(&stage[at..at + n]))?;
+            }
+            stage.clear();
+            parts.clear();
+            Ok(())
+        };
+        for &(p, n) in bufs {
+            let mut done = 0;
+            while done < n {
+                let take = (n - done).min(cap - stage.len());
+                let at = stage.len();
+                stage.resize(at + take, 0.0);
+                let addr = p + (done * 4) as u64;
+                dev.download(addr, f32_bytes_mut(&mut stage[at..]))?;
+                parts.push((addr, at, take));
+                done += take;
+                if stage.len() == cap {
+                    flush(&mut stage, &mut parts, dev)?;
+                }
+            }
+        }
+        flush(&mut stage, &mut parts, dev)
+    }
+
+    fn engine(&self) -> String {
+        format!("{} (through the host)", self.comm.engine())
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no invalid bit patterns and u8 no alignment.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; every byte pattern is a valid f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+/// Gradients summed by NCCL in the GPUs' memory, on the step's stream (see [`crate::nccl`]).
+pub struct NcclReducer {
+    comm: crate::nccl::Comm,
+}
+
+impl NcclReducer {
+    /// Joins every rank of `comm` in an NCCL communicator: each rank loads NCCL (all learn
+    /// whether every rank could), rank 0 makes the communicator's id and `comm` carries it to
+    /// the others, and each joins on its GPU, whose CUDA context the caller has made current on
+    /// this thread (`Device::cuda_stream`).
+    pub fn join(comm: &dyn Collective) -> Result<NcclReducer, TrainError> {
+        let mine = crate::nccl::Nccl::load();
+        let mut failed = [f64::from(u8::from(mine.is_err()))];
+        comm.all_reduce_f64(&mut failed)?;
+        let nccl = mine?;
+        if failed[0] > 0.0 {
+            return Err(TrainError::Distributed(format!(
+                "{} other rank(s) could not load NCCL (their messages say why); this rank has \
+                 NCCL {} from {}",
+                failed[0],
+                nccl.version(),
+                nccl.found()
+            )));
+        }
+        let mut id = Vec::new();
+        if comm.rank() == 0 {
+            id = nccl.unique_id()?.to_bytes();
+        }
+        comm.broadcast(&mut id)?;
+        let id = crate::nccl::UniqueId::from_bytes(&id)?;
+        // SAFETY: the caller made this rank's GPU context current; the launcher gave each rank
+        // its own GPU (`launcher_local_rank`), and NCCL refuses two ranks on one GPU.
+        let c = unsafe { crate::nccl::Comm::init(nccl, &id, comm.size(), comm.rank())? };
+        Ok(NcclReducer { comm: c })
+    }
+}
+
+impl GradientReducer for NcclReducer {
+    fn all_reduce(
+        &mut self,
+        dev: &mut dyn Device,
+        bufs: &[(DevPtr, usize)],
+    ) -> Result<(), TrainError> {
+        let stream = dev.cuda_stream()?.ok_or_else(|| {
+            TrainError::Distributed(format!(
+                "NCCL sums GPU memory, and {} is not a CUDA GPU",
+                dev.describe()
+            ))
+        })?;
+        // SAFETY: the buffers are the device's gradients (f32, alive as long as the
+        // executor), `stream` its stream with its context current (cuda_stream), and every
+        // rank's graph lists the same gradients in the same order.
+        unsafe { self.comm.all_reduce_sum_f32(bufs, stream) }
+    }
+
+    fn engine(&self) -> String {
+        let (_, size) = self.comm.rank();
+        format!(
+            "NCCL {}, {size} ranks ({})",
+            self.comm.nccl().version(),
+            self.comm.nccl().found()
+        )
+    }
 }
 
 /// The random stream of one sample: sample `index` of step `step` of stream `kind` (see
@@ -285,6 +459,19 @@ mod tests {
             e.contains("--features mpi") && e.contains("libopenmpi-dev"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn torchrun_is_refused_with_the_mpi_launch_that_replaces_it() {
+        for mpi in [false, true] {
+            let e = connect(Some((4, "WORLD_SIZE")), mpi)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("torchrun") && e.contains("mpirun -n 4"), "{e}");
+        }
+        // One process under torchrun is one process.
+        assert_eq!(connect(Some((1, "WORLD_SIZE")), false).unwrap().size(), 1);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod loader;
 pub mod loss;
 pub mod memplan;
 pub mod mni;
+pub mod nccl;
 pub mod optim;
 pub mod plot;
 pub mod sampler;

@@ -357,6 +357,31 @@ impl Masks {
         weights: &mut Weights,
         momentum: &mut Weights,
     ) -> Result<usize, TrainError> {
+        let decided = self.decode_update(bytes)?;
+        self.check_fits(weights)?;
+        self.check_fits(momentum)?;
+        let mut count = 0;
+        for ((name, l), (alive, regrown)) in self.layers.iter_mut().zip(decided) {
+            l.alive = alive;
+            count += regrown.len();
+            let mut off = vec![false; l.alive.len()];
+            for k in regrown {
+                off[k] = true;
+            }
+            for w in [&mut *weights, &mut *momentum] {
+                zero_kernels(w, name, l.kernel_volume, off.iter().copied());
+            }
+        }
+        self.apply(weights)?;
+        self.apply(momentum)?;
+        Ok(count)
+    }
+}
+
+impl Masks {
+    /// The masks after rank 0's update ([`Masks::encode_update`]) and its regrown kernels,
+    /// per layer in name order; bytes that do not fit these masks are an error.
+    fn decode_update(&self, bytes: &[u8]) -> Result<Vec<Decided>, TrainError> {
         let bad = |m: &str| TrainError::Mask(format!("the DSFF update from rank 0: {m}"));
         let mut at = 0usize;
         let take = |at: &mut usize, n: usize| -> Result<&[u8], TrainError> {
@@ -393,25 +418,36 @@ impl Masks {
         if at != bytes.len() {
             return Err(bad("trailing bytes"));
         }
-        self.check_fits(weights)?;
-        self.check_fits(momentum)?;
+        Ok(decided)
+    }
+
+    /// Makes rank 0's update ([`Masks::encode_update`]) here for weights a device holds:
+    /// returns the number of kernels regrown and, by layer, the kernels to set to zero in the
+    /// weights and the momentum (the pruned and the regrown ones, as rank 0 zeroes them).
+    pub fn adopt_update_elsewhere(
+        &mut self,
+        bytes: &[u8],
+    ) -> Result<(usize, BTreeMap<String, Vec<usize>>), TrainError> {
+        let decided = self.decode_update(bytes)?;
         let mut count = 0;
+        let mut zero = BTreeMap::new();
         for ((name, l), (alive, regrown)) in self.layers.iter_mut().zip(decided) {
-            l.alive = alive;
             count += regrown.len();
-            let mut off = vec![false; l.alive.len()];
-            for k in regrown {
-                off[k] = true;
-            }
-            for w in [&mut *weights, &mut *momentum] {
-                zero_kernels(w, name, l.kernel_volume, off.iter().copied());
-            }
+            let mut off: Vec<usize> = (0..alive.len())
+                .filter(|&k| l.alive[k] && !alive[k])
+                .chain(regrown)
+                .collect();
+            off.sort_unstable();
+            off.dedup();
+            l.alive = alive;
+            zero.insert(name.clone(), off);
         }
-        self.apply(weights)?;
-        self.apply(momentum)?;
-        Ok(count)
+        Ok((count, zero))
     }
 }
+
+/// One layer of a decoded DSFF update: its alive flags after it, and its regrown kernels.
+type Decided = (Vec<bool>, Vec<usize>);
 
 /// Zeroes the kernels of tensor `name` in `w` for which `off` yields true.
 fn zero_kernels(w: &mut Weights, name: &str, kv: usize, off: impl Iterator<Item = bool>) {

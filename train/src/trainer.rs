@@ -216,9 +216,12 @@ pub struct Trainer {
     train: Arc<Vec<Case>>,
     val: Arc<Vec<Case>>,
     exec: Runner,
-    /// The device holds the weights and the momentum (a single-process run on a GPU): the host's
-    /// copies are stale until [`Trainer::sync_host`].
+    /// The device holds the weights and the momentum (a run on GPUs, or on the host emulation):
+    /// the host's copies are stale until [`Trainer::sync_host`].
     resident: bool,
+    /// What sums the gradients a device holds over the ranks (NCCL on GPUs); made at the first
+    /// step of a data-parallel run on devices.
+    reducer: Option<Box<dyn dist::GradientReducer>>,
     /// The ranks of a data-parallel run ([`Single`] for one process).
     comm: Arc<dyn Collective>,
     /// Threads making batches ahead of the steps (0: the step makes its own).
@@ -496,9 +499,16 @@ impl Trainer {
         let tg = training_graph(&net.graph, &names)?;
         let maskable: std::collections::HashSet<String> = masks.names().cloned().collect();
         let exec = match opts.kernels {
-            Backend::Device { .. } => Runner::Device(Box::new(DeviceExecutor::open(
+            Backend::Device { target, gpu } => Runner::Device(Box::new(DeviceExecutor::open(
                 &tg,
-                opts.kernels,
+                // Several ranks on one machine: each its own GPU, counted from the one named.
+                Backend::Device {
+                    target,
+                    gpu: gpu.map(|n| match comm.size() {
+                        1 => n,
+                        _ => n + dist::launcher_local_rank().unwrap_or(0),
+                    }),
+                },
                 threads,
                 Some(&maskable),
                 opts.precision,
@@ -536,6 +546,7 @@ impl Trainer {
             val: Arc::new(val),
             exec,
             resident: false,
+            reducer: None,
             comm,
             data_workers: 1,
             bucket: BUCKET,
@@ -601,6 +612,12 @@ impl Trainer {
     /// What carries the collectives (`one process`, or the MPI library and rank count).
     pub fn engine(&self) -> String {
         self.comm.engine()
+    }
+
+    /// What sums the gradients of a data-parallel run on devices (NCCL, with its version), once
+    /// a step has run; `None` otherwise.
+    pub fn gradient_engine(&self) -> Option<String> {
+        self.reducer.as_ref().map(|r| r.engine())
     }
 
     /// Ends every rank of the run now (see [`Collective::abort`]).
@@ -794,25 +811,46 @@ impl Trainer {
     /// One DSFF prune-and-regrow at `rate`, decided on rank 0 and broadcast to the others, which
     /// adopt it; returns the number of kernels regrown.
     fn update_masks(&mut self, rate: f64) -> Result<usize, TrainError> {
-        // One process on a device that holds the weights: only the kernels' norms come back,
-        // and the pruned and regrown kernels are zeroed there (as `Masks::update` does here).
-        if let (true, 1, Runner::Device(d)) = (self.resident, self.comm.size(), &mut self.exec) {
+        // A device that holds the weights: only the kernels' norms come back (to rank 0, which
+        // decides), and the pruned and regrown kernels are zeroed there (as `Masks::update`
+        // does here) on every rank.
+        if let (true, Runner::Device(d)) = (self.resident, &mut self.exec) {
             let t = Instant::now();
-            let l1 = d.kernel_l1()?;
-            let st = self.masks.prune_regrow_by(&l1, rate, &mut self.rng)?;
-            let zero: BTreeMap<String, Vec<usize>> = st
-                .layers
-                .iter()
-                .map(|u| {
-                    let mut k: Vec<usize> = u.pruned.iter().chain(&u.regrown).copied().collect();
-                    k.sort_unstable();
-                    k.dedup();
-                    (u.name.clone(), k)
-                })
-                .collect();
+            let mut msg = Vec::new();
+            let (regrown, zero) = if self.comm.rank() == 0 {
+                let l1 = d.kernel_l1()?;
+                let st = self.masks.prune_regrow_by(&l1, rate, &mut self.rng)?;
+                if self.comm.size() > 1 {
+                    msg = self.masks.encode_update(&st);
+                }
+                let zero: BTreeMap<String, Vec<usize>> = st
+                    .layers
+                    .iter()
+                    .map(|u| {
+                        let mut k: Vec<usize> =
+                            u.pruned.iter().chain(&u.regrown).copied().collect();
+                        k.sort_unstable();
+                        k.dedup();
+                        (u.name.clone(), k)
+                    })
+                    .collect();
+                (st.regrown, zero)
+            } else {
+                (0, BTreeMap::new())
+            };
+            let (regrown, zero) = if self.comm.size() > 1 {
+                self.comm.broadcast(&mut msg)?;
+                if self.comm.rank() == 0 {
+                    (regrown, zero)
+                } else {
+                    self.masks.adopt_update_elsewhere(&msg)?
+                }
+            } else {
+                (regrown, zero)
+            };
             d.zero_kernels(&zero)?;
             self.add_time("DSFF update", t);
-            return Ok(st.regrown);
+            return Ok(regrown);
         }
         self.sync_host()?;
         let t = Instant::now();
@@ -869,15 +907,45 @@ impl Trainer {
         let mut overlapped = None;
         let overlap = self.comm.size() > 1 && self.gradient_floats() > self.bucket;
         if let Runner::Device(d) = &mut self.exec {
-            if d.has_device_loss() && self.comm.size() == 1 {
-                // One process on a GPU: the weights and the momentum stay there.
+            if d.has_device_loss() {
+                // On GPUs the weights and the momentum stay there; the ranks of a data-parallel
+                // run sum their gradients there too (NCCL), and the loss's sums on the host.
                 let (labels, weights) =
                     loss::deep_supervision_targets(&labels, batch, patch, &heads)?;
                 if !self.resident {
                     d.upload_state(&self.weights, &self.sgd.momentum_buffers)?;
                     self.resident = true;
                 }
-                let (loss, norm) = d.step_resident(
+                if comm.size() > 1 && self.reducer.is_none() {
+                    let t = Instant::now();
+                    // NCCL for a CUDA GPU (this makes its context current on this thread);
+                    // through the host for the emulation.
+                    let r: Box<dyn dist::GradientReducer> = match d.cuda_stream()? {
+                        Some(_) => {
+                            let r = dist::NcclReducer::join(comm)?;
+                            *self.extra.entry("joining NCCL").or_insert(0.0) +=
+                                t.elapsed().as_secs_f64();
+                            Box::new(r)
+                        }
+                        None => Box::new(dist::HostStaged {
+                            comm: self.comm.clone(),
+                            bucket: self.bucket,
+                        }),
+                    };
+                    self.reducer = Some(r);
+                }
+                let ranks = match &mut self.reducer {
+                    Some(r) if comm.size() > 1 => Some(r),
+                    _ => None,
+                };
+                let on_ranks = ranks.is_some();
+                let mut sums = |s: &mut [f64]| -> Result<(), TrainError> {
+                    let t = Instant::now();
+                    comm.all_reduce_f64(s)?;
+                    reduce_secs += t.elapsed().as_secs_f64();
+                    Ok(())
+                };
+                let (loss, norm) = d.step_resident_on(
                     &live,
                     &inputs,
                     &labels,
@@ -885,7 +953,19 @@ impl Trainer {
                     &self.sgd,
                     lr,
                     optim::MAX_GRAD_NORM,
+                    ranks.map(|r| crate::device_exec::RankHooks {
+                        sums: &mut sums,
+                        grads: r.as_mut(),
+                    }),
                 )?;
+                if on_ranks {
+                    *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+                    let floats: usize = d.gradient_buffers()?.iter().map(|b| b.1).sum();
+                    self.comm_stats.steps += 1;
+                    self.comm_stats.gradient_bytes = floats * 4;
+                    self.comm_stats.gradient_calls = 1;
+                    self.comm_stats.on_device = true;
+                }
                 if !norm.is_finite() {
                     return Err(TrainError::Diverged(format!(
                         "epoch {} iteration {}: the gradient norm is {norm} (training diverged; \
@@ -1254,8 +1334,12 @@ pub struct CommStats {
     /// Bytes of gradients each rank sends into the all-reduces of one step (f32; of DSFF layers
     /// only the live kernels).
     pub gradient_bytes: usize,
-    /// All-reduce calls per step for those gradients (buckets of about 16 MiB).
+    /// All-reduce calls per step for those gradients (buckets of about 16 MiB; one NCCL group
+    /// on GPUs).
     pub gradient_calls: usize,
+    /// The gradients were summed in the devices' memory after the backward pass (GPU ranks;
+    /// whole tensors, dead DSFF kernels' zeros included), by [`Trainer::gradient_engine`].
+    pub on_device: bool,
 }
 
 /// Floats of one all-reduce bucket by default (16 MiB).

@@ -281,6 +281,21 @@ fn train_on_ranks(
                 );
                 // On the host the gradients went through the all-reduce beside the backward
                 // pass (a device step's are all-reduced after it).
+                // On (emulated) GPUs the weights stayed on the device, and its gradients were
+                // summed there by the device reducer (through the host for the emulation, in
+                // 64-float pieces across the gradients' boundaries).
+                if ranks > 1 && on_device {
+                    let c = t.communication();
+                    assert!(c.on_device && c.steps > 0, "{c:?}");
+                    let p = t.profile();
+                    assert!(p.contains_key("device optimizer"), "{p:?}");
+                    assert!(p.contains_key("all-reduce: gradients"), "{p:?}");
+                    assert!(
+                        t.gradient_engine().unwrap().contains("through the host"),
+                        "{:?}",
+                        t.gradient_engine()
+                    );
+                }
                 if ranks > 1 && !on_device {
                     let c = t.communication();
                     assert!(c.steps > 0 && c.gradient_calls > 0, "{c:?}");

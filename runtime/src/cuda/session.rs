@@ -100,6 +100,13 @@ impl GpuSession {
         )
     }
 
+    /// Makes this session's context current on the calling thread and returns its stream
+    /// (`CUstream` as an integer), for libraries that issue work on it (NCCL's collectives).
+    pub fn current_stream(&self) -> Res<u64> {
+        self.current()?;
+        Ok(self.stream as usize as u64)
+    }
+
     fn current(&self) -> Res<()> {
         // SAFETY: this session's context.
         check(unsafe { sys::cuCtxSetCurrent(self.ctx) }, || {

@@ -39,6 +39,7 @@ use e2enc_ir::{NodeId, Op, Tensor, Weights};
 
 mod loss;
 mod optim;
+pub use optim::RankHooks;
 
 use loss::HeadLoss;
 use optim::DeviceSgd;

@@ -11,6 +11,18 @@ use crate::device::DevPtr;
 use crate::exec::LiveMasks;
 use crate::TrainError;
 
+/// Sums a few doubles over the ranks, in place.
+type SumHook<'a> = &'a mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>;
+
+/// What a data-parallel step kept on the device exchanges with the other ranks
+/// ([`DeviceExecutor::step_resident_on`]).
+pub struct RankHooks<'a> {
+    /// Sums the loss's batch sums (a few doubles per head) over the ranks, in place.
+    pub sums: SumHook<'a>,
+    /// Sums the weight gradients over the ranks, in the device's memory where it can.
+    pub grads: &'a mut dyn crate::dist::GradientReducer,
+}
+
 /// The optimizer's state and buffers on the device (made by the first
 /// [`DeviceExecutor::upload_state`]).
 pub(super) struct DeviceSgd {
@@ -124,20 +136,44 @@ impl DeviceExecutor {
         lr: f64,
         max_norm: f64,
     ) -> Result<(f64, f64), TrainError> {
+        self.step_resident_on(live, inputs, labels, head_weights, sgd, lr, max_norm, None)
+    }
+
+    /// [`DeviceExecutor::step_resident`] as one rank of a data-parallel run (`ranks`; `None`:
+    /// one process): the loss's batch sums are summed over the ranks between the device's sums
+    /// and its gradient of the logits, and the weight gradients between the backward pass and
+    /// the norm, so every rank takes the same update. `--profile`'s "all-reduce: gradients"
+    /// is the reduction's own time (the backward pass has finished before it starts).
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_resident_on(
+        &mut self,
+        live: &LiveMasks,
+        inputs: &BTreeMap<String, Tensor>,
+        labels: &BTreeMap<String, Vec<u16>>,
+        head_weights: &BTreeMap<String, f64>,
+        sgd: &crate::optim::Sgd,
+        lr: f64,
+        max_norm: f64,
+        ranks: Option<RankHooks<'_>>,
+    ) -> Result<(f64, f64), TrainError> {
         if !self.resident {
             return Err(err(
                 "step_resident: upload the weights first (upload_state)",
             ));
         }
         let empty = Weights::new();
-        let loss = self.pass_with_device_loss(
-            &empty,
-            live,
-            inputs,
-            labels,
-            head_weights,
-            &mut |_| Ok(()),
-        )?;
+        let (sums, grads): (SumHook<'_>, _) = match ranks {
+            Some(r) => (r.sums, Some(r.grads)),
+            None => (&mut |_| Ok(()), None),
+        };
+        let loss = self.pass_with_device_loss(&empty, live, inputs, labels, head_weights, sums)?;
+        if let Some(r) = grads {
+            let t = std::time::Instant::now();
+            let bufs = self.gradient_buffers()?;
+            r.all_reduce(self.dev.as_mut(), &bufs)?;
+            self.dev.synchronize()?;
+            *self.profile.entry("all-reduce: gradients").or_default() += t.elapsed().as_secs_f64();
+        }
         let t0 = std::time::Instant::now();
         let opt = self.opt.as_ref().ok_or_else(|| err("no optimizer state"))?;
         // The live flags of the masked weights.
@@ -191,6 +227,26 @@ impl DeviceExecutor {
         }
         *self.profile.entry("device optimizer").or_default() += t0.elapsed().as_secs_f64();
         Ok((loss, total))
+    }
+
+    /// The device's CUDA stream, its context made current on this thread (`None` on the host
+    /// emulation): see [`crate::device::Device::cuda_stream`].
+    pub fn cuda_stream(&mut self) -> Result<Option<u64>, TrainError> {
+        self.dev.cuda_stream()
+    }
+
+    /// Every weight gradient's device buffer (address, floats), in the training graph's order
+    /// (the same on every rank).
+    pub fn gradient_buffers(&self) -> Result<Vec<(DevPtr, usize)>, TrainError> {
+        let g = &self.plan.g;
+        self.plan
+            .weight_grads
+            .iter()
+            .map(|(_, id)| {
+                let n = g.node(*id).ty.shape.iter().product();
+                Ok((self.value_ptr(*id)?, n))
+            })
+            .collect()
     }
 
     /// The L1 norm of every kernel of the maskable weights the device holds, by weight name
