@@ -491,6 +491,9 @@ fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
             let (ssrc, sk) = e2enc_codegen::cuda::train::stash::stash_kernels();
             source.push_str(&ssrc);
             launches.extend(sk);
+            let (gsrc, gk) = e2enc_codegen::cuda::train::gather::gather_kernels();
+            source.push_str(&gsrc);
+            launches.extend(gk);
             let c = nv
                 .compile_cached(&source, sm, Some(cache.path()))
                 .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));

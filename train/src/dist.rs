@@ -243,7 +243,15 @@ impl NcclReducer {
     /// the others, and each joins on its GPU, whose CUDA context the caller has made current on
     /// this thread (`Device::cuda_stream`).
     pub fn join(comm: &dyn Collective) -> Result<NcclReducer, TrainError> {
-        let mine = crate::nccl::Nccl::load();
+        NcclReducer::join_with(comm, crate::nccl::Nccl::load)
+    }
+
+    /// [`NcclReducer::join`] with NCCL loaded by `load`.
+    pub fn join_with(
+        comm: &dyn Collective,
+        load: impl FnOnce() -> Result<std::sync::Arc<crate::nccl::Nccl>, TrainError>,
+    ) -> Result<NcclReducer, TrainError> {
+        let mine = load();
         let mut failed = [f64::from(u8::from(mine.is_err()))];
         comm.all_reduce_f64(&mut failed)?;
         let nccl = mine?;

@@ -960,9 +960,8 @@ impl Trainer {
                 )?;
                 if on_ranks {
                     *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
-                    let floats: usize = d.gradient_buffers()?.iter().map(|b| b.1).sum();
                     self.comm_stats.steps += 1;
-                    self.comm_stats.gradient_bytes = floats * 4;
+                    self.comm_stats.gradient_bytes = d.packed_gradient_floats() * 4;
                     self.comm_stats.gradient_calls = 1;
                     self.comm_stats.on_device = true;
                 }
@@ -1338,7 +1337,7 @@ pub struct CommStats {
     /// on GPUs).
     pub gradient_calls: usize,
     /// The gradients were summed in the devices' memory after the backward pass (GPU ranks;
-    /// whole tensors, dead DSFF kernels' zeros included), by [`Trainer::gradient_engine`].
+    /// the live floats packed into one buffer there), by [`Trainer::gradient_engine`].
     pub on_device: bool,
 }
 

@@ -2,10 +2,13 @@
 //! (`libnccl.so.2`, which cudarc cannot open by name) is found and loaded, its version read, and
 //! a communicator id made (rank 0's part of joining, which needs no GPU); without a GPU, joining
 //! fails with NCCL's own reason, not a crash; `E2ENC_NCCL` is honoured and a wrong one refused
-//! with the way to install NCCL. Where NCCL is not installed this test says so and passes,
-//! unless `E2ENC_REQUIRE_NCCL=1` (CI sets it after `scripts/fetch-nccl.sh`).
+//! with the way to install NCCL; two ranks of which one cannot load NCCL both end with an
+//! error rather than one waiting for the other. Where NCCL is not installed this test says so
+//! and passes, unless `E2ENC_REQUIRE_NCCL=1` (CI sets it after `scripts/fetch-nccl.sh`).
 
 use e2enc_train::nccl::{self, Comm, Found, Nccl, UniqueId};
+
+mod thread_ranks;
 
 #[test]
 fn nccl_from_its_wheel_loads_makes_ids_and_refuses_to_join_without_a_gpu() {
@@ -45,6 +48,36 @@ fn nccl_from_its_wheel_loads_makes_ids_and_refuses_to_join_without_a_gpu() {
     }
     // SAFETY (both): as above; these fail before NCCL is called.
     assert!(unsafe { Comm::init(n.clone(), &a, 2, 2) }.is_err());
+
+    // Two ranks (threads), one of which cannot load NCCL: both end with an error, neither
+    // waits for the other forever (the ranks learn who could load it before any waits).
+    let (tx, rx) = std::sync::mpsc::channel();
+    for r in thread_ranks::world(2) {
+        let (tx, n) = (tx.clone(), n.clone());
+        std::thread::spawn(move || {
+            let rank = r.rank;
+            let res = e2enc_train::dist::NcclReducer::join_with(&r, move || {
+                if rank == 1 {
+                    Err(e2enc_train::TrainError::Distributed(
+                        "NCCL not found (this rank's)".into(),
+                    ))
+                } else {
+                    Ok(n)
+                }
+            });
+            tx.send((rank, res.err().map(|e| e.to_string()))).unwrap();
+        });
+    }
+    let mut errs = [None, None];
+    for _ in 0..2 {
+        let (rank, e) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a rank hung joining NCCL");
+        errs[rank] = e;
+    }
+    let e0 = errs[0].clone().expect("rank 0 joined without rank 1");
+    assert!(e0.contains("1 other rank(s) could not load NCCL"), "{e0}");
+    assert!(errs[1].clone().unwrap().contains("this rank's"));
 
     // E2ENC_NCCL: the library's folder or the file itself; nothing else when it is wrong.
     if let Found::File(path) = &found {

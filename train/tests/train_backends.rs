@@ -546,3 +546,102 @@ fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
         .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05)
         .is_err());
 }
+
+/// A data-parallel step kept on the device (`step_resident_on`) as one of two identical ranks:
+/// the loss sums and the gradients go through hooks that double them (what summing over two
+/// ranks holding the same batch does). The loss is then over a global batch of two equal
+/// halves, so each rank's gradient is half a lone process's, and the sum of two makes it whole
+/// again: the weights after two steps equal a lone process's to rounding. The gradients reach
+/// the reducer as one packed buffer of exactly the live floats (a DSFF weight's live kernels,
+/// every other gradient whole): a table that misplaces a kernel, or a sum that is not put
+/// back, fails it.
+#[test]
+fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
+    use e2enc_train::device::{DevPtr, Device};
+    use e2enc_train::device_exec::RankHooks;
+    use e2enc_train::dist::GradientReducer;
+    use e2enc_train::optim;
+
+    struct Twice(Vec<Vec<usize>>);
+    impl GradientReducer for Twice {
+        fn all_reduce(
+            &mut self,
+            dev: &mut dyn Device,
+            bufs: &[(DevPtr, usize)],
+        ) -> Result<(), e2enc_train::TrainError> {
+            for &(p, n) in bufs {
+                let mut b = vec![0u8; n * 4];
+                dev.download(p, &mut b)?;
+                let v: Vec<u8> = b
+                    .chunks_exact(4)
+                    .flat_map(|x| (2.0 * f32::from_le_bytes(x.try_into().unwrap())).to_le_bytes())
+                    .collect();
+                dev.upload(p, &v)?;
+            }
+            self.0.push(bufs.iter().map(|b| b.1).collect());
+            Ok(())
+        }
+        fn engine(&self) -> String {
+            "two identical ranks".into()
+        }
+    }
+
+    let c = case(&config(3, 4, 3, false));
+    let (mut one, mut two) = (emulated_executor(&c), emulated_executor(&c));
+    let sgd = optim::Sgd::nnunet();
+    let lr = 0.05;
+    for x in [&mut one, &mut two] {
+        x.upload_state(&c.weights, &sgd.momentum_buffers).unwrap();
+    }
+    let mut r = Twice(Vec::new());
+    let mut sum_calls = 0;
+    for _ in 0..2 {
+        one.step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &sgd, lr, 12.0)
+            .unwrap();
+        let mut sums = |s: &mut [f64]| {
+            sum_calls += 1;
+            s.iter_mut().for_each(|v| *v *= 2.0);
+            Ok(())
+        };
+        two.step_resident_on(
+            &c.live,
+            &c.inputs,
+            &c.labels,
+            &c.wts,
+            &sgd,
+            lr,
+            12.0,
+            Some(RankHooks {
+                sums: &mut sums,
+                grads: &mut r,
+            }),
+        )
+        .unwrap();
+    }
+    assert_eq!(sum_calls, 2);
+    // One packed buffer a step, of the live floats.
+    let live_floats: usize = c
+        .weights
+        .iter()
+        .filter(|(n, _)| c.tg.weight_grads.iter().any(|(w, _)| w == *n))
+        .map(|(n, t)| match c.live.get(n) {
+            Some(m) => m.iter().filter(|l| **l).count() * (t.numel() / m.len()),
+            None => t.numel(),
+        })
+        .sum();
+    let all_floats: usize = c.weights.iter().map(|(_, t)| t.numel()).sum();
+    assert!(live_floats < all_floats);
+    assert_eq!(r.0, vec![vec![live_floats]; 2]);
+    assert_eq!(two.packed_gradient_floats(), live_floats);
+    let (wa, _) = one.download_state().unwrap();
+    let (wb, _) = two.download_state().unwrap();
+    let mut worst = 0f32;
+    for (name, t) in wa.iter() {
+        let (x, y) = (t.as_f32().unwrap(), wb.get(name).unwrap().as_f32().unwrap());
+        let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        worst = worst.max(d / scale);
+    }
+    eprintln!("two identical ranks vs one process after two steps: {worst:.2e}");
+    assert!(worst <= 1e-5, "{worst}");
+}

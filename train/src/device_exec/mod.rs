@@ -29,6 +29,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use e2enc_codegen::cuda::train::gather::gather_kernels;
 use e2enc_codegen::cuda::train::loss::loss_kernels;
 use e2enc_codegen::cuda::train::optim::optimizer_kernels;
 use e2enc_codegen::cuda::train::stash::stash_kernels;
@@ -169,6 +170,10 @@ pub struct DeviceExecutor {
     /// the first position of their group.
     stash_first: usize,
     stash: HashMap<NodeId, StashSlots>,
+    /// Kernel index of `e2g_gather` (`e2g_scatter` follows), and the packed gradients of a
+    /// data-parallel step once made.
+    gather_first: usize,
+    packed: Option<optim::PackedGrads>,
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
@@ -240,6 +245,11 @@ impl DeviceExecutor {
         source.push_str("\n/* bf16 kept values */\n");
         source.push_str(&ssrc);
         all.extend(skernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
+        let gather_first = all.len();
+        let (gsrc, gkernels) = gather_kernels();
+        source.push_str("\n/* the gradients of a data-parallel step, packed */\n");
+        source.push_str(&gsrc);
+        all.extend(gkernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
         dev.load(&source, &all)?;
         // Arena offsets: the order played as the host executor plays it.
         let mut fit = FirstFit::default();
@@ -478,6 +488,8 @@ impl DeviceExecutor {
             resident: false,
             uploaded_live: None,
             stash_first,
+            gather_first,
+            packed: None,
             stash,
             profile: BTreeMap::new(),
         })

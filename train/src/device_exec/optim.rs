@@ -11,6 +11,17 @@ use crate::device::DevPtr;
 use crate::exec::LiveMasks;
 use crate::TrainError;
 
+/// The live floats of the weight gradients packed into one device buffer for the ranks' sum
+/// (`e2g_gather` / `e2g_scatter`), for the masks `live`.
+pub(super) struct PackedGrads {
+    /// The masks the table was made for (made again when they change).
+    live: LiveMasks,
+    table: DevPtr,
+    buf: DevPtr,
+    /// Floats packed.
+    total: usize,
+}
+
 /// Sums a few doubles over the ranks, in place.
 type SumHook<'a> = &'a mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>;
 
@@ -169,8 +180,7 @@ impl DeviceExecutor {
         let loss = self.pass_with_device_loss(&empty, live, inputs, labels, head_weights, sums)?;
         if let Some(r) = grads {
             let t = std::time::Instant::now();
-            let bufs = self.gradient_buffers()?;
-            r.all_reduce(self.dev.as_mut(), &bufs)?;
+            self.reduce_live_gradients(live, r)?;
             self.dev.synchronize()?;
             *self.profile.entry("all-reduce: gradients").or_default() += t.elapsed().as_secs_f64();
         }
@@ -235,18 +245,99 @@ impl DeviceExecutor {
         self.dev.cuda_stream()
     }
 
-    /// Every weight gradient's device buffer (address, floats), in the training graph's order
-    /// (the same on every rank).
-    pub fn gradient_buffers(&self) -> Result<Vec<(DevPtr, usize)>, TrainError> {
+    /// Floats of the gradients the last data-parallel step sent into the ranks' sum (the live
+    /// kernels of DSFF layers, every other gradient whole); 0 before one.
+    pub fn packed_gradient_floats(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.total)
+    }
+
+    /// The runs `(arena float offset, floats)` of the gradients that travel under `live`: a
+    /// masked weight's live kernels (adjacent ones merged), every other gradient whole.
+    fn live_gradient_runs(&self, live: &LiveMasks) -> Result<Vec<(u64, usize)>, TrainError> {
         let g = &self.plan.g;
-        self.plan
-            .weight_grads
-            .iter()
-            .map(|(_, id)| {
-                let n = g.node(*id).ty.shape.iter().product();
-                Ok((self.value_ptr(*id)?, n))
-            })
-            .collect()
+        let mut runs: Vec<(u64, usize)> = Vec::new();
+        for (name, id) in &self.plan.weight_grads {
+            let shape = &g.node(*id).ty.shape;
+            let n: usize = shape.iter().product();
+            let base = (self.value_ptr(*id)? - self.arena) / 4;
+            let kernels = if shape.len() >= 3 {
+                shape[0] * shape[1]
+            } else {
+                0
+            };
+            match live.get(name) {
+                Some(m) if kernels > 0 && m.len() == kernels => {
+                    let kv = (n / kernels) as u64;
+                    let mut k = 0;
+                    while k < kernels {
+                        if !m[k] {
+                            k += 1;
+                            continue;
+                        }
+                        let start = k;
+                        while k < kernels && m[k] {
+                            k += 1;
+                        }
+                        runs.push((base + start as u64 * kv, (k - start) * kv as usize));
+                    }
+                }
+                _ => runs.push((base, n)),
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Sums the gradients over the ranks with `r`: the live floats packed into one buffer on
+    /// the device (`e2g_gather`), summed there in place, and put back (`e2g_scatter`). A dead
+    /// kernel's gradient is exactly zero on every rank, so it is left where it is.
+    fn reduce_live_gradients(
+        &mut self,
+        live: &LiveMasks,
+        r: &mut dyn crate::dist::GradientReducer,
+    ) -> Result<(), TrainError> {
+        if self.packed.as_ref().is_none_or(|p| &p.live != live) {
+            let runs = self.live_gradient_runs(live)?;
+            let (table, total) = e2enc_codegen::cuda::train::gather::gather_table(&runs);
+            let (tp, bp) = match &self.packed {
+                Some(p) => (p.table, p.buf),
+                None => {
+                    // Room for every kernel a run and every float live: made once.
+                    let g = &self.plan.g;
+                    let (mut most_runs, mut floats) = (0usize, 0usize);
+                    for (_, id) in &self.plan.weight_grads {
+                        let shape = &g.node(*id).ty.shape;
+                        floats += shape.iter().product::<usize>();
+                        most_runs += if shape.len() >= 3 {
+                            shape[0] * shape[1]
+                        } else {
+                            1
+                        };
+                    }
+                    (
+                        self.dev
+                            .alloc((3 + 2 * most_runs) * 8, "the packed gradients' table")?,
+                        self.dev.alloc(floats.max(1) * 4, "the packed gradients")?,
+                    )
+                }
+            };
+            self.dev.upload(tp, &table)?;
+            self.packed = Some(PackedGrads {
+                live: live.clone(),
+                table: tp,
+                buf: bp,
+                total,
+            });
+        }
+        let p = self.packed.as_ref().expect("made above");
+        let (table, buf, total) = (p.table, p.buf, p.total);
+        if total == 0 {
+            return Ok(());
+        }
+        self.dev
+            .launch(self.gather_first, [buf, self.arena, table])?;
+        r.all_reduce(self.dev.as_mut(), &[(buf, total)])?;
+        self.dev
+            .launch(self.gather_first + 1, [self.arena, buf, table])
     }
 
     /// The L1 norm of every kernel of the maskable weights the device holds, by weight name

@@ -22,6 +22,7 @@
 //! weight kernel): the whole path, renderer to emulation, before tensor cores and tiling.
 
 mod conv;
+pub mod gather;
 pub mod loss;
 mod ops;
 pub mod optim;
