@@ -39,8 +39,9 @@ use crate::util::parse_patch;
 /// Slurm's --signal=USR1@120) stops all ranks at the same iteration with a checkpoint; a rank
 /// that fails or is killed ends the job, and --resume continues from the last checkpoint with any
 /// number of ranks that divides the batch. With --device cuda every rank runs on its own GPU
-/// (local rank r on cuda:N uses GPU N + r) and NCCL sums the gradients in the GPUs' memory:
-/// `pip install nvidia-nccl-cu12` (or set E2ENC_NCCL to a libnccl.so.2).
+/// (local rank r on cuda:N uses GPU N + r, or the only GPU CUDA_VISIBLE_DEVICES shows it) and
+/// NCCL sums the gradients in the GPUs' memory: `pip install nvidia-nccl-cu12` (or set
+/// E2ENC_NCCL to a libnccl.so.2).
 ///
 /// Examples:
 ///   e2enc train data/Task04_Hippocampus -o runs/hippo --epochs 100

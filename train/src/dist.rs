@@ -100,6 +100,37 @@ pub fn launcher_local_rank() -> Option<usize> {
     .find_map(|v| std::env::var(v).ok().and_then(|x| x.trim().parse().ok()))
 }
 
+/// The GPU a rank of a data-parallel run uses when `--device cuda:N` named GPU `named` (see
+/// [`gpu_of_rank`]), from the launcher's local rank and `CUDA_VISIBLE_DEVICES`.
+pub fn rank_gpu(named: usize, ranks: usize) -> usize {
+    gpu_of_rank(
+        named,
+        ranks,
+        launcher_local_rank(),
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+    )
+}
+
+/// GPU `named` plus the local rank, so that the ranks of one machine each get their own; but
+/// `named` itself for one rank, or when `CUDA_VISIBLE_DEVICES` shows this process a single GPU
+/// (Slurm's `--gpus-per-task=1` and per-rank wrapper scripts set it so).
+pub fn gpu_of_rank(
+    named: usize,
+    ranks: usize,
+    local_rank: Option<usize>,
+    visible: Option<&str>,
+) -> usize {
+    let one_visible = visible.is_some_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && !v.contains(',')
+    });
+    if ranks <= 1 || one_visible {
+        named
+    } else {
+        named + local_rank.unwrap_or(0)
+    }
+}
+
 /// Whether this build can join MPI jobs (the `mpi` cargo feature).
 pub const HAS_MPI: bool = cfg!(feature = "mpi");
 
@@ -467,6 +498,16 @@ mod tests {
             e.contains("--features mpi") && e.contains("libopenmpi-dev"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn each_local_rank_gets_its_own_gpu_unless_it_sees_only_one() {
+        assert_eq!(gpu_of_rank(0, 1, Some(3), None), 0);
+        assert_eq!(gpu_of_rank(0, 4, Some(3), None), 3);
+        assert_eq!(gpu_of_rank(2, 4, Some(1), Some("0,1,2,3")), 3);
+        assert_eq!(gpu_of_rank(0, 4, Some(3), Some("5")), 0);
+        assert_eq!(gpu_of_rank(0, 4, None, None), 0);
+        assert_eq!(gpu_of_rank(1, 4, Some(2), Some("")), 3);
     }
 
     #[test]

@@ -504,10 +504,7 @@ impl Trainer {
                 // Several ranks on one machine: each its own GPU, counted from the one named.
                 Backend::Device {
                     target,
-                    gpu: gpu.map(|n| match comm.size() {
-                        1 => n,
-                        _ => n + dist::launcher_local_rank().unwrap_or(0),
-                    }),
+                    gpu: gpu.map(|n| dist::rank_gpu(n, comm.size())),
                 },
                 threads,
                 Some(&maskable),
