@@ -215,13 +215,14 @@ pub struct Trainer {
     config: ModelConfig,
     train: Arc<Vec<Case>>,
     val: Arc<Vec<Case>>,
+    /// What sums the gradients a device holds over the ranks (NCCL on GPUs); made at the first
+    /// step of a data-parallel run on devices. Before `exec`: dropped (an NCCL communicator
+    /// destroyed) while the GPU session it runs on is still open.
+    reducer: Option<Box<dyn dist::GradientReducer>>,
     exec: Runner,
     /// The device holds the weights and the momentum (a run on GPUs, or on the host emulation):
     /// the host's copies are stale until [`Trainer::sync_host`].
     resident: bool,
-    /// What sums the gradients a device holds over the ranks (NCCL on GPUs); made at the first
-    /// step of a data-parallel run on devices.
-    reducer: Option<Box<dyn dist::GradientReducer>>,
     /// The ranks of a data-parallel run ([`Single`] for one process).
     comm: Arc<dyn Collective>,
     /// Threads making batches ahead of the steps (0: the step makes its own).
