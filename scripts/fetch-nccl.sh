@@ -27,24 +27,7 @@ echo "fetch-nccl: downloading nvidia-nccl-cu12==$version"
     "nvidia-nccl-cu12==$version"
 
 mkdir -p "$dest"
-"$py" - "$tmp" "$dest" <<'PY'
-import glob, os, sys, zipfile
-tmp, dest = sys.argv[1], sys.argv[2]
-wanted = "nvidia/nccl/lib/libnccl.so.2"
-for whl in sorted(glob.glob(os.path.join(tmp, "*.whl"))):
-    with zipfile.ZipFile(whl) as z:
-        if wanted in z.namelist():
-            out = os.path.join(dest, "libnccl.so.2")
-            part = out + ".part"
-            with z.open(wanted) as src, open(part, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            os.chmod(part, 0o755)
-            os.replace(part, out)
-            break
-else:
-    sys.exit("fetch-nccl: not in the wheel: " + wanted)
-PY
+"$py" "$(dirname "$0")/wheel-extract.py" "$tmp" "$dest" nvidia/nccl/lib/libnccl.so.2
 touch "$stamp"
 echo "fetch-nccl: NCCL $version in $dest"
 if [[ "$(cd "$dest" && pwd -P)" != "$(cd "$HOME/.cache/e2enc/nccl" 2>/dev/null && pwd -P)" ]]; then

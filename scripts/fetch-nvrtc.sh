@@ -28,27 +28,8 @@ echo "fetch-nvrtc: downloading nvidia-cuda-nvrtc-cu12==$version"
     "nvidia-cuda-nvrtc-cu12==$version"
 
 mkdir -p "$dest"
-"$py" - "$tmp" "$dest" <<'PY'
-import glob, os, sys, zipfile
-tmp, dest = sys.argv[1], sys.argv[2]
-wanted = {"nvidia/cuda_nvrtc/lib/libnvrtc.so.12", "nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.9"}
-found = set()
-for whl in sorted(glob.glob(os.path.join(tmp, "*.whl"))):
-    with zipfile.ZipFile(whl) as z:
-        for name in z.namelist():
-            if name in wanted:
-                out = os.path.join(dest, os.path.basename(name))
-                part = out + ".part"
-                with z.open(name) as src, open(part, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
-                os.chmod(part, 0o755)
-                os.replace(part, out)
-                found.add(name)
-missing = wanted - found
-if missing:
-    sys.exit("fetch-nvrtc: not in the wheel: " + ", ".join(sorted(missing)))
-PY
+"$py" "$(dirname "$0")/wheel-extract.py" "$tmp" "$dest" \
+    nvidia/cuda_nvrtc/lib/libnvrtc.so.12 nvidia/cuda_nvrtc/lib/libnvrtc-builtins.so.12.9
 ln -sfn libnvrtc.so.12 "$dest/libnvrtc.so"
 touch "$stamp"
 echo "fetch-nvrtc: NVRTC $version in $dest"

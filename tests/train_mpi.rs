@@ -69,6 +69,25 @@ fn weights(run: &Path, file: &str) -> Weights {
     Weights::load(&run.join("checkpoint").join(file)).unwrap()
 }
 
+/// Makes the synthetic dataset and model in `dir` and trains one process on them (batch 2) into
+/// `dir/one` with the `extra` options; returns the dataset's and the model's paths and the run.
+fn one_process_run(dir: &Path, extra: &[&str]) -> (String, String, std::path::PathBuf) {
+    let ds = dir.join("ds");
+    synthetic::dataset(&ds);
+    let m = synthetic::model(dir);
+    let (ds, m) = (
+        ds.to_str().unwrap().to_string(),
+        m.to_str().unwrap().to_string(),
+    );
+    let one = dir.join("one");
+    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
+        .args(train_args(&ds, &m, one.to_str().unwrap(), extra))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    (ds, m, one)
+}
+
 /// Runs `one` and `two` ended with the same weights (to float rounding) and the same masks.
 fn same_training(one: &Path, two: &Path) {
     let (wa, wb) = (
@@ -108,18 +127,10 @@ fn same_training(one: &Path, two: &Path) {
 #[test]
 fn two_mpi_ranks_on_emulated_gpus_keep_the_weights_on_their_devices() {
     let t = tempfile::tempdir().unwrap();
-    let ds = t.path().join("ds");
-    synthetic::dataset(&ds);
-    let m = synthetic::model(t.path());
-    let (ds, m) = (ds.to_str().unwrap(), m.to_str().unwrap());
     // One DSFF update, at iteration 3 (--update-frequency 3).
     let short = ["--epochs", "1", "--iters", "4", "--emulate"];
-    let one = t.path().join("one");
-    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(train_args(ds, m, one.to_str().unwrap(), &short))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let (ds, m, one) = one_process_run(t.path(), &short);
+    let (ds, m) = (ds.as_str(), m.as_str());
     let two = t.path().join("two");
     let mut args = short.to_vec();
     args.push("--profile");
@@ -156,19 +167,10 @@ fn two_mpi_ranks_on_emulated_gpus_keep_the_weights_on_their_devices() {
 #[test]
 fn two_mpi_ranks_train_like_one_process_and_a_killed_rank_ends_the_job_resumably() {
     let t = tempfile::tempdir().unwrap();
-    let ds = t.path().join("ds");
-    synthetic::dataset(&ds);
-    let m = synthetic::model(t.path());
-    let (ds, m) = (ds.to_str().unwrap(), m.to_str().unwrap());
     let short = ["--epochs", "2", "--iters", "4"];
-
     // One process, batch 2.
-    let one = t.path().join("one");
-    let o = Command::new(env!("CARGO_BIN_EXE_e2enc"))
-        .args(train_args(ds, m, one.to_str().unwrap(), &short))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let (ds, m, one) = one_process_run(t.path(), &short);
+    let (ds, m) = (ds.as_str(), m.as_str());
 
     // Two ranks, one sample each; buckets of 2 KiB, so that the gradients' all-reduce runs in
     // several buckets on a thread beside the backward pass (the killed run below all-reduces its

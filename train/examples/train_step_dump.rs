@@ -457,6 +457,7 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
                         &sgd,
                         sgd.lr,
                         optim::MAX_GRAD_NORM,
+                        None,
                     )
                     .map_err(|e| e.to_string())?;
                 let dt = t0.elapsed().as_secs_f64();

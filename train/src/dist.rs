@@ -18,6 +18,7 @@
 //! with any number of ranks that divides the batch.
 
 use crate::device::{DevPtr, Device};
+use crate::device_exec::{bytes, bytes_mut};
 use crate::TrainError;
 
 /// The collectives of a data-parallel run. Every rank must make the same calls in the same order
@@ -224,7 +225,7 @@ impl GradientReducer for HostStaged {
             }
             self.comm.all_reduce_f32(stage)?;
             for &(p, at, n) in parts.iter() {
-                dev.upload(p, f32_bytes(&stage[at..at + n]))?;
+                dev.upload(p, bytes(&stage[at..at + n]))?;
             }
             stage.clear();
             parts.clear();
@@ -237,7 +238,7 @@ impl GradientReducer for HostStaged {
                 let at = stage.len();
                 stage.resize(at + take, 0.0);
                 let addr = p + (done * 4) as u64;
-                dev.download(addr, f32_bytes_mut(&mut stage[at..]))?;
+                dev.download(addr, bytes_mut(&mut stage[at..]))?;
                 parts.push((addr, at, take));
                 done += take;
                 if stage.len() == cap {
@@ -251,16 +252,6 @@ impl GradientReducer for HostStaged {
     fn engine(&self) -> String {
         format!("{} (through the host)", self.comm.engine())
     }
-}
-
-fn f32_bytes(v: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no invalid bit patterns and u8 no alignment.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
-}
-
-fn f32_bytes_mut(v: &mut [f32]) -> &mut [u8] {
-    // SAFETY: as above; every byte pattern is a valid f32.
-    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
 /// Gradients summed by NCCL in the GPUs' memory, on the step's stream (see [`crate::nccl`]).
@@ -301,8 +292,8 @@ impl NcclReducer {
         }
         comm.broadcast(&mut id)?;
         let id = crate::nccl::UniqueId::from_bytes(&id)?;
-        // SAFETY: the caller made this rank's GPU context current; the launcher gave each rank
-        // its own GPU (`launcher_local_rank`), and NCCL refuses two ranks on one GPU.
+        // SAFETY: the caller made this rank's GPU context current; each rank has its own GPU
+        // (`rank_gpu`), and NCCL refuses two ranks on one GPU.
         let c = unsafe { crate::nccl::Comm::init(nccl, &id, comm.size(), comm.rank())? };
         Ok(NcclReducer { comm: c })
     }

@@ -943,7 +943,7 @@ impl Trainer {
                     reduce_secs += t.elapsed().as_secs_f64();
                     Ok(())
                 };
-                let (loss, norm) = d.step_resident_on(
+                let (loss, norm) = d.step_resident(
                     &live,
                     &inputs,
                     &labels,

@@ -485,7 +485,7 @@ fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
         .unwrap();
     for (k, want) in norms.iter().enumerate() {
         let (_, norm) = dev_x
-            .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05)
+            .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05, None)
             .unwrap();
         assert!(
             (norm - want).abs() <= 1e-6 * want,
@@ -543,11 +543,11 @@ fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
     }
     // The host holds the state again: a resident step now is an error, not a stale update.
     assert!(dev_x
-        .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05)
+        .step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &dsgd, lr, 0.05, None)
         .is_err());
 }
 
-/// A data-parallel step kept on the device (`step_resident_on`) as one of two identical ranks:
+/// A data-parallel step kept on the device (`step_resident` with `RankHooks`) as one of two identical ranks:
 /// the loss sums and the gradients go through hooks that double them (what summing over two
 /// ranks holding the same batch does). The loss is then over a global batch of two equal
 /// halves, so each rank's gradient is half a lone process's, and the sum of two makes it whole
@@ -596,14 +596,14 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     let mut r = Twice(Vec::new());
     let mut sum_calls = 0;
     for _ in 0..2 {
-        one.step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &sgd, lr, 12.0)
+        one.step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &sgd, lr, 12.0, None)
             .unwrap();
         let mut sums = |s: &mut [f64]| {
             sum_calls += 1;
             s.iter_mut().for_each(|v| *v *= 2.0);
             Ok(())
         };
-        two.step_resident_on(
+        two.step_resident(
             &c.live,
             &c.inputs,
             &c.labels,

@@ -122,12 +122,12 @@ fn extra_kernel(node: NodeId, name: &str, launch: &e2enc_codegen::emit::Launch) 
 }
 
 /// Views `v` as bytes.
-fn bytes(v: &[f32]) -> &[u8] {
+pub(crate) fn bytes(v: &[f32]) -> &[u8] {
     // SAFETY: f32 has no padding; the byte view covers exactly the slice.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
-fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
+pub(crate) fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
     // SAFETY: as in `bytes`; every byte pattern is a valid f32.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }

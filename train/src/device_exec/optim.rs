@@ -26,7 +26,7 @@ pub(super) struct PackedGrads {
 type SumHook<'a> = &'a mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>;
 
 /// What a data-parallel step kept on the device exchanges with the other ranks
-/// ([`DeviceExecutor::step_resident_on`]).
+/// ([`DeviceExecutor::step_resident`]).
 pub struct RankHooks<'a> {
     /// Sums the loss's batch sums (a few doubles per head) over the ranks, in place.
     pub sums: SumHook<'a>,
@@ -136,27 +136,14 @@ impl DeviceExecutor {
     /// `lr` (`Sgd::step`'s arithmetic in f32), dead DSFF kernels of the weights and the momentum
     /// set to zero. Returns the loss and the gradient norm before clipping; a non-finite norm
     /// leaves the weights as they were (the caller stops).
+    ///
+    /// As one rank of a data-parallel run (`ranks`; `None`: one process), the loss's batch sums
+    /// are summed over the ranks between the device's sums and its gradient of the logits, and
+    /// the weight gradients (their live floats, packed) between the backward pass and the norm,
+    /// so every rank takes the same update. `--profile`'s "all-reduce: gradients" is the
+    /// reduction's own time (the backward pass has finished before it starts).
     #[allow(clippy::too_many_arguments)]
     pub fn step_resident(
-        &mut self,
-        live: &LiveMasks,
-        inputs: &BTreeMap<String, Tensor>,
-        labels: &BTreeMap<String, Vec<u16>>,
-        head_weights: &BTreeMap<String, f64>,
-        sgd: &crate::optim::Sgd,
-        lr: f64,
-        max_norm: f64,
-    ) -> Result<(f64, f64), TrainError> {
-        self.step_resident_on(live, inputs, labels, head_weights, sgd, lr, max_norm, None)
-    }
-
-    /// [`DeviceExecutor::step_resident`] as one rank of a data-parallel run (`ranks`; `None`:
-    /// one process): the loss's batch sums are summed over the ranks between the device's sums
-    /// and its gradient of the logits, and the weight gradients between the backward pass and
-    /// the norm, so every rank takes the same update. `--profile`'s "all-reduce: gradients"
-    /// is the reduction's own time (the backward pass has finished before it starts).
-    #[allow(clippy::too_many_arguments)]
-    pub fn step_resident_on(
         &mut self,
         live: &LiveMasks,
         inputs: &BTreeMap<String, Tensor>,

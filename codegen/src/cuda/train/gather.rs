@@ -43,18 +43,9 @@ pub fn gather_kernels() -> (String, Vec<(String, Launch)>) {
     };
     let src = body("e2g_gather", "A[i] = W[src[lo] + (i - off[lo])]")
         + &body("e2g_scatter", "A[src[lo] + (i - off[lo])] = W[i]");
-    let launch = Launch {
-        grid: [BLOCKS, 1, 1],
-        block: [THREADS, 1, 1],
-        shared_bytes: 0,
-        sync: false,
-    };
     (
         src,
-        ["e2g_gather", "e2g_scatter"]
-            .into_iter()
-            .map(|n| (n.to_string(), launch.clone()))
-            .collect(),
+        super::grid_stride_launches(&["e2g_gather", "e2g_scatter"], BLOCKS),
     )
 }
 

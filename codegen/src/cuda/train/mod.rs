@@ -65,6 +65,21 @@ pub(crate) struct Made {
     pub live: Live,
 }
 
+/// `(name, launch)` of each of `names`: a grid-stride kernel of `blocks` blocks of [`THREADS`]
+/// threads without barriers (the stash and gather kernels).
+pub(crate) fn grid_stride_launches(names: &[&str], blocks: u32) -> Vec<(String, Launch)> {
+    let launch = Launch {
+        grid: [blocks, 1, 1],
+        block: [THREADS, 1, 1],
+        shared_bytes: 0,
+        sync: false,
+    };
+    names
+        .iter()
+        .map(|n| (n.to_string(), launch.clone()))
+        .collect()
+}
+
 /// A kernel of `blocks` blocks of [`THREADS`] threads running `body`; `sync`: it has barriers.
 pub(crate) fn make(
     ctx: &Ctx,

@@ -46,17 +46,8 @@ extern \"C\" __global__ void __launch_bounds__({THREADS}) e2s_unpack(float *__re
 }}
 "
     );
-    let launch = Launch {
-        grid: [BLOCKS, 1, 1],
-        block: [THREADS, 1, 1],
-        shared_bytes: 0,
-        sync: false,
-    };
     (
         src,
-        ["e2s_round", "e2s_pack", "e2s_unpack"]
-            .into_iter()
-            .map(|n| (n.to_string(), launch.clone()))
-            .collect(),
+        super::grid_stride_launches(&["e2s_round", "e2s_pack", "e2s_unpack"], BLOCKS),
     )
 }
