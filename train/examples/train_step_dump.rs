@@ -261,8 +261,15 @@ fn setup(
                 .map_err(|e| e.to_string())?,
         )),
         k => Exec::Host(Box::new(
-            Executor::with_saved(&tg, threads, k, Some(&maskable), Memory::default(), saved)
-                .map_err(|e| e.to_string())?,
+            Executor::with_saved(
+                &tg,
+                threads,
+                k,
+                Some(&maskable),
+                Memory::for_saved(saved),
+                saved,
+            )
+            .map_err(|e| e.to_string())?,
         )),
     };
     let mut heads = vec![[1usize; 3]];

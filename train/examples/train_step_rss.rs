@@ -41,13 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let density: f64 = arg(4, "0.2").parse()?;
     let threads: usize = arg(5, "2").parse()?;
     // keep | free | W (recompute with window W)
+    let saved: Saved = arg(7, "f32").parse()?;
     let memory = match arg(6, "default").as_str() {
         "keep" => Memory::KeepForward,
         "free" => Memory::FreeAfterLastUse,
-        "default" => Memory::default(),
+        // What `e2enc train --precision` uses.
+        "default" => Memory::for_saved(saved),
         w => Memory::Recompute { window: w.parse()? },
     };
-    let saved: Saved = arg(7, "f32").parse()?;
     let mut cfg = ModelConfig::amos_ct();
     cfg.base_width = width;
     cfg.patch_size = [patch; 3];

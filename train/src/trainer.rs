@@ -516,7 +516,7 @@ impl Trainer {
                 threads,
                 k,
                 Some(&maskable),
-                Memory::default(),
+                Memory::for_saved(opts.precision),
                 opts.precision,
             )?)),
         };

@@ -195,7 +195,7 @@ impl DeviceExecutor {
             1,
             Backend::Reference,
             maskable,
-            Memory::default(),
+            Memory::for_saved(saved),
             saved,
         )?;
         let g = &plan.g;
