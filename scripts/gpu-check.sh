@@ -532,7 +532,7 @@ EOF
             fi
         fi
         # The same step with the kept values in bfloat16 (--precision bf16): its arena must be
-        # under 10 GB (the target; the CPU plan says 9.29 GiB).
+        # under 10 GB (the target; the CPU plan says 8.92 GiB).
         log=$OUT/train.amos-step-bf16.log
         if run_part train amos-step-bf16 150 "$log" "$EXAMPLE" bench "$amos" "$data" \
             --device cuda --precision bf16 --steps 2; then

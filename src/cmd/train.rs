@@ -140,8 +140,9 @@ pub struct Args {
     /// the convolutions' outputs): `f32` (the default), or `bf16`: rounded to bfloat16 when
     /// computed (the forward pass reads them rounded too) and stored packed until the backward
     /// pass, which about halves what a step keeps (the AMOS-CT recipe at batch 2: a planned
-    /// 9.3 GiB instead of 12.1). Every op still computes in f32; weights, gradients and momentum
-    /// stay f32. A resumed run keeps the precision it was started with.
+    /// 8.9 GiB instead of 12.1; recomputed values are shared over 5 backward ops, not 20). Every
+    /// op still computes in f32; weights, gradients and momentum stay f32. A resumed run keeps
+    /// the precision it was started with.
     #[arg(long, value_name = "f32|bf16")]
     pub precision: Option<e2enc_train::exec::Saved>,
     /// Retired: the built-in Rust kernels are gone (`c` is still accepted); see --target.

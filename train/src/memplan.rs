@@ -83,8 +83,8 @@ impl Memory {
 /// The backward ops within which readers of a [`Saved::Bf16`] value share its unpacked buffer
 /// (at most the [`Memory::Recompute`] window). Small, because unpacking is a cheap pass over the
 /// value and an unpacked buffer held long costs twice its packed copy: at the AMOS-CT recipe's
-/// batch 2 (width 48, 128^3) the plan's peak is 9.29 GiB with 0 to 5, 9.67 GiB with 10 and
-/// 9.76 GiB with 20.
+/// batch 2 (width 48, 128^3) and a recompute window of 20 the plan's peak is 9.29 GiB with 0
+/// to 5, 9.67 GiB with 10 and 9.76 GiB with 20.
 pub const STASH_WINDOW: usize = 5;
 
 /// The precision of the forward values kept for the backward pass (module documentation).
