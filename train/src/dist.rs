@@ -196,6 +196,11 @@ pub trait GradientReducer: Send {
 
     /// What carries the sums, for logs and `--profile`.
     fn engine(&self) -> String;
+
+    /// Collective calls one [`GradientReducer::all_reduce`] of `floats` in one buffer makes.
+    fn calls(&self, floats: usize) -> usize {
+        usize::from(floats > 0)
+    }
 }
 
 /// Gradients summed through the host: copied down in buckets of `bucket` floats, summed by a
@@ -251,6 +256,10 @@ impl GradientReducer for HostStaged {
 
     fn engine(&self) -> String {
         format!("{} (through the host)", self.comm.engine())
+    }
+
+    fn calls(&self, floats: usize) -> usize {
+        floats.div_ceil(self.bucket.max(1))
     }
 }
 

@@ -958,9 +958,11 @@ impl Trainer {
                 )?;
                 if on_ranks {
                     *self.extra.entry("all-reduce: loss sums").or_insert(0.0) += reduce_secs;
+                    let floats = d.packed_gradient_floats();
                     self.comm_stats.steps += 1;
-                    self.comm_stats.gradient_bytes = d.packed_gradient_floats() * 4;
-                    self.comm_stats.gradient_calls = 1;
+                    self.comm_stats.gradient_bytes = floats * 4;
+                    self.comm_stats.gradient_calls =
+                        self.reducer.as_ref().map_or(0, |r| r.calls(floats));
                     self.comm_stats.on_device = true;
                 }
                 if !norm.is_finite() {

@@ -202,6 +202,13 @@ fn train_on_ranks(
                 if ranks > 1 && on_device {
                     let c = t.communication();
                     assert!(c.on_device && c.steps > 0, "{c:?}");
+                    // The live floats in 64-float buckets through the host.
+                    assert_eq!(
+                        c.gradient_calls,
+                        (c.gradient_bytes / 4).div_ceil(64),
+                        "{c:?}"
+                    );
+                    assert!(c.gradient_calls > 1, "{c:?}");
                     let p = t.profile();
                     assert!(p.contains_key("device optimizer"), "{p:?}");
                     assert!(p.contains_key("all-reduce: gradients"), "{p:?}");
