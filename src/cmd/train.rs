@@ -190,11 +190,7 @@ fn rank_threads(size: usize) -> usize {
     }
     // SAFETY: sysconf has no preconditions.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.trim().parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let local = e2enc_train::dist::launcher_local_size();
     if online > 0 && mine == online as usize {
         (mine / local).max(1)
     } else {

@@ -101,6 +101,16 @@ pub fn launcher_local_rank() -> Option<usize> {
     .find_map(|v| std::env::var(v).ok().and_then(|x| x.trim().parse().ok()))
 }
 
+/// How many ranks the launcher started on this machine (Open MPI, MPICH's Hydra); 1 when it did
+/// not say. They share its cores and its memory.
+pub fn launcher_local_size() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// The GPU a rank of a data-parallel run uses when `--device cuda:N` named GPU `named` (see
 /// [`gpu_of_rank`]), from the launcher's local rank and `CUDA_VISIBLE_DEVICES`.
 pub fn rank_gpu(named: usize, ranks: usize) -> usize {

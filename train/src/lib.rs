@@ -85,4 +85,7 @@ pub enum TrainError {
     /// The gradient stopped being finite.
     #[error("{0}")]
     Diverged(String),
+    /// A training step would not fit this machine's memory.
+    #[error("{0}")]
+    Memory(String),
 }

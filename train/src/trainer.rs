@@ -520,6 +520,20 @@ impl Trainer {
                 opts.precision,
             )?)),
         };
+        if let Runner::Host(e) = &exec {
+            // Weights, their gradients and the momentum, beside the step's planned values.
+            let state = 3 * weights
+                .iter()
+                .map(|(_, t)| t.numel() as u64 * 4)
+                .sum::<u64>();
+            check_host_memory(
+                e.memory_plan().peak_bytes as u64,
+                state,
+                dist::launcher_local_size(),
+                e2enc_ir::files::available_memory(),
+                opts.precision,
+            )?;
+        }
         let mut head_factors = vec![[1usize; 3]];
         for s in 1..=config.deep_supervision_heads {
             let prev = head_factors[s - 1];
@@ -1341,6 +1355,46 @@ pub struct CommStats {
     pub on_device: bool,
 }
 
+/// Refuses a run whose steps cannot fit this machine before any step starts (the kernel would
+/// end it mid-step, without a word): `values` (the step's planned peak) and `state` (weights,
+/// gradients, momentum) for each of the `local` ranks on this machine, against `available`
+/// (`MemAvailable`; no check when unknown). The error says what would fit.
+fn check_host_memory(
+    values: u64,
+    state: u64,
+    local: usize,
+    available: Option<u64>,
+    precision: Saved,
+) -> Result<(), TrainError> {
+    let Some(have) = available else {
+        return Ok(());
+    };
+    let need = (values + state).saturating_mul(local as u64);
+    if need <= have {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let ranks = if local > 1 {
+        format!(" for each of the {local} ranks on this machine")
+    } else {
+        String::new()
+    };
+    let bf16 = match precision {
+        Saved::F32 => "--precision bf16 (about 25-30% less), ",
+        Saved::Bf16 => "",
+    };
+    Err(TrainError::Memory(format!(
+        "a training step here needs about {:.1} GiB (its planned peak of {:.1} GiB of values and \
+         {:.2} GiB of weights, gradients and momentum{ranks}), and this machine has {:.1} GiB \
+         available: it would be killed for memory mid-step. Use {bf16}a smaller --batch (about \
+         half the values per halving) or a smaller --patch, or free memory",
+        gib(need),
+        gib(values),
+        gib(state),
+        gib(have)
+    )))
+}
+
 /// Floats of one all-reduce bucket by default (16 MiB).
 pub const BUCKET: usize = 1 << 22;
 
@@ -1706,4 +1760,39 @@ fn load_cases(
         }
     }
     Ok((train, val))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_that_cannot_fit_is_refused_before_it_starts_with_what_would_fit() {
+        const G: u64 = 1 << 30;
+        // Fits, or nothing known about the machine.
+        check_host_memory(6 * G, G / 2, 1, Some(8 * G), Saved::F32).unwrap();
+        check_host_memory(60 * G, G, 4, None, Saved::F32).unwrap();
+        // The AMOS-CT recipe at batch 2 in f32 on a 10 GiB machine.
+        let e = check_host_memory(12 * G, G / 4, 1, Some(10 * G), Saved::F32)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("12.2 GiB") && e.contains("10.0 GiB available"),
+            "{e}"
+        );
+        assert!(
+            e.contains("--precision bf16") && e.contains("--batch"),
+            "{e}"
+        );
+        // Two ranks on one machine share it; a bf16 run is not told to use bf16.
+        let e = check_host_memory(5 * G, 0, 2, Some(8 * G), Saved::Bf16)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("each of the 2 ranks") && !e.contains("--precision"),
+            "{e}"
+        );
+    }
 }
