@@ -159,7 +159,7 @@ impl GpuSession {
             check(sys::cuMemAlloc_v2(&mut p, bytes.max(4)), || {
                 format!(
                     "cannot allocate {what} ({:.2} GiB) on {}: the GPU's memory is full (stop \
-                     other programs on it, or train with a smaller --patch or --batch)",
+                     other programs on it, or train with --precision bf16, a smaller --patch or --batch)",
                     super::gib(bytes as u64),
                     self.describe()
                 )
