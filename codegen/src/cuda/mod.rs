@@ -10,9 +10,14 @@
 //! (`e2enc_runtime::emulate`), which is how the kernels are checked against the interpreter on
 //! machines without a GPU.
 //!
-//! Today's kernels are direct and simple (one thread per output value): correctness and the
-//! whole path (renderer, NVRTC, manifest, emulation, device) first. Tensor cores, shared-memory
-//! tiling, fused norm statistics and CUDA graphs build on this seam.
+//! What the kernels are: stride-1 `1x3x3`, `1x1x1` and `3x3x3` same-padding convolutions run as
+//! implicit GEMMs on tensor cores (`mma.rs`: TF32 `m16n8k8` or bf16 `m16n8k16`, f32
+//! accumulation, instance-norm statistics from their epilogue; DSFF sparsity as the union of a
+//! 16-output group's live inputs, which at random 20% masks is about dense work); everything else
+//! (strided and transposed convs, `--precision f32`) is direct, one thread per output value, with
+//! no shared-memory tiling. The runtime captures a bundle's launches in a CUDA graph. Not built:
+//! a sparse tensor-core path that skips work at DSFF densities (reordered output channels, or
+//! live input planes staged in shared memory), and tiling of the direct kernels.
 
 mod conv;
 mod mma;
