@@ -257,6 +257,101 @@ fn check_for(c: &Case, target: Target) -> Result<usize, TestCaseError> {
     Ok(report.reordered_concats)
 }
 
+/// A CUDA bundle of `c` on tensor cores under the host emulation (`mma.sync` emulated from
+/// PTX's fragment tables). In bf16 (`m16n8k16`, bf16 inputs, f32 accumulation) against bf16's
+/// math simulated on the interpreter (`common::simulated_bf16`: the inputs and weights of exactly
+/// the convs the tensor-core path takes rounded to bf16, everything else f32): the logits within
+/// rel. L2 1e-4 (measured 6e-9 to 2e-8; the error to f32 is the format's, 5e-3 to 1.4e-2). In
+/// TF32 against the f32 interpreter: within 5e-3 (measured about 6e-4). A kernel that rounds
+/// anything else, mixes up fragments, mishandles a group's dead kernels or reads a shifted
+/// channel into the depth padding lands far off (the last gave 0.5 to 1.06).
+fn check_cuda_tensor_cores(
+    c: &Case,
+    target: Target,
+    precision: e2enc_codegen::precision::Precision,
+) -> Result<(), TestCaseError> {
+    use e2enc_codegen::precision::Precision;
+    let model = c.model();
+    let t = common::tempdir();
+    let dir = t.path().join("bundle");
+    let opts = CompileOptions {
+        deep_supervision: false,
+        isa: target,
+        precision: Some(precision),
+        ..CompileOptions::default()
+    };
+    compile(&model, &dir, &opts)
+        .map_err(|e| TestCaseError::fail(format!("compile failed: {e}")))?;
+    let load = LoadOptions {
+        emulate: true,
+        ..LoadOptions::default()
+    };
+    let bundle =
+        Bundle::load(&dir, &load).map_err(|e| TestCaseError::fail(format!("load failed: {e}")))?;
+    let mut engine = Engine::new(bundle, 2);
+    let x = c.input(&model.config);
+    let feed = BTreeMap::from([("input".to_string(), x.clone())]);
+    let got = engine
+        .run(&feed)
+        .map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;
+    let got = &got["logits"];
+    let (want, bound) = if precision == Precision::Bf16 {
+        // The CUDA backend's tensor-core convs: stride 1 in H and W, 1x1 or 3x3 same padding.
+        let sim = common::simulated_bf16(&model, &x, &|a| {
+            let ([_, kh, kw], [_, sh, sw], [_, ph, pw]) = (a.kernel, a.stride, a.padding);
+            kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == kh / 2 && sh == 1 && sw == 1
+        });
+        (sim, 1e-4)
+    } else {
+        let w = model.weights.as_ref().expect("weights");
+        let want = interp::run(&model.net.graph, w, &feed, &[])
+            .map_err(|e| TestCaseError::fail(format!("interpreter: {e}")))?;
+        (want["logits"].clone(), 5e-3)
+    };
+    let l2 = relative_error_l2(got, &want).unwrap_or(f64::NAN);
+    prop_assert!(
+        l2 < bound,
+        "[{} {}]: rel. L2 {:.2e} (bound {:.0e}) for {:?}",
+        target,
+        precision,
+        l2,
+        bound,
+        model.config
+    );
+    Ok(())
+}
+
+/// A `3x3x3` conv after a depth shift on tensor cores: the shifted tensor is what is padded, so a
+/// tap in the depth padding reads zero even where the shift would bring a channel's plane
+/// there. The kernel once read those planes (rel. L2 0.75 from f32 in TF32 and bf16 alike on
+/// this net; the released network's convs after a shift are `1x3x3`, without depth padding).
+#[test]
+fn tensor_core_convs_read_zero_in_the_shifted_tensors_depth_padding() {
+    use e2enc_codegen::precision::Precision;
+    if !common::nvrtc_or_skip("tensor_core_convs_read_zero_in_the_shifted_tensors_depth_padding") {
+        return;
+    }
+    let c = Case {
+        pools: vec![[1, 2, 2], [2, 2, 2]],
+        in_channels: 1,
+        num_classes: 2,
+        base_width: 2,
+        max_width: 8,
+        shift_groups: 3,
+        convs_per_stage: 1,
+        heads: 0,
+        conv_kernel: [3, 3, 3],
+        patch_mult: [1, 1, 3],
+        batch: 1,
+        density: 1.0,
+        deep_supervision: false,
+        seed: 7,
+    };
+    for p in [Precision::Tf32, Precision::Bf16] {
+        check_cuda_tensor_cores(&c, Target::CudaSm90, p).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// A batch-1 net with a full-resolution UNet++ chain: the memory plan stores some concats in
 /// another channel order (so the fused convs read them through channel maps), and the outputs
 /// still match the interpreter.
@@ -321,6 +416,18 @@ proptest! {
         if common::nvrtc_or_skip("cuda_nets_match_the_interpreter_under_emulation") {
             // Both GPU targets over the cases (the text is the same; NVRTC and its checks differ).
             check_for(&c, if c.seed % 2 == 0 { Target::CudaSm80 } else { Target::CudaSm90 })?;
+        }
+    }
+
+    /// CUDA kernels on tensor cores (emulated `mma.sync`): bf16 against simulated bf16, TF32
+    /// (CUDA's default precision) against f32.
+    #[test]
+    fn cuda_tensor_core_nets_match_their_precisions_math_under_emulation(c in case(prop::sample::select(vec![[1usize, 2, 2], [2, 2, 2]]))) {
+        use e2enc_codegen::precision::Precision;
+        if common::nvrtc_or_skip("cuda_tensor_core_nets_match_their_precisions_math_under_emulation") {
+            let target = if c.seed % 2 == 0 { Target::CudaSm90 } else { Target::CudaSm80 };
+            check_cuda_tensor_cores(&c, target, Precision::Bf16)?;
+            check_cuda_tensor_cores(&c, target, Precision::Tf32)?;
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - Weights are packed per group as `[K][16]` floats, rounded when compiled as the kernel rounds
 //!   the activations (TF32: `cvt.rna`, to nearest, ties away; bf16: `cvt.rn`, ties to even).
 //! - The depth shift is read through: entry `(c, tap)` reads channel `c` at depth
-//!   `z * sd - pd + a - shift(c)`, zero outside; H and W borders are bounds checks.
+//!   `iz - shift(c)` with `iz = z * sd - pd + a`, zero when `iz` is in the padding (the shifted
+//!   tensor is what is padded) or `iz - shift(c)` is outside; H and W borders are bounds checks.
 //!
 //! Fragment layouts are PTX's, with `g = lane / 4`, `t = lane % 4`: for `.m16n8k8` `.tf32`, A
 //! row-major `a0 (g, t)`, `a1 (g + 8, t)`, `a2 (g, t + 4)`, `a3 (g + 8, t + 4)`, B `b0 (t, g)`,
@@ -226,7 +227,10 @@ pub fn emit(
         const int kr = k + {rows};
         const int c = I[{kc_off} + kr], tap = I[{kt_off} + kr];
         const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};
-        const int jz = c < 0 ? -1 : oz * {sd} - {pd} + a_ - I[{sh_off} + (c < 0 ? 0 : c)];
+        // The shifted tensor is zero-padded: a tap in its padding reads zero whatever the
+        // shift would bring there.
+        const int iz = oz * {sd} - {pd} + a_;
+        const int jz = (c < 0 || iz < 0 || iz >= {d}) ? -1 : iz - I[{sh_off} + c];
         xr[r] = (jz >= 0 && jz < {d}) ? A + {xplane} : (const float *)0;
         dy[r] = b_ - {ph};
         dx[r] = q_ - {pw};

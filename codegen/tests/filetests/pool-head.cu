@@ -48,7 +48,10 @@ extern "C" __global__ void __launch_bounds__(128) k1(float *__restrict__ A, cons
             const int kr = k + t + 4 * r;
             const int c = I[16 + kr], tap = I[32 + kr];
             const int a_ = tap / 1, b_ = (tap / 1) % 1, q_ = tap % 1;
-            const int jz = c < 0 ? -1 : oz * 1 - 0 + a_ - I[48 + (c < 0 ? 0 : c)];
+            // The shifted tensor is zero-padded: a tap in its padding reads zero whatever the
+            // shift would bring there.
+            const int iz = oz * 1 - 0 + a_;
+            const int jz = (c < 0 || iz < 0 || iz >= 2) ? -1 : iz - I[48 + c];
             xr[r] = (jz >= 0 && jz < 2) ? A + (1000LL + (i64)(n) * 512LL + (i64)(c) * 256LL + (i64)(jz) * 128LL + (i64)(0) * 32 + (0)) : (const float *)0;
             dy[r] = b_ - 0;
             dx[r] = q_ - 0;

@@ -29,7 +29,10 @@ extern "C" __global__ void __launch_bounds__(128) k0(float *__restrict__ A, cons
             const int kr = k + t + 4 * r;
             const int c = I[16 + kr], tap = I[48 + kr];
             const int a_ = tap / 9, b_ = (tap / 3) % 3, q_ = tap % 3;
-            const int jz = c < 0 ? -1 : oz * 1 - 0 + a_ - I[80 + (c < 0 ? 0 : c)];
+            // The shifted tensor is zero-padded: a tap in its padding reads zero whatever the
+            // shift would bring there.
+            const int iz = oz * 1 - 0 + a_;
+            const int jz = (c < 0 || iz < 0 || iz >= 3) ? -1 : iz - I[80 + c];
             xr[r] = (jz >= 0 && jz < 3) ? A + (40LL + (i64)(n) * 2304LL + (i64)(c) * 576LL + (i64)(jz) * 192LL + (i64)(0) * 32 + (0)) : (const float *)0;
             dy[r] = b_ - 1;
             dx[r] = q_ - 1;
