@@ -531,6 +531,22 @@ fn int8_is_calibrated_on_a_folder_and_held_to_f32_or_refused_clearly() {
         t.contains("int8 vs f32 on a calibration tile: logits rel. L2 "),
         "{t}"
     );
+    // The warning comes exactly when the reported numbers are past its limits.
+    let line = t
+        .lines()
+        .find(|l| l.contains("on a calibration tile"))
+        .unwrap();
+    let num = |after: &str, end: char| -> f64 {
+        let rest = &line[line.find(after).unwrap() + after.len()..];
+        rest[..rest.find(end).unwrap()].trim().parse().unwrap()
+    };
+    let (l2, agree) = (num("rel. L2 ", ','), num("agreement ", '%'));
+    eprintln!("int8 vs f32 on the fixture's calibration tile: {l2:.2e}, {agree:.3}%");
+    assert_eq!(
+        t.contains("warning: int8 moved this tile's logits"),
+        !(l2 <= 0.25 && agree >= 90.0),
+        "{t}"
+    );
     let rep = dir.path().join("r.json");
     let o = e2enc(&[
         "compare",

@@ -105,9 +105,11 @@ pub struct Args {
     /// Batches are the same for any count; `--profile` shows how long steps waited for data.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub data_workers: usize,
-    /// MiB per all-reduce bucket of the gradients in a data-parallel run (default 16). With
-    /// more gradients than one bucket, the buckets are all-reduced on a thread while the
-    /// backward pass goes on; the sums do not depend on the size.
+    /// MiB per all-reduce bucket of the gradients in a data-parallel run on CPUs (default 16).
+    /// With more gradients than one bucket, the buckets are all-reduced on a thread while the
+    /// backward pass goes on; the sums do not depend on the size. (GPU ranks sum one packed
+    /// buffer of the live gradients with NCCL after the backward pass; --emulate ranks stage
+    /// it through the host in buckets of this size.)
     #[arg(long, value_name = "MIB", default_value_t = 16.0)]
     pub bucket_mib: f64,
     /// Print at the end the time spent per op kind (forward and backward kernels), waiting for
