@@ -11,7 +11,9 @@
 #                                          TF32, bf16, f32) is compiled on the GPU machine by the
 #                                          check itself, with its CUDA toolkit's NVRTC
 #   scripts/gpu-check.sh [DIR]             on the GPU machine: runs the checks (about 8 minutes;
-#                                          GPU_CHECK_SECONDS caps them, default 480)
+#                                          GPU_CHECK_SECONDS caps them, default 480);
+#                                          GPU_CHECK_PARTS=inference runs only the inference
+#                                          sections (0-5: no NCCL, no training; cap 300 s)
 #
 # The GPU machine (H200, driver 580 / CUDA 13.0, compute-sanitizer, no package registry) builds
 # nothing: the binary and the bundles come from the build machine. DIR/ is untracked (not
@@ -170,7 +172,15 @@ JSONL=$OUT/results.jsonl
 SUMMARY=$OUT/summary.txt
 : >"$JSONL"
 : >"$SUMMARY"
-BUDGET=${GPU_CHECK_SECONDS:-480}
+PARTS=${GPU_CHECK_PARTS:-all}
+case $PARTS in
+all) BUDGET=${GPU_CHECK_SECONDS:-480} ;;
+inference) BUDGET=${GPU_CHECK_SECONDS:-300} ;;
+*)
+    echo "GPU_CHECK_PARTS is 'all' (the default) or 'inference', not '$PARTS'" >&2
+    exit 2
+    ;;
+esac
 START=$SECONDS
 FAILED=0
 
@@ -375,7 +385,9 @@ NCCL_CHECK=""
 for b in "$ROOT/target/release/examples/nccl_check" "$DIR/bin/nccl_check"; do
     [[ -z $NCCL_CHECK && -x $b ]] && NCCL_CHECK=$b
 done
-if [[ -z $NCCL_CHECK ]]; then
+if [[ $PARTS == inference ]]; then
+    record nccl one-rank skipped 0 "GPU_CHECK_PARTS=inference"
+elif [[ -z $NCCL_CHECK ]]; then
     record nccl one-rank fail 0 "no nccl_check (run --prepare on a build machine)"
 else
     log=$OUT/nccl.log
@@ -430,6 +442,29 @@ for c in "${CASES[@]}"; do
     fi
 done
 
+# 4b. Which wins on DSFF-sparse convs at density 0.2: the f32 bundle's direct kernels skip every
+# dead kernel on CUDA cores; the TF32 and bf16 bundles' tensor-core kernels skip only the inputs
+# no output of a 16-output group reads (`e2enc compile` prints the share of useful MACs). The
+# per-kernel profiles' sparse 1x3x3 conv kinds, side by side (profile seconds of one run each).
+python3 - "$OUT" <<'EOF' | tee -a "$SUMMARY"
+import os, re, sys
+out = sys.argv[1]
+row = re.compile(r"^(conv (?:\S+-mma )?sparse \[1, 3, 3\])\s+(\d+)\s+([0-9.]+)", re.M)
+parts = []
+for p in ("f32", "tf32", "bf16"):
+    log = os.path.join(out, "amos-0.2-%s.bench.log" % p)
+    if not os.path.exists(log):
+        continue
+    rows = row.findall(open(log).read())
+    if rows:
+        parts.append("%s %.2f ms (%s)" % (
+            p, 1000 * sum(float(r[2]) for r in rows),
+            ", ".join("%s x%s" % (r[0], r[1]) for r in rows)))
+if parts:
+    print("DSFF-sparse 1x3x3 convs, AMOS-CT density 0.2 (CUDA-core skipping vs tensor-core union): "
+          + "; ".join(parts))
+EOF
+
 # 5. PyTorch + cuDNN on the same (dense) AMOS-CT network, same script: fp32, TF32, bf16 autocast,
 # CUDA-event medians of 20 runs; then the ratios to e2enc's medians.
 log=$OUT/torch.log
@@ -477,7 +512,9 @@ for b in "$ROOT/target/release/examples/train_step_dump" "$DIR/bin/train_step_du
 done
 TWORK=$WORK/train
 mkdir -p "$TWORK"
-if [[ -z $EXAMPLE ]]; then
+if [[ $PARTS == inference ]]; then
+    record train all skipped 0 "GPU_CHECK_PARTS=inference"
+elif [[ -z $EXAMPLE ]]; then
     record train example fail 0 "no train_step_dump (run --prepare on a build machine)"
 elif ! python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     record train example skipped 0 "no PyTorch with CUDA here: the training checks need it"

@@ -88,6 +88,11 @@ impl Case {
     }
 
     fn model(&self) -> Model {
+        self.model_with(&|_| {})
+    }
+
+    /// The model with its DSFF masks changed by `restructure` before they are applied.
+    fn model_with(&self, restructure: &dyn Fn(&mut e2enc_ir::Weights)) -> Model {
         let config = self.config();
         let net = build(
             &config,
@@ -111,11 +116,12 @@ impl Case {
                 Tensor::from_f32(p.shape.clone(), v).expect("shape"),
             );
         }
-        let masks = init_masks(
+        let mut masks = init_masks(
             &net.params,
             config.dsff.as_ref().expect("dsff set"),
             self.seed,
         );
+        restructure(&mut masks);
         apply_masks(&mut w, &masks);
         Model {
             path: "proptest/model.json".into(),
@@ -270,8 +276,16 @@ fn check_cuda_tensor_cores(
     target: Target,
     precision: e2enc_codegen::precision::Precision,
 ) -> Result<(), TestCaseError> {
+    check_cuda_tensor_cores_of(c, &c.model(), target, precision)
+}
+
+fn check_cuda_tensor_cores_of(
+    c: &Case,
+    model: &Model,
+    target: Target,
+    precision: e2enc_codegen::precision::Precision,
+) -> Result<(), TestCaseError> {
     use e2enc_codegen::precision::Precision;
-    let model = c.model();
     let t = common::tempdir();
     let dir = t.path().join("bundle");
     let opts = CompileOptions {
@@ -280,8 +294,7 @@ fn check_cuda_tensor_cores(
         precision: Some(precision),
         ..CompileOptions::default()
     };
-    compile(&model, &dir, &opts)
-        .map_err(|e| TestCaseError::fail(format!("compile failed: {e}")))?;
+    compile(model, &dir, &opts).map_err(|e| TestCaseError::fail(format!("compile failed: {e}")))?;
     let load = LoadOptions {
         emulate: true,
         ..LoadOptions::default()
@@ -297,7 +310,7 @@ fn check_cuda_tensor_cores(
     let got = &got["logits"];
     let (want, bound) = if precision == Precision::Bf16 {
         // The CUDA backend's tensor-core convs: stride 1 in H and W, 1x1 or 3x3 same padding.
-        let sim = common::simulated_bf16(&model, &x, &|a| {
+        let sim = common::simulated_bf16(model, &x, &|a| {
             let ([_, kh, kw], [_, sh, sw], [_, ph, pw]) = (a.kernel, a.stride, a.padding);
             kh == kw && (kh == 1 || kh == 3) && ph == pw && ph == kh / 2 && sh == 1 && sw == 1
         });
@@ -349,6 +362,67 @@ fn tensor_core_convs_read_zero_in_the_shifted_tensors_depth_padding() {
     };
     for p in [Precision::Tf32, Precision::Bf16] {
         check_cuda_tensor_cores(&c, Target::CudaSm90, p).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Sparse tensor-core convs whose output channels are regrouped so that a group's 16 outputs
+/// share live inputs (`e2enc_codegen::cuda::groups`): the kernels write each value to its real
+/// channel (and its norm statistics to that channel's slots), in TF32 and bf16.
+#[test]
+fn regrouped_output_channels_match_under_emulation() {
+    use e2enc_codegen::precision::Precision;
+    if !common::nvrtc_or_skip("regrouped_output_channels_match_under_emulation") {
+        return;
+    }
+    let c = Case {
+        pools: vec![[1, 2, 2], [2, 2, 2]],
+        in_channels: 1,
+        num_classes: 2,
+        base_width: 16,
+        max_width: 64,
+        shift_groups: 3,
+        convs_per_stage: 1,
+        heads: 2,
+        conv_kernel: [1, 3, 3],
+        patch_mult: [1, 1, 2],
+        batch: 1,
+        density: 0.15,
+        deep_supervision: false,
+        seed: 11,
+    };
+    // Kernel (o, c) live where o and c are equal mod 4 (and it was live at random, for some
+    // randomness): consecutive outputs read every input class, regrouped ones a quarter.
+    let model = c.model_with(&|masks| {
+        let names: Vec<String> = masks.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            let m = masks.get(&name).expect("listed");
+            let [d0, d1] = [m.shape()[0], m.shape()[1]];
+            let old = m.as_f32().expect("f32 mask").to_vec();
+            let v = (0..d0 * d1)
+                .map(|k| {
+                    let (o, i) = (k / d1, k % d1);
+                    let keep = o % 4 == i % 4 && (old[k] > 0.0 || (o + i) % 3 != 0);
+                    f32::from(u8::from(keep))
+                })
+                .collect();
+            masks.insert(name, Tensor::from_f32(vec![d0, d1], v).expect("shape"));
+        }
+    });
+    // The kernels do regroup here (else this test checks nothing new).
+    let t = common::tempdir();
+    let opts = CompileOptions {
+        deep_supervision: false,
+        isa: Target::CudaSm90,
+        precision: Some(Precision::Tf32),
+        ..CompileOptions::default()
+    };
+    compile(&model, &t.path().join("b"), &opts).expect("compile");
+    let cu = std::fs::read_to_string(t.path().join("b/kernels.cu")).expect("kernels.cu");
+    let regrouped = cu.matches("+ G * 16 + g + (i >> 1) * 8]").count();
+    assert!(regrouped >= 1, "no conv was regrouped");
+    for p in [Precision::Tf32, Precision::Bf16] {
+        check_cuda_tensor_cores_of(&c, &model, Target::CudaSm80, p)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

@@ -136,6 +136,8 @@ pub struct CompileReport {
     pub probes: Vec<Probe>,
     /// The digest of the optimized graph ([`crate::quant::graph_digest`]).
     pub graph_digest: String,
+    /// What the tensor-core convs issue, summed (`None` when none runs on tensor cores).
+    pub tensor_cores: Option<crate::emit::MmaWork>,
 }
 
 /// Where a conv's input lies in the arena just before the conv's first step runs: what
@@ -709,6 +711,10 @@ pub fn compile(
         manifest,
         optimize: o.report,
         kernels: gen.kernels.len(),
+        tensor_cores: gen.kernels.iter().filter_map(|k| k.mma).reduce(|mut a, b| {
+            a += b;
+            a
+        }),
         reordered_concats: gen.plan.channel_maps.len(),
         codegen_seconds,
         cc_seconds,

@@ -82,6 +82,27 @@ pub struct Kernel {
     /// How a CUDA kernel is launched (grid, block, shared memory); `None` for C kernels, whose
     /// `tiles` the thread pool runs.
     pub launch: Option<Launch>,
+    /// For a tensor-core conv: what its MMAs issue (`flops` counts only the live kernels).
+    pub mma: Option<MmaWork>,
+}
+
+/// The multiply-adds a tensor-core conv issues: every entry of a 16-output group's K list for
+/// all 16 outputs (zero weights of dead kernels and padding included), as compiled (`macs`) and
+/// with the plain groups of 16 consecutive outputs (`plain_macs`, equal unless
+/// `crate::cuda::groups` regrouped them); `live_macs` is what its live kernels need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmaWork {
+    pub macs: u64,
+    pub plain_macs: u64,
+    pub live_macs: u64,
+}
+
+impl std::ops::AddAssign for MmaWork {
+    fn add_assign(&mut self, o: MmaWork) {
+        self.macs += o.macs;
+        self.plain_macs += o.plain_macs;
+        self.live_macs += o.live_macs;
+    }
 }
 
 /// How a lagged conv runs (see `memplan/lag.rs`).

@@ -267,6 +267,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         giga(man.executed_macs),
         giga(man.dense_macs)
     );
+    if let Some(tc) = r.tensor_cores {
+        eprintln!("{}", tensor_core_line(&tc));
+    }
     eprintln!(
         "optimize {:.2} s, codegen {:.2} s, {} {:.2} s",
         r.optimize.seconds,
@@ -405,9 +408,48 @@ fn int8_warning(rel_l2: f64, agreement: f64) -> Option<String> {
     })
 }
 
+/// What the tensor-core convs issue against what their live kernels need, and what regrouping
+/// their outputs saved (`e2enc_codegen::cuda::groups`).
+fn tensor_core_line(tc: &e2enc_codegen::emit::MmaWork) -> String {
+    let pct = |a: u64, b: u64| 100.0 * a as f64 / b.max(1) as f64;
+    let mut s = format!(
+        "tensor-core convs: their MMAs issue {} MACs for {} live ({:.0}% useful: a 16-output \
+         group multiplies the union of its outputs' live inputs)",
+        giga(tc.macs),
+        giga(tc.live_macs),
+        pct(tc.live_macs, tc.macs)
+    );
+    if tc.plain_macs > tc.macs {
+        s.push_str(&format!(
+            "; outputs regrouped to share inputs: {:.1}% fewer than {} in channel order",
+            100.0 - pct(tc.macs, tc.plain_macs),
+            giga(tc.plain_macs)
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::int8_warning;
+
+    #[test]
+    fn the_tensor_core_line_names_the_useful_share_and_the_regrouping() {
+        use e2enc_codegen::emit::MmaWork;
+        let w = MmaWork {
+            macs: 900_000_000,
+            plain_macs: 1_000_000_000,
+            live_macs: 200_000_000,
+        };
+        let l = super::tensor_core_line(&w);
+        assert!(l.contains("0.9 G MACs for 0.2 G live (22% useful"), "{l}");
+        assert!(l.contains("10.0% fewer than 1.0 G"), "{l}");
+        let l = super::tensor_core_line(&MmaWork {
+            plain_macs: 900_000_000,
+            ..w
+        });
+        assert!(!l.contains("regrouped"), "{l}");
+    }
 
     #[test]
     fn int8_warns_only_past_the_released_networks_error() {

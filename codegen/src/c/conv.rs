@@ -666,6 +666,7 @@ fn grouped(
             flops,
             what,
             launch: None,
+            mma: None,
         });
     };
     // The planes go with the node's label (the first word): profiles group by the rest.

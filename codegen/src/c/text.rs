@@ -60,6 +60,7 @@ pub fn kernel(
         flops,
         what,
         launch: None,
+        mma: None,
     }
 }
 

@@ -96,6 +96,7 @@ pub fn kernel(
         flops,
         what,
         launch: Some(launch),
+        mma: None,
     }
 }
 
