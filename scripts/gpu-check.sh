@@ -502,8 +502,9 @@ fi
 # device arena, as `e2enc train --device cuda` runs it). a) one step of three small networks
 # against PyTorch float64 autograd (tools/torch_ref/check_train_step.py: loss, outputs, every
 # weight gradient, dead kernels exactly zero); b) compute-sanitizer memcheck and racecheck on a
-# step of a small one; c) the AMOS-CT recipe's step (batch 2, 128^3, density 0.2) timed, in f32
-# and with --precision bf16 (its arena under 10 GB), and PyTorch + cuDNN's step on the same
+# step of a small one, and memcheck on its TF32 step; c) the AMOS-CT recipe's step (batch 2,
+# 128^3, density 0.2) timed, in f32, with the TF32 tensor-core convs (--math tf32) and with
+# --precision bf16 (its arena under 10 GB), and PyTorch + cuDNN's step on the same
 # network (fp32, bf16 autocast; gpu_train_bench.py); d) the
 # trainer end to end on the GPU against the CPU.
 EXAMPLE=${E2ENC_TRAIN_EXAMPLE:-}
@@ -531,11 +532,14 @@ else
     fi
     tiny=$TWORK/check/tiny2
     if [[ -x $SANITIZER && -f $tiny/model.json && -f $tiny/data.safetensors ]]; then
-        for tool in memcheck racecheck; do
+        # memcheck twice: the f32 step, then the TF32 tensor-core convs (--math tf32).
+        for tool in memcheck racecheck memcheck-tf32; do
             log=$OUT/train.$tool.log
-            run_part train "sanitizer-$tool" 120 "$log" "$SANITIZER" --tool "$tool" \
+            math=f32
+            [[ $tool == memcheck-tf32 ]] && math=tf32
+            run_part train "sanitizer-$tool" 120 "$log" "$SANITIZER" --tool "${tool%-tf32}" \
                 --error-exitcode 99 "$EXAMPLE" step "$tiny/model.json" "$tiny/data.safetensors" \
-                "$TWORK/sanitized.safetensors" --device cuda || continue
+                "$TWORK/sanitized.safetensors" --device cuda --math "$math" || continue
             summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|hazard' "$log" | head -n 3 |
                 paste -sd ';' -)
             if ((RC == 0)); then
@@ -566,6 +570,17 @@ EOF
                 record train amos-step ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log")"
             else
                 record train amos-step fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
+            fi
+        fi
+        # The same step with the 1x3x3 convs' forward passes and data gradients on TF32 tensor
+        # cores (`e2enc train --tf32`).
+        log=$OUT/train.amos-step-tf32.log
+        if run_part train amos-step-tf32 120 "$log" "$EXAMPLE" bench "$amos" "$data" \
+            --device cuda --math tf32 --steps 2; then
+            if ((RC == 0)); then
+                record train amos-step-tf32 ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log")"
+            else
+                record train amos-step-tf32 fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
             fi
         fi
         # The same step with the kept values in bfloat16 (--precision bf16): its arena must be

@@ -288,4 +288,34 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     let o = bf16(&["--precision", "fp16"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("f32 or bf16"), "{}", text(&o));
+
+    // --tf32 is GPU training's (refused on the CPU path, and on resuming an f32 run); on the
+    // emulated GPU it trains, says so in --profile and in the checkpoint.
+    let o = bf16(&["--resume", "--tf32"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("trained with f32 convolutions"),
+        "{}",
+        text(&o)
+    );
+    let run6 = t.path().join("run6");
+    let tf32 = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_e2enc"))
+            .args(["train", ds.to_str().unwrap(), "-o", run6.to_str().unwrap()])
+            .args(tiny)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = tf32(&["--tf32"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--device cuda"), "{}", text(&o));
+    assert!(!run6.exists(), "a refused run wrote {}", run6.display());
+    let o = tf32(&["--tf32", "--emulate", "--profile"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("convolutions in tf32"), "{}", text(&o));
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run6.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["options"]["conv_math"], "tf32", "{state}");
 }

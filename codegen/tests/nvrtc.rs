@@ -439,7 +439,7 @@ fn a_second_nvrtc_in_the_process_is_refused() {
 /// the AMOS-CT recipe's network (width 48, 128^3 patches, batch 2, 16 classes), with the loss
 /// kernels of every head and the optimizer's, compiles for sm_80 and sm_90, and ptxas's report
 /// passes the resource check against the kernels' launches: no spills, registers and shared
-/// memory within the SM's limits.
+/// memory within the SM's limits; in f32 and with the TF32 tensor-core convs (`--tf32`).
 #[test]
 fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
     use e2enc_codegen::target::Target;
@@ -459,9 +459,14 @@ fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
         let refs: Vec<&str> = outs.iter().map(String::as_str).collect();
         let tg = training_graph(&net.graph, &refs).unwrap();
         let tg = e2enc_codegen::train::prepare(&tg).unwrap();
-        for target in Target::CUDA {
+        for (target, tc) in Target::CUDA
+            .into_iter()
+            .flat_map(|t| [(t, false), (t, true)])
+        {
             let sm = target.sm().unwrap();
-            let gen = e2enc_codegen::cuda::train::generate(&tg, target, None).unwrap();
+            let gen = e2enc_codegen::cuda::train::generate(&tg, target, None, tc).unwrap();
+            let mma = gen.c_source.matches("e2_mma_tf32(acc[j], a, b)").count();
+            assert_eq!(mma > 0, tc, "{}: {mma} tensor-core kernels", cfg.name);
             let launches: Vec<(String, Launch)> = gen
                 .kernels
                 .iter()
@@ -501,8 +506,10 @@ fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
                 .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));
             let most = c.resources.iter().map(|r| r.registers).max().unwrap_or(0);
             eprintln!(
-                "{} sm_{sm}: {} training kernels, at most {most} registers",
+                "{} sm_{sm}{}: {} training kernels ({mma} on tensor cores), at most {most} \
+                 registers",
                 cfg.name,
+                if tc { " tf32" } else { "" },
                 launches.len()
             );
         }

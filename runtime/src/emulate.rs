@@ -44,6 +44,7 @@ pub struct Emulation {
     /// One function per step, with the CPU kernel ABI over thread blocks.
     pub kernels: Vec<KernelFn>,
     set_seed: unsafe extern "C" fn(u64),
+    set_exact_mma: unsafe extern "C" fn(i32),
     error: unsafe extern "C" fn() -> *const c_char,
     clear: unsafe extern "C" fn(),
     _lib: libloading::Library,
@@ -178,9 +179,12 @@ impl Emulation {
             kernels.push(unsafe { std::mem::transmute::<*const (), KernelFn>(p) });
         }
         // SAFETY: the shim's exported functions with these signatures.
-        let (set_seed, error, clear) = unsafe {
+        let (set_seed, set_exact_mma, error, clear) = unsafe {
             (
                 std::mem::transmute::<*const (), unsafe extern "C" fn(u64)>(sym("e2emu_set_seed")?),
+                std::mem::transmute::<*const (), unsafe extern "C" fn(i32)>(sym(
+                    "e2emu_set_exact_mma",
+                )?),
                 std::mem::transmute::<*const (), unsafe extern "C" fn() -> *const c_char>(sym(
                     "e2emu_error",
                 )?),
@@ -190,6 +194,7 @@ impl Emulation {
         Ok(Emulation {
             kernels,
             set_seed,
+            set_exact_mma,
             error,
             clear,
             _lib: lib,
@@ -200,6 +205,14 @@ impl Emulation {
     pub fn set_seed(&self, seed: u64) {
         // SAFETY: the shim's function; it only stores the seed.
         unsafe { (self.set_seed)(seed) }
+    }
+
+    /// Test mode: TF32 conversions and MMAs keep every bit of their operands, so a TF32
+    /// tensor-core kernel equals the f32 math up to the order of its sums (what checks its
+    /// indexing apart from TF32's rounding). Process-wide for this library, like the seed.
+    pub fn set_exact_mma(&self, on: bool) {
+        // SAFETY: the shim's function; it only stores the flag.
+        unsafe { (self.set_exact_mma)(i32::from(on)) }
     }
 
     /// The error an emulated launch recorded (a barrier in a launch marked without one, a

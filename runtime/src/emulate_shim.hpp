@@ -321,6 +321,11 @@ struct Args {
 }  // namespace e2emu
 
 extern "C" void e2emu_set_seed(uint64_t seed) { e2emu::g_seed = seed; }
+// Exact-MMA mode, for tests: e2_tf32 keeps every bit and e2_mma_tf32 multiplies its operands
+// unrounded, so a tensor-core kernel's sums equal f32's up to their order: what checks its
+// indexing apart from TF32's rounding. Process-wide per loaded library, like the seed.
+namespace e2emu { static int g_exact_mma = 0; }
+extern "C" void e2emu_set_exact_mma(int on) { e2emu::g_exact_mma = on; }
 extern "C" const char *e2emu_error(void) {
     return e2emu::g_failed.load() ? e2emu::g_msg : nullptr;
 }
@@ -369,7 +374,7 @@ static inline unsigned __float_as_uint(float v) { return e2emu::bits(v) & 0xffff
 // cvt.rna.tf32.f32: to nearest, ties away from zero, 10 mantissa bits; NaN and inf unchanged.
 static inline unsigned e2_tf32(float x) {
     uint32_t b = (uint32_t)e2emu::bits(x);
-    if ((b & 0x7f800000u) == 0x7f800000u) return b;
+    if ((b & 0x7f800000u) == 0x7f800000u || e2emu::g_exact_mma) return b;
     return (b + 0x1000u) & 0xffffe000u;
 }
 
@@ -382,15 +387,17 @@ static inline void e2_mma_tf32(float *d, const unsigned *a, const unsigned *b) {
     for (int i = 0; i < 4; i++) mine[6 + i] = (uint32_t)e2emu::bits(d[i]);
     if (!e2emu::warp_gather(mine, 10, all, true)) return;
     float A[16][8], B[8][8], C[16][8];
+    // The hardware reads 19 bits of each TF32 operand (exact-MMA mode: all 32).
+    const uint32_t m = e2emu::g_exact_mma ? 0xffffffffu : 0xffffe000u;
     for (int lane = 0; lane < 32; lane++) {
         const uint32_t *r = all + lane * 10;
         int g = lane >> 2, t = lane & 3;
-        A[g][t] = e2emu::unbits<float>(r[0] & 0xffffe000u);
-        A[g + 8][t] = e2emu::unbits<float>(r[1] & 0xffffe000u);
-        A[g][t + 4] = e2emu::unbits<float>(r[2] & 0xffffe000u);
-        A[g + 8][t + 4] = e2emu::unbits<float>(r[3] & 0xffffe000u);
-        B[t][g] = e2emu::unbits<float>(r[4] & 0xffffe000u);
-        B[t + 4][g] = e2emu::unbits<float>(r[5] & 0xffffe000u);
+        A[g][t] = e2emu::unbits<float>(r[0] & m);
+        A[g + 8][t] = e2emu::unbits<float>(r[1] & m);
+        A[g][t + 4] = e2emu::unbits<float>(r[2] & m);
+        A[g + 8][t + 4] = e2emu::unbits<float>(r[3] & m);
+        B[t][g] = e2emu::unbits<float>(r[4] & m);
+        B[t + 4][g] = e2emu::unbits<float>(r[5] & m);
         C[g][2 * t] = e2emu::unbits<float>(r[6]);
         C[g][2 * t + 1] = e2emu::unbits<float>(r[7]);
         C[g + 8][2 * t] = e2emu::unbits<float>(r[8]);

@@ -151,6 +151,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             kernels: Default::default(),
             target: None,
             precision: Default::default(),
+            conv_math: Default::default(),
         };
         Trainer::create(&ds_dir, None, &run, opts, threads, |m| println!("   {m}"))?
     };

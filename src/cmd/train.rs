@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use e2enc_codegen::target::Target;
-use e2enc_train::exec::Backend;
+use e2enc_train::exec::{Backend, ConvMath};
 use e2enc_train::trainer::{Outcome, TrainOptions, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -138,6 +138,14 @@ pub struct Args {
     /// model and patch.
     #[arg(long)]
     pub emulate: bool,
+    /// GPU training only (--device cuda or --emulate): run the stride-1 1x3x3 convolutions
+    /// (forward pass, data and weight gradients) on TF32 tensor cores (inputs rounded to
+    /// 10-bit mantissas, f32 sums; PyTorch's default for cuDNN convs) instead of f32 CUDA
+    /// cores. Outputs differ from f32 by about 1e-3 relative, gradients by up to a few 1e-2;
+    /// norms, the loss and the optimizer stay f32. A resumed run keeps the math it started
+    /// with.
+    #[arg(long)]
+    pub tf32: bool,
     /// Precision of the values the backward pass reads back from the forward pass (mostly
     /// the convolutions' outputs): `f32` (the default), or `bf16`: rounded to bfloat16 when
     /// computed (the forward pass reads them rounded too) and stored packed until the backward
@@ -301,6 +309,20 @@ fn backend(a: &Args) -> Result<Option<Backend>> {
     Ok(Some(Backend::Generated(t)))
 }
 
+/// `--tf32`'s math, refused off the GPU path.
+fn conv_math(a: &Args) -> Result<ConvMath> {
+    if !a.tf32 {
+        return Ok(ConvMath::F32);
+    }
+    if !matches!(backend(a)?, Some(Backend::Device { .. })) {
+        bail!(
+            "--tf32 is for GPU training (TF32 is a tensor-core format): add --device cuda, or \
+             --emulate to check it on this CPU"
+        );
+    }
+    Ok(ConvMath::Tf32)
+}
+
 pub fn options(a: &Args) -> Result<TrainOptions> {
     if a.batch == 0 || a.iters == 0 || a.epochs == 0 {
         bail!("--batch, --iters and --epochs must be at least 1");
@@ -322,6 +344,7 @@ pub fn options(a: &Args) -> Result<TrainOptions> {
         kernels: backend(a)?.unwrap_or_default(),
         target: None,
         precision: a.precision.unwrap_or_default(),
+        conv_math: conv_math(a)?,
     })
 }
 
@@ -410,6 +433,14 @@ fn train(
                 a.out.display()
             );
         }
+        let math = t.options().conv_math;
+        if a.tf32 && math != ConvMath::Tf32 {
+            bail!(
+                "--tf32: the run in {} was trained with {math} convolutions and continues with \
+                 them (leave --tf32 out; start a new run to change it)",
+                a.out.display()
+            );
+        }
         t
     } else {
         let opts = options(a)?;
@@ -473,9 +504,13 @@ fn print_memory(trainer: &Trainer) {
         })
         .map(|kb| format!("; process peak resident {:.2} GiB", gib(kb * 1024)))
         .unwrap_or_default();
+    let math = match trainer.options().kernels {
+        Backend::Device { .. } => format!("; convolutions in {}", trainer.options().conv_math),
+        _ => String::new(),
+    };
     eprintln!(
         "memory: a step's values peak at {:.3} GiB (planned {:.3} GiB; values kept for the \
-         backward pass in {}){hwm}",
+         backward pass in {}{math}){hwm}",
         gib(measured),
         gib(planned),
         trainer.options().precision

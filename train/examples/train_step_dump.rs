@@ -15,12 +15,15 @@
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
 //!                       [--target T] [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
+//!                       [--math f32|tf32]
 //! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--target T]
 //!                       [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
+//!                       [--math f32|tf32]
 //! ```
 //!
 //! `--precision bf16` keeps the values the backward pass reads in bfloat16, as
-//! `e2enc train --precision bf16` does (`e2enc_train::memplan::Saved`).
+//! `e2enc train --precision bf16` does (`e2enc_train::memplan::Saved`); `--math tf32` runs the
+//! GPU step's tensor-core convolutions, as `e2enc train --tf32` (`ConvMath`).
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
 //! `loss` (f32 `[1]`; the f64 value and each head's loss are in the metadata as `loss`,
@@ -46,7 +49,7 @@ use e2enc_ir::e2enet::{build, output_name, BuildOptions, DsffConfig, Model, Mode
 use e2enc_ir::init::{init_masks, init_weights};
 use e2enc_ir::{Tensor, Weights};
 use e2enc_train::device_exec::DeviceExecutor;
-use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
+use e2enc_train::exec::{Backend, ConvMath, Executor, LiveMasks, Memory, Saved, StepResult};
 use e2enc_train::{loss, optim, sparse};
 
 fn main() -> ExitCode {
@@ -213,6 +216,7 @@ fn setup(
     threads: usize,
     kernels: Backend,
     saved: Saved,
+    math: ConvMath,
 ) -> Result<Setup, String> {
     let data = Weights::load(Path::new(data)).map_err(|e| e.to_string())?;
     let input = data.get("input").ok_or("DATA has no `input`")?;
@@ -257,7 +261,7 @@ fn setup(
     let maskable = live.keys().cloned().collect();
     let exec = match kernels {
         Backend::Device { .. } => Exec::Device(Box::new(
-            DeviceExecutor::open(&tg, kernels, threads, Some(&maskable), saved)
+            DeviceExecutor::open(&tg, kernels, threads, Some(&maskable), saved, math)
                 .map_err(|e| e.to_string())?,
         )),
         k => Exec::Host(Box::new(
@@ -335,7 +339,8 @@ fn cmd_step(args: &[String]) -> Result<(), String> {
     };
     let kernels = backend(&f)?;
     let saved: Saved = flag(&f, "precision", Saved::F32)?;
-    let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels, saved)?;
+    let math: ConvMath = flag(&f, "math", ConvMath::F32)?;
+    let mut s = setup(model, data, flag(&f, "threads", 2)?, kernels, saved, math)?;
     if flag(&f, "dense-kernels", 0u8)? != 0 {
         // Masked weights stay zero, but the kernels no longer skip dead kernels.
         s.live.clear();
@@ -431,7 +436,8 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     let threads: usize = flag(&f, "threads", 2)?;
     let kernels = backend(&f)?;
     let saved: Saved = flag(&f, "precision", Saved::F32)?;
-    let mut s = setup(model, data, threads, kernels, saved)?;
+    let math: ConvMath = flag(&f, "math", ConvMath::F32)?;
+    let mut s = setup(model, data, threads, kernels, saved, math)?;
     let masks = match &s.masks {
         Some(m) => Some(sparse::Masks::from_weights(m, &s.weights).map_err(|e| e.to_string())?),
         None => None,

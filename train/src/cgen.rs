@@ -19,8 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use e2enc_codegen::compile::{run_cc, CodegenError};
+use e2enc_codegen::precision::Precision;
 use e2enc_codegen::target::Target;
-use e2enc_codegen::train::{live_csr, Live, TrainKernel};
+use e2enc_codegen::train::TrainKernel;
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Tensor};
 
@@ -127,7 +128,9 @@ impl CKernels {
         maskable: Option<&HashSet<String>>,
         target: Target,
     ) -> Result<e2enc_codegen::train::TrainGenerated, TrainError> {
-        let gen = e2enc_codegen::render::for_target(target)
+        // f32 kernels (a CUDA target's default precision, TF32, is for the device executor
+        // to ask for: `ConvMath`).
+        let gen = e2enc_codegen::render::for_target_in(target, Precision::F32)
             .training(tg, maskable)
             .map_err(|e| TrainError::CKernels(e.to_string()))?;
         if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
@@ -335,18 +338,14 @@ impl CKernels {
                 )));
             }
         }
-        let live = match k.live {
-            Live::None => vec![0i32],
-            Live::Csr { d0, d1, transposed } => {
-                let mask = k.mask.as_ref().and_then(|w| masks.get(w));
-                live_csr(mask.map(Vec::as_slice), d0, d1, transposed).ok_or_else(|| {
-                    TrainError::CKernels(format!(
-                        "live mask of `{}` has the wrong length for [{d0}, {d1}]",
-                        k.mask.as_deref().unwrap_or("?")
-                    ))
-                })?
-            }
-        };
+        let mask = k.mask.as_ref().and_then(|w| masks.get(w));
+        let live = k.live.build(mask.map(Vec::as_slice)).ok_or_else(|| {
+            TrainError::CKernels(format!(
+                "live mask of `{}` has the wrong length for {:?}",
+                k.mask.as_deref().unwrap_or("?"),
+                k.live.dims()
+            ))
+        })?;
         // SAFETY: the operand buffers have exactly the shapes the kernel was generated for
         // (checked above), `out` has the node's element count, `live` is a CSR of the right
         // size, and tiles write disjoint parts of `out`.

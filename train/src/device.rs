@@ -93,6 +93,8 @@ pub struct Emulated {
     kernels: Vec<(KernelFn, usize, String)>,
     emu: Option<Emulation>,
     seed: u64,
+    /// TF32 without its rounding ([`Emulated::exact_tf32`]).
+    exact_mma: bool,
     /// Allocations, in 256-byte blocks of `u64` (8-byte aligned).
     mem: Vec<Box<[[u64; 32]]>>,
 }
@@ -106,8 +108,17 @@ impl Emulated {
             kernels: Vec::new(),
             emu: None,
             seed,
+            exact_mma: false,
             mem: Vec::new(),
         }
+    }
+
+    /// For tests: TF32 tensor-core kernels compute with unrounded operands
+    /// (`e2enc_runtime::emulate::Emulation::set_exact_mma`), so they equal the f32 kernels up
+    /// to the order of their sums.
+    pub fn exact_tf32(mut self) -> Emulated {
+        self.exact_mma = true;
+        self
     }
 
     /// Bytes allocated so far.
@@ -199,6 +210,10 @@ impl Device for Emulated {
             .kernels
             .get(k)
             .ok_or_else(|| err(format!("no kernel {k} is loaded")))?;
+        // Per launch: another device in this process may share the library (and its flag).
+        if let Some(e) = &self.emu {
+            e.set_exact_mma(self.exact_mma);
+        }
         // SAFETY: the executor passes addresses inside this device's allocations laid out as
         // the kernel was generated for (its output, its operand table, its live list); the
         // emulated blocks write only the output.

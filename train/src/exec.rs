@@ -36,7 +36,7 @@ use super::memplan::{
     add_recompute, from_bf16, last_uses, packed_bytes, plan, schedule, stashes, to_bf16,
     value_bytes, StashEvents, STASH_WINDOW,
 };
-pub use super::memplan::{Memory, MemoryPlan, Saved, Stash};
+pub use super::memplan::{ConvMath, Memory, MemoryPlan, Saved, Stash};
 use crate::TrainError;
 
 /// Which kernels run a training graph's ops.

@@ -118,6 +118,48 @@ impl std::str::FromStr for Saved {
     }
 }
 
+/// What the GPU training step's convolutions multiply in (`e2enc train --tf32`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvMath {
+    /// f32 on CUDA cores, every conv (the CPU's math to float rounding).
+    #[default]
+    F32,
+    /// The forward convs and data gradients of the stride-1 `1x3x3`-style convs on TF32 tensor
+    /// cores (10-bit mantissas in, f32 sums: PyTorch's default for cuDNN convs); the rest f32.
+    Tf32,
+}
+
+impl ConvMath {
+    /// The code generator's precision for it.
+    pub fn precision(self) -> e2enc_codegen::precision::Precision {
+        match self {
+            ConvMath::F32 => e2enc_codegen::precision::Precision::F32,
+            ConvMath::Tf32 => e2enc_codegen::precision::Precision::Tf32,
+        }
+    }
+}
+
+impl std::str::FromStr for ConvMath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ConvMath, String> {
+        match s {
+            "f32" => Ok(ConvMath::F32),
+            "tf32" => Ok(ConvMath::Tf32),
+            _ => Err(format!("unknown convolution math `{s}` (f32 or tf32)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ConvMath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvMath::F32 => "f32",
+            ConvMath::Tf32 => "tf32",
+        })
+    }
+}
+
 /// `x` as bfloat16 bits, rounded to nearest even (`e2enc_codegen::precision::bf16_bits`); the
 /// CUDA pack kernel (`e2enc_codegen::cuda::train::stash`) computes the same bits.
 pub use e2enc_codegen::precision::bf16_bits as to_bf16;

@@ -39,7 +39,7 @@ use super::augment::AugmentConfig;
 use super::data::{RawDataset, TrainCase};
 use super::device_exec::DeviceExecutor;
 use super::dist::{self, Collective, SampleStream, Single};
-use super::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
+use super::exec::{Backend, ConvMath, Executor, LiveMasks, Memory, Saved, StepResult};
 use super::loader::{MakeBatch, Prefetch};
 use super::plot::{write_training_png, EpochLog};
 use super::sampler::{ClassLocations, SamplerConfig};
@@ -78,6 +78,10 @@ pub struct TrainOptions {
     /// checkpoints written before it existed).
     #[serde(default)]
     pub precision: Saved,
+    /// What the GPU step's convolutions multiply in (`--tf32`; f32 in checkpoints written
+    /// before it existed). Only `--device cuda` and `--emulate` runs use it.
+    #[serde(default)]
+    pub conv_math: ConvMath,
 }
 
 impl TrainOptions {
@@ -510,6 +514,7 @@ impl Trainer {
                 threads,
                 Some(&maskable),
                 opts.precision,
+                opts.conv_math,
             )?)),
             k => Runner::Host(Box::new(Executor::with_saved(
                 &tg,

@@ -29,6 +29,7 @@ fn options(epochs: usize) -> TrainOptions {
         kernels: Backend::default(),
         target: None,
         precision: Default::default(),
+        conv_math: Default::default(),
     }
 }
 

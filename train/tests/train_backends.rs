@@ -15,7 +15,7 @@ use e2enc_ir::init::init_weights;
 use e2enc_ir::init::noise;
 use e2enc_ir::tensor::relative_error;
 use e2enc_ir::{Tensor, Weights};
-use e2enc_train::exec::{Backend, Executor, LiveMasks, Memory, Saved, StepResult};
+use e2enc_train::exec::{Backend, ConvMath, Executor, LiveMasks, Memory, Saved, StepResult};
 
 fn config(levels: usize, width: usize, groups: usize, iso: bool) -> ModelConfig {
     let mut cfg = ModelConfig::small(levels, width, groups, iso);
@@ -189,6 +189,7 @@ fn device_executor_on_the_emulated_device_equals_the_host_executor() {
         target,
         Some(&maskable),
         Saved::F32,
+        ConvMath::F32,
         Box::new(Emulated::new(2, 9)),
     )
     .unwrap();
@@ -249,6 +250,7 @@ fn bf16_saved_values_on_the_emulated_device_equal_the_host_executor() {
         target,
         Some(&maskable),
         Saved::Bf16,
+        ConvMath::F32,
         Box::new(Emulated::new(2, 7)),
     )
     .unwrap();
@@ -361,6 +363,7 @@ fn emulated_executor(c: &Case) -> e2enc_train::device_exec::DeviceExecutor {
         Target::CudaSm80,
         Some(&maskable),
         Saved::F32,
+        ConvMath::F32,
         Box::new(e2enc_train::device::Emulated::new(2, 3)),
     )
     .unwrap()
@@ -644,4 +647,115 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     }
     eprintln!("two identical ranks vs one process after two steps: {worst:.2e}");
     assert!(worst <= 1e-5, "{worst}");
+}
+
+/// `e2enc train --tf32`: the device step with the stride-1 `1x3x3` convs' forward passes and
+/// data gradients on TF32 tensor cores (`mma.sync` under the host emulation, the live kernels
+/// from a run-time table) tracks the f32 step to TF32's rounding, gives the same bits for every
+/// thread order, ignores the weights of dead kernels (this case leaves them nonzero) and keeps
+/// their gradients exactly zero. Widths 8-16: the fusion convs' data gradients have up to 40
+/// output channels (three 16-channel groups, the last partial).
+#[test]
+fn tf32_tensor_core_convs_track_the_f32_step() {
+    use e2enc_codegen::precision::Precision;
+    use e2enc_codegen::train::Live;
+    use e2enc_ir::tensor::relative_error_l2;
+    use e2enc_ir::Op;
+    use e2enc_train::device::Emulated;
+    use e2enc_train::device_exec::DeviceExecutor;
+
+    let cfg = config(3, 8, 3, false);
+    let target = Target::CudaSm80;
+    let c = case(&cfg);
+    let maskable: std::collections::HashSet<String> = c.live.keys().cloned().collect();
+    // The tensor-core kernels: forward convs and data gradients, masked ones among them.
+    let gen = e2enc_codegen::render::for_target_in(target, Precision::Tf32)
+        .training(&c.tg, Some(&maskable))
+        .unwrap();
+    let tc: Vec<_> = gen
+        .kernels
+        .iter()
+        .filter(|k| matches!(k.live, Live::Table { .. }))
+        .collect();
+    let grads = tc
+        .iter()
+        .filter(|k| matches!(c.tg.graph.node(k.node).op, Op::ConvBackwardData(_)))
+        .count();
+    eprintln!(
+        "{} tensor-core kernels ({grads} data gradients, {} masked)",
+        tc.len(),
+        tc.iter().filter(|k| k.mask.is_some()).count()
+    );
+    let groups = tc
+        .iter()
+        .map(|k| k.launch.as_ref().map_or(0, |l| l.grid[1]))
+        .max();
+    eprintln!("at most {groups:?} 16-channel groups per kernel");
+    assert!(grads >= 3 && tc.len() >= grads + 3);
+    assert!(groups >= Some(2));
+    assert!(tc.iter().any(|k| k.mask.is_some()));
+
+    let run = |math, dev: Emulated| {
+        let mut dx = DeviceExecutor::new(
+            &c.tg,
+            target,
+            Some(&maskable),
+            Saved::F32,
+            math,
+            Box::new(dev),
+        )
+        .unwrap();
+        dx.step(&c.weights, &c.live, &c.inputs, probe_loss).unwrap()
+    };
+    let f = run(ConvMath::F32, Emulated::new(2, 3));
+    // Without TF32's rounding the tensor-core kernels are the f32 math summed in another
+    // order: the whole step within 1e-4 (every tap, border, shift and dead kernel right).
+    let exact = run(ConvMath::Tf32, Emulated::new(2, 5).exact_tf32());
+    check_step(&cfg, &exact, &f, &c.live, &c.dsff);
+    let t = run(ConvMath::Tf32, Emulated::new(2, 4));
+    let t2 = run(ConvMath::Tf32, Emulated::new(2, 9));
+    assert_eq!(t.loss.to_bits(), t2.loss.to_bits());
+    assert!(
+        same_bits(&t.grads, &t2.grads),
+        "thread order changed a TF32 step"
+    );
+    let mut worst = 0f64;
+    let mut moved = false;
+    for (name, want) in &f.outputs {
+        let e = relative_error_l2(&t.outputs[name], want).unwrap();
+        eprintln!("output {name}: rel. L2 {e:.2e} from f32");
+        assert!(e < 1e-2, "output {name}: {e:e}");
+        moved |= e > 0.0;
+    }
+    // Biases in front of an instance norm have a zero gradient up to rounding: errors are
+    // measured against the larger of the tensor's norm and 1% of the largest gradient's.
+    let norm = |t: &Tensor| {
+        let v = t.as_f32().unwrap();
+        v.iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let gmax = f.grads.iter().map(|(_, t)| norm(t)).fold(0f64, f64::max);
+    for (name, want) in f.grads.iter() {
+        let got = t.grads.get(name).unwrap();
+        let e = relative_error_l2(got, want).unwrap() * norm(want) / norm(want).max(1e-2 * gmax);
+        worst = worst.max(e);
+        assert!(e < 0.1, "grad of {name}: rel. L2 {e:e} from f32");
+        if let Some(m) = c.live.get(name) {
+            let kv = want.numel() / m.len();
+            let g = got.as_f32().unwrap();
+            for (k, _) in m.iter().enumerate().filter(|(_, l)| !**l) {
+                assert!(
+                    g[k * kv..(k + 1) * kv].iter().all(|&v| v == 0.0),
+                    "{name}: dead kernel {k} has a gradient"
+                );
+            }
+        }
+    }
+    eprintln!("weight gradients: worst rel. L2 {worst:.2e} from f32");
+    assert!(
+        moved,
+        "TF32 gave f32's outputs exactly: no conv ran on tensor cores?"
+    );
 }

@@ -132,14 +132,25 @@ impl Renderer for CudaRenderer {
         }
     }
 
-    /// f32 kernels whatever the bundle precision (tensor-core training kernels are not built):
-    /// see [`train`].
+    /// f32 kernels, except with `Precision::Tf32`: then the forward convs and data gradients
+    /// [`train`]'s tensor-core kernels take run on TF32 tensor cores. bf16 compute is not
+    /// built for training (refused).
     fn training(
         &self,
         tg: &TrainGraph,
         maskable: Option<&HashSet<String>>,
     ) -> Result<TrainGenerated, CodegenError> {
-        train::generate(tg, self.target, maskable)
+        let tensor_cores = match self.precision {
+            Precision::F32 => false,
+            Precision::Tf32 => true,
+            p => {
+                return Err(CodegenError::Other(format!(
+                    "GPU training computes in f32 or tf32, not {}",
+                    p.name()
+                )))
+            }
+        };
+        train::generate(tg, self.target, maskable, tensor_cores)
     }
 }
 

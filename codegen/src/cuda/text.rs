@@ -25,11 +25,12 @@ use crate::layout::{View, PAD_LEFT, PAD_ROWS};
 /// Threads per block of the one-thread-per-value kernels.
 pub const THREADS: u32 = 256;
 
-/// The text in front of every kernel of a CUDA bundle.
-pub const PRELUDE: &str = r#"/* Header-free CUDA C++ (NVRTC ships no headers); the host emulation compiles it too. */
-typedef long long i64;
-__device__ __forceinline__ float e2_lrelu(float v, float s) { return v >= 0.0f ? v : s * v; }
-#ifndef E2ENC_EMULATE
+/// The tensor-core helpers (`e2_tf32`, `e2_mma_tf32`, `e2_bf16x2`, `e2_mma_bf16`) as inline
+/// PTX, which the host emulation's shim defines itself (`E2ENC_EMULATE`); in front of the
+/// bundle kernels and the training kernels alike.
+macro_rules! mma_helpers {
+    () => {
+        r#"#ifndef E2ENC_EMULATE
 /* f32 -> tf32, to nearest with ties away (the emulation shim defines both from the PTX spec). */
 __device__ __forceinline__ unsigned e2_tf32(float x) {
     unsigned r;
@@ -57,7 +58,19 @@ __device__ __forceinline__ void e2_mma_bf16(float *d, const unsigned *a, const u
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 #endif
-"#;
+"#
+    };
+}
+pub(crate) use mma_helpers;
+
+/// The text in front of every kernel of a CUDA bundle.
+pub const PRELUDE: &str = concat!(
+    r#"/* Header-free CUDA C++ (NVRTC ships no headers); the host emulation compiles it too. */
+typedef long long i64;
+__device__ __forceinline__ float e2_lrelu(float v, float s) { return v >= 0.0f ? v : s * v; }
+"#,
+    mma_helpers!()
+);
 
 /// A kernel with `body` as its text, launched as `grid` blocks of `block` threads.
 pub fn kernel(
@@ -98,6 +111,19 @@ pub fn kernel(
         launch: Some(launch),
         mma: None,
     }
+}
+
+/// `k` (from [`kernel`]) declared to run with at least `blocks` blocks per SM in its launch
+/// bounds: without a minimum, ptxas held some tensor-core training kernels to 48 registers
+/// and spilled (sm_80); with one it sizes registers for that many blocks.
+pub fn min_blocks(mut k: Kernel, blocks: u32) -> Kernel {
+    let threads: u32 = k.launch.as_ref().map_or(1, |l| l.block.iter().product());
+    k.source = k.source.replacen(
+        &format!("__launch_bounds__({threads})"),
+        &format!("__launch_bounds__({threads}, {blocks})"),
+        1,
+    );
+    k
 }
 
 /// The grid of `blocks` blocks along x, refused past CUDA's limit.

@@ -62,6 +62,42 @@ pub enum Live {
         d1: usize,
         transposed: bool,
     },
+    /// One int per kernel of the weight `[d0, d1, k..]`, row-major: 1 when live, else 0 (what
+    /// the tensor-core kernels read, masking each weight they load).
+    Table { d0: usize, d1: usize },
+}
+
+impl Live {
+    /// The ints of the list for `mask` (`None`: every kernel live); `None` when the mask has
+    /// the wrong length.
+    pub fn build(&self, mask: Option<&[bool]>) -> Option<Vec<i32>> {
+        match *self {
+            Live::None => Some(vec![0]),
+            Live::Csr { d0, d1, transposed } => live_csr(mask, d0, d1, transposed),
+            Live::Table { d0, d1 } => match mask {
+                None => Some(vec![1; d0 * d1]),
+                Some(m) if m.len() == d0 * d1 => Some(m.iter().map(|&l| i32::from(l)).collect()),
+                Some(_) => None,
+            },
+        }
+    }
+
+    /// The most ints [`Live::build`] returns for any mask.
+    pub fn capacity(&self) -> usize {
+        match *self {
+            Live::None => 1,
+            Live::Csr { d0, d1, transposed } => (if transposed { d1 } else { d0 }) + 1 + d0 * d1,
+            Live::Table { d0, d1 } => d0 * d1,
+        }
+    }
+
+    /// The weight's `[d0, d1]` this list covers (`None` for [`Live::None`]).
+    pub fn dims(&self) -> Option<(usize, usize)> {
+        match *self {
+            Live::None => None,
+            Live::Csr { d0, d1, .. } | Live::Table { d0, d1 } => Some((d0, d1)),
+        }
+    }
 }
 
 /// One generated kernel.

@@ -116,12 +116,7 @@ fn check_isa(c: &Case, isa: Target) -> Result<usize, String> {
             .collect();
         let ptrs: Vec<*const f32> = ins.iter().map(|s| s.as_ptr()).collect();
         let mask = k.mask.as_ref().and_then(|w| c.masks.get(w));
-        let live = match k.live {
-            Live::None => vec![0],
-            Live::Csr { d0, d1, transposed } => {
-                live_csr(mask.map(|m| m.as_slice()), d0, d1, transposed).unwrap()
-            }
-        };
+        let live = k.live.build(mask.map(|m| m.as_slice())).unwrap();
         let want_t = &vals[&k.node];
         let n = want_t.numel();
         let run = |split: &[usize]| {

@@ -34,7 +34,7 @@ use e2enc_codegen::cuda::train::loss::loss_kernels;
 use e2enc_codegen::cuda::train::optim::optimizer_kernels;
 use e2enc_codegen::cuda::train::stash::stash_kernels;
 use e2enc_codegen::target::Target;
-use e2enc_codegen::train::{live_csr, Live, TrainKernel};
+use e2enc_codegen::train::{Live, TrainKernel};
 use e2enc_ir::autodiff::TrainGraph;
 use e2enc_ir::{NodeId, Op, Tensor, Weights};
 
@@ -47,7 +47,7 @@ use optim::DeviceSgd;
 
 use super::device::{DevPtr, Device};
 use super::exec::{check_type, Backend, Executor, LiveMasks, Memory, Saved, StepResult};
-use super::memplan::{packed_bytes, value_bytes};
+use super::memplan::{packed_bytes, value_bytes, ConvMath};
 use crate::TrainError;
 
 /// Alignment of every value in the arena.
@@ -188,6 +188,7 @@ impl DeviceExecutor {
         target: Target,
         maskable: Option<&HashSet<String>>,
         saved: Saved,
+        math: ConvMath,
         mut dev: Box<dyn Device>,
     ) -> Result<DeviceExecutor, TrainError> {
         let plan = Executor::with_saved(
@@ -205,7 +206,7 @@ impl DeviceExecutor {
             weight_grads: tg.weight_grads.clone(),
             input_grads: Vec::new(),
         };
-        let gen = e2enc_codegen::render::for_target(target)
+        let gen = e2enc_codegen::render::for_target_in(target, math.precision())
             .training(&run, maskable)
             .map_err(|e| TrainError::CKernels(e.to_string()))?;
         if gen.kernels.iter().any(|k| k.launch.is_none()) {
@@ -374,9 +375,9 @@ impl DeviceExecutor {
             }
             match k.live {
                 Live::None => live_at.push(0),
-                Live::Csr { d0, d1, transposed } => {
+                l => {
                     live_at.push(live_len);
-                    live_len += (if transposed { d1 } else { d0 }) + 1 + d0 * d1;
+                    live_len += l.capacity();
                 }
             }
         }
@@ -503,6 +504,7 @@ impl DeviceExecutor {
         threads: usize,
         maskable: Option<&HashSet<String>>,
         saved: Saved,
+        math: ConvMath,
     ) -> Result<DeviceExecutor, TrainError> {
         let Backend::Device { target, gpu } = backend else {
             return Err(err(format!("{backend} is not a device")));
@@ -511,7 +513,7 @@ impl DeviceExecutor {
             None => Box::new(super::device::Emulated::new(threads, 0x9e37_79b9_7f4a_7c15)),
             Some(n) => super::device::gpu(n, target)?,
         };
-        DeviceExecutor::new(tg, target, maskable, saved, dev)
+        DeviceExecutor::new(tg, target, maskable, saved, math, dev)
     }
 
     /// Bytes of the arena: the step's values at their planned offsets.
@@ -557,14 +559,15 @@ impl DeviceExecutor {
         }
         self.uploaded_live = None;
         for (id, (_, k)) in &self.kernels {
-            let Live::Csr { d0, d1, transposed } = k.live else {
+            if k.live == Live::None {
                 continue;
-            };
+            }
             let mask = k.mask.as_ref().and_then(|w| live.get(w));
-            let csr = live_csr(mask.map(Vec::as_slice), d0, d1, transposed).ok_or_else(|| {
+            let csr = k.live.build(mask.map(Vec::as_slice)).ok_or_else(|| {
                 err(format!(
-                    "live mask of `{}` has the wrong length for [{d0}, {d1}]",
-                    k.mask.as_deref().unwrap_or("?")
+                    "live mask of `{}` has the wrong length for {:?}",
+                    k.mask.as_deref().unwrap_or("?"),
+                    k.live.dims()
                 ))
             })?;
             // The kernel reads its CSR where its list pointer says: rows+1 pointers counted

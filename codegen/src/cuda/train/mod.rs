@@ -19,11 +19,14 @@
 //!
 //! This is the correctness-first generation (`ops.rs`: pointwise, copies, norms, pooling;
 //! `conv.rs`: the three convolution families, one thread per output value or one block per live
-//! weight kernel): the whole path, renderer to emulation, before tensor cores and tiling.
+//! weight kernel), plus `mma.rs`: with `tensor_cores` (`e2enc train --tf32`), the stride-1
+//! `1x3x3`-style convs' forward passes, data gradients and weight gradients on TF32 tensor cores.
+//! Not built: tiling of the direct kernels, bf16 compute, split-K weight gradients.
 
 mod conv;
 pub mod gather;
 pub mod loss;
+mod mma;
 mod ops;
 pub mod optim;
 pub mod stash;
@@ -36,6 +39,7 @@ use e2enc_ir::Op;
 use crate::compile::CodegenError;
 use crate::emit::Launch;
 use crate::target::Target;
+use crate::train::conv::Family;
 use crate::train::{err, generate_with, Ctx, Emitted, Live, TrainGenerated};
 
 /// Threads per block of every training kernel.
@@ -182,6 +186,7 @@ pub fn generate(
     tg: &TrainGraph,
     target: Target,
     maskable: Option<&HashSet<String>>,
+    tensor_cores: bool,
 ) -> Result<TrainGenerated, CodegenError> {
     if !target.is_cuda() {
         return Err(CodegenError::Other(format!(
@@ -189,14 +194,37 @@ pub fn generate(
         )));
     }
     let mut source = PRELUDE.to_string();
+    if tensor_cores {
+        source.push_str(crate::cuda::text::mma_helpers!());
+    }
     source.push_str(&format!("/* target: {target} */\n"));
     generate_with(tg, target, maskable, source, |ctx| {
         let m = match ctx.op {
             Op::Conv3d(_)
             | Op::ConvTranspose3d(_)
             | Op::ConvBackwardData(_)
-            | Op::FusedConv3d(_) => conv::emit(ctx)?,
-            Op::ConvBackwardWeight(_) => conv::weight_grad(ctx)?,
+            | Op::FusedConv3d(_) => {
+                let (g, bias, family) = crate::train::conv::classify(ctx)?;
+                // Tensor cores for the forward convs and the plain data gradients they take.
+                let kind = match (ctx.op, family) {
+                    (Op::ConvBackwardData(_), Family::Scatter) => Some(mma::Kind::DataGrad),
+                    (Op::Conv3d(_) | Op::FusedConv3d(_), Family::Gather) => {
+                        Some(mma::Kind::Forward)
+                    }
+                    _ => None,
+                };
+                match kind.filter(|_| tensor_cores && mma::takes(&g)) {
+                    Some(kind) => mma::emit(ctx, &g, bias, kind)?,
+                    None => conv::emit(ctx)?,
+                }
+            }
+            Op::ConvBackwardWeight(_) => match tensor_cores {
+                true => match mma::weight_grad(ctx)? {
+                    Some(m) => m,
+                    None => conv::weight_grad(ctx)?,
+                },
+                false => conv::weight_grad(ctx)?,
+            },
             _ => ops::emit(ctx)?,
         };
         let tiles = m.launch.blocks() as usize;

@@ -1,0 +1,384 @@
+//! TF32 tensor-core kernels for the training convolutions E2ENet trains most (`e2enc train
+//! --device cuda --tf32`): stride-1 same-padding convs with a `1x3x3`-style kernel (`kh = kw` in
+//! {1, 3}, odd depth kernel), forward (`Conv3d`, a fused shifted conv), data gradient (the
+//! plain `ConvBackwardData`, with the depth shift's backward fused) and weight gradient
+//! ([`weight_grad`]). An implicit GEMM on
+//! `mma.sync.m16n8k8` like the bundles' (`crate::cuda::mma`, same fragment tables), but the
+//! weights change every step, so they are read from the weight operand and rounded in the
+//! kernel, and the live kernels come from a run-time table ([`Live::Table`], one int per
+//! kernel), so prune and regrow need no recompilation.
+//!
+//! - M: 16 output channels per warp (the grid's y), N: 32 output positions of one plane per
+//!   warp (four 8-wide MMA tiles), K: every (input channel, tap) pair in order, the weight of a
+//!   dead kernel loaded as zero. DSFF sparsity is not skipped: at random 20% masks a 16-output
+//!   group's union of live inputs is 97% of them (`crate::cuda::groups`), so dense K costs about
+//!   3% more and needs no per-step union tables.
+//! - Forward: `out[s, q] = bias[s] + Σ_{b, k} w[s, b, k] · big[b, q + k - pad]`, `big` read
+//!   through the fused depth shift (its padding is the shifted tensor's).
+//! - Data gradient: `dbig[b, t] = Σ_{s, k} w[s, b, k] · dy[s, t - k + pad]`, computed at the
+//!   shifted depth `t` and stored at `t - shift(b)` (the grid's depth covers every `t` some
+//!   channel's store needs, so each output value is written once; a `t` outside the tensor is a
+//!   zero gradient).
+//! - Both operands rounded to TF32 (`cvt.rna`), f32 accumulation in a fixed order (K ascending),
+//!   so repeated steps give the same bits.
+//! - Weight gradient: a block per 16 rows x 32 `(b, tap)` entries sums over all positions, so
+//!   its parallelism is the weight's size: 42 blocks of 8 warps for a `48 x 48 x 1x3x3` weight
+//!   (AMOS-CT's full-resolution convs) against 2304 blocks for the f32 kernel. Splitting the
+//!   positions over blocks needs scratch for the partial sums in the training arena (not
+//!   built); which kernel is faster there is for a GPU to say (`scripts/gpu-check.sh`).
+
+use super::{Made, THREADS};
+use crate::compile::CodegenError;
+use crate::train::conv::Geo;
+use crate::train::{err, Ctx, Live};
+
+/// Output positions per warp (four MMA tiles of 8).
+const POS_PER_WARP: usize = 32;
+/// Warps per block.
+const WARPS: usize = 4;
+
+/// Which kernel of this file a conv gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Forward,
+    DataGrad,
+}
+
+/// Whether the tensor-core kernels take a conv of this geometry: stride 1, same padding,
+/// `kh = kw` in {1, 3}, odd depth kernel.
+pub(crate) fn takes(g: &Geo) -> bool {
+    let [kd, kh, kw] = g.k;
+    g.stride == [1, 1, 1]
+        && kh == kw
+        && (kh == 1 || kh == 3)
+        && kd % 2 == 1
+        && g.pad == [kd / 2, kh / 2, kw / 2]
+        && g.small == g.big
+}
+
+/// The kernel of `kind` for a conv of geometry `g` (checked by [`takes`]).
+pub(crate) fn emit(ctx: &Ctx, g: &Geo, bias: bool, kind: Kind) -> Result<Made, CodegenError> {
+    let [d, h, w] = g.small;
+    let [kd, kh, kw] = g.k;
+    let [pd, ph, pw] = g.pad;
+    let kl = g.kl();
+    let plane = h * w;
+    // Rows (M) are the output's channels, K runs over the source's channels x taps.
+    let (rows, srcs) = match kind {
+        Kind::Forward => (g.cs, g.cb),
+        Kind::DataGrad => (g.cb, g.cs),
+    };
+    let ktotal = srcs * kl;
+    // The weight [cs, cb, k] of (row, source channel).
+    let widx = match kind {
+        Kind::Forward => format!("((i64)row * {srcs} + ch) * {kl} + tap"),
+        Kind::DataGrad => format!("((i64)ch * {rows} + row) * {kl} + tap"),
+    };
+    let live_idx = match kind {
+        Kind::Forward => format!("row * {srcs} + ch"),
+        Kind::DataGrad => format!("ch * {rows} + row"),
+    };
+    // Where source channel `ch`'s tap (a_, b_, q_) of output (oz, p) lies: depth, and the
+    // H/W offsets; a forward tap reads the shifted tensor, whose padding is checked before the
+    // shift.
+    let shift = super::runs_expr("ch", ctx.shift0.as_deref());
+    let (zread, dy_, dx_) = match kind {
+        Kind::Forward => (
+            format!(
+                "const int iz = oz + a_ - {pd};\n\
+                 \x20       const int jz = (ch < 0 || iz < 0 || iz >= {d}) ? -1 : iz - {shift};"
+            ),
+            format!("b_ - {ph}"),
+            format!("q_ - {pw}"),
+        ),
+        Kind::DataGrad => (
+            format!("const int jz = ch < 0 ? -1 : oz - a_ + {pd};"),
+            format!("{ph} - b_"),
+            format!("{pw} - q_"),
+        ),
+    };
+    // The depth planes the grid covers: the output's, or for a data gradient with a fused
+    // shift every shifted depth some channel stores from.
+    let unshift = ctx.out_unshift.as_deref();
+    let (z0, z1) = match (kind, unshift) {
+        (Kind::DataGrad, Some(u)) => {
+            let lo = u.iter().copied().min().unwrap_or(0).min(0);
+            let hi = u.iter().copied().max().unwrap_or(0).max(0);
+            (lo, d as i64 + hi)
+        }
+        _ => (0, d as i64),
+    };
+    let zs = (z1 - z0) as usize;
+    let store_z = match (kind, unshift) {
+        (Kind::DataGrad, Some(_)) => format!("oz - {}", super::runs_expr("row", unshift)),
+        _ => "oz".to_string(),
+    };
+    let bias_term = if bias { "in[2][row]" } else { "0.0f" };
+    let blocks_x = plane.div_ceil(WARPS * POS_PER_WARP);
+    let groups = rows.div_ceil(16);
+    let body = format!(
+        "const float *__restrict__ src = in[0];\n\
+         const float *__restrict__ wt = in[1];\n\
+         const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;\n\
+         const int g = lane >> 2, t = lane & 3;\n\
+         const int G = (int)blockIdx.y, n = (int)blockIdx.z / {zs}, oz = (int)blockIdx.z % {zs} + ({z0});\n\
+         const int p0 = ((int)blockIdx.x * {WARPS} + warp) * {POS_PER_WARP};\n\
+         int py[4], px[4];\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{\n\
+         \x20   const int p = p0 + j * 8 + g;\n\
+         \x20   py[j] = p < {plane} ? p / {w} : -1000000;\n\
+         \x20   px[j] = p < {plane} ? p % {w} : 0;\n\
+         }}\n\
+         float acc[4][4];\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}\n\
+         // A shifted depth outside the tensor has no gradient: its sums stay zero.\n\
+         const int inside = oz >= 0 && oz < {d};\n\
+         for (int k = 0; inside && k < {ktotal}; k += 8) {{\n\
+         \x20   // A (weights): rows G*16 + g (+8), columns k + t (+4); dead kernels read as zero.\n\
+         \x20   unsigned a[4];\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int r = 0; r < 4; r++) {{\n\
+         \x20       const int row = G * 16 + g + (r & 1) * 8, kk = k + t + (r >> 1) * 4;\n\
+         \x20       const int ch = kk / {kl}, tap = kk % {kl};\n\
+         \x20       const float v = (row < {rows} && kk < {ktotal} && live[{live_idx}]) ? wt[{widx}] : 0.0f;\n\
+         \x20       a[r] = e2_tf32(v);\n\
+         \x20   }}\n\
+         \x20   // B (the source): rows k + t (+4) of the K list, one plane each (-1: zeros).\n\
+         \x20   i64 xo[2];\n\
+         \x20   int dy[2], dx[2];\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int r = 0; r < 2; r++) {{\n\
+         \x20       const int kk = k + t + 4 * r;\n\
+         \x20       const int ch = kk < {ktotal} ? kk / {kl} : -1, tap = kk % {kl};\n\
+         \x20       const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};\n\
+         \x20       {zread}\n\
+         \x20       xo[r] = (jz >= 0 && jz < {d}) ? (((i64)n * {srcs} + ch) * {d} + jz) * {plane} : -1;\n\
+         \x20       dy[r] = {dy_};\n\
+         \x20       dx[r] = {dx_};\n\
+         \x20   }}\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int j = 0; j < 4; j++) {{\n\
+         \x20       float v[2];\n\
+         \x20       #pragma unroll\n\
+         \x20       for (int r = 0; r < 2; r++) {{\n\
+         \x20           const int iy = py[j] + dy[r], ix = px[j] + dx[r];\n\
+         \x20           v[r] = (xo[r] >= 0 && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? src[xo[r] + iy * {w} + ix] : 0.0f;\n\
+         \x20       }}\n\
+         \x20       unsigned b[2];\n\
+         \x20       b[0] = e2_tf32(v[0]);\n\
+         \x20       b[1] = e2_tf32(v[1]);\n\
+         \x20       e2_mma_tf32(acc[j], a, b);\n\
+         \x20   }}\n\
+         }}\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int i = 0; i < 4; i++) {{\n\
+         \x20       const int row = G * 16 + g + (i >> 1) * 8, p = p0 + j * 8 + 2 * t + (i & 1);\n\
+         \x20       const int sz = {store_z};\n\
+         \x20       if (row < {rows} && p < {plane} && sz >= 0 && sz < {d})\n\
+         \x20           out[(((i64)n * {rows} + row) * {d} + sz) * {plane} + p] = acc[j][i] + {bias_term};\n\
+         \x20   }}\n\
+         }}\n",
+        khw = kh * kw,
+    );
+    let _ = (kd, THREADS);
+    let dim = |v: usize, what: &str| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| (1..=65535).contains(&v) || what == "x")
+            .ok_or_else(|| {
+                err(
+                    ctx.g,
+                    ctx.id,
+                    format!("{v} thread blocks along {what} do not fit CUDA's grid"),
+                )
+            })
+    };
+    let grid = [dim(blocks_x, "x")?, dim(groups, "y")?, dim(g.n * zs, "z")?];
+    let k = crate::cuda::text::kernel(
+        &ctx.name,
+        &format!(
+            "float *__restrict__ out = A;\n\
+             const float *const *in = (const float *const *)(const void *)W;\n\
+             const int *live = I;\n\
+             {body}"
+        ),
+        grid,
+        [(WARPS * 32) as u32, 1, 1],
+        true,
+        0,
+        String::new(),
+    );
+    let k = crate::cuda::text::min_blocks(k, 1);
+    let launch = k
+        .launch
+        .ok_or_else(|| err(ctx.g, ctx.id, "kernel without a launch"))?;
+    Ok(Made {
+        source: k.source,
+        launch,
+        // The MACs the MMAs issue (dense K).
+        work: (g.n * d * plane * rows * ktotal) as u64,
+        live: Live::Table { d0: g.cs, d1: g.cb },
+    })
+}
+
+/// Warps per block of the weight-gradient kernel (they split the positions).
+const WG_WARPS: usize = 8;
+
+/// `ConvBackwardWeight` on TF32 tensor cores, for the geometries [`takes`] accepts:
+/// `dw[s, b, k] = Σ_{n, q} small[n, s, q] · big[n, b, q + k - pad]` (big read through the
+/// fused shift). M: 16 rows `s` per block (the grid's y), N: 32 of the `(b, tap)` entries per
+/// block (four MMA tiles; the grid's x), K: the positions `(n, q)`, 8 per instruction, dealt
+/// to the block's 8 warps in turn. Each warp sums its share in order, then the block adds the
+/// warps' sums in warp order from shared memory and writes each entry once: zero for a dead
+/// kernel (the live table), so the result does not depend on the thread order and dead kernels
+/// get exactly zero.
+pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
+    let crate::train::conv::WeightGrad {
+        g,
+        small: si,
+        big: bi,
+        shift,
+        ..
+    } = crate::train::conv::classify_weight_grad(ctx)?;
+    if !takes(&g) {
+        return Ok(None);
+    }
+    let [d, h, w] = g.small;
+    let [_, kh, kw] = g.k;
+    let [pd, ph, pw] = g.pad;
+    let kl = g.kl();
+    let plane = h * w;
+    let spl = d * plane;
+    let positions = g.n * spl;
+    let entries = g.cb * kl;
+    let threads = WG_WARPS * 32;
+    let shift = super::runs_expr("bj", shift.as_deref());
+    let body = format!(
+        "const float *__restrict__ sm = in[{si}];\n\
+         const float *__restrict__ big = in[{bi}];\n\
+         __shared__ float red[{WG_WARPS}][16][32];\n\
+         const int lane = (int)threadIdx.x & 31, warp = (int)threadIdx.x >> 5;\n\
+         const int g = lane >> 2, t = lane & 3;\n\
+         const int G = (int)blockIdx.y, E0 = (int)blockIdx.x * 32;\n\
+         // This lane's B columns: entry E0 + 8j + g of each tile j, as (channel, tap offsets).\n\
+         int cb[4], oa[4], ob[4], oc[4], sh[4];\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{\n\
+         \x20   const int e = E0 + j * 8 + g;\n\
+         \x20   const int bj = e < {entries} ? e / {kl} : -1, tap = e % {kl};\n\
+         \x20   cb[j] = bj;\n\
+         \x20   oa[j] = tap / {khw} - {pd};\n\
+         \x20   ob[j] = (tap / {kw}) % {kh} - {ph};\n\
+         \x20   oc[j] = tap % {kw} - {pw};\n\
+         \x20   sh[j] = bj < 0 ? 0 : {shift};\n\
+         }}\n\
+         float acc[4][4];\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}\n\
+         for (int p0 = warp * 8; p0 < {positions}; p0 += {step}) {{\n\
+         \x20   // The two positions of this lane's K rows: p0 + t and p0 + t + 4.\n\
+         \x20   int pn[2], pz[2], py[2], px[2];\n\
+         \x20   i64 so[2];\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int r = 0; r < 2; r++) {{\n\
+         \x20       const int p = p0 + t + 4 * r;\n\
+         \x20       const int ok = p < {positions};\n\
+         \x20       const int n = ok ? p / {spl} : 0, q = ok ? p % {spl} : 0;\n\
+         \x20       pn[r] = ok ? n : -1;\n\
+         \x20       pz[r] = q / {plane};\n\
+         \x20       py[r] = (q / {w}) % {h};\n\
+         \x20       px[r] = q % {w};\n\
+         \x20       so[r] = (i64)n * {cs} * {spl} + q;\n\
+         \x20   }}\n\
+         \x20   // A (the small side): rows G*16 + g (+8), columns the two positions.\n\
+         \x20   unsigned a[4];\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int r = 0; r < 4; r++) {{\n\
+         \x20       const int s = G * 16 + g + (r & 1) * 8, c = r >> 1;\n\
+         \x20       a[r] = e2_tf32((s < {cs} && pn[c] >= 0) ? sm[so[c] + (i64)s * {spl}] : 0.0f);\n\
+         \x20   }}\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int j = 0; j < 4; j++) {{\n\
+         \x20       float v[2];\n\
+         \x20       #pragma unroll\n\
+         \x20       for (int r = 0; r < 2; r++) {{\n\
+         \x20           // The shifted tensor is what is padded: its depth first, then the shift.\n\
+         \x20           const int tz = pz[r] + oa[j], ty = py[r] + ob[j], tx = px[r] + oc[j];\n\
+         \x20           const int uz = tz - sh[j];\n\
+         \x20           const int in_ = pn[r] >= 0 && cb[j] >= 0 && tz >= 0 && tz < {d} && uz >= 0 && uz < {d}\n\
+         \x20               && ty >= 0 && ty < {h} && tx >= 0 && tx < {w};\n\
+         \x20           v[r] = in_ ? big[(((i64)pn[r] * {cbn} + cb[j]) * {d} + uz) * {plane} + ty * {w} + tx] : 0.0f;\n\
+         \x20       }}\n\
+         \x20       unsigned b[2];\n\
+         \x20       b[0] = e2_tf32(v[0]);\n\
+         \x20       b[1] = e2_tf32(v[1]);\n\
+         \x20       e2_mma_tf32(acc[j], a, b);\n\
+         \x20   }}\n\
+         }}\n\
+         #pragma unroll\n\
+         for (int j = 0; j < 4; j++) {{\n\
+         \x20   #pragma unroll\n\
+         \x20   for (int i = 0; i < 4; i++) red[warp][g + (i >> 1) * 8][j * 8 + 2 * t + (i & 1)] = acc[j][i];\n\
+         }}\n\
+         __syncthreads();\n\
+         // Thread u sums element u (and u + {threads}) of the 16 x 32 tile over the warps, in order.\n\
+         for (int u = (int)threadIdx.x; u < 16 * 32; u += {threads}) {{\n\
+         \x20   const int r = u / 32, c = u % 32;\n\
+         \x20   const int s = G * 16 + r, e = E0 + c;\n\
+         \x20   if (s >= {cs} || e >= {entries}) continue;\n\
+         \x20   float v = 0.0f;\n\
+         \x20   for (int k = 0; k < {WG_WARPS}; k++) v += red[k][r][c];\n\
+         \x20   const int b = e / {kl};\n\
+         \x20   out[((i64)s * {cbn} + b) * {kl} + e % {kl}] = live[s * {cbn} + b] ? v : 0.0f;\n\
+         }}\n",
+        khw = kh * kw,
+        step = WG_WARPS * 8,
+        cs = g.cs,
+        cbn = g.cb,
+    );
+    let dim = |v: usize, what: &str, max: usize| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| v >= 1 && v as usize <= max)
+            .ok_or_else(|| {
+                err(
+                    ctx.g,
+                    ctx.id,
+                    format!("{v} thread blocks along {what} do not fit CUDA's grid"),
+                )
+            })
+    };
+    let grid = [
+        dim(entries.div_ceil(32), "x", i32::MAX as usize)?,
+        dim(g.cs.div_ceil(16), "y", 65535)?,
+        1,
+    ];
+    let k = crate::cuda::text::kernel(
+        &ctx.name,
+        &format!(
+            "float *__restrict__ out = A;\n\
+             const float *const *in = (const float *const *)(const void *)W;\n\
+             const int *live = I;\n\
+             {body}"
+        ),
+        grid,
+        [threads as u32, 1, 1],
+        true,
+        0,
+        String::new(),
+    );
+    let k = crate::cuda::text::min_blocks(k, 1);
+    let launch = k
+        .launch
+        .ok_or_else(|| err(ctx.g, ctx.id, "kernel without a launch"))?;
+    Ok(Some(Made {
+        source: k.source,
+        launch,
+        work: (positions * g.cs.div_ceil(16) * 16 * entries) as u64,
+        live: Live::Table { d0: g.cs, d1: g.cb },
+    }))
+}
