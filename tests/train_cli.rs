@@ -289,9 +289,9 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     assert!(!o.status.success());
     assert!(text(&o).contains("f32 or bf16"), "{}", text(&o));
 
-    // --tf32 is GPU training's (refused on the CPU path, and on resuming an f32 run); on the
-    // emulated GPU it trains, says so in --profile and in the checkpoint.
-    let o = bf16(&["--resume", "--tf32"]);
+    // --tensor-cores is GPU training's (refused on the CPU path, and on resuming an f32 run);
+    // on the emulated GPU it trains, says so in --profile and in the checkpoint.
+    let o = bf16(&["--resume", "--tensor-cores", "tf32"]);
     assert!(!o.status.success());
     assert!(
         text(&o).contains("trained with f32 convolutions"),
@@ -307,11 +307,14 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
             .output()
             .unwrap()
     };
-    let o = tf32(&["--tf32"]);
+    let o = tf32(&["--tensor-cores", "tf32"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--device cuda"), "{}", text(&o));
     assert!(!run6.exists(), "a refused run wrote {}", run6.display());
-    let o = tf32(&["--tf32", "--emulate", "--profile"]);
+    let o = tf32(&["--tensor-cores", "fp8", "--emulate"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("f32, tf32 or bf16"), "{}", text(&o));
+    let o = tf32(&["--tensor-cores", "tf32", "--emulate", "--profile"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("convolutions in tf32"), "{}", text(&o));
     let state: serde_json::Value =

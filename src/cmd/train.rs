@@ -139,13 +139,14 @@ pub struct Args {
     #[arg(long)]
     pub emulate: bool,
     /// GPU training only (--device cuda or --emulate): run the stride-1 1x3x3 convolutions
-    /// (forward pass, data and weight gradients) on TF32 tensor cores (inputs rounded to
-    /// 10-bit mantissas, f32 sums; PyTorch's default for cuDNN convs) instead of f32 CUDA
-    /// cores. Outputs differ from f32 by about 1e-3 relative, gradients by up to a few 1e-2;
-    /// norms, the loss and the optimizer stay f32. A resumed run keeps the math it started
-    /// with.
-    #[arg(long)]
-    pub tf32: bool,
+    /// (forward pass, data and weight gradients) on tensor cores instead of f32 CUDA cores,
+    /// with f32 sums: `tf32` rounds their inputs to 10-bit mantissas (PyTorch's default for
+    /// cuDNN convs; outputs about 1e-3 from f32), `bf16` to 7-bit ones (twice TF32's rate).
+    /// Weights, gradients, norms, the loss and the optimizer stay f32 (f32 master weights;
+    /// bf16 keeps f32's exponent range, so no loss scaling). With --precision bf16 as well,
+    /// that is bf16 mixed precision. A resumed run keeps the math it started with.
+    #[arg(long, value_name = "tf32|bf16")]
+    pub tensor_cores: Option<ConvMath>,
     /// Precision of the values the backward pass reads back from the forward pass (mostly
     /// the convolutions' outputs): `f32` (the default), or `bf16`: rounded to bfloat16 when
     /// computed (the forward pass reads them rounded too) and stored packed until the backward
@@ -309,18 +310,21 @@ fn backend(a: &Args) -> Result<Option<Backend>> {
     Ok(Some(Backend::Generated(t)))
 }
 
-/// `--tf32`'s math, refused off the GPU path.
+/// `--tensor-cores`' math, refused off the GPU path.
 fn conv_math(a: &Args) -> Result<ConvMath> {
-    if !a.tf32 {
+    let Some(m) = a.tensor_cores else {
         return Ok(ConvMath::F32);
+    };
+    if m == ConvMath::F32 {
+        bail!("--tensor-cores takes tf32 or bf16 (leave it out for f32 convolutions)");
     }
     if !matches!(backend(a)?, Some(Backend::Device { .. })) {
         bail!(
-            "--tf32 is for GPU training (TF32 is a tensor-core format): add --device cuda, or \
-             --emulate to check it on this CPU"
+            "--tensor-cores {m} is for GPU training: add --device cuda, or --emulate to check \
+             it on this CPU"
         );
     }
-    Ok(ConvMath::Tf32)
+    Ok(m)
 }
 
 pub fn options(a: &Args) -> Result<TrainOptions> {
@@ -434,10 +438,10 @@ fn train(
             );
         }
         let math = t.options().conv_math;
-        if a.tf32 && math != ConvMath::Tf32 {
+        if let Some(m) = a.tensor_cores.filter(|&m| m != math) {
             bail!(
-                "--tf32: the run in {} was trained with {math} convolutions and continues with \
-                 them (leave --tf32 out; start a new run to change it)",
+                "--tensor-cores {m}: the run in {} was trained with {math} convolutions and \
+                 continues with them (leave --tensor-cores out; start a new run to change it)",
                 a.out.display()
             );
         }

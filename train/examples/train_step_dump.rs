@@ -15,15 +15,15 @@
 //! train_step_dump init  MODEL_JSON [--seed S] [--density D] [--level0-density D0]
 //! train_step_dump step  MODEL_JSON DATA OUT [--threads T] [--interp 1] [--dense-kernels 1]
 //!                       [--target T] [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
-//!                       [--math f32|tf32]
+//!                       [--math f32|tf32|bf16]
 //! train_step_dump bench MODEL_JSON DATA [--steps N] [--threads T] [--target T]
 //!                       [--device cpu|cuda|cuda:N|emulate] [--precision f32|bf16]
-//!                       [--math f32|tf32]
+//!                       [--math f32|tf32|bf16]
 //! ```
 //!
 //! `--precision bf16` keeps the values the backward pass reads in bfloat16, as
-//! `e2enc train --precision bf16` does (`e2enc_train::memplan::Saved`); `--math tf32` runs the
-//! GPU step's tensor-core convolutions, as `e2enc train --tf32` (`ConvMath`).
+//! `e2enc train --precision bf16` does (`e2enc_train::memplan::Saved`); `--math tf32|bf16` runs
+//! the GPU step's tensor-core convolutions, as `e2enc train --tensor-cores` (`ConvMath`).
 //!
 //! DATA holds `input` (f32 `[N, C, D, H, W]`) and `labels` (i32 `[N, D, H, W]`). OUT holds
 //! `loss` (f32 `[1]`; the f64 value and each head's loss are in the metadata as `loss`,

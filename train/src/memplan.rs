@@ -125,9 +125,12 @@ pub enum ConvMath {
     /// f32 on CUDA cores, every conv (the CPU's math to float rounding).
     #[default]
     F32,
-    /// The forward convs and data gradients of the stride-1 `1x3x3`-style convs on TF32 tensor
+    /// The stride-1 `1x3x3`-style convs (forward, data and weight gradients) on TF32 tensor
     /// cores (10-bit mantissas in, f32 sums: PyTorch's default for cuDNN convs); the rest f32.
     Tf32,
+    /// The same convs on bf16 tensor cores (7-bit mantissas in, f32 sums; bf16's exponent range
+    /// is f32's, so no loss scaling); the rest f32.
+    Bf16,
 }
 
 impl ConvMath {
@@ -136,6 +139,7 @@ impl ConvMath {
         match self {
             ConvMath::F32 => e2enc_codegen::precision::Precision::F32,
             ConvMath::Tf32 => e2enc_codegen::precision::Precision::Tf32,
+            ConvMath::Bf16 => e2enc_codegen::precision::Precision::Bf16,
         }
     }
 }
@@ -146,7 +150,10 @@ impl std::str::FromStr for ConvMath {
         match s {
             "f32" => Ok(ConvMath::F32),
             "tf32" => Ok(ConvMath::Tf32),
-            _ => Err(format!("unknown convolution math `{s}` (f32 or tf32)")),
+            "bf16" => Ok(ConvMath::Bf16),
+            _ => Err(format!(
+                "unknown convolution math `{s}` (f32, tf32 or bf16)"
+            )),
         }
     }
 }
@@ -156,6 +163,7 @@ impl std::fmt::Display for ConvMath {
         f.write_str(match self {
             ConvMath::F32 => "f32",
             ConvMath::Tf32 => "tf32",
+            ConvMath::Bf16 => "bf16",
         })
     }
 }

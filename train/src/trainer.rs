@@ -78,7 +78,7 @@ pub struct TrainOptions {
     /// checkpoints written before it existed).
     #[serde(default)]
     pub precision: Saved,
-    /// What the GPU step's convolutions multiply in (`--tf32`; f32 in checkpoints written
+    /// What the GPU step's convolutions multiply in (`--tensor-cores`; f32 in checkpoints written
     /// before it existed). Only `--device cuda` and `--emulate` runs use it.
     #[serde(default)]
     pub conv_math: ConvMath,

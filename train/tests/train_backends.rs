@@ -656,7 +656,7 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
 /// their gradients exactly zero. Widths 8-16: the fusion convs' data gradients have up to 40
 /// output channels (three 16-channel groups, the last partial).
 #[test]
-fn tf32_tensor_core_convs_track_the_f32_step() {
+fn tensor_core_convs_track_the_f32_step() {
     use e2enc_codegen::precision::Precision;
     use e2enc_codegen::train::Live;
     use e2enc_ir::tensor::relative_error_l2;
@@ -712,21 +712,6 @@ fn tf32_tensor_core_convs_track_the_f32_step() {
     // order: the whole step within 1e-4 (every tap, border, shift and dead kernel right).
     let exact = run(ConvMath::Tf32, Emulated::new(2, 5).exact_tf32());
     check_step(&cfg, &exact, &f, &c.live, &c.dsff);
-    let t = run(ConvMath::Tf32, Emulated::new(2, 4));
-    let t2 = run(ConvMath::Tf32, Emulated::new(2, 9));
-    assert_eq!(t.loss.to_bits(), t2.loss.to_bits());
-    assert!(
-        same_bits(&t.grads, &t2.grads),
-        "thread order changed a TF32 step"
-    );
-    let mut worst = 0f64;
-    let mut moved = false;
-    for (name, want) in &f.outputs {
-        let e = relative_error_l2(&t.outputs[name], want).unwrap();
-        eprintln!("output {name}: rel. L2 {e:.2e} from f32");
-        assert!(e < 1e-2, "output {name}: {e:e}");
-        moved |= e > 0.0;
-    }
     // Biases in front of an instance norm have a zero gradient up to rounding: errors are
     // measured against the larger of the tensor's norm and 1% of the largest gradient's.
     let norm = |t: &Tensor| {
@@ -737,25 +722,152 @@ fn tf32_tensor_core_convs_track_the_f32_step() {
             .sqrt()
     };
     let gmax = f.grads.iter().map(|(_, t)| norm(t)).fold(0f64, f64::max);
-    for (name, want) in f.grads.iter() {
-        let got = t.grads.get(name).unwrap();
-        let e = relative_error_l2(got, want).unwrap() * norm(want) / norm(want).max(1e-2 * gmax);
-        worst = worst.max(e);
-        assert!(e < 0.1, "grad of {name}: rel. L2 {e:e} from f32");
-        if let Some(m) = c.live.get(name) {
-            let kv = want.numel() / m.len();
-            let g = got.as_f32().unwrap();
-            for (k, _) in m.iter().enumerate().filter(|(_, l)| !**l) {
-                assert!(
-                    g[k * kv..(k + 1) * kv].iter().all(|&v| v == 0.0),
-                    "{name}: dead kernel {k} has a gradient"
-                );
+    // (format, bound on the outputs, bound on the weight gradients): bf16 rounds 8x coarser.
+    for (math, out_bound, grad_bound) in [(ConvMath::Tf32, 1e-2, 0.1), (ConvMath::Bf16, 5e-2, 0.5)]
+    {
+        let t = run(math, Emulated::new(2, 4));
+        let t2 = run(math, Emulated::new(2, 9));
+        assert_eq!(t.loss.to_bits(), t2.loss.to_bits());
+        assert!(
+            same_bits(&t.grads, &t2.grads),
+            "{math}: thread order changed a step"
+        );
+        let mut worst = 0f64;
+        let mut moved = false;
+        for (name, want) in &f.outputs {
+            let e = relative_error_l2(&t.outputs[name], want).unwrap();
+            eprintln!("{math}: output {name}: rel. L2 {e:.2e} from f32");
+            assert!(e < out_bound, "{math}: output {name}: {e:e}");
+            moved |= e > 0.0;
+        }
+        for (name, want) in f.grads.iter() {
+            let got = t.grads.get(name).unwrap();
+            let e =
+                relative_error_l2(got, want).unwrap() * norm(want) / norm(want).max(1e-2 * gmax);
+            worst = worst.max(e);
+            assert!(
+                e < grad_bound,
+                "{math}: grad of {name}: rel. L2 {e:e} from f32"
+            );
+            if let Some(m) = c.live.get(name) {
+                let kv = want.numel() / m.len();
+                let g = got.as_f32().unwrap();
+                for (k, _) in m.iter().enumerate().filter(|(_, l)| !**l) {
+                    assert!(
+                        g[k * kv..(k + 1) * kv].iter().all(|&v| v == 0.0),
+                        "{math}: {name}: dead kernel {k} has a gradient"
+                    );
+                }
             }
         }
+        eprintln!("{math}: weight gradients: worst rel. L2 {worst:.2e} from f32");
+        assert!(
+            moved,
+            "{math} gave f32's outputs exactly: no conv ran on tensor cores?"
+        );
     }
-    eprintln!("weight gradients: worst rel. L2 {worst:.2e} from f32");
-    assert!(
-        moved,
-        "TF32 gave f32's outputs exactly: no conv ran on tensor cores?"
+}
+
+/// One shifted conv, `x → depth shift → 1x3x3 conv (+bias) → out`, with every input and the
+/// loss's gradient bfloat16 values, so neither TF32 nor bf16 rounds anything and every product
+/// is exact in f32: the tensor-core forward pass, data gradient and weight gradient equal the
+/// f32 kernels up to the order of their sums, in both formats. 20 inputs and 36 outputs
+/// (three 16-channel groups, partial last ones; 180 weight-gradient entries), the depth shift's
+/// three groups, dead kernels with nonzero weights (the live table must hide them).
+#[test]
+fn tensor_core_training_convs_are_exact_on_bf16_values() {
+    use e2enc_codegen::train::Live;
+    use e2enc_ir::tensor::relative_error_l2;
+    use e2enc_ir::{ConvAttrs, Graph, Op, ShiftAttrs, TensorType};
+    use e2enc_train::device::Emulated;
+    use e2enc_train::device_exec::DeviceExecutor;
+    use e2enc_train::memplan::{from_bf16, to_bf16};
+
+    let (n, ci, co, sp) = (2, 20, 36, [4, 6, 10]);
+    let mut g = Graph::new("one conv");
+    let x = g.weight("x", TensorType::f32(vec![n, ci, sp[0], sp[1], sp[2]]));
+    let w = g.weight("w", TensorType::f32(vec![co, ci, 1, 3, 3]));
+    let b = g.weight("b", TensorType::f32(vec![co]));
+    let s = g
+        .add(Op::DepthShift(ShiftAttrs { groups: 3 }), &[x], None)
+        .unwrap();
+    let conv = ConvAttrs {
+        kernel: [1, 3, 3],
+        stride: [1, 1, 1],
+        padding: [0, 1, 1],
+    };
+    let y = g.add(Op::Conv3d(conv), &[s, w, b], None).unwrap();
+    g.set_output("out", y);
+    let tg = training_graph(&g, &["out"]).unwrap();
+    let bf = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| from_bf16(to_bf16(x))).collect() };
+    let mut weights = Weights::new();
+    for (k, (name, id)) in tg.graph.weights().into_iter().enumerate() {
+        let shape = tg.graph.node(id).ty.shape.clone();
+        let v = bf(noise(shape.iter().product(), 31 + k as u64));
+        weights.insert(name, Tensor::from_f32(shape, v).unwrap());
+    }
+    let mut live = LiveMasks::new();
+    live.insert(
+        "w".to_string(),
+        noise(co * ci, 77).iter().map(|&r| r > -0.2).collect(),
     );
+    let maskable: std::collections::HashSet<String> = live.keys().cloned().collect();
+    let loss = |outs: &BTreeMap<String, std::sync::Arc<Tensor>>| {
+        let (l, grads) = probe::probe_loss(outs, 5)?;
+        let grads = grads
+            .into_iter()
+            .map(|(k, t)| {
+                let v = bf(t.as_f32().unwrap().to_vec());
+                (k, Tensor::from_f32(t.shape().to_vec(), v).unwrap())
+            })
+            .collect();
+        Ok((l, grads))
+    };
+    let run = |math: ConvMath| {
+        let gen = e2enc_codegen::render::for_target_in(Target::CudaSm80, math.precision())
+            .training(&tg, Some(&maskable))
+            .unwrap();
+        let tc = gen
+            .kernels
+            .iter()
+            .filter(|k| matches!(k.live, Live::Table { .. }))
+            .count();
+        let mut dx = DeviceExecutor::new(
+            &tg,
+            Target::CudaSm80,
+            Some(&maskable),
+            Saved::F32,
+            math,
+            Box::new(Emulated::new(2, 6)),
+        )
+        .unwrap();
+        (
+            tc,
+            dx.step(&weights, &live, &BTreeMap::new(), loss).unwrap(),
+        )
+    };
+    let (none, f) = run(ConvMath::F32);
+    assert_eq!(none, 0);
+    for math in [ConvMath::Tf32, ConvMath::Bf16] {
+        let (tc, r) = run(math);
+        // Forward, data gradient, weight gradient.
+        assert_eq!(tc, 3, "{math}: {tc} tensor-core kernels");
+        let e = relative_error_l2(&r.outputs["out"], &f.outputs["out"]).unwrap();
+        assert!(e < 1e-6, "{math}: output {e:e}");
+        let mut worst = e;
+        for (name, want) in f.grads.iter() {
+            let got = r.grads.get(name).unwrap();
+            let e = relative_error_l2(got, want).unwrap();
+            assert!(e < 1e-5, "{math}: grad of {name}: {e:e}");
+            worst = worst.max(e);
+        }
+        let gw = r.grads.get("w").unwrap().as_f32().unwrap();
+        for (k, _) in live["w"].iter().enumerate().filter(|(_, l)| !**l) {
+            assert!(
+                gw[k * 9..(k + 1) * 9].iter().all(|&v| v == 0.0),
+                "{math}: dead {k}"
+            );
+        }
+        eprintln!("{math}: largest rel. L2 from the f32 kernels {worst:.1e}");
+    }
 }

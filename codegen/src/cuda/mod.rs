@@ -23,6 +23,7 @@
 mod conv;
 pub mod groups;
 mod mma;
+pub use mma::Mma;
 pub mod nvrtc;
 mod ops;
 pub mod ptxas;
@@ -132,20 +133,21 @@ impl Renderer for CudaRenderer {
         }
     }
 
-    /// f32 kernels, except with `Precision::Tf32`: then the forward convs and data gradients
-    /// [`train`]'s tensor-core kernels take run on TF32 tensor cores. bf16 compute is not
-    /// built for training (refused).
+    /// f32 kernels, except with `Precision::Tf32` or `Precision::Bf16`: then the convs
+    /// [`train`]'s tensor-core kernels take (forward, data and weight gradients) run on
+    /// tensor cores in that format.
     fn training(
         &self,
         tg: &TrainGraph,
         maskable: Option<&HashSet<String>>,
     ) -> Result<TrainGenerated, CodegenError> {
         let tensor_cores = match self.precision {
-            Precision::F32 => false,
-            Precision::Tf32 => true,
+            Precision::F32 => None,
+            Precision::Tf32 => Some(mma::Mma::Tf32),
+            Precision::Bf16 => Some(mma::Mma::Bf16),
             p => {
                 return Err(CodegenError::Other(format!(
-                    "GPU training computes in f32 or tf32, not {}",
+                    "GPU training computes in f32, tf32 or bf16, not {}",
                     p.name()
                 )))
             }

@@ -1,9 +1,9 @@
-//! TF32 tensor-core kernels for the training convolutions E2ENet trains most (`e2enc train
-//! --device cuda --tf32`): stride-1 same-padding convs with a `1x3x3`-style kernel (`kh = kw` in
-//! {1, 3}, odd depth kernel), forward (`Conv3d`, a fused shifted conv), data gradient (the
+//! Tensor-core kernels (TF32 or bf16) for the training convolutions E2ENet trains most
+//! (`e2enc train --device cuda --tensor-cores tf32|bf16`): stride-1 same-padding convs with a
+//! `1x3x3`-style kernel (`kh = kw` in {1, 3}, odd depth kernel), forward (`Conv3d`, a fused shifted conv), data gradient (the
 //! plain `ConvBackwardData`, with the depth shift's backward fused) and weight gradient
-//! ([`weight_grad`]). An implicit GEMM on
-//! `mma.sync.m16n8k8` like the bundles' (`crate::cuda::mma`, same fragment tables), but the
+//! ([`weight_grad`]). An implicit GEMM on `mma.sync.m16n8k8` (TF32) or `m16n8k16` (bf16) like
+//! the bundles' (`crate::cuda::mma`, same fragment tables, [`Fmt`]), but the
 //! weights change every step, so they are read from the weight operand and rounded in the
 //! kernel, and the live kernels come from a run-time table ([`Live::Table`], one int per
 //! kernel), so prune and regrow need no recompilation.
@@ -19,8 +19,8 @@
 //!   shifted depth `t` and stored at `t - shift(b)` (the grid's depth covers every `t` some
 //!   channel's store needs, so each output value is written once; a `t` outside the tensor is a
 //!   zero gradient).
-//! - Both operands rounded to TF32 (`cvt.rna`), f32 accumulation in a fixed order (K ascending),
-//!   so repeated steps give the same bits.
+//! - Both operands rounded to TF32 (`cvt.rna`, ties away) or bf16 (`cvt.rn`, ties to even), f32
+//!   accumulation in a fixed order (K ascending), so repeated steps give the same bits.
 //! - Weight gradient: a block per 16 rows x 32 `(b, tap)` entries sums over all positions, so
 //!   its parallelism is the weight's size: 42 blocks of 8 warps for a `48 x 48 x 1x3x3` weight
 //!   (AMOS-CT's full-resolution convs) against 2304 blocks for the f32 kernel. Splitting the
@@ -29,6 +29,7 @@
 
 use super::{Made, THREADS};
 use crate::compile::CodegenError;
+use crate::cuda::mma::Mma;
 use crate::train::conv::Geo;
 use crate::train::{err, Ctx, Live};
 
@@ -44,6 +45,54 @@ pub(crate) enum Kind {
     DataGrad,
 }
 
+/// The number format of the tensor-core training kernels (`crate::cuda::mma::Mma`), and how a
+/// lane's fragments are formed in it: K rows `brow(r)` of this lane (`r < rows`), `halves`
+/// values per A register (TF32 one, bf16 two packed), `pack` of two (or one) values.
+struct Fmt {
+    kstep: usize,
+    rows: usize,
+    halves: usize,
+    brow: &'static str,
+    call: &'static str,
+}
+
+impl Fmt {
+    fn of(mma: Mma) -> Fmt {
+        match mma {
+            // m16n8k8: A (g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4); B rows t, t + 4.
+            Mma::Tf32 => Fmt {
+                kstep: 8,
+                rows: 2,
+                halves: 1,
+                brow: "(t + 4 * (R))",
+                call: "e2_mma_tf32",
+            },
+            // m16n8k16: A (g, 2t..2t+1), (g + 8, ..), (g, 2t+8..2t+9), (g + 8, ..); B rows 2t,
+            // 2t + 1, 2t + 8, 2t + 9.
+            Mma::Bf16 => Fmt {
+                kstep: 16,
+                rows: 4,
+                halves: 2,
+                brow: "(2 * t + ((R) & 1) + 8 * ((R) >> 1))",
+                call: "e2_mma_bf16",
+            },
+        }
+    }
+
+    /// This lane's K row `r` (an expression in `t`).
+    fn row(&self, r: &str) -> String {
+        self.brow.replace('R', r)
+    }
+
+    /// `dst = ` the register of values `v[i0]`, `v[i0 + 1]` (bf16) or `v[i0]` (TF32).
+    fn pack(&self, v: &str, i0: &str) -> String {
+        match self.halves {
+            1 => format!("e2_tf32({v}[{i0}])"),
+            _ => format!("e2_bf16x2({v}[{i0}], {v}[{i0} + 1])"),
+        }
+    }
+}
+
 /// Whether the tensor-core kernels take a conv of this geometry: stride 1, same padding,
 /// `kh = kw` in {1, 3}, odd depth kernel.
 pub(crate) fn takes(g: &Geo) -> bool {
@@ -57,7 +106,15 @@ pub(crate) fn takes(g: &Geo) -> bool {
 }
 
 /// The kernel of `kind` for a conv of geometry `g` (checked by [`takes`]).
-pub(crate) fn emit(ctx: &Ctx, g: &Geo, bias: bool, kind: Kind) -> Result<Made, CodegenError> {
+pub(crate) fn emit(
+    ctx: &Ctx,
+    g: &Geo,
+    bias: bool,
+    kind: Kind,
+    mma: Mma,
+) -> Result<Made, CodegenError> {
+    let f = Fmt::of(mma);
+    let (kstep, nrows, halves, call) = (f.kstep, f.rows, f.halves, f.call);
     let [d, h, w] = g.small;
     let [kd, kh, kw] = g.k;
     let [pd, ph, pw] = g.pad;
@@ -135,22 +192,26 @@ pub(crate) fn emit(ctx: &Ctx, g: &Geo, bias: bool, kind: Kind) -> Result<Made, C
          for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}\n\
          // A shifted depth outside the tensor has no gradient: its sums stay zero.\n\
          const int inside = oz >= 0 && oz < {d};\n\
-         for (int k = 0; inside && k < {ktotal}; k += 8) {{\n\
-         \x20   // A (weights): rows G*16 + g (+8), columns k + t (+4); dead kernels read as zero.\n\
+         for (int k = 0; inside && k < {ktotal}; k += {kstep}) {{\n\
+         \x20   // A (weights): rows G*16 + g (+8), this lane's K columns; dead kernels read as zero.\n\
          \x20   unsigned a[4];\n\
          \x20   #pragma unroll\n\
          \x20   for (int r = 0; r < 4; r++) {{\n\
-         \x20       const int row = G * 16 + g + (r & 1) * 8, kk = k + t + (r >> 1) * 4;\n\
-         \x20       const int ch = kk / {kl}, tap = kk % {kl};\n\
-         \x20       const float v = (row < {rows} && kk < {ktotal} && live[{live_idx}]) ? wt[{widx}] : 0.0f;\n\
-         \x20       a[r] = e2_tf32(v);\n\
+         \x20       float av[{halves}];\n\
+         \x20       #pragma unroll\n\
+         \x20       for (int h = 0; h < {halves}; h++) {{\n\
+         \x20           const int row = G * 16 + g + (r & 1) * 8, kk = k + {acol};\n\
+         \x20           const int ch = kk / {kl}, tap = kk % {kl};\n\
+         \x20           av[h] = (row < {rows} && kk < {ktotal} && live[{live_idx}]) ? wt[{widx}] : 0.0f;\n\
+         \x20       }}\n\
+         \x20       a[r] = {apack};\n\
          \x20   }}\n\
-         \x20   // B (the source): rows k + t (+4) of the K list, one plane each (-1: zeros).\n\
-         \x20   i64 xo[2];\n\
-         \x20   int dy[2], dx[2];\n\
+         \x20   // B (the source): this lane's K rows, one plane each (-1: zeros).\n\
+         \x20   i64 xo[{nrows}];\n\
+         \x20   int dy[{nrows}], dx[{nrows}];\n\
          \x20   #pragma unroll\n\
-         \x20   for (int r = 0; r < 2; r++) {{\n\
-         \x20       const int kk = k + t + 4 * r;\n\
+         \x20   for (int r = 0; r < {nrows}; r++) {{\n\
+         \x20       const int kk = k + {brow};\n\
          \x20       const int ch = kk < {ktotal} ? kk / {kl} : -1, tap = kk % {kl};\n\
          \x20       const int a_ = tap / {khw}, b_ = (tap / {kw}) % {kh}, q_ = tap % {kw};\n\
          \x20       {zread}\n\
@@ -160,16 +221,16 @@ pub(crate) fn emit(ctx: &Ctx, g: &Geo, bias: bool, kind: Kind) -> Result<Made, C
          \x20   }}\n\
          \x20   #pragma unroll\n\
          \x20   for (int j = 0; j < 4; j++) {{\n\
-         \x20       float v[2];\n\
+         \x20       float v[{nrows}];\n\
          \x20       #pragma unroll\n\
-         \x20       for (int r = 0; r < 2; r++) {{\n\
+         \x20       for (int r = 0; r < {nrows}; r++) {{\n\
          \x20           const int iy = py[j] + dy[r], ix = px[j] + dx[r];\n\
          \x20           v[r] = (xo[r] >= 0 && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? src[xo[r] + iy * {w} + ix] : 0.0f;\n\
          \x20       }}\n\
          \x20       unsigned b[2];\n\
-         \x20       b[0] = e2_tf32(v[0]);\n\
-         \x20       b[1] = e2_tf32(v[1]);\n\
-         \x20       e2_mma_tf32(acc[j], a, b);\n\
+         \x20       b[0] = {b0};\n\
+         \x20       b[1] = {b1};\n\
+         \x20       {call}(acc[j], a, b);\n\
          \x20   }}\n\
          }}\n\
          #pragma unroll\n\
@@ -183,6 +244,11 @@ pub(crate) fn emit(ctx: &Ctx, g: &Geo, bias: bool, kind: Kind) -> Result<Made, C
          \x20   }}\n\
          }}\n",
         khw = kh * kw,
+        acol = f.row("(r >> 1) * HALVES + h").replace("HALVES", &halves.to_string()),
+        brow = f.row("r"),
+        apack = f.pack("av", "0"),
+        b0 = f.pack("v", "0"),
+        b1 = f.pack("v", &halves.to_string()),
     );
     let _ = (kd, THREADS);
     let dim = |v: usize, what: &str| {
@@ -236,7 +302,9 @@ const WG_WARPS: usize = 8;
 /// warps' sums in warp order from shared memory and writes each entry once: zero for a dead
 /// kernel (the live table), so the result does not depend on the thread order and dead kernels
 /// get exactly zero.
-pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
+pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenError> {
+    let f = Fmt::of(mma);
+    let (kstep, nrows, halves, call) = (f.kstep, f.rows, f.halves, f.call);
     let crate::train::conv::WeightGrad {
         g,
         small: si,
@@ -279,13 +347,13 @@ pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
          float acc[4][4];\n\
          #pragma unroll\n\
          for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}\n\
-         for (int p0 = warp * 8; p0 < {positions}; p0 += {step}) {{\n\
-         \x20   // The two positions of this lane's K rows: p0 + t and p0 + t + 4.\n\
-         \x20   int pn[2], pz[2], py[2], px[2];\n\
-         \x20   i64 so[2];\n\
+         for (int p0 = warp * {kstep}; p0 < {positions}; p0 += {step}) {{\n\
+         \x20   // The positions of this lane's K rows.\n\
+         \x20   int pn[{nrows}], pz[{nrows}], py[{nrows}], px[{nrows}];\n\
+         \x20   i64 so[{nrows}];\n\
          \x20   #pragma unroll\n\
-         \x20   for (int r = 0; r < 2; r++) {{\n\
-         \x20       const int p = p0 + t + 4 * r;\n\
+         \x20   for (int r = 0; r < {nrows}; r++) {{\n\
+         \x20       const int p = p0 + {brow};\n\
          \x20       const int ok = p < {positions};\n\
          \x20       const int n = ok ? p / {spl} : 0, q = ok ? p % {spl} : 0;\n\
          \x20       pn[r] = ok ? n : -1;\n\
@@ -294,18 +362,24 @@ pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
          \x20       px[r] = q % {w};\n\
          \x20       so[r] = (i64)n * {cs} * {spl} + q;\n\
          \x20   }}\n\
-         \x20   // A (the small side): rows G*16 + g (+8), columns the two positions.\n\
+         \x20   // A (the small side): rows G*16 + g (+8), columns this lane's positions.\n\
          \x20   unsigned a[4];\n\
          \x20   #pragma unroll\n\
          \x20   for (int r = 0; r < 4; r++) {{\n\
-         \x20       const int s = G * 16 + g + (r & 1) * 8, c = r >> 1;\n\
-         \x20       a[r] = e2_tf32((s < {cs} && pn[c] >= 0) ? sm[so[c] + (i64)s * {spl}] : 0.0f);\n\
+         \x20       const int s = G * 16 + g + (r & 1) * 8;\n\
+         \x20       float av[{halves}];\n\
+         \x20       #pragma unroll\n\
+         \x20       for (int h = 0; h < {halves}; h++) {{\n\
+         \x20           const int c = (r >> 1) * {halves} + h;\n\
+         \x20           av[h] = (s < {cs} && pn[c] >= 0) ? sm[so[c] + (i64)s * {spl}] : 0.0f;\n\
+         \x20       }}\n\
+         \x20       a[r] = {apack};\n\
          \x20   }}\n\
          \x20   #pragma unroll\n\
          \x20   for (int j = 0; j < 4; j++) {{\n\
-         \x20       float v[2];\n\
+         \x20       float v[{nrows}];\n\
          \x20       #pragma unroll\n\
-         \x20       for (int r = 0; r < 2; r++) {{\n\
+         \x20       for (int r = 0; r < {nrows}; r++) {{\n\
          \x20           // The shifted tensor is what is padded: its depth first, then the shift.\n\
          \x20           const int tz = pz[r] + oa[j], ty = py[r] + ob[j], tx = px[r] + oc[j];\n\
          \x20           const int uz = tz - sh[j];\n\
@@ -314,9 +388,9 @@ pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
          \x20           v[r] = in_ ? big[(((i64)pn[r] * {cbn} + cb[j]) * {d} + uz) * {plane} + ty * {w} + tx] : 0.0f;\n\
          \x20       }}\n\
          \x20       unsigned b[2];\n\
-         \x20       b[0] = e2_tf32(v[0]);\n\
-         \x20       b[1] = e2_tf32(v[1]);\n\
-         \x20       e2_mma_tf32(acc[j], a, b);\n\
+         \x20       b[0] = {b0};\n\
+         \x20       b[1] = {b1};\n\
+         \x20       {call}(acc[j], a, b);\n\
          \x20   }}\n\
          }}\n\
          #pragma unroll\n\
@@ -336,7 +410,11 @@ pub(crate) fn weight_grad(ctx: &Ctx) -> Result<Option<Made>, CodegenError> {
          \x20   out[((i64)s * {cbn} + b) * {kl} + e % {kl}] = live[s * {cbn} + b] ? v : 0.0f;\n\
          }}\n",
         khw = kh * kw,
-        step = WG_WARPS * 8,
+        step = WG_WARPS * kstep,
+        brow = f.row("r"),
+        apack = f.pack("av", "0"),
+        b0 = f.pack("v", "0"),
+        b1 = f.pack("v", &halves.to_string()),
         cs = g.cs,
         cbn = g.cb,
     );

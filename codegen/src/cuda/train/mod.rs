@@ -19,8 +19,9 @@
 //!
 //! This is the correctness-first generation (`ops.rs`: pointwise, copies, norms, pooling;
 //! `conv.rs`: the three convolution families, one thread per output value or one block per live
-//! weight kernel), plus `mma.rs`: with `tensor_cores` (`e2enc train --tf32`), the stride-1
-//! `1x3x3`-style convs' forward passes, data gradients and weight gradients on TF32 tensor cores.
+//! weight kernel), plus `mma.rs`: with `tensor_cores` (`e2enc train --tensor-cores`), the
+//! stride-1 `1x3x3`-style convs' forward passes, data gradients and weight gradients on TF32 or
+//! bf16 tensor cores.
 //! Not built: tiling of the direct kernels, bf16 compute, split-K weight gradients.
 
 mod conv;
@@ -186,7 +187,7 @@ pub fn generate(
     tg: &TrainGraph,
     target: Target,
     maskable: Option<&HashSet<String>>,
-    tensor_cores: bool,
+    tensor_cores: Option<crate::cuda::mma::Mma>,
 ) -> Result<TrainGenerated, CodegenError> {
     if !target.is_cuda() {
         return Err(CodegenError::Other(format!(
@@ -194,7 +195,7 @@ pub fn generate(
         )));
     }
     let mut source = PRELUDE.to_string();
-    if tensor_cores {
+    if tensor_cores.is_some() {
         source.push_str(crate::cuda::text::mma_helpers!());
     }
     source.push_str(&format!("/* target: {target} */\n"));
@@ -213,17 +214,17 @@ pub fn generate(
                     }
                     _ => None,
                 };
-                match kind.filter(|_| tensor_cores && mma::takes(&g)) {
-                    Some(kind) => mma::emit(ctx, &g, bias, kind)?,
-                    None => conv::emit(ctx)?,
+                match (kind, tensor_cores) {
+                    (Some(kind), Some(f)) if mma::takes(&g) => mma::emit(ctx, &g, bias, kind, f)?,
+                    _ => conv::emit(ctx)?,
                 }
             }
             Op::ConvBackwardWeight(_) => match tensor_cores {
-                true => match mma::weight_grad(ctx)? {
+                Some(f) => match mma::weight_grad(ctx, f)? {
                     Some(m) => m,
                     None => conv::weight_grad(ctx)?,
                 },
-                false => conv::weight_grad(ctx)?,
+                None => conv::weight_grad(ctx)?,
             },
             _ => ops::emit(ctx)?,
         };
