@@ -217,14 +217,16 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     // GPU training: a CUDA target needs a device named; a GPU and the emulation are one or the
     // other; on a machine without a GPU (or driver) `--device cuda` stops with the reason and no
     // checkpoint, never a panic.
-    let gpu_run = |extra: &[&str]| {
+    // `e2enc train DATASET -o DIR` on the tiny budget with `extra`.
+    let train_in = |dir: &Path, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_e2enc"))
-            .args(["train", ds.to_str().unwrap(), "-o", run3.to_str().unwrap()])
+            .args(["train", ds.to_str().unwrap(), "-o", dir.to_str().unwrap()])
             .args(tiny)
             .args(extra)
             .output()
             .unwrap()
     };
+    let gpu_run = |extra: &[&str]| train_in(&run3, extra);
     let o = gpu_run(&["--target", "cuda-sm90"]);
     assert!(!o.status.success());
     assert!(
@@ -261,14 +263,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     // --precision bf16 trains, says so in --profile and in the checkpoint; a resumed run keeps
     // it and refuses another; an unknown precision is refused with the choices.
     let run5 = t.path().join("run5");
-    let bf16 = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_e2enc"))
-            .args(["train", ds.to_str().unwrap(), "-o", run5.to_str().unwrap()])
-            .args(tiny)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let bf16 = |extra: &[&str]| train_in(&run5, extra);
     let o = bf16(&["--precision", "bf16", "--profile"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("backward pass in bf16"), "{}", text(&o));
@@ -299,14 +294,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         text(&o)
     );
     let run6 = t.path().join("run6");
-    let tf32 = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_e2enc"))
-            .args(["train", ds.to_str().unwrap(), "-o", run6.to_str().unwrap()])
-            .args(tiny)
-            .args(extra)
-            .output()
-            .unwrap()
-    };
+    let tf32 = |extra: &[&str]| train_in(&run6, extra);
     let o = tf32(&["--tensor-cores", "tf32"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("--device cuda"), "{}", text(&o));

@@ -27,7 +27,7 @@
 //!   positions over blocks needs scratch for the partial sums in the training arena (not
 //!   built); which kernel is faster there is for a GPU to say (`scripts/gpu-check.sh`).
 
-use super::{Made, THREADS};
+use super::{make_in, Made, THREADS};
 use crate::compile::CodegenError;
 use crate::cuda::mma::Mma;
 use crate::train::conv::Geo;
@@ -79,6 +79,16 @@ impl Fmt {
         }
     }
 
+    /// The B fragment from this lane's values `v[..rows]`, then the MMA into `acc[j]`.
+    fn mma_b(&self) -> String {
+        format!(
+            "unsigned b[2]; b[0] = {}; b[1] = {}; {}(acc[j], a, b);",
+            self.pack("v", "0"),
+            self.pack("v", &self.halves.to_string()),
+            self.call
+        )
+    }
+
     /// This lane's K row `r` (an expression in `t`).
     fn row(&self, r: &str) -> String {
         self.brow.replace('R', r)
@@ -114,7 +124,7 @@ pub(crate) fn emit(
     mma: Mma,
 ) -> Result<Made, CodegenError> {
     let f = Fmt::of(mma);
-    let (kstep, nrows, halves, call) = (f.kstep, f.rows, f.halves, f.call);
+    let (kstep, nrows, halves) = (f.kstep, f.rows, f.halves);
     let [d, h, w] = g.small;
     let [kd, kh, kw] = g.k;
     let [pd, ph, pw] = g.pad;
@@ -227,10 +237,7 @@ pub(crate) fn emit(
          \x20           const int iy = py[j] + dy[r], ix = px[j] + dx[r];\n\
          \x20           v[r] = (xo[r] >= 0 && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? src[xo[r] + iy * {w} + ix] : 0.0f;\n\
          \x20       }}\n\
-         \x20       unsigned b[2];\n\
-         \x20       b[0] = {b0};\n\
-         \x20       b[1] = {b1};\n\
-         \x20       {call}(acc[j], a, b);\n\
+         \x20       {mma_b}\n\
          \x20   }}\n\
          }}\n\
          #pragma unroll\n\
@@ -247,8 +254,7 @@ pub(crate) fn emit(
         acol = f.row("(r >> 1) * HALVES + h").replace("HALVES", &halves.to_string()),
         brow = f.row("r"),
         apack = f.pack("av", "0"),
-        b0 = f.pack("v", "0"),
-        b1 = f.pack("v", &halves.to_string()),
+        mma_b = f.mma_b(),
     );
     let _ = (kd, THREADS);
     let dim = |v: usize, what: &str| {
@@ -264,31 +270,11 @@ pub(crate) fn emit(
             })
     };
     let grid = [dim(blocks_x, "x")?, dim(groups, "y")?, dim(g.n * zs, "z")?];
-    let k = crate::cuda::text::kernel(
-        &ctx.name,
-        &format!(
-            "float *__restrict__ out = A;\n\
-             const float *const *in = (const float *const *)(const void *)W;\n\
-             const int *live = I;\n\
-             {body}"
-        ),
-        grid,
-        [(WARPS * 32) as u32, 1, 1],
-        true,
-        0,
-        String::new(),
-    );
-    let k = crate::cuda::text::min_blocks(k, 1);
-    let launch = k
-        .launch
-        .ok_or_else(|| err(ctx.g, ctx.id, "kernel without a launch"))?;
-    Ok(Made {
-        source: k.source,
-        launch,
-        // The MACs the MMAs issue (dense K).
-        work: (g.n * d * plane * rows * ktotal) as u64,
-        live: Live::Table { d0: g.cs, d1: g.cb },
-    })
+    // The MACs the MMAs issue (dense K).
+    let work = (g.n * d * plane * rows * ktotal) as u64;
+    let threads = (WARPS * 32) as u32;
+    let live = Live::Table { d0: g.cs, d1: g.cb };
+    make_in(ctx, &body, grid, threads, true, work, live, Some(1))
 }
 
 /// Warps per block of the weight-gradient kernel (they split the positions).
@@ -304,7 +290,7 @@ const WG_WARPS: usize = 8;
 /// get exactly zero.
 pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenError> {
     let f = Fmt::of(mma);
-    let (kstep, nrows, halves, call) = (f.kstep, f.rows, f.halves, f.call);
+    let (kstep, nrows, halves) = (f.kstep, f.rows, f.halves);
     let crate::train::conv::WeightGrad {
         g,
         small: si,
@@ -387,10 +373,7 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
          \x20               && ty >= 0 && ty < {h} && tx >= 0 && tx < {w};\n\
          \x20           v[r] = in_ ? big[(((i64)pn[r] * {cbn} + cb[j]) * {d} + uz) * {plane} + ty * {w} + tx] : 0.0f;\n\
          \x20       }}\n\
-         \x20       unsigned b[2];\n\
-         \x20       b[0] = {b0};\n\
-         \x20       b[1] = {b1};\n\
-         \x20       {call}(acc[j], a, b);\n\
+         \x20       {mma_b}\n\
          \x20   }}\n\
          }}\n\
          #pragma unroll\n\
@@ -413,8 +396,7 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
         step = WG_WARPS * kstep,
         brow = f.row("r"),
         apack = f.pack("av", "0"),
-        b0 = f.pack("v", "0"),
-        b1 = f.pack("v", &halves.to_string()),
+        mma_b = f.mma_b(),
         cs = g.cs,
         cbn = g.cb,
     );
@@ -435,28 +417,7 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
         dim(g.cs.div_ceil(16), "y", 65535)?,
         1,
     ];
-    let k = crate::cuda::text::kernel(
-        &ctx.name,
-        &format!(
-            "float *__restrict__ out = A;\n\
-             const float *const *in = (const float *const *)(const void *)W;\n\
-             const int *live = I;\n\
-             {body}"
-        ),
-        grid,
-        [threads as u32, 1, 1],
-        true,
-        0,
-        String::new(),
-    );
-    let k = crate::cuda::text::min_blocks(k, 1);
-    let launch = k
-        .launch
-        .ok_or_else(|| err(ctx.g, ctx.id, "kernel without a launch"))?;
-    Ok(Some(Made {
-        source: k.source,
-        launch,
-        work: (positions * g.cs.div_ceil(16) * 16 * entries) as u64,
-        live: Live::Table { d0: g.cs, d1: g.cb },
-    }))
+    let work = (positions * g.cs.div_ceil(16) * 16 * entries) as u64;
+    let live = Live::Table { d0: g.cs, d1: g.cb };
+    make_in(ctx, &body, grid, threads as u32, true, work, live, Some(1)).map(Some)
 }

@@ -104,19 +104,38 @@ pub(crate) fn make(
             ))
         }
     };
+    make_in(ctx, body, [grid, 1, 1], THREADS, sync, work, live, None)
+}
+
+/// [`make`] with a 3-D `grid` of `threads`-thread blocks, and at least `min_blocks` blocks per
+/// SM in the launch bounds when given ([`crate::cuda::text::min_blocks`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn make_in(
+    ctx: &Ctx,
+    body: &str,
+    grid: [u32; 3],
+    threads: u32,
+    sync: bool,
+    work: u64,
+    live: Live,
+    min_blocks: Option<u32>,
+) -> Result<Made, CodegenError> {
     let head = "float *__restrict__ out = A;\n\
                 const float *const *in = (const float *const *)(const void *)W;\n\
                 const int *live = I;\n\
                 (void)out; (void)in; (void)live;\n";
-    let k = crate::cuda::text::kernel(
+    let mut k = crate::cuda::text::kernel(
         &ctx.name,
         &format!("{head}{body}"),
-        [grid, 1, 1],
-        [THREADS, 1, 1],
+        grid,
+        [threads, 1, 1],
         sync,
         work,
         String::new(),
     );
+    if let Some(b) = min_blocks {
+        k = crate::cuda::text::min_blocks(k, b);
+    }
     let launch = k
         .launch
         .ok_or_else(|| err(ctx.g, ctx.id, "kernel without a launch"))?;
