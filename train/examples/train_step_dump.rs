@@ -529,8 +529,9 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
     };
     let min = times.first().copied().unwrap_or(f64::NAN);
     println!(
-        "e2enc train step ({kernels}): batch {batch}, patch {patch:?}, threads {threads}: median {med:.3} s \
-         (min {min:.3}) over {steps} steps = {:.3} patches/s (best {:.3})",
+        "e2enc train step ({kernels}; convolutions in {math}, saved values in {saved}): batch \
+         {batch}, patch {patch:?}, threads {threads}: median {med:.3} s (min {min:.3}) over \
+         {steps} steps = {:.3} patches/s (best {:.3})",
         batch as f64 / med,
         batch as f64 / min
     );
