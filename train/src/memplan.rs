@@ -118,7 +118,7 @@ impl std::str::FromStr for Saved {
     }
 }
 
-/// What the GPU training step's convolutions multiply in (`e2enc train --tf32`).
+/// What the GPU training step's convolutions multiply in (`e2enc train --tensor-cores`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConvMath {

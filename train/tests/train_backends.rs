@@ -649,12 +649,14 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     assert!(worst <= 1e-5, "{worst}");
 }
 
-/// `e2enc train --tf32`: the device step with the stride-1 `1x3x3` convs' forward passes and
-/// data gradients on TF32 tensor cores (`mma.sync` under the host emulation, the live kernels
-/// from a run-time table) tracks the f32 step to TF32's rounding, gives the same bits for every
-/// thread order, ignores the weights of dead kernels (this case leaves them nonzero) and keeps
-/// their gradients exactly zero. Widths 8-16: the fusion convs' data gradients have up to 40
-/// output channels (three 16-channel groups, the last partial).
+/// `e2enc train --tensor-cores tf32|bf16`: the device step with the stride-1 `1x3x3` convs'
+/// forward passes, data and weight gradients on tensor cores (`mma.sync` under the host
+/// emulation, the live kernels from a run-time table). In the emulation's exact-MMA mode the
+/// TF32 step equals the f32 step within 1e-4; with the formats' rounding it tracks it to that
+/// rounding, gives the same bits for every thread order, ignores the weights of dead kernels
+/// (this case leaves them nonzero) and keeps their gradients exactly zero. Widths 8-16: the
+/// fusion convs' data gradients have up to 40 output channels (three 16-channel groups, the
+/// last partial).
 #[test]
 fn tensor_core_convs_track_the_f32_step() {
     use e2enc_codegen::precision::Precision;
