@@ -13,6 +13,13 @@
 /// Output channels per group (the MMA's M).
 pub const GROUP: usize = 16;
 
+/// The plain groups of `n` outputs: `0..16`, `16..32`, ..., the last padded with `None`.
+pub fn plain(n: usize) -> Vec<[Option<usize>; GROUP]> {
+    (0..n.div_ceil(GROUP))
+        .map(|g| std::array::from_fn(|r| Some(g * GROUP + r).filter(|&o| o < n)))
+        .collect()
+}
+
 /// The groups of a conv with `cin` inputs whose output `o` reads the input channels `live[o]`:
 /// `GROUP` slots each (`None` past the last output), every output in exactly one slot. `None`
 /// when the plain order is as good.
@@ -35,9 +42,7 @@ pub fn reorder(live: &[Vec<usize>], cin: usize) -> Option<Vec<[Option<usize>; GR
             .map(|(a, b)| (b & !a).count_ones() as usize)
             .sum::<usize>()
     };
-    let plain: Vec<[Option<usize>; GROUP]> = (0..live.len().div_ceil(GROUP))
-        .map(|g| std::array::from_fn(|r| Some(g * GROUP + r).filter(|&o| o < live.len())))
-        .collect();
+    let plain = plain(live.len());
     // The outputs left, most live inputs first (ties: lower index).
     let mut left: Vec<usize> = (0..live.len()).collect();
     left.sort_by_key(|&o| (std::cmp::Reverse(count(&sets[o])), o));
@@ -99,12 +104,6 @@ pub fn union_inputs(groups: &[[Option<usize>; GROUP]], live: &[Vec<usize>]) -> u
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn plain(n: usize) -> Vec<[Option<usize>; GROUP]> {
-        (0..n.div_ceil(GROUP))
-            .map(|g| std::array::from_fn(|r| Some(g * GROUP + r).filter(|&o| o < n)))
-            .collect()
-    }
 
     #[test]
     fn interleaved_blocks_are_grouped_by_their_inputs() {

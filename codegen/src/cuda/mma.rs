@@ -136,9 +136,7 @@ pub fn emit(
     } else {
         None
     };
-    let plain: Vec<[Option<usize>; GROUP]> = (0..co.div_ceil(GROUP))
-        .map(|grp| std::array::from_fn(|r| Some(grp * GROUP + r).filter(|&o| o < co)))
-        .collect();
+    let plain = groups::plain(co);
     // The K entries of groups: each group's union of live inputs times the taps, padded to
     // whole instructions.
     let k_entries = |order: &[[Option<usize>; GROUP]]| -> u64 {
@@ -156,10 +154,10 @@ pub fn emit(
             })
             .sum()
     };
-    let order = reordered.clone().unwrap_or_else(|| plain.clone());
+    let order = reordered.as_ref().unwrap_or(&plain);
     let positions = (n * od * oh * ow) as u64;
     let work = MmaWork {
-        macs: k_entries(&order) * GROUP as u64 * positions,
+        macs: k_entries(order) * GROUP as u64 * positions,
         plain_macs: k_entries(&plain) * GROUP as u64 * positions,
         live_macs: live_flops(sp) / 2,
     };
@@ -167,7 +165,7 @@ pub fn emit(
     // Per group: the union of live inputs, then the (channel, tap) entries and [K][16] weights.
     let mut gk = vec![0i32];
     let (mut kc, mut kt, mut wv) = (Vec::new(), Vec::new(), Vec::new());
-    for outs in &order {
+    for outs in order {
         let mut live = vec![None; 16 * cin];
         for (r, o) in outs.iter().enumerate() {
             for &(c, off) in o.map_or(&[][..], |o| &sp.rows[o]) {
