@@ -120,7 +120,8 @@ fn same_training(one: &Path, two: &Path) {
 
 /// GPU ranks' path on the host emulation (`--emulate`), under a real `mpirun`: each rank keeps
 /// its weights and optimizer on its (emulated) device, the gradients are summed there by the
-/// device reducer (NCCL on GPUs; through MPI and the host for the emulation), DSFF updates are
+/// device reducer (NCCL on GPUs; through MPI and the host for the emulation) in 2 KiB buckets,
+/// each as soon as the backward pass has finished it, DSFF updates are
 /// decided on rank 0 from the device's kernel norms and zeroed on every rank's device; the run
 /// ends where one emulated process with batch 2 ends. On this GPU-less machine `--device cuda`
 /// ranks refuse with the reason, and the job ends.
@@ -133,14 +134,17 @@ fn two_mpi_ranks_on_emulated_gpus_keep_the_weights_on_their_devices() {
     let (ds, m) = (ds.as_str(), m.as_str());
     let two = t.path().join("two");
     let mut args = short.to_vec();
-    args.push("--profile");
+    // Buckets of 2 KiB: each is summed as soon as the backward pass has finished it.
+    args.extend(["--profile", "--bucket-mib", "0.002"]);
     let o = mpirun(2, &train_args(ds, m, two.to_str().unwrap(), &args))
         .output()
         .unwrap();
     let s = text(&o);
     assert!(o.status.success(), "{s}");
     assert!(
-        s.contains("summed in the devices' memory") && s.contains("through the host"),
+        s.contains("summed in the devices' memory")
+            && s.contains("through the host")
+            && s.contains("beside the rest of the pass"),
         "{s}"
     );
     same_training(&one, &two);

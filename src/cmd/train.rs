@@ -105,11 +105,11 @@ pub struct Args {
     /// Batches are the same for any count; `--profile` shows how long steps waited for data.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub data_workers: usize,
-    /// MiB per all-reduce bucket of the gradients in a data-parallel run on CPUs (default 16).
-    /// With more gradients than one bucket, the buckets are all-reduced on a thread while the
-    /// backward pass goes on; the sums do not depend on the size. (GPU ranks sum one packed
-    /// buffer of the live gradients with NCCL after the backward pass; --emulate ranks stage
-    /// it through the host in buckets of this size.)
+    /// MiB per all-reduce bucket of the gradients in a data-parallel run (default 16). With
+    /// more gradients than one bucket, each bucket is all-reduced as soon as the backward pass
+    /// has finished its gradients, while the pass goes on: on CPU ranks on a thread, on GPU
+    /// ranks by NCCL on a second CUDA stream (a bucket holds whole gradients, so a larger
+    /// gradient is a bucket of its own). The sums do not depend on the size.
     #[arg(long, value_name = "MIB", default_value_t = 16.0)]
     pub bucket_mib: f64,
     /// Print at the end the time spent per op kind (forward and backward kernels), waiting for
@@ -530,13 +530,22 @@ fn print_communication(trainer: &Trainer) {
     }
     let p = trainer.profile();
     let secs = |k: &str| p.get(k).copied().unwrap_or(0.0) / c.steps as f64;
-    // On the host the gradients' all-reduce runs beside the backward pass (the wait after it
-    // is what it cost); a GPU step's gradients are summed on the GPUs after it (NCCL).
+    // With more than one bucket the gradients' all-reduce runs beside the backward pass (on
+    // the host a thread, on GPUs a second stream): the wait after it is what it cost.
     let overlap = p.contains_key("wait for the gradients after the backward pass");
-    let wait = if c.on_device {
+    let mut grad_secs = secs("all-reduce: gradients");
+    let wait = if c.on_device && overlap {
+        grad_secs = secs("wait for the gradients after the backward pass");
         format!(
-            "summed in the devices' memory after the backward pass by {}, the wait for the \
-             slowest rank included",
+            "summed in the devices' memory by {}, each bucket as soon as the backward pass had \
+             finished it, beside the rest of the pass: the time is the step's wait for the sums \
+             after the pass, the slowest rank included",
+            trainer.gradient_engine().unwrap_or_default()
+        )
+    } else if c.on_device {
+        format!(
+            "summed in the devices' memory after the backward pass by {} (one bucket), the \
+             wait for the slowest rank included",
             trainer.gradient_engine().unwrap_or_default()
         )
     } else if overlap {
@@ -557,7 +566,7 @@ fn print_communication(trainer: &Trainer) {
         trainer.engine(),
         c.gradient_bytes as f64 / 1e6,
         c.gradient_calls,
-        secs("all-reduce: gradients"),
+        grad_secs,
         secs("all-reduce: loss sums"),
         secs("all-reduce: stop flag"),
     );

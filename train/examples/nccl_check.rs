@@ -1,7 +1,9 @@
 //! NCCL on a GPU, as GPU training uses it (the device check, `scripts/gpu-check.sh` section
 //! 2b): opens GPU `N` as a training device, loads NCCL ([`e2enc_train::nccl`]), joins a
 //! one-rank communicator on the device's context and stream (`NcclReducer::join`, as the
-//! trainer does for rank 0), sums three device buffers of known values through the reducer (with one rank the sum
+//! trainer does for rank 0), sums three device buffers of known values through the reducer, on
+//! the device's stream and then each started on a second stream and joined as a backward pass
+//! does (with one rank the sum
 //! is the value itself: this checks the wiring — library, communicator, stream, addresses — not
 //! arithmetic across GPUs, which needs two), and compares them bit for bit after the stream has
 //! run. It also times the reducer on a buffer of the AMOS-CT network's gradient size.
@@ -44,17 +46,31 @@ fn run(ordinal: usize, big: usize) -> Result<(), String> {
         bufs.push((p, n));
         want.push(v);
     }
-    r.all_reduce(dev.as_mut(), &bufs)
-        .map_err(|e| e.to_string())?;
-    dev.synchronize().map_err(|e| e.to_string())?;
-    for ((p, n), w) in bufs.iter().zip(&want) {
-        let mut b = vec![0u8; n * 4];
-        dev.download(*p, &mut b).map_err(|e| e.to_string())?;
-        if b != bytes(w) {
-            return Err(format!("a buffer of {n} floats changed in a one-rank sum"));
+    // In order on the device's stream, then as a backward pass does: each buffer started on
+    // the second stream (after the work issued so far), the device's stream joined after them.
+    for how in ["on the stream", "on a second stream, joined"] {
+        if how == "on the stream" {
+            r.all_reduce(dev.as_mut(), &bufs)
+                .map_err(|e| e.to_string())?;
+        } else {
+            for b in &bufs {
+                r.start(dev.as_mut(), std::slice::from_ref(b))
+                    .map_err(|e| e.to_string())?;
+            }
+            r.finish(dev.as_mut()).map_err(|e| e.to_string())?;
         }
+        dev.synchronize().map_err(|e| e.to_string())?;
+        for ((p, n), w) in bufs.iter().zip(&want) {
+            let mut b = vec![0u8; n * 4];
+            dev.download(*p, &mut b).map_err(|e| e.to_string())?;
+            if b != bytes(w) {
+                return Err(format!(
+                    "a buffer of {n} floats changed in a one-rank sum ({how})"
+                ));
+            }
+        }
+        println!("one-rank sums of {lens:?} floats {how}: unchanged, bit for bit");
     }
-    println!("one-rank sums of {lens:?} floats: unchanged, bit for bit");
     let p = dev
         .alloc(big * 4, "a gradient-sized buffer")
         .map_err(|e| e.to_string())?;

@@ -57,6 +57,20 @@ pub trait Device {
     fn cuda_stream(&mut self) -> Result<Option<u64>, TrainError> {
         Ok(None)
     }
+
+    /// For collectives that run beside the launches that follow (NCCL's sums of the gradients
+    /// a backward pass has finished, while it goes on): a second CUDA stream whose work starts
+    /// after everything issued so far, its context current on the calling thread. `None` for a
+    /// device that is not a CUDA GPU.
+    fn side_stream(&mut self) -> Result<Option<u64>, TrainError> {
+        Ok(None)
+    }
+
+    /// Orders everything issued from here on after everything issued so far on
+    /// [`Device::side_stream`] (nothing to do when it was never asked for).
+    fn join_side(&mut self) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
 
 fn err(msg: impl Into<String>) -> TrainError {
@@ -336,5 +350,13 @@ impl Device for Gpu {
             .current_stream()
             .map(Some)
             .map_err(|e| err(e.to_string()))
+    }
+
+    fn side_stream(&mut self) -> Result<Option<u64>, TrainError> {
+        self.s.fork().map(Some).map_err(|e| err(e.to_string()))
+    }
+
+    fn join_side(&mut self) -> Result<(), TrainError> {
+        self.s.join().map_err(|e| err(e.to_string()))
     }
 }

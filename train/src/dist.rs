@@ -204,6 +204,21 @@ pub trait GradientReducer: Send {
         bufs: &[(DevPtr, usize)],
     ) -> Result<(), TrainError>;
 
+    /// Starts summing `bufs` as [`GradientReducer::all_reduce`] does, after the work already
+    /// issued on `dev`, but where the device can, beside the work issued after it (a second
+    /// CUDA stream): a backward pass goes on while the gradients it has finished are summed.
+    /// Nothing may write `bufs` until [`GradientReducer::finish`]. By default the sum is done
+    /// in order, as `all_reduce`.
+    fn start(&mut self, dev: &mut dyn Device, bufs: &[(DevPtr, usize)]) -> Result<(), TrainError> {
+        self.all_reduce(dev, bufs)
+    }
+
+    /// Orders the work issued on `dev` from here on after every sum started.
+    fn finish(&mut self, dev: &mut dyn Device) -> Result<(), TrainError> {
+        let _ = dev;
+        Ok(())
+    }
+
     /// What carries the sums, for logs and `--profile`.
     fn engine(&self) -> String;
 
@@ -273,7 +288,9 @@ impl GradientReducer for HostStaged {
     }
 }
 
-/// Gradients summed by NCCL in the GPUs' memory, on the step's stream (see [`crate::nccl`]).
+/// Gradients summed by NCCL in the GPUs' memory (see [`crate::nccl`]): in order on the step's
+/// stream ([`GradientReducer::all_reduce`]), or started on the device's second stream beside
+/// the work that follows and joined by [`GradientReducer::finish`].
 pub struct NcclReducer {
     comm: crate::nccl::Comm,
 }
@@ -334,6 +351,23 @@ impl GradientReducer for NcclReducer {
         // executor), `stream` its stream with its context current (cuda_stream), and every
         // rank's graph lists the same gradients in the same order.
         unsafe { self.comm.all_reduce_sum_f32(bufs, stream) }
+    }
+
+    fn start(&mut self, dev: &mut dyn Device, bufs: &[(DevPtr, usize)]) -> Result<(), TrainError> {
+        let side = dev.side_stream()?.ok_or_else(|| {
+            TrainError::Distributed(format!(
+                "NCCL sums GPU memory, and {} is not a CUDA GPU",
+                dev.describe()
+            ))
+        })?;
+        // SAFETY: as in `all_reduce`, on the side stream, which starts after the work issued so
+        // far (the packing of these gradients); the device's stream waits for it in `finish`
+        // before anything reads or writes these buffers again.
+        unsafe { self.comm.all_reduce_sum_f32(bufs, side) }
+    }
+
+    fn finish(&mut self, dev: &mut dyn Device) -> Result<(), TrainError> {
+        dev.join_side()
     }
 
     fn engine(&self) -> String {

@@ -1,6 +1,6 @@
 //! NCCL, the collectives of GPU ranks: the gradients of a data-parallel step on GPUs are summed
-//! by `ncclAllReduce` in the devices' memory, on the step's CUDA stream, with no copy through
-//! the host (see [`crate::dist::GradientReducer`]). The ranks are still started and kept in step
+//! by `ncclAllReduce` in the devices' memory, bucket by bucket on a second CUDA stream beside
+//! the backward pass, with no copy through the host (see [`crate::dist::GradientReducer`]). The ranks are still started and kept in step
 //! by MPI (`mpirun`, `srun`): MPI carries rank 0's NCCL id to the others and the few host-side
 //! numbers of a step (the loss's batch sums, DSFF mask decisions, the agreement checks).
 //!

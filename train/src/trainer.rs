@@ -973,6 +973,7 @@ impl Trainer {
                     ranks.map(|r| crate::device_exec::RankHooks {
                         sums: &mut sums,
                         grads: r.as_mut(),
+                        bucket: self.bucket,
                     }),
                 )?;
                 if on_ranks {
@@ -980,8 +981,9 @@ impl Trainer {
                     let floats = d.packed_gradient_floats();
                     self.comm_stats.steps += 1;
                     self.comm_stats.gradient_bytes = floats * 4;
-                    self.comm_stats.gradient_calls =
-                        self.reducer.as_ref().map_or(0, |r| r.calls(floats));
+                    self.comm_stats.gradient_calls = self.reducer.as_ref().map_or(0, |r| {
+                        d.gradient_buckets().iter().map(|&b| r.calls(b)).sum()
+                    });
                     self.comm_stats.on_device = true;
                 }
                 if !norm.is_finite() {
@@ -1352,11 +1354,12 @@ pub struct CommStats {
     /// Bytes of gradients each rank sends into the all-reduces of one step (f32; of DSFF layers
     /// only the live kernels).
     pub gradient_bytes: usize,
-    /// All-reduce calls per step for those gradients (buckets of about 16 MiB; one NCCL group
-    /// on GPUs).
+    /// All-reduce calls per step for those gradients (buckets of about 16 MiB; on GPUs one
+    /// NCCL call per bucket).
     pub gradient_calls: usize,
-    /// The gradients were summed in the devices' memory after the backward pass (GPU ranks;
-    /// the live floats packed into one buffer there), by [`Trainer::gradient_engine`].
+    /// The gradients were summed in the devices' memory (GPU ranks; the live floats packed
+    /// there in buckets, each summed once the backward pass has finished it), by
+    /// [`Trainer::gradient_engine`].
     pub on_device: bool,
 }
 

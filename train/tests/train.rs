@@ -196,23 +196,25 @@ fn train_on_ranks(
                     Outcome::Finished
                 );
                 // On the host the gradients went through the all-reduce beside the backward
-                // pass (a device step's are all-reduced after it).
+                // pass, and so did a device step's.
                 // On (emulated) GPUs the weights stayed on the device, and its gradients were
-                // summed there by the device reducer (through the host for the emulation, in
-                // 64-float pieces across the gradients' boundaries).
+                // summed there by the device reducer, each bucket (at least 64 floats, whole
+                // gradients) as soon as the backward pass had finished it; through the host
+                // for the emulation, in 64-float pieces.
                 if ranks > 1 && on_device {
                     let c = t.communication();
                     assert!(c.on_device && c.steps > 0, "{c:?}");
-                    // The live floats in 64-float buckets through the host.
-                    assert_eq!(
-                        c.gradient_calls,
-                        (c.gradient_bytes / 4).div_ceil(64),
+                    assert!(
+                        c.gradient_calls >= (c.gradient_bytes / 4).div_ceil(64),
                         "{c:?}"
                     );
                     assert!(c.gradient_calls > 1, "{c:?}");
                     let p = t.profile();
                     assert!(p.contains_key("device optimizer"), "{p:?}");
-                    assert!(p.contains_key("all-reduce: gradients"), "{p:?}");
+                    assert!(
+                        p.contains_key("wait for the gradients after the backward pass"),
+                        "{p:?}"
+                    );
                     assert!(
                         t.gradient_engine().unwrap().contains("through the host"),
                         "{:?}",

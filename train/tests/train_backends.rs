@@ -555,9 +555,11 @@ fn the_optimizer_on_the_emulated_device_equals_the_host_one() {
 /// ranks holding the same batch does). The loss is then over a global batch of two equal
 /// halves, so each rank's gradient is half a lone process's, and the sum of two makes it whole
 /// again: the weights after two steps equal a lone process's to rounding. The gradients reach
-/// the reducer as one packed buffer of exactly the live floats (a DSFF weight's live kernels,
-/// every other gradient whole): a table that misplaces a kernel, or a sum that is not put
-/// back, fails it.
+/// the reducer packed, exactly the live floats (a DSFF weight's live kernels, every other
+/// gradient whole): in one bucket, or with one-float buckets one bucket per gradient, each
+/// started as soon as the backward pass has finished it (the rest of the pass is launched
+/// after it). A table that misplaces a kernel, a sum that is not put back, or a bucket started
+/// before its gradients are final (its packed copy would be stale) fails it.
 #[test]
 fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     use e2enc_train::device::{DevPtr, Device};
@@ -565,6 +567,7 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     use e2enc_train::dist::GradientReducer;
     use e2enc_train::optim;
 
+    /// Doubles what it is given; records the floats of each step's starts.
     struct Twice(Vec<Vec<usize>>);
     impl GradientReducer for Twice {
         fn all_reduce(
@@ -581,7 +584,10 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
                     .collect();
                 dev.upload(p, &v)?;
             }
-            self.0.push(bufs.iter().map(|b| b.1).collect());
+            self.0
+                .last_mut()
+                .expect("a step began")
+                .extend(bufs.iter().map(|b| b.1));
             Ok(())
         }
         fn engine(&self) -> String {
@@ -590,39 +596,15 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     }
 
     let c = case(&config(3, 4, 3, false));
-    let (mut one, mut two) = (emulated_executor(&c), emulated_executor(&c));
     let sgd = optim::Sgd::nnunet();
     let lr = 0.05;
-    for x in [&mut one, &mut two] {
-        x.upload_state(&c.weights, &sgd.momentum_buffers).unwrap();
-    }
-    let mut r = Twice(Vec::new());
-    let mut sum_calls = 0;
+    let mut one = emulated_executor(&c);
+    one.upload_state(&c.weights, &sgd.momentum_buffers).unwrap();
     for _ in 0..2 {
         one.step_resident(&c.live, &c.inputs, &c.labels, &c.wts, &sgd, lr, 12.0, None)
             .unwrap();
-        let mut sums = |s: &mut [f64]| {
-            sum_calls += 1;
-            s.iter_mut().for_each(|v| *v *= 2.0);
-            Ok(())
-        };
-        two.step_resident(
-            &c.live,
-            &c.inputs,
-            &c.labels,
-            &c.wts,
-            &sgd,
-            lr,
-            12.0,
-            Some(RankHooks {
-                sums: &mut sums,
-                grads: &mut r,
-            }),
-        )
-        .unwrap();
     }
-    assert_eq!(sum_calls, 2);
-    // One packed buffer a step, of the live floats.
+    let (wa, _) = one.download_state().unwrap();
     let live_floats: usize = c
         .weights
         .iter()
@@ -634,19 +616,61 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
         .sum();
     let all_floats: usize = c.weights.iter().map(|(_, t)| t.numel()).sum();
     assert!(live_floats < all_floats);
-    assert_eq!(r.0, vec![vec![live_floats]; 2]);
-    assert_eq!(two.packed_gradient_floats(), live_floats);
-    let (wa, _) = one.download_state().unwrap();
-    let (wb, _) = two.download_state().unwrap();
-    let mut worst = 0f32;
-    for (name, t) in wa.iter() {
-        let (x, y) = (t.as_f32().unwrap(), wb.get(name).unwrap().as_f32().unwrap());
-        let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-        worst = worst.max(d / scale);
+    let with_grads = c.tg.weight_grads.len();
+
+    for bucket in [usize::MAX, 1] {
+        let mut two = emulated_executor(&c);
+        two.upload_state(&c.weights, &sgd.momentum_buffers).unwrap();
+        let mut r = Twice(Vec::new());
+        let mut sum_calls = 0;
+        for _ in 0..2 {
+            r.0.push(Vec::new());
+            let mut sums = |s: &mut [f64]| {
+                sum_calls += 1;
+                s.iter_mut().for_each(|v| *v *= 2.0);
+                Ok(())
+            };
+            two.step_resident(
+                &c.live,
+                &c.inputs,
+                &c.labels,
+                &c.wts,
+                &sgd,
+                lr,
+                12.0,
+                Some(RankHooks {
+                    sums: &mut sums,
+                    grads: &mut r,
+                    bucket,
+                }),
+            )
+            .unwrap();
+        }
+        assert_eq!(sum_calls, 2);
+        assert_eq!(two.packed_gradient_floats(), live_floats);
+        let buckets = two.gradient_buckets();
+        assert_eq!(r.0, vec![buckets.clone(); 2]);
+        assert_eq!(buckets.iter().sum::<usize>(), live_floats);
+        if bucket == usize::MAX {
+            assert_eq!(buckets, vec![live_floats]);
+        } else {
+            // Every gradient has a live float here: one bucket each.
+            assert_eq!(buckets.len(), with_grads, "{buckets:?}");
+        }
+        let (wb, _) = two.download_state().unwrap();
+        let mut worst = 0f32;
+        for (name, t) in wa.iter() {
+            let (x, y) = (t.as_f32().unwrap(), wb.get(name).unwrap().as_f32().unwrap());
+            let scale = x.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            worst = worst.max(d / scale);
+        }
+        eprintln!(
+            "two identical ranks ({} bucket(s)) vs one process after two steps: {worst:.2e}",
+            buckets.len()
+        );
+        assert!(worst <= 1e-5, "{worst}");
     }
-    eprintln!("two identical ranks vs one process after two steps: {worst:.2e}");
-    assert!(worst <= 1e-5, "{worst}");
 }
 
 /// `e2enc train --tensor-cores tf32|bf16`: the device step with the stride-1 `1x3x3` convs'

@@ -24,7 +24,7 @@ pub(super) const BASIC_SYMBOLS: [&str; 5] = [
     "cuDriverGetVersion",
     "cuGetErrorString",
 ];
-pub(super) const SYMBOLS: [&str; 34] = [
+pub(super) const SYMBOLS: [&str; 35] = [
     "cuGetErrorName",
     "cuDeviceGetName",
     "cuDeviceGetAttribute",
@@ -57,6 +57,7 @@ pub(super) const SYMBOLS: [&str; 34] = [
     "cuEventSynchronize",
     "cuEventElapsedTime",
     "cuEventDestroy_v2",
+    "cuStreamWaitEvent",
     "cuCtxSynchronize",
     "cuDeviceTotalMem_v2",
 ];

@@ -1,5 +1,6 @@
 //! A plain GPU session for callers that manage their own device memory and launches (GPU
-//! training, `e2enc_train::device`): one GPU's primary context, one non-blocking stream, one
+//! training, `e2enc_train::device`): one GPU's primary context, one non-blocking stream (and,
+//! once asked for, a second one for work that runs beside the launches: [`GpuSession::fork`]), one
 //! module of kernels with the CPU-style signature `NAME(float *A, const float *W, const int *I)`,
 //! and the allocations it made, all released on drop. Copies are issued on the stream and waited
 //! for, so they are ordered with the launches before and after them, and a host buffer is never
@@ -29,6 +30,8 @@ pub struct GpuSession {
     dev: sys::CUdevice,
     ctx: sys::CUcontext,
     stream: sys::CUstream,
+    /// The side stream and its two events (fork, join), made by the first [`GpuSession::fork`].
+    side: Option<(sys::CUstream, sys::CUevent, sys::CUevent)>,
     module: sys::CUmodule,
     funcs: Vec<(sys::CUfunction, Launch, String)>,
     allocs: Vec<sys::CUdeviceptr>,
@@ -66,6 +69,7 @@ impl GpuSession {
                 dev,
                 ctx,
                 stream: null_mut(),
+                side: None,
                 module: null_mut(),
                 funcs: Vec::new(),
                 allocs: Vec::new(),
@@ -253,6 +257,73 @@ impl GpuSession {
         Ok(())
     }
 
+    /// A second stream whose work starts after everything issued on the stream so far and
+    /// runs beside what is issued there later (an event recorded on the stream, waited for on
+    /// the side stream), made current on this thread; for libraries that issue work on it
+    /// (NCCL's sums of the gradients a backward pass has finished, while it goes on). Its
+    /// work is ordered before the stream's again by [`GpuSession::join`].
+    pub fn fork(&mut self) -> Res<u64> {
+        self.current()?;
+        // SAFETY (this block): driver calls on this session's context with valid out-pointers;
+        // the handles made are kept in `self.side` and released in Drop.
+        unsafe {
+            if self.side.is_none() {
+                let mut side: sys::CUstream = null_mut();
+                check(
+                    sys::cuStreamCreate(
+                        &mut side,
+                        sys::CUstream_flags::CU_STREAM_NON_BLOCKING as c_uint,
+                    ),
+                    || "cannot create a second stream".into(),
+                )?;
+                let mut ev = [null_mut(); 2];
+                for e in &mut ev {
+                    let r = sys::cuEventCreate(
+                        e,
+                        sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as c_uint,
+                    );
+                    if r != sys::CUresult::CUDA_SUCCESS {
+                        for made in ev.iter().filter(|e| !e.is_null()) {
+                            sys::cuEventDestroy_v2(*made);
+                        }
+                        sys::cuStreamDestroy_v2(side);
+                        return Err(device_error(format!(
+                            "cannot create an event: {}",
+                            describe(r)
+                        )));
+                    }
+                }
+                self.side = Some((side, ev[0], ev[1]));
+            }
+            let (side, fork, _) = self.side.expect("made above");
+            check(sys::cuEventRecord(fork, self.stream), || {
+                "cannot record an event on the stream".into()
+            })?;
+            check(sys::cuStreamWaitEvent(side, fork, 0), || {
+                "cannot order the second stream after the first".into()
+            })?;
+            Ok(side as usize as u64)
+        }
+    }
+
+    /// Orders everything issued on the stream from here on after everything issued so far on
+    /// the side stream of [`GpuSession::fork`] (nothing to do before the first fork).
+    pub fn join(&mut self) -> Res<()> {
+        let Some((side, _, join)) = self.side else {
+            return Ok(());
+        };
+        self.current()?;
+        // SAFETY: this session's streams and event.
+        unsafe {
+            check(sys::cuEventRecord(join, side), || {
+                "cannot record an event on the second stream (or work on it failed)".into()
+            })?;
+            check(sys::cuStreamWaitEvent(self.stream, join, 0), || {
+                "cannot order the stream after the second one".into()
+            })
+        }
+    }
+
     /// Waits for everything issued on the stream.
     pub fn synchronize(&mut self) -> Res<()> {
         self.current()?;
@@ -271,6 +342,12 @@ impl Drop for GpuSession {
             if sys::cuCtxSetCurrent(self.ctx) == sys::CUresult::CUDA_SUCCESS {
                 if !self.stream.is_null() {
                     sys::cuStreamSynchronize(self.stream);
+                }
+                if let Some((side, fork, join)) = self.side.take() {
+                    sys::cuStreamSynchronize(side);
+                    sys::cuEventDestroy_v2(fork);
+                    sys::cuEventDestroy_v2(join);
+                    sys::cuStreamDestroy_v2(side);
                 }
                 for p in self.allocs.drain(..) {
                     sys::cuMemFree_v2(p);

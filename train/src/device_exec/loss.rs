@@ -49,7 +49,7 @@ impl DeviceExecutor {
         head_weights: &BTreeMap<String, f64>,
         reduce: &mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>,
     ) -> Result<StepResult, TrainError> {
-        self.pass_with_device_loss(weights, live, inputs, labels, head_weights, reduce)
+        self.pass_with_device_loss(weights, live, inputs, labels, head_weights, reduce, None)
             .and_then(|loss| {
                 let t0 = std::time::Instant::now();
                 let wg: Vec<(String, NodeId)> = self.plan.weight_grads.clone();
@@ -67,7 +67,10 @@ impl DeviceExecutor {
     }
 
     /// Forward, the loss on the device and backward (see [`DeviceExecutor::step_on_device`]),
-    /// finished on the device when this returns; gives the loss.
+    /// finished on the device when this returns; gives the loss. With `grads` (a reducer and
+    /// the bucket size) the gradients are also summed over the ranks, each bucket started as
+    /// soon as the pass has finished it (see [`DeviceExecutor::step_resident`]).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pass_with_device_loss(
         &mut self,
         weights: &Weights,
@@ -76,6 +79,7 @@ impl DeviceExecutor {
         labels: &BTreeMap<String, Vec<u16>>,
         head_weights: &BTreeMap<String, f64>,
         reduce: &mut dyn FnMut(&mut [f64]) -> Result<(), TrainError>,
+        mut grads: Option<(&mut dyn crate::dist::GradientReducer, usize)>,
     ) -> Result<f64, TrainError> {
         if self.heads.is_empty() {
             return Err(err("the heads of this network have no loss kernels"));
@@ -147,9 +151,35 @@ impl DeviceExecutor {
         let t0 = std::time::Instant::now();
         let n = self.plan.order.len();
         let on_device: Vec<String> = self.plan.outputs.iter().map(|o| o.2.clone()).collect();
-        self.play(self.plan.n_forward..n, &mut |_| None, &on_device, true)?;
+        let mut from = self.plan.n_forward;
+        let mut buckets = 0;
+        if let Some((r, bucket)) = grads.as_mut() {
+            // The backward pass in pieces: after the node that finishes a bucket's last
+            // gradient, that bucket is packed and its sum started, beside the rest of the pass.
+            self.pack_gradients(live, *bucket)?;
+            let bs = self.packed.as_ref().expect("packed above").buckets.clone();
+            buckets = bs.len();
+            for b in bs {
+                let upto = (b.ready + 1).clamp(from, n);
+                self.play(from..upto, &mut |_| None, &on_device, true)?;
+                from = upto;
+                self.start_bucket(b, &mut **r)?;
+            }
+        }
+        self.play(from..n, &mut |_| None, &on_device, true)?;
         self.dev.synchronize()?;
         *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
+        if let Some((r, _)) = grads {
+            let t = std::time::Instant::now();
+            self.finish_buckets(r)?;
+            self.dev.synchronize()?;
+            let what = if buckets > 1 {
+                "wait for the gradients after the backward pass"
+            } else {
+                "all-reduce: gradients"
+            };
+            *self.profile.entry(what).or_default() += t.elapsed().as_secs_f64();
+        }
         Ok(total)
     }
 }

@@ -2,7 +2,7 @@
 //! momentum kept there between steps, the gradient norm from the tensors' sums of squares, the
 //! clipping and SGD's update there, and the state brought back when the host needs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use e2enc_ir::{Op, Tensor, Weights};
 
@@ -12,14 +12,30 @@ use crate::exec::LiveMasks;
 use crate::TrainError;
 
 /// The live floats of the weight gradients packed into one device buffer for the ranks' sum
-/// (`e2g_gather` / `e2g_scatter`), for the masks `live`.
+/// (`e2g_gather` / `e2g_scatter`), for the masks `live`, in the order the backward pass
+/// finishes them, cut into buckets that are summed as soon as their gradients are final.
 pub(super) struct PackedGrads {
-    /// The masks the table was made for (made again when they change).
+    /// The masks and the bucket size the tables were made for (made again when they change).
     live: LiveMasks,
+    bucket: usize,
+    /// The whole buffer's table (for the scatter after the sums).
     table: DevPtr,
-    buf: DevPtr,
+    pub(super) buf: DevPtr,
     /// Floats packed.
-    total: usize,
+    pub(super) total: usize,
+    pub(super) buckets: Vec<GradBucket>,
+}
+
+/// A piece of [`PackedGrads`] summed on its own.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct GradBucket {
+    /// The position in the step's order after which every gradient in it is final.
+    pub(super) ready: usize,
+    /// Its gather table (offsets from its first float).
+    pub(super) table: DevPtr,
+    /// Its first float in the buffer, and its floats.
+    pub(super) at: usize,
+    pub(super) floats: usize,
 }
 
 /// Sums a few doubles over the ranks, in place.
@@ -32,6 +48,10 @@ pub struct RankHooks<'a> {
     pub sums: SumHook<'a>,
     /// Sums the weight gradients over the ranks, in the device's memory where it can.
     pub grads: &'a mut dyn crate::dist::GradientReducer,
+    /// Floats per bucket of gradients (at least one gradient each): a bucket's sum starts
+    /// ([`crate::dist::GradientReducer::start`]) as soon as the backward pass has finished its
+    /// gradients, beside the rest of the pass.
+    pub bucket: usize,
 }
 
 /// The optimizer's state and buffers on the device (made by the first
@@ -140,8 +160,11 @@ impl DeviceExecutor {
     /// As one rank of a data-parallel run (`ranks`; `None`: one process), the loss's batch sums
     /// are summed over the ranks between the device's sums and its gradient of the logits, and
     /// the weight gradients (their live floats, packed) between the backward pass and the norm,
-    /// so every rank takes the same update. `--profile`'s "all-reduce: gradients" is the
-    /// reduction's own time (the backward pass has finished before it starts).
+    /// so every rank takes the same update. The gradients go in buckets of `bucket` floats,
+    /// each summed as soon as the backward pass has finished it, beside the rest of the pass
+    /// (on a second CUDA stream on a GPU). `--profile`'s "wait for the gradients after the
+    /// backward pass" is the time the step waited for the sums once the pass was done ("all-reduce:
+    /// gradients" when they fit one bucket, which starts after the pass's last gradient).
     #[allow(clippy::too_many_arguments)]
     pub fn step_resident(
         &mut self,
@@ -160,17 +183,19 @@ impl DeviceExecutor {
             ));
         }
         let empty = Weights::new();
-        let (sums, grads): (SumHook<'_>, _) = match ranks {
-            Some(r) => (r.sums, Some(r.grads)),
-            None => (&mut |_| Ok(()), None),
+        let (sums, grads, bucket): (SumHook<'_>, _, _) = match ranks {
+            Some(r) => (r.sums, Some(r.grads), r.bucket),
+            None => (&mut |_| Ok(()), None, 0),
         };
-        let loss = self.pass_with_device_loss(&empty, live, inputs, labels, head_weights, sums)?;
-        if let Some(r) = grads {
-            let t = std::time::Instant::now();
-            self.reduce_live_gradients(live, r)?;
-            self.dev.synchronize()?;
-            *self.profile.entry("all-reduce: gradients").or_default() += t.elapsed().as_secs_f64();
-        }
+        let loss = self.pass_with_device_loss(
+            &empty,
+            live,
+            inputs,
+            labels,
+            head_weights,
+            sums,
+            grads.map(|r| (r, bucket)),
+        )?;
         let t0 = std::time::Instant::now();
         let opt = self.opt.as_ref().ok_or_else(|| err("no optimizer state"))?;
         // The live flags of the masked weights.
@@ -238,12 +263,26 @@ impl DeviceExecutor {
         self.packed.as_ref().map_or(0, |p| p.total)
     }
 
-    /// The runs `(arena float offset, floats)` of the gradients that travel under `live`: a
-    /// masked weight's live kernels (adjacent ones merged), every other gradient whole.
-    fn live_gradient_runs(&self, live: &LiveMasks) -> Result<Vec<(u64, usize)>, TrainError> {
+    /// The runs `(ready, arena float offset, floats)` of the gradients that travel under
+    /// `live`, in the order the backward pass finishes them (`ready`: the position in the
+    /// step's order of the node that makes the gradient final): a masked weight's live kernels
+    /// (adjacent ones merged), every other gradient whole.
+    fn live_gradient_runs(&self, live: &LiveMasks) -> Result<Vec<(usize, u64, usize)>, TrainError> {
         let g = &self.plan.g;
-        let mut runs: Vec<(u64, usize)> = Vec::new();
+        let at: HashMap<e2enc_ir::NodeId, usize> = self
+            .plan
+            .order
+            .iter()
+            .enumerate()
+            .map(|(p, &id)| (id, p))
+            .collect();
+        let mut runs: Vec<(usize, u64, usize)> = Vec::new();
         for (name, id) in &self.plan.weight_grads {
+            let ready = *at.get(id).ok_or_else(|| {
+                err(format!(
+                    "the gradient of `{name}` is not computed by the step"
+                ))
+            })?;
             let shape = &g.node(*id).ty.shape;
             let n: usize = shape.iter().product();
             let base = (self.value_ptr(*id)? - self.arena) / 4;
@@ -265,66 +304,152 @@ impl DeviceExecutor {
                         while k < kernels && m[k] {
                             k += 1;
                         }
-                        runs.push((base + start as u64 * kv, (k - start) * kv as usize));
+                        runs.push((ready, base + start as u64 * kv, (k - start) * kv as usize));
                     }
                 }
-                _ => runs.push((base, n)),
+                _ => runs.push((ready, base, n)),
             }
         }
+        // Stable: a gradient's runs stay in arena order.
+        runs.sort_by_key(|r| r.0);
         Ok(runs)
     }
 
-    /// Sums the gradients over the ranks with `r`: the live floats packed into one buffer on
-    /// the device (`e2g_gather`), summed there in place, and put back (`e2g_scatter`). A dead
-    /// kernel's gradient is exactly zero on every rank, so it is left where it is.
-    fn reduce_live_gradients(
+    /// Makes (or keeps) the packing of the gradients for the masks `live` in buckets of about
+    /// `bucket` floats: the runs of [`DeviceExecutor::live_gradient_runs`] cut at gradient
+    /// boundaries once a bucket holds `bucket` floats (a larger gradient is a bucket of its
+    /// own), each bucket's gather table and the whole buffer's, uploaded.
+    pub(super) fn pack_gradients(
         &mut self,
         live: &LiveMasks,
-        r: &mut dyn crate::dist::GradientReducer,
+        bucket: usize,
     ) -> Result<(), TrainError> {
-        if self.packed.as_ref().is_none_or(|p| &p.live != live) {
-            let runs = self.live_gradient_runs(live)?;
-            let (table, total) = e2enc_codegen::cuda::train::gather::gather_table(&runs);
-            let (tp, bp) = match &self.packed {
-                Some(p) => (p.table, p.buf),
-                None => {
-                    // Room for every kernel a run and every float live: made once.
-                    let g = &self.plan.g;
-                    let (mut most_runs, mut floats) = (0usize, 0usize);
-                    for (_, id) in &self.plan.weight_grads {
-                        let shape = &g.node(*id).ty.shape;
-                        floats += shape.iter().product::<usize>();
-                        most_runs += if shape.len() >= 3 {
-                            shape[0] * shape[1]
-                        } else {
-                            1
-                        };
-                    }
-                    (
-                        self.dev
-                            .alloc((3 + 2 * most_runs) * 8, "the packed gradients' table")?,
-                        self.dev.alloc(floats.max(1) * 4, "the packed gradients")?,
-                    )
-                }
-            };
-            self.dev.upload(tp, &table)?;
-            self.packed = Some(PackedGrads {
-                live: live.clone(),
-                table: tp,
-                buf: bp,
-                total,
-            });
-        }
-        let p = self.packed.as_ref().expect("made above");
-        let (table, buf, total) = (p.table, p.buf, p.total);
-        if total == 0 {
+        let bucket = bucket.max(1);
+        if self
+            .packed
+            .as_ref()
+            .is_some_and(|p| &p.live == live && p.bucket == bucket)
+        {
             return Ok(());
         }
+        let runs = self.live_gradient_runs(live)?;
+        let (table, total) = e2enc_codegen::cuda::train::gather::gather_table(
+            &runs.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(),
+        );
+        // The buckets: runs of the same gradient share its `ready`, so cutting only where
+        // `ready` changes keeps each gradient whole.
+        let mut cuts: Vec<(usize, Vec<(u64, usize)>)> = Vec::new();
+        let mut floats = 0usize;
+        for (i, &(ready, src, n)) in runs.iter().enumerate() {
+            let new_gradient = i == 0 || runs[i - 1].0 != ready;
+            if cuts.is_empty() || (new_gradient && floats >= bucket) {
+                cuts.push((ready, Vec::new()));
+                floats = 0;
+            }
+            let last = cuts.last_mut().expect("pushed above");
+            last.0 = ready;
+            last.1.push((src, n));
+            floats += n;
+        }
+        let (tp, bp) = match &self.packed {
+            Some(p) => (p.table, p.buf),
+            None => {
+                // Room for every kernel a run and every float live, the whole table and one
+                // per bucket (at most one bucket per run): made once.
+                let g = &self.plan.g;
+                let (mut most_runs, mut floats) = (0usize, 0usize);
+                for (_, id) in &self.plan.weight_grads {
+                    let shape = &g.node(*id).ty.shape;
+                    floats += shape.iter().product::<usize>();
+                    most_runs += if shape.len() >= 3 {
+                        shape[0] * shape[1]
+                    } else {
+                        1
+                    };
+                }
+                (
+                    self.dev.alloc(
+                        (3 + 2 * most_runs + 5 * most_runs) * 8,
+                        "the packed gradients' tables",
+                    )?,
+                    self.dev.alloc(floats.max(1) * 4, "the packed gradients")?,
+                )
+            }
+        };
+        self.dev.upload(tp, &table)?;
+        let mut buckets = Vec::new();
+        let (mut at_byte, mut at) = (tp + table.len() as u64, 0usize);
+        for (ready, pieces) in cuts {
+            let (t, n) = e2enc_codegen::cuda::train::gather::gather_table(&pieces);
+            if n == 0 {
+                continue;
+            }
+            self.dev.upload(at_byte, &t)?;
+            buckets.push(GradBucket {
+                ready,
+                table: at_byte,
+                at,
+                floats: n,
+            });
+            at_byte += t.len() as u64;
+            at += n;
+        }
+        debug_assert_eq!(at, total);
+        self.packed = Some(PackedGrads {
+            live: live.clone(),
+            bucket,
+            table: tp,
+            buf: bp,
+            total,
+            buckets,
+        });
+        Ok(())
+    }
+
+    /// Packs bucket `b`'s gradients (`e2g_gather`) and starts their sum over the ranks with
+    /// `r` (beside what is launched next, where the device can).
+    pub(super) fn start_bucket(
+        &mut self,
+        b: GradBucket,
+        r: &mut dyn crate::dist::GradientReducer,
+    ) -> Result<(), TrainError> {
+        let buf = self
+            .packed
+            .as_ref()
+            .ok_or_else(|| err("no packed gradients"))?
+            .buf;
+        let dst = buf + (b.at * 4) as u64;
         self.dev
-            .launch(self.gather_first, [buf, self.arena, table])?;
-        r.all_reduce(self.dev.as_mut(), &[(buf, total)])?;
+            .launch(self.gather_first, [dst, self.arena, b.table])?;
+        r.start(self.dev.as_mut(), &[(dst, b.floats)])
+    }
+
+    /// Waits for every bucket's sum (`r`'s [`crate::dist::GradientReducer::finish`]) and puts
+    /// the sums back in the gradients (`e2g_scatter`). A dead kernel's gradient is exactly zero
+    /// on every rank, so it is left where it is.
+    pub(super) fn finish_buckets(
+        &mut self,
+        r: &mut dyn crate::dist::GradientReducer,
+    ) -> Result<(), TrainError> {
+        r.finish(self.dev.as_mut())?;
+        let p = self
+            .packed
+            .as_ref()
+            .ok_or_else(|| err("no packed gradients"))?;
+        if p.total == 0 {
+            return Ok(());
+        }
+        let (table, buf) = (p.table, p.buf);
         self.dev
             .launch(self.gather_first + 1, [self.arena, buf, table])
+    }
+
+    /// Floats of each gradient bucket of the last data-parallel step, in the order they were
+    /// summed; empty before one.
+    pub fn gradient_buckets(&self) -> Vec<usize> {
+        self.packed
+            .as_ref()
+            .map_or_else(Vec::new, |p| p.buckets.iter().map(|b| b.floats).collect())
     }
 
     /// The L1 norm of every kernel of the maskable weights the device holds, by weight name
