@@ -518,12 +518,24 @@ fn training_kernels_compile_for_sm80_and_sm90_without_spills() {
             check_resources(&c.resources, &launches, sm)
                 .unwrap_or_else(|e| panic!("{} for sm_{sm}: {e}", cfg.name));
             let most = c.resources.iter().map(|r| r.registers).max().unwrap_or(0);
+            // Weight gradients split over the positions (the grid's z), and their scratch.
+            let split: Vec<(u32, usize)> = gen
+                .kernels
+                .iter()
+                .filter(|k| k.scratch > 0)
+                .map(|k| (k.launch.as_ref().unwrap().grid[2], k.scratch))
+                .collect();
+            assert!(split.iter().all(|&(z, _)| z > 1));
             eprintln!(
-                "{} sm_{sm}{}: {} training kernels ({mma} on tensor cores), at most {most} \
-                 registers",
+                "{} sm_{sm}{}: {} training kernels ({mma} on tensor cores, {} split \
+                 {}-{} ways, scratch {} KiB), at most {most} registers",
                 cfg.name,
                 tc.map_or(String::new(), |f| format!(" {f:?}")),
-                launches.len()
+                launches.len(),
+                split.len(),
+                split.iter().map(|s| s.0).min().unwrap_or(0),
+                split.iter().map(|s| s.0).max().unwrap_or(0),
+                split.iter().map(|s| s.1).max().unwrap_or(0) / 1024,
             );
         }
     }

@@ -16,7 +16,8 @@
 //   rendezvous of the lanes of one warp: each lane deposits its value and waits until every live
 //   lane of its warp has, then reads the source lane's (double-buffered by operation parity);
 // - __shared__ variables are per block (static thread_local: a block runs on one OS thread, and
-//   blocks are independent, so the CPU thread pool runs blocks like tiles).
+//   blocks are independent, so the CPU thread pool runs blocks like tiles); atomicAdd on ints
+//   and __threadfence() are the CPU's atomics and fences, across the pool's threads.
 // - mma.sync (e2_mma_tf32: m16n8k8, TF32 in, f32 accumulate) is a rendezvous of the 32 lanes
 //   of a warp: each lane deposits its A, B and C fragments, and once all have, each computes
 //   its D fragment from the whole matrices rebuilt with PTX's fragment layout (TF32 operands
@@ -342,6 +343,10 @@ extern "C" void e2emu_clear(void) { e2emu::g_failed.store(0); }
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
 #define __syncthreads() e2emu::barrier()
+
+// Blocks run on several OS threads at once: device-wide atomics and fences are the CPU's.
+static inline int atomicAdd(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 static inline float __int_as_float(int v) { return e2emu::unbits<float>((uint32_t)v); }
 static inline int __float_as_int(float v) { return (int)(uint32_t)e2emu::bits(v); }

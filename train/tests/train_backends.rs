@@ -799,7 +799,11 @@ fn tensor_core_convs_track_the_f32_step() {
 /// is exact in f32: the tensor-core forward pass, data gradient and weight gradient equal the
 /// f32 kernels up to the order of their sums, in both formats. 20 inputs and 36 outputs
 /// (three 16-channel groups, partial last ones; 180 weight-gradient entries), the depth shift's
-/// three groups, dead kernels with nonzero weights (the live table must hide them).
+/// three groups, dead kernels with nonzero weights (the live table must hide them). The weight
+/// gradient's 1920 positions are split over blocks (the last block of a tile adds the splits'
+/// partial sums from the scratch); the executor's third step equals its second bit for bit and
+/// the f32 kernels, after a first one with other weights (the scratch's counters are left zero
+/// for the next launch).
 #[test]
 fn tensor_core_training_convs_are_exact_on_bf16_values() {
     use e2enc_codegen::train::Live;
@@ -809,7 +813,7 @@ fn tensor_core_training_convs_are_exact_on_bf16_values() {
     use e2enc_train::device_exec::DeviceExecutor;
     use e2enc_train::memplan::{from_bf16, to_bf16};
 
-    let (n, ci, co, sp) = (2, 20, 36, [4, 6, 10]);
+    let (n, ci, co, sp) = (2, 20, 36, [4, 12, 20]);
     let mut g = Graph::new("one conv");
     let x = g.weight("x", TensorType::f32(vec![n, ci, sp[0], sp[1], sp[2]]));
     let w = g.weight("w", TensorType::f32(vec![co, ci, 1, 3, 3]));
@@ -838,6 +842,14 @@ fn tensor_core_training_convs_are_exact_on_bf16_values() {
         noise(co * ci, 77).iter().map(|&r| r > -0.2).collect(),
     );
     let maskable: std::collections::HashSet<String> = live.keys().cloned().collect();
+    let mut doubled = Weights::new();
+    for (name, t) in weights.iter() {
+        let v = t.as_f32().unwrap().iter().map(|x| 2.0 * x).collect();
+        doubled.insert(
+            name.clone(),
+            Tensor::from_f32(t.shape().to_vec(), v).unwrap(),
+        );
+    }
     let loss = |outs: &BTreeMap<String, std::sync::Arc<Tensor>>| {
         let (l, grads) = probe::probe_loss(outs, 5)?;
         let grads = grads
@@ -858,6 +870,16 @@ fn tensor_core_training_convs_are_exact_on_bf16_values() {
             .iter()
             .filter(|k| matches!(k.live, Live::Table { .. }))
             .count();
+        // The tensor-core weight gradient's splits of the positions (the grid's z).
+        let splits = gen
+            .kernels
+            .iter()
+            .filter(|k| {
+                matches!(k.live, Live::Table { .. })
+                    && matches!(tg.graph.node(k.node).op, Op::ConvBackwardWeight(_))
+            })
+            .map(|k| (k.launch.as_ref().unwrap().grid[2], k.scratch))
+            .collect::<Vec<_>>();
         let mut dx = DeviceExecutor::new(
             &tg,
             Target::CudaSm80,
@@ -867,17 +889,31 @@ fn tensor_core_training_convs_are_exact_on_bf16_values() {
             Box::new(Emulated::new(2, 6)),
         )
         .unwrap();
-        (
-            tc,
-            dx.step(&weights, &live, &BTreeMap::new(), loss).unwrap(),
-        )
+        // A step with other weights first: a kernel that left its scratch's counters set
+        // would not write the later steps' weight gradient, which would keep this one's.
+        dx.step(&doubled, &live, &BTreeMap::new(), loss).unwrap();
+        let r = dx.step(&weights, &live, &BTreeMap::new(), loss).unwrap();
+        let again = dx.step(&weights, &live, &BTreeMap::new(), loss).unwrap();
+        for (name, t) in r.grads.iter() {
+            assert_eq!(
+                t.as_f32(),
+                again.grads.get(name).unwrap().as_f32(),
+                "{math}: a second step's gradient of {name}"
+            );
+        }
+        (tc, splits, r)
     };
-    let (none, f) = run(ConvMath::F32);
+    let (none, _, f) = run(ConvMath::F32);
     assert_eq!(none, 0);
     for math in [ConvMath::Tf32, ConvMath::Bf16] {
-        let (tc, r) = run(math);
+        let (tc, splits, r) = run(math);
         // Forward, data gradient, weight gradient.
         assert_eq!(tc, 3, "{math}: {tc} tensor-core kernels");
+        eprintln!("{math}: weight gradient split (ways, scratch bytes): {splits:?}");
+        assert!(
+            splits.len() == 1 && splits[0].0 > 1 && splits[0].1 > 0,
+            "{math}: {splits:?}"
+        );
         let e = relative_error_l2(&r.outputs["out"], &f.outputs["out"]).unwrap();
         assert!(e < 1e-6, "{math}: output {e:e}");
         let mut worst = e;

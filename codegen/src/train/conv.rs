@@ -344,6 +344,7 @@ fn gather_src(ctx: &Ctx, g: &Geo, bias: bool) -> Emitted {
          \x20     }}\n    }}\n  }}\n}}\n"
     );
     Emitted {
+        scratch: 0,
         source: s,
         tiles: g.cs,
         work: (g.n * spl * g.cb * kl) as u64,
@@ -459,6 +460,7 @@ fn scatter_src(ctx: &Ctx, g: &Geo, bias: bool) -> Emitted {
          \x20       }}\n      }}\n    }}\n  }}\n}}\n"
     );
     Emitted {
+        scratch: 0,
         source: s,
         tiles: g.cb,
         work: (g.n * spl * g.cs * kl) as u64,
@@ -597,6 +599,7 @@ pub(crate) fn emit_weight_grad(ctx: &Ctx) -> Result<Emitted, CodegenError> {
         cb = g.cb,
     );
     Ok(Emitted {
+        scratch: 0,
         source: s,
         tiles: g.cs,
         work: (g.n * spl * g.cb * kl) as u64,

@@ -233,6 +233,7 @@ pub(crate) fn flat_src(ctx: &Ctx, g: &Geo, bias: bool, scatter: bool) -> Emitted
          \x20   }}\n    }}\n  }}\n}}\n"
     );
     Emitted {
+        scratch: 0,
         source: s,
         tiles: cout / gs,
         work: (g.n * dout * pl * cin * kl) as u64,

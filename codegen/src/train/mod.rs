@@ -120,6 +120,10 @@ pub struct TrainKernel {
     pub operands: Vec<NodeId>,
     /// How a CUDA kernel is launched (`tiles` = its blocks); `None` for a C kernel.
     pub launch: Option<Launch>,
+    /// Bytes of device scratch the kernel needs, zero on entry and left zero on exit, whose
+    /// address follows the operands' in its `in` table (`in[operands.len()]`); 0 for none.
+    /// One buffer of the largest serves every kernel of a step (they run one after another).
+    pub scratch: usize,
 }
 
 /// The text of a training graph's kernels and their descriptions.
@@ -156,6 +160,8 @@ pub(crate) struct Emitted {
     pub tiles: usize,
     pub work: u64,
     pub live: Live,
+    /// See [`TrainKernel::scratch`].
+    pub scratch: usize,
 }
 
 pub(crate) fn err(g: &Graph, id: NodeId, msg: impl Into<String>) -> CodegenError {
@@ -378,6 +384,7 @@ pub(crate) fn generate_with(
             weight,
             operands,
             launch,
+            scratch: e.scratch,
         });
     }
     Ok(TrainGenerated {

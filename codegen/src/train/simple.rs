@@ -25,6 +25,7 @@ pub(crate) fn head(ctx: &Ctx) -> String {
 
 pub(crate) fn done(source: String, tiles: usize, work: usize) -> Emitted {
     Emitted {
+        scratch: 0,
         source,
         tiles,
         work: work as u64,

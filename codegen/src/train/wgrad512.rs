@@ -141,6 +141,7 @@ pub(crate) fn wgrad_src(ctx: &Ctx, g: &Geo, shift: &Option<Vec<i64>>) -> Emitted
         cb = g.cb,
     );
     Emitted {
+        scratch: 0,
         source: s,
         tiles: g.cs,
         work: (g.n * spl * g.cb * kl) as u64,

@@ -118,6 +118,7 @@ fn extra_kernel(node: NodeId, name: &str, launch: &e2enc_codegen::emit::Launch) 
         weight: None,
         operands: Vec::new(),
         launch: Some(launch.clone()),
+        scratch: 0,
     }
 }
 
@@ -337,6 +338,14 @@ impl DeviceExecutor {
                 weights.insert(name.clone(), (p, b));
             }
         }
+        // One scratch buffer of the largest any kernel needs (zeroed, and each kernel leaves
+        // it zero): the kernels run one after another.
+        let scratch_bytes = gen.kernels.iter().map(|k| k.scratch).max().unwrap_or(0);
+        let scratch = if scratch_bytes > 0 {
+            Some(dev.alloc(scratch_bytes, "the kernels' scratch")?)
+        } else {
+            None
+        };
         // Operand tables (device addresses) and live-list slots, one blob each.
         let mut table: Vec<u64> = Vec::new();
         let mut table_at = Vec::new();
@@ -372,6 +381,9 @@ impl DeviceExecutor {
                     }
                 };
                 table.push(p);
+            }
+            if k.scratch > 0 {
+                table.push(scratch.expect("allocated for the largest"));
             }
             match k.live {
                 Live::None => live_at.push(0),

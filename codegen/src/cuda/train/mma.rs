@@ -21,11 +21,14 @@
 //!   zero gradient).
 //! - Both operands rounded to TF32 (`cvt.rna`, ties away) or bf16 (`cvt.rn`, ties to even), f32
 //!   accumulation in a fixed order (K ascending), so repeated steps give the same bits.
-//! - Weight gradient: a block per 16 rows x 32 `(b, tap)` entries sums over all positions, so
-//!   its parallelism is the weight's size: 42 blocks of 8 warps for a `48 x 48 x 1x3x3` weight
-//!   (AMOS-CT's full-resolution convs) against 2304 blocks for the f32 kernel. Splitting the
-//!   positions over blocks needs scratch for the partial sums in the training arena (not
-//!   built); which kernel is faster there is for a GPU to say (`scripts/gpu-check.sh`).
+//! - Weight gradient: a block per 16 rows x 32 `(b, tap)` entries, whose parallelism alone is
+//!   the weight's size (42 tiles for a `48 x 48 x 1x3x3` weight, AMOS-CT's full-resolution
+//!   convs, against 2304 blocks for the f32 kernel), so the positions are also split over
+//!   blocks (the grid's z, [`wg_splits`]: about 264 blocks, two per SM of an H100 or H200, at
+//!   least 256 positions each). Each split's block writes its partial tile to the kernel's
+//!   scratch (`TrainKernel::scratch`), and the last block of a tile to finish adds the partial
+//!   tiles in split order: deterministic, one launch. Which kernel is faster on a GPU is for the
+//!   GPU check to say (`scripts/gpu-check.sh`).
 
 use super::{make_in, Made, THREADS};
 use crate::compile::CodegenError;
@@ -283,11 +286,12 @@ const WG_WARPS: usize = 8;
 /// `ConvBackwardWeight` on TF32 tensor cores, for the geometries [`takes`] accepts:
 /// `dw[s, b, k] = Σ_{n, q} small[n, s, q] · big[n, b, q + k - pad]` (big read through the
 /// fused shift). M: 16 rows `s` per block (the grid's y), N: 32 of the `(b, tap)` entries per
-/// block (four MMA tiles; the grid's x), K: the positions `(n, q)`, 8 per instruction, dealt
-/// to the block's 8 warps in turn. Each warp sums its share in order, then the block adds the
-/// warps' sums in warp order from shared memory and writes each entry once: zero for a dead
-/// kernel (the live table), so the result does not depend on the thread order and dead kernels
-/// get exactly zero.
+/// block (four MMA tiles; the grid's x), K: the positions `(n, q)` of the block's split (the
+/// grid's z, [`wg_splits`]), 8 per instruction, dealt to the block's 8 warps in turn. Each warp
+/// sums its share in order, then the block adds the warps' sums in warp order from shared
+/// memory; with several splits the last block of a tile adds the splits' sums in split order
+/// ([`wg_finish`]). Each entry is written once: zero for a dead kernel (the live table), so
+/// the result does not depend on the thread or block order and dead kernels get exactly zero.
 pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenError> {
     let f = Fmt::of(mma);
     let (kstep, nrows, halves) = (f.kstep, f.rows, f.halves);
@@ -311,6 +315,15 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
     let entries = g.cb * kl;
     let threads = WG_WARPS * 32;
     let shift = super::runs_expr("bj", shift.as_deref());
+    let step = WG_WARPS * kstep;
+    let tiles = entries.div_ceil(32) * g.cs.div_ceil(16);
+    let (splits, chunk) = wg_splits(tiles, positions, step);
+    // Entry `e` of row `s`, summed into `v`: written once, zero for a dead kernel.
+    let store = format!(
+        "const int b = e / {kl};\n\
+         out[((i64)s * {cbn} + b) * {kl} + e % {kl}] = live[s * {cbn} + b] ? v : 0.0f;\n",
+        cbn = g.cb
+    );
     let body = format!(
         "const float *__restrict__ sm = in[{si}];\n\
          const float *__restrict__ big = in[{bi}];\n\
@@ -333,14 +346,17 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
          float acc[4][4];\n\
          #pragma unroll\n\
          for (int j = 0; j < 4; j++) {{ acc[j][0] = 0.0f; acc[j][1] = 0.0f; acc[j][2] = 0.0f; acc[j][3] = 0.0f; }}\n\
-         for (int p0 = warp * {kstep}; p0 < {positions}; p0 += {step}) {{\n\
+         // This block's share of the positions: split Z of {splits}.\n\
+         const int Z = (int)blockIdx.z, lo = Z * {chunk};\n\
+         const int hi = lo + {chunk} < {positions} ? lo + {chunk} : {positions};\n\
+         for (int p0 = lo + warp * {kstep}; p0 < hi; p0 += {step}) {{\n\
          \x20   // The positions of this lane's K rows.\n\
          \x20   int pn[{nrows}], pz[{nrows}], py[{nrows}], px[{nrows}];\n\
          \x20   i64 so[{nrows}];\n\
          \x20   #pragma unroll\n\
          \x20   for (int r = 0; r < {nrows}; r++) {{\n\
          \x20       const int p = p0 + {brow};\n\
-         \x20       const int ok = p < {positions};\n\
+         \x20       const int ok = p < hi;\n\
          \x20       const int n = ok ? p / {spl} : 0, q = ok ? p % {spl} : 0;\n\
          \x20       pn[r] = ok ? n : -1;\n\
          \x20       pz[r] = q / {plane};\n\
@@ -382,18 +398,9 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
          \x20   for (int i = 0; i < 4; i++) red[warp][g + (i >> 1) * 8][j * 8 + 2 * t + (i & 1)] = acc[j][i];\n\
          }}\n\
          __syncthreads();\n\
-         // Thread u sums element u (and u + {threads}) of the 16 x 32 tile over the warps, in order.\n\
-         for (int u = (int)threadIdx.x; u < 16 * 32; u += {threads}) {{\n\
-         \x20   const int r = u / 32, c = u % 32;\n\
-         \x20   const int s = G * 16 + r, e = E0 + c;\n\
-         \x20   if (s >= {cs} || e >= {entries}) continue;\n\
-         \x20   float v = 0.0f;\n\
-         \x20   for (int k = 0; k < {WG_WARPS}; k++) v += red[k][r][c];\n\
-         \x20   const int b = e / {kl};\n\
-         \x20   out[((i64)s * {cbn} + b) * {kl} + e % {kl}] = live[s * {cbn} + b] ? v : 0.0f;\n\
-         }}\n",
+         {finish}",
         khw = kh * kw,
-        step = WG_WARPS * kstep,
+        finish = wg_finish(splits, threads, &store, (g.cs, entries, ctx.ins.len())),
         brow = f.row("r"),
         apack = f.pack("av", "0"),
         mma_b = f.mma_b(),
@@ -415,9 +422,98 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
     let grid = [
         dim(entries.div_ceil(32), "x", i32::MAX as usize)?,
         dim(g.cs.div_ceil(16), "y", 65535)?,
-        1,
+        dim(splits, "z", 65535)?,
     ];
     let work = (positions * g.cs.div_ceil(16) * 16 * entries) as u64;
     let live = Live::Table { d0: g.cs, d1: g.cb };
-    make_in(ctx, &body, grid, threads as u32, true, work, live, Some(1)).map(Some)
+    let mut m = make_in(ctx, &body, grid, threads as u32, true, work, live, Some(1))?;
+    m.scratch = wg_scratch(tiles, splits);
+    Ok(Some(m))
+}
+
+/// Blocks a weight gradient's grid aims at: two per SM of an H100 or H200 (132 SMs).
+const WG_TARGET_BLOCKS: usize = 264;
+/// Fewest positions one block of a split weight gradient sums.
+const WG_MIN_SPLIT: usize = 256;
+/// Values of one block's tile (16 rows x 32 entries).
+const WG_TILE: usize = 16 * 32;
+
+/// How a weight gradient of `tiles` 16 x 32 tiles over `positions` positions splits its
+/// positions over blocks (the grid's z): `(splits, chunk)`, each split summing `chunk`
+/// positions (a multiple of `step`, the positions a block takes per turn; the last split
+/// fewer). Split until the grid has about [`WG_TARGET_BLOCKS`] blocks, with at least
+/// [`WG_MIN_SPLIT`] positions each; one split for a weight with tiles enough.
+pub(crate) fn wg_splits(tiles: usize, positions: usize, step: usize) -> (usize, usize) {
+    let want = WG_TARGET_BLOCKS.div_ceil(tiles.max(1));
+    let most = positions / WG_MIN_SPLIT;
+    let s = want.min(most).clamp(1, 64);
+    let chunk = positions.div_ceil(s).div_ceil(step) * step;
+    (positions.div_ceil(chunk).max(1), chunk.max(step))
+}
+
+/// Scratch bytes of a weight gradient split `splits` ways: each block's partial tile, and a
+/// counter per tile of the blocks done. None for one split.
+fn wg_scratch(tiles: usize, splits: usize) -> usize {
+    if splits <= 1 {
+        0
+    } else {
+        tiles * splits * WG_TILE * 4 + tiles * 4
+    }
+}
+
+/// The end of the weight-gradient kernel, after each warp's sums are in `red`: thread `u` sums
+/// element `u` (and `u + threads`) of the block's tile over the warps, in order. With one split
+/// that is the entry (`store` writes it; `bounds.0` rows and `bounds.1` entries exist). Split over the positions, each block writes its tile
+/// to the scratch (`in[bounds.2]`, after the operands), and the last block of a tile to finish (a counter per tile,
+/// counted after a fence) adds the splits' tiles in split order and writes the entries, then
+/// sets the partial tiles and the counter back to zero: the scratch is all zero between
+/// launches, as the kernels that share it (each with its own layout) need. The sum's order is fixed, so the result
+/// does not depend on which block finishes last.
+fn wg_finish(splits: usize, threads: usize, store: &str, bounds: (usize, usize, usize)) -> String {
+    let (cs, entries, scratch) = bounds;
+    let sum_warps = format!(
+        "float v = 0.0f;\n\
+         for (int k = 0; k < {WG_WARPS}; k++) v += red[k][r][c];\n"
+    );
+    if splits <= 1 {
+        return format!(
+            "for (int u = (int)threadIdx.x; u < {WG_TILE}; u += {threads}) {{\n\
+             \x20   const int r = u / 32, c = u % 32;\n\
+             \x20   const int s = G * 16 + r, e = E0 + c;\n\
+             \x20   if (s >= {cs} || e >= {entries}) continue;\n\
+             {sum_warps}{store}}}\n"
+        );
+    }
+    format!(
+        "float *__restrict__ scratch = (float *)in[{scratch}];\n\
+         const int tile = (int)blockIdx.y * (int)gridDim.x + (int)blockIdx.x;\n\
+         const int tiles = (int)gridDim.x * (int)gridDim.y;\n\
+         float *part = scratch + ((i64)tile * {splits} + Z) * {WG_TILE};\n\
+         int *done = (int *)(scratch + (i64)tiles * {splits} * {WG_TILE}) + tile;\n\
+         for (int u = (int)threadIdx.x; u < {WG_TILE}; u += {threads}) {{\n\
+         \x20   const int r = u / 32, c = u % 32;\n\
+         {sum_warps}\x20   part[u] = v;\n\
+         }}\n\
+         // This block's tile is written before it is counted; the last one reads every split's.\n\
+         __threadfence();\n\
+         __syncthreads();\n\
+         __shared__ int last;\n\
+         if (threadIdx.x == 0) last = atomicAdd(done, 1) == {splits} - 1;\n\
+         __syncthreads();\n\
+         if (!last) return;\n\
+         __threadfence();\n\
+         // The partial tiles are read and set back to zero (other kernels' counters may lie there).\n\
+         volatile float *parts = scratch + (i64)tile * {splits} * {WG_TILE};\n\
+         for (int u = (int)threadIdx.x; u < {WG_TILE}; u += {threads}) {{\n\
+         \x20   const int r = u / 32, c = u % 32;\n\
+         \x20   const int s = G * 16 + r, e = E0 + c;\n\
+         \x20   float v = 0.0f;\n\
+         \x20   for (int k = 0; k < {splits}; k++) {{\n\
+         \x20       v += parts[k * {WG_TILE} + u];\n\
+         \x20       parts[k * {WG_TILE} + u] = 0.0f;\n\
+         \x20   }}\n\
+         \x20   if (s >= {cs} || e >= {entries}) continue;\n\
+         {store}}}\n\
+         if (threadIdx.x == 0) *done = 0;\n"
+    )
 }

@@ -68,6 +68,8 @@ pub(crate) struct Made {
     pub launch: Launch,
     pub work: u64,
     pub live: Live,
+    /// Bytes of scratch (`crate::train::TrainKernel::scratch`).
+    pub scratch: usize,
 }
 
 /// `(name, launch)` of each of `names`: a grid-stride kernel of `blocks` blocks of [`THREADS`]
@@ -144,6 +146,7 @@ pub(crate) fn make_in(
         launch,
         work,
         live,
+        scratch: 0,
     })
 }
 
@@ -254,6 +257,7 @@ pub fn generate(
                 tiles,
                 work: m.work,
                 live: m.live,
+                scratch: m.scratch,
             },
             Some(m.launch),
         ))
