@@ -133,6 +133,14 @@ impl CKernels {
         let gen = e2enc_codegen::render::for_target_in(target, Precision::F32)
             .training(tg, maskable)
             .map_err(|e| TrainError::CKernels(e.to_string()))?;
+        // These kernels get their operands and nothing else: none may need scratch (only the
+        // device executor's tensor-core weight gradients do).
+        if let Some(k) = gen.kernels.iter().find(|k| k.scratch > 0) {
+            return Err(TrainError::CKernels(format!(
+                "kernel `{}` needs {} bytes of scratch, which the host executor does not give",
+                k.name, k.scratch
+            )));
+        }
         if let Some(keep) = std::env::var_os("E2ENC_KEEP_TRAIN_C") {
             // For inspection: the generated source, kept where the variable says.
             std::fs::write(&keep, &gen.c_source).map_err(|e| {
