@@ -504,8 +504,8 @@ fi
 # weight gradient, dead kernels exactly zero); b) compute-sanitizer memcheck and racecheck on a
 # step of a small one, and memcheck on its TF32 step; c) the AMOS-CT recipe's step (batch 2,
 # 128^3, density 0.2) timed, in f32, with the TF32 tensor-core convs (--math tf32) and in bf16
-# mixed precision (--precision bf16 --math bf16; its arena under 10 GB), and PyTorch + cuDNN's
-# step on the same
+# mixed precision (--precision bf16 --math bf16; its arena under 10 GB), each with its device
+# time per kind of kernel (CUDA events around every launch), and PyTorch + cuDNN's step on the same
 # network (fp32, bf16 autocast; gpu_train_bench.py); d) the
 # trainer end to end on the GPU against the CPU.
 EXAMPLE=${E2ENC_TRAIN_EXAMPLE:-}
@@ -569,7 +569,8 @@ EOF
         if run_part train amos-step 240 "$log" "$EXAMPLE" bench "$amos" "$data" --device cuda \
             --steps 3; then
             if ((RC == 0)); then
-                record train amos-step ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log")"
+                record train amos-step ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log" |
+                    paste -sd ';' -)"
             else
                 record train amos-step fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
             fi
@@ -580,7 +581,8 @@ EOF
         if run_part train amos-step-tf32 120 "$log" "$EXAMPLE" bench "$amos" "$data" \
             --device cuda --math tf32 --steps 2; then
             if ((RC == 0)); then
-                record train amos-step-tf32 ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log")"
+                record train amos-step-tf32 ok "$ELAPSED" "$(grep -E '^e2enc train step' "$log" |
+                    paste -sd ';' -)"
             else
                 record train amos-step-tf32 fail "$ELAPSED" "rc $RC: $(tail_of "$log")"
             fi

@@ -305,6 +305,17 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
     let o = tf32(&["--tensor-cores", "tf32", "--emulate", "--profile"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("convolutions in tf32"), "{}", text(&o));
+    // --profile on the GPU path: the device time of each kind of kernel, the tensor-core convs
+    // apart.
+    for row in [
+        "device time per kind of kernel",
+        "conv_backward_weight (tensor cores)",
+        "instance_norm",
+        "optimizer",
+        "loss",
+    ] {
+        assert!(text(&o).contains(row), "no `{row}`: {}", text(&o));
+    }
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run6.join("checkpoint/state.json")).unwrap())
             .unwrap();

@@ -113,7 +113,8 @@ pub struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 16.0)]
     pub bucket_mib: f64,
     /// Print at the end the time spent per op kind (forward and backward kernels), waiting for
-    /// data and in all-reduces; a step's peak memory (planned and measured) and the process's
+    /// data and in all-reduces; on a GPU also the device time per kind of kernel (CUDA events
+    /// around every launch); a step's peak memory (planned and measured) and the process's
     /// peak resident memory; with several ranks, the communication per step.
     #[arg(long)]
     pub profile: bool,
@@ -464,12 +465,29 @@ fn train(
     };
     trainer.set_data_workers(a.data_workers);
     trainer.set_gradient_bucket((a.bucket_mib * (1u64 << 18) as f64) as usize);
+    if a.profile {
+        // On a GPU: each launch between two CUDA events, so the table below says where the
+        // device's time goes.
+        trainer.time_device_kernels()?;
+    }
     let code = run(
         &mut trainer,
         a.time_limit.map(|m| Duration::from_secs_f64(m * 60.0)),
     )?;
     if a.profile && rank == 0 {
         print_profile(&trainer.profile());
+        if let Some(k) = trainer.device_kernel_profile()? {
+            eprintln!(
+                "device time per kind of kernel ({}; launches run one after another, so the \
+                 total is the steps' kernel time):",
+                if a.emulate {
+                    "the host emulation's wall time per launch"
+                } else {
+                    "CUDA events around each launch"
+                }
+            );
+            print_table("kernel", k.iter().map(|(n, s)| (n.as_str(), *s)));
+        }
         print_memory(&trainer);
         print_communication(&trainer);
     }
@@ -478,16 +496,22 @@ fn train(
 
 /// The per-op time table of `--profile`, largest first.
 pub fn print_profile(p: &std::collections::BTreeMap<&'static str, f64>) {
-    let total: f64 = p.values().sum();
-    let mut rows: Vec<_> = p.iter().collect();
-    rows.sort_by(|a, b| b.1.total_cmp(a.1));
+    print_table("op", p.iter().map(|(op, s)| (*op, *s)));
+}
+
+/// A table of `(what, seconds)` rows under the heading `what`, largest first, with each row's
+/// share and the total.
+fn print_table<'a>(what: &str, rows: impl Iterator<Item = (&'a str, f64)>) {
+    let mut rows: Vec<(&str, f64)> = rows.collect();
+    let total: f64 = rows.iter().map(|r| r.1).sum();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     let w = rows
         .iter()
         .map(|(op, _)| op.len())
         .max()
         .unwrap_or(0)
         .max(26);
-    eprintln!("{:<w$} {:>9} {:>7}", "op", "seconds", "share");
+    eprintln!("{what:<w$} {:>9} {:>7}", "seconds", "share");
     for (op, s) in rows {
         eprintln!("{op:<w$} {s:>9.2} {:>6.1}%", 100.0 * s / total.max(1e-12));
     }

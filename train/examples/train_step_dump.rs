@@ -477,7 +477,31 @@ fn cmd_bench(args: &[String]) -> Result<(), String> {
                 println!("step {i}: {dt:.3} s, loss {loss:.6}");
                 if i > 0 {
                     times.push(dt);
+                } else {
+                    // The timed steps' launches, each between two CUDA events on a GPU.
+                    d.time_kernels(true).map_err(|e| e.to_string())?;
                 }
+            }
+            if let Some(k) = d.kernel_profile().map_err(|e| e.to_string())? {
+                let mut rows: Vec<(&String, &f64)> = k.iter().collect();
+                rows.sort_by(|a, b| b.1.total_cmp(a.1));
+                let total: f64 = rows.iter().map(|r| *r.1).sum();
+                let per = |s: f64| s * 1e3 / steps.max(1) as f64;
+                let list: Vec<String> = rows
+                    .iter()
+                    .map(|(n, s)| {
+                        format!(
+                            "{n} {:.2} ({:.0}%)",
+                            per(**s),
+                            100.0 * **s / total.max(1e-12)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "e2enc train step kernels, ms per step (sum {:.2}): {}",
+                    per(total),
+                    list.join("; ")
+                );
             }
         }
     }

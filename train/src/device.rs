@@ -71,6 +71,20 @@ pub trait Device {
     fn join_side(&mut self) -> Result<(), TrainError> {
         Ok(())
     }
+
+    /// Times every launch from here on (`on`), or stops: each launch's device time is kept
+    /// until [`Device::launch_times`] (on a GPU two CUDA events around it, on the emulation
+    /// the wall time of the synchronous launch). By default a device does not time launches.
+    fn time_launches(&mut self, on: bool) -> Result<(), TrainError> {
+        let _ = on;
+        Ok(())
+    }
+
+    /// Seconds of each launch timed since the last call, with its kernel index, in launch
+    /// order (waits for them to finish).
+    fn launch_times(&mut self) -> Result<Vec<(usize, f64)>, TrainError> {
+        Ok(Vec::new())
+    }
 }
 
 fn err(msg: impl Into<String>) -> TrainError {
@@ -111,6 +125,8 @@ pub struct Emulated {
     exact_mma: bool,
     /// Allocations, in 256-byte blocks of `u64` (8-byte aligned).
     mem: Vec<Box<[[u64; 32]]>>,
+    /// The launches timed since [`Device::launch_times`], when timing.
+    times: Option<Vec<(usize, f64)>>,
 }
 
 impl Emulated {
@@ -124,6 +140,7 @@ impl Emulated {
             seed,
             exact_mma: false,
             mem: Vec::new(),
+            times: None,
         }
     }
 
@@ -228,6 +245,7 @@ impl Device for Emulated {
         if let Some(e) = &self.emu {
             e.set_exact_mma(self.exact_mma);
         }
+        let t0 = std::time::Instant::now();
         // SAFETY: the executor passes addresses inside this device's allocations laid out as
         // the kernel was generated for (its output, its operand table, its live list); the
         // emulated blocks write only the output.
@@ -244,11 +262,23 @@ impl Device for Emulated {
         if let Some(e) = self.emu.as_ref().and_then(Emulation::take_error) {
             return Err(err(format!("kernel {name} on the host emulation: {e}")));
         }
+        if let Some(t) = &mut self.times {
+            t.push((k, t0.elapsed().as_secs_f64()));
+        }
         Ok(())
     }
 
     fn synchronize(&mut self) -> Result<(), TrainError> {
         Ok(())
+    }
+
+    fn time_launches(&mut self, on: bool) -> Result<(), TrainError> {
+        self.times = on.then(|| self.times.take().unwrap_or_default());
+        Ok(())
+    }
+
+    fn launch_times(&mut self) -> Result<Vec<(usize, f64)>, TrainError> {
+        Ok(self.times.as_mut().map(std::mem::take).unwrap_or_default())
     }
 }
 
@@ -358,5 +388,13 @@ impl Device for Gpu {
 
     fn join_side(&mut self) -> Result<(), TrainError> {
         self.s.join().map_err(|e| err(e.to_string()))
+    }
+
+    fn time_launches(&mut self, on: bool) -> Result<(), TrainError> {
+        self.s.time_launches(on).map_err(|e| err(e.to_string()))
+    }
+
+    fn launch_times(&mut self) -> Result<Vec<(usize, f64)>, TrainError> {
+        self.s.launch_times().map_err(|e| err(e.to_string()))
     }
 }

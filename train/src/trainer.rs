@@ -607,6 +607,25 @@ impl Trainer {
         p
     }
 
+    /// On a GPU (or its emulation): times every kernel launch from here on, for
+    /// [`Trainer::device_kernel_profile`] (`e2enc train --profile`). Nothing on the CPU, whose
+    /// executor times its ops anyway ([`Trainer::profile`]).
+    pub fn time_device_kernels(&mut self) -> Result<(), TrainError> {
+        match &mut self.exec {
+            Runner::Device(d) => d.time_kernels(true),
+            Runner::Host(_) => Ok(()),
+        }
+    }
+
+    /// Device seconds of the kernels launched since [`Trainer::time_device_kernels`], by what
+    /// they compute (see `DeviceExecutor::kernel_profile`); `None` on the CPU or untimed.
+    pub fn device_kernel_profile(&mut self) -> Result<Option<BTreeMap<String, f64>>, TrainError> {
+        match &mut self.exec {
+            Runner::Device(d) => Ok(d.kernel_profile()?.cloned()),
+            Runner::Host(_) => Ok(None),
+        }
+    }
+
     /// What this process's gradient all-reduces moved so far (zero steps in a one-process run).
     pub fn communication(&self) -> CommStats {
         self.comm_stats

@@ -673,6 +673,51 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
     }
 }
 
+/// `DeviceExecutor::time_kernels`: with timing on, every launch of a step kept on the device is
+/// timed and filed under what it computes (the graph's ops, the loss, the optimizer); nothing is
+/// kept before timing is asked for, and the times grow with the steps.
+#[test]
+fn device_launches_are_timed_by_kind() {
+    use e2enc_train::optim;
+
+    let c = case(&config(3, 4, 3, false));
+    let sgd = optim::Sgd::nnunet();
+    let mut x = emulated_executor(&c);
+    x.upload_state(&c.weights, &sgd.momentum_buffers).unwrap();
+    let step = |x: &mut e2enc_train::device_exec::DeviceExecutor| {
+        x.step_resident(
+            &c.live, &c.inputs, &c.labels, &c.wts, &sgd, 0.01, 12.0, None,
+        )
+        .unwrap();
+    };
+    step(&mut x);
+    assert!(x.kernel_profile().unwrap().is_none());
+    x.time_kernels(true).unwrap();
+    step(&mut x);
+    let one = x.kernel_profile().unwrap().unwrap().clone();
+    eprintln!("{one:?}");
+    for kind in [
+        "fused_conv3d",
+        "conv_backward_weight",
+        "conv_backward_data",
+        "instance_norm",
+        "instance_norm_backward",
+        "loss",
+        "optimizer",
+    ] {
+        assert!(one.get(kind).is_some_and(|&s| s > 0.0), "{kind}: {one:?}");
+    }
+    // Every label names a kind of kernel this executor loaded.
+    assert!(!one.contains_key("(unknown kernel)"), "{one:?}");
+    step(&mut x);
+    let two = x.kernel_profile().unwrap().unwrap();
+    assert_eq!(two.len(), one.len());
+    assert!(
+        two.iter().all(|(k, s)| *s > one[k]),
+        "{two:?} after {one:?}"
+    );
+}
+
 /// `e2enc train --tensor-cores tf32|bf16`: the device step with the stride-1 `1x3x3` convs'
 /// forward passes, data and weight gradients on tensor cores (`mma.sync` under the host
 /// emulation, the live kernels from a run-time table). In the emulation's exact-MMA mode the

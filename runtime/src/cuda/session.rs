@@ -32,6 +32,12 @@ pub struct GpuSession {
     stream: sys::CUstream,
     /// The side stream and its two events (fork, join), made by the first [`GpuSession::fork`].
     side: Option<(sys::CUstream, sys::CUevent, sys::CUevent)>,
+    /// Launch timing ([`GpuSession::time_launches`]): the events made so far (two per timed
+    /// launch, reused), and the kernels of the launches timed since the last
+    /// [`GpuSession::launch_times`].
+    timing: bool,
+    events: Vec<sys::CUevent>,
+    timed: Vec<usize>,
     module: sys::CUmodule,
     funcs: Vec<(sys::CUfunction, Launch, String)>,
     allocs: Vec<sys::CUdeviceptr>,
@@ -70,6 +76,9 @@ impl GpuSession {
                 ctx,
                 stream: null_mut(),
                 side: None,
+                timing: false,
+                events: Vec::new(),
+                timed: Vec::new(),
                 module: null_mut(),
                 funcs: Vec::new(),
                 allocs: Vec::new(),
@@ -219,12 +228,64 @@ impl GpuSession {
         }
     }
 
+    /// Times every launch from here on with two events around it (`on`), or stops (the
+    /// launches timed so far are kept for [`GpuSession::launch_times`]).
+    pub fn time_launches(&mut self, on: bool) -> Res<()> {
+        self.timing = on;
+        Ok(())
+    }
+
+    /// Seconds of each launch timed since the last call, with its kernel index, in launch
+    /// order: waits for the stream, then reads the events.
+    pub fn launch_times(&mut self) -> Res<Vec<(usize, f64)>> {
+        if self.timed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.synchronize()?;
+        let mut out = Vec::with_capacity(self.timed.len());
+        for (i, &k) in self.timed.iter().enumerate() {
+            let mut ms = 0f32;
+            // SAFETY: both events were recorded on this session's stream, which has finished.
+            check(
+                unsafe {
+                    sys::cuEventElapsedTime(&mut ms, self.events[2 * i], self.events[2 * i + 1])
+                },
+                || "cannot read a launch's time".into(),
+            )?;
+            out.push((k, f64::from(ms) * 1e-3));
+        }
+        self.timed.clear();
+        Ok(out)
+    }
+
+    /// Records timing event `at` on the stream (made when the pool is short).
+    fn record_timing_event(&mut self, at: usize) -> Res<()> {
+        // SAFETY: events of this session's context, made here and destroyed in Drop.
+        unsafe {
+            while self.events.len() <= at {
+                let mut e: sys::CUevent = null_mut();
+                check(
+                    sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as c_uint),
+                    || "cannot create an event to time a launch".into(),
+                )?;
+                self.events.push(e);
+            }
+            check(sys::cuEventRecord(self.events[at], self.stream), || {
+                "cannot record an event to time a launch".into()
+            })
+        }
+    }
+
     /// Launches kernel `k` with `(A, W, I)` = `args` on the stream.
     pub fn launch(&mut self, k: usize, args: [u64; 3]) -> Res<()> {
-        let (f, l, name) = self
-            .funcs
-            .get(k)
-            .ok_or_else(|| device_error(format!("no kernel {k} is loaded")))?;
+        if k >= self.funcs.len() {
+            return Err(device_error(format!("no kernel {k} is loaded")));
+        }
+        let timed_at = 2 * self.timed.len();
+        if self.timing {
+            self.record_timing_event(timed_at)?;
+        }
+        let (f, l, name) = &self.funcs[k];
         let mut a = args;
         let mut ptrs: [*mut c_void; 3] = [
             (&mut a[0] as *mut u64).cast(),
@@ -253,6 +314,10 @@ impl GpuSession {
                 "launching `{name}` failed: {}",
                 describe(r)
             )));
+        }
+        if self.timing {
+            self.record_timing_event(timed_at + 1)?;
+            self.timed.push(k);
         }
         Ok(())
     }
@@ -342,6 +407,9 @@ impl Drop for GpuSession {
             if sys::cuCtxSetCurrent(self.ctx) == sys::CUresult::CUDA_SUCCESS {
                 if !self.stream.is_null() {
                     sys::cuStreamSynchronize(self.stream);
+                }
+                for e in self.events.drain(..) {
+                    sys::cuEventDestroy_v2(e);
                 }
                 if let Some((side, fork, join)) = self.side.take() {
                     sys::cuStreamSynchronize(side);

@@ -180,6 +180,7 @@ impl DeviceExecutor {
             };
             *self.profile.entry(what).or_default() += t.elapsed().as_secs_f64();
         }
+        self.absorb_launch_times()?;
         Ok(total)
     }
 }

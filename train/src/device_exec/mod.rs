@@ -178,6 +178,11 @@ pub struct DeviceExecutor {
     /// Wall seconds of the steps' parts ("device forward", "device backward", the copies
     /// included), summed over all steps.
     pub profile: BTreeMap<&'static str, f64>,
+    /// What each loaded kernel computes, by kernel index, for [`DeviceExecutor::kernel_profile`].
+    labels: Vec<String>,
+    /// Device seconds of the launches by what they compute, while timing
+    /// ([`DeviceExecutor::time_kernels`]).
+    kernel_time: Option<BTreeMap<String, f64>>,
 }
 
 impl DeviceExecutor {
@@ -253,6 +258,27 @@ impl DeviceExecutor {
         source.push_str(&gsrc);
         all.extend(gkernels.iter().map(|(n, l)| extra_kernel(node0, n, l)));
         dev.load(&source, &all)?;
+        let labels: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                if i >= gather_first {
+                    "gradient packing (data-parallel)".to_string()
+                } else if i >= stash_first {
+                    "bf16 kept values (round, pack, unpack)".to_string()
+                } else if i >= opt_first {
+                    "optimizer".to_string()
+                } else if i >= gen.kernels.len() {
+                    "loss".to_string()
+                } else {
+                    let op = g.node(k.node).op.mnemonic();
+                    match k.live {
+                        Live::Table { .. } => format!("{op} (tensor cores)"),
+                        _ => op.to_string(),
+                    }
+                }
+            })
+            .collect();
         // Arena offsets: the order played as the host executor plays it.
         let mut fit = FirstFit::default();
         let mut offset = HashMap::new();
@@ -505,7 +531,44 @@ impl DeviceExecutor {
             packed: None,
             stash,
             profile: BTreeMap::new(),
+            labels,
+            kernel_time: None,
         })
+    }
+
+    /// Times every launch on the device from here on (`on`: CUDA events around each on a GPU,
+    /// the wall time of each launch on the emulation), for [`DeviceExecutor::kernel_profile`],
+    /// or stops.
+    pub fn time_kernels(&mut self, on: bool) -> Result<(), TrainError> {
+        self.dev.time_launches(on)?;
+        if on {
+            self.kernel_time.get_or_insert_with(BTreeMap::new);
+        }
+        Ok(())
+    }
+
+    /// Device seconds of the launches timed so far, by what they compute: the op of a graph
+    /// kernel (`conv_backward_weight`, `instance_norm`, ..., with ` (tensor cores)` for the
+    /// tensor-core convs), `loss`, `optimizer`, the bf16 kept values' passes and the gradients'
+    /// packing; `None` when launches were never timed.
+    pub fn kernel_profile(&mut self) -> Result<Option<&BTreeMap<String, f64>>, TrainError> {
+        self.absorb_launch_times()?;
+        Ok(self.kernel_time.as_ref())
+    }
+
+    /// Adds the device's launch times since the last call to the kernel profile.
+    fn absorb_launch_times(&mut self) -> Result<(), TrainError> {
+        let Some(kt) = &mut self.kernel_time else {
+            return Ok(());
+        };
+        for (k, secs) in self.dev.launch_times()? {
+            let label = self
+                .labels
+                .get(k)
+                .map_or("(unknown kernel)", String::as_str);
+            *kt.entry(label.to_string()).or_default() += secs;
+        }
+        Ok(())
     }
 
     /// The executor of `backend` (a [`Backend::Device`]): the host emulation as the device
@@ -721,6 +784,7 @@ impl DeviceExecutor {
             r.insert(name, Arc::new(self.fetch(id)?));
         }
         *self.profile.entry("device forward").or_default() += t0.elapsed().as_secs_f64();
+        self.absorb_launch_times()?;
         Ok(r)
     }
 
@@ -752,6 +816,7 @@ impl DeviceExecutor {
             grads.insert(w, self.fetch(id)?);
         }
         *self.profile.entry("device backward").or_default() += t0.elapsed().as_secs_f64();
+        self.absorb_launch_times()?;
         Ok(StepResult {
             loss: value,
             outputs,
