@@ -335,18 +335,24 @@ impl NcclReducer {
     }
 }
 
+/// The CUDA stream `stream` of `dev` for NCCL, or the error for a device that has none.
+fn on_gpu(dev: &dyn Device, stream: Option<u64>) -> Result<u64, TrainError> {
+    stream.ok_or_else(|| {
+        TrainError::Distributed(format!(
+            "NCCL sums GPU memory, and {} is not a CUDA GPU",
+            dev.describe()
+        ))
+    })
+}
+
 impl GradientReducer for NcclReducer {
     fn all_reduce(
         &mut self,
         dev: &mut dyn Device,
         bufs: &[(DevPtr, usize)],
     ) -> Result<(), TrainError> {
-        let stream = dev.cuda_stream()?.ok_or_else(|| {
-            TrainError::Distributed(format!(
-                "NCCL sums GPU memory, and {} is not a CUDA GPU",
-                dev.describe()
-            ))
-        })?;
+        let stream = dev.cuda_stream()?;
+        let stream = on_gpu(dev, stream)?;
         // SAFETY: the buffers are the device's gradients (f32, alive as long as the
         // executor), `stream` its stream with its context current (cuda_stream), and every
         // rank's graph lists the same gradients in the same order.
@@ -354,12 +360,8 @@ impl GradientReducer for NcclReducer {
     }
 
     fn start(&mut self, dev: &mut dyn Device, bufs: &[(DevPtr, usize)]) -> Result<(), TrainError> {
-        let side = dev.side_stream()?.ok_or_else(|| {
-            TrainError::Distributed(format!(
-                "NCCL sums GPU memory, and {} is not a CUDA GPU",
-                dev.describe()
-            ))
-        })?;
+        let side = dev.side_stream()?;
+        let side = on_gpu(dev, side)?;
         // SAFETY: as in `all_reduce`, on the side stream, which starts after the work issued so
         // far (the packing of these gradients); the device's stream waits for it in `finish`
         // before anything reads or writes these buffers again.

@@ -95,6 +95,24 @@ pub(super) fn describe(r: sys::CUresult) -> String {
 }
 
 /// `Ok` for success, else an error `what: NAME (description)`.
+/// Grows `pool` to at least `n` timing events (`CU_EVENT_DEFAULT`), for the timed launches of
+/// bundles and of training sessions; the owner destroys them.
+///
+/// # Safety
+/// The pool's context is current.
+pub(super) unsafe fn timing_events(pool: &mut Vec<sys::CUevent>, n: usize) -> Res<()> {
+    while pool.len() < n {
+        let mut e: sys::CUevent = null_mut();
+        // SAFETY: a plain event creation in the current context.
+        check(
+            unsafe { sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as c_uint) },
+            || "cannot create a timing event".into(),
+        )?;
+        pool.push(e);
+    }
+    Ok(())
+}
+
 pub(super) fn check(r: sys::CUresult, what: impl FnOnce() -> String) -> Res<()> {
     if r == sys::CUresult::CUDA_SUCCESS {
         Ok(())
@@ -647,14 +665,7 @@ impl CudaDevice {
     unsafe fn launch_timed(&mut self, times: &mut Vec<f64>) -> Res<()> {
         // SAFETY (block): events are this device's, recorded on its stream.
         unsafe {
-            while self.events.len() < self.steps.len() + 1 {
-                let mut e: sys::CUevent = null_mut();
-                check(
-                    sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as c_uint),
-                    || "cannot create a timing event".into(),
-                )?;
-                self.events.push(e);
-            }
+            timing_events(&mut self.events, self.steps.len() + 1)?;
             check(sys::cuEventRecord(self.events[0], self.stream), || {
                 "cannot record a timing event".into()
             })?;

@@ -14,7 +14,7 @@ use std::ptr::null_mut;
 
 use cudarc::driver::sys;
 
-use super::driver::{check, describe, find_gpu, name_and_cc, require_symbols};
+use super::driver::{check, describe, find_gpu, name_and_cc, require_symbols, timing_events};
 use super::{device_error, version_text};
 use crate::format::Launch;
 use crate::RuntimeError;
@@ -260,16 +260,10 @@ impl GpuSession {
 
     /// Records timing event `at` on the stream (made when the pool is short).
     fn record_timing_event(&mut self, at: usize) -> Res<()> {
-        // SAFETY: events of this session's context, made here and destroyed in Drop.
+        // SAFETY: events of this session's context (current: launches make it so), made here
+        // and destroyed in Drop.
         unsafe {
-            while self.events.len() <= at {
-                let mut e: sys::CUevent = null_mut();
-                check(
-                    sys::cuEventCreate(&mut e, sys::CUevent_flags::CU_EVENT_DEFAULT as c_uint),
-                    || "cannot create an event to time a launch".into(),
-                )?;
-                self.events.push(e);
-            }
+            timing_events(&mut self.events, at + 1)?;
             check(sys::cuEventRecord(self.events[at], self.stream), || {
                 "cannot record an event to time a launch".into()
             })
