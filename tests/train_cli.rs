@@ -313,6 +313,7 @@ fn demo_and_train_end_to_end_on_a_tiny_budget() {
         "instance_norm",
         "optimizer",
         "loss",
+        "the device holds",
     ] {
         assert!(text(&o).contains(row), "no `{row}`: {}", text(&o));
     }

@@ -536,9 +536,18 @@ fn print_memory(trainer: &Trainer) {
         Backend::Device { .. } => format!("; convolutions in {}", trainer.options().conv_math),
         _ => String::new(),
     };
+    let device = trainer
+        .device_memory()
+        .map(|b| {
+            format!(
+                "; the device holds {:.3} GiB in all (values, weights, momentum, tables, scratch)",
+                gib(b)
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
         "memory: a step's values peak at {:.3} GiB (planned {:.3} GiB; values kept for the \
-         backward pass in {}{math}){hwm}",
+         backward pass in {}{math}){device}{hwm}",
         gib(measured),
         gib(planned),
         trainer.options().precision

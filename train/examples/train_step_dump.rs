@@ -165,9 +165,11 @@ impl Exec {
                 e.saved()
             ),
             Exec::Device(d) => format!(
-                "planned peak {:.2} GiB of values, device arena {:.2} GiB",
+                "planned peak {:.2} GiB of values, device arena {:.2} GiB, {:.2} GiB allocated \
+                 on the device in all (weights, momentum, tables, scratch)",
                 gib(d.memory_plan().peak_bytes),
-                gib(d.arena_bytes())
+                gib(d.arena_bytes()),
+                gib(d.device_bytes())
             ),
         }
     }

@@ -39,6 +39,9 @@ pub trait Device {
     /// the device is dropped.
     fn alloc(&mut self, bytes: usize, what: &str) -> Result<DevPtr, TrainError>;
 
+    /// Bytes of device memory [`Device::alloc`] has given out so far (all of it held).
+    fn allocated_bytes(&self) -> usize;
+
     /// Copies `src` to device address `dst`.
     fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainError>;
 
@@ -152,11 +155,6 @@ impl Emulated {
         self
     }
 
-    /// Bytes allocated so far.
-    pub fn allocated_bytes(&self) -> usize {
-        self.mem.iter().map(|b| b.len() * 256).sum()
-    }
-
     /// The allocation holding `[p, p + len)`, as (block, byte offset), or an error.
     fn find(&self, p: DevPtr, len: usize, what: &str) -> Result<(usize, usize), TrainError> {
         for (k, b) in self.mem.iter().enumerate() {
@@ -175,6 +173,10 @@ impl Emulated {
 impl Device for Emulated {
     fn describe(&self) -> String {
         "the host emulation of a CUDA GPU (e2enc_runtime::emulate)".into()
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        self.mem.iter().map(|b| b.len() * 256).sum()
     }
 
     fn load(&mut self, source: &str, kernels: &[TrainKernel]) -> Result<(), TrainError> {
@@ -357,6 +359,10 @@ impl Device for Gpu {
 
     fn alloc(&mut self, bytes: usize, what: &str) -> Result<DevPtr, TrainError> {
         self.s.alloc(bytes, what).map_err(|e| err(e.to_string()))
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        self.s.allocated_bytes()
     }
 
     fn upload(&mut self, dst: DevPtr, src: &[u8]) -> Result<(), TrainError> {

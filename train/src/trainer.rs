@@ -640,6 +640,16 @@ impl Trainer {
         }
     }
 
+    /// Bytes of device memory a GPU run (or its emulation) holds in all: the arena of
+    /// [`Trainer::step_memory`], the weights, the momentum, the tables and the scratch; `None`
+    /// on the CPU.
+    pub fn device_memory(&self) -> Option<usize> {
+        match &self.exec {
+            Runner::Device(d) => Some(d.device_bytes()),
+            Runner::Host(_) => None,
+        }
+    }
+
     /// This process's rank and the number of ranks.
     pub fn rank(&self) -> (usize, usize) {
         (self.comm.rank(), self.comm.size())

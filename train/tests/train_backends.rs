@@ -675,7 +675,8 @@ fn a_data_parallel_device_step_sums_the_live_gradients_packed() {
 
 /// `DeviceExecutor::time_kernels`: with timing on, every launch of a step kept on the device is
 /// timed and filed under what it computes (the graph's ops, the loss, the optimizer); nothing is
-/// kept before timing is asked for, and the times grow with the steps.
+/// kept before timing is asked for, and the times grow with the steps. The device's memory in
+/// all is more than the arena, the weights and the momentum.
 #[test]
 fn device_launches_are_timed_by_kind() {
     use e2enc_train::optim;
@@ -692,6 +693,14 @@ fn device_launches_are_timed_by_kind() {
     };
     step(&mut x);
     assert!(x.kernel_profile().unwrap().is_none());
+    // The device holds the arena, the weights and their momentum, and more (tables, sums).
+    let weights: usize = c.weights.iter().map(|(_, t)| t.numel() * 4).sum();
+    assert!(
+        x.device_bytes() > x.arena_bytes() + 2 * weights,
+        "{} of {} + 2 x {weights}",
+        x.device_bytes(),
+        x.arena_bytes()
+    );
     x.time_kernels(true).unwrap();
     step(&mut x);
     let one = x.kernel_profile().unwrap().unwrap().clone();

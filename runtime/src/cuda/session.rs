@@ -41,6 +41,8 @@ pub struct GpuSession {
     module: sys::CUmodule,
     funcs: Vec<(sys::CUfunction, Launch, String)>,
     allocs: Vec<sys::CUdeviceptr>,
+    /// Bytes of `allocs`.
+    allocated: usize,
 }
 
 // SAFETY: the handles are the driver's, usable from any thread once the context is current,
@@ -82,6 +84,7 @@ impl GpuSession {
                 module: null_mut(),
                 funcs: Vec::new(),
                 allocs: Vec::new(),
+                allocated: 0,
             };
             check(sys::cuCtxSetCurrent(ctx), || {
                 "cannot use the GPU's context".into()
@@ -178,6 +181,7 @@ impl GpuSession {
                 )
             })?;
             self.allocs.push(p);
+            self.allocated += bytes.max(4);
             check(sys::cuMemsetD8_v2(p, 0, bytes.max(4)), || {
                 format!("cannot zero {what}")
             })?;
@@ -186,6 +190,11 @@ impl GpuSession {
             check(sys::cuCtxSynchronize(), || format!("cannot zero {what}"))?;
         }
         Ok(p)
+    }
+
+    /// Bytes of device memory [`GpuSession::alloc`] has given out (held until drop).
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocated
     }
 
     /// Copies `src` to device address `dst`, ordered on the stream; returns once done.

@@ -591,6 +591,13 @@ impl DeviceExecutor {
         DeviceExecutor::new(tg, target, maskable, saved, math, dev)
     }
 
+    /// Bytes of device memory the executor holds in all: the arena, the weights, the
+    /// optimizer's momentum and sums, the operand tables and live lists, the loss's buffers,
+    /// the kernels' scratch and a data-parallel step's packed gradients.
+    pub fn device_bytes(&self) -> usize {
+        self.dev.allocated_bytes()
+    }
+
     /// Bytes of the arena: the step's values at their planned offsets.
     pub fn arena_bytes(&self) -> usize {
         self.arena_bytes
