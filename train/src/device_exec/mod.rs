@@ -540,6 +540,7 @@ impl DeviceExecutor {
     /// the wall time of each launch on the emulation), for [`DeviceExecutor::kernel_profile`],
     /// or stops.
     pub fn time_kernels(&mut self, on: bool) -> Result<(), TrainError> {
+        self.absorb_launch_times()?;
         self.dev.time_launches(on)?;
         if on {
             self.kernel_time.get_or_insert_with(BTreeMap::new);

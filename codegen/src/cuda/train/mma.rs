@@ -463,12 +463,13 @@ fn wg_scratch(tiles: usize, splits: usize) -> usize {
 
 /// The end of the weight-gradient kernel, after each warp's sums are in `red`: thread `u` sums
 /// element `u` (and `u + threads`) of the block's tile over the warps, in order. With one split
-/// that is the entry (`store` writes it; `bounds.0` rows and `bounds.1` entries exist). Split over the positions, each block writes its tile
-/// to the scratch (`in[bounds.2]`, after the operands), and the last block of a tile to finish (a counter per tile,
-/// counted after a fence) adds the splits' tiles in split order and writes the entries, then
-/// sets the partial tiles and the counter back to zero: the scratch is all zero between
-/// launches, as the kernels that share it (each with its own layout) need. The sum's order is fixed, so the result
-/// does not depend on which block finishes last.
+/// that is the entry (`store` writes it; `bounds` = (rows, entries, operands): rows and entries
+/// past the first two are padding). Split over the positions, each block writes its tile to the
+/// scratch (`in[operands]`, after the operands), and the last block of a tile to finish (a
+/// counter per tile, counted after a fence) adds the splits' tiles in split order and writes the
+/// entries, then sets the partial tiles and the counter back to zero: the scratch is all zero
+/// between launches, as the kernels that share it (each with its own layout) need. The sum's
+/// order is fixed, so the result does not depend on which block finishes last.
 fn wg_finish(splits: usize, threads: usize, store: &str, bounds: (usize, usize, usize)) -> String {
     let (cs, entries, scratch) = bounds;
     let sum_warps = format!(
