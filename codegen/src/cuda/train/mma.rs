@@ -93,6 +93,26 @@ impl Fmt {
     }
 
     /// This lane's K row `r` (an expression in `t`).
+    /// The four 8-wide B tiles of a warp's K step: for tile `j`, each of this lane's K rows `r`
+    /// loaded into `v[r]` by `load` (lines of C, each ending in a newline), then the MMA
+    /// ([`Fmt::mma_b`]). Indented for a kernel's K loop.
+    fn b_tiles(&self, load: &str) -> String {
+        let rows = self.rows;
+        let load: String = load.lines().map(|l| format!("            {l}\n")).collect();
+        format!(
+            "    #pragma unroll\n\
+             \x20   for (int j = 0; j < 4; j++) {{\n\
+             \x20       float v[{rows}];\n\
+             \x20       #pragma unroll\n\
+             \x20       for (int r = 0; r < {rows}; r++) {{\n\
+             {load}\
+             \x20       }}\n\
+             \x20       {}\n\
+             \x20   }}\n",
+            self.mma_b()
+        )
+    }
+
     fn row(&self, r: &str) -> String {
         self.brow.replace('R', r)
     }
@@ -232,16 +252,7 @@ pub(crate) fn emit(
          \x20       dy[r] = {dy_};\n\
          \x20       dx[r] = {dx_};\n\
          \x20   }}\n\
-         \x20   #pragma unroll\n\
-         \x20   for (int j = 0; j < 4; j++) {{\n\
-         \x20       float v[{nrows}];\n\
-         \x20       #pragma unroll\n\
-         \x20       for (int r = 0; r < {nrows}; r++) {{\n\
-         \x20           const int iy = py[j] + dy[r], ix = px[j] + dx[r];\n\
-         \x20           v[r] = (xo[r] >= 0 && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? src[xo[r] + iy * {w} + ix] : 0.0f;\n\
-         \x20       }}\n\
-         \x20       {mma_b}\n\
-         \x20   }}\n\
+         {b_tiles}\
          }}\n\
          #pragma unroll\n\
          for (int j = 0; j < 4; j++) {{\n\
@@ -257,7 +268,10 @@ pub(crate) fn emit(
         acol = f.row("(r >> 1) * HALVES + h").replace("HALVES", &halves.to_string()),
         brow = f.row("r"),
         apack = f.pack("av", "0"),
-        mma_b = f.mma_b(),
+        b_tiles = f.b_tiles(&format!(
+            "const int iy = py[j] + dy[r], ix = px[j] + dx[r];\n\
+             v[r] = (xo[r] >= 0 && iy >= 0 && iy < {h} && ix >= 0 && ix < {w}) ? src[xo[r] + iy * {w} + ix] : 0.0f;\n"
+        )),
     );
     let _ = (kd, THREADS);
     let dim = |v: usize, what: &str| {
@@ -377,20 +391,7 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
          \x20       }}\n\
          \x20       a[r] = {apack};\n\
          \x20   }}\n\
-         \x20   #pragma unroll\n\
-         \x20   for (int j = 0; j < 4; j++) {{\n\
-         \x20       float v[{nrows}];\n\
-         \x20       #pragma unroll\n\
-         \x20       for (int r = 0; r < {nrows}; r++) {{\n\
-         \x20           // The shifted tensor is what is padded: its depth first, then the shift.\n\
-         \x20           const int tz = pz[r] + oa[j], ty = py[r] + ob[j], tx = px[r] + oc[j];\n\
-         \x20           const int uz = tz - sh[j];\n\
-         \x20           const int in_ = pn[r] >= 0 && cb[j] >= 0 && tz >= 0 && tz < {d} && uz >= 0 && uz < {d}\n\
-         \x20               && ty >= 0 && ty < {h} && tx >= 0 && tx < {w};\n\
-         \x20           v[r] = in_ ? big[(((i64)pn[r] * {cbn} + cb[j]) * {d} + uz) * {plane} + ty * {w} + tx] : 0.0f;\n\
-         \x20       }}\n\
-         \x20       {mma_b}\n\
-         \x20   }}\n\
+         {b_tiles}\
          }}\n\
          #pragma unroll\n\
          for (int j = 0; j < 4; j++) {{\n\
@@ -403,9 +404,16 @@ pub(crate) fn weight_grad(ctx: &Ctx, mma: Mma) -> Result<Option<Made>, CodegenEr
         finish = wg_finish(splits, threads, &store, (g.cs, entries, ctx.ins.len())),
         brow = f.row("r"),
         apack = f.pack("av", "0"),
-        mma_b = f.mma_b(),
+        b_tiles = f.b_tiles(&format!(
+            "// The shifted tensor is what is padded: its depth first, then the shift.\n\
+             const int tz = pz[r] + oa[j], ty = py[r] + ob[j], tx = px[r] + oc[j];\n\
+             const int uz = tz - sh[j];\n\
+             const int in_ = pn[r] >= 0 && cb[j] >= 0 && tz >= 0 && tz < {d} && uz >= 0 && uz < {d}\n\
+             \x20   && ty >= 0 && ty < {h} && tx >= 0 && tx < {w};\n\
+             v[r] = in_ ? big[(((i64)pn[r] * {cbn} + cb[j]) * {d} + uz) * {plane} + ty * {w} + tx] : 0.0f;\n",
+            cbn = g.cb
+        )),
         cs = g.cs,
-        cbn = g.cb,
     );
     let dim = |v: usize, what: &str, max: usize| {
         u32::try_from(v)
